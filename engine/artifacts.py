@@ -1,0 +1,53 @@
+"""Derived engines (ONNX now; int8 and TensorRT plans later) built on first use and cached.
+
+Only the weights and card are shipped. An ONNX file is looked for, in order:
+  1. MODEL_DIR/model.onnx written by `galaxy export`, if the card's export record matches
+     both the current weights and the file's own hash;
+  2. the cache: $GALAXY_CACHE (default ~/.cache/galaxy) / onnx / <weights sha256 prefix>
+     -opset<N>-torch<version>.onnx, built (with the parity check) when missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from galaxy.card import ONNX_FILE, ModelCard, default_model_dir, file_sha256, load_card
+from galaxy.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GALAXY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "galaxy"
+    return Path(root)
+
+
+def resolve_model(model_dir=None) -> tuple[Path, ModelCard]:
+    """The model directory (default: the shipped model) and its verified card."""
+    path = Path(model_dir) if model_dir else default_model_dir()
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist")
+    return path, load_card(path)
+
+
+def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
+    """Path of an ONNX file for these weights, exporting into the cache if needed."""
+    local = model_dir / ONNX_FILE
+    record = card.export or {}
+    if (local.is_file() and record.get("weights_sha256") == card.weights_sha256
+            and record.get("sha256") == file_sha256(local)):
+        return local
+    import torch
+
+    from galaxy.export import ONNX_OPSET, export_onnx
+
+    cached = cache_dir() / "onnx" / f"{card.weights_sha256[:16]}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
+    if not cached.is_file():
+        log.info("building the ONNX engine for %s into %s (once)", card.name, cached)
+        try:
+            export_onnx(model_dir, cached, parity_images, card=card)
+        except OSError as exc:
+            raise ModelError(f"cannot write the ONNX cache {cached}: {exc}; set GALAXY_CACHE") from None
+    return cached

@@ -1,0 +1,51 @@
+"""ONNX Runtime backend, fp32, CPU (or CUDA when onnxruntime-gpu is installed)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from engine.artifacts import onnx_model
+from galaxy.export import softmax
+from galaxy.spec import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    """An ONNX Runtime session for one model.
+
+    Attributes:
+        name: backend name.
+        device: the execution provider really in use (onnxruntime-gpu falls back silently).
+        max_batch: the largest batch `run` accepts.
+    """
+
+    name = "onnxruntime"
+    precision = "fp32"
+    max_batch = MAX_BATCH
+
+    def __init__(self, path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        self._session = ort.InferenceSession(str(path), options, providers=wanted)
+        self.device = self._session.get_providers()[0]
+        self.path = str(path)
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) -> class probabilities float32 (N, K)."""
+        logits = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(tensor, np.float32)})[0]
+        return softmax(logits)
+
+
+def load(model_dir, card, options, parity_images=()) -> Session:
+    session = Session(onnx_model(model_dir, card, parity_images), options.threads)
+    log.info("backend onnxruntime on %s (%s)", session.device, session.path)
+    return session

@@ -1,0 +1,56 @@
+"""Decode inputs in parallel with the reference reader, in order, with bounded look-ahead."""
+
+from __future__ import annotations
+
+import collections
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.listing import Item, stem_id
+from galaxy.errors import ImageReadError
+from galaxy.images import load_input
+from galaxy.spec import InputSpec
+
+
+@dataclass
+class Decoded:
+    """One decoded input: a (C, H, W) float32 tensor, or the reason it failed."""
+
+    id: str
+    path: str
+    tensor: np.ndarray | None = None
+    error: ImageReadError | None = None
+
+
+def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:
+    """Read and preprocess one input; failures become a `Decoded` with `error` set."""
+    try:
+        tensor, meta = load_input(item.path, spec, hdu)
+    except ImageReadError as exc:
+        return Decoded(item.id or stem_id(item.path), item.path, error=exc)
+    except (OSError, ValueError, MemoryError) as exc:  # anything the readers did not foresee
+        return Decoded(item.id or stem_id(item.path), item.path,
+                       error=ImageReadError(item.path, f"{type(exc).__name__}: {exc}", stage="decode"))
+    return Decoded(item.id or meta.get("objid") or stem_id(item.path), item.path, tensor=tensor)
+
+
+def bounded_map(fn, iterable, workers: int, depth: int):
+    """Like `executor.map`, in order, but at most `depth` items in flight.
+
+    The input iterable is consumed lazily, so memory does not grow with its length.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = collections.deque()
+        for value in iterable:
+            pending.append(pool.submit(fn, value))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def decode_stream(items, spec: InputSpec, workers: int, depth: int, hdu=None):
+    """Decoded inputs, in input order, decoded `workers` at a time."""
+    return bounded_map(lambda item: decode_item(item, spec, hdu), items, workers, depth)

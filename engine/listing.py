@@ -1,0 +1,64 @@
+"""List inputs lazily: files, directories (recursive) and catalogs, never one big list."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from galaxy.catalog import read_input_catalog
+from galaxy.errors import UsageError
+from galaxy.images import is_image_path
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: its path and, when a catalog gave one, its id."""
+
+    path: str
+    id: str | None = None
+
+
+def _walk(root: str):
+    """Image files under root, depth first, each folder's entries in name order."""
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(entry.path)
+        elif is_image_path(entry.name):
+            yield entry.path
+
+
+def iter_inputs(inputs=(), catalog=None, path_column=None):
+    """Yield `Item`s for every image named by `inputs` (files or folders) and `catalog`.
+
+    Folders are walked recursively for files with an image suffix (symlinked folders are
+    not followed, so loops cannot happen). A named file is taken whatever its suffix.
+
+    Raises:
+        UsageError: an input does not exist.
+    """
+    for value in inputs:
+        if not os.path.lexists(value):
+            raise UsageError(f"input {value} does not exist")
+        if os.path.isdir(value):
+            for path in _walk(value):
+                yield Item(path)
+        else:
+            yield Item(str(value))
+    if catalog:
+        for path, ident in read_input_catalog(catalog, path_column):
+            yield Item(path, ident)
+
+
+def stem_id(path) -> str:
+    """The id of a file without a catalog or header id: its name without image suffixes."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in (".fits.gz", ".fit.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz", ".jpeg", ".jpg", ".png"):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem

@@ -1,0 +1,125 @@
+"""The model card (`card.json`): what a model is, how it was made, and how good it is.
+
+A model directory holds:
+  card.json          this card;
+  model.safetensors  the weights (fp16), whose sha256 the card records;
+  val_ids.txt        the validation ids of the training split (optional);
+  model.onnx         the ONNX export (written by `galaxy export`; otherwise built into the cache).
+No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from galaxy.errors import ModelError
+from galaxy.spec import InputSpec
+
+CARD_FILE = "card.json"
+WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"
+CARD_FORMAT = 1
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to rebuild and trust a model.
+
+    Attributes:
+        name: short model name, recorded in every catalog it writes.
+        architecture: timm model name.
+        classes: class names in output order.
+        input_spec: the preprocessing.
+        weights_sha256: sha256 of model.safetensors.
+        training: recipe: the exact command, the config, time taken, machine.
+        split: seed, fractions, counts and the sha256 of the validation ids.
+        metrics: validation metrics of the shipped weights.
+        export: ONNX export record (opset, exporter, parity), filled by `galaxy export`.
+        package_version: galaxy-engine version that wrote the card.
+    """
+
+    name: str
+    architecture: str
+    classes: tuple[str, ...]
+    input_spec: InputSpec
+    weights_sha256: str = ""
+    training: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    export: dict = field(default_factory=dict)
+    package_version: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "format": CARD_FORMAT,
+            "name": self.name,
+            "architecture": self.architecture,
+            "classes": list(self.classes),
+            "input_spec": self.input_spec.to_dict(),
+            "weights": {"file": WEIGHTS_FILE, "sha256": self.weights_sha256, "dtype": "float16"},
+            "training": self.training,
+            "split": self.split,
+            "metrics": self.metrics,
+            "export": self.export,
+            "package_version": self.package_version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelCard:
+        if data.get("format") != CARD_FORMAT:
+            raise ModelError(f"card format {data.get('format')!r} is not {CARD_FORMAT}")
+        return cls(
+            name=data["name"], architecture=data["architecture"], classes=tuple(data["classes"]),
+            input_spec=InputSpec.from_dict(data["input_spec"]),
+            weights_sha256=data["weights"]["sha256"], training=data.get("training", {}),
+            split=data.get("split", {}), metrics=data.get("metrics", {}),
+            export=data.get("export", {}), package_version=data.get("package_version", ""),
+        )
+
+    def save(self, model_dir) -> Path:
+        path = Path(model_dir) / CARD_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+
+def load_card(model_dir, verify: bool = True) -> ModelCard:
+    """Read a model directory's card and (by default) check its weights hash.
+
+    Raises:
+        ModelError: no card, unreadable card, missing weights, or weights that do not match.
+    """
+    model_dir = Path(model_dir)
+    card_path = model_dir / CARD_FILE
+    if not card_path.is_file():
+        raise ModelError(f"{model_dir} is not a model directory: no {CARD_FILE}")
+    try:
+        card = ModelCard.from_dict(json.loads(card_path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{card_path} is not a valid model card: {exc}") from exc
+    if verify:
+        weights = model_dir / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ModelError(f"{model_dir} has no {WEIGHTS_FILE}")
+        actual = file_sha256(weights)
+        if actual != card.weights_sha256:
+            raise ModelError(f"{weights} has sha256 {actual[:12]}..., the card says "
+                             f"{card.weights_sha256[:12]}...: weights and card do not belong together")
+    return card
+
+
+def default_model_dir() -> Path:
+    """The model shipped inside the package."""
+    return Path(__file__).parent / "models" / "sdss-xception"

@@ -1,0 +1,173 @@
+"""Catalogs in (tables with a path column) and out (CSV, Parquet, FITS), torch-free.
+
+Output columns: `id`, `path`, one `p_<class>` per class (float32), `label`. Every output
+carries metadata: model name, weights sha256, InputSpec, galaxy version, the command and
+its config, and the UTC date. CSV has no place for it, so it goes in a sidecar
+`<OUT>.meta.json`; Parquet keeps it in the schema metadata; FITS in the table header.
+Rows are written as they arrive (CSV, Parquet); a FITS table is written at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from galaxy.errors import UsageError
+
+OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
+PATH_COLUMNS = ("file_loc", "file", "path")
+ID_COLUMNS = ("id_str", "objid", "id")
+ERROR_COLUMNS = ("path", "stage", "reason")
+
+
+def output_format(path, explicit: str | None = None) -> str:
+    """The writer for an output path: by `explicit` name or by extension; never a silent default."""
+    if explicit:
+        if explicit not in set(OUTPUT_FORMATS.values()):
+            raise UsageError(f"unknown output format {explicit!r}; choose from {sorted(set(OUTPUT_FORMATS.values()))}")
+        return explicit
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise UsageError(f"cannot tell the output format of {path}: use one of {sorted(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[suffix]
+
+
+def errors_path(output) -> Path:
+    """The errors file beside an output: catalog.fits -> catalog.errors.csv."""
+    output = Path(output)
+    return output.with_name(output.stem + ".errors.csv")
+
+
+def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None):
+    """Rows (path, id or None) from a CSV / Parquet / FITS / ECSV table.
+
+    Relative paths are taken from the catalog's folder. The path column defaults to the
+    first of `PATH_COLUMNS` present; the id column to the first of `ID_COLUMNS`.
+    """
+    from astropy.table import Table
+
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".gz") else path.suffix.lower()
+    fmt = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".parquet": "parquet", ".fits": "fits",
+           ".fit": "fits", ".fits.gz": "fits"}.get(suffix)
+    if fmt is None:
+        raise UsageError(f"catalog {path} is not .csv, .ecsv, .parquet or .fits")
+    try:
+        table = Table.read(path, format=fmt)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read catalog {path}: {exc}") from None
+    columns = list(table.colnames)
+    path_column = path_column or next((c for c in PATH_COLUMNS if c in columns), None)
+    if path_column not in columns:
+        raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
+    if id_column is None:
+        id_column = next((c for c in ID_COLUMNS if c in columns), None)
+    elif id_column not in columns:
+        raise UsageError(f"catalog {path} has no id column {id_column!r}; columns are {columns}")
+    for row in table:
+        value = str(row[path_column]).strip()
+        file = Path(value)
+        yield (str(file if file.is_absolute() else path.parent / file),
+               str(row[id_column]).strip() if id_column else None)
+
+
+class CatalogWriter:
+    """Streams result rows to a CSV, Parquet or FITS catalog.
+
+    Args:
+        path: output file.
+        classes: class names; one probability column each.
+        metadata: str -> str pairs stored with the catalog.
+        fmt: "csv", "parquet" or "fits" (default from the extension).
+    """
+
+    def __init__(self, path, classes, metadata: dict, fmt: str | None = None):
+        self.path = Path(path)
+        self.format = output_format(path, fmt)
+        self.classes = tuple(classes)
+        self.columns = ("id", "path", *(f"p_{c}" for c in self.classes), "label")
+        self.metadata = {k: str(v) for k, v in metadata.items()}
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pending: list[tuple] = []
+        self._fh = self._writer = None
+        if self.format == "csv":
+            self._fh = open(self.path, "w", newline="")
+            self._writer = csv.writer(self._fh)
+            self._writer.writerow(self.columns)
+            sidecar = self.path.with_name(self.path.name + ".meta.json")
+            sidecar.write_text(json.dumps(self.metadata, indent=1) + "\n")
+        elif self.format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
+            fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
+            self._schema = pa.schema(fields, metadata={f"galaxy.{k}": v for k, v in self.metadata.items()})
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+
+    def write(self, ids, paths, probabilities: np.ndarray):
+        """Append rows. probabilities: float (N, K) in class order."""
+        labels = [self.classes[k] for k in probabilities.argmax(axis=1)]
+        if self.format == "csv":
+            for i, ident in enumerate(ids):
+                self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i]])
+            self._fh.flush()
+        elif self.format == "parquet":
+            import pyarrow as pa
+
+            arrays = [pa.array(list(ids), pa.string()), pa.array(list(paths), pa.string())]
+            arrays += [pa.array(probabilities[:, k].astype(np.float32)) for k in range(len(self.classes))]
+            arrays.append(pa.array(labels, pa.string()))
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+        else:
+            self._pending.extend(zip(ids, paths, probabilities.astype(np.float32), labels))
+        self.rows += len(ids)
+
+    def close(self):
+        if self.format == "csv":
+            self._fh.close()
+        elif self.format == "parquet":
+            self._writer.close()
+        else:
+            self._write_fits()
+
+    def _write_fits(self):
+        from astropy.table import Table
+
+        ids = [r[0] for r in self._pending]
+        probs = np.array([r[2] for r in self._pending], dtype=np.float32).reshape(-1, len(self.classes))
+        table = Table()
+        table["id"] = np.array(ids, dtype=str) if ids else np.array([], dtype="U1")
+        table["path"] = np.array([r[1] for r in self._pending], dtype=str) if ids else np.array([], dtype="U1")
+        for k, name in enumerate(self.classes):
+            table[f"p_{name}"] = probs[:, k]
+            table[f"p_{name}"].description = f"probability that the galaxy is {name}"
+        table["label"] = np.array([r[3] for r in self._pending], dtype=str) if ids else np.array([], dtype="U1")
+        for key, value in self.metadata.items():
+            table.meta[key.upper()[:8]] = value
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        table.write(tmp, format="fits", overwrite=True)
+        tmp.replace(self.path)
+
+
+class ErrorWriter:
+    """Streams (path, stage, reason) rows for inputs that could not be classified."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.count = 0
+        self._fh = open(self.path, "w", newline="")
+        self._writer = csv.writer(self._fh)
+        self._writer.writerow(ERROR_COLUMNS)
+
+    def write(self, path, stage, reason):
+        self._writer.writerow([path, stage, reason])
+        self._fh.flush()
+        self.count += 1
+
+    def close(self):
+        self._fh.close()

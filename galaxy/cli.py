@@ -1,0 +1,136 @@
+"""The `galaxy` command line: click options -> a frozen config -> a library function."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+
+import click
+
+from galaxy import __version__
+from galaxy.config import ClassifyConfig, ExportConfig, TrainConfig
+from galaxy.errors import GalaxyError, UsageError
+
+log = logging.getLogger("galaxy")
+
+
+def _command_line() -> str:
+    return "galaxy " + shlex.join(sys.argv[1:])
+
+
+def _run(fn, *args):
+    """Call a library function; turn galaxy's own errors into one clear line and an exit code."""
+    try:
+        return fn(*args)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except GalaxyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.version_option(__version__, prog_name="galaxy")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def cli(verbose):
+    """Classify galaxy cutouts (JPEG, PNG, FITS) as spiral or elliptical."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("data", type=click.Path(exists=True))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Model directory to write.")
+@click.option("--work-dir", type=click.Path(), help="Where checkpoints go (default OUT/checkpoints).")
+@click.option("--name", help="Model name for the card (default: the directory name).")
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--path-column", default="file", show_default=True)
+@click.option("--classes", default="elliptical,spiral", show_default=True, help="Class names, output order.")
+@click.option("--arch", "architecture", default="legacy_xception", show_default=True, help="timm model name.")
+@click.option("--init", default="scratch", show_default=True, help="scratch, imagenet, or a weights file/model dir.")
+@click.option("--size", default=96, show_default=True, help="Network input side, pixels.")
+@click.option("--crop", "crop_fraction", default=0.5, show_default=True, help="Centre-crop fraction of each side.")
+@click.option("--epochs", default=20, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--weight-decay", default=0.05, show_default=True)
+@click.option("--val-fraction", default=0.2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--workers", default=0, help="Image reading threads (0: one per CPU).")
+@click.option("--limit", type=int, help="Use at most this many images per split (smoke tests).")
+def train(**options):
+    """Train a classifier on DATA: a folder of class folders, or a CSV with path and label columns.
+
+    Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/mine
+    """
+    from galaxy.train import train as run_training
+
+    options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
+    config = TrainConfig(command=_command_line(), **options)
+    card = _run(run_training, config)
+    val = card.metrics["validation"]
+    click.echo(f"wrote {config.out_dir}: validation accuracy {val['accuracy']:.4f}, "
+               f"balanced {val['balanced_accuracy']:.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}",
+               err=True)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--images", "parity_images", multiple=True, type=click.Path(exists=True),
+              help="Real images (files or folders) for the parity check (default: the shipped samples).")
+@click.option("--tolerance", default=1e-4, show_default=True, help="Largest |p_onnx - p_torch| accepted.")
+@click.option("--opset", default=17, show_default=True)
+def export(model_dir, parity_images, tolerance, opset):
+    """Export MODEL_DIR to ONNX (MODEL_DIR/model.onnx) and check it against PyTorch.
+
+    Example: galaxy export models/mine
+    """
+    from galaxy.export import export_model_dir
+
+    record = _run(export_model_dir, ExportConfig(model_dir, tuple(parity_images), tolerance, opset))
+    parity = record["parity"]
+    click.echo(f"wrote {model_dir}/{record['file']}: opset {record['opset']}, parity max |dp| "
+               f"{parity['max_abs_dp']:.2e} on {parity['images']} images", err=True)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Catalog to write: .csv, .parquet or .fits.")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
+              help="Model directory (default: the shipped model).")
+@click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
+              help="A table (CSV, FITS, Parquet, ECSV) with a column of image paths.")
+@click.option("--path-column", help="Path column of --catalog (default: file_loc, file or path).")
+@click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
+@click.option("--backend", default="onnxruntime", show_default=True, help="Inference backend.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--workers", default=0, help="Decode threads (0: one per CPU).")
+@click.option("--threads", default=0, help="Inference threads (0: one per CPU).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def classify(inputs, quiet, **options):
+    """Classify INPUTS (image files and folders, searched recursively) into a catalog.
+
+    Exit code 0 when every image was classified, 3 when some could not be read (they are
+    listed with the reason in OUTPUT's .errors.csv), 2 for usage errors.
+
+    Example: galaxy classify examples/sdss -o catalog.csv
+    """
+    from engine.run import classify as run_classify
+
+    config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
+    summary = _run(run_classify, config)
+    click.echo(f"classified {summary.classified}, failed {summary.failed}, "
+               f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.backend} on "
+               f"{summary.device}) -> {summary.output}"
+               + (f"; errors in {summary.errors}" if summary.failed else ""), err=True)
+    if summary.failed:
+        sys.exit(3)
+
+
+def main():
+    cli(prog_name="galaxy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""One frozen config per command, built by the CLI and recorded in what the command writes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+def config_dict(config) -> dict:
+    """A JSON-ready dict of a config (paths and tuples as strings and lists)."""
+    out = {}
+    for key, value in dataclasses.asdict(config).items():
+        out[key] = [str(v) for v in value] if isinstance(value, (tuple, list)) else (
+            value if isinstance(value, (int, float, bool, type(None))) else str(value))
+    return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """`galaxy train`."""
+
+    data: str
+    out_dir: str
+    work_dir: str | None = None
+    name: str | None = None
+    label_column: str = "label"
+    path_column: str = "file"
+    classes: tuple[str, ...] = ("elliptical", "spiral")
+    architecture: str = "legacy_xception"
+    init: str = "scratch"
+    size: int = 96
+    crop_fraction: float = 0.5
+    jitter: float = 0.1
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    ema_decay: float = 0.998
+    val_fraction: float = 0.2
+    seed: int = 0
+    workers: int = 0
+    limit: int | None = None
+    export: bool = True
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`galaxy export`."""
+
+    model_dir: str
+    parity_images: tuple[str, ...] = ()
+    tolerance: float = 1e-4
+    opset: int = 17
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """`galaxy classify`."""
+
+    inputs: tuple[str, ...]
+    output: str
+    model_dir: str | None = None
+    catalog: str | None = None
+    path_column: str | None = None
+    hdu: str | None = None
+    backend: str = "onnxruntime"
+    batch_size: int = 32
+    workers: int = 0
+    threads: int = 0
+    progress: bool = True
+    command: str = ""

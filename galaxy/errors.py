@@ -1,0 +1,37 @@
+"""The one exceptions module of galaxy.
+
+User mistakes raise a subclass of `GalaxyError` whose message names the value and what was
+expected. The CLI turns these into a one-line message and exit code 2 (usage) or 1 (other).
+"""
+
+
+class GalaxyError(Exception):
+    """Base class for every error galaxy raises on purpose."""
+
+
+class UsageError(GalaxyError):
+    """A command was given a value it cannot use (bad option, missing file, wrong column)."""
+
+
+class ImageReadError(GalaxyError):
+    """One input image could not be read or preprocessed.
+
+    Args:
+        path: the file that failed.
+        reason: why, in words a person understands.
+        stage: where it failed: "read", "decode" or "preprocess".
+    """
+
+    def __init__(self, path, reason: str, stage: str = "read"):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+        self.stage = stage
+
+
+class ModelError(GalaxyError):
+    """A model directory is missing a file, or its card does not match its weights."""
+
+
+class BackendUnavailable(GalaxyError):
+    """An optional inference backend (TensorRT, DALI, ...) is not installed or cannot run here."""

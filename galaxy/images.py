@@ -1,0 +1,164 @@
+"""The reference reader: any supported cutout file -> the network's input array.
+
+This is the one reference implementation of the preprocessing described by
+`galaxy.spec.InputSpec`. Training, export parity, the CPU engine and the parity tests of
+faster decoders (DALI) all go through it.
+
+Raster rules (JPEG, PNG):
+  * 8-bit RGB and greyscale are scaled by 1/255; greyscale is repeated to RGB;
+  * palette images are expanded to RGB(A);
+  * an alpha channel is composited onto black (the sky), i.e. RGB is multiplied by alpha;
+  * 16-bit greyscale is scaled by 1/65535;
+  * CMYK (JPEG) is converted to RGB with PIL's conversion;
+  * other modes (1-bit, 32-bit float, ...) are refused with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from galaxy.errors import ImageReadError
+from galaxy.fits import is_fits_path, read_fits_cutout
+from galaxy.spec import InputSpec
+
+RASTER_FORMATS = ("JPEG", "PNG")
+RASTER_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = RASTER_SUFFIXES + (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
+# Refuse rasters with more pixels than this before decoding them.
+MAX_RASTER_PIXELS = 256 * 1024 * 1024
+
+
+def is_image_path(path) -> bool:
+    """True when the file name has a suffix galaxy reads (case-insensitive)."""
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def _raster_to_array(img: Image.Image, path) -> np.ndarray:
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode == "CMYK":
+        img, mode = img.convert("RGB"), "RGB"
+    if mode in ("RGB", "L"):
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+    elif mode in ("RGBA", "LA"):
+        raw = np.asarray(img, dtype=np.float32) / 255.0
+        arr = raw[..., :-1] * raw[..., -1:]
+    elif mode in ("I;16", "I;16B", "I;16L", "I"):
+        raw = np.asarray(img)
+        if raw.min() < 0 or raw.max() > 65535:
+            raise ImageReadError(path, f"{mode} image has values outside 0..65535", stage="decode")
+        arr = raw.astype(np.float32) / 65535.0
+    else:
+        raise ImageReadError(path, f"unsupported image mode {mode!r} (need RGB, greyscale, palette, "
+                             "alpha, 16-bit greyscale or CMYK)", stage="decode")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return arr
+
+
+def read_raster(path) -> np.ndarray:
+    """Decode a JPEG or PNG file.
+
+    Returns:
+        float32 array (H, W, 3) in [0, 1], row 0 at the top.
+
+    Raises:
+        ImageReadError: unreadable, truncated, not JPEG/PNG, or an unsupported mode.
+    """
+    try:
+        with Image.open(path) as img:
+            if img.format not in RASTER_FORMATS:
+                raise ImageReadError(path, f"is {img.format}, not JPEG or PNG", stage="decode")
+            width, height = img.size
+            if width * height > MAX_RASTER_PIXELS:
+                raise ImageReadError(path, f"{width} x {height} pixels is over the limit of "
+                                     f"{MAX_RASTER_PIXELS}", stage="decode")
+            img.load()
+            return _raster_to_array(img, path)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a JPEG or PNG image (unrecognised content)", stage="decode") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"too large to decode safely ({exc})", stage="decode") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason:
+            reason = f"truncated or corrupt image data ({reason})"
+        raise ImageReadError(path, reason, stage="decode") from None
+
+
+def read_cutout(path, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
+    """Read any supported cutout (JPEG, PNG, FITS) into display-scaled RGB.
+
+    Args:
+        path: the file.
+        spec: supplies the FITS stretch and band choice.
+        hdu: FITS HDU index or name; None picks the first with image data.
+
+    Returns:
+        (pixels, meta): float32 (H, W, 3) in [0, 1], and metadata ("objid" for FITS files
+        whose header carries one).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ImageReadError(path, "is a directory, not an image file")
+    if is_fits_path(path):
+        return read_fits_cutout(path, spec.fits, spec.fits_bands, hdu)
+    return read_raster(path), {}
+
+
+def crop_resize(pixels: np.ndarray, crop_fraction: float, size: int) -> np.ndarray:
+    """Centre-crop and resize an (H, W, C) float32 image.
+
+    The crop box is computed in sub-pixel coordinates and handed to PIL's antialiased
+    bilinear filter, so crop and resize are one resampling step.
+
+    Returns:
+        float32 array (size, size, C).
+    """
+    height, width = pixels.shape[:2]
+    if height < 2 or width < 2:
+        raise ValueError(f"image of {width} x {height} pixels is too small")
+    crop_w, crop_h = width * crop_fraction, height * crop_fraction
+    box = ((width - crop_w) / 2, (height - crop_h) / 2, (width + crop_w) / 2, (height + crop_h) / 2)
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(pixels[:, :, c]), mode="F").resize(
+            (size, size), Image.Resampling.BILINEAR, box=box))
+        for c in range(pixels.shape[2])
+    ]
+    return np.stack(channels, axis=-1)
+
+
+def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(H, W, C) float32 in [0, 1] -> (C, H, W) float32 normalised by the spec's mean/std."""
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+
+def load_input(path, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
+    """Read and fully preprocess one cutout for the network.
+
+    Returns:
+        (tensor, meta): float32 (C, size, size) laid out as `spec.layout` wants, and the
+        file's metadata.
+
+    Raises:
+        ImageReadError: the file cannot be read or preprocessed; the reason says why.
+    """
+    pixels, meta = read_cutout(path, spec, hdu)
+    try:
+        resized = crop_resize(pixels, spec.crop_fraction, spec.size)
+    except ValueError as exc:
+        raise ImageReadError(path, str(exc), stage="preprocess") from None
+    if not np.isfinite(resized).all():
+        raise ImageReadError(path, "preprocessing produced non-finite values", stage="preprocess")
+    return normalise(resized, spec), meta

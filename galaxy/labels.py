@@ -1,0 +1,135 @@
+"""Labelled data sets for training: a folder of class folders, or a CSV with file and label columns.
+
+No torch here: this returns plain lists that `galaxy.train` turns into tensors.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from galaxy.errors import UsageError
+from galaxy.images import is_image_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """Parallel lists of examples.
+
+    Attributes:
+        paths: image files.
+        ids: sample ids (file stems).
+        labels: class indices into `classes`.
+        classes: class names, index order.
+    """
+
+    paths: tuple[str, ...]
+    ids: tuple[str, ...]
+    labels: tuple[int, ...]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices) -> LabelledSet:
+        return LabelledSet(
+            tuple(self.paths[i] for i in indices), tuple(self.ids[i] for i in indices),
+            tuple(self.labels[i] for i in indices), self.classes,
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {name: sum(1 for y in self.labels if y == k) for k, name in enumerate(self.classes)}
+
+
+def _from_folders(root: Path, classes) -> LabelledSet:
+    paths, ids, labels = [], [], []
+    for k, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            found = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise UsageError(f"{root} has no folder {name!r} for class {name!r}; found {found}")
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and is_image_path(path):
+                paths.append(str(path))
+                ids.append(path.name.split(".")[0])
+                labels.append(k)
+    return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
+
+
+def _from_csv(table: Path, classes, label_column: str, path_column: str) -> LabelledSet:
+    with open(table, newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        for column in (label_column, path_column):
+            if column not in columns:
+                raise UsageError(f"{table} has no column {column!r}; columns are {columns}")
+        paths, ids, labels, unlabelled = [], [], [], 0
+        for row in reader:
+            label = (row[label_column] or "").strip()
+            if not label:
+                unlabelled += 1
+                continue
+            if label not in classes:
+                raise UsageError(f"{table}: label {label!r} is not one of the classes {list(classes)}")
+            path = Path(row[path_column])
+            path = path if path.is_absolute() else table.parent / path
+            paths.append(str(path))
+            ids.append(path.name.split(".")[0])
+            labels.append(classes.index(label))
+    if unlabelled:
+        log.info("%s: skipped %d rows with an empty %r", table, unlabelled, label_column)
+    return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
+
+
+def load_labelled(data, classes=("elliptical", "spiral"), label_column="label", path_column="file") -> LabelledSet:
+    """Load a labelled data set.
+
+    Args:
+        data: a folder with one sub-folder per class, or a CSV file with path and label
+            columns (relative paths are taken from the CSV's folder; empty labels skipped).
+        classes: class names in index order.
+        label_column: CSV column holding the class name.
+        path_column: CSV column holding the image path.
+    """
+    data = Path(data)
+    if data.is_dir():
+        found = _from_folders(data, list(classes))
+    elif data.is_file() and data.suffix.lower() == ".csv":
+        found = _from_csv(data, list(classes), label_column, path_column)
+    else:
+        raise UsageError(f"{data} is neither a folder of class folders nor a .csv file")
+    if not len(found):
+        raise UsageError(f"{data} holds no labelled images")
+    return found
+
+
+def stratified_split(labelled: LabelledSet, val_fraction: float, seed: int) -> tuple[LabelledSet, LabelledSet]:
+    """Split into (train, validation), the same fraction of every class, reproducibly.
+
+    The examples are first put in id order, so the split depends only on the ids, labels,
+    fraction and seed, not on the order of the input file.
+    """
+    if not 0 < val_fraction < 1:
+        raise UsageError(f"validation fraction {val_fraction} is not in (0, 1)")
+    order = sorted(range(len(labelled)), key=lambda i: labelled.ids[i])
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for k in range(len(labelled.classes)):
+        members = [i for i in order if labelled.labels[i] == k]
+        rng.shuffle(members)
+        n_val = int(round(len(members) * val_fraction))
+        val.extend(members[:n_val])
+        train.extend(members[n_val:])
+    return labelled.subset(sorted(train)), labelled.subset(sorted(val))
+
+
+def ids_digest(ids) -> str:
+    """sha256 of the sorted ids, one per line: a short fingerprint of a split."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()

@@ -1,0 +1,91 @@
+"""The network: a timm model with a head for our classes, and its weights on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from galaxy.card import WEIGHTS_FILE, ModelCard, file_sha256, load_card
+from galaxy.errors import ModelError, UsageError
+
+
+def create_network(architecture: str, num_classes: int) -> torch.nn.Module:
+    """A timm model with random weights and a `num_classes` head."""
+    import timm
+
+    try:
+        return timm.create_model(architecture, pretrained=False, num_classes=num_classes)
+    except RuntimeError as exc:
+        raise UsageError(f"unknown timm architecture {architecture!r}: {exc}") from None
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Weights from a safetensors file, a model directory, or a torch file (no pickle code run)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_FILE
+    if not path.is_file():
+        raise UsageError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file; all mean "not weights"
+        raise UsageError(f"{path} is not a torch weights file loadable without pickle code: {exc}") from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def load_partial(network: torch.nn.Module, state: dict) -> list[str]:
+    """Load every tensor whose name and shape match; return the names left at their init.
+
+    Used for transfer learning: a 1000-class ImageNet head does not fit our 2-class head.
+    """
+    own = network.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise UsageError("the initial weights share no tensor with the network; wrong architecture?")
+    network.load_state_dict(fitting, strict=False)
+    return sorted(set(own) - set(fitting))
+
+
+def init_imagenet(architecture: str, num_classes: int) -> torch.nn.Module:
+    """The timm model with ImageNet weights from the Hugging Face hub (or its local cache)."""
+    import timm
+
+    try:
+        return timm.create_model(architecture, pretrained=True, num_classes=num_classes)
+    except Exception as exc:  # network, hub and file errors all come through here
+        raise UsageError(
+            f"could not get ImageNet weights for {architecture!r} ({type(exc).__name__}: {exc}). "
+            "They come from the Hugging Face hub: run once with internet access so they are cached, "
+            "or download them and pass --init PATH/TO/weights.safetensors"
+        ) from None
+
+
+def save_weights(network: torch.nn.Module, model_dir) -> str:
+    """Write fp16 safetensors weights; return their sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(model_dir) / WEIGHTS_FILE
+    state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
+             .contiguous() for k, v in network.state_dict().items()}
+    save_file(state, str(path))
+    return file_sha256(path)
+
+
+def load_network(model_dir, card: ModelCard | None = None) -> tuple[torch.nn.Module, ModelCard]:
+    """The network of a model directory in fp32 eval mode, with its (verified) card."""
+    card = card or load_card(model_dir)
+    network = create_network(card.architecture, len(card.classes))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(model_dir).items()}
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"{model_dir}: weights do not fit {card.architecture} "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return network.eval(), card

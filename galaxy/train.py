@@ -1,0 +1,228 @@
+"""`galaxy train`: fit a timm classifier to labelled cutouts on the CPU or a GPU.
+
+The recipe: images are read once by the reference reader into an in-memory cache
+(slightly wider crop, so random crops give translation jitter); every step draws a random
+crop and one of the 8 D4 symmetries (galaxies have no up); AdamW with linear warm-up then
+cosine decay; class-weighted cross entropy (the classes are imbalanced); an exponential
+moving average of the weights; bf16 autocast and channels_last where the hardware has
+bf16 (AMX/AVX512-BF16 CPUs, CUDA). Every epoch writes a checkpoint and a line of metrics;
+the best of (weights, EMA weights) over the epochs by validation accuracy is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from galaxy import __version__
+from galaxy.card import ModelCard
+from galaxy.config import TrainConfig, config_dict
+from galaxy.errors import ImageReadError
+from galaxy.images import crop_resize, read_cutout
+from galaxy.labels import LabelledSet, ids_digest, load_labelled, stratified_split
+from galaxy.metrics import classification_report
+from galaxy.model import create_network, init_imagenet, load_partial, read_state_dict, save_weights
+from galaxy.spec import InputSpec
+
+log = logging.getLogger(__name__)
+
+
+def pick_device() -> tuple[torch.device, torch.dtype | None]:
+    """(device, autocast dtype or None): bf16 where the hardware does it natively."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    if torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported():
+        return torch.device("cpu"), torch.bfloat16
+    return torch.device("cpu"), None
+
+
+def build_cache(labelled: LabelledSet, crop_fraction: float, size: int, workers: int) -> torch.Tensor:
+    """Read every image once: float16 (N, 3, size, size) in [0, 1]."""
+    spec = InputSpec()  # only its FITS stretch and bands are used here
+
+    def one(path):
+        pixels, _ = read_cutout(path, spec)
+        return crop_resize(pixels, crop_fraction, size).transpose(2, 0, 1)
+
+    cache = torch.empty((len(labelled), 3, size, size), dtype=torch.float16)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        for i, array in enumerate(tqdm(pool.map(one, labelled.paths), total=len(labelled),
+                                       desc=f"reading {size}px", unit="img", leave=False)):
+            cache[i] = torch.from_numpy(array)
+    return cache
+
+
+def d4_random_crop(batch: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Per sample: a random `size` crop, a random 90-degree rotation and a random flip."""
+    n, _, full, _ = batch.shape
+    offsets = torch.randint(0, full - size + 1, (n, 2), generator=generator)
+    turns = torch.randint(0, 4, (n,), generator=generator)
+    flips = torch.randint(0, 2, (n,), generator=generator)
+    out = []
+    for i in range(n):
+        y, x = offsets[i].tolist()
+        img = batch[i, :, y:y + size, x:x + size]
+        img = torch.rot90(img, int(turns[i]), dims=(1, 2))
+        out.append(img.flip(2) if flips[i] else img)
+    return torch.stack(out)
+
+
+@torch.inference_mode()
+def predict(network, cache, spec, device, amp_dtype, batch_size=64) -> np.ndarray:
+    """Class probabilities (N, K) float32 for a cache of [0, 1] images."""
+    network.eval()
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    out = []
+    for start in range(0, len(cache), batch_size):
+        x = ((cache[start:start + batch_size].float() - mean) / std).to(device).contiguous(
+            memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = network(x)
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def _initial_network(config: TrainConfig) -> torch.nn.Module:
+    n = len(config.classes)
+    if config.init == "scratch":
+        return create_network(config.architecture, n)
+    if config.init == "imagenet":
+        return init_imagenet(config.architecture, n)
+    network = create_network(config.architecture, n)
+    fresh = load_partial(network, read_state_dict(config.init))
+    log.info("initialised from %s; left at random: %s", config.init, fresh)
+    return network
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train(config: TrainConfig) -> ModelCard:
+    """Train, pick the best weights, save them with their card; return the card."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    out_dir = Path(config.out_dir)
+    work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    device, amp_dtype = pick_device()
+    log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
+
+    labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column)
+    train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
+    if config.limit:
+        train_set = train_set.subset(range(min(config.limit, len(train_set))))
+        val_set = val_set.subset(range(min(config.limit, len(val_set))))
+    log.info("train %s, validation %s", train_set.counts(), val_set.counts())
+
+    wide = int(round(config.size * (1 + config.jitter)))
+    try:
+        train_cache = build_cache(train_set, config.crop_fraction * wide / config.size, wide, config.workers)
+        val_cache = build_cache(val_set, config.crop_fraction, config.size, config.workers)
+    except ImageReadError as exc:
+        raise ImageReadError(exc.path, f"training image unreadable: {exc.reason}") from None
+    pixels = train_cache.float()
+    spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction,
+                     mean=tuple(round(float(v), 5) for v in pixels.mean(dim=(0, 2, 3))),
+                     std=tuple(round(float(v), 5) for v in pixels.std(dim=(0, 2, 3))))
+    del pixels
+    train_labels = torch.tensor(train_set.labels)
+    counts = torch.bincount(train_labels, minlength=len(config.classes)).float()
+    class_weights = counts.sum() / (len(counts) * counts.clamp(min=1))
+
+    network = _initial_network(config).to(device).to(memory_format=torch.channels_last)
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(network, decay=config.ema_decay, use_warmup=True)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = len(train_set) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total_steps))
+    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    val_labels = np.array(val_set.labels)
+    history, best, started, step = [], None, time.time(), 0
+
+    for epoch in range(1, config.epochs + 1):
+        network.train()
+        order = torch.randperm(len(train_set), generator=generator)
+        losses, seen, epoch_start = [], 0, time.time()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
+        for b in bar:
+            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            x = d4_random_crop(train_cache[idx], config.size, generator).float()
+            x = ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
+            y = train_labels[idx].to(device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = network(x)
+            loss = F.cross_entropy(logits.float(), y, weight=class_weights.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            ema.update(network, step=step)
+            losses.append(loss.item())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        train_seconds = time.time() - epoch_start
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+               "train_images_per_s": seen / train_seconds}
+        for tag, candidate in (("raw", network), ("ema", ema.module)):
+            probs = predict(candidate, val_cache, spec, device, amp_dtype)
+            report = classification_report(val_labels, probs, config.classes)
+            row[f"val_{tag}"] = {k: report[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")}
+            row[f"val_{tag}"]["loss"] = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-7)),
+                                                         torch.from_numpy(val_labels)))
+            if best is None or report["accuracy"] > best["accuracy"]:
+                best = {"accuracy": report["accuracy"], "epoch": epoch, "weights": tag,
+                        "state": copy.deepcopy(candidate.state_dict())}
+        history.append(row)
+        log.info("epoch %d: %s", epoch, json.dumps(row))
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+        torch.save({"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "config": config_dict(config), "spec": spec.to_dict()}, work_dir / "last.pt")
+
+    network.load_state_dict(best["state"])
+    weights_sha = save_weights(network, out_dir)
+    (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n")
+    from galaxy.model import load_network
+
+    card = ModelCard(
+        name=config.name or out_dir.name, architecture=config.architecture, classes=tuple(config.classes),
+        input_spec=spec, weights_sha256=weights_sha,
+        training={"command": config.command, "config": config_dict(config), "device": str(device),
+                  "autocast": str(amp_dtype), "threads": torch.get_num_threads(),
+                  "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
+                  "minutes": round((time.time() - started) / 60, 1),
+                  "chosen": {"epoch": best["epoch"], "weights": best["weights"]}},
+        split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
+               "n_val": len(val_set), "train_counts": train_set.counts(), "val_counts": val_set.counts(),
+               "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids)},
+        package_version=__version__,
+    )
+    card.save(out_dir)
+    # Validation metrics of the weights as shipped: fp16 on disk, fp32 inference, exact preprocessing.
+    shipped, _ = load_network(out_dir, card)
+    probs = predict(shipped.to(device).to(memory_format=torch.channels_last), val_cache, spec, device, None)
+    card.metrics = {"validation": classification_report(val_labels, probs, config.classes)}
+    card.save(out_dir)
+    return card
