@@ -124,6 +124,7 @@ def train(config: TrainConfig) -> ModelCard:
     device, amp_dtype = pick_device()
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 
+    network = _initial_network(config).to(device).to(memory_format=torch.channels_last)
     labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column)
     train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
     if config.limit:
@@ -146,7 +147,6 @@ def train(config: TrainConfig) -> ModelCard:
     counts = torch.bincount(train_labels, minlength=len(config.classes)).float()
     class_weights = counts.sum() / (len(counts) * counts.clamp(min=1))
 
-    network = _initial_network(config).to(device).to(memory_format=torch.channels_last)
     from timm.utils import ModelEmaV3
 
     ema = ModelEmaV3(network, decay=config.ema_decay, use_warmup=True)

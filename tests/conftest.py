@@ -1,0 +1,55 @@
+"""Shared fixtures. Tests never download anything; data beyond the repo comes from ../shared."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data" / "gz1-sdss"
+EXAMPLES = ROOT / "examples" / "sdss"
+DATA = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def galaxy_cache(tmp_path_factory):
+    """A private engine cache, so tests neither read nor fill the user's ~/.cache/galaxy."""
+    path = tmp_path_factory.mktemp("galaxy-cache")
+    old = os.environ.get("GALAXY_CACHE")
+    os.environ["GALAXY_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("GALAXY_CACHE", None)
+    else:
+        os.environ["GALAXY_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """(model_dir, card) of the shipped default model."""
+    from engine.artifacts import resolve_model
+
+    return resolve_model(None)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not (SHARED_DATA / "labels.csv").is_file():
+        pytest.skip(f"the gz1-sdss data set is not at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def real_jpeg() -> Path:
+    return next(DATA.glob("*.jpeg"))
+
+
+@pytest.fixture
+def model_copy(tmp_path, default_model) -> Path:
+    """A writable copy of the default model directory."""
+    target = tmp_path / "model"
+    shutil.copytree(default_model[0], target)
+    return target

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from galaxy.card import ModelCard, load_card
+from galaxy.errors import ModelError
+from galaxy.spec import FitsStretch, InputSpec
+
+
+def test_card_round_trip(tmp_path):
+    spec = InputSpec(size=80, crop_fraction=0.4, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6),
+                     fits=FitsStretch(1.0, 99.0, 0.05), fits_bands=(2, 1, 0))
+    card = ModelCard("m", "legacy_xception", ("elliptical", "spiral"), spec, "ab" * 32,
+                     training={"command": "galaxy train x"}, split={"seed": 3}, metrics={"validation": {"accuracy": 0.9}})
+    card.save(tmp_path)
+    loaded = load_card(tmp_path, verify=False)
+    assert loaded.to_dict() == card.to_dict()
+    assert loaded.input_spec == spec
+
+
+def test_weights_that_do_not_match_the_card_are_refused(model_copy):
+    weights = model_copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="do not belong together"):
+        load_card(model_copy)
+
+
+def test_missing_card(tmp_path):
+    with pytest.raises(ModelError, match="no card.json"):
+        load_card(tmp_path)
+
+
+def test_default_card_records_how_it_was_made(default_model):
+    _, card = default_model
+    assert card.architecture == "legacy_xception"
+    assert card.classes == ("elliptical", "spiral")
+    assert card.training["command"].startswith("galaxy train ")
+    assert card.split["val_ids_sha256"] and card.split["seed"] == 0
+    assert card.metrics["validation"]["accuracy"] > 0.85
+
+
+def test_invalid_spec_values_are_named():
+    with pytest.raises(Exception, match="crop fraction 1.5"):
+        InputSpec(crop_fraction=1.5)
+
+
+def test_card_json_is_plain_json(default_model):
+    model_dir, _ = default_model
+    data = json.loads((model_dir / "card.json").read_text())
+    assert data["weights"]["dtype"] == "float16"

@@ -1,0 +1,125 @@
+"""The CLI in-process, end to end on the shipped model and sample images."""
+
+import csv
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from tests.conftest import EXAMPLES
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def labels():
+    return {row["id"]: row["label"] for row in read_csv(EXAMPLES / "labels.csv")}
+
+
+def test_classify_samples_to_csv(tmp_path, labels, default_model):
+    out = tmp_path / "catalog.csv"
+    result = invoke("classify", EXAMPLES, "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert list(rows[0]) == ["id", "path", "p_elliptical", "p_spiral", "label"]
+    assert len(rows) == 40 and {r["id"] for r in rows} == set(labels)
+    for row in rows:
+        assert abs(float(row["p_elliptical"]) + float(row["p_spiral"]) - 1) < 1e-5
+        assert row["label"] == ("spiral" if float(row["p_spiral"]) > 0.5 else "elliptical")
+    accuracy = sum(r["label"] == labels[r["id"]] for r in rows) / len(rows)
+    assert accuracy >= 0.85, accuracy
+    meta = json.loads((tmp_path / "catalog.csv.meta.json").read_text())
+    assert meta["weights"] == default_model[1].weights_sha256
+    assert "classified 40, failed 0" in result.output
+
+
+def test_bad_file_among_good_ones(tmp_path):
+    inputs = tmp_path / "in"
+    shutil.copytree(EXAMPLES, inputs)
+    (inputs / "broken.jpeg").write_bytes(b"\xff\xd8\xff garbage")
+    (inputs / "sub").mkdir()
+    (inputs / "sub" / "empty.png").write_bytes(b"")
+    out = tmp_path / "c.parquet"
+    result = invoke("classify", inputs, "-o", out, "-q")
+    assert result.exit_code == 3, result.output
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out)
+    assert table.num_rows == 40
+    assert table.schema.metadata[b"galaxy.model"] == b"sdss-xception-96"
+    errors = read_csv(tmp_path / "c.errors.csv")
+    assert sorted(e["path"] for e in errors) == sorted([str(inputs / "broken.jpeg"), str(inputs / "sub" / "empty.png")])
+    assert all(e["reason"] for e in errors)
+
+
+def test_fits_output_and_catalog_input(tmp_path, labels):
+    from astropy.table import Table
+
+    out = tmp_path / "c.fits"
+    result = invoke("classify", "--catalog", EXAMPLES / "labels.csv", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    table = Table.read(out)
+    assert len(table) == 40 and set(table["id"]) == set(labels)
+    assert table.meta["MODEL"] == "sdss-xception-96" and len(table.meta["WEIGHTS"]) == 64
+
+
+def test_fits_input_gets_objid(tmp_path):
+    import numpy as np
+    from astropy.io import fits
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(next(EXAMPLES.glob("*.jpeg"))), np.float32)
+    hdu = fits.PrimaryHDU(rgb.transpose(2, 0, 1)[::-1, ::-1])  # planes as R,G,B; FITS rows bottom-up
+    hdu.header["OBJID"] = "42"
+    hdu.writeto(tmp_path / "cutout.fits")
+    out = tmp_path / "c.csv"
+    assert invoke("classify", tmp_path / "cutout.fits", "-o", out, "-q").exit_code == 0
+    assert read_csv(out)[0]["id"] == "42"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["classify", "nowhere", "-o", "x.csv"], "does not exist"),
+    (["classify", str(EXAMPLES), "-o", "x.txt"], "cannot tell the output format"),
+    (["classify", "-o", "x.csv"], "no inputs"),
+    (["classify", str(EXAMPLES), "-o", "x.csv", "--backend", "magic"], "unknown backend 'magic'"),
+])
+def test_usage_errors_exit_2(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_imagenet_init_without_network_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = invoke("train", EXAMPLES / "labels.csv", "-o", tmp_path / "m", "--init", "imagenet")
+    assert result.exit_code == 2
+    assert "could not get ImageNet weights" in result.output and "--init PATH" in result.output
+
+
+@pytest.mark.slow
+def test_train_then_export_then_classify(tmp_path):
+    model = tmp_path / "tiny"
+    result = invoke("train", EXAMPLES / "labels.csv", "-o", model, "--epochs", "1", "--size", "32",
+                    "--batch-size", "8", "--val-fraction", "0.25", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    card = json.loads((model / "card.json").read_text())
+    assert card["split"]["n_val"] == 10 and card["input_spec"]["size"] == 32
+    assert card["training"]["command"].startswith("galaxy train")
+    assert (model / "checkpoints" / "last.pt").is_file()
+    result = invoke("export", model)
+    assert result.exit_code == 0, result.output
+    assert json.loads((model / "card.json").read_text())["export"]["parity"]["max_abs_dp"] <= 1e-4
+    out = tmp_path / "c.csv"
+    assert invoke("classify", EXAMPLES, "-o", out, "--model", model, "-q").exit_code == 0
+    assert len(read_csv(out)) == 40

@@ -1,0 +1,147 @@
+import gzip
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from galaxy.errors import ImageReadError
+from galaxy.fits import MAX_PIXELS, read_fits_cutout, stretch_asinh
+from galaxy.images import load_input
+from galaxy.spec import FitsStretch, InputSpec
+
+STRETCH = FitsStretch()
+
+
+def galaxy_image(size=64, seed=0):
+    """A Sersic-like blob on noisy sky: enough structure to check stretch and orientation."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - size / 2
+    return (1000 * np.exp(-np.hypot(x, y) / 5) + rng.normal(100, 3, (size, size))).astype(np.float32)
+
+
+def test_2d_image_is_repeated_to_rgb(tmp_path):
+    path = tmp_path / "g.fits"
+    fits.PrimaryHDU(galaxy_image()).writeto(path)
+    pixels, meta = read_fits_cutout(path, STRETCH)
+    assert pixels.shape == (64, 64, 3) and pixels.dtype == np.float32
+    assert np.array_equal(pixels[..., 0], pixels[..., 2])
+    assert 0 <= pixels.min() and pixels.max() <= 1
+    assert pixels[32, 32, 0] > 0.9 and pixels[2, 2, 0] < 0.3  # bright core, dark sky
+    assert meta == {}
+
+
+def test_cube_bands_rule(tmp_path):
+    cube = np.stack([galaxy_image() * k for k in (1, 2, 3, 4)])
+    path = tmp_path / "cube.fits"
+    fits.PrimaryHDU(cube).writeto(path)
+    rgb, _ = read_fits_cutout(path, STRETCH, bands=(0, 1, 2))
+    assert rgb.shape == (64, 64, 3)
+    assert rgb[..., 2].mean() > rgb[..., 0].mean()  # common stretch keeps band ratios
+    chosen, _ = read_fits_cutout(path, STRETCH, bands=(3, 2, 1))
+    assert chosen[..., 0].mean() > chosen[..., 2].mean()
+    with pytest.raises(ImageReadError, match="cube has 4 bands"):
+        read_fits_cutout(path, STRETCH, bands=(0, 1, 7))
+
+
+def test_int16_with_bzero_is_scaled(tmp_path):
+    data = np.round(galaxy_image()).astype(np.float64)
+    hdu = fits.PrimaryHDU((data - 32768).astype(np.int16))
+    hdu.header["BZERO"] = 32768
+    hdu.header["BSCALE"] = 1
+    path = tmp_path / "i16.fits"
+    hdu.writeto(path)
+    reference = fits.PrimaryHDU(data.astype(np.float32))
+    ref_path = tmp_path / "f32.fits"
+    reference.writeto(ref_path)
+    np.testing.assert_allclose(read_fits_cutout(path, STRETCH)[0], read_fits_cutout(ref_path, STRETCH)[0], atol=1e-6)
+
+
+def test_nan_and_inf_become_sky(tmp_path):
+    data = galaxy_image()
+    data[:5] = np.nan
+    data[10, 10] = np.inf
+    path = tmp_path / "nan.fits"
+    fits.PrimaryHDU(data).writeto(path)
+    pixels, _ = read_fits_cutout(path, STRETCH)
+    assert np.isfinite(pixels).all()
+    assert pixels[-3:].max() == 0  # NaN rows (bottom of the FITS = top of the array) are sky
+
+
+def test_all_nan_is_refused(tmp_path):
+    path = tmp_path / "allnan.fits"
+    fits.PrimaryHDU(np.full((16, 16), np.nan, np.float32)).writeto(path)
+    with pytest.raises(ImageReadError, match="no finite pixel"):
+        read_fits_cutout(path, STRETCH)
+
+
+def test_gzip_and_rice_compressed(tmp_path):
+    data = galaxy_image()
+    plain = tmp_path / "g.fits"
+    fits.PrimaryHDU(data).writeto(plain)
+    gz = tmp_path / "g.fits.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    fz = tmp_path / "g.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(data, compression_type="RICE_1")]).writeto(fz)
+    expected = read_fits_cutout(plain, STRETCH)[0]
+    np.testing.assert_array_equal(read_fits_cutout(gz, STRETCH)[0], expected)
+    # Rice quantises floats; the stretched images agree closely
+    np.testing.assert_allclose(read_fits_cutout(fz, STRETCH)[0], expected, atol=0.02)
+
+
+def test_empty_primary_data_in_extension_and_hdu_choice(tmp_path):
+    path = tmp_path / "ext.fits"
+    science = fits.ImageHDU(galaxy_image(), name="SCI")
+    science.header["OBJID"] = "1237648720693755918"
+    fits.HDUList([fits.PrimaryHDU(), science, fits.ImageHDU(galaxy_image(seed=1) * 0 + 5, name="WHT")]).writeto(path)
+    pixels, meta = read_fits_cutout(path, STRETCH)
+    assert meta["objid"] == "1237648720693755918"
+    assert pixels.max() > 0.9
+    by_name, _ = read_fits_cutout(path, STRETCH, hdu="SCI")
+    np.testing.assert_array_equal(by_name, pixels)
+    with pytest.raises(ImageReadError, match="constant"):
+        read_fits_cutout(path, STRETCH, hdu=2)
+    with pytest.raises(ImageReadError, match="no HDU 'NOPE'"):
+        read_fits_cutout(path, STRETCH, hdu="NOPE")
+
+
+def test_table_only_fits_is_refused(tmp_path):
+    path = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]).writeto(path)
+    with pytest.raises(ImageReadError, match="no HDU with image data"):
+        read_fits_cutout(path, STRETCH)
+
+
+def test_4d_is_refused(tmp_path):
+    path = tmp_path / "4d.fits"
+    fits.PrimaryHDU(np.ones((2, 2, 8, 8), np.float32)).writeto(path)
+    with pytest.raises(ImageReadError, match="4 dimensions"):
+        read_fits_cutout(path, STRETCH)
+
+
+def test_huge_header_is_refused_before_allocation(tmp_path):
+    header = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": 100000, "NAXIS2": 100000})
+    path = tmp_path / "huge.fits"
+    path.write_bytes(header.tostring().encode() + b"\0" * 2880)
+    assert 100000 * 100000 > MAX_PIXELS
+    with pytest.raises(ImageReadError, match="over the limit"):
+        read_fits_cutout(path, STRETCH)
+
+
+def test_random_bytes_named_fits(tmp_path):
+    path = tmp_path / "noise.fits"
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(ImageReadError):
+        read_fits_cutout(path, STRETCH)
+
+
+def test_fits_through_load_input(tmp_path):
+    path = tmp_path / "g.fits"
+    fits.PrimaryHDU(galaxy_image(128)).writeto(path)
+    tensor, _ = load_input(path, InputSpec(size=32))
+    assert tensor.shape == (3, 32, 32) and np.isfinite(tensor).all()
+
+
+def test_stretch_is_monotonic():
+    values = np.linspace(0, 100, 1000, dtype=np.float64).reshape(10, 100, 1)
+    out = stretch_asinh(values, STRETCH).ravel()
+    assert (np.diff(out) >= 0).all() and out[0] == 0 and out[-1] == 1

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from galaxy.errors import ImageReadError
+from galaxy.images import crop_resize, load_input, normalise, read_raster
+from galaxy.spec import InputSpec
+
+
+def test_real_jpeg_reads_as_rgb_unit_range(real_jpeg):
+    pixels = read_raster(real_jpeg)
+    assert pixels.shape == (423, 423, 3) and pixels.dtype == np.float32
+    assert 0 <= pixels.min() and pixels.max() <= 1
+    assert pixels.max() > 0.5  # a galaxy is there, not a blank frame
+
+
+def test_load_input_shape_and_normalisation(real_jpeg):
+    spec = InputSpec(size=64, mean=(0.1, 0.1, 0.1), std=(0.2, 0.2, 0.2))
+    tensor, meta = load_input(real_jpeg, spec)
+    assert tensor.shape == (3, 64, 64) and tensor.dtype == np.float32
+    assert meta == {}
+    # undoing the normalisation gives back the crop_resize output
+    resized = crop_resize(read_raster(real_jpeg), spec.crop_fraction, spec.size)
+    np.testing.assert_allclose(tensor * 0.2 + 0.1, resized.transpose(2, 0, 1), atol=1e-6)
+
+
+def test_centre_crop_keeps_the_centre():
+    pixels = np.zeros((100, 100, 3), np.float32)
+    pixels[25:75, 25:75] = 1.0  # bright centre half
+    out = crop_resize(pixels, 0.5, 20)
+    assert out.shape == (20, 20, 3)
+    assert out[1:-1, 1:-1].min() > 0.99  # the filter reaches one pixel past the box at the rim
+
+
+def _save(tmp_path, name, img, **kw):
+    path = tmp_path / name
+    img.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "RGBA", "LA"])
+def test_png_modes(tmp_path, real_jpeg, mode):
+    src = Image.open(real_jpeg).convert("RGB")
+    img = src.convert(mode) if mode != "P" else src.quantize(64)
+    pixels = read_raster(_save(tmp_path, "x.png", img))
+    assert pixels.shape == (423, 423, 3)
+    reference = np.asarray(src, np.float32) / 255
+    tolerance = 0.15 if mode in ("P", "L", "LA") else 0.01
+    assert np.abs(pixels.mean() - reference.mean()) < tolerance
+
+
+def test_alpha_is_composited_onto_black(tmp_path):
+    rgba = np.full((8, 8, 4), 255, np.uint8)
+    rgba[..., 3] = 0
+    pixels = read_raster(_save(tmp_path, "a.png", Image.fromarray(rgba, "RGBA")))
+    assert pixels.max() == 0
+
+
+def test_16bit_png_keeps_its_range(tmp_path):
+    data = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    pixels = read_raster(_save(tmp_path, "d.png", Image.fromarray(data)))
+    np.testing.assert_allclose(pixels[..., 0], data / 65535, atol=1e-6)
+
+
+def test_cmyk_jpeg_is_converted(tmp_path, real_jpeg):
+    path = _save(tmp_path, "c.jpg", Image.open(real_jpeg).convert("CMYK"))
+    assert read_raster(path).shape == (423, 423, 3)
+
+
+def test_one_bit_png_is_refused_with_its_mode(tmp_path):
+    path = _save(tmp_path, "f.png", Image.fromarray(np.zeros((8, 8), bool)))
+    with pytest.raises(ImageReadError, match="unsupported image mode '1'"):
+        read_raster(path)
+
+
+def test_other_formats_are_refused(tmp_path):
+    path = _save(tmp_path, "g.jpg", Image.new("RGB", (8, 8)), format="GIF")
+    with pytest.raises(ImageReadError, match="is GIF, not JPEG or PNG"):
+        read_raster(path)
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "not a JPEG or PNG"),
+    (b"\x00\x01 not an image at all", "not a JPEG or PNG"),
+])
+def test_bad_bytes_named_jpg(tmp_path, content, reason):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=reason) as info:
+        read_raster(path)
+    assert info.value.path == str(path)
+
+
+def test_truncated_jpeg(tmp_path, real_jpeg):
+    path = tmp_path / "cut.jpeg"
+    path.write_bytes(real_jpeg.read_bytes()[:2000])
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_raster(path)
+
+
+def test_directory_named_like_an_image(tmp_path):
+    folder = tmp_path / "dir.jpg"
+    folder.mkdir()
+    with pytest.raises(ImageReadError, match="directory"):
+        load_input(folder, InputSpec())
+
+
+def test_normalise_layout():
+    spec = InputSpec(mean=(0.0, 0.5, 1.0), std=(1.0, 0.5, 0.25))
+    out = normalise(np.ones((4, 5, 3), np.float32), spec)
+    assert out.shape == (3, 4, 5)
+    np.testing.assert_allclose(out[:, 0, 0], [1.0, 1.0, 0.0])

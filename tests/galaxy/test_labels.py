@@ -1,0 +1,63 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from galaxy.errors import UsageError
+from galaxy.labels import load_labelled, stratified_split
+from galaxy.metrics import classification_report, roc_auc
+from tests.conftest import EXAMPLES
+
+
+def test_csv_labels_with_relative_paths():
+    data = load_labelled(EXAMPLES / "labels.csv", label_column="label", path_column="file")
+    assert len(data) == 40
+    assert all(p.startswith(str(EXAMPLES)) for p in data.paths)
+    assert data.counts() == {"elliptical": 24, "spiral": 16}
+
+
+def test_gz1_labels_csv_works_directly(shared_data):
+    data = load_labelled(shared_data / "labels.csv", label_column="label", path_column="file")
+    assert data.counts() == {"elliptical": 3716, "spiral": 1478}  # 171 unlabelled rows skipped
+
+
+def test_class_folders(tmp_path):
+    for name in ("elliptical", "spiral"):
+        (tmp_path / name).mkdir()
+    for path in list(EXAMPLES.glob("*.jpeg"))[:3]:
+        shutil.copy(path, tmp_path / "spiral")
+    (tmp_path / "spiral" / "notes.txt").write_text("not an image")
+    data = load_labelled(tmp_path)
+    assert data.counts() == {"elliptical": 0, "spiral": 3}
+
+
+def test_unknown_label_and_column_are_named(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("file,label\na.jpg,lenticular\n")
+    with pytest.raises(UsageError, match="'lenticular'"):
+        load_labelled(table)
+    with pytest.raises(UsageError, match="no column 'kind'"):
+        load_labelled(table, label_column="kind")
+
+
+def test_split_is_stratified_and_reproducible():
+    data = load_labelled(EXAMPLES / "labels.csv")
+    train, val = stratified_split(data, 0.25, seed=7)
+    again_train, again_val = stratified_split(data, 0.25, seed=7)
+    assert val.ids == again_val.ids and train.ids == again_train.ids
+    assert val.counts() == {"elliptical": 6, "spiral": 4}
+    assert not set(train.ids) & set(val.ids)
+    assert stratified_split(data, 0.25, seed=8)[1].ids != val.ids
+
+
+def test_roc_auc_known_values():
+    assert roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+    assert roc_auc(np.array([0, 1]), np.array([0.5, 0.5])) == 0.5
+
+
+def test_report():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    report = classification_report(np.array([0, 1, 1, 1]), probs, ("e", "s"))
+    assert report["accuracy"] == 0.75
+    assert report["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+    assert report["confusion"]["matrix"] == [[1, 0], [1, 2]]
