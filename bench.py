@@ -74,7 +74,7 @@ def bench_listing(files) -> dict:
 
 
 def bench_decode(files, spec, workers) -> dict:
-    from engine.decode import decode_stream
+    from engine.pipelines.reference import decode_stream
     from engine.listing import Item
 
     list(decode_stream([Item(f) for f in files[:32]], spec, workers, 64))

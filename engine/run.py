@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from engine import backends
 from engine.batching import batches
-from engine.decode import decode_stream
+from engine.pipelines import open_pipeline
 from engine.listing import iter_inputs
 from galaxy import __version__
 from galaxy.catalog import CatalogWriter, ErrorWriter, errors_path
@@ -39,6 +39,7 @@ class Summary:
     errors: str
     backend: str
     device: str
+    decoder: str
 
     @property
     def images_per_min(self) -> float:
@@ -74,6 +75,8 @@ def classify(config: ClassifyConfig) -> Summary:
     session = backends.load(config.backend, model_dir, card,
                             backends.BackendOptions(threads=config.threads, batch_size=batch_size))
     batch_size = min(batch_size, session.max_batch)
+    pipeline = open_pipeline(config.decoder, spec, workers, depth=4 * batch_size, hdu=_hdu(config.hdu),
+                             batch_size=batch_size)
     writer = CatalogWriter(config.output, card.classes, catalog_metadata(card, session, config))
     errors = ErrorWriter(errors_path(config.output))
     bar = tqdm(desc="classifying", unit="img", file=sys.stderr, disable=not config.progress, dynamic_ncols=True)
@@ -86,7 +89,7 @@ def classify(config: ClassifyConfig) -> Summary:
     started = time.perf_counter()
     try:
         items = iter_inputs(config.inputs, config.catalog, config.path_column)
-        decoded = decode_stream(items, spec, workers, depth=4 * batch_size, hdu=_hdu(config.hdu))
+        decoded = pipeline.decode(items)
         for batch in batches(decoded, batch_size, on_error):
             probabilities = session.run(batch.tensor)[: batch.n_valid]
             writer.write(batch.ids, batch.paths, probabilities)
@@ -101,4 +104,4 @@ def classify(config: ClassifyConfig) -> Summary:
     if writer.rows == 0 and errors.count == 0:
         raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
     return Summary(writer.rows, errors.count, seconds, str(config.output), str(errors.path),
-                   session.name, session.device)
+                   session.name, session.device, pipeline.name)

@@ -104,6 +104,8 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--path-column", help="Path column of --catalog (default: file_loc, file or path).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
 @click.option("--backend", default="onnxruntime", show_default=True, help="Inference backend.")
+@click.option("--decoder", default="auto", show_default=True,
+              help="Decode pipeline: dali (where installed), reference, or auto.")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--workers", default=0, help="Decode threads (0: one per CPU).")
 @click.option("--threads", default=0, help="Inference threads (0: one per CPU).")
@@ -121,8 +123,8 @@ def classify(inputs, quiet, **options):
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
     summary = _run(run_classify, config)
     click.echo(f"classified {summary.classified}, failed {summary.failed}, "
-               f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.backend} on "
-               f"{summary.device}) -> {summary.output}"
+               f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
+               f"{summary.backend} on {summary.device}) -> {summary.output}"
                + (f"; errors in {summary.errors}" if summary.failed else ""), err=True)
     if summary.failed:
         sys.exit(3)

@@ -66,6 +66,7 @@ class ClassifyConfig:
     path_column: str | None = None
     hdu: str | None = None
     backend: str = "onnxruntime"
+    decoder: str = "auto"
     batch_size: int = 32
     workers: int = 0
     threads: int = 0

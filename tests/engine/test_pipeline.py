@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.batching import batches
-from engine.decode import Decoded, bounded_map, decode_stream
+from engine.pipelines.reference import Decoded, bounded_map, decode_stream
 from engine.listing import Item, iter_inputs, stem_id
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.spec import InputSpec
@@ -87,3 +87,23 @@ def test_listing_is_recursive_sorted_and_filters_suffixes(tmp_path):
 def test_stem_id():
     assert stem_id("/x/587722.fits.gz") == "587722"
     assert stem_id("a/b/obj.JPEG") == "obj"
+
+
+def test_prefetch_bounds_and_reraises():
+    from engine.queues import prefetch
+
+    produced = []
+
+    def source():
+        for i in range(20):
+            produced.append(i)
+            yield i
+        raise ValueError("source broke")
+
+    seen = []
+    with pytest.raises(ValueError, match="source broke"):
+        for value in prefetch(source(), depth=3):
+            seen.append(value)
+            time.sleep(0.002)
+            assert len(produced) <= len(seen) + 4  # depth in the queue + one being put
+    assert seen == list(range(20))

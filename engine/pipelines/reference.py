@@ -1,4 +1,4 @@
-"""Decode inputs in parallel with the reference reader, in order, with bounded look-ahead."""
+"""The reference decode pipeline: the reference reader in a thread pool, in order, bounded."""
 
 from __future__ import annotations
 
@@ -54,3 +54,20 @@ def bounded_map(fn, iterable, workers: int, depth: int):
 def decode_stream(items, spec: InputSpec, workers: int, depth: int, hdu=None):
     """Decoded inputs, in input order, decoded `workers` at a time."""
     return bounded_map(lambda item: decode_item(item, spec, hdu), items, workers, depth)
+
+
+class ReferencePipeline:
+    """Decodes with `galaxy.images.load_input`, `workers` at a time, `depth` in flight."""
+
+    name = "reference"
+
+    def __init__(self, spec: InputSpec, workers: int, depth: int, hdu=None):
+        self.spec, self.workers, self.depth, self.hdu = spec, workers, depth, hdu
+
+    def decode(self, items):
+        return decode_stream(items, self.spec, self.workers, self.depth, self.hdu)
+
+
+def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> ReferencePipeline:
+    del batch_size  # decodes file by file
+    return ReferencePipeline(spec, workers, depth, hdu)

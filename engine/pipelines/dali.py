@@ -1,0 +1,134 @@
+"""The DALI decode pipeline: JPEGs decoded, cropped, resized and normalised by NVIDIA DALI.
+
+On a machine without a GPU the pipeline runs on the CPU (`device_id=None`; DALI needs
+`DALI_RESTRICT_PINNED_MEM=1` there, set here when absent). The graph is the reference
+preprocessing of `galaxy.images` expressed in DALI operators:
+
+  decoders.image (RGB) -> resize(roi = centre crop, relative, antialiased linear, float)
+  -> crop_mirror_normalize(mean*255, std*255, CHW)
+
+which matches the reference reader to ~1e-6 (tests/engine/test_dali.py). Only baseline or
+progressive JPEGs with 1 or 3 components go to DALI; PNG (alpha, 16-bit, palette rules),
+CMYK JPEG and FITS (its percentile stretch has no DALI operator) go to the reference reader,
+and so does every batch DALI rejects, so a bad file gets the reference reader's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from engine.listing import stem_id
+from engine.pipelines.reference import Decoded, bounded_map, decode_item
+from engine.queues import prefetch
+from galaxy.spec import InputSpec
+
+log = logging.getLogger(__name__)
+
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_components(data: bytes) -> int | None:
+    """Number of colour components of a JPEG stream, or None when it is not a JPEG."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _SOF:
+            return data[i + 9] if i + 9 < len(data) else None
+        i += 2 + length
+    return None
+
+
+def build_graph(spec: InputSpec, batch_size: int, threads: int, device_id=None):
+    """The DALI pipeline for one InputSpec: encoded JPEG bytes in, (N, C, H, W) float32 out."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    low, high = (1 - spec.crop_fraction) / 2, (1 + spec.crop_fraction) / 2
+
+    @pipeline_def(batch_size=batch_size, num_threads=threads, device_id=device_id, prefetch_queue_depth=1,
+                  exec_dynamic=True)
+    def graph():
+        encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        images = fn.decoders.image(encoded, device="cpu" if device_id is None else "mixed", output_type=types.RGB)
+        images = fn.resize(images, size=[spec.size, spec.size], roi_start=[low, low], roi_end=[high, high],
+                           roi_relative=True, antialias=True, interp_type=types.INTERP_LINEAR, dtype=types.FLOAT)
+        return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
+                                        mean=[255 * m for m in spec.mean], std=[255 * s for s in spec.std])
+
+    pipe = graph()
+    pipe.build()
+    return pipe
+
+
+class DaliPipeline:
+    """Decodes `Item`s in chunks of `batch_size`; yields `Decoded` in input order."""
+
+    name = "dali"
+
+    def __init__(self, spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32):
+        os.environ.setdefault("DALI_RESTRICT_PINNED_MEM", "1")
+        self.spec, self.workers, self.depth, self.hdu = spec, workers, depth, hdu
+        self.batch_size = batch_size
+        self._graph = build_graph(spec, batch_size, workers)
+
+    def _read(self, path) -> bytes | None:
+        """The file's bytes when DALI should decode it, else None (the reference reader will)."""
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return None
+        return data if jpeg_components(data) in (1, 3) else None
+
+    def _reference(self, items) -> list[Decoded]:
+        return list(bounded_map(lambda item: decode_item(item, self.spec, self.hdu), items,
+                                self.workers, 2 * self.workers))
+
+    def _chunk(self, chunk) -> list[Decoded]:
+        encoded = [self._read(item.path) for item in chunk]
+        to_dali = [k for k, data in enumerate(encoded) if data is not None]
+        results: list[Decoded | None] = [None] * len(chunk)
+        if to_dali:
+            try:
+                self._graph.feed_input("encoded", [np.frombuffer(encoded[k], np.uint8) for k in to_dali])
+                (out,) = self._graph.run()
+                tensors = np.array(out.as_tensor())
+                for j, k in enumerate(to_dali):
+                    item = chunk[k]
+                    results[k] = Decoded(item.id or stem_id(item.path), item.path, tensor=tensors[j])
+            except RuntimeError as exc:  # one bad JPEG fails DALI's whole batch
+                log.debug("DALI rejected a batch (%s); the reference reader retries it", exc)
+                self._graph = build_graph(self.spec, self.batch_size, self.workers)
+        rest = [k for k in range(len(chunk)) if results[k] is None]
+        for k, decoded in zip(rest, self._reference([chunk[k] for k in rest])):
+            results[k] = decoded
+        return results
+
+    def _decode(self, items):
+        chunk = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == self.batch_size:
+                yield from self._chunk(chunk)
+                chunk = []
+        if chunk:
+            yield from self._chunk(chunk)
+
+    def decode(self, items):
+        """Decoded items in input order, decoded in a background thread ahead of the consumer."""
+        return prefetch(self._decode(items), self.depth)
+
+
+def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> DaliPipeline:
+    return DaliPipeline(spec, workers, depth, hdu, batch_size)
