@@ -104,4 +104,25 @@ def classify(config: ClassifyConfig) -> Summary:
     if writer.rows == 0 and errors.count == 0:
         raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
     return Summary(writer.rows, errors.count, seconds, str(config.output), str(errors.path),
-                   session.name, session.device, pipeline.name)
+                   f"{session.name} {session.precision}", session.device, pipeline.name)
+
+
+def quantize_model(config) -> str:
+    """`galaxy quantize`: build the int8 model from real training images (a QuantizeConfig)."""
+    from engine.artifacts import resolve_model
+    from engine.quantize import quantize, training_paths
+
+    model_dir, card = resolve_model(config.model_dir)
+    paths = training_paths(model_dir, card, config.calibration, config.label_column, config.path_column,
+                           config.images)
+    return str(quantize(model_dir, card, paths))
+
+
+def check_model_backends(config) -> dict:
+    """`galaxy check-backends` (a CheckConfig)."""
+    from engine.artifacts import resolve_model
+    from engine.checks import check_backends
+
+    model_dir, card = resolve_model(config.model_dir)
+    return check_backends(model_dir, card, config.data, config.backends, label_column=config.label_column,
+                          path_column=config.path_column)

@@ -46,6 +46,8 @@ class ModelCard:
         split: seed, fractions, counts and the sha256 of the validation ids.
         metrics: validation metrics of the shipped weights.
         export: ONNX export record (opset, exporter, parity), filled by `galaxy export`.
+        backends: reduced-precision backends checked against fp32 on the validation split
+            (label agreement, accuracy change, speed), filled by `galaxy check-backends`.
         package_version: galaxy-engine version that wrote the card.
     """
 
@@ -58,6 +60,7 @@ class ModelCard:
     split: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
+    backends: dict = field(default_factory=dict)
     package_version: str = ""
 
     def to_dict(self) -> dict:
@@ -72,6 +75,7 @@ class ModelCard:
             "split": self.split,
             "metrics": self.metrics,
             "export": self.export,
+            "backends": self.backends,
             "package_version": self.package_version,
         }
 
@@ -84,7 +88,7 @@ class ModelCard:
             input_spec=InputSpec.from_dict(data["input_spec"]),
             weights_sha256=data["weights"]["sha256"], training=data.get("training", {}),
             split=data.get("split", {}), metrics=data.get("metrics", {}),
-            export=data.get("export", {}), package_version=data.get("package_version", ""),
+            export=data.get("export", {}), backends=data.get("backends", {}), package_version=data.get("package_version", ""),
         )
 
     def save(self, model_dir) -> Path:

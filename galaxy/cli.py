@@ -9,7 +9,7 @@ import sys
 import click
 
 from galaxy import __version__
-from galaxy.config import ClassifyConfig, ExportConfig, TrainConfig
+from galaxy.config import CheckConfig, ClassifyConfig, ExportConfig, QuantizeConfig, TrainConfig
 from galaxy.errors import GalaxyError, UsageError
 
 log = logging.getLogger("galaxy")
@@ -103,7 +103,8 @@ def export(model_dir, parity_images, tolerance, opset):
               help="A table (CSV, FITS, Parquet, ECSV) with a column of image paths.")
 @click.option("--path-column", help="Path column of --catalog (default: file_loc, file or path).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
-@click.option("--backend", default="onnxruntime", show_default=True, help="Inference backend.")
+@click.option("--backend", default="auto", show_default=True,
+              help="onnxruntime, onnxruntime-int8, torch, or auto (the fastest checked backend).")
 @click.option("--decoder", default="auto", show_default=True,
               help="Decode pipeline: dali (where installed), reference, or auto.")
 @click.option("--batch-size", default=32, show_default=True)
@@ -128,6 +129,46 @@ def classify(inputs, quiet, **options):
                + (f"; errors in {summary.errors}" if summary.failed else ""), err=True)
     if summary.failed:
         sys.exit(3)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--calibration", required=True, type=click.Path(exists=True),
+              help="Labelled training data (CSV or class folders); validation images are left out.")
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--path-column", default="file", show_default=True)
+@click.option("--images", default=256, show_default=True, help="Calibration images.")
+def quantize(**options):
+    """Build the int8 (static QDQ) ONNX model of MODEL_DIR, calibrated on real training images.
+
+    Example: galaxy quantize galaxy/models/sdss-xception --calibration ../shared/data/gz1-sdss/labels.csv
+    """
+    from engine.run import quantize_model
+
+    path = _run(quantize_model, QuantizeConfig(**options))
+    click.echo(f"wrote {path}; check it with galaxy check-backends", err=True)
+
+
+@cli.command("check-backends")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="The labelled data the model was trained on (its validation split is used).")
+@click.option("--backend", "backends", multiple=True, default=("torch", "onnxruntime-int8"), show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--path-column", default="file", show_default=True)
+def check_backends(**options):
+    """Check reduced-precision backends against fp32 on the validation split; record in the card.
+
+    Example: galaxy check-backends galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv
+    """
+    from engine.run import check_model_backends
+
+    options["backends"] = tuple(options["backends"])
+    report = _run(check_model_backends, CheckConfig(**options))
+    for name, rec in report["results"].items():
+        click.echo(f"{name:<18} {rec['precision']:<5} {rec['images_per_s']:>7.1f} img/s  accuracy {rec['accuracy']:.4f}"
+                   + (f"  agreement {rec['label_agreement']:.4f}  {'passed' if rec['passed'] else 'FAILED'}"
+                      if "label_agreement" in rec else ""))
 
 
 def main():

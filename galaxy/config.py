@@ -65,10 +65,32 @@ class ClassifyConfig:
     catalog: str | None = None
     path_column: str | None = None
     hdu: str | None = None
-    backend: str = "onnxruntime"
+    backend: str = "auto"
     decoder: str = "auto"
     batch_size: int = 32
     workers: int = 0
     threads: int = 0
     progress: bool = True
     command: str = ""
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """`galaxy quantize`."""
+
+    model_dir: str
+    calibration: str
+    label_column: str = "label"
+    path_column: str = "file"
+    images: int = 256
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """`galaxy check-backends`."""
+
+    model_dir: str
+    data: str
+    backends: tuple[str, ...] = ("torch", "onnxruntime-int8")
+    label_column: str = "label"
+    path_column: str = "file"

@@ -8,13 +8,18 @@ Each backend module has `load(model_dir, card, options) -> Session`; a Session h
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 
 from galaxy.errors import UsageError
 
+log = logging.getLogger(__name__)
+
 # name -> module implementing load(); "auto" is resolved by `pick`.
 BACKENDS = {
     "onnxruntime": "engine.backends.onnxruntime",
+    "onnxruntime-int8": "engine.backends.onnxruntime_int8",
+    "torch": "engine.backends.torch_cpu",
 }
 
 
@@ -26,16 +31,40 @@ class BackendOptions:
     batch_size: int = 32
 
 
-def pick(name: str) -> str:
-    """The backend a name means; `auto` is the fastest available on this machine."""
+def available(name: str, card) -> bool:
+    """Whether backend `name` can run here in the form that was checked."""
+    if name == "torch":
+        from engine.backends.torch_cpu import native_bf16
+
+        return native_bf16()
+    if name == "onnxruntime-int8":
+        from engine.quantize import int8_path
+
+        return int8_path(card).is_file()
+    return name in BACKENDS
+
+
+def pick(name: str, card=None) -> str:
+    """The backend a name means.
+
+    `auto` is measured, not guessed: among the backends that passed their check against
+    fp32 on the validation split (the card's `backends` record) and can run here, the one
+    with the highest measured engine speed; ONNX Runtime fp32 when none did.
+    """
     if name == "auto":
-        return "onnxruntime"
+        results = (card.backends if card else {}).get("results", {})
+        ranked = sorted((rec.get("images_per_s", 0.0), n) for n, rec in results.items()
+                        if rec.get("passed") and n in BACKENDS and available(n, card))
+        chosen = ranked[-1][1] if ranked else "onnxruntime"
+        log.info("backend auto -> %s (%s)", chosen, f"{ranked[-1][0]:.0f} img/s measured on the validation split"
+                 if ranked else "no checked backend in the card")
+        return chosen
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}; choose from {['auto', *BACKENDS]}")
     return name
 
 
 def load(name: str, model_dir, card, options: BackendOptions, parity_images=()):
-    """Load backend `name` for a model; returns its Session."""
-    module = importlib.import_module(BACKENDS[pick(name)])
+    """Load backend `name` (or `auto`) for a model; returns its Session."""
+    module = importlib.import_module(BACKENDS[pick(name, card)])
     return module.load(model_dir, card, options, parity_images)

@@ -23,11 +23,10 @@ class Session:
         max_batch: the largest batch `run` accepts.
     """
 
-    name = "onnxruntime"
-    precision = "fp32"
     max_batch = MAX_BATCH
 
-    def __init__(self, path, threads: int):
+    def __init__(self, path, threads: int, name: str = "onnxruntime", precision: str = "fp32"):
+        self.name, self.precision = name, precision
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -1,0 +1,63 @@
+"""PyTorch backend: bf16 autocast and channels_last where the CPU has bf16 (AMX, AVX512-BF16).
+
+Without native bf16 it runs fp32 and says so in `precision`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from galaxy.spec import MAX_BATCH
+
+log = logging.getLogger(__name__)
+
+
+def native_bf16() -> bool:
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+class Session:
+    """A timm network in inference mode.
+
+    Attributes:
+        name: backend name.
+        precision: "bf16" (autocast) or "fp32".
+        device: "cpu".
+        max_batch: the largest batch `run` accepts.
+    """
+
+    name = "torch"
+    device = "cpu"
+    max_batch = MAX_BATCH
+
+    def __init__(self, model_dir, card, threads: int, bf16: bool | None = None):
+        import torch
+
+        from galaxy.model import load_network
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        network, _ = load_network(model_dir, card)
+        self._network = network.to(memory_format=torch.channels_last).eval()
+        self._bf16 = native_bf16() if bf16 is None else bf16
+        self.precision = "bf16" if self._bf16 else "fp32"
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """float32 (N, C, H, W) -> class probabilities float32 (N, K)."""
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(tensor, np.float32)).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+            logits = self._network(x)
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+
+def load(model_dir, card, options, parity_images=()) -> Session:
+    del parity_images  # runs the weights directly
+    session = Session(model_dir, card, options.threads)
+    log.info("backend torch %s on the CPU", session.precision)
+    return session

@@ -1,0 +1,82 @@
+"""Reduced-precision backends checked against fp32 on the model's validation split.
+
+A backend passes when its labels agree with ONNX Runtime fp32 on at least
+`MIN_AGREEMENT` of the validation images; `--backend auto` offers only backends that
+passed. The figures (agreement, accuracy and its change, max |dp|, engine-only speed on
+this machine) are written into the model card.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine import backends
+from engine.listing import Item
+from engine.pipelines.reference import decode_stream
+from galaxy.errors import UsageError
+from galaxy.labels import load_labelled
+from galaxy.metrics import classification_report
+
+log = logging.getLogger(__name__)
+
+MIN_AGREEMENT = 0.995
+
+
+def validation_split(model_dir, card, data, label_column="label", path_column="file"):
+    """The labelled images of `data` whose ids are in the model's validation split."""
+    val_file = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
+    if not val_file.is_file():
+        raise UsageError(f"{model_dir} has no {val_file.name}: its validation split is unknown")
+    val_ids = set(val_file.read_text().split())
+    labelled = load_labelled(data, card.classes, label_column, path_column)
+    val = labelled.subset([i for i in range(len(labelled)) if labelled.ids[i] in val_ids])
+    if len(val) != len(val_ids):
+        raise UsageError(f"{data} holds {len(val)} of the {len(val_ids)} validation images of {model_dir}")
+    return val
+
+
+def _timed_probabilities(session, tensors, batch) -> tuple[np.ndarray, float]:
+    session.run(tensors[:batch])  # warm-up
+    out, started = [], time.perf_counter()
+    for start in range(0, len(tensors), batch):
+        out.append(session.run(tensors[start:start + batch]))
+    return np.concatenate(out), len(tensors) / (time.perf_counter() - started)
+
+
+def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), batch=32, label_column="label",
+                   path_column="file") -> dict:
+    """Run fp32 and each backend on the validation split; store and return the records."""
+    val = validation_split(model_dir, card, data, label_column, path_column)
+    decoded = list(decode_stream((Item(p) for p in val.paths), card.input_spec, os.cpu_count() or 1, 64))
+    bad = [d.error for d in decoded if d.error is not None]
+    if bad:
+        raise UsageError(f"validation images unreadable: {bad[0]}")
+    tensors = np.stack([d.tensor for d in decoded])
+    labels = np.array(val.labels)
+    options = backends.BackendOptions(batch_size=batch)
+    reference, fp32_speed = _timed_probabilities(backends.load("onnxruntime", model_dir, card, options), tensors, batch)
+    fp32 = classification_report(labels, reference, card.classes)
+    records = {"onnxruntime": {"precision": "fp32", "accuracy": fp32["accuracy"],
+                               "images_per_s": round(fp32_speed, 1), "passed": True}}
+    for name in names:
+        session = backends.load(name, model_dir, card, options)
+        probs, speed = _timed_probabilities(session, tensors, batch)
+        report = classification_report(labels, probs, card.classes)
+        agreement = float((probs.argmax(1) == reference.argmax(1)).mean())
+        records[name] = {
+            "precision": session.precision, "label_agreement": round(agreement, 5),
+            "accuracy": report["accuracy"], "accuracy_change": round(report["accuracy"] - fp32["accuracy"], 5),
+            "max_abs_dp": round(float(np.abs(probs - reference).max()), 5),
+            "images_per_s": round(speed, 1), "passed": agreement >= MIN_AGREEMENT,
+        }
+        log.info("%s: %s", name, records[name])
+    card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
+                     "machine": f"{platform.machine()} {os.cpu_count()} cpus", "results": records}
+    card.save(model_dir)
+    return card.backends

@@ -1,0 +1,67 @@
+"""Every backend honours the same small surface on the trained default model."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from engine import backends
+from engine.backends.torch_cpu import native_bf16
+from galaxy.images import load_input
+from tests.conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def sample_batch(default_model):
+    _, card = default_model
+    return np.stack([load_input(p, card.input_spec)[0] for p in sorted(EXAMPLES.glob("*.jpeg"))])
+
+
+@pytest.fixture(scope="module")
+def int8_built(default_model):
+    from engine.quantize import int8_path, quantize
+
+    model_dir, card = default_model
+    if not int8_path(card).is_file():
+        # conformance only: calibrated on the sample images (the shipped recipe uses training images)
+        quantize(model_dir, card, [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))])
+    return True
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "torch", "onnxruntime-int8"])
+def test_backend_surface(name, default_model, sample_batch, request):
+    if name == "onnxruntime-int8":
+        request.getfixturevalue("int8_built")
+    model_dir, card = default_model
+    session = backends.load(name, model_dir, card, backends.BackendOptions())
+    assert session.name == name and session.max_batch >= 64 and session.device
+    for n in (1, 7, len(sample_batch)):
+        probs = session.run(sample_batch[:n])
+        assert probs.shape == (n, 2) and probs.dtype == np.float32
+        np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
+    reference = backends.load("onnxruntime", model_dir, card, backends.BackendOptions()).run(sample_batch)
+    probs = session.run(sample_batch)
+    agreement = (probs.argmax(1) == reference.argmax(1)).mean()
+    assert agreement >= 0.95, agreement
+    if name == "torch" and not native_bf16():
+        np.testing.assert_allclose(probs, reference, atol=1e-4)
+
+
+def test_auto_picks_the_fastest_checked_backend(default_model):
+    _, card = default_model
+    results = {"onnxruntime": {"images_per_s": 10, "passed": True},
+               "onnxruntime-int8": {"images_per_s": 99, "passed": False},
+               "torch": {"images_per_s": 50, "passed": True}}
+    checked = dataclasses.replace(card, backends={"results": results})
+    assert backends.pick("auto", checked) == ("torch" if native_bf16() else "onnxruntime")
+    assert backends.pick("auto", dataclasses.replace(card, backends={})) == "onnxruntime"
+    assert backends.pick("onnxruntime-int8", checked) == "onnxruntime-int8"  # asked for by name: given
+
+
+def test_int8_without_a_build_says_how_to_make_one(default_model, tmp_path, monkeypatch):
+    from galaxy.errors import BackendUnavailable
+
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    model_dir, card = default_model
+    with pytest.raises(BackendUnavailable, match="galaxy quantize"):
+        backends.load("onnxruntime-int8", model_dir, card, backends.BackendOptions())
