@@ -20,16 +20,25 @@ class Item:
 
 
 def _walk(root: str):
-    """Image files under root, depth first, each folder's entries in name order."""
+    """Image files under root, depth first, in directory order.
+
+    Entries are streamed from `os.scandir`, never collected, so a folder of millions of files
+    costs no memory; the order is the file system's (ids, not positions, identify rows).
+    """
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
+        entries = os.scandir(root)
     except OSError:
         return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(entry.path)
-        elif is_image_path(entry.name):
-            yield entry.path
+    with entries:
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                yield from _walk(entry.path)
+            elif is_image_path(entry.name):
+                yield entry.path
 
 
 def iter_inputs(inputs=(), catalog=None, path_column=None):

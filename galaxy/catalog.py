@@ -4,7 +4,8 @@ Output columns: `id`, `path`, one `p_<class>` per class (float32), `label`. Ever
 carries metadata: model name, weights sha256, InputSpec, galaxy version, the command and
 its config, and the UTC date. CSV has no place for it, so it goes in a sidecar
 `<OUT>.meta.json`; Parquet keeps it in the schema metadata; FITS in the table header.
-Rows are written as they arrive (CSV, Parquet); a FITS table is written at the end.
+CSV rows are written as they arrive, Parquet in row groups of `PARQUET_ROW_GROUP` rows;
+a FITS table is written at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits
 PATH_COLUMNS = ("file_loc", "file", "path")
 ID_COLUMNS = ("id_str", "objid", "id")
 ERROR_COLUMNS = ("path", "stage", "reason")
+PARQUET_ROW_GROUP = 16384
 
 
 def output_format(path, explicit: str | None = None) -> str:
@@ -116,21 +118,29 @@ class CatalogWriter:
             for i, ident in enumerate(ids):
                 self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i]])
             self._fh.flush()
-        elif self.format == "parquet":
-            import pyarrow as pa
-
-            arrays = [pa.array(list(ids), pa.string()), pa.array(list(paths), pa.string())]
-            arrays += [pa.array(probabilities[:, k].astype(np.float32)) for k in range(len(self.classes))]
-            arrays.append(pa.array(labels, pa.string()))
-            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         else:
             self._pending.extend(zip(ids, paths, probabilities.astype(np.float32), labels))
+            if self.format == "parquet" and len(self._pending) >= PARQUET_ROW_GROUP:
+                self._flush_parquet()
         self.rows += len(ids)
+
+    def _flush_parquet(self):
+        import pyarrow as pa
+
+        rows = self._pending
+        arrays = [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.string())]
+        probs = np.array([r[2] for r in rows], dtype=np.float32).reshape(-1, len(self.classes))
+        arrays += [pa.array(probs[:, k]) for k in range(len(self.classes))]
+        arrays.append(pa.array([r[3] for r in rows], pa.string()))
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+        self._pending = []
 
     def close(self):
         if self.format == "csv":
             self._fh.close()
         elif self.format == "parquet":
+            if self._pending:
+                self._flush_parquet()
             self._writer.close()
         else:
             self._write_fits()

@@ -123,3 +123,18 @@ def test_train_then_export_then_classify(tmp_path):
     out = tmp_path / "c.csv"
     assert invoke("classify", EXAMPLES, "-o", out, "--model", model, "-q").exit_code == 0
     assert len(read_csv(out)) == 40
+
+
+def test_fits_catalog_input_with_ids(tmp_path, labels):
+    from astropy.table import Table
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:5]
+    table = Table({"objid": [f"obj{k}" for k in range(5)], "file_loc": [str(p) for p in files],
+                   "ra": [10.0 + k for k in range(5)]})
+    table.write(tmp_path / "in.fits")
+    out = tmp_path / "c.csv"
+    result = invoke("classify", "--catalog", tmp_path / "in.fits", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert [r["id"] for r in rows] == [f"obj{k}" for k in range(5)]
+    assert [r["path"] for r in rows] == [str(p) for p in files]
