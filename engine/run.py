@@ -66,6 +66,9 @@ def classify(config: ClassifyConfig) -> Summary:
 
     if not config.inputs and not config.catalog:
         raise UsageError("no inputs: give image files, folders, or --catalog FILE")
+    missing = [value for value in config.inputs if not os.path.lexists(value)]
+    if missing:  # checked before any output file is opened
+        raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     model_dir, card = resolve_model(config.model_dir)
     spec = card.input_spec
     workers = config.workers or os.cpu_count() or 1
