@@ -171,6 +171,18 @@ def check_backends(**options):
                       if "label_agreement" in rec else ""))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+@click.pass_context
+def bench(ctx):
+    """Throughput benchmark (the same as python bench.py; pass --help for its options).
+
+    Example: galaxy bench --quick
+    """
+    from engine.benchmark import main as run_benchmark
+
+    run_benchmark(ctx.args)
+
+
 def main():
     cli(prog_name="galaxy")
 
