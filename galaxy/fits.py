@@ -15,6 +15,8 @@ Rules (documented in the README):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from galaxy.errors import ImageReadError
@@ -101,6 +103,59 @@ def _bands_last(data: np.ndarray, bands: tuple[int, ...], path) -> np.ndarray:
     raise ImageReadError(path, f"image data has {data.ndim} dimensions {data.shape}; need 2 or 3")
 
 
+def _objid(headers) -> str | None:
+    for key in OBJID_KEYS:
+        for header in headers:
+            if key in header and str(header[key]).strip():
+                return str(header[key]).strip()
+    return None
+
+
+@dataclass(frozen=True)
+class FitsImage:
+    """Where a file's image is: the HDU's zero-based index, its number of axes, whether the
+    header scales the data (BSCALE/BZERO), and its object id."""
+
+    index: int
+    ndim: int
+    scaled: bool
+    objid: str | None
+
+
+def locate_image(path, hdu=None) -> FitsImage:
+    """Find the image HDU of a FITS file from its headers alone (no pixel data is read).
+
+    Raises:
+        ImageReadError: not FITS, no image HDU, or a header promising too many pixels.
+    """
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            chosen = _image_hdu(hdul, hdu, path)
+            _check_size(chosen.header, path)
+            scaled = any(float(chosen.header.get(k, d)) != d for k, d in (("BSCALE", 1.0), ("BZERO", 0.0)))
+            ndim = int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
+            return FitsImage(hdul.index(chosen), ndim, scaled, _objid((chosen.header, hdul[0].header)))
+    except ImageReadError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
+
+
+def stretch_to_rgb(data: np.ndarray, stretch: FitsStretch, bands, path) -> np.ndarray:
+    """Raw image data (2-D, or a band cube) -> stretched float32 (H, W, 3) in [0, 1], top row first."""
+    cube = _bands_last(np.asarray(data, dtype=np.float64), tuple(bands), path)
+    try:
+        stretched = stretch_asinh(cube, stretch)
+    except ValueError as exc:
+        raise ImageReadError(path, str(exc), stage="preprocess") from exc
+    stretched = stretched[::-1]
+    if stretched.shape[2] == 1:
+        stretched = np.repeat(stretched, 3, axis=2)
+    return np.ascontiguousarray(stretched)
+
+
 def read_fits_cutout(path, stretch: FitsStretch, bands=(0, 1, 2), hdu=None):
     """Read one FITS cutout into a stretched float32 RGB array.
 
@@ -119,19 +174,10 @@ def read_fits_cutout(path, stretch: FitsStretch, bands=(0, 1, 2), hdu=None):
     """
     from astropy.io import fits
 
+    where = locate_image(path, hdu)
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            chosen = _image_hdu(hdul, hdu, path)
-            _check_size(chosen.header, path)
-            meta = {}
-            for key in OBJID_KEYS:
-                for header in (chosen.header, hdul[0].header):
-                    if key in header and str(header[key]).strip():
-                        meta["objid"] = str(header[key]).strip()
-                        break
-                if "objid" in meta:
-                    break
-            data = chosen.data
+            data = hdul[where.index].data
             if data is None:
                 raise ImageReadError(path, "image HDU holds no data")
             data = np.asarray(data, dtype=np.float64)
@@ -139,12 +185,5 @@ def read_fits_cutout(path, stretch: FitsStretch, bands=(0, 1, 2), hdu=None):
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
-    cube = _bands_last(data, tuple(bands), path)
-    try:
-        stretched = stretch_asinh(cube, stretch)
-    except ValueError as exc:
-        raise ImageReadError(path, str(exc), stage="preprocess") from exc
-    stretched = stretched[::-1]
-    if stretched.shape[2] == 1:
-        stretched = np.repeat(stretched, 3, axis=2)
-    return np.ascontiguousarray(stretched), meta
+    meta = {"objid": where.objid} if where.objid else {}
+    return stretch_to_rgb(data, stretch, bands, path), meta

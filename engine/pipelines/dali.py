@@ -7,10 +7,10 @@ preprocessing of `galaxy.images` expressed in DALI operators:
   decoders.image (RGB) -> resize(roi = centre crop, relative, antialiased linear, float)
   -> crop_mirror_normalize(mean*255, std*255, CHW)
 
-which matches the reference reader to ~1e-6 (tests/engine/test_dali.py). Only baseline or
-progressive JPEGs with 1 or 3 components go to DALI; PNG (alpha, 16-bit, palette rules),
-CMYK JPEG and FITS (its percentile stretch has no DALI operator) go to the reference reader,
-and so does every batch DALI rejects, so a bad file gets the reference reader's reason.
+which matches the reference reader to ~1e-6 (tests/engine/test_dali.py). JPEGs with 1 or 3
+components go to this graph, FITS files to DALI's FITS reader (`engine.pipelines.dali_fits`);
+PNG (alpha, 16-bit and palette rules) and CMYK JPEG go to the reference reader, and so does
+every batch DALI rejects, so a bad file gets the reference reader's reason.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import os
 import numpy as np
 
 from engine.listing import stem_id
+from engine.pipelines.dali_fits import decode_fits
 from engine.pipelines.reference import Decoded, bounded_map, decode_item
 from engine.queues import prefetch
+from galaxy.fits import is_fits_path
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -96,9 +98,13 @@ class DaliPipeline:
                                 self.workers, 2 * self.workers))
 
     def _chunk(self, chunk) -> list[Decoded]:
-        encoded = [self._read(item.path) for item in chunk]
+        fits = [k for k, item in enumerate(chunk) if is_fits_path(item.path)]
+        encoded = [None if is_fits_path(item.path) else self._read(item.path) for item in chunk]
         to_dali = [k for k, data in enumerate(encoded) if data is not None]
         results: list[Decoded | None] = [None] * len(chunk)
+        if fits:
+            for k, decoded in zip(fits, decode_fits([chunk[k] for k in fits], self.spec, self.workers, self.hdu)):
+                results[k] = decoded
         if to_dali:
             try:
                 self._graph.feed_input("encoded", [np.frombuffer(encoded[k], np.uint8) for k in to_dali])

@@ -61,3 +61,55 @@ def test_jpeg_component_sniffing(tmp_path):
         Image.new(mode, (8, 8)).save(path)
         assert jpeg_components(path.read_bytes()) == n
     assert jpeg_components(b"\x89PNG....") is None
+
+
+def _fits_files(tmp_path):
+    import gzip
+
+    from astropy.io import fits
+
+    from tests.galaxy.test_fits import galaxy_image
+
+    paths = []
+    fits.PrimaryHDU(galaxy_image(100)).writeto(tmp_path / "a.fits")
+    (tmp_path / "a.fits.gz").write_bytes(gzip.compress((tmp_path / "a.fits").read_bytes()))
+    nan = galaxy_image(64, seed=3)
+    nan[:4] = np.nan
+    fits.PrimaryHDU(nan).writeto(tmp_path / "nan.fits")
+    fits.PrimaryHDU(np.stack([galaxy_image(80, s) for s in range(3)])).writeto(tmp_path / "cube.fits")
+    science = fits.ImageHDU(galaxy_image(64), name="SCI")
+    science.header["OBJID"] = "77"
+    fits.HDUList([fits.PrimaryHDU(), science]).writeto(tmp_path / "ext.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(galaxy_image(64), compression_type="RICE_1")]).writeto(
+        tmp_path / "rice.fits.fz")
+    for name in ("a.fits", "a.fits.gz", "nan.fits", "cube.fits", "ext.fits", "rice.fits.fz"):
+        paths.append(tmp_path / name)
+    return paths
+
+
+def test_dali_fits_reader_matches_reference(tmp_path):
+    from engine.pipelines.dali_fits import decode_fits
+
+    paths = _fits_files(tmp_path)
+    out = decode_fits([Item(str(p)) for p in paths], SPEC, threads=2)
+    for path, decoded in zip(paths, out):
+        assert decoded is not None, f"{path.name} was not decoded by DALI"
+        assert decoded.error is None
+        reference = load_input(path, SPEC)[0]
+        assert np.abs((decoded.tensor - reference) * np.asarray(SPEC.std)[:, None, None]).max() < TOLERANCE
+    assert out[4].id == "77"
+
+
+def test_dali_fits_bad_file_falls_back_to_reference_reasons(tmp_path):
+    from astropy.io import fits
+
+    from engine.pipelines.dali import create
+
+    paths = _fits_files(tmp_path)[:2]
+    fits.PrimaryHDU(np.full((8, 8), np.nan, np.float32)).writeto(tmp_path / "allnan.fits")
+    (tmp_path / "table.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    paths += [tmp_path / "allnan.fits", tmp_path / "table.fits"]
+    out = list(create(SPEC, workers=2, depth=2, batch_size=8).decode(Item(str(p)) for p in paths))
+    assert out[0].error is None and out[1].error is None
+    assert "no finite pixel" in out[2].error.reason
+    assert out[3].error is not None
