@@ -1,0 +1,101 @@
+"""The Python API: load a model once, classify paths or arrays, get astropy Tables.
+
+    import galaxy
+    model = galaxy.load_model()                      # the shipped default model
+    table = model.classify(["a.jpeg", "b.fits"])    # astropy Table: id, path, p_*, label
+    for rows in model.classify_iter(paths):          # streams, one Table per batch
+        ...
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from galaxy.errors import UsageError
+
+
+class Model:
+    """A loaded model: its card, a backend session and a decode pipeline.
+
+    Attributes:
+        card: the ModelCard (classes, InputSpec, metrics).
+        backend: the backend really in use, e.g. "onnxruntime fp32 on CPUExecutionProvider".
+    """
+
+    def __init__(self, model_dir=None, backend: str = "auto", decoder: str = "auto", batch_size: int = 32,
+                 threads: int = 0, workers: int = 0):
+        from engine import backends
+        from engine.artifacts import resolve_model
+        from engine.pipelines import open_pipeline
+
+        self.model_dir, self.card = resolve_model(model_dir)
+        self.batch_size = batch_size
+        self._session = backends.load(backend, self.model_dir, self.card,
+                                      backends.BackendOptions(threads=threads, batch_size=batch_size))
+        self._pipeline = open_pipeline(decoder, self.card.input_spec, workers or os.cpu_count() or 1,
+                                       4 * batch_size, batch_size=batch_size)
+        self.backend = f"{self._session.name} {self._session.precision} on {self._session.device}"
+
+    def _table(self, ids, paths, probabilities):
+        from astropy.table import Table
+
+        table = Table({"id": list(ids), "path": list(paths)})
+        for k, name in enumerate(self.card.classes):
+            table[f"p_{name}"] = probabilities[:, k].astype(np.float32)
+        table["label"] = [self.card.classes[k] for k in probabilities.argmax(axis=1)]
+        table.meta.update({"model": self.card.name, "weights": self.card.weights_sha256, "backend": self.backend})
+        return table
+
+    def classify_arrays(self, images) -> np.ndarray:
+        """Class probabilities (N, K) for images already read: (N, H, W, 3) floats in [0, 1]."""
+        from galaxy.images import crop_resize, normalise
+
+        spec = self.card.input_spec
+        tensors = np.stack([normalise(crop_resize(np.asarray(img, np.float32), spec.crop_fraction, spec.size), spec)
+                            for img in images])
+        return np.concatenate([self._session.run(tensors[i:i + self.batch_size])
+                               for i in range(0, len(tensors), self.batch_size)])
+
+    def classify_iter(self, inputs, errors: list | None = None):
+        """Yield one astropy Table per batch for image files / folders / an astropy Table.
+
+        Args:
+            inputs: paths (files or folders), or a Table with a `path` (or `file`) column
+                and optionally an `id` column.
+            errors: if given, (path, stage, reason) tuples of unreadable files are appended.
+        """
+        from engine.batching import batches
+        from engine.listing import Item, iter_inputs
+
+        if hasattr(inputs, "colnames"):
+            column = next((c for c in ("path", "file", "file_loc") if c in inputs.colnames), None)
+            if column is None:
+                raise UsageError(f"the table needs a path column (path, file or file_loc); has {inputs.colnames}")
+            ids = inputs["id"] if "id" in inputs.colnames else [None] * len(inputs)
+            items = (Item(str(p), None if i is None else str(i)) for p, i in zip(inputs[column], ids))
+        else:
+            items = iter_inputs([str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)])
+
+        def on_error(item):
+            if errors is not None:
+                errors.append((item.path, item.error.stage, item.error.reason))
+
+        for batch in batches(self._pipeline.decode(items), self.batch_size, on_error):
+            yield self._table(batch.ids, batch.paths, self._session.run(batch.tensor)[: batch.n_valid])
+
+    def classify(self, inputs, errors: list | None = None):
+        """All results as one astropy Table (see `classify_iter`)."""
+        from astropy.table import Table, vstack
+
+        tables = list(self.classify_iter(inputs, errors))
+        if not tables:
+            return self._table([], [], np.zeros((0, len(self.card.classes)), np.float32))
+        return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+
+
+def load_model(model_dir=None, **options) -> Model:
+    """Load a model directory (default: the shipped model); options as for `Model`."""
+    return Model(model_dir, **options)

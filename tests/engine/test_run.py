@@ -1,0 +1,50 @@
+"""The run loop: ids stay with their pixels through shuffling, errors and a partial last batch."""
+
+import csv
+import random
+
+import numpy as np
+import pytest
+
+from engine import backends
+from engine.run import classify
+from galaxy.config import ClassifyConfig
+from galaxy.images import load_input
+from tests.conftest import EXAMPLES
+
+
+@pytest.mark.parametrize("decoder", ["reference", "auto"])
+def test_shuffled_inputs_with_errors_keep_ids_and_probabilities(tmp_path, default_model, decoder):
+    model_dir, card = default_model
+    files = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))
+    bad = []
+    for k in range(3):
+        path = tmp_path / f"bad{k}.jpeg"
+        path.write_bytes(b"\xff\xd8\xff" + bytes(50 * k))
+        bad.append(str(path))
+    inputs = files + bad
+    random.Random(4).shuffle(inputs)
+    catalog = tmp_path / "in.csv"
+    catalog.write_text("file\n" + "\n".join(inputs) + "\n")
+    out = tmp_path / "out.csv"
+    summary = classify(ClassifyConfig((), str(out), None, str(catalog), backend="onnxruntime", decoder=decoder,
+                                      batch_size=7, progress=False))
+    assert (summary.classified, summary.failed) == (40, 3)  # 40 = 5 full batches + a partial one
+    rows = list(csv.DictReader(open(out)))
+    assert [r["path"] for r in rows] == [p for p in inputs if p not in bad]  # input order kept
+    errors = list(csv.DictReader(open(tmp_path / "out.errors.csv")))
+    assert sorted(e["path"] for e in errors) == sorted(bad)
+    session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
+    for row in rows[::5]:  # each row's probabilities are those of its own file, alone
+        alone = session.run(load_input(row["path"], card.input_spec)[0][None])[0]
+        assert abs(float(row["p_spiral"]) - alone[1]) < 1e-4
+        assert row["id"] == row["path"].rsplit("/", 1)[1].split(".")[0]
+
+
+def test_missing_input_fails_before_writing(tmp_path):
+    from galaxy.errors import UsageError
+
+    out = tmp_path / "out.csv"
+    with pytest.raises(UsageError, match="does not exist"):
+        classify(ClassifyConfig((str(EXAMPLES), str(tmp_path / "nope")), str(out), progress=False))
+    assert not out.exists()
