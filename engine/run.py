@@ -40,6 +40,7 @@ class Summary:
     backend: str
     device: str
     decoder: str
+    interrupted: bool = False
 
     @property
     def images_per_min(self) -> float:
@@ -90,6 +91,7 @@ def classify(config: ClassifyConfig) -> Summary:
         bar.update(1)
 
     started = time.perf_counter()
+    interrupted = False
     try:
         items = iter_inputs(config.inputs, config.catalog, config.path_column)
         decoded = pipeline.decode(items)
@@ -99,15 +101,17 @@ def classify(config: ClassifyConfig) -> Summary:
             bar.update(batch.n_valid)
             elapsed = time.perf_counter() - started
             bar.set_postfix_str(f"{60 * writer.rows / elapsed:,.0f} img/min, {errors.count} failed")
+    except KeyboardInterrupt:  # Ctrl-C: keep what is done, close the files properly
+        interrupted = True
     finally:
         bar.close()
         writer.close()
         errors.close()
     seconds = time.perf_counter() - started
-    if writer.rows == 0 and errors.count == 0:
+    if writer.rows == 0 and errors.count == 0 and not interrupted:
         raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
     return Summary(writer.rows, errors.count, seconds, str(config.output), str(errors.path),
-                   f"{session.name} {session.precision}", session.device, pipeline.name)
+                   f"{session.name} {session.precision}", session.device, pipeline.name, interrupted)
 
 
 def quantize_model(config) -> str:

@@ -115,7 +115,8 @@ def classify(inputs, quiet, **options):
     """Classify INPUTS (image files and folders, searched recursively) into a catalog.
 
     Exit code 0 when every image was classified, 3 when some could not be read (they are
-    listed with the reason in OUTPUT's .errors.csv), 2 for usage errors.
+    listed with the reason in OUTPUT's .errors.csv), 2 for usage errors, 130 after Ctrl-C
+    (what was classified until then is written and the files are closed).
 
     Example: galaxy classify examples/sdss -o catalog.csv
     """
@@ -127,6 +128,9 @@ def classify(inputs, quiet, **options):
                f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
                f"{summary.backend} on {summary.device}) -> {summary.output}"
                + (f"; errors in {summary.errors}" if summary.failed else ""), err=True)
+    if summary.interrupted:
+        click.echo(f"interrupted: the {summary.classified} images classified so far are in {summary.output}", err=True)
+        sys.exit(130)
     if summary.failed:
         sys.exit(3)
 

@@ -138,3 +138,30 @@ def test_fits_catalog_input_with_ids(tmp_path, labels):
     rows = read_csv(out)
     assert [r["id"] for r in rows] == [f"obj{k}" for k in range(5)]
     assert [r["path"] for r in rows] == [str(p) for p in files]
+
+
+def test_ctrl_c_keeps_the_rows_and_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k in range(60):
+        for path in EXAMPLES.glob("*.jpeg"):
+            (inputs / f"{path.stem}_{k}.jpeg").symlink_to(path)
+    out = tmp_path / "c.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "galaxy.cli", "classify", str(inputs), "-o", str(out),
+                             "--backend", "onnxruntime", "--batch-size", "8"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 10):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, stderr
+    rows = read_csv(out)
+    assert 8 <= len(rows) < 2400
+    assert all(r["label"] in ("elliptical", "spiral") for r in rows)  # complete rows only
+    assert "interrupted" in stderr
