@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from engine import backends
 from engine.batching import batches
 from engine.pipelines import open_pipeline
+from engine.tta import run_d4
 from engine.listing import iter_inputs
 from galaxy import __version__
 from galaxy.catalog import CatalogWriter, ErrorWriter, errors_path
@@ -96,7 +97,8 @@ def classify(config: ClassifyConfig) -> Summary:
         items = iter_inputs(config.inputs, config.catalog, config.path_column)
         decoded = pipeline.decode(items)
         for batch in batches(decoded, batch_size, on_error):
-            probabilities = session.run(batch.tensor)[: batch.n_valid]
+            tensor = batch.tensor[: batch.n_valid]
+            probabilities = run_d4(session, tensor) if config.tta else session.run(batch.tensor)[: batch.n_valid]
             writer.write(batch.ids, batch.paths, probabilities)
             bar.update(batch.n_valid)
             elapsed = time.perf_counter() - started

@@ -9,7 +9,7 @@ import sys
 import click
 
 from galaxy import __version__
-from galaxy.config import CheckConfig, ClassifyConfig, ExportConfig, QuantizeConfig, TrainConfig
+from galaxy.config import CheckConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
 from galaxy.errors import GalaxyError, UsageError
 
 log = logging.getLogger("galaxy")
@@ -107,6 +107,7 @@ def export(model_dir, parity_images, tolerance, opset):
               help="onnxruntime, onnxruntime-int8, torch, or auto (the fastest checked backend).")
 @click.option("--decoder", default="auto", show_default=True,
               help="Decode pipeline: dali (where installed), reference, or auto.")
+@click.option("--tta", is_flag=True, help="Average over the 8 D4 rotations/flips of each image (8x the work).")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--workers", default=0, help="Decode threads (0: one per CPU).")
 @click.option("--threads", default=0, help="Inference threads (0: one per CPU).")
@@ -173,6 +174,32 @@ def check_backends(**options):
         click.echo(f"{name:<18} {rec['precision']:<5} {rec['images_per_s']:>7.1f} img/s  accuracy {rec['accuracy']:.4f}"
                    + (f"  agreement {rec['label_agreement']:.4f}  {'passed' if rec['passed'] else 'FAILED'}"
                       if "label_agreement" in rec else ""))
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data", type=click.Path(exists=True))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.json, reliability.png and coverage.png.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "all"]),
+              help="val: only the model's validation ids (for its own training data); all: every image.")
+@click.option("--tta", is_flag=True, help="D4 test-time augmentation.")
+@click.option("--backend", default="onnxruntime", show_default=True)
+@click.option("--decoder", default="auto", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--path-column", default="file", show_default=True)
+def evaluate(**options):
+    """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, plots.
+
+    Example: galaxy evaluate galaxy/models/sdss-xception ../shared/data/gz1-sdss/labels.csv -o eval/
+    """
+    from engine.evaluate import evaluate as run_evaluation
+
+    report = _run(run_evaluation, EvaluateConfig(**options))
+    coverage = report["accuracy_at_coverage"]
+    click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "
+               f"ROC AUC {report.get('roc_auc', float('nan')):.4f}, ECE {report['ece']:.4f}, "
+               f"most confident half {coverage['0.5']:.4f} -> {options['out_dir']}/report.json", err=True)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

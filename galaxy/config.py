@@ -67,6 +67,7 @@ class ClassifyConfig:
     hdu: str | None = None
     backend: str = "auto"
     decoder: str = "auto"
+    tta: bool = False
     batch_size: int = 32
     workers: int = 0
     threads: int = 0
@@ -92,5 +93,21 @@ class CheckConfig:
     model_dir: str
     data: str
     backends: tuple[str, ...] = ("torch", "onnxruntime-int8")
+    label_column: str = "label"
+    path_column: str = "file"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """`galaxy evaluate`."""
+
+    model_dir: str | None
+    data: str
+    out_dir: str
+    split: str = "val"
+    tta: bool = False
+    backend: str = "onnxruntime"
+    decoder: str = "auto"
+    batch_size: int = 32
     label_column: str = "label"
     path_column: str = "file"

@@ -54,3 +54,37 @@ def classification_report(labels: np.ndarray, probabilities: np.ndarray, classes
     if k == 2:
         report["roc_auc"] = roc_auc(labels == 1, probabilities[:, 1])
     return report
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> tuple[float, list[dict]]:
+    """ECE of the top-class confidence over equal-width bins, and the bins for a reliability diagram.
+
+    Returns:
+        (ece, bins): ece in [0, 1]; each bin has lower/upper edges, count, mean confidence, accuracy.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(1 / probabilities.shape[1], 1, bins + 1)
+    table, ece = [], 0.0
+    for k in range(bins):
+        upper_ok = confidence <= edges[k + 1] if k == bins - 1 else confidence < edges[k + 1]
+        members = (confidence >= edges[k]) & upper_ok
+        n = int(members.sum())
+        row = {"lower": float(edges[k]), "upper": float(edges[k + 1]), "count": n}
+        if n:
+            row["confidence"] = float(confidence[members].mean())
+            row["accuracy"] = float(correct[members].mean())
+            ece += n / len(labels) * abs(row["accuracy"] - row["confidence"])
+        table.append(row)
+    return float(ece), table
+
+
+def accuracy_at_coverage(labels, probabilities, coverages=(0.1, 0.25, 0.5, 0.75, 1.0)) -> dict[str, float]:
+    """Accuracy on the most confident fraction of the sample, for each coverage."""
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    order = np.argsort(-probabilities.max(axis=1), kind="mergesort")
+    correct = probabilities.argmax(axis=1)[order] == labels[order]
+    return {f"{c:g}": float(correct[: max(1, int(round(c * len(labels))))].mean()) for c in coverages}

@@ -225,4 +225,7 @@ def train(config: TrainConfig) -> ModelCard:
     probs = predict(shipped.to(device).to(memory_format=torch.channels_last), val_cache, spec, device, None)
     card.metrics = {"validation": classification_report(val_labels, probs, config.classes)}
     card.save(out_dir)
+    from galaxy.plots import training_curves
+
+    training_curves(history, out_dir / "curves.png")
     return card

@@ -165,3 +165,23 @@ def test_ctrl_c_keeps_the_rows_and_exits_130(tmp_path):
     assert 8 <= len(rows) < 2400
     assert all(r["label"] in ("elliptical", "spiral") for r in rows)  # complete rows only
     assert "interrupted" in stderr
+
+
+def test_evaluate_writes_report_and_plots(tmp_path):
+    out = tmp_path / "eval"
+    from galaxy.card import default_model_dir
+
+    result = invoke("evaluate", default_model_dir(), EXAMPLES / "labels.csv", "-o", out, "--split", "all")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 40 and report["accuracy"] >= 0.85
+    assert 0 <= report["ece"] <= 1 and set(report["accuracy_at_coverage"]) == {"0.1", "0.25", "0.5", "0.75", "1"}
+    for name in ("reliability.png", "coverage.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_classify_tta(tmp_path):
+    out = tmp_path / "c.csv"
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:4]
+    assert invoke("classify", *files, "-o", out, "-q", "--tta", "--backend", "onnxruntime").exit_code == 0
+    assert len(read_csv(out)) == 4

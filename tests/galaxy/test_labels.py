@@ -61,3 +61,16 @@ def test_report():
     assert report["accuracy"] == 0.75
     assert report["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
     assert report["confusion"]["matrix"] == [[1, 0], [1, 2]]
+
+
+def test_ece_and_coverage():
+    from galaxy.metrics import accuracy_at_coverage, expected_calibration_error
+
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.95, 0.05], [0.6, 0.4], [0.45, 0.55], [0.8, 0.2]])
+    ece, bins = expected_calibration_error(labels, probs, bins=5)
+    # bins of width 0.1 from 0.5: 0.6 and 0.55 -> correct; 0.8 -> wrong; 0.95 -> correct
+    assert ece == pytest.approx((0.45 + 0.4 + 0.8 + 0.05) / 4)
+    assert sum(b["count"] for b in bins) == 4
+    coverage = accuracy_at_coverage(labels, probs, (0.25, 0.5, 1.0))
+    assert coverage == {"0.25": 1.0, "0.5": 0.5, "1": 0.75}

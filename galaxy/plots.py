@@ -1,0 +1,75 @@
+"""Figures for people: reliability diagram, accuracy at coverage, training curves (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reliability_diagram(bins: list[dict], ece: float, path, title: str = "") -> Path:
+    """Bar chart of accuracy against mean confidence per bin, with the diagonal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    filled = [b for b in bins if b["count"]]
+    width = bins[0]["upper"] - bins[0]["lower"]
+    ax.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
+           edgecolor="black", color="tab:blue", alpha=0.8, label="accuracy")
+    ax.plot([bins[0]["lower"], 1], [bins[0]["lower"], 1], "k--", lw=1, label="perfectly calibrated")
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(bins[0]["lower"], 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{title} ECE = {100 * ece:.1f}%".strip())
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def coverage_curve(coverage: dict[str, float], path, title: str = "") -> Path:
+    """Accuracy on the most confident fraction of the sample."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=110)
+    xs = [float(k) for k in coverage]
+    ax.plot(xs, list(coverage.values()), "o-")
+    ax.set_xlabel("fraction of galaxies kept (most confident first)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def training_curves(history: list[dict], path) -> Path:
+    """Training loss and validation accuracy (weights and EMA) per epoch."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=110)
+    left.plot(epochs, [row["train_loss"] for row in history], label="train")
+    left.plot(epochs, [row["val_raw"]["loss"] for row in history], label="validation")
+    left.plot(epochs, [row["val_ema"]["loss"] for row in history], label="validation (EMA)")
+    left.set_xlabel("epoch")
+    left.set_ylabel("cross entropy")
+    left.legend()
+    right.plot(epochs, [row["val_raw"]["accuracy"] for row in history], label="weights")
+    right.plot(epochs, [row["val_ema"]["accuracy"] for row in history], label="EMA weights")
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation accuracy")
+    right.legend()
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
