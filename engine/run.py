@@ -22,7 +22,8 @@ from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from engine.listing import iter_inputs
 from galaxy import __version__
-from galaxy.catalog import CatalogWriter, ErrorWriter, errors_path
+from engine.journal import Journal
+from galaxy.catalog import errors_path, output_format
 from galaxy.config import ClassifyConfig, config_dict
 from galaxy.errors import UsageError
 
@@ -42,15 +43,22 @@ class Summary:
     device: str
     decoder: str
     interrupted: bool = False
+    resumed: int = 0
+    total: int = 0
 
     @property
     def images_per_min(self) -> float:
         return 60.0 * self.classified / self.seconds if self.seconds > 0 else 0.0
 
 
+def run_fingerprint(card, session, config: ClassifyConfig) -> dict:
+    """What a resumed run must share with the run it continues."""
+    return {"weights": card.weights_sha256, "backend": f"{session.name} {session.precision}", "tta": config.tta}
+
+
 def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
     """Self-description stored with every catalog (keys of at most 8 characters, for FITS)."""
-    return {
+    return {"run": json.dumps(run_fingerprint(card, session, config)),
         "model": card.name, "weights": card.weights_sha256, "spec": json.dumps(card.input_spec.to_dict()),
         "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
         "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
@@ -71,6 +79,7 @@ def classify(config: ClassifyConfig) -> Summary:
     missing = [value for value in config.inputs if not os.path.lexists(value)]
     if missing:  # checked before any output file is opened
         raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    output_format(config.output)  # an unknown extension is a usage error before any work
     model_dir, card = resolve_model(config.model_dir)
     spec = card.input_spec
     workers = config.workers or os.cpu_count() or 1
@@ -82,38 +91,46 @@ def classify(config: ClassifyConfig) -> Summary:
     batch_size = min(batch_size, session.max_batch)
     pipeline = open_pipeline(config.decoder, spec, workers, depth=4 * batch_size, hdu=_hdu(config.hdu),
                              batch_size=batch_size)
-    writer = CatalogWriter(config.output, card.classes, catalog_metadata(card, session, config))
-    errors = ErrorWriter(errors_path(config.output))
+    journal = Journal(config.output, card.classes, run_fingerprint(card, session, config), config.overwrite,
+                      config.commit_every)
+    if journal.resumed:
+        log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = tqdm(desc="classifying", unit="img", file=sys.stderr, disable=not config.progress, dynamic_ncols=True)
+    classified = 0
 
     def on_error(item):
-        errors.write(item.path, item.error.stage, item.error.reason)
+        journal.errors.append((item.path, item.error.stage, item.error.reason))
         log.debug("failed: %s", item.error)
         bar.update(1)
 
     started = time.perf_counter()
-    interrupted = False
+    interrupted = finished = False
     try:
-        items = iter_inputs(config.inputs, config.catalog, config.path_column)
-        decoded = pipeline.decode(items)
-        for batch in batches(decoded, batch_size, on_error):
+        items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column)
+                 if item.path not in journal.done)
+        for batch in batches(pipeline.decode(items), batch_size, on_error):
             tensor = batch.tensor[: batch.n_valid]
             probabilities = run_d4(session, tensor) if config.tta else session.run(batch.tensor)[: batch.n_valid]
-            writer.write(batch.ids, batch.paths, probabilities)
+            journal.add(batch.ids, batch.paths, probabilities)
+            classified += batch.n_valid
             bar.update(batch.n_valid)
             elapsed = time.perf_counter() - started
-            bar.set_postfix_str(f"{60 * writer.rows / elapsed:,.0f} img/min, {errors.count} failed")
-    except KeyboardInterrupt:  # Ctrl-C: keep what is done, close the files properly
+            bar.set_postfix_str(f"{60 * classified / elapsed:,.0f} img/min, {len(journal.errors)} failed")
+        finished = True
+    except KeyboardInterrupt:  # Ctrl-C: keep what is done, write the catalog properly
         interrupted = True
     finally:
         bar.close()
-        writer.close()
-        errors.close()
+        if finished or interrupted:
+            total = journal.finish(catalog_metadata(card, session, config))
+        else:  # an unexpected error: the committed rows stay for a rerun
+            journal.release()
     seconds = time.perf_counter() - started
-    if writer.rows == 0 and errors.count == 0 and not interrupted:
+    if total == 0 and not journal.errors and not interrupted:
         raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
-    return Summary(writer.rows, errors.count, seconds, str(config.output), str(errors.path),
-                   f"{session.name} {session.precision}", session.device, pipeline.name, interrupted)
+    return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
+                   f"{session.name} {session.precision}", session.device, pipeline.name, interrupted,
+                   journal.resumed, total)
 
 
 def quantize_model(config) -> str:

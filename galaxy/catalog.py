@@ -76,6 +76,45 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
                str(row[id_column]).strip() if id_column else None)
 
 
+def read_catalog_metadata(path) -> dict[str, str]:
+    """The metadata galaxy stored with a catalog it wrote (keys lower case); {} when none."""
+    path = Path(path)
+    fmt = output_format(path)
+    if fmt == "csv":
+        sidecar = path.with_name(path.name + ".meta.json")
+        return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        raw = pq.read_schema(path).metadata or {}
+        return {k.decode()[len("galaxy."):]: v.decode() for k, v in raw.items() if k.startswith(b"galaxy.")}
+    from astropy.io import fits
+
+    header = fits.getheader(path, 1)
+    return {k.lower(): str(header[k]) for k in ("MODEL", "WEIGHTS", "RUN", "BACKEND") if k in header}
+
+
+def read_catalog_rows(path):
+    """Rows of a catalog galaxy wrote, as dicts with `id`, `path` and the `p_*` columns."""
+    fmt = output_format(path)
+    if fmt == "csv":
+        with open(path, newline="") as fh:
+            yield from csv.DictReader(fh)
+        return
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for group in pq.ParquetFile(path).iter_batches(batch_size=8192):
+            yield from group.to_pylist()
+        return
+    from astropy.table import Table
+
+    table = Table.read(path, format="fits")
+    for row in table:
+        yield {name: (str(row[name]) if name in ("id", "path", "label") else float(row[name]))
+               for name in table.colnames}
+
+
 class CatalogWriter:
     """Streams result rows to a CSV, Parquet or FITS catalog.
 

@@ -111,9 +111,15 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--workers", default=0, help="Decode threads (0: one per CPU).")
 @click.option("--threads", default=0, help="Inference threads (0: one per CPU).")
+@click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run on OUTPUT.")
+@click.option("--commit-every", default=2048, show_default=True,
+              help="Rows per crash-safe commit (a kill loses at most this many finished rows).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def classify(inputs, quiet, **options):
     """Classify INPUTS (image files and folders, searched recursively) into a catalog.
+
+    A rerun on the same OUTPUT resumes: images already in it are skipped (crash-safe: rows
+    are committed in chunks under OUTPUT.partial/ while the run works).
 
     Exit code 0 when every image was classified, 3 when some could not be read (they are
     listed with the reason in OUTPUT's .errors.csv), 2 for usage errors, 130 after Ctrl-C
@@ -125,6 +131,8 @@ def classify(inputs, quiet, **options):
 
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
     summary = _run(run_classify, config)
+    if summary.resumed:
+        click.echo(f"resumed: {summary.resumed} images were already in {summary.output}", err=True)
     click.echo(f"classified {summary.classified}, failed {summary.failed}, "
                f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
                f"{summary.backend} on {summary.device}) -> {summary.output}"

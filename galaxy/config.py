@@ -72,6 +72,8 @@ class ClassifyConfig:
     workers: int = 0
     threads: int = 0
     progress: bool = True
+    overwrite: bool = False
+    commit_every: int = 2048
     command: str = ""
 
 

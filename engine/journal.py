@@ -1,0 +1,164 @@
+"""Crash-safe progress of a classify run, so a killed survey run resumes without losing or
+repeating a row.
+
+While a run works on OUT, finished rows are committed in chunks under `OUT.partial/`: each
+chunk is written to a temporary file, fsynced, then renamed (atomic on POSIX), so a chunk is
+either wholly there or absent. When the run ends (or is interrupted with Ctrl-C) the chunks
+are assembled into OUT and its errors file, each written to a temporary name and renamed,
+and the folder is removed. A rerun on the same OUT:
+  * with `OUT.partial/` present (the last run was killed): takes its committed rows;
+  * else with OUT present (the last run finished or was interrupted): takes OUT's rows;
+and skips every input already classified. Inputs that failed are tried again (the file may
+have been fixed). A second process on the same OUT is refused while the first holds the
+lock; a rerun with another model, backend or TTA setting is refused (mixing them in one
+catalog would be wrong) unless `--overwrite` starts over.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from galaxy.catalog import CatalogWriter, ErrorWriter, errors_path, read_catalog_rows
+from galaxy.errors import UsageError
+
+COMMIT_ROWS = 2048
+
+
+class Journal:
+    """Committed chunks of one output; see the module docstring.
+
+    Args:
+        output: the catalog being written.
+        classes: class names (one probability column each).
+        fingerprint: what must not change between a run and its resumption.
+        overwrite: discard earlier results of this output first.
+    """
+
+    def __init__(self, output, classes, fingerprint: dict, overwrite: bool = False, commit_rows: int = COMMIT_ROWS):
+        self.output = Path(output)
+        self.commit_rows = commit_rows
+        self.classes = tuple(classes)
+        self.dir = self.output.with_name(self.output.name + ".partial")
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(exist_ok=True)
+        self._lock = open(self.dir / "lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise UsageError(f"another galaxy classify is writing {self.output} (lock {self.dir / 'lock'})") from None
+        if overwrite:
+            for old in self.dir.glob("chunk-*.csv"):
+                old.unlink()
+            (self.dir / "fingerprint.json").unlink(missing_ok=True)
+            self.output.unlink(missing_ok=True)
+        self._check_fingerprint(fingerprint)
+        self._chunks = sorted(self.dir.glob("chunk-*.csv"))
+        if not self._chunks and self.output.exists():
+            self._import_output()
+        self.done = {row[1] for row in self.rows()}
+        self.resumed = len(self.done)
+        self._pending_rows: list[list] = []
+        self.errors: list[tuple[str, str, str]] = []
+
+    def _check_fingerprint(self, fingerprint):
+        path = self.dir / "fingerprint.json"
+        if path.exists():
+            earlier = json.loads(path.read_text())
+            if earlier != fingerprint:
+                changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+                raise UsageError(f"{self.output} was started with other settings ({', '.join(changed)}); "
+                                 "use --overwrite to start over")
+        elif self.output.exists():
+            meta = _output_fingerprint(self.output)
+            if meta is not None and meta != fingerprint:
+                raise UsageError(f"{self.output} was written with another model, backend or TTA setting; "
+                                 "use --overwrite to start over")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(fingerprint))
+        tmp.replace(path)
+
+    def _import_output(self):
+        rows = [[r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes)]
+                for r in read_catalog_rows(self.output)]
+        if rows:
+            self._write_chunk(rows)
+
+    def _write_chunk(self, rows):
+        final = self.dir / f"chunk-{len(self._chunks):06d}.csv"
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(final)
+        self._chunks.append(final)
+
+    def rows(self):
+        """Committed rows: [id, path, p_class...] as strings, in commit order."""
+        for chunk in self._chunks:
+            with open(chunk, newline="") as fh:
+                yield from csv.reader(fh)
+
+    def add(self, ids, paths, probabilities: np.ndarray):
+        """Stage classified rows; they are committed every `commit_rows` rows."""
+        for i, ident in enumerate(ids):
+            self._pending_rows.append([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i])])
+        if len(self._pending_rows) >= self.commit_rows:
+            self.commit()
+
+    def commit(self):
+        if self._pending_rows:
+            self._write_chunk(self._pending_rows)
+            self._pending_rows = []
+
+    def finish(self, metadata: dict, fmt: str | None = None) -> int:
+        """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
+        self.commit()
+        tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
+        writer = CatalogWriter(tmp_out, self.classes, metadata, fmt or None)
+        batch: list[list[str]] = []
+        for row in self.rows():
+            batch.append(row)
+            if len(batch) == 4096:
+                self._write(writer, batch)
+                batch = []
+        if batch:
+            self._write(writer, batch)
+        writer.close()
+        errors = ErrorWriter(errors_path(self.output).with_suffix(".tmp"))
+        for error in self.errors:
+            errors.write(*error)
+        errors.close()
+        tmp_out.replace(self.output)
+        sidecar = tmp_out.with_name(tmp_out.name + ".meta.json")
+        if sidecar.exists():
+            sidecar.replace(self.output.with_name(self.output.name + ".meta.json"))
+        errors.path.replace(errors_path(self.output))
+        shutil.rmtree(self.dir)
+        self._lock.close()
+        return writer.rows
+
+    @staticmethod
+    def _write(writer, rows):
+        writer.write([r[0] for r in rows], [r[1] for r in rows], np.array([r[2:] for r in rows], dtype=np.float32))
+
+    def release(self):
+        """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
+        self.commit()
+        self._lock.close()
+
+
+def _output_fingerprint(output) -> dict | None:
+    """The fingerprint stored in a finished catalog's metadata, when it has one."""
+    from galaxy.catalog import read_catalog_metadata
+
+    meta = read_catalog_metadata(output)
+    return json.loads(meta["run"]) if "run" in meta else None
