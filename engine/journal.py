@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import CatalogWriter, ErrorWriter, errors_path, read_catalog_rows
+from galaxy.catalog import CatalogWriter, ErrorWriter, errors_path, read_catalog_rows, safe_text
 from galaxy.errors import UsageError
 
 COMMIT_ROWS = 2048
@@ -101,6 +101,10 @@ class Journal:
         tmp.replace(final)
         self._chunks.append(final)
 
+    def is_done(self, path: str) -> bool:
+        """Whether an input path is already in the catalog (compared in `safe_text` form)."""
+        return safe_text(path) in self.done
+
     def rows(self):
         """Committed rows: [id, path, p_class...] as strings, in commit order."""
         for chunk in self._chunks:
@@ -110,7 +114,7 @@ class Journal:
     def add(self, ids, paths, probabilities: np.ndarray):
         """Stage classified rows; they are committed every `commit_rows` rows."""
         for i, ident in enumerate(ids):
-            self._pending_rows.append([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i])])
+            self._pending_rows.append([safe_text(ident), safe_text(paths[i]), *(f"{p:.6f}" for p in probabilities[i])])
         if len(self._pending_rows) >= self.commit_rows:
             self.commit()
 

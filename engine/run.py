@@ -107,7 +107,7 @@ def classify(config: ClassifyConfig) -> Summary:
     interrupted = finished = False
     try:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column)
-                 if item.path not in journal.done)
+                 if not journal.is_done(item.path))
         for batch in batches(pipeline.decode(items), batch_size, on_error):
             tensor = batch.tensor[: batch.n_valid]
             probabilities = run_d4(session, tensor) if config.tta else session.run(batch.tensor)[: batch.n_valid]

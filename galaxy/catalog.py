@@ -25,6 +25,17 @@ ERROR_COLUMNS = ("path", "stage", "reason")
 PARQUET_ROW_GROUP = 16384
 
 
+def safe_text(value: str) -> str:
+    """A str that encodes as UTF-8: file names that are not UTF-8 (held by Python as surrogate
+    escapes) get their undecodable bytes written as \\xNN. Every catalog and errors file uses
+    this form for ids and paths, and resuming compares paths in this form."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def output_format(path, explicit: str | None = None) -> str:
     """The writer for an output path: by `explicit` name or by extension; never a silent default."""
     if explicit:
@@ -214,7 +225,7 @@ class ErrorWriter:
         self._writer.writerow(ERROR_COLUMNS)
 
     def write(self, path, stage, reason):
-        self._writer.writerow([path, stage, reason])
+        self._writer.writerow([safe_text(path), stage, safe_text(reason)])
         self._fh.flush()
         self.count += 1
 

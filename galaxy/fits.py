@@ -183,7 +183,12 @@ def read_fits_cutout(path, stretch: FitsStretch, bands=(0, 1, 2), hdu=None):
             data = np.asarray(data, dtype=np.float64)
     except ImageReadError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
+    except ValueError as exc:
+        if "reshape" in str(exc) or "buffer is smaller" in str(exc):
+            raise ImageReadError(path, f"truncated: the header promises more pixels than the file holds ({exc})",
+                                 stage="decode") from None
+        raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
+    except (OSError, TypeError, IndexError, KeyError) as exc:
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
     meta = {"objid": where.objid} if where.objid else {}
     return stretch_to_rgb(data, stretch, bands, path), meta

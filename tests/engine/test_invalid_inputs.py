@@ -1,0 +1,98 @@
+"""A corpus of broken files among good ones: each broken file gets an error row with a reason,
+every good file is classified, the exit code is 3, and nothing prints a traceback."""
+
+import csv
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from click.testing import CliRunner
+from PIL import Image
+
+from galaxy.cli import cli
+from tests.conftest import EXAMPLES
+from tests.galaxy.test_fits import galaxy_image
+
+
+def build_corpus(root):
+    """Returns (good file names, {broken file name: expected words in the reason})."""
+    jpeg = sorted(EXAMPLES.glob("*.jpeg"))[0]
+    src = Image.open(jpeg)
+    good, bad = [], {}
+
+    def add_good(name):
+        good.append(name)
+
+    shutil.copy(jpeg, root / "plain.jpeg"), add_good("plain.jpeg")
+    src.convert("CMYK").save(root / "cmyk.jpg"), add_good("cmyk.jpg")
+    Image.fromarray((np.asarray(src.convert("L"), np.uint16) * 257)).save(root / "grey16.png"), add_good("grey16.png")
+    src.quantize(32).save(root / "palette.png"), add_good("palette.png")
+    src.convert("RGBA").save(root / "alpha.png"), add_good("alpha.png")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(galaxy_image(64))]).writeto(root / "ext.fits"), add_good("ext.fits")
+    name = os.fsdecode(b"caf\xe9.jpeg")
+    shutil.copy(jpeg, root / name), add_good(name)
+    (root / "a").mkdir(), (root / "b").mkdir()
+    shutil.copy(jpeg, root / "a" / "twin.jpeg"), add_good("a/twin.jpeg")
+    shutil.copy(jpeg, root / "b" / "twin.jpeg"), add_good("b/twin.jpeg")
+    (root / "folder.jpg").mkdir()  # a directory named like an image: walked, holds nothing
+
+    (root / "zero.jpg").write_bytes(b"")
+    bad["zero.jpg"] = "not a jpeg or png"
+    (root / "truncated.jpeg").write_bytes(jpeg.read_bytes()[:3000])
+    bad["truncated.jpeg"] = "truncated"
+    rng = np.random.default_rng(1)
+    for name in ("random.jpg", "random.png", "random.fits"):
+        (root / name).write_bytes(rng.bytes(4000))
+        bad[name] = "not a" if name != "random.fits" else "fits"
+    (root / "dangling.jpeg").symlink_to(root / "nowhere.jpeg")
+    bad["dangling.jpeg"] = "no such file"
+    (root / "loop.jpg").symlink_to(root / "loop.jpg")
+    bad["loop.jpg"] = "symbolic links"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]).writeto(
+        root / "table.fits")
+    bad["table.fits"] = "no hdu with image data"
+    fits.PrimaryHDU(np.full((16, 16), np.nan, np.float32)).writeto(root / "allnan.fits")
+    bad["allnan.fits"] = "no finite pixel"
+    fits.PrimaryHDU(np.zeros((16, 16), np.float32)).writeto(root / "allzero.fits")
+    bad["allzero.fits"] = "constant"
+    fits.PrimaryHDU(np.ones(16, np.float32)).writeto(root / "line.fits")
+    bad["line.fits"] = "no hdu with image data"
+    fits.PrimaryHDU(np.ones((2, 2, 8, 8), np.float32)).writeto(root / "hyper.fits")
+    bad["hyper.fits"] = "4 dimensions"
+    full = root / "full.tmp"
+    fits.PrimaryHDU(galaxy_image(64)).writeto(full)
+    (root / "short.fits").write_bytes(full.read_bytes()[:2880 + 4000])
+    full.unlink()
+    bad["short.fits"] = "truncated"
+    header = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": 100000, "NAXIS2": 100000})
+    (root / "huge.fits").write_bytes(header.tostring().encode() + b"\0" * 2880)
+    bad["huge.fits"] = "over the limit"
+    (root / "huge.fits.gz").write_bytes(gzip.compress((root / "huge.fits").read_bytes()))
+    bad["huge.fits.gz"] = "over the limit"
+    return good, bad
+
+
+@pytest.mark.parametrize("decoder", ["reference", "auto"])
+def test_broken_corpus(tmp_path, decoder):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    good, bad = build_corpus(corpus)
+    out = tmp_path / "c.csv"
+    result = CliRunner().invoke(cli, ["classify", str(corpus), "-o", str(out), "-q", "--decoder", decoder,
+                                      "--backend", "onnxruntime"])
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    classified = sorted(os.path.relpath(r["path"], corpus) for r in rows)
+    expected_good = sorted(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                           for name in good)
+    assert classified == expected_good
+    with open(tmp_path / "c.errors.csv", newline="") as fh:
+        errors = {os.path.relpath(e["path"], corpus): e for e in csv.DictReader(fh)}
+    assert set(errors) == set(bad)
+    for name, words in bad.items():
+        assert words in errors[name]["reason"].lower(), (name, errors[name]["reason"])
