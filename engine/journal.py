@@ -63,7 +63,11 @@ class Journal:
         self._chunks = sorted(self.dir.glob("chunk-*.csv"))
         if not self._chunks and self.output.exists():
             self._import_output()
-        self.done = {row[1] for row in self.rows()}
+        self.done: set[str] = set()
+        self.ids: set[str] = set()
+        for row in self.rows():
+            self.ids.add(row[0])
+            self.done.add(row[1])
         self.resumed = len(self.done)
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str]] = []
@@ -111,10 +115,22 @@ class Journal:
             with open(chunk, newline="") as fh:
                 yield from csv.reader(fh)
 
+    def unique_id(self, ident: str) -> str:
+        """`ident`, or `ident#2`, `ident#3`, ... when the catalog already holds it (same stem
+        in two folders): ids stay unique, and the path column says which file is which."""
+        ident = safe_text(ident)
+        candidate, n = ident, 1
+        while candidate in self.ids:
+            n += 1
+            candidate = f"{ident}#{n}"
+        self.ids.add(candidate)
+        return candidate
+
     def add(self, ids, paths, probabilities: np.ndarray):
-        """Stage classified rows; they are committed every `commit_rows` rows."""
+        """Stage classified rows (ids made unique); they are committed every `commit_rows` rows."""
         for i, ident in enumerate(ids):
-            self._pending_rows.append([safe_text(ident), safe_text(paths[i]), *(f"{p:.6f}" for p in probabilities[i])])
+            self._pending_rows.append([self.unique_id(ident), safe_text(paths[i]),
+                                       *(f"{p:.6f}" for p in probabilities[i])])
         if len(self._pending_rows) >= self.commit_rows:
             self.commit()
 
