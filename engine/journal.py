@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog import CatalogWriter, ErrorWriter, errors_path, read_catalog_rows, safe_text
+from galaxy.fits_table import ascii_text
 from galaxy.errors import UsageError
 
 COMMIT_ROWS = 2048
@@ -67,7 +68,7 @@ class Journal:
         self.ids: set[str] = set()
         for row in self.rows():
             self.ids.add(row[0])
-            self.done.add(row[1])
+            self.done.add(ascii_text(row[1]))
         self.resumed = len(self.done)
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str]] = []
@@ -106,8 +107,9 @@ class Journal:
         self._chunks.append(final)
 
     def is_done(self, path: str) -> bool:
-        """Whether an input path is already in the catalog (compared in `safe_text` form)."""
-        return safe_text(path) in self.done
+        """Whether an input path is already in the catalog. Compared in ASCII-escaped form, the
+        one form every output format can give back (FITS text is ASCII)."""
+        return ascii_text(path) in self.done
 
     def rows(self):
         """Committed rows: [id, path, p_class...] as strings, in commit order."""

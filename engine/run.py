@@ -62,7 +62,7 @@ def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
         "model": card.name, "weights": card.weights_sha256, "spec": json.dumps(card.input_spec.to_dict()),
         "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
         "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),  # FITS DATE: UTC, no offset
     }
 
 

@@ -4,8 +4,8 @@ Output columns: `id`, `path`, one `p_<class>` per class (float32), `label`. Ever
 carries metadata: model name, weights sha256, InputSpec, galaxy version, the command and
 its config, and the UTC date. CSV has no place for it, so it goes in a sidecar
 `<OUT>.meta.json`; Parquet keeps it in the schema metadata; FITS in the table header.
-CSV rows are written as they arrive, Parquet in row groups of `PARQUET_ROW_GROUP` rows;
-a FITS table is written at the end.
+CSV rows are written as they arrive, Parquet in row groups of `PARQUET_ROW_GROUP` rows, FITS
+through a spool file (`galaxy.fits_table`): memory stays flat however many rows there are.
 """
 
 from __future__ import annotations
@@ -152,6 +152,10 @@ class CatalogWriter:
             self._writer.writerow(self.columns)
             sidecar = self.path.with_name(self.path.name + ".meta.json")
             sidecar.write_text(json.dumps(self.metadata, indent=1) + "\n")
+        elif self.format == "fits":
+            from galaxy.fits_table import FitsTableWriter
+
+            self._writer = FitsTableWriter(self.path, self.classes, self.metadata)
         elif self.format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -168,9 +172,11 @@ class CatalogWriter:
             for i, ident in enumerate(ids):
                 self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i]])
             self._fh.flush()
+        elif self.format == "fits":
+            self._writer.write(ids, paths, probabilities, labels)
         else:
             self._pending.extend(zip(ids, paths, probabilities.astype(np.float32), labels))
-            if self.format == "parquet" and len(self._pending) >= PARQUET_ROW_GROUP:
+            if len(self._pending) >= PARQUET_ROW_GROUP:
                 self._flush_parquet()
         self.rows += len(ids)
 
@@ -193,25 +199,7 @@ class CatalogWriter:
                 self._flush_parquet()
             self._writer.close()
         else:
-            self._write_fits()
-
-    def _write_fits(self):
-        from astropy.table import Table
-
-        ids = [r[0] for r in self._pending]
-        probs = np.array([r[2] for r in self._pending], dtype=np.float32).reshape(-1, len(self.classes))
-        table = Table()
-        table["id"] = np.array(ids, dtype=str) if ids else np.array([], dtype="U1")
-        table["path"] = np.array([r[1] for r in self._pending], dtype=str) if ids else np.array([], dtype="U1")
-        for k, name in enumerate(self.classes):
-            table[f"p_{name}"] = probs[:, k]
-            table[f"p_{name}"].description = f"probability that the galaxy is {name}"
-        table["label"] = np.array([r[3] for r in self._pending], dtype=str) if ids else np.array([], dtype="U1")
-        for key, value in self.metadata.items():
-            table.meta[key.upper()[:8]] = value
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        table.write(tmp, format="fits", overwrite=True)
-        tmp.replace(self.path)
+            self._writer.close()
 
 
 class ErrorWriter:

@@ -1,0 +1,106 @@
+"""A FITS binary-table catalog written with memory that does not grow with the number of rows.
+
+FITS needs the row count and every column width in the header, before the data. Rows are
+therefore spooled to a temporary CSV beside the output while the run goes on; `close` reads
+the spool twice: once for the widths, once to write fixed-width big-endian records block by
+block after the header. Character columns are ASCII (the FITS standard): other characters are
+written as backslash escapes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+BLOCK = 2880
+ROWS_PER_WRITE = 8192
+
+
+def ascii_text(value: str) -> str:
+    """ASCII form of a str: non-ASCII characters and undecodable bytes become backslash escapes."""
+    try:
+        value.encode("ascii")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode(
+            "ascii", "backslashreplace").decode("ascii")
+
+
+class FitsTableWriter:
+    """Writes columns id, path, p_<class>..., label as a BINTABLE extension.
+
+    Args:
+        path: the .fits file.
+        classes: class names, one float32 probability column each.
+        metadata: header keywords (at most 8 characters) -> values; long values use CONTINUE.
+    """
+
+    def __init__(self, path, classes, metadata: dict):
+        self.path = Path(path)
+        self.classes = tuple(classes)
+        self.metadata = metadata
+        self._spool_path = self.path.with_name(f".{self.path.name}.spool.csv")
+        self._spool = open(self._spool_path, "w", newline="")
+        self._csv = csv.writer(self._spool)
+        self.rows = 0
+
+    def write(self, ids, paths, probabilities: np.ndarray, labels):
+        for i, ident in enumerate(ids):
+            self._csv.writerow([ascii_text(ident), ascii_text(paths[i]), *(repr(float(p)) for p in probabilities[i]),
+                                labels[i]])
+        self.rows += len(ids)
+
+    def _header(self, widths):
+        from astropy.io import fits
+
+        columns = [fits.Column("id", f"{widths[0]}A"), fits.Column("path", f"{widths[1]}A")]
+        columns += [fits.Column(f"p_{c}", "E") for c in self.classes]
+        columns.append(fits.Column("label", f"{widths[2]}A"))
+        header = fits.BinTableHDU.from_columns(columns, nrows=0).header
+        header["NAXIS2"] = self.rows
+        for k, name in enumerate(self.classes):
+            header[f"TCOMM{3 + k}"] = f"probability that the galaxy is {name}"
+        values = {key.upper()[:8]: ascii_text(str(value)) for key, value in self.metadata.items()}
+        if any(len(v) > 68 for v in values.values()):
+            header["LONGSTRN"] = ("OGIP 1.0", "long strings continue on CONTINUE cards")
+        for key, value in values.items():
+            header[key] = value
+        return header
+
+    def _records(self, dtype):
+        with open(self._spool_path, newline="") as fh:
+            chunk = []
+            for row in csv.reader(fh):
+                chunk.append((row[0], row[1], *map(float, row[2:-1]), row[-1]))
+                if len(chunk) == ROWS_PER_WRITE:
+                    yield np.array(chunk, dtype=dtype)
+                    chunk = []
+            if chunk:
+                yield np.array(chunk, dtype=dtype)
+
+    def close(self):
+        from astropy.io import fits
+
+        self._spool.close()
+        widths = [1, 1, 1]
+        with open(self._spool_path, newline="") as fh:
+            for row in csv.reader(fh):
+                widths = [max(widths[0], len(row[0])), max(widths[1], len(row[1])), max(widths[2], len(row[-1]))]
+        dtype = [("id", f"S{widths[0]}"), ("path", f"S{widths[1]}")]
+        dtype += [(f"p_{c}", ">f4") for c in self.classes] + [("label", f"S{widths[2]}")]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        written = 0
+        with open(tmp, "wb") as out:
+            out.write(fits.PrimaryHDU().header.tostring().encode("ascii"))
+            out.write(self._header(widths).tostring().encode("ascii"))
+            for records in self._records(dtype):
+                out.write(records.tobytes())
+                written += records.nbytes
+            out.write(b"\0" * (-written % BLOCK))
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(self.path)
+        self._spool_path.unlink()

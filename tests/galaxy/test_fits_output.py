@@ -1,0 +1,45 @@
+"""The FITS catalog passes HEASARC's fitsverify and reads back in astropy with its metadata."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from galaxy.catalog import CatalogWriter
+
+
+def write_catalog(path, n=20000):
+    rng = np.random.default_rng(0)
+    writer = CatalogWriter(path, ("elliptical", "spiral"), {"model": "m", "weights": "a" * 64,
+                                                             "spec": "{" + "x" * 300 + "}", "date": "2026-11-27T12:00:00"})
+    p = rng.random(n).astype(np.float32)
+    probs = np.stack([1 - p, p], axis=1)
+    for start in range(0, n, 1000):
+        stop = min(n, start + 1000)
+        ids = [f"obj{i}" for i in range(start, stop)]
+        paths = [f"/data/cut/obj{i}.jpeg" if i % 7 else f"/data/café/obj{i}.jpeg" for i in range(start, stop)]
+        writer.write(ids, paths, probs[start:stop])
+    writer.close()
+    return probs
+
+
+def test_fits_catalog_round_trip(tmp_path):
+    path = tmp_path / "c.fits"
+    probs = write_catalog(path)
+    table = Table.read(path)
+    assert len(table) == 20000 and table.colnames == ["id", "path", "p_elliptical", "p_spiral", "label"]
+    np.testing.assert_array_equal(np.asarray(table["p_spiral"]), probs[:, 1])
+    assert table["path"][7] == "/data/caf\\xe9/obj7.jpeg"  # FITS text is ASCII
+    assert list(table["label"][:3]) == [("spiral" if p > 0.5 else "elliptical") for p in probs[:3, 1]]
+    assert table.meta["WEIGHTS"] == "a" * 64 and len(table.meta["SPEC"]) == 302
+    assert not list(tmp_path.glob(".*"))  # spool and temporary files are gone
+
+
+@pytest.mark.skipif(shutil.which("fitsverify") is None, reason="fitsverify is not installed (apt-get install fitsverify)")
+def test_fitsverify_finds_no_problem(tmp_path):
+    path = tmp_path / "c.fits"
+    write_catalog(path, n=100)
+    result = subprocess.run(["fitsverify", str(path)], capture_output=True, text=True)
+    assert "0 warning(s) and 0 error(s)" in result.stdout, result.stdout
