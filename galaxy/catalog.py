@@ -54,25 +54,75 @@ def errors_path(output) -> Path:
     return output.with_name(output.stem + ".errors.csv")
 
 
+CATALOG_BATCH = 8192
+
+
+def _text(value) -> str:
+    return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip()
+
+
+def _catalog_columns(path: Path, fmt: str):
+    """(column names, iterator of {column: values} batches), streamed where the format allows:
+    CSV row by row, Parquet by record batch, FITS memory-mapped; ECSV is read whole."""
+    if fmt == "csv":
+        fh = open(path, newline="")
+        reader = csv.DictReader(fh)
+
+        def csv_batches():
+            with fh:
+                batch = []
+                for row in reader:
+                    batch.append(row)
+                    if len(batch) == CATALOG_BATCH:
+                        yield {c: [r[c] for r in batch] for c in reader.fieldnames}
+                        batch = []
+                if batch:
+                    yield {c: [r[c] for r in batch] for c in reader.fieldnames}
+
+        return list(reader.fieldnames or []), csv_batches()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        return parquet.schema_arrow.names, (b.to_pydict() for b in parquet.iter_batches(batch_size=CATALOG_BATCH))
+    if fmt == "fits":
+        from astropy.io import fits
+
+        hdul = fits.open(path, memmap=True)
+        table = next((h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
+        if table is None:
+            hdul.close()
+            raise UsageError(f"catalog {path} has no table HDU")
+
+        def fits_batches():
+            with hdul:
+                for start in range(0, len(table.data), CATALOG_BATCH):
+                    chunk = table.data[start:start + CATALOG_BATCH]
+                    yield {c: list(chunk[c]) for c in table.columns.names}
+
+        return list(table.columns.names), fits_batches()
+    from astropy.table import Table
+
+    table = Table.read(path, format="ascii.ecsv")
+    return list(table.colnames), iter([{c: list(table[c]) for c in table.colnames}])
+
+
 def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None):
-    """Rows (path, id or None) from a CSV / Parquet / FITS / ECSV table.
+    """Rows (path, id or None) from a CSV / Parquet / FITS / ECSV table, streamed.
 
     Relative paths are taken from the catalog's folder. The path column defaults to the
     first of `PATH_COLUMNS` present; the id column to the first of `ID_COLUMNS`.
     """
-    from astropy.table import Table
-
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]).lower() if path.name.lower().endswith(".gz") else path.suffix.lower()
-    fmt = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv", ".parquet": "parquet", ".fits": "fits",
-           ".fit": "fits", ".fits.gz": "fits"}.get(suffix)
+    name = path.name.lower()
+    fmt = next((f for ending, f in ((".csv", "csv"), (".ecsv", "ecsv"), (".parquet", "parquet"), (".fits", "fits"),
+                                    (".fit", "fits"), (".fits.gz", "fits")) if name.endswith(ending)), None)
     if fmt is None:
         raise UsageError(f"catalog {path} is not .csv, .ecsv, .parquet or .fits")
     try:
-        table = Table.read(path, format=fmt)
+        columns, batches = _catalog_columns(path, fmt)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read catalog {path}: {exc}") from None
-    columns = list(table.colnames)
     path_column = path_column or next((c for c in PATH_COLUMNS if c in columns), None)
     if path_column not in columns:
         raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
@@ -80,11 +130,11 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
         id_column = next((c for c in ID_COLUMNS if c in columns), None)
     elif id_column not in columns:
         raise UsageError(f"catalog {path} has no id column {id_column!r}; columns are {columns}")
-    for row in table:
-        value = str(row[path_column]).strip()
-        file = Path(value)
-        yield (str(file if file.is_absolute() else path.parent / file),
-               str(row[id_column]).strip() if id_column else None)
+    for batch in batches:
+        ids = batch[id_column] if id_column else [None] * len(batch[path_column])
+        for value, ident in zip(batch[path_column], ids):
+            file = Path(_text(value))
+            yield (str(file if file.is_absolute() else path.parent / file), None if ident is None else _text(ident))
 
 
 def read_catalog_metadata(path) -> dict[str, str]:

@@ -1,0 +1,35 @@
+"""Input catalogs in every supported format, streamed."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from astropy.table import Table
+
+from galaxy.catalog import read_input_catalog
+from galaxy.errors import UsageError
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".parquet", ".fits"])
+def test_catalog_formats(tmp_path, suffix):
+    ids = [f"o{k}" for k in range(20000)]
+    files = [f"cut/{k}.jpeg" for k in range(20000)]
+    path = tmp_path / f"cat{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.table({"objid": ids, "file_loc": files, "ra": list(range(20000))}), path)
+    else:
+        Table({"objid": ids, "file_loc": files, "ra": list(range(20000))}).write(path)
+    rows = list(read_input_catalog(path))
+    assert len(rows) == 20000
+    assert rows[0] == (str(tmp_path / "cut/0.jpeg"), "o0") and rows[-1][1] == "o19999"
+
+
+def test_catalog_column_errors_name_the_columns(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("name,where\na,b.jpg\n")
+    with pytest.raises(UsageError, match="no path column"):
+        list(read_input_catalog(path))
+    assert list(read_input_catalog(path, path_column="where")) == [(str(tmp_path / "b.jpg"), None)]
+    with pytest.raises(UsageError, match="no id column 'objid'"):
+        list(read_input_catalog(path, path_column="where", id_column="objid"))
+    with pytest.raises(UsageError, match="is not .csv"):
+        list(read_input_catalog(tmp_path / "c.txt"))
