@@ -41,7 +41,7 @@ def _walk(root: str):
                 yield entry.path
 
 
-def iter_inputs(inputs=(), catalog=None, path_column=None):
+def iter_inputs(inputs=(), catalog=None, path_column=None, id_column=None):
     """Yield `Item`s for every image named by `inputs` (files or folders) and `catalog`.
 
     Folders are walked recursively for files with an image suffix (symlinked folders are
@@ -59,7 +59,7 @@ def iter_inputs(inputs=(), catalog=None, path_column=None):
         else:
             yield Item(str(value))
     if catalog:
-        for path, ident in read_input_catalog(catalog, path_column):
+        for path, ident in read_input_catalog(catalog, path_column, id_column):
             yield Item(path, ident)
 
 

@@ -106,7 +106,7 @@ def classify(config: ClassifyConfig) -> Summary:
     started = time.perf_counter()
     interrupted = finished = False
     try:
-        items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column)
+        items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column)
                  if not journal.is_done(item.path))
         for batch in batches(pipeline.decode(items), batch_size, on_error):
             tensor = batch.tensor[: batch.n_valid]

@@ -102,6 +102,7 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
               help="A table (CSV, FITS, Parquet, ECSV) with a column of image paths.")
 @click.option("--path-column", help="Path column of --catalog (default: file_loc, file or path).")
+@click.option("--id-column", help="Id column of --catalog (default: id_str, objid or id; else file stems).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
 @click.option("--backend", default="auto", show_default=True,
               help="onnxruntime, onnxruntime-int8, torch, or auto (the fastest checked backend).")

@@ -64,6 +64,7 @@ class ClassifyConfig:
     model_dir: str | None = None
     catalog: str | None = None
     path_column: str | None = None
+    id_column: str | None = None
     hdu: str | None = None
     backend: str = "auto"
     decoder: str = "auto"
