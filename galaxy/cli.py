@@ -15,8 +15,20 @@ from galaxy.errors import GalaxyError, UsageError
 log = logging.getLogger("galaxy")
 
 
+class _Galaxy(click.Group):
+    """The command group; remembers the arguments it was given, for the records commands write."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["galaxy.argv"] = argv
+        return ctx
+
+
 def _command_line() -> str:
-    return "galaxy " + shlex.join(sys.argv[1:])
+    """The command as typed (also when invoked in-process, e.g. by CliRunner)."""
+    argv = click.get_current_context().meta.get("galaxy.argv", sys.argv[1:])
+    return "galaxy " + shlex.join(argv)
 
 
 def _run(fn, *args):
@@ -29,7 +41,7 @@ def _run(fn, *args):
         raise click.ClickException(str(exc)) from None
 
 
-@click.group()
+@click.group(cls=_Galaxy)
 @click.version_option(__version__, prog_name="galaxy")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose):
@@ -209,6 +221,26 @@ def evaluate(**options):
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "
                f"ROC AUC {report.get('roc_auc', float('nan')):.4f}, ECE {report['ece']:.4f}, "
                f"most confident half {coverage['0.5']:.4f} -> {options['out_dir']}/report.json", err=True)
+
+
+@cli.command()
+@click.argument("model_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
+def models(model_dirs):
+    """List models with their cards: the shipped one, plus any MODEL_DIRS given.
+
+    Example: galaxy models models/mine
+    """
+    from galaxy.card import default_model_dir, load_card
+
+    for model_dir in (default_model_dir(), *model_dirs):
+        card = _run(load_card, model_dir)
+        val = card.metrics.get("validation", {})
+        spec = card.input_spec
+        click.echo(f"{card.name}  {model_dir}\n  {card.architecture}, {spec.size} px, centre crop {spec.crop_fraction:g}, "
+                   f"classes {', '.join(card.classes)}\n  validation: accuracy {val.get('accuracy', float('nan')):.4f}, "
+                   f"balanced {val.get('balanced_accuracy', float('nan')):.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}"
+                   f" (n={val.get('n', '?')})\n  weights sha256 {card.weights_sha256[:16]}...; trained with: "
+                   f"{card.training.get('command', '?')}")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
