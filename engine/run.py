@@ -110,7 +110,7 @@ def classify(config: ClassifyConfig) -> Summary:
                  if not journal.is_done(item.path))
         for batch in batches(pipeline.decode(items), batch_size, on_error):
             tensor = batch.tensor[: batch.n_valid]
-            probabilities = run_d4(session, tensor) if config.tta else session.run(batch.tensor)[: batch.n_valid]
+            probabilities = run_d4(session, tensor) if config.tta else session.run(tensor)
             journal.add(batch.ids, batch.paths, probabilities)
             classified += batch.n_valid
             bar.update(batch.n_valid)
