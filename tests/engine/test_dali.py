@@ -17,17 +17,24 @@ SPEC = InputSpec(size=96, mean=(0.07, 0.06, 0.04), std=(0.12, 0.1, 0.07))
 TOLERANCE = 1e-4
 
 
-def test_dali_matches_reference_on_real_jpegs():
+def test_dali_matches_reference_on_real_jpegs(default_model):
+    from engine import backends
     from engine.pipelines.dali import create
 
+    model_dir, card = default_model
+    spec = card.input_spec
     files = sorted(EXAMPLES.glob("*.jpeg"))
-    out = list(create(SPEC, workers=2, depth=2, batch_size=16).decode(Item(str(p)) for p in files))
+    out = list(create(spec, workers=2, depth=2, batch_size=16).decode(Item(str(p)) for p in files))
     assert [d.path for d in out] == [str(p) for p in files]
-    std = np.asarray(SPEC.std)[:, None, None]
+    std = np.asarray(spec.std)[:, None, None]
+    references = []
     for decoded, path in zip(out, files):
-        reference = load_input(path, SPEC)[0]
+        references.append(load_input(path, spec)[0])
         assert decoded.error is None
-        assert np.abs((decoded.tensor - reference) * std).max() < TOLERANCE
+        assert np.abs((decoded.tensor - references[-1]) * std).max() < TOLERANCE
+    session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
+    dali_labels = session.run(np.stack([d.tensor for d in out])).argmax(1)
+    assert (dali_labels == session.run(np.stack(references)).argmax(1)).all()  # labels identical
 
 
 def test_dali_hands_bad_and_non_jpeg_files_to_the_reference_reader(tmp_path):
