@@ -70,6 +70,8 @@ def cli(verbose):
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=0, help="Image reading threads (0: one per CPU).")
 @click.option("--limit", type=int, help="Use at most this many images per split (smoke tests).")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
+              help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command.")
 def train(**options):
     """Train a classifier on DATA: a folder of class folders, or a CSV with path and label columns.
 

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 0
     limit: int | None = None
+    resume: str | None = None
     export: bool = True
     command: str = ""
 

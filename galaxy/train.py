@@ -113,6 +113,27 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def _resume(config, network, ema, optimizer, scheduler, spec, out_dir):
+    """Load a `last.pt` checkpoint; return (next epoch, optimiser steps done, history so far).
+
+    The best weights of the epochs before the checkpoint are not kept in it: after a resume
+    the kept weights are the best of the epochs run since.
+    """
+    from galaxy.errors import UsageError
+
+    checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True)
+    if checkpoint.get("spec") != spec.to_dict():
+        raise UsageError(f"checkpoint {config.resume} was trained with another input spec")
+    network.load_state_dict(checkpoint["model"])
+    ema.module.load_state_dict(checkpoint["ema"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    history_path = out_dir / "history.json"
+    history = json.loads(history_path.read_text())[: checkpoint["epoch"]] if history_path.exists() else []
+    log.info("resumed from %s after epoch %d", config.resume, checkpoint["epoch"])
+    return checkpoint["epoch"] + 1, scheduler.last_epoch, history
+
+
 def train(config: TrainConfig) -> ModelCard:
     """Train, pick the best weights, save them with their card; return the card."""
     torch.manual_seed(config.seed)
@@ -158,9 +179,11 @@ def train(config: TrainConfig) -> ModelCard:
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     val_labels = np.array(val_set.labels)
-    history, best, started, step = [], None, time.time(), 0
+    history, best, started, step, first_epoch = [], None, time.time(), 0, 1
+    if config.resume:
+        first_epoch, step, history = _resume(config, network, ema, optimizer, scheduler, spec, out_dir)
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
         network.train()
         order = torch.randperm(len(train_set), generator=generator)
         losses, seen, epoch_start = [], 0, time.time()

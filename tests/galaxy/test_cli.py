@@ -185,3 +185,17 @@ def test_classify_tta(tmp_path):
     files = sorted(EXAMPLES.glob("*.jpeg"))[:4]
     assert invoke("classify", *files, "-o", out, "-q", "--tta", "--backend", "onnxruntime").exit_code == 0
     assert len(read_csv(out)) == 4
+
+
+@pytest.mark.slow
+def test_train_resume_continues_from_the_checkpoint(tmp_path):
+    model = tmp_path / "tiny"
+    common = ["train", EXAMPLES / "labels.csv", "-o", model, "--size", "32", "--batch-size", "8",
+              "--val-fraction", "0.25", "--workers", "2"]
+    assert invoke(*common, "--epochs", "2").exit_code == 0
+    first = json.loads((model / "history.json").read_text())
+    result = invoke(*common, "--epochs", "3", "--resume", model / "checkpoints" / "last.pt")
+    assert result.exit_code == 0, result.output
+    history = json.loads((model / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[:2] == first
