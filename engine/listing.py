@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from galaxy.catalog import read_input_catalog
 from galaxy.errors import UsageError
@@ -61,13 +60,3 @@ def iter_inputs(inputs=(), catalog=None, path_column=None, id_column=None):
     if catalog:
         for path, ident in read_input_catalog(catalog, path_column, id_column):
             yield Item(path, ident)
-
-
-def stem_id(path) -> str:
-    """The id of a file without a catalog or header id: its name without image suffixes."""
-    name = Path(path).name
-    lower = name.lower()
-    for suffix in (".fits.gz", ".fit.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz", ".jpeg", ".jpg", ".png"):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem

@@ -21,12 +21,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from galaxy.errors import ImageReadError
-from galaxy.fits import is_fits_path, read_fits_cutout
+from galaxy.fits import FITS_SUFFIXES, is_fits_path, read_fits_cutout
 from galaxy.spec import InputSpec
 
 RASTER_FORMATS = ("JPEG", "PNG")
 RASTER_SUFFIXES = (".jpg", ".jpeg", ".png")
-IMAGE_SUFFIXES = RASTER_SUFFIXES + (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
+IMAGE_SUFFIXES = RASTER_SUFFIXES + FITS_SUFFIXES
 # Refuse rasters with more pixels than this before decoding them.
 MAX_RASTER_PIXELS = 256 * 1024 * 1024
 
@@ -34,6 +34,17 @@ MAX_RASTER_PIXELS = 256 * 1024 * 1024
 def is_image_path(path) -> bool:
     """True when the file name has a suffix galaxy reads (case-insensitive)."""
     return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def stem_id(path) -> str:
+    """The id of a file without a catalog or header id: its name without image suffixes
+    (the longest that matches: `x.fits.gz` -> `x`), else without its last suffix."""
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
 
 
 def _raster_to_array(img: Image.Image, path) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.errors import UsageError
-from galaxy.images import is_image_path
+from galaxy.images import is_image_path, stem_id
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _from_folders(root: Path, classes) -> LabelledSet:
         for path in sorted(folder.rglob("*")):
             if path.is_file() and is_image_path(path):
                 paths.append(str(path))
-                ids.append(path.name.split(".")[0])
+                ids.append(stem_id(path))
                 labels.append(k)
     return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
 
@@ -81,7 +81,7 @@ def _from_csv(table: Path, classes, label_column: str, path_column: str) -> Labe
             path = Path(row[path_column])
             path = path if path.is_absolute() else table.parent / path
             paths.append(str(path))
-            ids.append(path.name.split(".")[0])
+            ids.append(stem_id(path))
             labels.append(classes.index(label))
     if unlabelled:
         log.info("%s: skipped %d rows with an empty %r", table, unlabelled, label_column)

@@ -20,11 +20,11 @@ import os
 
 import numpy as np
 
-from engine.listing import stem_id
 from engine.pipelines.dali_fits import decode_fits
-from engine.pipelines.reference import Decoded, bounded_map, decode_item
+from engine.pipelines.reference import Decoded, decode_stream
 from engine.queues import prefetch
 from galaxy.fits import is_fits_path
+from galaxy.images import stem_id
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,9 @@ class DaliPipeline:
             return None
         return data if jpeg_components(data) in (1, 3) else None
 
-    def _reference(self, items) -> list[Decoded]:
-        return list(bounded_map(lambda item: decode_item(item, self.spec, self.hdu), items,
-                                self.workers, 2 * self.workers))
-
     def _chunk(self, chunk) -> list[Decoded]:
         fits = [k for k, item in enumerate(chunk) if is_fits_path(item.path)]
-        encoded = [None if is_fits_path(item.path) else self._read(item.path) for item in chunk]
+        encoded = [None if k in fits else self._read(item.path) for k, item in enumerate(chunk)]
         to_dali = [k for k, data in enumerate(encoded) if data is not None]
         results: list[Decoded | None] = [None] * len(chunk)
         if fits:
@@ -117,7 +113,8 @@ class DaliPipeline:
                 log.debug("DALI rejected a batch (%s); the reference reader retries it", exc)
                 self._graph = build_graph(self.spec, self.batch_size, self.workers)
         rest = [k for k in range(len(chunk)) if results[k] is None]
-        for k, decoded in zip(rest, self._reference([chunk[k] for k in rest])):
+        retried = decode_stream([chunk[k] for k in rest], self.spec, self.workers, 2 * self.workers, self.hdu)
+        for k, decoded in zip(rest, retried):
             results[k] = decoded
         return results
 

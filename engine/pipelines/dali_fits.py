@@ -17,10 +17,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from engine.listing import stem_id
 from engine.pipelines.reference import Decoded
 from galaxy.errors import ImageReadError
 from galaxy.fits import locate_image, stretch_to_rgb
+from galaxy.images import stem_id
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)

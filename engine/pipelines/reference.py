@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.listing import Item, stem_id
+from engine.listing import Item
+from galaxy.images import stem_id
 from galaxy.errors import ImageReadError
 from galaxy.images import load_input
 from galaxy.spec import InputSpec

@@ -6,7 +6,8 @@ import pytest
 
 from engine.batching import batches
 from engine.pipelines.reference import Decoded, bounded_map, decode_stream
-from engine.listing import Item, iter_inputs, stem_id
+from engine.listing import Item, iter_inputs
+from galaxy.images import stem_id
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.spec import InputSpec
 from tests.conftest import EXAMPLES
