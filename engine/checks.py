@@ -12,13 +12,13 @@ import logging
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
 from engine import backends
 from engine.listing import Item
 from engine.pipelines.reference import decode_stream
+from galaxy.card import validation_ids
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled
 from galaxy.metrics import classification_report
@@ -30,10 +30,9 @@ MIN_AGREEMENT = 0.995
 
 def validation_split(model_dir, card, data, label_column="label", path_column="file"):
     """The labelled images of `data` whose ids are in the model's validation split."""
-    val_file = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
-    if not val_file.is_file():
-        raise UsageError(f"{model_dir} has no {val_file.name}: its validation split is unknown")
-    val_ids = set(val_file.read_text().split())
+    val_ids = validation_ids(model_dir, card)
+    if val_ids is None:
+        raise UsageError(f"{model_dir} has no list of validation ids: its validation split is unknown")
     labelled = load_labelled(data, card.classes, label_column, path_column)
     val = labelled.subset([i for i in range(len(labelled)) if labelled.ids[i] in val_ids])
     if len(val) != len(val_ids):

@@ -141,11 +141,11 @@ class Journal:
             self._write_chunk(self._pending_rows)
             self._pending_rows = []
 
-    def finish(self, metadata: dict, fmt: str | None = None) -> int:
+    def finish(self, metadata: dict) -> int:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
         self.commit()
         tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
-        writer = CatalogWriter(tmp_out, self.classes, metadata, fmt or None)
+        writer = CatalogWriter(tmp_out, self.classes, metadata)
         batch: list[list[str]] = []
         for row in self.rows():
             batch.append(row)

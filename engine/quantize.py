@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.artifacts import cache_dir, onnx_model
+from galaxy.card import validation_ids
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.images import load_input
 from galaxy.labels import load_labelled
@@ -33,8 +34,7 @@ def int8_path(card) -> Path:
 def training_paths(model_dir, card, data, label_column="label", path_column="file", limit=256) -> list[str]:
     """Up to `limit` labelled images of `data` outside the model's validation split, shuffled."""
     labelled = load_labelled(data, card.classes, label_column, path_column)
-    val_file = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
-    val_ids = set(val_file.read_text().split()) if val_file.is_file() else set()
+    val_ids = validation_ids(model_dir, card) or set()
     keep = [i for i in range(len(labelled)) if labelled.ids[i] not in val_ids]
     rng = np.random.default_rng(0)
     rng.shuffle(keep)

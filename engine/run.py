@@ -18,11 +18,11 @@ from tqdm.auto import tqdm
 
 from engine import backends
 from engine.batching import batches
+from engine.journal import Journal
+from engine.listing import iter_inputs
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
-from engine.listing import iter_inputs
 from galaxy import __version__
-from engine.journal import Journal
 from galaxy.catalog import errors_path, output_format
 from galaxy.config import ClassifyConfig, config_dict
 from galaxy.errors import UsageError

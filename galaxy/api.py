@@ -88,7 +88,7 @@ class Model:
 
     def classify(self, inputs, errors: list | None = None):
         """All results as one astropy Table (see `classify_iter`)."""
-        from astropy.table import Table, vstack
+        from astropy.table import vstack
 
         tables = list(self.classify_iter(inputs, errors))
         if not tables:

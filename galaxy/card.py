@@ -124,6 +124,12 @@ def load_card(model_dir, verify: bool = True) -> ModelCard:
     return card
 
 
+def validation_ids(model_dir, card: ModelCard) -> set[str] | None:
+    """The ids of the model's validation split (its `val_ids.txt`), or None when it has none."""
+    path = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
+    return set(path.read_text().split()) if path.is_file() else None
+
+
 def default_model_dir() -> Path:
     """The model shipped inside the package."""
     return Path(__file__).parent / "models" / "sdss-xception"

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from galaxy import __version__
 from galaxy.card import ModelCard
 from galaxy.config import TrainConfig, config_dict
-from galaxy.errors import ImageReadError
+from galaxy.errors import ImageReadError, UsageError
 from galaxy.images import crop_resize, read_cutout
 from galaxy.labels import LabelledSet, ids_digest, load_labelled, stratified_split
 from galaxy.metrics import classification_report
@@ -119,8 +119,6 @@ def _resume(config, network, ema, optimizer, scheduler, spec, out_dir):
     The best weights of the epochs before the checkpoint are not kept in it: after a resume
     the kept weights are the best of the epochs run since.
     """
-    from galaxy.errors import UsageError
-
     checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True)
     if checkpoint.get("spec") != spec.to_dict():
         raise UsageError(f"checkpoint {config.resume} was trained with another input spec")

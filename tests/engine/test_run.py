@@ -3,7 +3,6 @@
 import csv
 import random
 
-import numpy as np
 import pytest
 
 from engine import backends
