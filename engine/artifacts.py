@@ -2,8 +2,8 @@
 
 Only the weights and card are shipped. An ONNX file is looked for, in order:
   1. MODEL_DIR/model.onnx written by `galaxy export`, if the card's export record matches
-     both the current weights and the file's own hash;
-  2. the cache: $GALAXY_CACHE (default ~/.cache/galaxy) / onnx / <weights sha256 prefix>
+     both the card's engine key (weights, classes, temperature) and the file's own hash;
+  2. the cache: $GALAXY_CACHE (default ~/.cache/galaxy) / onnx / <card.engine_key>
      -opset<N>-torch<version>.onnx, built (with the parity check) when missing.
 """
 
@@ -36,14 +36,14 @@ def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
     """Path of an ONNX file for these weights, exporting into the cache if needed."""
     local = model_dir / ONNX_FILE
     record = card.export or {}
-    if (local.is_file() and record.get("weights_sha256") == card.weights_sha256
+    if (local.is_file() and record.get("engine_key") == card.engine_key
             and record.get("sha256") == file_sha256(local)):
         return local
     import torch
 
     from galaxy.export import ONNX_OPSET, export_onnx
 
-    cached = cache_dir() / "onnx" / f"{card.weights_sha256[:16]}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
+    cached = cache_dir() / "onnx" / f"{card.engine_key}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
     if not cached.is_file():
         log.info("building the ONNX engine for %s into %s (once)", card.name, cached)
         try:

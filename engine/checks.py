@@ -18,6 +18,7 @@ import numpy as np
 from engine import backends
 from engine.listing import Item
 from engine.pipelines.reference import decode_stream
+from galaxy.calibration import calibration_record, log_probabilities
 from galaxy.card import validation_ids
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled
@@ -48,16 +49,41 @@ def _timed_probabilities(session, tensors, batch) -> tuple[np.ndarray, float]:
     return np.concatenate(out), len(tensors) / (time.perf_counter() - started)
 
 
-def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), batch=32, label_column="label",
-                   path_column="file") -> dict:
-    """Run fp32 and each backend on the validation split; store and return the records."""
+def _validation_tensors(model_dir, card, data, label_column, path_column):
+    """(validation split, its preprocessed tensors (N, C, H, W) float32, labels (N,))."""
     val = validation_split(model_dir, card, data, label_column, path_column)
     decoded = list(decode_stream((Item(p) for p in val.paths), card.input_spec, os.cpu_count() or 1, 64))
     bad = [d.error for d in decoded if d.error is not None]
     if bad:
         raise UsageError(f"validation images unreadable: {bad[0]}")
-    tensors = np.stack([d.tensor for d in decoded])
-    labels = np.array(val.labels)
+    return val, np.stack([d.tensor for d in decoded]), np.array(val.labels)
+
+
+def calibrate(model_dir, card, data, batch=32, label_column="label", path_column="file") -> dict:
+    """Fit the temperature on the validation split with ONNX Runtime fp32; store it in the card.
+
+    The probabilities already carry the card's current temperature T0, so log p = logits / T0
+    + c and the fitted T' composes: the new temperature is T0 * T'. Calibrating twice is a
+    no-op (T' = 1). Changing T changes the engine key: derived engines are rebuilt on next use.
+    """
+    val, tensors, labels = _validation_tensors(model_dir, card, data, label_column, path_column)
+    session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions(batch_size=batch))
+    probs = np.concatenate([session.run(tensors[i:i + batch]) for i in range(0, len(tensors), batch)])
+    record = calibration_record(log_probabilities(probs), labels)
+    record["temperature"] = round(card.temperature * record["temperature"], 5)
+    record.update({"split": "validation", "data": str(data), "backend": f"{session.name} fp32"})
+    card.calibration = record
+    card.metrics.setdefault("validation", {})["ece"] = record["ece_after"]
+    card.save(model_dir)
+    log.info("temperature %.4f: ECE %.4f -> %.4f (cross-fitted %.4f)", record["temperature"],
+             record["ece_before"], record["ece_after"], record["ece_after_crossfit"])
+    return record
+
+
+def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), batch=32, label_column="label",
+                   path_column="file") -> dict:
+    """Run fp32 and each backend on the validation split; store and return the records."""
+    val, tensors, labels = _validation_tensors(model_dir, card, data, label_column, path_column)
     options = backends.BackendOptions(batch_size=batch)
     reference, fp32_speed = _timed_probabilities(backends.load("onnxruntime", model_dir, card, options), tensors, batch)
     fp32 = classification_report(labels, reference, card.classes)

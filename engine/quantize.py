@@ -2,7 +2,7 @@
 
 Activations uint8 and weights int8 per channel (the VNNI/AMX-friendly U8S8 scheme), with
 percentile calibration so a few bright pixels (stars, cores) do not stretch the ranges.
-The result is cached beside the fp32 ONNX, keyed by the weights hash.
+The result is cached beside the fp32 ONNX, keyed by the card's engine key (weights and temperature).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ INT8_RECIPE = "qdq-u8s8-perchannel-percentile99.999-v1"
 
 
 def int8_path(card) -> Path:
-    return cache_dir() / "onnx" / f"{card.weights_sha256[:16]}-{INT8_RECIPE}.onnx"
+    return cache_dir() / "onnx" / f"{card.engine_key}-{INT8_RECIPE}.onnx"
 
 
 def training_paths(model_dir, card, data, label_column="label", path_column="file", limit=256) -> list[str]:

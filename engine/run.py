@@ -53,13 +53,14 @@ class Summary:
 
 def run_fingerprint(card, session, config: ClassifyConfig) -> dict:
     """What a resumed run must share with the run it continues."""
-    return {"weights": card.weights_sha256, "backend": f"{session.name} {session.precision}", "tta": config.tta}
+    return {"weights": card.weights_sha256, "temp": card.temperature, "backend": f"{session.name} {session.precision}", "tta": config.tta}
 
 
 def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
     """Self-description stored with every catalog (keys of at most 8 characters, for FITS)."""
     return {"run": json.dumps(run_fingerprint(card, session, config)),
-        "model": card.name, "weights": card.weights_sha256, "spec": json.dumps(card.input_spec.to_dict()),
+        "model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
+        "spec": json.dumps(card.input_spec.to_dict()),
         "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
         "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),  # FITS DATE: UTC, no offset
@@ -152,3 +153,12 @@ def check_model_backends(config) -> dict:
     model_dir, card = resolve_model(config.model_dir)
     return check_backends(model_dir, card, config.data, config.backends, label_column=config.label_column,
                           path_column=config.path_column)
+
+
+def calibrate_model(config) -> dict:
+    """`galaxy calibrate` (a CalibrateConfig)."""
+    from engine.artifacts import resolve_model
+    from engine.checks import calibrate
+
+    model_dir, card = resolve_model(config.model_dir)
+    return calibrate(model_dir, card, config.data, label_column=config.label_column, path_column=config.path_column)

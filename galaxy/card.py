@@ -48,6 +48,8 @@ class ModelCard:
         export: ONNX export record (opset, exporter, parity), filled by `galaxy export`.
         backends: reduced-precision backends checked against fp32 on the validation split
             (label agreement, accuracy change, speed), filled by `galaxy check-backends`.
+        calibration: temperature scaling record (`galaxy.calibration`); its `temperature`
+            divides the logits in every backend. Empty: raw softmax.
         package_version: galaxy-engine version that wrote the card.
     """
 
@@ -61,7 +63,23 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
     export: dict = field(default_factory=dict)
     backends: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
     package_version: str = ""
+
+    @property
+    def temperature(self) -> float:
+        """The logit temperature every backend applies (1.0 when uncalibrated)."""
+        return float(self.calibration.get("temperature", 1.0))
+
+    @property
+    def engine_key(self) -> str:
+        """A short hash of everything a derived engine (ONNX, int8, TensorRT plan) bakes in.
+
+        Weights, architecture, classes and the temperature: change any and cached engines
+        are rebuilt rather than reused.
+        """
+        what = json.dumps([self.weights_sha256, self.architecture, list(self.classes), self.temperature])
+        return hashlib.sha256(what.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:
         return {
@@ -76,6 +94,7 @@ class ModelCard:
             "metrics": self.metrics,
             "export": self.export,
             "backends": self.backends,
+            "calibration": self.calibration,
             "package_version": self.package_version,
         }
 
@@ -88,7 +107,8 @@ class ModelCard:
             input_spec=InputSpec.from_dict(data["input_spec"]),
             weights_sha256=data["weights"]["sha256"], training=data.get("training", {}),
             split=data.get("split", {}), metrics=data.get("metrics", {}),
-            export=data.get("export", {}), backends=data.get("backends", {}), package_version=data.get("package_version", ""),
+            export=data.get("export", {}), backends=data.get("backends", {}),
+            calibration=data.get("calibration", {}), package_version=data.get("package_version", ""),
         )
 
     def save(self, model_dir) -> Path:

@@ -9,7 +9,7 @@ import sys
 import click
 
 from galaxy import __version__
-from galaxy.config import CheckConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
+from galaxy.config import CalibrateConfig, CheckConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
 from galaxy.errors import GalaxyError, UsageError
 
 log = logging.getLogger("galaxy")
@@ -59,15 +59,24 @@ def cli(verbose):
 @click.option("--path-column", default="file", show_default=True)
 @click.option("--classes", default="elliptical,spiral", show_default=True, help="Class names, output order.")
 @click.option("--arch", "architecture", default="legacy_xception", show_default=True, help="timm model name.")
-@click.option("--init", default="scratch", show_default=True, help="scratch, imagenet, or a weights file/model dir.")
+@click.option("--init", default="scratch", show_default=True,
+              help="scratch, imagenet, default (the shipped galaxy model), or a weights file/model dir.")
 @click.option("--size", default=96, show_default=True, help="Network input side, pixels.")
 @click.option("--crop", "crop_fraction", default=0.5, show_default=True, help="Centre-crop fraction of each side.")
 @click.option("--epochs", default=20, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
 @click.option("--weight-decay", default=0.05, show_default=True)
+@click.option("--freeze-epochs", default=0, show_default=True,
+              help="Train the head alone this many epochs, then also the deepest third as long, then all.")
+@click.option("--layer-decay", default=1.0, show_default=True,
+              help="Learning rate factor per depth group below the head (discriminative rates; 1: one rate).")
+@click.option("--patience", default=0, show_default=True,
+              help="Stop after this many epochs without a better validation loss (0: run all epochs).")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Fit the temperature on the validation split and store it in the card.")
 @click.option("--val-fraction", default=0.2, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seeds the split, initial weights, order and augmentation.")
 @click.option("--workers", default=0, help="Image reading threads (0: one per CPU).")
 @click.option("--limit", type=int, help="Use at most this many images per split (smoke tests).")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
@@ -175,6 +184,26 @@ def quantize(**options):
 
     path = _run(quantize_model, QuantizeConfig(**options))
     click.echo(f"wrote {path}; check it with galaxy check-backends", err=True)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="The labelled data the model was trained on (its validation split is used).")
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--path-column", default="file", show_default=True)
+def calibrate(**options):
+    """Fit the temperature of MODEL_DIR on its validation split and store it in the card.
+
+    Every backend then outputs calibrated probabilities. Run check-backends afterwards.
+
+    Example: galaxy calibrate galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv
+    """
+    from engine.run import calibrate_model
+
+    record = _run(calibrate_model, CalibrateConfig(**options))
+    click.echo(f"temperature {record['temperature']:.4f}: ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f} "
+               f"(two-fold cross-fitted {record['ece_after_crossfit']:.4f}) on {record['fitted_on_n']} images", err=True)
 
 
 @cli.command("check-backends")

@@ -37,6 +37,10 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     ema_decay: float = 0.998
+    freeze_epochs: int = 0
+    layer_decay: float = 1.0
+    patience: int = 0
+    calibrate: bool = True
     val_fraction: float = 0.2
     seed: int = 0
     workers: int = 0
@@ -97,6 +101,16 @@ class CheckConfig:
     model_dir: str
     data: str
     backends: tuple[str, ...] = ("torch", "onnxruntime-int8")
+    label_column: str = "label"
+    path_column: str = "file"
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """`galaxy calibrate`."""
+
+    model_dir: str
+    data: str
     label_column: str = "label"
     path_column: str = "file"
 

@@ -111,6 +111,7 @@ def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOL
         tmp.unlink(missing_ok=True)
     record = {
         "file": out_path.name, "sha256": file_sha256(out_path), "weights_sha256": card.weights_sha256,
+        "engine_key": card.engine_key, "temperature": card.temperature,
         "opset": opset, "exporter": EXPORTER, "torch": torch.__version__, "onnx": onnx.__version__,
         "onnxruntime": ort.__version__, "input": INPUT_NAME, "output": OUTPUT_NAME,
         "parity": {"images": int(len(batch)), "max_abs_dp": max_dp, "tolerance": tolerance,

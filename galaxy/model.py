@@ -79,8 +79,25 @@ def save_weights(network: torch.nn.Module, model_dir) -> str:
     return file_sha256(path)
 
 
-def load_network(model_dir, card: ModelCard | None = None) -> tuple[torch.nn.Module, ModelCard]:
-    """The network of a model directory in fp32 eval mode, with its (verified) card."""
+class TemperatureScaled(torch.nn.Module):
+    """logits / T: the card's calibration, inside the graph so every export carries it."""
+
+    def __init__(self, network: torch.nn.Module, temperature: float):
+        super().__init__()
+        self.network = network
+        self.register_buffer("inverse_temperature", torch.tensor(1.0 / temperature, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x) * self.inverse_temperature
+
+
+def load_network(model_dir, card: ModelCard | None = None, calibrated: bool = True
+                 ) -> tuple[torch.nn.Module, ModelCard]:
+    """The network of a model directory in fp32 eval mode, with its (verified) card.
+
+    With `calibrated` (the default) and a temperature in the card, the network's logits are
+    divided by it (`TemperatureScaled`), so softmax gives calibrated probabilities.
+    """
     card = card or load_card(model_dir)
     network = create_network(card.architecture, len(card.classes))
     state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(model_dir).items()}
@@ -88,4 +105,6 @@ def load_network(model_dir, card: ModelCard | None = None) -> tuple[torch.nn.Mod
     if missing or unexpected:
         raise ModelError(f"{model_dir}: weights do not fit {card.architecture} "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    if calibrated and card.temperature != 1.0:
+        network = TemperatureScaled(network, card.temperature)
     return network.eval(), card

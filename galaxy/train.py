@@ -7,6 +7,9 @@ cosine decay; class-weighted cross entropy (the classes are imbalanced); an expo
 moving average of the weights; bf16 autocast and channels_last where the hardware has
 bf16 (AMX/AVX512-BF16 CPUs, CUDA). Every epoch writes a checkpoint and a line of metrics;
 the best of (weights, EMA weights) over the epochs by validation accuracy is kept.
+Transfer learning (`--init`, gradual unfreezing, discriminative rates) is in
+`galaxy.transfer`; optional early stopping watches the validation loss. Finally the
+temperature is fitted on the validation split (`galaxy.calibration`) and stored in the card.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.images import crop_resize, read_cutout
 from galaxy.labels import LabelledSet, ids_digest, load_labelled, stratified_split
-from galaxy.metrics import classification_report
+from galaxy.calibration import calibration_record, log_probabilities, softmax_t
+from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.model import create_network, init_imagenet, load_partial, read_state_dict, save_weights
 from galaxy.spec import InputSpec
+from galaxy.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +101,35 @@ def predict(network, cache, spec, device, amp_dtype, batch_size=64) -> np.ndarra
 
 
 def _initial_network(config: TrainConfig) -> torch.nn.Module:
-    n = len(config.classes)
-    if config.init == "scratch":
+    n, init = len(config.classes), initial_weights(config.init)
+    if init == "scratch":
         return create_network(config.architecture, n)
-    if config.init == "imagenet":
+    if init == "imagenet":
         return init_imagenet(config.architecture, n)
     network = create_network(config.architecture, n)
-    fresh = load_partial(network, read_state_dict(config.init))
-    log.info("initialised from %s; left at random: %s", config.init, fresh)
+    fresh = load_partial(network, read_state_dict(init))
+    log.info("initialised from %s; left at random: %s", init, fresh)
     return network
+
+
+def _check_init_split(config: TrainConfig, all_ids: list[str], val_ids: list[str]) -> None:
+    """Refuse to fine-tune from a model trained on this data with another split.
+
+    The data is taken to be shared when it holds any of the initial model's validation ids;
+    then the splits must be identical, or the initial model's training images include some
+    of our validation images and every validation figure would be optimistic.
+    """
+    init = Path(initial_weights(config.init))
+    if not (init / "card.json").is_file():
+        return
+    from galaxy.card import load_card, validation_ids
+
+    card = load_card(init, verify=False)
+    init_val = validation_ids(init, card) or set()
+    if init_val & set(all_ids) and ids_digest(val_ids) != card.split.get("val_ids_sha256"):
+        raise UsageError(f"--init {config.init} was trained on images of {config.data} with another validation "
+                         f"split (seed {card.split.get('seed')}, fraction {card.split.get('val_fraction')}); use the "
+                         "same --seed and --val-fraction, or its training images leak into this validation split")
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -135,6 +160,7 @@ def _resume(config, network, ema, optimizer, scheduler, spec, out_dir):
 def train(config: TrainConfig) -> ModelCard:
     """Train, pick the best weights, save them with their card; return the card."""
     torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     out_dir = Path(config.out_dir)
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
@@ -150,6 +176,7 @@ def train(config: TrainConfig) -> ModelCard:
         train_set = train_set.subset(range(min(config.limit, len(train_set))))
         val_set = val_set.subset(range(min(config.limit, len(val_set))))
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
+    _check_init_split(config, labelled.ids, val_set.ids)
 
     wide = int(round(config.size * (1 + config.jitter)))
     try:
@@ -169,7 +196,8 @@ def train(config: TrainConfig) -> ModelCard:
     from timm.utils import ModelEmaV3
 
     ema = ModelEmaV3(network, decay=config.ema_decay, use_warmup=True)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups = depth_groups(network, config.layer_decay)
+    optimizer = torch.optim.AdamW(optimizer_groups(groups, config.lr), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train_set) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     warmup = int(config.warmup_epochs * steps_per_epoch)
@@ -180,9 +208,13 @@ def train(config: TrainConfig) -> ModelCard:
     history, best, started, step, first_epoch = [], None, time.time(), 0, 1
     if config.resume:
         first_epoch, step, history = _resume(config, network, ema, optimizer, scheduler, spec, out_dir)
+    best_loss, stale, stopped = min((min(r["val_raw"]["loss"], r["val_ema"]["loss"]) for r in history),
+                                    default=float("inf")), 0, None
 
     for epoch in range(first_epoch, config.epochs + 1):
         network.train()
+        first_trainable = trainable_from(epoch, config.freeze_epochs, len(groups))
+        apply_freeze(groups, first_trainable)
         order = torch.randperm(len(train_set), generator=generator)
         losses, seen, epoch_start = [], 0, time.time()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
@@ -204,8 +236,9 @@ def train(config: TrainConfig) -> ModelCard:
             seen += len(idx)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         train_seconds = time.time() - epoch_start
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
-               "train_images_per_s": seen / train_seconds}
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[-1],
+               "train_images_per_s": seen / train_seconds, "seconds": round(train_seconds, 1),
+               "training": [g.name for g in groups[first_trainable:]]}
         for tag, candidate in (("raw", network), ("ema", ema.module)):
             probs = predict(candidate, val_cache, spec, device, amp_dtype)
             report = classification_report(val_labels, probs, config.classes)
@@ -221,6 +254,12 @@ def train(config: TrainConfig) -> ModelCard:
         torch.save({"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "config": config_dict(config), "spec": spec.to_dict()}, work_dir / "last.pt")
+        epoch_loss = min(row["val_raw"]["loss"], row["val_ema"]["loss"])
+        best_loss, stale = (epoch_loss, 0) if epoch_loss < best_loss else (best_loss, stale + 1)
+        if config.patience and stale >= config.patience:
+            stopped = epoch
+            log.info("early stop after epoch %d: no better validation loss for %d epochs", epoch, stale)
+            break
 
     network.load_state_dict(best["state"])
     weights_sha = save_weights(network, out_dir)
@@ -234,7 +273,8 @@ def train(config: TrainConfig) -> ModelCard:
                   "autocast": str(amp_dtype), "threads": torch.get_num_threads(),
                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
                   "minutes": round((time.time() - started) / 60, 1),
-                  "chosen": {"epoch": best["epoch"], "weights": best["weights"]}},
+                  "chosen": {"epoch": best["epoch"], "weights": best["weights"]}, "stopped_early_at": stopped,
+                  "images_per_s": round(float(np.mean([r["train_images_per_s"] for r in history])), 1)},
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
                "n_val": len(val_set), "train_counts": train_set.counts(), "val_counts": val_set.counts(),
                "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids)},
@@ -244,7 +284,14 @@ def train(config: TrainConfig) -> ModelCard:
     # Validation metrics of the weights as shipped: fp16 on disk, fp32 inference, exact preprocessing.
     shipped, _ = load_network(out_dir, card)
     probs = predict(shipped.to(device).to(memory_format=torch.channels_last), val_cache, spec, device, None)
-    card.metrics = {"validation": classification_report(val_labels, probs, config.classes)}
+    if config.calibrate:
+        card.calibration = calibration_record(log_probabilities(probs), val_labels)
+        card.calibration.update({"split": "validation", "backend": "torch fp32"})
+        probs = softmax_t(log_probabilities(probs), card.temperature)
+    report = classification_report(val_labels, probs, config.classes)
+    report["ece"] = expected_calibration_error(val_labels, probs)[0]
+    report["accuracy_at_coverage"] = accuracy_at_coverage(val_labels, probs)
+    card.metrics = {"validation": report}
     card.save(out_dir)
     from galaxy.plots import training_curves
 

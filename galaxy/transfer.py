@@ -1,0 +1,97 @@
+"""Transfer learning: where the initial weights come from, and how the network is unfrozen.
+
+The network (any timm classifier) is cut into depth groups: the head, then the body's
+top-level children split into `BODY_GROUPS` runs of roughly equal parameter count, deepest
+last. Discriminative learning rates: the head trains at the base rate and each group below
+it at `layer_decay` times the group above. The freeze schedule trains the head alone for
+`freeze_epochs` epochs, then the head and the deepest body group for as long again, then
+everything (as in ULMFiT/fastai's gradual unfreezing). From scratch nothing is frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from galaxy.card import default_model_dir
+from galaxy.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+BODY_GROUPS = 3  # early, middle, late
+
+
+def initial_weights(init: str) -> str:
+    """What `--init` names: "scratch", "imagenet", or a weights path ("default": the shipped model)."""
+    if init == "default":
+        return str(default_model_dir())
+    return init
+
+
+@dataclass
+class DepthGroup:
+    """Modules of one depth group and the learning rate factor they train at."""
+
+    name: str
+    modules: list[torch.nn.Module]
+    lr_scale: float
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.modules for p in m.parameters()]
+
+
+def depth_groups(network: torch.nn.Module, layer_decay: float = 1.0) -> list[DepthGroup]:
+    """The network's depth groups, shallowest first, head last, with their LR factors.
+
+    Raises:
+        UsageError: the network has no separate classifier (timm's `get_classifier`).
+    """
+    head = network.get_classifier() if hasattr(network, "get_classifier") else None
+    if not isinstance(head, torch.nn.Module) or not any(True for _ in head.parameters()):
+        raise UsageError(f"{type(network).__name__} has no classifier head to train first")
+    head_ids = {id(p) for p in head.parameters()}
+    body = [m for _, m in network.named_children()
+            if m is not head and any(id(p) not in head_ids for p in m.parameters())]
+    sizes = [sum(p.numel() for p in m.parameters()) for m in body]
+    total, groups, start, done = sum(sizes), [], 0, 0
+    for g in range(BODY_GROUPS):
+        end, goal = start, total * (g + 1) / BODY_GROUPS
+        while end < len(body) and (done + sizes[end] <= goal or end == start):
+            done += sizes[end]
+            end += 1
+        if g == BODY_GROUPS - 1:
+            end = len(body)
+        groups.append(body[start:end])
+        start = end
+    out = [DepthGroup(name, modules, layer_decay ** (BODY_GROUPS - i))
+           for i, (name, modules) in enumerate(zip(("early", "middle", "late"), groups)) if modules]
+    return out + [DepthGroup("head", [head], 1.0)]
+
+
+def optimizer_groups(groups: list[DepthGroup], lr: float) -> list[dict]:
+    """Optimizer parameter groups, one per depth group, at the group's learning rate."""
+    return [{"params": g.parameters(), "lr": lr * g.lr_scale, "group": g.name} for g in groups]
+
+
+def trainable_from(epoch: int, freeze_epochs: int, n_groups: int) -> int:
+    """Index of the shallowest trainable group in 1-based `epoch` (0: all train).
+
+    Epochs 1..F: the head only; F+1..2F: the head and the deepest body group; then all.
+    """
+    if freeze_epochs <= 0:
+        return 0
+    stage = (epoch - 1) // freeze_epochs  # 0: head, 1: + late, 2+: all
+    return max(0, n_groups - 1 - stage) if stage < 2 else 0
+
+
+def apply_freeze(groups: list[DepthGroup], first_trainable: int) -> None:
+    """Freeze groups below `first_trainable`: no gradients, and BatchNorm statistics held."""
+    for i, group in enumerate(groups):
+        trainable = i >= first_trainable
+        for module in group.modules:
+            for p in module.parameters():
+                p.requires_grad_(trainable)
+            if not trainable:
+                module.eval()

@@ -1,0 +1,74 @@
+"""Temperature scaling: the fit recovers a known temperature, and every backend applies it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from galaxy.calibration import calibration_record, fit_temperature, softmax_t
+from galaxy.card import load_card
+from tests.conftest import EXAMPLES
+
+
+def _overconfident(n=20000, true_t=1.0, shown_t=3.0, seed=1):
+    """Labels drawn from softmax(z), and the logits z * shown_t of an overconfident model."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 2, size=(n, 2))
+    p = softmax_t(z, true_t)
+    labels = (rng.random(n) < p[:, 1]).astype(np.int64)
+    return z * shown_t, labels
+
+
+def test_fit_recovers_the_temperature():
+    logits, labels = _overconfident(shown_t=3.0)
+    assert fit_temperature(logits, labels) == pytest.approx(3.0, rel=0.05)
+    logits, labels = _overconfident(shown_t=0.5)
+    assert fit_temperature(logits, labels) == pytest.approx(0.5, rel=0.05)
+
+
+def test_record_lowers_ece_and_nll_of_an_overconfident_model():
+    logits, labels = _overconfident(n=4000)
+    record = calibration_record(logits, labels)
+    assert record["nll_after"] < record["nll_before"]
+    assert record["ece_after"] < record["ece_before"] / 3
+    assert record["ece_after_crossfit"] < record["ece_before"] / 3
+
+
+def _set_temperature(model_dir, temperature):
+    card = load_card(model_dir)
+    card.calibration = {"temperature": temperature}
+    card.save(model_dir)
+    return load_card(model_dir)
+
+
+def test_every_backend_applies_the_cards_temperature(model_copy):
+    from engine import backends
+    from galaxy.images import load_input
+
+    card = load_card(model_copy)
+    batch = np.stack([load_input(p, card.input_spec)[0] for p in sorted(EXAMPLES.glob("*.jpeg"))[:8]])
+    options = backends.BackendOptions()
+    raw = backends.load("onnxruntime", model_copy, card, options).run(batch)
+    hot = _set_temperature(model_copy, 2.0)
+    assert hot.engine_key != card.engine_key  # cached engines of the raw model are not reused
+    expected = softmax_t(np.log(raw), 2.0)
+    for name in ("onnxruntime", "torch"):
+        probs = backends.load(name, model_copy, hot, options).run(batch)
+        tolerance = 1e-4 if name == "onnxruntime" else 2e-2  # torch runs bf16 on AMX CPUs
+        np.testing.assert_allclose(probs, expected, atol=tolerance)
+        assert (probs.argmax(1) == raw.argmax(1)).all()  # calibration never changes a label
+
+
+def test_calibrate_command_composes_with_the_stored_temperature(model_copy, shared_data):
+    from galaxy.cli import cli
+    from click.testing import CliRunner
+
+    _set_temperature(model_copy, 3.0)  # a deliberately wrong temperature
+    result = CliRunner().invoke(cli, ["calibrate", str(model_copy), "--data", str(shared_data / "labels.csv")])
+    assert result.exit_code == 0, result.output
+    card = json.loads((model_copy / "card.json").read_text())
+    first = card["calibration"]["temperature"]
+    assert card["calibration"]["ece_after"] < card["calibration"]["ece_before"]
+    assert 0.3 < first < 3.0
+    result = CliRunner().invoke(cli, ["calibrate", str(model_copy), "--data", str(shared_data / "labels.csv")])
+    assert json.loads((model_copy / "card.json").read_text())["calibration"]["temperature"] == pytest.approx(first, rel=0.01)

@@ -1,0 +1,66 @@
+"""Transfer learning: depth groups, the unfreezing schedule, --init, and determinism."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from galaxy.model import create_network
+from galaxy.transfer import apply_freeze, depth_groups, optimizer_groups, trainable_from
+from tests.conftest import EXAMPLES
+
+
+def test_depth_groups_cover_every_parameter_once_head_last():
+    network = create_network("legacy_xception", 2)
+    groups = depth_groups(network, layer_decay=0.5)
+    assert [g.name for g in groups] == ["early", "middle", "late", "head"]
+    seen = [id(p) for g in groups for p in g.parameters()]
+    assert len(seen) == len(set(seen)) == len(list(network.parameters()))
+    assert groups[-1].modules == [network.get_classifier()]
+    assert [g.lr_scale for g in groups] == [0.125, 0.25, 0.5, 1.0]
+    lrs = [g["lr"] for g in optimizer_groups(groups, 1e-3)]
+    assert lrs == [1.25e-4, 2.5e-4, 5e-4, 1e-3]
+
+
+def test_unfreezing_schedule_head_then_late_then_all():
+    assert [trainable_from(e, 2, 4) for e in range(1, 8)] == [3, 3, 2, 2, 0, 0, 0]
+    assert trainable_from(1, 0, 4) == 0  # from scratch nothing is frozen
+    network = create_network("legacy_xception", 2)
+    groups = depth_groups(network)
+    network.train()
+    apply_freeze(groups, 3)
+    assert all(p.requires_grad for p in groups[-1].parameters())
+    assert not any(p.requires_grad for g in groups[:-1] for p in g.parameters())
+    assert not groups[0].modules[1].training  # frozen BatchNorm keeps its statistics
+
+
+def _train(out, *extra):
+    return CliRunner().invoke(cli, ["train", str(EXAMPLES / "labels.csv"), "-o", str(out), "--size", "32",
+                                    "--batch-size", "8", "--val-fraction", "0.25", "--workers", "2", *extra])
+
+
+@pytest.mark.slow
+def test_same_seed_same_weights_and_init_from_a_model(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert _train(first, "--epochs", "1").exit_code == 0
+    assert _train(second, "--epochs", "1").exit_code == 0
+    sha = [json.loads((m / "card.json").read_text())["weights"]["sha256"] for m in (first, second)]
+    assert sha[0] == sha[1]  # deterministic with a seed on the CPU
+    tuned = tmp_path / "tuned"
+    result = _train(tuned, "--epochs", "2", "--init", str(first), "--freeze-epochs", "1", "--layer-decay", "0.5")
+    assert result.exit_code == 0, result.output
+    card = json.loads((tuned / "card.json").read_text())
+    history = json.loads((tuned / "history.json").read_text())
+    assert history[0]["training"] == ["head"] and history[1]["training"] == ["late", "head"]
+    assert card["training"]["config"]["init"] == str(first)
+    assert card["calibration"]["temperature"] > 0 and "ece" in card["metrics"]["validation"]
+
+
+@pytest.mark.slow
+def test_init_from_a_model_with_another_split_of_the_same_data_is_refused(tmp_path):
+    first = tmp_path / "a"
+    assert _train(first, "--epochs", "1").exit_code == 0
+    result = _train(tmp_path / "leaky", "--epochs", "1", "--init", str(first), "--seed", "5")
+    assert result.exit_code == 2
+    assert "another validation split" in result.output and "--seed" in result.output
