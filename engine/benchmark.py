@@ -14,11 +14,14 @@ Ratios are only meaningful within one run on one machine.
   python bench.py --quick          # under a minute (or: galaxy bench --quick)
   python bench.py --images 2000    # the README's figures
   python bench.py --sizes 64,96,128 --engine-only   # speed of candidate input sizes
+  python bench.py --gpu --size 299  # GPU backends and decoders, the network at 299 px
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import platform
@@ -36,11 +39,24 @@ SHARED = ROOT.parent / "shared" / "data" / "gz1-sdss" / "images"
 TARGETS = ROOT / "benchmarks" / "targets.toml"
 
 
+@functools.lru_cache(maxsize=1)
 def versions() -> dict:
+    """Versions of everything that decides the speed: libraries, and the GPU when there is one."""
+    import importlib.metadata
+
     import onnxruntime
     import torch
 
-    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    out = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    for dist in ("nvidia-dali-cuda130", "nvidia-dali-cuda120", "tensorrt", "tensorrt-cu12", "tensorrt-cu13"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if torch.cuda.is_available():
+        out.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(),
+                   cudnn=str(torch.backends.cudnn.version()))
+    return out
 
 
 def peak_rss_mb() -> float:
@@ -52,7 +68,7 @@ def emit(stage, backend, precision, batch, size, images, seconds, latencies_ms=(
     row = {"stage": stage, "backend": backend, "precision": precision, "batch": batch, "size": size,
            "images": images, "images_per_min": round(60 * images / seconds, 1),
            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
-           "peak_rss_mb": round(peak_rss_mb(), 1), "device": "cpu", "cpu_count": os.cpu_count(),
+           "peak_rss_mb": round(peak_rss_mb(), 1), "device": extra.get("provider", "cpu"), "cpu_count": os.cpu_count(),
            "versions": versions(), **extra}
     print(json.dumps(row), flush=True)
     return row
@@ -78,15 +94,30 @@ def bench_decode(files, spec, workers, decoder, batch) -> dict:
     from engine.listing import Item
     from engine.pipelines import open_pipeline
 
-    pipeline = open_pipeline(decoder, spec, workers, 4 * batch, batch_size=batch)
+    gpu = decoder in ("dali-gpu", "nvjpeg")
+    pipeline = open_pipeline(decoder, spec, workers, 4 * batch, batch_size=batch, device="cuda" if gpu else "cpu")
     list(pipeline.decode(Item(f) for f in files[:batch]))
     start = time.perf_counter()
     n = sum(1 for d in pipeline.decode(Item(f) for f in files) if d.error is None)
-    return emit("decode", pipeline.name, "fp32", batch, spec.size, n, time.perf_counter() - start, workers=workers)
+    _synchronize()
+    return emit("decode", pipeline.name, "fp32", batch, spec.size, n, time.perf_counter() - start, workers=workers,
+                provider="cuda" if gpu else "cpu")
+
+
+def _synchronize():
+    """Wait for queued GPU work, so a timing covers it (a no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def bench_engine(session, spec, batch, repeats) -> dict:
     x = np.random.default_rng(0).normal(size=(batch, 3, spec.size, spec.size)).astype(np.float32)
+    if getattr(session, "accepts_device_tensors", False):  # engine only: the batch is already on the GPU
+        import torch
+
+        x = torch.from_numpy(x).cuda()
     for _ in range(2):
         session.run(x)
     lat = []
@@ -159,7 +190,11 @@ def table(rows, targets) -> str:
     for r in rows:
         ratio = f"{r['images_per_min'] / base['images_per_min']:.2f}" if base else "-"
         note = ""
-        if r["stage"] == "end_to_end" and targets:
+        if r["stage"] == "end_to_end" and targets and str(r["device"]).startswith("cuda"):
+            key = "xception_299_images_per_min" if r["size"] == 299 else "default_size_images_per_min"
+            target = targets["gpu"][key]
+            note = f"GPU target {target:,}: {'met' if r['images_per_min'] >= target else 'NOT met'}; {r['decoder']} decode"
+        elif r["stage"] == "end_to_end" and targets:
             target = targets["cpu"]["end_to_end_images_per_min"]
             note = f"target {target:,}: {'met' if r['images_per_min'] >= target else 'NOT met'}"
             if base:
@@ -188,6 +223,10 @@ def main(argv=None):
     parser.add_argument("--backends", default="onnxruntime,torch,onnxruntime-int8",
                         help="Comma-separated backends; those that cannot load here are reported and skipped.")
     parser.add_argument("--decoders", default="reference,dali", help="Comma-separated decode pipelines.")
+    parser.add_argument("--gpu", action="store_true",
+                        help="GPU figures: backends tensorrt,torch-cuda and decoders dali-gpu,nvjpeg (where present).")
+    parser.add_argument("--size", type=int,
+                        help="Run the model's weights at this input size instead (e.g. 299, Xception's own).")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--sizes", help="Comma-separated input sizes for engine-only figures (random weights).")
     parser.add_argument("--engine-only", action="store_true")
@@ -206,6 +245,11 @@ def main(argv=None):
 
     rows = []
     model_dir, card = resolve_model(args.model)
+    if args.gpu:
+        args.backends, args.decoders = "tensorrt,torch-cuda", "nvjpeg,dali-gpu"
+    if args.size:
+        model_dir, card = resized_model(model_dir, card, args.size)
+        args.model = str(model_dir)
     options = backends.BackendOptions(batch_size=args.batch)
     names = [b for b in args.backends.split(",") if b]
     decoders = [d for d in args.decoders.split(",") if d and (d != "dali" or dali_installed())]
@@ -224,13 +268,36 @@ def main(argv=None):
         files = image_files(n)
         rows.append(bench_listing(files))
         for decoder in decoders:
-            rows.append(bench_decode(files, card.input_spec, os.cpu_count(), decoder, args.batch))
+            try:
+                rows.append(bench_decode(files, card.input_spec, os.cpu_count(), decoder, args.batch))
+            except GalaxyError as exc:
+                print(f"skipping decoder {decoder}: {exc}", file=sys.stderr)
         for name in names:
-            rows.append(bench_end_to_end(files, args.model, name, args.batch, decoders[-1]))
-        rows.append(bench_baseline(files, args.model))
+            rows.append(bench_end_to_end(files, args.model, name, args.batch, "auto" if args.gpu else decoders[-1]))
+        if not args.gpu:
+            rows.append(bench_baseline(files, args.model))
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
           f"model {card.name} ({card.input_spec.size} px)", file=sys.stderr)
     print(table(rows, targets), file=sys.stderr)
+
+
+def resized_model(model_dir, card, size: int):
+    """The same weights with input size `size`, in a temporary model directory.
+
+    Convolutional networks with global pooling run at any size: this measures the speed
+    of the architecture at e.g. 299 px (Xception's own) with trained weights.
+    """
+    import shutil
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"galaxy-{size}px-"))
+    for name in ("model.safetensors", "val_ids.txt"):
+        if (Path(model_dir) / name).is_file():
+            shutil.copy(Path(model_dir) / name, tmp / name)
+    card = copy.deepcopy(card)
+    card.input_spec = card.input_spec.replace(size=size)
+    card.name, card.export = f"{card.name}-at-{size}px", {}
+    card.save(tmp)
+    return tmp, card
 
 
 def bench_sizes(sizes, card, batch, repeats) -> list[dict]:

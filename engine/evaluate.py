@@ -44,7 +44,7 @@ def evaluate(config) -> dict:
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
     session = backends.load(config.backend, model_dir, card, backends.BackendOptions(batch_size=config.batch_size))
     pipeline = open_pipeline(config.decoder, card.input_spec, os.cpu_count() or 1, 4 * config.batch_size,
-                             batch_size=config.batch_size)
+                             batch_size=config.batch_size, device=session.device)
     label_of = dict(zip(labelled.paths, labelled.labels))
     failed, paths, probs = [], [], []
 

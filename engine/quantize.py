@@ -41,16 +41,20 @@ def training_paths(model_dir, card, data, label_column="label", path_column="fil
     return [labelled.paths[i] for i in keep[:limit]]
 
 
+def calibration_tensors(paths, spec) -> np.ndarray:
+    """Preprocessed calibration images, float32 (N, C, H, W), for int8 (ONNX Runtime or TensorRT)."""
+    if len(paths) < 16:
+        raise UsageError(f"need at least 16 calibration images, got {len(paths)}")
+    return np.stack([load_input(p, spec)[0] for p in paths])
+
+
 def quantize(model_dir, card, calibration_paths, out=None) -> Path:
     """Build the int8 model from `calibration_paths` (real training images); return its path."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if len(calibration_paths) < 16:
-        raise UsageError(f"need at least 16 calibration images, got {len(calibration_paths)}")
-    spec = card.input_spec
-    tensors = np.stack([load_input(p, spec)[0] for p in calibration_paths])
+    tensors = calibration_tensors(calibration_paths, card.input_spec)
 
     class Reader(CalibrationDataReader):
         def __init__(self):

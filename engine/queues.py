@@ -56,3 +56,15 @@ def prefetch(iterable, depth: int):
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def chunks(items, size: int):
+    """Lists of `size` consecutive items (the last may be shorter), lazily."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -91,7 +91,7 @@ def classify(config: ClassifyConfig) -> Summary:
                             backends.BackendOptions(threads=config.threads, batch_size=batch_size))
     batch_size = min(batch_size, session.max_batch)
     pipeline = open_pipeline(config.decoder, spec, workers, depth=4 * batch_size, hdu=_hdu(config.hdu),
-                             batch_size=batch_size)
+                             batch_size=batch_size, device=session.device)
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config), config.overwrite,
                       config.commit_every)
     if journal.resumed:

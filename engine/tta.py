@@ -10,8 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def d4_views(tensor: np.ndarray) -> list[np.ndarray]:
-    """The 8 D4 images of a (N, C, H, W) batch (square H == W)."""
+def d4_views(tensor):
+    """The 8 D4 images of a (N, C, H, W) batch (square H == W): numpy, or torch on the GPU."""
+    if not isinstance(tensor, np.ndarray):
+        import torch
+
+        rotations = [torch.rot90(tensor, turns, dims=(2, 3)) for turns in range(4)]
+        return [view.contiguous() for rotated in rotations for view in (rotated, rotated.flip(3))]
     views = []
     for turns in range(4):
         rotated = np.rot90(tensor, turns, axes=(2, 3))
@@ -20,9 +25,15 @@ def d4_views(tensor: np.ndarray) -> list[np.ndarray]:
     return views
 
 
-def run_d4(session, tensor: np.ndarray) -> np.ndarray:
+def run_d4(session, tensor) -> np.ndarray:
     """Mean class probabilities (N, K) over the 8 D4 views, in batches the session accepts."""
-    views = np.concatenate(d4_views(tensor))  # view-major: (8 N, C, H, W)
+    views = d4_views(tensor)
+    if isinstance(tensor, np.ndarray):
+        views = np.concatenate(views)  # view-major: (8 N, C, H, W)
+    else:
+        import torch
+
+        views = torch.cat(views)
     step = session.max_batch
     probs = np.concatenate([session.run(views[i:i + step]) for i in range(0, len(views), step)])
     return probs.reshape(8, len(tensor), -1).mean(axis=0).astype(np.float32)

@@ -36,7 +36,7 @@ class Model:
         self._session = backends.load(backend, self.model_dir, self.card,
                                       backends.BackendOptions(threads=threads, batch_size=batch_size))
         self._pipeline = open_pipeline(decoder, self.card.input_spec, workers or os.cpu_count() or 1,
-                                       4 * batch_size, batch_size=batch_size)
+                                       4 * batch_size, batch_size=batch_size, device=self._session.device)
         self.backend = f"{self._session.name} {self._session.precision} on {self._session.device}"
 
     def _table(self, ids, paths, probabilities):

@@ -75,10 +75,11 @@ class ModelCard:
     def engine_key(self) -> str:
         """A short hash of everything a derived engine (ONNX, int8, TensorRT plan) bakes in.
 
-        Weights, architecture, classes and the temperature: change any and cached engines
-        are rebuilt rather than reused.
+        Weights, architecture, classes, input spec (engines have a fixed image size) and the
+        temperature: change any and cached engines are rebuilt rather than reused.
         """
-        what = json.dumps([self.weights_sha256, self.architecture, list(self.classes), self.temperature])
+        what = json.dumps([self.weights_sha256, self.architecture, list(self.classes), self.input_spec.to_dict(),
+                           self.temperature], sort_keys=True)
         return hashlib.sha256(what.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict:

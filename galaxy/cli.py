@@ -9,7 +9,7 @@ import sys
 import click
 
 from galaxy import __version__
-from galaxy.config import CalibrateConfig, CheckConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
+from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
 from galaxy.errors import GalaxyError, UsageError
 
 log = logging.getLogger("galaxy")
@@ -204,6 +204,27 @@ def calibrate(**options):
     record = _run(calibrate_model, CalibrateConfig(**options))
     click.echo(f"temperature {record['temperature']:.4f}: ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f} "
                f"(two-fold cross-fitted {record['ece_after_crossfit']:.4f}) on {record['fitted_on_n']} images", err=True)
+
+
+@cli.command("compile")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--precision", default="fp16", show_default=True, type=click.Choice(["fp16", "int8"]))
+@click.option("--calibration", type=click.Path(exists=True),
+              help="INT8: labelled training data (CSV or class folders); validation images are left out.")
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--path-column", default="file", show_default=True)
+@click.option("--images", default=512, show_default=True, help="INT8 calibration images.")
+@click.option("--force", is_flag=True, help="Rebuild even when a matching engine is cached.")
+def compile_engine(**options):
+    """Build the TensorRT engine of MODEL_DIR for this GPU (cached; needs TensorRT and CUDA).
+
+    Example: galaxy compile galaxy/models/sdss-xception --precision int8 --calibration ../shared/data/gz1-sdss/labels.csv
+    """
+    from engine.tensorrt_build import compile_model
+
+    path = _run(compile_model, CompileConfig(**options))
+    click.echo(f"wrote {path}; classify with --backend {'tensorrt' if options['precision'] == 'fp16' else 'tensorrt-int8'}",
+               err=True)
 
 
 @cli.command("check-backends")

@@ -106,6 +106,19 @@ class CheckConfig:
 
 
 @dataclass(frozen=True)
+class CompileConfig:
+    """`galaxy compile`."""
+
+    model_dir: str
+    precision: str = "fp16"
+    calibration: str | None = None
+    label_column: str = "label"
+    path_column: str = "file"
+    images: int = 512
+    force: bool = False
+
+
+@dataclass(frozen=True)
 class CalibrateConfig:
     """`galaxy calibrate`."""
 

@@ -35,3 +35,7 @@ class ModelError(GalaxyError):
 
 class BackendUnavailable(GalaxyError):
     """An optional inference backend (TensorRT, DALI, ...) is not installed or cannot run here."""
+
+
+class BackendError(GalaxyError):
+    """An inference backend failed while running a batch."""

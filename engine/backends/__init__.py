@@ -3,11 +3,13 @@
 Each backend module has `load(model_dir, card, options) -> Session`; a Session has
 `run(tensor) -> probabilities` (float32 (N, K) from float32 (N, C, H, W)), `max_batch`,
 `name` and `device` (what really runs it). Optional heavy imports happen inside `load`.
+GPU sessions (`accepts_device_tensors`) also take torch CUDA tensors, with no host copy.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -20,7 +22,11 @@ BACKENDS = {
     "onnxruntime": "engine.backends.onnxruntime",
     "onnxruntime-int8": "engine.backends.onnxruntime_int8",
     "torch": "engine.backends.torch_cpu",
+    "torch-cuda": "engine.backends.torch_cuda",
+    "tensorrt": "engine.backends.tensorrt",
+    "tensorrt-int8": "engine.backends.tensorrt_int8",
 }
+GPU_BACKENDS = ("tensorrt", "tensorrt-int8", "torch-cuda")
 
 
 @dataclass(frozen=True)
@@ -31,8 +37,20 @@ class BackendOptions:
     batch_size: int = 32
 
 
+def tensorrt_installed() -> bool:
+    return importlib.util.find_spec("tensorrt") is not None
+
+
 def available(name: str, card) -> bool:
     """Whether backend `name` can run here in the form that was checked."""
+    if name in GPU_BACKENDS:
+        from engine.backends.torch_cuda import cuda_available
+
+        if not cuda_available():
+            return False
+        if name == "tensorrt-int8":
+            return False  # offered only when asked for by name: INT8 is checked per model, not assumed
+        return name == "torch-cuda" or tensorrt_installed()
     if name == "torch":
         from engine.backends.torch_cpu import native_bf16
 
@@ -47,14 +65,19 @@ def available(name: str, card) -> bool:
 def pick(name: str, card=None) -> str:
     """The backend a name means.
 
-    `auto` is measured, not guessed: among the backends that passed their check against
-    fp32 on the validation split (the card's `backends` record) and can run here, the one
-    with the highest measured engine speed; ONNX Runtime fp32 when none did.
+    `auto` on a machine with an NVIDIA GPU: TensorRT fp16 where TensorRT is installed, else
+    PyTorch CUDA fp16. On a CPU it is measured, not guessed: among the backends that passed
+    their check against fp32 on the validation split (the card's `backends` record) and can
+    run here, the one with the highest measured engine speed; ONNX Runtime fp32 when none did.
     """
     if name == "auto":
+        gpu = next((n for n in GPU_BACKENDS if available(n, card)), None)
+        if gpu:
+            log.info("backend auto -> %s (an NVIDIA GPU is present)", gpu)
+            return gpu
         results = (card.backends if card else {}).get("results", {})
         ranked = sorted((rec.get("images_per_s", 0.0), n) for n, rec in results.items()
-                        if rec.get("passed") and n in BACKENDS and available(n, card))
+                        if rec.get("passed") and n in BACKENDS and n not in GPU_BACKENDS and available(n, card))
         chosen = ranked[-1][1] if ranked else "onnxruntime"
         log.info("backend auto -> %s (%s)", chosen, f"{ranked[-1][0]:.0f} img/s measured on the validation split"
                  if ranked else "no checked backend in the card")

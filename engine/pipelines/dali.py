@@ -7,7 +7,10 @@ preprocessing of `galaxy.images` expressed in DALI operators:
   decoders.image (RGB) -> resize(roi = centre crop, relative, antialiased linear, float)
   -> crop_mirror_normalize(mean*255, std*255, CHW)
 
-which matches the reference reader to ~1e-6 (tests/engine/test_dali.py). JPEGs with 1 or 3
+which matches the reference reader to ~1e-6 (tests/engine/test_dali.py). With a `device_id`
+(the `dali-gpu` pipeline) JPEGs are decoded by nvJPEG (`device="mixed"`) and resized and
+normalised on the GPU; batches stay in device memory as torch CUDA tensors for the GPU
+backends. FITS files are read and stretched on the CPU in both modes. JPEGs with 1 or 3
 components go to this graph, FITS files to DALI's FITS reader (`engine.pipelines.dali_fits`);
 PNG (alpha, 16-bit and palette rules) and CMYK JPEG go to the reference reader, and so does
 every batch DALI rejects, so a bad file gets the reference reader's reason.
@@ -22,7 +25,7 @@ import numpy as np
 
 from engine.pipelines.dali_fits import decode_fits
 from engine.pipelines.reference import Decoded, decode_stream
-from engine.queues import prefetch
+from engine.queues import chunks, prefetch
 from galaxy.fits import is_fits_path
 from galaxy.images import stem_id
 from galaxy.spec import InputSpec
@@ -78,11 +81,27 @@ class DaliPipeline:
 
     name = "dali"
 
-    def __init__(self, spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32):
-        os.environ.setdefault("DALI_RESTRICT_PINNED_MEM", "1")
+    def __init__(self, spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32,
+                 device_id: int | None = None):
+        if device_id is None:
+            os.environ.setdefault("DALI_RESTRICT_PINNED_MEM", "1")
+        else:
+            self.name = "dali-gpu"
         self.spec, self.workers, self.depth, self.hdu = spec, workers, depth, hdu
-        self.batch_size = batch_size
-        self._graph = build_graph(spec, batch_size, workers)
+        self.batch_size, self.device_id = batch_size, device_id
+        self._graph = build_graph(spec, batch_size, workers, device_id)
+
+    def _tensors(self, out):
+        """The graph's batch: numpy on the CPU; on a GPU a torch CUDA tensor, never via the host."""
+        if self.device_id is None:
+            return np.array(out.as_tensor())
+        import torch
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        dense = out.as_tensor()
+        target = torch.empty(dense.shape(), dtype=torch.float32, device=f"cuda:{self.device_id}")
+        feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(self.device_id))
+        return target
 
     def _read(self, path) -> bytes | None:
         """The file's bytes when DALI should decode it, else None (the reference reader will)."""
@@ -105,13 +124,13 @@ class DaliPipeline:
             try:
                 self._graph.feed_input("encoded", [np.frombuffer(encoded[k], np.uint8) for k in to_dali])
                 (out,) = self._graph.run()
-                tensors = np.array(out.as_tensor())
+                tensors = self._tensors(out)
                 for j, k in enumerate(to_dali):
                     item = chunk[k]
                     results[k] = Decoded(item.id or stem_id(item.path), item.path, tensor=tensors[j])
             except RuntimeError as exc:  # one bad JPEG fails DALI's whole batch
                 log.debug("DALI rejected a batch (%s); the reference reader retries it", exc)
-                self._graph = build_graph(self.spec, self.batch_size, self.workers)
+                self._graph = build_graph(self.spec, self.batch_size, self.workers, self.device_id)
         rest = [k for k in range(len(chunk)) if results[k] is None]
         retried = decode_stream([chunk[k] for k in rest], self.spec, self.workers, 2 * self.workers, self.hdu)
         for k, decoded in zip(rest, retried):
@@ -119,13 +138,7 @@ class DaliPipeline:
         return results
 
     def _decode(self, items):
-        chunk = []
-        for item in items:
-            chunk.append(item)
-            if len(chunk) == self.batch_size:
-                yield from self._chunk(chunk)
-                chunk = []
-        if chunk:
+        for chunk in chunks(items, self.batch_size):
             yield from self._chunk(chunk)
 
     def decode(self, items):

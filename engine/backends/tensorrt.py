@@ -1,0 +1,86 @@
+"""TensorRT backend: a cached plan (`engine.tensorrt_build`) run with `execute_async_v3`.
+
+Device memory is PyTorch's (no pycuda): a batch already on the GPU (a torch CUDA tensor from
+the DALI GPU or nvJPEG pipelines) is bound by pointer with no host copy; a numpy batch is
+uploaded once. Only the (N, K) logits come back to the host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from engine.tensorrt_build import build_plan, check_plan, current_target, import_tensorrt
+from galaxy.errors import BackendError, BackendUnavailable, ModelError
+from galaxy.spec import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    """One TensorRT execution context on one CUDA stream.
+
+    Attributes:
+        name: "tensorrt" or "tensorrt-int8".
+        precision: "fp16" or "int8".
+        device: the GPU, e.g. "cuda:0 NVIDIA H100 80GB HBM3".
+        max_batch: the optimization profile's largest batch.
+    """
+
+    max_batch = MAX_BATCH
+    accepts_device_tensors = True
+
+    def __init__(self, plan_path, card, precision: str):
+        import torch
+
+        trt = import_tensorrt()
+        target = current_target()
+        check_plan(json.loads(plan_path.with_suffix(".json").read_text()), card, target, plan_path)
+        self._torch = torch
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        if self._engine is None:
+            raise ModelError(f"TensorRT could not load {plan_path}; rebuild it with galaxy compile --force")
+        self._context = self._engine.create_execution_context()
+        self._stream = torch.cuda.Stream()
+        self._classes = len(card.classes)
+        self.precision = precision
+        self.name = "tensorrt" if precision == "fp16" else "tensorrt-int8"
+        self.device = f"cuda:{torch.cuda.current_device()} {target.gpu}"
+        self.path = str(plan_path)
+
+    def run(self, tensor) -> np.ndarray:
+        """float32 (N, C, H, W), numpy or a torch CUDA tensor -> probabilities float32 (N, K)."""
+        torch = self._torch
+        with torch.cuda.stream(self._stream):
+            x = tensor if isinstance(tensor, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tensor))
+            x = x.to("cuda", torch.float32, non_blocking=True).contiguous()
+            logits = torch.empty((x.shape[0], self._classes), device="cuda", dtype=torch.float32)
+            self._context.set_input_shape(INPUT_NAME, tuple(x.shape))
+            self._context.set_tensor_address(INPUT_NAME, x.data_ptr())
+            self._context.set_tensor_address(OUTPUT_NAME, logits.data_ptr())
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise BackendError(f"TensorRT execution failed for a batch of {x.shape[0]}")
+            probabilities = torch.softmax(logits, dim=1).cpu()  # synchronises the stream
+        return probabilities.numpy()
+
+
+def load(model_dir, card, options, parity_images=(), precision: str = "fp16") -> Session:
+    del parity_images  # the ONNX it is built from passed its parity check
+    if precision == "int8":
+        from engine.tensorrt_build import plan_path
+
+        path = plan_path(card, "int8", current_target())
+        if not path.is_file():
+            raise BackendUnavailable(f"no TensorRT INT8 engine for {card.name} on this GPU yet: build it once with "
+                                     "galaxy compile MODEL_DIR --precision int8 --calibration LABELLED_DATA")
+    else:
+        path = build_plan(model_dir, card, "fp16")
+    session = Session(path, card, precision)
+    log.info("backend %s on %s (%s)", session.name, session.device, session.path)
+    return session
+
+

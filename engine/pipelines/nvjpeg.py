@@ -1,0 +1,88 @@
+"""JPEG decode on the GPU with torchvision's nvJPEG, for CUDA machines without DALI.
+
+The reference preprocessing in torch on the device: decode (RGB) -> centre crop ->
+antialiased bilinear resize -> (x - mean) / std, giving torch CUDA tensors (C, H, W). JPEGs
+with 1 or 3 components go here; every other file, and every JPEG nvJPEG rejects, goes to
+the reference reader, so a bad file gets the reference reader's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from engine.pipelines.dali import jpeg_components
+from engine.pipelines.reference import Decoded, decode_stream
+from engine.queues import chunks, prefetch
+from galaxy.errors import BackendUnavailable
+from galaxy.images import stem_id
+from galaxy.spec import InputSpec
+
+log = logging.getLogger(__name__)
+
+
+class NvjpegPipeline:
+    """Decodes `Item`s in chunks of `batch_size` on the GPU; yields `Decoded` in input order."""
+
+    name = "nvjpeg"
+
+    def __init__(self, spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32):
+        import torch
+        import torchvision.io
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("the nvjpeg decoder needs an NVIDIA GPU; use --decoder reference on the CPU")
+        self._torch, self._io = torch, torchvision.io
+        self.spec, self.workers, self.depth, self.hdu, self.batch_size = spec, workers, depth, hdu, batch_size
+        self._mean = torch.tensor(spec.mean, device="cuda").view(-1, 1, 1)
+        self._std = torch.tensor(spec.std, device="cuda").view(-1, 1, 1)
+
+    def _read(self, path):
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return None
+        return data if jpeg_components(data) in (1, 3) else None
+
+    def _preprocess(self, image):
+        """uint8 (3, H, W) on the GPU -> normalised float32 (3, size, size)."""
+        torch, spec = self._torch, self.spec
+        _, h, w = image.shape
+        ch, cw = max(1, round(h * spec.crop_fraction)), max(1, round(w * spec.crop_fraction))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = image[:, top:top + ch, left:left + cw].float().div_(255)[None]
+        resized = torch.nn.functional.interpolate(crop, size=(spec.size, spec.size), mode="bilinear",
+                                                  antialias=True, align_corners=False)[0]
+        return (resized - self._mean) / self._std
+
+    def _chunk(self, chunk) -> list[Decoded]:
+        torch = self._torch
+        encoded = [self._read(item.path) for item in chunk]
+        results: list[Decoded | None] = [None] * len(chunk)
+        to_gpu = [k for k, data in enumerate(encoded) if data is not None]
+        if to_gpu:
+            try:
+                images = self._io.decode_jpeg([torch.frombuffer(bytearray(encoded[k]), dtype=torch.uint8)
+                                               for k in to_gpu], mode=self._io.ImageReadMode.RGB, device="cuda")
+                for k, image in zip(to_gpu, images):
+                    item = chunk[k]
+                    results[k] = Decoded(item.id or stem_id(item.path), item.path, tensor=self._preprocess(image))
+            except RuntimeError as exc:  # one bad JPEG fails the batched decode
+                log.debug("nvJPEG rejected a batch (%s); the reference reader retries it", exc)
+        rest = [k for k in range(len(chunk)) if results[k] is None]
+        for k, decoded in zip(rest, decode_stream([chunk[k] for k in rest], self.spec, self.workers,
+                                                  2 * self.workers, self.hdu)):
+            results[k] = decoded
+        return results
+
+    def _decode(self, items):
+        for chunk in chunks(items, self.batch_size):
+            yield from self._chunk(chunk)
+
+    def decode(self, items):
+        """Decoded items in input order, decoded in a background thread ahead of the consumer."""
+        return prefetch(self._decode(items), self.depth)
+
+
+def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> NvjpegPipeline:
+    return NvjpegPipeline(spec, workers, depth, hdu, batch_size)

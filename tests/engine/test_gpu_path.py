@@ -1,0 +1,205 @@
+"""The GPU path: what can be checked on a CPU always runs; the rest is marked and skipped here.
+
+CPU: engine cache keys, the plan record/refusal rules, the optimization profile constants
+shared with the export, INT8 calibrator batches from real images, backend and decoder
+selection, device-tensor batching and TTA. GPU (`gpu`, `tensorrt`, `dali`): the torch CUDA
+and TensorRT backends against ONNX Runtime fp32 on real images, and the GPU decoders against
+the reference reader.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from engine import backends
+from engine.batching import batches
+from engine.listing import Item
+from engine.pipelines import dali_installed, pick
+from engine.pipelines.reference import Decoded
+from engine.tensorrt_build import Target, calibration_batches, check_plan, plan_path, plan_record
+from engine.tta import d4_views
+from galaxy.errors import ModelError, UsageError
+from galaxy.images import load_input
+from galaxy.spec import INPUT_NAME, MAX_BATCH, MIN_BATCH, OPT_BATCH
+from tests.conftest import EXAMPLES
+
+H100 = Target("NVIDIA H100 80GB HBM3", "9.0", "10.13.0.35")
+CUDA = torch.cuda.is_available()
+needs_gpu = pytest.mark.skipif(not CUDA, reason="no CUDA GPU visible to PyTorch on this machine")
+needs_tensorrt = pytest.mark.skipif(not backends.tensorrt_installed(),
+                                    reason="TensorRT is not installed (pip install tensorrt-cu12 from pypi.nvidia.com)")
+
+
+def test_plan_cache_key_holds_model_precision_gpu_and_tensorrt(default_model):
+    _, card = default_model
+    path = plan_path(card, "fp16", H100)
+    assert path.name == f"{card.engine_key}-fp16-nvidia-h100-80gb-hbm3-sm90-trt10.13.0.35.plan"
+    others = {plan_path(card, "int8", H100), plan_path(card, "fp16", replace(H100, gpu="NVIDIA A100-SXM4-40GB")),
+              plan_path(card, "fp16", replace(H100, compute_capability="8.0")),
+              plan_path(card, "fp16", replace(H100, tensorrt="10.14.0")),
+              plan_path(replace(card, calibration={"temperature": 1.3}), "fp16", H100)}
+    assert path not in others and len(others) == 5
+    with pytest.raises(UsageError, match="precision"):
+        plan_path(card, "int4", H100)
+
+
+def test_a_plan_for_another_gpu_or_version_is_refused_by_name(default_model):
+    _, card = default_model
+    record = plan_record(card, "fp16", H100, "abc", 0, 1.0)
+    assert record["profile"] == {"input": INPUT_NAME, "min": MIN_BATCH, "opt": OPT_BATCH, "max": MAX_BATCH}
+    check_plan(record, card, H100, "p.plan")  # the machine it was built on
+    with pytest.raises(ModelError, match="built for NVIDIA H100.*cannot run on NVIDIA L4"):
+        check_plan(record, card, Target("NVIDIA L4", "8.9", "10.13.0.35"), "p.plan")
+    with pytest.raises(ModelError, match="TensorRT 10.13.0.35.*TensorRT 10.14"):
+        check_plan(record, card, replace(H100, tensorrt="10.14.0"), "p.plan")
+    with pytest.raises(ModelError, match="other weights"):
+        check_plan(record, replace(card, weights_sha256="0" * 64), H100, "p.plan")
+
+
+def test_profile_constants_are_the_exports(default_model, tmp_path):
+    import onnx
+
+    from galaxy.export import export_onnx
+
+    model_dir, card = default_model
+    export_onnx(model_dir, tmp_path / "m.onnx", [EXAMPLES], card=card)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    (inp,) = graph.input
+    dims = inp.type.tensor_type.shape.dim
+    assert inp.name == INPUT_NAME and dims[0].dim_param and not dims[0].dim_value  # dynamic batch
+    assert [d.dim_value for d in dims[1:]] == [3, card.input_spec.size, card.input_spec.size]
+    assert MIN_BATCH <= OPT_BATCH <= MAX_BATCH
+
+
+def test_int8_calibrator_gets_full_batches_of_real_images(default_model):
+    from engine.quantize import calibration_tensors
+
+    _, card = default_model
+    paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:36]
+    tensors = calibration_tensors(paths, card.input_spec)
+    out = list(calibration_batches(tensors, 16))
+    assert [b.shape for b in out] == [(16, 3, card.input_spec.size, card.input_spec.size)] * 2  # 4 left over, dropped
+    assert all(b.dtype == np.float32 and b.flags.c_contiguous for b in out)
+    np.testing.assert_array_equal(out[1][0], load_input(paths[16], card.input_spec)[0])
+    with pytest.raises(UsageError, match="at least 64"):
+        next(calibration_batches(tensors, 64))
+
+
+def test_compile_without_tensorrt_says_how_to_install(default_model):
+    if backends.tensorrt_installed():
+        pytest.skip("TensorRT is installed here")
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    result = CliRunner().invoke(cli, ["compile", str(default_model[0])])
+    assert result.exit_code == 1
+    assert "TensorRT is not installed" in result.output and "pypi.nvidia.com" in result.output
+
+
+def test_auto_prefers_tensorrt_then_torch_cuda_then_checked_cpu_backends(default_model, monkeypatch):
+    _, card = default_model
+    from engine.backends import torch_cuda
+
+    if not CUDA:  # what this machine really does
+        assert backends.pick("auto", card) in ("torch", "onnxruntime", "onnxruntime-int8")
+        assert not any(backends.available(n, card) for n in backends.GPU_BACKENDS)
+    monkeypatch.setattr(torch_cuda, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends, "tensorrt_installed", lambda: True)
+    assert backends.pick("auto", card) == "tensorrt"
+    monkeypatch.setattr(backends, "tensorrt_installed", lambda: False)
+    assert backends.pick("auto", card) == "torch-cuda"
+    monkeypatch.setattr(torch_cuda, "cuda_available", lambda: False)
+    assert backends.pick("auto", card) not in backends.GPU_BACKENDS
+
+
+def test_gpu_decoders_follow_the_backend_device():
+    assert pick("auto", "cuda:0 NVIDIA H100") == ("dali-gpu" if dali_installed() else "nvjpeg")
+    assert pick("auto", "CPUExecutionProvider") in ("dali", "reference")
+    for name in ("dali-gpu", "nvjpeg"):
+        with pytest.raises(UsageError, match="GPU backend"):
+            pick(name, "cpu")
+
+
+def test_device_batches_keep_ids_mix_host_fallbacks_and_pad():
+    a, b = np.full((3, 4, 4), 1, np.float32), np.full((3, 4, 4), 2, np.float32)
+    decoded = [Decoded("a", "a.jpg", tensor=torch.from_numpy(a)), Decoded("b", "b.fits", tensor=b)]
+    (batch,) = list(batches(iter(decoded), 4, on_error=None, pad_to=4))
+    assert isinstance(batch.tensor, torch.Tensor) and batch.ids == ["a", "b"] and batch.n_valid == 2
+    assert batch.tensor.shape == (4, 3, 4, 4) and float(batch.tensor[1].mean()) == 2 and float(batch.tensor[3].abs().sum()) == 0
+
+
+def test_tta_views_on_device_tensors_equal_the_numpy_views():
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 5)).astype(np.float32)
+    for host, device in zip(d4_views(x), d4_views(torch.from_numpy(x))):
+        np.testing.assert_array_equal(host, device.numpy())
+
+
+def _real_batch(card, n=40):
+    paths = sorted(EXAMPLES.glob("*.jpeg"))[:n]
+    return paths, np.stack([load_input(p, card.input_spec)[0] for p in paths])
+
+
+def _against_fp32(session, card, model_dir, tensor):
+    reference = backends.load("onnxruntime", model_dir, card, backends.BackendOptions()).run(tensor)
+    probs = session.run(tensor)
+    assert probs.shape == reference.shape
+    assert (probs.argmax(1) == reference.argmax(1)).mean() >= 0.975  # fp16: at most 1 of 40 flips
+    assert np.abs(probs - reference).max() < 0.05
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_torch_cuda_matches_fp32_on_real_images_numpy_and_device_inputs(default_model):
+    model_dir, card = default_model
+    session = backends.load("torch-cuda", model_dir, card, backends.BackendOptions(batch_size=32))
+    _, tensor = _real_batch(card)
+    _against_fp32(session, card, model_dir, tensor)  # 40 > 32: two graph replays, the second padded
+    np.testing.assert_allclose(session.run(torch.from_numpy(tensor).cuda()), session.run(tensor), atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@needs_gpu
+@needs_tensorrt
+def test_tensorrt_fp16_matches_fp32_and_is_cached(default_model):
+    from engine.tensorrt_build import build_plan
+
+    model_dir, card = default_model
+    session = backends.load("tensorrt", model_dir, card, backends.BackendOptions())
+    _, tensor = _real_batch(card)
+    _against_fp32(session, card, model_dir, tensor)
+    assert str(build_plan(model_dir, card, "fp16")) == session.path  # second call: the cached plan
+
+
+@pytest.mark.gpu
+@pytest.mark.dali
+@needs_gpu
+@pytest.mark.skipif(not dali_installed(), reason="nvidia-dali is not installed")
+def test_dali_gpu_decode_matches_the_reference_reader(default_model):
+    from engine.pipelines.dali_gpu import create
+
+    _, card = default_model
+    paths, reference = _real_batch(card)
+    out = list(create(card.input_spec, 2, 2, batch_size=16).decode(Item(str(p)) for p in paths))
+    assert [d.path for d in out] == [str(p) for p in paths]
+    decoded = np.stack([d.tensor.cpu().numpy() for d in out])
+    std = np.asarray(card.input_spec.std)[:, None, None]
+    assert np.abs((decoded - reference) * std).max() < 2e-2  # nvJPEG's IDCT differs from libjpeg-turbo's
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_nvjpeg_decode_gives_the_same_labels_as_the_reference_reader(default_model):
+    from engine.pipelines.nvjpeg import create
+
+    model_dir, card = default_model
+    paths, reference = _real_batch(card)
+    out = list(create(card.input_spec, 2, 2, batch_size=16).decode(Item(str(p)) for p in paths))
+    decoded = torch.stack([d.tensor for d in out]).cpu().numpy()
+    std = np.asarray(card.input_spec.std)[:, None, None]
+    assert np.abs((decoded - reference) * std).mean() < 1e-2
+    session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
+    assert (session.run(decoded).argmax(1) == session.run(reference).argmax(1)).mean() >= 0.975
