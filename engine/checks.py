@@ -22,6 +22,7 @@ from galaxy.calibration import calibration_record, log_probabilities
 from galaxy.card import validation_ids
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled
+from galaxy.votes import rule_from_config
 from galaxy.metrics import classification_report
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def validation_split(model_dir, card, data, label_column="label", path_column="f
     val_ids = validation_ids(model_dir, card)
     if val_ids is None:
         raise UsageError(f"{model_dir} has no list of validation ids: its validation split is unknown")
-    labelled = load_labelled(data, card.classes, label_column, path_column)
+    labelled = load_labelled(data, card.classes, label_column, path_column,
+                             rule_from_config(card.training.get("config", {})))
     val = labelled.subset([i for i in range(len(labelled)) if labelled.ids[i] in val_ids])
     if len(val) != len(val_ids):
         raise UsageError(f"{data} holds {len(val)} of the {len(val_ids)} validation images of {model_dir}")

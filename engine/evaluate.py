@@ -27,6 +27,7 @@ from galaxy import __version__
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled
+from galaxy.votes import rule_from_config
 from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.plots import coverage_curve, reliability_diagram
 
@@ -39,7 +40,8 @@ def evaluate(config) -> dict:
     if config.split == "val":
         labelled = validation_split(model_dir, card, config.data, config.label_column, config.path_column)
     elif config.split == "all":
-        labelled = load_labelled(config.data, card.classes, config.label_column, config.path_column)
+        labelled = load_labelled(config.data, card.classes, config.label_column, config.path_column,
+                                 rule_from_config(config_dict(config)))
     else:
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
     session = backends.load(config.backend, model_dir, card, backends.BackendOptions(batch_size=config.batch_size))

@@ -20,6 +20,7 @@ from galaxy.card import validation_ids
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.images import load_input
 from galaxy.labels import load_labelled
+from galaxy.votes import rule_from_config
 from galaxy.spec import INPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def int8_path(card) -> Path:
 
 def training_paths(model_dir, card, data, label_column="label", path_column="file", limit=256) -> list[str]:
     """Up to `limit` labelled images of `data` outside the model's validation split, shuffled."""
-    labelled = load_labelled(data, card.classes, label_column, path_column)
+    labelled = load_labelled(data, card.classes, label_column, path_column,
+                             rule_from_config(card.training.get("config", {})))
     val_ids = validation_ids(model_dir, card) or set()
     keep = [i for i in range(len(labelled)) if labelled.ids[i] not in val_ids]
     rng = np.random.default_rng(0)

@@ -75,6 +75,12 @@ def cli(verbose):
               help="Stop after this many epochs without a better validation loss (0: run all epochs).")
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Fit the temperature on the validation split and store it in the card.")
+@click.option("--vote-threshold", default=0.8, show_default=True,
+              help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label.")
+@click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"]))
+@click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes.")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
+              help="Vote tables: the folder with the images (default: the table's folder).")
 @click.option("--val-fraction", default=0.2, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seeds the split, initial weights, order and augmentation.")
 @click.option("--workers", default=0, help="Image reading threads (0: one per CPU).")
@@ -82,7 +88,7 @@ def cli(verbose):
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command.")
 def train(**options):
-    """Train a classifier on DATA: a folder of class folders, or a CSV with path and label columns.
+    """Train a classifier on DATA: class folders, a CSV with path and label columns, or a Galaxy Zoo vote table.
 
     Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/mine
     """
@@ -261,6 +267,12 @@ def check_backends(**options):
 @click.option("--decoder", default="auto", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--path-column", default="file", show_default=True)
+@click.option("--vote-threshold", default=0.8, show_default=True,
+              help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label.")
+@click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"]))
+@click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes.")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
+              help="Vote tables: the folder with the images (default: the table's folder).")
 def evaluate(**options):
     """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, plots.
 

@@ -41,6 +41,10 @@ class TrainConfig:
     layer_decay: float = 1.0
     patience: int = 0
     calibrate: bool = True
+    vote_threshold: float = 0.8
+    vote_kind: str = "fraction"
+    min_votes: int = 0
+    images_dir: str | None = None
     val_fraction: float = 0.2
     seed: int = 0
     workers: int = 0
@@ -142,3 +146,7 @@ class EvaluateConfig:
     batch_size: int = 32
     label_column: str = "label"
     path_column: str = "file"
+    vote_threshold: float = 0.8
+    vote_kind: str = "fraction"
+    min_votes: int = 0
+    images_dir: str | None = None

@@ -15,6 +15,7 @@ import numpy as np
 
 from galaxy.errors import UsageError
 from galaxy.images import is_image_path, stem_id
+from galaxy.votes import VoteRule, is_vote_table, load_votes
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +89,29 @@ def _from_csv(table: Path, classes, label_column: str, path_column: str) -> Labe
     return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
 
 
-def load_labelled(data, classes=("elliptical", "spiral"), label_column="label", path_column="file") -> LabelledSet:
+def load_labelled(data, classes=("elliptical", "spiral"), label_column="label", path_column="file",
+                  votes: VoteRule | None = None) -> LabelledSet:
     """Load a labelled data set.
 
     Args:
-        data: a folder with one sub-folder per class, or a CSV file with path and label
-            columns (relative paths are taken from the CSV's folder; empty labels skipped).
+        data: a folder with one sub-folder per class, a CSV file with path and label
+            columns (relative paths are taken from the CSV's folder; empty labels skipped),
+            or a Galaxy Zoo vote table (CSV, Parquet, FITS, ECSV; see `galaxy.votes`).
         classes: class names in index order.
         label_column: CSV column holding the class name.
         path_column: CSV column holding the image path.
+        votes: how vote fractions become labels (default thresholds when None).
     """
     data = Path(data)
+    if is_vote_table(data, label_column, (votes or VoteRule()).kind):
+        return load_votes(data, votes or VoteRule(), classes)
     if data.is_dir():
         found = _from_folders(data, list(classes))
     elif data.is_file() and data.suffix.lower() == ".csv":
         found = _from_csv(data, list(classes), label_column, path_column)
     else:
-        raise UsageError(f"{data} is neither a folder of class folders nor a .csv file")
+        raise UsageError(f"{data} is neither a folder of class folders, a .csv file with a {label_column!r} column, "
+                         "nor a Galaxy Zoo vote table")
     if not len(found):
         raise UsageError(f"{data} holds no labelled images")
     return found

@@ -39,6 +39,7 @@ from galaxy.calibration import calibration_record, log_probabilities, softmax_t
 from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.model import create_network, init_imagenet, load_partial, read_state_dict, save_weights
 from galaxy.spec import InputSpec
+from galaxy.votes import rule_from_config
 from galaxy.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ def train(config: TrainConfig) -> ModelCard:
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 
     network = _initial_network(config).to(device).to(memory_format=torch.channels_last)
-    labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column)
+    labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
+                             rule_from_config(config_dict(config)))
     train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
     if config.limit:
         train_set = train_set.subset(range(min(config.limit, len(train_set))))

@@ -1,0 +1,83 @@
+"""Galaxy Zoo vote tables as labels, on real rows of three releases (tests/data/galaxy-zoo)."""
+
+import numpy as np
+import pytest
+
+from galaxy.errors import UsageError
+from galaxy.labels import load_labelled
+from galaxy.votes import VoteRule, detect, load_votes, read_table, vote_labels
+from tests.conftest import DATA
+
+GZ = DATA / "galaxy-zoo"
+KAGGLE = GZ / "kaggle" / "training_solutions_rev1.csv"
+KAGGLE_IMAGES = str(GZ / "kaggle" / "images_training_rev1")
+GZ2 = GZ / "gz2" / "gz2_hart16.csv"
+DECALS = GZ / "decals" / "gz_decals_volunteers_5.csv"
+
+
+def test_each_release_is_recognised_by_its_columns():
+    assert detect(read_table(KAGGLE).colnames).name == "kaggle"
+    assert detect(read_table(GZ2).colnames, "debiased").name == "gz2"
+    assert detect(read_table(DECALS).colnames).name == "decals"
+    assert detect(["id", "label", "file"]) is None
+
+
+def test_kaggle_thresholds_on_real_rows():
+    # Class1.1 / Class1.2 of the three rows: 0.383/0.617, 0.327/0.664, 0.766/0.177
+    found = load_labelled(KAGGLE, votes=VoteRule(threshold=0.6, images=KAGGLE_IMAGES))
+    assert dict(zip(found.ids, found.labels)) == {"100008": 1, "100023": 1, "100053": 0}
+    assert all(p.startswith(KAGGLE_IMAGES) for p in found.paths)
+    found = load_labelled(KAGGLE, votes=VoteRule(threshold=0.65, images=KAGGLE_IMAGES))
+    assert dict(zip(found.ids, found.labels)) == {"100023": 1, "100053": 0}
+    with pytest.raises(UsageError, match="no galaxy passes the vote threshold 0.8"):
+        load_labelled(KAGGLE, votes=VoteRule(images=KAGGLE_IMAGES))
+
+
+def test_gz2_debiased_fractions_and_asset_id_file_names():
+    found = load_votes(GZ2, VoteRule(kind="debiased", images=str(GZ / "gz2" / "images")))
+    # Sc+t (0.0 / 1.0) and Ser (0.031 / 0.943) are clean spirals; Sb?m(m) (0.655 / 0.667) is dropped
+    assert found.ids == ("587737825678131439", "587736542560715163") and found.labels == (1, 1)
+    assert [p.rsplit("/", 1)[1] for p in found.paths] == ["106587.jpg", "91609.jpg"]  # via gz2_filename_mapping.csv
+
+
+def test_decals_min_votes_drops_thinly_voted_galaxies():
+    table = read_table(DECALS)
+    smooth, featured = table["smooth-or-featured_smooth_fraction"], table["smooth-or-featured_featured-or-disk_fraction"]
+    votes = table["smooth-or-featured_total-votes"]
+    assert vote_labels(smooth, featured, votes, VoteRule()).tolist() == [0, -1, -1, 1, -1, 1]
+    assert vote_labels(smooth, featured, votes, VoteRule(min_votes=10)).tolist() == [-1, -1, -1, 1, -1, 1]
+    with pytest.raises(UsageError, match="with an image"):  # the DECaLS PNGs are not shipped
+        load_votes(DECALS, VoteRule())
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".fits", ".ecsv"])
+def test_parquet_fits_and_ecsv_tables_give_the_same_labels(tmp_path, suffix):
+    table = read_table(KAGGLE)
+    table["GalaxyID"] = table["GalaxyID"].astype(str)
+    path = tmp_path / f"votes{suffix}"
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({name: list(table[name]) for name in table.colnames}), path)
+    else:
+        table.write(path, **({"format": "ascii.ecsv"} if suffix == ".ecsv" else {}))
+    rule = VoteRule(threshold=0.6, images=KAGGLE_IMAGES)
+    assert load_labelled(path, votes=rule) == load_labelled(KAGGLE, votes=rule)
+
+
+def test_bad_rules_are_usage_errors():
+    with pytest.raises(UsageError, match="one class wins"):
+        VoteRule(threshold=0.5)
+    with pytest.raises(UsageError, match="elliptical and spiral"):
+        load_votes(KAGGLE, VoteRule(threshold=0.6, images=KAGGLE_IMAGES), classes=("smooth", "disk"))
+
+
+def test_the_default_model_calls_gz2s_confident_spirals_spiral(default_model):
+    """Another Galaxy Zoo release, never seen in training: GZ2 galaxies with debiased features >= 0.8."""
+    from galaxy.api import load_model
+
+    found = load_votes(GZ2, VoteRule(kind="debiased", images=str(GZ / "gz2" / "images")))
+    table = load_model(backend="onnxruntime").classify(list(found.paths))
+    assert list(table["label"]) == ["spiral", "spiral"]
+    assert np.all(table["p_spiral"] > 0.9)
