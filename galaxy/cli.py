@@ -41,6 +41,20 @@ def _run(fn, *args):
         raise click.ClickException(str(exc)) from None
 
 
+def _vote_options(command):
+    """The options that say how a Galaxy Zoo vote table becomes labels (`galaxy.votes`)."""
+    for option in reversed([
+        click.option("--vote-threshold", default=0.8, show_default=True,
+                     help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label."),
+        click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"])),
+        click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes."),
+        click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
+                     help="Vote tables: the folder with the images (default: the table's folder)."),
+    ]):
+        command = option(command)
+    return command
+
+
 @click.group(cls=_Galaxy)
 @click.version_option(__version__, prog_name="galaxy")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -75,12 +89,7 @@ def cli(verbose):
               help="Stop after this many epochs without a better validation loss (0: run all epochs).")
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Fit the temperature on the validation split and store it in the card.")
-@click.option("--vote-threshold", default=0.8, show_default=True,
-              help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label.")
-@click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"]))
-@click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes.")
-@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
-              help="Vote tables: the folder with the images (default: the table's folder).")
+@_vote_options
 @click.option("--val-fraction", default=0.2, show_default=True)
 @click.option("--seed", default=0, show_default=True, help="Seeds the split, initial weights, order and augmentation.")
 @click.option("--workers", default=0, help="Image reading threads (0: one per CPU).")
@@ -267,12 +276,7 @@ def check_backends(**options):
 @click.option("--decoder", default="auto", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--path-column", default="file", show_default=True)
-@click.option("--vote-threshold", default=0.8, show_default=True,
-              help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label.")
-@click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"]))
-@click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes.")
-@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
-              help="Vote tables: the folder with the images (default: the table's folder).")
+@_vote_options
 def evaluate(**options):
     """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, plots.
 
