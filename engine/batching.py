@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,12 +17,14 @@ class Batch:
         tensor: float32 (N, C, H, W), N >= n_valid: numpy, or a torch CUDA tensor when a GPU
             pipeline decoded the images (only GPU backends are given those).
         n_valid: number of real images.
+        columns: per image, the extra catalog columns (kept input columns, sky position).
     """
 
     ids: list[str]
     paths: list[str]
     tensor: np.ndarray
     n_valid: int
+    columns: list[dict] = field(default_factory=list)
 
 
 def _assemble(group, pad_to: int | None) -> Batch:
@@ -33,7 +35,7 @@ def _assemble(group, pad_to: int | None) -> Batch:
             tensor = np.concatenate([tensor, np.zeros((pad_to - n_valid, *tensor.shape[1:]), tensor.dtype)])
     else:
         tensor = _stack_on_device([d.tensor for d in group], pad_to)
-    return Batch([d.id for d in group], [d.path for d in group], tensor, n_valid)
+    return Batch([d.id for d in group], [d.path for d in group], tensor, n_valid, [d.columns for d in group])
 
 
 def _stack_on_device(tensors, pad_to: int | None):

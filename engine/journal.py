@@ -42,8 +42,10 @@ class Journal:
         overwrite: discard earlier results of this output first.
     """
 
-    def __init__(self, output, classes, fingerprint: dict, overwrite: bool = False, commit_rows: int = COMMIT_ROWS):
+    def __init__(self, output, classes, fingerprint: dict, overwrite: bool = False, commit_rows: int = COMMIT_ROWS,
+                 fmt: str | None = None):
         self.output = Path(output)
+        self.format = fmt
         self.commit_rows = commit_rows
         self.classes = tuple(classes)
         self.dir = self.output.with_name(self.output.name + ".partial")
@@ -82,7 +84,7 @@ class Journal:
                 raise UsageError(f"{self.output} was started with other settings ({', '.join(changed)}); "
                                  "use --overwrite to start over")
         elif self.output.exists():
-            meta = _output_fingerprint(self.output)
+            meta = _output_fingerprint(self.output, self.format)
             if meta is not None and meta != fingerprint:
                 raise UsageError(f"{self.output} was written with another model, backend or TTA setting; "
                                  "use --overwrite to start over")
@@ -91,8 +93,10 @@ class Journal:
         tmp.replace(path)
 
     def _import_output(self):
-        rows = [[r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes)]
-                for r in read_catalog_rows(self.output)]
+        own = {"id", "path", "label", *(f"p_{c}" for c in self.classes)}
+        rows = [[r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes),
+                 json.dumps({k: _cell(v) for k, v in r.items() if k not in own and _cell(v) != ""})]
+                for r in read_catalog_rows(self.output, self.format)]
         if rows:
             self._write_chunk(rows)
 
@@ -112,7 +116,7 @@ class Journal:
         return ascii_text(path) in self.done
 
     def rows(self):
-        """Committed rows: [id, path, p_class...] as strings, in commit order."""
+        """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order."""
         for chunk in self._chunks:
             with open(chunk, newline="") as fh:
                 yield from csv.reader(fh)
@@ -128,11 +132,15 @@ class Journal:
         self.ids.add(candidate)
         return candidate
 
-    def add(self, ids, paths, probabilities: np.ndarray):
-        """Stage classified rows (ids made unique); they are committed every `commit_rows` rows."""
+    def add(self, ids, paths, probabilities: np.ndarray, columns=None):
+        """Stage classified rows (ids made unique); they are committed every `commit_rows` rows.
+
+        `columns`: per row, a dict of extra column values (text), e.g. kept catalog columns, ra, dec.
+        """
         for i, ident in enumerate(ids):
+            extra = {k: safe_text(v) for k, v in columns[i].items()} if columns else {}
             self._pending_rows.append([self.unique_id(ident), safe_text(paths[i]),
-                                       *(f"{p:.6f}" for p in probabilities[i])])
+                                       *(f"{p:.6f}" for p in probabilities[i]), json.dumps(extra)])
         if len(self._pending_rows) >= self.commit_rows:
             self.commit()
 
@@ -145,7 +153,7 @@ class Journal:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
         self.commit()
         tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
-        writer = CatalogWriter(tmp_out, self.classes, metadata)
+        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, self._extra_columns())
         batch: list[list[str]] = []
         for row in self.rows():
             batch.append(row)
@@ -168,9 +176,25 @@ class Journal:
         self._lock.close()
         return writer.rows
 
-    @staticmethod
-    def _write(writer, rows):
-        writer.write([r[0] for r in rows], [r[1] for r in rows], np.array([r[2:] for r in rows], dtype=np.float32))
+    def _extra_columns(self) -> list[tuple[str, str]]:
+        """(name, "float" or "text") of every extra column in the committed rows, in first-seen order.
+
+        A column is float when every value it has parses as a number (ra, dec, redshift).
+        """
+        kinds: dict[str, str] = {}
+        for row in self.rows():
+            for key, value in self._columns(row).items():
+                if kinds.get(key) != "text":
+                    kinds[key] = "float" if _is_number(value) else "text"
+        return list(kinds.items())
+
+    def _columns(self, row) -> dict:
+        return json.loads(row[2 + len(self.classes)]) if len(row) > 2 + len(self.classes) else {}
+
+    def _write(self, writer, rows):
+        k = len(self.classes)
+        writer.write([r[0] for r in rows], [r[1] for r in rows], np.array([r[2:2 + k] for r in rows], dtype=np.float32),
+                     [self._columns(r) for r in rows])
 
     def release(self):
         """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
@@ -178,9 +202,25 @@ class Journal:
         self._lock.close()
 
 
-def _output_fingerprint(output) -> dict | None:
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _cell(value) -> str:
+    """A catalog cell as journal text ('' for missing: None, NaN, masked)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return "" if text in ("--", "nan") else text
+
+
+def _output_fingerprint(output, fmt=None) -> dict | None:
     """The fingerprint stored in a finished catalog's metadata, when it has one."""
     from galaxy.catalog import read_catalog_metadata
 
-    meta = read_catalog_metadata(output)
+    meta = read_catalog_metadata(output, fmt)
     return json.loads(meta["run"]) if "run" in meta else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from galaxy.catalog import read_input_catalog
 from galaxy.errors import UsageError
@@ -12,10 +12,11 @@ from galaxy.images import is_image_path
 
 @dataclass(frozen=True)
 class Item:
-    """One input: its path and, when a catalog gave one, its id."""
+    """One input: its path, its id when a catalog gave one, and the catalog columns kept for it."""
 
     path: str
     id: str | None = None
+    columns: dict = field(default_factory=dict)
 
 
 def _walk(root: str):
@@ -40,11 +41,12 @@ def _walk(root: str):
                 yield entry.path
 
 
-def iter_inputs(inputs=(), catalog=None, path_column=None, id_column=None):
+def iter_inputs(inputs=(), catalog=None, path_column=None, id_column=None, keep_columns=()):
     """Yield `Item`s for every image named by `inputs` (files or folders) and `catalog`.
 
     Folders are walked recursively for files with an image suffix (symlinked folders are
     not followed, so loops cannot happen). A named file is taken whatever its suffix.
+    `keep_columns` of the catalog travel with each of its items (as text) to the output.
 
     Raises:
         UsageError: an input does not exist.
@@ -58,5 +60,5 @@ def iter_inputs(inputs=(), catalog=None, path_column=None, id_column=None):
         else:
             yield Item(str(value))
     if catalog:
-        for path, ident in read_input_catalog(catalog, path_column, id_column):
-            yield Item(path, ident)
+        for path, ident, columns in read_input_catalog(catalog, path_column, id_column, keep_columns):
+            yield Item(path, ident, columns)

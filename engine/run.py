@@ -53,7 +53,7 @@ class Summary:
 
 def run_fingerprint(card, session, config: ClassifyConfig) -> dict:
     """What a resumed run must share with the run it continues."""
-    return {"weights": card.weights_sha256, "temp": card.temperature, "backend": f"{session.name} {session.precision}", "tta": config.tta}
+    return {"weights": card.weights_sha256, "temp": card.temperature, "keep": list(config.keep_columns), "backend": f"{session.name} {session.precision}", "tta": config.tta}
 
 
 def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
@@ -80,7 +80,7 @@ def classify(config: ClassifyConfig) -> Summary:
     missing = [value for value in config.inputs if not os.path.lexists(value)]
     if missing:  # checked before any output file is opened
         raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    output_format(config.output)  # an unknown extension is a usage error before any work
+    output_format(config.output, config.output_format)  # an unknown format is a usage error before any work
     model_dir, card = resolve_model(config.model_dir)
     spec = card.input_spec
     workers = config.workers or os.cpu_count() or 1
@@ -93,7 +93,7 @@ def classify(config: ClassifyConfig) -> Summary:
     pipeline = open_pipeline(config.decoder, spec, workers, depth=4 * batch_size, hdu=_hdu(config.hdu),
                              batch_size=batch_size, device=session.device)
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config), config.overwrite,
-                      config.commit_every)
+                      config.commit_every, config.output_format)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = tqdm(desc="classifying", unit="img", file=sys.stderr, disable=not config.progress, dynamic_ncols=True)
@@ -107,12 +107,13 @@ def classify(config: ClassifyConfig) -> Summary:
     started = time.perf_counter()
     interrupted = finished = False
     try:
-        items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column)
+        items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
+                                              config.keep_columns)
                  if not journal.is_done(item.path))
         for batch in batches(pipeline.decode(items), batch_size, on_error):
             tensor = batch.tensor[: batch.n_valid]
             probabilities = run_d4(session, tensor) if config.tta else session.run(tensor)
-            journal.add(batch.ids, batch.paths, probabilities)
+            journal.add(batch.ids, batch.paths, probabilities, batch.columns)
             classified += batch.n_valid
             bar.update(batch.n_valid)
             elapsed = time.perf_counter() - started

@@ -39,13 +39,17 @@ class Model:
                                        4 * batch_size, batch_size=batch_size, device=self._session.device)
         self.backend = f"{self._session.name} {self._session.precision} on {self._session.device}"
 
-    def _table(self, ids, paths, probabilities):
+    def _table(self, ids, paths, probabilities, columns=()):
         from astropy.table import Table
 
         table = Table({"id": list(ids), "path": list(paths)})
         for k, name in enumerate(self.card.classes):
             table[f"p_{name}"] = probabilities[:, k].astype(np.float32)
         table["label"] = [self.card.classes[k] for k in probabilities.argmax(axis=1)]
+        for name in ("ra", "dec"):  # the sky position from FITS headers, where they give one
+            if any(name in c for c in columns):
+                table[name] = [float(c.get(name, "nan")) for c in columns]
+                table[name].unit = "deg"
         table.meta.update({"model": self.card.name, "weights": self.card.weights_sha256, "backend": self.backend})
         return table
 
@@ -84,7 +88,7 @@ class Model:
                 errors.append((item.path, item.error.stage, item.error.reason))
 
         for batch in batches(self._pipeline.decode(items), self.batch_size, on_error):
-            yield self._table(batch.ids, batch.paths, self._session.run(batch.tensor)[: batch.n_valid])
+            yield self._table(batch.ids, batch.paths, self._session.run(batch.tensor)[: batch.n_valid], batch.columns)
 
     def classify(self, inputs, errors: list | None = None):
         """All results as one astropy Table (see `classify_iter`)."""

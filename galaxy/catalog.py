@@ -20,6 +20,7 @@ from galaxy.errors import UsageError
 
 OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
 PATH_COLUMNS = ("file_loc", "file", "path")
+RESERVED_COLUMNS = ("id", "path", "label")
 ID_COLUMNS = ("id_str", "objid", "id")
 ERROR_COLUMNS = ("path", "stage", "reason")
 PARQUET_ROW_GROUP = 16384
@@ -107,11 +108,12 @@ def _catalog_columns(path: Path, fmt: str):
     return list(table.colnames), iter([{c: list(table[c]) for c in table.colnames}])
 
 
-def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None):
-    """Rows (path, id or None) from a CSV / Parquet / FITS / ECSV table, streamed.
+def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None, keep=()):
+    """Rows (path, id or None, {kept column: text}) from a CSV / Parquet / FITS / ECSV table, streamed.
 
     Relative paths are taken from the catalog's folder. The path column defaults to the
-    first of `PATH_COLUMNS` present; the id column to the first of `ID_COLUMNS`.
+    first of `PATH_COLUMNS` present; the id column to the first of `ID_COLUMNS`; `keep`
+    names columns passed through to the output (e.g. ra, dec, redshift).
     """
     path = Path(path)
     name = path.name.lower()
@@ -130,17 +132,26 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
         id_column = next((c for c in ID_COLUMNS if c in columns), None)
     elif id_column not in columns:
         raise UsageError(f"catalog {path} has no id column {id_column!r}; columns are {columns}")
+    missing = [c for c in keep if c not in columns]
+    if missing:
+        raise UsageError(f"catalog {path} has no column {missing[0]!r} to keep; columns are {columns}")
+    clash = [c for c in keep if c in RESERVED_COLUMNS]
+    if clash:
+        raise UsageError(f"cannot keep column {clash[0]!r}: the output has its own (reserved: {list(RESERVED_COLUMNS)})")
     for batch in batches:
-        ids = batch[id_column] if id_column else [None] * len(batch[path_column])
-        for value, ident in zip(batch[path_column], ids):
+        n = len(batch[path_column])
+        ids = batch[id_column] if id_column else [None] * n
+        kept = [batch[c] for c in keep]
+        for i, (value, ident) in enumerate(zip(batch[path_column], ids)):
             file = Path(_text(value))
-            yield (str(file if file.is_absolute() else path.parent / file), None if ident is None else _text(ident))
+            yield (str(file if file.is_absolute() else path.parent / file), None if ident is None else _text(ident),
+                   {c: _text(column[i]) for c, column in zip(keep, kept)})
 
 
-def read_catalog_metadata(path) -> dict[str, str]:
+def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     """The metadata galaxy stored with a catalog it wrote (keys lower case); {} when none."""
     path = Path(path)
-    fmt = output_format(path)
+    fmt = output_format(path, fmt)
     if fmt == "csv":
         sidecar = path.with_name(path.name + ".meta.json")
         return json.loads(sidecar.read_text()) if sidecar.exists() else {}
@@ -155,9 +166,9 @@ def read_catalog_metadata(path) -> dict[str, str]:
     return {k.lower(): str(header[k]) for k in ("MODEL", "WEIGHTS", "RUN", "BACKEND") if k in header}
 
 
-def read_catalog_rows(path):
-    """Rows of a catalog galaxy wrote, as dicts with `id`, `path` and the `p_*` columns."""
-    fmt = output_format(path)
+def read_catalog_rows(path, fmt: str | None = None):
+    """Rows of a catalog galaxy wrote, as dicts with `id`, `path`, the `p_*` columns and any extra ones."""
+    fmt = output_format(path, fmt)
     if fmt == "csv":
         with open(path, newline="") as fh:
             yield from csv.DictReader(fh)
@@ -171,9 +182,9 @@ def read_catalog_rows(path):
     from astropy.table import Table
 
     table = Table.read(path, format="fits")
+    text = {name for name in table.colnames if table[name].dtype.kind in "SU"}
     for row in table:
-        yield {name: (str(row[name]) if name in ("id", "path", "label") else float(row[name]))
-               for name in table.colnames}
+        yield {name: (str(row[name]) if name in text else float(row[name])) for name in table.colnames}
 
 
 class CatalogWriter:
@@ -184,13 +195,16 @@ class CatalogWriter:
         classes: class names; one probability column each.
         metadata: str -> str pairs stored with the catalog.
         fmt: "csv", "parquet" or "fits" (default from the extension).
+        extra: (name, "float" or "text") of columns after `label` (kept input columns, ra, dec);
+            `write` takes their values as text, "" or absent for missing (NaN / null).
     """
 
-    def __init__(self, path, classes, metadata: dict, fmt: str | None = None):
+    def __init__(self, path, classes, metadata: dict, fmt: str | None = None, extra=()):
         self.path = Path(path)
         self.format = output_format(path, fmt)
         self.classes = tuple(classes)
-        self.columns = ("id", "path", *(f"p_{c}" for c in self.classes), "label")
+        self.extra = tuple(extra)
+        self.columns = ("id", "path", *(f"p_{c}" for c in self.classes), "label", *(name for name, _ in self.extra))
         self.metadata = {k: str(v) for k, v in metadata.items()}
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,27 +219,29 @@ class CatalogWriter:
         elif self.format == "fits":
             from galaxy.fits_table import FitsTableWriter
 
-            self._writer = FitsTableWriter(self.path, self.classes, self.metadata)
+            self._writer = FitsTableWriter(self.path, self.classes, self.metadata, self.extra)
         elif self.format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
             fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
             fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
+            fields += [pa.field(name, pa.float64() if kind == "float" else pa.string()) for name, kind in self.extra]
             self._schema = pa.schema(fields, metadata={f"galaxy.{k}": v for k, v in self.metadata.items()})
             self._writer = pq.ParquetWriter(self.path, self._schema)
 
-    def write(self, ids, paths, probabilities: np.ndarray):
-        """Append rows. probabilities: float (N, K) in class order."""
+    def write(self, ids, paths, probabilities: np.ndarray, columns=None):
+        """Append rows. probabilities: float (N, K) in class order; columns: per row a dict of extra values."""
         labels = [self.classes[k] for k in probabilities.argmax(axis=1)]
+        extra = [[(columns[i] if columns else {}).get(name, "") for name, _ in self.extra] for i in range(len(ids))]
         if self.format == "csv":
             for i, ident in enumerate(ids):
-                self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i]])
+                self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i], *extra[i]])
             self._fh.flush()
         elif self.format == "fits":
-            self._writer.write(ids, paths, probabilities, labels)
+            self._writer.write(ids, paths, probabilities, labels, extra)
         else:
-            self._pending.extend(zip(ids, paths, probabilities.astype(np.float32), labels))
+            self._pending.extend(zip(ids, paths, probabilities.astype(np.float32), labels, extra))
             if len(self._pending) >= PARQUET_ROW_GROUP:
                 self._flush_parquet()
         self.rows += len(ids)
@@ -238,6 +254,10 @@ class CatalogWriter:
         probs = np.array([r[2] for r in rows], dtype=np.float32).reshape(-1, len(self.classes))
         arrays += [pa.array(probs[:, k]) for k in range(len(self.classes))]
         arrays.append(pa.array([r[3] for r in rows], pa.string()))
+        for j, (_, kind) in enumerate(self.extra):
+            values = [r[4][j] for r in rows]
+            arrays.append(pa.array([float(v) if v != "" else None for v in values], pa.float64()) if kind == "float"
+                          else pa.array([v if v != "" else None for v in values], pa.string()))
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self._pending = []
 

@@ -141,6 +141,9 @@ def export(model_dir, parity_images, tolerance, opset):
               help="A table (CSV, FITS, Parquet, ECSV) with a column of image paths.")
 @click.option("--path-column", help="Path column of --catalog (default: file_loc, file or path).")
 @click.option("--id-column", help="Id column of --catalog (default: id_str, objid or id; else file stems).")
+@click.option("--keep-columns", default="", help="Comma-separated --catalog columns copied to the output, e.g. ra,dec,redshift.")
+@click.option("--format", "output_format", type=click.Choice(["csv", "parquet", "fits"]),
+              help="Output format, whatever OUTPUT's extension (default: from the extension).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
 @click.option("--backend", default="auto", show_default=True,
               help="onnxruntime, onnxruntime-int8, torch, or auto (the fastest checked backend).")
@@ -168,6 +171,7 @@ def classify(inputs, quiet, **options):
     """
     from engine.run import classify as run_classify
 
+    options["keep_columns"] = tuple(c.strip() for c in options["keep_columns"].split(",") if c.strip())
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
     summary = _run(run_classify, config)
     if summary.resumed:

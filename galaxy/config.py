@@ -84,6 +84,8 @@ class ClassifyConfig:
     progress: bool = True
     overwrite: bool = False
     commit_every: int = 2048
+    keep_columns: tuple[str, ...] = ()
+    output_format: str | None = None
     command: str = ""
 
 

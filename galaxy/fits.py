@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from galaxy.errors import ImageReadError
+from galaxy.sky import centre_position
 from galaxy.spec import FitsStretch
 
 # Refuse headers promising more pixels than this before any allocation (4 bytes each: 1 GiB).
@@ -114,12 +115,21 @@ def _objid(headers) -> str | None:
 @dataclass(frozen=True)
 class FitsImage:
     """Where a file's image is: the HDU's zero-based index, its number of axes, whether the
-    header scales the data (BSCALE/BZERO), and its object id."""
+    header scales the data (BSCALE/BZERO), its object id, and the sky position (RA, Dec in
+    degrees) of its centre when the headers give one (`galaxy.sky`)."""
 
     index: int
     ndim: int
     scaled: bool
     objid: str | None
+    sky: tuple[float, float] | None = None
+
+    def meta(self) -> dict:
+        """What the catalog takes from the headers: "objid", "ra", "dec" where known."""
+        out = {"objid": self.objid} if self.objid else {}
+        if self.sky is not None:
+            out["ra"], out["dec"] = self.sky
+        return out
 
 
 def locate_image(path, hdu=None) -> FitsImage:
@@ -136,7 +146,8 @@ def locate_image(path, hdu=None) -> FitsImage:
             _check_size(chosen.header, path)
             scaled = any(float(chosen.header.get(k, d)) != d for k, d in (("BSCALE", 1.0), ("BZERO", 0.0)))
             ndim = int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
-            return FitsImage(hdul.index(chosen), ndim, scaled, _objid((chosen.header, hdul[0].header)))
+            return FitsImage(hdul.index(chosen), ndim, scaled, _objid((chosen.header, hdul[0].header)),
+                             centre_position(chosen.header, hdul[0].header))
     except ImageReadError:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
@@ -166,8 +177,8 @@ def read_fits_cutout(path, stretch: FitsStretch, bands=(0, 1, 2), hdu=None):
         hdu: index or EXTNAME of the HDU; None takes the first with image data.
 
     Returns:
-        (pixels, meta): float32 (H, W, 3) in [0, 1], and a dict that holds "objid" when
-        the header has one of `OBJID_KEYS`.
+        (pixels, meta): float32 (H, W, 3) in [0, 1], and a dict with "objid" when the
+        header has one of `OBJID_KEYS`, and "ra", "dec" (degrees) of the centre when known.
 
     Raises:
         ImageReadError: the file is not FITS, has no usable image, or its data is bad.
@@ -190,5 +201,4 @@ def read_fits_cutout(path, stretch: FitsStretch, bands=(0, 1, 2), hdu=None):
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
     except (OSError, TypeError, IndexError, KeyError) as exc:
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
-    meta = {"objid": where.objid} if where.objid else {}
-    return stretch_to_rgb(data, stretch, bands, path), meta
+    return stretch_to_rgb(data, stretch, bands, path), where.meta()

@@ -29,28 +29,34 @@ def ascii_text(value: str) -> str:
             "ascii", "backslashreplace").decode("ascii")
 
 
+SKY_UNITS = {"ra": "deg", "dec": "deg"}
+
+
 class FitsTableWriter:
-    """Writes columns id, path, p_<class>..., label as a BINTABLE extension.
+    """Writes columns id, path, p_<class>..., label, extra... as a BINTABLE extension.
 
     Args:
         path: the .fits file.
         classes: class names, one float32 probability column each.
         metadata: header keywords (at most 8 characters) -> values; long values use CONTINUE.
+        extra: (name, "float" or "text") columns after label; floats are 64-bit, NaN when
+            missing; ra and dec carry the unit deg.
     """
 
-    def __init__(self, path, classes, metadata: dict):
+    def __init__(self, path, classes, metadata: dict, extra=()):
         self.path = Path(path)
         self.classes = tuple(classes)
+        self.extra = tuple(extra)
         self.metadata = metadata
         self._spool_path = self.path.with_name(f".{self.path.name}.spool.csv")
         self._spool = open(self._spool_path, "w", newline="")
         self._csv = csv.writer(self._spool)
         self.rows = 0
 
-    def write(self, ids, paths, probabilities: np.ndarray, labels):
+    def write(self, ids, paths, probabilities: np.ndarray, labels, extra=None):
         for i, ident in enumerate(ids):
             self._csv.writerow([ascii_text(ident), ascii_text(paths[i]), *(repr(float(p)) for p in probabilities[i]),
-                                labels[i]])
+                                labels[i], *(ascii_text(v) for v in (extra[i] if extra else ()))])
         self.rows += len(ids)
 
     def _header(self, widths):
@@ -59,6 +65,8 @@ class FitsTableWriter:
         columns = [fits.Column("id", f"{widths[0]}A"), fits.Column("path", f"{widths[1]}A")]
         columns += [fits.Column(f"p_{c}", "E") for c in self.classes]
         columns.append(fits.Column("label", f"{widths[2]}A"))
+        columns += [fits.Column(name, "D", unit=SKY_UNITS.get(name)) if kind == "float"
+                    else fits.Column(name, f"{widths[3 + j]}A") for j, (name, kind) in enumerate(self.extra)]
         header = fits.BinTableHDU.from_columns(columns, nrows=0).header
         header["NAXIS2"] = self.rows
         for k, name in enumerate(self.classes):
@@ -71,10 +79,13 @@ class FitsTableWriter:
         return header
 
     def _records(self, dtype):
+        k = len(self.classes)
         with open(self._spool_path, newline="") as fh:
             chunk = []
             for row in csv.reader(fh):
-                chunk.append((row[0], row[1], *map(float, row[2:-1]), row[-1]))
+                extra = [(float(v) if v != "" else np.nan) if kind == "float" else v
+                         for v, (_, kind) in zip(row[3 + k:], self.extra)]
+                chunk.append((row[0], row[1], *map(float, row[2:2 + k]), row[2 + k], *extra))
                 if len(chunk) == ROWS_PER_WRITE:
                     yield np.array(chunk, dtype=dtype)
                     chunk = []
@@ -85,12 +96,15 @@ class FitsTableWriter:
         from astropy.io import fits
 
         self._spool.close()
-        widths = [1, 1, 1]
+        k = len(self.classes)
+        widths = [1] * (3 + len(self.extra))
         with open(self._spool_path, newline="") as fh:
             for row in csv.reader(fh):
-                widths = [max(widths[0], len(row[0])), max(widths[1], len(row[1])), max(widths[2], len(row[-1]))]
+                cells = [row[0], row[1], row[2 + k], *row[3 + k:]]
+                widths = [max(w, len(c)) for w, c in zip(widths, cells)]
         dtype = [("id", f"S{widths[0]}"), ("path", f"S{widths[1]}")]
         dtype += [(f"p_{c}", ">f4") for c in self.classes] + [("label", f"S{widths[2]}")]
+        dtype += [(name, ">f8" if kind == "float" else f"S{widths[3 + j]}") for j, (name, kind) in enumerate(self.extra)]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         written = 0
         with open(tmp, "wb") as out:

@@ -27,7 +27,6 @@ from engine.pipelines.dali_fits import decode_fits
 from engine.pipelines.reference import Decoded, decode_stream
 from engine.queues import chunks, prefetch
 from galaxy.fits import is_fits_path
-from galaxy.images import stem_id
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ class DaliPipeline:
                 tensors = self._tensors(out)
                 for j, k in enumerate(to_dali):
                     item = chunk[k]
-                    results[k] = Decoded(item.id or stem_id(item.path), item.path, tensor=tensors[j])
+                    results[k] = Decoded.of(item, tensor=tensors[j])
             except RuntimeError as exc:  # one bad JPEG fails DALI's whole batch
                 log.debug("DALI rejected a batch (%s); the reference reader retries it", exc)
                 self._graph = build_graph(self.spec, self.batch_size, self.workers, self.device_id)

@@ -20,7 +20,6 @@ import numpy as np
 from engine.pipelines.reference import Decoded
 from galaxy.errors import ImageReadError
 from galaxy.fits import locate_image, stretch_to_rgb
-from galaxy.images import stem_id
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -57,10 +56,10 @@ def decode_fits(items, spec: InputSpec, threads: int, hdu=None) -> list[Decoded 
         try:
             where = locate_image(item.path, hdu)
         except ImageReadError as exc:
-            results[k] = Decoded(item.id or stem_id(item.path), item.path, error=exc)
+            results[k] = Decoded.of(item, error=exc)
             continue
         if not where.scaled:  # DALI batches need one HDU and one number of axes
-            groups[where.index, where.ndim].append((k, where.objid))
+            groups[where.index, where.ndim].append((k, where.meta()))
     for (index, _), members in groups.items():
         try:
             (out,) = build_fits_graph([items[k].path for k, _ in members], index, spec, threads).run()
@@ -68,7 +67,6 @@ def decode_fits(items, spec: InputSpec, threads: int, hdu=None) -> list[Decoded 
         except (RuntimeError, ValueError, ImageReadError) as exc:  # one bad file fails the group
             log.debug("DALI rejected FITS HDU %d group (%s); the reference reader retries it", index, exc)
             continue
-        for j, (k, objid) in enumerate(members):
-            item = items[k]
-            results[k] = Decoded(item.id or objid or stem_id(item.path), item.path, tensor=tensors[j])
+        for j, (k, meta) in enumerate(members):
+            results[k] = Decoded.of(items[k], tensor=tensors[j], meta=meta)
     return results

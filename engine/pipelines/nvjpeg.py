@@ -14,7 +14,6 @@ from engine.pipelines.dali import jpeg_components
 from engine.pipelines.reference import Decoded, decode_stream
 from engine.queues import chunks, prefetch
 from galaxy.errors import BackendUnavailable
-from galaxy.images import stem_id
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,7 @@ class NvjpegPipeline:
                                                for k in to_gpu], mode=self._io.ImageReadMode.RGB, device="cuda")
                 for k, image in zip(to_gpu, images):
                     item = chunk[k]
-                    results[k] = Decoded(item.id or stem_id(item.path), item.path, tensor=self._preprocess(image))
+                    results[k] = Decoded.of(item, tensor=self._preprocess(image))
             except RuntimeError as exc:  # one bad JPEG fails the batched decode
                 log.debug("nvJPEG rejected a batch (%s); the reference reader retries it", exc)
         rest = [k for k in range(len(chunk)) if results[k] is None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,12 +17,25 @@ from galaxy.spec import InputSpec
 
 @dataclass
 class Decoded:
-    """One decoded input: a (C, H, W) float32 tensor, or the reason it failed."""
+    """One decoded input: a (C, H, W) float32 tensor, or the reason it failed, and the
+    columns that go into its catalog row beside the probabilities."""
 
     id: str
     path: str
     tensor: np.ndarray | None = None
     error: ImageReadError | None = None
+    columns: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, item: Item, tensor=None, error=None, meta: dict | None = None) -> Decoded:
+        """The Decoded of an item: id from the catalog, else the header's OBJID, else the file
+        stem; columns from the catalog, plus the header's sky position unless the catalog has one."""
+        meta = meta or {}
+        columns = dict(item.columns)
+        for key in ("ra", "dec"):
+            if key in meta and key not in columns:
+                columns[key] = repr(float(meta[key]))
+        return cls(item.id or meta.get("objid") or stem_id(item.path), item.path, tensor, error, columns)
 
 
 def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:
@@ -30,11 +43,10 @@ def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:
     try:
         tensor, meta = load_input(item.path, spec, hdu)
     except ImageReadError as exc:
-        return Decoded(item.id or stem_id(item.path), item.path, error=exc)
+        return Decoded.of(item, error=exc)
     except (OSError, ValueError, MemoryError) as exc:  # anything the readers did not foresee
-        return Decoded(item.id or stem_id(item.path), item.path,
-                       error=ImageReadError(item.path, f"{type(exc).__name__}: {exc}", stage="decode"))
-    return Decoded(item.id or meta.get("objid") or stem_id(item.path), item.path, tensor=tensor)
+        return Decoded.of(item, error=ImageReadError(item.path, f"{type(exc).__name__}: {exc}", stage="decode"))
+    return Decoded.of(item, tensor=tensor, meta=meta)
 
 
 def bounded_map(fn, iterable, workers: int, depth: int):

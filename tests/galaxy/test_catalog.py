@@ -18,9 +18,10 @@ def test_catalog_formats(tmp_path, suffix):
         pq.write_table(pa.table({"objid": ids, "file_loc": files, "ra": list(range(20000))}), path)
     else:
         Table({"objid": ids, "file_loc": files, "ra": list(range(20000))}).write(path)
-    rows = list(read_input_catalog(path))
+    rows = list(read_input_catalog(path, keep=("ra",)))
     assert len(rows) == 20000
-    assert rows[0] == (str(tmp_path / "cut/0.jpeg"), "o0") and rows[-1][1] == "o19999"
+    assert rows[0] == (str(tmp_path / "cut/0.jpeg"), "o0", {"ra": "0"}) and rows[-1][1] == "o19999"
+    assert rows[-1][2] == {"ra": "19999"}
 
 
 def test_catalog_column_errors_name_the_columns(tmp_path):
@@ -28,7 +29,12 @@ def test_catalog_column_errors_name_the_columns(tmp_path):
     path.write_text("name,where\na,b.jpg\n")
     with pytest.raises(UsageError, match="no path column"):
         list(read_input_catalog(path))
-    assert list(read_input_catalog(path, path_column="where")) == [(str(tmp_path / "b.jpg"), None)]
+    assert list(read_input_catalog(path, path_column="where")) == [(str(tmp_path / "b.jpg"), None, {})]
+    with pytest.raises(UsageError, match="no column 'redshift' to keep"):
+        list(read_input_catalog(path, path_column="where", keep=("redshift",)))
+    with pytest.raises(UsageError, match="cannot keep column 'label'"):
+        list(read_input_catalog(path.with_name("d.csv"), keep=("label",)) if path.with_name("d.csv").write_text(
+            "file,label\na.jpg,x\n") else ())
     with pytest.raises(UsageError, match="no id column 'objid'"):
         list(read_input_catalog(path, path_column="where", id_column="objid"))
     with pytest.raises(UsageError, match="is not .csv"):

@@ -1,0 +1,63 @@
+"""The sky position of a cutout's centre, from its FITS headers.
+
+A celestial WCS in the image header wins: the centre pixel ((NAXIS1 - 1) / 2, (NAXIS2 - 1) / 2,
+0-based) is transformed with astropy.wcs to (RA, Dec) in degrees (ICRS or whatever the header's
+RADESYS says; the values are the header's frame). Without one, the first pair of position keys
+found (`POSITION_KEYS`, in the image header then the primary header) is used: decimal degrees,
+or sexagesimal strings with RA in hours. None when neither is there or they cannot be read.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+log = logging.getLogger(__name__)
+
+POSITION_KEYS = (("RA", "DEC"), ("RA_OBJ", "DEC_OBJ"), ("OBJRA", "OBJDEC"), ("RA_TARG", "DEC_TARG"))
+
+
+def _angle(value, hours: bool) -> float | None:
+    if isinstance(value, (int, float)):
+        return float(value)
+    from astropy.coordinates import Angle
+
+    try:
+        text = str(value).strip()
+        unit = "hourangle" if hours and any(c in text for c in ": hms") else "deg"
+        return float(Angle(text, unit=unit).deg)
+    except (ValueError, TypeError):
+        return None
+
+
+def _from_wcs(header) -> tuple[float, float] | None:
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, naxis=2)
+        if not wcs.has_celestial:
+            return None
+        nx, ny = int(header.get("ZNAXIS1", header.get("NAXIS1", 1))), int(header.get("ZNAXIS2", header.get("NAXIS2", 1)))
+        ra, dec = wcs.celestial.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+        return float(ra) % 360.0, float(dec)
+    except Exception as exc:  # astropy.wcs raises many types for a malformed WCS; then fall back to keys
+        log.debug("unusable WCS (%s: %s); trying position keys", type(exc).__name__, exc)
+        return None
+
+
+def centre_position(image_header, primary_header=None) -> tuple[float, float] | None:
+    """(RA, Dec) in degrees of the image centre, or None."""
+    found = _from_wcs(image_header)
+    if found is not None:
+        return found
+    for header in (image_header, primary_header):
+        if header is None:
+            continue
+        for ra_key, dec_key in POSITION_KEYS:
+            if ra_key in header and dec_key in header:
+                ra, dec = _angle(header[ra_key], hours=True), _angle(header[dec_key], hours=False)
+                if ra is not None and dec is not None and -90 <= dec <= 90:
+                    return ra % 360.0, dec
+    return None

@@ -1,0 +1,114 @@
+"""Catalog columns an astronomer joins on: kept input columns, and RA/Dec from FITS headers."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table, join
+from astropy.wcs import WCS
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from galaxy.fits import locate_image
+from galaxy.images import read_raster
+from galaxy.sky import centre_position
+from tests.conftest import EXAMPLES
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def _wcs_header(ra, dec, n):
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = [(n + 1) / 2, (n + 1) / 2]  # FITS pixels are 1-based: the centre of an n-pixel axis
+    wcs.wcs.cdelt = [-0.396 / 3600, 0.396 / 3600]  # SDSS pixels
+    return wcs.to_header()
+
+
+def _fits_cutouts(folder, n_files=4):
+    """Real cutouts as FITS band cubes with a celestial WCS centred on known positions."""
+    folder.mkdir()
+    positions = {}
+    for k, jpeg in enumerate(sorted(EXAMPLES.glob("*.jpeg"))[:n_files]):
+        rgb = read_raster(jpeg)
+        cube = np.moveaxis(rgb, -1, 0)[:, ::-1].astype(np.float32)  # FITS rows run bottom to top
+        ra, dec = 150.0 + k, -1.5 + 0.5 * k
+        header = fits.Header()
+        header.update(_wcs_header(ra, dec, rgb.shape[1]))
+        header["OBJID"] = f"g{k}"
+        fits.PrimaryHDU(cube, header=header).writeto(folder / f"g{k}.fits")
+        positions[f"g{k}"] = (ra, dec)
+    return positions
+
+
+def test_centre_position_from_wcs_or_from_keys():
+    header = _wcs_header(210.25, 54.3, 64)
+    header.update({"NAXIS1": 64, "NAXIS2": 64})
+    assert centre_position(header) == pytest.approx((210.25, 54.3), abs=1e-9)
+    keys = fits.Header({"RA": "14:01:00.0", "DEC": "-05:30:00"})
+    assert centre_position(keys) == pytest.approx((210.25, -5.5))
+    assert centre_position(fits.Header({"OBJRA": 10.5, "OBJDEC": 2.25})) == (10.5, 2.25)
+    assert centre_position(fits.Header({"RA": "nonsense", "DEC": 3})) is None
+    assert centre_position(fits.Header({"DEC": 3.0})) is None
+
+
+def test_fits_output_has_ra_dec_with_units_from_the_headers(tmp_path):
+    positions = _fits_cutouts(tmp_path / "cutouts")
+    assert locate_image(tmp_path / "cutouts" / "g1.fits").sky == pytest.approx(positions["g1"])
+    out = tmp_path / "out.fits"
+    result = invoke("classify", tmp_path / "cutouts", "-o", out, "-q", "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    table = Table.read(out)
+    assert table.colnames[-2:] == ["ra", "dec"] and str(table["ra"].unit) == "deg"
+    for row in table:
+        assert (row["ra"], row["dec"]) == pytest.approx(positions[row["id"]], abs=1e-9)
+    if shutil.which("fitsverify"):
+        report = subprocess.run(["fitsverify", str(out)], capture_output=True, text=True).stdout
+        assert "0 warning(s) and 0 error(s)" in report
+
+
+def test_jpeg_only_runs_have_no_sky_columns(tmp_path):
+    out = tmp_path / "out.csv"
+    assert invoke("classify", *sorted(EXAMPLES.glob("*.jpeg"))[:3], "-o", out, "-q").exit_code == 0
+    assert out.read_text().splitlines()[0] == "id,path,p_elliptical,p_spiral,label"
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".parquet", ".csv"])
+def test_kept_catalog_columns_join_back_to_the_survey_catalog(tmp_path, suffix):
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:6]
+    survey = Table({"objid": [f"s{k}" for k in range(6)], "file": [str(f) for f in files],
+                    "ra": np.linspace(120, 121, 6), "dec": np.linspace(-2, 2, 6), "redshift": np.linspace(0.01, 0.2, 6),
+                    "field": [f"run{k % 2}" for k in range(6)]})
+    survey["ra"].unit = survey["dec"].unit = "deg"
+    survey.write(tmp_path / "survey.ecsv")
+    out = tmp_path / f"out{suffix}"
+    args = ["classify", "--catalog", tmp_path / "survey.ecsv", "--keep-columns", "ra,dec,redshift,field", "-o", out, "-q"]
+    assert invoke(*args).exit_code == 0
+    assert invoke(*args).exit_code == 0  # a rerun resumes from the finished catalog and keeps the columns
+    table = Table.read(out) if suffix != ".csv" else Table.read(out, format="ascii.csv")
+    assert table.colnames == ["id", "path", "p_elliptical", "p_spiral", "label", "ra", "dec", "redshift", "field"]
+    joined = join(survey, table, keys_left="objid", keys_right="id", table_names=["survey", "out"])
+    assert len(joined) == 6
+    np.testing.assert_allclose(joined["redshift_out"], joined["redshift_survey"])
+    np.testing.assert_allclose(joined["ra_out"], joined["ra_survey"])
+    assert list(joined["field_out"]) == list(joined["field_survey"])
+    if suffix == ".fits":
+        assert str(table["ra"].unit) == "deg" and table["redshift"].dtype.kind == "f" and table["redshift"].dtype.itemsize == 8
+
+
+def test_format_overrides_the_extension_and_unknown_formats_are_refused(tmp_path):
+    out = tmp_path / "results.dat"
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    assert invoke("classify", *files, "-o", out, "--format", "parquet", "-q").exit_code == 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(out).num_rows == 2
+    result = invoke("classify", *files, "-o", tmp_path / "x.dat", "--format", "votable", "-q")
+    assert result.exit_code == 2 and "votable" in result.output
+    result = invoke("classify", *files, "-o", tmp_path / "x.dat", "-q")
+    assert result.exit_code == 2 and "cannot tell the output format" in result.output
