@@ -27,9 +27,10 @@ from galaxy import __version__
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled
-from galaxy.votes import rule_from_config
 from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.plots import coverage_curve, reliability_diagram
+from galaxy.progress import progress
+from galaxy.votes import rule_from_config
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,15 @@ def evaluate(config) -> dict:
                              batch_size=config.batch_size, device=session.device)
     label_of = dict(zip(labelled.paths, labelled.labels))
     failed, paths, probs = [], [], []
+    bar = progress("evaluating", "img", total=len(labelled), enabled=config.progress)
 
     for batch in batches(pipeline.decode(Item(p) for p in labelled.paths), config.batch_size,
                          lambda item: failed.append({"path": item.path, "reason": item.error.reason})):
         tensor = batch.tensor[: batch.n_valid]
         probs.append(run_d4(session, tensor) if config.tta else session.run(tensor))
         paths.extend(batch.paths)
+        bar.update(batch.n_valid)
+    bar.close()
     if not paths:
         raise UsageError(f"no readable labelled images in {config.data}")
     probabilities = np.concatenate(probs)

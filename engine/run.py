@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from tqdm.auto import tqdm
 
 from engine import backends
 from engine.batching import batches
@@ -26,6 +24,7 @@ from galaxy import __version__
 from galaxy.catalog import errors_path, output_format
 from galaxy.config import ClassifyConfig, config_dict
 from galaxy.errors import UsageError
+from galaxy.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def classify(config: ClassifyConfig) -> Summary:
                       config.commit_every, config.output_format)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
-    bar = tqdm(desc="classifying", unit="img", file=sys.stderr, disable=not config.progress, dynamic_ncols=True)
+    bar = progress("classifying", "img", enabled=config.progress)
     classified = 0
 
     def on_error(item):
@@ -116,8 +115,7 @@ def classify(config: ClassifyConfig) -> Summary:
             journal.add(batch.ids, batch.paths, probabilities, batch.columns)
             classified += batch.n_valid
             bar.update(batch.n_valid)
-            elapsed = time.perf_counter() - started
-            bar.set_postfix_str(f"{60 * classified / elapsed:,.0f} img/min, {len(journal.errors)} failed")
+            bar.set_postfix_str(f"{len(journal.errors)} failed")
         finished = True
     except KeyboardInterrupt:  # Ctrl-C: keep what is done, write the catalog properly
         interrupted = True

@@ -94,6 +94,7 @@ def cli(verbose):
 @click.option("--seed", default=0, show_default=True, help="Seeds the split, initial weights, order and augmentation.")
 @click.option("--workers", default=0, help="Image reading threads (0: one per CPU).")
 @click.option("--limit", type=int, help="Use at most this many images per split (smoke tests).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command.")
 def train(**options):
@@ -104,6 +105,7 @@ def train(**options):
     from galaxy.train import train as run_training
 
     options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
+    options["progress"] = not options.pop("quiet")
     config = TrainConfig(command=_command_line(), **options)
     card = _run(run_training, config)
     val = card.metrics["validation"]
@@ -281,6 +283,7 @@ def check_backends(**options):
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--path-column", default="file", show_default=True)
 @_vote_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 def evaluate(**options):
     """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, plots.
 
@@ -288,6 +291,7 @@ def evaluate(**options):
     """
     from engine.evaluate import evaluate as run_evaluation
 
+    options["progress"] = not options.pop("quiet")
     report = _run(run_evaluation, EvaluateConfig(**options))
     coverage = report["accuracy_at_coverage"]
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "

@@ -41,6 +41,7 @@ class TrainConfig:
     layer_decay: float = 1.0
     patience: int = 0
     calibrate: bool = True
+    progress: bool = True
     vote_threshold: float = 0.8
     vote_kind: str = "fraction"
     min_votes: int = 0
@@ -152,3 +153,4 @@ class EvaluateConfig:
     vote_kind: str = "fraction"
     min_votes: int = 0
     images_dir: str | None = None
+    progress: bool = True

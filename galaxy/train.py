@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from galaxy import __version__
 from galaxy.card import ModelCard
@@ -38,6 +37,7 @@ from galaxy.labels import LabelledSet, ids_digest, load_labelled, stratified_spl
 from galaxy.calibration import calibration_record, log_probabilities, softmax_t
 from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.model import create_network, init_imagenet, load_partial, read_state_dict, save_weights
+from galaxy.progress import progress
 from galaxy.spec import InputSpec
 from galaxy.votes import rule_from_config
 from galaxy.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
@@ -54,7 +54,8 @@ def pick_device() -> tuple[torch.device, torch.dtype | None]:
     return torch.device("cpu"), None
 
 
-def build_cache(labelled: LabelledSet, crop_fraction: float, size: int, workers: int) -> torch.Tensor:
+def build_cache(labelled: LabelledSet, crop_fraction: float, size: int, workers: int,
+                show: bool = True) -> torch.Tensor:
     """Read every image once: float16 (N, 3, size, size) in [0, 1]."""
     spec = InputSpec()  # only its FITS stretch and bands are used here
 
@@ -63,10 +64,12 @@ def build_cache(labelled: LabelledSet, crop_fraction: float, size: int, workers:
         return crop_resize(pixels, crop_fraction, size).transpose(2, 0, 1)
 
     cache = torch.empty((len(labelled), 3, size, size), dtype=torch.float16)
+    bar = progress(f"reading {size}px", "img", total=len(labelled), enabled=show, leave=False)
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-        for i, array in enumerate(tqdm(pool.map(one, labelled.paths), total=len(labelled),
-                                       desc=f"reading {size}px", unit="img", leave=False)):
+        for i, array in enumerate(pool.map(one, labelled.paths)):
             cache[i] = torch.from_numpy(array)
+            bar.update(1)
+    bar.close()
     return cache
 
 
@@ -182,8 +185,9 @@ def train(config: TrainConfig) -> ModelCard:
 
     wide = int(round(config.size * (1 + config.jitter)))
     try:
-        train_cache = build_cache(train_set, config.crop_fraction * wide / config.size, wide, config.workers)
-        val_cache = build_cache(val_set, config.crop_fraction, config.size, config.workers)
+        train_cache = build_cache(train_set, config.crop_fraction * wide / config.size, wide, config.workers,
+                                  config.progress)
+        val_cache = build_cache(val_set, config.crop_fraction, config.size, config.workers, config.progress)
     except ImageReadError as exc:
         raise ImageReadError(exc.path, f"training image unreadable: {exc.reason}") from None
     pixels = train_cache.float()
@@ -219,8 +223,9 @@ def train(config: TrainConfig) -> ModelCard:
         apply_freeze(groups, first_trainable)
         order = torch.randperm(len(train_set), generator=generator)
         losses, seen, epoch_start = [], 0, time.time()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
-        for b in bar:
+        bar = progress(f"epoch {epoch}/{config.epochs}", "batch", total=steps_per_epoch, enabled=config.progress,
+                       leave=False)
+        for b in range(steps_per_epoch):
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             x = d4_random_crop(train_cache[idx], config.size, generator).float()
             x = ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
@@ -236,7 +241,9 @@ def train(config: TrainConfig) -> ModelCard:
             ema.update(network, step=step)
             losses.append(loss.item())
             seen += len(idx)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            bar.update(1)
+            bar.set_postfix_str(f"loss={np.mean(losses[-20:]):.3f}")
+        bar.close()
         train_seconds = time.time() - epoch_start
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[-1],
                "train_images_per_s": seen / train_seconds, "seconds": round(train_seconds, 1),

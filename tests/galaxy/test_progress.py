@@ -1,0 +1,41 @@
+"""Progress: a bar on a terminal, plain periodic lines in logs, nothing with --quiet."""
+
+import io
+
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from galaxy.progress import PlainProgress, progress
+from tests.conftest import EXAMPLES
+
+
+def test_plain_lines_when_not_a_terminal(monkeypatch):
+    monkeypatch.setenv("GALAXY_PROGRESS_INTERVAL", "0")
+    stream = io.StringIO()
+    bar = progress("classifying", "img", total=200, stream=stream)
+    assert isinstance(bar, PlainProgress)
+    bar.update(50)
+    bar.set_postfix_str("2 failed")
+    bar.update(50)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("classifying: 50/200 img (25.0%), ") and "img/min" in lines[0] and "ETA" in lines[0]
+    assert lines[-1].startswith("classifying: 100/200 img (50.0%)") and lines[-1].endswith("2 failed")
+    assert "\r" not in stream.getvalue()
+
+
+def test_quiet_writes_nothing():
+    stream = io.StringIO()
+    bar = progress("x", total=3, enabled=False, stream=stream)
+    bar.update(3)
+    bar.close()
+    assert stream.getvalue() == ""
+
+
+def test_classify_in_a_log_prints_progress_lines_and_quiet_silences_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALAXY_PROGRESS_INTERVAL", "0")
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:4]]
+    loud = CliRunner().invoke(cli, ["classify", *files, "-o", str(tmp_path / "a.csv"), "--backend", "onnxruntime"])
+    assert loud.exit_code == 0 and "classifying: 4 img" in loud.output
+    quiet = CliRunner().invoke(cli, ["classify", *files, "-o", str(tmp_path / "b.csv"), "-q", "--backend", "onnxruntime"])
+    assert quiet.exit_code == 0 and "classifying:" not in quiet.output
