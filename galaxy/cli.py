@@ -299,6 +299,34 @@ def evaluate(**options):
                f"most confident half {coverage['0.5']:.4f} -> {options['out_dir']}/report.json", err=True)
 
 
+@cli.command("montage")
+@click.argument("catalog", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--per-row", default=8, show_default=True, help="Galaxies per row.")
+def montage_command(catalog, out, per_row):
+    """A PNG of the most confident spirals, ellipticals and the most uncertain galaxies of CATALOG.
+
+    Example: galaxy montage catalog.csv -o montage.png
+    """
+    from galaxy.montage import montage
+
+    click.echo(f"wrote {_run(montage, catalog, out, per_row)}", err=True)
+
+
+@cli.command("report")
+@click.argument("catalog", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--per-row", default=8, show_default=True, help="Galaxies per montage row.")
+def report_command(catalog, out, per_row):
+    """One self-contained HTML page about CATALOG: counts, confidence, montage, model card.
+
+    Example: galaxy report catalog.csv -o report.html
+    """
+    from galaxy.report import report
+
+    click.echo(f"wrote {_run(report, catalog, out, per_row)}", err=True)
+
+
 @cli.command()
 @click.argument("model_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
 def models(model_dirs):

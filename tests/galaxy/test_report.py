@@ -1,0 +1,87 @@
+"""Pictures: the montage picks the right galaxies, the report is one self-contained page that a
+real browser renders."""
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from galaxy.catalog import CatalogWriter
+from galaxy.cli import cli
+from galaxy.montage import select
+from tests.conftest import EXAMPLES
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _catalog(tmp_path, p_spiral):
+    files = sorted(EXAMPLES.glob("*.jpeg"))
+    path = tmp_path / "cat.parquet"
+    writer = CatalogWriter(path, ("elliptical", "spiral"), {"model": "test"})
+    p = np.asarray(p_spiral, np.float32)
+    writer.write([f"g{i}" for i in range(len(p))], [str(files[i % len(files)]) for i in range(len(p))],
+                 np.stack([1 - p, p], axis=1))
+    writer.close()
+    return path
+
+
+def test_montage_rows_are_the_most_confident_and_the_most_uncertain(tmp_path):
+    path = _catalog(tmp_path, [0.9, 0.01, 0.5, 0.99, 0.45, 0.2, 0.001, 0.7])
+    chosen = select(path, per_row=3)
+    assert [e["id"] for e in chosen["spiral"]] == ["g3", "g0", "g7"]
+    assert [e["id"] for e in chosen["elliptical"]] == ["g6", "g1", "g5"]
+    assert [e["id"] for e in chosen["uncertain"]] == ["g2", "g4", "g7"]
+    assert len(select(path, per_row=20)["spiral"]) == 8
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    (folder / "broken.jpeg").write_bytes(b"\xff\xd8\xff not really")
+    for f in sorted(EXAMPLES.glob("*.jpeg"))[:12]:
+        shutil.copy(f, folder)
+    out = folder / "catalog.csv"
+    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 3  # the broken file
+    return out
+
+
+def test_montage_png_shows_the_galaxies(classified, tmp_path):
+    out = tmp_path / "montage.png"
+    result = CliRunner().invoke(cli, ["montage", str(classified), "-o", str(out), "--per-row", "4"])
+    assert result.exit_code == 0, result.output
+    image = np.asarray(Image.open(out).convert("RGB"), np.float32)
+    assert image.shape[1] > image.shape[0] > 300
+    assert image.std() > 20  # galaxies on dark sky, not a blank canvas
+
+
+def test_report_is_one_self_contained_page(classified, tmp_path):
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(cli, ["report", str(classified), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "<th>classified</th><td>12</td>" in page and "<th>could not be read</th><td>1" in page
+    assert "Model card: sdss-xception" in page and "balanced accuracy" in page  # the shipped model's figures
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(classified, tmp_path):
+    out = tmp_path / "report.html"
+    assert CliRunner().invoke(cli, ["report", str(classified), "-o", str(out)]).exit_code == 0
+    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "Galaxy morphology: catalog.csv" in dom and dom.count("<img") == 2
+    shot = tmp_path / "shot.png"
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,2000", out.as_uri()],
+                   capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB"), np.float32)
+    dark = (pixels.mean(axis=2) < 60).mean()
+    assert 0.02 < dark < 0.6  # the page drew its images (dark sky) on a white page
