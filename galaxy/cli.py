@@ -159,7 +159,12 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--commit-every", default=2048, show_default=True,
               help="Rows per crash-safe commit (a kill loses at most this many finished rows).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def classify(inputs, quiet, **options):
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Run on a Ray cluster (ADDRESS, e.g. auto or ray://head:10001; alone: a local cluster). "
+                   "OUTPUT is then a folder of Parquet parts with a manifest.")
+@click.option("--shard-size", default=4096, show_default=True, help="--ray: inputs per shard (one part each).")
+@click.option("--actors", type=int, help="--ray: engines to run (default: one per GPU, else per CPU).")
+def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     """Classify INPUTS (image files and folders, searched recursively) into a catalog.
 
     A rerun on the same OUTPUT resumes: images already in it are skipped (crash-safe: rows
@@ -175,6 +180,14 @@ def classify(inputs, quiet, **options):
 
     options["keep_columns"] = tuple(c.strip() for c in options["keep_columns"].split(",") if c.strip())
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
+    if ray_address is not None:
+        from engine.distributed import classify_on_ray
+
+        manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size, actors)
+        click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
+                   f"resumed), failed {manifest['failed']}, {manifest['actors']} actors, {manifest['seconds']} s "
+                   f"-> {config.output}/manifest.json", err=True)
+        sys.exit(3 if manifest["failed"] else 0)
     summary = _run(run_classify, config)
     if summary.resumed:
         click.echo(f"resumed: {summary.resumed} images were already in {summary.output}", err=True)

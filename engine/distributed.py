@@ -1,0 +1,260 @@
+"""`galaxy classify --ray`: a survey over a Ray cluster, with Ray Data.
+
+The data path, as on one machine, cut into shards:
+
+  driver: list inputs lazily -> shard files of `shard_size` inputs (OUT_DIR/shards/, Parquet)
+  Ray Data: read the shard list -> map_batches over an actor pool, one engine per actor, sized
+            to the cluster's GPUs (or CPUs); each call decodes + classifies one whole shard and
+            writes OUT_DIR/part-<shard>.parquet and its errors atomically (temp file + rename)
+  driver: ids made unique across parts in listing order (as one machine does), errors merged
+          into OUT_DIR/errors.csv, OUT_DIR/manifest.json written last.
+
+Fault tolerance: actors that die are restarted and their shard retried (Ray's max_restarts /
+max_task_retries); a part appears whole or not at all, so a retry cannot duplicate rows. A rerun
+on the same OUT_DIR classifies only the shards without a part: nothing lost, nothing twice.
+The parts have the columns, ids and metadata of a single-machine Parquet catalog; read them all
+with `pyarrow.parquet.read_table(OUT_DIR)` or `astropy.table.Table.read` per part.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from galaxy.catalog import ERROR_COLUMNS, safe_text
+from galaxy.errors import BackendUnavailable, UsageError
+
+log = logging.getLogger(__name__)
+
+SHARD_SIZE = 4096
+MANIFEST = "manifest.json"
+CRASH_ONCE_ENV = "GALAXY_RAY_CRASH_ONCE"  # fault injection for the tests: "<shard>:<marker file>"
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable("--ray needs Ray: pip install 'galaxy-engine[ray]'") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    path: str
+
+
+def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
+    """Stream the inputs into shard files of `shard_size` rows (path, id, columns JSON)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.listing import iter_inputs
+
+    folder = out_dir / "shards"
+    if (folder / "_complete").exists():  # a rerun: the same shards, so finished parts stay valid
+        return [Shard(int(p.stem.split("-")[1]), str(p)) for p in sorted(folder.glob("shard-*.parquet"))]
+    folder.mkdir(parents=True, exist_ok=True)
+    shards, rows = [], []
+
+    def flush():
+        path = folder / f"shard-{len(shards):06d}.parquet"
+        table = pa.table({"path": [r[0] for r in rows], "id": [r[1] for r in rows], "columns": [r[2] for r in rows]})
+        pq.write_table(table, path)
+        shards.append(Shard(len(shards), str(path)))
+        rows.clear()
+
+    for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns):
+        rows.append((item.path, item.id, json.dumps(item.columns)))
+        if len(rows) == shard_size:
+            flush()
+    if rows:
+        flush()
+    (folder / "_complete").write_text(f"{len(shards)}\n")
+    return shards
+
+
+class ShardClassifier:
+    """A Ray Data callable class: one model session per actor, one shard per call."""
+
+    def __init__(self, config, model_dir: str, out_dir: str):
+        from engine import backends
+        from engine.artifacts import resolve_model
+        from engine.pipelines import open_pipeline
+        from engine.run import _hdu, catalog_metadata
+
+        model_dir, card = resolve_model(model_dir)
+        self.session = backends.load(config.backend, model_dir, card,
+                                     backends.BackendOptions(threads=config.threads, batch_size=config.batch_size))
+        self.batch_size = min(config.batch_size, self.session.max_batch)
+        self.pipeline = open_pipeline(config.decoder, card.input_spec, config.workers or os.cpu_count() or 1,
+                                      4 * self.batch_size, hdu=_hdu(config.hdu), batch_size=self.batch_size,
+                                      device=self.session.device)
+        self.tta, self.out_dir, self.classes = config.tta, Path(out_dir), card.classes
+        self.metadata = catalog_metadata(card, self.session, config)
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"shard": [], "rows": [], "errors": []}
+        for index, path in zip(batch["index"], batch["path"]):
+            rows, errors = self.classify_shard(int(index), str(path))
+            out["shard"].append(int(index))
+            out["rows"].append(rows)
+            out["errors"].append(errors)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def classify_shard(self, index: int, shard_path: str) -> tuple[int, int]:
+        import pyarrow.parquet as pq
+
+        from engine.batching import batches
+        from engine.listing import Item
+        from engine.tta import run_d4
+        from galaxy.catalog import CatalogWriter
+
+        _maybe_crash(index)
+        table = pq.read_table(shard_path).to_pydict()
+        items = [Item(p, i, json.loads(c)) for p, i, c in zip(table["path"], table["id"], table["columns"])]
+        errors, results = [], []
+        for batch in batches(self.pipeline.decode(iter(items)), self.batch_size,
+                             lambda d: errors.append((safe_text(d.path), d.error.stage, d.error.reason))):
+            tensor = batch.tensor[: batch.n_valid]
+            probs = run_d4(self.session, tensor) if self.tta else self.session.run(tensor)
+            results.append((batch.ids, batch.paths, probs, batch.columns))
+        final = self.out_dir / f"part-{index:06d}.parquet"
+        tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
+        extra = _extra_columns(c for r in results for c in r[3])
+        writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra)
+        for ids, paths, probs, columns in results:
+            writer.write([safe_text(i) for i in ids], [safe_text(p) for p in paths], probs, columns)
+        writer.close()
+        err_tmp = tmp.with_suffix(".errors.tmp")
+        with open(err_tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(errors)
+        err_tmp.replace(final.with_suffix(".errors.csv"))  # errors first: a part implies its errors exist
+        tmp.replace(final)
+        return writer.rows, len(errors)
+
+
+def _extra_columns(columns) -> list[tuple[str, str]]:
+    kinds: dict[str, str] = {}
+    for row in columns:
+        for key, value in row.items():
+            if kinds.get(key) != "text":
+                try:
+                    float(value)
+                    kinds[key] = "float"
+                except ValueError:
+                    kinds[key] = "text"
+    return list(kinds.items())
+
+
+def _maybe_crash(index: int) -> None:
+    """Test hook: kill this actor's process once while it holds shard `index` (see CRASH_ONCE_ENV)."""
+    spec = os.environ.get(CRASH_ONCE_ENV)
+    if spec:
+        shard, marker = spec.split(":", 1)
+        if int(shard) == index and not os.path.exists(marker):
+            Path(marker).write_text("crashed once\n")
+            os._exit(1)
+
+
+def _unique_ids(out_dir: Path, shards: list[Shard]) -> None:
+    """Make ids unique over all parts in listing order (stem, stem#2, ...), as one machine does."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    seen: set[str] = set()
+    for shard in shards:
+        part = out_dir / f"part-{shard.index:06d}.parquet"
+        table = pq.read_table(part)
+        ids, changed = [], False
+        for ident in table.column("id").to_pylist():
+            candidate, n = ident, 1
+            while candidate in seen:
+                n += 1
+                candidate = f"{ident}#{n}"
+            seen.add(candidate)
+            changed |= candidate != ident
+            ids.append(candidate)
+        if changed:
+            table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+            tmp = part.with_suffix(".tmp")
+            pq.write_table(table, tmp)
+            tmp.replace(part)
+
+
+def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, actors: int | None = None) -> dict:
+    """Run `config` (a ClassifyConfig whose output is a folder) on a Ray cluster; return the manifest."""
+    ray = import_ray()
+    from engine.artifacts import resolve_model
+
+    out_dir = Path(config.output)
+    if out_dir.suffix:
+        raise UsageError(f"with --ray the output is a folder of Parquet parts, not a file: {out_dir}")
+    if config.overwrite and out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_dir, card = resolve_model(config.model_dir)
+    started = time.perf_counter()
+    shards = write_shards(config, out_dir, shard_size)
+    if not shards:
+        raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
+    todo = [s for s in shards if not (out_dir / f"part-{s.index:06d}.parquet").exists()]
+    if not ray.is_initialized():
+        ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True)
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // max(1, config.threads or 1))
+    pool = min(pool, max(1, len(todo)))
+    log.info("ray: %d shards (%d to do), %d actors on %s", len(shards), len(todo), pool,
+             f"{gpus} GPUs" if gpus else f"{int(resources.get('CPU', 0))} CPUs")
+
+    done = {"rows": 0, "errors": 0}
+    if todo:
+        import ray.data
+
+        ray.data.DataContext.get_current().enable_progress_bars = config.progress
+        dataset = ray.data.from_items([{"index": s.index, "path": s.path} for s in todo])
+        # Ray Data restarts dead actors and retries their calls by default (max_restarts and
+        # max_task_retries -1); a shard's part is written atomically, so a retry is idempotent.
+        results = dataset.map_batches(
+            ShardClassifier, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool),
+            num_gpus=1 if gpus else 0, num_cpus=None if gpus else max(1, config.threads or 1),
+            fn_constructor_kwargs={"config": config, "model_dir": str(model_dir), "out_dir": str(out_dir)},
+        )
+        for row in results.iter_rows():
+            done["rows"] += int(row["rows"])
+            done["errors"] += int(row["errors"])
+    _unique_ids(out_dir, shards)
+    failed = 0
+    with open(out_dir / "errors.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(ERROR_COLUMNS)
+        for shard in shards:
+            with open(out_dir / f"part-{shard.index:06d}.errors.csv", newline="") as part:
+                for row in csv.reader(part):
+                    writer.writerow(row)
+                    failed += 1
+    import pyarrow.parquet as pq
+
+    parts = [out_dir / f"part-{s.index:06d}.parquet" for s in shards]
+    total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    metadata = {k.decode()[len("galaxy."):]: v.decode() for k, v in (pq.read_schema(parts[0]).metadata or {}).items()
+                if k.startswith(b"galaxy.")} if parts else {}
+    manifest = {"parts": [p.name for p in parts], "rows": total, "failed": failed, "errors": "errors.csv",
+                "classified_now": done["rows"], "failed_now": done["errors"], "shards_resumed": len(shards) - len(todo),
+                "actors": pool, "seconds": round(time.perf_counter() - started, 1), "metadata": metadata}
+    tmp = out_dir / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(out_dir / MANIFEST)
+    return manifest

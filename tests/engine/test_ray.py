@@ -1,0 +1,89 @@
+"""Ray: the distributed catalog equals the single-machine one row for row, errors included, after
+an actor is killed mid-run and after a resumed rerun. A local Ray cluster is started in the test."""
+
+import csv
+import importlib.util
+import os
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from galaxy.config import ClassifyConfig
+from tests.conftest import EXAMPLES
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                                 reason="Ray is not installed (pip install 'galaxy-engine[ray]')")]
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    """Real cutouts, a broken file, and the same file name in two folders."""
+    root = tmp_path_factory.mktemp("survey")
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:20]
+    for f in files:
+        shutil.copy(f, root)
+    (root / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (root / "empty.png").write_bytes(b"")
+    (root / "again").mkdir()
+    shutil.copy(files[0], root / "again")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    import ray
+
+    from engine.distributed import CRASH_ONCE_ENV
+
+    marker = tmp_path_factory.mktemp("fault") / "crashed"
+    os.environ[CRASH_ONCE_ENV] = f"1:{marker}"  # the actor holding shard 1 dies once; workers inherit this
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield marker
+    ray.shutdown()
+    os.environ.pop(CRASH_ONCE_ENV, None)
+
+
+def _single(survey, out):
+    from engine.run import classify
+
+    config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    classify(config)
+    with open(out, newline="") as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    with open(out.with_name(out.stem + ".errors.csv"), newline="") as fh:
+        errors = sorted(tuple(r.values()) for r in csv.DictReader(fh))
+    return rows, errors
+
+
+def _distributed(out):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table([str(p) for p in sorted(out.glob("part-*.parquet"))]).to_pylist()
+    rows = {r["id"]: {"id": r["id"], "path": r["path"], "p_elliptical": f"{r['p_elliptical']:.6f}",
+                      "p_spiral": f"{r['p_spiral']:.6f}", "label": r["label"]} for r in table}
+    with open(out / "errors.csv", newline="") as fh:
+        errors = sorted(tuple(r.values()) for r in csv.DictReader(fh))
+    return rows, errors
+
+
+def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(survey, cluster, tmp_path):
+    from engine.distributed import classify_on_ray
+
+    single_rows, single_errors = _single(survey, tmp_path / "single.csv")
+    out = tmp_path / "ray-out"
+    config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    manifest = classify_on_ray(config, None, shard_size=6, actors=2)
+    assert cluster.exists()  # the fault was injected: an actor process died holding shard 1
+    assert manifest["rows"] == len(single_rows) == 21 and manifest["failed"] == len(single_errors) == 2
+    rows, errors = _distributed(out)
+    assert rows == single_rows  # same ids (stem#2 included), paths, probabilities and labels
+    assert errors == single_errors
+    assert manifest["metadata"]["model"] == "sdss-xception-96" and "onnxruntime" in manifest["metadata"]["backend"]
+
+    (out / "part-000002.parquet").unlink()  # as if the run had died before this part was written
+    (out / "manifest.json").unlink()
+    again = classify_on_ray(replace(config, command="rerun"), None, shard_size=6, actors=2)
+    assert again["shards_resumed"] == len(again["parts"]) - 1 and again["classified_now"] <= 6
+    assert _distributed(out) == (single_rows, single_errors)
