@@ -63,14 +63,18 @@ class Model:
         return np.concatenate([self._session.run(tensors[i:i + self.batch_size])
                                for i in range(0, len(tensors), self.batch_size)])
 
-    def classify_iter(self, inputs, errors: list | None = None):
+    def classify_iter(self, inputs, errors: list | None = None, progress: bool = False):
         """Yield one astropy Table per batch for image files / folders / an astropy Table.
 
         Args:
             inputs: paths (files or folders), or a Table with a `path` (or `file`) column
                 and optionally an `id` column.
             errors: if given, (path, stage, reason) tuples of unreadable files are appended.
+            progress: show progress (a tqdm.auto widget in Jupyter, a bar on a terminal,
+                plain lines in a log).
         """
+        from galaxy.progress import progress as reporter
+
         from engine.batching import batches
         from engine.listing import Item, iter_inputs
 
@@ -87,14 +91,18 @@ class Model:
             if errors is not None:
                 errors.append((item.path, item.error.stage, item.error.reason))
 
+        total = len(inputs) if hasattr(inputs, "colnames") else None
+        bar = reporter("classifying", "img", total=total, enabled=progress)
         for batch in batches(self._pipeline.decode(items), self.batch_size, on_error):
             yield self._table(batch.ids, batch.paths, self._session.run(batch.tensor)[: batch.n_valid], batch.columns)
+            bar.update(batch.n_valid)
+        bar.close()
 
-    def classify(self, inputs, errors: list | None = None):
+    def classify(self, inputs, errors: list | None = None, progress: bool = False):
         """All results as one astropy Table (see `classify_iter`)."""
         from astropy.table import vstack
 
-        tables = list(self.classify_iter(inputs, errors))
+        tables = list(self.classify_iter(inputs, errors, progress))
         if not tables:
             return self._table([], [], np.zeros((0, len(self.card.classes)), np.float32))
         return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]

@@ -3,7 +3,8 @@
 Output columns: `id`, `path`, one `p_<class>` per class (float32), `label`. Every output
 carries metadata: model name, weights sha256, InputSpec, galaxy version, the command and
 its config, and the UTC date. CSV has no place for it, so it goes in a sidecar
-`<OUT>.meta.json`; Parquet keeps it in the schema metadata; FITS in the table header.
+`<OUT>.meta.json`; ECSV keeps it (and column types and units) in its YAML header; Parquet in
+the schema metadata; FITS in the table header.
 CSV rows are written as they arrive, Parquet in row groups of `PARQUET_ROW_GROUP` rows, FITS
 through a spool file (`galaxy.fits_table`): memory stays flat however many rows there are.
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from galaxy.errors import UsageError
 
-OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
+OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
 PATH_COLUMNS = ("file_loc", "file", "path")
 RESERVED_COLUMNS = ("id", "path", "label")
 ID_COLUMNS = ("id_str", "objid", "id")
@@ -155,6 +156,16 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     if fmt == "csv":
         sidecar = path.with_name(path.name + ".meta.json")
         return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    if fmt == "ecsv":
+        from astropy.table import Table
+
+        header = []
+        with open(path) as fh:  # the YAML header and the column names: no data rows are read
+            for line in fh:
+                header.append(line)
+                if not line.startswith("#"):
+                    break
+        return {k: str(v) for k, v in Table.read("".join(header), format="ascii.ecsv").meta.items()}
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -169,9 +180,9 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
 def read_catalog_rows(path, fmt: str | None = None):
     """Rows of a catalog galaxy wrote, as dicts with `id`, `path`, the `p_*` columns and any extra ones."""
     fmt = output_format(path, fmt)
-    if fmt == "csv":
+    if fmt in ("csv", "ecsv"):
         with open(path, newline="") as fh:
-            yield from csv.DictReader(fh)
+            yield from csv.DictReader(line for line in fh if not line.startswith("#"))
         return
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -188,13 +199,13 @@ def read_catalog_rows(path, fmt: str | None = None):
 
 
 class CatalogWriter:
-    """Streams result rows to a CSV, Parquet or FITS catalog.
+    """Streams result rows to a CSV, ECSV, Parquet or FITS catalog.
 
     Args:
         path: output file.
         classes: class names; one probability column each.
         metadata: str -> str pairs stored with the catalog.
-        fmt: "csv", "parquet" or "fits" (default from the extension).
+        fmt: "csv", "ecsv", "parquet" or "fits" (default from the extension).
         extra: (name, "float" or "text") of columns after `label` (kept input columns, ra, dec);
             `write` takes their values as text, "" or absent for missing (NaN / null).
     """
@@ -216,6 +227,10 @@ class CatalogWriter:
             self._writer.writerow(self.columns)
             sidecar = self.path.with_name(self.path.name + ".meta.json")
             sidecar.write_text(json.dumps(self.metadata, indent=1) + "\n")
+        elif self.format == "ecsv":
+            self._fh = open(self.path, "w", newline="")
+            self._fh.write(self._ecsv_header())
+            self._writer = csv.writer(self._fh, lineterminator="\n")
         elif self.format == "fits":
             from galaxy.fits_table import FitsTableWriter
 
@@ -234,7 +249,7 @@ class CatalogWriter:
         """Append rows. probabilities: float (N, K) in class order; columns: per row a dict of extra values."""
         labels = [self.classes[k] for k in probabilities.argmax(axis=1)]
         extra = [[(columns[i] if columns else {}).get(name, "") for name, _ in self.extra] for i in range(len(ids))]
-        if self.format == "csv":
+        if self.format in ("csv", "ecsv"):
             for i, ident in enumerate(ids):
                 self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i], *extra[i]])
             self._fh.flush()
@@ -261,8 +276,24 @@ class CatalogWriter:
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self._pending = []
 
+    def _ecsv_header(self) -> str:
+        """ECSV's YAML header (column types, units, the metadata) and the column-name line, by astropy."""
+        import io
+
+        from astropy.table import Table
+
+        kinds = {"id": str, "path": str, "label": str, **{f"p_{c}": np.float32 for c in self.classes},
+                 **{name: (np.float64 if kind == "float" else str) for name, kind in self.extra}}
+        table = Table({name: np.array([], dtype=kinds[name]) for name in self.columns}, meta=self.metadata)
+        for name in ("ra", "dec"):
+            if name in table.colnames and kinds[name] is np.float64:
+                table[name].unit = "deg"
+        out = io.StringIO()
+        table.write(out, format="ascii.ecsv", delimiter=",")
+        return out.getvalue()
+
     def close(self):
-        if self.format == "csv":
+        if self.format in ("csv", "ecsv"):
             self._fh.close()
         elif self.format == "parquet":
             if self._pending:

@@ -136,7 +136,7 @@ def export(model_dir, parity_images, tolerance, opset):
 @cli.command()
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Catalog to write: .csv, .parquet or .fits.")
+              help="Catalog to write: .csv, .ecsv, .parquet or .fits.")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
               help="Model directory (default: the shipped model).")
 @click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
@@ -144,7 +144,7 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--path-column", help="Path column of --catalog (default: file_loc, file or path).")
 @click.option("--id-column", help="Id column of --catalog (default: id_str, objid or id; else file stems).")
 @click.option("--keep-columns", default="", help="Comma-separated --catalog columns copied to the output, e.g. ra,dec,redshift.")
-@click.option("--format", "output_format", type=click.Choice(["csv", "parquet", "fits"]),
+@click.option("--format", "output_format", type=click.Choice(["csv", "ecsv", "parquet", "fits"]),
               help="Output format, whatever OUTPUT's extension (default: from the extension).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
 @click.option("--backend", default="auto", show_default=True,

@@ -78,7 +78,7 @@ def test_jpeg_only_runs_have_no_sky_columns(tmp_path):
     assert out.read_text().splitlines()[0] == "id,path,p_elliptical,p_spiral,label"
 
 
-@pytest.mark.parametrize("suffix", [".fits", ".parquet", ".csv"])
+@pytest.mark.parametrize("suffix", [".fits", ".parquet", ".csv", ".ecsv"])
 def test_kept_catalog_columns_join_back_to_the_survey_catalog(tmp_path, suffix):
     files = sorted(EXAMPLES.glob("*.jpeg"))[:6]
     survey = Table({"objid": [f"s{k}" for k in range(6)], "file": [str(f) for f in files],
@@ -97,6 +97,9 @@ def test_kept_catalog_columns_join_back_to_the_survey_catalog(tmp_path, suffix):
     np.testing.assert_allclose(joined["redshift_out"], joined["redshift_survey"])
     np.testing.assert_allclose(joined["ra_out"], joined["ra_survey"])
     assert list(joined["field_out"]) == list(joined["field_survey"])
+    if suffix in (".fits", ".ecsv"):  # units and metadata travel in the file itself
+        assert str(table["ra"].unit) == "deg"
+        assert {k.lower(): v for k, v in table.meta.items()}["model"] == "sdss-xception-96"
     if suffix == ".fits":
         assert str(table["ra"].unit) == "deg" and table["redshift"].dtype.kind == "f" and table["redshift"].dtype.itemsize == 8
 
