@@ -13,3 +13,18 @@ def load_model(model_dir=None, **options):
     from galaxy.api import load_model as _load
 
     return _load(model_dir, **options)
+
+
+def classify_on_ray(inputs, out_dir, address=None, model_dir=None, shard_size: int = 4096, actors=None, **options):
+    """Classify `inputs` (files, folders) over a Ray cluster into OUT_DIR's Parquet parts.
+
+    The Python form of `galaxy classify INPUTS -o OUT_DIR --ray [ADDRESS]`: `address` None
+    starts (or uses the already initialised) local cluster; `options` are ClassifyConfig fields
+    (backend, decoder, catalog, keep_columns, ...). Returns the manifest (parts, rows, failed,
+    metadata); read the catalog with `pyarrow.parquet.read_table(out_dir)`.
+    """
+    from engine.distributed import classify_on_ray as run
+    from galaxy.config import ClassifyConfig
+
+    inputs = (inputs,) if isinstance(inputs, str) else tuple(str(i) for i in inputs)
+    return run(ClassifyConfig(inputs, str(out_dir), model_dir, **options), address, shard_size, actors)

@@ -5,6 +5,7 @@ import csv
 import gzip
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,44 @@ def test_broken_corpus(tmp_path, decoder):
     assert set(errors) == set(bad)
     for name, words in bad.items():
         assert words in errors[name]["reason"].lower(), (name, errors[name]["reason"])
+
+
+UNREADABLE_SCRIPT = """
+import sys
+from engine.listing import Item
+from engine.pipelines.reference import decode_item
+from galaxy.spec import InputSpec
+decoded = decode_item(Item(sys.argv[1]), InputSpec())
+print(decoded.error.stage, decoded.error.reason if decoded.error else "read")
+"""
+
+
+def test_unreadable_file_is_reported_with_the_reason(real_jpeg):
+    """A file without read permission. Root reads everything, so as root the check runs as `nobody`."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.conftest import ROOT
+
+    folder = Path(tempfile.mkdtemp(prefix="galaxy-perm-"))
+    try:
+        folder.chmod(0o755)
+        locked = folder / "locked.jpeg"
+        shutil.copy(real_jpeg, locked)
+        locked.chmod(0)
+        command = [sys.executable, "-c", UNREADABLE_SCRIPT, str(locked)]
+        if os.geteuid() == 0:
+            try:
+                done = subprocess.run(command, user="nobody", cwd="/", capture_output=True, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+            except PermissionError as exc:
+                pytest.skip(f"running as root, and user nobody cannot run {sys.executable}: {exc}")
+            if done.returncode != 0:
+                pytest.skip(f"running as root and user nobody cannot run this Python: {done.stderr.strip()[-200:]}")
+        else:
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "permission denied" in done.stdout.lower(), done.stdout
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

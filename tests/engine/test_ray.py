@@ -69,12 +69,14 @@ def _distributed(out):
 
 
 def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(survey, cluster, tmp_path):
+    import galaxy
     from engine.distributed import classify_on_ray
 
     single_rows, single_errors = _single(survey, tmp_path / "single.csv")
     out = tmp_path / "ray-out"
     config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)
-    manifest = classify_on_ray(config, None, shard_size=6, actors=2)
+    manifest = galaxy.classify_on_ray([survey], out, shard_size=6, actors=2, backend="onnxruntime",
+                                      decoder="reference", progress=False)  # the Python API
     assert cluster.exists()  # the fault was injected: an actor process died holding shard 1
     assert manifest["rows"] == len(single_rows) == 21 and manifest["failed"] == len(single_errors) == 2
     rows, errors = _distributed(out)
