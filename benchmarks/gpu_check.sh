@@ -5,7 +5,7 @@
 #
 # Installs nothing from the network. Python packages the project needs but the machine lacks
 # (astropy, click, pyarrow, ...) are installed only from a local wheel folder when one is given
-# as $GALAXY_WHEELHOUSE (pip install --no-index --find-links). DALI and TensorRT are used where
+# as $GALAXY_WHEELHOUSE (pip install --no-index --find-links; benchmarks/wheelhouse.sh makes it). DALI and TensorRT are used where
 # importable; the report says plainly what was skipped because it is absent.
 # Writes benchmarks/gpu-results/ (and copies it to $OUT when set) and prints a table.
 set -uo pipefail
@@ -25,8 +25,9 @@ PYEOF
 )
 if [ -n "$missing" ] && [ -n "${GALAXY_WHEELHOUSE:-}" ]; then
   echo "installing from $GALAXY_WHEELHOUSE (no network): $missing"
-  $PY -m pip install -q --no-index --find-links "$GALAXY_WHEELHOUSE" -e . --no-deps \
-    && $PY -m pip install -q --no-index --find-links "$GALAXY_WHEELHOUSE" astropy click pyarrow pillow tqdm matplotlib hypothesis pytest
+  # the project itself runs from this checkout (PYTHONPATH): only its dependencies are installed
+  $PY -m pip install -q --no-index --find-links "$GALAXY_WHEELHOUSE" \
+    astropy click pyarrow pandas pillow tqdm matplotlib safetensors pyyaml hypothesis pytest
   missing=$($PY - $need <<'PYEOF'
 import importlib.util, sys
 print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))
