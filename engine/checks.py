@@ -28,6 +28,8 @@ from galaxy.metrics import classification_report
 log = logging.getLogger(__name__)
 
 MIN_AGREEMENT = 0.995
+SPEED_IMAGES = 256  # validation images per timed pass
+SPEED_ROUNDS = 3
 
 
 def validation_split(model_dir, card, data, label_column="label", path_column="file"):
@@ -43,12 +45,23 @@ def validation_split(model_dir, card, data, label_column="label", path_column="f
     return val
 
 
-def _timed_probabilities(session, tensors, batch) -> tuple[np.ndarray, float]:
-    session.run(tensors[:batch])  # warm-up
-    out, started = [], time.perf_counter()
-    for start in range(0, len(tensors), batch):
-        out.append(session.run(tensors[start:start + batch]))
-    return np.concatenate(out), len(tensors) / (time.perf_counter() - started)
+def _probabilities(session, tensors, batch) -> np.ndarray:
+    return np.concatenate([session.run(tensors[i:i + batch]) for i in range(0, len(tensors), batch)])
+
+
+def _speeds(sessions: dict, tensors, batch, rounds=SPEED_ROUNDS) -> dict[str, float]:
+    """Engine images/s of each session: the best of `rounds` passes, the sessions taking turns.
+
+    A shared machine's speed drifts by tens of percent within minutes; turns spread the drift
+    over every backend and the best pass is the least disturbed one.
+    """
+    best = dict.fromkeys(sessions, 0.0)
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            started = time.perf_counter()
+            _probabilities(session, tensors, batch)
+            best[name] = max(best[name], len(tensors) / (time.perf_counter() - started))
+    return best
 
 
 def _validation_tensors(model_dir, card, data, label_column, path_column):
@@ -87,23 +100,27 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
     """Run fp32 and each backend on the validation split; store and return the records."""
     val, tensors, labels = _validation_tensors(model_dir, card, data, label_column, path_column)
     options = backends.BackendOptions(batch_size=batch)
-    reference, fp32_speed = _timed_probabilities(backends.load("onnxruntime", model_dir, card, options), tensors, batch)
+    sessions = {"onnxruntime": backends.load("onnxruntime", model_dir, card, options)}
+    sessions.update((name, backends.load(name, model_dir, card, options)) for name in names)
+    probabilities = {name: _probabilities(session, tensors, batch) for name, session in sessions.items()}
+    speeds = _speeds(sessions, tensors[:SPEED_IMAGES], batch)
+    reference = probabilities["onnxruntime"]
     fp32 = classification_report(labels, reference, card.classes)
     records = {"onnxruntime": {"precision": "fp32", "accuracy": fp32["accuracy"],
-                               "images_per_s": round(fp32_speed, 1), "passed": True}}
+                               "images_per_s": round(speeds["onnxruntime"], 1), "passed": True}}
     for name in names:
-        session = backends.load(name, model_dir, card, options)
-        probs, speed = _timed_probabilities(session, tensors, batch)
+        probs = probabilities[name]
         report = classification_report(labels, probs, card.classes)
         agreement = float((probs.argmax(1) == reference.argmax(1)).mean())
         records[name] = {
-            "precision": session.precision, "label_agreement": round(agreement, 5),
+            "precision": sessions[name].precision, "label_agreement": round(agreement, 5),
             "accuracy": report["accuracy"], "accuracy_change": round(report["accuracy"] - fp32["accuracy"], 5),
             "max_abs_dp": round(float(np.abs(probs - reference).max()), 5),
-            "images_per_s": round(speed, 1), "passed": agreement >= MIN_AGREEMENT,
+            "images_per_s": round(speeds[name], 1), "passed": agreement >= MIN_AGREEMENT,
         }
         log.info("%s: %s", name, records[name])
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
+                     "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",
                      "machine": f"{platform.machine()} {os.cpu_count()} cpus", "results": records}
     card.save(model_dir)
     return card.backends

@@ -47,12 +47,15 @@ class Session:
         self._bf16 = native_bf16() if bf16 is None else bf16
         self.precision = "bf16" if self._bf16 else "fp32"
 
+    def _forward(self, x):
+        return self._network(x)
+
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W) -> class probabilities float32 (N, K)."""
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(tensor, np.float32)).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
-            logits = self._network(x)
+            logits = self._forward(x)
         return torch.softmax(logits.float(), dim=1).numpy()
 
 
