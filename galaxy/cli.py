@@ -148,9 +148,10 @@ def export(model_dir, parity_images, tolerance, opset):
               help="Output format, whatever OUTPUT's extension (default: from the extension).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
 @click.option("--backend", default="auto", show_default=True,
-              help="onnxruntime, onnxruntime-int8, torch, or auto (the fastest checked backend).")
+              help="onnxruntime, onnxruntime-int8, torch, torch-compile, torch-cuda, tensorrt, tensorrt-int8, "
+                   "or auto (GPU: TensorRT, else torch-cuda; CPU: the fastest checked backend).")
 @click.option("--decoder", default="auto", show_default=True,
-              help="Decode pipeline: dali (where installed), reference, or auto.")
+              help="Decode pipeline: reference, dali, dali-gpu, nvjpeg, or auto (see the README).")
 @click.option("--tta", is_flag=True, help="Average over the 8 D4 rotations/flips of each image (8x the work).")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--workers", default=0, help="Decode threads (0: one per CPU).")
