@@ -6,8 +6,8 @@ The data path, as on one machine, cut into shards:
   Ray Data: read the shard list -> map_batches over an actor pool, one engine per actor, sized
             to the cluster's GPUs (or CPUs); each call decodes + classifies one whole shard and
             writes OUT_DIR/part-<shard>.parquet and its errors atomically (temp file + rename)
-  driver: ids made unique across parts in listing order (as one machine does), errors merged
-          into OUT_DIR/errors.csv, OUT_DIR/manifest.json written last.
+  driver: ids made unique across parts in listing order and one schema for all parts (as one
+          machine writes them), errors merged into OUT_DIR/errors.csv, OUT_DIR/manifest.json last.
 
 Fault tolerance: actors that die are restarted and their shard retried (Ray's max_restarts /
 max_task_retries); a part appears whole or not at all, so a retry cannot duplicate rows. A rerun
@@ -166,14 +166,32 @@ def _maybe_crash(index: int) -> None:
             os._exit(1)
 
 
-def _unique_ids(out_dir: Path, shards: list[Shard]) -> None:
-    """Make ids unique over all parts in listing order (stem, stem#2, ...), as one machine does."""
+def _unified_schema(schemas):
+    """The union of the parts' columns in first-seen order; a column that is text in any part is text."""
+    import pyarrow as pa
+
+    fields: dict[str, object] = {}
+    for schema in schemas:
+        for field in schema:
+            if field.name not in fields or pa.types.is_string(field.type):
+                fields[field.name] = field.type
+    return pa.schema([pa.field(name, kind) for name, kind in fields.items()])
+
+
+def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
+    """Make the parts one catalog, as one machine writes it.
+
+    Ids are made unique over all parts in listing order (stem, stem#2, ...). Every part gets
+    the same columns: a shard without FITS inputs has no ra/dec, a shard may hold a kept
+    column as float64 where another holds text; missing columns become nulls and text wins.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    parts = [out_dir / f"part-{shard.index:06d}.parquet" for shard in shards]
+    unified = _unified_schema(pq.read_schema(p) for p in parts)
     seen: set[str] = set()
-    for shard in shards:
-        part = out_dir / f"part-{shard.index:06d}.parquet"
+    for part in parts:
         table = pq.read_table(part)
         ids, changed = [], False
         for ident in table.column("id").to_pylist():
@@ -186,6 +204,12 @@ def _unique_ids(out_dir: Path, shards: list[Shard]) -> None:
             ids.append(candidate)
         if changed:
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
+        if table.schema.remove_metadata() != unified:
+            columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+                       for f in unified]
+            table = pa.Table.from_arrays(columns, schema=unified.with_metadata(table.schema.metadata))
+            changed = True
+        if changed:
             tmp = part.with_suffix(".tmp")
             pq.write_table(table, tmp)
             tmp.replace(part)
@@ -235,7 +259,7 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         for row in results.iter_rows():
             done["rows"] += int(row["rows"])
             done["errors"] += int(row["errors"])
-    _unique_ids(out_dir, shards)
+    _finalize_parts(out_dir, shards)
     failed = 0
     with open(out_dir / "errors.csv", "w", newline="") as fh:
         writer = csv.writer(fh)

@@ -28,6 +28,9 @@ def survey(tmp_path_factory):
     (root / "empty.png").write_bytes(b"")
     (root / "again").mkdir()
     shutil.copy(files[0], root / "again")
+    from tests.galaxy.test_sky_columns import _fits_cutouts
+
+    _fits_cutouts(root / "fits", n_files=2)  # ra/dec columns from their WCS, in some shards only
     return root
 
 
@@ -62,7 +65,8 @@ def _distributed(out):
 
     table = pq.read_table([str(p) for p in sorted(out.glob("part-*.parquet"))]).to_pylist()
     rows = {r["id"]: {"id": r["id"], "path": r["path"], "p_elliptical": f"{r['p_elliptical']:.6f}",
-                      "p_spiral": f"{r['p_spiral']:.6f}", "label": r["label"]} for r in table}
+                      "p_spiral": f"{r['p_spiral']:.6f}", "label": r["label"],
+                      **{k: "" if r[k] is None else repr(r[k]) for k in ("ra", "dec")}} for r in table}
     with open(out / "errors.csv", newline="") as fh:
         errors = sorted(tuple(r.values()) for r in csv.DictReader(fh))
     return rows, errors
@@ -78,9 +82,10 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     manifest = galaxy.classify_on_ray([survey], out, shard_size=6, actors=2, backend="onnxruntime",
                                       decoder="reference", progress=False)  # the Python API
     assert cluster.exists()  # the fault was injected: an actor process died holding shard 1
-    assert manifest["rows"] == len(single_rows) == 21 and manifest["failed"] == len(single_errors) == 2
+    assert manifest["rows"] == len(single_rows) == 23 and manifest["failed"] == len(single_errors) == 2
     rows, errors = _distributed(out)
-    assert rows == single_rows  # same ids (stem#2 included), paths, probabilities and labels
+    assert rows == single_rows  # same ids (stem#2 included), paths, probabilities, labels, ra/dec
+    assert sum(1 for r in rows.values() if r["ra"]) == 2
     assert errors == single_errors
     assert manifest["metadata"]["model"] == "sdss-xception-96" and "onnxruntime" in manifest["metadata"]["backend"]
 
