@@ -215,6 +215,19 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
             tmp.replace(part)
 
 
+def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
+    """A rerun resumes only the run it continues: other inputs, model or settings are refused."""
+    path = out_dir / "fingerprint.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+        if changed:
+            raise UsageError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
+                             "use --overwrite to start over")
+        return
+    path.write_text(json.dumps(fingerprint))
+
+
 def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, actors: int | None = None) -> dict:
     """Run `config` (a ClassifyConfig whose output is a folder) on a Ray cluster; return the manifest."""
     ray = import_ray()
@@ -229,6 +242,11 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_dir, card = resolve_model(config.model_dir)
+    _check_fingerprint(out_dir, {"inputs": [str(i) for i in config.inputs], "catalog": config.catalog,
+                                 "path_column": config.path_column, "id_column": config.id_column,
+                                 "keep": list(config.keep_columns), "hdu": config.hdu, "weights": card.weights_sha256,
+                                 "temp": card.temperature, "backend": config.backend, "tta": config.tta,
+                                 "shard_size": shard_size})
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
     if not shards:

@@ -94,3 +94,7 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     again = classify_on_ray(replace(config, command="rerun"), None, shard_size=6, actors=2)
     assert again["shards_resumed"] == len(again["parts"]) - 1 and again["classified_now"] <= 6
     assert _distributed(out) == (single_rows, single_errors)
+    from galaxy.errors import UsageError
+
+    with pytest.raises(UsageError, match="other settings.*backend"):  # a rerun continues only its own run
+        classify_on_ray(replace(config, backend="torch"), None, shard_size=6, actors=2)
