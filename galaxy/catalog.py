@@ -51,9 +51,22 @@ def output_format(path, explicit: str | None = None) -> str:
 
 
 def errors_path(output) -> Path:
-    """The errors file beside an output: catalog.fits -> catalog.errors.csv."""
+    """The errors file beside an output: catalog.fits -> catalog.errors.csv; in a folder of
+    Parquet parts (`classify --ray`), its errors.csv."""
     output = Path(output)
+    if output.is_dir():
+        return output / "errors.csv"
     return output.with_name(output.stem + ".errors.csv")
+
+
+def _parts(path: Path) -> list[Path] | None:
+    """The Parquet parts of a `classify --ray` output folder, in order; None for a file."""
+    manifest = path / "manifest.json"
+    if not path.is_dir():
+        return None
+    if not manifest.is_file():
+        raise UsageError(f"{path} is a folder without manifest.json: not a finished `galaxy classify --ray` output")
+    return [path / name for name in json.loads(manifest.read_text())["parts"]]
 
 
 CATALOG_BATCH = 8192
@@ -152,6 +165,8 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
 def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     """The metadata galaxy stored with a catalog it wrote (keys lower case); {} when none."""
     path = Path(path)
+    if _parts(path) is not None:
+        return dict(json.loads((path / "manifest.json").read_text()).get("metadata", {}))
     fmt = output_format(path, fmt)
     if fmt == "csv":
         sidecar = path.with_name(path.name + ".meta.json")
@@ -178,7 +193,15 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
 
 
 def read_catalog_rows(path, fmt: str | None = None):
-    """Rows of a catalog galaxy wrote, as dicts with `id`, `path`, the `p_*` columns and any extra ones."""
+    """Rows of a catalog galaxy wrote, as dicts with `id`, `path`, the `p_*` columns and any extra ones.
+
+    A `classify --ray` output folder is read part by part, in order.
+    """
+    parts = _parts(Path(path))
+    if parts is not None:
+        for part in parts:
+            yield from read_catalog_rows(part, "parquet")
+        return
     fmt = output_format(path, fmt)
     if fmt in ("csv", "ecsv"):
         with open(path, newline="") as fh:

@@ -314,11 +314,13 @@ def evaluate(**options):
 
 
 @cli.command("montage")
-@click.argument("catalog", type=click.Path(exists=True, dir_okay=False))
+@click.argument("catalog", type=click.Path(exists=True))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
 @click.option("--per-row", default=8, show_default=True, help="Galaxies per row.")
 def montage_command(catalog, out, per_row):
     """A PNG of the most confident spirals, ellipticals and the most uncertain galaxies of CATALOG.
+
+    CATALOG is a catalog file galaxy wrote, or the folder of a `classify --ray` run.
 
     Example: galaxy montage catalog.csv -o montage.png
     """
@@ -328,11 +330,11 @@ def montage_command(catalog, out, per_row):
 
 
 @cli.command("report")
-@click.argument("catalog", type=click.Path(exists=True, dir_okay=False))
+@click.argument("catalog", type=click.Path(exists=True))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--per-row", default=8, show_default=True, help="Galaxies per montage row.")
 def report_command(catalog, out, per_row):
-    """One self-contained HTML page about CATALOG: counts, confidence, montage, model card.
+    """One self-contained HTML page about CATALOG (a catalog file, or a --ray folder): counts, confidence, montage, model card.
 
     Example: galaxy report catalog.csv -o report.html
     """

@@ -94,6 +94,12 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     again = classify_on_ray(replace(config, command="rerun"), None, shard_size=6, actors=2)
     assert again["shards_resumed"] == len(again["parts"]) - 1 and again["classified_now"] <= 6
     assert _distributed(out) == (single_rows, single_errors)
+    from galaxy.montage import select
+    from galaxy.report import report
+
+    assert len(select(out, per_row=30)["spiral"]) == 23  # montage and report read the parts folder
+    page = report(out, tmp_path / "report.html").read_text()
+    assert "<th>classified</th><td>23</td>" in page and "<th>could not be read</th><td>2" in page
     from galaxy.errors import UsageError
 
     with pytest.raises(UsageError, match="other settings.*backend"):  # a rerun continues only its own run
