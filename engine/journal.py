@@ -43,9 +43,9 @@ class Journal:
     """
 
     def __init__(self, output, classes, fingerprint: dict, overwrite: bool = False, commit_rows: int = COMMIT_ROWS,
-                 fmt: str | None = None):
+                 fmt: str | None = None, units: dict | None = None):
         self.output = Path(output)
-        self.format = fmt
+        self.format, self.units = fmt, units or {}
         self.commit_rows = commit_rows
         self.classes = tuple(classes)
         self.dir = self.output.with_name(self.output.name + ".partial")
@@ -153,7 +153,7 @@ class Journal:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
         self.commit()
         tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
-        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, self._extra_columns())
+        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, self._extra_columns(), self.units)
         batch: list[list[str]] = []
         for row in self.rows():
             batch.append(row)

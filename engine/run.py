@@ -21,7 +21,7 @@ from engine.listing import iter_inputs
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy import __version__
-from galaxy.catalog import errors_path, output_format
+from galaxy.catalog import column_units, errors_path, output_format
 from galaxy.config import ClassifyConfig, config_dict
 from galaxy.errors import UsageError
 from galaxy.progress import progress
@@ -91,8 +91,9 @@ def classify(config: ClassifyConfig) -> Summary:
     batch_size = min(batch_size, session.max_batch)
     pipeline = open_pipeline(config.decoder, spec, workers, depth=4 * batch_size, hdu=_hdu(config.hdu),
                              batch_size=batch_size, device=session.device)
+    units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config), config.overwrite,
-                      config.commit_every, config.output_format)
+                      config.commit_every, config.output_format, units)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)

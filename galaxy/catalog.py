@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.errors import UsageError
+from galaxy.fits_table import SKY_UNITS
 
 OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
 PATH_COLUMNS = ("file_loc", "file", "path")
@@ -162,6 +163,35 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
                    {c: _text(column[i]) for c, column in zip(keep, kept)})
 
 
+def column_units(path, columns) -> dict[str, str]:
+    """Units of `columns` in an input catalog, where the format keeps them (FITS TUNITn, ECSV).
+
+    Read from the header alone. CSV and Parquet tables carry none: {} for them.
+    """
+    path, wanted = Path(path), set(columns)
+    name = path.name.lower()
+    if not wanted:
+        return {}
+    if name.endswith((".fits", ".fit", ".fits.gz")):
+        from astropy.io import fits
+
+        header = fits.getheader(path, 1)
+        names = {header.get(f"TTYPE{i}"): header.get(f"TUNIT{i}") for i in range(1, int(header.get("TFIELDS", 0)) + 1)}
+        return {k: str(v) for k, v in names.items() if k in wanted and v}
+    if name.endswith(".ecsv"):
+        from astropy.table import Table
+
+        header = []
+        with open(path) as fh:
+            for line in fh:
+                header.append(line)
+                if not line.startswith("#"):
+                    break
+        table = Table.read("".join(header), format="ascii.ecsv")
+        return {k: str(table[k].unit) for k in table.colnames if k in wanted and table[k].unit is not None}
+    return {}
+
+
 def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     """The metadata galaxy stored with a catalog it wrote (keys lower case); {} when none."""
     path = Path(path)
@@ -231,10 +261,12 @@ class CatalogWriter:
         fmt: "csv", "ecsv", "parquet" or "fits" (default from the extension).
         extra: (name, "float" or "text") of columns after `label` (kept input columns, ra, dec);
             `write` takes their values as text, "" or absent for missing (NaN / null).
+        units: name -> unit of float extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
     """
 
-    def __init__(self, path, classes, metadata: dict, fmt: str | None = None, extra=()):
+    def __init__(self, path, classes, metadata: dict, fmt: str | None = None, extra=(), units=None):
         self.path = Path(path)
+        self.units = {**SKY_UNITS, **(units or {})}
         self.format = output_format(path, fmt)
         self.classes = tuple(classes)
         self.extra = tuple(extra)
@@ -257,7 +289,7 @@ class CatalogWriter:
         elif self.format == "fits":
             from galaxy.fits_table import FitsTableWriter
 
-            self._writer = FitsTableWriter(self.path, self.classes, self.metadata, self.extra)
+            self._writer = FitsTableWriter(self.path, self.classes, self.metadata, self.extra, self.units)
         elif self.format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -308,9 +340,9 @@ class CatalogWriter:
         kinds = {"id": str, "path": str, "label": str, **{f"p_{c}": np.float32 for c in self.classes},
                  **{name: (np.float64 if kind == "float" else str) for name, kind in self.extra}}
         table = Table({name: np.array([], dtype=kinds[name]) for name in self.columns}, meta=self.metadata)
-        for name in ("ra", "dec"):
+        for name, unit in self.units.items():
             if name in table.colnames and kinds[name] is np.float64:
-                table[name].unit = "deg"
+                table[name].unit = unit
         out = io.StringIO()
         table.write(out, format="ascii.ecsv", delimiter=",")
         return out.getvalue()

@@ -41,10 +41,12 @@ class FitsTableWriter:
         metadata: header keywords (at most 8 characters) -> values; long values use CONTINUE.
         extra: (name, "float" or "text") columns after label; floats are 64-bit, NaN when
             missing; ra and dec carry the unit deg.
+        units: name -> unit of float extra columns (default: ra and dec in deg).
     """
 
-    def __init__(self, path, classes, metadata: dict, extra=()):
+    def __init__(self, path, classes, metadata: dict, extra=(), units=None):
         self.path = Path(path)
+        self.units = units if units is not None else SKY_UNITS
         self.classes = tuple(classes)
         self.extra = tuple(extra)
         self.metadata = metadata
@@ -65,7 +67,7 @@ class FitsTableWriter:
         columns = [fits.Column("id", f"{widths[0]}A"), fits.Column("path", f"{widths[1]}A")]
         columns += [fits.Column(f"p_{c}", "E") for c in self.classes]
         columns.append(fits.Column("label", f"{widths[2]}A"))
-        columns += [fits.Column(name, "D", unit=SKY_UNITS.get(name)) if kind == "float"
+        columns += [fits.Column(name, "D", unit=self.units.get(name)) if kind == "float"
                     else fits.Column(name, f"{widths[3 + j]}A") for j, (name, kind) in enumerate(self.extra)]
         header = fits.BinTableHDU.from_columns(columns, nrows=0).header
         header["NAXIS2"] = self.rows

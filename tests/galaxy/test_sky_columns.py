@@ -83,22 +83,25 @@ def test_kept_catalog_columns_join_back_to_the_survey_catalog(tmp_path, suffix):
     files = sorted(EXAMPLES.glob("*.jpeg"))[:6]
     survey = Table({"objid": [f"s{k}" for k in range(6)], "file": [str(f) for f in files],
                     "ra": np.linspace(120, 121, 6), "dec": np.linspace(-2, 2, 6), "redshift": np.linspace(0.01, 0.2, 6),
-                    "field": [f"run{k % 2}" for k in range(6)]})
+                    "field": [f"run{k % 2}" for k in range(6)], "petro_r50": np.linspace(1.5, 4.0, 6)})
     survey["ra"].unit = survey["dec"].unit = "deg"
+    survey["petro_r50"].unit = "arcsec"
     survey.write(tmp_path / "survey.ecsv")
     out = tmp_path / f"out{suffix}"
-    args = ["classify", "--catalog", tmp_path / "survey.ecsv", "--keep-columns", "ra,dec,redshift,field", "-o", out, "-q"]
+    args = ["classify", "--catalog", tmp_path / "survey.ecsv", "--keep-columns", "ra,dec,redshift,field,petro_r50", "-o", out, "-q"]
     assert invoke(*args).exit_code == 0
     assert invoke(*args).exit_code == 0  # a rerun resumes from the finished catalog and keeps the columns
     table = Table.read(out) if suffix != ".csv" else Table.read(out, format="ascii.csv")
-    assert table.colnames == ["id", "path", "p_elliptical", "p_spiral", "label", "ra", "dec", "redshift", "field"]
+    assert table.colnames == ["id", "path", "p_elliptical", "p_spiral", "label", "ra", "dec", "redshift", "field",
+                              "petro_r50"]
     joined = join(survey, table, keys_left="objid", keys_right="id", table_names=["survey", "out"])
     assert len(joined) == 6
     np.testing.assert_allclose(joined["redshift_out"], joined["redshift_survey"])
     np.testing.assert_allclose(joined["ra_out"], joined["ra_survey"])
     assert list(joined["field_out"]) == list(joined["field_survey"])
-    if suffix in (".fits", ".ecsv"):  # units and metadata travel in the file itself
-        assert str(table["ra"].unit) == "deg"
+    if suffix in (".fits", ".ecsv"):  # units (from the input catalog) and metadata travel in the file itself
+        assert str(table["ra"].unit) == "deg" and str(table["petro_r50"].unit) == "arcsec"
+        assert table["redshift"].unit is None
         assert {k.lower(): v for k, v in table.meta.items()}["model"] == "sdss-xception-96"
     if suffix == ".fits":
         assert str(table["ra"].unit) == "deg" and table["redshift"].dtype.kind == "f" and table["redshift"].dtype.itemsize == 8
