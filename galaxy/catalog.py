@@ -179,17 +179,22 @@ def column_units(path, columns) -> dict[str, str]:
         names = {header.get(f"TTYPE{i}"): header.get(f"TUNIT{i}") for i in range(1, int(header.get("TFIELDS", 0)) + 1)}
         return {k: str(v) for k, v in names.items() if k in wanted and v}
     if name.endswith(".ecsv"):
-        from astropy.table import Table
-
-        header = []
-        with open(path) as fh:
-            for line in fh:
-                header.append(line)
-                if not line.startswith("#"):
-                    break
-        table = Table.read("".join(header), format="ascii.ecsv")
+        table = _ecsv_header(path)
         return {k: str(table[k].unit) for k in table.colnames if k in wanted and table[k].unit is not None}
     return {}
+
+
+def _ecsv_header(path):
+    """An ECSV file's header as an empty astropy Table (types, units, meta): no data rows are read."""
+    from astropy.table import Table
+
+    header = []
+    with open(path) as fh:
+        for line in fh:
+            header.append(line)
+            if not line.startswith("#"):
+                break
+    return Table.read("".join(header), format="ascii.ecsv")
 
 
 def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
@@ -202,15 +207,7 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
         sidecar = path.with_name(path.name + ".meta.json")
         return json.loads(sidecar.read_text()) if sidecar.exists() else {}
     if fmt == "ecsv":
-        from astropy.table import Table
-
-        header = []
-        with open(path) as fh:  # the YAML header and the column names: no data rows are read
-            for line in fh:
-                header.append(line)
-                if not line.startswith("#"):
-                    break
-        return {k: str(v) for k, v in Table.read("".join(header), format="ascii.ecsv").meta.items()}
+        return {k: str(v) for k, v in _ecsv_header(path).meta.items()}
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
