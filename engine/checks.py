@@ -83,7 +83,7 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     """
     val, tensors, labels = _validation_tensors(model_dir, card, data, label_column, path_column)
     session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions(batch_size=batch))
-    probs = np.concatenate([session.run(tensors[i:i + batch]) for i in range(0, len(tensors), batch)])
+    probs = _probabilities(session, tensors, batch)
     record = calibration_record(log_probabilities(probs), labels)
     record["temperature"] = round(card.temperature * record["temperature"], 5)
     record.update({"split": "validation", "data": str(data), "backend": f"{session.name} fp32"})

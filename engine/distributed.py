@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import ERROR_COLUMNS, safe_text
+from galaxy.catalog import ERROR_COLUMNS, column_kinds, safe_text
 from galaxy.errors import BackendUnavailable, UsageError
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class ShardClassifier:
             results.append((batch.ids, batch.paths, probs, batch.columns))
         final = self.out_dir / f"part-{index:06d}.parquet"
         tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
-        extra = _extra_columns(c for r in results for c in r[3])
+        extra = column_kinds(c for r in results for c in r[3])
         writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra)
         for ids, paths, probs, columns in results:
             writer.write([safe_text(i) for i in ids], [safe_text(p) for p in paths], probs, columns)
@@ -141,19 +141,6 @@ class ShardClassifier:
         err_tmp.replace(final.with_suffix(".errors.csv"))  # errors first: a part implies its errors exist
         tmp.replace(final)
         return writer.rows, len(errors)
-
-
-def _extra_columns(columns) -> list[tuple[str, str]]:
-    kinds: dict[str, str] = {}
-    for row in columns:
-        for key, value in row.items():
-            if kinds.get(key) != "text":
-                try:
-                    float(value)
-                    kinds[key] = "float"
-                except ValueError:
-                    kinds[key] = "text"
-    return list(kinds.items())
 
 
 def _maybe_crash(index: int) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import CatalogWriter, ErrorWriter, errors_path, read_catalog_rows, safe_text
+from galaxy.catalog import CatalogWriter, ErrorWriter, column_kinds, errors_path, read_catalog_rows, safe_text
 from galaxy.fits_table import ascii_text
 from galaxy.errors import UsageError
 
@@ -153,7 +153,8 @@ class Journal:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
         self.commit()
         tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
-        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, self._extra_columns(), self.units)
+        extra = column_kinds(self._columns(row) for row in self.rows())
+        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, extra, self.units)
         batch: list[list[str]] = []
         for row in self.rows():
             batch.append(row)
@@ -176,18 +177,6 @@ class Journal:
         self._lock.close()
         return writer.rows
 
-    def _extra_columns(self) -> list[tuple[str, str]]:
-        """(name, "float" or "text") of every extra column in the committed rows, in first-seen order.
-
-        A column is float when every value it has parses as a number (ra, dec, redshift).
-        """
-        kinds: dict[str, str] = {}
-        for row in self.rows():
-            for key, value in self._columns(row).items():
-                if kinds.get(key) != "text":
-                    kinds[key] = "float" if _is_number(value) else "text"
-        return list(kinds.items())
-
     def _columns(self, row) -> dict:
         return json.loads(row[2 + len(self.classes)]) if len(row) > 2 + len(self.classes) else {}
 
@@ -200,14 +189,6 @@ class Journal:
         """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
         self.commit()
         self._lock.close()
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _cell(value) -> str:

@@ -51,6 +51,24 @@ def output_format(path, explicit: str | None = None) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
+def column_kinds(rows) -> list[tuple[str, str]]:
+    """(name, "float" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
+
+    A column is float when every value it has parses as a number (ra, dec, redshift): the
+    `extra` argument of `CatalogWriter`.
+    """
+    kinds: dict[str, str] = {}
+    for row in rows:
+        for key, value in row.items():
+            if kinds.get(key) != "text":
+                try:
+                    float(value)
+                    kinds[key] = "float"
+                except ValueError:
+                    kinds[key] = "text"
+    return list(kinds.items())
+
+
 def errors_path(output) -> Path:
     """The errors file beside an output: catalog.fits -> catalog.errors.csv; in a folder of
     Parquet parts (`classify --ray`), its errors.csv."""

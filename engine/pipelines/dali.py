@@ -24,8 +24,7 @@ import os
 import numpy as np
 
 from engine.pipelines.dali_fits import decode_fits
-from engine.pipelines.reference import Decoded, decode_stream
-from engine.queues import chunks, prefetch
+from engine.pipelines.reference import ChunkedPipeline, Decoded
 from galaxy.fits import is_fits_path
 from galaxy.spec import InputSpec
 
@@ -75,7 +74,18 @@ def build_graph(spec: InputSpec, batch_size: int, threads: int, device_id=None):
     return pipe
 
 
-class DaliPipeline:
+def read_jpeg(path) -> bytes | None:
+    """The file's bytes when it is a JPEG a batch decoder takes (1 or 3 components), else None
+    (the reference reader then takes it: PNG, CMYK JPEG, FITS, unreadable files)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    return data if jpeg_components(data) in (1, 3) else None
+
+
+class DaliPipeline(ChunkedPipeline):
     """Decodes `Item`s in chunks of `batch_size`; yields `Decoded` in input order."""
 
     name = "dali"
@@ -102,18 +112,9 @@ class DaliPipeline:
         feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(self.device_id))
         return target
 
-    def _read(self, path) -> bytes | None:
-        """The file's bytes when DALI should decode it, else None (the reference reader will)."""
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError:
-            return None
-        return data if jpeg_components(data) in (1, 3) else None
-
-    def _chunk(self, chunk) -> list[Decoded]:
+    def _chunk(self, chunk) -> list[Decoded | None]:
         fits = [k for k, item in enumerate(chunk) if is_fits_path(item.path)]
-        encoded = [None if k in fits else self._read(item.path) for k, item in enumerate(chunk)]
+        encoded = [None if k in fits else read_jpeg(item.path) for k, item in enumerate(chunk)]
         to_dali = [k for k, data in enumerate(encoded) if data is not None]
         results: list[Decoded | None] = [None] * len(chunk)
         if fits:
@@ -130,19 +131,7 @@ class DaliPipeline:
             except RuntimeError as exc:  # one bad JPEG fails DALI's whole batch
                 log.debug("DALI rejected a batch (%s); the reference reader retries it", exc)
                 self._graph = build_graph(self.spec, self.batch_size, self.workers, self.device_id)
-        rest = [k for k in range(len(chunk)) if results[k] is None]
-        retried = decode_stream([chunk[k] for k in rest], self.spec, self.workers, 2 * self.workers, self.hdu)
-        for k, decoded in zip(rest, retried):
-            results[k] = decoded
         return results
-
-    def _decode(self, items):
-        for chunk in chunks(items, self.batch_size):
-            yield from self._chunk(chunk)
-
-    def decode(self, items):
-        """Decoded items in input order, decoded in a background thread ahead of the consumer."""
-        return prefetch(self._decode(items), self.depth)
 
 
 def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> DaliPipeline:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 
-from engine.pipelines.dali import jpeg_components
-from engine.pipelines.reference import Decoded, decode_stream
-from engine.queues import chunks, prefetch
+from engine.pipelines.dali import read_jpeg
+from engine.pipelines.reference import ChunkedPipeline, Decoded
 from galaxy.errors import BackendUnavailable
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
 
-class NvjpegPipeline:
+class NvjpegPipeline(ChunkedPipeline):
     """Decodes `Item`s in chunks of `batch_size` on the GPU; yields `Decoded` in input order."""
 
     name = "nvjpeg"
@@ -35,14 +34,6 @@ class NvjpegPipeline:
         self._mean = torch.tensor(spec.mean, device="cuda").view(-1, 1, 1)
         self._std = torch.tensor(spec.std, device="cuda").view(-1, 1, 1)
 
-    def _read(self, path):
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError:
-            return None
-        return data if jpeg_components(data) in (1, 3) else None
-
     def _preprocess(self, image):
         """uint8 (3, H, W) on the GPU -> normalised float32 (3, size, size)."""
         torch, spec = self._torch, self.spec
@@ -54,9 +45,9 @@ class NvjpegPipeline:
                                                   antialias=True, align_corners=False)[0]
         return (resized - self._mean) / self._std
 
-    def _chunk(self, chunk) -> list[Decoded]:
+    def _chunk(self, chunk) -> list[Decoded | None]:
         torch = self._torch
-        encoded = [self._read(item.path) for item in chunk]
+        encoded = [read_jpeg(item.path) for item in chunk]
         results: list[Decoded | None] = [None] * len(chunk)
         to_gpu = [k for k, data in enumerate(encoded) if data is not None]
         if to_gpu:
@@ -68,19 +59,7 @@ class NvjpegPipeline:
                     results[k] = Decoded.of(item, tensor=self._preprocess(image))
             except RuntimeError as exc:  # one bad JPEG fails the batched decode
                 log.debug("nvJPEG rejected a batch (%s); the reference reader retries it", exc)
-        rest = [k for k in range(len(chunk)) if results[k] is None]
-        for k, decoded in zip(rest, decode_stream([chunk[k] for k in rest], self.spec, self.workers,
-                                                  2 * self.workers, self.hdu)):
-            results[k] = decoded
         return results
-
-    def _decode(self, items):
-        for chunk in chunks(items, self.batch_size):
-            yield from self._chunk(chunk)
-
-    def decode(self, items):
-        """Decoded items in input order, decoded in a background thread ahead of the consumer."""
-        return prefetch(self._decode(items), self.depth)
 
 
 def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> NvjpegPipeline:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.listing import Item
+from engine.queues import chunks, prefetch
 from galaxy.images import stem_id
 from galaxy.errors import ImageReadError
 from galaxy.images import load_input
@@ -84,3 +85,25 @@ class ReferencePipeline:
 def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> ReferencePipeline:
     del batch_size  # decodes file by file
     return ReferencePipeline(spec, workers, depth, hdu)
+
+
+class ChunkedPipeline:
+    """Base of the batch decoders (DALI, nvJPEG): `Item`s in chunks of `batch_size`, `Decoded` out in order.
+
+    A subclass sets `spec`, `workers`, `depth`, `hdu`, `batch_size` and implements
+    `_chunk(chunk) -> list[Decoded | None]`; every None (a file it does not take, or one it
+    rejected) is decoded by the reference reader, so a bad file gets the reference reader's reason.
+    """
+
+    def _decode(self, items):
+        for chunk in chunks(items, self.batch_size):
+            results = self._chunk(chunk)
+            rest = [k for k, decoded in enumerate(results) if decoded is None]
+            retried = decode_stream([chunk[k] for k in rest], self.spec, self.workers, 2 * self.workers, self.hdu)
+            for k, decoded in zip(rest, retried):
+                results[k] = decoded
+            yield from results
+
+    def decode(self, items):
+        """Decoded items in input order, decoded in a background thread ahead of the consumer."""
+        return prefetch(self._decode(items), self.depth)
