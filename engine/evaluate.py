@@ -3,14 +3,22 @@
 Accuracy, balanced accuracy, ROC AUC, confusion matrix, ECE with a reliability diagram, and
 accuracy at coverage (the most confident 10/25/50/75/100%), optionally with D4 test-time
 augmentation. On the model's own training data use `split="val"`: only the validation ids
-recorded with the model are scored.
+recorded with the model are scored. predictions.csv holds each image's probabilities, predicted
+and true label (a catalog `galaxy montage` reads).
+
+With a second model (`compare`) the same images are scored by both: an exact McNemar test says
+whether their accuracies differ beyond chance (the check before shipping a retrained model), and
+the galaxies both models put in the same class against the label go to label_suspects.csv.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import logging
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,6 +32,7 @@ from engine.listing import Item
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy import __version__
+from galaxy.card import validation_ids
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled
@@ -33,6 +42,100 @@ from galaxy.progress import progress
 from galaxy.votes import rule_from_config
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Scored:
+    """One model's probabilities over the readable images of a labelled set, in decode order."""
+
+    ids: list[str]
+    paths: list[str]
+    probabilities: np.ndarray
+    failed: list[dict]
+    backend: str
+
+    def subset(self, rows) -> "Scored":
+        return Scored([self.ids[r] for r in rows], [self.paths[r] for r in rows], self.probabilities[rows], [],
+                      self.backend)
+
+
+def _score(model_dir, card, labelled, config) -> Scored:
+    session = backends.load(config.backend, model_dir, card, backends.BackendOptions(batch_size=config.batch_size))
+    pipeline = open_pipeline(config.decoder, card.input_spec, os.cpu_count() or 1, 4 * config.batch_size,
+                             batch_size=config.batch_size, device=session.device)
+    id_of = dict(zip(labelled.paths, labelled.ids))
+    failed, paths, probs = [], [], []
+    bar = progress(f"evaluating {card.name}", "img", total=len(labelled), enabled=config.progress)
+    for batch in batches(pipeline.decode(Item(p) for p in labelled.paths), config.batch_size,
+                         lambda item: failed.append({"path": item.path, "reason": item.error.reason})):
+        tensor = batch.tensor[: batch.n_valid]
+        probs.append(run_d4(session, tensor) if config.tta else session.run(tensor))
+        paths.extend(batch.paths)
+        bar.update(batch.n_valid)
+    bar.close()
+    if not paths:
+        raise UsageError(f"no readable labelled images in {config.data}")
+    return Scored([id_of[p] for p in paths], paths, np.concatenate(probs), failed,
+                  f"{session.name} {session.precision} on {session.device}")
+
+
+def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, classes) -> None:
+    """Per image: id, path, the class probabilities, the predicted and the true label (a catalog montage reads)."""
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["id", "path", *(f"p_{c}" for c in classes), "label", "true_label"])
+        for i, (id_, p) in enumerate(zip(scored.ids, scored.paths)):
+            probs = scored.probabilities[i]
+            out.writerow([id_, p, *(f"{v:.6f}" for v in probs), classes[int(np.argmax(probs))], classes[labels[i]]])
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar test: P(a split of the discordant pairs at least this uneven | equal accuracy)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _comparable(config, card, labelled):
+    """(folder, card) of the model to compare with; refused if it cannot be compared fairly on `labelled`."""
+    other_dir, other = resolve_model(config.compare)
+    if other.classes != card.classes:
+        raise UsageError(f"{config.compare} has classes {other.classes}, {card.name} has {card.classes}")
+    if config.split == "val":
+        other_val = validation_ids(other_dir, other)
+        trained_on = [i for i in labelled.ids if other_val is None or i not in other_val]
+        if trained_on:
+            raise UsageError(f"{config.compare} was trained on {len(trained_on)} of these validation images "
+                             f"(e.g. {trained_on[0]}): a comparison on them would favour it")
+    return other_dir, other
+
+
+def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelled, config, out: Path) -> dict:
+    """Score a second model on the same images; paired accuracy test and the labels both models reject.
+
+    Galaxies where two independently trained models agree with each other and not with the label
+    are written to label_suspects.csv: mostly label noise, or a blind spot the two share. Their
+    share estimates how far below 100% any model must stay against these labels.
+    """
+    theirs = _score(other_dir, other, labelled, config)
+    where = {path: i for i, path in enumerate(scored.paths)}
+    pairs = np.array([(where[path], j) for j, path in enumerate(theirs.paths) if path in where], dtype=int).reshape(-1, 2)
+    rows = pairs[:, 0]
+    a, y = scored.probabilities[rows].argmax(axis=1), labels[rows]
+    b = theirs.probabilities[pairs[:, 1]].argmax(axis=1)
+    agree = a == b
+    suspects = rows[agree & (a != y)]
+    only_a, only_b = int(np.sum((a == y) & (b != y))), int(np.sum((b == y) & (a != y)))
+    _write_predictions(out / "label_suspects.csv", scored.subset(suspects), labels[suspects], card.classes)
+    return {"model": {"name": other.name, "weights_sha256": other.weights_sha256, "dir": str(other_dir)},
+            "backend": theirs.backend, "n": len(rows),
+            "accuracy": float(np.mean(b == y)), "accuracy_this": float(np.mean(a == y)),
+            "only_this_right": only_a, "only_other_right": only_b, "mcnemar_p": mcnemar_p(only_a, only_b),
+            "agreement": float(np.mean(agree)), "accuracy_where_agree": float(np.mean(a[agree] == y[agree])),
+            "agree_against_label": len(suspects), "agree_against_label_fraction": len(suspects) / max(len(rows), 1),
+            "label_suspects": "label_suspects.csv"}
 
 
 def evaluate(config) -> dict:
@@ -45,36 +148,26 @@ def evaluate(config) -> dict:
                                  rule_from_config(config_dict(config)))
     else:
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
-    session = backends.load(config.backend, model_dir, card, backends.BackendOptions(batch_size=config.batch_size))
-    pipeline = open_pipeline(config.decoder, card.input_spec, os.cpu_count() or 1, 4 * config.batch_size,
-                             batch_size=config.batch_size, device=session.device)
+    other = _comparable(config, card, labelled) if config.compare else None
+    scored = _score(model_dir, card, labelled, config)
+    probabilities, failed = scored.probabilities, scored.failed
     label_of = dict(zip(labelled.paths, labelled.labels))
-    failed, paths, probs = [], [], []
-    bar = progress("evaluating", "img", total=len(labelled), enabled=config.progress)
-
-    for batch in batches(pipeline.decode(Item(p) for p in labelled.paths), config.batch_size,
-                         lambda item: failed.append({"path": item.path, "reason": item.error.reason})):
-        tensor = batch.tensor[: batch.n_valid]
-        probs.append(run_d4(session, tensor) if config.tta else session.run(tensor))
-        paths.extend(batch.paths)
-        bar.update(batch.n_valid)
-    bar.close()
-    if not paths:
-        raise UsageError(f"no readable labelled images in {config.data}")
-    probabilities = np.concatenate(probs)
-    labels = np.array([label_of[p] for p in paths])
+    labels = np.array([label_of[p] for p in scored.paths])
     report = classification_report(labels, probabilities, card.classes)
     report["ece"], bins = expected_calibration_error(labels, probabilities)
     report["accuracy_at_coverage"] = accuracy_at_coverage(labels, probabilities)
     report["reliability_bins"] = bins
     report["failed"] = failed
     report["model"] = {"name": card.name, "weights_sha256": card.weights_sha256}
-    report["backend"] = f"{session.name} {session.precision} on {session.device}"
+    report["backend"] = scored.backend
     report["config"] = config_dict(config)
     report["version"] = __version__
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _write_predictions(out / "predictions.csv", scored, labels, card.classes)
+    if config.compare:
+        report["comparison"] = _compare(scored, labels, card, *other, labelled, config, out)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     title = f"{card.name} ({config.split}{', D4 TTA' if config.tta else ''})"
     reliability_diagram(bins, report["ece"], out / "reliability.png", title)

@@ -288,10 +288,13 @@ def check_backends(**options):
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("data", type=click.Path(exists=True))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for report.json, reliability.png and coverage.png.")
+              help="Folder for report.json, predictions.csv, reliability.png and coverage.png.")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "all"]),
               help="val: only the model's validation ids (for its own training data); all: every image.")
 @click.option("--tta", is_flag=True, help="D4 test-time augmentation.")
+@click.option("--compare", type=click.Path(exists=True, file_okay=False),
+              help="A second model scored on the same images: paired McNemar test, agreement, and the "
+                   "labels both models reject (label_suspects.csv).")
 @click.option("--backend", default="onnxruntime", show_default=True)
 @click.option("--decoder", default="auto", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
@@ -299,9 +302,11 @@ def check_backends(**options):
 @_vote_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 def evaluate(**options):
-    """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, plots.
+    """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, plots, per-image predictions.
 
     Example: galaxy evaluate galaxy/models/sdss-xception ../shared/data/gz1-sdss/labels.csv -o eval/
+
+    Example: galaxy evaluate runs/new-model ../shared/data/gz1-sdss/labels.csv --compare galaxy/models/sdss-xception -o eval/
     """
     from engine.evaluate import evaluate as run_evaluation
 
@@ -311,6 +316,12 @@ def evaluate(**options):
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "
                f"ROC AUC {report.get('roc_auc', float('nan')):.4f}, ECE {report['ece']:.4f}, "
                f"most confident half {coverage['0.5']:.4f} -> {options['out_dir']}/report.json", err=True)
+    if "comparison" in report:
+        c = report["comparison"]
+        click.echo(f"vs {c['model']['name']}: accuracy {c['accuracy']:.4f}, only this right {c['only_this_right']}, "
+                   f"only it right {c['only_other_right']} (McNemar p {c['mcnemar_p']:.3g}); the two agree on "
+                   f"{c['agreement']:.4f}, and against the label on {c['agree_against_label']} "
+                   f"({c['agree_against_label_fraction']:.2%}) -> {options['out_dir']}/label_suspects.csv", err=True)
 
 
 @cli.command("montage")

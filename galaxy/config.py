@@ -144,6 +144,7 @@ class EvaluateConfig:
     out_dir: str
     split: str = "val"
     tta: bool = False
+    compare: str | None = None
     backend: str = "onnxruntime"
     decoder: str = "auto"
     batch_size: int = 32

@@ -199,3 +199,48 @@ def test_train_resume_continues_from_the_checkpoint(tmp_path):
     history = json.loads((model / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert history[:2] == first
+
+
+def test_mcnemar_exact_p_values():
+    from engine.evaluate import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(7, 7) == 1.0
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32) and mcnemar_p(5, 0) == mcnemar_p(0, 5)
+    assert mcnemar_p(27, 29) > 0.8 and mcnemar_p(10, 30) < 0.01
+
+
+def _model_copy(tmp_path, name, val_ids):
+    """The shipped model under another folder, its validation split set to `val_ids` (weights linked)."""
+    from galaxy.card import default_model_dir
+
+    model = tmp_path / name
+    model.mkdir()
+    for f in default_model_dir().iterdir():
+        (model / f.name).symlink_to(f) if f.name == "model.safetensors" else shutil.copy(f, model / f.name)
+    (model / "val_ids.txt").write_text("\n".join(sorted(val_ids)) + "\n")
+    return model
+
+
+def test_evaluate_compare_writes_predictions_and_label_suspects(tmp_path, labels):
+    ids = list(labels)
+    model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids)
+    out = tmp_path / "eval"
+    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    predictions = read_csv(out / "predictions.csv")
+    assert len(predictions) == report["n"] == 40
+    wrong = {r["id"] for r in predictions if r["label"] != r["true_label"]}
+    assert report["accuracy"] == pytest.approx(1 - len(wrong) / 40)
+    comparison = report["comparison"]  # a model against itself: agrees everywhere, rejects exactly its errors
+    assert comparison["agreement"] == 1.0 and comparison["mcnemar_p"] == 1.0
+    assert {r["id"] for r in read_csv(out / "label_suspects.csv")} == wrong
+    assert comparison["agree_against_label"] == len(wrong)
+    assert invoke("montage", out / "predictions.csv", "-o", tmp_path / "m.png").exit_code == 0
+
+
+def test_evaluate_compare_refuses_a_model_trained_on_the_images(tmp_path, labels):
+    ids = sorted(labels)
+    model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids[1:])
+    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 2 and "trained on 1 of these validation images" in result.output
