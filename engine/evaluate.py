@@ -13,10 +13,9 @@ the galaxies both models put in the same class against the label go to label_sus
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import logging
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy import __version__
 from galaxy.card import validation_ids
+from galaxy.catalog import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled
@@ -79,14 +79,14 @@ def _score(model_dir, card, labelled, config) -> Scored:
                   f"{session.name} {session.precision} on {session.device}")
 
 
-def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, classes) -> None:
-    """Per image: id, path, the class probabilities, the predicted and the true label (a catalog montage reads)."""
-    with open(path, "w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(["id", "path", *(f"p_{c}" for c in classes), "label", "true_label"])
-        for i, (id_, p) in enumerate(zip(scored.ids, scored.paths)):
-            probs = scored.probabilities[i]
-            out.writerow([id_, p, *(f"{v:.6f}" for v in probs), classes[int(np.argmax(probs))], classes[labels[i]]])
+def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, card) -> None:
+    """A catalog of the scored images (so `galaxy montage` reads it) with a `true_label` column."""
+    metadata = {"model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
+                "spec": json.dumps(card.input_spec.to_dict()), "backend": scored.backend}
+    writer = CatalogWriter(path, card.classes, metadata, "csv", extra=(("true_label", "text"),))
+    writer.write(scored.ids, scored.paths, scored.probabilities,
+                 [{"true_label": card.classes[k]} for k in labels])
+    writer.close()
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -128,7 +128,7 @@ def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelle
     agree = a == b
     suspects = rows[agree & (a != y)]
     only_a, only_b = int(np.sum((a == y) & (b != y))), int(np.sum((b == y) & (a != y)))
-    _write_predictions(out / "label_suspects.csv", scored.subset(suspects), labels[suspects], card.classes)
+    _write_predictions(out / "label_suspects.csv", scored.subset(suspects), labels[suspects], card)
     return {"model": {"name": other.name, "weights_sha256": other.weights_sha256, "dir": str(other_dir)},
             "backend": theirs.backend, "n": len(rows),
             "accuracy": float(np.mean(b == y)), "accuracy_this": float(np.mean(a == y)),
@@ -165,7 +165,7 @@ def evaluate(config) -> dict:
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out / "predictions.csv", scored, labels, card.classes)
+    _write_predictions(out / "predictions.csv", scored, labels, card)
     if config.compare:
         report["comparison"] = _compare(scored, labels, card, *other, labelled, config, out)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
