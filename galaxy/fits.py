@@ -3,11 +3,13 @@
 Rules (documented in the README):
   * HDU: the first HDU holding image data (primary, image extension or tile-compressed
     image), unless `hdu` names one (index or EXTNAME).
-  * Shape: degenerate axes of length 1 are dropped. 2-D data is one band, repeated to RGB.
-    3-D data is a band cube (NAXIS3 bands); the planes `InputSpec.fits_bands` (default
-    0, 1, 2) become R, G, B. Other shapes are refused.
-  * Scaling: astropy applies BSCALE/BZERO. The asinh stretch of `InputSpec.fits` is then
-    applied to all bands together.
+  * Bands: degenerate axes of length 1 are dropped. 2-D data is one band (a grey picture).
+    3-D data is a band cube (NAXIS3 bands). Without `hdu`, a file whose image extensions
+    each hold one named band (FILTER) of the same shape is one galaxy in several bands.
+    Which band is R, G, B: `galaxy.bands` (headers, else wavelength order; `--bands`).
+    One galaxy may also come as one file per band (`read_band_files`).
+  * Flux: astropy applies BSCALE/BZERO; `galaxy.composite` then makes the colour
+    composite (sky subtracted, unit-free Lupton asinh). Non-finite pixels become sky.
   * Orientation: FITS rows run bottom-up; the array is flipped so that it reads like the
     JPEG made from the same data.
   * `.fits.gz` and tile-compressed `.fits.fz` (Rice, ...) are read by astropy directly.
@@ -19,9 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from galaxy.bands import band_name, choose_planes, cube_bands, header_band
 from galaxy.errors import ImageReadError
 from galaxy.sky import centre_position
-from galaxy.spec import FitsStretch
+from galaxy.composite import lupton_composite
+from galaxy.spec import FitsStretch, InputSpec
 
 # Refuse headers promising more pixels than this before any allocation (4 bytes each: 1 GiB).
 MAX_PIXELS = 256 * 1024 * 1024
@@ -33,34 +37,6 @@ FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".f
 def is_fits_path(path) -> bool:
     name = str(path).lower()
     return name.endswith(FITS_SUFFIXES)
-
-
-def stretch_asinh(data: np.ndarray, stretch: FitsStretch) -> np.ndarray:
-    """Percentile-clip and asinh-stretch FITS pixel values.
-
-    Args:
-        data: float array (H, W, C) of raw pixel values; may hold NaN/inf.
-        stretch: the clip percentiles and softening.
-
-    Returns:
-        float32 array (H, W, C) in [0, 1].
-
-    Raises:
-        ValueError: no finite pixel, or all finite pixels equal.
-    """
-    finite = np.isfinite(data)
-    if not finite.any():
-        raise ValueError("no finite pixel values (all NaN or inf)")
-    values = data[finite]
-    low, high = np.percentile(values, [stretch.clip_low, stretch.clip_high])
-    if not high > low:
-        low, high = float(values.min()), float(values.max())
-        if not high > low:
-            raise ValueError(f"image is constant (every finite pixel is {low:g})")
-    scaled = (np.where(finite, data, low) - low) / (high - low)
-    scaled = np.clip(scaled, 0.0, 1.0)
-    a = stretch.softening
-    return (np.arcsinh(scaled / a) / np.arcsinh(1.0 / a)).astype(np.float32)
 
 
 def _image_hdu(hdul, hdu, path):
@@ -91,19 +67,6 @@ def _check_size(header, path):
         raise ImageReadError(path, "image HDU has a zero-length axis")
 
 
-def _bands_last(data: np.ndarray, bands: tuple[int, ...], path) -> np.ndarray:
-    data = np.squeeze(data)
-    if data.ndim == 2:
-        return data[:, :, None]
-    if data.ndim == 3:
-        if max(bands) >= data.shape[0]:
-            raise ImageReadError(
-                path, f"cube has {data.shape[0]} bands; bands {list(bands)} were asked for"
-            )
-        return np.stack([data[b] for b in bands], axis=-1)
-    raise ImageReadError(path, f"image data has {data.ndim} dimensions {data.shape}; need 2 or 3")
-
-
 def _objid(headers) -> str | None:
     for key in OBJID_KEYS:
         for header in headers:
@@ -114,15 +77,23 @@ def _objid(headers) -> str | None:
 
 @dataclass(frozen=True)
 class FitsImage:
-    """Where a file's image is: the HDU's zero-based index, its number of axes, whether the
-    header scales the data (BSCALE/BZERO), its object id, and the sky position (RA, Dec in
-    degrees) of its centre when the headers give one (`galaxy.sky`)."""
+    """Where a file's image is: the zero-based indices of its image HDUs (one, or one per band
+    for a multi-extension file), its number of axes, whether the header scales the data
+    (BSCALE/BZERO), the band names from the headers (None where unnamed; one per plane or
+    extension), its object id, its pixel type (BITPIX), and the sky position (RA, Dec in degrees) of its centre when
+    the headers give one (`galaxy.sky`)."""
 
-    index: int
+    hdus: tuple[int, ...]
     ndim: int
     scaled: bool
+    bands: tuple[str | None, ...]
     objid: str | None
     sky: tuple[float, float] | None = None
+    bitpix: int = -32
+
+    @property
+    def index(self) -> int:
+        return self.hdus[0]
 
     def meta(self) -> dict:
         """What the catalog takes from the headers: "objid", "ra", "dec" where known."""
@@ -132,8 +103,23 @@ class FitsImage:
         return out
 
 
+def _shape(header) -> tuple[int, ...]:
+    prefix = "ZNAXIS" if "ZNAXIS" in header else "NAXIS"
+    return tuple(int(header.get(f"{prefix}{i}", 0)) for i in range(1, int(header.get(prefix, 0)) + 1))
+
+
+def _band_extensions(hdul) -> list[int]:
+    """Image extensions that each hold one named band of one shape (a multi-extension band set)."""
+    members = [k for k, h in enumerate(hdul) if h.is_image and len([n for n in _shape(h.header) if n > 1]) == 2]
+    named = [k for k in members if header_band(hdul[k].header)]
+    shapes = {_shape(hdul[k].header) for k in named}
+    bands = {header_band(hdul[k].header) for k in named}
+    return named if len(named) >= 2 and len(shapes) == 1 and len(bands) == len(named) else []
+
+
 def locate_image(path, hdu=None) -> FitsImage:
-    """Find the image HDU of a FITS file from its headers alone (no pixel data is read).
+    """Find the image HDU(s) of a FITS file and its band names from the headers alone (no
+    pixel data is read).
 
     Raises:
         ImageReadError: not FITS, no image HDU, or a header promising too many pixels.
@@ -144,54 +130,82 @@ def locate_image(path, hdu=None) -> FitsImage:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
             chosen = _image_hdu(hdul, hdu, path)
             _check_size(chosen.header, path)
-            scaled = any(float(chosen.header.get(k, d)) != d for k, d in (("BSCALE", 1.0), ("BZERO", 0.0)))
-            ndim = int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
-            return FitsImage(hdul.index(chosen), ndim, scaled, _objid((chosen.header, hdul[0].header)),
-                             centre_position(chosen.header, hdul[0].header))
+            shape = [n for n in _shape(chosen.header) if n > 1]
+            extensions = _band_extensions(hdul) if hdu is None else []
+            if extensions:
+                hdus, ndim = tuple(extensions), 3
+                names = tuple(header_band(hdul[k].header) for k in extensions)
+            else:
+                hdus, ndim = (hdul.index(chosen),), int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
+                planes = shape[-1] if len(shape) == 3 else 1  # NAXIS3 counts the planes
+                names = tuple(cube_bands(chosen.header, planes) or [header_band(chosen.header)] * (planes == 1)
+                              or [None] * planes)
+            scaled = any(float(hdul[k].header.get(key, d)) != d for k in hdus for key, d in (("BSCALE", 1.0),
+                                                                                              ("BZERO", 0.0)))
+            return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, hdul[0].header)),
+                             centre_position(chosen.header, hdul[0].header),
+                             int(chosen.header.get("ZBITPIX", chosen.header.get("BITPIX", -32))))
     except ImageReadError:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
 
 
-def stretch_to_rgb(data: np.ndarray, stretch: FitsStretch, bands, path) -> np.ndarray:
-    """Raw image data (2-D, or a band cube) -> stretched float32 (H, W, 3) in [0, 1], top row first."""
-    cube = _bands_last(np.asarray(data, dtype=np.float64), tuple(bands), path)
-    try:
-        stretched = stretch_asinh(cube, stretch)
-    except ValueError as exc:
-        raise ImageReadError(path, str(exc), stage="preprocess") from exc
-    stretched = stretched[::-1]
-    if stretched.shape[2] == 1:
-        stretched = np.repeat(stretched, 3, axis=2)
-    return np.ascontiguousarray(stretched)
-
-
-def read_fits_cutout(path, stretch: FitsStretch, bands=(0, 1, 2), hdu=None):
-    """Read one FITS cutout into a stretched float32 RGB array.
-
-    Args:
-        path: a .fits / .fits.gz / .fits.fz file.
-        stretch: the asinh stretch to apply.
-        bands: cube planes used as R, G, B.
-        hdu: index or EXTNAME of the HDU; None takes the first with image data.
-
-    Returns:
-        (pixels, meta): float32 (H, W, 3) in [0, 1], and a dict with "objid" when the
-        header has one of `OBJID_KEYS`, and "ra", "dec" (degrees) of the centre when known.
+def band_cube(planes: list[np.ndarray], names, wanted, path) -> np.ndarray:
+    """2-D band images (in file order) -> float64 (H, W, C) in display order (R, G, B), top row first.
 
     Raises:
-        ImageReadError: the file is not FITS, has no usable image, or its data is bad.
+        ImageReadError: shapes differ, or the bands asked for are not there.
     """
+    if len({p.shape for p in planes}) != 1:
+        raise ImageReadError(path, f"band images differ in shape: {[p.shape for p in planes]}", stage="decode")
+    try:
+        order = choose_planes(tuple(wanted), list(names))
+    except ValueError as exc:
+        raise ImageReadError(path, str(exc), stage="preprocess") from None
+    return np.stack([planes[k] for k in order], axis=-1)[::-1]
+
+
+def _planes(data: np.ndarray, path) -> list[np.ndarray]:
+    data = np.squeeze(np.asarray(data, dtype=np.float64))
+    if data.ndim == 2:
+        return [data]
+    if data.ndim == 3:
+        return list(data)
+    raise ImageReadError(path, f"image data has {data.ndim} dimensions {data.shape}; need 2 or 3")
+
+
+def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path) -> np.ndarray:
+    """A display-ordered band cube -> float32 (H, W, 3) in [0, 1]: non-finite pixels become
+    sky (the finite median of their band), then `galaxy.composite.lupton_composite`."""
+    finite = np.isfinite(cube)
+    if not finite.any():
+        raise ImageReadError(path, "no finite pixel values (all NaN or inf)", stage="preprocess")
+    if not finite.all():
+        fill = [np.median(cube[..., c][finite[..., c]]) if finite[..., c].any() else 0.0 for c in range(cube.shape[2])]
+        cube = np.where(finite, cube, np.asarray(fill))
+    try:
+        rgb = lupton_composite(cube, stretch)
+    except ValueError as exc:
+        raise ImageReadError(path, str(exc), stage="preprocess") from exc
+    if rgb.shape[2] == 1:
+        return np.repeat(rgb, 3, axis=2)
+    if rgb.shape[2] == 2:  # two bands: green is their mean, as in two-band composites
+        return np.stack([rgb[..., 0], rgb.mean(axis=2), rgb[..., 1]], axis=-1)
+    return rgb
+
+
+def _read_hdus(path, hdus) -> list[np.ndarray]:
     from astropy.io import fits
 
-    where = locate_image(path, hdu)
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            data = hdul[where.index].data
-            if data is None:
-                raise ImageReadError(path, "image HDU holds no data")
-            data = np.asarray(data, dtype=np.float64)
+            out = []
+            for k in hdus:
+                if hdul[k].data is None:
+                    raise ImageReadError(path, "image HDU holds no data")
+                out.extend(_planes(hdul[k].data, path))
+            return out
     except ImageReadError:
         raise
     except ValueError as exc:
@@ -201,4 +215,45 @@ def read_fits_cutout(path, stretch: FitsStretch, bands=(0, 1, 2), hdu=None):
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
     except (OSError, TypeError, IndexError, KeyError) as exc:
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
-    return stretch_to_rgb(data, stretch, bands, path), where.meta()
+
+
+def read_fits_cutout(path, spec: InputSpec, hdu=None):
+    """Read one FITS cutout (one band, a band cube or one band per extension) into a colour composite.
+
+    Args:
+        path: a .fits / .fits.gz / .fits.fz file.
+        spec: supplies the composite parameters (`spec.fits`) and a band choice (`spec.fits_bands`).
+        hdu: index or EXTNAME of the HDU; None takes the first with image data (or every
+            band extension of a multi-extension band set).
+
+    Returns:
+        (pixels, meta): float32 (H, W, 3) in [0, 1], top row first, and a dict with "objid"
+        when the header has one of `OBJID_KEYS`, and "ra", "dec" (degrees) of the centre when known.
+
+    Raises:
+        ImageReadError: the file is not FITS, has no usable image, or its data is bad.
+    """
+    where = locate_image(path, hdu)
+    planes = _read_hdus(path, where.hdus)
+    names = where.bands if len(where.bands) == len(planes) else (None,) * len(planes)
+    cube = band_cube(planes, names, spec.fits_bands, path)
+    return composite_rgb(cube, spec.fits, path), where.meta()
+
+
+def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None):
+    """One galaxy stored as one single-band FITS file per band: {band name: path} -> composite.
+
+    The band names (e.g. "g", "r", "i") order the planes (reddest -> R) unless `spec.fits_bands`
+    chooses. Header metadata (id, position) comes from the first file.
+    """
+    planes, metas = [], []
+    for path in band_paths.values():
+        where = locate_image(path, hdu)
+        file_planes = _read_hdus(path, where.hdus[:1])
+        if len(file_planes) != 1:
+            raise ImageReadError(path, f"holds {len(file_planes)} bands; a band file must hold one")
+        planes.extend(file_planes)
+        metas.append(where.meta())
+    label = ";".join(band_paths.values())
+    cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label)
+    return composite_rgb(cube, spec.fits, label), metas[0]

@@ -122,7 +122,7 @@ def read_cutout(path, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
     if is_fits_path(path):
-        return read_fits_cutout(path, spec.fits, spec.fits_bands, hdu)
+        return read_fits_cutout(path, spec, hdu)
     return read_raster(path), {}
 
 

@@ -5,7 +5,8 @@ One InputSpec travels with the weights in the model card. The reference reader
 literal lives anywhere else.
 
 The preprocessing, in order:
-  1. decode to float32 (H, W, 3) in [0, 1]; FITS data is first stretched (`galaxy.fits`);
+  1. decode to float32 (H, W, 3) in [0, 1]; FITS flux is first made a colour composite
+     (`galaxy.composite`);
   2. centre crop: keep the central `crop_fraction` of each side (gz1-sdss galaxies sit in
      the middle of a wide field);
   3. resize to `size` x `size` (bilinear with antialiasing, PIL's filter);
@@ -16,25 +17,49 @@ The preprocessing, in order:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 from galaxy.errors import UsageError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class FitsStretch:
-    """The astronomical stretch applied to FITS pixel data.
+    """How FITS flux becomes a colour composite like the survey JPEGs (`galaxy.composite`).
 
-    Per image (all bands together, so colours keep their ratios): the finite pixels are
-    clipped to the [`clip_low`, `clip_high`] percentiles, scaled to [0, 1], then
-    asinh-stretched: y = asinh(x / softening) / asinh(1 / softening). Small `softening`
-    lifts faint outskirts (spiral arms) the way SDSS colour composites do (Lupton et al. 2004).
-    Non-finite pixels (NaN, inf) are set to the low clip value (sky).
+    Sky and noise come from sigma-clipped statistics (`sky_clip_sigma`, `sky_iterations`);
+    each band's black point sits `black_sigma` sky-noise units below its sky; the Lupton et
+    al. (2004) asinh of the intensity shows one noise unit as `noise_level` and the galaxy's
+    peak (brightest 3x3 mean in the central `peak_region`) as `peak_level`, its softening
+    solved in `u_range` by `u_steps` bisection steps. `noise_level` and `peak_level` are the
+    median sky noise and galaxy peak of the SDSS JPEGs the model learned from.
     """
 
-    clip_low: float = 0.5
-    clip_high: float = 99.5
-    softening: float = 0.1
+    sky_clip_sigma: float = 3.0
+    sky_iterations: int = 5
+    black_sigma: float = 1.26
+    noise_level: float = 0.0135
+    peak_level: float = 0.64
+    peak_region: float = 0.5
+    u_range: tuple[float, float] = (0.3, 60.0)
+    u_steps: int = 24
+
+    def __post_init__(self):
+        if not (0 < self.noise_level < self.peak_level <= 1 and 0 < self.peak_region <= 1
+                and 0 < self.u_range[0] < self.u_range[1] and self.sky_iterations >= 0
+                and self.sky_clip_sigma > 0 and self.u_steps > 0):
+            raise UsageError(f"FITS composite parameters out of range: {self}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FitsStretch:
+        legacy = {"clip_low", "clip_high", "softening"} & set(data)
+        if legacy:  # the percentile stretch of galaxy-engine 0.1, replaced by the composite
+            log.warning("model card has the old FITS percentile stretch (%s); using the Lupton composite",
+                        ", ".join(sorted(legacy)))
+        data = {k: (tuple(v) if k == "u_range" else v) for k, v in data.items() if k not in legacy}
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -50,7 +75,9 @@ class InputSpec:
         layout: tensor layout handed to the network.
         dtype: tensor dtype handed to the network.
         fits: the stretch used for FITS inputs.
-        fits_bands: planes of a 3-D FITS cube used as (R, G, B), zero-based along NAXIS3.
+        fits_bands: the FITS bands shown as (R, G, B): band names ("i", "r", "g") or
+            zero-based plane indices; empty: read the order from the headers (FILTER,
+            BANDn), else take the planes to be in wavelength order (`galaxy.bands`).
     """
 
     size: int = 96
@@ -61,7 +88,7 @@ class InputSpec:
     layout: str = "NCHW"
     dtype: str = "float32"
     fits: FitsStretch = field(default_factory=FitsStretch)
-    fits_bands: tuple[int, ...] = (0, 1, 2)
+    fits_bands: tuple[int | str, ...] = ()
 
     def __post_init__(self):
         if not 8 <= self.size <= 1024:
@@ -84,7 +111,9 @@ class InputSpec:
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:
         data = dict(data)
-        fits = FitsStretch(**data.pop("fits", {}))
+        if "softening" in data.get("fits", {}):  # 0.1 cards: (0, 1, 2) meant "planes as stored"
+            data.pop("fits_bands", None)
+        fits = FitsStretch.from_dict(data.pop("fits", {}))
         for key in ("mean", "std", "fits_bands"):
             if key in data:
                 data[key] = tuple(data[key])

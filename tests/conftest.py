@@ -53,3 +53,13 @@ def model_copy(tmp_path, default_model) -> Path:
     target = tmp_path / "model"
     shutil.copytree(default_model[0], target)
     return target
+
+
+@pytest.fixture(scope="session")
+def real_fits_smoke():
+    """The 20 real single-band SDSS and KiDS FITS cutouts of ../shared (odd units and headers)."""
+    folder = ROOT.parent / "shared" / "data" / "real-fits-smoke"
+    files = sorted(folder.glob("*.fits"))
+    if not files:
+        pytest.skip(f"the real-fits-smoke data set is not at {folder}")
+    return files

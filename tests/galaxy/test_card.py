@@ -9,7 +9,7 @@ from galaxy.spec import FitsStretch, InputSpec
 
 def test_card_round_trip(tmp_path):
     spec = InputSpec(size=80, crop_fraction=0.4, mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6),
-                     fits=FitsStretch(1.0, 99.0, 0.05), fits_bands=(2, 1, 0))
+                     fits=FitsStretch(black_sigma=1.5, peak_level=0.5, u_range=(0.5, 30.0)), fits_bands=("i", "r", "g"))
     card = ModelCard("m", "legacy_xception", ("elliptical", "spiral"), spec, "ab" * 32,
                      training={"command": "galaxy train x"}, split={"seed": 3}, metrics={"validation": {"accuracy": 0.9}})
     card.save(tmp_path)

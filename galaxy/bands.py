@@ -1,0 +1,108 @@
+"""Which FITS band is shown as red, green and blue.
+
+Survey composites put the reddest band in R (SDSS: i -> R, r -> G, g -> B), while cutout
+services and archives store bands in wavelength order (g, r, i). The order is read from
+the headers where they name the bands (FILTER, or BAND0/BAND1... or BAND1/BAND2... for the
+planes of a cube), else the planes are taken to be in wavelength order. A user's choice
+(`--bands i,r,g` by name, or `--bands 2,1,0` by plane) overrides both.
+"""
+
+from __future__ import annotations
+
+import re
+
+from galaxy.errors import UsageError
+
+# Effective wavelengths in nm of the usual broad-band filters (SDSS/HSC/DECam/KiDS/2MASS).
+WAVELENGTH_NM = {"u": 355, "g": 475, "r": 622, "i": 763, "z": 905, "y": 1000, "j": 1250, "h": 1650, "k": 2200,
+                 "ks": 2150}
+# What SDSS composites show as R, G, B; other band sets take the nearest wavelengths.
+DISPLAY_NM = (763, 622, 475)
+FILTER_KEYS = ("FILTER", "FILTNAM", "BAND", "FILTER1")
+
+
+def band_name(value) -> str | None:
+    """The broad-band filter named by a header value: "SDSS r" -> "r", "HSC-G" -> "g"; else None."""
+    tokens = [t.lower() for t in re.split(r"[^A-Za-z]+", str(value)) if t]
+    known = [t for t in tokens if t in WAVELENGTH_NM]
+    return known[-1] if known else None
+
+
+def header_band(header) -> str | None:
+    """The band a single-band HDU holds, from FILTER-like keys."""
+    for key in FILTER_KEYS:
+        if key in header:
+            name = band_name(header[key])
+            if name:
+                return name
+    return None
+
+
+def cube_bands(header, planes: int) -> list[str] | None:
+    """Band names of a cube's planes from BANDn keys (0- or 1-based); None unless all are named."""
+    for first in (0, 1):
+        names = [band_name(header.get(f"BAND{first + k}", "")) for k in range(planes)]
+        if all(names):
+            return names
+    return None
+
+
+def display_order(names: list[str | None]) -> list[int]:
+    """Indices of the bands to show as R, G, B (fewer for one or two bands).
+
+    Named bands: for each of R, G, B the unused band nearest in wavelength to SDSS's i, r, g.
+    Unnamed: the planes are taken to be in wavelength order (reddest last).
+
+    Raises:
+        ValueError: more than three unnamed planes (which three is a guess).
+    """
+    count = len(names)
+    if count == 1:
+        return [0]
+    if all(names):
+        wavelengths = [WAVELENGTH_NM[n] for n in names]
+        order: list[int] = []
+        for target in DISPLAY_NM[: min(count, 3)]:
+            free = [k for k in range(count) if k not in order]
+            order.append(min(free, key=lambda k: abs(wavelengths[k] - target)))
+        return sorted(order, key=lambda k: -wavelengths[k])
+    if count > 3:
+        raise ValueError(f"{count} bands and no band names in the header: choose three with --bands (e.g. 3,2,1)")
+    return list(range(count))[::-1]
+
+
+def parse_bands(value: str | None) -> tuple[int | str, ...]:
+    """`--bands` text -> a tuple of plane indices or band names (R, G, B order); () for None.
+
+    Raises:
+        UsageError: a mix of names and numbers, an unknown band or not 1-3 entries.
+    """
+    if not value:
+        return ()
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not 1 <= len(parts) <= 3:
+        raise UsageError(f"--bands takes 1 to 3 bands (R,G,B), got {value!r}")
+    if all(p.isdigit() for p in parts):
+        return tuple(int(p) for p in parts)
+    if any(p.isdigit() for p in parts) or any(p.lower() not in WAVELENGTH_NM for p in parts):
+        raise UsageError(f"--bands {value!r}: give band names ({', '.join(WAVELENGTH_NM)}) or plane numbers, not both")
+    return tuple(p.lower() for p in parts)
+
+
+def choose_planes(wanted: tuple[int | str, ...], names: list[str | None]) -> list[int]:
+    """Planes to show as R, G, B: the user's choice if any, else `display_order`.
+
+    Raises:
+        ValueError: a wanted plane or band the file does not have.
+    """
+    if not wanted:
+        return display_order(names)
+    if isinstance(wanted[0], int):
+        missing = [p for p in wanted if p >= len(names)]
+        if missing:
+            raise ValueError(f"has {len(names)} bands; --bands plane(s) {missing} asked for")
+        return list(wanted)
+    missing = [b for b in wanted if b not in names]
+    if missing:
+        raise ValueError(f"has bands {names} by its headers; --bands {missing} asked for")
+    return [names.index(b) for b in wanted]

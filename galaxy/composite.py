@@ -1,0 +1,152 @@
+"""Linear flux -> a survey colour composite (Lupton et al. 2004), whatever the flux unit.
+
+The network learned from SDSS gri JPEG composites: a dark sky a little above black with
+faint noise, galaxies mapped through an asinh of the summed intensity with colours kept
+(reddest band -> R). FITS data is turned into the same kind of picture, per image:
+
+  1. sky: per band, the sigma-clipped mean and standard deviation of all finite pixels
+     (`sky_clip_sigma`, a fixed `sky_iterations`: astropy's `sigma_clipped_stats` with
+     cenfunc="mean", stdfunc="std"); the sky noise `sigma` is the mean over bands. Every
+     band is shifted so that its black point sits `black_sigma` noise units below its sky.
+  2. unit: pixels are measured in sky-noise units, so counts, nanomaggies, maggies or e-/s
+     give the same picture; one common scale for all bands keeps the colours.
+  3. curve: the Lupton asinh of the intensity I (the mean of the bands),
+     f(I) = asinh(noise_level * u * I) / u, has two anchors read off the data: in the
+     linear part one sky-noise unit is `noise_level` (the sky noise of the SDSS JPEGs),
+     and the galaxy's peak intensity (the brightest 3x3 mean inside the central
+     `peak_region`) lands on `peak_level` (the median peak of the SDSS JPEGs). The
+     softening u is solved by bisection (`u_range`, `u_steps` fixed steps).
+  4. each band is multiplied by f(I) / I, clipped below at 0, and a pixel whose brightest
+     band passes 1 is scaled down with its colour kept.
+
+Steps 3-4 are astropy's `make_lupton_rgb` with Q = 10 sinh(u / 10) and
+stretch = Q sigma / (noise_level u) (`lupton_parameters`); the tests hold the two equal.
+The DALI graph (`engine.pipelines.dali_fits`) is this same arithmetic in DALI operators.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from galaxy.spec import FitsStretch
+
+# The Lupton (2004) constant used by astropy's LuptonAsinhStretch: f = asinh(Q x / s) frac / asinh(frac Q).
+LUPTON_FRAC = 0.1
+
+
+def sky_statistics(cube: np.ndarray, stretch: FitsStretch) -> tuple[np.ndarray, float]:
+    """Per-band sky level and the common sky noise of a band cube.
+
+    Args:
+        cube: float64 (H, W, C) linear flux, all finite.
+        stretch: the clipping threshold and number of iterations.
+
+    Returns:
+        (sky, sigma): float64 (C,) sky levels and the mean over bands of the clipped
+        standard deviations (a float, > 0 unless the image is constant).
+    """
+    flat = cube.reshape(-1, cube.shape[2])
+    keep = np.ones(flat.shape, dtype=bool)
+    for _ in range(stretch.sky_iterations):
+        count = keep.sum(axis=0)
+        mean = (flat * keep).sum(axis=0) / count
+        std = np.sqrt((((flat - mean) ** 2) * keep).sum(axis=0) / count)
+        keep &= np.abs(flat - mean) <= stretch.sky_clip_sigma * std
+    count = keep.sum(axis=0)
+    mean = (flat * keep).sum(axis=0) / count
+    std = np.sqrt((((flat - mean) ** 2) * keep).sum(axis=0) / count)
+    return mean, float(std.mean())
+
+
+def box3_peak(intensity: np.ndarray, region: float) -> float:
+    """The largest 3x3 mean of a (H, W) image inside its central `region` fraction of each side.
+
+    The 3x3 mean uses edge-replicated borders, so one hot pixel does not set the peak.
+    """
+    height, width = intensity.shape
+    padded = np.pad(intensity, 1, mode="edge")
+    smooth = sum(padded[i:i + height, j:j + width] for i in range(3) for j in range(3)) / 9.0
+    def edges(n):  # rounded as DALI's relative slice rounds them, so both pick the same pixels
+        return int(np.floor(n * (1 - region) / 2 + 0.5)), int(np.floor(n * (1 + region) / 2 + 0.5))
+
+    (top, bottom), (left, right) = edges(height), edges(width)
+    return float(smooth[top:bottom, left:right].max())
+
+
+def solve_softening(peak: float, stretch: FitsStretch) -> float:
+    """The softening u with asinh(noise_level u peak) / u = peak_level (bisection in log u).
+
+    Where even a linear curve leaves the peak below `peak_level` (a faint galaxy), the
+    smallest u of `u_range` is returned: the curve is then nearly linear.
+    """
+    lo, hi = np.log(stretch.u_range[0]), np.log(stretch.u_range[1])
+    scaled = stretch.noise_level * peak
+    for _ in range(stretch.u_steps):
+        mid = 0.5 * (lo + hi)
+        u = np.exp(mid)
+        if np.arcsinh(scaled * u) / u > stretch.peak_level:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.exp(0.5 * (lo + hi)))
+
+
+def lupton_parameters(sky: np.ndarray, sigma: float, u: float, stretch: FitsStretch) -> dict:
+    """The same mapping as keyword arguments of astropy's `make_lupton_rgb` (for checks)."""
+    q = np.sinh(LUPTON_FRAC * u) / LUPTON_FRAC
+    return {"minimum": list(sky - stretch.black_sigma * sigma), "Q": float(q),
+            "stretch": float(q * sigma / (stretch.noise_level * u))}
+
+
+def lupton_composite(cube: np.ndarray, stretch: FitsStretch) -> np.ndarray:
+    """Sky-subtract and Lupton-map a linear band cube.
+
+    Args:
+        cube: float (H, W, C) linear flux in any unit, bands in display order (R, G, B; one
+            band gives a grey picture); all values finite.
+        stretch: the composite's parameters (the InputSpec's FITS section).
+
+    Returns:
+        float32 (H, W, C) in [0, 1].
+
+    Raises:
+        ValueError: the image is constant (no sky noise to measure).
+    """
+    cube = np.asarray(cube, dtype=np.float64)
+    scale = np.abs(cube).max()
+    if not scale > 0:
+        raise ValueError("image is constant (every pixel is 0)")
+    cube = cube / scale  # unit-free from here on; also keeps squares far from float underflow
+    sky, sigma = sky_statistics(cube, stretch)
+    if not sigma > 0:
+        raise ValueError("image is constant: no sky noise to scale by")
+    x = (cube - sky) / sigma + stretch.black_sigma
+    intensity = x.mean(axis=2)
+    u = solve_softening(box3_peak(intensity, stretch.peak_region), stretch)
+    f = np.arcsinh(stretch.noise_level * u * intensity) / u
+    ratio = np.where(intensity > 0, f / np.where(intensity > 0, intensity, 1.0), 0.0)
+    out = np.clip(x * ratio[:, :, None], 0.0, None)
+    brightest = out.max(axis=2, keepdims=True)
+    out = np.where(brightest > 1.0, out / np.where(brightest > 1.0, brightest, 1.0), out)
+    return out.astype(np.float32)
+
+
+def invert_composite(rgb: np.ndarray, softening: float, mode: str = "lupton") -> np.ndarray:
+    """Undo an asinh colour composite: display RGB in [0, 1] -> linear flux (a simulation aid).
+
+    `mode` "lupton" inverts y = x f(I) / I with f(I) = asinh(I / a) / asinh(1 / a) on the
+    intensity (colours kept); "channel" inverts y = asinh(x / a) / asinh(1 / a) per band.
+    Used to turn survey JPEGs back into what their flux looked like (the FITS round trip).
+
+    Returns:
+        float64 (H, W, C), 1 where the composite was white.
+    """
+    rgb = np.asarray(rgb, dtype=np.float64)
+    norm = np.arcsinh(1.0 / softening)
+    if mode == "channel":
+        return softening * np.sinh(rgb * norm)
+    if mode != "lupton":
+        raise ValueError(f"mode {mode!r} is not 'lupton' or 'channel'")
+    intensity = rgb.mean(axis=2, keepdims=True)
+    linear = softening * np.sinh(intensity * norm)
+    return np.where(intensity > 0, rgb * linear / np.where(intensity > 0, intensity, 1.0), 0.0)

@@ -1,0 +1,139 @@
+"""The FITS colour composite: astropy's Lupton mapping, unit-free, sky-subtracted, bands in order."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.visualization import make_lupton_rgb
+
+from galaxy.bands import band_name, choose_planes, display_order, parse_bands
+from galaxy.composite import (box3_peak, invert_composite, lupton_composite, lupton_parameters, sky_statistics,
+                              solve_softening)
+from galaxy.errors import UsageError
+from galaxy.fits import read_band_files, read_fits_cutout
+from galaxy.spec import FitsStretch, InputSpec
+
+STRETCH = FitsStretch()
+
+
+def flux_cube(seed=0, size=96):
+    """A red bulge and a blue disc on a noisy sky, three bands (R, G, B = i, r, g), in nanomaggies."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - size / 2
+    bulge, disc = np.exp(-np.hypot(x, y) / 2.5), np.exp(-np.hypot(x, 2.2 * y) / 9)
+    colours = [(3.0, 0.8), (2.0, 1.0), (1.0, 1.1)]
+    return np.stack([20 * b * bulge + 6 * d * disc + rng.normal(0.3, 0.05, (size, size))
+                     for b, d in colours], axis=-1)
+
+
+def test_same_as_astropy_make_lupton_rgb():
+    cube = flux_cube()
+    ours = lupton_composite(cube, STRETCH)
+    scaled = cube / np.abs(cube).max()
+    sky, sigma = sky_statistics(scaled, STRETCH)
+    x = (scaled - sky) / sigma + STRETCH.black_sigma
+    u = solve_softening(box3_peak(x.mean(axis=2), STRETCH.peak_region), STRETCH)
+    reference = make_lupton_rgb(*(scaled[..., c] for c in range(3)), output_dtype=np.float64,
+                                **lupton_parameters(sky, sigma, u, STRETCH))
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_sky_statistics_match_astropy_sigma_clipped_stats():
+    from astropy.stats import sigma_clipped_stats
+
+    cube = flux_cube()
+    sky, sigma = sky_statistics(cube, STRETCH)
+    mean, _, std = sigma_clipped_stats(cube, axis=(0, 1), sigma=3, maxiters=5, cenfunc="mean", stdfunc="std")
+    np.testing.assert_allclose(sky, mean, rtol=1e-9)
+    assert sigma == pytest.approx(std.mean(), rel=1e-9)
+
+
+@pytest.mark.parametrize("unit", [1e-12, 3.631e-6, 1.0, 5e4])
+def test_flux_unit_and_sky_pedestal_do_not_change_the_picture(unit):
+    cube = flux_cube()
+    reference = lupton_composite(cube, STRETCH)
+    np.testing.assert_allclose(lupton_composite((cube + 7.5) * unit, STRETCH), reference, atol=1e-4)
+
+
+def test_sky_is_dark_and_colours_keep_their_order():
+    rgb = lupton_composite(flux_cube(), STRETCH)
+    sky = rgb[:10, :10].mean()
+    assert 0.005 < sky < 0.05  # a little above black, as in the survey JPEGs
+    assert box3_peak(rgb.mean(axis=2), 0.5) == pytest.approx(STRETCH.peak_level, abs=0.05)
+    centre = rgb[46:50, 46:50].mean(axis=(0, 1))
+    assert centre[0] > centre[1] > centre[2]  # the red bulge stays red
+
+
+def test_invert_composite_round_trips():
+    rgb = np.clip(np.random.default_rng(1).uniform(0, 0.9, (8, 8, 3)), 0, 1)
+    for mode in ("lupton", "channel"):
+        linear = invert_composite(rgb, 0.1, mode)
+        intensity = linear.mean(axis=2, keepdims=True) if mode == "lupton" else linear
+        again = np.arcsinh(intensity / 0.1) / np.arcsinh(10.0)
+        if mode == "lupton":
+            again = linear * again / intensity
+        np.testing.assert_allclose(again, rgb, atol=1e-9)
+
+
+def test_band_names_and_display_order():
+    assert [band_name(v) for v in ("SDSS r", "HSC-G", "i'", "DECam z", "Ks", "dark")] == ["r", "g", "i", "z", "ks", None]
+    assert display_order(["g", "r", "i"]) == [2, 1, 0]  # i -> R, r -> G, g -> B
+    assert display_order(["u", "g", "r", "i", "z"]) == [3, 2, 1]  # SDSS's own three
+    assert display_order(["g", "r", "z"]) == [2, 1, 0]
+    assert display_order([None, None, None]) == [2, 1, 0]  # unnamed: wavelength order
+    with pytest.raises(ValueError, match="choose three"):
+        display_order([None] * 5)
+    assert choose_planes(("i", "r", "g"), ["g", "r", "i"]) == [2, 1, 0]
+    assert choose_planes((0, 1, 2), ["g", "r", "i"]) == [0, 1, 2]
+    assert parse_bands("i, r, g") == ("i", "r", "g") and parse_bands("2,1,0") == (2, 1, 0)
+    for bad in ("i,1", "q,r,g", "0,1,2,3"):
+        with pytest.raises(UsageError):
+            parse_bands(bad)
+
+
+def _write_cube(path, cube_rgb, names=("g", "r", "i")):
+    """(H, W, 3) in R, G, B = i, r, g -> a FITS cube in wavelength order, rows bottom-up."""
+    hdu = fits.PrimaryHDU(np.ascontiguousarray(cube_rgb[::-1, :, ::-1].transpose(2, 0, 1), dtype=np.float32))
+    for k, name in enumerate(names):
+        hdu.header[f"BAND{k}"] = name
+    hdu.writeto(path)
+
+
+def test_cube_multi_extension_and_band_files_agree(tmp_path):
+    cube = flux_cube()
+    expected = lupton_composite(cube, STRETCH)
+    _write_cube(tmp_path / "cube.fits", cube)
+    rgb, _ = read_fits_cutout(tmp_path / "cube.fits", InputSpec())
+    np.testing.assert_allclose(rgb, expected, atol=1e-5)
+
+    extensions = [fits.PrimaryHDU()]
+    files = {}
+    for name, plane in zip(("g", "r", "i"), (cube[..., 2], cube[..., 1], cube[..., 0])):
+        hdu = fits.ImageHDU(plane[::-1].astype(np.float32), name=name.upper())
+        hdu.header["FILTER"] = f"SDSS {name}"
+        extensions.append(hdu)
+        files[name] = str(tmp_path / f"band_{name}.fits")
+        fits.PrimaryHDU(plane[::-1].astype(np.float32)).writeto(files[name])
+    fits.HDUList(extensions).writeto(tmp_path / "mef.fits")
+    np.testing.assert_allclose(read_fits_cutout(tmp_path / "mef.fits", InputSpec())[0], expected, atol=1e-5)
+    np.testing.assert_allclose(read_band_files(files, InputSpec())[0], expected, atol=1e-5)
+
+    swapped, _ = read_fits_cutout(tmp_path / "cube.fits", InputSpec(fits_bands=("g", "r", "i")))
+    np.testing.assert_allclose(swapped, expected[..., ::-1], atol=1e-5)
+
+
+def test_unnamed_cube_is_taken_in_wavelength_order(tmp_path):
+    cube = flux_cube()
+    hdu = fits.PrimaryHDU(np.ascontiguousarray(cube[::-1, :, ::-1].transpose(2, 0, 1), dtype=np.float32))
+    hdu.writeto(tmp_path / "plain.fits")
+    np.testing.assert_allclose(read_fits_cutout(tmp_path / "plain.fits", InputSpec())[0],
+                               lupton_composite(cube, STRETCH), atol=1e-5)
+
+
+def test_every_real_fits_smoke_file_is_a_galaxy_on_a_dark_sky(real_fits_smoke):
+    for path in real_fits_smoke:
+        rgb, _ = read_fits_cutout(path, InputSpec())
+        h, w = rgb.shape[:2]
+        border = np.concatenate([rgb[:5].ravel(), rgb[-5:].ravel(), rgb[:, :5].ravel(), rgb[:, -5:].ravel()])
+        centre = rgb[h // 2 - 3:h // 2 + 3, w // 2 - 3:w // 2 + 3]
+        assert np.median(border) < 0.05, path.name
+        assert centre.mean() > 5 * np.median(border), path.name
