@@ -90,13 +90,13 @@ class ShardClassifier:
         from engine import backends
         from engine.artifacts import resolve_model
         from engine.pipelines import open_pipeline
-        from engine.run import _hdu, catalog_metadata
+        from engine.run import _hdu, catalog_metadata, reading_spec
 
         model_dir, card = resolve_model(model_dir)
         self.session = backends.load(config.backend, model_dir, card,
                                      backends.BackendOptions(threads=config.threads, batch_size=config.batch_size))
         self.batch_size = min(config.batch_size, self.session.max_batch)
-        self.pipeline = open_pipeline(config.decoder, card.input_spec, config.workers or os.cpu_count() or 1,
+        self.pipeline = open_pipeline(config.decoder, reading_spec(card, config), config.workers or os.cpu_count() or 1,
                                       4 * self.batch_size, hdu=_hdu(config.hdu), batch_size=self.batch_size,
                                       device=self.session.device)
         self.tta, self.out_dir, self.classes = config.tta, Path(out_dir), card.classes

@@ -21,6 +21,7 @@ from engine.listing import iter_inputs
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy import __version__
+from galaxy.bands import parse_bands
 from galaxy.catalog import column_units, errors_path, output_format
 from galaxy.config import ClassifyConfig, config_dict
 from galaxy.errors import UsageError
@@ -70,6 +71,11 @@ def _hdu(value):
     return int(value) if value is not None and str(value).isdigit() else value
 
 
+def reading_spec(card, config):
+    """The model's InputSpec with this run's FITS band choice (`--bands`) applied."""
+    return card.input_spec.replace(fits_bands=parse_bands(config.bands)) if config.bands else card.input_spec
+
+
 def classify(config: ClassifyConfig) -> Summary:
     """Classify every input of `config` into its output catalog; errors go to the errors file."""
     from engine.artifacts import resolve_model
@@ -81,7 +87,7 @@ def classify(config: ClassifyConfig) -> Summary:
         raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     output_format(config.output, config.output_format)  # an unknown format is a usage error before any work
     model_dir, card = resolve_model(config.model_dir)
-    spec = card.input_spec
+    spec = reading_spec(card, config)
     workers = config.workers or os.cpu_count() or 1
     batch_size = config.batch_size
     if not 1 <= batch_size:

@@ -76,6 +76,7 @@ class ClassifyConfig:
     path_column: str | None = None
     id_column: str | None = None
     hdu: str | None = None
+    bands: str | None = None
     backend: str = "auto"
     decoder: str = "auto"
     tta: bool = False
