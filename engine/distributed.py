@@ -223,6 +223,8 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
     out_dir = Path(config.output)
     if out_dir.suffix:
         raise UsageError(f"with --ray the output is a folder of Parquet parts, not a file: {out_dir}")
+    if config.band_columns:  # shards hold one path per input; band sets run on one machine for now
+        raise UsageError("--band-columns is not supported with --ray yet: run it without --ray")
     if config.overwrite and out_dir.exists():
         import shutil
 

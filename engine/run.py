@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from engine import backends
 from engine.batching import batches
 from engine.journal import Journal
-from engine.listing import iter_inputs
+from engine.listing import iter_inputs, parse_band_columns
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy import __version__
@@ -86,6 +86,9 @@ def classify(config: ClassifyConfig) -> Summary:
     if missing:  # checked before any output file is opened
         raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     output_format(config.output, config.output_format)  # an unknown format is a usage error before any work
+    band_columns = parse_band_columns(config.band_columns)
+    if band_columns and not config.catalog:
+        raise UsageError("--band-columns names columns of --catalog; give --catalog FILE too")
     model_dir, card = resolve_model(config.model_dir)
     spec = reading_spec(card, config)
     workers = config.workers or os.cpu_count() or 1
@@ -114,7 +117,7 @@ def classify(config: ClassifyConfig) -> Summary:
     interrupted = finished = False
     try:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
-                                              config.keep_columns)
+                                              config.keep_columns, band_columns)
                  if not journal.is_done(item.path))
         for batch in batches(pipeline.decode(items), batch_size, on_error):
             tensor = batch.tensor[: batch.n_valid]

@@ -141,12 +141,15 @@ def _catalog_columns(path: Path, fmt: str):
     return list(table.colnames), iter([{c: list(table[c]) for c in table.colnames}])
 
 
-def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None, keep=()):
+def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None, keep=(),
+                       band_columns: dict[str, str] | None = None):
     """Rows (path, id or None, {kept column: text}) from a CSV / Parquet / FITS / ECSV table, streamed.
 
     Relative paths are taken from the catalog's folder. The path column defaults to the
     first of `PATH_COLUMNS` present; the id column to the first of `ID_COLUMNS`; `keep`
-    names columns passed through to the output (e.g. ra, dec, redshift).
+    names columns passed through to the output (e.g. ra, dec, redshift). With
+    `band_columns` ({band: column}, one FITS file per band and galaxy) the path of a row is
+    a {band: path} dict instead.
     """
     path = Path(path)
     name = path.name.lower()
@@ -158,9 +161,14 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
         columns, batches = _catalog_columns(path, fmt)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read catalog {path}: {exc}") from None
-    path_column = path_column or next((c for c in PATH_COLUMNS if c in columns), None)
-    if path_column not in columns:
-        raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
+    if band_columns:
+        absent = [c for c in band_columns.values() if c not in columns]
+        if absent:
+            raise UsageError(f"catalog {path} has no band path column {absent[0]!r}; columns are {columns}")
+    else:
+        path_column = path_column or next((c for c in PATH_COLUMNS if c in columns), None)
+        if path_column not in columns:
+            raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
     if id_column is None:
         id_column = next((c for c in ID_COLUMNS if c in columns), None)
     elif id_column not in columns:
@@ -171,14 +179,18 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     clash = [c for c in keep if c in RESERVED_COLUMNS]
     if clash:
         raise UsageError(f"cannot keep column {clash[0]!r}: the output has its own (reserved: {list(RESERVED_COLUMNS)})")
+    def resolve(value) -> str:
+        file = Path(_text(value))
+        return str(file if file.is_absolute() else path.parent / file)
+
     for batch in batches:
-        n = len(batch[path_column])
+        n = len(next(iter(batch.values())))
         ids = batch[id_column] if id_column else [None] * n
         kept = [batch[c] for c in keep]
-        for i, (value, ident) in enumerate(zip(batch[path_column], ids)):
-            file = Path(_text(value))
-            yield (str(file if file.is_absolute() else path.parent / file), None if ident is None else _text(ident),
-                   {c: _text(column[i]) for c, column in zip(keep, kept)})
+        for i, ident in enumerate(ids):
+            where = ({band: resolve(batch[c][i]) for band, c in band_columns.items()} if band_columns
+                     else resolve(batch[path_column][i]))
+            yield where, None if ident is None else _text(ident), {c: _text(column[i]) for c, column in zip(keep, kept)}
 
 
 def column_units(path, columns) -> dict[str, str]:

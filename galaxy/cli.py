@@ -147,6 +147,8 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--format", "output_format", type=click.Choice(["csv", "ecsv", "parquet", "fits"]),
               help="Output format, whatever OUTPUT's extension (default: from the extension).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
+@click.option("--band-columns", help="--catalog rows of one FITS file per band: band=column pairs, e.g. "
+                                     "g=g_path,r=r_path,i=i_path (one galaxy per row).")
 @click.option("--bands", help="FITS bands shown as R,G,B: names (i,r,g) or plane numbers (2,1,0); "
                               "default: from the headers, else wavelength order (reddest -> R).")
 @click.option("--backend", default="auto", show_default=True,

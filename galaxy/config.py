@@ -77,6 +77,7 @@ class ClassifyConfig:
     id_column: str | None = None
     hdu: str | None = None
     bands: str | None = None
+    band_columns: str | None = None
     backend: str = "auto"
     decoder: str = "auto"
     tta: bool = False

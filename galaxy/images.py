@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from galaxy.errors import ImageReadError
-from galaxy.fits import FITS_SUFFIXES, is_fits_path, read_fits_cutout
+from galaxy.fits import FITS_SUFFIXES, is_fits_path, read_band_files, read_fits_cutout
 from galaxy.spec import InputSpec
 
 RASTER_FORMATS = ("JPEG", "PNG")
@@ -166,10 +166,20 @@ def load_input(path, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
         ImageReadError: the file cannot be read or preprocessed; the reason says why.
     """
     pixels, meta = read_cutout(path, spec, hdu)
+    return _network_input(pixels, spec, path), meta
+
+
+def load_band_input(bands, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
+    """`load_input` for a galaxy stored as one FITS file per band: `bands` is ((band, path), ...)."""
+    pixels, meta = read_band_files(dict(bands), spec, hdu)
+    return _network_input(pixels, spec, ";".join(path for _, path in bands)), meta
+
+
+def _network_input(pixels: np.ndarray, spec: InputSpec, path) -> np.ndarray:
     try:
         resized = crop_resize(pixels, spec.crop_fraction, spec.size)
     except ValueError as exc:
         raise ImageReadError(path, str(exc), stage="preprocess") from None
     if not np.isfinite(resized).all():
         raise ImageReadError(path, "preprocessing produced non-finite values", stage="preprocess")
-    return normalise(resized, spec), meta
+    return normalise(resized, spec)

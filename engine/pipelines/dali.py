@@ -114,8 +114,8 @@ class DaliPipeline(ChunkedPipeline):
         return target
 
     def _chunk(self, chunk) -> list[Decoded | None]:
-        fits = [k for k, item in enumerate(chunk) if is_fits_path(item.path)]
-        encoded = [None if k in fits else read_jpeg(item.path) for k, item in enumerate(chunk)]
+        fits = [k for k, item in enumerate(chunk) if is_fits_path(item.path) and not item.bands]
+        encoded = [None if k in fits or item.bands else read_jpeg(item.path) for k, item in enumerate(chunk)]
         to_dali = [k for k, data in enumerate(encoded) if data is not None]
         results: list[Decoded | None] = [None] * len(chunk)
         if fits and self.device_id is not None:  # on the CPU the reference reader takes them: DALI's

@@ -12,7 +12,7 @@ from engine.listing import Item
 from engine.queues import chunks, prefetch
 from galaxy.images import stem_id
 from galaxy.errors import ImageReadError
-from galaxy.images import load_input
+from galaxy.images import load_band_input, load_input
 from galaxy.spec import InputSpec
 
 
@@ -36,13 +36,14 @@ class Decoded:
         for key in ("ra", "dec"):
             if key in meta and key not in columns:
                 columns[key] = repr(float(meta[key]))
-        return cls(item.id or meta.get("objid") or stem_id(item.path), item.path, tensor, error, columns)
+        first = item.bands[0][1] if item.bands else item.path
+        return cls(item.id or meta.get("objid") or stem_id(first), item.path, tensor, error, columns)
 
 
 def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:
     """Read and preprocess one input; failures become a `Decoded` with `error` set."""
     try:
-        tensor, meta = load_input(item.path, spec, hdu)
+        tensor, meta = load_band_input(item.bands, spec, hdu) if item.bands else load_input(item.path, spec, hdu)
     except ImageReadError as exc:
         return Decoded.of(item, error=exc)
     except (OSError, ValueError, MemoryError) as exc:  # anything the readers did not foresee

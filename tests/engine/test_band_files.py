@@ -1,0 +1,53 @@
+"""One galaxy per catalog row from one FITS file per band (--band-columns) == the same galaxy as a cube."""
+
+import csv
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from galaxy.images import read_raster
+from galaxy.roundtrip import RoundTripDraw, write_cube, flux_cube
+from tests.conftest import EXAMPLES
+
+
+def test_band_columns_give_the_cube_result(tmp_path):
+    rows = []
+    for k, jpeg in enumerate(sorted(EXAMPLES.glob("*.jpeg"))[:4]):
+        how = RoundTripDraw(0.1, "lupton", 10.0 ** -(9 + k), 0.01)
+        objid = jpeg.stem
+        write_cube(tmp_path / f"{objid}.fits", read_raster(jpeg), how)
+        row = {"objid": objid, "cube": f"{objid}.fits"}
+        for band, plane in zip("gri", flux_cube(read_raster(jpeg), how)):
+            fits.PrimaryHDU(plane).writeto(tmp_path / f"{objid}_{band}.fits")
+            row[f"{band}_file"] = f"{objid}_{band}.fits"
+        rows.append(row)
+    with open(tmp_path / "bands.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    runner = CliRunner()
+    # columns in any order: the band names, not the column order, decide R, G, B
+    result = runner.invoke(cli, ["classify", "--catalog", str(tmp_path / "bands.csv"), "--band-columns",
+                                 "r=r_file,i=i_file,g=g_file", "-o", str(tmp_path / "bands_out.csv"), "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["classify", "--catalog", str(tmp_path / "bands.csv"), "--path-column", "cube",
+                                 "-o", str(tmp_path / "cube_out.csv"), "-q"])
+    assert result.exit_code == 0, result.output
+    bands, cubes = Table.read(tmp_path / "bands_out.csv"), Table.read(tmp_path / "cube_out.csv")
+    assert list(bands["id"].astype(str)) == [r["objid"] for r in rows]
+    assert all(p.count(";") == 2 and p.endswith("_g.fits") for p in bands["path"])  # --band-columns order
+    np.testing.assert_allclose(bands["p_spiral"], cubes["p_spiral"], atol=1e-4)
+
+
+def test_band_columns_need_pairs_and_a_catalog(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["classify", str(EXAMPLES), "--band-columns", "g=g_file,r=r_file", "-o",
+                                 str(tmp_path / "x.csv")])
+    assert result.exit_code == 2 and "--catalog" in result.output
+    (tmp_path / "c.csv").write_text("objid,g_file\n1,a.fits\n")
+    result = runner.invoke(cli, ["classify", "--catalog", str(tmp_path / "c.csv"), "--band-columns", "g", "-o",
+                                 str(tmp_path / "y.csv")])
+    assert result.exit_code == 2 and "band=column" in result.output
