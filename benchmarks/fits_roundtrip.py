@@ -4,7 +4,8 @@ Each validation JPEG of the model is inverted with a random softening, composite
 unit (five decades) and sky pedestal (`galaxy.roundtrip`), written as a g, r, i cube (or the
 bands of `--bands`, e.g. `--bands r` for single-band files), and both the JPEG and the cube
 are classified by the same engine. Prints one JSON object (agreement, accuracies, by mode and
-softening) and writes a side-by-side montage of the same galaxies via JPEG and via FITS.
+softening), writes predictions.csv (both probabilities per galaxy) and a side-by-side montage
+of the same galaxies via JPEG and via FITS.
 
   python benchmarks/fits_roundtrip.py                    # every validation galaxy (1,039)
   python benchmarks/fits_roundtrip.py --limit 200 --bands r
@@ -123,8 +124,13 @@ def main(argv=None) -> dict:
     galaxies = make_cubes(validation_rows(Path(args.model), Path(args.labels), args.limit), out / "cubes", args.seed,
                           bands)
     model = galaxy.load_model(args.model, backend="onnxruntime", decoder=args.decoder)
-    result = summary(galaxies, classify(model, [g["jpeg"] for g in galaxies]),
-                     classify(model, [g["fits"] for g in galaxies]))
+    p_jpeg, p_fits = classify(model, [g["jpeg"] for g in galaxies]), classify(model, [g["fits"] for g in galaxies])
+    result = summary(galaxies, p_jpeg, p_fits)
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "label", "p_spiral_jpeg", "p_spiral_fits", "softening", "mode"])
+        writer.writerows([g["id"], g["label"], f"{p_jpeg[g['id']]:.6f}", f"{p_fits[g['id']]:.6f}",
+                          f"{g['softening']:.4f}", g["mode"]] for g in galaxies)
     result.update(bands=list(bands), seed=args.seed, model=model.card.name, decoder=args.decoder)
     side_by_side(galaxies, model.card.input_spec, out / "montage.png")
     (out / "result.json").write_text(json.dumps(result, indent=1))
