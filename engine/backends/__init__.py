@@ -66,33 +66,49 @@ def available(name: str, card) -> bool:
     return name in BACKENDS
 
 
-def pick(name: str, card=None) -> str:
+def cpu_candidates(card) -> list[str]:
+    """CPU backends `auto` may choose: ONNX Runtime fp32, and those that passed their check against
+    fp32 on the validation split (the card's `backends` record) and can run here (opt-in ones aside)."""
+    results = (card.backends if card else {}).get("results", {})
+    passed = {n for n, rec in results.items() if rec.get("passed") and n in BACKENDS
+              and n not in GPU_BACKENDS + OPT_IN and available(n, card)}
+    return sorted(passed | {"onnxruntime"})
+
+
+def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = None) -> str:
     """The backend a name means.
 
     `auto` on a machine with an NVIDIA GPU: TensorRT fp16 where TensorRT is installed, else
-    PyTorch CUDA fp16. On a CPU it is measured, not guessed: among the backends that passed
-    their check against fp32 on the validation split (the card's `backends` record) and can
-    run here, the one with the highest measured engine speed; ONNX Runtime fp32 when none did.
+    PyTorch CUDA fp16. On a CPU it is measured on this machine, not guessed: the fastest of
+    `cpu_candidates` timed here on real cutouts the first time (`engine.autotune`, cached per
+    CPU, core count, library versions and engine key). Without `model_dir` nothing can be
+    timed and ONNX Runtime fp32 is the answer unless it is the only candidate anyway.
     """
     if name == "auto":
         gpu = next((n for n in GPU_BACKENDS if available(n, card)), None)
         if gpu:
             log.info("backend auto -> %s (an NVIDIA GPU is present)", gpu)
             return gpu
-        results = (card.backends if card else {}).get("results", {})
-        ranked = sorted((rec.get("images_per_s", 0.0), n) for n, rec in results.items()
-                        if rec.get("passed") and n in BACKENDS and n not in GPU_BACKENDS + OPT_IN
-                        and available(n, card))
-        chosen = ranked[-1][1] if ranked else "onnxruntime"
-        log.info("backend auto -> %s (%s)", chosen, f"{ranked[-1][0]:.0f} img/s measured on the validation split"
-                 if ranked else "no checked backend in the card")
+        candidates = cpu_candidates(card)
+        if model_dir is None or len(candidates) == 1:
+            return "onnxruntime"
+        from engine.autotune import measured_choice
+
+        chosen, record = measured_choice(model_dir, card, candidates, options or BackendOptions())
+        speeds = ", ".join(f"{n} {v:.0f}" for n, v in record["images_per_s"].items() if v)
+        log.info("backend auto -> %s (images/s measured on this machine, %s, %d cores, %s: %s)", chosen,
+                 record["machine"]["cpu"], record["machine"]["cores"], record["measured"], speeds)
         return chosen
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}; choose from {['auto', *BACKENDS]}")
     return name
 
 
+def load_named(name: str, model_dir, card, options: BackendOptions, parity_images=()):
+    """Load the backend called `name` (not `auto`) for a model; returns its Session."""
+    return importlib.import_module(BACKENDS[name]).load(model_dir, card, options, parity_images)
+
+
 def load(name: str, model_dir, card, options: BackendOptions, parity_images=()):
     """Load backend `name` (or `auto`) for a model; returns its Session."""
-    module = importlib.import_module(BACKENDS[pick(name, card)])
-    return module.load(model_dir, card, options, parity_images)
+    return load_named(pick(name, card, model_dir, options), model_dir, card, options, parity_images)

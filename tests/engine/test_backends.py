@@ -47,16 +47,53 @@ def test_backend_surface(name, default_model, sample_batch, request):
         np.testing.assert_allclose(probs, reference, atol=1e-4)
 
 
-def test_auto_picks_the_fastest_checked_backend(default_model):
-    _, card = default_model
+def test_auto_times_the_checked_backends_on_this_machine_once(default_model, tmp_path, monkeypatch):
+    from engine import autotune
+
+    model_dir, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
     results = {"onnxruntime": {"images_per_s": 10, "passed": True},
-               "onnxruntime-int8": {"images_per_s": 99, "passed": False},
-               "torch": {"images_per_s": 50, "passed": True},
+               "onnxruntime-int8": {"images_per_s": 99, "passed": False},  # failed its check: never timed
+               "torch": {"images_per_s": 5, "passed": True},  # the card's speed is another machine's: ignored
                "torch-compile": {"images_per_s": 60, "passed": True}}  # opt-in: never picked by auto
     checked = dataclasses.replace(card, backends={"results": results})
-    assert backends.pick("auto", checked) == ("torch" if native_bf16() else "onnxruntime")
-    assert backends.pick("auto", dataclasses.replace(card, backends={})) == "onnxruntime"
+    assert backends.cpu_candidates(checked) == (["onnxruntime", "torch"] if native_bf16() else ["onnxruntime"])
+    timed = []
+
+    def fake_timing(sessions, batch, rounds=3):
+        timed.append(sorted(sessions))
+        assert batch.shape[1:] == (3, card.input_spec.size, card.input_spec.size)
+        return {"onnxruntime": 100.0, "torch": 150.0}
+
+    monkeypatch.setattr(autotune, "time_sessions", fake_timing)
+    expected = "torch" if native_bf16() else "onnxruntime"
+    assert backends.pick("auto", checked, model_dir) == expected
+    assert backends.pick("auto", checked, model_dir) == expected  # read from the cache, not timed again
+    assert timed == ([["onnxruntime", "torch"]] if native_bf16() else [])
+    records = list((tmp_path / "autotune").glob("*.json"))
+    assert len(records) == (1 if native_bf16() else 0)
+    assert backends.pick("auto", dataclasses.replace(card, backends={}), model_dir) == "onnxruntime"
     assert backends.pick("onnxruntime-int8", checked) == "onnxruntime-int8"  # asked for by name: given
+
+
+def test_auto_measures_again_on_another_machine(default_model, tmp_path, monkeypatch):
+    from engine import autotune
+
+    _, card = default_model
+    first, what = autotune.machine_key(card, ["onnxruntime", "torch"])
+    assert what["cores"] >= 1 and what["cpu"] and "torch" in what
+    monkeypatch.setattr(autotune, "cpu_description", lambda: {"cpu": "Other CPU", "flags": ["avx2"], "cores": 2})
+    assert autotune.machine_key(card, ["onnxruntime", "torch"])[0] != first
+
+
+def test_real_timing_of_two_sessions(default_model):
+    from engine import autotune
+
+    model_dir, card = default_model
+    options = backends.BackendOptions(batch_size=4)
+    sessions = {"onnxruntime": backends.load_named("onnxruntime", model_dir, card, options)}
+    speeds = autotune.time_sessions(sessions, autotune.sample_batch(card, 4), rounds=1)
+    assert speeds["onnxruntime"] > 0
 
 
 def test_int8_without_a_build_says_how_to_make_one(default_model, tmp_path, monkeypatch):

@@ -104,7 +104,7 @@ def test_auto_prefers_tensorrt_then_torch_cuda_then_checked_cpu_backends(default
     from engine.backends import torch_cuda
 
     if not CUDA:  # what this machine really does
-        assert backends.pick("auto", card) in ("torch", "onnxruntime", "onnxruntime-int8")
+        assert backends.pick("auto", card, default_model[0]) in ("torch", "onnxruntime", "onnxruntime-int8")
         assert not any(backends.available(n, card) for n in backends.GPU_BACKENDS)
     monkeypatch.setattr(torch_cuda, "cuda_available", lambda: True)
     monkeypatch.setattr(backends, "tensorrt_installed", lambda: True)

@@ -1,0 +1,117 @@
+"""`--backend auto` on a CPU: measured on the machine it runs on, once, then read from the cache.
+
+The card says which backends passed their agreement check against fp32 on the validation
+split (`galaxy check-backends`); how fast each is depends on the CPU it runs on (int8 is
+faster than fp32 only with VNNI/AMX, bf16 needs native bf16). So the first run of a model on
+a machine times every checked backend that can run there, for a few seconds each on real
+cutouts (the package's samples), taking turns, best of `ROUNDS`; the result is cached under
+$GALAXY_CACHE/autotune/ keyed by the CPU model and flags, the core count, the library
+versions and the engine key. Later runs read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from engine.artifacts import cache_dir
+
+log = logging.getLogger(__name__)
+
+ROUNDS = 3
+SECONDS_PER_PASS = 1.0  # each pass runs whole batches until this much time has passed
+# CPU flags that decide which kernels the libraries use.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> dict:
+    """CPU model name, the speed-relevant flags present and the usable core count."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": cores}
+
+
+def machine_key(card, candidates) -> tuple[str, dict]:
+    """(short hash, what it hashes): CPU, flags, cores, library versions, engine key, candidates."""
+    import onnxruntime
+    import torch
+
+    what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
+                engine=card.engine_key, candidates=sorted(candidates))
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16], what
+
+
+def sample_batch(card, batch: int) -> np.ndarray:
+    """A batch of real preprocessed cutouts: the package's samples, repeated to `batch`."""
+    from galaxy.export import sample_images_dir
+    from galaxy.images import load_input
+
+    tensors = [load_input(p, card.input_spec)[0] for p in sorted(sample_images_dir().glob("*.jpeg"))]
+    return np.stack([tensors[k % len(tensors)] for k in range(batch)])
+
+
+def time_sessions(sessions: dict, batch: np.ndarray, rounds: int = ROUNDS) -> dict[str, float]:
+    """Images/s of each session on `batch`: best of `rounds` timed passes, the sessions taking turns."""
+    best = dict.fromkeys(sessions, 0.0)
+    for session in sessions.values():
+        session.run(batch)  # warm-up: first-call allocations and lazy initialisation
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            started, done = time.perf_counter(), 0
+            while time.perf_counter() - started < SECONDS_PER_PASS:
+                session.run(batch)
+                done += len(batch)
+            best[name] = max(best[name], done / (time.perf_counter() - started))
+    return best
+
+
+def measured_choice(model_dir, card, candidates: list[str], options) -> tuple[str, dict]:
+    """The fastest of `candidates` on this machine and the record it comes from (cached).
+
+    Returns:
+        (backend name, record with "images_per_s" per candidate, "machine", "measured").
+    """
+    from engine import backends
+
+    key, what = machine_key(card, candidates)
+    path = cache_dir() / "autotune" / f"{key}.json"
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text())
+            return record["chosen"], record
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring the unreadable speed record %s (%s); measuring again", path, exc)
+    if len(candidates) == 1:
+        speeds = {candidates[0]: None}
+    else:
+        log.info("measuring %s on this machine (once; cached in %s)", ", ".join(candidates), path.parent)
+        sessions = {n: backends.load_named(n, model_dir, card, options) for n in candidates}
+        speeds = {n: round(v, 1) for n, v in time_sessions(sessions, sample_batch(card, options.batch_size)).items()}
+    chosen = max(candidates, key=lambda n: speeds[n] or 0.0)
+    record = {"chosen": chosen, "images_per_s": speeds, "batch": options.batch_size, "machine": what,
+              "measured": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning("cannot cache the speed record in %s (%s); it is measured again next time", path, exc)
+    return chosen, record
