@@ -70,12 +70,13 @@ def column_kinds(rows) -> list[tuple[str, str]]:
 
 
 def errors_path(output) -> Path:
-    """The errors file beside an output: catalog.fits -> catalog.errors.csv; in a folder of
-    Parquet parts (`classify --ray`), its errors.csv."""
+    """The errors file of an output: catalog.fits -> catalog.fits.errors.csv. The whole name is
+    kept, so `res.csv` and `res.fits` written side by side each keep their own errors. In a
+    folder of Parquet parts (`classify --ray`), its errors.csv."""
     output = Path(output)
     if output.is_dir():
         return output / "errors.csv"
-    return output.with_name(output.stem + ".errors.csv")
+    return output.with_name(output.name + ".errors.csv")
 
 
 def _parts(path: Path) -> list[Path] | None:

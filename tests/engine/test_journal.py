@@ -60,7 +60,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     for path, row in expected.items():
         assert got[path]["id"] == row["id"] and got[path]["label"] == row["label"]
         assert abs(float(got[path]["p_spiral"]) - float(row["p_spiral"])) < 1e-5
-    errors = list(csv.DictReader(open(tmp_path / "killed.errors.csv")))
+    errors = list(csv.DictReader(open(tmp_path / "killed.csv.errors.csv")))
     assert [e["path"] for e in errors] == [str(folder / "broken.jpeg")]
     assert not (tmp_path / "killed.csv.partial").exists()
 

@@ -55,7 +55,7 @@ def _single(survey, out):
     classify(config)
     with open(out, newline="") as fh:
         rows = {r["id"]: r for r in csv.DictReader(fh)}
-    with open(out.with_name(out.stem + ".errors.csv"), newline="") as fh:
+    with open(out.with_name(out.name + ".errors.csv"), newline="") as fh:
         errors = sorted(tuple(r.values()) for r in csv.DictReader(fh))
     return rows, errors
 

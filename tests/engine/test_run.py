@@ -31,7 +31,7 @@ def test_shuffled_inputs_with_errors_keep_ids_and_probabilities(tmp_path, defaul
     assert (summary.classified, summary.failed) == (40, 3)  # 40 = 5 full batches + a partial one
     rows = list(csv.DictReader(open(out)))
     assert [r["path"] for r in rows] == [p for p in inputs if p not in bad]  # input order kept
-    errors = list(csv.DictReader(open(tmp_path / "out.errors.csv")))
+    errors = list(csv.DictReader(open(tmp_path / "out.csv.errors.csv")))
     assert sorted(e["path"] for e in errors) == sorted(bad)
     session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
     for row in rows[::5]:  # each row's probabilities are those of its own file, alone

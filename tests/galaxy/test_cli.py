@@ -57,7 +57,7 @@ def test_bad_file_among_good_ones(tmp_path):
     table = pq.read_table(out)
     assert table.num_rows == 40
     assert table.schema.metadata[b"galaxy.model"] == b"sdss-xception-96"
-    errors = read_csv(tmp_path / "c.errors.csv")
+    errors = read_csv(tmp_path / "c.parquet.errors.csv")
     assert sorted(e["path"] for e in errors) == sorted([str(inputs / "broken.jpeg"), str(inputs / "sub" / "empty.png")])
     assert all(e["reason"] for e in errors)
 
