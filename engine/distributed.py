@@ -2,18 +2,23 @@
 
 The data path, as on one machine, cut into shards:
 
-  driver: list inputs lazily -> shard files of `shard_size` inputs (OUT_DIR/shards/, Parquet)
+  driver: list inputs lazily -> shard files of `shard_size` inputs (OUT_DIR/_galaxy/shards/)
   Ray Data: read the shard list -> map_batches over an actor pool, one engine per actor, sized
             to the cluster's GPUs (or CPUs); each call decodes + classifies one whole shard and
             writes OUT_DIR/part-<shard>.parquet and its errors atomically (temp file + rename)
   driver: ids made unique across parts in listing order and one schema for all parts (as one
-          machine writes them), errors merged into OUT_DIR/errors.csv, OUT_DIR/manifest.json last.
+          machine writes them), errors merged into OUT_DIR/_galaxy/errors.csv, the manifest
+          (OUT_DIR/_galaxy/manifest.json) last.
+
+OUT_DIR's top level holds only the parts; everything else is under `_galaxy/`, which Parquet
+dataset readers skip (names starting with "_" or "."), as they skip the ".part-*" temp files.
 
 Fault tolerance: actors that die are restarted and their shard retried (Ray's max_restarts /
 max_task_retries); a part appears whole or not at all, so a retry cannot duplicate rows. A rerun
 on the same OUT_DIR classifies only the shards without a part: nothing lost, nothing twice.
 The parts have the columns, ids and metadata of a single-machine Parquet catalog; read them all
-with `pyarrow.parquet.read_table(OUT_DIR)` or `astropy.table.Table.read` per part.
+with `pyarrow.parquet.read_table(OUT_DIR)`, `pandas.read_parquet(OUT_DIR)`, or
+`astropy.table.Table.read` per part.
 """
 
 from __future__ import annotations
@@ -28,13 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import ERROR_COLUMNS, column_kinds, safe_text
+from galaxy.catalog import ERROR_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, column_kinds, errors_path, safe_text
 from galaxy.errors import BackendUnavailable, UsageError
 
 log = logging.getLogger(__name__)
 
 SHARD_SIZE = 4096
-MANIFEST = "manifest.json"
 CRASH_ONCE_ENV = "GALAXY_RAY_CRASH_ONCE"  # fault injection for the tests: "<shard>:<marker file>"
 
 
@@ -60,7 +64,7 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
 
     from engine.listing import iter_inputs
 
-    folder = out_dir / "shards"
+    folder = out_dir / RAY_BOOKKEEPING / "shards"
     if (folder / "_complete").exists():  # a rerun: the same shards, so finished parts stay valid
         return [Shard(int(p.stem.split("-")[1]), str(p)) for p in sorted(folder.glob("shard-*.parquet"))]
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,9 +142,17 @@ class ShardClassifier:
         err_tmp = tmp.with_suffix(".errors.tmp")
         with open(err_tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(errors)
-        err_tmp.replace(final.with_suffix(".errors.csv"))  # errors first: a part implies its errors exist
+        err_tmp.replace(_part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
         tmp.replace(final)
         return writer.rows, len(errors)
+
+
+def _part_path(out_dir: Path, index: int) -> Path:
+    return out_dir / f"part-{index:06d}.parquet"
+
+
+def _part_errors(out_dir: Path, index: int) -> Path:
+    return out_dir / RAY_BOOKKEEPING / f"part-{index:06d}.errors.csv"
 
 
 def _maybe_crash(index: int) -> None:
@@ -175,7 +187,7 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = [out_dir / f"part-{shard.index:06d}.parquet" for shard in shards]
+    parts = [_part_path(out_dir, shard.index) for shard in shards]
     unified = _unified_schema(pq.read_schema(p) for p in parts)
     seen: set[str] = set()
     for part in parts:
@@ -197,14 +209,14 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
             table = pa.Table.from_arrays(columns, schema=unified.with_metadata(table.schema.metadata))
             changed = True
         if changed:
-            tmp = part.with_suffix(".tmp")
+            tmp = part.with_name(f".{part.name}.tmp")  # dot: never read as a part
             pq.write_table(table, tmp)
             tmp.replace(part)
 
 
 def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
     """A rerun resumes only the run it continues: other inputs, model or settings are refused."""
-    path = out_dir / "fingerprint.json"
+    path = out_dir / RAY_BOOKKEEPING / "fingerprint.json"
     if path.exists():
         earlier = json.loads(path.read_text())
         changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
@@ -212,6 +224,7 @@ def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
             raise UsageError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
                              "use --overwrite to start over")
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(fingerprint))
 
 
@@ -238,7 +251,7 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
     shards = write_shards(config, out_dir, shard_size)
     if not shards:
         raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
-    todo = [s for s in shards if not (out_dir / f"part-{s.index:06d}.parquet").exists()]
+    todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]
     if not ray.is_initialized():
         ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True)
     resources = ray.cluster_resources()
@@ -264,26 +277,38 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         for row in results.iter_rows():
             done["rows"] += int(row["rows"])
             done["errors"] += int(row["errors"])
+    return write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started)
+
+
+def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int, actors: int, started: float) -> dict:
+    """Make the parts one catalog, merge their errors, and write the manifest last; return it.
+
+    `done`: rows and errors classified by this run; `resumed`: shards whose part an earlier run wrote.
+    """
+    import pyarrow.parquet as pq
+
+    from galaxy.catalog import read_catalog_metadata
+
     _finalize_parts(out_dir, shards)
     failed = 0
-    with open(out_dir / "errors.csv", "w", newline="") as fh:
+    with open(errors_path(out_dir), "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(ERROR_COLUMNS)
         for shard in shards:
-            with open(out_dir / f"part-{shard.index:06d}.errors.csv", newline="") as part:
+            with open(_part_errors(out_dir, shard.index), newline="") as part:
                 for row in csv.reader(part):
                     writer.writerow(row)
                     failed += 1
-    import pyarrow.parquet as pq
-
-    parts = [out_dir / f"part-{s.index:06d}.parquet" for s in shards]
+    parts = [_part_path(out_dir, s.index) for s in shards]
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-    metadata = {k.decode()[len("galaxy."):]: v.decode() for k, v in (pq.read_schema(parts[0]).metadata or {}).items()
-                if k.startswith(b"galaxy.")} if parts else {}
-    manifest = {"parts": [p.name for p in parts], "rows": total, "failed": failed, "errors": "errors.csv",
-                "classified_now": done["rows"], "failed_now": done["errors"], "shards_resumed": len(shards) - len(todo),
-                "actors": pool, "seconds": round(time.perf_counter() - started, 1), "metadata": metadata}
-    tmp = out_dir / f"{MANIFEST}.tmp"
+    metadata = read_catalog_metadata(parts[0], "parquet") if parts else {}
+    manifest = {"parts": [p.name for p in parts], "rows": total, "failed": failed,
+                "errors": str(errors_path(out_dir).relative_to(out_dir)),
+                "classified_now": done["rows"], "failed_now": done["errors"],
+                "shards_resumed": resumed,
+                "actors": actors, "seconds": round(time.perf_counter() - started, 1), "metadata": metadata}
+    final = out_dir / RAY_BOOKKEEPING / RAY_MANIFEST
+    tmp = final.with_name(final.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(out_dir / MANIFEST)
+    tmp.replace(final)
     return manifest

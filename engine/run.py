@@ -79,6 +79,9 @@ def classify(config: ClassifyConfig) -> Summary:
     missing = [value for value in config.inputs if not os.path.lexists(value)]
     if missing:  # checked before any output file is opened
         raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if os.path.isdir(config.output):
+        raise UsageError(f"output {config.output} is a folder: give a catalog file (.csv, .ecsv, .parquet, .fits), "
+                         "or add --ray to write a folder of Parquet parts")
     output_format(config.output, config.output_format)  # an unknown format is a usage error before any work
     model_dir, card = resolve_model(config.model_dir)
     spec = card.input_spec

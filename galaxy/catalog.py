@@ -26,6 +26,12 @@ RESERVED_COLUMNS = ("id", "path", "label")
 ID_COLUMNS = ("id_str", "objid", "id")
 ERROR_COLUMNS = ("path", "stage", "reason")
 PARQUET_ROW_GROUP = 16384
+# A `classify --ray` output folder holds only its Parquet parts at the top, so that
+# pyarrow.parquet.read_table(OUT) and pandas.read_parquet(OUT) read exactly the catalog; the
+# bookkeeping (manifest, errors, shards, fingerprint) lives in this sub-folder, which Parquet
+# dataset readers skip because its name starts with "_".
+RAY_BOOKKEEPING = "_galaxy"
+RAY_MANIFEST = "manifest.json"
 
 
 def safe_text(value: str) -> str:
@@ -72,20 +78,21 @@ def column_kinds(rows) -> list[tuple[str, str]]:
 def errors_path(output) -> Path:
     """The errors file of an output: catalog.fits -> catalog.fits.errors.csv. The whole name is
     kept, so `res.csv` and `res.fits` written side by side each keep their own errors. In a
-    folder of Parquet parts (`classify --ray`), its errors.csv."""
+    folder of Parquet parts (`classify --ray`), OUT/_galaxy/errors.csv."""
     output = Path(output)
     if output.is_dir():
-        return output / "errors.csv"
+        return output / RAY_BOOKKEEPING / "errors.csv"
     return output.with_name(output.name + ".errors.csv")
 
 
 def _parts(path: Path) -> list[Path] | None:
     """The Parquet parts of a `classify --ray` output folder, in order; None for a file."""
-    manifest = path / "manifest.json"
+    manifest = path / RAY_BOOKKEEPING / RAY_MANIFEST
     if not path.is_dir():
         return None
     if not manifest.is_file():
-        raise UsageError(f"{path} is a folder without manifest.json: not a finished `galaxy classify --ray` output")
+        raise UsageError(f"{path} is a folder without {RAY_BOOKKEEPING}/{RAY_MANIFEST}: "
+                         "not a finished `galaxy classify --ray` output")
     return [path / name for name in json.loads(manifest.read_text())["parts"]]
 
 
@@ -220,7 +227,7 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     """The metadata galaxy stored with a catalog it wrote (keys lower case); {} when none."""
     path = Path(path)
     if _parts(path) is not None:
-        return dict(json.loads((path / "manifest.json").read_text()).get("metadata", {}))
+        return dict(json.loads((path / RAY_BOOKKEEPING / RAY_MANIFEST).read_text()).get("metadata", {}))
     fmt = output_format(path, fmt)
     if fmt == "csv":
         sidecar = path.with_name(path.name + ".meta.json")

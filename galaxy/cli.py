@@ -135,8 +135,8 @@ def export(model_dir, parity_images, tolerance, opset):
 
 @cli.command()
 @click.argument("inputs", nargs=-1, type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Catalog to write: .csv, .ecsv, .parquet or .fits.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Catalog to write: .csv, .ecsv, .parquet or .fits (with --ray: a folder).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
               help="Model directory (default: the shipped model).")
 @click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
@@ -162,7 +162,7 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Run on a Ray cluster (ADDRESS, e.g. auto or ray://head:10001; alone: a local cluster). "
-                   "OUTPUT is then a folder of Parquet parts with a manifest.")
+                   "OUTPUT is then a folder of Parquet parts (bookkeeping in OUTPUT/_galaxy/).")
 @click.option("--shard-size", default=4096, show_default=True, help="--ray: inputs per shard (one part each).")
 @click.option("--actors", type=int, help="--ray: engines to run (default: one per GPU, else per CPU).")
 def classify(inputs, quiet, ray_address, shard_size, actors, **options):
@@ -183,11 +183,13 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
     if ray_address is not None:
         from engine.distributed import classify_on_ray
+        from galaxy.catalog import errors_path
 
         manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size, actors)
         click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
                    f"resumed), failed {manifest['failed']}, {manifest['actors']} actors, {manifest['seconds']} s "
-                   f"-> {config.output}/manifest.json", err=True)
+                   f"-> {config.output}" + (f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""),
+                   err=True)
         sys.exit(3 if manifest["failed"] else 0)
     summary = _run(run_classify, config)
     if summary.resumed:

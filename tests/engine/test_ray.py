@@ -63,11 +63,11 @@ def _single(survey, out):
 def _distributed(out):
     import pyarrow.parquet as pq
 
-    table = pq.read_table([str(p) for p in sorted(out.glob("part-*.parquet"))]).to_pylist()
+    table = pq.read_table(out).to_pylist()  # README's line: the folder reads as exactly the catalog
     rows = {r["id"]: {"id": r["id"], "path": r["path"], "p_elliptical": f"{r['p_elliptical']:.6f}",
                       "p_spiral": f"{r['p_spiral']:.6f}", "label": r["label"],
                       **{k: "" if r[k] is None else repr(r[k]) for k in ("ra", "dec")}} for r in table}
-    with open(out / "errors.csv", newline="") as fh:
+    with open(out / "_galaxy" / "errors.csv", newline="") as fh:
         errors = sorted(tuple(r.values()) for r in csv.DictReader(fh))
     return rows, errors
 
@@ -90,7 +90,7 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     assert manifest["metadata"]["model"] == "sdss-xception-96" and "onnxruntime" in manifest["metadata"]["backend"]
 
     (out / "part-000002.parquet").unlink()  # as if the run had died before this part was written
-    (out / "manifest.json").unlink()
+    (out / "_galaxy" / "manifest.json").unlink()
     again = classify_on_ray(replace(config, command="rerun"), None, shard_size=6, actors=2)
     assert again["shards_resumed"] == len(again["parts"]) - 1 and again["classified_now"] <= 6
     assert _distributed(out) == (single_rows, single_errors)
