@@ -35,6 +35,8 @@ import numpy as np
 
 from galaxy.catalog import ERROR_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, column_kinds, errors_path, safe_text
 from galaxy.errors import BackendUnavailable, UsageError
+from galaxy.fits_table import SKY_UNITS
+from galaxy.metadata import galaxy_keys, parquet_metadata
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,9 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
         if table.schema.remove_metadata() != unified:
             columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
                        for f in unified]
-            table = pa.Table.from_arrays(columns, schema=unified.with_metadata(table.schema.metadata))
+            # astropy reads the column list of table_meta_yaml too: it is rewritten for the new columns
+            metadata = parquet_metadata(unified, galaxy_keys(table.schema.metadata), SKY_UNITS)
+            table = pa.Table.from_arrays(columns, schema=unified.with_metadata(metadata))
             changed = True
         if changed:
             tmp = part.with_name(f".{part.name}.tmp")  # dot: never read as a part

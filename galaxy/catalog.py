@@ -19,6 +19,7 @@ import numpy as np
 
 from galaxy.errors import UsageError
 from galaxy.fits_table import SKY_UNITS
+from galaxy.metadata import empty_table, galaxy_keys, parquet_metadata, run_metadata, sidecar_value
 
 OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
 PATH_COLUMNS = ("file_loc", "file", "path")
@@ -231,18 +232,20 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     fmt = output_format(path, fmt)
     if fmt == "csv":
         sidecar = path.with_name(path.name + ".meta.json")
-        return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        if not sidecar.exists():
+            return {}
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in json.loads(sidecar.read_text()).items()}
     if fmt == "ecsv":
         return {k: str(v) for k, v in _ecsv_header(path).meta.items()}
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        raw = pq.read_schema(path).metadata or {}
-        return {k.decode()[len("galaxy."):]: v.decode() for k, v in raw.items() if k.startswith(b"galaxy.")}
+        return galaxy_keys(pq.read_schema(path).metadata)
     from astropy.io import fits
 
     header = fits.getheader(path, 1)
-    return {k.lower(): str(header[k]) for k in ("MODEL", "WEIGHTS", "RUN", "BACKEND") if k in header}
+    return run_metadata(header)
+
 
 
 def read_catalog_rows(path, fmt: str | None = None):
@@ -304,7 +307,7 @@ class CatalogWriter:
             self._writer = csv.writer(self._fh)
             self._writer.writerow(self.columns)
             sidecar = self.path.with_name(self.path.name + ".meta.json")
-            sidecar.write_text(json.dumps(self.metadata, indent=1) + "\n")
+            sidecar.write_text(json.dumps({k: sidecar_value(v) for k, v in self.metadata.items()}, indent=1) + "\n")
         elif self.format == "ecsv":
             self._fh = open(self.path, "w", newline="")
             self._fh.write(self._ecsv_header())
@@ -320,7 +323,8 @@ class CatalogWriter:
             fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
             fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
             fields += [pa.field(name, pa.float64() if kind == "float" else pa.string()) for name, kind in self.extra]
-            self._schema = pa.schema(fields, metadata={f"galaxy.{k}": v for k, v in self.metadata.items()})
+            self._schema = pa.schema(fields)
+            self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units))
             self._writer = pq.ParquetWriter(self.path, self._schema)
 
     def write(self, ids, paths, probabilities: np.ndarray, columns=None):
@@ -358,16 +362,10 @@ class CatalogWriter:
         """ECSV's YAML header (column types, units, the metadata) and the column-name line, by astropy."""
         import io
 
-        from astropy.table import Table
-
         kinds = {"id": str, "path": str, "label": str, **{f"p_{c}": np.float32 for c in self.classes},
                  **{name: (np.float64 if kind == "float" else str) for name, kind in self.extra}}
-        table = Table({name: np.array([], dtype=kinds[name]) for name in self.columns}, meta=self.metadata)
-        for name, unit in self.units.items():
-            if name in table.colnames and kinds[name] is np.float64:
-                table[name].unit = unit
         out = io.StringIO()
-        table.write(out, format="ascii.ecsv", delimiter=",")
+        empty_table({name: kinds[name] for name in self.columns}, self.metadata, self.units).write(out, format="ascii.ecsv", delimiter=",")
         return out.getvalue()
 
     def close(self):
