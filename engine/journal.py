@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import CatalogWriter, ErrorWriter, column_kinds, errors_path, read_catalog_rows, safe_text
+from galaxy.catalog import (CatalogWriter, ErrorWriter, column_kinds, errors_path, output_format, read_catalog_rows,
+                            safe_text)
 from galaxy.fits_table import ascii_text
 from galaxy.errors import UsageError
 
@@ -62,10 +63,14 @@ class Journal:
                 old.unlink()
             (self.dir / "fingerprint.json").unlink(missing_ok=True)
             self.output.unlink(missing_ok=True)
-        self._check_fingerprint(fingerprint)
-        self._chunks = sorted(self.dir.glob("chunk-*.csv"))
-        if not self._chunks and self.output.exists():
-            self._import_output()
+        try:
+            self._check_fingerprint(fingerprint)
+            self._chunks = sorted(self.dir.glob("chunk-*.csv"))
+            if not self._chunks and self.output.exists():
+                self._import_output()
+        except UsageError:
+            self._lock.close()
+            raise
         self.done: set[str] = set()
         self.ids: set[str] = set()
         for row in self.rows():
@@ -84,7 +89,7 @@ class Journal:
                 raise UsageError(f"{self.output} was started with other settings ({', '.join(changed)}); "
                                  "use --overwrite to start over")
         elif self.output.exists():
-            meta = _output_fingerprint(self.output, self.format)
+            meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
             if meta is not None and meta != fingerprint:
                 raise UsageError(f"{self.output} was written with another model, backend or TTA setting; "
                                  "use --overwrite to start over")
@@ -94,11 +99,22 @@ class Journal:
 
     def _import_output(self):
         own = {"id", "path", "label", *(f"p_{c}" for c in self.classes)}
-        rows = [[r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes),
-                 json.dumps({k: _cell(v) for k, v in r.items() if k not in own and _cell(v) != ""})]
-                for r in read_catalog_rows(self.output, self.format)]
+        rows = self._read_output(lambda: [
+            [r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes),
+             json.dumps({k: _cell(v) for k, v in r.items() if k not in own and _cell(v) != ""})]
+            for r in read_catalog_rows(self.output, self.format)])
         if rows:
             self._write_chunk(rows)
+
+    def _read_output(self, read):
+        """`read()` of the existing output, which a rerun continues; an output that is not a
+        catalog of this run's format (e.g. `catalog.csv` with `--format parquet`) is a usage error."""
+        try:
+            return read()
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{self.output} exists but cannot be read as a {output_format(self.output, self.format)} "
+                             f"catalog to resume ({type(exc).__name__}: {exc}); use --overwrite to replace it, "
+                             "or another output name") from None
 
     def _write_chunk(self, rows):
         final = self.dir / f"chunk-{len(self._chunks):06d}.csv"

@@ -87,3 +87,18 @@ def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(tmp_path
     fresh = classify(ClassifyConfig(files[:2], str(out), backend="onnxruntime", tta=True, overwrite=True,
                                     progress=False))
     assert (fresh.classified, fresh.resumed, fresh.total) == (2, 0, 2)
+
+
+def test_resuming_an_output_of_another_format_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:2]]
+    out = tmp_path / "catalog.csv"
+    assert CliRunner().invoke(cli, ["classify", *files, "-o", str(out), "-q", "--backend", "onnxruntime"]).exit_code == 0
+    result = CliRunner().invoke(cli, ["classify", *files, "-o", str(out), "-q", "--backend", "onnxruntime",
+                                      "--format", "parquet"])
+    assert result.exit_code == 2, result.output  # was a pyarrow traceback and exit 1
+    assert f"{out} exists but cannot be read as a parquet catalog" in result.output and "--overwrite" in result.output
+    assert "Traceback" not in result.output
