@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.listing import require_inputs
 from galaxy.catalog import ERROR_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, column_kinds, errors_path, safe_text
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.fits_table import SKY_UNITS
@@ -240,6 +241,7 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
     out_dir = Path(config.output)
     if out_dir.suffix:
         raise UsageError(f"with --ray the output is a folder of Parquet parts, not a file: {out_dir}")
+    require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
     if config.overwrite and out_dir.exists():
         import shutil
 
@@ -253,8 +255,6 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
                                  "shard_size": shard_size})
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
-    if not shards:
-        raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
     todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]
     if not ray.is_initialized():
         ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True)

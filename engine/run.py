@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from engine import backends
 from engine.batching import batches
 from engine.journal import Journal
-from engine.listing import iter_inputs
+from engine.listing import iter_inputs, require_inputs
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy import __version__
@@ -74,15 +74,11 @@ def classify(config: ClassifyConfig) -> Summary:
     """Classify every input of `config` into its output catalog; errors go to the errors file."""
     from engine.artifacts import resolve_model
 
-    if not config.inputs and not config.catalog:
-        raise UsageError("no inputs: give image files, folders, or --catalog FILE")
-    missing = [value for value in config.inputs if not os.path.lexists(value)]
-    if missing:  # checked before any output file is opened
-        raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     if os.path.isdir(config.output):
         raise UsageError(f"output {config.output} is a folder: give a catalog file (.csv, .ecsv, .parquet, .fits), "
                          "or add --ray to write a folder of Parquet parts")
     output_format(config.output, config.output_format)  # an unknown format is a usage error before any work
+    require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
     model_dir, card = resolve_model(config.model_dir)
     spec = card.input_spec
     workers = config.workers or os.cpu_count() or 1
@@ -130,8 +126,6 @@ def classify(config: ClassifyConfig) -> Summary:
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()
     seconds = time.perf_counter() - started
-    if total == 0 and not journal.errors and not interrupted:
-        raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    f"{session.name} {session.precision}", session.device, pipeline.name, interrupted,
                    journal.resumed, total)
