@@ -24,6 +24,15 @@ class _Galaxy(click.Group):
         ctx.meta["galaxy.argv"] = argv
         return ctx
 
+    def invoke(self, ctx):
+        """Run the command; Ctrl-C at any moment (also while a model loads) exits 130, as documented,
+        instead of click's `Aborted!` and 1. Commands that have work to save catch it themselves."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted (Ctrl-C)", err=True)
+            ctx.exit(130)
+
 
 def _command_line() -> str:
     """The command as typed (also when invoked in-process, e.g. by CliRunner)."""

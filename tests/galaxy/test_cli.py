@@ -244,3 +244,13 @@ def test_evaluate_compare_refuses_a_model_trained_on_the_images(tmp_path, labels
     model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids[1:])
     result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", tmp_path / "e", "-q")
     assert result.exit_code == 2 and "trained on 1 of these validation images" in result.output
+
+
+def test_ctrl_c_during_start_up_exits_130(tmp_path, monkeypatch):
+    def interrupted_while_loading(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("engine.run.classify", interrupted_while_loading)
+    result = CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", str(tmp_path / "c.csv"), "-q"])
+    assert result.exit_code == 130, result.output
+    assert "Aborted!" not in result.output and "interrupted" in result.output
