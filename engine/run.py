@@ -62,6 +62,7 @@ def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
         "spec": json.dumps(card.input_spec.to_dict()),
         "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
         "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
+        "cwd": config.cwd,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),  # FITS DATE: UTC, no offset
     }
 
