@@ -40,3 +40,12 @@ def test_the_csv_sidecar_stores_json_as_json(tmp_path):
     sidecar = json.loads((tmp_path / "c.csv.meta.json").read_text())
     assert sidecar["spec"] == {"size": 96, "crop_fraction": 0.5} and sidecar["run"]["tta"] is False
     assert sidecar["temp"] == 0.899 and sidecar["command"] == METADATA["command"]
+
+
+def test_the_report_of_a_fits_catalog_shows_how_it_was_made(tmp_path):
+    from galaxy.report import report
+
+    page = report(_write(tmp_path / "c.fits"), tmp_path / "r.html").read_text()
+    for key in ("model", "weights", "backend", "command", "date", "device", "version", "spec"):
+        assert f"<th>{key}</th>" in page, key
+    assert "galaxy classify cutouts/ -o catalog.fits" in page
