@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 from engine import backends
 from engine.batching import batches
 from engine.journal import Journal
-from engine.listing import iter_inputs, require_inputs
+from engine.listing import count_inputs, iter_inputs, require_inputs
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy import __version__
@@ -97,6 +98,8 @@ def classify(config: ClassifyConfig) -> Summary:
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)
+    counter = threading.Thread(target=_count_total, args=(bar, config, journal.resumed), daemon=True)
+    counter.start()
     classified = 0
 
     def on_error(item):
@@ -121,6 +124,7 @@ def classify(config: ClassifyConfig) -> Summary:
     except KeyboardInterrupt:  # Ctrl-C: keep what is done, write the catalog properly
         interrupted = True
     finally:
+        counter.join(timeout=1)  # counting is far cheaper than classifying: done by now, bar a huge catalog
         bar.close()
         if finished or interrupted:
             total = journal.finish(catalog_metadata(card, session, config))
@@ -130,6 +134,15 @@ def classify(config: ClassifyConfig) -> Summary:
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    f"{session.name} {session.precision}", session.device, pipeline.name, interrupted,
                    journal.resumed, total)
+
+
+def _count_total(bar, config: ClassifyConfig, resumed: int) -> None:
+    """Give the progress bar its total (and so an ETA) while the run works: the inputs are
+    counted by a second, cheap listing in this thread, less those a resumed run skips."""
+    try:
+        bar.total = max(0, count_inputs(config.inputs, config.catalog, config.path_column) - resumed)
+    except (OSError, UsageError) as exc:  # the run itself reports a bad input; the bar just has no total
+        log.debug("no progress total: %s", exc)
 
 
 def quantize_model(config) -> str:
