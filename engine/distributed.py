@@ -168,6 +168,22 @@ def _maybe_crash(index: int) -> None:
             os._exit(1)
 
 
+def _quiet_ray(ray, chatty: bool) -> int:
+    """Keep Ray's own lines off the terminal unless `chatty` (-v); return the level for ray.init.
+
+    Ray's INFO and WARNING log lines (token set-up, dataset plans, executor progress) and the
+    raylet notices it prints to stdout when an actor dies (it restarts the actor and retries the
+    shard, so there is nothing to act on) are for debugging; a real failure still raises.
+    """
+    level = logging.INFO if chatty else logging.ERROR
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(level)
+    worker = ray._private.worker  # the switch Ray's own debugger uses to mute forwarded notices
+    if hasattr(worker, "_worker_logs_enabled"):
+        worker._worker_logs_enabled = chatty
+    return level
+
+
 def _unified_schema(schemas):
     """The union of the parts' columns in first-seen order; a column that is text in any part is text."""
     import pyarrow as pa
@@ -256,8 +272,9 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
     todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]
+    ray_level = _quiet_ray(ray, chatty=log.isEnabledFor(logging.INFO))
     if not ray.is_initialized():
-        ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True)
+        ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True, logging_level=ray_level)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // max(1, config.threads or 1))

@@ -10,6 +10,7 @@ import click
 
 from galaxy import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
+from galaxy.console import filter_native_stderr
 from galaxy.errors import GalaxyError, UsageError
 
 log = logging.getLogger("galaxy")
@@ -67,10 +68,19 @@ def _vote_options(command):
 @click.group(cls=_Galaxy)
 @click.version_option(__version__, prog_name="galaxy")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def cli(verbose):
+@click.pass_context
+def cli(ctx, verbose):
     """Classify galaxy cutouts (JPEG, PNG, FITS) as spiral or elliptical."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    ctx.meta["galaxy.verbose"] = verbose
+
+
+def _only_what_to_act_on():
+    """Log warnings and errors only (not with -v): `classify` prints one summary line, and `-q`
+    on any command leaves nothing but what the user must act on."""
+    if not click.get_current_context().meta.get("galaxy.verbose"):
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 @cli.command()
@@ -115,6 +125,8 @@ def train(**options):
 
     options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
     options["progress"] = not options.pop("quiet")
+    if not options["progress"]:
+        _only_what_to_act_on()
     config = TrainConfig(command=_command_line(), **options)
     card = _run(run_training, config)
     val = card.metrics["validation"]
@@ -168,7 +180,8 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run on OUTPUT.")
 @click.option("--commit-every", default=2048, show_default=True,
               help="Rows per crash-safe commit (a kill loses at most this many finished rows).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no summary line: only what needs acting on (failures, interruption).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Run on a Ray cluster (ADDRESS, e.g. auto or ray://head:10001; alone: a local cluster). "
                    "OUTPUT is then a folder of Parquet parts (bookkeeping in OUTPUT/_galaxy/).")
@@ -188,6 +201,7 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     """
     from engine.run import classify as run_classify
 
+    _only_what_to_act_on()
     options["keep_columns"] = tuple(c.strip() for c in options["keep_columns"].split(",") if c.strip())
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
     if ray_address is not None:
@@ -195,18 +209,23 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
         from galaxy.catalog import errors_path
 
         manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size, actors)
-        click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
-                   f"resumed), failed {manifest['failed']}, {manifest['actors']} actors, {manifest['seconds']} s "
-                   f"-> {config.output}" + (f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""),
-                   err=True)
+        errors = f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""
+        if not quiet:
+            click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
+                       f"resumed), failed {manifest['failed']}, {manifest['actors']} actors, {manifest['seconds']} s "
+                       f"-> {config.output}{errors}", err=True)
+        elif errors:
+            click.echo(f"failed {manifest['failed']} of {manifest['rows'] + manifest['failed']}{errors}", err=True)
         sys.exit(3 if manifest["failed"] else 0)
     summary = _run(run_classify, config)
-    if summary.resumed:
-        click.echo(f"resumed: {summary.resumed} images were already in {summary.output}", err=True)
-    click.echo(f"classified {summary.classified}, failed {summary.failed}, "
-               f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
-               f"{summary.backend} on {summary.device}) -> {summary.output}"
-               + (f"; errors in {summary.errors}" if summary.failed else ""), err=True)
+    errors = f"; errors in {summary.errors}" if summary.failed else ""
+    if not quiet:
+        resumed = f" (and {summary.resumed} from an earlier run)" if summary.resumed else ""
+        click.echo(f"classified {summary.classified}{resumed}, failed {summary.failed}, "
+                   f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
+                   f"{summary.backend} on {summary.device}) -> {summary.output}{errors}", err=True)
+    elif errors:
+        click.echo(f"failed {summary.failed} of {summary.classified + summary.failed}{errors}", err=True)
     if summary.interrupted:
         click.echo(f"interrupted: the {summary.classified} images classified so far are in {summary.output}", err=True)
         sys.exit(130)
@@ -322,6 +341,8 @@ def evaluate(**options):
     from engine.evaluate import evaluate as run_evaluation
 
     options["progress"] = not options.pop("quiet")
+    if not options["progress"]:
+        _only_what_to_act_on()
     report = _run(run_evaluation, EvaluateConfig(**options))
     coverage = report["accuracy_at_coverage"]
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "
@@ -398,7 +419,15 @@ def bench(ctx):
 
 
 def main():
-    cli(prog_name="galaxy")
+    """The `galaxy` program. Unless -v is given, native libraries' known chatter on stderr
+    (per-file decoder errors already in the errors file, Ray's C++ log lines) is dropped."""
+    verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:2])
+    restore = None if verbose else filter_native_stderr()
+    try:
+        cli(prog_name="galaxy")
+    finally:
+        if restore is not None:
+            restore()
 
 
 if __name__ == "__main__":

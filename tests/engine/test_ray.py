@@ -104,3 +104,25 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
 
     with pytest.raises(UsageError, match="other settings.*backend"):  # a rerun continues only its own run
         classify_on_ray(replace(config, backend="torch"), None, shard_size=6, actors=2)
+
+
+def test_the_command_is_quiet_and_its_rerun_resumes_into_the_folder(survey, tmp_path):
+    """`galaxy classify DIR -o OUT --ray -q` twice, as a user runs it: an actor dies once, Ray's lines
+    stay off the terminal, the second run resumes into OUT (once refused: 'is a directory')."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from engine.distributed import CRASH_ONCE_ENV
+
+    out = tmp_path / "parts"
+    env = {**os.environ, CRASH_ONCE_ENV: f"0:{tmp_path / 'crashed'}"}
+    command = [sys.executable, "-m", "galaxy.cli", "classify", str(survey), "-o", str(out), "-q", "--backend",
+               "onnxruntime", "--decoder", "reference", "--shard-size", "6", "--actors", "2", "--ray"]
+    for _ in range(2):
+        run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        assert run.returncode == 3, run.stderr  # the two broken files
+        assert run.stdout == "" and run.stderr.splitlines() == [f"failed 2 of 25; errors in {out / '_galaxy' / 'errors.csv'}"]
+    assert (tmp_path / "crashed").exists()
+    assert pq.read_table(out).num_rows == 23
