@@ -1,7 +1,8 @@
 """Crash-safe progress of a classify run, so a killed survey run resumes without losing or
 repeating a row.
 
-While a run works on OUT, finished rows are committed in chunks under `OUT.partial/`: each
+While a run works on OUT, finished rows are committed in chunks under `OUT.partial/` (every
+`COMMIT_ROWS` rows or `COMMIT_SECONDS` seconds, whichever comes first): each
 chunk is written to a temporary file, fsynced, then renamed (atomic on POSIX), so a chunk is
 either wholly there or absent. When the run ends (or is interrupted with Ctrl-C) the chunks
 are assembled into OUT and its errors file, each written to a temporary name and renamed,
@@ -21,6 +22,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from galaxy.fits_table import ascii_text
 from galaxy.errors import UsageError
 
 COMMIT_ROWS = 2048
+COMMIT_SECONDS = 2.0
 
 
 class Journal:
@@ -44,10 +47,11 @@ class Journal:
     """
 
     def __init__(self, output, classes, fingerprint: dict, overwrite: bool = False, commit_rows: int = COMMIT_ROWS,
-                 fmt: str | None = None, units: dict | None = None):
+                 fmt: str | None = None, units: dict | None = None, commit_seconds: float = COMMIT_SECONDS):
         self.output = Path(output)
         self.format, self.units = fmt, units or {}
-        self.commit_rows = commit_rows
+        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+        self._last_commit = time.monotonic()
         self.classes = tuple(classes)
         self.dir = self.output.with_name(self.output.name + ".partial")
         self.output.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +153,8 @@ class Journal:
         return candidate
 
     def add(self, ids, paths, probabilities: np.ndarray, columns=None):
-        """Stage classified rows (ids made unique); they are committed every `commit_rows` rows.
+        """Stage classified rows (ids made unique); they are committed every `commit_rows` rows or
+        `commit_seconds` seconds, whichever comes first, so a kill loses at most that much work.
 
         `columns`: per row, a dict of extra column values (text), e.g. kept catalog columns, ra, dec.
         """
@@ -157,13 +162,15 @@ class Journal:
             extra = {k: safe_text(v) for k, v in columns[i].items()} if columns else {}
             self._pending_rows.append([self.unique_id(ident), safe_text(paths[i]),
                                        *(f"{p:.6f}" for p in probabilities[i]), json.dumps(extra)])
-        if len(self._pending_rows) >= self.commit_rows:
+        if (len(self._pending_rows) >= self.commit_rows
+                or time.monotonic() - self._last_commit >= self.commit_seconds):
             self.commit()
 
     def commit(self):
         if self._pending_rows:
             self._write_chunk(self._pending_rows)
             self._pending_rows = []
+        self._last_commit = time.monotonic()
 
     def finish(self, metadata: dict) -> int:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""

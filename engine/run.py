@@ -94,7 +94,7 @@ def classify(config: ClassifyConfig) -> Summary:
                              batch_size=batch_size, device=session.device)
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config), config.overwrite,
-                      config.commit_every, config.output_format, units)
+                      config.commit_every, config.output_format, units, config.commit_seconds)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)

@@ -179,7 +179,9 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--threads", default=0, help="Inference threads (0: one per CPU).")
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run on OUTPUT.")
 @click.option("--commit-every", default=2048, show_default=True,
-              help="Rows per crash-safe commit (a kill loses at most this many finished rows).")
+              help="Rows per crash-safe commit (a kill loses at most this many finished rows) ...")
+@click.option("--commit-seconds", default=2.0, show_default=True,
+              help="... or seconds of work per commit, whichever comes first.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary line: only what needs acting on (failures, interruption).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",

@@ -86,6 +86,7 @@ class ClassifyConfig:
     progress: bool = True
     overwrite: bool = False
     commit_every: int = 2048
+    commit_seconds: float = 2.0
     keep_columns: tuple[str, ...] = ()
     output_format: str | None = None
     command: str = ""

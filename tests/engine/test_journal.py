@@ -102,3 +102,16 @@ def test_resuming_an_output_of_another_format_is_a_usage_error(tmp_path):
     assert result.exit_code == 2, result.output  # was a pyarrow traceback and exit 1
     assert f"{out} exists but cannot be read as a parquet catalog" in result.output and "--overwrite" in result.output
     assert "Traceback" not in result.output
+
+
+def test_rows_are_committed_after_commit_seconds_even_when_few(tmp_path):
+    import numpy as np
+
+    journal = Journal(tmp_path / "c.csv", ("elliptical", "spiral"), {"weights": "x"}, commit_rows=10**6,
+                      commit_seconds=0.2)
+    journal.add(["a"], ["a.jpeg"], np.array([[0.2, 0.8]]))
+    assert not list(journal.dir.glob("chunk-*.csv"))  # neither enough rows nor enough time yet
+    time.sleep(0.25)
+    journal.add(["b"], ["b.jpeg"], np.array([[0.3, 0.7]]))
+    assert [len(list(csv.reader(open(c)))) for c in journal.dir.glob("chunk-*.csv")] == [2]  # a kill keeps both
+    journal.release()
