@@ -2,18 +2,23 @@
 
 The data path, as on one machine, cut into shards:
 
-  driver: list inputs lazily -> shard files of `shard_size` inputs (OUT_DIR/shards/, Parquet)
+  driver: list inputs lazily -> shard files of `shard_size` inputs (OUT_DIR/_galaxy/shards/)
   Ray Data: read the shard list -> map_batches over an actor pool, one engine per actor, sized
             to the cluster's GPUs (or CPUs); each call decodes + classifies one whole shard and
             writes OUT_DIR/part-<shard>.parquet and its errors atomically (temp file + rename)
   driver: ids made unique across parts in listing order and one schema for all parts (as one
-          machine writes them), errors merged into OUT_DIR/errors.csv, OUT_DIR/manifest.json last.
+          machine writes them), errors merged into OUT_DIR/_galaxy/errors.csv, the manifest
+          (OUT_DIR/_galaxy/manifest.json) last.
+
+OUT_DIR's top level holds only the parts; everything else is under `_galaxy/`, which Parquet
+dataset readers skip (names starting with "_" or "."), as they skip the ".part-*" temp files.
 
 Fault tolerance: actors that die are restarted and their shard retried (Ray's max_restarts /
 max_task_retries); a part appears whole or not at all, so a retry cannot duplicate rows. A rerun
 on the same OUT_DIR classifies only the shards without a part: nothing lost, nothing twice.
 The parts have the columns, ids and metadata of a single-machine Parquet catalog; read them all
-with `pyarrow.parquet.read_table(OUT_DIR)` or `astropy.table.Table.read` per part.
+with `pyarrow.parquet.read_table(OUT_DIR)`, `pandas.read_parquet(OUT_DIR)`, or
+`astropy.table.Table.read` per part.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import ERROR_COLUMNS, column_kinds, safe_text
+from engine.listing import require_inputs
+from galaxy.catalog import ERROR_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, column_kinds, errors_path, safe_text
 from galaxy.errors import BackendUnavailable, UsageError
+from galaxy.fits_table import SKY_UNITS
+from galaxy.metadata import galaxy_keys, parquet_metadata
 
 log = logging.getLogger(__name__)
 
 SHARD_SIZE = 4096
-MANIFEST = "manifest.json"
 CRASH_ONCE_ENV = "GALAXY_RAY_CRASH_ONCE"  # fault injection for the tests: "<shard>:<marker file>"
 
 
@@ -60,7 +67,7 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
 
     from engine.listing import iter_inputs
 
-    folder = out_dir / "shards"
+    folder = out_dir / RAY_BOOKKEEPING / "shards"
     if (folder / "_complete").exists():  # a rerun: the same shards, so finished parts stay valid
         return [Shard(int(p.stem.split("-")[1]), str(p)) for p in sorted(folder.glob("shard-*.parquet"))]
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,9 +145,17 @@ class ShardClassifier:
         err_tmp = tmp.with_suffix(".errors.tmp")
         with open(err_tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(errors)
-        err_tmp.replace(final.with_suffix(".errors.csv"))  # errors first: a part implies its errors exist
+        err_tmp.replace(_part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
         tmp.replace(final)
         return writer.rows, len(errors)
+
+
+def _part_path(out_dir: Path, index: int) -> Path:
+    return out_dir / f"part-{index:06d}.parquet"
+
+
+def _part_errors(out_dir: Path, index: int) -> Path:
+    return out_dir / RAY_BOOKKEEPING / f"part-{index:06d}.errors.csv"
 
 
 def _maybe_crash(index: int) -> None:
@@ -151,6 +166,22 @@ def _maybe_crash(index: int) -> None:
         if int(shard) == index and not os.path.exists(marker):
             Path(marker).write_text("crashed once\n")
             os._exit(1)
+
+
+def _quiet_ray(ray, chatty: bool) -> int:
+    """Keep Ray's own lines off the terminal unless `chatty` (-v); return the level for ray.init.
+
+    Ray's INFO and WARNING log lines (token set-up, dataset plans, executor progress) and the
+    raylet notices it prints to stdout when an actor dies (it restarts the actor and retries the
+    shard, so there is nothing to act on) are for debugging; a real failure still raises.
+    """
+    level = logging.INFO if chatty else logging.ERROR
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(level)
+    worker = ray._private.worker  # the switch Ray's own debugger uses to mute forwarded notices
+    if hasattr(worker, "_worker_logs_enabled"):
+        worker._worker_logs_enabled = chatty
+    return level
 
 
 def _unified_schema(schemas):
@@ -175,7 +206,7 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = [out_dir / f"part-{shard.index:06d}.parquet" for shard in shards]
+    parts = [_part_path(out_dir, shard.index) for shard in shards]
     unified = _unified_schema(pq.read_schema(p) for p in parts)
     seen: set[str] = set()
     for part in parts:
@@ -194,17 +225,19 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
         if table.schema.remove_metadata() != unified:
             columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
                        for f in unified]
-            table = pa.Table.from_arrays(columns, schema=unified.with_metadata(table.schema.metadata))
+            # astropy reads the column list of table_meta_yaml too: it is rewritten for the new columns
+            metadata = parquet_metadata(unified, galaxy_keys(table.schema.metadata), SKY_UNITS)
+            table = pa.Table.from_arrays(columns, schema=unified.with_metadata(metadata))
             changed = True
         if changed:
-            tmp = part.with_suffix(".tmp")
+            tmp = part.with_name(f".{part.name}.tmp")  # dot: never read as a part
             pq.write_table(table, tmp)
             tmp.replace(part)
 
 
 def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
     """A rerun resumes only the run it continues: other inputs, model or settings are refused."""
-    path = out_dir / "fingerprint.json"
+    path = out_dir / RAY_BOOKKEEPING / "fingerprint.json"
     if path.exists():
         earlier = json.loads(path.read_text())
         changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
@@ -212,6 +245,7 @@ def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
             raise UsageError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
                              "use --overwrite to start over")
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(fingerprint))
 
 
@@ -225,6 +259,7 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         raise UsageError(f"with --ray the output is a folder of Parquet parts, not a file: {out_dir}")
     if config.band_columns:  # shards hold one path per input; band sets run on one machine for now
         raise UsageError("--band-columns is not supported with --ray yet: run it without --ray")
+    require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
     if config.overwrite and out_dir.exists():
         import shutil
 
@@ -238,11 +273,10 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
                                  "shard_size": shard_size})
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
-    if not shards:
-        raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
-    todo = [s for s in shards if not (out_dir / f"part-{s.index:06d}.parquet").exists()]
+    todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]
+    ray_level = _quiet_ray(ray, chatty=log.isEnabledFor(logging.INFO))
     if not ray.is_initialized():
-        ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True)
+        ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True, logging_level=ray_level)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // max(1, config.threads or 1))
@@ -266,26 +300,38 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         for row in results.iter_rows():
             done["rows"] += int(row["rows"])
             done["errors"] += int(row["errors"])
+    return write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started)
+
+
+def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int, actors: int, started: float) -> dict:
+    """Make the parts one catalog, merge their errors, and write the manifest last; return it.
+
+    `done`: rows and errors classified by this run; `resumed`: shards whose part an earlier run wrote.
+    """
+    import pyarrow.parquet as pq
+
+    from galaxy.catalog import read_catalog_metadata
+
     _finalize_parts(out_dir, shards)
     failed = 0
-    with open(out_dir / "errors.csv", "w", newline="") as fh:
+    with open(errors_path(out_dir), "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(ERROR_COLUMNS)
         for shard in shards:
-            with open(out_dir / f"part-{shard.index:06d}.errors.csv", newline="") as part:
+            with open(_part_errors(out_dir, shard.index), newline="") as part:
                 for row in csv.reader(part):
                     writer.writerow(row)
                     failed += 1
-    import pyarrow.parquet as pq
-
-    parts = [out_dir / f"part-{s.index:06d}.parquet" for s in shards]
+    parts = [_part_path(out_dir, s.index) for s in shards]
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-    metadata = {k.decode()[len("galaxy."):]: v.decode() for k, v in (pq.read_schema(parts[0]).metadata or {}).items()
-                if k.startswith(b"galaxy.")} if parts else {}
-    manifest = {"parts": [p.name for p in parts], "rows": total, "failed": failed, "errors": "errors.csv",
-                "classified_now": done["rows"], "failed_now": done["errors"], "shards_resumed": len(shards) - len(todo),
-                "actors": pool, "seconds": round(time.perf_counter() - started, 1), "metadata": metadata}
-    tmp = out_dir / f"{MANIFEST}.tmp"
+    metadata = read_catalog_metadata(parts[0], "parquet") if parts else {}
+    manifest = {"parts": [p.name for p in parts], "rows": total, "failed": failed,
+                "errors": str(errors_path(out_dir).relative_to(out_dir)),
+                "classified_now": done["rows"], "failed_now": done["errors"],
+                "shards_resumed": resumed,
+                "actors": actors, "seconds": round(time.perf_counter() - started, 1), "metadata": metadata}
+    final = out_dir / RAY_BOOKKEEPING / RAY_MANIFEST
+    tmp = final.with_name(final.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(out_dir / MANIFEST)
+    tmp.replace(final)
     return manifest

@@ -1,7 +1,8 @@
 """Crash-safe progress of a classify run, so a killed survey run resumes without losing or
 repeating a row.
 
-While a run works on OUT, finished rows are committed in chunks under `OUT.partial/`: each
+While a run works on OUT, finished rows are committed in chunks under `OUT.partial/` (every
+`COMMIT_ROWS` rows or `COMMIT_SECONDS` seconds, whichever comes first): each
 chunk is written to a temporary file, fsynced, then renamed (atomic on POSIX), so a chunk is
 either wholly there or absent. When the run ends (or is interrupted with Ctrl-C) the chunks
 are assembled into OUT and its errors file, each written to a temporary name and renamed,
@@ -21,15 +22,18 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import CatalogWriter, ErrorWriter, column_kinds, errors_path, read_catalog_rows, safe_text
+from galaxy.catalog import (CatalogWriter, ErrorWriter, column_kinds, errors_path, output_format, read_catalog_rows,
+                            safe_text)
 from galaxy.fits_table import ascii_text
 from galaxy.errors import UsageError
 
 COMMIT_ROWS = 2048
+COMMIT_SECONDS = 2.0
 
 
 class Journal:
@@ -43,10 +47,11 @@ class Journal:
     """
 
     def __init__(self, output, classes, fingerprint: dict, overwrite: bool = False, commit_rows: int = COMMIT_ROWS,
-                 fmt: str | None = None, units: dict | None = None):
+                 fmt: str | None = None, units: dict | None = None, commit_seconds: float = COMMIT_SECONDS):
         self.output = Path(output)
         self.format, self.units = fmt, units or {}
-        self.commit_rows = commit_rows
+        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+        self._last_commit = time.monotonic()
         self.classes = tuple(classes)
         self.dir = self.output.with_name(self.output.name + ".partial")
         self.output.parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +67,14 @@ class Journal:
                 old.unlink()
             (self.dir / "fingerprint.json").unlink(missing_ok=True)
             self.output.unlink(missing_ok=True)
-        self._check_fingerprint(fingerprint)
-        self._chunks = sorted(self.dir.glob("chunk-*.csv"))
-        if not self._chunks and self.output.exists():
-            self._import_output()
+        try:
+            self._check_fingerprint(fingerprint)
+            self._chunks = sorted(self.dir.glob("chunk-*.csv"))
+            if not self._chunks and self.output.exists():
+                self._import_output()
+        except UsageError:
+            self._lock.close()
+            raise
         self.done: set[str] = set()
         self.ids: set[str] = set()
         for row in self.rows():
@@ -84,7 +93,7 @@ class Journal:
                 raise UsageError(f"{self.output} was started with other settings ({', '.join(changed)}); "
                                  "use --overwrite to start over")
         elif self.output.exists():
-            meta = _output_fingerprint(self.output, self.format)
+            meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
             if meta is not None and meta != fingerprint:
                 raise UsageError(f"{self.output} was written with another model, backend or TTA setting; "
                                  "use --overwrite to start over")
@@ -94,11 +103,22 @@ class Journal:
 
     def _import_output(self):
         own = {"id", "path", "label", *(f"p_{c}" for c in self.classes)}
-        rows = [[r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes),
-                 json.dumps({k: _cell(v) for k, v in r.items() if k not in own and _cell(v) != ""})]
-                for r in read_catalog_rows(self.output, self.format)]
+        rows = self._read_output(lambda: [
+            [r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes),
+             json.dumps({k: _cell(v) for k, v in r.items() if k not in own and _cell(v) != ""})]
+            for r in read_catalog_rows(self.output, self.format)])
         if rows:
             self._write_chunk(rows)
+
+    def _read_output(self, read):
+        """`read()` of the existing output, which a rerun continues; an output that is not a
+        catalog of this run's format (e.g. `catalog.csv` with `--format parquet`) is a usage error."""
+        try:
+            return read()
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{self.output} exists but cannot be read as a {output_format(self.output, self.format)} "
+                             f"catalog to resume ({type(exc).__name__}: {exc}); use --overwrite to replace it, "
+                             "or another output name") from None
 
     def _write_chunk(self, rows):
         final = self.dir / f"chunk-{len(self._chunks):06d}.csv"
@@ -133,7 +153,8 @@ class Journal:
         return candidate
 
     def add(self, ids, paths, probabilities: np.ndarray, columns=None):
-        """Stage classified rows (ids made unique); they are committed every `commit_rows` rows.
+        """Stage classified rows (ids made unique); they are committed every `commit_rows` rows or
+        `commit_seconds` seconds, whichever comes first, so a kill loses at most that much work.
 
         `columns`: per row, a dict of extra column values (text), e.g. kept catalog columns, ra, dec.
         """
@@ -141,13 +162,15 @@ class Journal:
             extra = {k: safe_text(v) for k, v in columns[i].items()} if columns else {}
             self._pending_rows.append([self.unique_id(ident), safe_text(paths[i]),
                                        *(f"{p:.6f}" for p in probabilities[i]), json.dumps(extra)])
-        if len(self._pending_rows) >= self.commit_rows:
+        if (len(self._pending_rows) >= self.commit_rows
+                or time.monotonic() - self._last_commit >= self.commit_seconds):
             self.commit()
 
     def commit(self):
         if self._pending_rows:
             self._write_chunk(self._pending_rows)
             self._pending_rows = []
+        self._last_commit = time.monotonic()
 
     def finish(self, metadata: dict) -> int:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from galaxy.catalog import read_input_catalog
 from galaxy.errors import UsageError
-from galaxy.images import is_image_path
+from galaxy.images import IMAGE_SUFFIXES, is_image_path
 
 
 @dataclass(frozen=True)
@@ -25,25 +25,30 @@ class Item:
 
 
 def _walk(root: str):
-    """Image files under root, depth first, in directory order.
+    """Image files under root, depth first, each folder's entries sorted by name.
 
-    Entries are streamed from `os.scandir`, never collected, so a folder of millions of files
-    costs no memory; the order is the file system's (ids, not positions, identify rows).
+    Sorted, so a run lists the same folder in the same order on every file system and every
+    time: which of two files with the same stem becomes `stem#2` does not depend on the disk.
+    Only one folder's names (and whether each is a folder) are held at a time, ~100 bytes each.
     """
     try:
-        entries = os.scandir(root)
+        with os.scandir(root) as entries:
+            listed = sorted((entry.name, _is_dir(entry)) for entry in entries)
     except OSError:
         return
-    with entries:
-        for entry in entries:
-            try:
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                is_dir = False
-            if is_dir:
-                yield from _walk(entry.path)
-            elif is_image_path(entry.name):
-                yield entry.path
+    for name, is_dir in listed:
+        path = os.path.join(root, name)
+        if is_dir:
+            yield from _walk(path)
+        elif is_image_path(name):
+            yield path
+
+
+def _is_dir(entry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def parse_band_columns(value: str | None) -> dict[str, str] | None:
@@ -86,3 +91,32 @@ def iter_inputs(inputs=(), catalog=None, path_column=None, id_column=None, keep_
                 yield Item(";".join(where.values()), ident, columns, tuple(where.items()))
             else:
                 yield Item(where, ident, columns)
+
+
+def count_inputs(inputs=(), catalog=None, path_column=None, band_columns=None) -> int:
+    """How many items `iter_inputs` yields for these inputs: a second listing that builds no items,
+    for a progress total."""
+    n = sum(sum(1 for _ in _walk(value)) if os.path.isdir(value) else 1 for value in inputs)
+    if catalog:
+        n += sum(1 for _ in read_input_catalog(catalog, path_column, band_columns=band_columns))
+    return n
+
+
+def require_inputs(inputs=(), catalog=None, path_column=None, id_column=None, keep_columns=(),
+                   band_columns=None) -> None:
+    """Refuse inputs that name no image at all, before a model is loaded or an output opened.
+
+    Lists only up to the first image (a catalog: its first row, which also checks its columns).
+
+    Raises:
+        UsageError: no inputs, an input that does not exist, or no image among them.
+    """
+    if not inputs and not catalog:
+        raise UsageError("no inputs: give image files, folders, or --catalog FILE")
+    missing = [value for value in inputs if not os.path.lexists(value)]
+    if missing:
+        raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if next(iter_inputs(inputs, catalog, path_column, id_column, keep_columns, band_columns), None) is None:
+        named = ", ".join([*map(str, inputs), *([f"catalog {catalog}"] if catalog else [])])
+        raise UsageError(f"no images found in {named}: folders are searched recursively for files ending in "
+                         f"{' '.join(IMAGE_SUFFIXES)}, and a catalog needs at least one row")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 from engine import backends
 from engine.batching import batches
 from engine.journal import Journal
-from engine.listing import iter_inputs, parse_band_columns
+from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy import __version__
@@ -63,6 +64,7 @@ def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
         "spec": json.dumps(card.input_spec.to_dict()),
         "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
         "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
+        "cwd": config.cwd,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),  # FITS DATE: UTC, no offset
     }
 
@@ -80,15 +82,15 @@ def classify(config: ClassifyConfig) -> Summary:
     """Classify every input of `config` into its output catalog; errors go to the errors file."""
     from engine.artifacts import resolve_model
 
-    if not config.inputs and not config.catalog:
-        raise UsageError("no inputs: give image files, folders, or --catalog FILE")
-    missing = [value for value in config.inputs if not os.path.lexists(value)]
-    if missing:  # checked before any output file is opened
-        raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if os.path.isdir(config.output):
+        raise UsageError(f"output {config.output} is a folder: give a catalog file (.csv, .ecsv, .parquet, .fits), "
+                         "or add --ray to write a folder of Parquet parts")
     output_format(config.output, config.output_format)  # an unknown format is a usage error before any work
     band_columns = parse_band_columns(config.band_columns)
     if band_columns and not config.catalog:
         raise UsageError("--band-columns names columns of --catalog; give --catalog FILE too")
+    require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
+                   band_columns)
     model_dir, card = resolve_model(config.model_dir)
     spec = reading_spec(card, config)
     workers = config.workers or os.cpu_count() or 1
@@ -102,10 +104,12 @@ def classify(config: ClassifyConfig) -> Summary:
                              batch_size=batch_size, device=session.device)
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config), config.overwrite,
-                      config.commit_every, config.output_format, units)
+                      config.commit_every, config.output_format, units, config.commit_seconds)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)
+    counter = threading.Thread(target=_count_total, args=(bar, config, journal.resumed), daemon=True)
+    counter.start()
     classified = 0
 
     def on_error(item):
@@ -130,17 +134,26 @@ def classify(config: ClassifyConfig) -> Summary:
     except KeyboardInterrupt:  # Ctrl-C: keep what is done, write the catalog properly
         interrupted = True
     finally:
+        counter.join(timeout=1)  # counting is far cheaper than classifying: done by now, bar a huge catalog
         bar.close()
         if finished or interrupted:
             total = journal.finish(catalog_metadata(card, session, config))
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()
     seconds = time.perf_counter() - started
-    if total == 0 and not journal.errors and not interrupted:
-        raise UsageError(f"no images found in {list(config.inputs) + ([config.catalog] if config.catalog else [])}")
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    f"{session.name} {session.precision}", session.device, pipeline.name, interrupted,
                    journal.resumed, total)
+
+
+def _count_total(bar, config: ClassifyConfig, resumed: int) -> None:
+    """Give the progress bar its total (and so an ETA) while the run works: the inputs are
+    counted by a second, cheap listing in this thread, less those a resumed run skips."""
+    try:
+        bar.total = max(0, count_inputs(config.inputs, config.catalog, config.path_column,
+                                         parse_band_columns(config.band_columns)) - resumed)
+    except (OSError, UsageError) as exc:  # the run itself reports a bad input; the bar just has no total
+        log.debug("no progress total: %s", exc)
 
 
 def quantize_model(config) -> str:

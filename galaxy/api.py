@@ -54,12 +54,29 @@ class Model:
         return table
 
     def classify_arrays(self, images) -> np.ndarray:
-        """Class probabilities (N, K) for images already read: (N, H, W, 3) floats in [0, 1]."""
+        """Class probabilities for RGB images already read.
+
+        Args:
+            images: an array (N, H, W, 3), one image (H, W, 3), or a sequence of (H, W, 3) arrays
+                (sizes may differ). Floats in [0, 1], or uint8 in [0, 255], which are scaled by 1/255.
+
+        Returns:
+            float32 (N, K) probabilities in the card's class order; (1, K) for one image.
+
+        Raises:
+            UsageError: an image of another shape or dtype, or floats outside [0, 1] (e.g. 0-255).
+        """
         from galaxy.images import crop_resize, normalise
 
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = images[None]
+        elif isinstance(images, np.ndarray) and images.ndim != 4:
+            raise UsageError(f"images of shape {images.shape}: expected (N, H, W, 3) or one (H, W, 3) RGB image")
         spec = self.card.input_spec
-        tensors = np.stack([normalise(crop_resize(np.asarray(img, np.float32), spec.crop_fraction, spec.size), spec)
-                            for img in images])
+        if len(images) == 0:
+            return np.zeros((0, len(self.card.classes)), np.float32)
+        tensors = np.stack([normalise(crop_resize(_rgb_unit(img, i), spec.crop_fraction, spec.size), spec)
+                            for i, img in enumerate(images)])
         return np.concatenate([self._session.run(tensors[i:i + self.batch_size])
                                for i in range(0, len(tensors), self.batch_size)])
 
@@ -106,6 +123,22 @@ class Model:
         if not tables:
             return self._table([], [], np.zeros((0, len(self.card.classes)), np.float32))
         return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+
+
+def _rgb_unit(image, index: int) -> np.ndarray:
+    """One (H, W, 3) image as float32 in [0, 1]: uint8 scaled by 1/255, floats checked."""
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise UsageError(f"image {index} has shape {array.shape}: expected (H, W, 3) RGB")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255
+    if array.dtype.kind != "f":
+        raise UsageError(f"image {index} has dtype {array.dtype}: expected floats in [0, 1] or uint8")
+    low, high = (float(np.nanmin(array)), float(np.nanmax(array))) if array.size else (0.0, 0.0)
+    if low < -1e-6 or high > 1 + 1e-6:
+        raise UsageError(f"image {index} has values from {low:g} to {high:g}: expected floats in [0, 1] "
+                         "(divide 0-255 pixels by 255, or pass them as uint8)")
+    return array.astype(np.float32)
 
 
 def load_model(model_dir=None, **options) -> Model:

@@ -19,6 +19,7 @@ import numpy as np
 
 from galaxy.errors import UsageError
 from galaxy.fits_table import SKY_UNITS
+from galaxy.metadata import empty_table, galaxy_keys, parquet_metadata, run_metadata, sidecar_value
 
 OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
 PATH_COLUMNS = ("file_loc", "file", "path")
@@ -26,6 +27,12 @@ RESERVED_COLUMNS = ("id", "path", "label")
 ID_COLUMNS = ("id_str", "objid", "id")
 ERROR_COLUMNS = ("path", "stage", "reason")
 PARQUET_ROW_GROUP = 16384
+# A `classify --ray` output folder holds only its Parquet parts at the top, so that
+# pyarrow.parquet.read_table(OUT) and pandas.read_parquet(OUT) read exactly the catalog; the
+# bookkeeping (manifest, errors, shards, fingerprint) lives in this sub-folder, which Parquet
+# dataset readers skip because its name starts with "_".
+RAY_BOOKKEEPING = "_galaxy"
+RAY_MANIFEST = "manifest.json"
 
 
 def safe_text(value: str) -> str:
@@ -70,21 +77,23 @@ def column_kinds(rows) -> list[tuple[str, str]]:
 
 
 def errors_path(output) -> Path:
-    """The errors file beside an output: catalog.fits -> catalog.errors.csv; in a folder of
-    Parquet parts (`classify --ray`), its errors.csv."""
+    """The errors file of an output: catalog.fits -> catalog.fits.errors.csv. The whole name is
+    kept, so `res.csv` and `res.fits` written side by side each keep their own errors. In a
+    folder of Parquet parts (`classify --ray`), OUT/_galaxy/errors.csv."""
     output = Path(output)
     if output.is_dir():
-        return output / "errors.csv"
-    return output.with_name(output.stem + ".errors.csv")
+        return output / RAY_BOOKKEEPING / "errors.csv"
+    return output.with_name(output.name + ".errors.csv")
 
 
 def _parts(path: Path) -> list[Path] | None:
     """The Parquet parts of a `classify --ray` output folder, in order; None for a file."""
-    manifest = path / "manifest.json"
+    manifest = path / RAY_BOOKKEEPING / RAY_MANIFEST
     if not path.is_dir():
         return None
     if not manifest.is_file():
-        raise UsageError(f"{path} is a folder without manifest.json: not a finished `galaxy classify --ray` output")
+        raise UsageError(f"{path} is a folder without {RAY_BOOKKEEPING}/{RAY_MANIFEST}: "
+                         "not a finished `galaxy classify --ray` output")
     return [path / name for name in json.loads(manifest.read_text())["parts"]]
 
 
@@ -231,22 +240,24 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     """The metadata galaxy stored with a catalog it wrote (keys lower case); {} when none."""
     path = Path(path)
     if _parts(path) is not None:
-        return dict(json.loads((path / "manifest.json").read_text()).get("metadata", {}))
+        return dict(json.loads((path / RAY_BOOKKEEPING / RAY_MANIFEST).read_text()).get("metadata", {}))
     fmt = output_format(path, fmt)
     if fmt == "csv":
         sidecar = path.with_name(path.name + ".meta.json")
-        return json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        if not sidecar.exists():
+            return {}
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in json.loads(sidecar.read_text()).items()}
     if fmt == "ecsv":
         return {k: str(v) for k, v in _ecsv_header(path).meta.items()}
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        raw = pq.read_schema(path).metadata or {}
-        return {k.decode()[len("galaxy."):]: v.decode() for k, v in raw.items() if k.startswith(b"galaxy.")}
+        return galaxy_keys(pq.read_schema(path).metadata)
     from astropy.io import fits
 
     header = fits.getheader(path, 1)
-    return {k.lower(): str(header[k]) for k in ("MODEL", "WEIGHTS", "RUN", "BACKEND") if k in header}
+    return run_metadata(header)
+
 
 
 def read_catalog_rows(path, fmt: str | None = None):
@@ -308,7 +319,7 @@ class CatalogWriter:
             self._writer = csv.writer(self._fh)
             self._writer.writerow(self.columns)
             sidecar = self.path.with_name(self.path.name + ".meta.json")
-            sidecar.write_text(json.dumps(self.metadata, indent=1) + "\n")
+            sidecar.write_text(json.dumps({k: sidecar_value(v) for k, v in self.metadata.items()}, indent=1) + "\n")
         elif self.format == "ecsv":
             self._fh = open(self.path, "w", newline="")
             self._fh.write(self._ecsv_header())
@@ -324,7 +335,8 @@ class CatalogWriter:
             fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
             fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
             fields += [pa.field(name, pa.float64() if kind == "float" else pa.string()) for name, kind in self.extra]
-            self._schema = pa.schema(fields, metadata={f"galaxy.{k}": v for k, v in self.metadata.items()})
+            self._schema = pa.schema(fields)
+            self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units))
             self._writer = pq.ParquetWriter(self.path, self._schema)
 
     def write(self, ids, paths, probabilities: np.ndarray, columns=None):
@@ -362,16 +374,10 @@ class CatalogWriter:
         """ECSV's YAML header (column types, units, the metadata) and the column-name line, by astropy."""
         import io
 
-        from astropy.table import Table
-
         kinds = {"id": str, "path": str, "label": str, **{f"p_{c}": np.float32 for c in self.classes},
                  **{name: (np.float64 if kind == "float" else str) for name, kind in self.extra}}
-        table = Table({name: np.array([], dtype=kinds[name]) for name in self.columns}, meta=self.metadata)
-        for name, unit in self.units.items():
-            if name in table.colnames and kinds[name] is np.float64:
-                table[name].unit = unit
         out = io.StringIO()
-        table.write(out, format="ascii.ecsv", delimiter=",")
+        empty_table({name: kinds[name] for name in self.columns}, self.metadata, self.units).write(out, format="ascii.ecsv", delimiter=",")
         return out.getvalue()
 
     def close(self):

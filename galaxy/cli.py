@@ -10,6 +10,7 @@ import click
 
 from galaxy import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
+from galaxy.console import filter_native_stderr
 from galaxy.errors import GalaxyError, UsageError
 
 log = logging.getLogger("galaxy")
@@ -23,6 +24,15 @@ class _Galaxy(click.Group):
         ctx = super().make_context(info_name, args, parent=parent, **extra)
         ctx.meta["galaxy.argv"] = argv
         return ctx
+
+    def invoke(self, ctx):
+        """Run the command; Ctrl-C at any moment (also while a model loads) exits 130, as documented,
+        instead of click's `Aborted!` and 1. Commands that have work to save catch it themselves."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted (Ctrl-C)", err=True)
+            ctx.exit(130)
 
 
 def _command_line() -> str:
@@ -58,10 +68,19 @@ def _vote_options(command):
 @click.group(cls=_Galaxy)
 @click.version_option(__version__, prog_name="galaxy")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def cli(verbose):
+@click.pass_context
+def cli(ctx, verbose):
     """Classify galaxy cutouts (JPEG, PNG, FITS) as spiral or elliptical."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    ctx.meta["galaxy.verbose"] = verbose
+
+
+def _only_what_to_act_on():
+    """Log warnings and errors only (not with -v): `classify` prints one summary line, and `-q`
+    on any command leaves nothing but what the user must act on."""
+    if not click.get_current_context().meta.get("galaxy.verbose"):
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 @cli.command()
@@ -106,6 +125,8 @@ def train(**options):
 
     options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
     options["progress"] = not options.pop("quiet")
+    if not options["progress"]:
+        _only_what_to_act_on()
     config = TrainConfig(command=_command_line(), **options)
     card = _run(run_training, config)
     val = card.metrics["validation"]
@@ -135,8 +156,8 @@ def export(model_dir, parity_images, tolerance, opset):
 
 @cli.command()
 @click.argument("inputs", nargs=-1, type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Catalog to write: .csv, .ecsv, .parquet or .fits.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Catalog to write: .csv, .ecsv, .parquet or .fits (with --ray: a folder).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
               help="Model directory (default: the shipped model).")
 @click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
@@ -162,11 +183,14 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--threads", default=0, help="Inference threads (0: one per CPU).")
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run on OUTPUT.")
 @click.option("--commit-every", default=2048, show_default=True,
-              help="Rows per crash-safe commit (a kill loses at most this many finished rows).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+              help="Rows per crash-safe commit (a kill loses at most this many finished rows) ...")
+@click.option("--commit-seconds", default=2.0, show_default=True,
+              help="... or seconds of work per commit, whichever comes first.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no summary line: only what needs acting on (failures, interruption).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
               help="Run on a Ray cluster (ADDRESS, e.g. auto or ray://head:10001; alone: a local cluster). "
-                   "OUTPUT is then a folder of Parquet parts with a manifest.")
+                   "OUTPUT is then a folder of Parquet parts (bookkeeping in OUTPUT/_galaxy/).")
 @click.option("--shard-size", default=4096, show_default=True, help="--ray: inputs per shard (one part each).")
 @click.option("--actors", type=int, help="--ray: engines to run (default: one per GPU, else per CPU).")
 def classify(inputs, quiet, ray_address, shard_size, actors, **options):
@@ -176,30 +200,38 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     are committed in chunks under OUTPUT.partial/ while the run works).
 
     Exit code 0 when every image was classified, 3 when some could not be read (they are
-    listed with the reason in OUTPUT's .errors.csv), 2 for usage errors, 130 after Ctrl-C
+    listed with the reason in OUTPUT.errors.csv), 2 for usage errors, 130 after Ctrl-C
     (what was classified until then is written and the files are closed).
 
     Example: galaxy classify examples/sdss -o catalog.csv
     """
     from engine.run import classify as run_classify
 
+    _only_what_to_act_on()
     options["keep_columns"] = tuple(c.strip() for c in options["keep_columns"].split(",") if c.strip())
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
     if ray_address is not None:
         from engine.distributed import classify_on_ray
+        from galaxy.catalog import errors_path
 
         manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size, actors)
-        click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
-                   f"resumed), failed {manifest['failed']}, {manifest['actors']} actors, {manifest['seconds']} s "
-                   f"-> {config.output}/manifest.json", err=True)
+        errors = f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""
+        if not quiet:
+            click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
+                       f"resumed), failed {manifest['failed']}, {manifest['actors']} actors, {manifest['seconds']} s "
+                       f"-> {config.output}{errors}", err=True)
+        elif errors:
+            click.echo(f"failed {manifest['failed']} of {manifest['rows'] + manifest['failed']}{errors}", err=True)
         sys.exit(3 if manifest["failed"] else 0)
     summary = _run(run_classify, config)
-    if summary.resumed:
-        click.echo(f"resumed: {summary.resumed} images were already in {summary.output}", err=True)
-    click.echo(f"classified {summary.classified}, failed {summary.failed}, "
-               f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
-               f"{summary.backend} on {summary.device}) -> {summary.output}"
-               + (f"; errors in {summary.errors}" if summary.failed else ""), err=True)
+    errors = f"; errors in {summary.errors}" if summary.failed else ""
+    if not quiet:
+        resumed = f" (and {summary.resumed} from an earlier run)" if summary.resumed else ""
+        click.echo(f"classified {summary.classified}{resumed}, failed {summary.failed}, "
+                   f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
+                   f"{summary.backend} on {summary.device}) -> {summary.output}{errors}", err=True)
+    elif errors:
+        click.echo(f"failed {summary.failed} of {summary.classified + summary.failed}{errors}", err=True)
     if summary.interrupted:
         click.echo(f"interrupted: the {summary.classified} images classified so far are in {summary.output}", err=True)
         sys.exit(130)
@@ -315,6 +347,8 @@ def evaluate(**options):
     from engine.evaluate import evaluate as run_evaluation
 
     options["progress"] = not options.pop("quiet")
+    if not options["progress"]:
+        _only_what_to_act_on()
     report = _run(run_evaluation, EvaluateConfig(**options))
     coverage = report["accuracy_at_coverage"]
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "
@@ -391,7 +425,15 @@ def bench(ctx):
 
 
 def main():
-    cli(prog_name="galaxy")
+    """The `galaxy` program. Unless -v is given, native libraries' known chatter on stderr
+    (per-file decoder errors already in the errors file, Ray's C++ log lines) is dropped."""
+    verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:2])
+    restore = None if verbose else filter_native_stderr()
+    try:
+        cli(prog_name="galaxy")
+    finally:
+        if restore is not None:
+            restore()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 
 def config_dict(config) -> dict:
@@ -87,9 +88,11 @@ class ClassifyConfig:
     progress: bool = True
     overwrite: bool = False
     commit_every: int = 2048
+    commit_seconds: float = 2.0
     keep_columns: tuple[str, ...] = ()
     output_format: str | None = None
     command: str = ""
+    cwd: str = field(default_factory=os.getcwd)  # relative input paths are from here; montage resolves them
 
 
 @dataclass(frozen=True)

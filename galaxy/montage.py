@@ -1,10 +1,12 @@
 """`galaxy montage`: a picture of what the catalog says.
 
-Three rows of cutouts from a catalog galaxy wrote: the most confident spirals, the most
-confident ellipticals, and the most uncertain galaxies (probability closest to 0.5), each
-labelled with its id and P(spiral). The catalog is streamed and only the top `per_row` of each
-row are kept (bounded heaps), so a catalog of millions costs no memory. Cutouts are shown as
-the model saw them: the centre crop of the catalog's InputSpec (FITS with its stretch).
+Three rows of cutouts from a catalog galaxy wrote: the most confident spirals (galaxies labelled
+spiral), the most confident ellipticals (labelled elliptical), and the most uncertain of the
+rest (probability closest to 0.5), each labelled with its id and P(spiral). A galaxy appears in
+one row at most; a row with nobody to show says so. The catalog is streamed and only the top of
+each row is kept (bounded heaps), so a catalog of millions costs no memory. Cutouts are shown as
+the model saw them: the centre crop of the catalog's InputSpec (FITS with its stretch). Relative
+paths are taken from the folder the catalog was classified in (`cwd` in its metadata).
 """
 
 from __future__ import annotations
@@ -24,42 +26,84 @@ log = logging.getLogger(__name__)
 
 ROWS = (("most confident spirals", "spiral"), ("most confident ellipticals", "elliptical"),
         ("most uncertain", "uncertain"))
+EMPTY_ROW = {"spiral": "no galaxy labelled spiral", "elliptical": "no galaxy labelled elliptical",
+             "uncertain": "none left: every galaxy is in a row above"}
+ID_CHARS = 18
+
+
+def short_id(ident: str, width: int = ID_CHARS) -> str:
+    """`ident`, cut to `width` characters with a final '…' when longer."""
+    return ident if len(ident) <= width else ident[:width - 1] + "…"
+
+
+def _push(heap: list, size: int, item: tuple) -> None:
+    if len(heap) < size:
+        heapq.heappush(heap, item)
+    elif item[:2] > heap[0][:2]:
+        heapq.heapreplace(heap, item)
+
+
+def _best_first(heap: list) -> list[dict]:
+    return [entry for _, _, entry in sorted(heap, key=lambda t: t[:2], reverse=True)]
 
 
 def select(catalog, per_row: int = 8) -> dict[str, list[dict]]:
-    """The rows of each montage row, best first: {"spiral": [...], "elliptical": [...], "uncertain": [...]}."""
+    """The galaxies of each montage row, best first: {"spiral": [...], "elliptical": [...], "uncertain": [...]}.
+
+    Spirals and ellipticals are chosen among the galaxies with that label; the uncertain row from
+    those not already chosen, so no galaxy is shown twice.
+    """
     heaps: dict[str, list] = {key: [] for _, key in ROWS}
     for n, row in enumerate(read_catalog_rows(catalog)):
         if "p_spiral" not in row:
             raise UsageError(f"{catalog} has no p_spiral column: not a spiral/elliptical catalog of galaxy's")
         p = float(row["p_spiral"])
+        label = str(row.get("label") or ("spiral" if p > 0.5 else "elliptical"))
         entry = {"id": str(row["id"]), "path": str(row["path"]), "p_spiral": p}
-        for key, score in (("spiral", p), ("elliptical", 1 - p), ("uncertain", -abs(p - 0.5))):
-            item = (score, -n, entry)  # -n: ties go to the earlier row
-            if len(heaps[key]) < per_row:
-                heapq.heappush(heaps[key], item)
-            elif item[:2] > heaps[key][0][:2]:
-                heapq.heapreplace(heaps[key], item)
-    return {key: [e for _, _, e in sorted(heap, key=lambda t: t[:2], reverse=True)] for key, heap in heaps.items()}
+        if label in ("spiral", "elliptical"):  # -n: ties go to the earlier row
+            _push(heaps[label], per_row, (p if label == "spiral" else 1 - p, -n, entry))
+        # enough candidates that per_row remain after the confident rows take theirs
+        _push(heaps["uncertain"], 3 * per_row, (-abs(p - 0.5), -n, entry))
+    chosen = {key: _best_first(heaps[key]) for key in ("spiral", "elliptical")}
+    shown = {id(e) for entries in chosen.values() for e in entries}
+    chosen["uncertain"] = [e for e in _best_first(heaps["uncertain"]) if id(e) not in shown][:per_row]
+    return chosen
 
 
-def _spec(catalog) -> InputSpec:
-    meta = read_catalog_metadata(catalog)
+def _metadata(catalog) -> dict:
+    try:
+        return read_catalog_metadata(catalog)
+    except (UsageError, OSError, ValueError):
+        return {}  # e.g. evaluate's predictions.csv: no metadata, the defaults apply
+
+
+def _spec(meta: dict) -> InputSpec:
     try:
         return InputSpec.from_dict(json.loads(meta["spec"]))
     except (KeyError, ValueError, TypeError):
         return InputSpec()
 
 
+def resolve_path(path: str, cwd: str | None) -> Path:
+    """A catalog's path as a file to open: relative ones from the folder it was classified in."""
+    path = Path(path)
+    return path if path.is_absolute() or not cwd else Path(cwd) / path
+
+
 def montage(catalog, out, per_row: int = 8, dpi: int = 100) -> Path:
-    """Write the montage PNG of `catalog` to `out`; return its path."""
+    """Write the montage PNG of `catalog` to `out`; return its path.
+
+    Galaxies whose image cannot be read are drawn as 'unreadable' and counted in one warning.
+    """
     from galaxy.images import crop_resize, read_cutout
     from galaxy.plots import _pyplot
 
     chosen = select(catalog, per_row)
     if not any(chosen.values()):
         raise UsageError(f"{catalog} has no rows to show")
-    spec = _spec(catalog)
+    meta = _metadata(catalog)
+    spec, cwd = _spec(meta), meta.get("cwd")
+    unreadable: list[str] = []
     plt = _pyplot()
     fig, axes = plt.subplots(len(ROWS), per_row, figsize=(1.6 * per_row, 1.9 * len(ROWS)), dpi=dpi, squeeze=False)
     for r, (title, key) in enumerate(ROWS):
@@ -68,17 +112,27 @@ def montage(catalog, out, per_row: int = 8, dpi: int = 100) -> Path:
             ax.set_xticks([])
             ax.set_yticks([])
             if c >= len(chosen[key]):
-                ax.axis("off")
+                for spine in ax.spines.values():  # not axis("off"): the first keeps the row's title
+                    spine.set_visible(False)
+                ax.patch.set_visible(False)  # an empty row's note runs across these cells
                 continue
             entry = chosen[key][c]
             try:
-                pixels, _ = read_cutout(entry["path"], spec)
+                pixels, _ = read_cutout(resolve_path(entry["path"], cwd), spec)
                 ax.imshow(np.clip(crop_resize(pixels, spec.crop_fraction, 128), 0, 1))
             except (ImageReadError, OSError) as exc:
-                log.warning("montage: cannot show %s: %s", entry["path"], exc)
+                unreadable.append(f"{entry['path']}: {exc}")
                 ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=8, transform=ax.transAxes)
-            ax.set_xlabel(f"{entry['id'][:18]}\nP(spiral) {entry['p_spiral']:.3f}", fontsize=7)
+            ax.set_xlabel(f"{short_id(entry['id'])}\nP(spiral) {entry['p_spiral']:.3f}", fontsize=7)
+        if not chosen[key]:
+            note = axes[r, 0].text(0.05, 0.5, EMPTY_ROW[key], ha="left", va="center", fontsize=9,
+                                   transform=axes[r, 0].transAxes)
+            note.set_in_layout(False)  # it runs across the row's empty cells
         axes[r, 0].set_ylabel(title.replace("most ", "most\n", 1), fontsize=9, fontweight="bold")
+    if unreadable:
+        shown = sum(len(entries) for entries in chosen.values())
+        log.warning("montage: %d of %d galaxies could not be read and are drawn as 'unreadable' (first: %s)",
+                    len(unreadable), shown, unreadable[0])
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

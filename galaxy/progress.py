@@ -1,7 +1,8 @@
 """Progress for long commands: a tqdm bar on a terminal, plain periodic lines elsewhere.
 
-On a terminal (stderr is a TTY, or in Jupyter via tqdm.auto) the user sees a bar with rate and
-ETA. In CI logs and batch jobs a bar would be carriage-return noise, so one plain line is
+On a terminal (stderr is a TTY, or in Jupyter via tqdm.auto) the user sees a bar with the
+total, ETA and the rate in images per minute (the unit of every other figure galaxy prints); a
+total that is not known yet (still being counted) shows as `?`. In CI logs and batch jobs a bar would be carriage-return noise, so one plain line is
 written every `interval` seconds (default 30, `GALAXY_PROGRESS_INTERVAL`) and at the end:
   classifying: 120,000/5,000,000 img (2.4%), 8,120 img/min, ETA 10:01:02, 3 failed
 `enabled=False` (`--quiet`) silences both.
@@ -65,14 +66,43 @@ class PlainProgress:
         self.close()
 
 
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} {unit} [{elapsed}<{eta_text}, {per_min}{postfix}]"
+
+
+def _terminal_bar(**options):
+    """A tqdm bar whose rate reads per minute and whose ETA appears once the total is known.
+
+    Subclassed lazily, so importing this module does not import tqdm.
+    """
+    from tqdm.std import tqdm
+
+    class TerminalBar(tqdm):
+        @property
+        def format_dict(self):
+            values = super().format_dict
+            elapsed = values["elapsed"]
+            rate = values["rate"] or (self.n / elapsed if elapsed else None)
+            values["per_min"] = f"{60 * rate:,.0f} {self.unit}/min" if rate else f"- {self.unit}/min"
+            left = (self.total - self.n) / rate if rate and self.total else None
+            values["eta_text"] = tqdm.format_interval(left) if left is not None else "?"
+            return values
+
+    return TerminalBar(bar_format=BAR_FORMAT, **options)
+
+
 def progress(desc: str, unit: str = "img", total: int | None = None, enabled: bool = True, leave: bool = True,
              stream=None):
-    """A progress reporter: call `update(n)`, optionally `set_postfix_str`, then `close()`."""
+    """A progress reporter: call `update(n)`, optionally `set_postfix_str`, then `close()`.
+
+    `total` may be set later (`bar.total = n`), e.g. when counting the inputs finishes.
+    """
     from tqdm.auto import tqdm
 
     stream = stream or sys.stderr
     if not enabled:
         return tqdm(disable=True)
-    if getattr(stream, "isatty", lambda: False)() or "ipykernel" in sys.modules:
+    if "ipykernel" in sys.modules:
         return tqdm(desc=desc, unit=unit, total=total, file=stream, dynamic_ncols=True, leave=leave)
+    if getattr(stream, "isatty", lambda: False)():
+        return _terminal_bar(desc=desc, unit=unit, total=total, file=stream, dynamic_ncols=True, leave=leave)
     return PlainProgress(desc, unit, total, float(os.environ.get("GALAXY_PROGRESS_INTERVAL", 30)), stream)

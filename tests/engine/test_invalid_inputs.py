@@ -94,7 +94,7 @@ def test_broken_corpus(tmp_path, decoder):
     assert classified == expected_good
     twins = sorted(r["id"] for r in rows if r["path"].endswith("twin.jpeg"))
     assert twins == ["twin", "twin#2"]  # same stem in two folders: ids stay unique
-    with open(tmp_path / "c.errors.csv", newline="") as fh:
+    with open(tmp_path / "c.csv.errors.csv", newline="") as fh:
         errors = {os.path.relpath(e["path"], corpus): e for e in csv.DictReader(fh)}
     assert set(errors) == set(bad)
     for name, words in bad.items():

@@ -60,7 +60,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     for path, row in expected.items():
         assert got[path]["id"] == row["id"] and got[path]["label"] == row["label"]
         assert abs(float(got[path]["p_spiral"]) - float(row["p_spiral"])) < 1e-5
-    errors = list(csv.DictReader(open(tmp_path / "killed.errors.csv")))
+    errors = list(csv.DictReader(open(tmp_path / "killed.csv.errors.csv")))
     assert [e["path"] for e in errors] == [str(folder / "broken.jpeg")]
     assert not (tmp_path / "killed.csv.partial").exists()
 
@@ -87,3 +87,31 @@ def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(tmp_path
     fresh = classify(ClassifyConfig(files[:2], str(out), backend="onnxruntime", tta=True, overwrite=True,
                                     progress=False))
     assert (fresh.classified, fresh.resumed, fresh.total) == (2, 0, 2)
+
+
+def test_resuming_an_output_of_another_format_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:2]]
+    out = tmp_path / "catalog.csv"
+    assert CliRunner().invoke(cli, ["classify", *files, "-o", str(out), "-q", "--backend", "onnxruntime"]).exit_code == 0
+    result = CliRunner().invoke(cli, ["classify", *files, "-o", str(out), "-q", "--backend", "onnxruntime",
+                                      "--format", "parquet"])
+    assert result.exit_code == 2, result.output  # was a pyarrow traceback and exit 1
+    assert f"{out} exists but cannot be read as a parquet catalog" in result.output and "--overwrite" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_rows_are_committed_after_commit_seconds_even_when_few(tmp_path):
+    import numpy as np
+
+    journal = Journal(tmp_path / "c.csv", ("elliptical", "spiral"), {"weights": "x"}, commit_rows=10**6,
+                      commit_seconds=0.2)
+    journal.add(["a"], ["a.jpeg"], np.array([[0.2, 0.8]]))
+    assert not list(journal.dir.glob("chunk-*.csv"))  # neither enough rows nor enough time yet
+    time.sleep(0.25)
+    journal.add(["b"], ["b.jpeg"], np.array([[0.3, 0.7]]))
+    assert [len(list(csv.reader(open(c)))) for c in journal.dir.glob("chunk-*.csv")] == [2]  # a kill keeps both
+    journal.release()

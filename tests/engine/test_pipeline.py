@@ -85,6 +85,19 @@ def test_listing_is_recursive_and_filters_suffixes(tmp_path):
         list(iter_inputs([str(tmp_path / "missing")]))
 
 
+def test_listing_is_sorted_by_name_whatever_the_file_system_order(tmp_path):
+    import random
+
+    names = [f"{k:03d}.jpeg" for k in range(60)]
+    random.Random(1).shuffle(names)  # created in random order: scandir's order is not the names'
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "000.jpeg").write_bytes(b"x")  # the same stem again: it becomes 000#2, always
+    paths = [i.path for i in iter_inputs([str(tmp_path)])]
+    assert paths == [str(tmp_path / n) for n in sorted(names)] + [str(tmp_path / "sub" / "000.jpeg")]
+
+
 def test_stem_id():
     assert stem_id("/x/587722.fits.gz") == "587722"
     assert stem_id("a/b/obj.JPEG") == "obj"

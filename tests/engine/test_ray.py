@@ -55,7 +55,7 @@ def _single(survey, out):
     classify(config)
     with open(out, newline="") as fh:
         rows = {r["id"]: r for r in csv.DictReader(fh)}
-    with open(out.with_name(out.stem + ".errors.csv"), newline="") as fh:
+    with open(out.with_name(out.name + ".errors.csv"), newline="") as fh:
         errors = sorted(tuple(r.values()) for r in csv.DictReader(fh))
     return rows, errors
 
@@ -63,11 +63,11 @@ def _single(survey, out):
 def _distributed(out):
     import pyarrow.parquet as pq
 
-    table = pq.read_table([str(p) for p in sorted(out.glob("part-*.parquet"))]).to_pylist()
+    table = pq.read_table(out).to_pylist()  # README's line: the folder reads as exactly the catalog
     rows = {r["id"]: {"id": r["id"], "path": r["path"], "p_elliptical": f"{r['p_elliptical']:.6f}",
                       "p_spiral": f"{r['p_spiral']:.6f}", "label": r["label"],
                       **{k: "" if r[k] is None else repr(r[k]) for k in ("ra", "dec")}} for r in table}
-    with open(out / "errors.csv", newline="") as fh:
+    with open(out / "_galaxy" / "errors.csv", newline="") as fh:
         errors = sorted(tuple(r.values()) for r in csv.DictReader(fh))
     return rows, errors
 
@@ -90,17 +90,39 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     assert manifest["metadata"]["model"] == "sdss-xception-96" and "onnxruntime" in manifest["metadata"]["backend"]
 
     (out / "part-000002.parquet").unlink()  # as if the run had died before this part was written
-    (out / "manifest.json").unlink()
+    (out / "_galaxy" / "manifest.json").unlink()
     again = classify_on_ray(replace(config, command="rerun"), None, shard_size=6, actors=2)
     assert again["shards_resumed"] == len(again["parts"]) - 1 and again["classified_now"] <= 6
     assert _distributed(out) == (single_rows, single_errors)
     from galaxy.montage import select
     from galaxy.report import report
 
-    assert len(select(out, per_row=30)["spiral"]) == 23  # montage and report read the parts folder
+    assert sum(map(len, select(out, per_row=30).values())) == 23  # montage and report read the parts folder
     page = report(out, tmp_path / "report.html").read_text()
     assert "<th>classified</th><td>23</td>" in page and "<th>could not be read</th><td>2" in page
     from galaxy.errors import UsageError
 
     with pytest.raises(UsageError, match="other settings.*backend"):  # a rerun continues only its own run
         classify_on_ray(replace(config, backend="torch"), None, shard_size=6, actors=2)
+
+
+def test_the_command_is_quiet_and_its_rerun_resumes_into_the_folder(survey, tmp_path):
+    """`galaxy classify DIR -o OUT --ray -q` twice, as a user runs it: an actor dies once, Ray's lines
+    stay off the terminal, the second run resumes into OUT (once refused: 'is a directory')."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from engine.distributed import CRASH_ONCE_ENV
+
+    out = tmp_path / "parts"
+    env = {**os.environ, CRASH_ONCE_ENV: f"0:{tmp_path / 'crashed'}"}
+    command = [sys.executable, "-m", "galaxy.cli", "classify", str(survey), "-o", str(out), "-q", "--backend",
+               "onnxruntime", "--decoder", "reference", "--shard-size", "6", "--actors", "2", "--ray"]
+    for _ in range(2):
+        run = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        assert run.returncode == 3, run.stderr  # the two broken files
+        assert run.stdout == "" and run.stderr.splitlines() == [f"failed 2 of 25; errors in {out / '_galaxy' / 'errors.csv'}"]
+    assert (tmp_path / "crashed").exists()
+    assert pq.read_table(out).num_rows == 23

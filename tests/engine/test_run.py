@@ -31,7 +31,7 @@ def test_shuffled_inputs_with_errors_keep_ids_and_probabilities(tmp_path, defaul
     assert (summary.classified, summary.failed) == (40, 3)  # 40 = 5 full batches + a partial one
     rows = list(csv.DictReader(open(out)))
     assert [r["path"] for r in rows] == [p for p in inputs if p not in bad]  # input order kept
-    errors = list(csv.DictReader(open(tmp_path / "out.errors.csv")))
+    errors = list(csv.DictReader(open(tmp_path / "out.csv.errors.csv")))
     assert sorted(e["path"] for e in errors) == sorted(bad)
     session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
     for row in rows[::5]:  # each row's probabilities are those of its own file, alone
@@ -47,3 +47,24 @@ def test_missing_input_fails_before_writing(tmp_path):
     with pytest.raises(UsageError, match="does not exist"):
         classify(ClassifyConfig((str(EXAMPLES), str(tmp_path / "nope")), str(out), progress=False))
     assert not out.exists()
+
+
+def test_an_empty_folder_is_refused_before_the_model_loads_and_leaves_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    def no_model(*args):
+        raise AssertionError("the model was loaded for inputs without an image")
+
+    monkeypatch.setattr("engine.artifacts.resolve_model", no_model)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    for out in ("out.csv", "parts"):
+        args = ["classify", str(empty), "-o", str(tmp_path / out), "-q"] + (["--ray"] if out == "parts" else [])
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert f"no images found in {empty}: folders are searched recursively" in result.output
+        assert "['" not in result.output  # a sentence, not a Python list
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no OUT, meta.json, errors file or folder

@@ -20,3 +20,25 @@ def test_api_classifies_paths_tables_and_arrays():
     np.testing.assert_allclose(by_table["p_spiral"], table["p_spiral"][:2], atol=1e-5)
     arrays = [np.asarray(Image.open(p), np.float32) / 255 for p in files[:2]]
     np.testing.assert_allclose(model.classify_arrays(arrays)[:, 1], table["p_spiral"][:2], atol=1e-4)
+
+
+def test_classify_arrays_checks_its_input():
+    import pytest
+
+    from galaxy.errors import UsageError
+
+    model = galaxy.load_model(backend="onnxruntime")
+    pixels = np.asarray(Image.open(sorted(EXAMPLES.glob("*.jpeg"))[0]).convert("RGB"))  # uint8 (H, W, 3)
+    floats = model.classify_arrays(pixels.astype(np.float32)[None] / 255)
+    np.testing.assert_allclose(model.classify_arrays(pixels[None]), floats, atol=1e-6)  # uint8 is scaled by 1/255
+    one = model.classify_arrays(pixels)  # one (H, W, 3) image
+    assert one.shape == (1, 2)
+    np.testing.assert_allclose(one, floats, atol=1e-6)
+    import re
+
+    for bad, words in [(pixels.astype(np.float32), "values from 0 to 231: expected floats in [0, 1]"),
+                       (pixels[..., 0], f"shape {pixels.shape[:2]}: expected (N, H, W, 3)"),
+                       (pixels[None, ..., :2], f"shape {pixels[..., :2].shape}: expected (H, W, 3)"),
+                       (pixels.astype(np.int16)[None], "dtype int16: expected floats in [0, 1] or uint8")]:
+        with pytest.raises(UsageError, match=re.escape(words)):
+            model.classify_arrays(bad)

@@ -39,3 +39,11 @@ def test_catalog_column_errors_name_the_columns(tmp_path):
         list(read_input_catalog(path, path_column="where", id_column="objid"))
     with pytest.raises(UsageError, match="is not .csv"):
         list(read_input_catalog(tmp_path / "c.txt"))
+
+
+def test_outputs_with_the_same_stem_keep_their_own_errors_file(tmp_path):
+    from galaxy.catalog import errors_path
+
+    csv_errors, fits_errors = errors_path(tmp_path / "res.csv"), errors_path(tmp_path / "res.fits")
+    assert csv_errors != fits_errors  # `-o res.csv` then `-o res.fits` must not erase the first run's errors
+    assert csv_errors.name == "res.csv.errors.csv" and fits_errors.name == "res.fits.errors.csv"

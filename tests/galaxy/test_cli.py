@@ -40,7 +40,7 @@ def test_classify_samples_to_csv(tmp_path, labels, default_model):
     assert accuracy >= 0.85, accuracy
     meta = json.loads((tmp_path / "catalog.csv.meta.json").read_text())
     assert meta["weights"] == default_model[1].weights_sha256
-    assert "classified 40, failed 0" in result.output
+    assert result.output == ""  # -q: nothing to act on, nothing printed
 
 
 def test_bad_file_among_good_ones(tmp_path):
@@ -57,7 +57,7 @@ def test_bad_file_among_good_ones(tmp_path):
     table = pq.read_table(out)
     assert table.num_rows == 40
     assert table.schema.metadata[b"galaxy.model"] == b"sdss-xception-96"
-    errors = read_csv(tmp_path / "c.errors.csv")
+    errors = read_csv(tmp_path / "c.parquet.errors.csv")
     assert sorted(e["path"] for e in errors) == sorted([str(inputs / "broken.jpeg"), str(inputs / "sub" / "empty.png")])
     assert all(e["reason"] for e in errors)
 
@@ -244,3 +244,35 @@ def test_evaluate_compare_refuses_a_model_trained_on_the_images(tmp_path, labels
     model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids[1:])
     result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", tmp_path / "e", "-q")
     assert result.exit_code == 2 and "trained on 1 of these validation images" in result.output
+
+
+def test_ctrl_c_during_start_up_exits_130(tmp_path, monkeypatch):
+    def interrupted_while_loading(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("engine.run.classify", interrupted_while_loading)
+    result = CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", str(tmp_path / "c.csv"), "-q"])
+    assert result.exit_code == 130, result.output
+    assert "Aborted!" not in result.output and "interrupted" in result.output
+
+
+def test_quiet_means_quiet_and_a_normal_run_prints_one_summary_line(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:6]:
+        shutil.copy(path, folder)
+    (folder / "truncated.jpeg").write_bytes(next(EXAMPLES.glob("*.jpeg")).read_bytes()[:1500])  # DALI logs an [ERROR]
+
+    def stderr_of(*extra):
+        run = subprocess.run([sys.executable, "-m", "galaxy.cli", "classify", str(folder), "-o", str(tmp_path / "c.csv"),
+                              "--overwrite", *extra], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 3 and run.stdout == "", run.stderr
+        return run.stderr.splitlines()
+
+    errors = tmp_path / "c.csv.errors.csv"
+    assert stderr_of("-q") == [f"failed 1 of 7; errors in {errors}"]  # only what needs acting on
+    lines = [line for line in stderr_of() if not line.startswith("classifying: ")]  # progress lines in a log
+    assert len(lines) == 1 and lines[0].startswith("classified 6, failed 1, ") and lines[0].endswith(f"errors in {errors}")

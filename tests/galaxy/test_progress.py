@@ -36,6 +36,41 @@ def test_classify_in_a_log_prints_progress_lines_and_quiet_silences_them(tmp_pat
     monkeypatch.setenv("GALAXY_PROGRESS_INTERVAL", "0")
     files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:4]]
     loud = CliRunner().invoke(cli, ["classify", *files, "-o", str(tmp_path / "a.csv"), "--backend", "onnxruntime"])
-    assert loud.exit_code == 0 and "classifying: 4 img" in loud.output
+    assert loud.exit_code == 0 and "classifying: 4/4 img (100.0%)" in loud.output  # with its total
     quiet = CliRunner().invoke(cli, ["classify", *files, "-o", str(tmp_path / "b.csv"), "-q", "--backend", "onnxruntime"])
     assert quiet.exit_code == 0 and "classifying:" not in quiet.output
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_terminal_bar_has_a_total_an_eta_and_images_per_minute():
+    stream = _Terminal()
+    bar = progress("classifying", "img", stream=stream)  # the total is not known yet
+    bar.update(20)
+    bar.total = 200  # counting finished
+    bar.update(30)
+    bar.refresh()
+    bar.close()
+    last = stream.getvalue().split("\r")[-1]
+    assert "50/200 img" in last and "25%" in last and "img/min" in last and "img/s" not in stream.getvalue()
+    assert "<?" not in last  # an ETA, not '?'
+
+
+def test_classify_gives_its_bar_the_total(tmp_path, monkeypatch):
+    import engine.run
+
+    bars = []
+
+    def recording_progress(*args, **kwargs):
+        bars.append(PlainProgress("classifying", "img", None, 3600, io.StringIO()))
+        return bars[-1]
+
+    monkeypatch.setattr(engine.run, "progress", recording_progress)
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:5]]
+    result = CliRunner().invoke(cli, ["classify", *files, str(EXAMPLES), "-o", str(tmp_path / "a.csv"),
+                                      "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    assert bars[0].total == 45 and bars[0].n == 45

@@ -34,8 +34,45 @@ def test_montage_rows_are_the_most_confident_and_the_most_uncertain(tmp_path):
     chosen = select(path, per_row=3)
     assert [e["id"] for e in chosen["spiral"]] == ["g3", "g0", "g7"]
     assert [e["id"] for e in chosen["elliptical"]] == ["g6", "g1", "g5"]
-    assert [e["id"] for e in chosen["uncertain"]] == ["g2", "g4", "g7"]
-    assert len(select(path, per_row=20)["spiral"]) == 8
+    assert [e["id"] for e in chosen["uncertain"]] == ["g2", "g4"]  # g7 is already a spiral
+    everyone = select(path, per_row=20)
+    assert [len(everyone[k]) for k in ("spiral", "elliptical", "uncertain")] == [3, 5, 0]
+
+
+def test_montage_rows_hold_only_their_kind_and_nobody_twice(tmp_path):
+    chosen = select(_catalog(tmp_path, [0.999, 0.97, 0.8, 0.6]), per_row=8)  # all spirals, a small catalog
+    assert [e["id"] for e in chosen["spiral"]] == ["g0", "g1", "g2", "g3"]
+    assert chosen["elliptical"] == [] and chosen["uncertain"] == []  # not P(spiral) 0.999 as an elliptical
+    chosen = select(_catalog(tmp_path, [0.999, 0.97, 0.8, 0.6, 0.3, 0.1]), per_row=2)
+    ids = [e["id"] for key in ("spiral", "elliptical", "uncertain") for e in chosen[key]]
+    assert ids == ["g0", "g1", "g5", "g4", "g3", "g2"] and len(set(ids)) == len(ids)
+
+
+def test_cut_ids_end_with_an_ellipsis():
+    from galaxy.montage import short_id
+
+    assert short_id("587735344261759100") == "587735344261759100"
+    assert short_id("587735344261759100#2") == "58773534426175910…" and len(short_id("x" * 40)) == 18
+
+
+def test_montage_from_another_folder_finds_the_images_and_counts_what_it_cannot(tmp_path, monkeypatch, caplog):
+    work = tmp_path / "work"
+    shutil.copytree(EXAMPLES, work / "cutouts", ignore=shutil.ignore_patterns("*.csv"))
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli, ["classify", "cutouts", "-o", "catalog.fits", "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    caplog.set_level("WARNING")
+    result = CliRunner().invoke(cli, ["montage", str(work / "catalog.fits"), "-o", "m.png", "--per-row", "3"])
+    assert result.exit_code == 0, result.output
+    assert not [r for r in caplog.records if r.name.startswith("galaxy")]  # paths are from work/, recorded as cwd
+    for image in list((work / "cutouts").glob("*.jpeg"))[:30]:
+        image.unlink()
+    caplog.clear()
+    CliRunner().invoke(cli, ["montage", str(work / "catalog.fits"), "-o", "m.png", "--per-row", "3"])
+    assert re.search(r"montage: [1-9] of 9 galaxies could not be read", caplog.text)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,65 @@
+"""How a catalog describes itself: the run's metadata in each output format.
+
+Every catalog galaxy writes carries str -> str metadata (model, weights, spec, command, ...).
+CSV keeps it in a JSON sidecar with JSON values stored as JSON, not as text; FITS in the
+table header; ECSV and Parquet in the YAML header astropy reads back as `Table.meta`, and
+Parquet also as `galaxy.<key>` schema metadata for pyarrow readers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+
+# Keywords of a FITS table header that describe the table itself, not the run that wrote it.
+_FITS_STRUCTURE = re.compile(r"^(XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|TFIELDS|LONGSTRN|COMMENT|HISTORY|CONTINUE|"
+                             r"T(TYPE|FORM|UNIT|COMM|DISP|NULL|SCAL|ZERO|DIM)\d+)$")
+
+
+def sidecar_value(text: str):
+    """A metadata value for the JSON sidecar: JSON objects, lists and numbers stored as themselves
+    (not as JSON text inside JSON), when they read back to exactly the same text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, (dict, list, int, float)) and json.dumps(value) == text else text
+
+
+def run_metadata(header) -> dict[str, str]:
+    """The metadata keywords of a FITS table header (lower case), without those of the table itself."""
+    return {k.lower(): str(header[k]) for k in header if k and not _FITS_STRUCTURE.match(k)}
+
+
+def empty_table(kinds: dict, metadata: dict, units: dict):
+    """An astropy Table with no rows: columns of `kinds` (name -> numpy type, in order), the units
+    of its float64 columns, and `metadata` as its meta. Its YAML header is what ECSV and astropy's
+    Parquet reader understand."""
+    from astropy.table import Table
+
+    table = Table({name: np.array([], dtype=kind) for name, kind in kinds.items()}, meta=metadata)
+    for name, unit in units.items():
+        if name in table.colnames and kinds[name] is np.float64:
+            table[name].unit = unit
+    return table
+
+
+def parquet_metadata(schema, metadata: dict, units: dict) -> dict[str, str]:
+    """Schema metadata of a Parquet catalog: one `galaxy.<key>` per metadata item, and the
+    `table_meta_yaml` that astropy writes and reads (column types, units, and the metadata as
+    `Table.meta`), so `Table.read` sees what pyarrow sees."""
+    import pyarrow as pa
+    from astropy.table import meta
+
+    kinds = {f.name: str if pa.types.is_string(f.type) else f.type.to_pandas_dtype() for f in schema}
+    yaml = "\n".join(meta.get_yaml_from_table(empty_table(kinds, metadata, units)))
+    return {**{f"galaxy.{k}": v for k, v in metadata.items()}, "table_meta_yaml": yaml}
+
+
+def galaxy_keys(schema_metadata) -> dict[str, str]:
+    """The `galaxy.<key>` items of a Parquet schema's metadata (bytes -> bytes), as key -> text."""
+    return {k.decode()[len("galaxy."):]: v.decode() for k, v in (schema_metadata or {}).items()
+            if k.startswith(b"galaxy.")}
