@@ -59,3 +59,29 @@ def write_cube(path, rgb: np.ndarray, how: RoundTripDraw, bands=CUBE_BANDS) -> N
     header["RTSOFT"] = (how.softening, "round trip: softening undone")
     header["RTMODE"] = (how.mode, "round trip: lupton or channel")
     fits.PrimaryHDU(data, header).writeto(path, overwrite=True)
+
+
+def fits_views(rgb: np.ndarray, stretch, rng: np.random.Generator, views: int = 2,
+               single_band: bool = True) -> list[np.ndarray]:
+    """What the FITS path makes of a galaxy whose flux was stored in other ways (for training).
+
+    Each view inverts the JPEG composite `rgb` (H, W, 3) with a random `draw` and composites
+    it again exactly as a FITS input is (`galaxy.composite.lupton_composite`, sky subtraction
+    included); with `single_band` one more view holds the r band alone (the grey picture a
+    2-D FITS file gives). Planes stay in display order: band order is the reader's business.
+
+    Returns:
+        float32 (H, W, 3) arrays in [0, 1], top row first, `views` (+1) of them.
+    """
+    from galaxy.composite import lupton_composite
+
+    out = []
+    for k in range(views + int(single_band)):
+        how = draw(rng)
+        linear = invert_composite(rgb, how.softening, how.mode)
+        linear = linear + how.pedestal * linear.max()
+        if k == views:  # the r band (JPEG green) alone: grey
+            out.append(np.repeat(lupton_composite(linear[:, :, 1:2], stretch), 3, axis=2))
+        else:
+            out.append(lupton_composite(linear, stretch))
+    return out

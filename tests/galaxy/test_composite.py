@@ -137,3 +137,16 @@ def test_every_real_fits_smoke_file_is_a_galaxy_on_a_dark_sky(real_fits_smoke):
         centre = rgb[h // 2 - 3:h // 2 + 3, w // 2 - 3:w // 2 + 3]
         assert np.median(border) < 0.05, path.name
         assert centre.mean() > 5 * np.median(border), path.name
+
+
+def test_fits_views_look_like_the_fits_path(real_jpeg):
+    from galaxy.images import read_raster
+    from galaxy.roundtrip import fits_views
+
+    rgb = read_raster(real_jpeg)
+    views = fits_views(rgb, STRETCH, np.random.default_rng(0), views=2)
+    assert len(views) == 3 and all(v.shape == rgb.shape and v.dtype == np.float32 for v in views)
+    for view in views:
+        assert np.median(view) < 0.05 and 0.4 < box3_peak(view.mean(axis=2), 0.5) < 0.9
+    assert np.array_equal(views[2][..., 0], views[2][..., 1])  # the single-band view is grey
+    assert not np.array_equal(views[0], views[1])  # other random draws
