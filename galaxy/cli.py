@@ -77,6 +77,21 @@ def cli(verbose):
               help="scratch, imagenet, default (the shipped galaxy model), or a weights file/model dir.")
 @click.option("--size", default=96, show_default=True, help="Network input side, pixels.")
 @click.option("--crop", "crop_fraction", default=0.5, show_default=True, help="Centre-crop fraction of each side.")
+@click.option("--augment", default="all", show_default=True,
+              help="Training augmentations: all, none, or a comma list of zoom, rotate, flux, noise, blur, curve "
+                   "(D4 flips/rotations and a small shift are always on; see the README).")
+@click.option("--zoom-range", nargs=2, type=float, default=(0.35, 0.65), show_default=True,
+              help="zoom: the crop fraction is drawn per image from LOW..HIGH.")
+@click.option("--drop-rate", default=0.0, show_default=True, help="Dropout before the classifier (student noise).")
+@click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of unlabelled cutouts for self-training (Noisy Student); repeatable.")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Model folder whose soft targets the student learns (repeat for an ensemble; "
+                   "default with --unlabeled: the --init model).")
+@click.option("--teacher-views", default=8, show_default=True, type=click.Choice(["1", "8"]),
+              help="Teacher test-time views: 8 averages the D4 rotations and flips.")
+@click.option("--soft-weight", default=1.0, show_default=True, help="Weight of the soft-target loss.")
+@click.option("--soft-temperature", default=1.0, show_default=True, help="Temperature of the soft-target loss.")
 @click.option("--epochs", default=20, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True)
@@ -100,10 +115,20 @@ def cli(verbose):
 def train(**options):
     """Train a classifier on DATA: class folders, a CSV with path and label columns, or a Galaxy Zoo vote table.
 
+    With --unlabeled, self-training: a teacher's soft targets on the unlabelled (and training)
+    images join the labels (Noisy Student).
+
     Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/mine
+
+    Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/ns --init default --unlabeled ../shared/data/unlabeled-sdss/images
     """
+    from galaxy.augment import parse_augmentations
     from galaxy.train import train as run_training
 
+    options["augment"] = _run(parse_augmentations, options["augment"])
+    options["teacher_views"] = int(options["teacher_views"])
+    options["unlabeled"], options["teachers"] = tuple(options["unlabeled"]), tuple(options["teachers"])
+    options["zoom_range"] = tuple(options["zoom_range"])
     options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
     options["progress"] = not options.pop("quiet")
     config = TrainConfig(command=_command_line(), **options)

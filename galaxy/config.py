@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+# Training augmentations (`galaxy.augment`), all on by default; `--augment` picks a subset.
+AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
+
 
 def config_dict(config) -> dict:
     """A JSON-ready dict of a config (paths and tuples as strings and lists)."""
@@ -31,6 +34,15 @@ class TrainConfig:
     size: int = 96
     crop_fraction: float = 0.5
     jitter: float = 0.1
+    augment: tuple[str, ...] = AUGMENTATIONS
+    zoom_range: tuple[float, float] = (0.35, 0.65)
+    cache_fraction: float = 0.7
+    drop_rate: float = 0.0
+    unlabeled: tuple[str, ...] = ()
+    teachers: tuple[str, ...] = ()
+    teacher_views: int = 8
+    soft_weight: float = 1.0
+    soft_temperature: float = 1.0
     epochs: int = 20
     batch_size: int = 32
     lr: float = 1e-3

@@ -10,12 +10,13 @@ from galaxy.card import WEIGHTS_FILE, ModelCard, file_sha256, load_card
 from galaxy.errors import ModelError, UsageError
 
 
-def create_network(architecture: str, num_classes: int) -> torch.nn.Module:
-    """A timm model with random weights and a `num_classes` head."""
+def create_network(architecture: str, num_classes: int, drop_rate: float = 0.0) -> torch.nn.Module:
+    """A timm model with random weights and a `num_classes` head (`drop_rate`: dropout before it)."""
     import timm
 
+    extra = {"drop_rate": drop_rate} if drop_rate else {}
     try:
-        return timm.create_model(architecture, pretrained=False, num_classes=num_classes)
+        return timm.create_model(architecture, pretrained=False, num_classes=num_classes, **extra)
     except RuntimeError as exc:
         raise UsageError(f"unknown timm architecture {architecture!r}: {exc}") from None
 
@@ -54,12 +55,13 @@ def load_partial(network: torch.nn.Module, state: dict) -> list[str]:
     return sorted(set(own) - set(fitting))
 
 
-def init_imagenet(architecture: str, num_classes: int) -> torch.nn.Module:
+def init_imagenet(architecture: str, num_classes: int, drop_rate: float = 0.0) -> torch.nn.Module:
     """The timm model with ImageNet weights from the Hugging Face hub (or its local cache)."""
     import timm
 
+    extra = {"drop_rate": drop_rate} if drop_rate else {}
     try:
-        return timm.create_model(architecture, pretrained=True, num_classes=num_classes)
+        return timm.create_model(architecture, pretrained=True, num_classes=num_classes, **extra)
     except Exception as exc:  # network, hub and file errors all come through here
         raise UsageError(
             f"could not get ImageNet weights for {architecture!r} ({type(exc).__name__}: {exc}). "
