@@ -317,6 +317,8 @@ def check_backends(**options):
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "all"]),
               help="val: only the model's validation ids (for its own training data); all: every image.")
 @click.option("--tta", is_flag=True, help="D4 test-time augmentation.")
+@click.option("--ensemble", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Another model averaged with MODEL_DIR (repeatable): score the ensemble.")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False),
               help="A second model scored on the same images: paired McNemar test, agreement, and the "
                    "labels both models reject (label_suspects.csv).")
@@ -336,6 +338,7 @@ def evaluate(**options):
     from engine.evaluate import evaluate as run_evaluation
 
     options["progress"] = not options.pop("quiet")
+    options["ensemble"] = tuple(options["ensemble"])
     report = _run(run_evaluation, EvaluateConfig(**options))
     coverage = report["accuracy_at_coverage"]
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "

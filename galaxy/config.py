@@ -156,6 +156,7 @@ class EvaluateConfig:
     out_dir: str
     split: str = "val"
     tta: bool = False
+    ensemble: tuple[str, ...] = ()
     compare: str | None = None
     backend: str = "onnxruntime"
     decoder: str = "auto"

@@ -244,3 +244,18 @@ def test_evaluate_compare_refuses_a_model_trained_on_the_images(tmp_path, labels
     model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids[1:])
     result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", tmp_path / "e", "-q")
     assert result.exit_code == 2 and "trained on 1 of these validation images" in result.output
+
+
+def test_evaluate_ensemble_of_a_model_with_itself_is_the_model_and_refuses_leaky_members(tmp_path, labels):
+    ids = sorted(labels)
+    model, twin, leaky = (_model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids),
+                          _model_copy(tmp_path, "c", ids[1:]))
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    assert invoke("evaluate", model, EXAMPLES / "labels.csv", "-o", single, "-q").exit_code == 0
+    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--ensemble", twin, "-o", pair, "-q")
+    assert result.exit_code == 0, result.output
+    one, two = (json.loads((d / "report.json").read_text()) for d in (single, pair))
+    assert two["n"] == 40 and two["accuracy"] == one["accuracy"] and two["roc_auc"] == one["roc_auc"]
+    assert [m["dir"] for m in two["ensemble"]] == [str(twin)] and "mean of 2 models" in two["backend"]
+    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--ensemble", leaky, "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 2 and "--ensemble" in result.output and "trained on 1" in result.output
