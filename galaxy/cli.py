@@ -3,56 +3,17 @@
 from __future__ import annotations
 
 import logging
-import shlex
 import sys
 
 import click
 
 from galaxy import __version__
-from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
-from galaxy.errors import GalaxyError, UsageError
+from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
+from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
+from galaxy.cli_common import vote_options as _vote_options
+from galaxy.cli_train import distill, train
 
 log = logging.getLogger("galaxy")
-
-
-class _Galaxy(click.Group):
-    """The command group; remembers the arguments it was given, for the records commands write."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        argv = list(args)
-        ctx = super().make_context(info_name, args, parent=parent, **extra)
-        ctx.meta["galaxy.argv"] = argv
-        return ctx
-
-
-def _command_line() -> str:
-    """The command as typed (also when invoked in-process, e.g. by CliRunner)."""
-    argv = click.get_current_context().meta.get("galaxy.argv", sys.argv[1:])
-    return "galaxy " + shlex.join(argv)
-
-
-def _run(fn, *args):
-    """Call a library function; turn galaxy's own errors into one clear line and an exit code."""
-    try:
-        return fn(*args)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
-    except GalaxyError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _vote_options(command):
-    """The options that say how a Galaxy Zoo vote table becomes labels (`galaxy.votes`)."""
-    for option in reversed([
-        click.option("--vote-threshold", default=0.8, show_default=True,
-                     help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label."),
-        click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"])),
-        click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes."),
-        click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
-                     help="Vote tables: the folder with the images (default: the table's folder)."),
-    ]):
-        command = option(command)
-    return command
 
 
 @click.group(cls=_Galaxy)
@@ -64,79 +25,8 @@ def cli(verbose):
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-@cli.command()
-@click.argument("data", type=click.Path(exists=True))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Model directory to write.")
-@click.option("--work-dir", type=click.Path(), help="Where checkpoints go (default OUT/checkpoints).")
-@click.option("--name", help="Model name for the card (default: the directory name).")
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--path-column", default="file", show_default=True)
-@click.option("--classes", default="elliptical,spiral", show_default=True, help="Class names, output order.")
-@click.option("--arch", "architecture", default="legacy_xception", show_default=True, help="timm model name.")
-@click.option("--init", default="scratch", show_default=True,
-              help="scratch, imagenet, default (the shipped galaxy model), or a weights file/model dir.")
-@click.option("--size", default=96, show_default=True, help="Network input side, pixels.")
-@click.option("--crop", "crop_fraction", default=0.5, show_default=True, help="Centre-crop fraction of each side.")
-@click.option("--augment", default="all", show_default=True,
-              help="Training augmentations: all, none, or a comma list of zoom, rotate, flux, noise, blur, curve "
-                   "(D4 flips/rotations and a small shift are always on; see the README).")
-@click.option("--zoom-range", nargs=2, type=float, default=(0.35, 0.65), show_default=True,
-              help="zoom: the crop fraction is drawn per image from LOW..HIGH.")
-@click.option("--drop-rate", default=0.0, show_default=True, help="Dropout before the classifier (student noise).")
-@click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Folder of unlabelled cutouts for self-training (Noisy Student); repeatable.")
-@click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Model folder whose soft targets the student learns (repeat for an ensemble; "
-                   "default with --unlabeled: the --init model).")
-@click.option("--teacher-views", default=8, show_default=True, type=click.Choice(["1", "8"]),
-              help="Teacher test-time views: 8 averages the D4 rotations and flips.")
-@click.option("--soft-weight", default=1.0, show_default=True, help="Weight of the soft-target loss.")
-@click.option("--soft-temperature", default=1.0, show_default=True, help="Temperature of the soft-target loss.")
-@click.option("--epochs", default=20, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--weight-decay", default=0.05, show_default=True)
-@click.option("--freeze-epochs", default=0, show_default=True,
-              help="Train the head alone this many epochs, then also the deepest third as long, then all.")
-@click.option("--layer-decay", default=1.0, show_default=True,
-              help="Learning rate factor per depth group below the head (discriminative rates; 1: one rate).")
-@click.option("--patience", default=0, show_default=True,
-              help="Stop after this many epochs without a better validation loss (0: run all epochs).")
-@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
-              help="Fit the temperature on the validation split and store it in the card.")
-@_vote_options
-@click.option("--val-fraction", default=0.2, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seeds the split, initial weights, order and augmentation.")
-@click.option("--workers", default=0, help="Image reading threads (0: one per CPU).")
-@click.option("--limit", type=int, help="Use at most this many images per split (smoke tests).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
-@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
-              help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command.")
-def train(**options):
-    """Train a classifier on DATA: class folders, a CSV with path and label columns, or a Galaxy Zoo vote table.
-
-    With --unlabeled, self-training: a teacher's soft targets on the unlabelled (and training)
-    images join the labels (Noisy Student).
-
-    Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/mine
-
-    Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/ns --init default --unlabeled ../shared/data/unlabeled-sdss/images
-    """
-    from galaxy.augment import parse_augmentations
-    from galaxy.train import train as run_training
-
-    options["augment"] = _run(parse_augmentations, options["augment"])
-    options["teacher_views"] = int(options["teacher_views"])
-    options["unlabeled"], options["teachers"] = tuple(options["unlabeled"]), tuple(options["teachers"])
-    options["zoom_range"] = tuple(options["zoom_range"])
-    options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
-    options["progress"] = not options.pop("quiet")
-    config = TrainConfig(command=_command_line(), **options)
-    card = _run(run_training, config)
-    val = card.metrics["validation"]
-    click.echo(f"wrote {config.out_dir}: validation accuracy {val['accuracy']:.4f}, "
-               f"balanced {val['balanced_accuracy']:.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}",
-               err=True)
+cli.add_command(train)
+cli.add_command(distill)
 
 
 @cli.command()

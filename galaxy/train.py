@@ -40,7 +40,7 @@ from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
 from galaxy.labels import ids_digest
 from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
-from galaxy.model import create_network, init_imagenet, load_partial, read_state_dict, save_weights
+from galaxy.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
 from galaxy.predict import pick_device, predict
 from galaxy.progress import progress
 from galaxy.soft_targets import soft_target_loss
@@ -111,7 +111,8 @@ def _training_batch(data: TrainingData, idx, config: TrainConfig, generator, mea
     return ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
 
 
-def _card(config, data: TrainingData, best, history, stopped, started, device, amp_dtype, weights_sha) -> ModelCard:
+def _card(config, data: TrainingData, best, history, stopped, started, device, amp_dtype, weights_sha,
+          cost: dict) -> ModelCard:
     train_set, val_set = data.train_set, data.val_set
     return ModelCard(
         name=config.name or Path(config.out_dir).name, architecture=config.architecture,
@@ -120,7 +121,7 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
                   "autocast": str(amp_dtype), "threads": torch.get_num_threads(),
                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
                   "minutes": round((time.time() - started) / 60, 1), "augment": list(config.augment),
-                  "data": data.record(config), "teacher": data.teacher,
+                  "data": data.record(config), "teacher": data.teacher, "cost": cost,
                   "chosen": {"epoch": best["epoch"], "weights": best["weights"]}, "stopped_early_at": stopped,
                   "images_per_s": round(float(np.mean([r["train_images_per_s"] for r in history])), 1)},
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
@@ -228,7 +229,8 @@ def train(config: TrainConfig) -> ModelCard:
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n")
     from galaxy.model import load_network
 
-    card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha)
+    card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,
+                 network_cost(network, config.size))
     card.save(out_dir)
     # Validation metrics of the weights as shipped: fp16 on disk, fp32 inference, exact preprocessing.
     shipped, _ = load_network(out_dir, card)
