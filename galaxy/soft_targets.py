@@ -96,6 +96,7 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
                  timing[card.name], len(ids) / max(timing[card.name], 1e-9))
     probabilities = (total / len(records)).astype(np.float32)
     seconds = time.time() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, ids=np.array(ids, dtype=str), probabilities=probabilities, key=json.dumps(key))
     tmp.replace(path)

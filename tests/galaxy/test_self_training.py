@@ -83,3 +83,26 @@ def test_self_training_runs_is_resumable_and_reuses_soft_targets(tmp_path, unlab
     assert "reused" in json.loads((killed / "card.json").read_text())["training"]["teacher"]
     a, b = (torch.load(d / "checkpoints" / "last.pt", weights_only=True)["model"] for d in (full, killed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_ensemble_averages_and_the_cache_is_keyed_by_teachers_and_views(tmp_path, model_copy, default_model):
+    from galaxy.predict import pick_device
+    from galaxy.soft_targets import teacher_probabilities
+    from tests.conftest import EXAMPLES
+
+    paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:4]
+    ids = [p.rsplit("/", 1)[1].split(".")[0] for p in paths]
+    device, amp = pick_device()
+    classes = default_model[1].classes
+
+    def label(teachers, views, work):
+        return teacher_probabilities(teachers, classes, paths, ids, work, views, 2, device, amp, show=False)
+
+    single, record = label([default_model[0]], 8, tmp_path / "one")
+    pair, _ = label([default_model[0], model_copy], 8, tmp_path / "two")
+    plain, _ = label([default_model[0]], 1, tmp_path / "one")  # other views: recomputed, not reused
+    again, reused = label([default_model[0]], 1, tmp_path / "one")
+    assert single.shape == (4, 2) and np.allclose(single.sum(axis=1), 1, atol=1e-5)
+    assert np.allclose(pair, single, atol=1e-6)  # a model averaged with itself
+    assert "reused" not in record and "reused" in reused and np.array_equal(again, plain)
+    assert not np.allclose(plain, single, atol=1e-6)  # D4 averaging changes the targets
