@@ -36,8 +36,8 @@ from galaxy.card import validation_ids
 from galaxy.catalog import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
-from galaxy.labels import load_labelled
-from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
+from galaxy.labels import column_by_id, load_labelled
+from galaxy.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
 from galaxy.plots import coverage_curve, reliability_diagram
 from galaxy.progress import progress
 from galaxy.votes import rule_from_config
@@ -167,6 +167,7 @@ def evaluate(config) -> dict:
     else:
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
     other = _comparable(config.compare, card, labelled, config) if config.compare else None
+    group_of = column_by_id(config.data, config.by_column, config.path_column) if config.by_column else {}
     scored = _score_ensemble(model_dir, card, labelled, config)
     probabilities, failed = scored.probabilities, scored.failed
     label_of = dict(zip(labelled.paths, labelled.labels))
@@ -175,6 +176,9 @@ def evaluate(config) -> dict:
     report["ece"], bins = expected_calibration_error(labels, probabilities)
     report["accuracy_at_coverage"] = accuracy_at_coverage(labels, probabilities)
     report["reliability_bins"] = bins
+    if config.by_column:
+        report[f"accuracy_by_{config.by_column}"] = accuracy_by_group(labels, probabilities,
+                                                                       [group_of.get(i) for i in scored.ids])
     report["failed"] = failed
     report["model"] = {"name": card.name, "weights_sha256": card.weights_sha256}
     if config.ensemble:

@@ -212,6 +212,8 @@ def check_backends(**options):
 @click.option("--compare", type=click.Path(exists=True, file_okay=False),
               help="A second model scored on the same images: paired McNemar test, agreement, and the "
                    "labels both models reject (label_suspects.csv).")
+@click.option("--by-column", help="CSV column whose values group the images (e.g. gz1_name): accuracy "
+                                  "within each group, i.e. the recall of each finer class.")
 @click.option("--backend", default="onnxruntime", show_default=True)
 @click.option("--decoder", default="auto", show_default=True)
 @click.option("--label-column", default="label", show_default=True)

@@ -158,6 +158,7 @@ class EvaluateConfig:
     tta: bool = False
     ensemble: tuple[str, ...] = ()
     compare: str | None = None
+    by_column: str | None = None
     backend: str = "onnxruntime"
     decoder: str = "auto"
     batch_size: int = 32

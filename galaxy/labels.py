@@ -177,3 +177,20 @@ def list_unlabelled(folders, exclude_ids=(), refuse_ids=()) -> tuple[tuple[str, 
     if len(keep) < len(ids):
         log.info("unlabelled: dropped %d images that are labelled training images", len(ids) - len(keep))
     return tuple(paths[i] for i in keep), tuple(ids[i] for i in keep)
+
+
+def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str]:
+    """One column of a CSV table, keyed by the id of each row's image (its file stem).
+
+    Raises:
+        UsageError: not a CSV file, or no such column.
+    """
+    table = Path(table)
+    if not (table.is_file() and table.suffix.lower() == ".csv"):
+        raise UsageError(f"--by-column needs a CSV table, got {table}")
+    with open(table, newline="") as fh:
+        reader = csv.DictReader(fh)
+        for name in (column, path_column):
+            if name not in (reader.fieldnames or []):
+                raise UsageError(f"{table} has no column {name!r}; columns are {reader.fieldnames}")
+        return {stem_id(row[path_column]): row[column] for row in reader}

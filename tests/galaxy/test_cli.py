@@ -259,3 +259,18 @@ def test_evaluate_ensemble_of_a_model_with_itself_is_the_model_and_refuses_leaky
     assert [m["dir"] for m in two["ensemble"]] == [str(twin)] and "mean of 2 models" in two["backend"]
     result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--ensemble", leaky, "-o", tmp_path / "e", "-q")
     assert result.exit_code == 2 and "--ensemble" in result.output and "trained on 1" in result.output
+
+
+def test_evaluate_by_column_gives_each_groups_recall(tmp_path):
+    from galaxy.card import default_model_dir
+
+    out = tmp_path / "eval"
+    result = invoke("evaluate", default_model_dir(), EXAMPLES / "labels.csv", "-o", out, "--split", "all",
+                    "--by-column", "label", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    groups, matrix = report["accuracy_by_label"], report["confusion"]["matrix"]
+    assert groups["spiral"]["n"] == sum(matrix[1]) and groups["spiral"]["accuracy"] == matrix[1][1] / sum(matrix[1])
+    bad = invoke("evaluate", default_model_dir(), EXAMPLES / "labels.csv", "-o", out, "--split", "all",
+                 "--by-column", "nope", "-q")
+    assert bad.exit_code == 2 and "no column 'nope'" in bad.output
