@@ -6,7 +6,8 @@ augmentation. On the model's own training data use `split="val"`: only the valid
 recorded with the model are scored. predictions.csv holds each image's probabilities, predicted
 and true label (a catalog `galaxy montage` reads).
 
-With a second model (`compare`) the same images are scored by both: an exact McNemar test says
+With `ensemble` models, the probabilities are those of the mean of the models (a stronger
+teacher; each model reads the images with its own InputSpec). With a second model (`compare`) the same images are scored by both: an exact McNemar test says
 whether their accuracies differ beyond chance (the check before shipping a retrained model), and
 the galaxies both models put in the same class against the label go to label_suspects.csv.
 """
@@ -35,8 +36,8 @@ from galaxy.card import validation_ids
 from galaxy.catalog import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
-from galaxy.labels import load_labelled
-from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
+from galaxy.labels import column_by_id, load_labelled
+from galaxy.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
 from galaxy.plots import coverage_curve, reliability_diagram
 from galaxy.progress import progress
 from galaxy.votes import rule_from_config
@@ -98,18 +99,35 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _comparable(config, card, labelled):
-    """(folder, card) of the model to compare with; refused if it cannot be compared fairly on `labelled`."""
-    other_dir, other = resolve_model(config.compare)
+def _comparable(name, card, labelled, config, role: str = "--compare"):
+    """(folder, card) of another model scored on the same images; refused if it cannot be scored fairly on `labelled`."""
+    other_dir, other = resolve_model(name)
     if other.classes != card.classes:
-        raise UsageError(f"{config.compare} has classes {other.classes}, {card.name} has {card.classes}")
+        raise UsageError(f"{role} {name} has classes {other.classes}, {card.name} has {card.classes}")
     if config.split == "val":
         other_val = validation_ids(other_dir, other)
         trained_on = [i for i in labelled.ids if other_val is None or i not in other_val]
         if trained_on:
-            raise UsageError(f"{config.compare} was trained on {len(trained_on)} of these validation images "
+            raise UsageError(f"{role} {name} was trained on {len(trained_on)} of these validation images "
                              f"(e.g. {trained_on[0]}): a comparison on them would favour it")
     return other_dir, other
+
+
+def _score_ensemble(model_dir, card, labelled, config) -> Scored:
+    """The model's probabilities, averaged with those of the `config.ensemble` models (each with its own
+    InputSpec, backend session and calibration) over the images every member could read."""
+    scored = _score(model_dir, card, labelled, config)
+    if not config.ensemble:
+        return scored
+    members = [scored] + [_score(*_comparable(name, card, labelled, config, "--ensemble"), labelled, config)
+                          for name in config.ensemble]
+    where = [{path: i for i, path in enumerate(m.paths)} for m in members]
+    rows = [r for r, path in enumerate(scored.paths) if all(path in w for w in where)]
+    probabilities = np.mean([m.probabilities[[w[scored.paths[r]] for r in rows]] for m, w in zip(members, where)],
+                            axis=0).astype(np.float32)
+    failed = [f for m in members for f in m.failed]
+    return Scored([scored.ids[r] for r in rows], [scored.paths[r] for r in rows], probabilities, failed,
+                  f"{scored.backend}, mean of {len(members)} models")
 
 
 def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelled, config, out: Path) -> dict:
@@ -148,8 +166,9 @@ def evaluate(config) -> dict:
                                  rule_from_config(config_dict(config)))
     else:
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
-    other = _comparable(config, card, labelled) if config.compare else None
-    scored = _score(model_dir, card, labelled, config)
+    other = _comparable(config.compare, card, labelled, config) if config.compare else None
+    group_of = column_by_id(config.data, config.by_column, config.path_column) if config.by_column else {}
+    scored = _score_ensemble(model_dir, card, labelled, config)
     probabilities, failed = scored.probabilities, scored.failed
     label_of = dict(zip(labelled.paths, labelled.labels))
     labels = np.array([label_of[p] for p in scored.paths])
@@ -157,8 +176,14 @@ def evaluate(config) -> dict:
     report["ece"], bins = expected_calibration_error(labels, probabilities)
     report["accuracy_at_coverage"] = accuracy_at_coverage(labels, probabilities)
     report["reliability_bins"] = bins
+    if config.by_column:
+        report[f"accuracy_by_{config.by_column}"] = accuracy_by_group(labels, probabilities,
+                                                                       [group_of.get(i) for i in scored.ids])
     report["failed"] = failed
     report["model"] = {"name": card.name, "weights_sha256": card.weights_sha256}
+    if config.ensemble:
+        report["ensemble"] = [{"dir": str(d), "name": c.name, "weights_sha256": c.weights_sha256}
+                              for d, c in map(resolve_model, config.ensemble)]
     report["backend"] = scored.backend
     report["config"] = config_dict(config)
     report["version"] = __version__
@@ -169,7 +194,8 @@ def evaluate(config) -> dict:
     if config.compare:
         report["comparison"] = _compare(scored, labels, card, *other, labelled, config, out)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    title = f"{card.name} ({config.split}{', D4 TTA' if config.tta else ''})"
+    title = (f"{card.name}{f' + {len(config.ensemble)} more' if config.ensemble else ''} "
+             f"({config.split}{', D4 TTA' if config.tta else ''})")
     reliability_diagram(bins, report["ece"], out / "reliability.png", title)
     coverage_curve(report["accuracy_at_coverage"], out / "coverage.png", title)
     return report

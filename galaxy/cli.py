@@ -3,66 +3,19 @@
 from __future__ import annotations
 
 import logging
-import shlex
 import sys
 
 import click
 
 from galaxy import __version__
-from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig, TrainConfig
+from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
+from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
+from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on
+from galaxy.cli_common import vote_options as _vote_options
+from galaxy.cli_train import distill, train
 from galaxy.console import filter_native_stderr
-from galaxy.errors import GalaxyError, UsageError
 
 log = logging.getLogger("galaxy")
-
-
-class _Galaxy(click.Group):
-    """The command group; remembers the arguments it was given, for the records commands write."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        argv = list(args)
-        ctx = super().make_context(info_name, args, parent=parent, **extra)
-        ctx.meta["galaxy.argv"] = argv
-        return ctx
-
-    def invoke(self, ctx):
-        """Run the command; Ctrl-C at any moment (also while a model loads) exits 130, as documented,
-        instead of click's `Aborted!` and 1. Commands that have work to save catch it themselves."""
-        try:
-            return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("interrupted (Ctrl-C)", err=True)
-            ctx.exit(130)
-
-
-def _command_line() -> str:
-    """The command as typed (also when invoked in-process, e.g. by CliRunner)."""
-    argv = click.get_current_context().meta.get("galaxy.argv", sys.argv[1:])
-    return "galaxy " + shlex.join(argv)
-
-
-def _run(fn, *args):
-    """Call a library function; turn galaxy's own errors into one clear line and an exit code."""
-    try:
-        return fn(*args)
-    except UsageError as exc:
-        raise click.UsageError(str(exc)) from None
-    except GalaxyError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _vote_options(command):
-    """The options that say how a Galaxy Zoo vote table becomes labels (`galaxy.votes`)."""
-    for option in reversed([
-        click.option("--vote-threshold", default=0.8, show_default=True,
-                     help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label."),
-        click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"])),
-        click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes."),
-        click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
-                     help="Vote tables: the folder with the images (default: the table's folder)."),
-    ]):
-        command = option(command)
-    return command
 
 
 @click.group(cls=_Galaxy)
@@ -76,63 +29,8 @@ def cli(ctx, verbose):
     ctx.meta["galaxy.verbose"] = verbose
 
 
-def _only_what_to_act_on():
-    """Log warnings and errors only (not with -v): `classify` prints one summary line, and `-q`
-    on any command leaves nothing but what the user must act on."""
-    if not click.get_current_context().meta.get("galaxy.verbose"):
-        logging.getLogger().setLevel(logging.WARNING)
-
-
-@cli.command()
-@click.argument("data", type=click.Path(exists=True))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Model directory to write.")
-@click.option("--work-dir", type=click.Path(), help="Where checkpoints go (default OUT/checkpoints).")
-@click.option("--name", help="Model name for the card (default: the directory name).")
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--path-column", default="file", show_default=True)
-@click.option("--classes", default="elliptical,spiral", show_default=True, help="Class names, output order.")
-@click.option("--arch", "architecture", default="legacy_xception", show_default=True, help="timm model name.")
-@click.option("--init", default="scratch", show_default=True,
-              help="scratch, imagenet, default (the shipped galaxy model), or a weights file/model dir.")
-@click.option("--size", default=96, show_default=True, help="Network input side, pixels.")
-@click.option("--crop", "crop_fraction", default=0.5, show_default=True, help="Centre-crop fraction of each side.")
-@click.option("--epochs", default=20, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--weight-decay", default=0.05, show_default=True)
-@click.option("--freeze-epochs", default=0, show_default=True,
-              help="Train the head alone this many epochs, then also the deepest third as long, then all.")
-@click.option("--layer-decay", default=1.0, show_default=True,
-              help="Learning rate factor per depth group below the head (discriminative rates; 1: one rate).")
-@click.option("--patience", default=0, show_default=True,
-              help="Stop after this many epochs without a better validation loss (0: run all epochs).")
-@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
-              help="Fit the temperature on the validation split and store it in the card.")
-@_vote_options
-@click.option("--val-fraction", default=0.2, show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seeds the split, initial weights, order and augmentation.")
-@click.option("--workers", default=0, help="Image reading threads (0: one per CPU).")
-@click.option("--limit", type=int, help="Use at most this many images per split (smoke tests).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
-@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
-              help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command.")
-def train(**options):
-    """Train a classifier on DATA: class folders, a CSV with path and label columns, or a Galaxy Zoo vote table.
-
-    Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/mine
-    """
-    from galaxy.train import train as run_training
-
-    options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
-    options["progress"] = not options.pop("quiet")
-    if not options["progress"]:
-        _only_what_to_act_on()
-    config = TrainConfig(command=_command_line(), **options)
-    card = _run(run_training, config)
-    val = card.metrics["validation"]
-    click.echo(f"wrote {config.out_dir}: validation accuracy {val['accuracy']:.4f}, "
-               f"balanced {val['balanced_accuracy']:.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}",
-               err=True)
+cli.add_command(train)
+cli.add_command(distill)
 
 
 @cli.command()
@@ -328,9 +226,13 @@ def check_backends(**options):
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "all"]),
               help="val: only the model's validation ids (for its own training data); all: every image.")
 @click.option("--tta", is_flag=True, help="D4 test-time augmentation.")
+@click.option("--ensemble", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Another model averaged with MODEL_DIR (repeatable): score the ensemble.")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False),
               help="A second model scored on the same images: paired McNemar test, agreement, and the "
                    "labels both models reject (label_suspects.csv).")
+@click.option("--by-column", help="CSV column whose values group the images (e.g. gz1_name): accuracy "
+                                  "within each group, i.e. the recall of each finer class.")
 @click.option("--backend", default="onnxruntime", show_default=True)
 @click.option("--decoder", default="auto", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
@@ -349,6 +251,7 @@ def evaluate(**options):
     options["progress"] = not options.pop("quiet")
     if not options["progress"]:
         _only_what_to_act_on()
+    options["ensemble"] = tuple(options["ensemble"])
     report = _run(run_evaluation, EvaluateConfig(**options))
     coverage = report["accuracy_at_coverage"]
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "

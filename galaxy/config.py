@@ -6,6 +6,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+# Training augmentations (`galaxy.augment`), all on by default; `--augment` picks a subset.
+AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
+
 
 def config_dict(config) -> dict:
     """A JSON-ready dict of a config (paths and tuples as strings and lists)."""
@@ -32,6 +35,15 @@ class TrainConfig:
     size: int = 96
     crop_fraction: float = 0.5
     jitter: float = 0.1
+    augment: tuple[str, ...] = AUGMENTATIONS
+    zoom_range: tuple[float, float] = (0.35, 0.65)
+    cache_fraction: float = 0.7
+    drop_rate: float = 0.0
+    unlabeled: tuple[str, ...] = ()
+    teachers: tuple[str, ...] = ()
+    teacher_views: int = 8
+    soft_weight: float = 1.0
+    soft_temperature: float = 1.0
     epochs: int = 20
     batch_size: int = 32
     lr: float = 1e-3
@@ -149,7 +161,9 @@ class EvaluateConfig:
     out_dir: str
     split: str = "val"
     tta: bool = False
+    ensemble: tuple[str, ...] = ()
     compare: str | None = None
+    by_column: str | None = None
     backend: str = "onnxruntime"
     decoder: str = "auto"
     batch_size: int = 32

@@ -140,3 +140,57 @@ def stratified_split(labelled: LabelledSet, val_fraction: float, seed: int) -> t
 def ids_digest(ids) -> str:
     """sha256 of the sorted ids, one per line: a short fingerprint of a split."""
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def list_unlabelled(folders, exclude_ids=(), refuse_ids=()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Image files under `folders` (recursive), sorted by path, with their ids (file stems).
+
+    Args:
+        folders: folders of unlabelled cutouts.
+        exclude_ids: ids dropped silently apart from a log line (e.g. the labelled training
+            images, which come with their labels anyway).
+        refuse_ids: ids that must not be there (the validation split: a teacher's targets on
+            them would leak into training).
+
+    Returns:
+        (paths, ids).
+
+    Raises:
+        UsageError: a folder is missing or empty, or holds an id of `refuse_ids`.
+    """
+    paths = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UsageError(f"unlabelled folder {folder} does not exist")
+        found = sorted(str(p) for p in folder.rglob("*") if p.is_file() and is_image_path(p))
+        if not found:
+            raise UsageError(f"unlabelled folder {folder} holds no images")
+        paths.extend(found)
+    ids = [stem_id(p) for p in paths]
+    refused = sorted(set(ids) & set(refuse_ids))
+    if refused:
+        raise UsageError(f"{len(refused)} unlabelled images are validation images (e.g. id {refused[0]}); "
+                         "remove them, or every validation figure would be optimistic")
+    exclude = set(exclude_ids)
+    keep = [i for i, ident in enumerate(ids) if ident not in exclude]
+    if len(keep) < len(ids):
+        log.info("unlabelled: dropped %d images that are labelled training images", len(ids) - len(keep))
+    return tuple(paths[i] for i in keep), tuple(ids[i] for i in keep)
+
+
+def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str]:
+    """One column of a CSV table, keyed by the id of each row's image (its file stem).
+
+    Raises:
+        UsageError: not a CSV file, or no such column.
+    """
+    table = Path(table)
+    if not (table.is_file() and table.suffix.lower() == ".csv"):
+        raise UsageError(f"--by-column needs a CSV table, got {table}")
+    with open(table, newline="") as fh:
+        reader = csv.DictReader(fh)
+        for name in (column, path_column):
+            if name not in (reader.fieldnames or []):
+                raise UsageError(f"{table} has no column {name!r}; columns are {reader.fieldnames}")
+        return {stem_id(row[path_column]): row[column] for row in reader}

@@ -88,3 +88,22 @@ def accuracy_at_coverage(labels, probabilities, coverages=(0.1, 0.25, 0.5, 0.75,
     order = np.argsort(-probabilities.max(axis=1), kind="mergesort")
     correct = probabilities.argmax(axis=1)[order] == labels[order]
     return {f"{c:g}": float(correct[: max(1, int(round(c * len(labels))))].mean()) for c in coverages}
+
+
+def accuracy_by_group(labels: np.ndarray, probabilities: np.ndarray, groups) -> dict:
+    """Accuracy within each group (e.g. Galaxy Zoo 1's finer classes: each group's recall of its label).
+
+    Args:
+        labels: int array (N,) of true class indices.
+        probabilities: float array (N, K).
+        groups: N group names (None: not in any group).
+
+    Returns:
+        {group: {"n": count, "accuracy": fraction right}}, groups in sorted order.
+    """
+    right = np.asarray(probabilities).argmax(axis=1) == np.asarray(labels)
+    out = {}
+    for group in sorted({g for g in groups if g is not None}):
+        members = np.array([g == group for g in groups])
+        out[group] = {"n": int(members.sum()), "accuracy": float(right[members].mean())}
+    return out

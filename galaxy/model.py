@@ -10,12 +10,15 @@ from galaxy.card import WEIGHTS_FILE, ModelCard, file_sha256, load_card
 from galaxy.errors import ModelError, UsageError
 
 
-def create_network(architecture: str, num_classes: int) -> torch.nn.Module:
-    """A timm model with random weights and a `num_classes` head."""
+def create_network(architecture: str, num_classes: int, drop_rate: float = 0.0) -> torch.nn.Module:
+    """A timm model with random weights and a `num_classes` head (`drop_rate`: dropout before it)."""
     import timm
 
+    import galaxy.compact_xception  # noqa: F401  (registers the xception_compact_* variants with timm)
+
+    extra = {"drop_rate": drop_rate} if drop_rate else {}
     try:
-        return timm.create_model(architecture, pretrained=False, num_classes=num_classes)
+        return timm.create_model(architecture, pretrained=False, num_classes=num_classes, **extra)
     except RuntimeError as exc:
         raise UsageError(f"unknown timm architecture {architecture!r}: {exc}") from None
 
@@ -54,12 +57,13 @@ def load_partial(network: torch.nn.Module, state: dict) -> list[str]:
     return sorted(set(own) - set(fitting))
 
 
-def init_imagenet(architecture: str, num_classes: int) -> torch.nn.Module:
+def init_imagenet(architecture: str, num_classes: int, drop_rate: float = 0.0) -> torch.nn.Module:
     """The timm model with ImageNet weights from the Hugging Face hub (or its local cache)."""
     import timm
 
+    extra = {"drop_rate": drop_rate} if drop_rate else {}
     try:
-        return timm.create_model(architecture, pretrained=True, num_classes=num_classes)
+        return timm.create_model(architecture, pretrained=True, num_classes=num_classes, **extra)
     except Exception as exc:  # network, hub and file errors all come through here
         raise UsageError(
             f"could not get ImageNet weights for {architecture!r} ({type(exc).__name__}: {exc}). "
@@ -108,3 +112,18 @@ def load_network(model_dir, card: ModelCard | None = None, calibrated: bool = Tr
     if calibrated and card.temperature != 1.0:
         network = TemperatureScaled(network, card.temperature)
     return network.eval(), card
+
+
+def network_cost(network: torch.nn.Module, size: int, channels: int = 3) -> dict:
+    """Work per galaxy: {"gflop_per_galaxy": forward FLOPs of one (1, channels, size, size) input
+    counted by torch's FlopCounterMode (a multiply-add is 2), "parameters": count}."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = network.training
+    network.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        network(torch.zeros(1, channels, size, size))
+    network.train(was_training)
+    return {"gflop_per_galaxy": round(counter.get_total_flops() / 1e9, 4),
+            "parameters": sum(p.numel() for p in network.parameters())}

@@ -276,3 +276,33 @@ def test_quiet_means_quiet_and_a_normal_run_prints_one_summary_line(tmp_path):
     assert stderr_of("-q") == [f"failed 1 of 7; errors in {errors}"]  # only what needs acting on
     lines = [line for line in stderr_of() if not line.startswith("classifying: ")]  # progress lines in a log
     assert len(lines) == 1 and lines[0].startswith("classified 6, failed 1, ") and lines[0].endswith(f"errors in {errors}")
+
+
+def test_evaluate_ensemble_of_a_model_with_itself_is_the_model_and_refuses_leaky_members(tmp_path, labels):
+    ids = sorted(labels)
+    model, twin, leaky = (_model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids),
+                          _model_copy(tmp_path, "c", ids[1:]))
+    single, pair = tmp_path / "single", tmp_path / "pair"
+    assert invoke("evaluate", model, EXAMPLES / "labels.csv", "-o", single, "-q").exit_code == 0
+    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--ensemble", twin, "-o", pair, "-q")
+    assert result.exit_code == 0, result.output
+    one, two = (json.loads((d / "report.json").read_text()) for d in (single, pair))
+    assert two["n"] == 40 and two["accuracy"] == one["accuracy"] and two["roc_auc"] == one["roc_auc"]
+    assert [m["dir"] for m in two["ensemble"]] == [str(twin)] and "mean of 2 models" in two["backend"]
+    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--ensemble", leaky, "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 2 and "--ensemble" in result.output and "trained on 1" in result.output
+
+
+def test_evaluate_by_column_gives_each_groups_recall(tmp_path):
+    from galaxy.card import default_model_dir
+
+    out = tmp_path / "eval"
+    result = invoke("evaluate", default_model_dir(), EXAMPLES / "labels.csv", "-o", out, "--split", "all",
+                    "--by-column", "label", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    groups, matrix = report["accuracy_by_label"], report["confusion"]["matrix"]
+    assert groups["spiral"]["n"] == sum(matrix[1]) and groups["spiral"]["accuracy"] == matrix[1][1] / sum(matrix[1])
+    bad = invoke("evaluate", default_model_dir(), EXAMPLES / "labels.csv", "-o", out, "--split", "all",
+                 "--by-column", "nope", "-q")
+    assert bad.exit_code == 2 and "no column 'nope'" in bad.output

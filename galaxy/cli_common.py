@@ -1,0 +1,68 @@
+"""What the click commands share: the group that remembers its argv, error mapping, common options."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from galaxy.errors import GalaxyError, UsageError
+
+
+class GalaxyGroup(click.Group):
+    """The command group; remembers the arguments it was given, for the records commands write."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        argv = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta["galaxy.argv"] = argv
+        return ctx
+
+    def invoke(self, ctx):
+        """Run the command; Ctrl-C at any moment (also while a model loads) exits 130, as documented,
+        instead of click's `Aborted!` and 1. Commands that have work to save catch it themselves."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted (Ctrl-C)", err=True)
+            ctx.exit(130)
+
+
+def only_what_to_act_on():
+    """Log warnings and errors only (not with -v): `classify` prints one summary line, and `-q`
+    on any command leaves nothing but what the user must act on."""
+    import logging
+
+    if not click.get_current_context().meta.get("galaxy.verbose"):
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def command_line() -> str:
+    """The command as typed (also when invoked in-process, e.g. by CliRunner)."""
+    argv = click.get_current_context().meta.get("galaxy.argv", sys.argv[1:])
+    return "galaxy " + shlex.join(argv)
+
+
+def run_command(fn, *args):
+    """Call a library function; turn galaxy's own errors into one clear line and an exit code."""
+    try:
+        return fn(*args)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    except GalaxyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def vote_options(command):
+    """The options that say how a Galaxy Zoo vote table becomes labels (`galaxy.votes`)."""
+    for option in reversed([
+        click.option("--vote-threshold", default=0.8, show_default=True,
+                     help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label."),
+        click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"])),
+        click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes."),
+        click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
+                     help="Vote tables: the folder with the images (default: the table's folder)."),
+    ]):
+        command = option(command)
+    return command

@@ -1,0 +1,128 @@
+"""`galaxy train` and `galaxy distill`: click options -> a TrainConfig -> `galaxy.train.train`.
+
+Distillation is training with a teacher's soft targets and a compact student from scratch,
+so both commands build the same TrainConfig; they share the options below and differ in
+defaults (architecture, temperature, learning rate) and in what the user must name.
+"""
+
+from __future__ import annotations
+
+import click
+
+from galaxy.cli_common import command_line, only_what_to_act_on, run_command, vote_options
+from galaxy.config import TrainConfig
+
+
+def _shared_options(command):
+    """Options of every command that trains a network."""
+    for option in reversed([
+        click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Model directory to write."),
+        click.option("--work-dir", type=click.Path(), help="Where checkpoints go (default OUT/checkpoints)."),
+        click.option("--name", help="Model name for the card (default: the directory name)."),
+        click.option("--label-column", default="label", show_default=True),
+        click.option("--path-column", default="file", show_default=True),
+        click.option("--size", default=96, show_default=True, help="Network input side, pixels."),
+        click.option("--crop", "crop_fraction", default=0.5, show_default=True,
+                     help="Centre-crop fraction of each side."),
+        click.option("--augment", default="all", show_default=True,
+                     help="Training augmentations: all, none, or a comma list of zoom, rotate, flux, noise, blur, "
+                          "curve (D4 flips/rotations and a small shift are always on; see the README)."),
+        click.option("--zoom-range", nargs=2, type=float, default=(0.35, 0.65), show_default=True,
+                     help="zoom: the crop fraction is drawn per image from LOW..HIGH."),
+        click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
+                     help="Folder of unlabelled cutouts the teacher labels for the student; repeatable."),
+        click.option("--teacher-views", default="8", show_default=True, type=click.Choice(["1", "8"]),
+                     help="Teacher test-time views: 8 averages the D4 rotations and flips."),
+        click.option("--soft-weight", default=1.0, show_default=True, help="Weight of the soft-target loss."),
+        click.option("--epochs", default=20, show_default=True),
+        click.option("--batch-size", default=32, show_default=True),
+        click.option("--weight-decay", default=0.05, show_default=True),
+        click.option("--patience", default=0, show_default=True,
+                     help="Stop after this many epochs without a better validation loss (0: run all epochs)."),
+        click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+                     help="Fit the temperature on the validation split and store it in the card."),
+        click.option("--val-fraction", default=0.2, show_default=True),
+        click.option("--seed", default=0, show_default=True,
+                     help="Seeds the split, initial weights, order and augmentation."),
+        click.option("--workers", default=0, help="Image reading threads (0: one per CPU)."),
+        click.option("--limit", type=int, help="Use at most this many images per split (smoke tests)."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines."),
+        click.option("--resume", type=click.Path(exists=True, dir_okay=False),
+                     help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _train_and_report(options: dict) -> None:
+    from galaxy.augment import parse_augmentations
+    from galaxy.train import train as run_training
+
+    options["augment"] = run_command(parse_augmentations, options["augment"])
+    options["teacher_views"] = int(options["teacher_views"])
+    for key in ("unlabeled", "teachers", "zoom_range"):
+        options[key] = tuple(options.get(key, ()))
+    if "classes" in options:
+        options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
+    options["progress"] = not options.pop("quiet")
+    if not options["progress"]:
+        only_what_to_act_on()
+    config = TrainConfig(command=command_line(), **options)
+    card = run_command(run_training, config)
+    val = card.metrics["validation"]
+    click.echo(f"wrote {config.out_dir}: validation accuracy {val['accuracy']:.4f}, "
+               f"balanced {val['balanced_accuracy']:.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}",
+               err=True)
+
+
+@click.command()
+@click.argument("data", type=click.Path(exists=True))
+@_shared_options
+@click.option("--classes", default="elliptical,spiral", show_default=True, help="Class names, output order.")
+@click.option("--arch", "architecture", default="legacy_xception", show_default=True, help="timm model name.")
+@click.option("--init", default="scratch", show_default=True,
+              help="scratch, imagenet, default (the shipped galaxy model), or a weights file/model dir.")
+@click.option("--drop-rate", default=0.0, show_default=True, help="Dropout before the classifier (student noise).")
+@click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Model folder whose soft targets the student learns (repeat for an ensemble; "
+                   "default with --unlabeled: the --init model).")
+@click.option("--soft-temperature", default=1.0, show_default=True, help="Temperature of the soft-target loss.")
+@click.option("--lr", default=1e-3, show_default=True)
+@click.option("--freeze-epochs", default=0, show_default=True,
+              help="Train the head alone this many epochs, then also the deepest third as long, then all.")
+@click.option("--layer-decay", default=1.0, show_default=True,
+              help="Learning rate factor per depth group below the head (discriminative rates; 1: one rate).")
+@vote_options
+def train(**options):
+    """Train a classifier on DATA: class folders, a CSV with path and label columns, or a Galaxy Zoo vote table.
+
+    With --unlabeled, self-training: a teacher's soft targets on the unlabelled (and training)
+    images join the labels (Noisy Student).
+
+    Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/mine
+
+    Example: galaxy train ../shared/data/gz1-sdss/labels.csv -o models/ns --init default --unlabeled ../shared/data/unlabeled-sdss/images
+    """
+    _train_and_report(options)
+
+
+@click.command()
+@click.argument("teachers", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="The labelled data the teacher was trained on (CSV or class folders; the same split is used).")
+@_shared_options
+@click.option("--arch", "architecture", default="xception_compact_w50_d2", show_default=True,
+              help="Student: a timm model name, e.g. xception_compact_w{25,35,50,75}_d{2,4,8}.")
+@click.option("--drop-rate", default=0.1, show_default=True, help="Dropout before the student's classifier.")
+@click.option("--soft-temperature", default=2.0, show_default=True,
+              help="Distillation temperature (Hinton et al. 2015).")
+@click.option("--lr", default=2e-3, show_default=True)
+def distill(**options):
+    """Distil TEACHERS (model folders, averaged) into a compact student trained from scratch.
+
+    The student learns the teachers' temperature-softened outputs (D4-averaged) on the labelled
+    training split and any --unlabeled cutouts, plus the labels.
+
+    Example: galaxy distill galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv --unlabeled ../shared/data/unlabeled-sdss/images -o runs/compact
+    """
+    _train_and_report(options)

@@ -1,0 +1,148 @@
+"""What `galaxy train` learns from: the labelled split, the unlabelled pool, caches, targets.
+
+The training pool is the labelled training split followed by the unlabelled images (label -1).
+Its cache holds a wider field (`cache_fraction` of the side) at the scale where the spec's
+crop is `size` pixels, so zoom, rotation and translation (`galaxy.augment`) resample it per
+batch. The validation cache is the exact spec preprocessing. With a teacher, every pool image
+carries the teacher's soft targets (`galaxy.soft_targets`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from galaxy.config import TrainConfig, config_dict
+from galaxy.errors import UsageError
+from galaxy.image_cache import build_cache
+from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
+from galaxy.soft_targets import resolve_teachers, sharpen, teacher_probabilities
+from galaxy.spec import InputSpec
+from galaxy.transfer import initial_weights
+from galaxy.votes import rule_from_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """Tensors and records of one training run.
+
+    Attributes:
+        train_set, val_set: the labelled split.
+        unlabelled_paths, unlabelled_ids: the unlabelled pool (empty without --unlabeled).
+        pool_cache: float16 (N, 3, S, S) in [0, 1]: train_set then the unlabelled images,
+            each the central `cache_fraction` of its cutout.
+        pool_labels: int64 (N,): class index, -1 for unlabelled.
+        cache_fraction: the field the pool cache holds.
+        val_cache: float16 (M, 3, size, size), the spec's exact preprocessing.
+        spec: the InputSpec of the model being trained.
+        targets: float32 (N, K) teacher targets at the soft temperature, or None.
+        teacher: the teacher record for the card, or None.
+    """
+
+    train_set: LabelledSet
+    val_set: LabelledSet
+    unlabelled_paths: tuple[str, ...]
+    unlabelled_ids: tuple[str, ...]
+    pool_cache: torch.Tensor
+    pool_labels: torch.Tensor
+    cache_fraction: float
+    val_cache: torch.Tensor
+    spec: InputSpec
+    targets: torch.Tensor | None
+    teacher: dict | None
+
+    def record(self, config: TrainConfig) -> dict:
+        """The data as the card records it."""
+        return {"labelled": str(config.data), "n_train": len(self.train_set),
+                "unlabeled": {"folders": list(config.unlabeled), "n": len(self.unlabelled_ids),
+                              "ids_sha256": ids_digest(self.unlabelled_ids)} if config.unlabeled else None,
+                "cache_fraction": self.cache_fraction}
+
+
+def pool_cache_fraction(config: TrainConfig) -> float:
+    """The field the training cache holds: room for zoom, translation and rotation, at most the whole cutout."""
+    widest = max(config.crop_fraction * (1 + config.jitter),
+                 config.zoom_range[1] if "zoom" in config.augment else 0.0, config.cache_fraction)
+    return min(1.0, widest)
+
+
+def _normalisation(config: TrainConfig, cache: torch.Tensor, cache_fraction: float):
+    """Per-channel (mean, std): the initial model's when it is a galaxy model (its weights expect
+    them), else those of the central `crop_fraction` of the training cache."""
+    init = Path(initial_weights(config.init))
+    if (init / "card.json").is_file():
+        from galaxy.card import load_card
+
+        spec = load_card(init, verify=False).input_spec
+        return spec.mean, spec.std
+    side = cache.shape[-1]
+    half = int(round(side * config.crop_fraction / cache_fraction / 2))
+    centre = cache[:, :, side // 2 - half:side // 2 + half, side // 2 - half:side // 2 + half].float()
+    return (tuple(round(float(v), 5) for v in centre.mean(dim=(0, 2, 3))),
+            tuple(round(float(v), 5) for v in centre.std(dim=(0, 2, 3))))
+
+
+def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids) -> None:
+    """Refuse a model (the initial weights, a teacher) trained on this data with another split.
+
+    The data is taken to be shared when it holds any of the model's validation ids; then the
+    splits must be identical, or the model's training images include some of our validation
+    images (directly, or through a teacher's targets) and every validation figure would be optimistic.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "card.json").is_file():
+        return
+    from galaxy.card import load_card, validation_ids
+
+    card = load_card(model_dir, verify=False)
+    model_val = validation_ids(model_dir, card) or set()
+    if model_val & set(all_ids) and ids_digest(val_ids) != card.split.get("val_ids_sha256"):
+        raise UsageError(f"{role} {model_dir} was trained on images of {config.data} with another validation "
+                         f"split (seed {card.split.get('seed')}, fraction {card.split.get('val_fraction')}); use the "
+                         "same --seed and --val-fraction, or its training images leak into this validation split")
+
+
+def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> TrainingData:
+    """Load labels, split, list the unlabelled pool, read the caches and label the pool by the teacher."""
+    labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
+                             rule_from_config(config_dict(config)))
+    train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
+    init = initial_weights(config.init)
+    check_split(init, f"--init {config.init}", config, labelled.ids, val_set.ids)
+    teachers = ()
+    if config.unlabeled or config.teachers:
+        teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)
+        for teacher in teachers:
+            check_split(teacher, "teacher", config, labelled.ids, val_set.ids)
+    all_val_ids = val_set.ids
+    if config.limit:
+        train_set = train_set.subset(range(min(config.limit, len(train_set))))
+        val_set = val_set.subset(range(min(config.limit, len(val_set))))
+    log.info("train %s, validation %s", train_set.counts(), val_set.counts())
+    paths, ids = (), ()
+    if config.unlabeled:
+        paths, ids = list_unlabelled(config.unlabeled, exclude_ids=labelled.ids, refuse_ids=all_val_ids)
+        if config.limit:
+            paths, ids = paths[:config.limit], ids[:config.limit]
+        log.info("unlabelled: %d images from %s", len(ids), ", ".join(config.unlabeled))
+    pool_paths, pool_ids = train_set.paths + paths, train_set.ids + ids
+    fraction = pool_cache_fraction(config)
+    side = int(round(config.size * fraction / config.crop_fraction))
+    pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)
+    val_cache = build_cache(val_set.paths, config.crop_fraction, config.size, config.workers, config.progress)
+    mean, std = _normalisation(config, pool_cache, fraction)
+    spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction, mean=mean, std=std)
+    targets, teacher = None, None
+    if teachers:
+        probabilities, teacher = teacher_probabilities(teachers, config.classes, pool_paths, pool_ids, work_dir,
+                                                       config.teacher_views, config.workers, device, amp_dtype,
+                                                       config.progress)
+        targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
+    labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
+    return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
+                        targets, teacher)

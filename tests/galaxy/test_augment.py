@@ -1,0 +1,73 @@
+"""Training augmentations: shapes, ranges, determinism, and that each switch does what it says."""
+
+import pytest
+import torch
+
+from galaxy.augment import geometric_views, parse_augmentations, photometric
+from galaxy.config import AUGMENTATIONS
+from galaxy.errors import UsageError
+from galaxy.image_cache import build_cache
+from galaxy.predict import d4_batch
+from tests.conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def caches():
+    paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:8]
+    return build_cache(paths, 0.7, 67, 2, False), build_cache(paths, 0.5, 48, 2, False).float()
+
+
+def test_parse_augmentations():
+    assert parse_augmentations("all") == AUGMENTATIONS
+    assert parse_augmentations("none") == ()
+    assert parse_augmentations("noise, zoom") == ("zoom", "noise")  # canonical order
+    with pytest.raises(UsageError, match="twirl"):
+        parse_augmentations("zoom,twirl")
+
+
+def test_without_zoom_or_rotation_a_view_is_the_spec_crop_up_to_d4(caches):
+    wide, centre = caches
+    views = geometric_views(wide, 48, 0.5, 0.7, None, False, 0.0, torch.Generator().manual_seed(0))
+    err = (d4_batch(centre).view(8, *centre.shape) - views[None]).abs().mean(dim=(2, 3, 4)).min(dim=0).values
+    assert float(err.max()) < 0.01  # the same resampling as the reference reader's centre crop, within bilinear error
+
+
+def test_views_are_deterministic_with_the_seed_and_vary_without_it(caches):
+    wide, _ = caches
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        return photometric(geometric_views(wide, 48, 0.5, 0.7, (0.35, 0.65), True, 0.1, g), AUGMENTATIONS, g)
+
+    a, b, c = run(1), run(1), run(2)
+    assert a.shape == (8, 3, 48, 48) and a.dtype == torch.float32
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_zoom_changes_the_scale(caches):
+    wide, _ = caches
+    g = torch.Generator().manual_seed(0)
+    tight = geometric_views(wide, 48, 0.5, 0.7, (0.3, 0.3), False, 0.0, g)
+    loose = geometric_views(wide, 48, 0.5, 0.7, (0.7, 0.7), False, 0.0, g)
+    # A tighter crop magnifies the galaxy: more of the view is bright.
+    assert float((tight > 0.15).float().mean()) > 1.5 * float((loose > 0.15).float().mean())
+
+
+def test_each_photometric_switch_alone_changes_the_image_and_none_keeps_it(caches):
+    _, centre = caches
+    same = photometric(centre, (), torch.Generator().manual_seed(0))
+    assert torch.equal(same, centre.clamp(0, 1))
+    for name in ("flux", "noise", "blur", "curve"):
+        out = photometric(centre, (name,), torch.Generator().manual_seed(0))
+        assert float((out - centre).abs().mean()) > 1e-4, name
+
+
+def test_curve_with_equal_softenings_is_the_identity():
+    from galaxy import augment
+
+    x = torch.rand(4, 3, 8, 8)
+    a = torch.full((4,), 0.05)
+    linear = torch.sinh(x * augment._asinh_scale(a)) * a.view(-1, 1, 1, 1)
+    back = torch.asinh(linear / a.view(-1, 1, 1, 1)) / augment._asinh_scale(a)
+    assert torch.allclose(back, x, atol=1e-5)

@@ -1,0 +1,47 @@
+"""The compact Xception (timm-registered) and `galaxy distill` on a small real subset."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from galaxy.model import create_network, network_cost
+from tests.conftest import SHARED_DATA
+
+
+def test_compact_variants_are_timm_models_much_cheaper_than_the_full_one():
+    import timm
+
+    full = network_cost(create_network("legacy_xception", 2), 96)
+    assert full["gflop_per_galaxy"] == pytest.approx(1.65, abs=0.01)  # the issue's measurement
+    assert "xception_compact_w50_d2" in timm.list_models("xception_compact_*")
+    compact = create_network("xception_compact_w50_d2", 2, drop_rate=0.1)
+    cost = network_cost(compact, 96)
+    assert cost["gflop_per_galaxy"] <= 0.25 and cost["parameters"] < full["parameters"] / 5
+    assert compact(torch.zeros(3, 3, 64, 64)).shape == (3, 2)
+    assert len(compact.middle) == 2 and compact.get_classifier().in_features == 1024
+
+
+@pytest.mark.slow
+def test_distill_a_compact_student_from_the_shipped_model(tmp_path, default_model):
+    if not (SHARED_DATA / "labels.csv").is_file():
+        pytest.skip(f"the gz1-sdss data set is not at {SHARED_DATA}")
+    out = tmp_path / "student"
+    result = CliRunner().invoke(cli, ["distill", str(default_model[0]), "--data", str(SHARED_DATA / "labels.csv"),
+                                      "-o", str(out), "--arch", "xception_compact_w25_d2", "--size", "32",
+                                      "--batch-size", "8", "--limit", "16", "--epochs", "1", "--workers", "2",
+                                      "--teacher-views", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "card.json").read_text())
+    assert card["architecture"] == "xception_compact_w25_d2"
+    training = card["training"]
+    assert training["command"].startswith("galaxy distill ")
+    assert training["teacher"]["teachers"][0]["weights_sha256"] == default_model[1].weights_sha256
+    assert training["config"]["soft_temperature"] == 2.0 and training["config"]["init"] == "scratch"
+    assert 0 < training["cost"]["gflop_per_galaxy"] < 0.01 and training["cost"]["parameters"] > 0
+    from galaxy.model import load_network
+
+    network, _ = load_network(out)  # the card's architecture name rebuilds the network
+    assert network(torch.zeros(1, 3, 32, 32)).shape == (1, 2)

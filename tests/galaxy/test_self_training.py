@@ -1,0 +1,108 @@
+"""Self-training (`galaxy train --unlabeled`): real gz1-sdss and unlabeled-sdss subsets, 32 px, 1-2 epochs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from galaxy.errors import UsageError
+from galaxy.labels import list_unlabelled
+from galaxy.soft_targets import TARGETS_FILE, sharpen, soft_target_loss
+from tests.conftest import SHARED_DATA
+
+UNLABELLED = SHARED_DATA.parent / "unlabeled-sdss" / "images"
+
+
+@pytest.fixture(scope="module")
+def unlabelled_subset(tmp_path_factory):
+    if not UNLABELLED.is_dir() or not (SHARED_DATA / "labels.csv").is_file():
+        pytest.skip(f"the gz1-sdss and unlabeled-sdss data sets are not at {SHARED_DATA.parent}")
+    folder = tmp_path_factory.mktemp("unlabelled")
+    for path in sorted(UNLABELLED.glob("*.jpg"))[:16]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+def _train(out, unlabelled, *extra):
+    return CliRunner().invoke(cli, ["train", str(SHARED_DATA / "labels.csv"), "-o", str(out), "--size", "32",
+                                    "--batch-size", "8", "--limit", "16", "--workers", "2", "--init", "default",
+                                    "--unlabeled", str(unlabelled), "--drop-rate", "0.2", "-q", *extra])
+
+
+def test_soft_target_loss_is_cross_entropy_at_t1_and_sharpen_keeps_rows_normalised():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
+    onehot = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]))
+    assert torch.allclose(soft_target_loss(logits, onehot, 1.0), expected)
+    soft = sharpen(torch.tensor([[0.9, 0.1]]), 2.0)
+    assert torch.allclose(soft.sum(dim=1), torch.ones(1)) and 0.5 < float(soft[0, 0]) < 0.9
+
+
+def test_validation_ids_in_the_unlabelled_pool_are_refused(tmp_path, real_jpeg):
+    (tmp_path / "x.jpeg").symlink_to(real_jpeg)
+    with pytest.raises(UsageError, match="validation images"):
+        list_unlabelled([tmp_path], refuse_ids=["x"])
+    assert list_unlabelled([tmp_path], exclude_ids=["x"]) == ((), ())
+
+
+@pytest.mark.slow
+def test_self_training_runs_is_resumable_and_reuses_soft_targets(tmp_path, unlabelled_subset, monkeypatch):
+    full = tmp_path / "full"
+    result = _train(full, unlabelled_subset, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    card = json.loads((full / "card.json").read_text())
+    teacher = card["training"]["teacher"]
+    assert teacher["views"] == 8 and teacher["n"] == 32 and teacher["teachers"][0]["name"] == "sdss-xception-96"
+    assert card["training"]["data"]["unlabeled"]["n"] == 16
+    assert card["training"]["config"]["augment"] == ["zoom", "rotate", "flux", "noise", "blur", "curve"]
+    with np.load(full / "checkpoints" / TARGETS_FILE) as stored:
+        assert stored["probabilities"].shape == (32, 2)
+        assert np.allclose(stored["probabilities"].sum(axis=1), 1, atol=1e-5)
+
+    # The same run killed during epoch 2, then resumed: identical weights, soft targets reused.
+    import galaxy.train
+
+    real_report, calls = galaxy.train.classification_report, []
+
+    def crash_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real_report(*args, **kwargs)
+
+    killed = tmp_path / "killed"
+    monkeypatch.setattr(galaxy.train, "classification_report", crash_in_epoch_2)
+    assert _train(killed, unlabelled_subset, "--epochs", "2").exit_code != 0
+    monkeypatch.setattr(galaxy.train, "classification_report", real_report)
+    checkpoint = killed / "checkpoints" / "last.pt"
+    result = _train(killed, unlabelled_subset, "--epochs", "2", "--resume", str(checkpoint))
+    assert result.exit_code == 0, result.output
+    assert "reused" in json.loads((killed / "card.json").read_text())["training"]["teacher"]
+    a, b = (torch.load(d / "checkpoints" / "last.pt", weights_only=True)["model"] for d in (full, killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_teacher_ensemble_averages_and_the_cache_is_keyed_by_teachers_and_views(tmp_path, model_copy, default_model):
+    from galaxy.predict import pick_device
+    from galaxy.soft_targets import teacher_probabilities
+    from tests.conftest import EXAMPLES
+
+    paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:4]
+    ids = [p.rsplit("/", 1)[1].split(".")[0] for p in paths]
+    device, amp = pick_device()
+    classes = default_model[1].classes
+
+    def label(teachers, views, work):
+        return teacher_probabilities(teachers, classes, paths, ids, work, views, 2, device, amp, show=False)
+
+    single, record = label([default_model[0]], 8, tmp_path / "one")
+    pair, _ = label([default_model[0], model_copy], 8, tmp_path / "two")
+    plain, _ = label([default_model[0]], 1, tmp_path / "one")  # other views: recomputed, not reused
+    again, reused = label([default_model[0]], 1, tmp_path / "one")
+    assert single.shape == (4, 2) and np.allclose(single.sum(axis=1), 1, atol=1e-5)
+    assert np.allclose(pair, single, atol=1e-6)  # a model averaged with itself
+    assert "reused" not in record and "reused" in reused and np.array_equal(again, plain)
+    assert not np.allclose(plain, single, atol=1e-6)  # D4 averaging changes the targets
