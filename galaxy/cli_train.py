@@ -83,6 +83,11 @@ def _train_and_report(options: dict) -> None:
 @click.option("--init", default="scratch", show_default=True,
               help="scratch, imagenet, default (the shipped galaxy model), or a weights file/model dir.")
 @click.option("--drop-rate", default=0.0, show_default=True, help="Dropout before the classifier (student noise).")
+@click.option("--fits-views", default=0, show_default=True,
+              help="FITS robustness: per labelled training image, N copies of its flux (the JPEG inverted with "
+                   "random softening, unit and pedestal) made into a composite exactly as a FITS input is, "
+                   "plus its r band alone; --fits-probability of the labelled samples are drawn from them.")
+@click.option("--fits-probability", default=0.3, show_default=True)
 @click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Model folder whose soft targets the student learns (repeat for an ensemble; "
                    "default with --unlabeled: the --init model).")

@@ -38,6 +38,8 @@ class TrainConfig:
     augment: tuple[str, ...] = AUGMENTATIONS
     zoom_range: tuple[float, float] = (0.35, 0.65)
     cache_fraction: float = 0.7
+    fits_views: int = 0
+    fits_probability: float = 0.3
     drop_rate: float = 0.0
     unlabeled: tuple[str, ...] = ()
     teachers: tuple[str, ...] = ()

@@ -41,3 +41,39 @@ def build_cache(paths, crop_fraction: float, size: int, workers: int, show: bool
     finally:
         bar.close()
     return cache
+
+
+def build_fits_view_cache(paths, views: int, crop_fraction: float, size: int, workers: int, seed: int,
+                          show: bool = True) -> torch.Tensor:
+    """Per image, what the FITS path makes of its flux (`galaxy.roundtrip.fits_views`: `views`
+    random inversions and the r band alone), centre-cropped to `crop_fraction` and resized to `size`.
+
+    Returns:
+        float16 (N, views + 1, 3, size, size) display pixels in [0, 1], in the order of `paths`;
+        the draws are fixed by `seed` and each image's position.
+    """
+    import numpy as np
+
+    from galaxy.images import read_raster
+    from galaxy.roundtrip import fits_views
+
+    stretch = InputSpec().fits
+
+    def one(k_path):
+        k, path = k_path
+        rng = np.random.default_rng([seed, k])
+        return np.stack([crop_resize(v, crop_fraction, size).transpose(2, 0, 1)
+                         for v in fits_views(read_raster(path), stretch, rng, views)])
+
+    cache = torch.empty((len(paths), views + 1, 3, size, size), dtype=torch.float16)
+    bar = progress(f"FITS views {size}px", "img", total=len(paths), enabled=show, leave=False)
+    try:
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+            for i, array in enumerate(pool.map(one, enumerate(paths))):
+                cache[i] = torch.from_numpy(array)
+                bar.update(1)
+    except ImageReadError as exc:
+        raise ImageReadError(exc.path, f"training image unreadable for its FITS views: {exc.reason}") from None
+    finally:
+        bar.close()
+    return cache

@@ -105,7 +105,15 @@ def _batch_loss(logits, labels, targets, class_weights, config: TrainConfig) -> 
 def _training_batch(data: TrainingData, idx, config: TrainConfig, generator, mean, std, device) -> torch.Tensor:
     """Augmented, normalised float32 (B, 3, size, size) channels_last views of pool images `idx`."""
     zoom = config.zoom_range if "zoom" in config.augment else None
-    x = geometric_views(data.pool_cache[idx], config.size, config.crop_fraction, data.cache_fraction, zoom,
+    fields = data.pool_cache[idx]
+    if data.fits_cache is not None:  # some labelled samples as the FITS path shows their flux
+        labelled = idx < len(data.fits_cache)
+        chosen = labelled & (torch.rand(len(idx), generator=generator) < config.fits_probability)
+        view = torch.randint(0, data.fits_cache.shape[1], (len(idx),), generator=generator)
+        if chosen.any():
+            fields = fields.clone()
+            fields[chosen] = data.fits_cache[idx[chosen], view[chosen]]
+    x = geometric_views(fields, config.size, config.crop_fraction, data.cache_fraction, zoom,
                         "rotate" in config.augment, config.jitter, generator)
     x = photometric(x, config.augment, generator)
     return ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)

@@ -17,7 +17,7 @@ import torch
 
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
-from galaxy.image_cache import build_cache
+from galaxy.image_cache import build_cache, build_fits_view_cache
 from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
 from galaxy.soft_targets import resolve_teachers, sharpen, teacher_probabilities
 from galaxy.spec import InputSpec
@@ -42,6 +42,8 @@ class TrainingData:
         spec: the InputSpec of the model being trained.
         targets: float32 (N, K) teacher targets at the soft temperature, or None.
         teacher: the teacher record for the card, or None.
+        fits_cache: float16 (len(train_set), V, 3, S, S): the FITS-path views of the labelled
+            training images (`--fits-views`), or None.
     """
 
     train_set: LabelledSet
@@ -55,13 +57,16 @@ class TrainingData:
     spec: InputSpec
     targets: torch.Tensor | None
     teacher: dict | None
+    fits_cache: torch.Tensor | None = None
 
     def record(self, config: TrainConfig) -> dict:
         """The data as the card records it."""
         return {"labelled": str(config.data), "n_train": len(self.train_set),
                 "unlabeled": {"folders": list(config.unlabeled), "n": len(self.unlabelled_ids),
                               "ids_sha256": ids_digest(self.unlabelled_ids)} if config.unlabeled else None,
-                "cache_fraction": self.cache_fraction}
+                "cache_fraction": self.cache_fraction,
+                "fits_views": {"per_image": config.fits_views, "probability": config.fits_probability,
+                               "r_band_alone": True} if config.fits_views else None}
 
 
 def pool_cache_fraction(config: TrainConfig) -> float:
@@ -135,6 +140,8 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
     side = int(round(config.size * fraction / config.crop_fraction))
     pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)
     val_cache = build_cache(val_set.paths, config.crop_fraction, config.size, config.workers, config.progress)
+    fits_cache = build_fits_view_cache(train_set.paths, config.fits_views, fraction, side, config.workers,
+                                       config.seed, config.progress) if config.fits_views else None
     mean, std = _normalisation(config, pool_cache, fraction)
     spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction, mean=mean, std=std)
     targets, teacher = None, None
@@ -145,4 +152,4 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
         targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
     labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
-                        targets, teacher)
+                        targets, teacher, fits_cache)
