@@ -29,15 +29,20 @@ def build_cache(paths, crop_fraction: float, size: int, workers: int, show: bool
         pixels, _ = read_cutout(path, spec)
         return crop_resize(pixels, crop_fraction, size).transpose(2, 0, 1)
 
-    cache = torch.empty((len(paths), 3, size, size), dtype=torch.float16)
-    bar = progress(f"reading {size}px", "img", total=len(paths), enabled=show, leave=False)
+    return _fill(paths, one, (3, size, size), workers, f"reading {size}px", f"{what} image unreadable", show)
+
+
+def _fill(inputs, one, shape: tuple[int, ...], workers: int, title: str, failure: str, show: bool) -> torch.Tensor:
+    """float16 (N, *shape): `one(input)` of every input, computed `workers` at a time, in order."""
+    cache = torch.empty((len(inputs), *shape), dtype=torch.float16)
+    bar = progress(title, "img", total=len(inputs), enabled=show, leave=False)
     try:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-            for i, array in enumerate(pool.map(one, paths)):
+            for i, array in enumerate(pool.map(one, inputs)):
                 cache[i] = torch.from_numpy(array)
                 bar.update(1)
     except ImageReadError as exc:
-        raise ImageReadError(exc.path, f"{what} image unreadable: {exc.reason}") from None
+        raise ImageReadError(exc.path, f"{failure}: {exc.reason}") from None
     finally:
         bar.close()
     return cache
@@ -65,15 +70,5 @@ def build_fits_view_cache(paths, views: int, crop_fraction: float, size: int, wo
         return np.stack([crop_resize(v, crop_fraction, size).transpose(2, 0, 1)
                          for v in fits_views(read_raster(path), stretch, rng, views)])
 
-    cache = torch.empty((len(paths), views + 1, 3, size, size), dtype=torch.float16)
-    bar = progress(f"FITS views {size}px", "img", total=len(paths), enabled=show, leave=False)
-    try:
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
-            for i, array in enumerate(pool.map(one, enumerate(paths))):
-                cache[i] = torch.from_numpy(array)
-                bar.update(1)
-    except ImageReadError as exc:
-        raise ImageReadError(exc.path, f"training image unreadable for its FITS views: {exc.reason}") from None
-    finally:
-        bar.close()
-    return cache
+    return _fill(list(enumerate(paths)), one, (views + 1, 3, size, size), workers, f"FITS views {size}px",
+                 "training image unreadable for its FITS views", show)
