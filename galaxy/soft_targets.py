@@ -73,19 +73,22 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
     from galaxy.model import load_network
 
     records = [_teacher_record(t, classes) for t in teachers]
-    key = {"teachers": [dict(r) for r, _ in records], "views": views, "ids_sha256": ids_digest(ids), "n": len(ids)}
+    # Keyed by what the targets depend on (weights, temperature, images, views), not by where the teacher lies.
+    key = {"teachers": [{k: v for k, v in r.items() if k != "dir"} for r, _ in records], "views": views,
+           "ids_sha256": ids_digest(ids), "n": len(ids)}
+    record = {**key, "teachers": [r for r, _ in records]}  # for the card: with the folders
     path = Path(work_dir) / TARGETS_FILE
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             if json.loads(str(stored["key"])) == key:
                 where = {ident: i for i, ident in enumerate(stored["ids"].tolist())}
                 log.info("soft targets: reusing %s", path)
-                return stored["probabilities"][[where[i] for i in ids]], {**key, "reused": str(path)}
+                return stored["probabilities"][[where[i] for i in ids]], {**record, "reused": str(path)}
         log.info("soft targets: %s was made for other teachers or images; recomputing", path)
     timing = {}
     started, total = time.time(), np.zeros((len(ids), len(classes)), dtype=np.float64)
-    for record, card in records:
-        network, _ = load_network(record["dir"], card)
+    for teacher, card in records:
+        network, _ = load_network(teacher["dir"], card)
         network = network.to(device).to(memory_format=torch.channels_last)
         spec = card.input_spec
         cache = build_cache(paths, spec.crop_fraction, spec.size, workers, show, what="teacher input")
@@ -100,7 +103,7 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, ids=np.array(ids, dtype=str), probabilities=probabilities, key=json.dumps(key))
     tmp.replace(path)
-    return probabilities, {**key, "seconds": round(seconds, 1), "inference_seconds": timing,
+    return probabilities, {**record, "seconds": round(seconds, 1), "inference_seconds": timing,
                            "images_per_s": round(len(ids) / seconds, 1)}
 
 

@@ -106,3 +106,18 @@ def test_teacher_ensemble_averages_and_the_cache_is_keyed_by_teachers_and_views(
     assert np.allclose(pair, single, atol=1e-6)  # a model averaged with itself
     assert "reused" not in record and "reused" in reused and np.array_equal(again, plain)
     assert not np.allclose(plain, single, atol=1e-6)  # D4 averaging changes the targets
+
+
+def test_soft_targets_are_reused_for_the_same_teacher_in_another_folder(tmp_path, model_copy, default_model):
+    from galaxy.predict import pick_device
+    from galaxy.soft_targets import teacher_probabilities
+    from tests.conftest import EXAMPLES
+
+    paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:2]
+    ids = [p.rsplit("/", 1)[1].split(".")[0] for p in paths]
+    device, amp = pick_device()
+    args = (default_model[1].classes, paths, ids, tmp_path, 1, 2, device, amp, False)
+    first, record = teacher_probabilities([default_model[0]], *args)
+    again, reused = teacher_probabilities([model_copy], *args)  # same weights, other folder
+    assert "reused" in reused and np.array_equal(first, again)
+    assert reused["teachers"][0]["dir"] == str(model_copy)  # the card still says where it came from
