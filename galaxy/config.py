@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-# Training augmentations (`galaxy.augment`), all on by default; `--augment` picks a subset.
+# Training augmentations (`galaxy.augment`); `--augment` turns them on (all, or a subset).
 AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
 
 
@@ -35,7 +35,7 @@ class TrainConfig:
     size: int = 96
     crop_fraction: float = 0.5
     jitter: float = 0.1
-    augment: tuple[str, ...] = AUGMENTATIONS
+    augment: tuple[str, ...] = ()
     zoom_range: tuple[float, float] = (0.35, 0.65)
     cache_fraction: float = 0.7
     fits_views: int = 0

@@ -29,7 +29,7 @@ def unlabelled_subset(tmp_path_factory):
 def _train(out, unlabelled, *extra):
     return CliRunner().invoke(cli, ["train", str(SHARED_DATA / "labels.csv"), "-o", str(out), "--size", "32",
                                     "--batch-size", "8", "--limit", "16", "--workers", "2", "--init", "default",
-                                    "--unlabeled", str(unlabelled), "--drop-rate", "0.2", "-q", *extra])
+                                    "--unlabeled", str(unlabelled), "--drop-rate", "0.2", "--augment", "all", "-q", *extra])
 
 
 def test_soft_target_loss_is_cross_entropy_at_t1_and_sharpen_keeps_rows_normalised():
