@@ -108,7 +108,7 @@ def classify(config: ClassifyConfig) -> Summary:
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)
-    counter = threading.Thread(target=_count_total, args=(bar, config, journal.resumed), daemon=True)
+    counter = threading.Thread(target=_count_total, args=(bar, config, band_columns, journal.resumed), daemon=True)
     counter.start()
     classified = 0
 
@@ -146,12 +146,11 @@ def classify(config: ClassifyConfig) -> Summary:
                    journal.resumed, total)
 
 
-def _count_total(bar, config: ClassifyConfig, resumed: int) -> None:
+def _count_total(bar, config: ClassifyConfig, band_columns, resumed: int) -> None:
     """Give the progress bar its total (and so an ETA) while the run works: the inputs are
     counted by a second, cheap listing in this thread, less those a resumed run skips."""
     try:
-        bar.total = max(0, count_inputs(config.inputs, config.catalog, config.path_column,
-                                         parse_band_columns(config.band_columns)) - resumed)
+        bar.total = max(0, count_inputs(config.inputs, config.catalog, config.path_column, band_columns) - resumed)
     except (OSError, UsageError) as exc:  # the run itself reports a bad input; the bar just has no total
         log.debug("no progress total: %s", exc)
 

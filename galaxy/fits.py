@@ -54,10 +54,13 @@ def _image_hdu(hdul, hdu, path):
     raise ImageReadError(path, "no HDU with image data (only tables or empty HDUs)")
 
 
-def _check_size(header, path):
-    naxis = header.get("ZNAXIS", header.get("NAXIS", 0))
+def _shape(header) -> tuple[int, ...]:
     prefix = "ZNAXIS" if "ZNAXIS" in header else "NAXIS"
-    shape = [int(header.get(f"{prefix}{i}", 0)) for i in range(1, naxis + 1)]
+    return tuple(int(header.get(f"{prefix}{i}", 0)) for i in range(1, int(header.get(prefix, 0)) + 1))
+
+
+def _check_size(header, path):
+    shape = _shape(header)
     pixels = int(np.prod(shape, dtype=np.int64)) if shape else 0
     if pixels > MAX_PIXELS:
         raise ImageReadError(
@@ -80,8 +83,8 @@ class FitsImage:
     """Where a file's image is: the zero-based indices of its image HDUs (one, or one per band
     for a multi-extension file), its number of axes, whether the header scales the data
     (BSCALE/BZERO), the band names from the headers (None where unnamed; one per plane or
-    extension), its object id, its pixel type (BITPIX), and the sky position (RA, Dec in degrees) of its centre when
-    the headers give one (`galaxy.sky`)."""
+    extension), its object id, its pixel type (BITPIX), and the sky position (RA, Dec in
+    degrees) of its centre when the headers give one (`galaxy.sky`)."""
 
     hdus: tuple[int, ...]
     ndim: int
@@ -91,21 +94,12 @@ class FitsImage:
     sky: tuple[float, float] | None = None
     bitpix: int = -32
 
-    @property
-    def index(self) -> int:
-        return self.hdus[0]
-
     def meta(self) -> dict:
         """What the catalog takes from the headers: "objid", "ra", "dec" where known."""
         out = {"objid": self.objid} if self.objid else {}
         if self.sky is not None:
             out["ra"], out["dec"] = self.sky
         return out
-
-
-def _shape(header) -> tuple[int, ...]:
-    prefix = "ZNAXIS" if "ZNAXIS" in header else "NAXIS"
-    return tuple(int(header.get(f"{prefix}{i}", 0)) for i in range(1, int(header.get(prefix, 0)) + 1))
 
 
 def _band_extensions(hdul) -> list[int]:

@@ -13,8 +13,9 @@ normalised on the GPU; batches stay in device memory as torch CUDA tensors for t
 backends. JPEGs with 1 or 3 components go to this graph. FITS files go, on a GPU, to DALI's
 FITS reader and the colour composite in DALI operators on the GPU (`engine.pipelines.dali_fits`);
 on the CPU to the reference reader, which is faster there (the same arithmetic, vectorised by
-numpy instead of DALI's per-sample CPU operators); PNG (alpha, 16-bit and palette rules) and CMYK JPEG go to the reference reader, and so does
-every batch DALI rejects, so a bad file gets the reference reader's reason.
+numpy instead of DALI's per-sample CPU operators). PNG (alpha, 16-bit and palette rules) and
+CMYK JPEG go to the reference reader, and so does every batch DALI rejects, so a bad file gets
+the reference reader's reason.
 """
 
 from __future__ import annotations

@@ -94,9 +94,12 @@ def build_fits_graph(files, hdus: tuple[int, ...], order: list[int], ndim: int, 
     def graph():
         raw = fn.experimental.readers.fits(files=list(files), hdu_indices=[h + 1 for h in hdus], dont_use_mmap=True)
         raw = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-        planes = raw if len(hdus) > 1 else ([raw[0][k] for k in order] if ndim == 3 else raw)
-        if len(hdus) > 1:
-            planes = [planes[k] for k in order]
+        if len(hdus) > 1:  # one band per extension
+            planes = [raw[k] for k in order]
+        elif ndim == 3:  # a cube: its planes
+            planes = [raw[0][k] for k in order]
+        else:
+            planes = raw
         if device_id is not None:
             planes = [plane.gpu() for plane in planes]
         rgb, check = composite_graph(planes, spec.fits)
