@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from galaxy.card import ONNX_FILE, ModelCard, default_model_dir, file_sha256, load_card
+from galaxy.card import ONNX_FILE, ModelCard, default_model_dir, file_sha256, load_card, model_path
 from galaxy.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,8 @@ def cache_dir() -> Path:
 
 
 def resolve_model(model_dir=None) -> tuple[Path, ModelCard]:
-    """The model directory (default: the shipped model) and its verified card."""
-    path = Path(model_dir) if model_dir else default_model_dir()
+    """The model directory (a folder or a shipped model's name; default: the shipped default) and its verified card."""
+    path = model_path(model_dir) if model_dir else default_model_dir()
     if not path.is_dir():
         raise ModelError(f"model directory {path} does not exist")
     return path, load_card(path)

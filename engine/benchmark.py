@@ -9,9 +9,16 @@ Stages:
               timm model in eval/inference_mode, batch 64, fp32.
 Each measurement warms up first, is timed over repeated runs, and prints one JSON object
 (fixed keys); a table with ratios to the baseline and to benchmarks/targets.toml follows.
-Ratios are only meaningful within one run on one machine.
+Every shipped model is measured in the same run (or those of --models); each row names its
+model's GFLOP per galaxy and, for fp32 and bf16 engines, the fraction of this machine's dense
+GEMM speed (its attainable peak, measured at the start and the end of the run, the faster
+kept) that the network reaches. End to end and the baseline are measured --rounds times,
+interleaved, and the best round is reported:
+on a shared 2-core machine one round can lose a third to a neighbour. Ratios are only
+meaningful within one run on one machine.
 
-  python bench.py --quick          # under a minute (or: galaxy bench --quick)
+  python bench.py --quick          # about a minute (or: galaxy bench --quick)
+  python bench.py --models sdss-xception-compact   # one model only
   python bench.py --images 2000    # the README's figures
   python bench.py --sizes 64,96,128 --engine-only   # speed of candidate input sizes
   python bench.py --gpu --size 299  # GPU backends and decoders, the network at 299 px
@@ -59,6 +66,28 @@ def versions() -> dict:
     return out
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> str:
+    """The vector features that decide the speed: AVX2/FMA, AVX-512, VNNI, bf16, AMX."""
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return "flags unknown"
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return " ".join(f for f in wanted if f in flags) or "no AVX2"
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -72,6 +101,51 @@ def emit(stage, backend, precision, batch, size, images, seconds, latencies_ms=(
            "versions": versions(), **extra}
     print(json.dumps(row), flush=True)
     return row
+
+
+def gemm_gflops() -> dict:
+    """This machine's attainable dense speed, GFLOP/s by precision: the best of 5 timings of a
+    1024 x 1024 matrix product in torch on its default threads (all cores).
+
+    A network's engine can approach this roof but not pass it (its convolutions are GEMMs or
+    less regular); the peak fraction of a row is images/s x GFLOP per galaxy / this. It is
+    measured rather than derived from clock and vector width, which a VM often hides; main()
+    measures it at the start and at the end of a run and keeps the faster.
+    """
+    import torch
+
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = (torch.randn(1024, 1024).to(dtype) for _ in range(2))
+        for _ in range(2):
+            a @ b
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(4):
+                a @ b
+            best = min(best, (time.perf_counter() - start) / 4)
+        out[name] = round(2 * 1024 ** 3 / best / 1e9, 1)
+    print(json.dumps({"stage": "gemm_peak", "gflops": out, "cpu_count": os.cpu_count()}), flush=True)
+    return out
+
+
+def peak_fraction(row, peak: dict) -> float | None:
+    """images/s x GFLOP per galaxy over the machine's GEMM speed at the row's precision; None
+    for GPU rows and precisions without a measured roof (int8)."""
+    if not row.get("gflop_per_galaxy") or row["device"] not in ("cpu", "CPUExecutionProvider"):
+        return None
+    roof = peak.get(row["precision"])
+    return row["images_per_min"] / 60 * row["gflop_per_galaxy"] / roof if roof else None
+
+
+@functools.lru_cache(maxsize=None)
+def model_cost(model_dir: str, size: int) -> dict:
+    """{"gflop_per_galaxy", "parameters"} of a model folder's network at `size` px (FlopCounterMode)."""
+    from galaxy.model import load_network, network_cost
+
+    network, _ = load_network(model_dir)
+    return network_cost(network, size)
 
 
 def image_files(n: int) -> list[str]:
@@ -112,7 +186,7 @@ def _synchronize():
         torch.cuda.synchronize()
 
 
-def bench_engine(session, spec, batch, repeats) -> dict:
+def bench_engine(session, spec, batch, repeats, **extra) -> dict:
     x = np.random.default_rng(0).normal(size=(batch, 3, spec.size, spec.size)).astype(np.float32)
     if getattr(session, "accepts_device_tensors", False):  # engine only: the batch is already on the GPU
         import torch
@@ -126,10 +200,10 @@ def bench_engine(session, spec, batch, repeats) -> dict:
         session.run(x)
         lat.append((time.perf_counter() - t) * 1000)
     return emit("engine", session.name, session.precision, batch, spec.size, batch * repeats, sum(lat) / 1000,
-                lat, provider=session.device)
+                lat, provider=session.device, **extra)
 
 
-def bench_end_to_end(files, model_dir, backend, batch, decoder) -> dict:
+def bench_end_to_end(files, model_dir, backend, batch, decoder, **extra) -> dict:
     from engine.run import classify
     from galaxy.config import ClassifyConfig
 
@@ -138,28 +212,27 @@ def bench_end_to_end(files, model_dir, backend, batch, decoder) -> dict:
         catalog.write_text("file\n" + "\n".join(files) + "\n")
         warm = Path(tmp) / "warm.csv"
         warm.write_text("file\n" + "\n".join(files[:batch]) + "\n")
-        classify(ClassifyConfig((), str(Path(tmp) / "w.csv"), model_dir, str(warm), backend=backend,
+        classify(ClassifyConfig((), str(Path(tmp) / "w.csv"), str(model_dir), str(warm), backend=backend,
                                 decoder=decoder, batch_size=batch, progress=False))
-        summary = classify(ClassifyConfig((), str(Path(tmp) / "out.csv"), model_dir, str(catalog),
+        summary = classify(ClassifyConfig((), str(Path(tmp) / "out.csv"), str(model_dir), str(catalog),
                                           backend=backend, decoder=decoder, batch_size=batch, progress=False))
     from engine.artifacts import resolve_model
 
     size = resolve_model(model_dir)[1].input_spec.size
     name, precision = summary.backend.split()
     return emit("end_to_end", name, precision, batch, size, summary.classified, summary.seconds,
-                provider=summary.device, decoder=summary.decoder)
+                provider=summary.device, decoder=summary.decoder, **extra)
 
 
-def bench_baseline(files, model_dir) -> dict:
+def bench_baseline(files, model_dir, **extra) -> dict:
     """Plain PyTorch, the way a user would write it: fp32, batch 64, DataLoader + PIL."""
     import torch
     from PIL import Image
     from torchvision import transforms
 
-    from galaxy.card import default_model_dir
     from galaxy.model import load_network
 
-    network, card = load_network(model_dir or default_model_dir())
+    network, card = load_network(model_dir)
     spec = card.input_spec
     crop = int(round(423 * spec.crop_fraction))
     tf = transforms.Compose([transforms.CenterCrop(crop), transforms.Resize(spec.size), transforms.ToTensor(),
@@ -179,37 +252,57 @@ def bench_baseline(files, model_dir) -> dict:
         for x in loader:
             torch.softmax(network(x), dim=1)
             n += len(x)
-    return emit("baseline", "torch-dataloader", "fp32", 64, spec.size, n, time.perf_counter() - start)
+    return emit("baseline", "torch-dataloader", "fp32", 64, spec.size, n, time.perf_counter() - start, **extra)
 
 
-def table(rows, targets) -> str:
+def best_rounds(rows) -> list[dict]:
+    """One row per measurement: the fastest of its rounds, with the spread of the rounds."""
+    best, spread = {}, {}
+    for r in rows:
+        key = (r["stage"], r.get("model"), r["backend"], r["precision"], r["size"], r.get("decoder"))
+        spread.setdefault(key, []).append(r["images_per_min"])
+        if key not in best or r["images_per_min"] > best[key]["images_per_min"]:
+            best[key] = r
+    return [{**r, "rounds": spread[k]} for k, r in best.items()]
+
+
+def table(rows, targets, peak: dict | None = None) -> str:
+    rows = best_rounds(rows)
     base = next((r for r in rows if r["stage"] == "baseline"), None)
-    engine = {(r["backend"], r["size"]): r for r in rows if r["stage"] == "engine"}
-    lines = [f"{'stage':<11} {'backend':<17} {'prec':<5} {'size':>4} {'batch':>5} {'images/min':>11} "
-             f"{'x baseline':>10}  note", "-" * 96]
+    engine = {(r.get("model"), r["backend"], r["size"]): r for r in rows if r["stage"] == "engine"}
+    lines = [f"{'stage':<11} {'model':<22} {'backend':<17} {'prec':<5} {'size':>4} {'GFLOP':>6} {'images/min':>11} "
+             f"{'peak':>5} {'x baseline':>10}  note", "-" * 130]
     for r in rows:
         ratio = f"{r['images_per_min'] / base['images_per_min']:.2f}" if base else "-"
-        note = ""
+        notes = []
         if r["stage"] == "end_to_end" and targets and str(r["device"]).startswith("cuda"):
             key = "xception_299_images_per_min" if r["size"] == 299 else "default_size_images_per_min"
             target = targets["gpu"][key]
-            note = f"GPU target {target:,}: {'met' if r['images_per_min'] >= target else 'NOT met'}; {r['decoder']} decode"
+            notes += [f"GPU target {target:,}: {'met' if r['images_per_min'] >= target else 'NOT met'}",
+                      f"{r['decoder']} decode"]
         elif r["stage"] == "end_to_end" and targets:
             target = targets["cpu"]["end_to_end_images_per_min"]
-            note = f"target {target:,}: {'met' if r['images_per_min'] >= target else 'NOT met'}"
+            notes.append(f"target {target:,}: {'met' if r['images_per_min'] >= target else 'NOT met'}")
             if base:
                 wanted = targets["cpu"]["speedup_over_baseline"]
-                note += f"; x{wanted:g} baseline: {'met' if r['images_per_min'] >= wanted * base['images_per_min'] else 'NOT met'}"
-            key = (r["backend"], r["size"])
+                met = r["images_per_min"] >= wanted * base["images_per_min"]
+                notes.append(f"x{wanted:g} baseline: {'met' if met else 'NOT met'}")
+            key = (r.get("model"), r["backend"], r["size"])
             if key in engine:
                 share = r["images_per_min"] / engine[key]["images_per_min"]
                 wanted = targets["cpu"]["end_to_end_over_engine"]
-                note += f"; {share:.2f} of engine-only ({'met' if share >= wanted else 'NOT met'})"
-            note = note + f"; {r['decoder']} decode"
+                notes.append(f"{share:.2f} of engine-only ({'met' if share >= wanted else 'NOT met'})")
+            notes.append(f"{r['decoder']} decode")
         elif r["stage"] == "decode":
-            note = f"{r['workers']} workers"
-        lines.append(f"{r['stage']:<11} {r['backend']:<17} {r['precision']:<5} {r['size']:>4} {r['batch']:>5} "
-                     f"{r['images_per_min']:>11,.0f} {ratio:>10}  {note}")
+            notes.append(f"{r['workers']} workers")
+        if len(r["rounds"]) > 1:
+            notes.append(f"best of {len(r['rounds'])} rounds ({min(r['rounds']):,.0f}-{max(r['rounds']):,.0f})")
+        gflop = f"{r['gflop_per_galaxy']:.3f}" if r.get("gflop_per_galaxy") else "-"
+        fraction = peak_fraction(r, peak or {})
+        share = f"{100 * fraction:.0f}%" if fraction is not None else "-"
+        lines.append(f"{r['stage']:<11} {r.get('model') or '-':<22} {r['backend']:<17} {r['precision']:<5} "
+                     f"{r['size']:>4} {gflop:>6} {r['images_per_min']:>11,.0f} {share:>5} {ratio:>10}  "
+                     + "; ".join(notes))
     return "\n".join(lines)
 
 
@@ -217,68 +310,86 @@ def main(argv=None):
     """Run the benchmark; `argv` as on the command line (None: sys.argv)."""
     parser = argparse.ArgumentParser(prog="bench.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Small run, under a minute.")
+    parser.add_argument("--quick", action="store_true", help="Small run (300 images, 3 rounds), about a minute.")
     parser.add_argument("--images", type=int, default=2000, help="Images for decode/end-to-end/baseline.")
-    parser.add_argument("--model", help="Model directory (default: the shipped model).")
+    parser.add_argument("--models", "--model", dest="models",
+                        help="Comma-separated model names or folders (default: every shipped model).")
+    parser.add_argument("--baseline-model", default="sdss-xception",
+                        help="The model of the plain-PyTorch baseline row (name or folder).")
     parser.add_argument("--backends", default="onnxruntime,torch,onnxruntime-int8",
                         help="Comma-separated backends; those that cannot load here are reported and skipped.")
     parser.add_argument("--decoders", default="reference,dali", help="Comma-separated decode pipelines.")
     parser.add_argument("--gpu", action="store_true",
                         help="GPU figures: backends tensorrt,torch-cuda and decoders dali-gpu,nvjpeg (where present).")
     parser.add_argument("--size", type=int,
-                        help="Run the model's weights at this input size instead (e.g. 299, Xception's own).")
+                        help="Run the models' weights at this input size instead (e.g. 299, Xception's own).")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, help="End-to-end and baseline rounds, best reported (default 3).")
     parser.add_argument("--sizes", help="Comma-separated input sizes for engine-only figures (random weights).")
     parser.add_argument("--engine-only", action="store_true")
     args = parser.parse_args(argv)
-    n = 200 if args.quick else args.images
+    n = 300 if args.quick else args.images
     repeats = 5 if args.quick else 20
+    rounds = args.rounds or 3
     targets = tomllib.loads(TARGETS.read_text()) if TARGETS.is_file() else None
     if targets is None:
         print(f"no targets file at {TARGETS}: ratios to targets are left out", file=sys.stderr)
 
     from engine import backends
     from engine.artifacts import resolve_model
-
     from engine.pipelines import dali_installed
+    from galaxy.card import shipped_models
     from galaxy.errors import GalaxyError
 
     rows = []
-    model_dir, card = resolve_model(args.model)
+    models = [resolve_model(m) for m in (args.models.split(",") if args.models else shipped_models())]
     if args.gpu:
         args.backends, args.decoders = "tensorrt,torch-cuda", "nvjpeg,dali-gpu"
     if args.size:
-        model_dir, card = resized_model(model_dir, card, args.size)
-        args.model = str(model_dir)
+        models = [resized_model(model_dir, card, args.size) for model_dir, card in models]
     options = backends.BackendOptions(batch_size=args.batch)
     names = [b for b in args.backends.split(",") if b]
     decoders = [d for d in args.decoders.split(",") if d and (d != "dali" or dali_installed())]
+    work = {str(d): {"model": c.name, **{k: v for k, v in model_cost(str(d), c.input_spec.size).items()
+                                         if k == "gflop_per_galaxy"}} for d, c in models}
     if args.sizes:
-        rows += bench_sizes([int(s) for s in args.sizes.split(",")], card, args.batch, repeats)
+        rows += bench_sizes([int(s) for s in args.sizes.split(",")], models[0][1], args.batch, repeats)
     else:
-        for name in list(names):
-            try:
-                session = backends.load(name, model_dir, card, options)
-            except GalaxyError as exc:
-                print(f"skipping backend {name}: {exc}", file=sys.stderr)
-                names.remove(name)
-                continue
-            rows.append(bench_engine(session, card.input_spec, args.batch, repeats))
+        peak = gemm_gflops()
+        for model_dir, card in models:
+            for name in list(names):
+                try:
+                    session = backends.load(name, model_dir, card, options)
+                except GalaxyError as exc:
+                    print(f"skipping backend {name} for {card.name}: {exc}", file=sys.stderr)
+                    continue
+                rows.append(bench_engine(session, card.input_spec, args.batch, repeats, **work[str(model_dir)]))
+                del session
     if not args.engine_only:
         files = image_files(n)
         rows.append(bench_listing(files))
         for decoder in decoders:
             try:
-                rows.append(bench_decode(files, card.input_spec, os.cpu_count(), decoder, args.batch))
+                rows.append(bench_decode(files, models[0][1].input_spec, os.cpu_count(), decoder, args.batch))
             except GalaxyError as exc:
                 print(f"skipping decoder {decoder}: {exc}", file=sys.stderr)
-        for name in names:
-            rows.append(bench_end_to_end(files, args.model, name, args.batch, "auto" if args.gpu else decoders[-1]))
-        if not args.gpu:
-            rows.append(bench_baseline(files, args.model))
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
-          f"model {card.name} ({card.input_spec.size} px)", file=sys.stderr)
-    print(table(rows, targets), file=sys.stderr)
+        loaded = {(r.get("model"), r["backend"]) for r in rows if r["stage"] == "engine"}
+        base_dir, base_card = resolve_model(args.baseline_model)
+        base_work = {"model": base_card.name, **{k: v for k, v in model_cost(str(base_dir), base_card.input_spec.size)
+                                                  .items() if k == "gflop_per_galaxy"}}
+        for i in range(rounds):  # interleaved, so a slow spell of the machine hits every measurement alike
+            for model_dir, card in models:
+                for name in names:
+                    if args.sizes or (card.name, name) in loaded:
+                        rows.append(bench_end_to_end(files, model_dir, name, args.batch,
+                                                     "auto" if args.gpu else decoders[-1], round=i,
+                                                     **work[str(model_dir)]))
+            if not args.gpu:
+                rows.append(bench_baseline(files, base_dir, round=i, **base_work))
+    peak = {} if args.sizes else {k: max(v, peak[k]) for k, v in gemm_gflops().items()}
+    print(f"\nmachine: {cpu_name()}, {os.cpu_count()} cpus, {cpu_flags()}; dense GEMM here {peak} GFLOP/s; "
+          f"models {', '.join(f'{c.name} ({c.input_spec.size} px)' for _, c in models)}", file=sys.stderr)
+    print(table(rows, targets, peak), file=sys.stderr)
 
 
 def resized_model(model_dir, card, size: int):

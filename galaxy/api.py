@@ -142,5 +142,5 @@ def _rgb_unit(image, index: int) -> np.ndarray:
 
 
 def load_model(model_dir=None, **options) -> Model:
-    """Load a model directory (default: the shipped model); options as for `Model`."""
+    """Load a model: a folder or a shipped model's name (default: the shipped default); options as for `Model`."""
     return Model(model_dir, **options)

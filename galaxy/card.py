@@ -151,6 +151,28 @@ def validation_ids(model_dir, card: ModelCard) -> set[str] | None:
     return set(path.read_text().split()) if path.is_file() else None
 
 
+MODELS_DIR = Path(__file__).parent / "models"
+FULL_MODEL = "sdss-xception"  # the full Xception (Khan et al.): what the GPU path compiles
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped inside the package (folders of galaxy/models with a card), full model first."""
+    names = sorted(p.name for p in MODELS_DIR.iterdir() if (p / CARD_FILE).is_file()) if MODELS_DIR.is_dir() else []
+    return sorted(names, key=lambda name: name != FULL_MODEL)
+
+
+def model_path(value) -> Path:
+    """A model folder from what a user typed: a shipped model's name (`sdss-xception`) or a folder.
+
+    A folder of that name in the working directory wins over a shipped name, so a user's own
+    `sdss-xception/` is never silently replaced.
+    """
+    path = Path(value)
+    if not path.exists() and str(value) in shipped_models():
+        return MODELS_DIR / str(value)
+    return path
+
+
 def default_model_dir() -> Path:
     """The model shipped inside the package."""
-    return Path(__file__).parent / "models" / "sdss-xception"
+    return MODELS_DIR / FULL_MODEL

@@ -11,7 +11,7 @@ from galaxy import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on
-from galaxy.cli_common import vote_options as _vote_options
+from galaxy.cli_common import MODEL as _MODEL, vote_options as _vote_options
 from galaxy.cli_train import distill, train
 from galaxy.console import filter_native_stderr
 
@@ -34,7 +34,7 @@ cli.add_command(distill)
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir", type=_MODEL)
 @click.option("--images", "parity_images", multiple=True, type=click.Path(exists=True),
               help="Real images (files or folders) for the parity check (default: the shipped samples).")
 @click.option("--tolerance", default=1e-4, show_default=True, help="Largest |p_onnx - p_torch| accepted.")
@@ -56,8 +56,9 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Catalog to write: .csv, .ecsv, .parquet or .fits (with --ray: a folder).")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False),
-              help="Model directory (default: the shipped model).")
+@click.option("--model", "model_dir", type=_MODEL,
+              help="A shipped model's name (sdss-xception, sdss-xception-compact) or a model folder "
+                   "(default: the shipped default; see `galaxy models`).")
 @click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
               help="A table (CSV, FITS, Parquet, ECSV) with a column of image paths.")
 @click.option("--path-column", help="Path column of --catalog (default: file_loc, file or path).")
@@ -138,7 +139,7 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir", type=_MODEL)
 @click.option("--calibration", required=True, type=click.Path(exists=True),
               help="Labelled training data (CSV or class folders); validation images are left out.")
 @click.option("--label-column", default="label", show_default=True)
@@ -156,7 +157,7 @@ def quantize(**options):
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir", type=_MODEL)
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="The labelled data the model was trained on (its validation split is used).")
 @click.option("--label-column", default="label", show_default=True)
@@ -176,7 +177,7 @@ def calibrate(**options):
 
 
 @cli.command("compile")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir", type=_MODEL)
 @click.option("--precision", default="fp16", show_default=True, type=click.Choice(["fp16", "int8"]))
 @click.option("--calibration", type=click.Path(exists=True),
               help="INT8: labelled training data (CSV or class folders); validation images are left out.")
@@ -197,7 +198,7 @@ def compile_engine(**options):
 
 
 @cli.command("check-backends")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir", type=_MODEL)
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="The labelled data the model was trained on (its validation split is used).")
 @click.option("--backend", "backends", multiple=True, default=("torch", "onnxruntime-int8"), show_default=True)
@@ -219,16 +220,16 @@ def check_backends(**options):
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dir", type=_MODEL)
 @click.argument("data", type=click.Path(exists=True))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for report.json, predictions.csv, reliability.png and coverage.png.")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "all"]),
               help="val: only the model's validation ids (for its own training data); all: every image.")
 @click.option("--tta", is_flag=True, help="D4 test-time augmentation.")
-@click.option("--ensemble", multiple=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--ensemble", multiple=True, type=_MODEL,
               help="Another model averaged with MODEL_DIR (repeatable): score the ensemble.")
-@click.option("--compare", type=click.Path(exists=True, file_okay=False),
+@click.option("--compare", type=_MODEL,
               help="A second model scored on the same images: paired McNemar test, agreement, and the "
                    "labels both models reject (label_suspects.csv).")
 @click.option("--by-column", help="CSV column whose values group the images (e.g. gz1_name): accuracy "
@@ -296,15 +297,15 @@ def report_command(catalog, out, per_row):
 
 
 @cli.command()
-@click.argument("model_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.argument("model_dirs", nargs=-1, type=_MODEL)
 def models(model_dirs):
-    """List models with their cards: the shipped one, plus any MODEL_DIRS given.
+    """List models with their cards: the shipped ones, plus any MODEL_DIRS given.
 
     Example: galaxy models models/mine
     """
-    from galaxy.card import default_model_dir, load_card
+    from galaxy.card import load_card, model_path, shipped_models
 
-    for model_dir in (default_model_dir(), *model_dirs):
+    for model_dir in (*(model_path(name) for name in shipped_models()), *model_dirs):
         card = _run(load_card, model_dir)
         val = card.metrics.get("validation", {})
         spec = card.input_spec

@@ -29,6 +29,24 @@ class GalaxyGroup(click.Group):
             ctx.exit(130)
 
 
+class ModelFolder(click.ParamType):
+    """A model: a shipped model's name (see `galaxy models`) or a model folder."""
+
+    name = "MODEL"
+
+    def convert(self, value, param, ctx):
+        from galaxy.card import model_path, shipped_models
+
+        path = model_path(value)
+        if not path.is_dir():
+            self.fail(f"{value!r} is neither a model folder nor a shipped model ({', '.join(shipped_models())})",
+                      param, ctx)
+        return str(path)
+
+
+MODEL = ModelFolder()
+
+
 def only_what_to_act_on():
     """Log warnings and errors only (not with -v): `classify` prints one summary line, and `-q`
     on any command leaves nothing but what the user must act on."""

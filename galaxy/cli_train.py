@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from galaxy.cli_common import command_line, only_what_to_act_on, run_command, vote_options
+from galaxy.cli_common import MODEL, command_line, only_what_to_act_on, run_command, vote_options
 from galaxy.config import TrainConfig
 
 
@@ -89,7 +89,7 @@ def _train_and_report(options: dict) -> None:
                    "random softening, unit and pedestal) made into a composite exactly as a FITS input is, "
                    "plus its r band alone; --fits-probability of the labelled samples are drawn from them.")
 @click.option("--fits-probability", default=0.3, show_default=True)
-@click.option("--teacher", "teachers", multiple=True, type=click.Path(exists=True, file_okay=False),
+@click.option("--teacher", "teachers", multiple=True, type=MODEL,
               help="Model folder whose soft targets the student learns (repeat for an ensemble; "
                    "default with --unlabeled: the --init model).")
 @click.option("--soft-temperature", default=1.0, show_default=True, help="Temperature of the soft-target loss.")
@@ -113,7 +113,7 @@ def train(**options):
 
 
 @click.command()
-@click.argument("teachers", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("teachers", nargs=-1, required=True, type=MODEL)
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="The labelled data the teacher was trained on (CSV or class folders; the same split is used).")
 @_shared_options

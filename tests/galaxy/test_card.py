@@ -50,3 +50,15 @@ def test_card_json_is_plain_json(default_model):
     model_dir, _ = default_model
     data = json.loads((model_dir / "card.json").read_text())
     assert data["weights"]["dtype"] == "float16"
+
+
+def test_shipped_models_are_named_and_found_by_name(tmp_path, monkeypatch):
+    from galaxy.card import FULL_MODEL, MODELS_DIR, model_path, shipped_models
+
+    names = shipped_models()
+    assert names[0] == FULL_MODEL and all((MODELS_DIR / n / "card.json").is_file() for n in names)
+    assert model_path(FULL_MODEL) == MODELS_DIR / FULL_MODEL
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / FULL_MODEL).mkdir()  # a user's own folder of that name wins over the shipped one
+    assert model_path(FULL_MODEL) == tmp_path.joinpath(FULL_MODEL).relative_to(tmp_path)
+    assert str(model_path("runs/x")) == "runs/x"  # anything else is a folder path as typed

@@ -306,3 +306,13 @@ def test_evaluate_by_column_gives_each_groups_recall(tmp_path):
     bad = invoke("evaluate", default_model_dir(), EXAMPLES / "labels.csv", "-o", out, "--split", "all",
                  "--by-column", "nope", "-q")
     assert bad.exit_code == 2 and "no column 'nope'" in bad.output
+
+
+def test_model_is_taken_by_name(tmp_path):
+    out = tmp_path / "catalog.csv"
+    result = invoke("classify", EXAMPLES, "-o", out, "-q", "--model", "sdss-xception",
+                    "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert len(read_csv(out)) > 0
+    bad = invoke("classify", EXAMPLES, "-o", out, "--model", "sdss-resnet")
+    assert bad.exit_code == 2 and "neither a model folder nor a shipped model" in bad.output

@@ -1,0 +1,43 @@
+"""bench.py: the table's arithmetic on known rows, and one small real run."""
+
+import pytest
+
+from engine import benchmark
+
+
+def _row(stage, images_per_min, round_=0, **extra):
+    return {"stage": stage, "backend": extra.pop("backend", "onnxruntime"), "precision": extra.pop("precision", "fp32"),
+            "batch": 32, "size": 96, "images": 100, "images_per_min": images_per_min, "device": "cpu",
+            "round": round_, **extra}
+
+
+def test_table_keeps_the_best_round_and_the_peak_fraction():
+    model = {"model": "m", "gflop_per_galaxy": 1.0}
+    rows = [_row("engine", 6000.0, **model),
+            _row("end_to_end", 3000.0, 0, decoder="dali", **model), _row("baseline", 600.0, 0, **model),
+            _row("end_to_end", 5400.0, 1, decoder="dali", **model), _row("baseline", 1200.0, 1, **model),
+            _row("engine", 9000.0, backend="onnxruntime-int8", precision="int8", **model)]
+    text = benchmark.table(rows, {"cpu": {"end_to_end_images_per_min": 5000, "speedup_over_baseline": 3.0,
+                                          "end_to_end_over_engine": 0.9}}, {"fp32": 200.0})
+    engine, end_to_end, baseline, int8 = (line for line in text.splitlines()[2:])
+    assert " 50% " in engine  # 100 images/s x 1 GFLOP over a 200 GFLOP/s roof
+    assert "5,400" in end_to_end and " 45% " in end_to_end and "4.50" in end_to_end  # over the best baseline, 1,200
+    assert "target 5,000: met" in end_to_end and "0.90 of engine-only (met)" in end_to_end
+    assert "best of 2 rounds (3,000-5,400)" in end_to_end and "best of 2 rounds (600-1,200)" in baseline
+    assert " - " in int8.split("9,000")[1][:8]  # no fp32 roof for int8
+
+
+def test_peak_fraction_is_left_out_on_a_gpu():
+    row = _row("engine", 6000.0, model="m", gflop_per_galaxy=1.0)
+    assert benchmark.peak_fraction({**row, "device": "cuda"}, {"fp32": 200.0}) is None
+    assert benchmark.peak_fraction(row, {"fp32": 200.0}) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_a_small_run_names_gflop_and_peak(capsys):
+    benchmark.main(["--images", "16", "--rounds", "1", "--backends", "onnxruntime", "--decoders", "reference",
+                    "--models", "sdss-xception"])
+    err = capsys.readouterr().err
+    assert "dense GEMM here" in err and "GFLOP" in err
+    end_to_end = next(line for line in err.splitlines() if line.startswith("end_to_end"))
+    assert "1.652" in end_to_end and "%" in end_to_end
