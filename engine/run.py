@@ -1,7 +1,8 @@
-"""The run loop of `galaxy classify`: list -> decode -> batch -> infer -> write.
+"""`galaxy classify` on one machine: list -> the runner (decode, batch, infer) -> journal -> catalog.
 
-Decoding runs in a thread pool ahead of inference (bounded look-ahead), so reading the
-next batch overlaps with classifying this one; results are written batch by batch.
+The runner (engine/runner.py) decodes ahead of inference (bounded look-ahead), so reading the
+next batch overlaps with classifying this one; the journal commits results batch by batch and
+assembles the catalog at the end.
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 
-from engine import backends
-from engine.batching import batches
 from engine.journal import Journal
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
-from engine.pipelines import open_pipeline
-from engine.tta import run_d4
+from engine.runner import Runner
 from galaxy import __version__
-from galaxy.bands import parse_bands
 from galaxy.catalog import column_units, errors_path, output_format
 from galaxy.config import ClassifyConfig, config_dict
 from galaxy.errors import UsageError
@@ -69,15 +66,6 @@ def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
     }
 
 
-def _hdu(value):
-    return int(value) if value is not None and str(value).isdigit() else value
-
-
-def reading_spec(card, config):
-    """The model's InputSpec with this run's FITS band choice (`--bands`) applied."""
-    return card.input_spec.replace(fits_bands=parse_bands(config.bands)) if config.bands else card.input_spec
-
-
 def classify(config: ClassifyConfig) -> Summary:
     """Classify every input of `config` into its output catalog; errors go to the errors file."""
     from engine.artifacts import resolve_model
@@ -92,16 +80,8 @@ def classify(config: ClassifyConfig) -> Summary:
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns)
     model_dir, card = resolve_model(config.model_dir)
-    spec = reading_spec(card, config)
-    workers = config.workers or os.cpu_count() or 1
-    batch_size = config.batch_size
-    if not 1 <= batch_size:
-        raise UsageError(f"batch size {batch_size} must be at least 1")
-    session = backends.load(config.backend, model_dir, card,
-                            backends.BackendOptions(threads=config.threads, batch_size=batch_size))
-    batch_size = min(batch_size, session.max_batch)
-    pipeline = open_pipeline(config.decoder, spec, workers, depth=4 * batch_size, hdu=_hdu(config.hdu),
-                             batch_size=batch_size, device=session.device)
+    runner = Runner.for_classify(model_dir, card, config)
+    session = runner.session
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config), config.overwrite,
                       config.commit_every, config.output_format, units, config.commit_seconds)
@@ -112,9 +92,9 @@ def classify(config: ClassifyConfig) -> Summary:
     counter.start()
     classified = 0
 
-    def on_error(item):
-        journal.errors.append((item.path, item.error.stage, item.error.reason))
-        log.debug("failed: %s", item.error)
+    def on_error(failure):
+        journal.errors.append(failure)
+        log.debug("failed: %s: %s", failure.path, failure.reason)
         bar.update(1)
 
     started = time.perf_counter()
@@ -123,12 +103,10 @@ def classify(config: ClassifyConfig) -> Summary:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
                                               config.keep_columns, band_columns)
                  if not journal.is_done(item.path))
-        for batch in batches(pipeline.decode(items), batch_size, on_error):
-            tensor = batch.tensor[: batch.n_valid]
-            probabilities = run_d4(session, tensor) if config.tta else session.run(tensor)
-            journal.add(batch.ids, batch.paths, probabilities, batch.columns)
-            classified += batch.n_valid
-            bar.update(batch.n_valid)
+        for result in runner.run(items, on_error):
+            journal.add(*result)
+            classified += len(result.ids)
+            bar.update(len(result.ids))
             bar.set_postfix_str(f"{len(journal.errors)} failed")
         finished = True
     except KeyboardInterrupt:  # Ctrl-C: keep what is done, write the catalog properly
@@ -142,7 +120,7 @@ def classify(config: ClassifyConfig) -> Summary:
             journal.release()
     seconds = time.perf_counter() - started
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
-                   f"{session.name} {session.precision}", session.device, pipeline.name, interrupted,
+                   runner.backend, session.device, runner.pipeline.name, interrupted,
                    journal.resumed, total)
 
 

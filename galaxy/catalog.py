@@ -46,6 +46,18 @@ def safe_text(value: str) -> str:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def unique_id(ident: str, seen: set[str]) -> str:
+    """The one unique-id rule of a catalog: `ident`, or `ident#2`, `ident#3`, ... the first not in
+    `seen`, which it joins. The same stem in two folders keeps both rows; the path column says
+    which file is which. Applied in listing order, so every run and every machine agree."""
+    candidate, n = ident, 1
+    while candidate in seen:
+        n += 1
+        candidate = f"{ident}#{n}"
+    seen.add(candidate)
+    return candidate
+
+
 def output_format(path, explicit: str | None = None) -> str:
     """The writer for an output path: by `explicit` name or by extension; never a silent default."""
     if explicit:
@@ -392,14 +404,18 @@ class CatalogWriter:
 
 
 class ErrorWriter:
-    """Streams (path, stage, reason) rows for inputs that could not be classified."""
+    """The one errors writer: streams (path, stage, reason) rows for inputs that could not be classified.
 
-    def __init__(self, path):
+    `header`: write the column names first (False for the per-shard files a `--ray` run merges).
+    """
+
+    def __init__(self, path, header: bool = True):
         self.path = Path(path)
         self.count = 0
         self._fh = open(self.path, "w", newline="")
         self._writer = csv.writer(self._fh)
-        self._writer.writerow(ERROR_COLUMNS)
+        if header:
+            self._writer.writerow(ERROR_COLUMNS)
 
     def write(self, path, stage, reason):
         self._writer.writerow([safe_text(path), stage, safe_text(reason)])
