@@ -96,7 +96,7 @@ class ShardClassifier:
 
     def __init__(self, config, model_dir: str, out_dir: str):
         from engine.artifacts import resolve_model
-        from engine.run import catalog_metadata
+        from galaxy.metadata import catalog_metadata
         from engine.runner import Runner
 
         model_dir, card = resolve_model(model_dir)

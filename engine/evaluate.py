@@ -24,15 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.artifacts import resolve_model
-from engine.checks import validation_split
 from engine.listing import Item
 from engine.runner import Runner
-from galaxy import __version__
+from galaxy.version import __version__
 from galaxy.card import validation_ids
 from galaxy.catalog import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
-from galaxy.labels import column_by_id, load_labelled
+from galaxy.labels import column_by_id, load_labelled, validation_split
 from galaxy.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
 from galaxy.plots import coverage_curve, reliability_diagram
 from galaxy.progress import progress

@@ -7,21 +7,19 @@ assembles the catalog at the end.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 
 from engine.journal import Journal
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
 from engine.runner import Runner
-from galaxy import __version__
+from galaxy.metadata import catalog_metadata, run_fingerprint
 from galaxy.catalog import column_units, errors_path, output_format
-from galaxy.config import ClassifyConfig, config_dict
+from galaxy.config import ClassifyConfig
 from galaxy.errors import UsageError
 from galaxy.progress import progress
 
@@ -47,23 +45,6 @@ class Summary:
     @property
     def images_per_min(self) -> float:
         return 60.0 * self.classified / self.seconds if self.seconds > 0 else 0.0
-
-
-def run_fingerprint(card, session, config: ClassifyConfig) -> dict:
-    """What a resumed run must share with the run it continues."""
-    return {"weights": card.weights_sha256, "temp": card.temperature, "keep": list(config.keep_columns), "backend": f"{session.name} {session.precision}", "tta": config.tta}
-
-
-def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
-    """Self-description stored with every catalog (keys of at most 8 characters, for FITS)."""
-    return {"run": json.dumps(run_fingerprint(card, session, config)),
-        "model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
-        "spec": json.dumps(card.input_spec.to_dict()),
-        "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
-        "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
-        "cwd": config.cwd,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),  # FITS DATE: UTC, no offset
-    }
 
 
 def classify(config: ClassifyConfig) -> Summary:
@@ -131,33 +112,3 @@ def _count_total(bar, config: ClassifyConfig, band_columns, resumed: int) -> Non
         bar.total = max(0, count_inputs(config.inputs, config.catalog, config.path_column, band_columns) - resumed)
     except (OSError, UsageError) as exc:  # the run itself reports a bad input; the bar just has no total
         log.debug("no progress total: %s", exc)
-
-
-def quantize_model(config) -> str:
-    """`galaxy quantize`: build the int8 model from real training images (a QuantizeConfig)."""
-    from engine.artifacts import resolve_model
-    from engine.quantize import quantize, training_paths
-
-    model_dir, card = resolve_model(config.model_dir)
-    paths = training_paths(model_dir, card, config.calibration, config.label_column, config.path_column,
-                           config.images)
-    return str(quantize(model_dir, card, paths))
-
-
-def check_model_backends(config) -> dict:
-    """`galaxy check-backends` (a CheckConfig)."""
-    from engine.artifacts import resolve_model
-    from engine.checks import check_backends
-
-    model_dir, card = resolve_model(config.model_dir)
-    return check_backends(model_dir, card, config.data, config.backends, label_column=config.label_column,
-                          path_column=config.path_column)
-
-
-def calibrate_model(config) -> dict:
-    """`galaxy calibrate` (a CalibrateConfig)."""
-    from engine.artifacts import resolve_model
-    from engine.checks import calibrate
-
-    model_dir, card = resolve_model(config.model_dir)
-    return calibrate(model_dir, card, config.data, label_column=config.label_column, path_column=config.path_column)

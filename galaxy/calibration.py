@@ -54,6 +54,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, tol: float = 1e-4) -
     return float(np.exp((lo + hi) / 2))
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, float32 (the ONNX graph ends in logits; torch-free, for its backends)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
     z = logits.astype(np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from galaxy import __version__
+from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on
@@ -149,7 +149,7 @@ def quantize(**options):
 
     Example: galaxy quantize galaxy/models/sdss-xception --calibration ../shared/data/gz1-sdss/labels.csv
     """
-    from engine.run import quantize_model
+    from engine.quantize import quantize_model
 
     path = _run(quantize_model, QuantizeConfig(**options))
     click.echo(f"wrote {path}; check it with galaxy check-backends", err=True)
@@ -168,7 +168,7 @@ def calibrate(**options):
 
     Example: galaxy calibrate galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv
     """
-    from engine.run import calibrate_model
+    from engine.calibrate import calibrate_model
 
     record = _run(calibrate_model, CalibrateConfig(**options))
     click.echo(f"temperature {record['temperature']:.4f}: ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f} "
@@ -208,7 +208,7 @@ def check_backends(**options):
 
     Example: galaxy check-backends galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv
     """
-    from engine.run import check_model_backends
+    from engine.checks import check_model_backends
 
     options["backends"] = tuple(options["backends"])
     report = _run(check_model_backends, CheckConfig(**options))

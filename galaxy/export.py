@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galaxy.calibration import softmax
 from galaxy.card import ONNX_FILE, ModelCard, file_sha256, load_card
 from galaxy.errors import ImageReadError, ModelError, UsageError
 from galaxy.images import is_image_path, load_input
@@ -48,13 +49,6 @@ def _parity_batch(images, spec) -> np.ndarray:
     if not tensors:
         raise UsageError(f"no readable images for the parity check in {[str(i) for i in images]}")
     return np.stack(tensors)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, K) logits, float32."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOLERANCE,

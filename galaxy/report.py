@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy import __version__
+from galaxy.version import __version__
 from galaxy.catalog import errors_path, read_catalog_metadata, read_catalog_rows
 
 BINS = np.linspace(0, 1, 21)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from galaxy import __version__
+from galaxy.version import __version__
 from galaxy.augment import geometric_views, photometric
 from galaxy.calibration import calibration_record, log_probabilities, softmax_t
 from galaxy.card import ModelCard

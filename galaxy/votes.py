@@ -138,14 +138,13 @@ def _asset_ids(table_path: Path, images: Path) -> dict[str, str]:
     return {}
 
 
-def load_votes(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral")):
-    """A LabelledSet from a Galaxy Zoo vote table: ids are the catalog's ids.
+def vote_rows(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral")):
+    """(paths, ids, class indices) of the galaxies a Galaxy Zoo vote table labels: ids are the
+    catalog's ids. `galaxy.labels.load_votes` makes them a LabelledSet.
 
     Raises:
         UsageError: unknown columns, classes other than elliptical/spiral, or no galaxy left.
     """
-    from galaxy.labels import LabelledSet
-
     if set(classes) != {"elliptical", "spiral"}:
         raise UsageError(f"vote catalogs give elliptical and spiral labels, not {list(classes)}")
     path = Path(path)
@@ -186,7 +185,7 @@ def load_votes(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral
              kept.count(classes.index("spiral")), int((labels < 0).sum()), no_image)
     if not kept:
         raise UsageError(f"{path}: no galaxy passes the vote threshold {rule.threshold} with an image in {images}")
-    return LabelledSet(tuple(paths), tuple(ids), tuple(kept), tuple(classes))
+    return paths, ids, kept
 
 
 def rule_from_config(config: dict) -> VoteRule:

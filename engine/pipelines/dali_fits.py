@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from engine.pipelines.reference import Decoded
+from engine.pipelines.base import Decoded
 from galaxy.errors import ImageReadError
 from galaxy.bands import choose_planes
 from galaxy.fits import locate_image

@@ -61,7 +61,7 @@ def test_dali_hands_bad_and_non_jpeg_files_to_the_reference_reader(tmp_path):
 def test_jpeg_component_sniffing(tmp_path):
     from PIL import Image
 
-    from engine.pipelines.dali import jpeg_components
+    from engine.pipelines.base import jpeg_components
 
     for mode, n in (("RGB", 3), ("L", 1), ("CMYK", 4)):
         path = tmp_path / f"{mode}.jpg"

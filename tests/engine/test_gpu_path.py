@@ -17,7 +17,7 @@ from engine import backends
 from engine.batching import batches
 from engine.listing import Item
 from engine.pipelines import dali_installed, pick
-from engine.pipelines.reference import Decoded
+from engine.pipelines.base import Decoded
 from engine.tensorrt_build import Target, calibration_batches, check_plan, plan_path, plan_record
 from engine.tta import d4_views
 from galaxy.errors import ModelError, UsageError

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.batching import batches
-from engine.pipelines.reference import Decoded, bounded_map, decode_stream
+from engine.pipelines.base import Decoded, bounded_map, decode_stream
 from engine.listing import Item, iter_inputs
 from galaxy.images import stem_id
 from galaxy.errors import ImageReadError, UsageError
