@@ -44,7 +44,7 @@ def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
         return local
     import torch
 
-    from galaxy.export import ONNX_OPSET, export_onnx
+    from galaxy.training.export import ONNX_OPSET, export_onnx
 
     cached = cache_dir() / "onnx" / f"{card.engine_key}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
     if not cached.is_file():

@@ -157,7 +157,7 @@ def bench_baseline(files, model_dir) -> dict:
     from torchvision import transforms
 
     from galaxy.card import default_model_dir
-    from galaxy.model import load_network
+    from galaxy.training.model import load_network
 
     network, card = load_network(model_dir or default_model_dir())
     spec = card.input_spec
@@ -305,7 +305,7 @@ def bench_sizes(sizes, card, batch, repeats) -> list[dict]:
     import onnxruntime as ort
     import torch
 
-    from galaxy.model import create_network
+    from galaxy.training.model import create_network
     from galaxy.spec import INPUT_NAME, OUTPUT_NAME
 
     rows = []

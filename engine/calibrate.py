@@ -1,6 +1,6 @@
 """`galaxy calibrate`: fit the temperature on the model's validation split and store it in the card.
 
-The fit itself (Guo et al. 2017) is galaxy/calibration.py; this module runs the network on the
+The fit itself (Guo et al. 2017) is galaxy/evaluation/calibration.py; this module runs the network on the
 validation images (ONNX Runtime fp32) to get the probabilities it is fitted on.
 """
 
@@ -11,7 +11,7 @@ import logging
 from engine import backends
 from engine.artifacts import resolve_model
 from engine.checks import batched_probabilities, validation_tensors
-from galaxy.calibration import calibration_record, log_probabilities
+from galaxy.evaluation.calibration import calibration_record, log_probabilities
 
 log = logging.getLogger(__name__)
 

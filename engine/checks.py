@@ -21,7 +21,7 @@ from engine.listing import Item
 from engine.pipelines.base import decode_stream
 from galaxy.errors import UsageError
 from galaxy.labels import validation_split
-from galaxy.metrics import classification_report
+from galaxy.evaluation.metrics import classification_report
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,12 @@ import numpy as np
 
 from engine.journal import keep_fingerprint
 from engine.listing import require_inputs
-from galaxy.catalog import RAY_BOOKKEEPING, RAY_MANIFEST, ErrorWriter, column_kinds, errors_path, safe_text, unique_id
+from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST
+from galaxy.catalog.text import safe_text
+from galaxy.catalog.write import column_kinds, errors_path, ErrorWriter, unique_id
 from galaxy.errors import BackendUnavailable, UsageError
-from galaxy.fits_table import SKY_UNITS
-from galaxy.metadata import galaxy_keys, parquet_metadata
+from galaxy.catalog.fits_table import SKY_UNITS
+from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class ShardClassifier:
 
     def __init__(self, config, model_dir: str, out_dir: str):
         from engine.artifacts import resolve_model
-        from galaxy.metadata import catalog_metadata
+        from galaxy.catalog.metadata import catalog_metadata
         from engine.runner import Runner
 
         model_dir, card = resolve_model(model_dir)
@@ -117,7 +119,7 @@ class ShardClassifier:
         import pyarrow.parquet as pq
 
         from engine.listing import Item
-        from galaxy.catalog import CatalogWriter
+        from galaxy.catalog.write import CatalogWriter
 
         _maybe_crash(index)
         table = pq.read_table(shard_path).to_pydict()
@@ -279,7 +281,7 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
     """
     import pyarrow.parquet as pq
 
-    from galaxy.catalog import read_catalog_metadata
+    from galaxy.catalog.read import read_catalog_metadata
 
     _finalize_parts(out_dir, shards)
     errors = ErrorWriter(errors_path(out_dir))

@@ -28,12 +28,12 @@ from engine.listing import Item
 from engine.runner import Runner
 from galaxy.version import __version__
 from galaxy.card import validation_ids
-from galaxy.catalog import CatalogWriter
+from galaxy.catalog.write import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
 from galaxy.labels import column_by_id, load_labelled, validation_split
-from galaxy.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
-from galaxy.plots import coverage_curve, reliability_diagram
+from galaxy.evaluation.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
+from galaxy.evaluation.plots import coverage_curve, reliability_diagram
 from galaxy.progress import progress
 from galaxy.votes import rule_from_config
 

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import (CatalogWriter, ErrorWriter, column_kinds, errors_path, output_format, read_catalog_rows,
-                            safe_text, unique_id)
-from galaxy.fits_table import ascii_text
+from galaxy.catalog.formats import output_format
+from galaxy.catalog.read import read_catalog_rows
+from galaxy.catalog.text import safe_text
+from galaxy.catalog.write import CatalogWriter, column_kinds, errors_path, ErrorWriter, unique_id
+from galaxy.catalog.text import ascii_text
 from galaxy.errors import UsageError
 
 COMMIT_ROWS = 2048
@@ -228,7 +230,7 @@ def _cell(value) -> str:
 
 def _output_fingerprint(output, fmt=None) -> dict | None:
     """The fingerprint stored in a finished catalog's metadata, when it has one."""
-    from galaxy.catalog import read_catalog_metadata
+    from galaxy.catalog.read import read_catalog_metadata
 
     meta = read_catalog_metadata(output, fmt)
     return json.loads(meta["run"]) if "run" in meta else None

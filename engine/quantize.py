@@ -18,7 +18,7 @@ import numpy as np
 from engine.artifacts import cache_dir, onnx_model, resolve_model
 from galaxy.card import validation_ids
 from galaxy.errors import BackendUnavailable, UsageError
-from galaxy.images import load_input
+from galaxy.io.images import load_input
 from galaxy.labels import load_labelled
 from galaxy.votes import rule_from_config
 from galaxy.spec import INPUT_NAME

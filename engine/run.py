@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from engine.journal import Journal
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
 from engine.runner import Runner
-from galaxy.metadata import catalog_metadata, run_fingerprint
-from galaxy.catalog import column_units, errors_path, output_format
+from galaxy.catalog.metadata import catalog_metadata, run_fingerprint
+from galaxy.catalog.formats import output_format
+from galaxy.catalog.read import column_units
+from galaxy.catalog.write import errors_path
 from galaxy.config import ClassifyConfig
 from galaxy.errors import UsageError
 from galaxy.progress import progress

@@ -24,7 +24,7 @@ from engine.batching import batches
 from engine.listing import Item
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
-from galaxy.bands import parse_bands
+from galaxy.io.bands import parse_bands
 from galaxy.errors import UsageError
 
 

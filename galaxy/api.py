@@ -61,7 +61,7 @@ class Model:
         Raises:
             UsageError: an image of another shape or dtype, or floats outside [0, 1] (e.g. 0-255).
         """
-        from galaxy.images import crop_resize, normalise
+        from galaxy.io.images import crop_resize, normalise
 
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = images[None]
@@ -80,7 +80,7 @@ class Model:
 
         Args:
             inputs: paths (files or folders), or a Table with a path column (the first of
-                `galaxy.catalog.PATH_COLUMNS` it has: file_loc, file, path, ...)
+                `galaxy.catalog.formats.PATH_COLUMNS` it has: png_loc, file_loc, file, path)
                 and optionally an `id` column.
             errors: if given, (path, stage, reason) tuples of unreadable files are appended.
             progress: show progress (a tqdm.auto widget in Jupyter, a bar on a terminal,
@@ -89,7 +89,7 @@ class Model:
         from galaxy.progress import progress as reporter
 
         from engine.listing import Item, iter_inputs
-        from galaxy.catalog import PATH_COLUMNS
+        from galaxy.catalog.formats import PATH_COLUMNS
 
         if hasattr(inputs, "colnames"):
             column = next((c for c in PATH_COLUMNS if c in inputs.colnames), None)

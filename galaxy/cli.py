@@ -44,7 +44,7 @@ def export(model_dir, parity_images, tolerance, opset):
 
     Example: galaxy export models/mine
     """
-    from galaxy.export import export_model_dir
+    from galaxy.training.export import export_model_dir
 
     record = _run(export_model_dir, ExportConfig(model_dir, tuple(parity_images), tolerance, opset))
     parity = record["parity"]
@@ -110,7 +110,7 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
     if ray_address is not None:
         from engine.distributed import classify_on_ray
-        from galaxy.catalog import errors_path
+        from galaxy.catalog.write import errors_path
 
         manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size, actors)
         errors = f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""
@@ -276,7 +276,7 @@ def montage_command(catalog, out, per_row):
 
     Example: galaxy montage catalog.csv -o montage.png
     """
-    from galaxy.montage import montage
+    from galaxy.evaluation.montage import montage
 
     click.echo(f"wrote {_run(montage, catalog, out, per_row)}", err=True)
 
@@ -290,7 +290,7 @@ def report_command(catalog, out, per_row):
 
     Example: galaxy report catalog.csv -o report.html
     """
-    from galaxy.report import report
+    from galaxy.evaluation.report import report
 
     click.echo(f"wrote {_run(report, catalog, out, per_row)}", err=True)
 

@@ -1,6 +1,6 @@
 """Labelled data sets for training: a folder of class folders, or a CSV with file and label columns.
 
-No torch here: this returns plain lists that `galaxy.train` turns into tensors.
+No torch here: this returns plain lists that `galaxy.training.train` turns into tensors.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from galaxy.card import validation_ids
 from galaxy.errors import UsageError
-from galaxy.images import is_image_path, stem_id
+from galaxy.io.images import is_image_path, stem_id
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
 
 log = logging.getLogger(__name__)

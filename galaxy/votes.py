@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy.catalog.formats import PATH_COLUMNS, table_format
 from galaxy.errors import UsageError
-from galaxy.images import is_image_path, stem_id
+from galaxy.io.images import is_image_path, stem_id
 
 log = logging.getLogger(__name__)
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".fits", ".fit", ".fts", ".ecsv")
-PATH_COLUMNS = ("png_loc", "file_loc", "file", "path")
 
 
 @dataclass(frozen=True)
@@ -92,14 +91,13 @@ def read_table(path):
     from astropy.table import Table
 
     path = Path(path)
-    suffix = path.suffix.lower()
-    formats = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv"}
+    fmt = table_format(path)
     try:
-        if suffix == ".parquet":  # pyarrow directly: astropy's Parquet reader needs pandas
+        if fmt == "parquet":  # pyarrow directly: astropy's Parquet reader needs pandas
             import pyarrow.parquet as pq
 
             return Table(pq.read_table(path).to_pydict())
-        return Table.read(path, format=formats[suffix]) if suffix in formats else Table.read(path, hdu=1)
+        return Table.read(path, format=f"ascii.{fmt}") if fmt in ("csv", "ecsv") else Table.read(path, hdu=1)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot read the table {path}: {exc}") from None
 
@@ -197,9 +195,9 @@ def rule_from_config(config: dict) -> VoteRule:
 def is_vote_table(path, label_column: str = "label", kind: str = "fraction") -> bool:
     """Whether `path` is a table with Galaxy Zoo vote columns and no label column."""
     path = Path(path)
-    if not path.is_file() or path.suffix.lower() not in TABLE_SUFFIXES:
+    if not path.is_file() or table_format(path) is None:
         return False
-    if path.suffix.lower() == ".csv":
+    if table_format(path) == "csv":
         with open(path, newline="") as fh:
             columns = next(csv.reader(fh), [])
     else:

@@ -17,7 +17,7 @@ import numpy as np
 from engine.listing import Item
 from engine.queues import chunks, prefetch
 from galaxy.errors import ImageReadError
-from galaxy.images import load_band_input, load_input, stem_id
+from galaxy.io.images import load_band_input, load_input, stem_id
 from galaxy.spec import InputSpec
 
 

@@ -2,7 +2,7 @@
 
 On a machine without a GPU the pipeline runs on the CPU (`device_id=None`; DALI needs
 `DALI_RESTRICT_PINNED_MEM=1` there, set here when absent). The graph is the reference
-preprocessing of `galaxy.images` expressed in DALI operators:
+preprocessing of `galaxy.io.images` expressed in DALI operators:
 
   decoders.image (RGB) -> resize(roi = centre crop, relative, antialiased linear, float)
   -> crop_mirror_normalize(mean*255, std*255, CHW)
@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.pipelines.dali_fits import decode_fits
 from engine.pipelines.base import ChunkedPipeline, Decoded, read_jpeg
-from galaxy.fits import is_fits_path
+from galaxy.io.fits import is_fits_path
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from galaxy.spec import InputSpec
 
 
 class ReferencePipeline:
-    """Decodes with `galaxy.images.load_input`, `workers` at a time, `depth` in flight."""
+    """Decodes with `galaxy.io.images.load_input`, `workers` at a time, `depth` in flight."""
 
     name = "reference"
 

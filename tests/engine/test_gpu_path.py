@@ -21,7 +21,7 @@ from engine.pipelines.base import Decoded
 from engine.tensorrt_build import Target, calibration_batches, check_plan, plan_path, plan_record
 from engine.tta import d4_views
 from galaxy.errors import ModelError, UsageError
-from galaxy.images import load_input
+from galaxy.io.images import load_input
 from galaxy.spec import INPUT_NAME, MAX_BATCH, MIN_BATCH, OPT_BATCH
 from tests.conftest import EXAMPLES
 
@@ -61,7 +61,7 @@ def test_a_plan_for_another_gpu_or_version_is_refused_by_name(default_model):
 def test_profile_constants_are_the_exports(default_model, tmp_path):
     import onnx
 
-    from galaxy.export import export_onnx
+    from galaxy.training.export import export_onnx
 
     model_dir, card = default_model
     export_onnx(model_dir, tmp_path / "m.onnx", [EXAMPLES], card=card)

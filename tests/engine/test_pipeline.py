@@ -7,7 +7,7 @@ import pytest
 from engine.batching import batches
 from engine.pipelines.base import Decoded, bounded_map, decode_stream
 from engine.listing import Item, iter_inputs
-from galaxy.images import stem_id
+from galaxy.io.images import stem_id
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.spec import InputSpec
 from tests.conftest import EXAMPLES
