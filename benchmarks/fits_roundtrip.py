@@ -1,7 +1,7 @@
 """FITS round trip: validation JPEGs -> linear g, r, i flux cubes -> classified both ways.
 
 Each validation JPEG of the model is inverted with a random softening, composite mode, flux
-unit (five decades) and sky pedestal (`galaxy.roundtrip`), written as a g, r, i cube (or the
+unit (five decades) and sky pedestal (`galaxy.io.roundtrip`), written as a g, r, i cube (or the
 bands of `--bands`, e.g. `--bands r` for single-band files), and both the JPEG and the cube
 are classified by the same engine. Prints one JSON object (agreement, accuracies, by mode and
 softening), writes predictions.csv (both probabilities per galaxy) and a side-by-side montage
@@ -36,8 +36,8 @@ def validation_rows(model_dir: Path, labels: Path, limit: int | None) -> list[di
 
 def make_cubes(rows, folder: Path, seed: int, bands) -> list[dict]:
     """Write one cube per row; returns the draws with id and paths."""
-    from galaxy.images import read_raster
-    from galaxy.roundtrip import draw, write_cube
+    from galaxy.io.images import read_raster
+    from galaxy.io.roundtrip import draw, write_cube
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -53,7 +53,7 @@ def make_cubes(rows, folder: Path, seed: int, bands) -> list[dict]:
 
 
 def classify(model, paths) -> dict[str, float]:
-    from galaxy.images import stem_id
+    from galaxy.io.images import stem_id
 
     table = model.classify([str(p) for p in paths])
     return {stem_id(p): float(s) for p, s in zip(table["path"], table["p_spiral"])}
@@ -89,7 +89,7 @@ def side_by_side(galaxies, spec, out: Path, count: int = 8) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from galaxy.images import crop_resize, read_cutout
+    from galaxy.io.images import crop_resize, read_cutout
 
     chosen = galaxies[:count]
     fig, axes = plt.subplots(2, len(chosen), figsize=(1.6 * len(chosen), 3.6))

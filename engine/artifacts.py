@@ -1,4 +1,7 @@
-"""Derived engines (ONNX now; int8 and TensorRT plans later) built on first use and cached.
+"""The model folder and the ONNX file every other engine derives from, built on first use and cached.
+
+(The int8 model is built by engine/quantize.py and TensorRT plans by engine/tensorrt_build.py,
+both from this ONNX file and cached beside it under `cache_dir()`.)
 
 Only the weights and card are shipped. An ONNX file is looked for, in order:
   1. MODEL_DIR/model.onnx written by `galaxy export`, if the card's export record matches
@@ -41,7 +44,7 @@ def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
         return local
     import torch
 
-    from galaxy.export import ONNX_OPSET, export_onnx
+    from galaxy.training.export import ONNX_OPSET, export_onnx
 
     cached = cache_dir() / "onnx" / f"{card.engine_key}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
     if not cached.is_file():

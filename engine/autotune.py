@@ -60,8 +60,8 @@ def machine_key(card, candidates) -> tuple[str, dict]:
 
 def sample_batch(card, batch: int) -> np.ndarray:
     """A batch of real preprocessed cutouts: the package's samples, repeated to `batch`."""
-    from galaxy.export import sample_images_dir
-    from galaxy.images import load_input
+    from galaxy.training.export import sample_images_dir
+    from galaxy.io.images import load_input
 
     tensors = [load_input(p, card.input_spec)[0] for p in sorted(sample_images_dir().glob("*.jpeg"))]
     return np.stack([tensors[k % len(tensors)] for k in range(batch)])
@@ -82,14 +82,15 @@ def time_sessions(sessions: dict, batch: np.ndarray, rounds: int = ROUNDS) -> di
     return best
 
 
-def measured_choice(model_dir, card, candidates: list[str], options) -> tuple[str, dict]:
+def measured_choice(card, candidates: list[str], batch_size: int, load) -> tuple[str, dict]:
     """The fastest of `candidates` on this machine and the record it comes from (cached).
+
+    `load(name) -> Session` opens a candidate (the backend table passes its own loader, so this
+    module does not import the table back).
 
     Returns:
         (backend name, record with "images_per_s" per candidate, "machine", "measured").
     """
-    from engine import backends
-
     key, what = machine_key(card, candidates)
     path = cache_dir() / "autotune" / f"{key}.json"
     if path.is_file():
@@ -102,10 +103,10 @@ def measured_choice(model_dir, card, candidates: list[str], options) -> tuple[st
         speeds = {candidates[0]: None}
     else:
         log.info("measuring %s on this machine (once; cached in %s)", ", ".join(candidates), path.parent)
-        sessions = {n: backends.load_named(n, model_dir, card, options) for n in candidates}
-        speeds = {n: round(v, 1) for n, v in time_sessions(sessions, sample_batch(card, options.batch_size)).items()}
+        sessions = {n: load(n) for n in candidates}
+        speeds = {n: round(v, 1) for n, v in time_sessions(sessions, sample_batch(card, batch_size)).items()}
     chosen = max(candidates, key=lambda n: speeds[n] or 0.0)
-    record = {"chosen": chosen, "images_per_s": speeds, "batch": options.batch_size, "machine": what,
+    record = {"chosen": chosen, "images_per_s": speeds, "batch": batch_size, "machine": what,
               "measured": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

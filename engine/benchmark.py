@@ -142,7 +142,7 @@ def peak_fraction(row, peak: dict) -> float | None:
 @functools.lru_cache(maxsize=None)
 def model_cost(model_dir: str, size: int) -> dict:
     """{"gflop_per_galaxy", "parameters"} of a model folder's network at `size` px (FlopCounterMode)."""
-    from galaxy.model import load_network, network_cost
+    from galaxy.training.model import load_network, network_cost
 
     network, _ = load_network(model_dir)
     return network_cost(network, size)
@@ -230,7 +230,7 @@ def bench_baseline(files, model_dir, **extra) -> dict:
     from PIL import Image
     from torchvision import transforms
 
-    from galaxy.model import load_network
+    from galaxy.training.model import load_network
 
     network, card = load_network(model_dir)
     spec = card.input_spec
@@ -416,7 +416,7 @@ def bench_sizes(sizes, card, batch, repeats) -> list[dict]:
     import onnxruntime as ort
     import torch
 
-    from galaxy.model import create_network
+    from galaxy.training.model import create_network
     from galaxy.spec import INPUT_NAME, OUTPUT_NAME
 
     rows = []

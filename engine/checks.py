@@ -16,14 +16,12 @@ import time
 import numpy as np
 
 from engine import backends
+from engine.artifacts import resolve_model
 from engine.listing import Item
-from engine.pipelines.reference import decode_stream
-from galaxy.calibration import calibration_record, log_probabilities
-from galaxy.card import validation_ids
+from engine.pipelines.base import decode_stream
 from galaxy.errors import UsageError
-from galaxy.labels import load_labelled
-from galaxy.votes import rule_from_config
-from galaxy.metrics import classification_report
+from galaxy.labels import validation_split
+from galaxy.evaluation.metrics import classification_report
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +30,8 @@ SPEED_IMAGES = 256  # validation images per timed pass
 SPEED_ROUNDS = 3
 
 
-def validation_split(model_dir, card, data, label_column="label", path_column="file"):
-    """The labelled images of `data` whose ids are in the model's validation split."""
-    val_ids = validation_ids(model_dir, card)
-    if val_ids is None:
-        raise UsageError(f"{model_dir} has no list of validation ids: its validation split is unknown")
-    labelled = load_labelled(data, card.classes, label_column, path_column,
-                             rule_from_config(card.training.get("config", {})))
-    val = labelled.subset([i for i in range(len(labelled)) if labelled.ids[i] in val_ids])
-    if len(val) != len(val_ids):
-        raise UsageError(f"{data} holds {len(val)} of the {len(val_ids)} validation images of {model_dir}")
-    return val
-
-
-def _probabilities(session, tensors, batch) -> np.ndarray:
+def batched_probabilities(session, tensors, batch) -> np.ndarray:
+    """float32 (N, K) probabilities of ready tensors (N, C, H, W), `batch` rows at a time."""
     return np.concatenate([session.run(tensors[i:i + batch]) for i in range(0, len(tensors), batch)])
 
 
@@ -59,12 +45,12 @@ def _speeds(sessions: dict, tensors, batch, rounds=SPEED_ROUNDS) -> dict[str, fl
     for _ in range(rounds):
         for name, session in sessions.items():
             started = time.perf_counter()
-            _probabilities(session, tensors, batch)
+            batched_probabilities(session, tensors, batch)
             best[name] = max(best[name], len(tensors) / (time.perf_counter() - started))
     return best
 
 
-def _validation_tensors(model_dir, card, data, label_column, path_column):
+def validation_tensors(model_dir, card, data, label_column, path_column):
     """(validation split, its preprocessed tensors (N, C, H, W) float32, labels (N,))."""
     val = validation_split(model_dir, card, data, label_column, path_column)
     decoded = list(decode_stream((Item(p) for p in val.paths), card.input_spec, os.cpu_count() or 1, 64))
@@ -74,35 +60,14 @@ def _validation_tensors(model_dir, card, data, label_column, path_column):
     return val, np.stack([d.tensor for d in decoded]), np.array(val.labels)
 
 
-def calibrate(model_dir, card, data, batch=32, label_column="label", path_column="file") -> dict:
-    """Fit the temperature on the validation split with ONNX Runtime fp32; store it in the card.
-
-    The probabilities already carry the card's current temperature T0, so log p = logits / T0
-    + c and the fitted T' composes: the new temperature is T0 * T'. Calibrating twice is a
-    no-op (T' = 1). Changing T changes the engine key: derived engines are rebuilt on next use.
-    """
-    val, tensors, labels = _validation_tensors(model_dir, card, data, label_column, path_column)
-    session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions(batch_size=batch))
-    probs = _probabilities(session, tensors, batch)
-    record = calibration_record(log_probabilities(probs), labels)
-    record["temperature"] = round(card.temperature * record["temperature"], 5)
-    record.update({"split": "validation", "data": str(data), "backend": f"{session.name} fp32"})
-    card.calibration = record
-    card.metrics.setdefault("validation", {})["ece"] = record["ece_after"]
-    card.save(model_dir)
-    log.info("temperature %.4f: ECE %.4f -> %.4f (cross-fitted %.4f)", record["temperature"],
-             record["ece_before"], record["ece_after"], record["ece_after_crossfit"])
-    return record
-
-
 def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), batch=32, label_column="label",
                    path_column="file") -> dict:
     """Run fp32 and each backend on the validation split; store and return the records."""
-    val, tensors, labels = _validation_tensors(model_dir, card, data, label_column, path_column)
+    val, tensors, labels = validation_tensors(model_dir, card, data, label_column, path_column)
     options = backends.BackendOptions(batch_size=batch)
     sessions = {"onnxruntime": backends.load("onnxruntime", model_dir, card, options)}
     sessions.update((name, backends.load(name, model_dir, card, options)) for name in names)
-    probabilities = {name: _probabilities(session, tensors, batch) for name, session in sessions.items()}
+    probabilities = {name: batched_probabilities(session, tensors, batch) for name, session in sessions.items()}
     speeds = _speeds(sessions, tensors[:SPEED_IMAGES], batch)
     reference = probabilities["onnxruntime"]
     fp32 = classification_report(labels, reference, card.classes)
@@ -124,3 +89,10 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
                      "machine": f"{platform.machine()} {os.cpu_count()} cpus", "results": records}
     card.save(model_dir)
     return card.backends
+
+
+def check_model_backends(config) -> dict:
+    """`galaxy check-backends` (a CheckConfig)."""
+    model_dir, card = resolve_model(config.model_dir)
+    return check_backends(model_dir, card, config.data, config.backends, label_column=config.label_column,
+                          path_column=config.path_column)

@@ -33,11 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.journal import keep_fingerprint
 from engine.listing import require_inputs
-from galaxy.catalog import ERROR_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, column_kinds, errors_path, safe_text
+from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST
+from galaxy.catalog.text import safe_text
+from galaxy.catalog.write import column_kinds, errors_path, ErrorWriter, unique_id
 from galaxy.errors import BackendUnavailable, UsageError
-from galaxy.fits_table import SKY_UNITS
-from galaxy.metadata import galaxy_keys, parquet_metadata
+from galaxy.catalog.fits_table import SKY_UNITS
+from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +97,14 @@ class ShardClassifier:
     """A Ray Data callable class: one model session per actor, one shard per call."""
 
     def __init__(self, config, model_dir: str, out_dir: str):
-        from engine import backends
         from engine.artifacts import resolve_model
-        from engine.pipelines import open_pipeline
-        from engine.run import _hdu, catalog_metadata, reading_spec
+        from galaxy.catalog.metadata import catalog_metadata
+        from engine.runner import Runner
 
         model_dir, card = resolve_model(model_dir)
-        self.session = backends.load(config.backend, model_dir, card,
-                                     backends.BackendOptions(threads=config.threads, batch_size=config.batch_size))
-        self.batch_size = min(config.batch_size, self.session.max_batch)
-        self.pipeline = open_pipeline(config.decoder, reading_spec(card, config), config.workers or os.cpu_count() or 1,
-                                      4 * self.batch_size, hdu=_hdu(config.hdu), batch_size=self.batch_size,
-                                      device=self.session.device)
-        self.tta, self.out_dir, self.classes = config.tta, Path(out_dir), card.classes
-        self.metadata = catalog_metadata(card, self.session, config)
+        self.runner = Runner.for_classify(model_dir, card, config)
+        self.out_dir, self.classes = Path(out_dir), card.classes
+        self.metadata = catalog_metadata(card, self.runner.session, config)
 
     def __call__(self, batch: dict) -> dict:
         out = {"shard": [], "rows": [], "errors": []}
@@ -121,32 +118,26 @@ class ShardClassifier:
     def classify_shard(self, index: int, shard_path: str) -> tuple[int, int]:
         import pyarrow.parquet as pq
 
-        from engine.batching import batches
         from engine.listing import Item
-        from engine.tta import run_d4
-        from galaxy.catalog import CatalogWriter
+        from galaxy.catalog.write import CatalogWriter
 
         _maybe_crash(index)
         table = pq.read_table(shard_path).to_pydict()
         items = [Item(p, i, json.loads(c)) for p, i, c in zip(table["path"], table["id"], table["columns"])]
-        errors, results = [], []
-        for batch in batches(self.pipeline.decode(iter(items)), self.batch_size,
-                             lambda d: errors.append((safe_text(d.path), d.error.stage, d.error.reason))):
-            tensor = batch.tensor[: batch.n_valid]
-            probs = run_d4(self.session, tensor) if self.tta else self.session.run(tensor)
-            results.append((batch.ids, batch.paths, probs, batch.columns))
-        final = self.out_dir / f"part-{index:06d}.parquet"
+        errors = []
+        results = list(self.runner.run(iter(items), errors.append))
         tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
         extra = column_kinds(c for r in results for c in r[3])
         writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra)
         for ids, paths, probs, columns in results:
             writer.write([safe_text(i) for i in ids], [safe_text(p) for p in paths], probs, columns)
         writer.close()
-        err_tmp = tmp.with_suffix(".errors.tmp")
-        with open(err_tmp, "w", newline="") as fh:
-            csv.writer(fh).writerows(errors)
-        err_tmp.replace(_part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
-        tmp.replace(final)
+        err_writer = ErrorWriter(tmp.with_suffix(".errors.tmp"), header=False)  # merged under one header later
+        for failure in errors:
+            err_writer.write(*failure)
+        err_writer.close()
+        err_writer.path.replace(_part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
+        tmp.replace(_part_path(self.out_dir, index))
         return writer.rows, len(errors)
 
 
@@ -211,15 +202,9 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
     seen: set[str] = set()
     for part in parts:
         table = pq.read_table(part)
-        ids, changed = [], False
-        for ident in table.column("id").to_pylist():
-            candidate, n = ident, 1
-            while candidate in seen:
-                n += 1
-                candidate = f"{ident}#{n}"
-            seen.add(candidate)
-            changed |= candidate != ident
-            ids.append(candidate)
+        given = table.column("id").to_pylist()
+        ids = [unique_id(ident, seen) for ident in given]
+        changed = ids != given
         if changed:
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
         if table.schema.remove_metadata() != unified:
@@ -233,20 +218,6 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
             tmp = part.with_name(f".{part.name}.tmp")  # dot: never read as a part
             pq.write_table(table, tmp)
             tmp.replace(part)
-
-
-def _check_fingerprint(out_dir: Path, fingerprint: dict) -> None:
-    """A rerun resumes only the run it continues: other inputs, model or settings are refused."""
-    path = out_dir / RAY_BOOKKEEPING / "fingerprint.json"
-    if path.exists():
-        earlier = json.loads(path.read_text())
-        changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
-        if changed:
-            raise UsageError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
-                             "use --overwrite to start over")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(fingerprint))
 
 
 def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, actors: int | None = None) -> dict:
@@ -266,11 +237,11 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_dir, card = resolve_model(config.model_dir)
-    _check_fingerprint(out_dir, {"inputs": [str(i) for i in config.inputs], "catalog": config.catalog,
-                                 "path_column": config.path_column, "id_column": config.id_column,
-                                 "keep": list(config.keep_columns), "hdu": config.hdu, "weights": card.weights_sha256,
-                                 "temp": card.temperature, "backend": config.backend, "tta": config.tta,
-                                 "shard_size": shard_size})
+    fingerprint = {"inputs": [str(i) for i in config.inputs], "catalog": config.catalog,
+                   "path_column": config.path_column, "id_column": config.id_column,
+                   "keep": list(config.keep_columns), "hdu": config.hdu, "weights": card.weights_sha256,
+                   "temp": card.temperature, "backend": config.backend, "tta": config.tta, "shard_size": shard_size}
+    keep_fingerprint(out_dir / RAY_BOOKKEEPING / "fingerprint.json", fingerprint, out_dir)
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
     todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]
@@ -310,18 +281,16 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
     """
     import pyarrow.parquet as pq
 
-    from galaxy.catalog import read_catalog_metadata
+    from galaxy.catalog.read import read_catalog_metadata
 
     _finalize_parts(out_dir, shards)
-    failed = 0
-    with open(errors_path(out_dir), "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(ERROR_COLUMNS)
-        for shard in shards:
-            with open(_part_errors(out_dir, shard.index), newline="") as part:
-                for row in csv.reader(part):
-                    writer.writerow(row)
-                    failed += 1
+    errors = ErrorWriter(errors_path(out_dir))
+    for shard in shards:
+        with open(_part_errors(out_dir, shard.index), newline="") as part:
+            for row in csv.reader(part):
+                errors.write(*row)
+    errors.close()
+    failed = errors.count
     parts = [_part_path(out_dir, s.index) for s in shards]
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
     metadata = read_catalog_metadata(parts[0], "parquet") if parts else {}

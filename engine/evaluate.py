@@ -17,28 +17,23 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from engine import backends
 from engine.artifacts import resolve_model
-from engine.batching import batches
-from engine.checks import validation_split
 from engine.listing import Item
-from engine.pipelines import open_pipeline
-from engine.tta import run_d4
-from galaxy import __version__
+from engine.runner import Runner
+from galaxy.version import __version__
 from galaxy.card import validation_ids
-from galaxy.catalog import CatalogWriter
+from galaxy.catalog.write import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
-from galaxy.labels import column_by_id, load_labelled
-from galaxy.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
-from galaxy.plots import coverage_curve, reliability_diagram
+from galaxy.labels import column_by_id, load_labelled, validation_split
+from galaxy.evaluation.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
+from galaxy.evaluation.plots import coverage_curve, reliability_diagram
 from galaxy.progress import progress
 from galaxy.votes import rule_from_config
 
@@ -61,23 +56,20 @@ class Scored:
 
 
 def _score(model_dir, card, labelled, config) -> Scored:
-    session = backends.load(config.backend, model_dir, card, backends.BackendOptions(batch_size=config.batch_size))
-    pipeline = open_pipeline(config.decoder, card.input_spec, os.cpu_count() or 1, 4 * config.batch_size,
-                             batch_size=config.batch_size, device=session.device)
+    runner = Runner(model_dir, card, config.backend, config.decoder, config.batch_size, tta=config.tta)
     id_of = dict(zip(labelled.paths, labelled.ids))
     failed, paths, probs = [], [], []
     bar = progress(f"evaluating {card.name}", "img", total=len(labelled), enabled=config.progress)
-    for batch in batches(pipeline.decode(Item(p) for p in labelled.paths), config.batch_size,
-                         lambda item: failed.append({"path": item.path, "reason": item.error.reason})):
-        tensor = batch.tensor[: batch.n_valid]
-        probs.append(run_d4(session, tensor) if config.tta else session.run(tensor))
-        paths.extend(batch.paths)
-        bar.update(batch.n_valid)
+    for result in runner.run((Item(p) for p in labelled.paths),
+                             lambda failure: failed.append({"path": failure.path, "reason": failure.reason})):
+        probs.append(result.probabilities)
+        paths.extend(result.paths)
+        bar.update(len(result.paths))
     bar.close()
     if not paths:
         raise UsageError(f"no readable labelled images in {config.data}")
     return Scored([id_of[p] for p in paths], paths, np.concatenate(probs), failed,
-                  f"{session.name} {session.precision} on {session.device}")
+                  f"{runner.backend} on {runner.session.device}")
 
 
 def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, card) -> None:

@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import (CatalogWriter, ErrorWriter, column_kinds, errors_path, output_format, read_catalog_rows,
-                            safe_text)
-from galaxy.fits_table import ascii_text
+from galaxy.catalog.formats import output_format
+from galaxy.catalog.read import read_catalog_rows
+from galaxy.catalog.text import safe_text
+from galaxy.catalog.write import CatalogWriter, column_kinds, errors_path, ErrorWriter, unique_id
+from galaxy.catalog.text import ascii_text
 from galaxy.errors import UsageError
 
 COMMIT_ROWS = 2048
@@ -82,24 +84,16 @@ class Journal:
             self.done.add(ascii_text(row[1]))
         self.resumed = len(self.done)
         self._pending_rows: list[list] = []
-        self.errors: list[tuple[str, str, str]] = []
+        self.errors: list[tuple[str, str, str]] = []  # (path, stage, reason): engine.runner.Failure
 
     def _check_fingerprint(self, fingerprint):
         path = self.dir / "fingerprint.json"
-        if path.exists():
-            earlier = json.loads(path.read_text())
-            if earlier != fingerprint:
-                changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
-                raise UsageError(f"{self.output} was started with other settings ({', '.join(changed)}); "
-                                 "use --overwrite to start over")
-        elif self.output.exists():
+        if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
             meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
             if meta is not None and meta != fingerprint:
                 raise UsageError(f"{self.output} was written with another model, backend or TTA setting; "
                                  "use --overwrite to start over")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(fingerprint))
-        tmp.replace(path)
+        keep_fingerprint(path, fingerprint, self.output)
 
     def _import_output(self):
         own = {"id", "path", "label", *(f"p_{c}" for c in self.classes)}
@@ -141,17 +135,6 @@ class Journal:
             with open(chunk, newline="") as fh:
                 yield from csv.reader(fh)
 
-    def unique_id(self, ident: str) -> str:
-        """`ident`, or `ident#2`, `ident#3`, ... when the catalog already holds it (same stem
-        in two folders): ids stay unique, and the path column says which file is which."""
-        ident = safe_text(ident)
-        candidate, n = ident, 1
-        while candidate in self.ids:
-            n += 1
-            candidate = f"{ident}#{n}"
-        self.ids.add(candidate)
-        return candidate
-
     def add(self, ids, paths, probabilities: np.ndarray, columns=None):
         """Stage classified rows (ids made unique); they are committed every `commit_rows` rows or
         `commit_seconds` seconds, whichever comes first, so a kill loses at most that much work.
@@ -160,7 +143,7 @@ class Journal:
         """
         for i, ident in enumerate(ids):
             extra = {k: safe_text(v) for k, v in columns[i].items()} if columns else {}
-            self._pending_rows.append([self.unique_id(ident), safe_text(paths[i]),
+            self._pending_rows.append([unique_id(safe_text(ident), self.ids), safe_text(paths[i]),
                                        *(f"{p:.6f}" for p in probabilities[i]), json.dumps(extra)])
         if (len(self._pending_rows) >= self.commit_rows
                 or time.monotonic() - self._last_commit >= self.commit_seconds):
@@ -214,6 +197,29 @@ class Journal:
         self._lock.close()
 
 
+def keep_fingerprint(path: Path, fingerprint: dict, output) -> None:
+    """The one fingerprint check of a resumable output (a catalog's journal, a `--ray` folder).
+
+    `fingerprint` says what a run must share with the run it continues (model, backend, TTA, ...).
+    When `path` holds an earlier one that differs, the rerun is refused, naming what changed;
+    otherwise it is stored there (atomically) for the next rerun.
+
+    Raises:
+        UsageError: `output` was started with other settings.
+    """
+    path = Path(path)
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+        if changed:
+            raise UsageError(f"{output} was started with other settings ({', '.join(changed)}); "
+                             "use --overwrite to start over")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(fingerprint))
+    tmp.replace(path)
+
+
 def _cell(value) -> str:
     """A catalog cell as journal text ('' for missing: None, NaN, masked)."""
     if value is None or (isinstance(value, float) and value != value):
@@ -224,7 +230,7 @@ def _cell(value) -> str:
 
 def _output_fingerprint(output, fmt=None) -> dict | None:
     """The fingerprint stored in a finished catalog's metadata, when it has one."""
-    from galaxy.catalog import read_catalog_metadata
+    from galaxy.catalog.read import read_catalog_metadata
 
     meta = read_catalog_metadata(output, fmt)
     return json.loads(meta["run"]) if "run" in meta else None

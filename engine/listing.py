@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from galaxy.catalog import read_input_catalog
+from galaxy.catalog.read import read_input_catalog
 from galaxy.errors import UsageError
-from galaxy.images import IMAGE_SUFFIXES, is_image_path
+from galaxy.catalog.formats import IMAGE_SUFFIXES
+from galaxy.io.images import is_image_path
 
 
 @dataclass(frozen=True)

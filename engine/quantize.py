@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.artifacts import cache_dir, onnx_model
+from engine.artifacts import cache_dir, onnx_model, resolve_model
 from galaxy.card import validation_ids
 from galaxy.errors import BackendUnavailable, UsageError
-from galaxy.images import load_input
+from galaxy.io.images import load_input
 from galaxy.labels import load_labelled
 from galaxy.votes import rule_from_config
 from galaxy.spec import INPUT_NAME
@@ -96,3 +96,11 @@ def require_int8(card) -> Path:
             f"no int8 model for {card.name} yet: build it once with "
             "`galaxy quantize MODEL_DIR --calibration LABELLED_DATA` (real training images)")
     return path
+
+
+def quantize_model(config) -> str:
+    """`galaxy quantize`: build the int8 model from real training images (a QuantizeConfig)."""
+    model_dir, card = resolve_model(config.model_dir)
+    paths = training_paths(model_dir, card, config.calibration, config.label_column, config.path_column,
+                           config.images)
+    return str(quantize(model_dir, card, paths))

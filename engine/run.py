@@ -1,30 +1,27 @@
-"""The run loop of `galaxy classify`: list -> decode -> batch -> infer -> write.
+"""`galaxy classify` on one machine: list -> the runner (decode, batch, infer) -> journal -> catalog.
 
-Decoding runs in a thread pool ahead of inference (bounded look-ahead), so reading the
-next batch overlaps with classifying this one; results are written batch by batch.
+The runner (engine/runner.py) decodes ahead of inference (bounded look-ahead), so reading the
+next batch overlaps with classifying this one; the journal commits results batch by batch and
+assembles the catalog at the end.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 
-from engine import backends
-from engine.batching import batches
 from engine.journal import Journal
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
-from engine.pipelines import open_pipeline
-from engine.tta import run_d4
-from galaxy import __version__
-from galaxy.bands import parse_bands
-from galaxy.catalog import column_units, errors_path, output_format
-from galaxy.config import ClassifyConfig, config_dict
+from engine.runner import Runner
+from galaxy.catalog.metadata import catalog_metadata, run_fingerprint
+from galaxy.catalog.formats import output_format
+from galaxy.catalog.read import column_units
+from galaxy.catalog.write import errors_path
+from galaxy.config import ClassifyConfig
 from galaxy.errors import UsageError
 from galaxy.progress import progress
 
@@ -52,32 +49,6 @@ class Summary:
         return 60.0 * self.classified / self.seconds if self.seconds > 0 else 0.0
 
 
-def run_fingerprint(card, session, config: ClassifyConfig) -> dict:
-    """What a resumed run must share with the run it continues."""
-    return {"weights": card.weights_sha256, "temp": card.temperature, "keep": list(config.keep_columns), "backend": f"{session.name} {session.precision}", "tta": config.tta}
-
-
-def catalog_metadata(card, session, config: ClassifyConfig) -> dict:
-    """Self-description stored with every catalog (keys of at most 8 characters, for FITS)."""
-    return {"run": json.dumps(run_fingerprint(card, session, config)),
-        "model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
-        "spec": json.dumps(card.input_spec.to_dict()),
-        "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
-        "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
-        "cwd": config.cwd,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),  # FITS DATE: UTC, no offset
-    }
-
-
-def _hdu(value):
-    return int(value) if value is not None and str(value).isdigit() else value
-
-
-def reading_spec(card, config):
-    """The model's InputSpec with this run's FITS band choice (`--bands`) applied."""
-    return card.input_spec.replace(fits_bands=parse_bands(config.bands)) if config.bands else card.input_spec
-
-
 def classify(config: ClassifyConfig) -> Summary:
     """Classify every input of `config` into its output catalog; errors go to the errors file."""
     from engine.artifacts import resolve_model
@@ -92,16 +63,8 @@ def classify(config: ClassifyConfig) -> Summary:
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns)
     model_dir, card = resolve_model(config.model_dir)
-    spec = reading_spec(card, config)
-    workers = config.workers or os.cpu_count() or 1
-    batch_size = config.batch_size
-    if not 1 <= batch_size:
-        raise UsageError(f"batch size {batch_size} must be at least 1")
-    session = backends.load(config.backend, model_dir, card,
-                            backends.BackendOptions(threads=config.threads, batch_size=batch_size))
-    batch_size = min(batch_size, session.max_batch)
-    pipeline = open_pipeline(config.decoder, spec, workers, depth=4 * batch_size, hdu=_hdu(config.hdu),
-                             batch_size=batch_size, device=session.device)
+    runner = Runner.for_classify(model_dir, card, config)
+    session = runner.session
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config), config.overwrite,
                       config.commit_every, config.output_format, units, config.commit_seconds)
@@ -112,9 +75,9 @@ def classify(config: ClassifyConfig) -> Summary:
     counter.start()
     classified = 0
 
-    def on_error(item):
-        journal.errors.append((item.path, item.error.stage, item.error.reason))
-        log.debug("failed: %s", item.error)
+    def on_error(failure):
+        journal.errors.append(failure)
+        log.debug("failed: %s: %s", failure.path, failure.reason)
         bar.update(1)
 
     started = time.perf_counter()
@@ -123,12 +86,10 @@ def classify(config: ClassifyConfig) -> Summary:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
                                               config.keep_columns, band_columns)
                  if not journal.is_done(item.path))
-        for batch in batches(pipeline.decode(items), batch_size, on_error):
-            tensor = batch.tensor[: batch.n_valid]
-            probabilities = run_d4(session, tensor) if config.tta else session.run(tensor)
-            journal.add(batch.ids, batch.paths, probabilities, batch.columns)
-            classified += batch.n_valid
-            bar.update(batch.n_valid)
+        for result in runner.run(items, on_error):
+            journal.add(*result)
+            classified += len(result.ids)
+            bar.update(len(result.ids))
             bar.set_postfix_str(f"{len(journal.errors)} failed")
         finished = True
     except KeyboardInterrupt:  # Ctrl-C: keep what is done, write the catalog properly
@@ -142,7 +103,7 @@ def classify(config: ClassifyConfig) -> Summary:
             journal.release()
     seconds = time.perf_counter() - started
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
-                   f"{session.name} {session.precision}", session.device, pipeline.name, interrupted,
+                   runner.backend, session.device, runner.pipeline.name, interrupted,
                    journal.resumed, total)
 
 
@@ -153,33 +114,3 @@ def _count_total(bar, config: ClassifyConfig, band_columns, resumed: int) -> Non
         bar.total = max(0, count_inputs(config.inputs, config.catalog, config.path_column, band_columns) - resumed)
     except (OSError, UsageError) as exc:  # the run itself reports a bad input; the bar just has no total
         log.debug("no progress total: %s", exc)
-
-
-def quantize_model(config) -> str:
-    """`galaxy quantize`: build the int8 model from real training images (a QuantizeConfig)."""
-    from engine.artifacts import resolve_model
-    from engine.quantize import quantize, training_paths
-
-    model_dir, card = resolve_model(config.model_dir)
-    paths = training_paths(model_dir, card, config.calibration, config.label_column, config.path_column,
-                           config.images)
-    return str(quantize(model_dir, card, paths))
-
-
-def check_model_backends(config) -> dict:
-    """`galaxy check-backends` (a CheckConfig)."""
-    from engine.artifacts import resolve_model
-    from engine.checks import check_backends
-
-    model_dir, card = resolve_model(config.model_dir)
-    return check_backends(model_dir, card, config.data, config.backends, label_column=config.label_column,
-                          path_column=config.path_column)
-
-
-def calibrate_model(config) -> dict:
-    """`galaxy calibrate` (a CalibrateConfig)."""
-    from engine.artifacts import resolve_model
-    from engine.checks import calibrate
-
-    model_dir, card = resolve_model(config.model_dir)
-    return calibrate(model_dir, card, config.data, label_column=config.label_column, path_column=config.path_column)

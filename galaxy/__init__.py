@@ -5,7 +5,9 @@
     table = model.classify(["cutouts/"])
 """
 
-__version__ = "0.1.0"
+from galaxy.version import __version__
+
+__all__ = ["__version__", "classify_on_ray", "load_model"]
 
 
 def load_model(model_dir=None, **options):

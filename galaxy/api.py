@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from galaxy.errors import UsageError
 
 
 class Model:
-    """A loaded model: its card, a backend session and a decode pipeline.
+    """A loaded model: its card and a runner (backend session, decode pipeline; engine/runner.py).
 
     Attributes:
         card: the ModelCard (classes, InputSpec, metrics).
@@ -27,17 +26,13 @@ class Model:
 
     def __init__(self, model_dir=None, backend: str = "auto", decoder: str = "auto", batch_size: int = 32,
                  threads: int = 0, workers: int = 0):
-        from engine import backends
         from engine.artifacts import resolve_model
-        from engine.pipelines import open_pipeline
+        from engine.runner import Runner
 
         self.model_dir, self.card = resolve_model(model_dir)
         self.batch_size = batch_size
-        self._session = backends.load(backend, self.model_dir, self.card,
-                                      backends.BackendOptions(threads=threads, batch_size=batch_size))
-        self._pipeline = open_pipeline(decoder, self.card.input_spec, workers or os.cpu_count() or 1,
-                                       4 * batch_size, batch_size=batch_size, device=self._session.device)
-        self.backend = f"{self._session.name} {self._session.precision} on {self._session.device}"
+        self._runner = Runner(self.model_dir, self.card, backend, decoder, batch_size, threads, workers)
+        self.backend = f"{self._runner.backend} on {self._runner.session.device}"
 
     def _table(self, ids, paths, probabilities, columns=()):
         from astropy.table import Table
@@ -66,7 +61,7 @@ class Model:
         Raises:
             UsageError: an image of another shape or dtype, or floats outside [0, 1] (e.g. 0-255).
         """
-        from galaxy.images import crop_resize, normalise
+        from galaxy.io.images import crop_resize, normalise
 
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = images[None]
@@ -77,14 +72,15 @@ class Model:
             return np.zeros((0, len(self.card.classes)), np.float32)
         tensors = np.stack([normalise(crop_resize(_rgb_unit(img, i), spec.crop_fraction, spec.size), spec)
                             for i, img in enumerate(images)])
-        return np.concatenate([self._session.run(tensors[i:i + self.batch_size])
+        return np.concatenate([self._runner.infer(tensors[i:i + self.batch_size])
                                for i in range(0, len(tensors), self.batch_size)])
 
     def classify_iter(self, inputs, errors: list | None = None, progress: bool = False):
         """Yield one astropy Table per batch for image files / folders / an astropy Table.
 
         Args:
-            inputs: paths (files or folders), or a Table with a `path` (or `file`) column
+            inputs: paths (files or folders), or a Table with a path column (the first of
+                `galaxy.catalog.formats.PATH_COLUMNS` it has: png_loc, file_loc, file, path)
                 and optionally an `id` column.
             errors: if given, (path, stage, reason) tuples of unreadable files are appended.
             progress: show progress (a tqdm.auto widget in Jupyter, a bar on a terminal,
@@ -92,27 +88,27 @@ class Model:
         """
         from galaxy.progress import progress as reporter
 
-        from engine.batching import batches
         from engine.listing import Item, iter_inputs
+        from galaxy.catalog.formats import PATH_COLUMNS
 
         if hasattr(inputs, "colnames"):
-            column = next((c for c in ("path", "file", "file_loc") if c in inputs.colnames), None)
+            column = next((c for c in PATH_COLUMNS if c in inputs.colnames), None)
             if column is None:
-                raise UsageError(f"the table needs a path column (path, file or file_loc); has {inputs.colnames}")
+                raise UsageError(f"the table needs a path column (one of {list(PATH_COLUMNS)}); has {inputs.colnames}")
             ids = inputs["id"] if "id" in inputs.colnames else [None] * len(inputs)
             items = (Item(str(p), None if i is None else str(i)) for p, i in zip(inputs[column], ids))
         else:
             items = iter_inputs([str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)])
 
-        def on_error(item):
+        def on_error(failure):
             if errors is not None:
-                errors.append((item.path, item.error.stage, item.error.reason))
+                errors.append(tuple(failure))
 
         total = len(inputs) if hasattr(inputs, "colnames") else None
         bar = reporter("classifying", "img", total=total, enabled=progress)
-        for batch in batches(self._pipeline.decode(items), self.batch_size, on_error):
-            yield self._table(batch.ids, batch.paths, self._session.run(batch.tensor)[: batch.n_valid], batch.columns)
-            bar.update(batch.n_valid)
+        for result in self._runner.run(items, on_error):
+            yield self._table(*result)
+            bar.update(len(result.ids))
         bar.close()
 
     def classify(self, inputs, errors: list | None = None, progress: bool = False):

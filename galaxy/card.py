@@ -48,7 +48,7 @@ class ModelCard:
         export: ONNX export record (opset, exporter, parity), filled by `galaxy export`.
         backends: reduced-precision backends checked against fp32 on the validation split
             (label agreement, accuracy change, speed), filled by `galaxy check-backends`.
-        calibration: temperature scaling record (`galaxy.calibration`); its `temperature`
+        calibration: temperature scaling record (`galaxy.evaluation.calibration`); its `temperature`
             divides the logits in every backend. Empty: raw softmax.
         package_version: galaxy-engine version that wrote the card.
     """

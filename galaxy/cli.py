@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from galaxy import __version__
+from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on
@@ -44,7 +44,7 @@ def export(model_dir, parity_images, tolerance, opset):
 
     Example: galaxy export models/mine
     """
-    from galaxy.export import export_model_dir
+    from galaxy.training.export import export_model_dir
 
     record = _run(export_model_dir, ExportConfig(model_dir, tuple(parity_images), tolerance, opset))
     parity = record["parity"]
@@ -111,7 +111,7 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     config = ClassifyConfig(inputs=tuple(inputs), progress=not quiet, command=_command_line(), **options)
     if ray_address is not None:
         from engine.distributed import classify_on_ray
-        from galaxy.catalog import errors_path
+        from galaxy.catalog.write import errors_path
 
         manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size, actors)
         errors = f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""
@@ -150,7 +150,7 @@ def quantize(**options):
 
     Example: galaxy quantize galaxy/models/sdss-xception --calibration ../shared/data/gz1-sdss/labels.csv
     """
-    from engine.run import quantize_model
+    from engine.quantize import quantize_model
 
     path = _run(quantize_model, QuantizeConfig(**options))
     click.echo(f"wrote {path}; check it with galaxy check-backends", err=True)
@@ -169,7 +169,7 @@ def calibrate(**options):
 
     Example: galaxy calibrate galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv
     """
-    from engine.run import calibrate_model
+    from engine.calibrate import calibrate_model
 
     record = _run(calibrate_model, CalibrateConfig(**options))
     click.echo(f"temperature {record['temperature']:.4f}: ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f} "
@@ -209,7 +209,7 @@ def check_backends(**options):
 
     Example: galaxy check-backends galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv
     """
-    from engine.run import check_model_backends
+    from engine.checks import check_model_backends
 
     options["backends"] = tuple(options["backends"])
     report = _run(check_model_backends, CheckConfig(**options))
@@ -277,7 +277,7 @@ def montage_command(catalog, out, per_row):
 
     Example: galaxy montage catalog.csv -o montage.png
     """
-    from galaxy.montage import montage
+    from galaxy.evaluation.montage import montage
 
     click.echo(f"wrote {_run(montage, catalog, out, per_row)}", err=True)
 
@@ -291,7 +291,7 @@ def report_command(catalog, out, per_row):
 
     Example: galaxy report catalog.csv -o report.html
     """
-    from galaxy.report import report
+    from galaxy.evaluation.report import report
 
     click.echo(f"wrote {_run(report, catalog, out, per_row)}", err=True)
 

@@ -1,4 +1,4 @@
-"""`galaxy train` and `galaxy distill`: click options -> a TrainConfig -> `galaxy.train.train`.
+"""`galaxy train` and `galaxy distill`: click options -> a TrainConfig -> `galaxy.training.train.train`.
 
 Distillation is training with a teacher's soft targets and a compact student from scratch,
 so both commands build the same TrainConfig; they share the options below and differ in
@@ -56,8 +56,8 @@ def _shared_options(command):
 
 
 def _train_and_report(options: dict) -> None:
-    from galaxy.augment import parse_augmentations
-    from galaxy.train import train as run_training
+    from galaxy.training.augment import parse_augmentations
+    from galaxy.training.train import train as run_training
 
     options["augment"] = run_command(parse_augmentations, options["augment"])
     options["teacher_views"] = int(options["teacher_views"])

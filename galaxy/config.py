@@ -6,7 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-# Training augmentations (`galaxy.augment`); `--augment` turns them on (all, or a subset).
+# Training augmentations (`galaxy.training.augment`); `--augment` turns them on (all, or a subset).
 AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
 
 

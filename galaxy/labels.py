@@ -1,6 +1,6 @@
 """Labelled data sets for training: a folder of class folders, or a CSV with file and label columns.
 
-No torch here: this returns plain lists that `galaxy.train` turns into tensors.
+No torch here: this returns plain lists that `galaxy.training.train` turns into tensors.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy.card import validation_ids
 from galaxy.errors import UsageError
-from galaxy.images import is_image_path, stem_id
-from galaxy.votes import VoteRule, is_vote_table, load_votes
+from galaxy.io.images import is_image_path, stem_id
+from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,12 @@ class LabelledSet:
 
     def counts(self) -> dict[str, int]:
         return {name: sum(1 for y in self.labels if y == k) for k, name in enumerate(self.classes)}
+
+
+def load_votes(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral")) -> LabelledSet:
+    """A LabelledSet from a Galaxy Zoo vote table (see `galaxy.votes`): ids are the catalog's ids."""
+    paths, ids, labels = vote_rows(path, rule, classes)
+    return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
 
 
 def _from_folders(root: Path, classes) -> LabelledSet:
@@ -194,3 +201,16 @@ def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str
             if name not in (reader.fieldnames or []):
                 raise UsageError(f"{table} has no column {name!r}; columns are {reader.fieldnames}")
         return {stem_id(row[path_column]): row[column] for row in reader}
+
+
+def validation_split(model_dir, card, data, label_column="label", path_column="file"):
+    """The labelled images of `data` whose ids are in the model's validation split."""
+    val_ids = validation_ids(model_dir, card)
+    if val_ids is None:
+        raise UsageError(f"{model_dir} has no list of validation ids: its validation split is unknown")
+    labelled = load_labelled(data, card.classes, label_column, path_column,
+                             rule_from_config(card.training.get("config", {})))
+    val = labelled.subset([i for i in range(len(labelled)) if labelled.ids[i] in val_ids])
+    if len(val) != len(val_ids):
+        raise UsageError(f"{data} holds {len(val)} of the {len(val_ids)} validation images of {model_dir}")
+    return val

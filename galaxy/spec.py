@@ -1,12 +1,12 @@
 """`InputSpec`: every preprocessing parameter a model was trained with.
 
 One InputSpec travels with the weights in the model card. The reference reader
-(`galaxy.images`), the export, and every engine backend read it; no mean/std or size
+(`galaxy.io.images`), the export, and every engine backend read it; no mean/std or size
 literal lives anywhere else.
 
 The preprocessing, in order:
   1. decode to float32 (H, W, 3) in [0, 1]; FITS flux is first made a colour composite
-     (`galaxy.composite`);
+     (`galaxy.io.composite`);
   2. centre crop: keep the central `crop_fraction` of each side (gz1-sdss galaxies sit in
      the middle of a wide field);
   3. resize to `size` x `size` (bilinear with antialiasing, PIL's filter);
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FitsStretch:
-    """How FITS flux becomes a colour composite like the survey JPEGs (`galaxy.composite`).
+    """How FITS flux becomes a colour composite like the survey JPEGs (`galaxy.io.composite`).
 
     Sky and noise come from sigma-clipped statistics (`sky_clip_sigma`, `sky_iterations`);
     each band's black point sits `black_sigma` sky-noise units below its sky; the Lupton et
@@ -77,7 +77,7 @@ class InputSpec:
         fits: the stretch used for FITS inputs.
         fits_bands: the FITS bands shown as (R, G, B): band names ("i", "r", "g") or
             zero-based plane indices; empty: read the order from the headers (FILTER,
-            BANDn), else take the planes to be in wavelength order (`galaxy.bands`).
+            BANDn), else take the planes to be in wavelength order (`galaxy.io.bands`).
     """
 
     size: int = 96

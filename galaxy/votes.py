@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy.catalog.formats import PATH_COLUMNS, table_format
 from galaxy.errors import UsageError
-from galaxy.images import is_image_path, stem_id
+from galaxy.io.images import is_image_path, stem_id
 
 log = logging.getLogger(__name__)
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".fits", ".fit", ".fts", ".ecsv")
-PATH_COLUMNS = ("png_loc", "file_loc", "file", "path")
 
 
 @dataclass(frozen=True)
@@ -92,14 +91,13 @@ def read_table(path):
     from astropy.table import Table
 
     path = Path(path)
-    suffix = path.suffix.lower()
-    formats = {".csv": "ascii.csv", ".ecsv": "ascii.ecsv"}
+    fmt = table_format(path)
     try:
-        if suffix == ".parquet":  # pyarrow directly: astropy's Parquet reader needs pandas
+        if fmt == "parquet":  # pyarrow directly: astropy's Parquet reader needs pandas
             import pyarrow.parquet as pq
 
             return Table(pq.read_table(path).to_pydict())
-        return Table.read(path, format=formats[suffix]) if suffix in formats else Table.read(path, hdu=1)
+        return Table.read(path, format=f"ascii.{fmt}") if fmt in ("csv", "ecsv") else Table.read(path, hdu=1)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot read the table {path}: {exc}") from None
 
@@ -138,14 +136,13 @@ def _asset_ids(table_path: Path, images: Path) -> dict[str, str]:
     return {}
 
 
-def load_votes(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral")):
-    """A LabelledSet from a Galaxy Zoo vote table: ids are the catalog's ids.
+def vote_rows(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral")):
+    """(paths, ids, class indices) of the galaxies a Galaxy Zoo vote table labels: ids are the
+    catalog's ids. `galaxy.labels.load_votes` makes them a LabelledSet.
 
     Raises:
         UsageError: unknown columns, classes other than elliptical/spiral, or no galaxy left.
     """
-    from galaxy.labels import LabelledSet
-
     if set(classes) != {"elliptical", "spiral"}:
         raise UsageError(f"vote catalogs give elliptical and spiral labels, not {list(classes)}")
     path = Path(path)
@@ -186,7 +183,7 @@ def load_votes(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral
              kept.count(classes.index("spiral")), int((labels < 0).sum()), no_image)
     if not kept:
         raise UsageError(f"{path}: no galaxy passes the vote threshold {rule.threshold} with an image in {images}")
-    return LabelledSet(tuple(paths), tuple(ids), tuple(kept), tuple(classes))
+    return paths, ids, kept
 
 
 def rule_from_config(config: dict) -> VoteRule:
@@ -198,9 +195,9 @@ def rule_from_config(config: dict) -> VoteRule:
 def is_vote_table(path, label_column: str = "label", kind: str = "fraction") -> bool:
     """Whether `path` is a table with Galaxy Zoo vote columns and no label column."""
     path = Path(path)
-    if not path.is_file() or path.suffix.lower() not in TABLE_SUFFIXES:
+    if not path.is_file() or table_format(path) is None:
         return False
-    if path.suffix.lower() == ".csv":
+    if table_format(path) == "csv":
         with open(path, newline="") as fh:
             columns = next(csv.reader(fh), [])
     else:

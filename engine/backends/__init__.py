@@ -94,7 +94,9 @@ def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = 
             return "onnxruntime"
         from engine.autotune import measured_choice
 
-        chosen, record = measured_choice(model_dir, card, candidates, options or BackendOptions())
+        options = options or BackendOptions()
+        chosen, record = measured_choice(card, candidates, options.batch_size,
+                                         lambda n: load_named(n, model_dir, card, options))
         speeds = ", ".join(f"{n} {v:.0f}" for n, v in record["images_per_s"].items() if v)
         log.info("backend auto -> %s (images/s measured on this machine, %s, %d cores, %s: %s)", chosen,
                  record["machine"]["cpu"], record["machine"]["cores"], record["measured"], speeds)

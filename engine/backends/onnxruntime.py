@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from engine.artifacts import onnx_model
-from galaxy.export import softmax
+from galaxy.evaluation.calibration import softmax
 from galaxy.spec import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
 log = logging.getLogger(__name__)

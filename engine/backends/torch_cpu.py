@@ -37,7 +37,7 @@ class Session:
     def __init__(self, model_dir, card, threads: int, bf16: bool | None = None):
         import torch
 
-        from galaxy.model import load_network
+        from galaxy.training.model import load_network
 
         if threads:
             torch.set_num_threads(threads)

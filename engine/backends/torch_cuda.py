@@ -43,7 +43,7 @@ class Session:
     def __init__(self, model_dir, card, batch: int, graphs: bool = True):
         import torch
 
-        from galaxy.model import load_network
+        from galaxy.training.model import load_network
 
         if not torch.cuda.is_available():
             raise BackendUnavailable("the torch-cuda backend needs an NVIDIA GPU visible to PyTorch; none is here")

@@ -2,7 +2,7 @@
 
 On a machine without a GPU the pipeline runs on the CPU (`device_id=None`; DALI needs
 `DALI_RESTRICT_PINNED_MEM=1` there, set here when absent). The graph is the reference
-preprocessing of `galaxy.images` expressed in DALI operators:
+preprocessing of `galaxy.io.images` expressed in DALI operators:
 
   decoders.image (RGB) -> resize(roi = centre crop, relative, antialiased linear, float)
   -> crop_mirror_normalize(mean*255, std*255, CHW)
@@ -26,33 +26,13 @@ import os
 import numpy as np
 
 from engine.pipelines.dali_fits import decode_fits
-from engine.pipelines.reference import ChunkedPipeline, Decoded
-from galaxy.fits import is_fits_path
+from engine.pipelines.base import ChunkedPipeline, Decoded, read_jpeg
+from galaxy.io.fits import is_fits_path
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
 # JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def jpeg_components(data: bytes) -> int | None:
-    """Number of colour components of a JPEG stream, or None when it is not a JPEG."""
-    if data[:3] != b"\xff\xd8\xff":
-        return None
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker in _SOF:
-            return data[i + 9] if i + 9 < len(data) else None
-        i += 2 + length
-    return None
 
 
 def build_graph(spec: InputSpec, batch_size: int, threads: int, device_id=None):
@@ -74,17 +54,6 @@ def build_graph(spec: InputSpec, batch_size: int, threads: int, device_id=None):
     pipe = graph()
     pipe.build()
     return pipe
-
-
-def read_jpeg(path) -> bytes | None:
-    """The file's bytes when it is a JPEG a batch decoder takes (1 or 3 components), else None
-    (the reference reader then takes it: PNG, CMYK JPEG, FITS, unreadable files)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    return data if jpeg_components(data) in (1, 3) else None
 
 
 class DaliPipeline(ChunkedPipeline):

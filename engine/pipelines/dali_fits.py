@@ -4,7 +4,7 @@ DALI's FITS reader takes its file list and HDUs (1-based `hdu_indices`, set expl
 its default skips the primary HDU) when the graph is built, so a graph is built per chunk
 and layout. Headers are read first with astropy (no pixel data) to find each file's image
 HDU(s) and band names, refuse oversized headers before DALI allocates, and take the object
-id. The composite (`galaxy.composite`: sigma-clipped sky and noise, the Lupton asinh with its
+id. The composite (`galaxy.io.composite`: sigma-clipped sky and noise, the Lupton asinh with its
 softening solved by bisection) is the same arithmetic written in DALI operators
 (`composite_graph`), so it runs wherever the graph runs, on a GPU too. A DALI batch must
 share one HDU set, number of axes and band order, so a chunk is grouped by them. Files with
@@ -21,10 +21,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from engine.pipelines.reference import Decoded
+from engine.pipelines.base import Decoded
 from galaxy.errors import ImageReadError
-from galaxy.bands import choose_planes
-from galaxy.fits import locate_image
+from galaxy.io.bands import choose_planes
+from galaxy.io.fits import locate_image
 from galaxy.spec import FitsStretch, InputSpec
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def composite_graph(planes, stretch: FitsStretch):
     """DALI operators: display-ordered (H, W) band planes -> (H, W, 3) composite in [0, 1], and
     a per-sample check value that is finite only when every pixel was finite and not all zero.
 
-    The arithmetic of `galaxy.composite.lupton_composite`, step for step, in float32.
+    The arithmetic of `galaxy.io.composite.lupton_composite`, step for step, in float32.
     """
     import nvidia.dali.math as dmath
     from nvidia.dali import fn, types

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from engine.pipelines.dali import read_jpeg
-from engine.pipelines.reference import ChunkedPipeline, Decoded
+from engine.pipelines.base import ChunkedPipeline, Decoded, read_jpeg
 from galaxy.errors import BackendUnavailable
 from galaxy.spec import InputSpec
 

@@ -7,7 +7,7 @@ import pytest
 
 from engine import backends
 from engine.backends.torch_cpu import native_bf16
-from galaxy.images import load_input
+from galaxy.io.images import load_input
 from tests.conftest import EXAMPLES
 
 

@@ -8,8 +8,8 @@ from astropy.table import Table
 from click.testing import CliRunner
 
 from galaxy.cli import cli
-from galaxy.images import read_raster
-from galaxy.roundtrip import RoundTripDraw, write_cube, flux_cube
+from galaxy.io.images import read_raster
+from galaxy.io.roundtrip import RoundTripDraw, write_cube, flux_cube
 from tests.conftest import EXAMPLES
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from engine.listing import Item
 from engine.pipelines import dali_installed
-from galaxy.images import load_input
+from galaxy.io.images import load_input
 from galaxy.spec import InputSpec
 from tests.conftest import EXAMPLES
 
@@ -61,7 +61,7 @@ def test_dali_hands_bad_and_non_jpeg_files_to_the_reference_reader(tmp_path):
 def test_jpeg_component_sniffing(tmp_path):
     from PIL import Image
 
-    from engine.pipelines.dali import jpeg_components
+    from engine.pipelines.base import jpeg_components
 
     for mode, n in (("RGB", 3), ("L", 1), ("CMYK", 4)):
         path = tmp_path / f"{mode}.jpg"
@@ -126,12 +126,12 @@ def test_dali_fits_bad_file_falls_back_to_reference_reasons(tmp_path):
 
 
 def test_dali_composite_matches_the_reference_on_real_fits(tmp_path, real_fits_smoke):
-    """The colour composite in DALI operators == galaxy.composite (numpy, held equal to astropy's
+    """The colour composite in DALI operators == galaxy.io.composite (numpy, held equal to astropy's
     make_lupton_rgb in tests/galaxy/test_composite.py): real SDSS/KiDS files with odd units and
     dtypes, and g, r, i round-trip cubes of real JPEGs (band order from BANDn keys)."""
     from engine.pipelines.dali_fits import decode_fits
-    from galaxy.images import read_raster
-    from galaxy.roundtrip import RoundTripDraw, write_cube
+    from galaxy.io.images import read_raster
+    from galaxy.io.roundtrip import RoundTripDraw, write_cube
 
     cubes = []
     for k, jpeg in enumerate(sorted(EXAMPLES.glob("*.jpeg"))[:6]):

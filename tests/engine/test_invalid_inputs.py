@@ -104,7 +104,7 @@ def test_broken_corpus(tmp_path, decoder):
 UNREADABLE_SCRIPT = """
 import sys
 from engine.listing import Item
-from engine.pipelines.reference import decode_item
+from engine.pipelines.base import decode_item
 from galaxy.spec import InputSpec
 decoded = decode_item(Item(sys.argv[1]), InputSpec())
 print(decoded.error.stage, decoded.error.reason if decoded.error else "read")

@@ -94,8 +94,8 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     again = classify_on_ray(replace(config, command="rerun"), None, shard_size=6, actors=2)
     assert again["shards_resumed"] == len(again["parts"]) - 1 and again["classified_now"] <= 6
     assert _distributed(out) == (single_rows, single_errors)
-    from galaxy.montage import select
-    from galaxy.report import report
+    from galaxy.evaluation.montage import select
+    from galaxy.evaluation.report import report
 
     assert sum(map(len, select(out, per_row=30).values())) == 23  # montage and report read the parts folder
     page = report(out, tmp_path / "report.html").read_text()

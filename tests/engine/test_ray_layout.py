@@ -37,7 +37,7 @@ def test_ray_folder_reads_as_the_single_machine_catalog(survey, tmp_path, defaul
 
     from engine.distributed import ShardClassifier, write_manifest, write_shards
     from engine.run import classify
-    from galaxy.catalog import errors_path
+    from galaxy.catalog.write import errors_path
 
     out = tmp_path / "parts"
     config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)

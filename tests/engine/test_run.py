@@ -8,7 +8,7 @@ import pytest
 from engine import backends
 from engine.run import classify
 from galaxy.config import ClassifyConfig
-from galaxy.images import load_input
+from galaxy.io.images import load_input
 from tests.conftest import EXAMPLES
 
 

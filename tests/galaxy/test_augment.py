@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from galaxy.augment import geometric_views, parse_augmentations, photometric
+from galaxy.training.augment import geometric_views, parse_augmentations, photometric
 from galaxy.config import AUGMENTATIONS
 from galaxy.errors import UsageError
-from galaxy.image_cache import build_cache
-from galaxy.predict import d4_batch
+from galaxy.training.image_cache import build_cache
+from galaxy.training.predict import d4_batch
 from tests.conftest import EXAMPLES
 
 

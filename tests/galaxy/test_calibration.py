@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from galaxy.calibration import calibration_record, fit_temperature, softmax_t
+from galaxy.evaluation.calibration import calibration_record, fit_temperature, softmax_t
 from galaxy.card import load_card
 from tests.conftest import EXAMPLES
 
@@ -43,7 +43,7 @@ def _set_temperature(model_dir, temperature):
 
 def test_every_backend_applies_the_cards_temperature(model_copy):
     from engine import backends
-    from galaxy.images import load_input
+    from galaxy.io.images import load_input
 
     card = _set_temperature(model_copy, 1.0)  # raw softmax first, whatever the shipped card holds
     batch = np.stack([load_input(p, card.input_spec)[0] for p in sorted(EXAMPLES.glob("*.jpeg"))[:8]])

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.table import Table
 
-from galaxy.catalog import read_input_catalog
+from galaxy.catalog.read import read_input_catalog
 from galaxy.errors import UsageError
 
 
@@ -42,7 +42,7 @@ def test_catalog_column_errors_name_the_columns(tmp_path):
 
 
 def test_outputs_with_the_same_stem_keep_their_own_errors_file(tmp_path):
-    from galaxy.catalog import errors_path
+    from galaxy.catalog.write import errors_path
 
     csv_errors, fits_errors = errors_path(tmp_path / "res.csv"), errors_path(tmp_path / "res.fits")
     assert csv_errors != fits_errors  # `-o res.csv` then `-o res.fits` must not erase the first run's errors

@@ -5,11 +5,11 @@ import pytest
 from astropy.io import fits
 from astropy.visualization import make_lupton_rgb
 
-from galaxy.bands import band_name, choose_planes, display_order, parse_bands
-from galaxy.composite import (box3_peak, invert_composite, lupton_composite, lupton_parameters, sky_statistics,
+from galaxy.io.bands import band_name, choose_planes, display_order, parse_bands
+from galaxy.io.composite import (box3_peak, invert_composite, lupton_composite, lupton_parameters, sky_statistics,
                               solve_softening)
 from galaxy.errors import UsageError
-from galaxy.fits import read_band_files, read_fits_cutout
+from galaxy.io.fits import read_band_files, read_fits_cutout
 from galaxy.spec import FitsStretch, InputSpec
 
 STRETCH = FitsStretch()
@@ -140,8 +140,8 @@ def test_every_real_fits_smoke_file_is_a_galaxy_on_a_dark_sky(real_fits_smoke):
 
 
 def test_fits_views_look_like_the_fits_path(real_jpeg):
-    from galaxy.images import read_raster
-    from galaxy.roundtrip import fits_views
+    from galaxy.io.images import read_raster
+    from galaxy.io.roundtrip import fits_views
 
     rgb = read_raster(real_jpeg)
     views = fits_views(rgb, STRETCH, np.random.default_rng(0), views=2)

@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from galaxy.cli import cli
-from galaxy.model import create_network, network_cost
+from galaxy.training.model import create_network, network_cost
 from tests.conftest import SHARED_DATA
 
 
@@ -41,7 +41,7 @@ def test_distill_a_compact_student_from_the_shipped_model(tmp_path, default_mode
     assert training["teacher"]["teachers"][0]["weights_sha256"] == default_model[1].weights_sha256
     assert training["config"]["soft_temperature"] == 2.0 and training["config"]["init"] == "scratch"
     assert 0 < training["cost"]["gflop_per_galaxy"] < 0.01 and training["cost"]["parameters"] > 0
-    from galaxy.model import load_network
+    from galaxy.training.model import load_network
 
     network, _ = load_network(out)  # the card's architecture name rebuilds the network
     assert network(torch.zeros(1, 3, 32, 32)).shape == (1, 2)

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from galaxy.export import export_onnx
-from galaxy.images import load_input
+from galaxy.training.export import export_onnx
+from galaxy.io.images import load_input
 from tests.conftest import EXAMPLES
 
 

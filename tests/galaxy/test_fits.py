@@ -5,8 +5,8 @@ import pytest
 from astropy.io import fits
 
 from galaxy.errors import ImageReadError
-from galaxy.fits import MAX_PIXELS, read_fits_cutout
-from galaxy.images import load_input
+from galaxy.io.fits import MAX_PIXELS, read_fits_cutout
+from galaxy.io.images import load_input
 from galaxy.spec import InputSpec
 
 STRETCH = InputSpec()  # read_fits_cutout takes the spec: composite parameters and band choice

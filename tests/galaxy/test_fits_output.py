@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from galaxy.catalog import CatalogWriter
+from galaxy.catalog.write import CatalogWriter
 
 
 def write_catalog(path, n=20000):

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from galaxy.image_cache import build_fits_view_cache
+from galaxy.training.image_cache import build_fits_view_cache
 from tests.conftest import EXAMPLES
 
 

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from galaxy.errors import ImageReadError
-from galaxy.images import crop_resize, load_input, normalise, read_raster
+from galaxy.io.images import crop_resize, load_input, normalise, read_raster
 from galaxy.spec import InputSpec
 
 

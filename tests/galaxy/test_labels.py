@@ -5,7 +5,7 @@ import pytest
 
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled, stratified_split
-from galaxy.metrics import classification_report, roc_auc
+from galaxy.evaluation.metrics import classification_report, roc_auc
 from tests.conftest import EXAMPLES
 
 
@@ -64,7 +64,7 @@ def test_report():
 
 
 def test_ece_and_coverage():
-    from galaxy.metrics import accuracy_at_coverage, expected_calibration_error
+    from galaxy.evaluation.metrics import accuracy_at_coverage, expected_calibration_error
 
     labels = np.array([0, 0, 1, 1])
     probs = np.array([[0.95, 0.05], [0.6, 0.4], [0.45, 0.55], [0.8, 0.2]])

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from galaxy.catalog import CatalogWriter, read_catalog_metadata
+from galaxy.catalog.read import read_catalog_metadata
+from galaxy.catalog.write import CatalogWriter
 
 METADATA = {"run": json.dumps({"weights": "ab" * 32, "tta": False}), "model": "sdss-xception-96",
             "weights": "ab" * 32, "temp": "0.899", "spec": json.dumps({"size": 96, "crop_fraction": 0.5}),
@@ -43,7 +44,7 @@ def test_the_csv_sidecar_stores_json_as_json(tmp_path):
 
 
 def test_the_report_of_a_fits_catalog_shows_how_it_was_made(tmp_path):
-    from galaxy.report import report
+    from galaxy.evaluation.report import report
 
     page = report(_write(tmp_path / "c.fits"), tmp_path / "r.html").read_text()
     for key in ("model", "weights", "backend", "command", "date", "device", "version", "spec"):

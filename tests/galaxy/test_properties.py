@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from galaxy.errors import ImageReadError
-from galaxy.fits import read_fits_cutout
-from galaxy.images import load_input, read_raster
+from galaxy.io.fits import read_fits_cutout
+from galaxy.io.images import load_input, read_raster
 from galaxy.spec import InputSpec
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

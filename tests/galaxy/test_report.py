@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from galaxy.catalog import CatalogWriter
+from galaxy.catalog.write import CatalogWriter
 from galaxy.cli import cli
-from galaxy.montage import select
+from galaxy.evaluation.montage import select
 from tests.conftest import EXAMPLES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -49,7 +49,7 @@ def test_montage_rows_hold_only_their_kind_and_nobody_twice(tmp_path):
 
 
 def test_cut_ids_end_with_an_ellipsis():
-    from galaxy.montage import short_id
+    from galaxy.evaluation.montage import short_id
 
     assert short_id("587735344261759100") == "587735344261759100"
     assert short_id("587735344261759100#2") == "58773534426175910…" and len(short_id("x" * 40)) == 18

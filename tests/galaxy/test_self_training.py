@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from galaxy.cli import cli
 from galaxy.errors import UsageError
 from galaxy.labels import list_unlabelled
-from galaxy.soft_targets import TARGETS_FILE, sharpen, soft_target_loss
+from galaxy.training.soft_targets import TARGETS_FILE, sharpen, soft_target_loss
 from tests.conftest import SHARED_DATA
 
 UNLABELLED = SHARED_DATA.parent / "unlabeled-sdss" / "images"
@@ -63,9 +63,9 @@ def test_self_training_runs_is_resumable_and_reuses_soft_targets(tmp_path, unlab
         assert np.allclose(stored["probabilities"].sum(axis=1), 1, atol=1e-5)
 
     # The same run killed during epoch 2, then resumed: identical weights, soft targets reused.
-    import galaxy.train
+    import galaxy.training.train
 
-    real_report, calls = galaxy.train.classification_report, []
+    real_report, calls = galaxy.training.train.classification_report, []
 
     def crash_in_epoch_2(*args, **kwargs):
         calls.append(1)
@@ -74,9 +74,9 @@ def test_self_training_runs_is_resumable_and_reuses_soft_targets(tmp_path, unlab
         return real_report(*args, **kwargs)
 
     killed = tmp_path / "killed"
-    monkeypatch.setattr(galaxy.train, "classification_report", crash_in_epoch_2)
+    monkeypatch.setattr(galaxy.training.train, "classification_report", crash_in_epoch_2)
     assert _train(killed, unlabelled_subset, "--epochs", "2").exit_code != 0
-    monkeypatch.setattr(galaxy.train, "classification_report", real_report)
+    monkeypatch.setattr(galaxy.training.train, "classification_report", real_report)
     checkpoint = killed / "checkpoints" / "last.pt"
     result = _train(killed, unlabelled_subset, "--epochs", "2", "--resume", str(checkpoint))
     assert result.exit_code == 0, result.output
@@ -86,8 +86,8 @@ def test_self_training_runs_is_resumable_and_reuses_soft_targets(tmp_path, unlab
 
 
 def test_teacher_ensemble_averages_and_the_cache_is_keyed_by_teachers_and_views(tmp_path, model_copy, default_model):
-    from galaxy.predict import pick_device
-    from galaxy.soft_targets import teacher_probabilities
+    from galaxy.training.predict import pick_device
+    from galaxy.training.soft_targets import teacher_probabilities
     from tests.conftest import EXAMPLES
 
     paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:4]
@@ -109,8 +109,8 @@ def test_teacher_ensemble_averages_and_the_cache_is_keyed_by_teachers_and_views(
 
 
 def test_soft_targets_are_reused_for_the_same_teacher_in_another_folder(tmp_path, model_copy, default_model):
-    from galaxy.predict import pick_device
-    from galaxy.soft_targets import teacher_probabilities
+    from galaxy.training.predict import pick_device
+    from galaxy.training.soft_targets import teacher_probabilities
     from tests.conftest import EXAMPLES
 
     paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:2]

@@ -11,9 +11,9 @@ from astropy.wcs import WCS
 from click.testing import CliRunner
 
 from galaxy.cli import cli
-from galaxy.fits import locate_image
-from galaxy.images import read_raster
-from galaxy.sky import centre_position
+from galaxy.io.fits import locate_image
+from galaxy.io.images import read_raster
+from galaxy.io.sky import centre_position
 from tests.conftest import EXAMPLES
 
 

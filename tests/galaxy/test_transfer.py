@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from galaxy.cli import cli
-from galaxy.model import create_network
-from galaxy.transfer import apply_freeze, depth_groups, optimizer_groups, trainable_from
+from galaxy.training.model import create_network
+from galaxy.training.transfer import apply_freeze, depth_groups, optimizer_groups, trainable_from
 from tests.conftest import EXAMPLES
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from galaxy.errors import UsageError
 from galaxy.labels import load_labelled
-from galaxy.votes import VoteRule, detect, load_votes, read_table, vote_labels
+from galaxy.labels import load_votes
+from galaxy.votes import VoteRule, detect, read_table, vote_labels
 from tests.conftest import DATA
 
 GZ = DATA / "galaxy-zoo"

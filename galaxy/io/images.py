@@ -21,12 +21,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from galaxy.errors import ImageReadError
-from galaxy.fits import FITS_SUFFIXES, is_fits_path, read_band_files, read_fits_cutout
+from galaxy.catalog.formats import IMAGE_SUFFIXES
+from galaxy.io.fits import is_fits_path, read_band_files, read_fits_cutout
 from galaxy.spec import InputSpec
 
 RASTER_FORMATS = ("JPEG", "PNG")
-RASTER_SUFFIXES = (".jpg", ".jpeg", ".png")
-IMAGE_SUFFIXES = RASTER_SUFFIXES + FITS_SUFFIXES
 # Refuse rasters with more pixels than this before decoding them.
 MAX_RASTER_PIXELS = 256 * 1024 * 1024
 

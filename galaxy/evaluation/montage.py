@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog import read_catalog_metadata, read_catalog_rows
+from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.spec import InputSpec
 
@@ -95,8 +95,8 @@ def montage(catalog, out, per_row: int = 8, dpi: int = 100) -> Path:
 
     Galaxies whose image cannot be read are drawn as 'unreadable' and counted in one warning.
     """
-    from galaxy.images import crop_resize, read_cutout
-    from galaxy.plots import _pyplot
+    from galaxy.io.images import crop_resize, read_cutout
+    from galaxy.evaluation.plots import _pyplot
 
     chosen = select(catalog, per_row)
     if not any(chosen.values()):

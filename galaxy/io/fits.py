@@ -6,9 +6,9 @@ Rules (documented in the README):
   * Bands: degenerate axes of length 1 are dropped. 2-D data is one band (a grey picture).
     3-D data is a band cube (NAXIS3 bands). Without `hdu`, a file whose image extensions
     each hold one named band (FILTER) of the same shape is one galaxy in several bands.
-    Which band is R, G, B: `galaxy.bands` (headers, else wavelength order; `--bands`).
+    Which band is R, G, B: `galaxy.io.bands` (headers, else wavelength order; `--bands`).
     One galaxy may also come as one file per band (`read_band_files`).
-  * Flux: astropy applies BSCALE/BZERO; `galaxy.composite` then makes the colour
+  * Flux: astropy applies BSCALE/BZERO; `galaxy.io.composite` then makes the colour
     composite (sky subtracted, unit-free Lupton asinh). Non-finite pixels become sky.
   * Orientation: FITS rows run bottom-up; the array is flipped so that it reads like the
     JPEG made from the same data.
@@ -21,17 +21,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galaxy.bands import band_name, choose_planes, cube_bands, header_band
+from galaxy.catalog.formats import FITS_SUFFIXES
+from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band
 from galaxy.errors import ImageReadError
-from galaxy.sky import centre_position
-from galaxy.composite import lupton_composite
+from galaxy.io.sky import centre_position
+from galaxy.io.composite import lupton_composite
 from galaxy.spec import FitsStretch, InputSpec
 
 # Refuse headers promising more pixels than this before any allocation (4 bytes each: 1 GiB).
 MAX_PIXELS = 256 * 1024 * 1024
 # Header keys holding a catalogue object id, in order of preference.
 OBJID_KEYS = ("OBJID", "OBJ_ID", "OBJECTID", "SDSS_ID")
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 
 
 def is_fits_path(path) -> bool:
@@ -84,7 +84,7 @@ class FitsImage:
     for a multi-extension file), its number of axes, whether the header scales the data
     (BSCALE/BZERO), the band names from the headers (None where unnamed; one per plane or
     extension), its object id, its pixel type (BITPIX), and the sky position (RA, Dec in
-    degrees) of its centre when the headers give one (`galaxy.sky`)."""
+    degrees) of its centre when the headers give one (`galaxy.io.sky`)."""
 
     hdus: tuple[int, ...]
     ndim: int
@@ -171,7 +171,7 @@ def _planes(data: np.ndarray, path) -> list[np.ndarray]:
 
 def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path) -> np.ndarray:
     """A display-ordered band cube -> float32 (H, W, 3) in [0, 1]: non-finite pixels become
-    sky (the finite median of their band), then `galaxy.composite.lupton_composite`."""
+    sky (the finite median of their band), then `galaxy.io.composite.lupton_composite`."""
     finite = np.isfinite(cube)
     if not finite.any():
         raise ImageReadError(path, "no finite pixel values (all NaN or inf)", stage="preprocess")

@@ -1,7 +1,7 @@
 """The FITS round trip: survey JPEG composites turned back into linear g, r, i flux cubes.
 
 Each JPEG (R = i, G = r, B = g, as SDSS composites are made) is inverted with
-`galaxy.composite.invert_composite` under a random softening and mode, put in a random
+`galaxy.io.composite.invert_composite` under a random softening and mode, put in a random
 flux unit spanning five decades, given a small random sky pedestal, and written as a
 float32 cube with its planes in wavelength order (g, r, i, named by BAND0..BAND2 keys)
 and its rows bottom-up, as FITS stores them. Classifying the cube and the JPEG must then
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from galaxy.composite import invert_composite
+from galaxy.io.composite import invert_composite
 
 CUBE_BANDS = ("g", "r", "i")  # plane order written (wavelength order); JPEG channels B, G, R
 
@@ -66,14 +66,14 @@ def fits_views(rgb: np.ndarray, stretch, rng: np.random.Generator, views: int = 
     """What the FITS path makes of a galaxy whose flux was stored in other ways (for training).
 
     Each view inverts the JPEG composite `rgb` (H, W, 3) with a random `draw` and composites
-    it again exactly as a FITS input is (`galaxy.composite.lupton_composite`, sky subtraction
+    it again exactly as a FITS input is (`galaxy.io.composite.lupton_composite`, sky subtraction
     included); with `single_band` one more view holds the r band alone (the grey picture a
     2-D FITS file gives). Planes stay in display order: band order is the reader's business.
 
     Returns:
         float32 (H, W, 3) arrays in [0, 1], top row first, `views` (+1) of them.
     """
-    from galaxy.composite import lupton_composite
+    from galaxy.io.composite import lupton_composite
 
     out = []
     for k in range(views + int(single_band)):

@@ -7,7 +7,7 @@ two separable convolutions before global pooling. Every width is the full model'
 `width` (rounded to a multiple of 8). The full model is width 1.0, depth 8.
 
 The variants are registered with timm, so `timm.create_model("xception_compact_w50_d4")`
-builds one and a model card names it; importing `galaxy.model` registers them.
+builds one and a model card names it; importing `galaxy.training.model` registers them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from galaxy.errors import ImageReadError
-from galaxy.images import crop_resize, read_cutout
+from galaxy.io.images import crop_resize, read_cutout
 from galaxy.progress import progress
 from galaxy.spec import InputSpec
 
@@ -50,7 +50,7 @@ def _fill(inputs, one, shape: tuple[int, ...], workers: int, title: str, failure
 
 def build_fits_view_cache(paths, views: int, crop_fraction: float, size: int, workers: int, seed: int,
                           show: bool = True) -> torch.Tensor:
-    """Per image, what the FITS path makes of its flux (`galaxy.roundtrip.fits_views`: `views`
+    """Per image, what the FITS path makes of its flux (`galaxy.io.roundtrip.fits_views`: `views`
     random inversions and the r band alone), centre-cropped to `crop_fraction` and resized to `size`.
 
     Returns:
@@ -59,8 +59,8 @@ def build_fits_view_cache(paths, views: int, crop_fraction: float, size: int, wo
     """
     import numpy as np
 
-    from galaxy.images import read_raster
-    from galaxy.roundtrip import fits_views
+    from galaxy.io.images import read_raster
+    from galaxy.io.roundtrip import fits_views
 
     stretch = InputSpec().fits
 

@@ -1,20 +1,20 @@
 """`galaxy train`: fit a timm classifier to labelled (and unlabelled) cutouts on the CPU or a GPU.
 
 The recipe: images are read once by the reference reader into an in-memory cache of a wider
-field (`galaxy.train_data`); every step resamples each image with a random zoom, rotation,
+field (`galaxy.training.train_data`); every step resamples each image with a random zoom, rotation,
 flip and shift and applies photometric noise (flux, PSF blur, pixel noise, another colour
-composite; `galaxy.augment`, each switchable with `--augment`); AdamW with linear warm-up
+composite; `galaxy.training.augment`, each switchable with `--augment`); AdamW with linear warm-up
 then cosine decay; class-weighted cross entropy (the classes are imbalanced); an
 exponential moving average of the weights; bf16 autocast and channels_last where the
 hardware has bf16 (AMX/AVX512-BF16 CPUs, CUDA). Every epoch writes a checkpoint and a line
 of metrics; the best of (weights, EMA weights) over the epochs by validation accuracy is kept.
 
 Self-training (`--unlabeled`, Noisy Student): a teacher labels the training and unlabelled
-images once with soft targets (`galaxy.soft_targets`); the student learns from the labels
+images once with soft targets (`galaxy.training.soft_targets`); the student learns from the labels
 plus those targets under the noise above and dropout. Transfer learning (`--init`, gradual
-unfreezing, discriminative rates) is in `galaxy.transfer`; optional early stopping watches
+unfreezing, discriminative rates) is in `galaxy.training.transfer`; optional early stopping watches
 the validation loss. Finally the temperature is fitted on the validation split
-(`galaxy.calibration`) and stored in the card.
+(`galaxy.evaluation.calibration`) and stored in the card.
 """
 
 from __future__ import annotations
@@ -32,20 +32,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from galaxy import __version__
-from galaxy.augment import geometric_views, photometric
-from galaxy.calibration import calibration_record, log_probabilities, softmax_t
+from galaxy.version import __version__
+from galaxy.training.augment import geometric_views, photometric
+from galaxy.evaluation.calibration import calibration_record, log_probabilities, softmax_t
 from galaxy.card import ModelCard
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
 from galaxy.labels import ids_digest
-from galaxy.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
-from galaxy.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
-from galaxy.predict import pick_device, predict
+from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
+from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
+from galaxy.training.predict import pick_device, predict
 from galaxy.progress import progress
-from galaxy.soft_targets import soft_target_loss
-from galaxy.train_data import TrainingData, prepare_data
-from galaxy.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
+from galaxy.training.soft_targets import soft_target_loss
+from galaxy.training.train_data import TrainingData, prepare_data
+from galaxy.training.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def train(config: TrainConfig) -> ModelCard:
     network.load_state_dict(best["state"])
     weights_sha = save_weights(network, out_dir)
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n")
-    from galaxy.model import load_network
+    from galaxy.training.model import load_network
 
     card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,
                  network_cost(network, config.size))
@@ -252,7 +252,7 @@ def train(config: TrainConfig) -> ModelCard:
     report["accuracy_at_coverage"] = accuracy_at_coverage(val_labels, probs)
     card.metrics = {"validation": report}
     card.save(out_dir)
-    from galaxy.plots import training_curves
+    from galaxy.evaluation.plots import training_curves
 
     training_curves(history, out_dir / "curves.png")
     return card

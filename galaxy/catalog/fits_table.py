@@ -15,18 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy.catalog.text import ascii_text
+
 BLOCK = 2880
 ROWS_PER_WRITE = 8192
-
-
-def ascii_text(value: str) -> str:
-    """ASCII form of a str: non-ASCII characters and undecodable bytes become backslash escapes."""
-    try:
-        value.encode("ascii")
-        return value
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").encode(
-            "ascii", "backslashreplace").decode("ascii")
 
 
 SKY_UNITS = {"ra": "deg", "dec": "deg"}

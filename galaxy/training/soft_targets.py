@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from galaxy.errors import UsageError
-from galaxy.image_cache import build_cache
+from galaxy.training.image_cache import build_cache
 from galaxy.labels import ids_digest
-from galaxy.predict import predict
+from galaxy.training.predict import predict
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
         (probabilities float32 (N, K) in the order of `ids`, record for the card: teachers,
         views, seconds and images/s of the labelling, whether the cache was reused).
     """
-    from galaxy.model import load_network
+    from galaxy.training.model import load_network
 
     records = [_teacher_record(t, classes) for t in teachers]
     # Keyed by what the targets depend on (weights, temperature, images, views), not by where the teacher lies.

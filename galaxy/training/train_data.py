@@ -2,9 +2,9 @@
 
 The training pool is the labelled training split followed by the unlabelled images (label -1).
 Its cache holds a wider field (`cache_fraction` of the side) at the scale where the spec's
-crop is `size` pixels, so zoom, rotation and translation (`galaxy.augment`) resample it per
+crop is `size` pixels, so zoom, rotation and translation (`galaxy.training.augment`) resample it per
 batch. The validation cache is the exact spec preprocessing. With a teacher, every pool image
-carries the teacher's soft targets (`galaxy.soft_targets`).
+carries the teacher's soft targets (`galaxy.training.soft_targets`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import torch
 
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
-from galaxy.image_cache import build_cache, build_fits_view_cache
+from galaxy.training.image_cache import build_cache, build_fits_view_cache
 from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
-from galaxy.soft_targets import resolve_teachers, sharpen, teacher_probabilities
+from galaxy.training.soft_targets import resolve_teachers, sharpen, teacher_probabilities
 from galaxy.spec import InputSpec
-from galaxy.transfer import initial_weights
+from galaxy.training.transfer import initial_weights
 from galaxy.votes import rule_from_config
 
 log = logging.getLogger(__name__)

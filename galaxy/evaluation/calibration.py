@@ -2,7 +2,7 @@
 
 T is fitted on the validation split by minimising the negative log-likelihood; it never
 changes a label, only how sure the model says it is. It is stored in the model card and
-applied inside the network (`galaxy.model.load_network`), so every backend built from the
+applied inside the network (`galaxy.training.model.load_network`), so every backend built from the
 weights (PyTorch, ONNX, int8, TensorRT) outputs calibrated probabilities. numpy only.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from galaxy.metrics import expected_calibration_error
+from galaxy.evaluation.metrics import expected_calibration_error
 
 LOG_T_RANGE = (-3.0, 3.0)  # T in [0.05, 20]: anything outside is a broken model, not calibration
 
@@ -52,6 +52,13 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, tol: float = 1e-4) -
             b = lo + ratio * (hi - lo)
             fb = scaled_nll(logits, labels, np.exp(b))
     return float(np.exp((lo + hi) / 2))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, float32 (the ONNX graph ends in logits; torch-free, for its backends)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galaxy.evaluation.calibration import softmax
 from galaxy.card import ONNX_FILE, ModelCard, file_sha256, load_card
 from galaxy.errors import ImageReadError, ModelError, UsageError
-from galaxy.images import is_image_path, load_input
+from galaxy.io.images import is_image_path, load_input
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ PARITY_TOLERANCE = 1e-4
 
 def sample_images_dir() -> Path:
     """Real gz1-sdss cutouts shipped in the package for export parity checks."""
-    return Path(__file__).parent / "samples"
+    return Path(__file__).parents[1] / "samples"
 
 
 def _parity_batch(images, spec) -> np.ndarray:
@@ -48,13 +49,6 @@ def _parity_batch(images, spec) -> np.ndarray:
     if not tensors:
         raise UsageError(f"no readable images for the parity check in {[str(i) for i in images]}")
     return np.stack(tensors)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, K) logits, float32."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOLERANCE,
@@ -79,7 +73,7 @@ def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOL
     import onnx
     import onnxruntime as ort
 
-    from galaxy.model import load_network
+    from galaxy.training.model import load_network
 
     model_dir = Path(model_dir)
     network, card = load_network(model_dir, card)

@@ -14,7 +14,7 @@ def create_network(architecture: str, num_classes: int, drop_rate: float = 0.0) 
     """A timm model with random weights and a `num_classes` head (`drop_rate`: dropout before it)."""
     import timm
 
-    import galaxy.compact_xception  # noqa: F401  (registers the xception_compact_* variants with timm)
+    import galaxy.training.compact_xception  # noqa: F401  (registers the xception_compact_* variants with timm)
 
     extra = {"drop_rate": drop_rate} if drop_rate else {}
     try:

@@ -1,7 +1,7 @@
 """`galaxy report`: one self-contained HTML page about a catalog galaxy wrote.
 
 Counts (per label, failed inputs and their commonest reasons), a histogram of P(spiral), the
-montage (`galaxy.montage`), and the model card: the catalog's own metadata (model, weights hash,
+montage (`galaxy.evaluation.montage`), and the model card: the catalog's own metadata (model, weights hash,
 InputSpec, backend, command, date) and, when the weights are a known model's, its validation
 figures. Pictures are inline PNG data URIs and the style is inline: the page needs no network
 and no other file. The catalog is streamed.
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy import __version__
-from galaxy.catalog import errors_path, read_catalog_metadata, read_catalog_rows
+from galaxy.version import __version__
+from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
+from galaxy.catalog.write import errors_path
 
 BINS = np.linspace(0, 1, 21)
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -51,7 +52,7 @@ def _summary(catalog):
 
 
 def _histogram_png(histogram) -> str:
-    from galaxy.plots import _pyplot
+    from galaxy.evaluation.plots import _pyplot
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
@@ -82,7 +83,7 @@ def _rows(pairs) -> str:
 
 def report(catalog, out, per_row: int = 8) -> Path:
     """Write the HTML report of `catalog` to `out`; return its path."""
-    from galaxy.montage import montage
+    from galaxy.evaluation.montage import montage
 
     catalog, out = Path(catalog), Path(out)
     metadata = read_catalog_metadata(catalog)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 
 import numpy as np
+
+from galaxy.config import config_dict
+from galaxy.version import __version__
 
 
 # Keywords of a FITS table header that describe the table itself, not the run that wrote it.
@@ -63,3 +67,23 @@ def galaxy_keys(schema_metadata) -> dict[str, str]:
     """The `galaxy.<key>` items of a Parquet schema's metadata (bytes -> bytes), as key -> text."""
     return {k.decode()[len("galaxy."):]: v.decode() for k, v in (schema_metadata or {}).items()
             if k.startswith(b"galaxy.")}
+
+
+def run_fingerprint(card, session, config) -> dict:
+    """What a resumed run must share with the run it continues."""
+    return {"weights": card.weights_sha256, "temp": card.temperature, "keep": list(config.keep_columns), "backend": f"{session.name} {session.precision}", "tta": config.tta}
+
+
+def catalog_metadata(card, session, config) -> dict:
+    """Self-description stored with every catalog (keys of at most 8 characters, for FITS).
+
+    `session`: the backend session that ran (its name, precision, device); `config`: the ClassifyConfig.
+    """
+    return {"run": json.dumps(run_fingerprint(card, session, config)),
+        "model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
+        "spec": json.dumps(card.input_spec.to_dict()),
+        "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
+        "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
+        "cwd": config.cwd,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),  # FITS DATE: UTC, no offset
+    }

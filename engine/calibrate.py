@@ -1,0 +1,43 @@
+"""`galaxy calibrate`: fit the temperature on the model's validation split and store it in the card.
+
+The fit itself (Guo et al. 2017) is galaxy/evaluation/calibration.py; this module runs the network on the
+validation images (ONNX Runtime fp32) to get the probabilities it is fitted on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from engine import backends
+from engine.artifacts import resolve_model
+from engine.checks import batched_probabilities, validation_tensors
+from galaxy.evaluation.calibration import calibration_record, log_probabilities
+
+log = logging.getLogger(__name__)
+
+
+def calibrate(model_dir, card, data, batch=32, label_column="label", path_column="file") -> dict:
+    """Fit the temperature on the validation split with ONNX Runtime fp32; store it in the card.
+
+    The probabilities already carry the card's current temperature T0, so log p = logits / T0
+    + c and the fitted T' composes: the new temperature is T0 * T'. Calibrating twice is a
+    no-op (T' = 1). Changing T changes the engine key: derived engines are rebuilt on next use.
+    """
+    val, tensors, labels = validation_tensors(model_dir, card, data, label_column, path_column)
+    session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions(batch_size=batch))
+    probs = batched_probabilities(session, tensors, batch)
+    record = calibration_record(log_probabilities(probs), labels)
+    record["temperature"] = round(card.temperature * record["temperature"], 5)
+    record.update({"split": "validation", "data": str(data), "backend": f"{session.name} fp32"})
+    card.calibration = record
+    card.metrics.setdefault("validation", {})["ece"] = record["ece_after"]
+    card.save(model_dir)
+    log.info("temperature %.4f: ECE %.4f -> %.4f (cross-fitted %.4f)", record["temperature"],
+             record["ece_before"], record["ece_after"], record["ece_after_crossfit"])
+    return record
+
+
+def calibrate_model(config) -> dict:
+    """`galaxy calibrate` (a CalibrateConfig)."""
+    model_dir, card = resolve_model(config.model_dir)
+    return calibrate(model_dir, card, config.data, label_column=config.label_column, path_column=config.path_column)

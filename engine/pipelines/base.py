@@ -1,0 +1,131 @@
+"""What every decode pipeline shares: the `Decoded` record, the per-file reference decode every
+pipeline falls back to, the bounded in-order thread map, the base of the batch decoders
+(`ChunkedPipeline`) and the JPEG sniffing that tells which files a batch decoder takes.
+
+One pipeline per module beside this one (reference, dali, dali_gpu, nvjpeg), each with
+`create(spec, workers, depth, hdu, batch_size)`; engine/pipelines/__init__.py picks one by name.
+"""
+
+from __future__ import annotations
+
+import collections
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.listing import Item
+from engine.queues import chunks, prefetch
+from galaxy.errors import ImageReadError
+from galaxy.io.images import load_band_input, load_input, stem_id
+from galaxy.spec import InputSpec
+
+
+@dataclass
+class Decoded:
+    """One decoded input: a (C, H, W) float32 tensor, or the reason it failed, and the
+    columns that go into its catalog row beside the probabilities."""
+
+    id: str
+    path: str
+    tensor: np.ndarray | None = None
+    error: ImageReadError | None = None
+    columns: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, item: Item, tensor=None, error=None, meta: dict | None = None) -> Decoded:
+        """The Decoded of an item: id from the catalog, else the header's OBJID, else the file
+        stem; columns from the catalog, plus the header's sky position unless the catalog has one."""
+        meta = meta or {}
+        columns = dict(item.columns)
+        for key in ("ra", "dec"):
+            if key in meta and key not in columns:
+                columns[key] = repr(float(meta[key]))
+        first = item.bands[0][1] if item.bands else item.path
+        return cls(item.id or meta.get("objid") or stem_id(first), item.path, tensor, error, columns)
+
+
+def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:
+    """Read and preprocess one input; failures become a `Decoded` with `error` set."""
+    try:
+        tensor, meta = load_band_input(item.bands, spec, hdu) if item.bands else load_input(item.path, spec, hdu)
+    except ImageReadError as exc:
+        return Decoded.of(item, error=exc)
+    except (OSError, ValueError, MemoryError) as exc:  # anything the readers did not foresee
+        return Decoded.of(item, error=ImageReadError(item.path, f"{type(exc).__name__}: {exc}", stage="decode"))
+    return Decoded.of(item, tensor=tensor, meta=meta)
+
+
+def bounded_map(fn, iterable, workers: int, depth: int):
+    """Like `executor.map`, in order, but at most `depth` items in flight.
+
+    The input iterable is consumed lazily, so memory does not grow with its length.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = collections.deque()
+        for value in iterable:
+            pending.append(pool.submit(fn, value))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def decode_stream(items, spec: InputSpec, workers: int, depth: int, hdu=None):
+    """Decoded inputs, in input order, decoded `workers` at a time."""
+    return bounded_map(lambda item: decode_item(item, spec, hdu), items, workers, depth)
+
+
+class ChunkedPipeline:
+    """Base of the batch decoders (DALI, nvJPEG): `Item`s in chunks of `batch_size`, `Decoded` out in order.
+
+    A subclass sets `spec`, `workers`, `depth`, `hdu`, `batch_size` and implements
+    `_chunk(chunk) -> list[Decoded | None]`; every None (a file it does not take, or one it
+    rejected) is decoded by the reference reader, so a bad file gets the reference reader's reason.
+    """
+
+    def _decode(self, items):
+        for chunk in chunks(items, self.batch_size):
+            results = self._chunk(chunk)
+            rest = [k for k, decoded in enumerate(results) if decoded is None]
+            retried = decode_stream([chunk[k] for k in rest], self.spec, self.workers, 2 * self.workers, self.hdu)
+            for k, decoded in zip(rest, retried):
+                results[k] = decoded
+            yield from results
+
+    def decode(self, items):
+        """Decoded items in input order, decoded in a background thread ahead of the consumer."""
+        return prefetch(self._decode(items), self.depth)
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_components(data: bytes) -> int | None:
+    """Number of colour components of a JPEG stream, or None when it is not a JPEG."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _SOF:
+            return data[i + 9] if i + 9 < len(data) else None
+        i += 2 + length
+    return None
+
+
+def read_jpeg(path) -> bytes | None:
+    """The file's bytes when it is a JPEG a batch decoder takes (1 or 3 components), else None
+    (the reference reader then takes it: PNG, CMYK JPEG, FITS, unreadable files)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    return data if jpeg_components(data) in (1, 3) else None

@@ -1,0 +1,114 @@
+"""The one runner: backend session + decode pipeline + batches (+ D4 TTA) -> probabilities.
+
+Every command that classifies files goes through it: `galaxy classify` (engine/run.py), each
+Ray actor (engine/distributed.py), `galaxy evaluate` (engine/evaluate.py) and the Python API
+(galaxy/api.py). None of them builds a session, a pipeline or batches of its own.
+
+    runner = Runner(model_dir, card, backend="onnxruntime", batch_size=32)
+    for ids, paths, probabilities, columns in runner.run(items, on_error=failures.append):
+        ...
+
+Batches follow the one last-batch rule of engine/batching.py (the last batch is short, never
+padded), so every row of `probabilities` belongs to a real input.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Iterator, NamedTuple
+
+import numpy as np
+
+from engine import backends
+from engine.batching import batches
+from engine.listing import Item
+from engine.pipelines import open_pipeline
+from engine.tta import run_d4
+from galaxy.io.bands import parse_bands
+from galaxy.errors import UsageError
+
+
+class Failure(NamedTuple):
+    """An input that could not be classified: the record every errors file holds, one per input."""
+
+    path: str
+    stage: str
+    reason: str
+
+
+class Result(NamedTuple):
+    """One batch of classified inputs, in input order.
+
+    Attributes:
+        ids: sample ids (catalog id, FITS OBJID or file stem; not yet made unique), length N.
+        paths: input paths, length N.
+        probabilities: float32 (N, K), in the card's class order.
+        columns: per input, the extra catalog columns (kept input columns, sky position) as text.
+    """
+
+    ids: list[str]
+    paths: list[str]
+    probabilities: np.ndarray
+    columns: list[dict]
+
+
+def hdu_value(value):
+    """`--hdu` as given: an index ("1") becomes an int, an EXTNAME stays text, None stays None."""
+    return int(value) if value is not None and str(value).isdigit() else value
+
+
+class Runner:
+    """A model ready to classify files: its backend session and a decode pipeline reading its InputSpec.
+
+    Args:
+        model_dir, card: the model (see `engine.artifacts.resolve_model`).
+        backend: a backend name or "auto"; decoder: a pipeline name or "auto".
+        batch_size: images per batch, at most the session's `max_batch`.
+        threads: inference threads (0: the backend's default); workers: decode threads (0: one per CPU).
+        tta: average the 8 D4 views of each image.
+        spec: the InputSpec to read with (default: the card's).
+        hdu: FITS HDU index or EXTNAME (default: the first with image data).
+
+    Raises:
+        UsageError: a batch size below 1, an unknown backend or decoder.
+    """
+
+    def __init__(self, model_dir, card, backend: str = "auto", decoder: str = "auto", batch_size: int = 32,
+                 threads: int = 0, workers: int = 0, tta: bool = False, spec=None, hdu=None):
+        if batch_size < 1:
+            raise UsageError(f"batch size {batch_size} must be at least 1")
+        self.card, self.tta = card, tta
+        self.session = backends.load(backend, model_dir, card,
+                                     backends.BackendOptions(threads=threads, batch_size=batch_size))
+        self.batch_size = min(batch_size, self.session.max_batch)
+        self.pipeline = open_pipeline(decoder, spec or card.input_spec, workers or os.cpu_count() or 1,
+                                      depth=4 * self.batch_size, hdu=hdu, batch_size=self.batch_size,
+                                      device=self.session.device)
+
+    @classmethod
+    def for_classify(cls, model_dir, card, config) -> Runner:
+        """The runner of a ClassifyConfig: its backend, decoder, batching, TTA, `--bands` and `--hdu`."""
+        spec = card.input_spec.replace(fits_bands=parse_bands(config.bands)) if config.bands else card.input_spec
+        return cls(model_dir, card, config.backend, config.decoder, config.batch_size, config.threads,
+                   config.workers, config.tta, spec, hdu_value(config.hdu))
+
+    @property
+    def backend(self) -> str:
+        """The backend and precision really in use, e.g. "onnxruntime fp32"."""
+        return f"{self.session.name} {self.session.precision}"
+
+    def infer(self, tensor) -> np.ndarray:
+        """float32 (N, C, H, W) (numpy, or torch CUDA for GPU sessions) -> float32 (N, K) probabilities."""
+        return run_d4(self.session, tensor) if self.tta else self.session.run(tensor)
+
+    def run(self, items: Iterable[Item], on_error: Callable[[Failure], None]) -> Iterator[Result]:
+        """Classify `items` batch by batch, in input order.
+
+        Inputs that cannot be read never reach a batch: each is handed to `on_error` as a
+        `Failure` when it passes, so failures and results come in input order too.
+        """
+        def failed(decoded):
+            on_error(Failure(decoded.path, decoded.error.stage, decoded.error.reason))
+
+        for batch in batches(self.pipeline.decode(items), self.batch_size, failed):
+            yield Result(batch.ids, batch.paths, self.infer(batch.tensor), batch.columns)

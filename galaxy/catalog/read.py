@@ -1,0 +1,211 @@
+"""Reading catalogs: input catalogs (a path column, streamed) and the catalogs galaxy wrote (rows, metadata)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from galaxy.catalog.formats import (ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, RESERVED_COLUMNS,
+                                    TABLE_FORMATS, output_format, table_format)
+from galaxy.catalog.metadata import galaxy_keys, run_metadata
+from galaxy.errors import UsageError
+
+CATALOG_BATCH = 8192
+
+
+def _parts(path: Path) -> list[Path] | None:
+    """The Parquet parts of a `classify --ray` output folder, in order; None for a file."""
+    manifest = path / RAY_BOOKKEEPING / RAY_MANIFEST
+    if not path.is_dir():
+        return None
+    if not manifest.is_file():
+        raise UsageError(f"{path} is a folder without {RAY_BOOKKEEPING}/{RAY_MANIFEST}: "
+                         "not a finished `galaxy classify --ray` output")
+    return [path / name for name in json.loads(manifest.read_text())["parts"]]
+
+
+def _text(value) -> str:
+    return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip()
+
+
+def _catalog_columns(path: Path, fmt: str):
+    """(column names, iterator of {column: values} batches), streamed where the format allows:
+    CSV row by row, Parquet by record batch, FITS memory-mapped; ECSV is read whole."""
+    if fmt == "csv":
+        fh = open(path, newline="")
+        reader = csv.DictReader(fh)
+
+        def csv_batches():
+            with fh:
+                batch = []
+                for row in reader:
+                    batch.append(row)
+                    if len(batch) == CATALOG_BATCH:
+                        yield {c: [r[c] for r in batch] for c in reader.fieldnames}
+                        batch = []
+                if batch:
+                    yield {c: [r[c] for r in batch] for c in reader.fieldnames}
+
+        return list(reader.fieldnames or []), csv_batches()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        return parquet.schema_arrow.names, (b.to_pydict() for b in parquet.iter_batches(batch_size=CATALOG_BATCH))
+    if fmt == "fits":
+        from astropy.io import fits
+
+        hdul = fits.open(path, memmap=True)
+        table = next((h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
+        if table is None:
+            hdul.close()
+            raise UsageError(f"catalog {path} has no table HDU")
+
+        def fits_batches():
+            with hdul:
+                for start in range(0, len(table.data), CATALOG_BATCH):
+                    chunk = table.data[start:start + CATALOG_BATCH]
+                    yield {c: list(chunk[c]) for c in table.columns.names}
+
+        return list(table.columns.names), fits_batches()
+    from astropy.table import Table
+
+    table = Table.read(path, format="ascii.ecsv")
+    return list(table.colnames), iter([{c: list(table[c]) for c in table.colnames}])
+
+
+def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None, keep=(),
+                       band_columns: dict[str, str] | None = None):
+    """Rows (path, id or None, {kept column: text}) from a CSV / Parquet / FITS / ECSV table, streamed.
+
+    Relative paths are taken from the catalog's folder. The path column defaults to the
+    first of `PATH_COLUMNS` present; the id column to the first of `ID_COLUMNS`; `keep`
+    names columns passed through to the output (e.g. ra, dec, redshift). With
+    `band_columns` ({band: column}, one FITS file per band and galaxy) the path of a row is
+    a {band: path} dict instead.
+    """
+    path = Path(path)
+    fmt = table_format(path)
+    if fmt is None:
+        raise UsageError(f"catalog {path} is not {', '.join(TABLE_FORMATS)}")
+    try:
+        columns, batches = _catalog_columns(path, fmt)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read catalog {path}: {exc}") from None
+    if band_columns:
+        absent = [c for c in band_columns.values() if c not in columns]
+        if absent:
+            raise UsageError(f"catalog {path} has no band path column {absent[0]!r}; columns are {columns}")
+    else:
+        path_column = path_column or next((c for c in PATH_COLUMNS if c in columns), None)
+        if path_column not in columns:
+            raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
+    if id_column is None:
+        id_column = next((c for c in ID_COLUMNS if c in columns), None)
+    elif id_column not in columns:
+        raise UsageError(f"catalog {path} has no id column {id_column!r}; columns are {columns}")
+    missing = [c for c in keep if c not in columns]
+    if missing:
+        raise UsageError(f"catalog {path} has no column {missing[0]!r} to keep; columns are {columns}")
+    clash = [c for c in keep if c in RESERVED_COLUMNS]
+    if clash:
+        raise UsageError(f"cannot keep column {clash[0]!r}: the output has its own (reserved: {list(RESERVED_COLUMNS)})")
+    def resolve(value) -> str:
+        file = Path(_text(value))
+        return str(file if file.is_absolute() else path.parent / file)
+
+    for batch in batches:
+        n = len(next(iter(batch.values())))
+        ids = batch[id_column] if id_column else [None] * n
+        kept = [batch[c] for c in keep]
+        for i, ident in enumerate(ids):
+            where = ({band: resolve(batch[c][i]) for band, c in band_columns.items()} if band_columns
+                     else resolve(batch[path_column][i]))
+            yield where, None if ident is None else _text(ident), {c: _text(column[i]) for c, column in zip(keep, kept)}
+
+
+def column_units(path, columns) -> dict[str, str]:
+    """Units of `columns` in an input catalog, where the format keeps them (FITS TUNITn, ECSV).
+
+    Read from the header alone. CSV and Parquet tables carry none: {} for them.
+    """
+    path, wanted = Path(path), set(columns)
+    fmt = table_format(path)
+    if not wanted:
+        return {}
+    if fmt == "fits":
+        from astropy.io import fits
+
+        header = fits.getheader(path, 1)
+        names = {header.get(f"TTYPE{i}"): header.get(f"TUNIT{i}") for i in range(1, int(header.get("TFIELDS", 0)) + 1)}
+        return {k: str(v) for k, v in names.items() if k in wanted and v}
+    if fmt == "ecsv":
+        table = _ecsv_header(path)
+        return {k: str(table[k].unit) for k in table.colnames if k in wanted and table[k].unit is not None}
+    return {}
+
+
+def _ecsv_header(path):
+    """An ECSV file's header as an empty astropy Table (types, units, meta): no data rows are read."""
+    from astropy.table import Table
+
+    header = []
+    with open(path) as fh:
+        for line in fh:
+            header.append(line)
+            if not line.startswith("#"):
+                break
+    return Table.read("".join(header), format="ascii.ecsv")
+
+
+def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
+    """The metadata galaxy stored with a catalog it wrote (keys lower case); {} when none."""
+    path = Path(path)
+    if _parts(path) is not None:
+        return dict(json.loads((path / RAY_BOOKKEEPING / RAY_MANIFEST).read_text()).get("metadata", {}))
+    fmt = output_format(path, fmt)
+    if fmt == "csv":
+        sidecar = path.with_name(path.name + ".meta.json")
+        if not sidecar.exists():
+            return {}
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in json.loads(sidecar.read_text()).items()}
+    if fmt == "ecsv":
+        return {k: str(v) for k, v in _ecsv_header(path).meta.items()}
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return galaxy_keys(pq.read_schema(path).metadata)
+    from astropy.io import fits
+
+    header = fits.getheader(path, 1)
+    return run_metadata(header)
+
+
+def read_catalog_rows(path, fmt: str | None = None):
+    """Rows of a catalog galaxy wrote, as dicts with `id`, `path`, the `p_*` columns and any extra ones.
+
+    A `classify --ray` output folder is read part by part, in order.
+    """
+    parts = _parts(Path(path))
+    if parts is not None:
+        for part in parts:
+            yield from read_catalog_rows(part, "parquet")
+        return
+    fmt = output_format(path, fmt)
+    if fmt in ("csv", "ecsv"):
+        with open(path, newline="") as fh:
+            yield from csv.DictReader(line for line in fh if not line.startswith("#"))
+        return
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for group in pq.ParquetFile(path).iter_batches(batch_size=8192):
+            yield from group.to_pylist()
+        return
+    from astropy.table import Table
+
+    table = Table.read(path, format="fits")
+    text = {name for name in table.colnames if table[name].dtype.kind in "SU"}
+    for row in table:
+        yield {name: (str(row[name]) if name in text else float(row[name])) for name in table.colnames}

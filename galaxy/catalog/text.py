@@ -1,0 +1,25 @@
+"""The text forms of ids and paths in what galaxy writes: one escaping, two strengths.
+
+File names that are not valid UTF-8 reach Python as surrogate escapes. `safe_text` writes
+their undecodable bytes as \\xNN (every catalog and errors file; resuming compares paths in
+this form); `ascii_text` is the same and also escapes every non-ASCII character, for FITS,
+whose text columns must be ASCII.
+"""
+
+from __future__ import annotations
+
+
+def safe_text(value: str) -> str:
+    """A str that encodes as UTF-8: file names that are not UTF-8 (held by Python as surrogate
+    escapes) get their undecodable bytes written as \\xNN. Every catalog and errors file uses
+    this form for ids and paths, and resuming compares paths in this form."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def ascii_text(value: str) -> str:
+    """ASCII form of a str: `safe_text`, then every non-ASCII character as a backslash escape."""
+    return safe_text(value).encode("ascii", "backslashreplace").decode("ascii")

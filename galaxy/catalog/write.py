@@ -1,0 +1,190 @@
+"""Writing catalogs (CSV, ECSV, Parquet, FITS) and their errors files.
+
+Output columns: `id`, `path`, one `p_<class>` per class (float32), `label`. Every output
+carries metadata: model name, weights sha256, InputSpec, galaxy version, the command and
+its config, and the UTC date. CSV has no place for it, so it goes in a sidecar
+`<OUT>.meta.json`; ECSV keeps it (and column types and units) in its YAML header; Parquet in
+the schema metadata; FITS in the table header.
+CSV rows are written as they arrive, Parquet in row groups of `PARQUET_ROW_GROUP` rows, FITS
+through a spool file (`galaxy.catalog.fits_table`): memory stays flat however many rows there are.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from galaxy.catalog.fits_table import SKY_UNITS
+from galaxy.catalog.formats import ERROR_COLUMNS, RAY_BOOKKEEPING, output_format
+from galaxy.catalog.metadata import empty_table, parquet_metadata, sidecar_value
+from galaxy.catalog.text import safe_text
+
+PARQUET_ROW_GROUP = 16384
+
+
+def unique_id(ident: str, seen: set[str]) -> str:
+    """The one unique-id rule of a catalog: `ident`, or `ident#2`, `ident#3`, ... the first not in
+    `seen`, which it joins. The same stem in two folders keeps both rows; the path column says
+    which file is which. Applied in listing order, so every run and every machine agree."""
+    candidate, n = ident, 1
+    while candidate in seen:
+        n += 1
+        candidate = f"{ident}#{n}"
+    seen.add(candidate)
+    return candidate
+
+
+def column_kinds(rows) -> list[tuple[str, str]]:
+    """(name, "float" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
+
+    A column is float when every value it has parses as a number (ra, dec, redshift): the
+    `extra` argument of `CatalogWriter`.
+    """
+    kinds: dict[str, str] = {}
+    for row in rows:
+        for key, value in row.items():
+            if kinds.get(key) != "text":
+                try:
+                    float(value)
+                    kinds[key] = "float"
+                except ValueError:
+                    kinds[key] = "text"
+    return list(kinds.items())
+
+
+def errors_path(output) -> Path:
+    """The errors file of an output: catalog.fits -> catalog.fits.errors.csv. The whole name is
+    kept, so `res.csv` and `res.fits` written side by side each keep their own errors. In a
+    folder of Parquet parts (`classify --ray`), OUT/_galaxy/errors.csv."""
+    output = Path(output)
+    if output.is_dir():
+        return output / RAY_BOOKKEEPING / "errors.csv"
+    return output.with_name(output.name + ".errors.csv")
+
+
+class CatalogWriter:
+    """Streams result rows to a CSV, ECSV, Parquet or FITS catalog.
+
+    Args:
+        path: output file.
+        classes: class names; one probability column each.
+        metadata: str -> str pairs stored with the catalog.
+        fmt: "csv", "ecsv", "parquet" or "fits" (default from the extension).
+        extra: (name, "float" or "text") of columns after `label` (kept input columns, ra, dec);
+            `write` takes their values as text, "" or absent for missing (NaN / null).
+        units: name -> unit of float extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
+    """
+
+    def __init__(self, path, classes, metadata: dict, fmt: str | None = None, extra=(), units=None):
+        self.path = Path(path)
+        self.units = {**SKY_UNITS, **(units or {})}
+        self.format = output_format(path, fmt)
+        self.classes = tuple(classes)
+        self.extra = tuple(extra)
+        self.columns = ("id", "path", *(f"p_{c}" for c in self.classes), "label", *(name for name, _ in self.extra))
+        self.metadata = {k: str(v) for k, v in metadata.items()}
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pending: list[tuple] = []
+        self._fh = self._writer = None
+        if self.format == "csv":
+            self._fh = open(self.path, "w", newline="")
+            self._writer = csv.writer(self._fh)
+            self._writer.writerow(self.columns)
+            sidecar = self.path.with_name(self.path.name + ".meta.json")
+            sidecar.write_text(json.dumps({k: sidecar_value(v) for k, v in self.metadata.items()}, indent=1) + "\n")
+        elif self.format == "ecsv":
+            self._fh = open(self.path, "w", newline="")
+            self._fh.write(self._ecsv_header())
+            self._writer = csv.writer(self._fh, lineterminator="\n")
+        elif self.format == "fits":
+            from galaxy.catalog.fits_table import FitsTableWriter
+
+            self._writer = FitsTableWriter(self.path, self.classes, self.metadata, self.extra, self.units)
+        elif self.format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
+            fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
+            fields += [pa.field(name, pa.float64() if kind == "float" else pa.string()) for name, kind in self.extra]
+            self._schema = pa.schema(fields)
+            self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units))
+            self._writer = pq.ParquetWriter(self.path, self._schema)
+
+    def write(self, ids, paths, probabilities: np.ndarray, columns=None):
+        """Append rows. probabilities: float (N, K) in class order; columns: per row a dict of extra values."""
+        labels = [self.classes[k] for k in probabilities.argmax(axis=1)]
+        extra = [[(columns[i] if columns else {}).get(name, "") for name, _ in self.extra] for i in range(len(ids))]
+        if self.format in ("csv", "ecsv"):
+            for i, ident in enumerate(ids):
+                self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i], *extra[i]])
+            self._fh.flush()
+        elif self.format == "fits":
+            self._writer.write(ids, paths, probabilities, labels, extra)
+        else:
+            self._pending.extend(zip(ids, paths, probabilities.astype(np.float32), labels, extra))
+            if len(self._pending) >= PARQUET_ROW_GROUP:
+                self._flush_parquet()
+        self.rows += len(ids)
+
+    def _flush_parquet(self):
+        import pyarrow as pa
+
+        rows = self._pending
+        arrays = [pa.array([r[0] for r in rows], pa.string()), pa.array([r[1] for r in rows], pa.string())]
+        probs = np.array([r[2] for r in rows], dtype=np.float32).reshape(-1, len(self.classes))
+        arrays += [pa.array(probs[:, k]) for k in range(len(self.classes))]
+        arrays.append(pa.array([r[3] for r in rows], pa.string()))
+        for j, (_, kind) in enumerate(self.extra):
+            values = [r[4][j] for r in rows]
+            arrays.append(pa.array([float(v) if v != "" else None for v in values], pa.float64()) if kind == "float"
+                          else pa.array([v if v != "" else None for v in values], pa.string()))
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+        self._pending = []
+
+    def _ecsv_header(self) -> str:
+        """ECSV's YAML header (column types, units, the metadata) and the column-name line, by astropy."""
+        import io
+
+        kinds = {"id": str, "path": str, "label": str, **{f"p_{c}": np.float32 for c in self.classes},
+                 **{name: (np.float64 if kind == "float" else str) for name, kind in self.extra}}
+        out = io.StringIO()
+        empty_table({name: kinds[name] for name in self.columns}, self.metadata, self.units).write(out, format="ascii.ecsv", delimiter=",")
+        return out.getvalue()
+
+    def close(self):
+        if self.format in ("csv", "ecsv"):
+            self._fh.close()
+        elif self.format == "parquet":
+            if self._pending:
+                self._flush_parquet()
+            self._writer.close()
+        else:
+            self._writer.close()
+
+
+class ErrorWriter:
+    """The one errors writer: streams (path, stage, reason) rows for inputs that could not be classified.
+
+    `header`: write the column names first (False for the per-shard files a `--ray` run merges).
+    """
+
+    def __init__(self, path, header: bool = True):
+        self.path = Path(path)
+        self.count = 0
+        self._fh = open(self.path, "w", newline="")
+        self._writer = csv.writer(self._fh)
+        if header:
+            self._writer.writerow(ERROR_COLUMNS)
+
+    def write(self, path, stage, reason):
+        self._writer.writerow([safe_text(path), stage, safe_text(reason)])
+        self._fh.flush()
+        self.count += 1
+
+    def close(self):
+        self._fh.close()

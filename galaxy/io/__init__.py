@@ -1,0 +1,1 @@
+"""Reading images: the reference readers (JPEG/PNG, FITS), the FITS colour composite, band choice, sky position. Torch-free."""
