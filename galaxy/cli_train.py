@@ -82,7 +82,7 @@ def _train_and_report(options: dict) -> None:
 @click.option("--classes", default="elliptical,spiral", show_default=True, help="Class names, output order.")
 @click.option("--arch", "architecture", default="legacy_xception", show_default=True, help="timm model name.")
 @click.option("--init", default="scratch", show_default=True,
-              help="scratch, imagenet, default (the shipped galaxy model), or a weights file/model dir.")
+              help="scratch, imagenet, default (the shipped full Xception, sdss-xception), or a weights file/model dir.")
 @click.option("--drop-rate", default=0.0, show_default=True, help="Dropout before the classifier (student noise).")
 @click.option("--fits-views", default=0, show_default=True,
               help="FITS robustness: per labelled training image, N copies of its flux (the JPEG inverted with "

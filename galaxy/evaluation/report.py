@@ -67,14 +67,17 @@ def _histogram_png(histogram) -> str:
 
 
 def _known_card(metadata):
-    """The card of the shipped model when the catalog's weights are its weights."""
-    from galaxy.card import default_model_dir, load_card
+    """The card of the shipped model whose weights are the catalog's, else None."""
+    from galaxy.card import load_card, model_path, shipped_models
 
-    try:
-        card = load_card(default_model_dir(), verify=False)
-    except Exception:  # a missing or unreadable card only means no validation figures
-        return None
-    return card if card.weights_sha256 == metadata.get("weights") else None
+    for name in shipped_models():
+        try:
+            card = load_card(model_path(name), verify=False)
+        except Exception:  # a missing or unreadable card only means no validation figures
+            continue
+        if card.weights_sha256 == metadata.get("weights"):
+            return card
+    return None
 
 
 def _rows(pairs) -> str:

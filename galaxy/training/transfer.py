@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from galaxy.card import default_model_dir
+from galaxy.card import FULL_MODEL, MODELS_DIR
 from galaxy.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,9 @@ BODY_GROUPS = 3  # early, middle, late
 
 
 def initial_weights(init: str) -> str:
-    """What `--init` names: "scratch", "imagenet", or a weights path ("default": the shipped model)."""
+    """What `--init` names: "scratch", "imagenet", or a weights path ("default": the shipped full Xception)."""
     if init == "default":
-        return str(default_model_dir())
+        return str(MODELS_DIR / FULL_MODEL)
     return init
 
 

@@ -62,3 +62,13 @@ def test_shipped_models_are_named_and_found_by_name(tmp_path, monkeypatch):
     (tmp_path / FULL_MODEL).mkdir()  # a user's own folder of that name wins over the shipped one
     assert model_path(FULL_MODEL) == tmp_path.joinpath(FULL_MODEL).relative_to(tmp_path)
     assert str(model_path("runs/x")) == "runs/x"  # anything else is a folder path as typed
+
+
+def test_the_default_is_the_compact_model_on_a_cpu_and_the_full_one_on_a_gpu(monkeypatch):
+    from galaxy.card import COMPACT_MODEL, FULL_MODEL, MODELS_DIR, default_model_dir, gpu_visible
+
+    assert default_model_dir(gpu=True) == MODELS_DIR / FULL_MODEL
+    if (MODELS_DIR / COMPACT_MODEL / "card.json").is_file():
+        assert default_model_dir(gpu=False) == MODELS_DIR / COMPACT_MODEL
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not gpu_visible() and default_model_dir() == default_model_dir(gpu=False)
