@@ -11,11 +11,10 @@ Each measurement warms up first, is timed over repeated runs, and prints one JSO
 (fixed keys); a table with ratios to the baseline and to benchmarks/targets.toml follows.
 Every shipped model is measured in the same run (or those of --models); each row names its
 model's GFLOP per galaxy and, for fp32 and bf16 engines, the fraction of this machine's dense
-GEMM speed (its attainable peak, measured at the start and the end of the run, the faster
-kept) that the network reaches. End to end and the baseline are measured --rounds times,
-interleaved, and the best round is reported:
-on a shared 2-core machine one round can lose a third to a neighbour. Ratios are only
-meaningful within one run on one machine.
+GEMM speed (its attainable peak, measured in every round, the fastest kept) that the network
+reaches. Engine-only, end to end and the baseline are measured --rounds times, interleaved,
+and the best round of each is reported: on a shared 2-core VM one round can lose half or more
+to a neighbour. Ratios are only meaningful within one run on one machine.
 
   python bench.py --quick          # about a minute (or: galaxy bench --quick)
   python bench.py --models sdss-xception-compact   # one model only
@@ -355,7 +354,7 @@ def main(argv=None):
     parser.add_argument("--engine-only", action="store_true")
     args = parser.parse_args(argv)
     n = 300 if args.quick else args.images
-    repeats = 5 if args.quick else 20
+    repeats = 5 if args.quick else 10
     rounds = args.rounds or 3
     targets = tomllib.loads(TARGETS.read_text()) if TARGETS.is_file() else None
     if targets is None:
@@ -378,41 +377,43 @@ def main(argv=None):
     decoders = [d for d in args.decoders.split(",") if d and (d != "dali" or dali_installed())]
     work = {str(d): {"model": c.name, **{k: v for k, v in model_cost(str(d), c.input_spec.size).items()
                                          if k == "gflop_per_galaxy"}} for d, c in models}
+    peak: dict = {}
+    sessions = {}
     if args.sizes:
         rows += bench_sizes([int(s) for s in args.sizes.split(",")], models[0][1], args.batch, repeats)
     else:
-        peak = gemm_gflops()
         for model_dir, card in models:
-            for name in list(names):
+            for name in names:
                 try:
-                    session = backends.load(name, model_dir, card, options)
+                    sessions[str(model_dir), name] = backends.load(name, model_dir, card, options)
                 except GalaxyError as exc:
                     print(f"skipping backend {name} for {card.name}: {exc}", file=sys.stderr)
-                    continue
-                rows.append(bench_engine(session, card.input_spec, args.batch, repeats, **work[str(model_dir)]))
-                del session
+    files = image_files(n)
     if not args.engine_only:
-        files = image_files(n)
         rows.append(bench_listing(files))
         for decoder in decoders:
             try:
                 rows.append(bench_decode(files, models[0][1].input_spec, os.cpu_count(), decoder, args.batch))
             except GalaxyError as exc:
                 print(f"skipping decoder {decoder}: {exc}", file=sys.stderr)
-        loaded = {(r.get("model"), r["backend"]) for r in rows if r["stage"] == "engine"}
-        base_dir, base_card = resolve_model(args.baseline_model)
-        base_work = {"model": base_card.name, **{k: v for k, v in model_cost(str(base_dir), base_card.input_spec.size)
-                                                  .items() if k == "gflop_per_galaxy"}}
-        for i in range(rounds):  # interleaved, so a slow spell of the machine hits every measurement alike
-            for model_dir, card in models:
-                for name in names:
-                    if args.sizes or (card.name, name) in loaded:
-                        rows.append(bench_end_to_end(files, model_dir, name, args.batch,
-                                                     "auto" if args.gpu else decoders[-1], round=i,
-                                                     **work[str(model_dir)]))
-            if not args.gpu:
-                rows.append(bench_baseline(files, base_dir, round=i, **base_work))
-    peak = {} if args.sizes else {k: max(v, peak[k]) for k, v in gemm_gflops().items()}
+    base_dir, base_card = resolve_model(args.baseline_model)
+    base_work = {"model": base_card.name, **{k: v for k, v in model_cost(str(base_dir), base_card.input_spec.size)
+                                              .items() if k == "gflop_per_galaxy"}}
+    for i in range(rounds):  # interleaved, so a slow spell of the machine hits every measurement alike
+        if not args.sizes:
+            peak = {k: max(v, peak.get(k, 0.0)) for k, v in gemm_gflops().items()}
+        for model_dir, card in models:
+            for name in names:
+                session = sessions.get((str(model_dir), name))
+                if session is not None:
+                    rows.append(bench_engine(session, card.input_spec, args.batch, repeats, round=i,
+                                             **work[str(model_dir)]))
+                if not args.engine_only and (args.sizes or session is not None):
+                    rows.append(bench_end_to_end(files, model_dir, name, args.batch,
+                                                 "auto" if args.gpu else decoders[-1], round=i,
+                                                 **work[str(model_dir)]))
+        if not args.engine_only and not args.gpu:
+            rows.append(bench_baseline(files, base_dir, round=i, **base_work))
     print(f"\nmachine: {cpu_name()}, {os.cpu_count()} cpus, {cpu_flags()}; dense GEMM here {peak} GFLOP/s; "
           f"models {', '.join(f'{c.name} ({c.input_spec.size} px)' for _, c in models)}", file=sys.stderr)
     print(table(rows, targets, peak), file=sys.stderr)
