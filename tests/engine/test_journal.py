@@ -35,8 +35,9 @@ def rows_by_path(path):
 
 
 def run_cli(folder, out, *extra):
-    return [sys.executable, "-m", "galaxy.cli", "classify", str(folder), "-o", str(out), "-q",
-            "--backend", "onnxruntime", "--batch-size", "8", "--commit-every", "40", *extra]
+    # The full model: slow enough (1,200 images take ~15 s) that a kill lands mid-run.
+    return [sys.executable, "-m", "galaxy.cli", "classify", str(folder), "-o", str(out), "-q", "--model",
+            "sdss-xception", "--backend", "onnxruntime", "--batch-size", "8", "--commit-every", "40", *extra]
 
 
 @pytest.mark.slow

@@ -72,7 +72,8 @@ def _distributed(out):
     return rows, errors
 
 
-def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(survey, cluster, tmp_path):
+def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(survey, cluster, tmp_path,
+                                                                                default_model):
     import galaxy
     from engine.distributed import classify_on_ray
 
@@ -87,7 +88,7 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     assert rows == single_rows  # same ids (stem#2 included), paths, probabilities, labels, ra/dec
     assert sum(1 for r in rows.values() if r["ra"]) == 2
     assert errors == single_errors
-    assert manifest["metadata"]["model"] == "sdss-xception-96" and "onnxruntime" in manifest["metadata"]["backend"]
+    assert manifest["metadata"]["model"] == default_model[1].name and "onnxruntime" in manifest["metadata"]["backend"]
 
     (out / "part-000002.parquet").unlink()  # as if the run had died before this part was written
     (out / "_galaxy" / "manifest.json").unlink()

@@ -64,7 +64,7 @@ def test_each_photometric_switch_alone_changes_the_image_and_none_keeps_it(cache
 
 
 def test_curve_with_equal_softenings_is_the_identity():
-    from galaxy import augment
+    from galaxy.training import augment
 
     x = torch.rand(4, 3, 8, 8)
     a = torch.full((4,), 0.05)

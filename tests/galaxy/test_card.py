@@ -32,11 +32,16 @@ def test_missing_card(tmp_path):
         load_card(tmp_path)
 
 
-def test_default_card_records_how_it_was_made(default_model):
-    _, card = default_model
-    assert card.architecture == "legacy_xception"
+@pytest.mark.parametrize("name, architecture, command", [
+    ("sdss-xception", "legacy_xception", "galaxy train "),
+    ("sdss-xception-compact", "xception_compact_w50_d8", "galaxy distill galaxy/models/sdss-xception ")])
+def test_shipped_cards_record_how_they_were_made(name, architecture, command):
+    from galaxy.card import model_path
+
+    card = load_card(model_path(name))
+    assert card.architecture == architecture
     assert card.classes == ("elliptical", "spiral")
-    assert card.training["command"].startswith("galaxy train ")
+    assert card.training["command"].startswith(command)
     assert card.split["val_ids_sha256"] and card.split["seed"] == 0
     assert card.metrics["validation"]["accuracy"] > 0.85
 

@@ -43,7 +43,7 @@ def test_classify_samples_to_csv(tmp_path, labels, default_model):
     assert result.output == ""  # -q: nothing to act on, nothing printed
 
 
-def test_bad_file_among_good_ones(tmp_path):
+def test_bad_file_among_good_ones(tmp_path, default_model):
     inputs = tmp_path / "in"
     shutil.copytree(EXAMPLES, inputs)
     (inputs / "broken.jpeg").write_bytes(b"\xff\xd8\xff garbage")
@@ -56,13 +56,13 @@ def test_bad_file_among_good_ones(tmp_path):
 
     table = pq.read_table(out)
     assert table.num_rows == 40
-    assert table.schema.metadata[b"galaxy.model"] == b"sdss-xception-96"
+    assert table.schema.metadata[b"galaxy.model"] == default_model[1].name.encode()
     errors = read_csv(tmp_path / "c.parquet.errors.csv")
     assert sorted(e["path"] for e in errors) == sorted([str(inputs / "broken.jpeg"), str(inputs / "sub" / "empty.png")])
     assert all(e["reason"] for e in errors)
 
 
-def test_fits_output_and_catalog_input(tmp_path, labels):
+def test_fits_output_and_catalog_input(tmp_path, labels, default_model):
     from astropy.table import Table
 
     out = tmp_path / "c.fits"
@@ -70,7 +70,7 @@ def test_fits_output_and_catalog_input(tmp_path, labels):
     assert result.exit_code == 0, result.output
     table = Table.read(out)
     assert len(table) == 40 and set(table["id"]) == set(labels)
-    assert table.meta["MODEL"] == "sdss-xception-96" and len(table.meta["WEIGHTS"]) == 64
+    assert table.meta["MODEL"] == default_model[1].name and len(table.meta["WEIGHTS"]) == 64
 
 
 def test_fits_input_gets_objid(tmp_path):

@@ -79,7 +79,7 @@ def test_jpeg_only_runs_have_no_sky_columns(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".fits", ".parquet", ".csv", ".ecsv"])
-def test_kept_catalog_columns_join_back_to_the_survey_catalog(tmp_path, suffix):
+def test_kept_catalog_columns_join_back_to_the_survey_catalog(tmp_path, suffix, default_model):
     files = sorted(EXAMPLES.glob("*.jpeg"))[:6]
     survey = Table({"objid": [f"s{k}" for k in range(6)], "file": [str(f) for f in files],
                     "ra": np.linspace(120, 121, 6), "dec": np.linspace(-2, 2, 6), "redshift": np.linspace(0.01, 0.2, 6),
@@ -102,7 +102,7 @@ def test_kept_catalog_columns_join_back_to_the_survey_catalog(tmp_path, suffix):
     if suffix in (".fits", ".ecsv"):  # units (from the input catalog) and metadata travel in the file itself
         assert str(table["ra"].unit) == "deg" and str(table["petro_r50"].unit) == "arcsec"
         assert table["redshift"].unit is None
-        assert {k.lower(): v for k, v in table.meta.items()}["model"] == "sdss-xception-96"
+        assert {k.lower(): v for k, v in table.meta.items()}["model"] == default_model[1].name
     if suffix == ".fits":
         assert str(table["ra"].unit) == "deg" and table["redshift"].dtype.kind == "f" and table["redshift"].dtype.itemsize == 8
 
