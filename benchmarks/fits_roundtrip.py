@@ -108,7 +108,7 @@ def side_by_side(galaxies, spec, out: Path, count: int = 8) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(ROOT / "galaxy" / "models" / "sdss-xception"))
+    parser.add_argument("--model", default="sdss-xception", help="A shipped model's name or a model folder.")
     parser.add_argument("--labels", default=str(LABELS))
     parser.add_argument("--limit", type=int, default=None, help="first N validation galaxies (default: all)")
     parser.add_argument("--bands", default="g,r,i", help="bands written to each file (g,r,i; r for one band)")
@@ -118,9 +118,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     import galaxy
+    from galaxy.card import model_path
 
     out = Path(args.out)
     bands = tuple(b.strip() for b in args.bands.split(","))
+    args.model = str(model_path(args.model))
     galaxies = make_cubes(validation_rows(Path(args.model), Path(args.labels), args.limit), out / "cubes", args.seed,
                           bands)
     model = galaxy.load_model(args.model, backend="onnxruntime", decoder=args.decoder)
