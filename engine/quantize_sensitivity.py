@@ -7,7 +7,7 @@ The search runs on training images only (the validation split is kept for `check
      near-boundary images count more than a few outliers with large errors; a shift
      common to all logits changes no probability, so it does not count);
   3. keep the k most sensitive nodes in fp32, k = 0, 1, 2, 4, 8, ..., until label agreement with
-     fp32 on the evaluation images reaches `target`.
+     fp32 on the evaluation images reaches `target` (short of it, the k that agreed best).
 Every trial is deterministic (fixed images, fixed calibration), so the same inputs give the same
 excluded nodes.
 """
@@ -104,7 +104,10 @@ def search(pre, build, tensors, reference, target: float) -> dict:
             k = min(limit, max(1, 2 * k))
     finally:
         trial.unlink(missing_ok=True)
-    return {"excluded_nodes": ranked[:k], "reached_target": trials[-1]["agreement"] >= target,
+    # short of the target, the trial that agreed best (fewest nodes on a tie): never worse than plain
+    best = max(trials, key=lambda t: (t["agreement"], -t["excluded"]))
+    k = best["excluded"]
+    return {"excluded_nodes": ranked[:k], "reached_target": best["agreement"] >= target,
             "target_agreement": target, "evaluation_images": len(tensors), "trials": trials,
             "scores": {n: float(f"{scores[n]:.4g}") for n in ranked},
             "seconds": round(time.time() - started, 1)}
