@@ -97,3 +97,14 @@ def test_fake_quant_finetune_moves_weights_and_exports_a_network_that_keeps_labe
     out = qat.export(tuned, images, tmp_path / "tuned.onnx")
     reference = quantize_sensitivity.logits(onnx_model(model_dir, card), images)
     assert quantize_sensitivity.agreement(quantize_sensitivity.logits(out, images), reference) >= 0.9
+
+
+def test_quantize_cli_names_the_methods_and_refuses_others(default_model, tmp_path):
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n")
+    result = CliRunner().invoke(cli, ["quantize", str(default_model[0]), "--calibration", str(labels), "--method", "fp8"])
+    assert result.exit_code == 2 and "ptq-sensitive" in result.output and "qat" in result.output
