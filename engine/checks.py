@@ -83,6 +83,8 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
             "max_abs_dp": round(float(np.abs(probs - reference).max()), 5),
             "images_per_s": round(speeds[name], 1), "passed": agreement >= MIN_AGREEMENT,
         }
+        if getattr(sessions[name], "recipe", None):
+            records[name]["recipe"] = sessions[name].recipe
         log.info("%s: %s", name, records[name])
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
                      "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",

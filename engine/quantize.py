@@ -2,7 +2,13 @@
 
 Activations uint8 and weights int8 per channel (the VNNI/AMX-friendly U8S8 scheme), with
 percentile calibration so a few bright pixels (stars, cores) do not stretch the ranges.
-The result is cached beside the fp32 ONNX, keyed by the card's engine key (weights and temperature).
+Three methods (recipes), each cached beside the fp32 ONNX under the card's engine key + recipe name:
+  ptq            every Conv/Gemm/Add in int8;
+  ptq-sensitive  accuracy-aware: each node's int8 error measured on training images, the most
+                 sensitive kept in fp32 until labels agree with fp32 (engine/quantize_sensitivity.py);
+  qat            a seeded fake-quant fine-tune towards the fp32 model's outputs (galaxy/training/qat.py),
+                 then ptq of the tuned weights (they stay in the cache, never in the model folder).
+The int8 backend loads the first recipe of RECIPES that is built; `check-backends` records which.
 """
 
 from __future__ import annotations
@@ -26,13 +32,31 @@ from galaxy.spec import INPUT_NAME
 log = logging.getLogger(__name__)
 
 INT8_RECIPE = "qdq-u8s8-perchannel-percentile99.999-v1"
+SENSITIVE_RECIPE = "qdq-u8s8-perchannel-percentile99.999-sensitive-fp32-v1"
+QAT_RECIPE = "qat-fakequant-u8s8-seed0-v1-then-" + INT8_RECIPE
+# method -> recipe (the cache key), in the order the int8 backend prefers a built one: as measured on
+# the compact models (README), ptq-sensitive agreed best with fp32, qat no better than ptq.
+RECIPES = {"ptq-sensitive": SENSITIVE_RECIPE, "qat": QAT_RECIPE, "ptq": INT8_RECIPE}
+QAT_UNLABELED = 3000  # unlabeled images added to the qat fine-tune
+TRAINING_AGREEMENT = 0.998  # ptq-sensitive's target on training images: a margin over check-backends' 0.995
 
 
-def int8_path(card) -> Path:
-    return cache_dir() / "onnx" / f"{card.engine_key}-{INT8_RECIPE}.onnx"
+def int8_path(card, method: str = "ptq") -> Path:
+    if method not in RECIPES:
+        raise UsageError(f"unknown int8 method {method!r}; expected one of {', '.join(RECIPES)}")
+    return cache_dir() / "onnx" / f"{card.engine_key}-{RECIPES[method]}.onnx"
 
 
-def training_paths(model_dir, card, data, label_column="label", path_column="file", limit=256) -> list[str]:
+def built_int8(card) -> tuple[str, Path] | None:
+    """(recipe, path) of the int8 model the backend uses: the first of RECIPES built, or None."""
+    for method, recipe in RECIPES.items():
+        if int8_path(card, method).is_file():
+            return recipe, int8_path(card, method)
+    return None
+
+
+def training_paths(model_dir, card, data, label_column="label", path_column="file", limit: int | None = 256
+                   ) -> list[str]:
     """Up to `limit` labelled images of `data` outside the model's validation split, shuffled."""
     labelled = load_labelled(data, card.classes, label_column, path_column,
                              rule_from_config(card.training.get("config", {})))
@@ -40,7 +64,7 @@ def training_paths(model_dir, card, data, label_column="label", path_column="fil
     keep = [i for i in range(len(labelled)) if labelled.ids[i] not in val_ids]
     rng = np.random.default_rng(0)
     rng.shuffle(keep)
-    return [labelled.paths[i] for i in keep[:limit]]
+    return [labelled.paths[i] for i in keep[:limit]]  # limit None: all
 
 
 def calibration_tensors(paths, spec) -> np.ndarray:
@@ -50,12 +74,24 @@ def calibration_tensors(paths, spec) -> np.ndarray:
     return np.stack([load_input(p, spec)[0] for p in paths])
 
 
-def quantize(model_dir, card, calibration_paths, out=None) -> Path:
-    """Build the int8 model from `calibration_paths` (real training images); return its path."""
+def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", evaluation_paths=(),
+             target: float = TRAINING_AGREEMENT, finetune_paths=()) -> Path:
+    """Build the int8 model from `calibration_paths` (real training images); return its path.
+
+    `evaluation_paths`: other training images (never the validation split) on which the label
+    agreement with the original fp32 model is measured and recorded; ptq-sensitive also measures
+    each node's sensitivity on them. `finetune_paths` (qat): training and unlabeled images the
+    fake-quant fine-tune runs on.
+    """
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    out = Path(out) if out else int8_path(card, method)
+    if method == "ptq-sensitive" and len(evaluation_paths) < 64:
+        raise UsageError(f"ptq-sensitive needs at least 64 evaluation images, got {len(evaluation_paths)}")
+    if method == "qat" and len(finetune_paths) < 256:
+        raise UsageError(f"qat needs at least 256 fine-tuning images, got {len(finetune_paths)}")
     tensors = calibration_tensors(calibration_paths, card.input_spec)
 
     class Reader(CalibrationDataReader):
@@ -67,40 +103,94 @@ def quantize(model_dir, card, calibration_paths, out=None) -> Path:
             return None if batch is None else {INPUT_NAME: batch}
 
     fp32 = onnx_model(Path(model_dir), card)
-    out = Path(out) if out else int8_path(card)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pre = out.with_name(f".{out.stem}.{os.getpid()}.pre.onnx")
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.onnx")
-    started = time.time()
-    try:
-        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    work = out.with_name(f".{out.stem}.{os.getpid()}")
+    pre, tmp, ranges, tuned = (work.with_suffix(s) for s in (".pre.onnx", ".tmp.onnx", ".ranges.json", ".qat.onnx"))
+
+    def build(path, nodes_to_exclude=(), nodes_to_quantize=()):
+        # the first call calibrates and caches the ranges; every later trial build reuses them
+        quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile,
+                        calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(ranges),
+                        nodes_to_exclude=list(nodes_to_exclude), nodes_to_quantize=list(nodes_to_quantize),
                         extra_options={"CalibPercentile": 99.999})
+
+    started = time.time()
+    record = {"method": method, "recipe": RECIPES[method], "calibration_images": len(calibration_paths),
+              "weights_sha256": card.weights_sha256}
+    try:
+        if method == "qat":
+            from galaxy.training.qat import QAT_STEPS, quantization_aware_onnx
+
+            record["qat"] = quantization_aware_onnx(model_dir, card, calibration_tensors(finetune_paths, card.input_spec),
+                                                    tuned, steps=QAT_STEPS)
+        quant_pre_process(str(tuned if method == "qat" else fp32), str(pre), skip_symbolic_shape=True)
+        build(tmp)
+        if evaluation_paths:
+            record.update(_measured(fp32, pre, tmp, build, card, evaluation_paths, target, method))
         tmp.replace(out)
     finally:
-        pre.unlink(missing_ok=True)
-        tmp.unlink(missing_ok=True)
-    record = {"recipe": INT8_RECIPE, "calibration_images": len(calibration_paths),
-              "weights_sha256": card.weights_sha256, "seconds": round(time.time() - started, 1)}
+        for path in (pre, tmp, ranges, tuned):
+            path.unlink(missing_ok=True)
+    record["seconds"] = round(time.time() - started, 1)
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    log.info("built int8 model %s from %d calibration images", out, len(calibration_paths))
+    log.info("built int8 model %s (%s) from %d calibration images", out, method, len(calibration_paths))
     return out
 
 
-def require_int8(card) -> Path:
-    path = int8_path(card)
-    if not path.is_file():
+def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -> dict:
+    """Agreement of `built` with the original fp32 model on training images; for ptq-sensitive, the
+    search that rebuilds `built` with the sensitive nodes kept fp32. Returns the record."""
+    from engine import quantize_sensitivity
+
+    tensors = calibration_tensors(evaluation_paths, card.input_spec)
+    reference = quantize_sensitivity.logits(fp32, tensors)
+    agreement = quantize_sensitivity.agreement(quantize_sensitivity.logits(built, tensors), reference)
+    log.info("%s int8: agreement %.4f with fp32 on %d training images (target %.4f)", method, agreement,
+             len(tensors), target)
+    record = {"training_agreement": round(agreement, 5), "evaluation_images": len(tensors), "target_agreement": target}
+    if method != "ptq-sensitive" or agreement >= target:  # nothing to keep in fp32: no per-node measurement
+        return record | ({"excluded_nodes": []} if method == "ptq-sensitive" else {})
+    found = quantize_sensitivity.search(pre, build, tensors, reference, target)
+    if not found["reached_target"]:
+        log.warning("int8 reached at best %.4f agreement on training images (%d nodes kept fp32)",
+                    max(t["agreement"] for t in found["trials"]), len(found["excluded_nodes"]))
+    build(built, nodes_to_exclude=found["excluded_nodes"])
+    best = next(t for t in found["trials"] if t["excluded"] == len(found["excluded_nodes"]))
+    return record | found | {"training_agreement": best["agreement"]}
+
+
+def require_int8(card) -> tuple[str, Path]:
+    """(recipe, path) of the built int8 model; BackendUnavailable when none is built."""
+    found = built_int8(card)
+    if found is None:
         raise BackendUnavailable(
             f"no int8 model for {card.name} yet: build it once with "
             "`galaxy quantize MODEL_DIR --calibration LABELLED_DATA` (real training images)")
-    return path
+    return found
 
 
 def quantize_model(config) -> str:
-    """`galaxy quantize`: build the int8 model from real training images (a QuantizeConfig)."""
+    """`galaxy quantize`: build the int8 model from real training images (a QuantizeConfig).
+
+    The labelled training split (never the validation split) is shuffled once (seeded) and cut into
+    calibration images, evaluation images (agreement measured and recorded) and, for qat, the rest
+    for fine-tuning, together with the unlabeled images.
+    """
     model_dir, card = resolve_model(config.model_dir)
     paths = training_paths(model_dir, card, config.calibration, config.label_column, config.path_column,
-                           config.images)
-    return str(quantize(model_dir, card, paths))
+                           limit=None)
+    calibration, rest = paths[:config.images], paths[config.images:]
+    evaluation, rest = rest[:config.evaluation_images], rest[config.evaluation_images:]
+    finetune = rest + unlabeled_paths(config.unlabeled, QAT_UNLABELED) if config.method == "qat" else []
+    return str(quantize(model_dir, card, calibration, method=config.method, evaluation_paths=evaluation,
+                        finetune_paths=finetune))
+
+
+def unlabeled_paths(folders, limit: int) -> list[str]:
+    """Up to `limit` image files of `folders`, a seeded random choice (sorted first, so it is reproducible)."""
+    from galaxy.io.images import is_image_path
+
+    found = sorted(str(p) for folder in folders for p in Path(folder).rglob("*") if is_image_path(p))
+    rng = np.random.default_rng(0)
+    return [found[i] for i in sorted(rng.permutation(len(found))[:limit])]

@@ -145,6 +145,14 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--path-column", default="file", show_default=True)
 @click.option("--images", default=256, show_default=True, help="Calibration images.")
+@click.option("--method", default="ptq-sensitive", show_default=True, type=click.Choice(["ptq-sensitive", "ptq", "qat"]),
+              help="ptq-sensitive: measure each layer's int8 error on training images and keep the most "
+                   "sensitive in fp32 until labels agree with fp32; ptq: every layer int8; qat: fake-quant "
+                   "fine-tune (seeded) towards the fp32 model's outputs, then ptq.")
+@click.option("--evaluation-images", default=1024, show_default=True,
+              help="Other training images the agreement with fp32 is measured on (recorded).")
+@click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="qat: folders of unlabeled images added to the fine-tune.")
 def quantize(**options):
     """Build the int8 (static QDQ) ONNX model of MODEL_DIR, calibrated on real training images.
 
@@ -152,6 +160,7 @@ def quantize(**options):
     """
     from engine.quantize import quantize_model
 
+    options["unlabeled"] = tuple(options["unlabeled"])
     path = _run(quantize_model, QuantizeConfig(**options))
     click.echo(f"wrote {path}; check it with galaxy check-backends", err=True)
 

@@ -118,6 +118,9 @@ class QuantizeConfig:
     label_column: str = "label"
     path_column: str = "file"
     images: int = 256
+    method: str = "ptq-sensitive"
+    evaluation_images: int = 1024  # other training images the agreement is measured on
+    unlabeled: tuple[str, ...] = ()  # qat: unlabeled image folders added to the fine-tune
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,9 @@ def available(name: str, card) -> bool:
 
         return native_bf16()
     if name == "onnxruntime-int8":
-        from engine.quantize import int8_path
+        from engine.quantize import built_int8
 
-        return int8_path(card).is_file()
+        return built_int8(card) is not None
     return name in BACKENDS
 
 
@@ -71,8 +71,18 @@ def cpu_candidates(card) -> list[str]:
     fp32 on the validation split (the card's `backends` record) and can run here (opt-in ones aside)."""
     results = (card.backends if card else {}).get("results", {})
     passed = {n for n, rec in results.items() if rec.get("passed") and n in BACKENDS
-              and n not in GPU_BACKENDS + OPT_IN and available(n, card)}
+              and n not in GPU_BACKENDS + OPT_IN and available(n, card) and _checked_form(n, card, rec)}
     return sorted(passed | {"onnxruntime"})
+
+
+def _checked_form(name: str, card, record: dict) -> bool:
+    """Whether the check in `record` ran the model `name` would load now (int8: the same recipe)."""
+    if name != "onnxruntime-int8":
+        return True
+    from engine.quantize import INT8_RECIPE, built_int8
+
+    # records from before recipes were recorded checked the plain recipe
+    return built_int8(card)[0] == record.get("recipe", INT8_RECIPE)
 
 
 def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = None) -> str:

@@ -1,4 +1,4 @@
-"""ONNX Runtime int8 backend: the static QDQ model built by `galaxy quantize`."""
+"""ONNX Runtime int8 backend: the static QDQ model built by `galaxy quantize` (its recipe is recorded)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 
 def load(model_dir, card, options, parity_images=()) -> Session:
     del model_dir, parity_images  # the int8 model is looked up in the cache by weights hash
-    session = Session(require_int8(card), options.threads, name="onnxruntime-int8", precision="int8")
+    recipe, path = require_int8(card)
+    session = Session(path, options.threads, name="onnxruntime-int8", precision="int8")
+    session.recipe = recipe  # check-backends records it: a check holds only for the recipe it ran
     log.info("backend onnxruntime-int8 on %s (%s)", session.device, session.path)
     return session

@@ -1,0 +1,110 @@
+"""int8 methods: the measured sensitivity search, the fake-quant fine-tune, and which recipe is used."""
+
+import copy
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from engine import backends, quantize, quantize_sensitivity
+from engine.artifacts import onnx_model
+from galaxy.io.images import load_input
+from tests.conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def split(default_model, shared_data):
+    """(calibration, evaluation) paths: real training images of the default model, never validation ones."""
+    model_dir, card = default_model
+    paths = quantize.training_paths(model_dir, card, shared_data / "labels.csv", limit=16 + 64)
+    return paths[:16], paths[16:]
+
+
+def test_training_paths_never_hold_validation_images(default_model, shared_data):
+    from galaxy.card import validation_ids
+
+    model_dir, card = default_model
+    paths = quantize.training_paths(model_dir, card, shared_data / "labels.csv", limit=None)
+    val_ids = validation_ids(model_dir, card)
+    assert val_ids and len(paths) > 1000
+    assert not {p.rsplit("/", 1)[-1].split(".")[0] for p in paths} & {str(i) for i in val_ids}
+
+
+def test_ptq_sensitive_records_agreement_and_keeps_nothing_when_plain_suffices(default_model, split, tmp_path):
+    model_dir, card = default_model
+    out = quantize.quantize(model_dir, card, split[0], out=tmp_path / "int8.onnx", method="ptq-sensitive",
+                            evaluation_paths=split[1], target=0.0)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["recipe"] == quantize.SENSITIVE_RECIPE and record["excluded_nodes"] == []
+    assert 0.9 <= record["training_agreement"] <= 1 and record["evaluation_images"] == len(split[1])
+
+
+def test_search_keeps_the_measured_most_sensitive_nodes_in_fp32(default_model, split, tmp_path, monkeypatch):
+    """An unreachable target: the search measures each node and keeps the worst ones, up to the limit."""
+    model_dir, card = default_model
+    nodes = quantize_sensitivity.candidate_nodes(onnx_model(model_dir, card))
+    assert len(nodes) > 20 and any(n.endswith("Gemm") for n in nodes)
+    monkeypatch.setattr(quantize_sensitivity, "candidate_nodes", lambda _: [nodes[0], nodes[len(nodes) // 2], nodes[-1]])
+    monkeypatch.setattr(quantize_sensitivity, "MAX_EXCLUDED_FRACTION", 0.5)
+    out = quantize.quantize(model_dir, card, split[0], out=tmp_path / "int8.onnx", method="ptq-sensitive",
+                            evaluation_paths=split[1], target=1.01)
+    record = json.loads(out.with_suffix(".json").read_text())
+    scores = record["scores"]
+    assert len(scores) == 3 and all(v > 0 for v in scores.values())  # quantizing any one node changes outputs
+    assert not record["reached_target"]
+    assert [t["excluded"] for t in record["trials"]] == [0, 1]
+    best = max(record["trials"], key=lambda t: (t["agreement"], -t["excluded"]))
+    assert record["excluded_nodes"] == ([max(scores, key=scores.get)] if best["excluded"] else [])
+
+
+def test_the_int8_backend_uses_the_preferred_built_recipe_and_auto_trusts_only_its_check(default_model, tmp_path,
+                                                                                         monkeypatch):
+    model_dir, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    assert quantize.built_int8(card) is None
+    for method in ("ptq", "ptq-sensitive"):
+        path = quantize.int8_path(card, method)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        assert quantize.built_int8(card) == (quantize.RECIPES[method], path)
+    with pytest.raises(Exception, match="unknown int8 method"):
+        quantize.int8_path(card, "fp8")
+    checked = {"passed": True, "images_per_s": 1}
+    for recipe, offered in ((quantize.SENSITIVE_RECIPE, True), (quantize.INT8_RECIPE, False), (None, False)):
+        record = dict(checked, **({"recipe": recipe} if recipe else {}))  # no recipe: an old check of plain ptq
+        card_ = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
+        assert ("onnxruntime-int8" in backends.cpu_candidates(card_)) == offered
+
+
+def test_fake_quant_finetune_moves_weights_and_exports_a_network_that_keeps_labels(default_model, tmp_path):
+    import torch
+
+    from galaxy.training import qat
+    from galaxy.training.model import load_network
+
+    model_dir, card = default_model
+    images = np.stack([load_input(p, card.input_spec)[0] for p in sorted(EXAMPLES.glob("*.jpeg"))])
+    network, _ = load_network(model_dir, card)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    wrapped = qat.wrap(copy.deepcopy(network))
+    assert any(isinstance(m, qat.FakeQuantized) for m in wrapped.modules())
+    assert not any(isinstance(m, qat.FakeQuantized) for m in qat.unwrap(wrapped).modules())
+    tuned, record = qat.finetune(network, images[:8], steps=2, batch=2, lr=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())  # the original is untouched
+    assert any(not torch.equal(before[k], v) for k, v in tuned.state_dict().items())
+    assert set(tuned.state_dict()) == set(before) and record["steps"] == 2
+    out = qat.export(tuned, images, tmp_path / "tuned.onnx")
+    reference = quantize_sensitivity.logits(onnx_model(model_dir, card), images)
+    assert quantize_sensitivity.agreement(quantize_sensitivity.logits(out, images), reference) >= 0.9
+
+
+def test_quantize_cli_names_the_methods_and_refuses_others(default_model, tmp_path):
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n")
+    result = CliRunner().invoke(cli, ["quantize", str(default_model[0]), "--calibration", str(labels), "--method", "fp8"])
+    assert result.exit_code == 2 and "ptq-sensitive" in result.output and "qat" in result.output
