@@ -49,12 +49,18 @@ def cpu_description() -> dict:
 
 
 def machine_key(card, candidates) -> tuple[str, dict]:
-    """(short hash, what it hashes): CPU, flags, cores, library versions, engine key, candidates."""
+    """(short hash, what it hashes): CPU, flags, cores, library versions, engine key, candidates,
+    and the int8 recipe the int8 backend would load (a rebuilt recipe is timed afresh)."""
     import onnxruntime
     import torch
 
     what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
                 engine=card.engine_key, candidates=sorted(candidates))
+    if "onnxruntime-int8" in candidates:
+        from engine.quantize import built_int8
+
+        built = built_int8(card)
+        what["int8_recipe"] = built[0] if built else None
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16], what
 
 

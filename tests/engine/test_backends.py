@@ -86,6 +86,18 @@ def test_auto_measures_again_on_another_machine(default_model, tmp_path, monkeyp
     assert autotune.machine_key(card, ["onnxruntime", "torch"])[0] != first
 
 
+def test_auto_measures_again_when_another_int8_recipe_is_built(default_model, monkeypatch):
+    from engine import autotune, quantize
+
+    _, card = default_model
+    candidates = ["onnxruntime", "onnxruntime-int8"]
+    monkeypatch.setattr(quantize, "built_int8", lambda c: ("recipe-a", None))
+    first, what = autotune.machine_key(card, candidates)
+    assert what["int8_recipe"] == "recipe-a"
+    monkeypatch.setattr(quantize, "built_int8", lambda c: ("recipe-b", None))
+    assert autotune.machine_key(card, candidates)[0] != first
+
+
 def test_real_timing_of_two_sessions(default_model):
     from engine import autotune
 
