@@ -102,40 +102,50 @@ def emit(stage, backend, precision, batch, size, images, seconds, latencies_ms=(
     return row
 
 
+def _best_seconds(call, passes: int = 5, calls: int = 4) -> float:
+    """Seconds of one `call()`: the best of `passes` timings of `calls` calls, after 2 warm-up calls."""
+    for _ in range(2):
+        call()
+    best = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+GEMM_SIDE = 1024
+
+
 def gemm_gflops() -> dict:
-    """This machine's attainable dense speed, GFLOP/s by precision: the best of 5 timings of a
-    1024 x 1024 matrix product in torch on its default threads (all cores).
+    """This machine's attainable dense speed, GFLOP/s by precision: a 1024 x 1024 matrix product
+    (`_best_seconds`) in ONNX Runtime (fp32, MLAS: what the fp32 engine runs on; on AMD CPUs
+    torch's fp32 GEMM can be far below the machine's roof) and in torch on its default threads
+    (fp32, bf16), the faster per precision.
 
     A network's engine can approach this roof but not pass it (its convolutions are GEMMs or
     less regular); the peak fraction of a row is images/s x GFLOP per galaxy / this. It is
     measured rather than derived from clock and vector width, which a VM often hides; main()
-    measures it at the start and at the end of a run and keeps the faster.
+    measures it in every round and keeps the fastest.
     """
     import torch
 
-    out = {"fp32": _onnxruntime_gemm_gflops()}  # MLAS: what the fp32 ONNX Runtime engine runs on
+    flop = 2 * GEMM_SIDE ** 3
+    out = {"fp32": round(flop / _onnxruntime_gemm_seconds() / 1e9, 1)}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = (torch.randn(1024, 1024).to(dtype) for _ in range(2))
-        for _ in range(2):
-            a @ b
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(4):
-                a @ b
-            best = min(best, (time.perf_counter() - start) / 4)
-        out[name] = max(out.get(name, 0.0), round(2 * 1024 ** 3 / best / 1e9, 1))
+        a, b = (torch.randn(GEMM_SIDE, GEMM_SIDE).to(dtype) for _ in range(2))
+        out[name] = max(out.get(name, 0.0), round(flop / _best_seconds(lambda: a @ b) / 1e9, 1))
     print(json.dumps({"stage": "gemm_peak", "gflops": out, "cpu_count": os.cpu_count()}), flush=True)
     return out
 
 
-def _onnxruntime_gemm_gflops() -> float:
-    """GFLOP/s of a 1024 x 1024 fp32 MatMul in ONNX Runtime (best of 5 timings of 4 products).
-    On AMD CPUs torch's fp32 GEMM can be far below the machine's roof; MLAS is not."""
+def _onnxruntime_gemm_seconds() -> float:
+    """Seconds of one GEMM_SIDE x GEMM_SIDE fp32 MatMul in ONNX Runtime on the CPU (`_best_seconds`)."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    n = 1024
+    n = GEMM_SIDE
     b = numpy_helper.from_array(np.random.default_rng(0).normal(size=(n, n)).astype(np.float32), "b")
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
                               [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
@@ -144,15 +154,7 @@ def _onnxruntime_gemm_gflops() -> float:
     model.ir_version = min(model.ir_version, 9)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     a = np.random.default_rng(1).normal(size=(n, n)).astype(np.float32)
-    for _ in range(2):
-        session.run(None, {"a": a})
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(4):
-            session.run(None, {"a": a})
-        best = min(best, (time.perf_counter() - start) / 4)
-    return round(2 * n ** 3 / best / 1e9, 1)
+    return _best_seconds(lambda: session.run(None, {"a": a}))
 
 
 def peak_fraction(row, peak: dict) -> float | None:
@@ -165,12 +167,14 @@ def peak_fraction(row, peak: dict) -> float | None:
 
 
 @functools.lru_cache(maxsize=None)
-def model_cost(model_dir: str, size: int) -> dict:
-    """{"gflop_per_galaxy", "parameters"} of a model folder's network at `size` px (FlopCounterMode)."""
+def model_fields(model_dir: str) -> dict:
+    """What every row of a model carries: {"model": card name, "gflop_per_galaxy": forward GFLOP of
+    one galaxy at the card's input size (FlopCounterMode)}."""
     from galaxy.training.model import load_network, network_cost
 
-    network, _ = load_network(model_dir)
-    return network_cost(network, size)
+    network, card = load_network(model_dir)
+    return {"model": card.name,
+            "gflop_per_galaxy": network_cost(network, card.input_spec.size)["gflop_per_galaxy"]}
 
 
 def image_files(n: int) -> list[str]:
@@ -349,7 +353,8 @@ def main(argv=None):
     parser.add_argument("--size", type=int,
                         help="Run the models' weights at this input size instead (e.g. 299, Xception's own).")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, help="End-to-end and baseline rounds, best reported (default 3).")
+    parser.add_argument("--rounds", type=int, help="Rounds of engine-only, end-to-end and baseline measurements, interleaved; "
+                             "the best of each is reported (default 3).")
     parser.add_argument("--sizes", help="Comma-separated input sizes for engine-only figures (random weights).")
     parser.add_argument("--engine-only", action="store_true")
     args = parser.parse_args(argv)
@@ -363,11 +368,11 @@ def main(argv=None):
     from engine import backends
     from engine.artifacts import resolve_model
     from engine.pipelines import dali_installed
-    from galaxy.card import shipped_models
+    from galaxy.card import shipped_model_dirs
     from galaxy.errors import GalaxyError
 
     rows = []
-    models = [resolve_model(m) for m in (args.models.split(",") if args.models else shipped_models())]
+    models = [resolve_model(m) for m in (args.models.split(",") if args.models else shipped_model_dirs())]
     if args.gpu:
         args.backends, args.decoders = "tensorrt,torch-cuda", "nvjpeg,dali-gpu"
     if args.size:
@@ -375,8 +380,6 @@ def main(argv=None):
     options = backends.BackendOptions(batch_size=args.batch)
     names = [b for b in args.backends.split(",") if b]
     decoders = [d for d in args.decoders.split(",") if d and (d != "dali" or dali_installed())]
-    work = {str(d): {"model": c.name, **{k: v for k, v in model_cost(str(d), c.input_spec.size).items()
-                                         if k == "gflop_per_galaxy"}} for d, c in models}
     peak: dict = {}
     sessions = {}
     if args.sizes:
@@ -396,9 +399,7 @@ def main(argv=None):
                 rows.append(bench_decode(files, models[0][1].input_spec, os.cpu_count(), decoder, args.batch))
             except GalaxyError as exc:
                 print(f"skipping decoder {decoder}: {exc}", file=sys.stderr)
-    base_dir, base_card = resolve_model(args.baseline_model)
-    base_work = {"model": base_card.name, **{k: v for k, v in model_cost(str(base_dir), base_card.input_spec.size)
-                                              .items() if k == "gflop_per_galaxy"}}
+    base_dir, _ = resolve_model(args.baseline_model)
     for i in range(rounds):  # interleaved, so a slow spell of the machine hits every measurement alike
         if not args.sizes:
             peak = {k: max(v, peak.get(k, 0.0)) for k, v in gemm_gflops().items()}
@@ -407,13 +408,13 @@ def main(argv=None):
                 session = sessions.get((str(model_dir), name))
                 if session is not None:
                     rows.append(bench_engine(session, card.input_spec, args.batch, repeats, round=i,
-                                             **work[str(model_dir)]))
+                                             **model_fields(str(model_dir))))
                 if not args.engine_only and (args.sizes or session is not None):
                     rows.append(bench_end_to_end(files, model_dir, name, args.batch,
                                                  "auto" if args.gpu else decoders[-1], round=i,
-                                                 **work[str(model_dir)]))
+                                                 **model_fields(str(model_dir))))
         if not args.engine_only and not args.gpu:
-            rows.append(bench_baseline(files, base_dir, round=i, **base_work))
+            rows.append(bench_baseline(files, base_dir, round=i, **model_fields(str(base_dir))))
     print(f"\nmachine: {cpu_name()}, {os.cpu_count()} cpus, {cpu_flags()}; dense GEMM here {peak} GFLOP/s; "
           f"models {', '.join(f'{c.name} ({c.input_spec.size} px)' for _, c in models)}", file=sys.stderr)
     print(table(rows, targets, peak), file=sys.stderr)
