@@ -163,6 +163,11 @@ def shipped_models() -> list[str]:
     return sorted(names, key=lambda name: name != FULL_MODEL)
 
 
+def shipped_model_dirs() -> list[Path]:
+    """The folders of the shipped models, full model first (never a user's folder of the same name)."""
+    return [MODELS_DIR / name for name in shipped_models()]
+
+
 def model_path(value) -> Path:
     """A model folder from what a user typed: a shipped model's name (`sdss-xception`) or a folder.
 

@@ -312,9 +312,9 @@ def models(model_dirs):
 
     Example: galaxy models models/mine
     """
-    from galaxy.card import load_card, model_path, shipped_models
+    from galaxy.card import load_card, shipped_model_dirs
 
-    for model_dir in (*(model_path(name) for name in shipped_models()), *model_dirs):
+    for model_dir in (*shipped_model_dirs(), *model_dirs):
         card = _run(load_card, model_dir)
         val = card.metrics.get("validation", {})
         spec = card.input_spec

@@ -68,11 +68,11 @@ def _histogram_png(histogram) -> str:
 
 def _known_card(metadata):
     """The card of the shipped model whose weights are the catalog's, else None."""
-    from galaxy.card import load_card, model_path, shipped_models
+    from galaxy.card import load_card, shipped_model_dirs
 
-    for name in shipped_models():
+    for model_dir in shipped_model_dirs():
         try:
-            card = load_card(model_path(name), verify=False)
+            card = load_card(model_dir, verify=False)
         except Exception:  # a missing or unreadable card only means no validation figures
             continue
         if card.weights_sha256 == metadata.get("weights"):
