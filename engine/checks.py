@@ -21,7 +21,7 @@ from engine.listing import Item
 from engine.pipelines.base import decode_stream
 from galaxy.errors import UsageError
 from galaxy.labels import validation_split
-from galaxy.evaluation.metrics import classification_report
+from galaxy.evaluation.metrics import classification_report, label_agreement
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
     for name in names:
         probs = probabilities[name]
         report = classification_report(labels, probs, card.classes)
-        agreement = float((probs.argmax(1) == reference.argmax(1)).mean())
+        agreement = label_agreement(probs, reference)
         records[name] = {
             "precision": sessions[name].precision, "label_agreement": round(agreement, 5),
             "accuracy": report["accuracy"], "accuracy_change": round(report["accuracy"] - fp32["accuracy"], 5),

@@ -24,6 +24,7 @@ import numpy as np
 from engine.artifacts import cache_dir, onnx_model, resolve_model
 from galaxy.card import validation_ids
 from galaxy.errors import BackendUnavailable, UsageError
+from galaxy.evaluation.metrics import label_agreement
 from galaxy.io.images import load_input
 from galaxy.labels import load_labelled
 from galaxy.votes import rule_from_config
@@ -145,7 +146,7 @@ def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -
 
     tensors = calibration_tensors(evaluation_paths, card.input_spec)
     reference = quantize_sensitivity.logits(fp32, tensors)
-    agreement = quantize_sensitivity.agreement(quantize_sensitivity.logits(built, tensors), reference)
+    agreement = label_agreement(quantize_sensitivity.logits(built, tensors), reference)
     log.info("%s int8: agreement %.4f with fp32 on %d training images (target %.4f)", method, agreement,
              len(tensors), target)
     record = {"training_agreement": round(agreement, 5), "evaluation_images": len(tensors), "target_agreement": target}

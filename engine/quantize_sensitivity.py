@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy.evaluation.metrics import label_agreement
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ def logits(path, tensors: np.ndarray, batch: int = 32) -> np.ndarray:
                            for i in range(0, len(tensors), batch)])
 
 
-def log_probabilities(logits_: np.ndarray) -> np.ndarray:
+def log_softmax(logits_: np.ndarray) -> np.ndarray:
+    """Log-probabilities of (N, K) logits, exact (no clipping: the scores compare tiny probabilities too)."""
     shifted = logits_ - logits_.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
@@ -54,22 +56,23 @@ def candidate_nodes(model_path) -> list[str]:
     return [n.name for n in graph.node if n.op_type in SENSITIVE_OPS and n.name]
 
 
+def _trial_path(pre) -> Path:
+    """Where a trial build goes: beside the pre-processed model, private to this process."""
+    return Path(pre).with_name(f".{Path(pre).stem}.{os.getpid()}.trial.onnx")
+
+
 def measure(pre, build, tensors, reference, nodes) -> dict[str, float]:
     """Mean absolute log-probability change of each node quantized alone (`build(out, nodes_to_quantize=[n])`)."""
-    scores, reference = {}, log_probabilities(reference)
-    trial = Path(pre).with_name(f".{Path(pre).stem}.{os.getpid()}.trial.onnx")
+    scores, reference = {}, log_softmax(reference)
+    trial = _trial_path(pre)
     try:
         for i, node in enumerate(nodes):
             build(trial, nodes_to_quantize=[node])
-            scores[node] = float(np.mean(np.abs(log_probabilities(logits(trial, tensors)) - reference)))
+            scores[node] = float(np.mean(np.abs(log_softmax(logits(trial, tensors)) - reference)))
             log.info("sensitivity %d/%d %s: %.3g", i + 1, len(nodes), node, scores[node])
     finally:
         trial.unlink(missing_ok=True)
     return scores
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a.argmax(1) == b.argmax(1)).mean())
 
 
 def search(pre, build, tensors, reference, target: float) -> dict:
@@ -92,11 +95,11 @@ def search(pre, build, tensors, reference, target: float) -> dict:
     ranked = sorted(nodes, key=lambda n: -scores[n])
     trials, k = [], 0
     limit = max(1, int(len(nodes) * MAX_EXCLUDED_FRACTION))
-    trial = Path(pre).with_name(f".{Path(pre).stem}.{os.getpid()}.trial.onnx")
+    trial = _trial_path(pre)
     try:
         while True:
             build(trial, nodes_to_exclude=ranked[:k])
-            trials.append({"excluded": k, "agreement": round(agreement(logits(trial, tensors), reference), 5)})
+            trials.append({"excluded": k, "agreement": round(label_agreement(logits(trial, tensors), reference), 5)})
             log.info("excluding the %d most sensitive nodes: agreement %.4f on %d training images",
                      k, trials[-1]["agreement"], len(tensors))
             if trials[-1]["agreement"] >= target or k >= limit:

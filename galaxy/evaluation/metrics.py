@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def label_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows whose top class is the same in two (N, K) score arrays (probabilities or logits)."""
+    return float((np.asarray(a).argmax(axis=1) == np.asarray(b).argmax(axis=1)).mean())
+
+
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve for binary labels (1 = positive), ties counted half.
 

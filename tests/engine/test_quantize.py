@@ -9,6 +9,7 @@ import pytest
 
 from engine import backends, quantize, quantize_sensitivity
 from engine.artifacts import onnx_model
+from galaxy.evaluation.metrics import label_agreement
 from galaxy.io.images import load_input
 from tests.conftest import EXAMPLES
 
@@ -96,7 +97,7 @@ def test_fake_quant_finetune_moves_weights_and_exports_a_network_that_keeps_labe
     assert set(tuned.state_dict()) == set(before) and record["steps"] == 2
     out = qat.export(tuned, images, tmp_path / "tuned.onnx")
     reference = quantize_sensitivity.logits(onnx_model(model_dir, card), images)
-    assert quantize_sensitivity.agreement(quantize_sensitivity.logits(out, images), reference) >= 0.9
+    assert label_agreement(quantize_sensitivity.logits(out, images), reference) >= 0.9
 
 
 def test_quantize_cli_names_the_methods_and_refuses_others(default_model, tmp_path):
