@@ -54,7 +54,8 @@ def versions() -> dict:
     import torch
 
     out = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-    for dist in ("nvidia-dali-cuda130", "nvidia-dali-cuda120", "tensorrt", "tensorrt-cu12", "tensorrt-cu13"):
+    for dist in ("torchvision", "timm", "nvidia-dali-cuda130", "nvidia-dali-cuda120", "nvidia-nvimgcodec-cu13",
+                 "tensorrt", "tensorrt-cu12", "tensorrt-cu13"):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -140,6 +141,61 @@ def gemm_gflops() -> dict:
     return out
 
 
+def gpu_gemm_gflops() -> dict:
+    """The GPU's attainable dense fp16 speed, GFLOP/s: an 8192 x 8192 half-precision matrix product
+    in torch (`_best_seconds`, synchronised), as {"cuda-fp16": ...}; {} without CUDA. GPU rows'
+    peak fraction is images/s x GFLOP per galaxy / this."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    side = 8192
+    a, b = (torch.randn(side, side, device="cuda", dtype=torch.float16) for _ in range(2))
+
+    def product():
+        a @ b
+        torch.cuda.synchronize()
+
+    out = {"cuda-fp16": round(2 * side ** 3 / _best_seconds(product) / 1e9, 1)}
+    print(json.dumps({"stage": "gemm_peak", "gflops": out, "gpu": torch.cuda.get_device_name()}), flush=True)
+    return out
+
+
+class GpuUtilisation:
+    """Mean GPU utilisation (%, NVML's busy-time share) over a `with` block, sampled every 50 ms
+    in a thread; `mean` stays None where NVML (nvidia-ml-py) or a GPU is absent."""
+
+    def __init__(self):
+        self.mean, self._samples, self._stop = None, [], None
+
+    def __enter__(self):
+        import threading
+
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:  # noqa: BLE001 - NVML missing or no GPU: no utilisation figure
+            return self
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.05):
+                self._samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join()
+            if self._samples:
+                self.mean = round(float(np.mean(self._samples)), 1)
+
+
 def _onnxruntime_gemm_seconds() -> float:
     """Seconds of one GEMM_SIDE x GEMM_SIDE fp32 MatMul in ONNX Runtime on the CPU (`_best_seconds`)."""
     import onnxruntime as ort
@@ -158,11 +214,16 @@ def _onnxruntime_gemm_seconds() -> float:
 
 
 def peak_fraction(row, peak: dict) -> float | None:
-    """images/s x GFLOP per galaxy over the machine's GEMM speed at the row's precision; None
-    for GPU rows and precisions without a measured roof (int8)."""
-    if not row.get("gflop_per_galaxy") or row["device"] not in ("cpu", "CPUExecutionProvider"):
+    """images/s x GFLOP per galaxy over the machine's GEMM speed at the row's precision (a GPU
+    row's over the GPU's fp16 GEMM); None for precisions without a measured roof (int8)."""
+    if not row.get("gflop_per_galaxy"):
         return None
-    roof = peak.get(row["precision"])
+    if str(row["device"]).startswith("cuda"):
+        roof = peak.get(f"cuda-{row['precision']}")
+    elif row["device"] in ("cpu", "CPUExecutionProvider"):
+        roof = peak.get(row["precision"])
+    else:
+        return None
     return row["images_per_min"] / 60 * row["gflop_per_galaxy"] / roof if roof else None
 
 
@@ -224,10 +285,13 @@ def bench_engine(session, spec, batch, repeats, **extra) -> dict:
     for _ in range(2):
         session.run(x)
     lat = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        session.run(x)
-        lat.append((time.perf_counter() - t) * 1000)
+    with GpuUtilisation() as busy:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            session.run(x)
+            lat.append((time.perf_counter() - t) * 1000)
+    if busy.mean is not None:
+        extra["gpu_util_pct"] = busy.mean
     return emit("engine", session.name, session.precision, batch, spec.size, batch * repeats, sum(lat) / 1000,
                 lat, provider=session.device, **extra)
 
@@ -243,8 +307,11 @@ def bench_end_to_end(files, model_dir, backend, batch, decoder, **extra) -> dict
         warm.write_text("file\n" + "\n".join(files[:batch]) + "\n")
         classify(ClassifyConfig((), str(Path(tmp) / "w.csv"), str(model_dir), str(warm), backend=backend,
                                 decoder=decoder, batch_size=batch, progress=False))
-        summary = classify(ClassifyConfig((), str(Path(tmp) / "out.csv"), str(model_dir), str(catalog),
-                                          backend=backend, decoder=decoder, batch_size=batch, progress=False))
+        with GpuUtilisation() as busy:
+            summary = classify(ClassifyConfig((), str(Path(tmp) / "out.csv"), str(model_dir), str(catalog),
+                                              backend=backend, decoder=decoder, batch_size=batch, progress=False))
+    if busy.mean is not None:
+        extra["gpu_util_pct"] = busy.mean
     from engine.artifacts import resolve_model
 
     size = resolve_model(model_dir)[1].input_spec.size
@@ -309,6 +376,9 @@ def table(rows, targets, peak: dict | None = None) -> str:
             target = targets["gpu"][key]
             notes += [f"GPU target {target:,}: {'met' if r['images_per_min'] >= target else 'NOT met'}",
                       f"{r['decoder']} decode"]
+            key = (r.get("model"), r["backend"], r["size"])
+            if key in engine:
+                notes.append(f"{r['images_per_min'] / engine[key]['images_per_min']:.2f} of engine-only")
         elif r["stage"] == "end_to_end" and targets:
             target = targets["cpu"]["end_to_end_images_per_min"]
             notes.append(f"target {target:,}: {'met' if r['images_per_min'] >= target else 'NOT met'}")
@@ -324,6 +394,8 @@ def table(rows, targets, peak: dict | None = None) -> str:
             notes.append(f"{r['decoder']} decode")
         elif r["stage"] == "decode":
             notes.append(f"{r['workers']} workers")
+        if r.get("gpu_util_pct") is not None:
+            notes.append(f"GPU busy {r['gpu_util_pct']:.0f}%")
         if len(r["rounds"]) > 1:
             notes.append(f"best of {len(r['rounds'])} rounds ({min(r['rounds']):,.0f}-{max(r['rounds']):,.0f})")
         gflop = f"{r['gflop_per_galaxy']:.3f}" if r.get("gflop_per_galaxy") else "-"
@@ -349,7 +421,8 @@ def main(argv=None):
                         help="Comma-separated backends; those that cannot load here are reported and skipped.")
     parser.add_argument("--decoders", default="reference,dali", help="Comma-separated decode pipelines.")
     parser.add_argument("--gpu", action="store_true",
-                        help="GPU figures: backends tensorrt,torch-cuda and decoders dali-gpu,nvjpeg (where present).")
+                        help="GPU figures: backends tensorrt,torch-cuda x decoders dali-gpu,nvjpeg,reference "
+                             "(where present), each end to end; peak fraction against the GPU's fp16 GEMM.")
     parser.add_argument("--size", type=int,
                         help="Run the models' weights at this input size instead (e.g. 299, Xception's own).")
     parser.add_argument("--batch", type=int, default=32)
@@ -374,12 +447,12 @@ def main(argv=None):
     rows = []
     models = [resolve_model(m) for m in (args.models.split(",") if args.models else shipped_model_dirs())]
     if args.gpu:
-        args.backends, args.decoders = "tensorrt,torch-cuda", "nvjpeg,dali-gpu"
+        args.backends, args.decoders = "tensorrt,torch-cuda", "dali-gpu,nvjpeg,reference"
     if args.size:
         models = [resized_model(model_dir, card, args.size) for model_dir, card in models]
     options = backends.BackendOptions(batch_size=args.batch)
     names = [b for b in args.backends.split(",") if b]
-    decoders = [d for d in args.decoders.split(",") if d and (d != "dali" or dali_installed())]
+    decoders = [d for d in args.decoders.split(",") if d and (d not in ("dali", "dali-gpu") or dali_installed())]
     peak: dict = {}
     sessions = {}
     if args.sizes:
@@ -402,7 +475,8 @@ def main(argv=None):
     base_dir, _ = resolve_model(args.baseline_model)
     for i in range(rounds):  # interleaved, so a slow spell of the machine hits every measurement alike
         if not args.sizes:
-            peak = {k: max(v, peak.get(k, 0.0)) for k, v in gemm_gflops().items()}
+            roof = gpu_gemm_gflops() if args.gpu else gemm_gflops()
+            peak = {k: max(v, peak.get(k, 0.0)) for k, v in roof.items()}
         for model_dir, card in models:
             for name in names:
                 session = sessions.get((str(model_dir), name))
@@ -410,12 +484,16 @@ def main(argv=None):
                     rows.append(bench_engine(session, card.input_spec, args.batch, repeats, round=i,
                                              **model_fields(str(model_dir))))
                 if not args.engine_only and (args.sizes or session is not None):
-                    rows.append(bench_end_to_end(files, model_dir, name, args.batch,
-                                                 "auto" if args.gpu else decoders[-1], round=i,
-                                                 **model_fields(str(model_dir))))
+                    for decoder in decoders if args.gpu else decoders[-1:]:  # GPU: every decoder x backend
+                        try:
+                            rows.append(bench_end_to_end(files, model_dir, name, args.batch, decoder, round=i,
+                                                         **model_fields(str(model_dir))))
+                        except GalaxyError as exc:
+                            print(f"skipping {name} + {decoder}: {exc}", file=sys.stderr)
         if not args.engine_only and not args.gpu:
             rows.append(bench_baseline(files, base_dir, round=i, **model_fields(str(base_dir))))
-    print(f"\nmachine: {cpu_name()}, {os.cpu_count()} cpus, {cpu_flags()}; dense GEMM here {peak} GFLOP/s; "
+    gpu = f"GPU {versions()['gpu']}, " if "gpu" in versions() else ""
+    print(f"\nmachine: {gpu}{cpu_name()}, {os.cpu_count()} cpus, {cpu_flags()}; dense GEMM here {peak} GFLOP/s; "
           f"models {', '.join(f'{c.name} ({c.input_spec.size} px)' for _, c in models)}", file=sys.stderr)
     print(table(rows, targets, peak), file=sys.stderr)
 

@@ -48,6 +48,7 @@ class Session:
         if not torch.cuda.is_available():
             raise BackendUnavailable("the torch-cuda backend needs an NVIDIA GPU visible to PyTorch; none is here")
         self._torch = torch
+        torch.backends.cudnn.benchmark = True  # one static shape: let cuDNN time its kernels once
         network, _ = load_network(model_dir, card)
         self._network = network.to("cuda", torch.float16).to(memory_format=torch.channels_last).eval()
         spec = card.input_spec

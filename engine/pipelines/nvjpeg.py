@@ -1,14 +1,17 @@
 """JPEG decode on the GPU with torchvision's nvJPEG, for CUDA machines without DALI.
 
 The reference preprocessing in torch on the device: decode (RGB) -> centre crop ->
-antialiased bilinear resize -> (x - mean) / std, giving torch CUDA tensors (C, H, W). JPEGs
-with 1 or 3 components go here; every other file, and every JPEG nvJPEG rejects, goes to
-the reference reader, so a bad file gets the reference reader's reason.
+antialiased bilinear resize -> (x - mean) / std, giving torch CUDA tensors (C, H, W); images of
+one shape are cropped and resized as one batch. JPEGs with 1 or 3 components go here; every
+other file, and every JPEG nvJPEG rejects, goes to the reference reader, so a bad file gets the
+reference reader's reason. (`device="cpu"` runs the same graph with libjpeg-turbo: the tests
+check the arithmetic that way on machines without a GPU.)
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 
 from engine.pipelines.base import ChunkedPipeline, Decoded, read_jpeg
 from galaxy.errors import BackendUnavailable
@@ -22,26 +25,28 @@ class NvjpegPipeline(ChunkedPipeline):
 
     name = "nvjpeg"
 
-    def __init__(self, spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32):
+    def __init__(self, spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32,
+                 device: str = "cuda"):
         import torch
         import torchvision.io
 
-        if not torch.cuda.is_available():
+        if device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable("the nvjpeg decoder needs an NVIDIA GPU; use --decoder reference on the CPU")
         self._torch, self._io = torch, torchvision.io
         self.spec, self.workers, self.depth, self.hdu, self.batch_size = spec, workers, depth, hdu, batch_size
-        self._mean = torch.tensor(spec.mean, device="cuda").view(-1, 1, 1)
-        self._std = torch.tensor(spec.std, device="cuda").view(-1, 1, 1)
+        self.device = device
+        self._mean = torch.tensor(spec.mean, device=device).view(-1, 1, 1)
+        self._std = torch.tensor(spec.std, device=device).view(-1, 1, 1)
 
-    def _preprocess(self, image):
-        """uint8 (3, H, W) on the GPU -> normalised float32 (3, size, size)."""
+    def _preprocess(self, images):
+        """uint8 (N, 3, H, W) on the GPU, one shape -> normalised float32 (N, 3, size, size)."""
         torch, spec = self._torch, self.spec
-        _, h, w = image.shape
+        h, w = images.shape[-2:]
         ch, cw = max(1, round(h * spec.crop_fraction)), max(1, round(w * spec.crop_fraction))
         top, left = (h - ch) // 2, (w - cw) // 2
-        crop = image[:, top:top + ch, left:left + cw].float().div_(255)[None]
+        crop = images[:, :, top:top + ch, left:left + cw].float().div_(255)
         resized = torch.nn.functional.interpolate(crop, size=(spec.size, spec.size), mode="bilinear",
-                                                  antialias=True, align_corners=False)[0]
+                                                  antialias=True, align_corners=False)
         return (resized - self._mean) / self._std
 
     def _chunk(self, chunk) -> list[Decoded | None]:
@@ -51,11 +56,15 @@ class NvjpegPipeline(ChunkedPipeline):
         to_gpu = [k for k, data in enumerate(encoded) if data is not None]
         if to_gpu:
             try:
-                images = self._io.decode_jpeg([torch.frombuffer(bytearray(encoded[k]), dtype=torch.uint8)
-                                               for k in to_gpu], mode=self._io.ImageReadMode.RGB, device="cuda")
+                data = [torch.frombuffer(bytearray(encoded[k]), dtype=torch.uint8) for k in to_gpu]
+                images = self._io.decode_jpeg(data, mode=self._io.ImageReadMode.RGB, device=self.device)
+                shapes = defaultdict(list)  # a survey's cutouts share one shape: one resize per batch
                 for k, image in zip(to_gpu, images):
-                    item = chunk[k]
-                    results[k] = Decoded.of(item, tensor=self._preprocess(image))
+                    shapes[tuple(image.shape)].append((k, image))
+                for group in shapes.values():
+                    tensors = self._preprocess(torch.stack([image for _, image in group]))
+                    for (k, _), tensor in zip(group, tensors):
+                        results[k] = Decoded.of(chunk[k], tensor=tensor)
             except RuntimeError as exc:  # one bad JPEG fails the batched decode
                 log.debug("nvJPEG rejected a batch (%s); the reference reader retries it", exc)
         return results

@@ -137,6 +137,30 @@ def test_tta_views_on_device_tensors_equal_the_numpy_views():
         np.testing.assert_array_equal(host, device.numpy())
 
 
+def test_nvjpeg_graph_on_the_cpu_matches_the_reference_reader(default_model, tmp_path):
+    """The nvjpeg pipeline's crop/resize/normalise, run by libjpeg-turbo on the CPU: batched by
+    shape (a 300 px cutout among 424 px ones), labels kept, a non-JPEG handed to the reference reader."""
+    from PIL import Image
+
+    from engine.pipelines.nvjpeg import NvjpegPipeline
+
+    model_dir, card = default_model
+    paths = sorted(EXAMPLES.glob("*.jpeg"))[:12]
+    Image.open(paths[0]).resize((300, 300)).save(tmp_path / "small.jpeg", quality=95)
+    Image.open(paths[1]).save(tmp_path / "png.png")
+    paths += [tmp_path / "small.jpeg", tmp_path / "png.png"]
+    reference = np.stack([load_input(p, card.input_spec)[0] for p in paths])
+    pipeline = NvjpegPipeline(card.input_spec, 2, 2, batch_size=8, device="cpu")
+    out = list(pipeline.decode(Item(str(p)) for p in paths))
+    assert [d.path for d in out] == [str(p) for p in paths] and all(d.error is None for d in out)
+    decoded = np.stack([np.asarray(d.tensor) for d in out])
+    assert isinstance(out[0].tensor, torch.Tensor) and isinstance(out[-1].tensor, np.ndarray)  # png: reference
+    std = np.asarray(card.input_spec.std)[:, None, None]
+    assert np.abs((decoded - reference) * std).mean() < 1e-2
+    session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
+    assert (session.run(decoded).argmax(1) == session.run(reference).argmax(1)).all()
+
+
 def _real_batch(card, n=40):
     paths = sorted(EXAMPLES.glob("*.jpeg"))[:n]
     return paths, np.stack([load_input(p, card.input_spec)[0] for p in paths])
