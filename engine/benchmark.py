@@ -419,7 +419,8 @@ def main(argv=None):
                         help="The model of the plain-PyTorch baseline row (name or folder).")
     parser.add_argument("--backends", default="onnxruntime,torch,onnxruntime-int8",
                         help="Comma-separated backends; those that cannot load here are reported and skipped.")
-    parser.add_argument("--decoders", default="reference,dali", help="Comma-separated decode pipelines.")
+    parser.add_argument("--decoders", help="Comma-separated decode pipelines (default reference,dali; "
+                             "with --gpu dali-gpu,nvjpeg,reference).")
     parser.add_argument("--gpu", action="store_true",
                         help="GPU figures: backends tensorrt,torch-cuda x decoders dali-gpu,nvjpeg,reference "
                              "(where present), each end to end; peak fraction against the GPU's fp16 GEMM.")
@@ -447,7 +448,8 @@ def main(argv=None):
     rows = []
     models = [resolve_model(m) for m in (args.models.split(",") if args.models else shipped_model_dirs())]
     if args.gpu:
-        args.backends, args.decoders = "tensorrt,torch-cuda", "dali-gpu,nvjpeg,reference"
+        args.backends = "tensorrt,torch-cuda"
+    args.decoders = args.decoders or ("dali-gpu,nvjpeg,reference" if args.gpu else "reference,dali")
     if args.size:
         models = [resized_model(model_dir, card, args.size) for model_dir, card in models]
     options = backends.BackendOptions(batch_size=args.batch)

@@ -37,7 +37,7 @@ from engine.journal import keep_fingerprint
 from engine.listing import require_inputs
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.text import safe_text
-from galaxy.catalog.write import column_kinds, errors_path, ErrorWriter, unique_id
+from galaxy.catalog.write import column_kinds, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
@@ -199,11 +199,11 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
 
     parts = [_part_path(out_dir, shard.index) for shard in shards]
     unified = _unified_schema(pq.read_schema(p) for p in parts)
-    seen: set[str] = set()
+    seen = UniqueIds()
     for part in parts:
         table = pq.read_table(part)
         given = table.column("id").to_pylist()
-        ids = [unique_id(ident, seen) for ident in given]
+        ids = [seen.take(ident) for ident in given]
         changed = ids != given
         if changed:
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))

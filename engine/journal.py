@@ -30,7 +30,7 @@ import numpy as np
 from galaxy.catalog.formats import output_format
 from galaxy.catalog.read import read_catalog_rows
 from galaxy.catalog.text import safe_text
-from galaxy.catalog.write import CatalogWriter, column_kinds, errors_path, ErrorWriter, unique_id
+from galaxy.catalog.write import CatalogWriter, column_kinds, errors_path, ErrorWriter, UniqueIds
 from galaxy.catalog.text import ascii_text
 from galaxy.errors import UsageError
 
@@ -78,7 +78,7 @@ class Journal:
             self._lock.close()
             raise
         self.done: set[str] = set()
-        self.ids: set[str] = set()
+        self.ids = UniqueIds()
         for row in self.rows():
             self.ids.add(row[0])
             self.done.add(ascii_text(row[1]))
@@ -143,7 +143,7 @@ class Journal:
         """
         for i, ident in enumerate(ids):
             extra = {k: safe_text(v) for k, v in columns[i].items()} if columns else {}
-            self._pending_rows.append([unique_id(safe_text(ident), self.ids), safe_text(paths[i]),
+            self._pending_rows.append([self.ids.take(safe_text(ident)), safe_text(paths[i]),
                                        *(f"{p:.6f}" for p in probabilities[i]), json.dumps(extra)])
         if (len(self._pending_rows) >= self.commit_rows
                 or time.monotonic() - self._last_commit >= self.commit_seconds):

@@ -25,16 +25,36 @@ from galaxy.catalog.text import safe_text
 PARQUET_ROW_GROUP = 16384
 
 
-def unique_id(ident: str, seen: set[str]) -> str:
-    """The one unique-id rule of a catalog: `ident`, or `ident#2`, `ident#3`, ... the first not in
-    `seen`, which it joins. The same stem in two folders keeps both rows; the path column says
-    which file is which. Applied in listing order, so every run and every machine agree."""
-    candidate, n = ident, 1
-    while candidate in seen:
-        n += 1
-        candidate = f"{ident}#{n}"
-    seen.add(candidate)
-    return candidate
+class UniqueIds:
+    """The one unique-id rule of a catalog: `take(ident)` gives `ident`, or `ident#2`, `ident#3`,
+    ... the first not taken yet, and takes it. The same stem in two folders keeps both rows; the
+    path column says which file is which. Applied in listing order, so every run and every machine
+    agree. Each id remembers the last suffix it tried, so a stem repeated k times costs O(k) in
+    all, not O(k^2) (ids only ever join, so every suffix below that one is still taken)."""
+
+    def __init__(self, taken=()):
+        self._taken = set(taken)
+        self._last: dict[str, int] = {}
+
+    def __contains__(self, ident) -> bool:
+        return ident in self._taken
+
+    def __len__(self) -> int:
+        return len(self._taken)
+
+    def add(self, ident: str) -> None:
+        """Mark `ident` taken as it is (rows of a catalog being resumed)."""
+        self._taken.add(ident)
+
+    def take(self, ident: str) -> str:
+        n = self._last.get(ident, 1)
+        candidate = ident if n == 1 else f"{ident}#{n}"
+        while candidate in self._taken:
+            n += 1
+            candidate = f"{ident}#{n}"
+        self._last[ident] = n
+        self._taken.add(candidate)
+        return candidate
 
 
 def column_kinds(rows) -> list[tuple[str, str]]:

@@ -47,3 +47,13 @@ def test_outputs_with_the_same_stem_keep_their_own_errors_file(tmp_path):
     csv_errors, fits_errors = errors_path(tmp_path / "res.csv"), errors_path(tmp_path / "res.fits")
     assert csv_errors != fits_errors  # `-o res.csv` then `-o res.fits` must not erase the first run's errors
     assert csv_errors.name == "res.csv.errors.csv" and fits_errors.name == "res.fits.errors.csv"
+
+
+def test_unique_ids_suffix_repeats_in_order_and_respect_taken_ids():
+    from galaxy.catalog.write import UniqueIds
+
+    ids = UniqueIds(["a"])  # a resumed catalog's row
+    assert [ids.take(i) for i in ["a", "b", "a", "a#3", "a", "b"]] == ["a#2", "b", "a#3", "a#3#2", "a#4", "b#2"]
+    assert "a#4" in ids and len(ids) == 7
+    many = UniqueIds()
+    assert [many.take("x") for _ in range(20000)][-1] == "x#20000"  # linear: the old rule took seconds here
