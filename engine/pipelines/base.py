@@ -80,20 +80,13 @@ class ChunkedPipeline:
     """Base of the batch decoders (DALI, nvJPEG): `Item`s in chunks of `batch_size`, `Decoded` out in order.
 
     A subclass sets `spec`, `workers`, `depth`, `hdu`, `batch_size` and implements
-    `_chunk(chunk, readers) -> list[Decoded | None]` (`readers`: a thread pool for the file reads);
-    every None (a file it does not take, or one it rejected) is decoded by the reference reader, so
-    a bad file gets the reference reader's reason.
+    `_chunk(chunk) -> list[Decoded | None]`; every None (a file it does not take, or one it
+    rejected) is decoded by the reference reader, so a bad file gets the reference reader's reason.
     """
 
     def _decode(self, items):
-        # the chunk's files are read by `workers` threads (reads release the GIL): read in the decode
-        # thread they took 1.3 s of 7.3 s for 20,000 files end to end on the H200 machine
-        with ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="read") as readers:
-            yield from self._decode_with(items, readers)
-
-    def _decode_with(self, items, readers):
         for chunk in chunks(items, self.batch_size):
-            results = self._chunk(chunk, readers)
+            results = self._chunk(chunk)
             rest = [k for k, decoded in enumerate(results) if decoded is None]
             retried = decode_stream([chunk[k] for k in rest], self.spec, self.workers, 2 * self.workers, self.hdu)
             for k, decoded in zip(rest, retried):

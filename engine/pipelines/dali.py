@@ -83,11 +83,9 @@ class DaliPipeline(ChunkedPipeline):
         feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream(self.device_id))
         return target
 
-    def _chunk(self, chunk, readers) -> list[Decoded | None]:
+    def _chunk(self, chunk) -> list[Decoded | None]:
         fits = [k for k, item in enumerate(chunk) if is_fits_path(item.path) and not item.bands]
-        skip = set(fits)
-        encoded = list(readers.map(lambda k: None if k in skip or chunk[k].bands else read_jpeg(chunk[k].path),
-                                   range(len(chunk))))
+        encoded = [None if k in fits or item.bands else read_jpeg(item.path) for k, item in enumerate(chunk)]
         to_dali = [k for k, data in enumerate(encoded) if data is not None]
         results: list[Decoded | None] = [None] * len(chunk)
         if fits and self.device_id is not None:  # on the CPU the reference reader takes them: DALI's

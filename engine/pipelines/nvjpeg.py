@@ -49,9 +49,9 @@ class NvjpegPipeline(ChunkedPipeline):
                                                   antialias=True, align_corners=False)
         return (resized - self._mean) / self._std
 
-    def _chunk(self, chunk, readers) -> list[Decoded | None]:
+    def _chunk(self, chunk) -> list[Decoded | None]:
         torch = self._torch
-        encoded = list(readers.map(read_jpeg, [item.path for item in chunk]))
+        encoded = [read_jpeg(item.path) for item in chunk]
         results: list[Decoded | None] = [None] * len(chunk)
         to_gpu = [k for k, data in enumerate(encoded) if data is not None]
         if to_gpu:
