@@ -35,6 +35,12 @@ def _shared_options(command):
         click.option("--teacher-views", default="8", show_default=True, type=click.Choice(["1", "8"]),
                      help="Teacher test-time views: 8 averages the D4 rotations and flips."),
         click.option("--soft-weight", default=1.0, show_default=True, help="Weight of the soft-target loss."),
+        click.option("--fits-views", default=0, show_default=True,
+                     help="FITS robustness: per labelled training image, N copies of its flux (the JPEG inverted "
+                          "with random softening, unit and pedestal) made into a composite exactly as a FITS input "
+                          "is, plus its r band alone; --fits-probability of the labelled samples are drawn from "
+                          "them, with the image's label and soft targets."),
+        click.option("--fits-probability", default=0.3, show_default=True),
         click.option("--epochs", default=20, show_default=True),
         click.option("--batch-size", default=32, show_default=True),
         click.option("--weight-decay", default=0.05, show_default=True),
@@ -84,11 +90,6 @@ def _train_and_report(options: dict) -> None:
 @click.option("--init", default="scratch", show_default=True,
               help="scratch, imagenet, default (the shipped full Xception, sdss-xception), or a weights file/model dir.")
 @click.option("--drop-rate", default=0.0, show_default=True, help="Dropout before the classifier (student noise).")
-@click.option("--fits-views", default=0, show_default=True,
-              help="FITS robustness: per labelled training image, N copies of its flux (the JPEG inverted with "
-                   "random softening, unit and pedestal) made into a composite exactly as a FITS input is, "
-                   "plus its r band alone; --fits-probability of the labelled samples are drawn from them.")
-@click.option("--fits-probability", default=0.3, show_default=True)
 @click.option("--teacher", "teachers", multiple=True, type=MODEL,
               help="Model folder whose soft targets the student learns (repeat for an ensemble; "
                    "default with --unlabeled: the --init model).")
