@@ -4,8 +4,8 @@ On a machine without a GPU the pipeline runs on the CPU (`device_id=None`; DALI 
 `DALI_RESTRICT_PINNED_MEM=1` there, set here when absent). The graph is the reference
 preprocessing of `galaxy.io.images` expressed in DALI operators:
 
-  decoders.image (RGB) -> resize(roi = centre crop, relative, antialiased linear, float)
-  -> crop_mirror_normalize(mean*255, std*255, CHW)
+  decoders.image_slice (RGB, the centre crop + ROI_MARGIN px) -> resize(roi = the crop,
+  antialiased linear, float) -> crop_mirror_normalize(mean*255, std*255, CHW)
 
 which matches the reference reader to ~1e-6 (tests/engine/test_dali.py). With a `device_id`
 (the `dali-gpu` pipeline) JPEGs are decoded by nvJPEG (`device="mixed"`) and resized and
@@ -35,8 +35,21 @@ log = logging.getLogger(__name__)
 # JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
 
 
+# Pixels decoded beyond the crop on each side: the antialiased resize reads up to `scale` (the
+# crop's side / the network's, 3.3 for 212 -> 64 px) pixels outside the crop box, and a partial
+# JPEG decode may differ in its outermost column/row; 8 px keep both out of the result.
+ROI_MARGIN = 8
+
+
 def build_graph(spec: InputSpec, batch_size: int, threads: int, device_id=None):
-    """The DALI pipeline for one InputSpec: encoded JPEG bytes in, (N, C, H, W) float32 out."""
+    """The DALI pipeline for one InputSpec: encoded JPEG bytes in, (N, C, H, W) float32 out.
+
+    On the CPU only the crop's window (plus ROI_MARGIN) is decoded (`decoders.image_slice`:
+    libjpeg-turbo skips the IDCT and colour conversion of the rest), and the resize reads the
+    same pixels as from the whole image, so the output is the reference reader's to float
+    rounding; on a GPU nvJPEG decodes whole images (the path measured on the H200).
+    """
+    import nvidia.dali.math as dmath
     from nvidia.dali import fn, pipeline_def, types
 
     low, high = (1 - spec.crop_fraction) / 2, (1 + spec.crop_fraction) / 2
@@ -45,9 +58,22 @@ def build_graph(spec: InputSpec, batch_size: int, threads: int, device_id=None):
                   exec_dynamic=True)
     def graph():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-        images = fn.decoders.image(encoded, device="cpu" if device_id is None else "mixed", output_type=types.RGB)
-        images = fn.resize(images, size=[spec.size, spec.size], roi_start=[low, low], roi_end=[high, high],
-                           roi_relative=True, antialias=True, interp_type=types.INTERP_LINEAR, dtype=types.FLOAT)
+        if device_id is None:
+            shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)  # H, W, C
+            height, width = shape[0], shape[1]
+            x0 = dmath.max(dmath.floor(width * low) - ROI_MARGIN, 0.0)
+            y0 = dmath.max(dmath.floor(height * low) - ROI_MARGIN, 0.0)
+            x1 = dmath.min(dmath.ceil(width * high) + ROI_MARGIN, width)
+            y1 = dmath.min(dmath.ceil(height * high) + ROI_MARGIN, height)
+            images = fn.decoders.image_slice(encoded, fn.stack(x0, y0), fn.stack(x1 - x0, y1 - y0), axis_names="WH",
+                                             normalized_anchor=False, normalized_shape=False, output_type=types.RGB)
+            roi = {"roi_start": fn.stack(height * low - y0, width * low - x0),
+                   "roi_end": fn.stack(height * high - y0, width * high - x0), "roi_relative": False}
+        else:
+            images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB)
+            roi = {"roi_start": [low, low], "roi_end": [high, high], "roi_relative": True}
+        images = fn.resize(images, size=[spec.size, spec.size], antialias=True, interp_type=types.INTERP_LINEAR,
+                           dtype=types.FLOAT, **roi)
         return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW",
                                         mean=[255 * m for m in spec.mean], std=[255 * s for s in spec.std])
 

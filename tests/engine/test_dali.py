@@ -37,6 +37,28 @@ def test_dali_matches_reference_on_real_jpegs(default_model):
     assert (dali_labels == session.run(np.stack(references)).argmax(1)).all()  # labels identical
 
 
+def test_dali_crop_window_decode_matches_reference_at_any_shape(tmp_path):
+    """Only the crop's window is decoded: odd, non-square, tiny, grey and 4:4:4 JPEGs still give the
+    reference reader's tensor (the window's margin holds every pixel the resize reads)."""
+    from PIL import Image
+
+    from engine.pipelines.dali import create
+
+    source = Image.open(sorted(EXAMPLES.glob("*.jpeg"))[0])
+    cases = {"wide.jpeg": source.resize((301, 157)), "tall.jpeg": source.resize((97, 260)),
+             "tiny.jpeg": source.resize((13, 11)), "grey.jpeg": source.convert("L").resize((255, 255))}
+    for name, image in cases.items():
+        image.save(tmp_path / name, quality=90)
+    source.save(tmp_path / "444.jpeg", quality=95, subsampling=0)
+    paths = sorted(tmp_path.glob("*.jpeg"))
+    out = list(create(SPEC, workers=2, depth=2, batch_size=8).decode(Item(str(p)) for p in paths))
+    std = np.asarray(SPEC.std)[:, None, None]
+    for path, decoded in zip(paths, out):
+        assert decoded.error is None, path.name
+        worst = float(np.abs((decoded.tensor - load_input(path, SPEC)[0]) * std).max())
+        assert worst < TOLERANCE, f"{path.name}: {worst:.2e}"
+
+
 def test_dali_hands_bad_and_non_jpeg_files_to_the_reference_reader(tmp_path):
     from PIL import Image
 
