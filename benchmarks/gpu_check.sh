@@ -57,7 +57,7 @@ fi
     | sed 's/^/gpu (nvidia-smi): /' || echo "gpu: nvidia-smi not found"
   $PY - <<'PYEOF'
 import importlib.util, json
-from engine.benchmark import versions
+from engine.machine import versions
 v = versions()
 print("versions:", json.dumps(v))
 for name, module in (("DALI", "nvidia.dali"), ("TensorRT", "tensorrt")):

@@ -30,7 +30,6 @@ import copy
 import functools
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
@@ -40,52 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.machine import (GpuUtilisation, cpu_flags, cpu_name, gemm_gflops, gpu_gemm_gflops, peak_fraction,
+                            versions)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "gz1-sdss" / "images"
 TARGETS = ROOT / "benchmarks" / "targets.toml"
-
-
-@functools.lru_cache(maxsize=1)
-def versions() -> dict:
-    """Versions of everything that decides the speed: libraries, and the GPU when there is one."""
-    import importlib.metadata
-
-    import onnxruntime
-    import torch
-
-    out = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-    for dist in ("torchvision", "timm", "nvidia-dali-cuda130", "nvidia-dali-cuda120", "nvidia-nvimgcodec-cu13",
-                 "tensorrt", "tensorrt-cu12", "tensorrt-cu13"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    if torch.cuda.is_available():
-        out.update(cuda=torch.version.cuda, gpu=torch.cuda.get_device_name(),
-                   cudnn=str(torch.backends.cudnn.version()))
-    return out
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> str:
-    """The vector features that decide the speed: AVX2/FMA, AVX-512, VNNI, bf16, AMX."""
-    try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return "flags unknown"
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return " ".join(f for f in wanted if f in flags) or "no AVX2"
 
 
 def peak_rss_mb() -> float:
@@ -101,130 +60,6 @@ def emit(stage, backend, precision, batch, size, images, seconds, latencies_ms=(
            "versions": versions(), **extra}
     print(json.dumps(row), flush=True)
     return row
-
-
-def _best_seconds(call, passes: int = 5, calls: int = 4) -> float:
-    """Seconds of one `call()`: the best of `passes` timings of `calls` calls, after 2 warm-up calls."""
-    for _ in range(2):
-        call()
-    best = float("inf")
-    for _ in range(passes):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
-
-
-GEMM_SIDE = 1024
-
-
-def gemm_gflops() -> dict:
-    """This machine's attainable dense speed, GFLOP/s by precision: a 1024 x 1024 matrix product
-    (`_best_seconds`) in ONNX Runtime (fp32, MLAS: what the fp32 engine runs on; on AMD CPUs
-    torch's fp32 GEMM can be far below the machine's roof) and in torch on its default threads
-    (fp32, bf16), the faster per precision.
-
-    A network's engine can approach this roof but not pass it (its convolutions are GEMMs or
-    less regular); the peak fraction of a row is images/s x GFLOP per galaxy / this. It is
-    measured rather than derived from clock and vector width, which a VM often hides; main()
-    measures it in every round and keeps the fastest.
-    """
-    import torch
-
-    flop = 2 * GEMM_SIDE ** 3
-    out = {"fp32": round(flop / _onnxruntime_gemm_seconds() / 1e9, 1)}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = (torch.randn(GEMM_SIDE, GEMM_SIDE).to(dtype) for _ in range(2))
-        out[name] = max(out.get(name, 0.0), round(flop / _best_seconds(lambda: a @ b) / 1e9, 1))
-    print(json.dumps({"stage": "gemm_peak", "gflops": out, "cpu_count": os.cpu_count()}), flush=True)
-    return out
-
-
-def gpu_gemm_gflops() -> dict:
-    """The GPU's attainable dense fp16 speed, GFLOP/s: an 8192 x 8192 half-precision matrix product
-    in torch (`_best_seconds`, synchronised), as {"cuda-fp16": ...}; {} without CUDA. GPU rows'
-    peak fraction is images/s x GFLOP per galaxy / this."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return {}
-    side = 8192
-    a, b = (torch.randn(side, side, device="cuda", dtype=torch.float16) for _ in range(2))
-
-    def product():
-        a @ b
-        torch.cuda.synchronize()
-
-    out = {"cuda-fp16": round(2 * side ** 3 / _best_seconds(product) / 1e9, 1)}
-    print(json.dumps({"stage": "gemm_peak", "gflops": out, "gpu": torch.cuda.get_device_name()}), flush=True)
-    return out
-
-
-class GpuUtilisation:
-    """Mean GPU utilisation (%, NVML's busy-time share) over a `with` block, sampled every 50 ms
-    in a thread; `mean` stays None where NVML (nvidia-ml-py) or a GPU is absent."""
-
-    def __init__(self):
-        self.mean, self._samples, self._stop = None, [], None
-
-    def __enter__(self):
-        import threading
-
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        except Exception:  # noqa: BLE001 - NVML missing or no GPU: no utilisation figure
-            return self
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.wait(0.05):
-                self._samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._stop is not None:
-            self._stop.set()
-            self._thread.join()
-            if self._samples:
-                self.mean = round(float(np.mean(self._samples)), 1)
-
-
-def _onnxruntime_gemm_seconds() -> float:
-    """Seconds of one GEMM_SIDE x GEMM_SIDE fp32 MatMul in ONNX Runtime on the CPU (`_best_seconds`)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    n = GEMM_SIDE
-    b = numpy_helper.from_array(np.random.default_rng(0).normal(size=(n, n)).astype(np.float32), "b")
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])], [b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 9)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    a = np.random.default_rng(1).normal(size=(n, n)).astype(np.float32)
-    return _best_seconds(lambda: session.run(None, {"a": a}))
-
-
-def peak_fraction(row, peak: dict) -> float | None:
-    """images/s x GFLOP per galaxy over the machine's GEMM speed at the row's precision (a GPU
-    row's over the GPU's fp16 GEMM); None for precisions without a measured roof (int8)."""
-    if not row.get("gflop_per_galaxy"):
-        return None
-    if str(row["device"]).startswith("cuda"):
-        roof = peak.get(f"cuda-{row['precision']}")
-    elif row["device"] in ("cpu", "CPUExecutionProvider"):
-        roof = peak.get(row["precision"])
-    else:
-        return None
-    return row["images_per_min"] / 60 * row["gflop_per_galaxy"] / roof if roof else None
 
 
 @functools.lru_cache(maxsize=None)

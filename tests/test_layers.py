@@ -42,7 +42,8 @@ LAZY_TORCH = {
     "engine.artifacts": "builds the ONNX file on first use (galaxy.training.export)",
     "engine.autotune": "records torch's version in the timing-cache key; builds the ONNX file on first use",
     "engine.quantize": "`galaxy quantize --method qat` fine-tunes the network with fake quantization (galaxy.training.qat)",
-    "engine.benchmark": "the plain-PyTorch baseline that bench.py measures against, and the GEMM roof",
+    "engine.benchmark": "the plain-PyTorch baseline that bench.py measures against",
+    "engine.machine": "the GEMM roofs (torch bf16 on the CPU, fp16 on a GPU) and the CUDA versions",
     "galaxy.cli": "`galaxy export` runs galaxy.training.export",
     "galaxy.cli_train": "`galaxy train` and `galaxy distill` run galaxy.training",
 }

@@ -27,10 +27,15 @@ def test_table_keeps_the_best_round_and_the_peak_fraction():
     assert " - " in int8.split("9,000")[1][:8]  # no fp32 roof for int8
 
 
-def test_peak_fraction_is_left_out_on_a_gpu():
+def test_peak_fraction_takes_each_device_its_own_roof():
+    from engine.machine import peak_fraction
+
     row = _row("engine", 6000.0, model="m", gflop_per_galaxy=1.0)
-    assert benchmark.peak_fraction({**row, "device": "cuda"}, {"fp32": 200.0}) is None
-    assert benchmark.peak_fraction(row, {"fp32": 200.0}) == pytest.approx(0.5)
+    assert peak_fraction(row, {"fp32": 200.0}) == pytest.approx(0.5)
+    gpu = {**row, "device": "cuda:0 NVIDIA H200", "precision": "fp16"}
+    assert peak_fraction(gpu, {"fp32": 200.0}) is None  # no GPU roof measured
+    assert peak_fraction(gpu, {"fp32": 200.0, "cuda-fp16": 1000.0}) == pytest.approx(0.1)
+    assert peak_fraction({**row, "precision": "int8"}, {"fp32": 200.0}) is None
 
 
 @pytest.mark.slow
