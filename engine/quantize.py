@@ -140,8 +140,9 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
 
 
 def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -> dict:
-    """Agreement of `built` with the original fp32 model on training images; for ptq-sensitive, the
-    search that rebuilds `built` with the sensitive nodes kept fp32. Returns the record."""
+    """Agreement of `built` with the original fp32 model on training images; for ptq-sensitive short
+    of `target`, the search that replaces `built` by its best trial (sensitive nodes kept fp32).
+    Returns the record."""
     from engine import quantize_sensitivity
 
     tensors = calibration_tensors(evaluation_paths, card.input_spec)
@@ -152,11 +153,10 @@ def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -
     record = {"training_agreement": round(agreement, 5), "evaluation_images": len(tensors), "target_agreement": target}
     if method != "ptq-sensitive" or agreement >= target:  # nothing to keep in fp32: no per-node measurement
         return record | ({"excluded_nodes": []} if method == "ptq-sensitive" else {})
-    found = quantize_sensitivity.search(pre, build, tensors, reference, target)
+    found = quantize_sensitivity.search(pre, build, tensors, reference, target, built, agreement)
     if not found["reached_target"]:
         log.warning("int8 reached at best %.4f agreement on training images (%d nodes kept fp32)",
                     max(t["agreement"] for t in found["trials"]), len(found["excluded_nodes"]))
-    build(built, nodes_to_exclude=found["excluded_nodes"])
     best = next(t for t in found["trials"] if t["excluded"] == len(found["excluded_nodes"]))
     return record | found | {"training_agreement": best["agreement"]}
 

@@ -6,8 +6,9 @@ The search runs on training images only (the validation split is kept for `check
      log-probabilities move from fp32 (mean absolute change over the evaluation images, so the many
      near-boundary images count more than a few outliers with large errors; a shift
      common to all logits changes no probability, so it does not count);
-  3. keep the k most sensitive nodes in fp32, k = 0, 1, 2, 4, 8, ..., until label agreement with
-     fp32 on the evaluation images reaches `target` (short of it, the k that agreed best).
+  3. keep the k most sensitive nodes in fp32, k = 0 (the plain model, measured by the caller), 1, 2,
+     4, 8, ..., until label agreement with fp32 on the evaluation images reaches `target` (short of
+     it, the k that agreed best); the best trial's model is kept, not built again.
 Every trial is deterministic (fixed images, fixed calibration), so the same inputs give the same
 excluded nodes.
 """
@@ -75,7 +76,7 @@ def measure(pre, build, tensors, reference, nodes) -> dict[str, float]:
     return scores
 
 
-def search(pre, build, tensors, reference, target: float) -> dict:
+def search(pre, build, tensors, reference, target: float, out, plain_agreement: float) -> dict:
     """Measure every node, then exclude the most sensitive until agreement >= `target`.
 
     Args:
@@ -85,6 +86,8 @@ def search(pre, build, tensors, reference, target: float) -> dict:
         tensors: float32 (N, C, H, W) training images (not the validation split).
         reference: float32 (N, K) fp32 logits of `tensors`.
         target: label agreement with fp32 to reach on `tensors`.
+        out: holds the plain int8 model (nothing excluded) on entry, the best trial's model on return.
+        plain_agreement: the plain model's agreement, already measured (the k = 0 trial).
 
     Returns:
         A record: excluded nodes (most sensitive first), the per-node scores, and agreement per trial.
@@ -93,22 +96,23 @@ def search(pre, build, tensors, reference, target: float) -> dict:
     nodes = candidate_nodes(pre)
     scores = measure(pre, build, tensors, reference, nodes)
     ranked = sorted(nodes, key=lambda n: -scores[n])
-    trials, k = [], 0
+    trials = [{"excluded": 0, "agreement": round(plain_agreement, 5)}]
+    best, k = trials[0], 0
     limit = max(1, int(len(nodes) * MAX_EXCLUDED_FRACTION))
     trial = _trial_path(pre)
     try:
-        while True:
+        while best["agreement"] < target and k < limit:
+            k = min(limit, max(1, 2 * k))
             build(trial, nodes_to_exclude=ranked[:k])
             trials.append({"excluded": k, "agreement": round(label_agreement(logits(trial, tensors), reference), 5)})
             log.info("excluding the %d most sensitive nodes: agreement %.4f on %d training images",
                      k, trials[-1]["agreement"], len(tensors))
-            if trials[-1]["agreement"] >= target or k >= limit:
-                break
-            k = min(limit, max(1, 2 * k))
+            # short of the target, the trial that agreed best (fewest nodes on a tie): never worse than plain
+            if trials[-1]["agreement"] > best["agreement"]:
+                best = trials[-1]
+                trial.replace(out)
     finally:
         trial.unlink(missing_ok=True)
-    # short of the target, the trial that agreed best (fewest nodes on a tie): never worse than plain
-    best = max(trials, key=lambda t: (t["agreement"], -t["excluded"]))
     k = best["excluded"]
     return {"excluded_nodes": ranked[:k], "reached_target": best["agreement"] >= target,
             "target_agreement": target, "evaluation_images": len(tensors), "trials": trials,
