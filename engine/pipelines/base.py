@@ -98,6 +98,7 @@ class ChunkedPipeline:
         return prefetch(self._decode(items), self.depth)
 
 
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 

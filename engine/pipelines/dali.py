@@ -32,9 +32,6 @@ from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
-# JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
-
-
 # Pixels decoded beyond the crop on each side: the antialiased resize reads up to `scale` (the
 # crop's side / the network's, 3.3 for 212 -> 64 px) pixels outside the crop box, and a partial
 # JPEG decode may differ in its outermost column/row; 8 px keep both out of the result.
