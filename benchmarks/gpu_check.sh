@@ -29,24 +29,22 @@ tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz").extractall(sys.argv[1], filt
 fi
 
 need="numpy torch torchvision timm onnx onnxruntime astropy click pyarrow PIL tqdm safetensors matplotlib"
-missing=$($PY - $need <<'PYEOF'
+missing_packages() {  # the modules of $need this Python cannot import
+  $PY - $need <<'PYEOF'
 import importlib.util, sys
 print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))
 PYEOF
-)
+}
+missing=$(missing_packages)
 if [ -n "$missing" ] && [ -n "${GALAXY_WHEELHOUSE:-}" ]; then
   echo "installing from $GALAXY_WHEELHOUSE (no network): $missing"
   # the project itself runs from this checkout (PYTHONPATH): only its dependencies are installed
   $PY -m pip install -q --no-index --find-links "$GALAXY_WHEELHOUSE" \
     astropy click pyarrow pandas pillow tqdm matplotlib safetensors pyyaml hypothesis pytest
-  missing=$($PY - $need <<'PYEOF'
-import importlib.util, sys
-print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))
-PYEOF
-)
+  missing=$(missing_packages)
 fi
 if [ -n "$missing" ]; then
-  echo "gpu_check: missing Python packages: $missing (give a wheel folder as GALAXY_WHEELHOUSE)" | tee "$RESULTS/env.txt"
+  echo "gpu_check: missing Python packages: $missing (give GALAXY_SITE_PARTS or a wheel folder as GALAXY_WHEELHOUSE)" | tee "$RESULTS/env.txt"
   exit 2
 fi
 
