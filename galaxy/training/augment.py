@@ -1,8 +1,10 @@
 """Training augmentations for survey robustness, vectorised in torch over whole batches.
 
 Every transform takes a float32 batch (N, 3, H, W) of display pixels in [0, 1] and a
-`torch.Generator`, so a seed fixes the result. They are applied on the CPU per batch (a
-python loop per image would cost more than the network on 2 cores).
+`torch.Generator` (a CPU one: the random draws are made on the CPU, so a seed fixes the result
+whatever the device), and works on the batch where it lies: on the CPU per batch (a python loop per
+image would cost more than the network on 2 cores), on the GPU when training there (the CPU
+would otherwise starve it).
 
 Geometry (`geometric_views`): one affine resampling per image from a cached wider field:
   zoom    the crop fraction drawn per image from `zoom_range` (e.g. 0.35-0.65 of the side,
@@ -99,7 +101,7 @@ def geometric_views(cache: torch.Tensor, size: int, crop_fraction: float, cache_
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], dim=1),
                          torch.stack([sin * flip, cos, shift[:, 1]], dim=1)], dim=1)
-    grid = F.affine_grid(theta, [n, cache.shape[1], size, size], align_corners=False)
+    grid = F.affine_grid(theta.to(cache.device), [n, cache.shape[1], size, size], align_corners=False)
     return F.grid_sample(cache.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -109,11 +111,19 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     radius = max(1, math.ceil(3 * float(sigma.max())))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets[None, :] / sigma.clamp_min(1e-3)[:, None]) ** 2)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*C, K)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0).to(x.device)  # (N*C, K)
     flat = F.pad(x.reshape(1, n * c, h, w), (radius, radius, radius, radius), mode="reflect")
     flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
     flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
     return flat.reshape(n, c, h, w)
+
+
+def _generator_on(device: torch.device, generator: torch.Generator) -> torch.Generator:
+    """`generator` itself on the CPU; elsewhere a generator of that device seeded from it."""
+    if device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _asinh_scale(softening: torch.Tensor) -> torch.Tensor:
@@ -144,6 +154,9 @@ def photometric(x: torch.Tensor, names: tuple[str, ...], generator: torch.Genera
     blurred = torch.nonzero(torch.rand(n, generator=generator) < BLUR_PROBABILITY).flatten()
     sigma = _uniform(n, 0.0, BLUR_SIGMA, generator)[blurred]
     noise_sigma = _uniform(n, 0.0, NOISE_SIGMA, generator).view(n, 1, 1, 1)
+    on = x.device
+    curve, a1, a2, gains, sky, flux, blurred, noise_sigma = (
+        t.to(on) for t in (curve, a1, a2, gains, sky, flux, blurred, noise_sigma))
     x = x.clone()
     use_curve = "curve" in names and len(curve) > 0
     if use_curve:  # to linear units: undo an asinh composite of softening a1, then colour gains and sky
@@ -156,6 +169,6 @@ def photometric(x: torch.Tensor, names: tuple[str, ...], generator: torch.Genera
         x[curve] = torch.asinh(x[curve] / a2.view(-1, 1, 1, 1)) / _asinh_scale(a2)
     x = x.clamp_(0.0, 1.0)
     if "noise" in names:
-        noise = torch.empty_like(x).normal_(generator=generator)
+        noise = torch.empty_like(x).normal_(generator=_generator_on(on, generator))
         x = x.add_(noise.mul_(noise_sigma)).clamp_(0.0, 1.0)
     return x

@@ -105,18 +105,30 @@ def _batch_loss(logits, labels, targets, class_weights, config: TrainConfig) -> 
 def _training_batch(data: TrainingData, idx, config: TrainConfig, generator, mean, std, device) -> torch.Tensor:
     """Augmented, normalised float32 (B, 3, size, size) channels_last views of pool images `idx`."""
     zoom = config.zoom_range if "zoom" in config.augment else None
-    fields = data.pool_cache[idx]
+    on = data.pool_cache.device  # the caches lie on the GPU when training there (`_caches_to`)
+    fields = data.pool_cache[idx.to(on)]
     if data.fits_cache is not None:  # some labelled samples as the FITS path shows their flux
         labelled = idx < len(data.fits_cache)
         chosen = labelled & (torch.rand(len(idx), generator=generator) < config.fits_probability)
         view = torch.randint(0, data.fits_cache.shape[1], (len(idx),), generator=generator)
         if chosen.any():
             fields = fields.clone()
-            fields[chosen] = data.fits_cache[idx[chosen], view[chosen]]
+            fields[chosen.to(on)] = data.fits_cache[idx[chosen].to(on), view[chosen].to(on)]
     x = geometric_views(fields, config.size, config.crop_fraction, data.cache_fraction, zoom,
                         "rotate" in config.augment, config.jitter, generator)
     x = photometric(x, config.augment, generator)
-    return ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
+    return ((x - mean.to(on)) / std.to(on)).to(device).contiguous(memory_format=torch.channels_last)
+
+
+def _caches_to(data: TrainingData, device: torch.device) -> None:
+    """On a GPU, the training caches move there once and every batch is augmented there: the host
+    would take longer to resample and perturb a batch than the GPU takes to learn from it."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True  # one input shape throughout: the fastest kernels are found once
+    data.pool_cache = data.pool_cache.to(device)
+    if data.fits_cache is not None:
+        data.fits_cache = data.fits_cache.to(device)
 
 
 def _card(config, data: TrainingData, best, history, stopped, started, device, amp_dtype, weights_sha,
@@ -153,6 +165,7 @@ def train(config: TrainConfig) -> ModelCard:
 
     network = _initial_network(config).to(device).to(memory_format=torch.channels_last)
     data = prepare_data(config, work_dir, device, amp_dtype)
+    _caches_to(data, device)
     spec, val_set = data.spec, data.val_set
     labelled = data.pool_labels[data.pool_labels >= 0]
     counts = torch.bincount(labelled, minlength=len(config.classes)).float()

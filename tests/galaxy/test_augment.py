@@ -71,3 +71,14 @@ def test_curve_with_equal_softenings_is_the_identity():
     linear = torch.sinh(x * augment._asinh_scale(a)) * a.view(-1, 1, 1, 1)
     back = torch.asinh(linear / a.view(-1, 1, 1, 1)) / augment._asinh_scale(a)
     assert torch.allclose(back, x, atol=1e-5)
+
+
+def test_augmentations_work_on_the_device_the_batch_lies_on():
+    """On a GPU the batch lies there and the random draws stay on the CPU generator: every tensor
+    they make must follow the batch. The meta device stands in for a GPU here (any CPU tensor
+    mixed into its arithmetic fails); the noise needs a device generator, which meta lacks."""
+    g = torch.Generator().manual_seed(0)
+    wide = torch.rand(4, 3, 40, 40, dtype=torch.float16).to("meta")
+    views = geometric_views(wide, 32, 0.5, 0.65, (0.35, 0.65), True, 0.1, g)
+    out = photometric(views, tuple(n for n in AUGMENTATIONS if n != "noise"), g)
+    assert views.device.type == out.device.type == "meta" and out.shape == (4, 3, 32, 32)
