@@ -123,7 +123,7 @@ def network_cost(network: torch.nn.Module, size: int, channels: int = 3) -> dict
     network.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        network(torch.zeros(1, channels, size, size))
+        network(torch.zeros(1, channels, size, size, device=next(network.parameters()).device))
     network.train(was_training)
     return {"gflop_per_galaxy": round(counter.get_total_flops() / 1e9, 4),
             "parameters": sum(p.numel() for p in network.parameters())}

@@ -22,6 +22,8 @@ def test_compact_variants_are_timm_models_much_cheaper_than_the_full_one():
     assert cost["gflop_per_galaxy"] <= 0.25 and cost["parameters"] < full["parameters"] / 5
     assert compact(torch.zeros(3, 3, 64, 64)).shape == (3, 2)
     assert len(compact.middle) == 2 and compact.get_classifier().in_features == 1024
+    # counted where the network lies (a GPU after training there; meta stands in for it here)
+    assert network_cost(compact.to("meta"), 96) == cost
 
 
 @pytest.mark.slow
