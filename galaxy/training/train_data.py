@@ -92,12 +92,13 @@ def _normalisation(config: TrainConfig, cache: torch.Tensor, cache_fraction: flo
             tuple(round(float(v), 5) for v in centre.std(dim=(0, 2, 3))))
 
 
-def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids) -> None:
+def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, limited_val_ids=None) -> None:
     """Refuse a model (the initial weights, a teacher) trained on this data with another split.
 
     The data is taken to be shared when it holds any of the model's validation ids; then the
     splits must be identical, or the model's training images include some of our validation
     images (directly, or through a teacher's targets) and every validation figure would be optimistic.
+    A model trained with the same `--limit` (its validation split is `limited_val_ids`) passes too.
     """
     model_dir = Path(model_dir)
     if not (model_dir / "card.json").is_file():
@@ -106,7 +107,8 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids) -> 
 
     card = load_card(model_dir, verify=False)
     model_val = validation_ids(model_dir, card) or set()
-    if model_val & set(all_ids) and ids_digest(val_ids) != card.split.get("val_ids_sha256"):
+    digests = {ids_digest(val_ids)} | ({ids_digest(limited_val_ids)} if limited_val_ids is not None else set())
+    if model_val & set(all_ids) and card.split.get("val_ids_sha256") not in digests:
         raise UsageError(f"{role} {model_dir} was trained on images of {config.data} with another validation "
                          f"split (seed {card.split.get('seed')}, fraction {card.split.get('val_fraction')}); use the "
                          "same --seed and --val-fraction, or its training images leak into this validation split")
@@ -117,17 +119,17 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
     labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
                              rule_from_config(config_dict(config)))
     train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
-    init = initial_weights(config.init)
-    check_split(init, f"--init {config.init}", config, labelled.ids, val_set.ids)
-    teachers = ()
-    if config.unlabeled or config.teachers:
-        teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)
-        for teacher in teachers:
-            check_split(teacher, "teacher", config, labelled.ids, val_set.ids)
     all_val_ids = val_set.ids
     if config.limit:
         train_set = train_set.subset(range(min(config.limit, len(train_set))))
         val_set = val_set.subset(range(min(config.limit, len(val_set))))
+    init = initial_weights(config.init)
+    check_split(init, f"--init {config.init}", config, labelled.ids, all_val_ids, val_set.ids)
+    teachers = ()
+    if config.unlabeled or config.teachers:
+        teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)
+        for teacher in teachers:
+            check_split(teacher, "teacher", config, labelled.ids, all_val_ids, val_set.ids)
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
     paths, ids = (), ()
     if config.unlabeled:

@@ -84,6 +84,13 @@ def test_self_training_runs_is_resumable_and_reuses_soft_targets(tmp_path, unlab
     a, b = (torch.load(d / "checkpoints" / "last.pt", weights_only=True)["model"] for d in (full, killed))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+    # A model trained with --limit teaches a student trained with the same --limit (its validation
+    # split is the first images of the same split, not another split).
+    student = _train(tmp_path / "student", unlabelled_subset, "--epochs", "1", "--teacher", str(full))
+    assert student.exit_code == 0, student.output
+    assert json.loads((tmp_path / "student" / "card.json").read_text())["training"]["teacher"]["teachers"][0][
+        "dir"] == str(full)
+
 
 def test_teacher_ensemble_averages_and_the_cache_is_keyed_by_teachers_and_views(tmp_path, model_copy, default_model):
     from galaxy.training.predict import pick_device
