@@ -9,6 +9,11 @@ of the same galaxies via JPEG and via FITS.
 
   python benchmarks/fits_roundtrip.py                    # every validation galaxy (1,039)
   python benchmarks/fits_roundtrip.py --limit 200 --bands r
+  python benchmarks/fits_roundtrip.py --model runs/new --compare runs/fits-roundtrip/predictions.csv
+
+`--compare` pairs this run with another model's run on the same cubes (same seed, bands and
+validation split): exact McNemar tests on the FITS and on the JPEG labels, the paired test a
+FITS-robust model must pass to replace a shipped one.
 """
 
 from __future__ import annotations
@@ -83,6 +88,30 @@ def summary(galaxies, p_jpeg, p_fits) -> dict:
     }
 
 
+def paired(galaxies, p_jpeg, p_fits, other_csv: Path) -> dict:
+    """Exact McNemar tests of this run against another run's predictions.csv, FITS and JPEG.
+
+    Raises:
+        SystemExit: the other run holds other galaxies (another split or --limit).
+    """
+    from engine.evaluate import mcnemar_p
+
+    other = {r["id"]: r for r in csv.DictReader(other_csv.open())}
+    ids = [g["id"] for g in galaxies]
+    if set(other) != set(ids):
+        raise SystemExit(f"{other_csv}: {len(other)} galaxies, this run {len(ids)}: not the same validation galaxies")
+    truth = np.array([g["label"] == "spiral" for g in galaxies])
+    out = {"other": str(other_csv)}
+    for path, mine in (("fits", p_fits), ("jpeg", p_jpeg)):
+        right = np.array([mine[i] > 0.5 for i in ids]) == truth
+        other_right = np.array([float(other[i][f"p_spiral_{path}"]) > 0.5 for i in ids]) == truth
+        only_this, only_other = int((right & ~other_right).sum()), int((other_right & ~right).sum())
+        out[path] = {"accuracy_this": float(right.mean()), "accuracy_other": float(other_right.mean()),
+                     "only_this_right": only_this, "only_other_right": only_other,
+                     "mcnemar_p": mcnemar_p(only_this, only_other)}
+    return out
+
+
 def side_by_side(galaxies, spec, out: Path, count: int = 8) -> None:
     """Top row: the JPEGs as the network crops them; bottom row: the same galaxies via FITS."""
     import matplotlib
@@ -115,6 +144,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--decoder", default="reference")
     parser.add_argument("--out", default=str(ROOT / "runs" / "fits-roundtrip"))
+    parser.add_argument("--compare", type=Path, help="another run's predictions.csv (same seed and bands): "
+                                                     "paired McNemar tests")
     args = parser.parse_args(argv)
 
     import galaxy
@@ -134,6 +165,8 @@ def main(argv=None) -> dict:
         writer.writerows([g["id"], g["label"], f"{p_jpeg[g['id']]:.6f}", f"{p_fits[g['id']]:.6f}",
                           f"{g['softening']:.4f}", g["mode"]] for g in galaxies)
     result.update(bands=list(bands), seed=args.seed, model=model.card.name, decoder=args.decoder)
+    if args.compare:
+        result["paired"] = paired(galaxies, p_jpeg, p_fits, args.compare)
     side_by_side(galaxies, model.card.input_spec, out / "montage.png")
     (out / "result.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result))

@@ -22,3 +22,8 @@ def test_fits_cubes_get_the_jpeg_labels(tmp_path, shared_data):
     assert result["agreement"] >= 0.93
     assert abs(result["accuracy_fits"] - result["accuracy_jpeg"]) <= 0.03
     assert (tmp_path / "montage.png").stat().st_size > 10_000
+    # paired with itself: every galaxy concordant, nothing to test
+    again = _benchmark().main(["--limit", "120", "--seed", "3", "--out", str(tmp_path / "again"),
+                               "--compare", str(tmp_path / "predictions.csv")])
+    assert again["paired"]["fits"]["only_this_right"] == again["paired"]["fits"]["only_other_right"] == 0
+    assert again["paired"]["fits"]["mcnemar_p"] == 1.0
