@@ -148,7 +148,7 @@ def test_ctrl_c_keeps_the_rows_and_exits_130(tmp_path):
 
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for k in range(60):
+    for k in range(300):  # 12,000 files: on an idle CPU the compact model classified 2,400 before the signal came
         for path in EXAMPLES.glob("*.jpeg"):
             (inputs / f"{path.stem}_{k}.jpeg").symlink_to(path)
     out = tmp_path / "c.csv"
@@ -162,7 +162,7 @@ def test_ctrl_c_keeps_the_rows_and_exits_130(tmp_path):
     stderr = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, stderr
     rows = read_csv(out)
-    assert 16 <= len(rows) < 2400
+    assert 16 <= len(rows) < 12000
     assert all(r["label"] in ("elliptical", "spiral") for r in rows)  # complete rows only
     assert "interrupted" in stderr
 
