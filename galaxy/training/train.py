@@ -117,7 +117,7 @@ def _training_batch(data: TrainingData, idx, config: TrainConfig, generator, mea
     x = geometric_views(fields, config.size, config.crop_fraction, data.cache_fraction, zoom,
                         "rotate" in config.augment, config.jitter, generator)
     x = photometric(x, config.augment, generator)
-    return ((x - mean.to(on)) / std.to(on)).to(device).contiguous(memory_format=torch.channels_last)
+    return ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
 
 
 def _caches_to(data: TrainingData, device: torch.device) -> None:
@@ -183,8 +183,8 @@ def train(config: TrainConfig) -> ModelCard:
     total_steps = steps_per_epoch * config.epochs
     warmup = int(config.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, warmup, total_steps))
-    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    mean = torch.tensor(spec.mean, device=data.pool_cache.device).view(1, -1, 1, 1)  # where batches are made
+    std = torch.tensor(spec.std, device=data.pool_cache.device).view(1, -1, 1, 1)
     val_labels = np.array(val_set.labels)
     history, best, started, step, first_epoch = [], None, time.time(), 0, 1
     if config.resume:
