@@ -13,18 +13,13 @@ Only the weights and card are shipped. An ONNX file is looked for, in order:
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from galaxy.card import ONNX_FILE, ModelCard, default_model_dir, file_sha256, load_card, model_path
+from galaxy.config import cache_dir  # noqa: F401 (engine modules import it from here)
 from galaxy.errors import ModelError
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("GALAXY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "galaxy"
-    return Path(root)
 
 
 def resolve_model(model_dir=None) -> tuple[Path, ModelCard]:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 
 # Training augmentations (`galaxy.training.augment`); `--augment` turns them on (all, or a subset).
 AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
+
+
+def cache_dir() -> Path:
+    """Where derived artifacts are cached: $GALAXY_CACHE, else $XDG_CACHE_HOME/galaxy (~/.cache/galaxy)."""
+    root = os.environ.get("GALAXY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "galaxy"
+    return Path(root)
 
 
 def config_dict(config) -> dict:
@@ -96,6 +103,7 @@ class ClassifyConfig:
     backend: str = "auto"
     decoder: str = "auto"
     tta: bool = False
+    crop_fraction: float | str | None = None  # None: the card's; a number; "auto": measured (galaxy.io.framing)
     batch_size: int = 32
     workers: int = 0
     threads: int = 0
@@ -166,6 +174,7 @@ class EvaluateConfig:
     out_dir: str
     split: str = "val"
     tta: bool = False
+    crop_fraction: float | None = None  # None: each card's centre crop; a number: every model reads with it
     ensemble: tuple[str, ...] = ()
     compare: str | None = None
     by_column: str | None = None

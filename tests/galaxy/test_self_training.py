@@ -115,6 +115,30 @@ def test_teacher_ensemble_averages_and_the_cache_is_keyed_by_teachers_and_views(
     assert not np.allclose(plain, single, atol=1e-6)  # D4 averaging changes the targets
 
 
+def test_an_ensemble_reuses_each_members_labels_from_the_cache(tmp_path, monkeypatch):
+    from galaxy.card import model_path
+    from galaxy.training.predict import pick_device
+    from galaxy.training.soft_targets import teacher_probabilities
+    from tests.conftest import EXAMPLES
+
+    paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:3]
+    ids = [p.rsplit("/", 1)[1].split(".")[0] for p in paths]
+    device, amp = pick_device()
+    full, compact = (str(model_path(name)) for name in ("sdss-xception", "sdss-xception-compact"))
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
+
+    def label(teachers, work):
+        return teacher_probabilities(teachers, ("elliptical", "spiral"), paths, ids, tmp_path / work, 1, 2,
+                                     device, amp, show=False)
+
+    alone, first = label([full], "a")
+    other, _ = label([compact], "b")
+    pair, record = label([full, compact], "c")  # a new work dir: only the per-teacher cache can help
+    assert first["members_reused"] == [] and len(record["members_reused"]) == 2
+    assert "reused" not in record and np.allclose(pair, (alone + other) / 2, atol=1e-6)
+    assert not np.allclose(alone, other, atol=1e-3)  # two different teachers, so the mean is a real mean
+
+
 def test_soft_targets_are_reused_for_the_same_teacher_in_another_folder(tmp_path, model_copy, default_model):
     from galaxy.training.predict import pick_device
     from galaxy.training.soft_targets import teacher_probabilities
