@@ -24,6 +24,7 @@ with `pyarrow.parquet.read_table(OUT_DIR)`, `pandas.read_parquet(OUT_DIR)`, or
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -104,7 +105,7 @@ class ShardClassifier:
         model_dir, card = resolve_model(model_dir)
         self.runner = Runner.for_classify(model_dir, card, config)
         self.out_dir, self.classes = Path(out_dir), card.classes
-        self.metadata = catalog_metadata(card, self.runner.session, config)
+        self.metadata = catalog_metadata(card, self.runner.session, config, self.runner.spec)
 
     def __call__(self, batch: dict) -> dict:
         out = {"shard": [], "rows": [], "errors": []}
@@ -237,10 +238,16 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_dir, card = resolve_model(config.model_dir)
+    if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
+        from engine.runner import classify_spec
+
+        config = dataclasses.replace(config, crop_fraction=classify_spec(card, config).crop_fraction)
     fingerprint = {"inputs": [str(i) for i in config.inputs], "catalog": config.catalog,
                    "path_column": config.path_column, "id_column": config.id_column,
                    "keep": list(config.keep_columns), "hdu": config.hdu, "weights": card.weights_sha256,
                    "temp": card.temperature, "backend": config.backend, "tta": config.tta, "shard_size": shard_size}
+    if config.crop_fraction is not None:
+        fingerprint["crop"] = config.crop_fraction
     keep_fingerprint(out_dir / RAY_BOOKKEEPING / "fingerprint.json", fingerprint, out_dir)
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)

@@ -55,8 +55,15 @@ class Scored:
                       self.backend)
 
 
+def _read_spec(card, config):
+    """The InputSpec a model is scored with: its card's, with `--crop-fraction` when given."""
+    return card.input_spec if config.crop_fraction is None else card.input_spec.replace(
+        crop_fraction=config.crop_fraction)
+
+
 def _score(model_dir, card, labelled, config) -> Scored:
-    runner = Runner(model_dir, card, config.backend, config.decoder, config.batch_size, tta=config.tta)
+    runner = Runner(model_dir, card, config.backend, config.decoder, config.batch_size, tta=config.tta,
+                    spec=_read_spec(card, config))
     id_of = dict(zip(labelled.paths, labelled.ids))
     failed, paths, probs = [], [], []
     bar = progress(f"evaluating {card.name}", "img", total=len(labelled), enabled=config.progress)
@@ -72,10 +79,10 @@ def _score(model_dir, card, labelled, config) -> Scored:
                   f"{runner.backend} on {runner.session.device}")
 
 
-def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, card) -> None:
+def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, card, config) -> None:
     """A catalog of the scored images (so `galaxy montage` reads it) with a `true_label` column."""
     metadata = {"model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
-                "spec": json.dumps(card.input_spec.to_dict()), "backend": scored.backend}
+                "spec": json.dumps(_read_spec(card, config).to_dict()), "backend": scored.backend}
     writer = CatalogWriter(path, card.classes, metadata, "csv", extra=(("true_label", "text"),))
     writer.write(scored.ids, scored.paths, scored.probabilities,
                  [{"true_label": card.classes[k]} for k in labels])
@@ -138,7 +145,7 @@ def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelle
     agree = a == b
     suspects = rows[agree & (a != y)]
     only_a, only_b = int(np.sum((a == y) & (b != y))), int(np.sum((b == y) & (a != y)))
-    _write_predictions(out / "label_suspects.csv", scored.subset(suspects), labels[suspects], card)
+    _write_predictions(out / "label_suspects.csv", scored.subset(suspects), labels[suspects], card, config)
     return {"model": {"name": other.name, "weights_sha256": other.weights_sha256, "dir": str(other_dir)},
             "backend": theirs.backend, "n": len(rows),
             "accuracy": float(np.mean(b == y)), "accuracy_this": float(np.mean(a == y)),
@@ -182,12 +189,13 @@ def evaluate(config) -> dict:
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out / "predictions.csv", scored, labels, card)
+    _write_predictions(out / "predictions.csv", scored, labels, card, config)
     if config.compare:
         report["comparison"] = _compare(scored, labels, card, *other, labelled, config, out)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     title = (f"{card.name}{f' + {len(config.ensemble)} more' if config.ensemble else ''} "
-             f"({config.split}{', D4 TTA' if config.tta else ''})")
+             f"({config.split}{', D4 TTA' if config.tta else ''}"
+             f"{f', crop {config.crop_fraction:g}' if config.crop_fraction is not None else ''})")
     reliability_diagram(bins, report["ece"], out / "reliability.png", title)
     coverage_curve(report["accuracy_at_coverage"], out / "coverage.png", title)
     return report

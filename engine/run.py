@@ -43,6 +43,7 @@ class Summary:
     interrupted: bool = False
     resumed: int = 0
     total: int = 0
+    crop_fraction: float | None = None  # the centre crop read with, when --crop-fraction overrode the card's
 
     @property
     def images_per_min(self) -> float:
@@ -98,13 +99,13 @@ def classify(config: ClassifyConfig) -> Summary:
         counter.join(timeout=1)  # counting is far cheaper than classifying: done by now, bar a huge catalog
         bar.close()
         if finished or interrupted:
-            total = journal.finish(catalog_metadata(card, session, config))
+            total = journal.finish(catalog_metadata(card, session, config, runner.spec))
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()
     seconds = time.perf_counter() - started
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    runner.backend, session.device, runner.pipeline.name, interrupted,
-                   journal.resumed, total)
+                   journal.resumed, total, None if config.crop_fraction is None else runner.spec.crop_fraction)
 
 
 def _count_total(bar, config: ClassifyConfig, band_columns, resumed: int) -> None:

@@ -14,18 +14,23 @@ padded), so every row of `probabilities` belongs to a real input.
 
 from __future__ import annotations
 
+import logging
 import os
+from itertools import islice
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from engine import backends
 from engine.batching import batches
-from engine.listing import Item
+from engine.listing import Item, iter_inputs, parse_band_columns
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy.io.bands import parse_bands
+from galaxy.io.framing import SAMPLE, compare_framing, measure_files, summarise
 from galaxy.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 
 class Failure(NamedTuple):
@@ -77,20 +82,20 @@ class Runner:
                  threads: int = 0, workers: int = 0, tta: bool = False, spec=None, hdu=None):
         if batch_size < 1:
             raise UsageError(f"batch size {batch_size} must be at least 1")
-        self.card, self.tta = card, tta
+        self.card, self.tta, self.spec = card, tta, spec or card.input_spec
         self.session = backends.load(backend, model_dir, card,
                                      backends.BackendOptions(threads=threads, batch_size=batch_size))
         self.batch_size = min(batch_size, self.session.max_batch)
-        self.pipeline = open_pipeline(decoder, spec or card.input_spec, workers or os.cpu_count() or 1,
+        self.pipeline = open_pipeline(decoder, self.spec, workers or os.cpu_count() or 1,
                                       depth=4 * self.batch_size, hdu=hdu, batch_size=self.batch_size,
                                       device=self.session.device)
 
     @classmethod
     def for_classify(cls, model_dir, card, config) -> Runner:
-        """The runner of a ClassifyConfig: its backend, decoder, batching, TTA, `--bands` and `--hdu`."""
-        spec = card.input_spec.replace(fits_bands=parse_bands(config.bands)) if config.bands else card.input_spec
+        """The runner of a ClassifyConfig: its backend, decoder, batching, TTA, `--bands`, `--crop-fraction`
+        and `--hdu`."""
         return cls(model_dir, card, config.backend, config.decoder, config.batch_size, config.threads,
-                   config.workers, config.tta, spec, hdu_value(config.hdu))
+                   config.workers, config.tta, classify_spec(card, config), hdu_value(config.hdu))
 
     @property
     def backend(self) -> str:
@@ -112,3 +117,45 @@ class Runner:
 
         for batch in batches(self.pipeline.decode(items), self.batch_size, failed):
             yield Result(batch.ids, batch.paths, self.infer(batch.tensor), batch.columns)
+
+
+def classify_spec(card, config):
+    """The InputSpec a classify run reads with: the card's, with `--bands` and `--crop-fraction` applied."""
+    spec = card.input_spec.replace(fits_bands=parse_bands(config.bands)) if config.bands else card.input_spec
+    if config.crop_fraction == "auto":
+        return spec.replace(crop_fraction=measured_crop(card, config, spec))
+    if config.crop_fraction is not None:
+        return spec.replace(crop_fraction=float(config.crop_fraction))
+    return spec
+
+
+def measured_crop(card, config, spec) -> float:
+    """`--crop-fraction auto`: the centre crop that shows the inputs' galaxies at the scale the model was
+    trained on, from the median Petrosian radius of the first `SAMPLE` inputs (listing order, so a
+    resumed run measures the same ones) against the card's training framing.
+
+    Raises:
+        UsageError: the card records no training framing, the inputs are per-band catalog rows, or
+            too few of the sampled cutouts show a galaxy above the noise.
+    """
+    reference = card.training.get("framing", {})
+    if "median" not in reference:
+        raise UsageError(f"--crop-fraction auto: the card of {card.name} records no training framing "
+                         "(training.framing); give the crop as a number")
+    items = list(islice(iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
+                                    band_columns=parse_band_columns(config.band_columns)), SAMPLE))
+    if any(item.bands for item in items):
+        raise UsageError("--crop-fraction auto measures single-file cutouts; with --band-columns give the crop "
+                         "as a number (measure one band's files with galaxy framing)")
+    fractions, failures = measure_files([item.path for item in items], spec, config.workers,
+                                        hdu_value(config.hdu))
+    measured = summarise(fractions)
+    if measured["measured"] < min(16, len(items)) or measured["measured"] == 0:
+        raise UsageError(f"--crop-fraction auto: only {measured['measured']} of the first {len(items)} inputs show "
+                         "a galaxy above the noise near the centre; give the crop as a number")
+    choice = compare_framing(measured, reference, card.input_spec.crop_fraction)
+    log.info("--crop-fraction auto: the galaxies of the first %d inputs appear %.2fx the size the model was trained "
+             "on (median Petrosian radius %.3f of the side against %.3f): reading a centre crop of %.3f (card: %g)",
+             measured["measured"], choice["scale"], measured["median"], reference["median"], choice["crop_fraction"],
+             card.input_spec.crop_fraction)
+    return choice["crop_fraction"]

@@ -11,7 +11,8 @@ from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on
-from galaxy.cli_common import MODEL as _MODEL, vote_options as _vote_options
+from galaxy.cli_common import MODEL as _MODEL, CropFraction, vote_options as _vote_options
+from galaxy.cli_framing import framing
 from galaxy.cli_train import distill, train
 from galaxy.console import filter_native_stderr
 
@@ -31,6 +32,7 @@ def cli(ctx, verbose):
 
 cli.add_command(train)
 cli.add_command(distill)
+cli.add_command(framing)
 
 
 @cli.command()
@@ -77,6 +79,10 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--decoder", default="auto", show_default=True,
               help="Decode pipeline: reference, dali, dali-gpu, nvjpeg, or auto (see the README).")
 @click.option("--tta", is_flag=True, help="Average over the 8 D4 rotations/flips of each image (8x the work).")
+@click.option("--crop-fraction", type=CropFraction(auto=True),
+              help="Centre crop read from each cutout, instead of the model's (for a survey framed otherwise): "
+                   "a fraction of the side, or auto: measured from the first 256 inputs so their galaxies "
+                   "appear at the size the model was trained on (see galaxy framing).")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--workers", default=0, help="Decode threads (0: one per CPU).")
 @click.option("--threads", default=0, help="Inference threads (0: one per CPU).")
@@ -126,9 +132,10 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     errors = f"; errors in {summary.errors}" if summary.failed else ""
     if not quiet:
         resumed = f" (and {summary.resumed} from an earlier run)" if summary.resumed else ""
+        crop = f", centre crop {summary.crop_fraction:g}" if summary.crop_fraction is not None else ""
         click.echo(f"classified {summary.classified}{resumed}, failed {summary.failed}, "
                    f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
-                   f"{summary.backend} on {summary.device}) -> {summary.output}{errors}", err=True)
+                   f"{summary.backend} on {summary.device}{crop}) -> {summary.output}{errors}", err=True)
     elif errors:
         click.echo(f"failed {summary.failed} of {summary.classified + summary.failed}{errors}", err=True)
     if summary.interrupted:
@@ -236,6 +243,9 @@ def check_backends(**options):
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "all"]),
               help="val: only the model's validation ids (for its own training data); all: every image.")
 @click.option("--tta", is_flag=True, help="D4 test-time augmentation.")
+@click.option("--crop-fraction", type=CropFraction(auto=False),
+              help="Centre crop every scored model reads with, instead of each card's: how a model fares "
+                   "when a survey frames its galaxies larger (a smaller crop) or smaller (a larger one).")
 @click.option("--ensemble", multiple=True, type=_MODEL,
               help="Another model averaged with MODEL_DIR (repeatable): score the ensemble.")
 @click.option("--compare", type=_MODEL,

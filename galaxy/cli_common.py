@@ -47,6 +47,26 @@ class ModelFolder(click.ParamType):
 MODEL = ModelFolder()
 
 
+class CropFraction(click.ParamType):
+    """A centre crop fraction in (0, 1], or (where `auto` is allowed) "auto": measured from the inputs."""
+
+    name = "FRACTION"
+
+    def __init__(self, auto: bool):
+        self.auto = auto
+
+    def convert(self, value, param, ctx):
+        if self.auto and str(value).lower() == "auto":
+            return "auto"
+        try:
+            fraction = float(value)
+        except (TypeError, ValueError):
+            fraction = None
+        if fraction is None or not 0 < fraction <= 1:
+            self.fail(f"{value!r} is not a fraction in (0, 1]" + (' or "auto"' if self.auto else ""), param, ctx)
+        return fraction
+
+
 def only_what_to_act_on():
     """Log warnings and errors only (not with -v): `classify` prints one summary line, and `-q`
     on any command leaves nothing but what the user must act on."""

@@ -71,17 +71,22 @@ def galaxy_keys(schema_metadata) -> dict[str, str]:
 
 def run_fingerprint(card, session, config) -> dict:
     """What a resumed run must share with the run it continues."""
-    return {"weights": card.weights_sha256, "temp": card.temperature, "keep": list(config.keep_columns), "backend": f"{session.name} {session.precision}", "tta": config.tta}
+    fingerprint = {"weights": card.weights_sha256, "temp": card.temperature, "keep": list(config.keep_columns),
+                   "backend": f"{session.name} {session.precision}", "tta": config.tta}
+    if config.crop_fraction is not None:  # only when given, so runs journalled before the option still resume
+        fingerprint["crop"] = config.crop_fraction
+    return fingerprint
 
 
-def catalog_metadata(card, session, config) -> dict:
+def catalog_metadata(card, session, config, spec=None) -> dict:
     """Self-description stored with every catalog (keys of at most 8 characters, for FITS).
 
-    `session`: the backend session that ran (its name, precision, device); `config`: the ClassifyConfig.
+    `session`: the backend session that ran (its name, precision, device); `config`: the ClassifyConfig;
+    `spec`: the InputSpec the images were read with (default: the card's).
     """
     return {"run": json.dumps(run_fingerprint(card, session, config)),
         "model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
-        "spec": json.dumps(card.input_spec.to_dict()),
+        "spec": json.dumps((spec or card.input_spec).to_dict()),
         "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",
         "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
         "cwd": config.cwd,

@@ -43,6 +43,7 @@ from galaxy.evaluation.metrics import accuracy_at_coverage, classification_repor
 from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
 from galaxy.training.predict import pick_device, predict
 from galaxy.progress import progress
+from galaxy.io.framing import measure_files, summarise
 from galaxy.training.soft_targets import soft_target_loss
 from galaxy.training.train_data import TrainingData, prepare_data
 from galaxy.training.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
@@ -131,6 +132,13 @@ def _caches_to(data: TrainingData, device: torch.device) -> None:
         data.fits_cache = data.fits_cache.to(device)
 
 
+def training_framing(paths, spec, workers: int = 0) -> dict:
+    """How large the galaxies of the training cutouts appear (`galaxy.io.framing`): the reference that
+    `galaxy framing` and `classify --crop-fraction auto` compare a survey's cutouts with."""
+    fractions, _ = measure_files(paths, spec, workers)
+    return {**summarise(fractions), "of": "the labelled training split, full cutouts"}
+
+
 def _card(config, data: TrainingData, best, history, stopped, started, device, amp_dtype, weights_sha,
           cost: dict) -> ModelCard:
     train_set, val_set = data.train_set, data.val_set
@@ -142,6 +150,7 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
                   "minutes": round((time.time() - started) / 60, 1), "augment": list(config.augment),
                   "data": data.record(config), "teacher": data.teacher, "cost": cost,
+                  "framing": training_framing(train_set.paths, data.spec, config.workers),
                   "chosen": {"epoch": best["epoch"], "weights": best["weights"]}, "stopped_early_at": stopped,
                   "images_per_s": round(float(np.mean([r["train_images_per_s"] for r in history])), 1)},
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),

@@ -1,0 +1,129 @@
+"""Framing: the Petrosian radius scales with the image, `galaxy framing` compares a set with the model's
+training cutouts, and `--crop-fraction` (a number or auto) changes what classify and evaluate read."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from galaxy.io.framing import REGION, compare_framing, petrosian_fraction, summarise
+from tests.conftest import EXAMPLES, ROOT
+
+
+def reframe(source, target, zoom):
+    spec = importlib.util.spec_from_file_location("reframe", ROOT / "benchmarks" / "reframe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reframe(source, target, zoom)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def _disk(scale_length: float, side: int = 301, noise: float = 0.01, seed: int = 0) -> np.ndarray:
+    """An exponential disk (a face-on spiral's profile) on a noisy sky, scale length in pixels."""
+    y, x = np.mgrid[:side, :side]
+    r = np.hypot(y - (side - 1) / 2, x - (side - 1) / 2)
+    sky = np.random.default_rng(seed).normal(0.05, noise, (side, side))
+    return np.repeat((sky + 0.8 * np.exp(-r / scale_length))[..., None], 3, axis=2)
+
+
+def test_the_petrosian_radius_scales_with_the_galaxy_and_not_with_its_brightness():
+    small, large = petrosian_fraction(_disk(6.0)), petrosian_fraction(_disk(7.5))
+    # Exponential disk: e^-r r^2 / (2 (1 - e^-r (1 + r))) = 0.2 at r = 3.6 scale lengths (2.15 half-light
+    # radii); a disk 1.25x larger measures 1.25x.
+    assert small * 301 == pytest.approx(3.6 * 6.0, rel=0.03)
+    assert large / small == pytest.approx(1.25, rel=0.03)
+    faint = _disk(6.0) * 0.5  # half as bright, half the sky noise: the same profile shape
+    assert petrosian_fraction(faint) == pytest.approx(small, rel=0.03)
+
+
+def test_empty_sky_has_no_radius_and_a_galaxy_filling_the_cutout_counts_as_the_region():
+    sky = np.random.default_rng(1).normal(0.05, 0.01, (200, 200, 3))
+    assert np.isnan(petrosian_fraction(sky))
+    assert petrosian_fraction(_disk(80.0, side=200)) == REGION
+
+
+def test_summary_ignores_unmeasured_cutouts_and_the_crop_follows_the_scale():
+    summary = summarise([0.1, 0.2, float("nan"), 0.3])
+    assert summary == {"images": 4, "measured": 3, "p25": 0.15, "median": 0.2, "p75": 0.25}
+    assert summarise([float("nan")]) == {"images": 1, "measured": 0}
+    assert compare_framing({"median": 0.18}, {"median": 0.15}, 0.5) == {"scale": 1.2, "crop_fraction": 0.6}
+    assert compare_framing({"median": 0.6}, {"median": 0.15}, 0.5)["crop_fraction"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def zoomed(tmp_path_factory) -> Path:
+    """The example SDSS cutouts with every galaxy 1.25x larger (another survey's framing)."""
+    out = tmp_path_factory.mktemp("zoomed")
+    for path in sorted(EXAMPLES.glob("*.jpeg")):
+        reframe(path, out / path.name, 1.25)
+    return out
+
+
+def test_framing_measures_the_zoom_of_real_cutouts(zoomed):
+    same = invoke("framing", EXAMPLES, "--json")
+    assert same.exit_code == 0, same.output
+    native = json.loads(same.output)
+    assert native["scale"] == pytest.approx(1.0, abs=0.06) and native["measured"]["measured"] == 40
+    zoom = json.loads(invoke("framing", zoomed, "--json").output)
+    assert zoom["scale"] / native["scale"] == pytest.approx(1.25, rel=0.04)
+    assert zoom["crop_fraction"] == pytest.approx(0.5 * zoom["scale"], abs=0.002)
+    text = invoke("framing", zoomed, "--sample", "10")
+    assert text.exit_code == 0 and "(10 measured of 10)" in text.output and "--crop-fraction 0.6" in text.output
+
+
+def test_classify_reads_with_the_crop_given_or_measured(tmp_path, zoomed):
+    def run(name, *options):
+        out = tmp_path / f"{name}.csv"
+        result = invoke("classify", zoomed, "-o", out, "--backend", "onnxruntime", *options)
+        assert result.exit_code == 0, result.output
+        from galaxy.catalog.read import read_catalog_metadata
+
+        meta = read_catalog_metadata(out)
+        with out.open() as handle:
+            rows = {r["id"]: float(r["p_spiral"]) for r in csv.DictReader(line for line in handle
+                                                                            if not line.startswith("#"))}
+        return result.output, json.loads(meta["spec"]), json.loads(meta["run"]), rows
+
+    _, card_spec, card_run, plain = run("card")
+    said, fixed_spec, fixed_run, fixed = run("fixed", "--crop-fraction", "0.4")
+    auto_said, auto_spec, auto_run, auto = run("auto", "--crop-fraction", "auto")
+    assert card_spec["crop_fraction"] == 0.5 and "crop" not in card_run
+    assert fixed_spec["crop_fraction"] == 0.4 and fixed_run["crop"] == 0.4 and "centre crop 0.4" in said
+    assert auto_spec["crop_fraction"] == pytest.approx(0.625, abs=0.04) and auto_run["crop"] == "auto"
+    assert f"centre crop {auto_spec['crop_fraction']:g}" in auto_said
+    assert plain.keys() == fixed.keys() == auto.keys()
+    assert max(abs(plain[k] - auto[k]) for k in plain) > 0.05  # a different crop is a different input
+
+
+def test_crop_fraction_errors_name_the_value_and_the_reason(tmp_path, model_copy):
+    bad = invoke("classify", EXAMPLES, "-o", tmp_path / "c.csv", "--crop-fraction", "1.5")
+    assert bad.exit_code == 2 and "'1.5' is not a fraction in (0, 1]" in bad.output
+    no_auto = invoke("evaluate", "sdss-xception-compact", EXAMPLES / "labels.csv", "-o", tmp_path / "e",
+                     "--crop-fraction", "auto")
+    assert no_auto.exit_code == 2 and "'auto' is not a fraction" in no_auto.output
+    card = json.loads((model_copy / "card.json").read_text())
+    del card["training"]["framing"]
+    (model_copy / "card.json").write_text(json.dumps(card))
+    unknown = invoke("classify", EXAMPLES, "-o", tmp_path / "d.csv", "--model", model_copy, "--crop-fraction", "auto")
+    assert unknown.exit_code == 2 and "records no training framing" in unknown.output
+    assert not (tmp_path / "d.csv").exists()
+
+
+def test_evaluate_scores_every_model_at_the_crop_given(tmp_path):
+    out = tmp_path / "e"
+    result = invoke("evaluate", "sdss-xception-compact", EXAMPLES / "labels.csv", "--split", "all",
+                    "--crop-fraction", "0.4", "--compare", "sdss-xception", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["crop_fraction"] == 0.4
+    from galaxy.catalog.read import read_catalog_metadata
+
+    assert json.loads(read_catalog_metadata(out / "predictions.csv")["spec"])["crop_fraction"] == 0.4
