@@ -25,13 +25,17 @@ class Model:
     """
 
     def __init__(self, model_dir=None, backend: str = "auto", decoder: str = "auto", batch_size: int = 32,
-                 threads: int = 0, workers: int = 0):
+                 threads: int = 0, workers: int = 0, crop_fraction: float | None = None):
         from engine.artifacts import resolve_model
         from engine.runner import Runner
 
         self.model_dir, self.card = resolve_model(model_dir)
         self.batch_size = batch_size
-        self._runner = Runner(self.model_dir, self.card, backend, decoder, batch_size, threads, workers)
+        # crop_fraction: the centre crop read instead of the card's (see `galaxy framing`)
+        self.spec = self.card.input_spec if crop_fraction is None else self.card.input_spec.replace(
+            crop_fraction=crop_fraction)
+        self._runner = Runner(self.model_dir, self.card, backend, decoder, batch_size, threads, workers,
+                              spec=self.spec)
         self.backend = f"{self._runner.backend} on {self._runner.session.device}"
 
     def _table(self, ids, paths, probabilities, columns=()):
@@ -67,7 +71,7 @@ class Model:
             images = images[None]
         elif isinstance(images, np.ndarray) and images.ndim != 4:
             raise UsageError(f"images of shape {images.shape}: expected (N, H, W, 3) or one (H, W, 3) RGB image")
-        spec = self.card.input_spec
+        spec = self.spec
         if len(images) == 0:
             return np.zeros((0, len(self.card.classes)), np.float32)
         tensors = np.stack([normalise(crop_resize(_rgb_unit(img, i), spec.crop_fraction, spec.size), spec)

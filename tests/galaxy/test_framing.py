@@ -127,3 +127,14 @@ def test_evaluate_scores_every_model_at_the_crop_given(tmp_path):
     from galaxy.catalog.read import read_catalog_metadata
 
     assert json.loads(read_catalog_metadata(out / "predictions.csv")["spec"])["crop_fraction"] == 0.4
+
+
+def test_the_python_api_reads_with_the_crop_given():
+    import galaxy
+
+    images = sorted(EXAMPLES.glob("*.jpeg"))[:6]
+    card_crop = galaxy.load_model("sdss-xception-compact", backend="onnxruntime")
+    tighter = galaxy.load_model("sdss-xception-compact", backend="onnxruntime", crop_fraction=0.4)
+    assert tighter.spec.crop_fraction == 0.4 and card_crop.spec.crop_fraction == 0.5
+    a, b = (np.array(m.classify(images)["p_spiral"]) for m in (card_crop, tighter))
+    assert np.abs(a - b).max() > 0.01
