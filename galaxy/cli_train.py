@@ -32,6 +32,10 @@ def _shared_options(command):
                      help="zoom: the crop fraction is drawn per image from LOW..HIGH."),
         click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
                      help="Folder of unlabelled cutouts the teacher labels for the student; repeatable."),
+        click.option("--unlabeled-framing", default="off", show_default=True, type=click.Choice(["off", "auto"]),
+                     help="auto: each teacher reads the --unlabeled cutouts at the centre crop that shows their "
+                          "galaxies at its training scale (measured as galaxy framing does, on an even sample of "
+                          "256), the labelled ones at its own crop; off: every image at the teacher's crop."),
         click.option("--teacher-views", default="8", show_default=True, type=click.Choice(["1", "8"]),
                      help="Teacher test-time views: 8 averages the D4 rotations and flips."),
         click.option("--soft-weight", default=1.0, show_default=True, help="Weight of the soft-target loss."),

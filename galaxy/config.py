@@ -49,6 +49,7 @@ class TrainConfig:
     fits_probability: float = 0.3
     drop_rate: float = 0.0
     unlabeled: tuple[str, ...] = ()
+    unlabeled_framing: str = "off"  # "auto": teachers read the unlabelled images at the crop matching their framing
     teachers: tuple[str, ...] = ()
     teacher_views: int = 8
     soft_weight: float = 1.0

@@ -59,7 +59,7 @@ def _teacher_record(model_dir: str, classes) -> tuple[dict, object]:
 
 
 def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, workers: int, device, amp_dtype,
-                          show: bool = True) -> tuple[np.ndarray, dict]:
+                          show: bool = True, scale: float = 1.0, scaled_from: int | None = None) -> tuple[np.ndarray, dict]:
     """The (ensemble-averaged, calibrated) teacher probabilities of every image, cached.
 
     Args:
@@ -70,6 +70,9 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
         views: 8 for D4 test-time averaging, 1 for none.
         workers: image reading threads.
         device, amp_dtype: where the teachers run.
+        scale, scaled_from: the images from index `scaled_from` on (the unlabelled ones) show their
+            galaxies `scale` times as large as the teachers' training cutouts: each teacher reads them
+            through a centre crop `scale` times its own (`--unlabeled-framing auto`).
 
     Returns:
         (probabilities float32 (N, K) in the order of `ids`, record for the card: teachers,
@@ -79,6 +82,9 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
     records = [_teacher_record(t, classes) for t in teachers]
     # Keyed by what the targets depend on (weights, temperature, images, views), not by where the teacher lies.
     common = {"views": views, "ids_sha256": ids_digest(ids), "n": len(ids)}
+    rescaled = scaled_from is not None and scaled_from < len(ids) and round(scale, 4) != 1
+    if rescaled:  # only then, so targets cached before this option still match
+        common["framing"] = {"scale": round(scale, 4), "scaled_ids_sha256": ids_digest(ids[scaled_from:])}
     key = {"teachers": [{k: v for k, v in r.items() if k != "dir"} for r, _ in records], **common}
     record = {**key, "teachers": [r for r, _ in records]}  # for the card: with the folders
     path = Path(work_dir) / TARGETS_FILE
@@ -101,7 +107,8 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
             continue
         with torch.random.fork_rng(devices=[]):  # building the teacher draws init weights: keep the seed's
             # stream as it is, so a run learns the same whether its targets were cached or computed
-            member, timing[card.name] = _label(teacher["dir"], card, paths, views, workers, device, amp_dtype, show)
+            member, timing[card.name] = _label(teacher["dir"], card, paths, views, workers, device, amp_dtype, show,
+                                               scale if rescaled else 1.0, scaled_from if rescaled else len(paths))
         log.info("teacher %s: %d images x %d views in %.0f s (%.1f images/s)", card.name, len(ids), views,
                  timing[card.name], len(ids) / max(timing[card.name], 1e-9))
         _write_targets(member_path, ids, member, member_key)
@@ -113,18 +120,28 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
                            "members_reused": members_reused, "images_per_s": round(len(ids) / seconds, 1)}
 
 
-def _label(model_dir: str, card, paths, views: int, workers: int, device, amp_dtype,
-           show: bool) -> tuple[np.ndarray, float]:
-    """One teacher's calibrated probabilities (N, K) float64 of `paths` in their order, and the inference seconds."""
+def _label(model_dir: str, card, paths, views: int, workers: int, device, amp_dtype, show: bool,
+           scale: float = 1.0, scaled_from: int | None = None) -> tuple[np.ndarray, float]:
+    """One teacher's calibrated probabilities (N, K) float64 of `paths` in their order, and the inference
+    seconds; `paths[scaled_from:]` are read through a crop `scale` times the teacher's."""
     from galaxy.training.model import load_network
 
     network, _ = load_network(model_dir, card)
     network = network.to(device).to(memory_format=torch.channels_last)
     spec = card.input_spec
-    cache = build_cache(paths, spec.crop_fraction, spec.size, workers, show, what="teacher input")
-    t0 = time.time()
-    probabilities = np.asarray(predict(network, cache, spec, device, amp_dtype, views=views), dtype=np.float64)
-    return probabilities, round(time.time() - t0, 1)
+    split = len(paths) if scaled_from is None else scaled_from
+    parts, seconds = [], 0.0
+    for part, crop in ((paths[:split], spec.crop_fraction), (paths[split:], min(1.0, spec.crop_fraction * scale))):
+        if not part:
+            continue
+        if crop != spec.crop_fraction:
+            log.info("teacher %s reads %d unlabelled images through a centre crop of %.3f (its own: %g)",
+                     card.name, len(part), crop, spec.crop_fraction)
+        cache = build_cache(part, crop, spec.size, workers, show, what="teacher input")
+        t0 = time.time()
+        parts.append(np.asarray(predict(network, cache, spec, device, amp_dtype, views=views), dtype=np.float64))
+        seconds += time.time() - t0
+    return np.concatenate(parts), round(seconds, 1)
 
 
 def _member_path(member_key: dict) -> Path:

@@ -17,6 +17,7 @@ import torch
 
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
+from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
 from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
 from galaxy.training.soft_targets import resolve_teachers, sharpen, teacher_probabilities
@@ -114,6 +115,28 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
                          "same --seed and --val-fraction, or its training images leak into this validation split")
 
 
+def unlabelled_scale(labelled_paths, unlabelled_paths, config: TrainConfig) -> float:
+    """How many times larger the unlabelled cutouts show their galaxies than the labelled training
+    cutouts: the ratio of their median Petrosian radii (`galaxy.io.framing`), each measured on an
+    even sample of `SAMPLE` images. 1.0 when there are no unlabelled images."""
+    if not unlabelled_paths:
+        return 1.0
+    spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction)
+
+    def median(paths):
+        sample = list(paths)[::max(1, len(paths) // SAMPLE)][:SAMPLE]
+        summary = summarise(measure_files(sample, spec, config.workers)[0])
+        if not summary["measured"]:
+            raise UsageError(f"--unlabeled-framing auto: no galaxy measured in {len(sample)} sampled cutouts "
+                             f"(e.g. {sample[0]})")
+        return summary["median"]
+
+    scale = median(unlabelled_paths) / median(labelled_paths)
+    log.info("--unlabeled-framing auto: the unlabelled cutouts show their galaxies %.3fx as large as the "
+             "labelled training cutouts", scale)
+    return scale
+
+
 def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> TrainingData:
     """Load labels, split, list the unlabelled pool, read the caches and label the pool by the teacher."""
     labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
@@ -148,9 +171,10 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
     spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction, mean=mean, std=std)
     targets, teacher = None, None
     if teachers:
+        scale = unlabelled_scale(train_set.paths, paths, config) if config.unlabeled_framing == "auto" else 1.0
         probabilities, teacher = teacher_probabilities(teachers, config.classes, pool_paths, pool_ids, work_dir,
                                                        config.teacher_views, config.workers, device, amp_dtype,
-                                                       config.progress)
+                                                       config.progress, scale, len(train_set.paths))
         targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
     labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,

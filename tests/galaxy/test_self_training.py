@@ -152,3 +152,33 @@ def test_soft_targets_are_reused_for_the_same_teacher_in_another_folder(tmp_path
     again, reused = teacher_probabilities([model_copy], *args)  # same weights, other folder
     assert "reused" in reused and np.array_equal(first, again)
     assert reused["teachers"][0]["dir"] == str(model_copy)  # the card still says where it came from
+
+
+def test_unlabeled_framing_auto_reads_the_pool_at_the_crop_matching_its_framing(tmp_path, unlabelled_subset):
+    from galaxy.training.soft_targets import teacher_probabilities
+    from galaxy.training.predict import pick_device
+    from galaxy.card import model_path
+
+    teacher = str(model_path("sdss-xception-compact"))
+    labelled = sorted((SHARED_DATA / "images").glob("*.jpeg"))[:4]
+    pool = sorted(unlabelled_subset.glob("*.jpg"))[:4]
+    paths = [str(p) for p in labelled + pool]
+    ids = [p.stem for p in labelled + pool]
+    device, amp = pick_device()
+
+    def label(work, scale):
+        return teacher_probabilities([teacher], ("elliptical", "spiral"), paths, ids, tmp_path / work, 1, 2, device,
+                                     amp, False, scale, len(labelled))
+
+    plain, _ = label("plain", 1.0)
+    framed, record = label("framed", 1.2)
+    assert record["framing"]["scale"] == 1.2
+    assert np.array_equal(plain[:4], framed[:4])  # the labelled images: the teacher's own crop
+    assert not np.allclose(plain[4:], framed[4:], atol=1e-4)  # the pool: a crop 1.2x the teacher's
+
+    result = _train(tmp_path / "run", unlabelled_subset, "--epochs", "1", "--unlabeled-framing", "auto",
+                    "--teacher", teacher)
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert 0.8 < card["training"]["teacher"]["framing"]["scale"] < 1.6  # GZ2 cutouts: galaxies ~1.2x larger
+    assert card["training"]["config"]["unlabeled_framing"] == "auto"
