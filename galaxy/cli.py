@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import click
 
@@ -28,6 +29,10 @@ def cli(ctx, verbose):
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     ctx.meta["galaxy.verbose"] = verbose
+    if not verbose:  # astropy's notes on each FITS header it repairs (3-4 lines a file); -v shows them.
+        # By module, so astropy is not imported for a JPEG run; what stops a file from being read
+        # still goes to the errors file with its reason.
+        warnings.filterwarnings("ignore", module=r"astropy\.io\.fits(\.|$)")
 
 
 cli.add_command(train)

@@ -142,3 +142,21 @@ def test_fits_through_load_input(tmp_path):
     fits.PrimaryHDU(galaxy_image(128)).writeto(path)
     tensor, _ = load_input(path, InputSpec(size=32))
     assert tensor.shape == (3, 32, 32) and np.isfinite(tensor).all()
+
+
+def test_astropys_header_repair_notes_are_shown_only_with_verbose(tmp_path, real_fits_smoke):
+    """Real cutouts with non-standard headers: astropy notes each repair (3-4 lines a file); a plain
+    run prints only its summary, -v shows the notes. In a subprocess: warning filters are per process."""
+    import subprocess
+    import sys
+
+    def run(*flags):
+        out = tmp_path / f"c{len(flags)}.csv"
+        done = subprocess.run([sys.executable, "-m", "galaxy.cli", *flags, "classify", str(real_fits_smoke[0].parent),
+                               "-o", str(out), "--backend", "onnxruntime"], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    plain = run()
+    assert "VerifyWarning" not in plain and "classified 20, failed 0" in plain
+    assert "VerifyWarning" in run("-v")
