@@ -65,5 +65,6 @@ def framing(inputs, model_dir, sample, hdu, as_json):
                "the training size.")
     click.echo(f"Centre crop that matches the training scale: --crop-fraction {report['crop_fraction']:g}")
     if report["unreadable"]:
-        click.echo(f"{len(report['unreadable'])} cutouts could not be read, e.g. {report['unreadable'][0]['path']}: "
-                   f"{report['unreadable'][0]['reason']}", err=True)
+        bad = report["unreadable"]
+        click.echo(f"{len(bad)} cutout{'s' if len(bad) > 1 else ''} could not be read, e.g. {bad[0]['path']}: "
+                   f"{bad[0]['reason']}", err=True)

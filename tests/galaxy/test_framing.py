@@ -138,3 +138,14 @@ def test_the_python_api_reads_with_the_crop_given():
     assert tighter.spec.crop_fraction == 0.4 and card_crop.spec.crop_fraction == 0.5
     a, b = (np.array(m.classify(images)["p_spiral"]) for m in (card_crop, tighter))
     assert np.abs(a - b).max() > 0.01
+
+
+def test_framing_names_the_cutouts_it_could_not_read(tmp_path):
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:20]:
+        (tmp_path / path.name).symlink_to(path)
+    (tmp_path / "broken.jpeg").write_bytes(b"not a jpeg")
+    text = invoke("framing", tmp_path)
+    assert text.exit_code == 0 and "(20 measured of 21)" in text.output
+    assert "1 cutout could not be read, e.g." in text.output and "broken.jpeg: not a JPEG or PNG" in text.output
+    report = json.loads(invoke("framing", tmp_path, "--json").output.splitlines()[0])
+    assert [u["path"].endswith("broken.jpeg") for u in report["unreadable"]] == [True]
