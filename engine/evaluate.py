@@ -55,15 +55,9 @@ class Scored:
                       self.backend)
 
 
-def _read_spec(card, config):
-    """The InputSpec a model is scored with: its card's, with `--crop-fraction` when given."""
-    return card.input_spec if config.crop_fraction is None else card.input_spec.replace(
-        crop_fraction=config.crop_fraction)
-
-
 def _score(model_dir, card, labelled, config) -> Scored:
     runner = Runner(model_dir, card, config.backend, config.decoder, config.batch_size, tta=config.tta,
-                    spec=_read_spec(card, config))
+                    spec=card.input_spec.with_crop(config.crop_fraction))
     id_of = dict(zip(labelled.paths, labelled.ids))
     failed, paths, probs = [], [], []
     bar = progress(f"evaluating {card.name}", "img", total=len(labelled), enabled=config.progress)
@@ -81,8 +75,9 @@ def _score(model_dir, card, labelled, config) -> Scored:
 
 def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, card, config) -> None:
     """A catalog of the scored images (so `galaxy montage` reads it) with a `true_label` column."""
+    spec = card.input_spec.with_crop(config.crop_fraction)
     metadata = {"model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
-                "spec": json.dumps(_read_spec(card, config).to_dict()), "backend": scored.backend}
+                "spec": json.dumps(spec.to_dict()), "backend": scored.backend}
     writer = CatalogWriter(path, card.classes, metadata, "csv", extra=(("true_label", "text"),))
     writer.write(scored.ids, scored.paths, scored.probabilities,
                  [{"true_label": card.classes[k]} for k in labels])

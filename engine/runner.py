@@ -27,7 +27,7 @@ from engine.listing import Item, iter_inputs, parse_band_columns
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy.io.bands import parse_bands
-from galaxy.io.framing import SAMPLE, compare_framing, measure_files, summarise
+from galaxy.io.framing import SAMPLE, card_framing, framing_report
 from galaxy.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,7 @@ def classify_spec(card, config):
     spec = card.input_spec.replace(fits_bands=parse_bands(config.bands)) if config.bands else card.input_spec
     if config.crop_fraction == "auto":
         return spec.replace(crop_fraction=measured_crop(card, config, spec))
-    if config.crop_fraction is not None:
-        return spec.replace(crop_fraction=float(config.crop_fraction))
-    return spec
+    return spec.with_crop(config.crop_fraction)
 
 
 def measured_crop(card, config, spec) -> float:
@@ -138,24 +136,19 @@ def measured_crop(card, config, spec) -> float:
         UsageError: the card records no training framing, the inputs are per-band catalog rows, or
             too few of the sampled cutouts show a galaxy above the noise.
     """
-    reference = card.training.get("framing", {})
-    if "median" not in reference:
-        raise UsageError(f"--crop-fraction auto: the card of {card.name} records no training framing "
-                         "(training.framing); give the crop as a number")
+    card_framing(card)  # before listing or reading anything
     items = list(islice(iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
                                     band_columns=parse_band_columns(config.band_columns)), SAMPLE))
     if any(item.bands for item in items):
         raise UsageError("--crop-fraction auto measures single-file cutouts; with --band-columns give the crop "
                          "as a number (measure one band's files with galaxy framing)")
-    fractions, failures = measure_files([item.path for item in items], spec, config.workers,
-                                        hdu_value(config.hdu))
-    measured = summarise(fractions)
+    report = framing_report(card, [item.path for item in items], spec, config.workers, hdu_value(config.hdu))
+    measured = report["measured"]
     if measured["measured"] < min(16, len(items)) or measured["measured"] == 0:
         raise UsageError(f"--crop-fraction auto: only {measured['measured']} of the first {len(items)} inputs show "
                          "a galaxy above the noise near the centre; give the crop as a number")
-    choice = compare_framing(measured, reference, card.input_spec.crop_fraction)
     log.info("--crop-fraction auto: the galaxies of the first %d inputs appear %.2fx the size the model was trained "
              "on (median Petrosian radius %.3f of the side against %.3f): reading a centre crop of %.3f (card: %g)",
-             measured["measured"], choice["scale"], measured["median"], reference["median"], choice["crop_fraction"],
-             card.input_spec.crop_fraction)
-    return choice["crop_fraction"]
+             measured["measured"], report["scale"], measured["median"], report["training"]["median"],
+             report["crop_fraction"], card.input_spec.crop_fraction)
+    return report["crop_fraction"]

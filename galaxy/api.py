@@ -32,8 +32,7 @@ class Model:
         self.model_dir, self.card = resolve_model(model_dir)
         self.batch_size = batch_size
         # crop_fraction: the centre crop read instead of the card's (see `galaxy framing`)
-        self.spec = self.card.input_spec if crop_fraction is None else self.card.input_spec.replace(
-            crop_fraction=crop_fraction)
+        self.spec = self.card.input_spec.with_crop(crop_fraction)
         self._runner = Runner(self.model_dir, self.card, backend, decoder, batch_size, threads, workers,
                               spec=self.spec)
         self.backend = f"{self._runner.backend} on {self._runner.session.device}"

@@ -9,29 +9,23 @@ import click
 
 from galaxy.cli_common import MODEL, run_command
 from galaxy.errors import UsageError
-from galaxy.io.framing import SAMPLE, compare_framing, measure_files, summarise
+from galaxy.io.framing import SAMPLE, card_framing, framing_report
 
 
 def measure(inputs, model_dir, sample: int, hdu) -> dict:
-    """The framing report of INPUTS against the model: the two summaries, the scale and the matching crop."""
+    """The framing report of INPUTS against the model (`galaxy.io.framing.framing_report`)."""
     from engine.artifacts import resolve_model
     from engine.listing import iter_inputs
     from engine.runner import hdu_value
 
     model_dir, card = resolve_model(model_dir)
-    reference = card.training.get("framing", {})
-    if "median" not in reference:
-        raise UsageError(f"the card of {card.name} records no training framing (training.framing): "
-                         "nothing to compare with")
+    card_framing(card)  # before listing or reading anything
     items = iter_inputs(inputs)
     paths = [item.path for item in (islice(items, sample) if sample else items)]
-    fractions, failures = measure_files(paths, card.input_spec, hdu=hdu_value(hdu))
-    measured = summarise(fractions)
-    if not measured["measured"]:
+    report = framing_report(card, paths, card.input_spec, hdu=hdu_value(hdu))
+    if not report["measured"]["measured"]:
         raise UsageError(f"none of the {len(paths)} cutouts measured shows a galaxy above the noise near the centre")
-    return {"model": card.name, "model_crop_fraction": card.input_spec.crop_fraction, "training": reference,
-            "measured": measured, **compare_framing(measured, reference, card.input_spec.crop_fraction),
-            "unreadable": [{"path": p, "reason": r} for p, r in failures]}
+    return report
 
 
 @click.command()

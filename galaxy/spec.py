@@ -105,6 +105,10 @@ class InputSpec:
     def replace(self, **changes) -> InputSpec:
         return dataclasses.replace(self, **changes)
 
+    def with_crop(self, crop_fraction: float | None) -> InputSpec:
+        """This spec read through another centre crop (`--crop-fraction`); None keeps its own."""
+        return self if crop_fraction is None else self.replace(crop_fraction=float(crop_fraction))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

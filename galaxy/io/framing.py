@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from galaxy.errors import ImageReadError
+from galaxy.errors import ImageReadError, UsageError
 from galaxy.io.images import read_cutout
 
 ETA = 0.2  # Petrosian ratio (SDSS)
@@ -123,3 +123,38 @@ def measure_files(paths, spec, workers: int = 0, hdu=None) -> tuple[list[float],
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         return list(pool.map(one, paths)), failures
+
+
+def card_framing(card) -> dict:
+    """The training framing a model card records (`training.framing`, a `summarise` result).
+
+    Raises:
+        UsageError: the card records none (a model trained before cards recorded it).
+    """
+    reference = card.training.get("framing", {})
+    if "median" not in reference:
+        raise UsageError(f"the card of {card.name} records no training framing (training.framing) to compare "
+                         "the cutouts with; give the crop as a number (galaxy classify --crop-fraction F)")
+    return reference
+
+
+def framing_report(card, paths, spec, workers: int = 0, hdu=None) -> dict:
+    """How the galaxies of `paths` are framed against `card`'s training cutouts: what `galaxy framing`
+    prints and `classify --crop-fraction auto` reads with.
+
+    Returns:
+        {"model", "model_crop_fraction", "training", "measured" (`summarise` of `paths`), "unreadable"
+        ([{"path", "reason"}]), and, when any cutout was measured, "scale" and "crop_fraction"
+        (`compare_framing`)}.
+
+    Raises:
+        UsageError: the card records no training framing (checked before any file is read).
+    """
+    reference = card_framing(card)
+    fractions, failures = measure_files(paths, spec, workers, hdu)
+    measured = summarise(fractions)
+    report = {"model": card.name, "model_crop_fraction": card.input_spec.crop_fraction, "training": reference,
+              "measured": measured, "unreadable": [{"path": p, "reason": r} for p, r in failures]}
+    if measured["measured"]:
+        report.update(compare_framing(measured, reference, card.input_spec.crop_fraction))
+    return report
