@@ -11,6 +11,7 @@ import click
 
 from galaxy.cli_common import MODEL, command_line, only_what_to_act_on, run_command, vote_options
 from galaxy.config import TrainConfig
+from galaxy.errors import UsageError
 
 
 def _shared_options(command):
@@ -30,6 +31,10 @@ def _shared_options(command):
                           "default until a run shows they help; the shipped model was trained without them."),
         click.option("--zoom-range", nargs=2, type=float, default=(0.35, 0.65), show_default=True,
                      help="zoom: the crop fraction is drawn per image from LOW..HIGH."),
+        click.option("--apparent-size", nargs=2, type=float, default=None,
+                     help="zoom by each galaxy's size instead: its Petrosian radius (measured once per image, as "
+                          "galaxy framing does) spans LOW..HIGH of the crop, drawn log-uniformly (e.g. 0.2 0.45), so "
+                          "how large a class is framed in the training survey is no cue (README, Framing)."),
         click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
                      help="Folder of unlabelled cutouts the teacher labels for the student; repeatable."),
         click.option("--unlabeled-framing", default="off", show_default=True, type=click.Choice(["off", "auto"]),
@@ -65,6 +70,20 @@ def _shared_options(command):
     return command
 
 
+def _apparent_size(values, augment) -> tuple[float, float] | None:
+    """--apparent-size LOW HIGH, checked: 0 < LOW <= HIGH < 1, with the zoom augmentation on."""
+    if not values:
+        return None
+    low, high = values
+    if not 0 < low <= high < 1:
+        raise UsageError(f"--apparent-size {low} {high}: expected 0 < LOW <= HIGH < 1 (the Petrosian radius as a "
+                         "fraction of the crop, e.g. 0.2 0.45)")
+    if "zoom" not in augment:
+        raise UsageError("--apparent-size sets the zoom of each image: it needs the zoom augmentation "
+                         "(--augment all, or a list with zoom)")
+    return float(low), float(high)
+
+
 def _train_and_report(options: dict) -> None:
     from galaxy.training.augment import parse_augmentations
     from galaxy.training.train import train as run_training
@@ -73,6 +92,7 @@ def _train_and_report(options: dict) -> None:
     options["teacher_views"] = int(options["teacher_views"])
     for key in ("unlabeled", "teachers", "zoom_range"):
         options[key] = tuple(options.get(key, ()))
+    options["apparent_size"] = run_command(_apparent_size, options.get("apparent_size"), options["augment"])
     if "classes" in options:
         options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
     options["progress"] = not options.pop("quiet")

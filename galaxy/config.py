@@ -44,6 +44,7 @@ class TrainConfig:
     jitter: float = 0.1
     augment: tuple[str, ...] = ()
     zoom_range: tuple[float, float] = (0.35, 0.65)
+    apparent_size: tuple[float, float] | None = None  # zoom by each galaxy's Petrosian radius instead (see augment)
     cache_fraction: float = 0.7
     fits_views: int = 0
     fits_probability: float = 0.3

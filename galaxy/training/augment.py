@@ -8,7 +8,11 @@ would otherwise starve it).
 
 Geometry (`geometric_views`): one affine resampling per image from a cached wider field:
   zoom    the crop fraction drawn per image from `zoom_range` (e.g. 0.35-0.65 of the side,
-          around the spec's 0.5), so the network sees galaxies at several pixel scales;
+          around the spec's 0.5), so the network sees galaxies at several pixel scales; or, with
+          `apparent_size`, set per image from the galaxy's own Petrosian radius so that the radius
+          spans a log-uniform draw from that range of the crop: every galaxy is then seen at the
+          same range of apparent sizes, and how large a class sits in the training survey's
+          cutouts (a property of how that survey framed them, not of the galaxies) is no cue;
   rotate  any angle (D4 is then included); without it, one of the 8 D4 symmetries;
 plus a flip and a translation of up to `jitter` of the crop.
 
@@ -41,6 +45,7 @@ FLUX_SCALE = (0.7, 1.4)
 BLUR_SIGMA = 1.2
 BLUR_PROBABILITY = 0.5
 NOISE_SIGMA = 0.03
+APPARENT_CROP_MIN = 0.25  # tightest crop `apparent_size` may ask for (a very small galaxy)
 
 
 def parse_augmentations(text: str) -> tuple[str, ...]:
@@ -72,7 +77,8 @@ def _log_uniform(n: int, low: float, high: float, generator: torch.Generator) ->
 
 def geometric_views(cache: torch.Tensor, size: int, crop_fraction: float, cache_fraction: float,
                     zoom_range: tuple[float, float] | None, rotate: bool, jitter: float,
-                    generator: torch.Generator) -> torch.Tensor:
+                    generator: torch.Generator, framing: torch.Tensor | None = None,
+                    apparent_size: tuple[float, float] | None = None) -> torch.Tensor:
     """Random views of cached wide fields, one affine resampling each.
 
     Args:
@@ -84,6 +90,11 @@ def geometric_views(cache: torch.Tensor, size: int, crop_fraction: float, cache_
         rotate: any angle; otherwise a multiple of 90 degrees.
         jitter: largest shift of the crop centre, as a fraction of the crop side.
         generator: the random source.
+        framing: float32 (N,) each galaxy's Petrosian radius as a fraction of its cutout's side
+            (nan: not measured), used with `apparent_size` and `zoom_range`.
+        apparent_size: (low, high) Petrosian radius as a fraction of the crop, drawn log-uniformly per
+            image; the crop is framing / draw, kept within [APPARENT_CROP_MIN, cache_fraction]. Images
+            without a framing keep the `zoom_range` draw.
 
     Returns:
         float32 (N, 3, size, size). Parts of a view outside the cached field are mirrored in
@@ -91,6 +102,10 @@ def geometric_views(cache: torch.Tensor, size: int, crop_fraction: float, cache_
     """
     n = cache.shape[0]
     crop = (_uniform(n, *zoom_range, generator) if zoom_range else torch.full((n,), float(crop_fraction)))
+    if zoom_range and apparent_size and framing is not None:
+        by_size = framing.float() / _log_uniform(n, *apparent_size, generator)
+        by_size = by_size.clamp(APPARENT_CROP_MIN, cache_fraction)
+        crop = torch.where(torch.isfinite(by_size), by_size, crop)
     scale = crop / cache_fraction  # half-width of the view in the cache's [-1, 1] coordinates
     if rotate:
         angle = _uniform(n, 0.0, 2 * math.pi, generator)

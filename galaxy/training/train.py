@@ -115,8 +115,9 @@ def _training_batch(data: TrainingData, idx, config: TrainConfig, generator, mea
         if chosen.any():
             fields = fields.clone()
             fields[chosen.to(on)] = data.fits_cache[idx[chosen].to(on), view[chosen].to(on)]
+    framing = data.pool_framing[idx] if data.pool_framing is not None else None
     x = geometric_views(fields, config.size, config.crop_fraction, data.cache_fraction, zoom,
-                        "rotate" in config.augment, config.jitter, generator)
+                        "rotate" in config.augment, config.jitter, generator, framing, config.apparent_size)
     x = photometric(x, config.augment, generator)
     return ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
 

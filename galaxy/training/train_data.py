@@ -45,6 +45,8 @@ class TrainingData:
         teacher: the teacher record for the card, or None.
         fits_cache: float16 (len(train_set), V, 3, S, S): the FITS-path views of the labelled
             training images (`--fits-views`), or None.
+        pool_framing: float32 (N,): each pool image's Petrosian radius as a fraction of its cutout's
+            side (`galaxy.io.framing`; nan where none was found), for `--apparent-size`; else None.
     """
 
     train_set: LabelledSet
@@ -59,6 +61,7 @@ class TrainingData:
     targets: torch.Tensor | None
     teacher: dict | None
     fits_cache: torch.Tensor | None = None
+    pool_framing: torch.Tensor | None = None
 
     def record(self, config: TrainConfig) -> dict:
         """The data as the card records it."""
@@ -67,7 +70,8 @@ class TrainingData:
                               "ids_sha256": ids_digest(self.unlabelled_ids)} if config.unlabeled else None,
                 "cache_fraction": self.cache_fraction,
                 "fits_views": {"per_image": config.fits_views, "probability": config.fits_probability,
-                               "r_band_alone": True} if config.fits_views else None}
+                               "r_band_alone": True} if config.fits_views else None,
+                "pool_framing": summarise(self.pool_framing.tolist()) if self.pool_framing is not None else None}
 
 
 def pool_cache_fraction(config: TrainConfig) -> float:
@@ -137,6 +141,17 @@ def unlabelled_scale(labelled_paths, unlabelled_paths, config: TrainConfig) -> f
     return scale
 
 
+def pool_framing_of(paths, config: TrainConfig) -> torch.Tensor:
+    """Each image's Petrosian radius as a fraction of its side (`galaxy framing`'s measure), for
+    `--apparent-size`: float32 (N,), nan where no galaxy stands out (those keep `--zoom-range`)."""
+    fractions, failures = measure_files(paths, InputSpec(size=config.size, crop_fraction=config.crop_fraction),
+                                        config.workers)
+    framing = torch.tensor(fractions, dtype=torch.float32)
+    log.info("--apparent-size: Petrosian radius of %d pool images measured (%s); %d without one keep the "
+             "--zoom-range draw", len(paths), summarise(fractions), int((~torch.isfinite(framing)).sum()))
+    return framing
+
+
 def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> TrainingData:
     """Load labels, split, list the unlabelled pool, read the caches and label the pool by the teacher."""
     labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
@@ -167,6 +182,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
     val_cache = build_cache(val_set.paths, config.crop_fraction, config.size, config.workers, config.progress)
     fits_cache = build_fits_view_cache(train_set.paths, config.fits_views, fraction, side, config.workers,
                                        config.seed, config.progress) if config.fits_views else None
+    pool_framing = pool_framing_of(pool_paths, config) if config.apparent_size and "zoom" in config.augment else None
     mean, std = _normalisation(config, pool_cache, fraction)
     spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction, mean=mean, std=std)
     targets, teacher = None, None
@@ -178,4 +194,4 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
         targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
     labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
-                        targets, teacher, fits_cache)
+                        targets, teacher, fits_cache, pool_framing)

@@ -82,3 +82,38 @@ def test_augmentations_work_on_the_device_the_batch_lies_on():
     views = geometric_views(wide, 32, 0.5, 0.65, (0.35, 0.65), True, 0.1, g)
     out = photometric(views, tuple(n for n in AUGMENTATIONS if n != "noise"), g)
     assert views.device.type == out.device.type == "meta" and out.shape == (4, 3, 32, 32)
+
+
+def _disks(scale_lengths, side: int = 96) -> torch.Tensor:
+    """Exponential disks (a face-on spiral's profile) on a dark sky: (N, 3, side, side) in [0, 1]."""
+    y, x = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    r = torch.hypot(y - (side - 1) / 2, x - (side - 1) / 2)
+    disks = torch.stack([0.9 * torch.exp(-r / h) for h in scale_lengths])
+    return disks[:, None].expand(-1, 3, -1, -1).contiguous()
+
+
+def test_apparent_size_shows_every_galaxy_at_the_same_range_of_sizes():
+    from galaxy.io.framing import petrosian_fraction
+
+    # Cached fields hold the central 0.7 of a cutout; three galaxies framed 1x, 1.5x and 2x as large.
+    fields = _disks([3.0, 4.5, 6.0]).repeat(8, 1, 1, 1)
+    framing = torch.tensor([petrosian_fraction(f.permute(1, 2, 0).numpy()) * 0.7 for f in fields])
+    assert float(framing[2] / framing[0]) == pytest.approx(2.0, rel=0.1)
+
+    def measured(views):
+        return torch.tensor([petrosian_fraction(v.permute(1, 2, 0).numpy()) for v in views]).view(8, 3)
+
+    g = torch.Generator().manual_seed(0)
+    plain = measured(geometric_views(fields, 64, 0.5, 0.7, (0.35, 0.65), False, 0.0, g))
+    by_size = measured(geometric_views(fields, 64, 0.5, 0.7, (0.35, 0.65), False, 0.0, g, framing, (0.3, 0.3)))
+    # A random zoom keeps the larger galaxy larger on average; by its size, each fills 0.3 of the view.
+    assert float(plain[:, 2].median() / plain[:, 0].median()) > 1.5
+    assert by_size.flatten().tolist() == pytest.approx([0.3] * 24, abs=0.02)
+    # No framing measured (nan): that image keeps the --zoom-range draw.
+    unknown = framing.clone()
+    unknown[0] = float("nan")
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    mixed = geometric_views(fields[:3], 64, 0.5, 0.7, (0.35, 0.65), False, 0.0, g1, unknown[:3], (0.3, 0.3))
+    zoomed = geometric_views(fields[:3], 64, 0.5, 0.7, (0.35, 0.65), False, 0.0, g2)
+    # (the disks look alike under any of the D4 draws, which the extra draw moves on)
+    assert torch.allclose(mixed[0], zoomed[0], atol=1e-3) and not torch.allclose(mixed[2], zoomed[2], atol=1e-3)

@@ -15,11 +15,15 @@ from galaxy.io.framing import REGION, compare_framing, petrosian_fraction, summa
 from tests.conftest import EXAMPLES, ROOT
 
 
-def reframe(source, target, zoom):
+def _reframe_module():
     spec = importlib.util.spec_from_file_location("reframe", ROOT / "benchmarks" / "reframe.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.reframe(source, target, zoom)
+    return module
+
+
+def reframe(source, target, zoom):
+    return _reframe_module().reframe(source, target, zoom)
 
 
 def invoke(*args):
@@ -65,6 +69,23 @@ def zoomed(tmp_path_factory) -> Path:
     for path in sorted(EXAMPLES.glob("*.jpeg")):
         reframe(path, out / path.name, 1.25)
     return out
+
+
+def test_reframe_zooms_each_class_by_its_own_factor(tmp_path):
+    from PIL import Image
+
+    rows = list(csv.DictReader((EXAMPLES / "labels.csv").open()))[:6]
+    (tmp_path / "labels.csv").write_text("id,file,label\n" + "".join(
+        f"{r['id']},{(EXAMPLES / r['file']).resolve()},{r['label']}\n" for r in rows))
+    _reframe_module().main([str(tmp_path / "labels.csv"), "--zoom", "1.5", "--class-zoom", "elliptical=1.2",
+                            "--class-column", "label", "--id-column", "id", "-o", str(tmp_path / "out")])
+    for row in rows:
+        source = np.asarray(Image.open(EXAMPLES / row["file"]), dtype=np.float32) / 255
+        target = np.asarray(Image.open(tmp_path / "out" / "images" / f"{row['id']}.jpeg"), dtype=np.float32) / 255
+        zoom = petrosian_fraction(target) / petrosian_fraction(source)
+        assert zoom == pytest.approx(1.2 if row["label"] == "elliptical" else 1.5, rel=0.08), row
+    with pytest.raises(SystemExit):
+        _reframe_module().main([str(tmp_path / "labels.csv"), "--class-zoom", "spiral", "-o", str(tmp_path / "x")])
 
 
 def test_framing_measures_the_zoom_of_real_cutouts(zoomed):

@@ -182,3 +182,20 @@ def test_unlabeled_framing_auto_reads_the_pool_at_the_crop_matching_its_framing(
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert 0.8 < card["training"]["teacher"]["framing"]["scale"] < 1.6  # GZ2 cutouts: galaxies ~1.2x larger
     assert card["training"]["config"]["unlabeled_framing"] == "auto"
+
+
+def test_apparent_size_measures_every_pool_image_and_checks_its_values(tmp_path, unlabelled_subset):
+    teacher = "sdss-xception-compact"
+    bad = _train(tmp_path / "bad", unlabelled_subset, "--epochs", "1", "--apparent-size", "0.45", "0.2")
+    assert bad.exit_code == 2 and "--apparent-size 0.45 0.2" in bad.output
+    no_zoom = CliRunner().invoke(cli, ["train", str(SHARED_DATA / "labels.csv"), "-o", str(tmp_path / "nz"),
+                                       "--augment", "rotate", "--apparent-size", "0.2", "0.45"])
+    assert no_zoom.exit_code == 2 and "needs the zoom augmentation" in no_zoom.output
+
+    result = _train(tmp_path / "run", unlabelled_subset, "--epochs", "1", "--apparent-size", "0.2", "0.45",
+                    "--teacher", teacher)
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["training"]["config"]["apparent_size"] == ["0.2", "0.45"]
+    framing = card["training"]["data"]["pool_framing"]
+    assert framing["images"] == 32 and framing["measured"] >= 28 and 0.08 < framing["median"] < 0.3
