@@ -34,6 +34,9 @@ def main(argv=None) -> None:
     parser.add_argument("labels", type=Path, help="CSV with file, label and gz1_name columns (paths relative to it).")
     parser.add_argument("--apparent", type=float, default=0.29,
                         help="Petrosian radius as a fraction of the crop (0.29: the training median at crop 0.5).")
+    parser.add_argument("--at-least-card", action="store_true",
+                        help="Never crop tighter than the card: only galaxies that would appear larger than "
+                             "APPARENT are read through a wider crop.")
     parser.add_argument("--path-column", default="file")
     parser.add_argument("--id-column", default="objid")
     parser.add_argument("--by-column", default="gz1_name")
@@ -50,6 +53,8 @@ def main(argv=None) -> None:
         pixels = read_raster(args.labels.parent / row[args.path_column])
         radius = petrosian_fraction(pixels)
         crop = float(np.clip(radius / args.apparent, *CROP_LIMITS)) if np.isfinite(radius) else spec.crop_fraction
+        if args.at_least_card:
+            crop = max(crop, spec.crop_fraction)
         return normalise(crop_resize(pixels, crop, spec.size), spec), crop
 
     with ThreadPoolExecutor() as pool:

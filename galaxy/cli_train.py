@@ -35,6 +35,10 @@ def _shared_options(command):
                      help="zoom by each galaxy's size instead: its Petrosian radius (measured once per image, as "
                           "galaxy framing does) spans LOW..HIGH of the crop, drawn log-uniformly (e.g. 0.2 0.45), so "
                           "how large a class is framed in the training survey is no cue (README, Framing)."),
+        click.option("--scale-consistency", default=0.0, show_default=True,
+                     help="Weight of a loss that asks the network to call each galaxy shown 1.1-1.5x larger (a "
+                          "second view, its own augmentation) what it calls the first view: KL divergence, the first "
+                          "view held fixed; each step then costs two views (0: off)."),
         click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
                      help="Folder of unlabelled cutouts the teacher labels for the student; repeatable."),
         click.option("--unlabeled-framing", default="off", show_default=True, type=click.Choice(["off", "auto"]),

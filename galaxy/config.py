@@ -45,6 +45,7 @@ class TrainConfig:
     augment: tuple[str, ...] = ()
     zoom_range: tuple[float, float] = (0.35, 0.65)
     apparent_size: tuple[float, float] | None = None  # zoom by each galaxy's Petrosian radius instead (see augment)
+    scale_consistency: float = 0.0  # weight of the loss tying a galaxy shown larger to its anchor view (0: off)
     cache_fraction: float = 0.7
     fits_views: int = 0
     fits_probability: float = 0.3

@@ -46,6 +46,7 @@ BLUR_SIGMA = 1.2
 BLUR_PROBABILITY = 0.5
 NOISE_SIGMA = 0.03
 APPARENT_CROP_MIN = 0.25  # tightest crop `apparent_size` may ask for (a very small galaxy)
+CONSISTENCY_ZOOM = (1.1, 1.5)  # how many times larger the scale-consistency view shows a galaxy
 
 
 def parse_augmentations(text: str) -> tuple[str, ...]:
@@ -75,10 +76,29 @@ def _log_uniform(n: int, low: float, high: float, generator: torch.Generator) ->
     return torch.exp(_uniform(n, math.log(low), math.log(high), generator))
 
 
+def view_crops(n: int, crop_fraction: float, cache_fraction: float, zoom_range: tuple[float, float] | None,
+               generator: torch.Generator, framing: torch.Tensor | None = None,
+               apparent_size: tuple[float, float] | None = None) -> torch.Tensor:
+    """The crop fraction of each of `n` views (arguments as `geometric_views`): float32 (N,)."""
+    crop = (_uniform(n, *zoom_range, generator) if zoom_range else torch.full((n,), float(crop_fraction)))
+    if zoom_range and apparent_size and framing is not None:
+        by_size = framing.float() / _log_uniform(n, *apparent_size, generator)
+        by_size = by_size.clamp(APPARENT_CROP_MIN, cache_fraction)
+        crop = torch.where(torch.isfinite(by_size), by_size, crop)
+    return crop
+
+
+def larger_view_crops(crop: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Crops that show the galaxies of views cropped at `crop` CONSISTENCY_ZOOM (log-uniform) times larger,
+    for the scale-consistency loss: float32 (N,), at least APPARENT_CROP_MIN."""
+    return (crop / _log_uniform(len(crop), *CONSISTENCY_ZOOM, generator)).clamp_min(APPARENT_CROP_MIN)
+
+
 def geometric_views(cache: torch.Tensor, size: int, crop_fraction: float, cache_fraction: float,
                     zoom_range: tuple[float, float] | None, rotate: bool, jitter: float,
                     generator: torch.Generator, framing: torch.Tensor | None = None,
-                    apparent_size: tuple[float, float] | None = None) -> torch.Tensor:
+                    apparent_size: tuple[float, float] | None = None, crop: torch.Tensor | None = None
+                    ) -> torch.Tensor:
     """Random views of cached wide fields, one affine resampling each.
 
     Args:
@@ -95,17 +115,15 @@ def geometric_views(cache: torch.Tensor, size: int, crop_fraction: float, cache_
         apparent_size: (low, high) Petrosian radius as a fraction of the crop, drawn log-uniformly per
             image; the crop is framing / draw, kept within [APPARENT_CROP_MIN, cache_fraction]. Images
             without a framing keep the `zoom_range` draw.
+        crop: float32 (N,) crop fractions to use instead of drawing them (`view_crops`).
 
     Returns:
         float32 (N, 3, size, size). Parts of a view outside the cached field are mirrored in
         (the sky around a galaxy looks like more sky).
     """
     n = cache.shape[0]
-    crop = (_uniform(n, *zoom_range, generator) if zoom_range else torch.full((n,), float(crop_fraction)))
-    if zoom_range and apparent_size and framing is not None:
-        by_size = framing.float() / _log_uniform(n, *apparent_size, generator)
-        by_size = by_size.clamp(APPARENT_CROP_MIN, cache_fraction)
-        crop = torch.where(torch.isfinite(by_size), by_size, crop)
+    if crop is None:
+        crop = view_crops(n, crop_fraction, cache_fraction, zoom_range, generator, framing, apparent_size)
     scale = crop / cache_fraction  # half-width of the view in the cache's [-1, 1] coordinates
     if rotate:
         angle = _uniform(n, 0.0, 2 * math.pi, generator)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from galaxy.version import __version__
-from galaxy.training.augment import geometric_views, photometric
+from galaxy.training.augment import geometric_views, larger_view_crops, photometric, view_crops
 from galaxy.evaluation.calibration import calibration_record, log_probabilities, softmax_t
 from galaxy.card import ModelCard
 from galaxy.config import TrainConfig, config_dict
@@ -103,8 +103,23 @@ def _batch_loss(logits, labels, targets, class_weights, config: TrainConfig) -> 
     return loss
 
 
+def scale_consistency_loss(anchor_logits: torch.Tensor, larger_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p_anchor || p_larger), the anchor's probabilities held fixed (as UDA and FixMatch hold the weakly
+    augmented view): the network learns to call a galaxy shown larger what it calls it at the training scale.
+
+    Args:
+        anchor_logits, larger_logits: (B, K) logits of the same galaxies, the second view 1.1-1.5x larger.
+
+    Returns:
+        scalar float32, mean over the batch.
+    """
+    anchor = F.softmax(anchor_logits.detach().float(), dim=1)
+    return (anchor * (torch.log(anchor.clamp_min(1e-8)) - F.log_softmax(larger_logits.float(), dim=1))).sum(1).mean()
+
+
 def _training_batch(data: TrainingData, idx, config: TrainConfig, generator, mean, std, device) -> torch.Tensor:
-    """Augmented, normalised float32 (B, 3, size, size) channels_last views of pool images `idx`."""
+    """Augmented, normalised float32 (B, 3, size, size) channels_last views of pool images `idx`; with
+    `--scale-consistency`, (2B, ...): then rows B.. show the same galaxies 1.1-1.5x larger (own augmentation)."""
     zoom = config.zoom_range if "zoom" in config.augment else None
     on = data.pool_cache.device  # the caches lie on the GPU when training there (`_caches_to`)
     fields = data.pool_cache[idx.to(on)]
@@ -116,9 +131,16 @@ def _training_batch(data: TrainingData, idx, config: TrainConfig, generator, mea
             fields = fields.clone()
             fields[chosen.to(on)] = data.fits_cache[idx[chosen].to(on), view[chosen].to(on)]
     framing = data.pool_framing[idx] if data.pool_framing is not None else None
+    crop = view_crops(len(idx), config.crop_fraction, data.cache_fraction, zoom, generator, framing,
+                      config.apparent_size)
     x = geometric_views(fields, config.size, config.crop_fraction, data.cache_fraction, zoom,
-                        "rotate" in config.augment, config.jitter, generator, framing, config.apparent_size)
+                        "rotate" in config.augment, config.jitter, generator, crop=crop)
     x = photometric(x, config.augment, generator)
+    if config.scale_consistency:
+        larger = geometric_views(fields, config.size, config.crop_fraction, data.cache_fraction, zoom,
+                                 "rotate" in config.augment, config.jitter, generator,
+                                 crop=larger_view_crops(crop, generator))
+        x = torch.cat([x, photometric(larger, config.augment, generator)])
     return ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
 
 
@@ -216,7 +238,9 @@ def train(config: TrainConfig) -> ModelCard:
             targets = data.targets[idx].to(device) if data.targets is not None else None
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits = network(x)
-            loss = _batch_loss(logits, data.pool_labels[idx].to(device), targets, class_weights, config)
+            loss = _batch_loss(logits[:len(idx)], data.pool_labels[idx].to(device), targets, class_weights, config)
+            if config.scale_consistency:
+                loss = loss + config.scale_consistency * scale_consistency_loss(logits[:len(idx)], logits[len(idx):])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

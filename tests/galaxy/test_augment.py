@@ -117,3 +117,22 @@ def test_apparent_size_shows_every_galaxy_at_the_same_range_of_sizes():
     zoomed = geometric_views(fields[:3], 64, 0.5, 0.7, (0.35, 0.65), False, 0.0, g2)
     # (the disks look alike under any of the D4 draws, which the extra draw moves on)
     assert torch.allclose(mixed[0], zoomed[0], atol=1e-3) and not torch.allclose(mixed[2], zoomed[2], atol=1e-3)
+
+
+def test_scale_consistency_views_are_larger_and_the_loss_teaches_only_the_larger_view():
+    from galaxy.training.augment import CONSISTENCY_ZOOM, larger_view_crops
+    from galaxy.training.train import scale_consistency_loss
+
+    crop = torch.full((500,), 0.5)
+    larger = larger_view_crops(crop, torch.Generator().manual_seed(0))
+    zoom = crop / larger
+    assert float(zoom.min()) >= CONSISTENCY_ZOOM[0] - 1e-6 and float(zoom.max()) <= CONSISTENCY_ZOOM[1] + 1e-6
+    assert float(larger_view_crops(torch.tensor([0.26]), torch.Generator().manual_seed(0))) == pytest.approx(0.25)
+
+    anchor = torch.tensor([[2.0, -1.0], [-0.5, 0.5]], requires_grad=True)
+    same = anchor.detach().clone().requires_grad_(True)
+    assert float(scale_consistency_loss(anchor, same).detach()) == pytest.approx(0.0, abs=1e-6)
+    other = torch.tensor([[-1.0, 1.0], [0.5, -0.5]], requires_grad=True)
+    loss = scale_consistency_loss(anchor, other)
+    loss.backward()
+    assert float(loss.detach()) > 0.1 and anchor.grad is None and float(other.grad.abs().sum()) > 0

@@ -184,7 +184,7 @@ def test_unlabeled_framing_auto_reads_the_pool_at_the_crop_matching_its_framing(
     assert card["training"]["config"]["unlabeled_framing"] == "auto"
 
 
-def test_apparent_size_measures_every_pool_image_and_checks_its_values(tmp_path, unlabelled_subset):
+def test_apparent_size_and_scale_consistency_train_and_are_recorded(tmp_path, unlabelled_subset):
     teacher = "sdss-xception-compact"
     bad = _train(tmp_path / "bad", unlabelled_subset, "--epochs", "1", "--apparent-size", "0.45", "0.2")
     assert bad.exit_code == 2 and "--apparent-size 0.45 0.2" in bad.output
@@ -193,9 +193,10 @@ def test_apparent_size_measures_every_pool_image_and_checks_its_values(tmp_path,
     assert no_zoom.exit_code == 2 and "needs the zoom augmentation" in no_zoom.output
 
     result = _train(tmp_path / "run", unlabelled_subset, "--epochs", "1", "--apparent-size", "0.2", "0.45",
-                    "--teacher", teacher)
+                    "--scale-consistency", "1", "--teacher", teacher)
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert card["training"]["config"]["apparent_size"] == ["0.2", "0.45"]
+    assert card["training"]["config"]["scale_consistency"] == 1.0
     framing = card["training"]["data"]["pool_framing"]
     assert framing["images"] == 32 and framing["measured"] >= 28 and 0.08 < framing["median"] < 0.3
