@@ -19,18 +19,23 @@
 # small.tar.gz (cards, histories, logs, the soft targets) and the last finished model's weights in
 # 15 MiB pieces (the teacher's once it is done, then the student's). All pieces wait in $GALAXY_KEEP
 # (default /tmp/keep) for a second call: `cp /tmp/keep/teacher.* $OUT/`. Rejoin with `cat NAME.part.* > model.safetensors`.
-# Rehearse on a CPU: LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 bash benchmarks/gpu_train.sh
+# Rehearse on a CPU: GALAXY_RUNS=/tmp/gpu-rehearse LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 bash benchmarks/gpu_train.sh
+# T_EXTRA / S_EXTRA: more options for the teacher's / student's command, e.g. the next run README
+# "Framing" suggests: T_EPOCHS=25 T_EXTRA="--unlabeled-framing auto" (the teacher's own teacher reads
+# the Galaxy Zoo 2 cutouts at the crop that matches their framing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export GALAXY_CACHE="${GALAXY_CACHE:-/tmp/galaxy-cache}"
 PY="${PYTHON:-python3}"
 DATA=../shared/data
-RUNS=runs/gpu
+RUNS="${GALAXY_RUNS:-runs/gpu}"
 KEEP="${GALAXY_KEEP:-/tmp/keep}"
 T_EPOCHS="${T_EPOCHS:-15}"
 S_EPOCHS="${S_EPOCHS:-15}"
 LIMIT="${LIMIT:-}"
+T_EXTRA="${T_EXTRA:-}"
+S_EXTRA="${S_EXTRA:-}"
 T_SECONDS="${T_SECONDS:-240}"
 S_SECONDS="${S_SECONDS:-300}"
 mkdir -p "$RUNS" "$KEEP"
@@ -69,7 +74,7 @@ teacher="$RUNS/sdss-xception-192-ns"
 student="$RUNS/sdss-xception-96-ns192"
 echo "== teacher: 192 px, from the shipped weights =="
 timeout "$T_SECONDS" "${galaxy[@]}" train "$DATA/gz1-sdss/labels.csv" -o "$teacher" --init default --size 192 \
-  --epochs "$T_EPOCHS" "${common[@]}" $LIMIT 2>&1 | grep -v -E "^\s*$|it/s|img/s\]" | tee "$RUNS/teacher.log"
+  --epochs "$T_EPOCHS" "${common[@]}" $LIMIT $T_EXTRA 2>&1 | grep -v -E "^\s*$|it/s|img/s\]" | tee "$RUNS/teacher.log"
 t_rc=${PIPESTATUS[0]}
 echo "teacher rc $t_rc after $(( $(date +%s) - started )) s" | tee -a "$RUNS/env.txt"
 pack teacher "$teacher"
@@ -77,7 +82,7 @@ s_rc=skipped
 if [ "$t_rc" = 0 ]; then
   echo "== student: 96 px, the teacher's soft targets =="
   timeout "$S_SECONDS" "${galaxy[@]}" train "$DATA/gz1-sdss/labels.csv" -o "$student" --init default --size 96 \
-    --teacher "$teacher" --epochs "$S_EPOCHS" "${common[@]}" $LIMIT 2>&1 \
+    --teacher "$teacher" --epochs "$S_EPOCHS" "${common[@]}" $LIMIT $S_EXTRA 2>&1 \
     | grep -v -E "^\s*$|it/s|img/s\]" | tee "$RUNS/student.log"
   s_rc=${PIPESTATUS[0]}
 fi
