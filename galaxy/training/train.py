@@ -155,10 +155,14 @@ def _caches_to(data: TrainingData, device: torch.device) -> None:
         data.fits_cache = data.fits_cache.to(device)
 
 
-def training_framing(paths, spec, workers: int = 0) -> dict:
+def training_framing(data: TrainingData, workers: int = 0) -> dict:
     """How large the galaxies of the training cutouts appear (`galaxy.io.framing`): the reference that
-    `galaxy framing` and `classify --crop-fraction auto` compare a survey's cutouts with."""
-    fractions, _ = measure_files(paths, spec, workers)
+    `galaxy framing` and `classify --crop-fraction auto` compare a survey's cutouts with. With
+    `--apparent-size` the pool's measurement (the training split first) already holds them."""
+    if data.pool_framing is not None:
+        fractions = data.pool_framing[:len(data.train_set)].tolist()
+    else:
+        fractions, _ = measure_files(data.train_set.paths, data.spec, workers)
     return {**summarise(fractions), "of": "the labelled training split, full cutouts"}
 
 
@@ -173,7 +177,7 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
                   "minutes": round((time.time() - started) / 60, 1), "augment": list(config.augment),
                   "data": data.record(config), "teacher": data.teacher, "cost": cost,
-                  "framing": training_framing(train_set.paths, data.spec, config.workers),
+                  "framing": training_framing(data, config.workers),
                   "chosen": {"epoch": best["epoch"], "weights": best["weights"]}, "stopped_early_at": stopped,
                   "images_per_s": round(float(np.mean([r["train_images_per_s"] for r in history])), 1)},
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
