@@ -64,6 +64,10 @@ def _shared_options(command):
         click.option("--val-fraction", default=0.2, show_default=True),
         click.option("--seed", default=0, show_default=True,
                      help="Seeds the split, initial weights, order and augmentation."),
+        click.option("--train-seed", type=int,
+                     help="Seeds the initial weights, order and augmentation (FITS views included) instead of "
+                          "--seed, which then fixes only the split: reruns of one recipe on one split, to "
+                          "measure how far its figures move by chance (default: --seed)."),
         click.option("--workers", default=0, help="Image reading threads (0: one per CPU)."),
         click.option("--limit", type=int, help="Use at most this many images per split (smoke tests)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines."),

@@ -73,11 +73,17 @@ class TrainConfig:
     images_dir: str | None = None
     val_fraction: float = 0.2
     seed: int = 0
+    train_seed: int | None = None  # seeds weights, order and augmentation; None: `seed`
     workers: int = 0
     limit: int | None = None
     resume: str | None = None
     export: bool = True
     command: str = ""
+
+    @property
+    def training_seed(self) -> int:
+        """What seeds the initial weights, batch order and augmentation: --train-seed, else --seed."""
+        return self.seed if self.train_seed is None else self.train_seed
 
 
 @dataclass(frozen=True)

@@ -189,9 +189,9 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
 
 def train(config: TrainConfig) -> ModelCard:
     """Train, pick the best weights, save them with their card; return the card."""
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.training_seed)
+    np.random.seed(config.training_seed)
+    generator = torch.Generator().manual_seed(config.training_seed)
     out_dir = Path(config.out_dir)
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -181,7 +181,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
     pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)
     val_cache = build_cache(val_set.paths, config.crop_fraction, config.size, config.workers, config.progress)
     fits_cache = build_fits_view_cache(train_set.paths, config.fits_views, fraction, side, config.workers,
-                                       config.seed, config.progress) if config.fits_views else None
+                                       config.training_seed, config.progress) if config.fits_views else None
     pool_framing = pool_framing_of(pool_paths, config) if config.apparent_size and "zoom" in config.augment else None
     mean, std = _normalisation(config, pool_cache, fraction)
     spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction, mean=mean, std=std)

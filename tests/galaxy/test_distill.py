@@ -47,3 +47,24 @@ def test_distill_a_compact_student_from_the_shipped_model(tmp_path, default_mode
 
     network, _ = load_network(out)  # the card's architecture name rebuilds the network
     assert network(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_train_seed_reruns_a_recipe_on_the_same_split(tmp_path, default_model):
+    """--train-seed changes the weights, order and augmentation but not the split; --train-seed 0 is --seed 0."""
+    if not (SHARED_DATA / "labels.csv").is_file():
+        pytest.skip(f"the gz1-sdss data set is not at {SHARED_DATA}")
+
+    def distil(name, *extra):
+        out = tmp_path / name
+        result = CliRunner().invoke(cli, ["distill", str(default_model[0]), "--data", str(SHARED_DATA / "labels.csv"),
+                                          "-o", str(out), "--arch", "xception_compact_w25_d2", "--size", "32",
+                                          "--batch-size", "8", "--limit", "16", "--epochs", "1", "--workers", "2",
+                                          "--teacher-views", "1", "--no-calibrate", "-q", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "card.json").read_text())
+
+    base, same, other = distil("base"), distil("same", "--train-seed", "0"), distil("other", "--train-seed", "1")
+    assert base["split"] == same["split"] == other["split"]
+    assert base["weights"] == same["weights"] and other["weights"] != base["weights"]
+    assert other["training"]["config"]["train_seed"] == 1 and base["training"]["config"]["train_seed"] is None
