@@ -22,7 +22,10 @@
 # Rehearse on a CPU: GALAXY_RUNS=/tmp/gpu-rehearse LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 bash benchmarks/gpu_train.sh
 # T_EXTRA / S_EXTRA: more options for the teacher's / student's command, e.g. the next run README
 # "Framing" suggests: T_EPOCHS=25 T_EXTRA="--unlabeled-framing auto" (the teacher's own teacher reads
-# the Galaxy Zoo 2 cutouts at the crop that matches their framing).
+# the Galaxy Zoo 2 cutouts at the crop that matches their framing). Reruns of one recipe move
+# face-on spiral recall by +-4 points (README, "Reruns of one recipe"): one run of a candidate
+# decides nothing, so spend spare GPU minutes on reruns (S_EXTRA="--train-seed 1", 2, ... with
+# GALAXY_RUNS set apart for each) and fix the rule that picks one before scoring them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
