@@ -25,7 +25,8 @@
 # the Galaxy Zoo 2 cutouts at the crop that matches their framing). Reruns of one recipe move
 # face-on spiral recall by +-4 points (README, "Reruns of one recipe"): one run of a candidate
 # decides nothing, so spend spare GPU minutes on reruns (S_EXTRA="--train-seed 1", 2, ... with
-# GALAXY_RUNS set apart for each) and fix the rule that picks one before scoring them.
+# GALAXY_RUNS set apart for each; each call trains its teacher again, ~2 minutes there) and fix
+# the rule that picks one before scoring them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
