@@ -25,7 +25,7 @@ PREDICTIONS = "predictions.csv"
 
 
 def read_run(folder: Path, groups: dict[str, str]) -> dict:
-    """A run's predictions keyed by id: (correct, group) per galaxy."""
+    """A run's predictions keyed by id: (correct, group, true label) per galaxy."""
     path = folder / PREDICTIONS
     if not path.is_file():
         raise SystemExit(f"{folder}: no {PREDICTIONS} (give the -o folder of a `galaxy evaluate` run)")
@@ -35,6 +35,12 @@ def read_run(folder: Path, groups: dict[str, str]) -> dict:
     if missing:
         raise SystemExit(f"{path}: {len(missing)} ids are not in the labels file (e.g. {missing[0]})")
     return {r["id"]: (r["label"] == r["true_label"], groups[r["id"]], r["true_label"]) for r in rows}
+
+
+def discordant(run_a: dict, run_b: dict, ids) -> tuple[int, int]:
+    """(galaxies only run A gets right, galaxies only run B gets right): McNemar's discordant pairs."""
+    return (sum(run_a[i][0] and not run_b[i][0] for i in ids),
+            sum(run_b[i][0] and not run_a[i][0] for i in ids))
 
 
 def figures(run: dict, names) -> dict:
@@ -69,8 +75,7 @@ def main(argv=None) -> None:
     print("| run | " + " | ".join(keys) + " | only this / only reference right (McNemar p) |")
     print("|---" * (len(keys) + 2) + "|")
     for folder, run, row in zip(args.runs, runs, table):
-        only_this = sum(run[i][0] and not runs[0][i][0] for i in ids)
-        only_ref = sum(runs[0][i][0] and not run[i][0] for i in ids)
+        only_this, only_ref = discordant(run, runs[0], ids)
         test = "-" if run is runs[0] else f"{only_this} / {only_ref} ({mcnemar_p(only_this, only_ref):.3g})"
         print(f"| {folder} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + f" | {test} |")
     values = np.array([[row[k] for k in keys] for row in table])
@@ -78,8 +83,7 @@ def main(argv=None) -> None:
           + " | |")
     print("\npairs: only A right / only B right (McNemar p)")
     for (a, run_a), (b, run_b) in itertools.combinations(zip(args.runs, runs), 2):
-        only_a = sum(run_a[i][0] and not run_b[i][0] for i in ids)
-        only_b = sum(run_b[i][0] and not run_a[i][0] for i in ids)
+        only_a, only_b = discordant(run_a, run_b, ids)
         print(f"  {a} vs {b}: {only_a} / {only_b} ({mcnemar_p(only_a, only_b):.3g})")
 
 
