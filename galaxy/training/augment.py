@@ -110,7 +110,7 @@ def geometric_views(cache: torch.Tensor, size: int, crop_fraction: float, cache_
         rotate: any angle; otherwise a multiple of 90 degrees.
         jitter: largest shift of the crop centre, as a fraction of the crop side.
         generator: the random source.
-        framing: float32 (N,) each galaxy's Petrosian radius as a fraction of its cutout's side
+        framing: float (N,) each galaxy's Petrosian radius as a fraction of its cutout's side
             (nan: not measured), used with `apparent_size` and `zoom_range`.
         apparent_size: (low, high) Petrosian radius as a fraction of the crop, drawn log-uniformly per
             image; the crop is framing / draw, kept within [APPARENT_CROP_MIN, cache_fraction]. Images

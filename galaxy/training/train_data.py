@@ -45,8 +45,9 @@ class TrainingData:
         teacher: the teacher record for the card, or None.
         fits_cache: float16 (len(train_set), V, 3, S, S): the FITS-path views of the labelled
             training images (`--fits-views`), or None.
-        pool_framing: float32 (N,): each pool image's Petrosian radius as a fraction of its cutout's
-            side (`galaxy.io.framing`; nan where none was found), for `--apparent-size`; else None.
+        pool_framing: float64 (N,): each pool image's Petrosian radius as a fraction of its cutout's
+            side (`galaxy.io.framing`, the values it returned; nan where none was found), for
+            `--apparent-size`; else None.
     """
 
     train_set: LabelledSet
@@ -119,23 +120,31 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
                          "same --seed and --val-fraction, or its training images leak into this validation split")
 
 
-def unlabelled_scale(labelled_paths, unlabelled_paths, config: TrainConfig) -> float:
+def unlabelled_scale(labelled_paths, unlabelled_paths, config: TrainConfig,
+                     pool_framing: torch.Tensor | None = None) -> float:
     """How many times larger the unlabelled cutouts show their galaxies than the labelled training
     cutouts: the ratio of their median Petrosian radii (`galaxy.io.framing`), each measured on an
-    even sample of `SAMPLE` images. 1.0 when there are no unlabelled images."""
+    even sample of `SAMPLE` images. 1.0 when there are no unlabelled images. `pool_framing` (the
+    labelled then the unlabelled images, `pool_framing_of`) holds the measurements when given."""
     if not unlabelled_paths:
         return 1.0
     spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction)
 
-    def median(paths):
-        sample = list(paths)[::max(1, len(paths) // SAMPLE)][:SAMPLE]
-        summary = summarise(measure_files(sample, spec, config.workers)[0])
+    def median(paths, measured):
+        picks = range(0, len(paths), max(1, len(paths) // SAMPLE))[:SAMPLE]
+        sample = [paths[i] for i in picks]
+        fractions = ([measured[i] for i in picks] if measured is not None
+                     else measure_files(sample, spec, config.workers)[0])
+        summary = summarise(fractions)
         if not summary["measured"]:
             raise UsageError(f"--unlabeled-framing auto: no galaxy measured in {len(sample)} sampled cutouts "
                              f"(e.g. {sample[0]})")
         return summary["median"]
 
-    scale = median(unlabelled_paths) / median(labelled_paths)
+    n = len(labelled_paths)
+    measured = pool_framing.tolist() if pool_framing is not None else None
+    scale = (median(list(unlabelled_paths), None if measured is None else measured[n:])
+             / median(list(labelled_paths), None if measured is None else measured[:n]))
     log.info("--unlabeled-framing auto: the unlabelled cutouts show their galaxies %.3fx as large as the "
              "labelled training cutouts", scale)
     return scale
@@ -143,10 +152,10 @@ def unlabelled_scale(labelled_paths, unlabelled_paths, config: TrainConfig) -> f
 
 def pool_framing_of(paths, config: TrainConfig) -> torch.Tensor:
     """Each image's Petrosian radius as a fraction of its side (`galaxy framing`'s measure), for
-    `--apparent-size`: float32 (N,), nan where no galaxy stands out (those keep `--zoom-range`)."""
-    fractions, failures = measure_files(paths, InputSpec(size=config.size, crop_fraction=config.crop_fraction),
-                                        config.workers)
-    framing = torch.tensor(fractions, dtype=torch.float32)
+    `--apparent-size`: float64 (N,) as measured, nan where no galaxy stands out (those keep `--zoom-range`)."""
+    fractions, _ = measure_files(paths, InputSpec(size=config.size, crop_fraction=config.crop_fraction),
+                                 config.workers)
+    framing = torch.tensor(fractions, dtype=torch.float64)
     log.info("--apparent-size: Petrosian radius of %d pool images measured (%s); %d without one keep the "
              "--zoom-range draw", len(paths), summarise(fractions), int((~torch.isfinite(framing)).sum()))
     return framing
@@ -187,7 +196,8 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
     spec = InputSpec(size=config.size, crop_fraction=config.crop_fraction, mean=mean, std=std)
     targets, teacher = None, None
     if teachers:
-        scale = unlabelled_scale(train_set.paths, paths, config) if config.unlabeled_framing == "auto" else 1.0
+        scale = (unlabelled_scale(train_set.paths, paths, config, pool_framing)
+                 if config.unlabeled_framing == "auto" else 1.0)
         probabilities, teacher = teacher_probabilities(teachers, config.classes, pool_paths, pool_ids, work_dir,
                                                        config.teacher_views, config.workers, device, amp_dtype,
                                                        config.progress, scale, len(train_set.paths))

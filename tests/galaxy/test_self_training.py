@@ -184,6 +184,17 @@ def test_unlabeled_framing_auto_reads_the_pool_at_the_crop_matching_its_framing(
     assert card["training"]["config"]["unlabeled_framing"] == "auto"
 
 
+def test_unlabelled_scale_reuses_the_pool_measurement_with_the_same_result(unlabelled_subset):
+    from galaxy.config import TrainConfig
+    from galaxy.training.train_data import pool_framing_of, unlabelled_scale
+
+    labelled = [str(p) for p in sorted((SHARED_DATA / "images").glob("*.jpeg"))[:16]]
+    pool = [str(p) for p in sorted(unlabelled_subset.glob("*.jpg"))]
+    config = TrainConfig(data=str(SHARED_DATA / "labels.csv"), out_dir="unused", size=32, workers=2)
+    measured = unlabelled_scale(labelled, pool, config)
+    assert measured == unlabelled_scale(labelled, pool, config, pool_framing_of(labelled + pool, config))
+
+
 def test_apparent_size_and_scale_consistency_train_and_are_recorded(tmp_path, unlabelled_subset):
     teacher = "sdss-xception-compact"
     bad = _train(tmp_path / "bad", unlabelled_subset, "--epochs", "1", "--apparent-size", "0.45", "0.2")
