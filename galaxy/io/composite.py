@@ -5,8 +5,9 @@ faint noise, galaxies mapped through an asinh of the summed intensity with colou
 (reddest band -> R). FITS data is turned into the same kind of picture, per image:
 
   1. sky: per band, the sigma-clipped mean and standard deviation of all finite pixels
-     (`sky_clip_sigma`, a fixed `sky_iterations`: astropy's `sigma_clipped_stats` with
-     cenfunc="mean", stdfunc="std"); the sky noise `sigma` is the mean over bands. Every
+     (`sky_clip_sigma`, at most `sky_iterations` rounds, stopping early when a round clips
+     nothing, as astropy's `sigma_clipped_stats` with cenfunc="mean", stdfunc="std" does;
+     later rounds would repeat it); the sky noise `sigma` is the mean over bands. Every
      band is shifted so that its black point sits `black_sigma` noise units below its sky.
   2. unit: pixels are measured in sky-noise units, so counts, nanomaggies, maggies or e-/s
      give the same picture; one common scale for all bands keeps the colours.
@@ -45,17 +46,22 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch) -> tuple[np.ndarray, 
         (sky, sigma): float64 (C,) sky levels and the mean over bands of the clipped
         standard deviations (a float, > 0 unless the image is constant).
     """
-    flat = cube.reshape(-1, cube.shape[2])
-    keep = np.ones(flat.shape, dtype=bool)
-    for _ in range(stretch.sky_iterations):
-        count = keep.sum(axis=0)
-        mean = (flat * keep).sum(axis=0) / count
-        std = np.sqrt((((flat - mean) ** 2) * keep).sum(axis=0) / count)
-        keep &= np.abs(flat - mean) <= stretch.sky_clip_sigma * std
-    count = keep.sum(axis=0)
-    mean = (flat * keep).sum(axis=0) / count
-    std = np.sqrt((((flat - mean) ** 2) * keep).sum(axis=0) / count)
-    return mean, float(std.mean())
+    bands = np.ascontiguousarray(cube.reshape(-1, cube.shape[2]).T)  # (C, H*W): one pass per band
+    sky, std = np.empty(len(bands)), np.empty(len(bands))
+    limit = np.empty(bands.shape[1], dtype=bool)
+    for c, band in enumerate(bands):
+        keep, kept = np.ones(band.shape, dtype=bool), band
+        mean, spread = kept.mean(), kept.std()
+        for _ in range(stretch.sky_iterations):
+            np.less_equal(np.abs(band - mean), stretch.sky_clip_sigma * spread, out=limit)
+            limit &= keep
+            if np.count_nonzero(limit) == len(kept):  # nothing more clipped: later rounds repeat this one
+                break
+            keep, limit = limit, keep
+            kept = band[keep]
+            mean, spread = kept.mean(), kept.std()
+        sky[c], std[c] = mean, spread
+    return sky, float(std.mean())
 
 
 def box3_peak(intensity: np.ndarray, region: float) -> float:
@@ -98,6 +104,14 @@ def lupton_parameters(sky: np.ndarray, sigma: float, u: float, stretch: FitsStre
             "stretch": float(q * sigma / (stretch.noise_level * u))}
 
 
+def _band_reduce(ufunc, cube: np.ndarray) -> np.ndarray:
+    """`ufunc` folded over the bands of an (H, W, C) cube, first band first: (H, W)."""
+    out = cube[:, :, 0].copy()
+    for c in range(1, cube.shape[2]):
+        ufunc(out, cube[:, :, c], out=out)
+    return out
+
+
 def lupton_composite(cube: np.ndarray, stretch: FitsStretch) -> np.ndarray:
     """Sky-subtract and Lupton-map a linear band cube.
 
@@ -121,12 +135,12 @@ def lupton_composite(cube: np.ndarray, stretch: FitsStretch) -> np.ndarray:
     if not sigma > 0:
         raise ValueError("image is constant: no sky noise to scale by")
     x = (cube - sky) / sigma + stretch.black_sigma
-    intensity = x.mean(axis=2)
+    intensity = _band_reduce(np.add, x) / x.shape[2]  # = x.mean(axis=2), without numpy's slow reduction over a length-3 axis
     u = solve_softening(box3_peak(intensity, stretch.peak_region), stretch)
     f = np.arcsinh(stretch.noise_level * u * intensity) / u
     ratio = np.where(intensity > 0, f / np.where(intensity > 0, intensity, 1.0), 0.0)
     out = np.clip(x * ratio[:, :, None], 0.0, None)
-    brightest = out.max(axis=2, keepdims=True)
+    brightest = _band_reduce(np.maximum, out)[:, :, None]
     out = np.where(brightest > 1.0, out / np.where(brightest > 1.0, brightest, 1.0), out)
     return out.astype(np.float32)
 

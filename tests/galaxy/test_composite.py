@@ -47,6 +47,22 @@ def test_sky_statistics_match_astropy_sigma_clipped_stats():
     assert sigma == pytest.approx(std.mean(), rel=1e-9)
 
 
+@pytest.mark.parametrize("rounds", [0, 1, 5, 12])
+def test_sky_statistics_stopping_early_changes_nothing(rounds):
+    """Every round computed as written, without stopping: the clipped stats are the same."""
+    cube = flux_cube(seed=3) + np.random.default_rng(1).standard_cauchy((96, 96, 3)) * 0.01  # heavy tails
+    stretch = FitsStretch(sky_iterations=rounds)
+    flat = cube.reshape(-1, 3)
+    keep = np.ones(flat.shape, dtype=bool)
+    for _ in range(rounds + 1):
+        mean = (flat * keep).sum(axis=0) / keep.sum(axis=0)
+        std = np.sqrt((((flat - mean) ** 2) * keep).sum(axis=0) / keep.sum(axis=0))
+        keep &= np.abs(flat - mean) <= stretch.sky_clip_sigma * std
+    sky, sigma = sky_statistics(cube, stretch)
+    np.testing.assert_allclose(sky, mean, rtol=1e-10)
+    assert sigma == pytest.approx(std.mean(), rel=1e-10)
+
+
 @pytest.mark.parametrize("unit", [1e-12, 3.631e-6, 1.0, 5e4])
 def test_flux_unit_and_sky_pedestal_do_not_change_the_picture(unit):
     cube = flux_cube()
