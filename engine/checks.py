@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from engine import backends
 from engine.artifacts import resolve_model
 from engine.listing import Item
+from engine.machine import cpu_flags, cpu_name
 from engine.pipelines.base import decode_stream
 from galaxy.errors import UsageError
 from galaxy.labels import validation_split
@@ -88,7 +88,7 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
         log.info("%s: %s", name, records[name])
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
                      "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",
-                     "machine": f"{platform.machine()} {os.cpu_count()} cpus", "results": records}
+                     "machine": f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} cores", "results": records}
     card.save(model_dir)
     return card.backends
 
