@@ -14,38 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import platform
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 
 from engine.artifacts import cache_dir
+from engine.machine import cpu_description
 
 log = logging.getLogger(__name__)
 
 ROUNDS = 3
 SECONDS_PER_PASS = 1.0  # each pass runs whole batches until this much time has passed
-# CPU flags that decide which kernels the libraries use.
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-
-
-def cpu_description() -> dict:
-    """CPU model name, the speed-relevant flags present and the usable core count."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": cores}
 
 
 def machine_key(card, candidates) -> tuple[str, dict]:

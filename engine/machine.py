@@ -38,26 +38,34 @@ def versions() -> dict:
     return out
 
 
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what platform says."""
+# CPU flags that decide which kernels the libraries use.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> dict:
+    """CPU model name, the speed-relevant flags present and the usable core count."""
+    model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": cores}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform says."""
+    return cpu_description()["cpu"]
 
 
 def cpu_flags() -> str:
-    """The vector features that decide the speed: AVX2/FMA, AVX-512, VNNI, bf16, AMX."""
-    try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return "flags unknown"
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return " ".join(f for f in wanted if f in flags) or "no AVX2"
+    """The vector features that decide the speed (`SPEED_FLAGS`): AVX2/FMA, AVX-512, VNNI, bf16, AMX."""
+    return " ".join(cpu_description()["flags"]) or "none of AVX2/AVX-512/AMX found in /proc/cpuinfo"
 
 
 def _best_seconds(call, passes: int = 5, calls: int = 4) -> float:
