@@ -48,16 +48,13 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch) -> tuple[np.ndarray, 
     """
     bands = np.ascontiguousarray(cube.reshape(-1, cube.shape[2]).T)  # (C, H*W): one pass per band
     sky, std = np.empty(len(bands)), np.empty(len(bands))
-    limit = np.empty(bands.shape[1], dtype=bool)
     for c, band in enumerate(bands):
         keep, kept = np.ones(band.shape, dtype=bool), band
         mean, spread = kept.mean(), kept.std()
         for _ in range(stretch.sky_iterations):
-            np.less_equal(np.abs(band - mean), stretch.sky_clip_sigma * spread, out=limit)
-            limit &= keep
-            if np.count_nonzero(limit) == len(kept):  # nothing more clipped: later rounds repeat this one
+            keep &= np.abs(band - mean) <= stretch.sky_clip_sigma * spread
+            if np.count_nonzero(keep) == len(kept):  # nothing more clipped: later rounds repeat this one
                 break
-            keep, limit = limit, keep
             kept = band[keep]
             mean, spread = kept.mean(), kept.std()
         sky[c], std[c] = mean, spread
