@@ -40,8 +40,12 @@ def filter_native_stderr(noise: re.Pattern = NATIVE_NOISE):
     sys.stderr = io.TextIOWrapper(open(os.dup(terminal), "wb", buffering=0), encoding=python_stderr.encoding,
                                   errors="backslashreplace", line_buffering=True, write_through=True)
 
+    # Both ends the pump uses are opened here, not in its thread: a command that returns at once
+    # (`--help`) would otherwise close `terminal` before the thread duplicated it.
+    pipe, out = open(read_end, "rb", buffering=0), open(os.dup(terminal), "wb", buffering=0)
+
     def pump():
-        with open(read_end, "rb", buffering=0) as pipe, open(os.dup(terminal), "wb", buffering=0) as out:
+        with pipe, out:
             for line in pipe:
                 if not noise.search(line):
                     out.write(line)
