@@ -51,7 +51,9 @@ def _image_hdu(hdul, hdu, path):
     for candidate in hdul:
         if candidate.is_image and candidate.header.get("NAXIS", 0) >= 2:
             return candidate
-    raise ImageReadError(path, "no HDU with image data (only tables or empty HDUs)")
+    shapes = [_shape(c.header) for c in hdul if c.is_image and c.header.get("NAXIS", 0) == 1]
+    found = f"; 1-D data {shapes[0]} is a spectrum or profile, not a cutout" if shapes else ""
+    raise ImageReadError(path, f"no HDU with 2-D or 3-D image data (only tables, empty HDUs or 1-D data{found})")
 
 
 def _shape(header) -> tuple[int, ...]:

@@ -110,7 +110,14 @@ def test_empty_primary_data_in_extension_and_hdu_choice(tmp_path):
 def test_table_only_fits_is_refused(tmp_path):
     path = tmp_path / "table.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]).writeto(path)
-    with pytest.raises(ImageReadError, match="no HDU with image data"):
+    with pytest.raises(ImageReadError, match="no HDU with 2-D or 3-D image data"):
+        read_fits_cutout(path, STRETCH)
+
+
+def test_one_dimensional_data_is_named_in_the_refusal(tmp_path):
+    path = tmp_path / "spectrum.fits"
+    fits.PrimaryHDU(np.ones(64, np.float32)).writeto(path)
+    with pytest.raises(ImageReadError, match=r"1-D data \(64,\) is a spectrum or profile"):
         read_fits_cutout(path, STRETCH)
 
 
