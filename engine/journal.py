@@ -84,7 +84,7 @@ class Journal:
             self.done.add(ascii_text(row[1]))
         self.resumed = len(self.done)
         self._pending_rows: list[list] = []
-        self.errors: list[tuple[str, str, str]] = []  # (path, stage, reason): engine.runner.Failure
+        self.errors: list[tuple[str, str, str, str]] = []  # (id, path, stage, reason): engine.runner.Failure
 
     def _check_fingerprint(self, fingerprint):
         path = self.dir / "fingerprint.json"

@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 
 class Failure(NamedTuple):
-    """An input that could not be classified: the record every errors file holds, one per input."""
+    """An input that could not be classified: the record every errors file holds, one per input.
+    `id` is the catalog id, FITS OBJID or file stem the input would have had in the catalog."""
 
+    id: str
     path: str
     stage: str
     reason: str
@@ -113,7 +115,7 @@ class Runner:
         `Failure` when it passes, so failures and results come in input order too.
         """
         def failed(decoded):
-            on_error(Failure(decoded.path, decoded.error.stage, decoded.error.reason))
+            on_error(Failure(decoded.id, decoded.path, decoded.error.stage, decoded.error.reason))
 
         for batch in batches(self.pipeline.decode(items), self.batch_size, failed):
             yield Result(batch.ids, batch.paths, self.infer(batch.tensor), batch.columns)

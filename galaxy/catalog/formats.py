@@ -25,7 +25,7 @@ OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": 
 PATH_COLUMNS = ("png_loc", "file_loc", "file", "path")
 ID_COLUMNS = ("id_str", "objid", "id")
 RESERVED_COLUMNS = ("id", "path", "label")
-ERROR_COLUMNS = ("path", "stage", "reason")
+ERROR_COLUMNS = ("id", "path", "stage", "reason")
 
 # A `classify --ray` output folder holds only its Parquet parts at the top, so that
 # pyarrow.parquet.read_table(OUT) and pandas.read_parquet(OUT) read exactly the catalog; the

@@ -112,7 +112,10 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     if clash:
         raise UsageError(f"cannot keep column {clash[0]!r}: the output has its own (reserved: {list(RESERVED_COLUMNS)})")
     def resolve(value) -> str:
-        file = Path(_text(value))
+        text = _text(value)
+        if not text:  # an empty cell names no file (not the catalog's folder): the reader says so
+            return ""
+        file = Path(text)
         return str(file if file.is_absolute() else path.parent / file)
 
     for batch in batches:

@@ -188,7 +188,7 @@ class CatalogWriter:
 
 
 class ErrorWriter:
-    """The one errors writer: streams (path, stage, reason) rows for inputs that could not be classified.
+    """The one errors writer: streams (id, path, stage, reason) rows for inputs that could not be classified.
 
     `header`: write the column names first (False for the per-shard files a `--ray` run merges).
     """
@@ -201,8 +201,8 @@ class ErrorWriter:
         if header:
             self._writer.writerow(ERROR_COLUMNS)
 
-    def write(self, path, stage, reason):
-        self._writer.writerow([safe_text(path), stage, safe_text(reason)])
+    def write(self, ident, path, stage, reason):
+        self._writer.writerow([safe_text(ident), safe_text(path), stage, safe_text(reason)])
         self._fh.flush()
         self.count += 1
 

@@ -243,7 +243,9 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None):
     chooses. Header metadata (id, position) comes from the first file.
     """
     planes, metas = [], []
-    for path in band_paths.values():
+    for band, path in band_paths.items():
+        if not str(path).strip():
+            raise ImageReadError(";".join(band_paths.values()), f"empty path for band {band}: the catalog row names no file")
         where = locate_image(path, hdu)
         file_planes = _read_hdus(path, where.hdus[:1])
         if len(file_planes) != 1:

@@ -117,6 +117,8 @@ def read_cutout(path, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
         (pixels, meta): float32 (H, W, 3) in [0, 1], and metadata ("objid" for FITS files
         whose header carries one).
     """
+    if not str(path).strip():
+        raise ImageReadError(path, "empty path: the catalog row names no file")
     path = Path(path)
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")

@@ -54,13 +54,13 @@ def build_corpus(root):
     bad["loop.jpg"] = "symbolic links"
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]).writeto(
         root / "table.fits")
-    bad["table.fits"] = "no hdu with image data"
+    bad["table.fits"] = "no hdu with 2-d or 3-d image data"
     fits.PrimaryHDU(np.full((16, 16), np.nan, np.float32)).writeto(root / "allnan.fits")
     bad["allnan.fits"] = "no finite pixel"
     fits.PrimaryHDU(np.zeros((16, 16), np.float32)).writeto(root / "allzero.fits")
     bad["allzero.fits"] = "constant"
     fits.PrimaryHDU(np.ones(16, np.float32)).writeto(root / "line.fits")
-    bad["line.fits"] = "no hdu with image data"
+    bad["line.fits"] = "no hdu with 2-d or 3-d image data"
     fits.PrimaryHDU(np.ones((2, 2, 8, 8), np.float32)).writeto(root / "hyper.fits")
     bad["hyper.fits"] = "4 dimensions"
     full = root / "full.tmp"
@@ -140,3 +140,29 @@ def test_unreadable_file_is_reported_with_the_reason(real_jpeg):
         assert "permission denied" in done.stdout.lower(), done.stdout
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_catalog_rows_without_a_file_are_errors_that_carry_their_id(tmp_path):
+    """An empty path cell names no file (it used to resolve to the catalog's folder: "is a
+    directory"); the errors file gives each failed row's catalog id, so the row can be found."""
+    from tests.galaxy.test_fits import galaxy_image
+
+    jpeg = sorted(EXAMPLES.glob("*.jpeg"))[0]
+    band = tmp_path / "g.fits"
+    fits.PrimaryHDU(galaxy_image(64)).writeto(band)
+    (tmp_path / "single.csv").write_text(f"objid,file\n101,{jpeg}\n102,\n103,missing.jpeg\n")
+    (tmp_path / "bands.csv").write_text(f"objid,g,r\n201,{band},\n")
+    runner = CliRunner()
+    single = runner.invoke(cli, ["classify", "--catalog", str(tmp_path / "single.csv"), "-o", str(tmp_path / "a.csv"),
+                                 "-q", "--backend", "onnxruntime"])
+    bands = runner.invoke(cli, ["classify", "--catalog", str(tmp_path / "bands.csv"), "--band-columns", "g=g,r=r",
+                                "-o", str(tmp_path / "b.csv"), "-q", "--backend", "onnxruntime"])
+    assert single.exit_code == 3 and bands.exit_code == 3, single.output + bands.output
+    with open(tmp_path / "a.csv.errors.csv", newline="") as fh:
+        errors = {e["id"]: e for e in csv.DictReader(fh)}
+    assert set(errors) == {"102", "103"}
+    assert errors["102"]["path"] == "" and "empty path" in errors["102"]["reason"]
+    assert errors["103"]["path"] == str(tmp_path / "missing.jpeg") and "no such file" in errors["103"]["reason"].lower()
+    with open(tmp_path / "b.csv.errors.csv", newline="") as fh:
+        (error,) = csv.DictReader(fh)
+    assert error["id"] == "201" and "empty path for band r" in error["reason"]
