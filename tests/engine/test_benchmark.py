@@ -1,8 +1,8 @@
-"""bench.py: the table's arithmetic on known rows, and one small real run."""
+"""bench.py: the table's arithmetic on known rows (engine.bench_table), and one small real run."""
 
 import pytest
 
-from engine import benchmark
+from engine import bench_table, benchmark
 
 
 def _row(stage, images_per_min, round_=0, **extra):
@@ -17,7 +17,7 @@ def test_table_keeps_the_best_round_and_the_peak_fraction():
             _row("end_to_end", 3000.0, 0, decoder="dali", **model), _row("baseline", 600.0, 0, **model),
             _row("end_to_end", 5400.0, 1, decoder="dali", **model), _row("baseline", 1200.0, 1, **model),
             _row("engine", 9000.0, backend="onnxruntime-int8", precision="int8", **model)]
-    text = benchmark.table(rows, {"cpu": {"end_to_end_images_per_min": 5000, "speedup_over_baseline": 3.0,
+    text = bench_table.table(rows, {"cpu": {"end_to_end_images_per_min": 5000, "speedup_over_baseline": 3.0,
                                           "end_to_end_over_engine": 0.9}}, {"fp32": 200.0})
     engine, end_to_end, baseline, int8 = (line for line in text.splitlines()[2:])
     assert " 50% " in engine  # 100 images/s x 1 GFLOP over a 200 GFLOP/s roof
@@ -34,7 +34,7 @@ def test_end_to_end_is_set_beside_decode_and_engine_back_to_back():
     rows = [_row("decode", 18000.0, backend="dali", workers=2),
             _row("decode", 90000.0, backend="dali", size=64, workers=2),
             _row("engine", 6000.0, **model), _row("end_to_end", 4200.0, decoder="dali", **model)]
-    text = benchmark.table(rows, {"cpu": {"end_to_end_images_per_min": 5000, "speedup_over_baseline": 3.0,
+    text = bench_table.table(rows, {"cpu": {"end_to_end_images_per_min": 5000, "speedup_over_baseline": 3.0,
                                           "end_to_end_over_engine": 0.9}})
     end_to_end = next(line for line in text.splitlines() if line.startswith("end_to_end"))
     assert "0.70 of engine-only (NOT met; 0.75 with decode and engine back to back on these cores)" in end_to_end
