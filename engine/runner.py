@@ -85,8 +85,9 @@ class Runner:
         if batch_size < 1:
             raise UsageError(f"batch size {batch_size} must be at least 1")
         self.card, self.tta, self.spec = card, tta, spec or card.input_spec
+        # the decode pipeline runs beside the backend on the same cores: no spin-waiting (BackendOptions)
         self.session = backends.load(backend, model_dir, card,
-                                     backends.BackendOptions(threads=threads, batch_size=batch_size))
+                                     backends.BackendOptions(threads=threads, batch_size=batch_size, spin_wait=False))
         self.batch_size = min(batch_size, self.session.max_batch)
         self.pipeline = open_pipeline(decoder, self.spec, workers or os.cpu_count() or 1,
                                       depth=4 * self.batch_size, hdu=hdu, batch_size=self.batch_size,

@@ -25,13 +25,15 @@ class Session:
 
     max_batch = MAX_BATCH
 
-    def __init__(self, path, threads: int, name: str = "onnxruntime", precision: str = "fp32"):
+    def __init__(self, path, threads: int, name: str = "onnxruntime", precision: str = "fp32", spin_wait: bool = True):
         self.name, self.precision = name, precision
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1
+        if not spin_wait:  # see BackendOptions.spin_wait
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         self._session = ort.InferenceSession(str(path), options, providers=wanted)
@@ -45,6 +47,6 @@ class Session:
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:
-    session = Session(onnx_model(model_dir, card, parity_images), options.threads)
+    session = Session(onnx_model(model_dir, card, parity_images), options.threads, spin_wait=options.spin_wait)
     log.info("backend onnxruntime on %s (%s)", session.device, session.path)
     return session

@@ -115,3 +115,18 @@ def test_int8_without_a_build_says_how_to_make_one(default_model, tmp_path, monk
     model_dir, card = default_model
     with pytest.raises(BackendUnavailable, match="galaxy quantize"):
         backends.load("onnxruntime-int8", model_dir, card, backends.BackendOptions())
+
+
+def test_classify_runs_onnxruntime_without_spin_waiting(default_model, sample_batch):
+    """The runner's decode shares the cores, so its session turns ONNX Runtime's spinning off
+    (BackendOptions.spin_wait); a session alone keeps the default. Same probabilities either way."""
+    from engine.runner import Runner
+
+    model_dir, card = default_model
+    runner = Runner(model_dir, card, backend="onnxruntime", decoder="reference")
+    alone = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
+    key = "session.intra_op.allow_spinning"
+    assert runner.session._session.get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(Exception, match="does not have configuration"):
+        alone._session.get_session_options().get_session_config_entry(key)
+    np.testing.assert_array_equal(runner.session.run(sample_batch), alone.run(sample_batch))
