@@ -42,7 +42,9 @@ class BackendOptions:
     cores: spinning threads took the decoder's CPU (2-core Zen 5, 1,000 cutouts, DALI decode,
     best of 3: compact int8 end to end 99,772 -> 128,026/min, compact fp32 69,393 -> 73,122,
     full fp32 13,561 -> 13,476; engine alone 8-14% slower without it). The torch backends
-    ignore it (their OpenMP threads follow OMP_WAIT_POLICY, read once at import).
+    ignore it: their OpenMP threads follow OMP_WAIT_POLICY, read once at import, and PASSIVE
+    made torch bf16 slower end to end as well (same machine, 2 runs each: compact 51,150 /
+    58,324 -> 48,150 / 45,655, full 16,730 / 17,298 -> 14,895 / 14,131 images/min).
     """
 
     threads: int = 0
