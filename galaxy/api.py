@@ -105,7 +105,7 @@ class Model:
 
         def on_error(failure):
             if errors is not None:
-                errors.append(tuple(failure))
+                errors.append((failure.path, failure.stage, failure.reason))  # the documented 3-tuple
 
         total = len(inputs) if hasattr(inputs, "colnames") else None
         bar = reporter("classifying", "img", total=total, enabled=progress)
