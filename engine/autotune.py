@@ -28,7 +28,7 @@ ROUNDS = 3
 SECONDS_PER_PASS = 1.0  # each pass runs whole batches until this much time has passed
 
 
-def machine_key(card, candidates) -> tuple[str, dict]:
+def machine_key(card, candidates, model_dir=None) -> tuple[str, dict]:
     """(short hash, what it hashes): CPU, flags, cores, library versions, engine key, candidates,
     and the int8 recipe the int8 backend would load (a rebuilt recipe is timed afresh)."""
     import onnxruntime
@@ -37,10 +37,9 @@ def machine_key(card, candidates) -> tuple[str, dict]:
     what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
                 engine=card.engine_key, candidates=sorted(candidates))
     if "onnxruntime-int8" in candidates:
-        from engine.quantize import built_int8
+        from engine.quantize import int8_recipe
 
-        built = built_int8(card)
-        what["int8_recipe"] = built[0] if built else None
+        what["int8_recipe"] = int8_recipe(model_dir, card)  # built, or shipped and rebuilt on first use
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16], what
 
 
@@ -68,16 +67,16 @@ def time_sessions(sessions: dict, batch: np.ndarray, rounds: int = ROUNDS) -> di
     return best
 
 
-def measured_choice(card, candidates: list[str], batch_size: int, load) -> tuple[str, dict]:
+def measured_choice(card, candidates: list[str], batch_size: int, load, model_dir=None) -> tuple[str, dict]:
     """The fastest of `candidates` on this machine and the record it comes from (cached).
 
     `load(name) -> Session` opens a candidate (the backend table passes its own loader, so this
-    module does not import the table back).
+    module does not import the table back); `model_dir` tells which int8 recipe it would load.
 
     Returns:
         (backend name, record with "images_per_s" per candidate, "machine", "measured").
     """
-    key, what = machine_key(card, candidates)
+    key, what = machine_key(card, candidates, model_dir)
     path = cache_dir() / "autotune" / f"{key}.json"
     if path.is_file():
         try:

@@ -9,6 +9,11 @@ Three methods (recipes), each cached beside the fp32 ONNX under the card's engin
   qat            a seeded fake-quant fine-tune towards the fp32 model's outputs (galaxy/training/qat.py),
                  then ptq of the tuned weights (they stay in the cache, never in the model folder).
 The int8 backend loads the first recipe of RECIPES that is built; `check-backends` records which.
+
+A ptq or ptq-sensitive model ships as the recipe that rebuilds it without data (`quantize --ship`:
+MODEL_DIR/int8.json holds the calibration ranges, the nodes kept fp32 and the built model's logits on
+the package's sample cutouts); the int8 backend rebuilds it on first use into the cache and loads it
+only if those logits come out the same, i.e. it is the model that `check-backends` checked.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ QAT_RECIPE = "qat-fakequant-u8s8-seed0-v1-then-" + INT8_RECIPE
 # the compact models (README), ptq-sensitive agreed best with fp32, qat no better than ptq.
 RECIPES = {"ptq-sensitive": SENSITIVE_RECIPE, "qat": QAT_RECIPE, "ptq": INT8_RECIPE}
 QAT_UNLABELED = 3000  # unlabeled images added to the qat fine-tune
+SHIPPED_INT8 = "int8.json"  # in a model folder: the recipe that rebuilds its checked int8 model
+SHIPPABLE = ("ptq-sensitive", "ptq")  # qat's tuned weights live only in the cache
+REBUILD_TOLERANCE = 1e-3  # max |logit difference| on the samples between a rebuild and the shipped model
 TRAINING_AGREEMENT = 0.998  # ptq-sensitive's target on training images: a margin over check-backends' 0.995
 
 
@@ -84,8 +92,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
     each node's sensitivity on them. `finetune_paths` (qat): training and unlabeled images the
     fake-quant fine-tune runs on.
     """
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = Path(out) if out else int8_path(card, method)
@@ -110,11 +117,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
 
     def build(path, nodes_to_exclude=(), nodes_to_quantize=()):
         # the first call calibrates and caches the ranges; every later trial build reuses them
-        quantize_static(str(pre), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(ranges),
-                        nodes_to_exclude=list(nodes_to_exclude), nodes_to_quantize=list(nodes_to_quantize),
-                        extra_options={"CalibPercentile": 99.999})
+        _build_int8(pre, path, Reader(), ranges, nodes_to_exclude, nodes_to_quantize)
 
     started = time.time()
     record = {"method": method, "recipe": RECIPES[method], "calibration_images": len(calibration_paths),
@@ -129,6 +132,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         build(tmp)
         if evaluation_paths:
             record.update(_measured(fp32, pre, tmp, build, card, evaluation_paths, target, method))
+        record |= {"ranges": json.loads(ranges.read_text()), "sample_logits": sample_logits(tmp, card).tolist()}
         tmp.replace(out)
     finally:
         for path in (pre, tmp, ranges, tuned):
@@ -137,6 +141,29 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     log.info("built int8 model %s (%s) from %d calibration images", out, method, len(calibration_paths))
     return out
+
+
+def _build_int8(pre, path, reader, ranges, nodes_to_exclude=(), nodes_to_quantize=()):
+    """The one int8 build (QDQ, U8S8, per-channel weights, percentile 99.999) of the pre-processed
+    fp32 ONNX `pre` into `path`. `ranges`: ONNX Runtime's calibration cache; when the file exists its
+    ranges are used and `reader` (a CalibrationDataReader, or None) is not read."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(pre), str(path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(ranges),
+                    nodes_to_exclude=list(nodes_to_exclude), nodes_to_quantize=list(nodes_to_quantize),
+                    extra_options={"CalibPercentile": 99.999})
+
+
+def sample_logits(path, card) -> np.ndarray:
+    """float32 (N, K) logits of the ONNX model at `path` on the package's sample cutouts (sorted by name):
+    the fingerprint a rebuilt int8 model is compared with."""
+    from engine import quantize_sensitivity
+    from galaxy.training.export import sample_images_dir
+
+    samples = sorted(str(p) for p in Path(sample_images_dir()).glob("*.jpeg"))
+    return quantize_sensitivity.logits(path, np.stack([load_input(p, card.input_spec)[0] for p in samples]))
 
 
 def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -> dict:
@@ -161,14 +188,87 @@ def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -
     return record | found | {"training_agreement": best["agreement"]}
 
 
-def require_int8(card) -> tuple[str, Path]:
-    """(recipe, path) of the built int8 model; BackendUnavailable when none is built."""
+def require_int8(model_dir, card) -> tuple[str, Path]:
+    """(recipe, path) of the int8 model: the built one, else the one the model folder ships, rebuilt
+    now (seconds, no data needed); BackendUnavailable when there is neither, or the rebuild differs."""
     found = built_int8(card)
-    if found is None:
+    if found is not None:
+        return found
+    shipped = shipped_int8(model_dir, card)
+    if shipped is None:
         raise BackendUnavailable(
             f"no int8 model for {card.name} yet: build it once with "
             "`galaxy quantize MODEL_DIR --calibration LABELLED_DATA` (real training images)")
-    return found
+    return shipped["recipe"], _rebuild(model_dir, card, shipped)
+
+
+def shipped_int8(model_dir, card) -> dict | None:
+    """The int8 recipe MODEL_DIR ships for these weights (`quantize --ship`), or None."""
+    path = Path(model_dir) / SHIPPED_INT8 if model_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    shipped = json.loads(path.read_text())
+    return shipped if shipped.get("weights_sha256") == card.weights_sha256 else None
+
+
+def int8_recipe(model_dir, card) -> str | None:
+    """The recipe the int8 backend would load: the built one's, else the shipped one's, else None."""
+    found = built_int8(card)
+    shipped = shipped_int8(model_dir, card) if found is None else None
+    return found[0] if found else (shipped["recipe"] if shipped else None)
+
+
+def _rebuild(model_dir, card, shipped: dict) -> Path:
+    """Build the shipped int8 model from its ranges and fp32 nodes into the cache; return its path."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = int8_path(card, shipped["method"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.with_name(f".{out.stem}.{os.getpid()}")
+    pre, tmp, ranges = (work.with_suffix(s) for s in (".pre.onnx", ".tmp.onnx", ".ranges.json"))
+    started = time.time()
+    try:
+        ranges.write_text(json.dumps(shipped["ranges"]))
+        quant_pre_process(str(onnx_model(Path(model_dir), card)), str(pre), skip_symbolic_shape=True)
+        _build_int8(pre, tmp, None, ranges, shipped.get("excluded_nodes", []))
+        difference = float(np.abs(sample_logits(tmp, card) - np.asarray(shipped["sample_logits"])).max())
+        if difference > REBUILD_TOLERANCE:
+            raise BackendUnavailable(
+                f"the int8 model rebuilt from {Path(model_dir) / SHIPPED_INT8} differs from the one checked "
+                f"(logits on the samples up to {difference:.2g} apart; onnxruntime {_ort_version()} here, "
+                f"{shipped.get('onnxruntime')} when shipped): build one with `galaxy quantize`")
+        tmp.replace(out)
+    finally:
+        for path in (pre, tmp, ranges):
+            path.unlink(missing_ok=True)
+    record = {key: shipped[key] for key in ("method", "recipe", "weights_sha256", "excluded_nodes") if key in shipped}
+    record |= {"rebuilt_from": str(Path(model_dir) / SHIPPED_INT8), "sample_logit_difference": difference,
+               "seconds": round(time.time() - started, 1)}
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    log.info("rebuilt the shipped int8 model of %s (%s) in %.1f s", card.name, shipped["method"], record["seconds"])
+    return out
+
+
+def ship_int8(model_dir, card, method: str = "ptq-sensitive") -> Path:
+    """Write MODEL_DIR/int8.json from the record of the int8 model built by `method` (`quantize --ship`);
+    return its path."""
+    record_path = int8_path(card, method).with_suffix(".json")
+    record = json.loads(record_path.read_text()) if method in SHIPPABLE and record_path.is_file() else {}
+    if "ranges" not in record:
+        raise UsageError(f"no shippable {method} int8 build of {card.name}: build it with `galaxy quantize "
+                         "--method ptq-sensitive` (or ptq) first; qat's tuned weights cannot ship as ranges")
+    shipped = {key: record[key] for key in ("method", "recipe", "weights_sha256", "calibration_images",
+                                            "training_agreement", "excluded_nodes", "sample_logits", "ranges")
+               if key in record}
+    path = Path(model_dir) / SHIPPED_INT8
+    path.write_text(json.dumps(shipped | {"onnxruntime": _ort_version()}, indent=1) + "\n")
+    return path
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def quantize_model(config) -> str:
@@ -184,8 +284,13 @@ def quantize_model(config) -> str:
     calibration, rest = paths[:config.images], paths[config.images:]
     evaluation, rest = rest[:config.evaluation_images], rest[config.evaluation_images:]
     finetune = rest + unlabeled_paths(config.unlabeled, QAT_UNLABELED) if config.method == "qat" else []
-    return str(quantize(model_dir, card, calibration, method=config.method, evaluation_paths=evaluation,
-                        finetune_paths=finetune))
+    if config.ship and config.method not in SHIPPABLE:
+        raise UsageError(f"--ship takes ptq-sensitive or ptq: {config.method}'s tuned weights cannot ship as ranges")
+    built = quantize(model_dir, card, calibration, method=config.method, evaluation_paths=evaluation,
+                     finetune_paths=finetune)
+    if config.ship:
+        log.info("wrote %s", ship_int8(model_dir, card, config.method))
+    return str(built)
 
 
 def unlabeled_paths(folders, limit: int) -> list[str]:

@@ -165,6 +165,9 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
               help="Other training images the agreement with fp32 is measured on (recorded).")
 @click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="qat: folders of unlabeled images added to the fine-tune.")
+@click.option("--ship", is_flag=True,
+              help="Also write MODEL_DIR/int8.json (calibration ranges, nodes kept fp32, a fingerprint): what "
+                   "rebuilds this int8 model on first use where no training data is at hand (ptq-sensitive, ptq).")
 def quantize(**options):
     """Build the int8 (static QDQ) ONNX model of MODEL_DIR, calibrated on real training images.
 

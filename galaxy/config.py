@@ -138,6 +138,7 @@ class QuantizeConfig:
     method: str = "ptq-sensitive"
     evaluation_images: int = 1024  # other training images the agreement is measured on
     unlabeled: tuple[str, ...] = ()  # qat: unlabeled image folders added to the fine-tune
+    ship: bool = False  # also write MODEL_DIR/int8.json, the recipe that rebuilds the model without data
 
 
 @dataclass(frozen=True)

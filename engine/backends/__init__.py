@@ -56,8 +56,9 @@ def tensorrt_installed() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
-def available(name: str, card) -> bool:
-    """Whether backend `name` can run here in the form that was checked."""
+def available(name: str, card, model_dir=None) -> bool:
+    """Whether backend `name` can run here in the form that was checked (int8: built, or shipped in
+    `model_dir` to be rebuilt on first use)."""
     if name in GPU_BACKENDS:
         from engine.backends.torch_cuda import cuda_available
 
@@ -71,29 +72,30 @@ def available(name: str, card) -> bool:
 
         return native_bf16()
     if name == "onnxruntime-int8":
-        from engine.quantize import built_int8
+        from engine.quantize import int8_recipe
 
-        return built_int8(card) is not None
+        return int8_recipe(model_dir, card) is not None
     return name in BACKENDS
 
 
-def cpu_candidates(card) -> list[str]:
+def cpu_candidates(card, model_dir=None) -> list[str]:
     """CPU backends `auto` may choose: ONNX Runtime fp32, and those that passed their check against
     fp32 on the validation split (the card's `backends` record) and can run here (opt-in ones aside)."""
     results = (card.backends if card else {}).get("results", {})
     passed = {n for n, rec in results.items() if rec.get("passed") and n in BACKENDS
-              and n not in GPU_BACKENDS + OPT_IN and available(n, card) and _checked_form(n, card, rec)}
+              and n not in GPU_BACKENDS + OPT_IN and available(n, card, model_dir)
+              and _checked_form(n, card, rec, model_dir)}
     return sorted(passed | {"onnxruntime"})
 
 
-def _checked_form(name: str, card, record: dict) -> bool:
+def _checked_form(name: str, card, record: dict, model_dir=None) -> bool:
     """Whether the check in `record` ran the model `name` would load now (int8: the same recipe)."""
     if name != "onnxruntime-int8":
         return True
-    from engine.quantize import INT8_RECIPE, built_int8
+    from engine.quantize import INT8_RECIPE, int8_recipe
 
     # records from before recipes were recorded checked the plain recipe
-    return built_int8(card)[0] == record.get("recipe", INT8_RECIPE)
+    return int8_recipe(model_dir, card) == record.get("recipe", INT8_RECIPE)
 
 
 def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = None) -> str:
@@ -110,14 +112,14 @@ def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = 
         if gpu:
             log.info("backend auto -> %s (an NVIDIA GPU is present)", gpu)
             return gpu
-        candidates = cpu_candidates(card)
+        candidates = cpu_candidates(card, model_dir)
         if model_dir is None or len(candidates) == 1:
             return "onnxruntime"
         from engine.autotune import measured_choice
 
         options = options or BackendOptions()
         chosen, record = measured_choice(card, candidates, options.batch_size,
-                                         lambda n: load_named(n, model_dir, card, options))
+                                         lambda n: load_named(n, model_dir, card, options), model_dir)
         speeds = ", ".join(f"{n} {v:.0f}" for n, v in record["images_per_s"].items() if v)
         log.info("backend auto -> %s (images/s measured on this machine, %s, %d cores, %s: %s)", chosen,
                  record["machine"]["cpu"], record["machine"]["cores"], record["measured"], speeds)

@@ -11,8 +11,8 @@ log = logging.getLogger(__name__)
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:
-    del model_dir, parity_images  # the int8 model is looked up in the cache by weights hash
-    recipe, path = require_int8(card)
+    del parity_images  # the int8 model is looked up in the cache by weights hash (or rebuilt from model_dir)
+    recipe, path = require_int8(model_dir, card)
     session = Session(path, options.threads, name="onnxruntime-int8", precision="int8", spin_wait=options.spin_wait)
     session.recipe = recipe  # check-backends records it: a check holds only for the recipe it ran
     log.info("backend onnxruntime-int8 on %s (%s)", session.device, session.path)

@@ -108,13 +108,19 @@ def test_real_timing_of_two_sessions(default_model):
     assert speeds["onnxruntime"] > 0
 
 
-def test_int8_without_a_build_says_how_to_make_one(default_model, tmp_path, monkeypatch):
+def test_int8_without_a_build_or_a_shipped_recipe_says_how_to_make_one(default_model, tmp_path, monkeypatch):
+    import shutil
+
+    from engine.quantize import SHIPPED_INT8
     from galaxy.errors import BackendUnavailable
 
-    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
     model_dir, card = default_model
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    (folder / SHIPPED_INT8).unlink(missing_ok=True)
     with pytest.raises(BackendUnavailable, match="galaxy quantize"):
-        backends.load("onnxruntime-int8", model_dir, card, backends.BackendOptions())
+        backends.load("onnxruntime-int8", folder, card, backends.BackendOptions())
 
 
 def test_classify_runs_onnxruntime_without_spin_waiting(default_model, sample_batch):
