@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.artifacts import cache_dir
 from engine.machine import cpu_description
+from galaxy.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,14 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
         speeds = {candidates[0]: None}
     else:
         log.info("measuring %s on this machine (once; cached in %s)", ", ".join(candidates), path.parent)
-        sessions = {n: load(n) for n in candidates}
+        sessions = {}
+        for name in candidates:
+            try:
+                sessions[name] = load(name)
+            except BackendUnavailable as exc:  # e.g. a shipped int8 recipe that rebuilds differently here
+                log.warning("%s cannot run here (%s); not a candidate", name, exc)
         speeds = {n: round(v, 1) for n, v in time_sessions(sessions, sample_batch(card, batch_size)).items()}
+        speeds |= {n: None for n in candidates if n not in sessions}
     chosen = max(candidates, key=lambda n: speeds[n] or 0.0)
     record = {"chosen": chosen, "images_per_s": speeds, "batch": batch_size, "machine": what,
               "measured": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}

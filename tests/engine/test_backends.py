@@ -76,6 +76,24 @@ def test_auto_times_the_checked_backends_on_this_machine_once(default_model, tmp
     assert backends.pick("onnxruntime-int8", checked) == "onnxruntime-int8"  # asked for by name: given
 
 
+def test_auto_passes_over_a_candidate_that_cannot_load_here(default_model, tmp_path, monkeypatch):
+    """A shipped int8 recipe that rebuilds differently on this machine is a warning, not a failed run."""
+    from engine import autotune
+    from galaxy.errors import BackendUnavailable
+
+    _, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    monkeypatch.setattr(autotune, "time_sessions", lambda sessions, batch, rounds=3: {n: 100.0 for n in sessions})
+
+    def load(name):
+        if name == "onnxruntime-int8":
+            raise BackendUnavailable("the int8 model rebuilt from int8.json differs from the one checked")
+        return object()
+
+    chosen, record = autotune.measured_choice(card, ["onnxruntime", "onnxruntime-int8"], 32, load)
+    assert chosen == "onnxruntime" and record["images_per_s"] == {"onnxruntime": 100.0, "onnxruntime-int8": None}
+
+
 def test_auto_measures_again_on_another_machine(default_model, tmp_path, monkeypatch):
     from engine import autotune
 
