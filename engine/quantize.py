@@ -207,7 +207,11 @@ def shipped_int8(model_dir, card) -> dict | None:
     path = Path(model_dir) / SHIPPED_INT8 if model_dir is not None else None
     if path is None or not path.is_file():
         return None
-    shipped = json.loads(path.read_text())
+    try:
+        shipped = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the unreadable int8 recipe %s (%s)", path, exc)
+        return None
     return shipped if shipped.get("weights_sha256") == card.weights_sha256 else None
 
 
