@@ -282,14 +282,14 @@ def quantize_model(config) -> str:
     calibration images, evaluation images (agreement measured and recorded) and, for qat, the rest
     for fine-tuning, together with the unlabeled images.
     """
+    if config.ship and config.method not in SHIPPABLE:
+        raise UsageError(f"--ship takes ptq-sensitive or ptq: {config.method}'s tuned weights cannot ship as ranges")
     model_dir, card = resolve_model(config.model_dir)
     paths = training_paths(model_dir, card, config.calibration, config.label_column, config.path_column,
                            limit=None)
     calibration, rest = paths[:config.images], paths[config.images:]
     evaluation, rest = rest[:config.evaluation_images], rest[config.evaluation_images:]
     finetune = rest + unlabeled_paths(config.unlabeled, QAT_UNLABELED) if config.method == "qat" else []
-    if config.ship and config.method not in SHIPPABLE:
-        raise UsageError(f"--ship takes ptq-sensitive or ptq: {config.method}'s tuned weights cannot ship as ranges")
     built = quantize(model_dir, card, calibration, method=config.method, evaluation_paths=evaluation,
                      finetune_paths=finetune)
     if config.ship:

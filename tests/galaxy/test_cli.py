@@ -92,6 +92,8 @@ def test_fits_input_gets_objid(tmp_path):
     (["classify", str(EXAMPLES), "-o", "x.txt"], "cannot tell the output format"),
     (["classify", "-o", "x.csv"], "no inputs"),
     (["classify", str(EXAMPLES), "-o", "x.csv", "--backend", "magic"], "unknown backend 'magic'"),
+    (["quantize", "sdss-xception-compact", "--calibration", str(EXAMPLES / "labels.csv"), "--method", "qat", "--ship"],
+     "--ship takes ptq-sensitive or ptq"),
 ])
 def test_usage_errors_exit_2(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
