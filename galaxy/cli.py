@@ -330,9 +330,12 @@ def models(model_dirs):
 
     Example: galaxy models models/mine
     """
+    from pathlib import Path
+
+    from engine.quantize import SHIPPED_INT8
     from galaxy.card import load_card, shipped_model_dirs
 
-    for model_dir in (*shipped_model_dirs(), *model_dirs):
+    for model_dir in map(Path, (*shipped_model_dirs(), *model_dirs)):
         card = _run(load_card, model_dir)
         val = card.metrics.get("validation", {})
         spec = card.input_spec
@@ -341,6 +344,13 @@ def models(model_dirs):
                    f"balanced {val.get('balanced_accuracy', float('nan')):.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}"
                    f" (n={val.get('n', '?')})\n  weights sha256 {card.weights_sha256[:16]}...; trained with: "
                    f"{card.training.get('command', '?')}")
+        checked = [f"{name} {rec['precision']} ({100 * rec['label_agreement']:.2f}% labels kept"
+                   + ("; its recipe ships" if name == "onnxruntime-int8" and (model_dir / SHIPPED_INT8).is_file()
+                      else "") + ")"
+                   for name, rec in card.backends.get("results", {}).items()
+                   if rec.get("passed") and "label_agreement" in rec]
+        if checked:
+            click.echo(f"  checked backends (validation split, against fp32): {', '.join(checked)}")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

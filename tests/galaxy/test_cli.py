@@ -322,3 +322,13 @@ def test_model_is_taken_by_name(tmp_path):
     assert len(read_csv(out)) > 0
     bad = invoke("classify", EXAMPLES, "-o", out, "--model", "sdss-resnet")
     assert bad.exit_code == 2 and "neither a model folder nor a shipped model" in bad.output
+
+
+def test_models_lists_each_shipped_model_with_its_checked_backends():
+    result = invoke("models")
+    assert result.exit_code == 0, result.output
+    for name in ("sdss-xception-96", "sdss-xception-compact-64"):
+        assert name in result.output
+    checked = [line for line in result.output.splitlines() if line.strip().startswith("checked backends")]
+    assert len(checked) == 2 and all("onnxruntime-int8 int8 (99." in line and "its recipe ships" in line
+                                     for line in checked)
