@@ -11,13 +11,16 @@ Three methods (recipes), each cached beside the fp32 ONNX under the card's engin
 The int8 backend loads the first recipe of RECIPES that is built; `check-backends` records which.
 
 A ptq or ptq-sensitive model ships as the recipe that rebuilds it without data (`quantize --ship`:
-MODEL_DIR/int8.json holds the calibration ranges, the nodes kept fp32 and the built model's logits on
-the package's sample cutouts); the int8 backend rebuilds it on first use into the cache and loads it
-only if those logits come out the same, i.e. it is the model that `check-backends` checked.
+MODEL_DIR/int8.json holds the calibration ranges, the nodes kept fp32 and the built model's
+fingerprint); the int8 backend rebuilds it on first use into the cache and loads it only if the
+fingerprint comes out the same, i.e. it is the model that `check-backends` checked. The fingerprint
+hashes the graph and its quantized initializers, not outputs: int8 arithmetic differs between CPUs
+(VNNI or not), the model does not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -46,7 +49,6 @@ RECIPES = {"ptq-sensitive": SENSITIVE_RECIPE, "qat": QAT_RECIPE, "ptq": INT8_REC
 QAT_UNLABELED = 3000  # unlabeled images added to the qat fine-tune
 SHIPPED_INT8 = "int8.json"  # in a model folder: the recipe that rebuilds its checked int8 model
 SHIPPABLE = ("ptq-sensitive", "ptq")  # qat's tuned weights live only in the cache
-REBUILD_TOLERANCE = 1e-3  # max |logit difference| on the samples between a rebuild and the shipped model
 TRAINING_AGREEMENT = 0.998  # ptq-sensitive's target on training images: a margin over check-backends' 0.995
 
 
@@ -132,7 +134,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         build(tmp)
         if evaluation_paths:
             record.update(_measured(fp32, pre, tmp, build, card, evaluation_paths, target, method))
-        record |= {"ranges": json.loads(ranges.read_text()), "sample_logits": sample_logits(tmp, card).tolist()}
+        record |= {"ranges": json.loads(ranges.read_text()), "fingerprint": model_fingerprint(tmp)}
         tmp.replace(out)
     finally:
         for path in (pre, tmp, ranges, tuned):
@@ -156,14 +158,22 @@ def _build_int8(pre, path, reader, ranges, nodes_to_exclude=(), nodes_to_quantiz
                     extra_options={"CalibPercentile": 99.999})
 
 
-def sample_logits(path, card) -> np.ndarray:
-    """float32 (N, K) logits of the ONNX model at `path` on the package's sample cutouts (sorted by name):
-    the fingerprint a rebuilt int8 model is compared with."""
-    from engine import quantize_sensitivity
-    from galaxy.training.export import sample_images_dir
+def model_fingerprint(path) -> str:
+    """sha256 of an ONNX model's graph (each node's op type, inputs, outputs, in order) and initializers
+    (name, dtype, shape, bytes, by name): what the quantizer computed, whatever CPU later runs it and
+    whatever producer fields the file carries."""
+    import onnx
+    from onnx import numpy_helper
 
-    samples = sorted(str(p) for p in Path(sample_images_dir()).glob("*.jpeg"))
-    return quantize_sensitivity.logits(path, np.stack([load_input(p, card.input_spec)[0] for p in samples]))
+    model = onnx.load(str(path))
+    digest = hashlib.sha256()
+    for node in model.graph.node:
+        digest.update(f"{node.op_type}({','.join(node.input)})->{','.join(node.output)};".encode())
+    for tensor in sorted(model.graph.initializer, key=lambda t: t.name):
+        array = numpy_helper.to_array(tensor)
+        digest.update(f"{tensor.name}:{array.dtype}:{array.shape};".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -> dict:
@@ -235,18 +245,17 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
         ranges.write_text(json.dumps(shipped["ranges"]))
         quant_pre_process(str(onnx_model(Path(model_dir), card)), str(pre), skip_symbolic_shape=True)
         _build_int8(pre, tmp, None, ranges, shipped.get("excluded_nodes", []))
-        difference = float(np.abs(sample_logits(tmp, card) - np.asarray(shipped["sample_logits"])).max())
-        if difference > REBUILD_TOLERANCE:
+        if model_fingerprint(tmp) != shipped.get("fingerprint"):
             raise BackendUnavailable(
                 f"the int8 model rebuilt from {Path(model_dir) / SHIPPED_INT8} differs from the one checked "
-                f"(logits on the samples up to {difference:.2g} apart; onnxruntime {_ort_version()} here, "
-                f"{shipped.get('onnxruntime')} when shipped): build one with `galaxy quantize`")
+                f"(onnxruntime {_ort_version()} here, {shipped.get('onnxruntime')} when shipped): build one with "
+                "`galaxy quantize`")
         tmp.replace(out)
     finally:
         for path in (pre, tmp, ranges):
             path.unlink(missing_ok=True)
     record = {key: shipped[key] for key in ("method", "recipe", "weights_sha256", "excluded_nodes") if key in shipped}
-    record |= {"rebuilt_from": str(Path(model_dir) / SHIPPED_INT8), "sample_logit_difference": difference,
+    record |= {"rebuilt_from": str(Path(model_dir) / SHIPPED_INT8), "fingerprint": shipped["fingerprint"],
                "seconds": round(time.time() - started, 1)}
     out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     log.info("rebuilt the shipped int8 model of %s (%s) in %.1f s", card.name, shipped["method"], record["seconds"])
@@ -256,14 +265,15 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
 def ship_int8(model_dir, card, method: str = "ptq-sensitive") -> Path:
     """Write MODEL_DIR/int8.json from the record of the int8 model built by `method` (`quantize --ship`);
     return its path."""
-    record_path = int8_path(card, method).with_suffix(".json")
+    built = int8_path(card, method)
+    record_path = built.with_suffix(".json")
     record = json.loads(record_path.read_text()) if method in SHIPPABLE and record_path.is_file() else {}
     if "ranges" not in record:
         raise UsageError(f"no shippable {method} int8 build of {card.name}: build it with `galaxy quantize "
                          "--method ptq-sensitive` (or ptq) first; qat's tuned weights cannot ship as ranges")
     shipped = {key: record[key] for key in ("method", "recipe", "weights_sha256", "calibration_images",
-                                            "training_agreement", "excluded_nodes", "sample_logits", "ranges")
-               if key in record}
+                                            "training_agreement", "excluded_nodes", "ranges") if key in record}
+    shipped["fingerprint"] = model_fingerprint(built)
     path = Path(model_dir) / SHIPPED_INT8
     path.write_text(json.dumps(shipped | {"onnxruntime": _ort_version()}, indent=1) + "\n")
     return path
