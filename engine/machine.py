@@ -58,6 +58,13 @@ def cpu_description() -> dict:
     return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": cores}
 
 
+def exact_int8() -> bool:
+    """Whether this CPU multiplies uint8 x int8 without saturating the 16-bit intermediate sums: VNNI
+    (AVX-512 or AVX) or AMX. Without them (AVX2, AVX-512 without VNNI) U8S8 dot products can saturate,
+    so an int8 model checked on a VNNI CPU is not the same computation there."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_description()["flags"]))
+
+
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux), else what platform says."""
     return cpu_description()["cpu"]

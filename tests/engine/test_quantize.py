@@ -61,8 +61,11 @@ def test_search_keeps_the_measured_most_sensitive_nodes_in_fp32(default_model, s
 
 def test_the_int8_backend_uses_the_preferred_built_recipe_and_auto_trusts_only_its_check(default_model, tmp_path,
                                                                                          monkeypatch):
+    from engine import machine
+
     model_dir, card = default_model
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    monkeypatch.setattr(machine, "exact_int8", lambda: True)  # a VNNI CPU, whatever runs the test
     assert quantize.built_int8(card) is None
     for method in ("ptq", "ptq-sensitive"):
         path = quantize.int8_path(card, method)
@@ -76,6 +79,11 @@ def test_the_int8_backend_uses_the_preferred_built_recipe_and_auto_trusts_only_i
         record = dict(checked, **({"recipe": recipe} if recipe else {}))  # no recipe: an old check of plain ptq
         card_ = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
         assert ("onnxruntime-int8" in backends.cpu_candidates(card_)) == offered
+    monkeypatch.setattr(machine, "exact_int8", lambda: False)  # AVX2 or AVX-512 without VNNI: U8S8 may saturate
+    record = dict(checked, recipe=quantize.SENSITIVE_RECIPE)
+    checked = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
+    assert "onnxruntime-int8" not in backends.cpu_candidates(checked)
+    assert backends.pick("onnxruntime-int8", checked) == "onnxruntime-int8"  # asked for by name: given
 
 
 def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_model, split, tmp_path, monkeypatch):
@@ -84,9 +92,11 @@ def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_m
     them, `auto` may offer it, and a rebuild whose fingerprint differs is refused."""
     import shutil
 
+    from engine import machine
     from galaxy.errors import BackendUnavailable
 
     model_dir, card = default_model
+    monkeypatch.setattr(machine, "exact_int8", lambda: True)
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
@@ -94,7 +104,8 @@ def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_m
     original = built.read_bytes()
     shipped = quantize.ship_int8(folder, card, "ptq")
     recipe = json.loads(shipped.read_text())
-    assert recipe["recipe"] == quantize.INT8_RECIPE and recipe["ranges"] and recipe["weights_sha256"] == card.weights_sha256
+    assert recipe["recipe"] == quantize.INT8_RECIPE and recipe["ranges"]
+    assert recipe["weights_sha256"] == card.weights_sha256
     assert recipe["fingerprint"] == quantize.model_fingerprint(built)
     built.unlink()
     assert quantize.built_int8(card) is None and quantize.int8_recipe(folder, card) == quantize.INT8_RECIPE
