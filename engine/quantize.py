@@ -134,7 +134,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         build(tmp)
         if evaluation_paths:
             record.update(_measured(fp32, pre, tmp, build, card, evaluation_paths, target, method))
-        record |= {"ranges": json.loads(ranges.read_text()), "fingerprint": model_fingerprint(tmp)}
+        record["ranges"] = json.loads(ranges.read_text())  # what `--ship` writes into the model folder
         tmp.replace(out)
     finally:
         for path in (pre, tmp, ranges, tuned):

@@ -242,16 +242,16 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None):
     The band names (e.g. "g", "r", "i") order the planes (reddest -> R) unless `spec.fits_bands`
     chooses. Header metadata (id, position) comes from the first file.
     """
+    label = ";".join(band_paths.values())
     planes, metas = [], []
     for band, path in band_paths.items():
         if not str(path).strip():
-            raise ImageReadError(";".join(band_paths.values()), f"empty path for band {band}: the catalog row names no file")
+            raise ImageReadError(label, f"empty path for band {band}: the catalog row names no file")
         where = locate_image(path, hdu)
         file_planes = _read_hdus(path, where.hdus[:1])
         if len(file_planes) != 1:
             raise ImageReadError(path, f"holds {len(file_planes)} bands; a band file must hold one")
         planes.extend(file_planes)
         metas.append(where.meta())
-    label = ";".join(band_paths.values())
     cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label)
     return composite_rgb(cube, spec.fits, label), metas[0]
