@@ -40,6 +40,7 @@ from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import column_kinds, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import BackendUnavailable, UsageError
+from galaxy.io.images import stem_id
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
 
@@ -295,6 +296,9 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
     for shard in shards:
         with open(_part_errors(out_dir, shard.index), newline="") as part:
             for row in csv.reader(part):
+                if len(row) == 3:  # a part of an earlier version (no id column): the id a
+                    # directory run gives, the file's stem
+                    row = [stem_id(row[0]), *row]
                 errors.write(*row)
     errors.close()
     failed = errors.count

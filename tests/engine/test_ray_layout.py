@@ -30,21 +30,28 @@ def _errors(path):
         return sorted(tuple(r.values()) for r in csv.DictReader(fh))
 
 
+def _classified_parts(survey, out, default_model, n_shards):
+    """The parts a `--ray` run writes, by the shard classifier run in this process."""
+    from engine.distributed import ShardClassifier, write_shards
+
+    config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    shards = write_shards(config, out, n_shards)
+    classifier = ShardClassifier(config, str(default_model[0]), str(out))
+    for shard in shards:
+        classifier.classify_shard(shard.index, shard.path)
+    return out, shards
+
+
 def test_ray_folder_reads_as_the_single_machine_catalog(survey, tmp_path, default_model):
     import pandas
     import pyarrow.parquet as pq
     from astropy.table import Table, vstack
 
-    from engine.distributed import ShardClassifier, write_manifest, write_shards
+    from engine.distributed import write_manifest
     from engine.run import classify
     from galaxy.catalog.write import errors_path
 
-    out = tmp_path / "parts"
-    config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)
-    shards = write_shards(config, out, 4)
-    classifier = ShardClassifier(config, str(default_model[0]), str(out))
-    for shard in shards:
-        classifier.classify_shard(shard.index, shard.path)
+    out, shards = _classified_parts(survey, tmp_path / "parts", default_model, 4)
     manifest = write_manifest(out, shards, {"rows": 9, "errors": 1}, 0, 1, time.perf_counter())
     single = tmp_path / "single.parquet"
     classify(ClassifyConfig((str(survey),), str(single), backend="onnxruntime", decoder="reference", progress=False))
@@ -80,3 +87,23 @@ def test_a_folder_as_output_without_ray_is_a_usage_error(survey, tmp_path):
     result = CliRunner().invoke(cli, ["classify", str(survey), "-o", str(tmp_path), "-q"])
     assert result.exit_code == 2
     assert f"output {tmp_path} is a folder" in result.output and "--ray" in result.output
+
+
+def test_a_part_written_before_the_id_column_merges(survey, tmp_path, default_model):
+    """A run resumed by this version over parts an earlier one wrote: their 3-column error rows
+    (path, stage, reason) merge under the 4-column header, the id being the file's stem."""
+    from engine.distributed import _part_errors, write_manifest
+    from galaxy.catalog.write import errors_path
+
+    out, shards = _classified_parts(survey, tmp_path / "parts", default_model, 2)
+    for shard in shards:  # rewrite every part's errors as the earlier version wrote them
+        part = _part_errors(out, shard.index)
+        with open(part, newline="") as fh:
+            rows = [row[1:] for row in csv.reader(fh)]
+        with open(part, "w", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+    manifest = write_manifest(out, shards, {"rows": 0, "errors": 0}, len(shards), 1, time.perf_counter())
+    with open(errors_path(out), newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert manifest["failed"] == 1
+    assert row["id"] == "broken" and row["path"].endswith("broken.jpeg") and row["reason"]
