@@ -42,18 +42,26 @@ def versions() -> dict:
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def cpu_description() -> dict:
-    """CPU model name, the speed-relevant flags present and the usable core count."""
-    model, flags = platform.processor() or platform.machine(), set()
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> tuple[str, frozenset]:
+    """The CPU's model name and flags, read once per process (they do not change while it runs)."""
+    model, flags = platform.processor() or platform.machine(), frozenset()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 model = value.strip()
             elif key.strip() == "flags":
-                flags = set(value.split())
+                flags = frozenset(value.split())
     except OSError:
         pass
+    return model, flags
+
+
+def cpu_description() -> dict:
+    """CPU model name, the speed-relevant flags present and the usable core count (the affinity
+    mask, read on each call: `taskset` may change it)."""
+    model, flags = _cpuinfo()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": cores}
 
