@@ -6,11 +6,15 @@ from __future__ import annotations
 from engine.machine import peak_fraction
 
 
+DEFAULT_NOTE = "galaxy classify's default here (auto picked this backend by measuring)"
+
+
 def best_rounds(rows) -> list[dict]:
     """One row per measurement: the fastest of its rounds, with the spread of the rounds."""
     best, spread = {}, {}
     for r in rows:
-        key = (r["stage"], r.get("model"), r["backend"], r["precision"], r["size"], r.get("decoder"))
+        key = (r["stage"], r.get("model"), r["backend"], r["precision"], r["size"], r.get("crop"), r.get("decoder"),
+               r.get("auto", False))
         spread.setdefault(key, []).append(r["images_per_min"])
         if key not in best or r["images_per_min"] > best[key]["images_per_min"]:
             best[key] = r
@@ -21,7 +25,7 @@ def serial_share(decode: dict | None, engine: dict) -> float | None:
     """End to end as a share of engine-only if every image were decoded, then classified, one stage
     after the other on the same cores: 1 / (1 + engine rate / decode rate). On a CPU the two stages
     share the cores, so this is about what end to end can reach; overlap helps only where a stage
-    leaves cores idle. None without a decode row of the same decoder and size."""
+    leaves cores idle. None without a decode row of the same decoder, size and crop."""
     if decode is None:
         return None
     return 1 / (1 + engine["images_per_min"] / decode["images_per_min"])
@@ -31,12 +35,13 @@ def table(rows, targets, peak: dict | None = None) -> str:
     rows = best_rounds(rows)
     base = next((r for r in rows if r["stage"] == "baseline"), None)
     engine = {(r.get("model"), r["backend"], r["size"]): r for r in rows if r["stage"] == "engine"}
-    decode = {(r["backend"], r["size"]): r for r in rows if r["stage"] == "decode"}
+    # a decode row is per decoder, size and crop (the crop sets how much of a JPEG is decoded)
+    decode = {(r["backend"], r["size"], r.get("crop")): r for r in rows if r["stage"] == "decode"}
     lines = [f"{'stage':<11} {'model':<26} {'backend':<17} {'prec':<5} {'size':>4} {'GFLOP':>6} {'images/min':>11} "
              f"{'peak':>5} {'x baseline':>10}  note", "-" * 134]
     for r in rows:
         ratio = f"{r['images_per_min'] / base['images_per_min']:.2f}" if base else "-"
-        notes = []
+        notes = [DEFAULT_NOTE] if r.get("auto") else []
         if r["stage"] == "end_to_end" and targets and str(r["device"]).startswith("cuda"):
             key = "xception_299_images_per_min" if r["size"] == 299 else "default_size_images_per_min"
             target = targets["gpu"][key]
@@ -56,7 +61,7 @@ def table(rows, targets, peak: dict | None = None) -> str:
             if key in engine:
                 share = r["images_per_min"] / engine[key]["images_per_min"]
                 wanted = targets["cpu"]["end_to_end_over_engine"]
-                serial = serial_share(decode.get((r["decoder"], r["size"])), engine[key])
+                serial = serial_share(decode.get((r["decoder"], r["size"], r.get("crop"))), engine[key])
                 notes.append(f"{share:.2f} of engine-only ({'met' if share >= wanted else 'NOT met'}"
                              + (f"; {serial:.2f} with decode and engine back to back on these cores)"
                                 if serial is not None else ")"))
@@ -73,4 +78,10 @@ def table(rows, targets, peak: dict | None = None) -> str:
         lines.append(f"{r['stage']:<11} {r.get('model') or '-':<26} {r['backend']:<17} {r['precision']:<5} "
                      f"{r['size']:>4} {gflop:>6} {r['images_per_min']:>11,.0f} {share:>5} {ratio:>10}  "
                      + "; ".join(notes))
+    default = next((r for r in rows if r.get("auto")), None)
+    if default is not None:
+        lines += ["", f"galaxy classify here with no options: {default['model']}, {default['backend']} "
+                      f"{default['precision']}, {default['decoder']} decode: {default['images_per_min']:,.0f} "
+                      "galaxies/min end to end"
+                      + (f", {default['images_per_min'] / base['images_per_min']:.1f}x the baseline" if base else "")]
     return "\n".join(lines)

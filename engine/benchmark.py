@@ -5,7 +5,9 @@ Stages:
   decode      each decode pipeline (read + stretch + crop + resize + normalise), decode workers,
               at each model's input size;
   engine      backend only, on ready tensors;
-  end_to_end  engine.run.classify: files on disk -> catalog file;
+  end_to_end  engine.run.classify: files on disk -> catalog file, per backend; and once more as
+              `galaxy classify DIR` runs here with no options (the default model, `--backend auto`
+              picking by measuring this machine): the row the targets are read from;
   baseline    plain PyTorch as a user writes it: DataLoader + PIL/torchvision transforms,
               timm model in eval/inference_mode, batch 64, fp32.
 Each measurement warms up first, is timed over repeated runs, and prints one JSON object
@@ -103,7 +105,7 @@ def bench_decode(files, spec, workers, decoder, batch, **extra) -> dict:
     n = sum(1 for d in pipeline.decode(Item(f) for f in files) if d.error is None)
     _synchronize()
     return emit("decode", pipeline.name, "fp32", batch, spec.size, n, time.perf_counter() - start, workers=workers,
-                provider="cuda" if gpu else "cpu", **extra)
+                provider="cuda" if gpu else "cpu", crop=spec.crop_fraction, **extra)
 
 
 def _synchronize():
@@ -152,10 +154,10 @@ def bench_end_to_end(files, model_dir, backend, batch, decoder, **extra) -> dict
         extra["gpu_util_pct"] = busy.mean
     from engine.artifacts import resolve_model
 
-    size = resolve_model(model_dir)[1].input_spec.size
+    spec = resolve_model(model_dir)[1].input_spec
     name, precision = summary.backend.split()
-    return emit("end_to_end", name, precision, batch, size, summary.classified, summary.seconds,
-                provider=summary.device, decoder=summary.decoder, **extra)
+    return emit("end_to_end", name, precision, batch, spec.size, summary.classified, summary.seconds,
+                provider=summary.device, decoder=summary.decoder, crop=spec.crop_fraction, **extra)
 
 
 def bench_baseline(files, model_dir, **extra) -> dict:
@@ -224,7 +226,7 @@ def main(argv=None):
     from engine import backends
     from engine.artifacts import resolve_model
     from engine.pipelines import dali_installed
-    from galaxy.card import shipped_model_dirs
+    from galaxy.card import default_model_dir, shipped_model_dirs
     from galaxy.errors import GalaxyError
 
     rows = []
@@ -254,6 +256,9 @@ def main(argv=None):
     # every input spec of the models (a decode at 64 px is not one at 96), each decoder, every round
     specs = list({(c.input_spec.size, c.input_spec.crop_fraction): c.input_spec for _, c in models}.values())
     base_dir, _ = resolve_model(args.baseline_model)
+    # the model and backend `galaxy classify` takes here without --model/--backend: an end-to-end row
+    # of its own, `auto` picking by measuring this machine as it does for a user
+    default = None if args.gpu or args.engine_only or args.sizes or not decoders else default_model_dir().resolve()
     for i in range(rounds):  # interleaved, so a slow spell of the machine hits every measurement alike
         if not args.sizes:
             roof = gpu_gemm_gflops() if args.gpu else gemm_gflops()
@@ -277,6 +282,12 @@ def main(argv=None):
                                                          **model_fields(str(model_dir))))
                         except GalaxyError as exc:
                             print(f"skipping {name} + {decoder}: {exc}", file=sys.stderr)
+            if default == Path(model_dir).resolve():  # what `galaxy classify DIR` does here, options left out
+                try:
+                    rows.append(bench_end_to_end(files, model_dir, "auto", args.batch, "auto", round=i, auto=True,
+                                                 **model_fields(str(model_dir))))
+                except GalaxyError as exc:
+                    print(f"skipping the default run: {exc}", file=sys.stderr)
         if not args.engine_only and not args.gpu:
             rows.append(bench_baseline(files, base_dir, round=i, **model_fields(str(base_dir))))
     gpu = f"GPU {versions()['gpu']}, " if "gpu" in versions() else ""

@@ -28,12 +28,13 @@ def test_table_keeps_the_best_round_and_the_peak_fraction():
 
 
 def test_end_to_end_is_set_beside_decode_and_engine_back_to_back():
-    """A decode row of the same decoder and size gives what end to end can reach when the two
+    """A decode row of the same decoder, size and crop gives what end to end can reach when the two
     stages share the cores: 6,000 engine and 18,000 decode per minute -> 0.75 of engine-only."""
     model = {"model": "m", "gflop_per_galaxy": 1.0}
-    rows = [_row("decode", 18000.0, backend="dali", workers=2),
-            _row("decode", 90000.0, backend="dali", size=64, workers=2),
-            _row("engine", 6000.0, **model), _row("end_to_end", 4200.0, decoder="dali", **model)]
+    rows = [_row("decode", 18000.0, backend="dali", workers=2, crop=0.5),
+            _row("decode", 90000.0, backend="dali", workers=2, crop=0.25),  # less of each JPEG decoded
+            _row("decode", 90000.0, backend="dali", size=64, workers=2, crop=0.5),
+            _row("engine", 6000.0, **model), _row("end_to_end", 4200.0, decoder="dali", crop=0.5, **model)]
     text = bench_table.table(rows, {"cpu": {"end_to_end_images_per_min": 5000, "speedup_over_baseline": 3.0,
                                           "end_to_end_over_engine": 0.9}})
     end_to_end = next(line for line in text.splitlines() if line.startswith("end_to_end"))
@@ -59,3 +60,32 @@ def test_a_small_run_names_gflop_and_peak(capsys):
     assert "dense GEMM here" in err and "GFLOP" in err
     end_to_end = next(line for line in err.splitlines() if line.startswith("end_to_end"))
     assert "1.652" in end_to_end and "%" in end_to_end
+
+
+def test_the_default_run_has_its_own_row_and_summary_line():
+    """The row `galaxy classify DIR` gives here (auto's pick) stays apart from the same backend
+    named explicitly, is marked, and the table ends with the line the targets are read from."""
+    model = {"model": "m", "gflop_per_galaxy": 1.0}
+    rows = [_row("engine", 6000.0, **model), _row("baseline", 500.0, **model),
+            _row("end_to_end", 5000.0, decoder="dali", **model),
+            _row("end_to_end", 5200.0, decoder="dali", auto=True, **model)]
+    text = bench_table.table(rows, {"cpu": {"end_to_end_images_per_min": 5000, "speedup_over_baseline": 10.0,
+                                          "end_to_end_over_engine": 0.9}})
+    end_to_end = [line for line in text.splitlines() if line.startswith("end_to_end")]
+    assert len(end_to_end) == 2 and sum(bench_table.DEFAULT_NOTE in line for line in end_to_end) == 1
+    assert "5,200" in next(line for line in end_to_end if bench_table.DEFAULT_NOTE in line)
+    assert text.splitlines()[-1] == ("galaxy classify here with no options: m, onnxruntime fp32, dali decode: "
+                                     "5,200 galaxies/min end to end, 10.4x the baseline")
+
+
+@pytest.mark.slow
+def test_a_small_run_has_the_default_row(capsys, monkeypatch):
+    """On a CPU machine the default model (compact) gets the row `galaxy classify DIR` gives there."""
+    import galaxy.card
+
+    monkeypatch.setattr(galaxy.card, "gpu_visible", lambda: False)
+    benchmark.main(["--images", "16", "--rounds", "1", "--backends", "onnxruntime", "--decoders", "reference",
+                    "--models", "sdss-xception-compact"])
+    err = capsys.readouterr().err
+    assert sum(bench_table.DEFAULT_NOTE in line for line in err.splitlines()) == 1
+    assert err.rstrip().splitlines()[-1].startswith("galaxy classify here with no options: sdss-xception-compact-64, ")
