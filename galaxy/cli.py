@@ -333,13 +333,15 @@ def models(model_dirs):
     from pathlib import Path
 
     from engine.quantize import SHIPPED_INT8
-    from galaxy.card import load_card, shipped_model_dirs
+    from galaxy.card import default_model_dir, load_card, shipped_model_dirs
 
+    default = default_model_dir()
     for model_dir in map(Path, (*shipped_model_dirs(), *model_dirs)):
         card = _run(load_card, model_dir)
         val = card.metrics.get("validation", {})
         spec = card.input_spec
-        click.echo(f"{card.name}  {model_dir}\n  {card.architecture}, {spec.size} px, centre crop {spec.crop_fraction:g}, "
+        mark = "  (the default: used without --model)" if model_dir == default else ""
+        click.echo(f"{card.name}  {model_dir}{mark}\n  {card.architecture}, {spec.size} px, centre crop {spec.crop_fraction:g}, "
                    f"classes {', '.join(card.classes)}\n  validation: accuracy {val.get('accuracy', float('nan')):.4f}, "
                    f"balanced {val.get('balanced_accuracy', float('nan')):.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}"
                    f" (n={val.get('n', '?')})\n  weights sha256 {card.weights_sha256[:16]}...; trained with: "
