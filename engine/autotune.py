@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import numpy as np
@@ -29,14 +30,15 @@ ROUNDS = 3
 SECONDS_PER_PASS = 1.0  # each pass runs whole batches until this much time has passed
 
 
-def machine_key(card, candidates, model_dir=None) -> tuple[str, dict]:
+def machine_key(card, candidates, model_dir=None, streams: dict | None = None) -> tuple[str, dict]:
     """(short hash, what it hashes): CPU, flags, cores, library versions, engine key, candidates,
-    and the int8 recipe the int8 backend would load (a rebuilt recipe is timed afresh)."""
+    the streams each runs with, and the int8 recipe the int8 backend would load (a rebuilt recipe
+    is timed afresh)."""
     import onnxruntime
     import torch
 
     what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
-                engine=card.engine_key, candidates=sorted(candidates))
+                engine=card.engine_key, candidates=sorted(candidates), streams=dict(sorted((streams or {}).items())))
     if "onnxruntime-int8" in candidates:
         from engine.quantize import int8_recipe
 
@@ -53,31 +55,46 @@ def sample_batch(card, batch: int) -> np.ndarray:
     return np.stack([tensors[k % len(tensors)] for k in range(batch)])
 
 
-def time_sessions(sessions: dict, batch: np.ndarray, rounds: int = ROUNDS) -> dict[str, float]:
-    """Images/s of each session on `batch`: best of `rounds` timed passes, the sessions taking turns."""
+def time_sessions(sessions: dict, batch: np.ndarray, rounds: int = ROUNDS, streams: dict | None = None
+                  ) -> dict[str, float]:
+    """Images/s of each session on `batch`: best of `rounds` timed passes, the sessions taking turns;
+    in each pass `streams[name]` threads (default 1) run batches at once, as the runner will."""
     best = dict.fromkeys(sessions, 0.0)
     for session in sessions.values():
         session.run(batch)  # warm-up: first-call allocations and lazy initialisation
     for _ in range(rounds):
         for name, session in sessions.items():
-            started, done = time.perf_counter(), 0
-            while time.perf_counter() - started < SECONDS_PER_PASS:
-                session.run(batch)
-                done += len(batch)
+            started = time.perf_counter()
+
+            def stream() -> int:
+                done = 0
+                while time.perf_counter() - started < SECONDS_PER_PASS:
+                    session.run(batch)
+                    done += len(batch)
+                return done
+
+            count = (streams or {}).get(name, 1)
+            if count > 1:
+                with ThreadPoolExecutor(count) as pool:
+                    done = sum(pool.map(lambda _: stream(), range(count)))
+            else:
+                done = stream()
             best[name] = max(best[name], done / (time.perf_counter() - started))
     return best
 
 
-def measured_choice(card, candidates: list[str], batch_size: int, load, model_dir=None) -> tuple[str, dict]:
+def measured_choice(card, candidates: list[str], batch_size: int, load, model_dir=None,
+                    streams: dict | None = None) -> tuple[str, dict]:
     """The fastest of `candidates` on this machine and the record it comes from (cached).
 
     `load(name) -> Session` opens a candidate (the backend table passes its own loader, so this
-    module does not import the table back); `model_dir` tells which int8 recipe it would load.
+    module does not import the table back); `model_dir` tells which int8 recipe it would load;
+    `streams`: per candidate, how many batches it will run at once (`BackendOptions.streams`).
 
     Returns:
         (backend name, record with "images_per_s" per candidate, "machine", "measured").
     """
-    key, what = machine_key(card, candidates, model_dir)
+    key, what = machine_key(card, candidates, model_dir, streams)
     path = cache_dir() / "autotune" / f"{key}.json"
     if path.is_file():
         try:
@@ -95,7 +112,8 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
                 sessions[name] = load(name)
             except BackendUnavailable as exc:  # e.g. a shipped int8 recipe that rebuilds differently here
                 log.warning("%s cannot run here (%s); not a candidate", name, exc)
-        speeds = {n: round(v, 1) for n, v in time_sessions(sessions, sample_batch(card, batch_size)).items()}
+        measured = time_sessions(sessions, sample_batch(card, batch_size), streams=streams)
+        speeds = {n: round(v, 1) for n, v in measured.items()}
         speeds |= {n: None for n in candidates if n not in sessions}
     chosen = max(candidates, key=lambda n: speeds[n] or 0.0)
     record = {"chosen": chosen, "images_per_s": speeds, "batch": batch_size, "machine": what,

@@ -14,8 +14,11 @@ padded), so every row of `probabilities` belongs to a real input.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Callable, Iterable, Iterator, NamedTuple
 
@@ -71,7 +74,8 @@ class Runner:
         model_dir, card: the model (see `engine.artifacts.resolve_model`).
         backend: a backend name or "auto"; decoder: a pipeline name or "auto".
         batch_size: images per batch, at most the session's `max_batch`.
-        threads: inference threads (0: the backend's default); workers: decode threads (0: one per CPU).
+        threads: inference threads (0: on a CPU, one single-threaded stream per core for the
+            `STREAMED` backends, else the backend's default); workers: decode threads (0: one per CPU).
         tta: average the 8 D4 views of each image.
         spec: the InputSpec to read with (default: the card's).
         hdu: FITS HDU index or EXTNAME (default: the first with image data).
@@ -86,8 +90,14 @@ class Runner:
             raise UsageError(f"batch size {batch_size} must be at least 1")
         self.card, self.tta, self.spec = card, tta, spec or card.input_spec
         # the decode pipeline runs beside the backend on the same cores: no spin-waiting (BackendOptions)
-        self.session = backends.load(backend, model_dir, card,
-                                     backends.BackendOptions(threads=threads, batch_size=batch_size, spin_wait=False))
+        options = backends.BackendOptions(threads=threads, batch_size=batch_size, spin_wait=False)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if not threads and cores > 1:  # one batch per core, each on one thread (see `streams`)
+            options = dataclasses.replace(options, threads=1, streams=cores)
+        name = backends.pick(backend, card, model_dir, options)
+        options = backends.options_for(name, options)  # GPU, int8, torch-compile: one batch at a time
+        self.session = backends.load_named(name, model_dir, card, options)
+        self.streams = options.streams
         self.batch_size = min(batch_size, self.session.max_batch)
         self.pipeline = open_pipeline(decoder, self.spec, workers or os.cpu_count() or 1,
                                       depth=4 * self.batch_size, hdu=hdu, batch_size=self.batch_size,
@@ -113,13 +123,49 @@ class Runner:
         """Classify `items` batch by batch, in input order.
 
         Inputs that cannot be read never reach a batch: each is handed to `on_error` as a
-        `Failure` when it passes, so failures and results come in input order too.
+        `Failure` after the results of the batches before the one it was found in and before that
+        batch's, so failures and results each come in input order.
+
+        With `streams` > 1 (a CPU with several cores) that many batches run at once, each on one
+        thread: a core that finishes its batch takes the next one or decodes, where the threads of
+        one batch would wait for each other at every layer while the decode pipeline holds a core.
+        Measured (2-core Zen 5, compact model, 3,000 cutouts, DALI, one process per run, 3
+        interleaved rounds): end to end ONNX Runtime fp32 67,500 -> 75,200 images/min, torch bf16
+        62,100 -> 76,200; the full model unchanged (its engine is the limit); int8 slower, so it
+        keeps one batch at a time (`backends.STREAMED`).
         """
         def failed(decoded):
-            on_error(Failure(decoded.id, decoded.path, decoded.error.stage, decoded.error.reason))
+            failure = Failure(decoded.id, decoded.path, decoded.error.stage, decoded.error.reason)
+            if self.streams > 1:  # held until the batches before it are handed out
+                pending.append(failure)
+            else:
+                on_error(failure)
 
-        for batch in batches(self.pipeline.decode(items), self.batch_size, failed):
-            yield Result(batch.ids, batch.paths, self.infer(batch.tensor), batch.columns)
+        pending: deque = deque()  # Failures and (batch, future) pairs, in input order
+        if self.streams == 1:  # GPU backends among them: batches run in this thread, as they always did
+            for batch in batches(self.pipeline.decode(items), self.batch_size, failed):
+                yield Result(batch.ids, batch.paths, self.infer(batch.tensor), batch.columns)
+            return
+        with ThreadPoolExecutor(self.streams, thread_name_prefix="galaxy-infer") as pool:
+            for batch in batches(self.pipeline.decode(items), self.batch_size, failed):
+                pending.append((batch, pool.submit(self.infer, batch.tensor)))
+                yield from _deliver(pending, on_error, self.streams)
+            yield from _deliver(pending, on_error, 0)
+
+
+def _deliver(pending: deque, on_error, in_flight: int) -> Iterator[Result]:
+    """Hand out the leading entries of `pending` in order: failures to `on_error`, finished batches
+    as Results, waiting on the oldest batch while more than `in_flight` are queued (0: all)."""
+    while pending:
+        head = pending[0]
+        if isinstance(head, Failure):
+            on_error(pending.popleft())
+            continue
+        queued = sum(1 for entry in pending if not isinstance(entry, Failure))
+        if not head[1].done() and queued <= in_flight:
+            return
+        batch, future = pending.popleft()
+        yield Result(batch.ids, batch.paths, future.result(), batch.columns)
 
 
 def classify_spec(card, config):

@@ -90,7 +90,8 @@ def export(model_dir, parity_images, tolerance, opset):
                    "appear at the size the model was trained on (see galaxy framing).")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--workers", default=0, help="Decode threads (0: one per CPU).")
-@click.option("--threads", default=0, help="Inference threads (0: one per CPU).")
+@click.option("--threads", default=0,
+              help="Inference threads for one batch at a time (0: on a CPU, one batch per core, each on one thread).")
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run on OUTPUT.")
 @click.option("--commit-every", default=2048, show_default=True,
               help="Rows per crash-safe commit (a kill loses at most this many finished rows) ...")

@@ -8,6 +8,7 @@ GPU sessions (`accepts_device_tensors`) also take torch CUDA tensors, with no ho
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -31,6 +32,11 @@ GPU_BACKENDS = ("tensorrt", "tensorrt-int8", "torch-cuda")
 # Given only when asked for by name: torch-compile compiles for ~50 s on a cold cache for a
 # 1.1-1.5x gain measured here, worth it for a survey, not for a folder of samples.
 OPT_IN = ("torch-compile",)
+# Backends a classify run on a CPU gives one single-threaded batch per core (`engine.runner.Runner`;
+# their Session.run may be called from several threads at once: ONNX Runtime's Run is thread-safe,
+# the eager torch module keeps no state between calls). Not int8: decode-bound already, it ran 5%
+# slower end to end that way (2-core Zen 5, compact model, 3 rounds: 117,900 -> 111,500/min).
+STREAMED = ("onnxruntime", "torch")
 
 
 @dataclass(frozen=True)
@@ -45,11 +51,16 @@ class BackendOptions:
     ignore it: their OpenMP threads follow OMP_WAIT_POLICY, read once at import, and PASSIVE
     made torch bf16 slower end to end as well (same machine, 2 runs each: compact 51,150 /
     58,324 -> 48,150 / 45,655, full 16,730 / 17,298 -> 14,895 / 14,131 images/min).
+
+    `streams`: how many batches the caller runs at once, each on `threads` threads (the `Runner`
+    of a classify run: one single-threaded stream per core, for the `STREAMED` backends). The
+    backends do not read it; `auto` times its candidates that way (`engine.autotune`).
     """
 
     threads: int = 0
     batch_size: int = 32
     spin_wait: bool = True
+    streams: int = 1
 
 
 def tensorrt_installed() -> bool:
@@ -121,7 +132,8 @@ def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = 
 
         options = options or BackendOptions()
         chosen, record = measured_choice(card, candidates, options.batch_size,
-                                         lambda n: load_named(n, model_dir, card, options), model_dir)
+                                         lambda n: load_named(n, model_dir, card, options_for(n, options)),
+                                         model_dir, {n: options_for(n, options).streams for n in candidates})
         speeds = ", ".join(f"{n} {v:.0f}" for n, v in record["images_per_s"].items() if v)
         log.info("backend auto -> %s (images/s measured on this machine, %s, %d cores, %s: %s)", chosen,
                  record["machine"]["cpu"], record["machine"]["cores"], record["measured"], speeds)
@@ -129,6 +141,14 @@ def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = 
     if name not in BACKENDS:
         raise UsageError(f"unknown backend {name!r}; choose from {['auto', *BACKENDS]}")
     return name
+
+
+def options_for(name: str, options: BackendOptions) -> BackendOptions:
+    """The options backend `name` runs with: `options` asks for streams (one single-threaded batch per
+    core), which only the `STREAMED` backends take; the others run one batch on their default threads."""
+    if options.streams > 1 and name not in STREAMED:
+        return dataclasses.replace(options, threads=0, streams=1)
+    return options
 
 
 def load_named(name: str, model_dir, card, options: BackendOptions, parity_images=()):

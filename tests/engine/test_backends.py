@@ -60,7 +60,7 @@ def test_auto_times_the_checked_backends_on_this_machine_once(default_model, tmp
     assert backends.cpu_candidates(checked) == (["onnxruntime", "torch"] if native_bf16() else ["onnxruntime"])
     timed = []
 
-    def fake_timing(sessions, batch, rounds=3):
+    def fake_timing(sessions, batch, rounds=3, streams=None):
         timed.append(sorted(sessions))
         assert batch.shape[1:] == (3, card.input_spec.size, card.input_spec.size)
         return {"onnxruntime": 100.0, "torch": 150.0}
@@ -83,7 +83,7 @@ def test_auto_passes_over_a_candidate_that_cannot_load_here(default_model, tmp_p
 
     _, card = default_model
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
-    monkeypatch.setattr(autotune, "time_sessions", lambda sessions, batch, rounds=3: {n: 100.0 for n in sessions})
+    monkeypatch.setattr(autotune, "time_sessions", lambda sessions, batch, **kw: {n: 100.0 for n in sessions})
 
     def load(name):
         if name == "onnxruntime-int8":
@@ -124,6 +124,44 @@ def test_real_timing_of_two_sessions(default_model):
     sessions = {"onnxruntime": backends.load_named("onnxruntime", model_dir, card, options)}
     speeds = autotune.time_sessions(sessions, autotune.sample_batch(card, 4), rounds=1)
     assert speeds["onnxruntime"] > 0
+
+
+def test_streams_go_to_the_backends_that_take_them():
+    """A classify run's options (one single-threaded batch per core) reach ONNX Runtime fp32 and
+    eager torch; int8, torch-compile and the GPU backends run one batch on their default threads."""
+    streamed = backends.BackendOptions(threads=1, streams=2, spin_wait=False)
+    assert backends.options_for("onnxruntime", streamed) == streamed
+    assert backends.options_for("torch", streamed) == streamed
+    for name in ("onnxruntime-int8", "torch-compile", "torch-cuda", "tensorrt"):
+        assert backends.options_for(name, streamed) == backends.BackendOptions(threads=0, streams=1, spin_wait=False)
+    one = backends.BackendOptions(threads=4)
+    assert backends.options_for("onnxruntime-int8", one) == one  # --threads given: left as asked
+
+
+def test_timing_runs_each_candidate_with_its_streams():
+    """`auto` times a candidate the way the runner will run it: `streams` batches at once."""
+    import threading
+    import time
+
+    from engine import autotune
+
+    class Counting:
+        def __init__(self):
+            self.now, self.most, self.lock = 0, 0, threading.Lock()
+
+        def run(self, batch):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            time.sleep(0.005)
+            with self.lock:
+                self.now -= 1
+
+    sessions = {"streamed": Counting(), "single": Counting()}
+    speeds = autotune.time_sessions(sessions, np.zeros((4, 3, 8, 8), np.float32), rounds=1,
+                                    streams={"streamed": 2})
+    assert (sessions["streamed"].most, sessions["single"].most) == (2, 1)
+    assert speeds["streamed"] > 1.5 * speeds["single"]  # two sleeping callers at once: about twice the images
 
 
 def test_int8_without_a_build_or_a_shipped_recipe_says_how_to_make_one(default_model, tmp_path, monkeypatch):

@@ -68,3 +68,31 @@ def test_an_empty_folder_is_refused_before_the_model_loads_and_leaves_nothing(tm
         assert f"no images found in {empty}: folders are searched recursively" in result.output
         assert "['" not in result.output  # a sentence, not a Python list
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no OUT, meta.json, errors file or folder
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_results_and_failures_come_in_input_order_with_batches_in_flight(tmp_path, default_model, streams):
+    """With several batches running at once (`Runner.streams`) a failure is handed out where a
+    one-batch-at-a-time run hands it out: after the results of every batch before the one it was
+    found in, before that batch's."""
+    from engine.listing import Item
+    from engine.runner import Runner
+
+    model_dir, card = default_model
+    inputs = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:20]
+    for k in (2, 9, 10, 17):
+        inputs.insert(k, str(tmp_path / f"missing{k}.jpeg"))
+    runner = Runner(model_dir, card, "onnxruntime", "reference", batch_size=3)
+    runner.streams = streams
+    events = []
+    for result in runner.run((Item(p) for p in inputs), lambda failure: events.append(failure.path)):
+        events.extend(result.paths)
+    expected, group = [], []
+    for path in inputs:
+        if "missing" in path:
+            expected.append(path)
+        else:
+            group.append(path)
+            if len(group) == 3:
+                expected, group = expected + group, []
+    assert events == expected + group and sorted(events) == sorted(inputs)
