@@ -39,8 +39,7 @@ class Session:
 
         from galaxy.training.model import load_network
 
-        if threads:
-            torch.set_num_threads(threads)
+        self._threads = threads
         self._torch = torch
         network, _ = load_network(model_dir, card)
         self._network = network.to(memory_format=torch.channels_last).eval()
@@ -53,10 +52,20 @@ class Session:
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """float32 (N, C, H, W) -> class probabilities float32 (N, K)."""
         torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(tensor, np.float32)).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
-            logits = self._forward(x)
-        return torch.softmax(logits.float(), dim=1).numpy()
+        previous = torch.get_num_threads()
+        if self._threads and previous != self._threads:
+            # set for this call and put back: in the main thread the count is every new thread's
+            # default, and the rest of the process (other sessions, the benchmark's baseline) keeps its own
+            torch.set_num_threads(self._threads)
+        try:
+            x = torch.from_numpy(np.ascontiguousarray(tensor, np.float32)).contiguous(
+                memory_format=torch.channels_last)
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16):
+                logits = self._forward(x)
+            return torch.softmax(logits.float(), dim=1).numpy()
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:

@@ -138,6 +138,19 @@ def test_streams_go_to_the_backends_that_take_them():
     assert backends.options_for("onnxruntime-int8", one) == one  # --threads given: left as asked
 
 
+def test_a_single_threaded_torch_stream_leaves_the_process_thread_count(default_model, sample_batch):
+    """A torch session made for one stream runs each call on one thread and puts the caller's count
+    back: set in the main thread it would become every later thread's (and the baseline's) count."""
+    import torch
+
+    model_dir, card = default_model
+    before = torch.get_num_threads()
+    stream = backends.load_named("torch", model_dir, card, backends.BackendOptions(threads=1, streams=2))
+    alone = backends.load_named("torch", model_dir, card, backends.BackendOptions())
+    np.testing.assert_allclose(stream.run(sample_batch), alone.run(sample_batch), atol=2e-2)
+    assert torch.get_num_threads() == before
+
+
 def test_timing_runs_each_candidate_with_its_streams():
     """`auto` times a candidate the way the runner will run it: `streams` batches at once."""
     import threading
