@@ -174,6 +174,26 @@ def _against_fp32(session, card, model_dir, tensor):
     assert np.abs(probs - reference).max() < 0.05
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sdss-xception-compact", "sdss-xception"])
+def test_shipped_models_keep_their_labels_in_half_precision(name):
+    """The GPU backends run fp16 (torch-cuda, TensorRT); checked here without a GPU: the shipped
+    network in half precision on the CPU against fp32 on the sample cutouts, so a model whose
+    activations overflow fp16 fails before it ships (the compact model became the default on
+    GPUs without a GPU check of its own)."""
+    from engine.artifacts import resolve_model
+    from galaxy.training.model import load_network
+
+    model_dir, card = resolve_model(name)
+    x = torch.from_numpy(np.stack([load_input(p, card.input_spec)[0] for p in sorted(EXAMPLES.glob("*.jpeg"))]))
+    network, _ = load_network(model_dir, card)
+    with torch.inference_mode():
+        full = torch.softmax(network.eval()(x), dim=1)
+        half = torch.softmax(network.half()(x.half()).float(), dim=1)
+    assert torch.isfinite(half).all()
+    assert (full.argmax(1) == half.argmax(1)).all() and (full - half).abs().max() < 0.01
+
+
 @pytest.mark.gpu
 @needs_gpu
 def test_torch_cuda_matches_fp32_on_real_images_numpy_and_device_inputs(default_model):
