@@ -3,7 +3,8 @@
 A backend passes when its labels agree with ONNX Runtime fp32 on at least
 `MIN_AGREEMENT` of the validation images; `--backend auto` offers only backends that
 passed. The figures (agreement, accuracy and its change, max |dp|, engine-only speed on
-this machine) are written into the model card.
+this machine) are written into the model card, beside the speeds measured on the machines
+checked before (`galaxy.card.speeds_by_machine`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from engine.artifacts import resolve_model
 from engine.listing import Item
 from engine.machine import cpu_flags, cpu_name
 from engine.pipelines.base import decode_stream
+from galaxy.card import speeds_by_machine
 from galaxy.errors import UsageError
 from galaxy.labels import validation_split
 from galaxy.evaluation.metrics import classification_report, label_agreement
@@ -86,9 +89,14 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
         if getattr(sessions[name], "recipe", None):
             records[name]["recipe"] = sessions[name].recipe
         log.info("%s: %s", name, records[name])
+    machine = f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} cores"
+    here = {name: round(speed, 1) for name, speed in speeds.items()}
+    here["measured"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
                      "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",
-                     "machine": f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} cores", "results": records}
+                     "machine": machine, "results": records,
+                     # the check is this machine's; the speeds of the machines checked before are kept
+                     "speeds": speeds_by_machine(card.backends) | {machine: here}}
     card.save(model_dir)
     return card.backends
 

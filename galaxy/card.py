@@ -47,7 +47,8 @@ class ModelCard:
         metrics: validation metrics of the shipped weights.
         export: ONNX export record (opset, exporter, parity), filled by `galaxy export`.
         backends: reduced-precision backends checked against fp32 on the validation split
-            (label agreement, accuracy change, speed), filled by `galaxy check-backends`.
+            (label agreement, accuracy change, speed), filled by `galaxy check-backends`; its
+            "speeds" keep each machine's engine speeds across checks (`speeds_by_machine`).
         calibration: temperature scaling record (`galaxy.evaluation.calibration`); its `temperature`
             divides the logits in every backend. Empty: raw softmax.
         package_version: galaxy-engine version that wrote the card.
@@ -149,6 +150,17 @@ def validation_ids(model_dir, card: ModelCard) -> set[str] | None:
     """The ids of the model's validation split (its `val_ids.txt`), or None when it has none."""
     path = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
     return set(path.read_text().split()) if path.is_file() else None
+
+
+def speeds_by_machine(backends: dict) -> dict[str, dict]:
+    """Engine images/s of each checked backend, per machine a `check-backends` ran on: {machine:
+    {backend: images/s, ..., "measured": date}}. A record from before the history was kept holds
+    only its one machine's speeds (in each result), which are returned as that machine's."""
+    history = dict(backends.get("speeds", {}))
+    if not history and backends.get("machine") and backends.get("results"):
+        history[backends["machine"]] = {name: rec["images_per_s"] for name, rec in backends["results"].items()
+                                        if "images_per_s" in rec}
+    return history
 
 
 MODELS_DIR = Path(__file__).parent / "models"

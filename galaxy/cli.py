@@ -334,7 +334,7 @@ def models(model_dirs):
     from pathlib import Path
 
     from engine.quantize import SHIPPED_INT8
-    from galaxy.card import default_model_dir, load_card, shipped_model_dirs
+    from galaxy.card import default_model_dir, load_card, shipped_model_dirs, speeds_by_machine
 
     default = default_model_dir()
     for model_dir in map(Path, (*shipped_model_dirs(), *model_dirs)):
@@ -354,6 +354,10 @@ def models(model_dirs):
                    if rec.get("passed") and "label_agreement" in rec]
         if checked:
             click.echo(f"  checked backends (validation split, against fp32): {', '.join(checked)}")
+        for machine, speeds in speeds_by_machine(card.backends).items():
+            figures = ", ".join(f"{name} {value:,.0f}" for name, value in speeds.items() if name != "measured")
+            click.echo(f"  engine images/s on {machine}" + (f", {speeds['measured']}" if "measured" in speeds else "")
+                       + f": {figures}")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

@@ -156,3 +156,32 @@ def test_quantize_cli_names_the_methods_and_refuses_others(default_model, tmp_pa
     labels.write_text("file,label\n")
     result = CliRunner().invoke(cli, ["quantize", str(default_model[0]), "--calibration", str(labels), "--method", "fp8"])
     assert result.exit_code == 2 and "ptq-sensitive" in result.output and "qat" in result.output
+
+
+@pytest.mark.slow
+def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_model, shared_data, tmp_path):
+    """check-backends records this machine's check and speeds and keeps the speeds an earlier check
+    measured elsewhere (issue 16: the card keeps the speeds per machine), including a card from
+    before that history, whose one machine's speeds sat in its results."""
+    import shutil
+
+    from engine.checks import check_backends
+    from engine.machine import cpu_name
+    from galaxy.card import load_card, speeds_by_machine
+
+    model_dir, _ = default_model
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for name in ("card.json", "model.safetensors", "val_ids.txt"):
+        shutil.copy(model_dir / name, copy / name)
+    card = load_card(copy)
+    card.backends = {"machine": "Older CPU (avx2 fma), 2 cores",
+                     "results": {"onnxruntime": {"precision": "fp32", "accuracy": 0.9, "images_per_s": 73.0,
+                                                 "passed": True}}}
+    card.save(copy)
+    record = check_backends(copy, load_card(copy), shared_data / "labels.csv", names=())
+    speeds = speeds_by_machine(load_card(copy).backends)
+    assert speeds == record["speeds"] and speeds["Older CPU (avx2 fma), 2 cores"] == {"onnxruntime": 73.0}
+    (here,) = [machine for machine in speeds if machine.startswith(cpu_name())]
+    assert record["machine"] == here and speeds[here]["onnxruntime"] > 0 and "measured" in speeds[here]
+    assert record["results"]["onnxruntime"]["accuracy"] == pytest.approx(0.925, abs=0.01)

@@ -331,6 +331,8 @@ def test_models_lists_each_shipped_model_with_its_checked_backends():
         assert name in result.output
     (default,) = [line for line in result.output.splitlines() if "(the default" in line]
     assert default.startswith("sdss-xception-compact-64 ")
+    speeds = [line for line in result.output.splitlines() if line.strip().startswith("engine images/s on ")]
+    assert len(speeds) == 2 and all("onnxruntime " in line for line in speeds)  # each card's machines
     checked = [line for line in result.output.splitlines() if line.strip().startswith("checked backends")]
     assert len(checked) == 2 and all("onnxruntime-int8 int8 (99." in line and "its recipe ships" in line
                                      for line in checked)
