@@ -96,3 +96,28 @@ def test_results_and_failures_come_in_input_order_with_batches_in_flight(tmp_pat
             if len(group) == 3:
                 expected, group = expected + group, []
     assert events == expected + group and sorted(events) == sorted(inputs)
+
+
+def test_an_engine_error_in_a_stream_reaches_the_caller(default_model):
+    """A batch that fails in a stream's thread raises in the caller, after the batches before it, and
+    the run stops instead of hanging on the batches still in flight."""
+    from engine.listing import Item
+    from engine.runner import Runner
+
+    model_dir, card = default_model
+    runner = Runner(model_dir, card, "onnxruntime", "reference", batch_size=4)
+    runner.streams = 2
+    run, calls = runner.session.run, []
+
+    def failing(tensor):
+        calls.append(len(tensor))
+        if len(calls) == 3:
+            raise RuntimeError("engine failed on the third batch")
+        return run(tensor)
+
+    runner.session.run = failing
+    handed_out = []
+    with pytest.raises(RuntimeError, match="third batch"):
+        for result in runner.run((Item(p) for p in sorted(EXAMPLES.glob("*.jpeg"))), lambda failure: None):
+            handed_out.append(len(result.ids))
+    assert handed_out == [4, 4]
