@@ -222,6 +222,17 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
             tmp.replace(part)
 
 
+def actor_config(config, gpus: int):
+    """The ClassifyConfig each actor runs. On CPUs an actor holds `--threads` CPUs (1 by default:
+    one actor per CPU), so it infers and decodes on that many threads; left at 0, every actor would
+    take one thread per core of its node for each, and a node's actors would oversubscribe its cores
+    (N actors x N threads). On GPUs an actor holds a GPU and the node's cores as it finds them."""
+    if gpus:
+        return config
+    threads = max(1, config.threads or 1)
+    return dataclasses.replace(config, threads=threads, workers=config.workers or threads)
+
+
 def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, actors: int | None = None) -> dict:
     """Run `config` (a ClassifyConfig whose output is a folder) on a Ray cluster; return the manifest."""
     ray = import_ray()
@@ -274,7 +285,8 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         results = dataset.map_batches(
             ShardClassifier, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool),
             num_gpus=1 if gpus else 0, num_cpus=None if gpus else max(1, config.threads or 1),
-            fn_constructor_kwargs={"config": config, "model_dir": str(model_dir), "out_dir": str(out_dir)},
+            fn_constructor_kwargs={"config": actor_config(config, gpus), "model_dir": str(model_dir),
+                                   "out_dir": str(out_dir)},
         )
         for row in results.iter_rows():
             done["rows"] += int(row["rows"])

@@ -107,3 +107,16 @@ def test_a_part_written_before_the_id_column_merges(survey, tmp_path, default_mo
         (row,) = list(csv.DictReader(fh))
     assert manifest["failed"] == 1
     assert row["id"] == "broken" and row["path"].endswith("broken.jpeg") and row["reason"]
+
+
+def test_a_cpu_actor_runs_on_the_cpus_it_holds():
+    """An actor holds `--threads` CPUs (1 by default): it infers and decodes on that many threads,
+    not one per core of its node each (N actors x N threads); on GPUs the config is left alone."""
+    from engine.distributed import actor_config
+
+    default = ClassifyConfig(("in",), "out")
+    assert (actor_config(default, 0).threads, actor_config(default, 0).workers) == (1, 1)
+    four = ClassifyConfig(("in",), "out", threads=4)
+    assert (actor_config(four, 0).threads, actor_config(four, 0).workers) == (4, 4)
+    assert actor_config(ClassifyConfig(("in",), "out", threads=2, workers=3), 0).workers == 3
+    assert actor_config(default, 1) == default
