@@ -15,6 +15,7 @@ Raster rules (JPEG, PNG):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +36,15 @@ def is_image_path(path) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
+_LONGEST_SUFFIX_FIRST = tuple(sorted(IMAGE_SUFFIXES, key=len, reverse=True))
+
+
 def stem_id(path) -> str:
     """The id of a file without a catalog or header id: its name without image suffixes
     (the longest that matches: `x.fits.gz` -> `x`), else without its last suffix."""
-    name = Path(path).name
+    name = os.path.basename(os.fspath(path).rstrip("/"))  # as Path(path).name, without building a Path
     lower = name.lower()
-    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
+    for suffix in _LONGEST_SUFFIX_FIRST:
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
