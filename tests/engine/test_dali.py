@@ -188,3 +188,18 @@ def test_dali_gpu_decodes_fits_and_jpeg_like_the_reference_reader(tmp_path):
         worst = float(np.abs((tensor - load_input(path, SPEC)[0]) * std).max())
         limit = 1e-3 if ".fits" in path.name else 2e-2  # nvJPEG's IDCT differs from libjpeg-turbo's
         assert worst < limit, f"{path.name}: max difference {worst:.2e} (pixel units)"
+
+
+def test_the_runner_decodes_in_chunks_of_at_least_64_on_the_cpu(default_model):
+    """DALI's graph runs on chunks of CPU_DECODE_CHUNK images whatever the engine's batch (its per-run
+    costs spread wider), and the engine still gets batches of its own size, in input order."""
+    from engine.listing import Item
+    from engine.runner import CPU_DECODE_CHUNK, Runner
+
+    model_dir, card = default_model
+    runner = Runner(model_dir, card, "onnxruntime", "dali", batch_size=8)
+    assert runner.pipeline.name == "dali" and runner.pipeline.batch_size == CPU_DECODE_CHUNK == 64
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))]
+    results = list(runner.run((Item(p) for p in files), lambda failure: None))
+    assert [len(r.ids) for r in results] == [8] * (len(files) // 8) + ([len(files) % 8] if len(files) % 8 else [])
+    assert [p for r in results for p in r.paths] == files
