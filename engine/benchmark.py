@@ -98,8 +98,12 @@ def bench_decode(files, spec, workers, decoder, batch, **extra) -> dict:
     from engine.listing import Item
     from engine.pipelines import open_pipeline
 
+    from engine.runner import CPU_DECODE_CHUNK
+
     gpu = decoder in ("dali-gpu", "nvjpeg")
-    pipeline = open_pipeline(decoder, spec, workers, 4 * batch, batch_size=batch, device="cuda" if gpu else "cpu")
+    chunk = batch if gpu else max(batch, CPU_DECODE_CHUNK)  # as the runner decodes
+    pipeline = open_pipeline(decoder, spec, workers, max(4 * batch, 2 * chunk), batch_size=chunk,
+                             device="cuda" if gpu else "cpu")
     list(pipeline.decode(Item(f) for f in files[:batch]))
     start = time.perf_counter()
     n = sum(1 for d in pipeline.decode(Item(f) for f in files) if d.error is None)
