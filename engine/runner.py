@@ -104,10 +104,11 @@ class Runner:
         name = backends.pick(backend, card, model_dir, options)
         options = backends.options_for(name, options)  # GPU, int8, torch-compile: one batch at a time
         self.session = backends.load_named(name, model_dir, card, options)
-        self.streams = options.streams
+        on_cpu = str(self.session.device) in ("cpu", "CPUExecutionProvider")
+        # ONNX Runtime may have taken a GPU (onnxruntime-gpu installed): one batch at a time there
+        self.streams = options.streams if on_cpu else 1
         self.batch_size = min(batch_size, self.session.max_batch)
-        on_gpu = str(self.session.device).startswith("cuda")
-        decode_batch = self.batch_size if on_gpu else max(self.batch_size, CPU_DECODE_CHUNK)
+        decode_batch = max(self.batch_size, CPU_DECODE_CHUNK) if on_cpu else self.batch_size
         self.pipeline = open_pipeline(decoder, self.spec, workers or os.cpu_count() or 1,
                                       depth=max(4 * self.batch_size, 2 * decode_batch), hdu=hdu,
                                       batch_size=decode_batch, device=self.session.device)

@@ -121,3 +121,24 @@ def test_an_engine_error_in_a_stream_reaches_the_caller(default_model):
         for result in runner.run((Item(p) for p in sorted(EXAMPLES.glob("*.jpeg"))), lambda failure: None):
             handed_out.append(len(result.ids))
     assert handed_out == [4, 4]
+
+
+def test_streams_only_where_the_session_runs_on_the_cpu(default_model, monkeypatch):
+    """ONNX Runtime with onnxruntime-gpu installed may take a GPU: then the runner runs one batch at a
+    time, as for every GPU backend; on the CPU it keeps one batch per core."""
+    import os
+
+    from engine.runner import Runner
+
+    model_dir, card = default_model
+    cores = len(os.sched_getaffinity(0))
+    assert Runner(model_dir, card, "onnxruntime", "reference").streams == (cores if cores > 1 else 1)
+    load = backends.load_named
+
+    def on_a_gpu(*args, **kwargs):
+        session = load(*args, **kwargs)
+        session.device = "CUDAExecutionProvider"
+        return session
+
+    monkeypatch.setattr(backends, "load_named", on_a_gpu)
+    assert Runner(model_dir, card, "onnxruntime", "reference").streams == 1
