@@ -75,8 +75,7 @@ class Model:
             return np.zeros((0, len(self.card.classes)), np.float32)
         tensors = np.stack([normalise(crop_resize(_rgb_unit(img, i), spec.crop_fraction, spec.size), spec)
                             for i, img in enumerate(images)])
-        return np.concatenate([self._runner.infer(tensors[i:i + self.batch_size])
-                               for i in range(0, len(tensors), self.batch_size)])
+        return self._runner.infer_all(tensors)
 
     def classify_iter(self, inputs, errors: list | None = None, progress: bool = False):
         """Yield one astropy Table per batch for image files / folders / an astropy Table.

@@ -3,6 +3,7 @@
 import csv
 import random
 
+import numpy as np
 import pytest
 
 from engine import backends
@@ -142,3 +143,17 @@ def test_streams_only_where_the_session_runs_on_the_cpu(default_model, monkeypat
 
     monkeypatch.setattr(backends, "load_named", on_a_gpu)
     assert Runner(model_dir, card, "onnxruntime", "reference").streams == 1
+
+
+def test_infer_all_runs_ready_tensors_in_order_across_streams(default_model):
+    """`Runner.infer_all` (the API's `classify_arrays`) splits ready tensors into batches, runs them
+    `streams` at once, and puts the probabilities back in input order."""
+    from engine.runner import Runner
+
+    model_dir, card = default_model
+    runner = Runner(model_dir, card, "onnxruntime", "reference", batch_size=4)
+    tensors = np.stack([load_input(p, card.input_spec)[0] for p in sorted(EXAMPLES.glob("*.jpeg"))[:10]])
+    runner.streams = 3
+    together = runner.infer_all(tensors)
+    assert together.shape == (10, len(card.classes))
+    np.testing.assert_allclose(together, np.concatenate([runner.infer(t[None]) for t in tensors]), atol=1e-5)
