@@ -96,14 +96,10 @@ def bench_listing(files) -> dict:
 
 def bench_decode(files, spec, workers, decoder, batch, **extra) -> dict:
     from engine.listing import Item
-    from engine.pipelines import open_pipeline
-
-    from engine.runner import CPU_DECODE_CHUNK
+    from engine.runner import open_decoder
 
     gpu = decoder in ("dali-gpu", "nvjpeg")
-    chunk = batch if gpu else max(batch, CPU_DECODE_CHUNK)  # as the runner decodes
-    pipeline = open_pipeline(decoder, spec, workers, max(4 * batch, 2 * chunk), batch_size=chunk,
-                             device="cuda" if gpu else "cpu")
+    pipeline = open_decoder(decoder, spec, workers, batch, "cuda" if gpu else "cpu")  # as the runner decodes
     list(pipeline.decode(Item(f) for f in files[:batch]))
     start = time.perf_counter()
     n = sum(1 for d in pipeline.decode(Item(f) for f in files) if d.error is None)

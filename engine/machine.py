@@ -58,12 +58,16 @@ def _cpuinfo() -> tuple[str, frozenset]:
     return model, flags
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity mask, read on each call (`taskset` may change
+    it), else the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_description() -> dict:
-    """CPU model name, the speed-relevant flags present and the usable core count (the affinity
-    mask, read on each call: `taskset` may change it)."""
+    """CPU model name, the speed-relevant flags present and the usable core count."""
     model, flags = _cpuinfo()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": cores}
+    return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": usable_cores()}
 
 
 def exact_int8() -> bool:

@@ -27,6 +27,7 @@ import numpy as np
 from engine import backends
 from engine.batching import batches
 from engine.listing import Item, iter_inputs, parse_band_columns
+from engine.machine import usable_cores
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy.io.bands import parse_bands
@@ -41,6 +42,20 @@ log = logging.getLogger(__name__)
 # end to end, 2-core Zen 5, 3,000 cutouts, one process per run: 64 against 32, int8 119,300 ->
 # 125,100/min (3 pairs), fp32 75,600 -> 77,900 (2 pairs); 128 no better than 64.
 CPU_DECODE_CHUNK = 64
+
+
+def on_cpu(device) -> bool:
+    """Whether a session's `device` is the CPU (torch says "cpu", ONNX Runtime its provider)."""
+    return str(device) in ("cpu", "CPUExecutionProvider")
+
+
+def open_decoder(decoder: str, spec, workers: int, batch_size: int, device, hdu=None):
+    """The decode pipeline for engine batches of `batch_size` on `device`: on the CPU it decodes
+    chunks of at least CPU_DECODE_CHUNK images (regrouped into batches after decoding), with two
+    chunks' or four batches' worth decoded ahead, whichever is more."""
+    chunk = max(batch_size, CPU_DECODE_CHUNK) if on_cpu(device) else batch_size
+    return open_pipeline(decoder, spec, workers, depth=max(4 * batch_size, 2 * chunk), hdu=hdu, batch_size=chunk,
+                         device=str(device))
 
 
 class Failure(NamedTuple):
@@ -98,20 +113,17 @@ class Runner:
         self.card, self.tta, self.spec = card, tta, spec or card.input_spec
         # the decode pipeline runs beside the backend on the same cores: no spin-waiting (BackendOptions)
         options = backends.BackendOptions(threads=threads, batch_size=batch_size, spin_wait=False)
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = usable_cores()
         if not threads and cores > 1:  # one batch per core, each on one thread (see `streams`)
             options = dataclasses.replace(options, threads=1, streams=cores)
         name = backends.pick(backend, card, model_dir, options)
         options = backends.options_for(name, options)  # GPU, int8, torch-compile: one batch at a time
         self.session = backends.load_named(name, model_dir, card, options)
-        on_cpu = str(self.session.device) in ("cpu", "CPUExecutionProvider")
         # ONNX Runtime may have taken a GPU (onnxruntime-gpu installed): one batch at a time there
-        self.streams = options.streams if on_cpu else 1
+        self.streams = options.streams if on_cpu(self.session.device) else 1
         self.batch_size = min(batch_size, self.session.max_batch)
-        decode_batch = max(self.batch_size, CPU_DECODE_CHUNK) if on_cpu else self.batch_size
-        self.pipeline = open_pipeline(decoder, self.spec, workers or os.cpu_count() or 1,
-                                      depth=max(4 * self.batch_size, 2 * decode_batch), hdu=hdu,
-                                      batch_size=decode_batch, device=self.session.device)
+        self.pipeline = open_decoder(decoder, self.spec, workers or os.cpu_count() or 1, self.batch_size,
+                                     self.session.device, hdu)
 
     @classmethod
     def for_classify(cls, model_dir, card, config) -> Runner:
