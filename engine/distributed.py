@@ -269,7 +269,8 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True, logging_level=ray_level)
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
-    pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // max(1, config.threads or 1))
+    actor = actor_config(config, gpus)  # on CPUs: the CPUs each actor holds are its threads
+    pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // actor.threads)
     pool = min(pool, max(1, len(todo)))
     log.info("ray: %d shards (%d to do), %d actors on %s", len(shards), len(todo), pool,
              f"{gpus} GPUs" if gpus else f"{int(resources.get('CPU', 0))} CPUs")
@@ -284,9 +285,8 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         # max_task_retries -1); a shard's part is written atomically, so a retry is idempotent.
         results = dataset.map_batches(
             ShardClassifier, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool),
-            num_gpus=1 if gpus else 0, num_cpus=None if gpus else max(1, config.threads or 1),
-            fn_constructor_kwargs={"config": actor_config(config, gpus), "model_dir": str(model_dir),
-                                   "out_dir": str(out_dir)},
+            num_gpus=1 if gpus else 0, num_cpus=None if gpus else actor.threads,
+            fn_constructor_kwargs={"config": actor, "model_dir": str(model_dir), "out_dir": str(out_dir)},
         )
         for row in results.iter_rows():
             done["rows"] += int(row["rows"])
