@@ -38,7 +38,7 @@ def machine_key(card, candidates, model_dir=None, streams: dict | None = None) -
     import torch
 
     what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
-                engine=card.engine_key, candidates=sorted(candidates), streams=dict(sorted((streams or {}).items())))
+                engine=card.engine_key, candidates=sorted(candidates), streams=streams or {})
     if "onnxruntime-int8" in candidates:
         from engine.quantize import int8_recipe
 
