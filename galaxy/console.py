@@ -1,7 +1,8 @@
 """What reaches the terminal: the command's own lines, not native libraries' chatter.
 
 Native libraries write to file descriptor 2 directly, past Python's logging: DALI's image codec
-prints `[ERROR] [libjpeg_turbo_decoder] ...` for each corrupt JPEG (already listed, with its
+prints `[ERROR] [libjpeg_turbo_decoder] ...` or `[jpeg_parser] ...` for each corrupt JPEG, and
+libjpeg's own message (`Input file read error`) for some (each file is already listed, with its
 reason, in the errors file) and Ray's C++ core prints `[... E 123 456] core_worker.cc:...` lines
 when an actor it will restart dies. `filter_native_stderr` routes descriptor 2 through a pipe
 and a thread that drops those lines and passes every other byte on; Python's own `sys.stderr`
@@ -20,7 +21,10 @@ import threading
 log = logging.getLogger(__name__)
 
 NATIVE_NOISE = re.compile(
-    rb"\[\w+_decoder\] "  # nvImageCodec (DALI): one line per file it cannot decode
+    rb"\[\w+_(?:decoder|parser)\] "  # nvImageCodec (DALI): one line per file it cannot decode or parse
+    # libjpeg's own messages for a corrupt or truncated file, printed by DALI's JPEG decoder
+    rb"|^(?:Input file read error|Premature end of JPEG file|Corrupt JPEG data: .*|Not a JPEG file: .*"
+    rb"|Invalid JPEG file structure: .*|Bogus marker length|Unsupported marker type 0x\w+)\r?$"
     rb"|^\[[^\]]* [IWE] \d+ \d+\] \w+\.cc:\d+:"  # Ray's C++ log lines below FATAL
 )
 

@@ -104,7 +104,7 @@ def read_raster(path) -> np.ndarray:
         raise ImageReadError(path, f"too large to decode safely ({exc})", stage="decode") from None
     except (OSError, SyntaxError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
-        if "truncated" in reason:
+        if any(word in reason.lower() for word in ("truncated", "broken data stream")):
             reason = f"truncated or corrupt image data ({reason})"
         raise ImageReadError(path, reason, stage="decode") from None
 

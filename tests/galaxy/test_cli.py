@@ -270,7 +270,11 @@ def test_quiet_means_quiet_and_a_normal_run_prints_one_summary_line(tmp_path):
     folder.mkdir()
     for path in sorted(EXAMPLES.glob("*.jpeg"))[:6]:
         shutil.copy(path, folder)
-    (folder / "truncated.jpeg").write_bytes(next(EXAMPLES.glob("*.jpeg")).read_bytes()[:1500])  # DALI logs an [ERROR]
+    jpeg = next(EXAMPLES.glob("*.jpeg")).read_bytes()
+    (folder / "truncated.jpeg").write_bytes(jpeg[:1500])  # DALI logs an [ERROR]
+    (folder / "header-only.jpeg").write_bytes(jpeg[:600])  # DALI: "[ERROR] [jpeg_parser] Invalid marker"
+    half = (EXAMPLES / "587732578296267050.jpeg").read_bytes()
+    (folder / "half.jpeg").write_bytes(half[:len(half) // 2])  # libjpeg: "Input file read error"
 
     def stderr_of(*extra):
         run = subprocess.run([sys.executable, "-m", "galaxy.cli", "classify", str(folder), "-o", str(tmp_path / "c.csv"),
@@ -279,9 +283,9 @@ def test_quiet_means_quiet_and_a_normal_run_prints_one_summary_line(tmp_path):
         return run.stderr.splitlines()
 
     errors = tmp_path / "c.csv.errors.csv"
-    assert stderr_of("-q") == [f"failed 1 of 7; errors in {errors}"]  # only what needs acting on
+    assert stderr_of("-q") == [f"failed 3 of 9; errors in {errors}"]  # only what needs acting on
     lines = [line for line in stderr_of() if not line.startswith("classifying: ")]  # progress lines in a log
-    assert len(lines) == 1 and lines[0].startswith("classified 6, failed 1, ") and lines[0].endswith(f"errors in {errors}")
+    assert len(lines) == 1 and lines[0].startswith("classified 6, failed 3, ") and lines[0].endswith(f"errors in {errors}")
 
 
 def test_evaluate_ensemble_of_a_model_with_itself_is_the_model_and_refuses_leaky_members(tmp_path, labels):

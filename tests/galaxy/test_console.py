@@ -11,11 +11,17 @@ from galaxy.console import filter_native_stderr
 def test_noise_lines_are_dropped_and_the_rest_passed_on(capfd):
     restore = filter_native_stderr()
     os.write(2, b"[ERROR] [libjpeg_turbo_decoder] Could not decode bad.jpeg\n")
+    os.write(2, b"\x1b[0;31m[ERROR] \x1b[0m[jpeg_parser] Invalid marker\n")
+    os.write(2, b"Input file read error\n")  # libjpeg's, for a JPEG cut in half (DALI's decoder)
     os.write(2, b"a native warning that matters\n")
+    os.write(2, b"the mirror's Input file read error is not libjpeg's\n")
     restore()
     err = capfd.readouterr().err
     assert "a native warning that matters" in err
+    assert "the mirror's Input file read error is not libjpeg's" in err
     assert "libjpeg_turbo_decoder" not in err
+    assert "jpeg_parser" not in err
+    assert "\nInput file read error" not in "\n" + err
 
 
 def test_restoring_at_once_leaves_no_failed_thread(capfd):
