@@ -38,6 +38,26 @@ COMMIT_ROWS = 2048
 COMMIT_SECONDS = 2.0
 
 
+def require_writable(output) -> None:
+    """Refuse, before any work, an output whose folder cannot be made or written to.
+
+    Raises:
+        UsageError: naming the output and the system's reason.
+    """
+    folder = Path(output).absolute().parent
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise UsageError(f"cannot write {output}: {above} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: its folder {folder} cannot be made ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {output}: no permission to write in {folder}")
+
+
 class Journal:
     """Committed chunks of one output; see the module docstring.
 

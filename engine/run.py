@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 
-from engine.journal import Journal
+from engine.journal import Journal, require_writable
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, run_fingerprint
@@ -63,6 +63,7 @@ def classify(config: ClassifyConfig) -> Summary:
         raise UsageError("--band-columns names columns of --catalog; give --catalog FILE too")
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns)
+    require_writable(config.output)
     model_dir, card = resolve_model(config.model_dir)
     runner = Runner.for_classify(model_dir, card, config)
     session = runner.session

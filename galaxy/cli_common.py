@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 
@@ -27,6 +28,16 @@ class GalaxyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted (Ctrl-C)", err=True)
             ctx.exit(130)
+        except OSError as exc:
+            if exc.filename is None or exc.strerror is None:
+                raise
+            # A file the system refused (an output in a folder that cannot be made, no permission, a full
+            # disk): one line naming it, not a traceback; -v logs the traceback too.
+            logging.getLogger("galaxy").debug("file error", exc_info=True)
+            reason = exc.strerror
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):
+                reason += " (a file stands where a folder is needed)"
+            raise click.ClickException(f"{exc.filename}: {reason}") from None
 
 
 class ModelFolder(click.ParamType):
@@ -70,8 +81,6 @@ class CropFraction(click.ParamType):
 def only_what_to_act_on():
     """Log warnings and errors only (not with -v): `classify` prints one summary line, and `-q`
     on any command leaves nothing but what the user must act on."""
-    import logging
-
     if not click.get_current_context().meta.get("galaxy.verbose"):
         logging.getLogger().setLevel(logging.WARNING)
 

@@ -340,3 +340,27 @@ def test_models_lists_each_shipped_model_with_its_checked_backends():
     checked = [line for line in result.output.splitlines() if line.strip().startswith("checked backends")]
     assert len(checked) == 2 and all("onnxruntime-int8 int8 (99." in line and "its recipe ships" in line
                                      for line in checked)
+
+
+def test_an_output_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch):
+    """classify refuses before loading the model; any command that meets a refused file says which."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = invoke("classify", EXAMPLES, "-o", blocker / "out.csv")
+    assert result.exit_code == 2 and f"{blocker} is a file, not a folder" in result.output
+    assert not list(tmp_path.glob("**/*.partial"))
+
+    import engine.run
+
+    def refused(*_):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "out.csv.partial"))
+
+    monkeypatch.setattr(engine.run, "Journal", refused)  # what a folder without write permission gives a non-root user
+    result = invoke("classify", EXAMPLES, "-o", tmp_path / "out.csv")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().endswith(f"Error: {tmp_path / 'out.csv.partial'}: Permission denied")
+    monkeypatch.undo()
+    catalog = tmp_path / "c.csv"
+    assert invoke("classify", *sorted(EXAMPLES.glob("*.jpeg"))[:2], "-o", catalog, "-q").exit_code == 0
+    result = invoke("report", catalog, "-o", blocker / "r.html")
+    assert result.exit_code == 1 and f"Error: {blocker}: " in result.output and "a folder is needed" in result.output
