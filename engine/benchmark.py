@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.bench_table import table
-from engine.machine import GpuUtilisation, cpu_flags, cpu_name, gemm_gflops, gpu_gemm_gflops, versions
+from engine.machine import GpuUtilisation, cpu_flags, cpu_name, gemm_gflops, gpu_gemm_gflops, usable_cores, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "gz1-sdss" / "images"
@@ -61,7 +61,7 @@ def emit(stage, backend, precision, batch, size, images, seconds, latencies_ms=(
     row = {"stage": stage, "backend": backend, "precision": precision, "batch": batch, "size": size,
            "images": images, "images_per_min": round(60 * images / seconds, 1),
            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
-           "peak_rss_mb": round(peak_rss_mb(), 1), "device": extra.get("provider", "cpu"), "cpu_count": os.cpu_count(),
+           "peak_rss_mb": round(peak_rss_mb(), 1), "device": extra.get("provider", "cpu"), "cpu_count": usable_cores(),
            "versions": versions(), **extra}
     print(json.dumps(row), flush=True)
     return row
@@ -266,7 +266,7 @@ def main(argv=None):
         for decoder in decoders if not args.engine_only else ():
             for spec in specs:
                 try:
-                    rows.append(bench_decode(files, spec, os.cpu_count(), decoder, args.batch, round=i))
+                    rows.append(bench_decode(files, spec, usable_cores(), decoder, args.batch, round=i))
                 except GalaxyError as exc:
                     print(f"skipping decoder {decoder}: {exc}", file=sys.stderr)
         for model_dir, card in models:
@@ -291,7 +291,7 @@ def main(argv=None):
         if not args.engine_only and not args.gpu:
             rows.append(bench_baseline(files, base_dir, round=i, **model_fields(str(base_dir))))
     gpu = f"GPU {versions()['gpu']}, " if "gpu" in versions() else ""
-    print(f"\nmachine: {gpu}{cpu_name()}, {os.cpu_count()} cpus, {cpu_flags()}; dense GEMM here {peak} GFLOP/s; "
+    print(f"\nmachine: {gpu}{cpu_name()}, {usable_cores()} cpus, {cpu_flags()}; dense GEMM here {peak} GFLOP/s; "
           f"models {', '.join(f'{c.name} ({c.input_spec.size} px)' for _, c in models)}", file=sys.stderr)
     print(table(rows, targets, peak), file=sys.stderr)
 

@@ -10,7 +10,6 @@ checked before (`galaxy.card.speeds_by_machine`).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import datetime, timezone
 
@@ -19,7 +18,7 @@ import numpy as np
 from engine import backends
 from engine.artifacts import resolve_model
 from engine.listing import Item
-from engine.machine import cpu_flags, cpu_name
+from engine.machine import cpu_flags, cpu_name, usable_cores
 from engine.pipelines.base import decode_stream
 from galaxy.card import speeds_by_machine
 from galaxy.errors import UsageError
@@ -56,7 +55,7 @@ def _speeds(sessions: dict, tensors, batch, rounds=SPEED_ROUNDS) -> dict[str, fl
 def validation_tensors(model_dir, card, data, label_column, path_column):
     """(validation split, its preprocessed tensors (N, C, H, W) float32, labels (N,))."""
     val = validation_split(model_dir, card, data, label_column, path_column)
-    decoded = list(decode_stream((Item(p) for p in val.paths), card.input_spec, os.cpu_count() or 1, 64))
+    decoded = list(decode_stream((Item(p) for p in val.paths), card.input_spec, usable_cores(), 64))
     bad = [d.error for d in decoded if d.error is not None]
     if bad:
         raise UsageError(f"validation images unreadable: {bad[0]}")
@@ -89,7 +88,7 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
         if getattr(sessions[name], "recipe", None):
             records[name]["recipe"] = sessions[name].recipe
         log.info("%s: %s", name, records[name])
-    machine = f"{cpu_name()} ({cpu_flags()}), {os.cpu_count()} cores"
+    machine = f"{cpu_name()} ({cpu_flags()}), {usable_cores()} cores"
     here = {name: round(speed, 1) for name, speed in speeds.items()}
     here["measured"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,

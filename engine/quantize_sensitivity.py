@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.machine import usable_cores
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME
 
@@ -37,7 +38,7 @@ def logits(path, tensors: np.ndarray, batch: int = 32) -> np.ndarray:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    options.intra_op_num_threads = usable_cores()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: tensors[i:i + batch]})[0]
                            for i in range(0, len(tensors), batch)])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
@@ -122,7 +121,7 @@ class Runner:
         # ONNX Runtime may have taken a GPU (onnxruntime-gpu installed): one batch at a time there
         self.streams = options.streams if on_cpu(self.session.device) else 1
         self.batch_size = min(batch_size, self.session.max_batch)
-        self.pipeline = open_decoder(decoder, self.spec, workers or os.cpu_count() or 1, self.batch_size,
+        self.pipeline = open_decoder(decoder, self.spec, workers or usable_cores(), self.batch_size,
                                      self.session.device, hdu)
 
     @classmethod

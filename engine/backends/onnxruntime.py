@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
 from engine.artifacts import onnx_model
+from engine.machine import usable_cores
 from galaxy.evaluation.calibration import softmax
 from galaxy.spec import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
@@ -30,7 +30,7 @@ class Session:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or usable_cores()
         options.inter_op_num_threads = 1
         if not spin_wait:  # see BackendOptions.spin_wait
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")

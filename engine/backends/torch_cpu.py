@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 
+from engine.machine import cpu_quota, usable_cores
 from galaxy.spec import MAX_BATCH
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ class Session:
 
         from galaxy.training.model import load_network
 
-        self._threads = threads
+        # 0 leaves torch its own count (one per physical core), except under a CPU quota, which torch
+        # does not see: then the quota's cores
+        self._threads = threads or (usable_cores() if cpu_quota() else 0)
         self._torch = torch
         network, _ = load_network(model_dir, card)
         self._network = network.to(memory_format=torch.channels_last).eval()

@@ -205,3 +205,31 @@ def test_classify_runs_onnxruntime_without_spin_waiting(default_model, sample_ba
     with pytest.raises(Exception, match="does not have configuration"):
         alone._session.get_session_options().get_session_config_entry(key)
     np.testing.assert_array_equal(runner.session.run(sample_batch), alone.run(sample_batch))
+
+
+@pytest.mark.parametrize("files, cores", [
+    ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, a container started with --cpus 1.5
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+])
+def test_cpu_quota_read_from_the_control_group(tmp_path, files, cores):
+    from engine.machine import cpu_quota
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == cores
+
+
+def test_usable_cores_are_capped_by_the_quota(monkeypatch):
+    """Threads and decode workers are sized by usable_cores: a quota of 1.5 cores on a bigger machine
+    gives 2 of them, not one per core of the host."""
+    from engine import machine
+
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(machine, "cpu_quota", lambda: 1.5)
+    assert machine.usable_cores() == 2
+    monkeypatch.setattr(machine, "cpu_quota", lambda: None)
+    assert machine.usable_cores() == 64
