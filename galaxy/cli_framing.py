@@ -9,7 +9,7 @@ import click
 
 from galaxy.cli_common import MODEL, run_command
 from galaxy.errors import UsageError
-from galaxy.io.framing import SAMPLE, card_framing, framing_report
+from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report
 
 
 def measure(inputs, model_dir, sample: int, hdu) -> dict:
@@ -59,6 +59,9 @@ def framing(inputs, model_dir, sample, hdu, as_json):
                f"(quartiles {mine['p25']:.3f}-{mine['p75']:.3f}): the galaxies appear {report['scale']:.2f}x "
                "the training size.")
     click.echo(f"Centre crop that matches the training scale: --crop-fraction {report['crop_fraction']:g}")
+    if mine["measured"] < FEW:
+        click.echo(f"Only {mine['measured']} galaxies measured: a median of so few is uncertain; measure at least {FEW} "
+                   "before setting a survey's crop by it.", err=True)
     if report["unreadable"]:
         bad = report["unreadable"]
         click.echo(f"{len(bad)} cutout{'s' if len(bad) > 1 else ''} could not be read, e.g. {bad[0]['path']}: "

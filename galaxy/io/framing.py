@@ -31,6 +31,7 @@ REGION = 0.35  # largest radius searched (fraction of the side); a galaxy larger
 BORDER = 0.08  # width of the border strips the background and noise are measured on
 THRESHOLD = 3.0  # the centre must rise this many noise sigmas above the background to count as a galaxy
 SAMPLE = 256  # cutouts measured by default (the median settles well before that)
+FEW = 16  # fewer measured galaxies than this give a median too uncertain to set a crop by
 
 
 @lru_cache(maxsize=8)

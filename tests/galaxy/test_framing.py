@@ -170,3 +170,11 @@ def test_framing_names_the_cutouts_it_could_not_read(tmp_path):
     assert "1 cutout could not be read, e.g." in text.output and "broken.jpeg: not a JPEG or PNG" in text.output
     report = json.loads(invoke("framing", tmp_path, "--json").output.splitlines()[0])
     assert [u["path"].endswith("broken.jpeg") for u in report["unreadable"]] == [True]
+    assert "uncertain" not in text.output
+
+
+def test_framing_cautions_when_few_galaxies_were_measured(tmp_path):
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:5]:
+        (tmp_path / path.name).symlink_to(path)
+    text = invoke("framing", tmp_path)
+    assert text.exit_code == 0 and "Only 5 galaxies measured: a median of so few is uncertain" in text.output
