@@ -62,7 +62,8 @@ class Model:
             float32 (N, K) probabilities in the card's class order; (1, K) for one image.
 
         Raises:
-            UsageError: an image of another shape or dtype, or floats outside [0, 1] (e.g. 0-255).
+            UsageError: an image of another shape or dtype, floats outside [0, 1] (e.g. 0-255), or NaN
+                or infinite values.
         """
         from galaxy.io.images import crop_resize, normalise
 
@@ -132,7 +133,11 @@ def _rgb_unit(image, index: int) -> np.ndarray:
         return array.astype(np.float32) / 255
     if array.dtype.kind != "f":
         raise UsageError(f"image {index} has dtype {array.dtype}: expected floats in [0, 1] or uint8")
-    low, high = (float(np.nanmin(array)), float(np.nanmax(array))) if array.size else (0.0, 0.0)
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise UsageError(f"image {index} has {array.size - int(finite.sum())} pixel values that are NaN or infinite: "
+                         "expected floats in [0, 1] (fill blank pixels first, e.g. with 0)")
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
     if low < -1e-6 or high > 1 + 1e-6:
         raise UsageError(f"image {index} has values from {low:g} to {high:g}: expected floats in [0, 1] "
                          "(divide 0-255 pixels by 255, or pass them as uint8)")
