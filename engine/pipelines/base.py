@@ -51,7 +51,7 @@ def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:
         tensor, meta = load_band_input(item.bands, spec, hdu) if item.bands else load_input(item.path, spec, hdu)
     except ImageReadError as exc:
         return Decoded.of(item, error=exc)
-    except (OSError, ValueError, MemoryError) as exc:  # anything the readers did not foresee
+    except Exception as exc:  # anything the readers did not foresee belongs to this file, never ends the run
         return Decoded.of(item, error=ImageReadError(item.path, f"{type(exc).__name__}: {exc}", stage="decode"))
     return Decoded.of(item, tensor=tensor, meta=meta)
 

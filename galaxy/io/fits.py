@@ -211,6 +211,8 @@ def _read_hdus(path, hdus) -> list[np.ndarray]:
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
     except (OSError, TypeError, IndexError, KeyError) as exc:
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
+    except Exception as exc:  # e.g. corrupt tile-compressed data: cfitsio's error, gzip's EOFError
+        raise ImageReadError(path, f"corrupt FITS data ({type(exc).__name__}: {exc})", stage="decode") from exc
 
 
 def read_fits_cutout(path, spec: InputSpec, hdu=None):

@@ -73,6 +73,13 @@ def build_corpus(root):
     bad["huge.fits"] = "over the limit"
     (root / "huge.fits.gz").write_bytes(gzip.compress((root / "huge.fits").read_bytes()))
     bad["huge.fits.gz"] = "over the limit"
+    for kind in ("RICE_1", "GZIP_1"):  # tile data overwritten: cfitsio's own error, gzip's EOFError (both ended the run)
+        tiled = root / f"tiles-{kind}.fits.fz"
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(galaxy_image(128), compression_type=kind)]).writeto(tiled)
+        data = bytearray(tiled.read_bytes())
+        data[-2880 - 1500:-2880 - 500] = bytes(range(256)) * 3 + bytes(232)
+        tiled.write_bytes(bytes(data))
+        bad[tiled.name] = "corrupt fits data"
     return good, bad
 
 
