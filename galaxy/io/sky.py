@@ -1,8 +1,8 @@
 """The sky position of a cutout's centre, from its FITS headers.
 
 A celestial WCS in the image header wins: the centre pixel ((NAXIS1 - 1) / 2, (NAXIS2 - 1) / 2,
-0-based) is transformed with astropy.wcs to (RA, Dec) in degrees (ICRS or whatever the header's
-RADESYS says; the values are the header's frame). Without one, the first pair of position keys
+0-based) is transformed with astropy.wcs to a sky position and from the header's frame (RADESYS,
+EQUINOX, or galactic axes; in either axis order) to ICRS (RA, Dec) in degrees. Without one, the first pair of position keys
 found (`POSITION_KEYS`, in the image header then the primary header) is used: decimal degrees,
 or sexagesimal strings with RA in hours. None when neither is there or they cannot be read.
 """
@@ -40,8 +40,10 @@ def _from_wcs(header) -> tuple[float, float] | None:
         if not wcs.has_celestial:
             return None
         nx, ny = int(header.get("ZNAXIS1", header.get("NAXIS1", 1))), int(header.get("ZNAXIS2", header.get("NAXIS2", 1)))
-        ra, dec = wcs.celestial.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
-        return float(ra) % 360.0, float(dec)
+        # as a sky coordinate, turned into ICRS: the header's axes may come in either order and in
+        # another frame (FK4 B1950, galactic), which the plain world values would pass on as "ra, dec"
+        centre = wcs.celestial.pixel_to_world((nx - 1) / 2, (ny - 1) / 2).icrs
+        return float(centre.ra.deg) % 360.0, float(centre.dec.deg)
     except Exception as exc:  # astropy.wcs raises many types for a malformed WCS; then fall back to keys
         log.debug("unusable WCS (%s: %s); trying position keys", type(exc).__name__, exc)
         return None

@@ -57,6 +57,18 @@ def test_centre_position_from_wcs_or_from_keys():
     assert centre_position(fits.Header({"DEC": 3.0})) is None
 
 
+@pytest.mark.parametrize("keys, expected", [
+    ({"CTYPE1": "DEC--TAN", "CTYPE2": "RA---TAN", "CRVAL1": 2.2, "CRVAL2": 150.0}, (150.0, 2.2)),  # axes swapped
+    ({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.0, "CRVAL2": 2.2, "RADESYS": "FK4",
+      "EQUINOX": 1950.0}, (150.645604, 1.958128)),  # B1950 coordinates, 0.6 degrees from ICRS
+    ({"CTYPE1": "GLON-TAN", "CTYPE2": "GLAT-TAN", "CRVAL1": 236.8, "CRVAL2": 42.1}, (150.091954, 2.206721)),
+])
+def test_centre_position_is_icrs_whatever_the_header_frame(keys, expected):
+    header = fits.Header({"NAXIS": 2, "NAXIS1": 101, "NAXIS2": 101, "CRPIX1": 51.0, "CRPIX2": 51.0,
+                          "CDELT1": -1e-4, "CDELT2": 1e-4, **keys})
+    assert centre_position(header) == pytest.approx(expected, abs=2e-6)
+
+
 def test_fits_output_has_ra_dec_with_units_from_the_headers(tmp_path):
     positions = _fits_cutouts(tmp_path / "cutouts")
     assert locate_image(tmp_path / "cutouts" / "g1.fits").sky == pytest.approx(positions["g1"])
