@@ -38,7 +38,7 @@ from engine.journal import keep_fingerprint
 from engine.listing import require_inputs
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.text import safe_text
-from galaxy.catalog.write import column_kinds, errors_path, ErrorWriter, UniqueIds
+from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.io.images import stem_id
 from galaxy.catalog.fits_table import SKY_UNITS
@@ -129,10 +129,12 @@ class ShardClassifier:
         errors = []
         results = list(self.runner.run(iter(items), errors.append))
         tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
-        extra = column_kinds(c for r in results for c in r[3])
-        writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra)
+        results = [([safe_text(i) for i in ids], [safe_text(p) for p in paths], probs, columns)
+                   for ids, paths, probs, columns in results]
+        extra, lengths = describe_rows(row for ids, paths, _, columns in results for row in zip(ids, paths, columns))
+        writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra, text_lengths=lengths)
         for ids, paths, probs, columns in results:
-            writer.write([safe_text(i) for i in ids], [safe_text(p) for p in paths], probs, columns)
+            writer.write(ids, paths, probs, columns)
         writer.close()
         err_writer = ErrorWriter(tmp.with_suffix(".errors.tmp"), header=False)  # merged under one header later
         for failure in errors:

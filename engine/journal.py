@@ -30,7 +30,7 @@ import numpy as np
 from galaxy.catalog.formats import output_format
 from galaxy.catalog.read import read_catalog_rows
 from galaxy.catalog.text import safe_text
-from galaxy.catalog.write import CatalogWriter, column_kinds, errors_path, ErrorWriter, UniqueIds
+from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.catalog.text import ascii_text
 from galaxy.errors import UsageError
 
@@ -179,8 +179,8 @@ class Journal:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
         self.commit()
         tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
-        extra = column_kinds(self._columns(row) for row in self.rows())
-        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, extra, self.units)
+        extra, lengths = describe_rows((row[0], row[1], self._columns(row)) for row in self.rows())
+        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, extra, self.units, lengths)
         batch: list[list[str]] = []
         for row in self.rows():
             batch.append(row)

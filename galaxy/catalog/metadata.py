@@ -51,16 +51,19 @@ def empty_table(kinds: dict, metadata: dict, units: dict):
     return table
 
 
-def parquet_metadata(schema, metadata: dict, units: dict) -> dict[str, str]:
+def parquet_metadata(schema, metadata: dict, units: dict, text_lengths: dict | None = None) -> dict[str, str]:
     """Schema metadata of a Parquet catalog: one `galaxy.<key>` per metadata item, and the
-    `table_meta_yaml` that astropy writes and reads (column types, units, and the metadata as
-    `Table.meta`), so `Table.read` sees what pyarrow sees."""
+    `table_meta_yaml` and `table::len::NAME` (the longest text of each text column, when known)
+    that astropy writes and reads (column types, units, and the metadata as `Table.meta`), so
+    `Table.read` sees what pyarrow sees."""
     import pyarrow as pa
     from astropy.table import meta
 
     kinds = {f.name: str if pa.types.is_string(f.type) else f.type.to_pandas_dtype() for f in schema}
     yaml = "\n".join(meta.get_yaml_from_table(empty_table(kinds, metadata, units)))
-    return {**{f"galaxy.{k}": v for k, v in metadata.items()}, "table_meta_yaml": yaml}
+    lengths = {f"table::len::{name}": str(max(1, text_lengths.get(name, 1)))
+               for name, kind in kinds.items() if kind is str} if text_lengths is not None else {}
+    return {**{f"galaxy.{k}": v for k, v in metadata.items()}, "table_meta_yaml": yaml, **lengths}
 
 
 def galaxy_keys(schema_metadata) -> dict[str, str]:

@@ -75,6 +75,29 @@ def column_kinds(rows) -> list[tuple[str, str]]:
     return list(kinds.items())
 
 
+def describe_rows(rows) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """What a writer must know of all rows before the first: the extra columns' kinds
+    (`column_kinds`) and the longest text of each column, which astropy's Parquet reader takes from
+    the file (`table::len::NAME`, as astropy's own writer records it).
+
+    Args:
+        rows: (id, path, extra columns dict of text) per row.
+
+    Returns:
+        (extra, text_lengths): the `extra` and `text_lengths` arguments of `CatalogWriter`.
+    """
+    lengths = {"id": 1, "path": 1}
+
+    def columns():
+        for ident, path, extra in rows:
+            lengths["id"], lengths["path"] = max(lengths["id"], len(ident)), max(lengths["path"], len(path))
+            for key, value in extra.items():
+                lengths[key] = max(lengths.get(key, 1), len(value))
+            yield extra
+
+    return column_kinds(columns()), lengths
+
+
 def errors_path(output) -> Path:
     """The errors file of an output: catalog.fits -> catalog.fits.errors.csv. The whole name is
     kept, so `res.csv` and `res.fits` written side by side each keep their own errors. In a
@@ -96,9 +119,13 @@ class CatalogWriter:
         extra: (name, "float" or "text") of columns after `label` (kept input columns, ra, dec);
             `write` takes their values as text, "" or absent for missing (NaN / null).
         units: name -> unit of float extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
+        text_lengths: name -> the longest text of the id, path and text extra columns over all rows
+            (`describe_rows`), recorded in Parquet for astropy's reader: without it every
+            `Table.read` warns, and one of a catalog without rows fails.
     """
 
-    def __init__(self, path, classes, metadata: dict, fmt: str | None = None, extra=(), units=None):
+    def __init__(self, path, classes, metadata: dict, fmt: str | None = None, extra=(), units=None,
+                 text_lengths: dict | None = None):
         self.path = Path(path)
         self.units = {**SKY_UNITS, **(units or {})}
         self.format = output_format(path, fmt)
@@ -132,7 +159,9 @@ class CatalogWriter:
             fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
             fields += [pa.field(name, pa.float64() if kind == "float" else pa.string()) for name, kind in self.extra]
             self._schema = pa.schema(fields)
-            self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units))
+            lengths = {**(text_lengths or {}), "label": max(len(c) for c in self.classes)}
+            self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units,
+                                                                       lengths if text_lengths is not None else None))
             self._writer = pq.ParquetWriter(self.path, self._schema)
 
     def write(self, ids, paths, probabilities: np.ndarray, columns=None):

@@ -50,3 +50,29 @@ def test_the_report_of_a_fits_catalog_shows_how_it_was_made(tmp_path):
     for key in ("model", "weights", "backend", "command", "date", "device", "version", "spec"):
         assert f"<th>{key}</th>" in page, key
     assert "galaxy classify cutouts/ -o catalog.fits" in page
+
+
+@pytest.mark.parametrize("good", [1, 0])  # 0: every input failed, a catalog without rows
+def test_astropy_reads_a_classified_parquet_catalog_without_guessing(tmp_path, good):
+    import shutil
+    import warnings
+
+    from astropy.table import Table
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+    from tests.conftest import EXAMPLES
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:good]:
+        shutil.copy(path, folder / "a-long-name-for-the-path-column.jpeg")
+    (folder / "broken.jpeg").write_bytes(b"not a jpeg")
+    out = tmp_path / "c.parquet"
+    CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q"], catch_exceptions=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # astropy warns "No table::len::id found in metadata" and guesses
+        table = Table.read(out)
+    assert len(table) == good
+    if good:
+        assert table["path"][0] == str(folder / "a-long-name-for-the-path-column.jpeg") and table["label"][0]
