@@ -3,10 +3,12 @@
 File names that are not valid UTF-8 reach Python as surrogate escapes. `safe_text` writes
 their undecodable bytes as \\xNN (every catalog and errors file; resuming compares paths in
 this form); `ascii_text` is the same and also escapes every non-ASCII character, for FITS,
-whose text columns must be ASCII.
+whose text columns must be printable ASCII.
 """
 
 from __future__ import annotations
+
+import re
 
 
 def safe_text(value: str) -> str:
@@ -20,6 +22,11 @@ def safe_text(value: str) -> str:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def ascii_text(value: str) -> str:
-    """ASCII form of a str: `safe_text`, then every non-ASCII character as a backslash escape."""
-    return safe_text(value).encode("ascii", "backslashreplace").decode("ascii")
+    """Printable ASCII form of a str, as FITS text must be: `safe_text`, then every non-ASCII
+    character and every control character (a tab or newline in a file name) as a backslash escape."""
+    text = safe_text(value).encode("ascii", "backslashreplace").decode("ascii")
+    return CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)

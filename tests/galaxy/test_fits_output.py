@@ -20,6 +20,7 @@ def write_catalog(path, n=20000):
         stop = min(n, start + 1000)
         ids = [f"obj{i}" for i in range(start, stop)]
         paths = [f"/data/cut/obj{i}.jpeg" if i % 7 else f"/data/café/obj{i}.jpeg" for i in range(start, stop)]
+        paths[-1] = f"/data/tab\there/new\nline{stop}.jpeg"  # control characters are not FITS text either
         writer.write(ids, paths, probs[start:stop])
     writer.close()
     return probs
@@ -32,6 +33,7 @@ def test_fits_catalog_round_trip(tmp_path):
     assert len(table) == 20000 and table.colnames == ["id", "path", "p_elliptical", "p_spiral", "label"]
     np.testing.assert_array_equal(np.asarray(table["p_spiral"]), probs[:, 1])
     assert table["path"][7] == "/data/caf\\xe9/obj7.jpeg"  # FITS text is ASCII
+    assert table["path"][999] == "/data/tab\\x09here/new\\x0aline1000.jpeg"
     assert list(table["label"][:3]) == [("spiral" if p > 0.5 else "elliptical") for p in probs[:3, 1]]
     assert table.meta["WEIGHTS"] == "a" * 64 and len(table.meta["SPEC"]) == 302
     assert not list(tmp_path.glob(".*"))  # spool and temporary files are gone
