@@ -35,20 +35,25 @@ from galaxy.spec import FitsStretch
 LUPTON_FRAC = 0.1
 
 
-def sky_statistics(cube: np.ndarray, stretch: FitsStretch) -> tuple[np.ndarray, float]:
+def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Per-band sky level and the common sky noise of a band cube.
 
     Args:
         cube: float64 (H, W, C) linear flux, all finite.
         stretch: the clipping threshold and number of iterations.
+        valid: bool (H, W, C), the pixels measured (None: all): blank pixels filled with one value
+            would pull the clipped spread down (a quarter of the image blank: ~0.75x the noise).
 
     Returns:
         (sky, sigma): float64 (C,) sky levels and the mean over bands of the clipped
         standard deviations (a float, > 0 unless the image is constant).
     """
     bands = np.ascontiguousarray(cube.reshape(-1, cube.shape[2]).T)  # (C, H*W): one pass per band
+    masks = None if valid is None else np.ascontiguousarray(valid.reshape(-1, cube.shape[2]).T)
     sky, std = np.empty(len(bands)), np.empty(len(bands))
     for c, band in enumerate(bands):
+        if masks is not None and masks[c].any():
+            band = band[masks[c]]
         keep, kept = np.ones(band.shape, dtype=bool), band
         mean, spread = kept.mean(), kept.std()
         for _ in range(stretch.sky_iterations):
@@ -109,13 +114,15 @@ def _band_reduce(ufunc, cube: np.ndarray) -> np.ndarray:
     return out
 
 
-def lupton_composite(cube: np.ndarray, stretch: FitsStretch) -> np.ndarray:
+def lupton_composite(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | None = None) -> np.ndarray:
     """Sky-subtract and Lupton-map a linear band cube.
 
     Args:
         cube: float (H, W, C) linear flux in any unit, bands in display order (R, G, B; one
             band gives a grey picture); all values finite.
         stretch: the composite's parameters (the InputSpec's FITS section).
+        valid: bool (H, W, C), the pixels that were measured (blank ones filled in; None: all),
+            the only ones the sky statistics use.
 
     Returns:
         float32 (H, W, C) in [0, 1].
@@ -128,7 +135,7 @@ def lupton_composite(cube: np.ndarray, stretch: FitsStretch) -> np.ndarray:
     if not scale > 0:
         raise ValueError("image is constant (every pixel is 0)")
     cube = cube / scale  # unit-free from here on; also keeps squares far from float underflow
-    sky, sigma = sky_statistics(cube, stretch)
+    sky, sigma = sky_statistics(cube, stretch, valid)
     if not sigma > 0:
         raise ValueError("image is constant: no sky noise to scale by")
     x = (cube - sky) / sigma + stretch.black_sigma

@@ -173,15 +173,17 @@ def _planes(data: np.ndarray, path) -> list[np.ndarray]:
 
 def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path) -> np.ndarray:
     """A display-ordered band cube -> float32 (H, W, 3) in [0, 1]: non-finite pixels become
-    sky (the finite median of their band), then `galaxy.io.composite.lupton_composite`."""
+    sky (the finite median of their band) and are left out of the sky statistics, then
+    `galaxy.io.composite.lupton_composite`."""
     finite = np.isfinite(cube)
     if not finite.any():
         raise ImageReadError(path, "no finite pixel values (all NaN or inf)", stage="preprocess")
+    valid = None
     if not finite.all():
         fill = [np.median(cube[..., c][finite[..., c]]) if finite[..., c].any() else 0.0 for c in range(cube.shape[2])]
-        cube = np.where(finite, cube, np.asarray(fill))
+        cube, valid = np.where(finite, cube, np.asarray(fill)), finite
     try:
-        rgb = lupton_composite(cube, stretch)
+        rgb = lupton_composite(cube, stretch, valid)
     except ValueError as exc:
         raise ImageReadError(path, str(exc), stage="preprocess") from exc
     if rgb.shape[2] == 1:
