@@ -103,6 +103,10 @@ def choose_planes(wanted: tuple[int | str, ...], names: list[str | None]) -> lis
             raise ValueError(f"has {len(names)} bands; --bands plane(s) {missing} asked for")
         return list(wanted)
     missing = [b for b in wanted if b not in names]
+    if missing and not any(names):
+        planes = "its plane carries" if len(names) == 1 else f"its {len(names)} planes carry"
+        raise ValueError(f"{planes} no band names in the headers (FILTER, BANDn): choose planes by number "
+                         "(--bands 0 for the first) or leave --bands out")
     if missing:
         raise ValueError(f"has bands {names} by its headers; --bands {missing} asked for")
     return [names.index(b) for b in wanted]

@@ -120,6 +120,8 @@ def test_band_names_and_display_order():
         display_order([None] * 5)
     assert choose_planes(("i", "r", "g"), ["g", "r", "i"]) == [2, 1, 0]
     assert choose_planes((0, 1, 2), ["g", "r", "i"]) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"its plane carries no band names .*--bands 0"):
+        choose_planes(("r",), [None])  # a 2-D file without FILTER: its band cannot be checked by name
     assert parse_bands("i, r, g") == ("i", "r", "g") and parse_bands("2,1,0") == (2, 1, 0)
     for bad in ("i,1", "q,r,g", "0,1,2,3"):
         with pytest.raises(UsageError):
