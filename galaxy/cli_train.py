@@ -22,7 +22,7 @@ def _shared_options(command):
         click.option("--name", help="Model name for the card (default: the directory name)."),
         click.option("--label-column", default="label", show_default=True),
         click.option("--path-column", default="file", show_default=True),
-        click.option("--size", default=96, show_default=True, help="Network input side, pixels."),
+        click.option("--size", default=96, show_default=True, type=click.IntRange(min=8), help="Network input side, pixels."),
         click.option("--crop", "crop_fraction", default=0.5, show_default=True,
                      help="Centre-crop fraction of each side."),
         click.option("--augment", default="none", show_default=True,
@@ -49,16 +49,16 @@ def _shared_options(command):
         click.option("--teacher-views", default="8", show_default=True, type=click.Choice(["1", "8"]),
                      help="Teacher test-time views: 8 averages the D4 rotations and flips."),
         click.option("--soft-weight", default=1.0, show_default=True, help="Weight of the soft-target loss."),
-        click.option("--fits-views", default=0, show_default=True,
+        click.option("--fits-views", default=0, show_default=True, type=click.IntRange(min=0),
                      help="FITS robustness: per labelled training image, N copies of its flux (the JPEG inverted "
                           "with random softening, unit and pedestal) made into a composite exactly as a FITS input "
                           "is, plus its r band alone; --fits-probability of the labelled samples are drawn from "
                           "them, with the image's label and soft targets."),
         click.option("--fits-probability", default=0.3, show_default=True),
-        click.option("--epochs", default=20, show_default=True),
-        click.option("--batch-size", default=32, show_default=True),
+        click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1)),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
         click.option("--weight-decay", default=0.05, show_default=True),
-        click.option("--patience", default=0, show_default=True,
+        click.option("--patience", default=0, show_default=True, type=click.IntRange(min=0),
                      help="Stop after this many epochs without a better validation loss (0: run all epochs)."),
         click.option("--calibrate/--no-calibrate", default=True, show_default=True,
                      help="Fit the temperature on the validation split and store it in the card."),
@@ -73,7 +73,7 @@ def _shared_options(command):
         click.option("--limit", type=int, help="Use at most this many images per split (smoke tests)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines."),
         click.option("--resume", type=click.Path(exists=True, dir_okay=False),
-                     help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command."),
+                     help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command (other training options are refused); the run ends as it would have without the stop, the best epoch before it included."),
     ]):
         command = option(command)
     return command

@@ -69,15 +69,29 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir):
-    """Load a `last.pt` checkpoint; return (next epoch, optimiser steps done, history so far).
+# Options a resumed run may change: where things go and how fast they run, not what is learned; and
+# --epochs / --patience, to train on for longer (the learning-rate schedule then stretches to the new
+# end, so only a resume with the same options ends as the run would have without the stop).
+RESUMABLE_CHANGES = frozenset({"out_dir", "work_dir", "name", "progress", "workers", "resume", "command", "export",
+                               "calibrate", "epochs", "patience"})
 
-    The best weights of the epochs before the checkpoint are not kept in it: after a resume
-    the kept weights are the best of the epochs run since.
+
+def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir):
+    """Load a `last.pt` checkpoint; return (next epoch, optimiser steps done, history so far, best
+    weights so far), so that the run goes on as if it had not stopped.
+
+    Raises:
+        UsageError: the checkpoint was written by a run with other training options.
     """
     checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True)
     if checkpoint.get("spec") != spec.to_dict():
         raise UsageError(f"checkpoint {config.resume} was trained with another input spec")
+    then, now = checkpoint.get("config", {}), config_dict(config)
+    changed = sorted(k for k in set(then) | set(now) if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k))
+    if then and changed:
+        raise UsageError(f"checkpoint {config.resume} was written by a run with other options: "
+                         + "; ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in changed)
+                         + " (resume with the command that wrote it)")
     network.load_state_dict(checkpoint["model"])
     ema.module.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -88,7 +102,15 @@ def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir
     history_path = out_dir / "history.json"
     history = json.loads(history_path.read_text())[: checkpoint["epoch"]] if history_path.exists() else []
     log.info("resumed from %s after epoch %d", config.resume, checkpoint["epoch"])
-    return checkpoint["epoch"] + 1, scheduler.last_epoch, history
+    # checkpoints written before the best weights were kept in them: the best of the epochs run from here
+    return checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best")
+
+
+def _save_checkpoint(state: dict, path: Path) -> None:
+    """Write a checkpoint whole or not at all: a kill while writing leaves the previous one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _batch_loss(logits, labels, targets, class_weights, config: TrainConfig) -> torch.Tensor:
@@ -224,9 +246,14 @@ def train(config: TrainConfig) -> ModelCard:
     val_labels = np.array(val_set.labels)
     history, best, started, step, first_epoch = [], None, time.time(), 0, 1
     if config.resume:
-        first_epoch, step, history = _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir)
-    best_loss, stale, stopped = min((min(r["val_raw"]["loss"], r["val_ema"]["loss"]) for r in history),
-                                    default=float("inf")), 0, None
+        first_epoch, step, history, best = _resume(config, network, ema, optimizer, scheduler, generator, spec,
+                                                   out_dir)
+    best_loss, stale, stopped = float("inf"), 0, None
+    for row in history:  # early stopping's count, as the epochs before a resume left it
+        epoch_loss = min(row["val_raw"]["loss"], row["val_ema"]["loss"])
+        best_loss, stale = (epoch_loss, 0) if epoch_loss < best_loss else (best_loss, stale + 1)
+    if config.patience and history and stale >= config.patience:  # it had stopped; killed before saving
+        stopped, first_epoch = history[-1]["epoch"], config.epochs + 1
 
     for epoch in range(first_epoch, config.epochs + 1):
         network.train()
@@ -267,15 +294,15 @@ def train(config: TrainConfig) -> ModelCard:
             row[f"val_{tag}"]["loss"] = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-7)),
                                                          torch.from_numpy(val_labels)))
             if best is None or report["accuracy"] > best["accuracy"]:
-                best = {"accuracy": report["accuracy"], "epoch": epoch, "weights": tag,
+                best = {"accuracy": float(report["accuracy"]), "epoch": epoch, "weights": tag,
                         "state": copy.deepcopy(candidate.state_dict())}
         history.append(row)
         log.info("epoch %d: %s", epoch, json.dumps(row))
         (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-        torch.save({"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                    "config": config_dict(config), "spec": spec.to_dict()}, work_dir / "last.pt")
+        _save_checkpoint({"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                          "config": config_dict(config), "spec": spec.to_dict(), "best": best}, work_dir / "last.pt")
         epoch_loss = min(row["val_raw"]["loss"], row["val_ema"]["loss"])
         best_loss, stale = (epoch_loss, 0) if epoch_loss < best_loss else (best_loss, stale + 1)
         if config.patience and stale >= config.patience:
@@ -283,6 +310,9 @@ def train(config: TrainConfig) -> ModelCard:
             log.info("early stop after epoch %d: no better validation loss for %d epochs", epoch, stale)
             break
 
+    if best is None:
+        raise UsageError(f"checkpoint {config.resume} ends at the last epoch and, written by an earlier version, does "
+                         "not hold the best weights: rerun without --resume")
     network.load_state_dict(best["state"])
     weights_sha = save_weights(network, out_dir)
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n")

@@ -205,6 +205,41 @@ def test_train_resume_continues_from_the_checkpoint(tmp_path):
     history = json.loads((model / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert history[:2] == first
+    result = invoke(*common, "--epochs", "3", "--lr", "0.01", "--resume", model / "checkpoints" / "last.pt")
+    assert result.exit_code == 2 and "lr: 0.001 then, 0.01 now" in result.output
+
+
+@pytest.mark.slow
+def test_a_run_killed_and_resumed_keeps_the_best_epoch_from_before_the_kill(tmp_path, monkeypatch):
+    """The best weights live in the checkpoint: a kill after the best epoch used to lose it (the
+    resumed run kept the best of the epochs after the kill). Killed in the last epoch, and after it."""
+    import galaxy.training.train as training
+
+    common = ["train", EXAMPLES / "labels.csv", "--arch", "xception_compact_w25_d2", "--size", "32", "--epochs", "3",
+              "--batch-size", "4", "--workers", "2", "-q"]
+    assert invoke(*common, "-o", tmp_path / "whole").exit_code == 0
+    whole = json.loads((tmp_path / "whole" / "card.json").read_text())
+    real_report, calls = training.classification_report, []
+
+    def killed_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 4:  # two reports (raw, EMA) per epoch
+            raise KeyboardInterrupt
+        return real_report(*args, **kwargs)
+
+    monkeypatch.setattr(training, "classification_report", killed_in_epoch_3)
+    assert invoke(*common, "-o", tmp_path / "killed").exit_code != 0
+    monkeypatch.setattr(training, "classification_report", real_report)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "last.pt"
+    assert invoke(*common, "-o", tmp_path / "killed", "--resume", checkpoint).exit_code == 0
+    shutil.copytree(tmp_path / "whole", tmp_path / "after", ignore=shutil.ignore_patterns("model.safetensors"))
+    (tmp_path / "after" / "card.json").unlink()  # killed after the last checkpoint, before the model was saved
+    assert invoke(*common, "-o", tmp_path / "after", "--resume", tmp_path / "after" / "checkpoints" / "last.pt"
+                  ).exit_code == 0
+    for run in ("killed", "after"):
+        card = json.loads((tmp_path / run / "card.json").read_text())
+        assert card["weights"] == whole["weights"], run
+        assert card["training"]["chosen"] == whole["training"]["chosen"]
 
 
 def test_mcnemar_exact_p_values():
