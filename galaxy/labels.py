@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,7 +122,26 @@ def load_labelled(data, classes=("elliptical", "spiral"), label_column="label", 
                          "nor a Galaxy Zoo vote table")
     if not len(found):
         raise UsageError(f"{data} holds no labelled images")
+    require_unique_ids(found, data)
     return found
+
+
+def require_unique_ids(labelled: LabelledSet, source) -> None:
+    """Refuse a data set naming one galaxy twice: its copies could land on both sides of the
+    train/validation split (and with two labels), and a score would count it twice.
+
+    Raises:
+        UsageError: naming the first repeated id and its files.
+    """
+    counts = Counter(labelled.ids)
+    if len(counts) == len(labelled.ids):
+        return
+    ident = next(i for i in labelled.ids if counts[i] > 1)
+    files = [path for path, other in zip(labelled.paths, labelled.ids) if other == ident]
+    extra = len(labelled.ids) - len(counts)
+    raise UsageError(f"{source}: id {ident!r} (the file name without its suffix) is labelled {len(files)} times "
+                     f"({', '.join(files[:3])}); {extra} repeated row{'s' if extra > 1 else ''} in all: "
+                     "give each galaxy once")
 
 
 def stratified_split(labelled: LabelledSet, val_fraction: float, seed: int) -> tuple[LabelledSet, LabelledSet]:

@@ -165,6 +165,10 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
     """Load labels, split, list the unlabelled pool, read the caches and label the pool by the teacher."""
     labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
                              rule_from_config(config_dict(config)))
+    missing = [name for name, n in labelled.counts().items() if n < 2]
+    if missing:
+        raise UsageError(f"{config.data}: fewer than 2 images labelled {' or '.join(map(repr, missing))} "
+                         f"({labelled.counts()}): a classifier learns from examples of every class, in both splits")
     train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
     all_val_ids = val_set.ids
     if config.limit:

@@ -40,6 +40,24 @@ def test_unknown_label_and_column_are_named(tmp_path):
         load_labelled(table, label_column="kind")
 
 
+def test_a_galaxy_labelled_twice_is_refused(tmp_path):
+    """Its copies could land on both sides of the split: validation figures would be optimistic."""
+    table = tmp_path / "t.csv"
+    table.write_text("file,label\na.jpeg,spiral\nb.jpeg,elliptical\nsub/a.jpeg,elliptical\n")
+    with pytest.raises(UsageError, match=r"id 'a' .* is labelled 2 times .*sub/a.jpeg\); 1 repeated row in all"):
+        load_labelled(table)
+
+
+def test_training_needs_every_class(tmp_path):
+    from galaxy.config import TrainConfig
+    from galaxy.training.train_data import prepare_data
+
+    table = tmp_path / "t.csv"
+    table.write_text("file,label\n" + "".join(f"{p},spiral\n" for p in sorted(EXAMPLES.glob("*.jpeg"))[:8]))
+    with pytest.raises(UsageError, match="fewer than 2 images labelled 'elliptical'"):
+        prepare_data(TrainConfig(data=str(table), out_dir=str(tmp_path / "m")), tmp_path, None, None)
+
+
 def test_split_is_stratified_and_reproducible():
     data = load_labelled(EXAMPLES / "labels.csv")
     train, val = stratified_split(data, 0.25, seed=7)
