@@ -27,7 +27,7 @@ from engine.artifacts import resolve_model
 from engine.listing import Item
 from engine.runner import Runner
 from galaxy.version import __version__
-from galaxy.card import validation_ids
+from galaxy.card import training_ids, validation_ids
 from galaxy.catalog.write import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
@@ -101,9 +101,15 @@ def _comparable(name, card, labelled, config, role: str = "--compare"):
     if config.split == "val":
         other_val = validation_ids(other_dir, other)
         trained_on = [i for i in labelled.ids if other_val is None or i not in other_val]
-        if trained_on:
-            raise UsageError(f"{role} {name} was trained on {len(trained_on)} of these validation images "
-                             f"(e.g. {trained_on[0]}): a comparison on them would favour it")
+    else:  # --split all: any images, so only a record of what it was trained on can tell
+        other_train = training_ids(other_dir, other)
+        if other_train is None:
+            log.warning("%s %s records no training ids: whether it was trained on these images is not checked",
+                        role, name)
+        trained_on = sorted(set(labelled.ids) & (other_train or set()))
+    if trained_on:
+        raise UsageError(f"{role} {name} was trained on {len(trained_on)} of these images "
+                         f"(e.g. {trained_on[0]}): a comparison on them would favour it")
     return other_dir, other
 
 
@@ -175,6 +181,12 @@ def evaluate(config) -> dict:
                                                                        [group_of.get(i) for i in scored.ids])
     report["failed"] = failed
     report["model"] = {"name": card.name, "weights_sha256": card.weights_sha256}
+    if config.split == "all":  # the model's own training images score high: say how many were scored
+        own = training_ids(model_dir, card)
+        report["training_images_scored"] = None if own is None else len(set(scored.ids) & own)
+        if report["training_images_scored"]:
+            log.warning("%d of the %d galaxies scored are %s's training images: these figures flatter it",
+                        report["training_images_scored"], len(scored.ids), card.name)
     if config.ensemble:
         report["ensemble"] = [{"dir": str(d), "name": c.name, "weights_sha256": c.weights_sha256}
                               for d, c in map(resolve_model, config.ensemble)]

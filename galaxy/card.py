@@ -4,6 +4,7 @@ A model directory holds:
   card.json          this card;
   model.safetensors  the weights (fp16), whose sha256 the card records;
   val_ids.txt        the validation ids of the training split (optional);
+  train_ids.txt      the ids of the labelled images it was trained on (optional; checks for leaks);
   model.onnx         the ONNX export (written by `galaxy export`; otherwise built into the cache).
 No torch here.
 """
@@ -149,6 +150,13 @@ def load_card(model_dir, verify: bool = True) -> ModelCard:
 def validation_ids(model_dir, card: ModelCard) -> set[str] | None:
     """The ids of the model's validation split (its `val_ids.txt`), or None when it has none."""
     path = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
+    return set(path.read_text().split()) if path.is_file() else None
+
+
+def training_ids(model_dir, card: ModelCard) -> set[str] | None:
+    """The ids of the labelled images the model was trained on (its `train_ids.txt`), or None when
+    it does not record them (models trained before 2026-11-29 other than the shipped ones)."""
+    path = Path(model_dir) / card.split.get("train_ids_file", "train_ids.txt")
     return set(path.read_text().split()) if path.is_file() else None
 
 

@@ -204,7 +204,8 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
                   "images_per_s": round(float(np.mean([r["train_images_per_s"] for r in history])), 1)},
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
                "n_val": len(val_set), "train_counts": train_set.counts(), "val_counts": val_set.counts(),
-               "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids)},
+               "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids),
+               "train_ids_file": "train_ids.txt"},
         package_version=__version__,
     )
 
@@ -316,6 +317,7 @@ def train(config: TrainConfig) -> ModelCard:
     network.load_state_dict(best["state"])
     weights_sha = save_weights(network, out_dir)
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n")
+    (out_dir / "train_ids.txt").write_text("\n".join(data.train_set.ids) + "\n")  # for leak checks by later runs
     from galaxy.training.model import load_network
 
     card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,

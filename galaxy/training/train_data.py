@@ -109,7 +109,7 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
     model_dir = Path(model_dir)
     if not (model_dir / "card.json").is_file():
         return
-    from galaxy.card import load_card, validation_ids
+    from galaxy.card import load_card, training_ids, validation_ids
 
     card = load_card(model_dir, verify=False)
     model_val = validation_ids(model_dir, card) or set()
@@ -118,6 +118,12 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
         raise UsageError(f"{role} {model_dir} was trained on images of {config.data} with another validation "
                          f"split (seed {card.split.get('seed')}, fraction {card.split.get('val_fraction')}); use the "
                          "same --seed and --val-fraction, or its training images leak into this validation split")
+    # data holding none of its validation images can still hold its training images (a CSV of them alone)
+    leaked = sorted((training_ids(model_dir, card) or set()) & set(val_ids))
+    if leaked:
+        raise UsageError(f"{role} {model_dir} was trained on {len(leaked)} of this run's validation images (e.g. "
+                         f"{leaked[0]}): its knowledge of them would flatter every validation figure; train on data "
+                         "that holds its validation split too, with the same --seed and --val-fraction")
 
 
 def unlabelled_scale(labelled_paths, unlabelled_paths, config: TrainConfig,

@@ -399,3 +399,18 @@ def test_an_output_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkey
     assert invoke("classify", *sorted(EXAMPLES.glob("*.jpeg"))[:2], "-o", catalog, "-q").exit_code == 0
     result = invoke("report", catalog, "-o", blocker / "r.html")
     assert result.exit_code == 1 and f"Error: {blocker}: " in result.output and "a folder is needed" in result.output
+
+
+def test_evaluate_on_training_images_says_so_and_refuses_a_comparison(tmp_path, shared_data):
+    from galaxy.card import model_path
+
+    trained = sorted((model_path("sdss-xception") / "train_ids.txt").read_text().split())[:6]
+    rows = {r["objid"]: r for r in csv.DictReader(open(shared_data / "labels.csv")) if r["objid"] in trained}
+    table = tmp_path / "trained.csv"
+    table.write_text("id,file,label\n" + "".join(f"{i},{shared_data / r['file']},{r['label']}\n" for i, r in rows.items()))
+    result = invoke("evaluate", "sdss-xception-compact", table, "--split", "all", "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["training_images_scored"] == 6
+    result = invoke("evaluate", "sdss-xception-compact", table, "--split", "all", "--compare", "sdss-xception",
+                    "-o", tmp_path / "c", "-q")
+    assert result.exit_code == 2 and "was trained on 6 of these images" in result.output

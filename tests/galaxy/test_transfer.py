@@ -64,3 +64,14 @@ def test_init_from_a_model_with_another_split_of_the_same_data_is_refused(tmp_pa
     result = _train(tmp_path / "leaky", "--epochs", "1", "--init", str(first), "--seed", "5")
     assert result.exit_code == 2
     assert "another validation split" in result.output and "--seed" in result.output
+
+    # data made of its training images alone holds none of its validation ids, yet a new split of it
+    # validates on images the model learned: its train_ids.txt tells
+    trained = set((first / "train_ids.txt").read_text().split())
+    rows = [line for line in (EXAMPLES / "labels.csv").read_text().splitlines()[1:] if line.split(",")[0] in trained]
+    only_trained = tmp_path / "trained.csv"
+    only_trained.write_text("id,file,label\n" + "".join(
+        f"{i},{EXAMPLES / f},{label}\n" for i, f, label in (line.split(",") for line in rows)))
+    result = CliRunner().invoke(cli, ["train", str(only_trained), "-o", str(tmp_path / "leaky2"), "--size", "32",
+                                      "--epochs", "1", "--batch-size", "8", "--init", str(first)])
+    assert result.exit_code == 2 and "was trained on" in result.output and "validation images" in result.output
