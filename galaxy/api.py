@@ -65,7 +65,7 @@ class Model:
             UsageError: an image of another shape or dtype, floats outside [0, 1] (e.g. 0-255), or NaN
                 or infinite values.
         """
-        from galaxy.io.images import crop_resize, normalise
+        from galaxy.io.images import normalise
 
         if isinstance(images, np.ndarray) and images.ndim == 3:
             images = images[None]
@@ -74,8 +74,7 @@ class Model:
         spec = self.spec
         if len(images) == 0:
             return np.zeros((0, len(self.card.classes)), np.float32)
-        tensors = np.stack([normalise(crop_resize(_rgb_unit(img, i), spec.crop_fraction, spec.size), spec)
-                            for i, img in enumerate(images)])
+        tensors = np.stack([normalise(_crop_resize(_rgb_unit(img, i), spec, i), spec) for i, img in enumerate(images)])
         return self._runner.infer_all(tensors)
 
     def classify_iter(self, inputs, errors: list | None = None, progress: bool = False):
@@ -122,6 +121,15 @@ class Model:
         if not tables:
             return self._table([], [], np.zeros((0, len(self.card.classes)), np.float32))
         return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+
+
+def _crop_resize(image: np.ndarray, spec, index: int) -> np.ndarray:
+    from galaxy.io.images import crop_resize
+
+    try:
+        return crop_resize(image, spec.crop_fraction, spec.size)
+    except ValueError as exc:  # e.g. too small to crop
+        raise UsageError(f"image {index}: {exc}") from None
 
 
 def _rgb_unit(image, index: int) -> np.ndarray:

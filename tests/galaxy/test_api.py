@@ -40,6 +40,7 @@ def test_classify_arrays_checks_its_input():
                        (pixels[..., 0], f"shape {pixels.shape[:2]}: expected (N, H, W, 3)"),
                        (pixels[None, ..., :2], f"shape {pixels[..., :2].shape}: expected (H, W, 3)"),
                        (pixels.astype(np.int16)[None], "dtype int16: expected floats in [0, 1] or uint8"),
-                       (np.where(pixels == pixels.max(), np.nan, pixels / 255.0), "NaN or infinite")]:
+                       (np.where(pixels == pixels.max(), np.nan, pixels / 255.0), "NaN or infinite"),
+                       (pixels[:1, :1], "image 0: image of 1 x 1 pixels is too small")]:
         with pytest.raises(UsageError, match=re.escape(words)):
             model.classify_arrays(bad)
