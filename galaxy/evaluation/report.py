@@ -1,6 +1,6 @@
 """`galaxy report`: one self-contained HTML page about a catalog galaxy wrote.
 
-Counts (per label, failed inputs and their commonest reasons), a histogram of P(spiral), the
+Counts (per label, failed inputs and their commonest reasons, each with one of its files), a histogram of P(spiral), the
 montage (`galaxy.evaluation.montage`), and the model card: the catalog's own metadata (model, weights hash,
 InputSpec, backend, command, date) and, when the weights are a known model's, its validation
 figures. Pictures are inline PNG data URIs and the style is inline: the page needs no network
@@ -41,14 +41,16 @@ def _summary(catalog):
         counts[str(row["label"])] += 1
         histogram += np.histogram([float(row["p_spiral"])], BINS)[0]
         n += 1
-    errors, reasons = 0, Counter()
+    errors, reasons, example = 0, Counter(), {}
     path = errors_path(catalog)
     if path.is_file():
         with open(path, newline="") as fh:
             for row in csv.DictReader(fh):
                 errors += 1
-                reasons[row["reason"].split(":")[0][:80]] += 1
-    return n, counts, histogram, errors, reasons
+                reason = row["reason"].split(":")[0][:80]
+                reasons[reason] += 1
+                example.setdefault(reason, row["path"])
+    return n, counts, histogram, errors, [(r, c, example[r]) for r, c in reasons.most_common(10)]
 
 
 def _histogram_png(histogram) -> str:
@@ -114,13 +116,14 @@ def report(catalog, out, per_row: int = 8) -> Path:
                      f"{card.input_spec.size} px, validation split of {val.get('n', '?')} galaxies.</p>"
                      f"<table>{_rows(figures)}</table><p>Trained with <code>"
                      f"{html.escape(card.training.get('command', '?'))}</code></p>")
-    reason_rows = "".join(f"<tr><td>{html.escape(r)}</td><td>{c:,}</td></tr>" for r, c in reasons.most_common(10))
+    reason_rows = "".join(f"<tr><td>{html.escape(r)}</td><td>{c:,}</td><td><code>{html.escape(e)}</code></td></tr>"
+                          for r, c, e in reasons)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>galaxy report: {html.escape(catalog.name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Galaxy morphology: {html.escape(catalog.name)}</h1>
 <h2>Counts</h2><table>{_rows(count_rows)}</table>
-{f'<h3>Why inputs failed</h3><table><tr><th>reason</th><th>files</th></tr>{reason_rows}</table>' if reasons else ''}
+{f'<h3>Why inputs failed</h3><table><tr><th>reason</th><th>files</th><th>e.g.</th></tr>{reason_rows}</table>' if reasons else ''}
 <h2>Confidence</h2><img alt="histogram of P(spiral)" src="{_histogram_png(histogram)}">
 <h2>Montage</h2><img alt="most confident spirals, ellipticals and most uncertain galaxies" src="{montage_uri}">
 {card_html}

@@ -102,6 +102,7 @@ def test_report_is_one_self_contained_page(classified, tmp_path):
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert "<th>classified</th><td>12</td>" in page and "<th>could not be read</th><td>1" in page
+    assert re.search(r"<td>1</td><td><code>[^<]*broken\.jpeg</code></td>", page)  # the reason's files, one named
     assert "Model card: sdss-xception" in page and "balanced accuracy" in page  # the shipped model's figures
     sources = re.findall(r'src="([^"]+)"', page)
     assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
