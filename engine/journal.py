@@ -6,11 +6,12 @@ While a run works on OUT, finished rows are committed in chunks under `OUT.parti
 chunk is written to a temporary file, fsynced, then renamed (atomic on POSIX), so a chunk is
 either wholly there or absent. When the run ends (or is interrupted with Ctrl-C) the chunks
 are assembled into OUT and its errors file, each written to a temporary name and renamed,
-and the folder is removed. A rerun on the same OUT:
+and the folder is renamed away in one step, then deleted (a kill while deleting leaves nothing
+a rerun would trust). A rerun on the same OUT:
   * with `OUT.partial/` present (the last run was killed): takes its committed rows;
   * else with OUT present (the last run finished or was interrupted): takes OUT's rows;
-and skips every input already classified. Inputs that failed are tried again (the file may
-have been fixed). A second process on the same OUT is refused while the first holds the
+and skips every input already classified (a file a catalog lists twice counts once per
+listing). Inputs that failed are tried again (the file may have been fixed). A second process on the same OUT is refused while the first holds the
 lock; a rerun with another model, backend or TTA setting is refused (mixing them in one
 catalog would be wrong) unless `--overwrite` starts over.
 """
@@ -23,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -77,13 +79,9 @@ class Journal:
         self.classes = tuple(classes)
         self.dir = self.output.with_name(self.output.name + ".partial")
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        self.dir.mkdir(exist_ok=True)
-        self._lock = open(self.dir / "lock", "a+")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise UsageError(f"another galaxy classify is writing {self.output} (lock {self.dir / 'lock'})") from None
+        self._lock = self._take_lock()
+        for leftover in self.output.parent.glob(f".{self.dir.name}.done-*"):  # a finished run killed while tidying
+            shutil.rmtree(leftover, ignore_errors=True)
         if overwrite:
             for old in self.dir.glob("chunk-*.csv"):
                 old.unlink()
@@ -97,14 +95,33 @@ class Journal:
         except UsageError:
             self._lock.close()
             raise
-        self.done: set[str] = set()
+        self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
         self.ids = UniqueIds()
         for row in self.rows():
             self.ids.add(row[0])
-            self.done.add(ascii_text(row[1]))
-        self.resumed = len(self.done)
+            self.done[ascii_text(row[1])] += 1
+        self.resumed = self.done.total()
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str, str]] = []  # (id, path, stage, reason): engine.runner.Failure
+
+    def _take_lock(self):
+        """Hold `OUT.partial/lock` for this process, or refuse. The folder may vanish under us (a
+        finishing run renames it away, then deletes it): a lock on a file no longer at that path
+        guards nothing, so then the folder is made again and locked afresh."""
+        while True:
+            self.dir.mkdir(exist_ok=True)
+            lock = open(self.dir / "lock", "a+")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                raise UsageError(f"another galaxy classify is writing {self.output} (lock {self.dir / 'lock'})") from None
+            try:
+                if os.stat(self.dir / "lock").st_ino == os.fstat(lock.fileno()).st_ino:
+                    return lock
+            except FileNotFoundError:
+                pass
+            lock.close()
 
     def _check_fingerprint(self, fingerprint):
         path = self.dir / "fingerprint.json"
@@ -119,7 +136,7 @@ class Journal:
         own = {"id", "path", "label", *(f"p_{c}" for c in self.classes)}
         rows = self._read_output(lambda: [
             [r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes),
-             json.dumps({k: _cell(v) for k, v in r.items() if k not in own and _cell(v) != ""})]
+             json.dumps({k: _cell(v) for k, v in r.items() if k not in own})]  # blanks too: a column keeps its place
             for r in read_catalog_rows(self.output, self.format)])
         if rows:
             self._write_chunk(rows)
@@ -135,7 +152,9 @@ class Journal:
                              "or another output name") from None
 
     def _write_chunk(self, rows):
-        final = self.dir / f"chunk-{len(self._chunks):06d}.csv"
+        # numbered after the last one, not by count: a chunk must never be written over
+        number = int(self._chunks[-1].stem.split("-")[1]) + 1 if self._chunks else 0
+        final = self.dir / f"chunk-{number:06d}.csv"
         tmp = final.with_suffix(".tmp")
         with open(tmp, "w", newline="") as fh:
             csv.writer(fh).writerows(rows)
@@ -145,9 +164,15 @@ class Journal:
         self._chunks.append(final)
 
     def is_done(self, path: str) -> bool:
-        """Whether an input path is already in the catalog. Compared in ASCII-escaped form, the
+        """Whether this listing of an input path is already in the catalog; each call takes one of
+        the path's rows, so a file listed twice (a catalog naming it in two rows) is skipped once per
+        row classified. Call it once per input, in input order. Compared in ASCII-escaped form, the
         one form every output format can give back (FITS text is ASCII)."""
-        return ascii_text(path) in self.done
+        key = ascii_text(path)
+        if self.done[key] > 0:
+            self.done[key] -= 1
+            return True
+        return False
 
     def rows(self):
         """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order."""
@@ -199,7 +224,11 @@ class Journal:
         if sidecar.exists():
             sidecar.replace(self.output.with_name(self.output.name + ".meta.json"))
         errors.path.replace(errors_path(self.output))
-        shutil.rmtree(self.dir)
+        # OUT is complete: the journal goes in one rename (a kill while deleting it must not leave
+        # some chunks for a rerun to trust), then is deleted, holding the lock until it is gone
+        doomed = self.dir.with_name(f".{self.dir.name}.done-{os.getpid()}")
+        os.replace(self.dir, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
         self._lock.close()
         return writer.rows
 

@@ -60,19 +60,30 @@ class UniqueIds:
 def column_kinds(rows) -> list[tuple[str, str]]:
     """(name, "float" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
 
-    A column is float when every value it has parses as a number (ra, dec, redshift): the
-    `extra` argument of `CatalogWriter`.
+    A column is float when every value it has parses as a number (ra, dec, redshift); empty
+    values are missing ones (NaN), not text; a column with no value at all is text. Numbers
+    written with a leading zero ("007") are codes, kept as text: the `extra` argument of
+    `CatalogWriter`.
     """
-    kinds: dict[str, str] = {}
+    kinds: dict[str, str | None] = {}
     for row in rows:
         for key, value in row.items():
-            if kinds.get(key) != "text":
-                try:
-                    float(value)
-                    kinds[key] = "float"
-                except ValueError:
-                    kinds[key] = "text"
-    return list(kinds.items())
+            kinds.setdefault(key, None)
+            if value == "" or kinds[key] == "text":
+                continue
+            kinds[key] = "float" if _is_number(value) else "text"
+    return [(key, kind or "text") for key, kind in kinds.items()]
+
+
+def _is_number(text: str) -> bool:
+    digits = text.lstrip("+-")
+    if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+        return False
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def describe_rows(rows) -> tuple[list[tuple[str, str]], dict[str, int]]:

@@ -116,3 +116,51 @@ def test_rows_are_committed_after_commit_seconds_even_when_few(tmp_path):
     journal.add(["b"], ["b.jpeg"], np.array([[0.3, 0.7]]))
     assert [len(list(csv.reader(open(c)))) for c in journal.dir.glob("chunk-*.csv")] == [2]  # a kill keeps both
     journal.release()
+
+
+def _journal(out, **options):
+    return Journal(out, ("elliptical", "spiral"), {"weights": "w", "backend": "b"}, **options)
+
+
+def test_finishing_leaves_no_journal_a_rerun_could_trust_and_chunks_are_never_written_over(tmp_path):
+    """A kill while a finished run deleted OUT.partial/ left some chunks, which the rerun trusted
+    over the complete catalog, numbering its new chunk by count: over a surviving one (rows lost,
+    others written twice). The journal now goes in one rename; chunks are numbered after the last."""
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out, commit_rows=1)
+    for name in "abc":  # one chunk each
+        journal.add([name], [f"{name}.jpeg"], np.full((1, 2), 0.5, np.float32))
+    (journal.dir / "chunk-000000.csv").unlink()  # as a kill halfway through deleting them left it
+    journal._chunks = sorted(journal.dir.glob("chunk-*.csv"))
+    journal.add(["d"], ["d.jpeg"], np.full((1, 2), 0.5, np.float32))
+    journal.commit()
+    assert [row[0] for row in journal.rows()] == ["b", "c", "d"]  # c's chunk was not written over
+    (tmp_path / f".{journal.dir.name}.done-1").mkdir()  # a finished run killed while tidying up
+    assert journal.finish({}) == 3
+    assert not journal.dir.exists()
+    rerun = _journal(out)
+    assert rerun.resumed == 3 and not list(tmp_path.glob(".*done-*"))
+    rerun.release()
+
+
+def test_a_file_listed_twice_is_classified_twice_across_a_resume(tmp_path):
+    """A catalog may name one file in two rows (two ids): each row is its own result. Resuming
+    matched by path only, and skipped the second listing too."""
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out)
+    journal.add(["first"], ["same.jpeg"], np.full((1, 2), 0.5, np.float32))
+    journal.release()  # killed: the second listing of same.jpeg was not reached
+    rerun = _journal(out)
+    assert rerun.is_done("same.jpeg") and not rerun.is_done("same.jpeg")
+    rerun.release()
+
+
+def test_kept_columns_keep_their_kind_and_place_whatever_is_blank():
+    from galaxy.catalog.write import column_kinds
+
+    rows = [{"ra": "10.5", "dec": "", "z": "", "code": "007"}, {"ra": "11", "dec": "-1.25", "z": "", "code": "12"}]
+    assert column_kinds(rows) == [("ra", "float"), ("dec", "float"), ("z", "text"), ("code", "text")]
