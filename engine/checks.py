@@ -21,7 +21,7 @@ from engine.listing import Item
 from engine.machine import cpu_flags, cpu_name, usable_cores
 from engine.pipelines.base import decode_stream
 from galaxy.card import speeds_by_machine
-from galaxy.errors import UsageError
+from galaxy.errors import GalaxyError, UsageError
 from galaxy.labels import validation_split
 from galaxy.evaluation.metrics import classification_report, label_agreement
 
@@ -68,7 +68,14 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
     val, tensors, labels = validation_tensors(model_dir, card, data, label_column, path_column)
     options = backends.BackendOptions(batch_size=batch)
     sessions = {"onnxruntime": backends.load("onnxruntime", model_dir, card, options)}
-    sessions.update((name, backends.load(name, model_dir, card, options)) for name in names)
+    not_checked = {}
+    for name in names:
+        try:
+            sessions[name] = backends.load(name, model_dir, card, options)
+        except GalaxyError as exc:  # e.g. no int8 model built yet: the others are still checked
+            log.warning("%s not checked: %s", name, exc)
+            not_checked[name] = str(exc)
+    names = [name for name in names if name in sessions]
     probabilities = {name: batched_probabilities(session, tensors, batch) for name, session in sessions.items()}
     speeds = _speeds(sessions, tensors[:SPEED_IMAGES], batch)
     reference = probabilities["onnxruntime"]
@@ -96,6 +103,8 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
                      "machine": machine, "results": records,
                      # the check is this machine's; the speeds of the machines checked before are kept
                      "speeds": speeds_by_machine(card.backends) | {machine: here}}
+    if not_checked:
+        card.backends["not_checked"] = not_checked
     card.save(model_dir)
     return card.backends
 

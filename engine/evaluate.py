@@ -108,7 +108,8 @@ def _comparable(name, card, labelled, config, role: str = "--compare"):
                         role, name)
         trained_on = sorted(set(labelled.ids) & (other_train or set()))
     if trained_on:
-        raise UsageError(f"{role} {name} was trained on {len(trained_on)} of these images "
+        which = "validation images" if config.split == "val" else "images"
+        raise UsageError(f"{role} {name} was trained on {len(trained_on)} of these {which} "
                          f"(e.g. {trained_on[0]}): a comparison on them would favour it")
     return other_dir, other
 

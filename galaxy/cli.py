@@ -242,6 +242,8 @@ def check_backends(**options):
         click.echo(f"{name:<18} {rec['precision']:<5} {rec['images_per_s']:>7.1f} img/s  accuracy {rec['accuracy']:.4f}"
                    + (f"  agreement {rec['label_agreement']:.4f}  {'passed' if rec['passed'] else 'FAILED'}"
                       if "label_agreement" in rec else ""))
+    for name, reason in report.get("not_checked", {}).items():
+        click.echo(f"{name:<18} not checked: {reason}")
 
 
 @cli.command()

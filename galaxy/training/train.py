@@ -216,6 +216,8 @@ def train(config: TrainConfig) -> ModelCard:
     np.random.seed(config.training_seed)
     generator = torch.Generator().manual_seed(config.training_seed)
     out_dir = Path(config.out_dir)
+    if (out_dir / "card.json").is_file() and not config.resume:
+        raise UsageError(f"{out_dir} already holds a model (its card.json): give another -o, or remove it first")
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)

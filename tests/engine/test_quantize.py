@@ -159,7 +159,8 @@ def test_quantize_cli_names_the_methods_and_refuses_others(default_model, tmp_pa
 
 
 @pytest.mark.slow
-def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_model, shared_data, tmp_path):
+def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_model, shared_data, tmp_path,
+                                                                   monkeypatch):
     """check-backends records this machine's check and speeds and keeps the speeds an earlier check
     measured elsewhere (issue 16: the card keeps the speeds per machine), including a card from
     before that history, whose one machine's speeds sat in its results."""
@@ -179,7 +180,20 @@ def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_mode
                      "results": {"onnxruntime": {"precision": "fp32", "accuracy": 0.9, "images_per_s": 73.0,
                                                  "passed": True}}}
     card.save(copy)
-    record = check_backends(copy, load_card(copy), shared_data / "labels.csv", names=())
+    from engine import backends
+    from galaxy.errors import ModelError
+
+    real_load = backends.load
+
+    def no_int8_built(name, *args, **kwargs):  # as for a model of your own before `galaxy quantize`
+        if name == "onnxruntime-int8":
+            raise ModelError("no int8 model for this model yet")
+        return real_load(name, *args, **kwargs)
+
+    monkeypatch.setattr(backends, "load", no_int8_built)
+    record = check_backends(copy, load_card(copy), shared_data / "labels.csv", names=("onnxruntime-int8",))
+    assert "no int8 model" in record["not_checked"]["onnxruntime-int8"]  # the rest is still checked
+    assert list(record["results"]) == ["onnxruntime"]
     speeds = speeds_by_machine(load_card(copy).backends)
     assert speeds == record["speeds"] and speeds["Older CPU (avx2 fma), 2 cores"] == {"onnxruntime": 73.0}
     (here,) = [machine for machine in speeds if machine.startswith(cpu_name())]

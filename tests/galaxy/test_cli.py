@@ -200,6 +200,8 @@ def test_train_resume_continues_from_the_checkpoint(tmp_path):
               "--val-fraction", "0.25", "--workers", "2"]
     assert invoke(*common, "--epochs", "2").exit_code == 0
     first = json.loads((model / "history.json").read_text())
+    result = invoke(*common, "--epochs", "2")  # a finished model is not overwritten by accident
+    assert result.exit_code == 2 and "already holds a model" in result.output
     result = invoke(*common, "--epochs", "3", "--resume", model / "checkpoints" / "last.pt")
     assert result.exit_code == 0, result.output
     history = json.loads((model / "history.json").read_text())
