@@ -12,7 +12,7 @@ a rerun would trust). A rerun on the same OUT:
   * else with OUT present (the last run finished or was interrupted): takes OUT's rows;
 and skips every input already classified (a file a catalog lists twice counts once per
 listing). Inputs that failed are tried again (the file may have been fixed). A second process on the same OUT is refused while the first holds the
-lock; a rerun with another model, backend or TTA setting is refused (mixing them in one
+lock; a rerun with another model, backend, TTA setting or crop is refused (mixing them in one
 catalog would be wrong) unless `--overwrite` starts over.
 """
 
@@ -99,7 +99,7 @@ class Journal:
         self.ids = UniqueIds()
         for row in self.rows():
             self.ids.add(row[0])
-            self.done[ascii_text(row[1])] += 1
+            self.done[ascii_text(os.path.normpath(row[1]))] += 1  # `./a/x.jpeg` is `a/x.jpeg`
         self.resumed = self.done.total()
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str, str]] = []  # (id, path, stage, reason): engine.runner.Failure
@@ -128,8 +128,8 @@ class Journal:
         if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
             meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
             if meta is not None and meta != fingerprint:
-                raise UsageError(f"{self.output} was written with another model, backend or TTA setting; "
-                                 "use --overwrite to start over")
+                raise UsageError(f"{self.output} was written with another model, backend, TTA setting, crop or kept "
+                                 "columns; use --overwrite to start over")
         keep_fingerprint(path, fingerprint, self.output)
 
     def _import_output(self):
@@ -168,7 +168,7 @@ class Journal:
         the path's rows, so a file listed twice (a catalog naming it in two rows) is skipped once per
         row classified. Call it once per input, in input order. Compared in ASCII-escaped form, the
         one form every output format can give back (FITS text is ASCII)."""
-        key = ascii_text(path)
+        key = ascii_text(os.path.normpath(path))
         if self.done[key] > 0:
             self.done[key] -= 1
             return True

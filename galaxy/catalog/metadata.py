@@ -72,12 +72,13 @@ def galaxy_keys(schema_metadata) -> dict[str, str]:
             if k.startswith(b"galaxy.")}
 
 
-def run_fingerprint(card, session, config) -> dict:
-    """What a resumed run must share with the run it continues."""
+def run_fingerprint(card, session, config, spec=None) -> dict:
+    """What a resumed run must share with the run it continues; `spec`: the InputSpec read with,
+    whose crop is recorded (with `--crop-fraction auto`, the crop measured, not the word)."""
     fingerprint = {"weights": card.weights_sha256, "temp": card.temperature, "keep": list(config.keep_columns),
                    "backend": f"{session.name} {session.precision}", "tta": config.tta}
     if config.crop_fraction is not None:  # only when given, so runs journalled before the option still resume
-        fingerprint["crop"] = config.crop_fraction
+        fingerprint["crop"] = spec.crop_fraction if spec is not None else config.crop_fraction
     return fingerprint
 
 
@@ -87,7 +88,7 @@ def catalog_metadata(card, session, config, spec=None) -> dict:
     `session`: the backend session that ran (its name, precision, device); `config`: the ClassifyConfig;
     `spec`: the InputSpec the images were read with (default: the card's).
     """
-    return {"run": json.dumps(run_fingerprint(card, session, config)),
+    return {"run": json.dumps(run_fingerprint(card, session, config, spec)),
         "model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
         "spec": json.dumps((spec or card.input_spec).to_dict()),
         "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",

@@ -83,7 +83,7 @@ def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(tmp_path
     assert first.classified == 3
     again = classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False))
     assert (again.classified, again.resumed, again.total) == (0, 3, 3)
-    with pytest.raises(UsageError, match="another model, backend or TTA"):
+    with pytest.raises(UsageError, match="another model, backend, TTA setting"):
         classify(ClassifyConfig(files, str(out), backend="onnxruntime", tta=True, progress=False))
     fresh = classify(ClassifyConfig(files[:2], str(out), backend="onnxruntime", tta=True, overwrite=True,
                                     progress=False))
@@ -157,6 +157,9 @@ def test_a_file_listed_twice_is_classified_twice_across_a_resume(tmp_path):
     rerun = _journal(out)
     assert rerun.is_done("same.jpeg") and not rerun.is_done("same.jpeg")
     rerun.release()
+    spelled = _journal(out)
+    assert spelled.is_done("./same.jpeg")  # the same file named another way is not classified again
+    spelled.release()
 
 
 def test_kept_columns_keep_their_kind_and_place_whatever_is_blank():
