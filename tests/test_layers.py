@@ -27,7 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("galaxy", "engine")
-FACES = {"galaxy", "galaxy.api", "galaxy.cli", "galaxy.cli_common", "galaxy.cli_framing", "galaxy.cli_train"}
+FACES = {"galaxy", "galaxy.api", "galaxy.cli", "galaxy.cli_common", "galaxy.cli_entry", "galaxy.cli_framing",
+         "galaxy.cli_train"}
 TORCH = {"torch", "torchvision", "timm"}
 GPU_TENSORS = "GPU batches are torch CUDA tensors (decoded on the device, bound by pointer)"
 LAZY_TORCH = {
