@@ -11,9 +11,10 @@ a rerun would trust). A rerun on the same OUT:
   * with `OUT.partial/` present (the last run was killed): takes its committed rows;
   * else with OUT present (the last run finished or was interrupted): takes OUT's rows;
 and skips every input already classified (a file a catalog lists twice counts once per
-listing). Inputs that failed are tried again (the file may have been fixed). A second process on the same OUT is refused while the first holds the
-lock; a rerun with another model, backend, TTA setting or crop is refused (mixing them in one
-catalog would be wrong) unless `--overwrite` starts over.
+listing). Inputs that failed are tried again (the file may have been fixed). A second process
+on the same OUT is refused while the first holds the lock; a rerun with another model, backend,
+TTA setting or crop is refused (mixing them in one catalog would be wrong) unless `--overwrite`
+starts over.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class Journal:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 lock.close()
-                raise UsageError(f"another galaxy classify is writing {self.output} (lock {self.dir / 'lock'})") from None
+                raise UsageError(f"another galaxy classify is writing {self.output} "
+                                 f"(lock {self.dir / 'lock'})") from None
             try:
                 if os.stat(self.dir / "lock").st_ino == os.fstat(lock.fileno()).st_ino:
                     return lock

@@ -68,8 +68,8 @@ def classify(config: ClassifyConfig) -> Summary:
     runner = Runner.for_classify(model_dir, card, config)
     session = runner.session
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
-    journal = Journal(config.output, card.classes, run_fingerprint(card, session, config, runner.spec), config.overwrite,
-                      config.commit_every, config.output_format, units, config.commit_seconds)
+    journal = Journal(config.output, card.classes, run_fingerprint(card, session, config, runner.spec),
+                      config.overwrite, config.commit_every, config.output_format, units, config.commit_seconds)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)

@@ -60,8 +60,8 @@ def framing(inputs, model_dir, sample, hdu, as_json):
                "the training size.")
     click.echo(f"Centre crop that matches the training scale: --crop-fraction {report['crop_fraction']:g}")
     if mine["measured"] < FEW:
-        click.echo(f"Only {mine['measured']} galaxies measured: a median of so few is uncertain; measure at least {FEW} "
-                   "before setting a survey's crop by it.", err=True)
+        click.echo(f"Only {mine['measured']} galaxies measured: a median of so few is uncertain; measure at least "
+                   f"{FEW} before setting a survey's crop by it.", err=True)
     if report["unreadable"]:
         bad = report["unreadable"]
         click.echo(f"{len(bad)} cutout{'s' if len(bad) > 1 else ''} could not be read, e.g. {bad[0]['path']}: "

@@ -22,7 +22,8 @@ def _shared_options(command):
         click.option("--name", help="Model name for the card (default: the directory name)."),
         click.option("--label-column", default="label", show_default=True),
         click.option("--path-column", default="file", show_default=True),
-        click.option("--size", default=96, show_default=True, type=click.IntRange(min=8), help="Network input side, pixels."),
+        click.option("--size", default=96, show_default=True, type=click.IntRange(min=8),
+                     help="Network input side, pixels."),
         click.option("--crop", "crop_fraction", default=0.5, show_default=True,
                      help="Centre-crop fraction of each side."),
         click.option("--augment", default="none", show_default=True,
@@ -73,7 +74,9 @@ def _shared_options(command):
         click.option("--limit", type=int, help="Use at most this many images per split (smoke tests)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines."),
         click.option("--resume", type=click.Path(exists=True, dir_okay=False),
-                     help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command (other training options are refused); the run ends as it would have without the stop, the best epoch before it included."),
+                     help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command (other training "
+                          "options are refused); the run ends as it would have without the stop, the best epoch "
+                          "before it included."),
     ]):
         command = option(command)
     return command

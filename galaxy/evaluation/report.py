@@ -123,7 +123,8 @@ def report(catalog, out, per_row: int = 8) -> Path:
 <style>{STYLE}</style></head><body>
 <h1>Galaxy morphology: {html.escape(catalog.name)}</h1>
 <h2>Counts</h2><table>{_rows(count_rows)}</table>
-{f'<h3>Why inputs failed</h3><table><tr><th>reason</th><th>files</th><th>e.g.</th></tr>{reason_rows}</table>' if reasons else ''}
+{f'<h3>Why inputs failed</h3><table><tr><th>reason</th><th>files</th><th>e.g.</th></tr>{reason_rows}</table>'
+   if reasons else ''}
 <h2>Confidence</h2><img alt="histogram of P(spiral)" src="{_histogram_png(histogram)}">
 <h2>Montage</h2><img alt="most confident spirals, ellipticals and most uncertain galaxies" src="{montage_uri}">
 {card_html}

@@ -28,8 +28,11 @@ from galaxy.io.sky import centre_position
 from galaxy.io.composite import lupton_composite
 from galaxy.spec import FitsStretch, InputSpec
 
-# Refuse headers promising more pixels than this before any allocation (4 bytes each: 1 GiB).
-MAX_PIXELS = 256 * 1024 * 1024
+# Refuse headers promising more pixels (all planes) than this before any allocation. The composite
+# peaks at ~80 bytes a pixel (float64 steps over the whole image; 1.28 GB for one 4096^2 band, measured),
+# so a field of 256 Mpixel would take ~20 GB per decode worker and end the run out of memory on every
+# rerun; 32 Mpixel (~2.6 GB) is a 5,800^2 band or three 3,300^2 ones, far above any cutout.
+MAX_PIXELS = 32 * 1024 * 1024
 # Header keys holding a catalogue object id, in order of preference.
 OBJID_KEYS = ("OBJID", "OBJ_ID", "OBJECTID", "SDSS_ID")
 
@@ -66,7 +69,8 @@ def _check_size(header, path):
     pixels = int(np.prod(shape, dtype=np.int64)) if shape else 0
     if pixels > MAX_PIXELS:
         raise ImageReadError(
-            path, f"header claims {' x '.join(map(str, shape))} pixels, over the limit of {MAX_PIXELS}"
+            path, f"header claims {' x '.join(map(str, shape))} pixels, over the limit of {MAX_PIXELS} (a field, "
+                  "not a cutout: cut the galaxies out first)"
         )
     if pixels == 0:
         raise ImageReadError(path, "image HDU has a zero-length axis")

@@ -2,9 +2,9 @@
 
 A celestial WCS in the image header wins: the centre pixel ((NAXIS1 - 1) / 2, (NAXIS2 - 1) / 2,
 0-based) is transformed with astropy.wcs to a sky position and from the header's frame (RADESYS,
-EQUINOX, or galactic axes; in either axis order) to ICRS (RA, Dec) in degrees. Without one, the first pair of position keys
-found (`POSITION_KEYS`, in the image header then the primary header) is used: decimal degrees,
-or sexagesimal strings with RA in hours. None when neither is there or they cannot be read.
+EQUINOX, or galactic axes; in either axis order) to ICRS (RA, Dec) in degrees. Without one, the
+first pair of position keys found (`POSITION_KEYS`, in the image header then the primary header)
+is used: decimal degrees, or sexagesimal strings with RA in hours. None when neither is there or they cannot be read.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def build_corpus(root):
     bad["huge.fits"] = "over the limit"
     (root / "huge.fits.gz").write_bytes(gzip.compress((root / "huge.fits").read_bytes()))
     bad["huge.fits.gz"] = "over the limit"
-    for kind in ("RICE_1", "GZIP_1"):  # tile data overwritten: cfitsio's own error, gzip's EOFError (both ended the run)
+    for kind in ("RICE_1", "GZIP_1"):  # tile data overwritten: cfitsio's error, gzip's EOFError (both ended the run)
         tiled = root / f"tiles-{kind}.fits.fz"
         fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(galaxy_image(128), compression_type=kind)]).writeto(tiled)
         data = bytearray(tiled.read_bytes())

@@ -322,7 +322,8 @@ def test_quiet_means_quiet_and_a_normal_run_prints_one_summary_line(tmp_path):
     errors = tmp_path / "c.csv.errors.csv"
     assert stderr_of("-q") == [f"failed 3 of 9; errors in {errors}"]  # only what needs acting on
     lines = [line for line in stderr_of() if not line.startswith("classifying: ")]  # progress lines in a log
-    assert len(lines) == 1 and lines[0].startswith("classified 6, failed 3, ") and lines[0].endswith(f"errors in {errors}")
+    assert len(lines) == 1 and lines[0].startswith("classified 6, failed 3, ")
+    assert lines[0].endswith(f"errors in {errors}")
 
 
 def test_evaluate_ensemble_of_a_model_with_itself_is_the_model_and_refuses_leaky_members(tmp_path, labels):
@@ -409,7 +410,8 @@ def test_evaluate_on_training_images_says_so_and_refuses_a_comparison(tmp_path, 
     trained = sorted((model_path("sdss-xception") / "train_ids.txt").read_text().split())[:6]
     rows = {r["objid"]: r for r in csv.DictReader(open(shared_data / "labels.csv")) if r["objid"] in trained}
     table = tmp_path / "trained.csv"
-    table.write_text("id,file,label\n" + "".join(f"{i},{shared_data / r['file']},{r['label']}\n" for i, r in rows.items()))
+    table.write_text("id,file,label\n" + "".join(f"{i},{shared_data / r['file']},{r['label']}\n"
+                                                 for i, r in rows.items()))
     result = invoke("evaluate", "sdss-xception-compact", table, "--split", "all", "-o", tmp_path / "e", "-q")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e" / "report.json").read_text())["training_images_scored"] == 6

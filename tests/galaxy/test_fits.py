@@ -167,3 +167,12 @@ def test_astropys_header_repair_notes_are_shown_only_with_verbose(tmp_path, real
     plain = run()
     assert "VerifyWarning" not in plain and "classified 20, failed 0" in plain
     assert "VerifyWarning" in run("-v")
+
+
+def test_a_field_is_refused_as_no_cutout(tmp_path):
+    """~80 bytes a pixel in the composite: a 6,000^2 field (~2.9 GB) is refused from its header."""
+    header = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": 6000, "NAXIS2": 6000})
+    path = tmp_path / "field.fits"
+    path.write_bytes(header.tostring().encode() + b"\0" * 2880)
+    with pytest.raises(ImageReadError, match=r"over the limit .*\(a field, not a cutout"):
+        read_fits_cutout(path, STRETCH)

@@ -119,7 +119,7 @@ def test_classify_reads_with_the_crop_given_or_measured(tmp_path, zoomed):
     assert card_spec["crop_fraction"] == 0.5 and "crop" not in card_run
     assert fixed_spec["crop_fraction"] == 0.4 and fixed_run["crop"] == 0.4 and "centre crop 0.4" in said
     assert auto_spec["crop_fraction"] == pytest.approx(0.625, abs=0.04)
-    assert auto_run["crop"] == auto_spec["crop_fraction"]  # the crop measured, not "auto": a rerun must measure it again
+    assert auto_run["crop"] == auto_spec["crop_fraction"]  # the crop measured, not "auto"
     assert f"centre crop {auto_spec['crop_fraction']:g}" in auto_said
     assert plain.keys() == fixed.keys() == auto.keys()
     assert max(abs(plain[k] - auto[k]) for k in plain) > 0.05  # a different crop is a different input
