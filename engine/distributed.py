@@ -199,6 +199,7 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
     column as float64 where another holds text; missing columns become nulls and text wins.
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     parts = [_part_path(out_dir, shard.index) for shard in shards]
@@ -211,12 +212,16 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
         changed = ids != given
         if changed:
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
-        if table.schema.remove_metadata() != unified:
+        if changed or table.schema.remove_metadata() != unified:
             columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
                        for f in unified]
-            # astropy reads the column list of table_meta_yaml too: it is rewritten for the new columns
-            metadata = parquet_metadata(unified, galaxy_keys(table.schema.metadata), SKY_UNITS)
-            table = pa.Table.from_arrays(columns, schema=unified.with_metadata(metadata))
+            # astropy reads the column list of table_meta_yaml and each text column's longest value
+            # (table::len::NAME, which a renamed id may pass) too: both are written for the new table
+            table = pa.Table.from_arrays(columns, schema=unified)
+            lengths = {f.name: pc.max(pc.utf8_length(table[f.name])).as_py() or 1
+                       for f in unified if pa.types.is_string(f.type)}
+            metadata = parquet_metadata(unified, galaxy_keys(pq.read_schema(part).metadata), SKY_UNITS, lengths)
+            table = table.replace_schema_metadata(metadata)
             changed = True
         if changed:
             tmp = part.with_name(f".{part.name}.tmp")  # dot: never read as a part

@@ -86,6 +86,10 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     assert manifest["rows"] == len(single_rows) == 23 and manifest["failed"] == len(single_errors) == 2
     rows, errors = _distributed(out)
     assert rows == single_rows  # same ids (stem#2 included), paths, probabilities, labels, ra/dec
+    from astropy.table import Table, vstack
+
+    parts = vstack([Table.read(part) for part in sorted(out.glob("part-*.parquet"))])  # the README's astropy read
+    assert sorted(parts["id"]) == sorted(rows)  # a renamed id is not cut to its old length
     assert sum(1 for r in rows.values() if r["ra"]) == 2
     assert errors == single_errors
     assert manifest["metadata"]["model"] == default_model[1].name and "onnxruntime" in manifest["metadata"]["backend"]
