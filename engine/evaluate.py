@@ -93,7 +93,7 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _comparable(name, card, labelled, config, role: str = "--compare"):
+def _comparable(name, model_dir, card, labelled, config, role: str = "--compare"):
     """(folder, card) of another model scored on the same images; refused if it cannot be scored fairly on `labelled`."""
     other_dir, other = resolve_model(name)
     if other.classes != card.classes:
@@ -101,14 +101,17 @@ def _comparable(name, card, labelled, config, role: str = "--compare"):
     if config.split == "val":
         other_val = validation_ids(other_dir, other)
         trained_on = [i for i in labelled.ids if other_val is None or i not in other_val]
-    else:  # --split all: any images, so only a record of what it was trained on can tell
-        other_train = training_ids(other_dir, other)
+    else:  # --split all: any images, so only a record of what each was trained on can tell
+        other_train, own_train = training_ids(other_dir, other), training_ids(model_dir, card) or set()
         if other_train is None:
             log.warning("%s %s records no training ids: whether it was trained on these images is not checked",
                         role, name)
-        trained_on = sorted(set(labelled.ids) & (other_train or set()))
+        learned = set(labelled.ids) & (other_train or set())
+        if learned & own_train:  # both learned them: neither is favoured, but neither generalises there
+            log.warning("%d of these images are training images of both models", len(learned & own_train))
+        trained_on = sorted(learned - own_train)
     if trained_on:
-        which = "validation images" if config.split == "val" else "images"
+        which = "validation images" if config.split == "val" else f"images, which {card.name} was not"
         raise UsageError(f"{role} {name} was trained on {len(trained_on)} of these {which} "
                          f"(e.g. {trained_on[0]}): a comparison on them would favour it")
     return other_dir, other
@@ -120,8 +123,8 @@ def _score_ensemble(model_dir, card, labelled, config) -> Scored:
     scored = _score(model_dir, card, labelled, config)
     if not config.ensemble:
         return scored
-    members = [scored] + [_score(*_comparable(name, card, labelled, config, "--ensemble"), labelled, config)
-                          for name in config.ensemble]
+    members = [scored] + [_score(*_comparable(name, model_dir, card, labelled, config, "--ensemble"), labelled,
+                                 config) for name in config.ensemble]
     where = [{path: i for i, path in enumerate(m.paths)} for m in members]
     rows = [r for r, path in enumerate(scored.paths) if all(path in w for w in where)]
     probabilities = np.mean([m.probabilities[[w[scored.paths[r]] for r in rows]] for m, w in zip(members, where)],
@@ -167,7 +170,7 @@ def evaluate(config) -> dict:
                                  rule_from_config(config_dict(config)))
     else:
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
-    other = _comparable(config.compare, card, labelled, config) if config.compare else None
+    other = _comparable(config.compare, model_dir, card, labelled, config) if config.compare else None
     group_of = column_by_id(config.data, config.by_column, config.path_column) if config.by_column else {}
     scored = _score_ensemble(model_dir, card, labelled, config)
     probabilities, failed = scored.probabilities, scored.failed

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from galaxy.version import __version__
 from galaxy.training.augment import geometric_views, larger_view_crops, photometric, view_crops
 from galaxy.evaluation.calibration import calibration_record, log_probabilities, softmax_t
-from galaxy.card import ModelCard
+from galaxy.card import TRAIN_IDS_FILE, ModelCard
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
 from galaxy.labels import ids_digest
@@ -205,7 +205,7 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
                "n_val": len(val_set), "train_counts": train_set.counts(), "val_counts": val_set.counts(),
                "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids),
-               "train_ids_file": "train_ids.txt"},
+               "train_ids_file": TRAIN_IDS_FILE},
         package_version=__version__,
     )
 
@@ -319,7 +319,7 @@ def train(config: TrainConfig) -> ModelCard:
     network.load_state_dict(best["state"])
     weights_sha = save_weights(network, out_dir)
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n")
-    (out_dir / "train_ids.txt").write_text("\n".join(data.train_set.ids) + "\n")  # for leak checks by later runs
+    (out_dir / TRAIN_IDS_FILE).write_text("\n".join(data.learned_ids()) + "\n")  # for leak checks by later runs
     from galaxy.training.model import load_network
 
     card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,

@@ -63,6 +63,12 @@ class TrainingData:
     teacher: dict | None
     fits_cache: torch.Tensor | None = None
     pool_framing: torch.Tensor | None = None
+    inherited_ids: frozenset = frozenset()  # the labelled ids the --init model and teachers learned
+
+    def learned_ids(self) -> list[str]:
+        """Every labelled id the model learned from, directly or through its initial weights and
+        teachers: what its `train_ids.txt` records for later leak checks."""
+        return sorted(set(self.train_set.ids) | self.inherited_ids)
 
     def record(self, config: TrainConfig) -> dict:
         """The data as the card records it."""
@@ -213,5 +219,15 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
                                                        config.progress, scale, len(train_set.paths))
         targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
     labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
+    inherited = frozenset().union(*(_learned_by(model) for model in (init, *teachers)))
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
-                        targets, teacher, fits_cache, pool_framing)
+                        targets, teacher, fits_cache, pool_framing, inherited)
+
+
+def _learned_by(model_dir) -> set[str]:
+    """The labelled ids a model folder records having learned (none for scratch, imagenet, weights files)."""
+    from galaxy.card import load_card, training_ids
+
+    if not (Path(model_dir) / "card.json").is_file():
+        return set()
+    return training_ids(model_dir, load_card(model_dir, verify=False)) or set()

@@ -404,7 +404,7 @@ def test_an_output_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkey
     assert result.exit_code == 1 and f"Error: {blocker}: " in result.output and "a folder is needed" in result.output
 
 
-def test_evaluate_on_training_images_says_so_and_refuses_a_comparison(tmp_path, shared_data):
+def test_evaluate_on_training_images_says_so_and_refuses_a_comparison(tmp_path, shared_data, caplog):
     from galaxy.card import model_path
 
     trained = sorted((model_path("sdss-xception") / "train_ids.txt").read_text().split())[:6]
@@ -415,6 +415,14 @@ def test_evaluate_on_training_images_says_so_and_refuses_a_comparison(tmp_path, 
     result = invoke("evaluate", "sdss-xception-compact", table, "--split", "all", "-o", tmp_path / "e", "-q")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e" / "report.json").read_text())["training_images_scored"] == 6
+    # both shipped models learned these: neither is favoured, so the comparison runs (with a warning)
     result = invoke("evaluate", "sdss-xception-compact", table, "--split", "all", "--compare", "sdss-xception",
                     "-o", tmp_path / "c", "-q")
-    assert result.exit_code == 2 and "was trained on 6 of these images" in result.output
+    assert result.exit_code == 0 and "training images of both models" in caplog.text
+    fresh = tmp_path / "fresh"  # a model that never saw them, against one that did
+    shutil.copytree(model_path("sdss-xception-compact"), fresh)
+    (fresh / "train_ids.txt").write_text("\n".join(sorted(set((fresh / "train_ids.txt").read_text().split())
+                                                          - set(trained))) + "\n")
+    result = invoke("evaluate", fresh, table, "--split", "all", "--compare", "sdss-xception", "-o", tmp_path / "f",
+                    "-q")
+    assert result.exit_code == 2 and "was trained on 6 of these images, which" in result.output

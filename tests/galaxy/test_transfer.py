@@ -54,6 +54,8 @@ def test_same_seed_same_weights_and_init_from_a_model(tmp_path):
     history = json.loads((tuned / "history.json").read_text())
     assert history[0]["training"] == ["head"] and history[1]["training"] == ["late", "head"]
     assert card["training"]["config"]["init"] == str(first)
+    learned = set((tuned / "train_ids.txt").read_text().split())  # what its weights learned, through --init too
+    assert set((first / "train_ids.txt").read_text().split()) <= learned
     assert card["calibration"]["temperature"] > 0 and "ece" in card["metrics"]["validation"]
 
 
@@ -75,3 +77,16 @@ def test_init_from_a_model_with_another_split_of_the_same_data_is_refused(tmp_pa
     result = CliRunner().invoke(cli, ["train", str(only_trained), "-o", str(tmp_path / "leaky2"), "--size", "32",
                                       "--epochs", "1", "--batch-size", "8", "--init", str(first)])
     assert result.exit_code == 2 and "was trained on" in result.output and "validation images" in result.output
+
+
+def test_a_model_records_what_its_initial_weights_and_teachers_learned(model_copy):
+    """Fine-tuned from a model (--init) or taught by one, a model carries what they learned: its
+    train_ids.txt names their training images too, for the leak checks of later runs."""
+    from galaxy.labels import LabelledSet
+    from galaxy.training.train_data import TrainingData, _learned_by
+
+    inherited = frozenset(_learned_by(model_copy))
+    assert len(inherited) == 4155 and not _learned_by("scratch")
+    own = LabelledSet(("mine.jpeg",), ("mine",), (1,), ("elliptical", "spiral"))
+    data = TrainingData(own, None, (), (), None, None, 0.7, None, None, None, None, inherited_ids=inherited)
+    assert set(data.learned_ids()) == inherited | {"mine"}
