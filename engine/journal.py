@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import glob
 import json
+import logging
 import os
 import shutil
 import time
@@ -36,6 +38,8 @@ from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.catalog.text import ascii_text
 from galaxy.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 COMMIT_ROWS = 2048
 COMMIT_SECONDS = 2.0
@@ -81,8 +85,8 @@ class Journal:
         self.dir = self.output.with_name(self.output.name + ".partial")
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock()
-        for leftover in self.output.parent.glob(f".{self.dir.name}.done-*"):  # a finished run killed while tidying
-            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.output.parent.glob(f".{glob.escape(self.dir.name)}.done-*"):  # killed while tidying up
+            shutil.rmtree(leftover, onerror=_log_undeleted)
         if overwrite:
             for old in self.dir.glob("chunk-*.csv"):
                 old.unlink()
@@ -111,7 +115,10 @@ class Journal:
         guards nothing, so then the folder is made again and locked afresh."""
         while True:
             self.dir.mkdir(exist_ok=True)
-            lock = open(self.dir / "lock", "a+")
+            try:
+                lock = open(self.dir / "lock", "a+")
+            except FileNotFoundError:  # renamed away between the two calls
+                continue
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -129,7 +136,7 @@ class Journal:
         path = self.dir / "fingerprint.json"
         if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
             meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
-            if meta is not None and meta != fingerprint:
+            if meta is not None and _as_recorded_now(meta, fingerprint) != fingerprint:
                 raise UsageError(f"{self.output} was written with another model, backend, TTA setting, crop or kept "
                                  "columns; use --overwrite to start over")
         keep_fingerprint(path, fingerprint, self.output)
@@ -230,7 +237,7 @@ class Journal:
         # some chunks for a rerun to trust), then is deleted, holding the lock until it is gone
         doomed = self.dir.with_name(f".{self.dir.name}.done-{os.getpid()}")
         os.replace(self.dir, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        shutil.rmtree(doomed, onerror=_log_undeleted)
         self._lock.close()
         return writer.rows
 
@@ -248,6 +255,19 @@ class Journal:
         self._lock.close()
 
 
+def _log_undeleted(function, path, exc_info) -> None:
+    """A finished journal that cannot be deleted is left (the catalog is complete), and said."""
+    log.warning("could not delete %s (%s); the catalog is complete, delete it by hand", path, exc_info[1])
+
+
+def _as_recorded_now(earlier: dict, fingerprint: dict) -> dict:
+    """An earlier fingerprint in today's form: runs before 2026-11-29 recorded `--crop-fraction auto`
+    as the word, not the crop it measured; such a run is continued at the crop measured now."""
+    if earlier.get("crop") == "auto" and isinstance(fingerprint.get("crop"), float):
+        return {**earlier, "crop": fingerprint["crop"]}
+    return earlier
+
+
 def keep_fingerprint(path: Path, fingerprint: dict, output) -> None:
     """The one fingerprint check of a resumable output (a catalog's journal, a `--ray` folder).
 
@@ -260,7 +280,7 @@ def keep_fingerprint(path: Path, fingerprint: dict, output) -> None:
     """
     path = Path(path)
     if path.exists():
-        earlier = json.loads(path.read_text())
+        earlier = _as_recorded_now(json.loads(path.read_text()), fingerprint)
         changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
         if changed:
             raise UsageError(f"{output} was started with other settings ({', '.join(changed)}); "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import shlex
 import sys
@@ -29,7 +30,8 @@ class GalaxyGroup(click.Group):
             click.echo("interrupted (Ctrl-C)", err=True)
             ctx.exit(130)
         except OSError as exc:
-            if exc.filename is None or exc.strerror is None:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # a write's error names no file
+            if exc.strerror is None or (exc.filename is None and not full):
                 raise
             # A file the system refused (an output in a folder that cannot be made, no permission, a full
             # disk): one line naming it, not a traceback; -v logs the traceback too.
@@ -37,7 +39,9 @@ class GalaxyGroup(click.Group):
             reason = exc.strerror
             if isinstance(exc, (FileExistsError, NotADirectoryError)):
                 reason += " (a file stands where a folder is needed)"
-            raise click.ClickException(f"{exc.filename}: {reason}") from None
+            where = f"{exc.filename}: " if exc.filename is not None else ""
+            raise click.ClickException(f"{where}{reason}" + (" (free space and rerun the same command: classify "
+                                                             "keeps the rows it committed)" if full else "")) from None
 
 
 class ModelFolder(click.ParamType):

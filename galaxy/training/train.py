@@ -76,6 +76,22 @@ RESUMABLE_CHANGES = frozenset({"out_dir", "work_dir", "name", "progress", "worke
                                "calibrate", "epochs", "patience"})
 
 
+# Options naming files or folders: `./labels.csv` and `labels.csv` are the same data.
+PATH_OPTIONS = ("data", "images_dir", "init", "teachers", "unlabeled")
+
+
+def _comparable_paths(options: dict) -> dict:
+    """A recorded config with its paths made absolute (from the current folder) and normalised."""
+    out = dict(options)
+    for key in PATH_OPTIONS:
+        value = out.get(key)
+        if isinstance(value, list):
+            out[key] = [os.path.abspath(v) for v in value]
+        elif isinstance(value, str):
+            out[key] = os.path.abspath(value)
+    return out
+
+
 def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir):
     """Load a `last.pt` checkpoint; return (next epoch, optimiser steps done, history so far, best
     weights so far), so that the run goes on as if it had not stopped.
@@ -86,7 +102,7 @@ def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir
     checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True)
     if checkpoint.get("spec") != spec.to_dict():
         raise UsageError(f"checkpoint {config.resume} was trained with another input spec")
-    then, now = checkpoint.get("config", {}), config_dict(config)
+    then, now = _comparable_paths(checkpoint.get("config", {})), _comparable_paths(config_dict(config))
     changed = sorted(k for k in set(then) | set(now) if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k))
     if then and changed:
         raise UsageError(f"checkpoint {config.resume} was written by a run with other options: "
@@ -104,6 +120,13 @@ def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir
     log.info("resumed from %s after epoch %d", config.resume, checkpoint["epoch"])
     # checkpoints written before the best weights were kept in them: the best of the epochs run from here
     return checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a file whole or not at all: a kill while writing leaves the previous one (a resume reads it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _save_checkpoint(state: dict, path: Path) -> None:
@@ -257,6 +280,9 @@ def train(config: TrainConfig) -> ModelCard:
         best_loss, stale = (epoch_loss, 0) if epoch_loss < best_loss else (best_loss, stale + 1)
     if config.patience and history and stale >= config.patience:  # it had stopped; killed before saving
         stopped, first_epoch = history[-1]["epoch"], config.epochs + 1
+        if stopped < config.epochs:
+            log.warning("the run had stopped early after epoch %d (no better validation loss for %d epochs): "
+                        "raise --patience to train on", stopped, stale)
 
     for epoch in range(first_epoch, config.epochs + 1):
         network.train()
@@ -301,7 +327,7 @@ def train(config: TrainConfig) -> ModelCard:
                         "state": copy.deepcopy(candidate.state_dict())}
         history.append(row)
         log.info("epoch %d: %s", epoch, json.dumps(row))
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+        _write_atomically(out_dir / "history.json", json.dumps(history, indent=1) + "\n")
         _save_checkpoint({"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),

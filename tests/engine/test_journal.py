@@ -167,3 +167,13 @@ def test_kept_columns_keep_their_kind_and_place_whatever_is_blank():
 
     rows = [{"ra": "10.5", "dec": "", "z": "", "code": "007"}, {"ra": "11", "dec": "-1.25", "z": "", "code": "12"}]
     assert column_kinds(rows) == [("ra", "float"), ("dec", "float"), ("z", "text"), ("code", "text")]
+
+
+def test_a_crop_recorded_as_auto_by_an_earlier_version_resumes_at_the_crop_measured(tmp_path):
+    from engine.journal import keep_fingerprint
+
+    path = tmp_path / "fingerprint.json"
+    path.write_text('{"weights": "w", "crop": "auto"}')  # before 2026-11-29: the word, not the crop
+    keep_fingerprint(path, {"weights": "w", "crop": 0.61}, "c.csv")
+    with pytest.raises(UsageError, match="crop"):  # from then on the crop is held
+        keep_fingerprint(path, {"weights": "w", "crop": 0.55}, "c.csv")

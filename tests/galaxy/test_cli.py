@@ -397,6 +397,16 @@ def test_an_output_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkey
     result = invoke("classify", EXAMPLES, "-o", tmp_path / "out.csv")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().endswith(f"Error: {tmp_path / 'out.csv.partial'}: Permission denied")
+
+    def disk_full(*_):
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")  # a write's error: no file named
+
+    monkeypatch.setattr(engine.run, "Journal", disk_full)
+    result = invoke("classify", EXAMPLES, "-o", tmp_path / "out.csv")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "Error: No space left on device (free space and rerun the same command" in result.output
     monkeypatch.undo()
     catalog = tmp_path / "c.csv"
     assert invoke("classify", *sorted(EXAMPLES.glob("*.jpeg"))[:2], "-o", catalog, "-q").exit_code == 0

@@ -90,3 +90,11 @@ def test_a_model_records_what_its_initial_weights_and_teachers_learned(model_cop
     own = LabelledSet(("mine.jpeg",), ("mine",), (1,), ("elliptical", "spiral"))
     data = TrainingData(own, None, (), (), None, None, 0.7, None, None, None, None, inherited_ids=inherited)
     assert set(data.learned_ids()) == inherited | {"mine"}
+
+
+def test_a_resume_compares_paths_as_files_not_as_spellings():
+    from galaxy.training.train import _comparable_paths
+
+    then = {"data": "labels.csv", "teachers": ["./teacher"], "init": "default", "lr": 0.001}
+    assert _comparable_paths(then) == _comparable_paths({**then, "data": "./labels.csv", "teachers": ["teacher"]})
+    assert _comparable_paths(then) != _comparable_paths({**then, "data": "other.csv"})
