@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.bench_table import table
-from engine.machine import GpuUtilisation, cpu_flags, cpu_name, gemm_gflops, gpu_gemm_gflops, usable_cores, versions
+from engine.machine import GpuUtilisation, cpu_flags, cpu_name, gemm_gflops, gpu_gemm_gflops, versions
+from galaxy.cores import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "gz1-sdss" / "images"

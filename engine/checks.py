@@ -18,8 +18,9 @@ import numpy as np
 from engine import backends
 from engine.artifacts import resolve_model
 from engine.listing import Item
-from engine.machine import cpu_flags, cpu_name, usable_cores
+from engine.machine import cpu_flags, cpu_name
 from engine.pipelines.base import decode_stream
+from galaxy.cores import usable_cores
 from galaxy.card import speeds_by_machine
 from galaxy.errors import GalaxyError, UsageError
 from galaxy.labels import validation_split

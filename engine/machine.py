@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from galaxy.cores import usable_cores
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,32 +58,6 @@ def _cpuinfo() -> tuple[str, frozenset]:
     except OSError:
         pass
     return model, flags
-
-
-def usable_cores() -> int:
-    """The cores this process may use: its affinity mask, read on each call (`taskset` may change
-    it), else the machine's count; fewer where a CPU quota caps it (a container started with
-    `--cpus 2` on a 64-core host sees 64 cores but gets the time of 2)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = cpu_quota()
-    return max(1, min(cores, math.ceil(quota))) if quota else cores
-
-
-def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
-    """The CPU time this process's control group may use, in cores (cgroup v2 `cpu.max`, v1
-    `cpu.cfs_quota_us` / `cpu.cfs_period_us`, as container runtimes mount them); None without a limit."""
-    try:
-        limit, _, period = (root / "cpu.max").read_text().partition(" ")
-        return None if limit.strip() == "max" else int(limit) / int(period)
-    except (OSError, ValueError):
-        pass
-    for folder in (root / "cpu", root / "cpu,cpuacct"):
-        try:
-            limit = int((folder / "cpu.cfs_quota_us").read_text())
-            return None if limit <= 0 else limit / int((folder / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-    return None
 
 
 def cpu_description() -> dict:

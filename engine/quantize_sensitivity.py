@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.machine import usable_cores
+from galaxy.cores import usable_cores
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME
 

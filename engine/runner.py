@@ -26,9 +26,9 @@ import numpy as np
 from engine import backends
 from engine.batching import batches
 from engine.listing import Item, iter_inputs, parse_band_columns
-from engine.machine import usable_cores
 from engine.pipelines import open_pipeline
 from engine.tta import run_d4
+from galaxy.cores import usable_cores
 from galaxy.io.bands import parse_bands
 from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report
 from galaxy.errors import UsageError

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from engine.artifacts import onnx_model
-from engine.machine import usable_cores
+from galaxy.cores import usable_cores
 from galaxy.evaluation.calibration import softmax
 from galaxy.spec import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 

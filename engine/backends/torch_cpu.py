@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from engine.machine import cpu_quota, usable_cores
+from galaxy.cores import cpu_quota, usable_cores
 from galaxy.spec import MAX_BATCH
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ disk); the median over a few hundred cutouts is what a survey's framing is compa
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 
+from galaxy.cores import usable_cores
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.io.images import read_cutout
 
@@ -122,7 +122,7 @@ def measure_files(paths, spec, workers: int = 0, hdu=None) -> tuple[list[float],
             failures.append((str(path), exc.reason))
             return float("nan")
 
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
         return list(pool.map(one, paths)), failures
 
 

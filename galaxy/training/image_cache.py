@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from galaxy.cores import usable_cores
 from galaxy.errors import ImageReadError
 from galaxy.io.images import crop_resize, read_cutout
 from galaxy.progress import progress
@@ -37,7 +37,7 @@ def _fill(inputs, one, shape: tuple[int, ...], workers: int, title: str, failure
     cache = torch.empty((len(inputs), *shape), dtype=torch.float16)
     bar = progress(title, "img", total=len(inputs), enabled=show, leave=False)
     try:
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
             for i, array in enumerate(pool.map(one, inputs)):
                 cache[i] = torch.from_numpy(array)
                 bar.update(1)

@@ -215,7 +215,7 @@ def test_classify_runs_onnxruntime_without_spin_waiting(default_model, sample_ba
     ({}, None),
 ])
 def test_cpu_quota_read_from_the_control_group(tmp_path, files, cores):
-    from engine.machine import cpu_quota
+    from galaxy.cores import cpu_quota
 
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
@@ -226,7 +226,7 @@ def test_cpu_quota_read_from_the_control_group(tmp_path, files, cores):
 def test_usable_cores_are_capped_by_the_quota(monkeypatch):
     """Threads and decode workers are sized by usable_cores: a quota of 1.5 cores on a bigger machine
     gives 2 of them, not one per core of the host."""
-    from engine import machine
+    from galaxy import cores as machine
 
     monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: set(range(64)))
     monkeypatch.setattr(machine, "cpu_quota", lambda: 1.5)
