@@ -7,6 +7,7 @@ import sys
 
 
 def main():
+    """Run the `galaxy` command (`galaxy.cli.main`), importing it first."""
     try:
         from galaxy.cli import main as run
     except KeyboardInterrupt:
