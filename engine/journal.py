@@ -135,6 +135,11 @@ class Journal:
     def _check_fingerprint(self, fingerprint):
         path = self.dir / "fingerprint.json"
         if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
+            sidecar = self.output.with_name(self.output.name + ".meta.json")
+            if output_format(self.output, self.format) == "csv" and not sidecar.exists():
+                raise UsageError(f"{self.output} has lost {sidecar.name}, which records how it was made, so a rerun "
+                                 "cannot check that it continues with the same settings: restore that file, or use "
+                                 "--overwrite to start over")
             meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
             if meta is not None and _as_recorded_now(meta, fingerprint) != fingerprint:
                 raise UsageError(f"{self.output} was written with another model, backend, TTA setting, crop or kept "

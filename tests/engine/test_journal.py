@@ -177,3 +177,22 @@ def test_a_crop_recorded_as_auto_by_an_earlier_version_resumes_at_the_crop_measu
     keep_fingerprint(path, {"weights": "w", "crop": 0.61}, "c.csv")
     with pytest.raises(UsageError, match="crop"):  # from then on the crop is held
         keep_fingerprint(path, {"weights": "w", "crop": 0.55}, "c.csv")
+
+
+def test_a_csv_catalog_that_lost_its_sidecar_is_not_continued_blindly(tmp_path):
+    """The sidecar holds the run's settings: without it a rerun with another backend was accepted."""
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out)
+    journal.add(["a"], ["a.jpeg"], np.full((1, 2), 0.5, np.float32))
+    journal.finish({"run": '{"weights": "w", "backend": "b"}'})
+    import shutil
+
+    continued = _journal(out)
+    assert continued.resumed == 1  # with its sidecar: continued
+    continued.release()
+    shutil.rmtree(tmp_path / "c.csv.partial")  # the rerun's own journal, as if it had never started
+    (tmp_path / "c.csv.meta.json").unlink()
+    with pytest.raises(UsageError, match="has lost c.csv.meta.json"):
+        _journal(out)
