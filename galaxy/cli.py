@@ -111,8 +111,9 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     are committed in chunks under OUTPUT.partial/ while the run works).
 
     Exit code 0 when every image was classified, 3 when some could not be read (they are
-    listed with the reason in OUTPUT.errors.csv), 2 for usage errors, 130 after Ctrl-C
-    (what was classified until then is written and the files are closed).
+    listed with the reason in OUTPUT.errors.csv), 2 for usage errors, 1 for other errors (a
+    broken model folder, a file the system refuses), 130 after Ctrl-C (what was classified
+    until then is written and the files are closed).
 
     Example: galaxy classify examples/sdss -o catalog.csv
     """
