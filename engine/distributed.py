@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ import numpy as np
 
 from engine.journal import keep_fingerprint
 from engine.listing import require_inputs
-from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST
+from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import BackendUnavailable, UsageError
@@ -73,7 +74,17 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
     from engine.listing import iter_inputs
 
     folder = out_dir / RAY_BOOKKEEPING / "shards"
+
+    def listing():
+        return iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
+
     if (folder / "_complete").exists():  # a rerun: the same shards, so finished parts stay valid
+        record = (folder / "_complete").read_text().split()
+        if len(record) == 3:  # (shards, inputs, digest); a folder from before records the shard count only
+            count, digest = _listing_digest(listing())
+            if [str(count), digest] != record[1:]:
+                raise UsageError(f"the inputs changed since {out_dir} was started ({record[1]} listed then, {count} "
+                                 "now): rerun with --overwrite, or write another folder")
         return [Shard(int(p.stem.split("-")[1]), str(p)) for p in sorted(folder.glob("shard-*.parquet"))]
     folder.mkdir(parents=True, exist_ok=True)
     shards, rows = [], []
@@ -85,14 +96,30 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
         shards.append(Shard(len(shards), str(path)))
         rows.clear()
 
-    for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns):
+    digest, count = hashlib.sha256(), 0
+    for item in listing():
         rows.append((item.path, item.id, json.dumps(item.columns)))
+        digest.update(_listed(item))
+        count += 1
         if len(rows) == shard_size:
             flush()
     if rows:
         flush()
-    (folder / "_complete").write_text(f"{len(shards)}\n")
+    (folder / "_complete").write_text(f"{len(shards)} {count} {digest.hexdigest()}\n")
     return shards
+
+
+def _listed(item) -> bytes:
+    return f"{item.path}\0{item.id}\0{json.dumps(item.columns)}\n".encode("utf-8", "surrogateescape")
+
+
+def _listing_digest(items) -> tuple[int, str]:
+    """(count, sha256) of a listing of inputs: what a rerun's inputs must match."""
+    digest, count = hashlib.sha256(), 0
+    for item in items:
+        digest.update(_listed(item))
+        count += 1
+    return count, digest.hexdigest()
 
 
 class ShardClassifier:
@@ -240,22 +267,48 @@ def actor_config(config, gpus: int):
     return dataclasses.replace(config, threads=threads, workers=config.workers or threads)
 
 
+def _written_by_ray(entry: Path) -> bool:
+    """Whether a folder entry is one a `--ray` run writes: a part, a part being written, the bookkeeping."""
+    return (entry.name == RAY_BOOKKEEPING or (entry.name.startswith("part-") and entry.suffix == ".parquet")
+            or entry.name.startswith(".part-"))
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Make (or empty, with `overwrite`) a `--ray` output folder, refusing one that is not such a folder.
+
+    Only what a `--ray` run writes is ever deleted: a folder holding anything else (your files, the
+    inputs themselves) is refused, with or without --overwrite.
+
+    Raises:
+        UsageError: the output is a file, is named like a catalog file, or holds other files.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"with --ray the output is a folder of Parquet parts, and {out_dir} is a file")
+    if not out_dir.exists() and out_dir.suffix.lower() in OUTPUT_FORMATS:
+        raise UsageError(f"with --ray the output is a folder of Parquet parts, not a {out_dir.suffix} file: {out_dir}")
+    if out_dir.is_dir():
+        foreign = sorted(entry.name for entry in out_dir.iterdir() if not _written_by_ray(entry))
+        if foreign:
+            raise UsageError(f"{out_dir} holds files a --ray run did not write (e.g. {foreign[0]}, {len(foreign)} in "
+                             "all): give a new or empty folder")
+        if overwrite:
+            import shutil
+
+            for entry in out_dir.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
 def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, actors: int | None = None) -> dict:
     """Run `config` (a ClassifyConfig whose output is a folder) on a Ray cluster; return the manifest."""
     ray = import_ray()
     from engine.artifacts import resolve_model
 
     out_dir = Path(config.output)
-    if out_dir.suffix:
-        raise UsageError(f"with --ray the output is a folder of Parquet parts, not a file: {out_dir}")
     if config.band_columns:  # shards hold one path per input; band sets run on one machine for now
         raise UsageError("--band-columns is not supported with --ray yet: run it without --ray")
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
-    if config.overwrite and out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out_dir, config.overwrite)
     model_dir, card = resolve_model(config.model_dir)
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         from engine.runner import classify_spec

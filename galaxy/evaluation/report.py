@@ -29,6 +29,12 @@ table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;paddin
 th{background:#f3f3f3}img{max-width:100%}code{font-size:90%;word-break:break-all}"""
 
 
+
+def _errors_name(catalog) -> str:
+    """Where the errors file is, as seen from the catalog's folder (a `--ray` folder keeps it inside)."""
+    path = errors_path(catalog)
+    return str(path.relative_to(Path(catalog).parent))
+
 def _png(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -99,7 +105,7 @@ def report(catalog, out, per_row: int = 8) -> Path:
         montage_uri = "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode()
     count_rows = [("classified", f"{n:,}")] + [(f"label {k}", f"{v:,} ({100 * v / max(n, 1):.1f}%)")
                                               for k, v in sorted(counts.items())]
-    count_rows.append(("could not be read", f"{errors:,}" + (f" (see <code>{html.escape(errors_path(catalog).name)}</code>)"
+    count_rows.append(("could not be read", f"{errors:,}" + (f" (see <code>{html.escape(_errors_name(catalog))}</code>)"
                                                                if errors else "")))
     meta_rows = [(k, f"<code>{html.escape(str(v))}</code>") for k, v in metadata.items()
                  if k not in ("config", "run")]

@@ -65,6 +65,10 @@ def test_ray_folder_reads_as_the_single_machine_catalog(survey, tmp_path, defaul
         np.testing.assert_allclose(np.asarray(table["p_spiral"]), expected.column("p_spiral").to_numpy(), atol=1e-5)
     assert sorted(p.name for p in out.iterdir()) == ["_galaxy", *manifest["parts"]]
     assert _errors(errors_path(out)) == _errors(errors_path(single)) != []
+    from galaxy.evaluation.report import report
+
+    page = report(out, tmp_path / "r.html").read_text()  # points at the folder's errors file, inside it
+    assert "(see <code>parts/_galaxy/errors.csv</code>)" in page
 
 
 def test_ray_reruns_into_the_folder_it_wrote(survey, tmp_path, monkeypatch):
@@ -120,3 +124,39 @@ def test_a_cpu_actor_runs_on_the_cpus_it_holds():
     assert (actor_config(four, 0).threads, actor_config(four, 0).workers) == (4, 4)
     assert actor_config(ClassifyConfig(("in",), "out", threads=2, workers=3), 0).workers == 3
     assert actor_config(default, 1) == default
+
+
+def test_a_ray_output_folder_is_only_ever_emptied_of_what_a_ray_run_wrote(survey, tmp_path):
+    """--overwrite deleted whatever folder -o named: the user's files, the inputs themselves."""
+    from engine.distributed import prepare_out_dir
+    from galaxy.errors import UsageError
+
+    with pytest.raises(UsageError, match="holds files a --ray run did not write"):
+        prepare_out_dir(survey, overwrite=True)  # -o naming the input folder
+    assert len(list(survey.iterdir())) == 10
+    out = tmp_path / "run.v2"  # a dot in a folder's name is no file suffix
+    prepare_out_dir(out, overwrite=False)
+    (out / "part-000000.parquet").write_bytes(b"x")
+    (out / "_galaxy").mkdir()
+    prepare_out_dir(out, overwrite=True)
+    assert list(out.iterdir()) == []
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match=r"e\.g\. notes\.txt"):
+        prepare_out_dir(out, overwrite=True)
+    with pytest.raises(UsageError, match="not a .parquet file"):
+        prepare_out_dir(tmp_path / "c.parquet", overwrite=False)
+    with pytest.raises(UsageError, match="is a file"):
+        prepare_out_dir(out / "notes.txt", overwrite=False)
+
+
+def test_a_ray_rerun_refuses_inputs_that_changed(survey, tmp_path):
+    """A rerun reused the first run's shards and silently left out images added since."""
+    from engine.distributed import write_shards
+    from galaxy.errors import UsageError
+
+    config = ClassifyConfig((str(survey),), str(tmp_path / "out"))
+    first = write_shards(config, tmp_path / "out", 4)
+    assert len(first) == 3 and len(write_shards(config, tmp_path / "out", 4)) == 3  # same inputs: same shards
+    shutil.copy(next(EXAMPLES.glob("*.jpeg")), survey / "added.jpeg")
+    with pytest.raises(UsageError, match=r"the inputs changed .*\(10 listed then, 11 now\)"):
+        write_shards(config, tmp_path / "out", 4)
