@@ -45,12 +45,16 @@ COMMIT_ROWS = 2048
 COMMIT_SECONDS = 2.0
 
 
-def require_writable(output) -> None:
-    """Refuse, before any work, an output whose folder cannot be made or written to.
+def require_writable(output, inputs=(), catalog=None) -> None:
+    """Refuse, before any work, an output whose folder cannot be made or written to, or that is
+    one of the inputs (the `--catalog`, a named file): writing it, or `--overwrite`, would destroy it.
 
     Raises:
         UsageError: naming the output and the system's reason.
     """
+    for given in (catalog, *inputs):
+        if given and os.path.isfile(given) and os.path.exists(output) and os.path.samefile(given, output):
+            raise UsageError(f"the output {output} is an input of this run: give another -o")
     folder = Path(output).absolute().parent
     for above in (folder, *folder.parents):
         if above.exists():

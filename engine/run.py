@@ -63,7 +63,7 @@ def classify(config: ClassifyConfig) -> Summary:
         raise UsageError("--band-columns names columns of --catalog; give --catalog FILE too")
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns)
-    require_writable(config.output)
+    require_writable(config.output, config.inputs, config.catalog)
     model_dir, card = resolve_model(config.model_dir)
     runner = Runner.for_classify(model_dir, card, config)
     session = runner.session

@@ -380,6 +380,15 @@ def test_models_lists_each_shipped_model_with_its_checked_backends():
                                      for line in checked)
 
 
+def test_an_output_that_is_an_input_is_refused_before_anything_is_deleted(tmp_path):
+    """`--catalog c.csv -o c.csv --overwrite` deleted the input catalog."""
+    table = tmp_path / "c.csv"
+    table.write_text("file,label\n" + "".join(f"{p},x\n" for p in sorted(EXAMPLES.glob("*.jpeg"))[:2]))
+    before = table.read_text()
+    result = invoke("classify", "--catalog", table, "-o", table, "--overwrite", "-q")
+    assert result.exit_code == 2 and "is an input of this run" in result.output and table.read_text() == before
+
+
 def test_an_output_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch):
     """classify refuses before loading the model; any command that meets a refused file says which."""
     blocker = tmp_path / "a-file"
