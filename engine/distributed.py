@@ -39,7 +39,7 @@ from engine.journal import keep_fingerprint
 from engine.listing import require_inputs
 from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.text import safe_text
-from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter, UniqueIds
+from galaxy.catalog.write import column_kinds, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.io.images import stem_id
 from galaxy.catalog.fits_table import SKY_UNITS
@@ -159,6 +159,8 @@ class ShardClassifier:
         results = [([safe_text(i) for i in ids], [safe_text(p) for p in paths], probs, columns)
                    for ids, paths, probs, columns in results]
         extra, lengths = describe_rows(row for ids, paths, _, columns in results for row in zip(ids, paths, columns))
+        # kept columns stay text as given: their kind is decided over all parts when they are finalised
+        extra = [(name, "text") for name, _ in extra]
         writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra, text_lengths=lengths)
         for ids, paths, probs, columns in results:
             writer.write(ids, paths, probs, columns)
@@ -218,6 +220,36 @@ def _unified_schema(schemas):
     return pa.schema([pa.field(name, kind) for name, kind in fields.items()])
 
 
+def _numbers_as_numbers(unified, parts):
+    """`unified` with each text column that holds only numbers in every part (`column_kinds`, the
+    rule a single machine applies to all rows at once) made float64: parts keep kept columns as text."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    own = {"id", "path", "label"}
+    text = [f.name for f in unified if pa.types.is_string(f.type) and f.name not in own]
+    if not text:
+        return unified
+
+    def rows():
+        for part in parts:
+            names = [name for name in text if name in pq.read_schema(part).names]
+            for row in pq.read_table(part, columns=names).to_pylist():
+                yield {name: "" if value is None else str(value) for name, value in row.items()}
+
+    numeric = {name for name, kind in column_kinds(rows()) if kind == "float"}
+    return pa.schema([pa.field(f.name, pa.float64() if f.name in numeric else f.type) for f in unified])
+
+
+def _as_kind(column, kind):
+    """A part's column in the catalog's kind: text parsed as numbers where the column is float64."""
+    import pyarrow as pa
+
+    if pa.types.is_floating(kind) and pa.types.is_string(column.type):
+        return pa.array([None if v is None or v == "" else float(v) for v in column.to_pylist()], kind)
+    return column.cast(kind)
+
+
 def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
     """Make the parts one catalog, as one machine writes it.
 
@@ -230,7 +262,7 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
     import pyarrow.parquet as pq
 
     parts = [_part_path(out_dir, shard.index) for shard in shards]
-    unified = _unified_schema(pq.read_schema(p) for p in parts)
+    unified = _numbers_as_numbers(_unified_schema(pq.read_schema(p) for p in parts), parts)
     seen = UniqueIds()
     for part in parts:
         table = pq.read_table(part)
@@ -240,7 +272,7 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
         if changed:
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
         if changed or table.schema.remove_metadata() != unified:
-            columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+            columns = [_as_kind(table[f.name], f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
                        for f in unified]
             # astropy reads the column list of table_meta_yaml and each text column's longest value
             # (table::len::NAME, which a renamed id may pass) too: both are written for the new table

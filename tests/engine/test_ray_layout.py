@@ -3,6 +3,7 @@ class): only the parts sit at its top level, so pyarrow, pandas and astropy read
 catalog; and the command line reruns into the folder it wrote."""
 
 import csv
+import dataclasses
 import shutil
 import time
 
@@ -160,3 +161,33 @@ def test_a_ray_rerun_refuses_inputs_that_changed(survey, tmp_path):
     shutil.copy(next(EXAMPLES.glob("*.jpeg")), survey / "added.jpeg")
     with pytest.raises(UsageError, match=r"the inputs changed .*\(10 listed then, 11 now\)"):
         write_shards(config, tmp_path / "out", 4)
+
+
+def test_kept_columns_get_their_kind_from_all_parts_as_on_one_machine(tmp_path, default_model):
+    """Each part decided a kept column's kind alone, then text won the merge: numbers parsed in one
+    part were cast back to text ("1.50" -> "1.5"), a column empty in one part became text."""
+    import pyarrow.parquet as pq
+
+    from engine.distributed import ShardClassifier, _finalize_parts, write_shards
+    from engine.run import classify
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:8]
+    z = ["1.50", "2", "1e3", "007", "n/a", "5", "6", "7"]  # text in the second shard: the column is text
+    w = ["", "", "", "", "3.25", "", "1", ""]  # empty in the first shard, numbers in the second
+    table = tmp_path / "c.csv"
+    table.write_text("file,z,w\n" + "".join(f"{f},{a},{b}\n" for f, a, b in zip(files, z, w)))
+    config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(table), keep_columns=("z", "w"),
+                            backend="onnxruntime", decoder="reference", progress=False)
+    shards = write_shards(config, tmp_path / "out", 4)
+    classifier = ShardClassifier(config, str(default_model[0]), str(tmp_path / "out"))
+    for shard in shards:
+        classifier.classify_shard(shard.index, shard.path)
+    _finalize_parts(tmp_path / "out", shards)
+    single = tmp_path / "single.parquet"
+    classify(dataclasses.replace(config, output=str(single)))
+    ray, one = pq.read_table(tmp_path / "out"), pq.read_table(single)
+    for name in ("z", "w"):
+        assert ray.schema.field(name).type == one.schema.field(name).type, name
+        assert ray.column(name).to_pylist() == one.column(name).to_pylist(), name
+    assert ray.column("z").to_pylist()[:4] == ["1.50", "2", "1e3", "007"]
+    assert ray.column("w").to_pylist()[4] == 3.25
