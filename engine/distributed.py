@@ -81,7 +81,7 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
     if (folder / "_complete").exists():  # a rerun: the same shards, so finished parts stay valid
         record = (folder / "_complete").read_text().split()
         if len(record) == 3:  # (shards, inputs, digest); a folder from before records the shard count only
-            count, digest = _listing_digest(listing())
+            count, digest = _listing_record(listing())
             if [str(count), digest] != record[1:]:
                 raise UsageError(f"the inputs changed since {out_dir} was started ({record[1]} listed then, {count} "
                                  "now): rerun with --overwrite, or write another folder")
@@ -96,29 +96,27 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
         shards.append(Shard(len(shards), str(path)))
         rows.clear()
 
-    digest, count = hashlib.sha256(), 0
-    for item in listing():
+    def add(item):
         rows.append((item.path, item.id, json.dumps(item.columns)))
-        digest.update(_listed(item))
-        count += 1
         if len(rows) == shard_size:
             flush()
+
+    count, digest = _listing_record(listing(), add)
     if rows:
         flush()
-    (folder / "_complete").write_text(f"{len(shards)} {count} {digest.hexdigest()}\n")
+    (folder / "_complete").write_text(f"{len(shards)} {count} {digest}\n")
     return shards
 
 
-def _listed(item) -> bytes:
-    return f"{item.path}\0{item.id}\0{json.dumps(item.columns)}\n".encode("utf-8", "surrogateescape")
-
-
-def _listing_digest(items) -> tuple[int, str]:
-    """(count, sha256) of a listing of inputs: what a rerun's inputs must match."""
+def _listing_record(items, each=None) -> tuple[int, str]:
+    """(count, sha256) of a listing of inputs, what a rerun's inputs must match; `each(item)` is
+    called on every item on the way (the first run writes the shards in the same pass)."""
     digest, count = hashlib.sha256(), 0
     for item in items:
-        digest.update(_listed(item))
+        digest.update(f"{item.path}\0{item.id}\0{json.dumps(item.columns)}\n".encode("utf-8", "surrogateescape"))
         count += 1
+        if each is not None:
+            each(item)
     return count, digest.hexdigest()
 
 
@@ -220,7 +218,7 @@ def _unified_schema(schemas):
     return pa.schema([pa.field(name, kind) for name, kind in fields.items()])
 
 
-def _numbers_as_numbers(unified, parts):
+def _numbers_as_numbers(unified, parts, schemas):
     """`unified` with each text column that holds only numbers in every part (`column_kinds`, the
     rule a single machine applies to all rows at once) made float64: parts keep kept columns as text."""
     import pyarrow as pa
@@ -232,8 +230,8 @@ def _numbers_as_numbers(unified, parts):
         return unified
 
     def rows():
-        for part in parts:
-            names = [name for name in text if name in pq.read_schema(part).names]
+        for part, schema in zip(parts, schemas):
+            names = [name for name in text if name in schema.names]
             for row in pq.read_table(part, columns=names).to_pylist():
                 yield {name: "" if value is None else str(value) for name, value in row.items()}
 
@@ -262,9 +260,10 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
     import pyarrow.parquet as pq
 
     parts = [_part_path(out_dir, shard.index) for shard in shards]
-    unified = _numbers_as_numbers(_unified_schema(pq.read_schema(p) for p in parts), parts)
+    schemas = [pq.read_schema(p) for p in parts]
+    unified = _numbers_as_numbers(_unified_schema(schemas), parts, schemas)
     seen = UniqueIds()
-    for part in parts:
+    for part, schema in zip(parts, schemas):
         table = pq.read_table(part)
         given = table.column("id").to_pylist()
         ids = [seen.take(ident) for ident in given]
@@ -279,7 +278,7 @@ def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
             table = pa.Table.from_arrays(columns, schema=unified)
             lengths = {f.name: pc.max(pc.utf8_length(table[f.name])).as_py() or 1
                        for f in unified if pa.types.is_string(f.type)}
-            metadata = parquet_metadata(unified, galaxy_keys(pq.read_schema(part).metadata), SKY_UNITS, lengths)
+            metadata = parquet_metadata(unified, galaxy_keys(schema.metadata), SKY_UNITS, lengths)
             table = table.replace_schema_metadata(metadata)
             changed = True
         if changed:

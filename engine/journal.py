@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog.formats import output_format
+from galaxy.catalog.formats import output_format, sidecar_path
 from galaxy.catalog.read import read_catalog_rows
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
@@ -108,7 +108,7 @@ class Journal:
         self.ids = UniqueIds()
         for row in self.rows():
             self.ids.add(row[0])
-            self.done[ascii_text(os.path.normpath(row[1]))] += 1  # `./a/x.jpeg` is `a/x.jpeg`
+            self.done[_path_key(row[1])] += 1
         self.resumed = self.done.total()
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str, str]] = []  # (id, path, stage, reason): engine.runner.Failure
@@ -139,7 +139,7 @@ class Journal:
     def _check_fingerprint(self, fingerprint):
         path = self.dir / "fingerprint.json"
         if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
-            sidecar = self.output.with_name(self.output.name + ".meta.json")
+            sidecar = sidecar_path(self.output)
             if output_format(self.output, self.format) == "csv" and not sidecar.exists():
                 raise UsageError(f"{self.output} has lost {sidecar.name}, which records how it was made, so a rerun "
                                  "cannot check that it continues with the same settings: restore that file, or use "
@@ -184,9 +184,8 @@ class Journal:
     def is_done(self, path: str) -> bool:
         """Whether this listing of an input path is already in the catalog; each call takes one of
         the path's rows, so a file listed twice (a catalog naming it in two rows) is skipped once per
-        row classified. Call it once per input, in input order. Compared in ASCII-escaped form, the
-        one form every output format can give back (FITS text is ASCII)."""
-        key = ascii_text(os.path.normpath(path))
+        row classified. Call it once per input, in input order (paths compared as `_path_key`)."""
+        key = _path_key(path)
         if self.done[key] > 0:
             self.done[key] -= 1
             return True
@@ -238,9 +237,8 @@ class Journal:
             errors.write(*error)
         errors.close()
         tmp_out.replace(self.output)
-        sidecar = tmp_out.with_name(tmp_out.name + ".meta.json")
-        if sidecar.exists():
-            sidecar.replace(self.output.with_name(self.output.name + ".meta.json"))
+        if sidecar_path(tmp_out).exists():
+            sidecar_path(tmp_out).replace(sidecar_path(self.output))
         errors.path.replace(errors_path(self.output))
         # OUT is complete: the journal goes in one rename (a kill while deleting it must not leave
         # some chunks for a rerun to trust), then is deleted, holding the lock until it is gone
@@ -262,6 +260,12 @@ class Journal:
         """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
         self.commit()
         self._lock.close()
+
+
+def _path_key(path: str) -> str:
+    """How the journal compares input paths: normalised (`./a/x.jpeg` is `a/x.jpeg`) and in
+    ASCII-escaped form, the one form every output format can give back (FITS text is ASCII)."""
+    return ascii_text(os.path.normpath(path))
 
 
 def _log_undeleted(function, path, exc_info) -> None:

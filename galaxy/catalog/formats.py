@@ -35,6 +35,12 @@ RAY_BOOKKEEPING = "_galaxy"
 RAY_MANIFEST = "manifest.json"
 
 
+def sidecar_path(output) -> Path:
+    """Where a CSV catalog keeps its metadata (CSV has no header for it): catalog.csv -> catalog.csv.meta.json."""
+    output = Path(output)
+    return output.with_name(output.name + ".meta.json")
+
+
 def table_format(path) -> str | None:
     """The format of a table file by its name ("csv", "ecsv", "parquet", "fits"), None when not a table."""
     name = str(path).lower()

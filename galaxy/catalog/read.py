@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from galaxy.catalog.formats import (ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, RESERVED_COLUMNS,
-                                    TABLE_FORMATS, output_format, table_format)
+                                    TABLE_FORMATS, output_format, sidecar_path, table_format)
 from galaxy.catalog.metadata import galaxy_keys, run_metadata
 from galaxy.errors import UsageError
 
@@ -169,7 +169,7 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
         return dict(json.loads((path / RAY_BOOKKEEPING / RAY_MANIFEST).read_text()).get("metadata", {}))
     fmt = output_format(path, fmt)
     if fmt == "csv":
-        sidecar = path.with_name(path.name + ".meta.json")
+        sidecar = sidecar_path(path)
         if not sidecar.exists():
             return {}
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in json.loads(sidecar.read_text()).items()}

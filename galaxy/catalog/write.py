@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import SKY_UNITS
-from galaxy.catalog.formats import ERROR_COLUMNS, RAY_BOOKKEEPING, output_format
+from galaxy.catalog.formats import ERROR_COLUMNS, RAY_BOOKKEEPING, output_format, sidecar_path
 from galaxy.catalog.metadata import empty_table, parquet_metadata, sidecar_value
 from galaxy.catalog.text import safe_text
 
@@ -152,7 +152,7 @@ class CatalogWriter:
             self._fh = open(self.path, "w", newline="")
             self._writer = csv.writer(self._fh)
             self._writer.writerow(self.columns)
-            sidecar = self.path.with_name(self.path.name + ".meta.json")
+            sidecar = sidecar_path(self.path)
             sidecar.write_text(json.dumps({k: sidecar_value(v) for k, v in self.metadata.items()}, indent=1) + "\n")
         elif self.format == "ecsv":
             self._fh = open(self.path, "w", newline="")
@@ -170,9 +170,9 @@ class CatalogWriter:
             fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
             fields += [pa.field(name, pa.float64() if kind == "float" else pa.string()) for name, kind in self.extra]
             self._schema = pa.schema(fields)
-            lengths = {**(text_lengths or {}), "label": max(len(c) for c in self.classes)}
+            lengths = None if text_lengths is None else {**text_lengths, "label": max(len(c) for c in self.classes)}
             self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units,
-                                                                       lengths if text_lengths is not None else None))
+                                                                       lengths))
             self._writer = pq.ParquetWriter(self.path, self._schema)
 
     def write(self, ids, paths, probabilities: np.ndarray, columns=None):

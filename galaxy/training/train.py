@@ -122,18 +122,18 @@ def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir
     return checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best")
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write a file whole or not at all: a kill while writing leaves the previous one (a resume reads it)."""
+def _write_atomically(path: Path, write) -> None:
+    """`write(tmp)` a file whole, then put it in place, so a kill while writing leaves the previous
+    one (what a resume reads: the checkpoint, the history)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    write(tmp)
     os.replace(tmp, path)
 
 
-def _save_checkpoint(state: dict, path: Path) -> None:
-    """Write a checkpoint whole or not at all: a kill while writing leaves the previous one."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def _stopping_count(best_loss: float, stale: int, row: dict) -> tuple[float, int]:
+    """Early stopping's (best validation loss, epochs since it) after the epoch of history `row`."""
+    epoch_loss = min(row["val_raw"]["loss"], row["val_ema"]["loss"])
+    return (epoch_loss, 0) if epoch_loss < best_loss else (best_loss, stale + 1)
 
 
 def _batch_loss(logits, labels, targets, class_weights, config: TrainConfig) -> torch.Tensor:
@@ -276,8 +276,7 @@ def train(config: TrainConfig) -> ModelCard:
                                                    out_dir)
     best_loss, stale, stopped = float("inf"), 0, None
     for row in history:  # early stopping's count, as the epochs before a resume left it
-        epoch_loss = min(row["val_raw"]["loss"], row["val_ema"]["loss"])
-        best_loss, stale = (epoch_loss, 0) if epoch_loss < best_loss else (best_loss, stale + 1)
+        best_loss, stale = _stopping_count(best_loss, stale, row)
     if config.patience and history and stale >= config.patience:  # it had stopped; killed before saving
         stopped, first_epoch = history[-1]["epoch"], config.epochs + 1
         if stopped < config.epochs:
@@ -327,13 +326,13 @@ def train(config: TrainConfig) -> ModelCard:
                         "state": copy.deepcopy(candidate.state_dict())}
         history.append(row)
         log.info("epoch %d: %s", epoch, json.dumps(row))
-        _write_atomically(out_dir / "history.json", json.dumps(history, indent=1) + "\n")
-        _save_checkpoint({"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
-                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                          "config": config_dict(config), "spec": spec.to_dict(), "best": best}, work_dir / "last.pt")
-        epoch_loss = min(row["val_raw"]["loss"], row["val_ema"]["loss"])
-        best_loss, stale = (epoch_loss, 0) if epoch_loss < best_loss else (best_loss, stale + 1)
+        _write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1) + "\n"))
+        state = {"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                 "config": config_dict(config), "spec": spec.to_dict(), "best": best}
+        _write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
+        best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:
             stopped = epoch
             log.info("early stop after epoch %d: no better validation loss for %d epochs", epoch, stale)
