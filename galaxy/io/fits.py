@@ -12,7 +12,11 @@ Rules (documented in the README):
     composite (sky subtracted, unit-free Lupton asinh). Non-finite pixels become sky.
   * Orientation: FITS rows run bottom-up; the array is flipped so that it reads like the
     JPEG made from the same data.
-  * `.fits.gz` and tile-compressed `.fits.fz` (Rice, ...) are read by astropy directly.
+  * `.fits.gz` and tile-compressed `.fits.fz` (Rice, ...) are read by astropy. A gzip-compressed
+    file is decompressed whole before the pixels are read, so that gzip's CRC is checked (astropy
+    stops reading before the gzip trailer: most corrupted bytes became wrong pixels without an
+    error). An image HDU with a DATASUM keyword has its data checked against it (CHECKSUM is not:
+    it covers the header too, which tools edit without updating it).
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from galaxy.spec import FitsStretch, InputSpec
 # the run out of memory on every rerun; 32 Mpixel (~2.6 GB) is a 5,800^2 band or three 3,300^2 ones,
 # far above any cutout.
 MAX_PIXELS = 32 * 1024 * 1024
+# A gzip-compressed FITS file is decompressed in memory to check its CRC: refuse one that inflates to
+# more than this (a few HDUs at MAX_PIXELS in float64), before it takes the decode worker's memory.
+MAX_GZIP_BYTES = 4 * MAX_PIXELS * 8
+GZIP_MAGIC = b"\x1f\x8b"
 # Header keys holding a catalogue object id, in order of preference.
 OBJID_KEYS = ("OBJID", "OBJ_ID", "OBJECTID", "SDSS_ID")
 
@@ -198,13 +206,52 @@ def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path) -> np.ndarray:
     return rgb
 
 
+def _gunzipped(path):
+    """A gzip-compressed file's whole content (CRC and length checked), or None when it is not gzip.
+
+    Raises:
+        ImageReadError: corrupt or truncated gzip data, or more than MAX_GZIP_BYTES inflated.
+    """
+    import gzip
+    import zlib
+
+    with open(path, "rb") as fh:
+        if fh.read(2) != GZIP_MAGIC:
+            return None
+    chunks, total = [], 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(1 << 24):
+                total += len(chunk)
+                if total > MAX_GZIP_BYTES:
+                    raise ImageReadError(path, f"inflates to more than {MAX_GZIP_BYTES >> 20} MiB: not a cutout",
+                                         stage="decode")
+                chunks.append(chunk)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile (CRC, length) is an OSError
+        raise ImageReadError(path, f"corrupt gzip data ({str(exc) or type(exc).__name__})", stage="decode") from None
+    return b"".join(chunks)
+
+
+def _check_datasum(hdu, path):
+    """Refuse data whose DATASUM keyword does not match (astropy's verify_datasum: 0 failed, 1 passed,
+    2 no keyword). CHECKSUM is not checked: it also covers the header, which tools edit without updating it."""
+    if hdu.verify_datasum() == 0:
+        raise ImageReadError(path, f"corrupt FITS data: DATASUM {hdu.header.get('DATASUM')} does not match the data",
+                             stage="decode")
+
+
 def _read_hdus(path, hdus) -> list[np.ndarray]:
+    import io
+
     from astropy.io import fits
 
     try:
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+        inflated = _gunzipped(path)
+        source = io.BytesIO(inflated) if inflated is not None else path
+        with fits.open(source, memmap=False, lazy_load_hdus=True) as hdul:
             out = []
             for k in hdus:
+                _check_datasum(hdul[k], path)  # before .data: once scaled, the sum is of the scaled values
                 if hdul[k].data is None:
                     raise ImageReadError(path, "image HDU holds no data")
                 out.extend(_planes(hdul[k].data, path))
