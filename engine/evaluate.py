@@ -164,7 +164,8 @@ def evaluate(config) -> dict:
     """Score a model on labelled data (an EvaluateConfig); write report.json and PNG plots."""
     model_dir, card = resolve_model(config.model_dir)
     if config.split == "val":
-        labelled = validation_split(model_dir, card, config.data, config.label_column, config.path_column)
+        labelled = validation_split(model_dir, card, config.data, config.label_column, config.path_column,
+                                    complete=False)
     elif config.split == "all":
         labelled = load_labelled(config.data, card.classes, config.label_column, config.path_column,
                                  rule_from_config(config_dict(config)))
@@ -185,6 +186,8 @@ def evaluate(config) -> dict:
                                                                        [group_of.get(i) for i in scored.ids])
     report["failed"] = failed
     report["model"] = {"name": card.name, "weights_sha256": card.weights_sha256}
+    if config.split == "val":  # a labels file may hold part of the split: say how much was scored
+        report["validation_images"] = {"scored": len(labelled), "in_split": len(validation_ids(model_dir, card))}
     if config.split == "all":  # the model's own training images score high: say how many were scored
         own = training_ids(model_dir, card)
         report["training_images_scored"] = None if own is None else len(set(scored.ids) & own)

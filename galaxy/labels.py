@@ -223,14 +223,27 @@ def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str
         return {stem_id(row[path_column]): row[column] for row in reader}
 
 
-def validation_split(model_dir, card, data, label_column="label", path_column="file"):
-    """The labelled images of `data` whose ids are in the model's validation split."""
+def validation_split(model_dir, card, data, label_column="label", path_column="file", complete=True):
+    """The labelled images of `data` whose ids are in the model's validation split.
+
+    Args:
+        complete: refuse `data` that holds only part of the split (a check or calibration recorded in
+            the card must be of the whole split); False accepts a part, with a warning (evaluate).
+
+    Raises:
+        UsageError: no list of validation ids, none of them in `data`, or (complete) only some.
+    """
     val_ids = validation_ids(model_dir, card)
     if val_ids is None:
         raise UsageError(f"{model_dir} has no list of validation ids: its validation split is unknown")
     labelled = load_labelled(data, card.classes, label_column, path_column,
                              rule_from_config(card.training.get("config", {})))
     val = labelled.subset([i for i in range(len(labelled)) if labelled.ids[i] in val_ids])
-    if len(val) != len(val_ids):
-        raise UsageError(f"{data} holds {len(val)} of the {len(val_ids)} validation images of {model_dir}")
+    if len(val) == len(val_ids):
+        return val
+    if complete or not len(val):
+        raise UsageError(f"{data} holds {len(val)} of the {len(val_ids)} validation images of {model_dir}"
+                         + ("" if len(val) else " (--split all scores every labelled image)"))
+    log.warning("%s holds %d of the %d validation images of %s: only those are scored", data, len(val),
+                len(val_ids), model_dir)
     return val

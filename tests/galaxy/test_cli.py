@@ -186,6 +186,20 @@ def test_evaluate_writes_report_and_plots(tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_evaluate_on_part_of_the_validation_split_scores_that_part(tmp_path, caplog):
+    """The 40 bundled samples are validation galaxies of the shipped models: a labels file holding
+    part of the split is scored, with a warning and the count in report.json; none of it is refused."""
+    out = tmp_path / "eval"
+    result = invoke("evaluate", "sdss-xception-compact", EXAMPLES / "labels.csv", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["validation_images"] == {"scored": 40, "in_split": 1039}
+    assert "holds 40 of the 1039 validation images" in caplog.text
+    table = tmp_path / "none.csv"
+    table.write_text("id,file,label\n1,x.jpeg,spiral\n")
+    result = invoke("evaluate", "sdss-xception-compact", table, "-o", tmp_path / "e2", "-q")
+    assert result.exit_code == 2 and "holds 0 of the 1039 validation images" in result.output
+
+
 def test_classify_tta(tmp_path):
     out = tmp_path / "c.csv"
     files = sorted(EXAMPLES.glob("*.jpeg"))[:4]
