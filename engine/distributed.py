@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.journal import keep_fingerprint
+from engine.journal import hold_lock, keep_fingerprint
 from engine.listing import require_inputs
 from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.text import safe_text
@@ -304,14 +304,17 @@ def _written_by_ray(entry: Path) -> bool:
             or entry.name.startswith(".part-"))
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Make (or empty, with `overwrite`) a `--ray` output folder, refusing one that is not such a folder.
+def prepare_out_dir(out_dir: Path, overwrite: bool):
+    """Make (or empty, with `overwrite`) a `--ray` output folder, refusing one that is not such a folder;
+    return the lock (`_galaxy/lock`) this run holds on it until the returned file is closed.
 
     Only what a `--ray` run writes is ever deleted: a folder holding anything else (your files, the
-    inputs themselves) is refused, with or without --overwrite.
+    inputs themselves) is refused, with or without --overwrite. Nothing is deleted before the lock is
+    held, so a second run on the same folder is refused without touching the first one's parts.
 
     Raises:
-        UsageError: the output is a file, is named like a catalog file, or holds other files.
+        UsageError: the output is a file, is named like a catalog file, holds other files, or another
+            run holds its lock.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"with --ray the output is a folder of Parquet parts, and {out_dir} is a file")
@@ -322,24 +325,35 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         if foreign:
             raise UsageError(f"{out_dir} holds files a --ray run did not write (e.g. {foreign[0]}, {len(foreign)} in "
                              "all): give a new or empty folder")
-        if overwrite:
-            import shutil
+    bookkeeping = out_dir / RAY_BOOKKEEPING
+    bookkeeping.mkdir(parents=True, exist_ok=True)
+    lock = hold_lock(bookkeeping / "lock", f"another galaxy classify --ray is writing {out_dir}")
+    if overwrite:
+        import shutil
 
-            for entry in out_dir.iterdir():
+        for entry in out_dir.iterdir():
+            if entry != bookkeeping:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+        for entry in bookkeeping.iterdir():
+            if entry.name != "lock":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return lock
 
 
 def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, actors: int | None = None) -> dict:
     """Run `config` (a ClassifyConfig whose output is a folder) on a Ray cluster; return the manifest."""
     ray = import_ray()
-    from engine.artifacts import resolve_model
-
     out_dir = Path(config.output)
     if config.band_columns:  # shards hold one path per input; band sets run on one machine for now
         raise UsageError("--band-columns is not supported with --ray yet: run it without --ray")
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
-    prepare_out_dir(out_dir, config.overwrite)
+    with prepare_out_dir(out_dir, config.overwrite):  # the lock, held while this run writes
+        return _classify_locked(ray, config, out_dir, address, shard_size, actors)
+
+
+def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size: int, actors: int | None) -> dict:
+    from engine.artifacts import resolve_model
+
     model_dir, card = resolve_model(config.model_dir)
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         from engine.runner import classify_spec

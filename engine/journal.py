@@ -120,15 +120,9 @@ class Journal:
         while True:
             self.dir.mkdir(exist_ok=True)
             try:
-                lock = open(self.dir / "lock", "a+")
-            except FileNotFoundError:  # renamed away between the two calls
+                lock = hold_lock(self.dir / "lock", f"another galaxy classify is writing {self.output}")
+            except FileNotFoundError:  # renamed away between mkdir and open
                 continue
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                raise UsageError(f"another galaxy classify is writing {self.output} "
-                                 f"(lock {self.dir / 'lock'})") from None
             try:
                 if os.stat(self.dir / "lock").st_ino == os.fstat(lock.fileno()).st_ino:
                     return lock
@@ -260,6 +254,22 @@ class Journal:
         """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
         self.commit()
         self._lock.close()
+
+
+def hold_lock(path: Path, held_by_another: str):
+    """Open `path` and hold an exclusive lock on it for as long as the returned file stays open.
+
+    Raises:
+        UsageError: another process holds it (`held_by_another` says who, the lock's path is added).
+        FileNotFoundError: the folder is not there.
+    """
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UsageError(f"{held_by_another} (lock {path})") from None
+    return lock
 
 
 def _path_key(path: str) -> str:

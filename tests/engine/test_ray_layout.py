@@ -128,7 +128,8 @@ def test_a_cpu_actor_runs_on_the_cpus_it_holds():
 
 
 def test_a_ray_output_folder_is_only_ever_emptied_of_what_a_ray_run_wrote(survey, tmp_path):
-    """--overwrite deleted whatever folder -o named: the user's files, the inputs themselves."""
+    """--overwrite deleted whatever folder -o named: the user's files, the inputs themselves; and a
+    second run could empty a folder another run was writing."""
     from engine.distributed import prepare_out_dir
     from galaxy.errors import UsageError
 
@@ -136,11 +137,19 @@ def test_a_ray_output_folder_is_only_ever_emptied_of_what_a_ray_run_wrote(survey
         prepare_out_dir(survey, overwrite=True)  # -o naming the input folder
     assert len(list(survey.iterdir())) == 10
     out = tmp_path / "run.v2"  # a dot in a folder's name is no file suffix
-    prepare_out_dir(out, overwrite=False)
+    prepare_out_dir(out, overwrite=False).close()
     (out / "part-000000.parquet").write_bytes(b"x")
-    (out / "_galaxy").mkdir()
-    prepare_out_dir(out, overwrite=True)
-    assert list(out.iterdir()) == []
+    (out / "_galaxy" / "manifest.json").write_text("{}")
+    first = prepare_out_dir(out, overwrite=True)
+    assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*"))] == ["_galaxy", "_galaxy/lock"]
+    # a second run on the folder while the first holds it: refused, and the first one's part is kept
+    (out / "part-000000.parquet").write_bytes(b"x")
+    with pytest.raises(UsageError, match=r"another galaxy classify --ray is writing .*run\.v2 \(lock"):
+        prepare_out_dir(out, overwrite=True)
+    assert (out / "part-000000.parquet").exists()
+    first.close()
+    prepare_out_dir(out, overwrite=True).close()
+    assert not (out / "part-000000.parquet").exists()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match=r"e\.g\. notes\.txt"):
         prepare_out_dir(out, overwrite=True)
