@@ -13,25 +13,42 @@ from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report
 
 
 def measure(inputs, model_dir, sample: int, hdu) -> dict:
-    """The framing report of INPUTS against the model (`galaxy.io.framing.framing_report`)."""
+    """The framing report of INPUTS against the model (`galaxy.io.framing.framing_report`).
+
+    Raises:
+        UsageError: the card records no training framing, INPUTS name no image, or no cutout was
+            measured (why: none could be read, or none shows a galaxy).
+    """
     from engine.artifacts import resolve_model
-    from engine.listing import iter_inputs
+    from engine.listing import iter_inputs, require_inputs
     from engine.runner import hdu_value
 
     model_dir, card = resolve_model(model_dir)
     card_framing(card)  # before listing or reading anything
+    require_inputs(inputs)
     items = iter_inputs(inputs)
     paths = [item.path for item in (islice(items, sample) if sample else items)]
     report = framing_report(card, paths, card.input_spec, hdu=hdu_value(hdu))
     if not report["measured"]["measured"]:
-        raise UsageError(f"none of the {len(paths)} cutouts measured shows a galaxy above the noise near the centre")
+        raise UsageError(_nothing_measured(len(paths), report["unreadable"]))
     return report
+
+
+def _nothing_measured(listed: int, unreadable: list[dict]) -> str:
+    """Why none of `listed` cutouts was measured: unreadable files (the first named) or no galaxy in them."""
+    first = f"{unreadable[0]['path']}: {unreadable[0]['reason']}" if unreadable else ""
+    if len(unreadable) == listed == 1:
+        return f"the cutout could not be read: {first}"
+    if len(unreadable) == listed:
+        return f"none of the {listed} cutouts could be read, e.g. {first}"
+    text = f"none of the {listed - len(unreadable)} readable cutouts shows a galaxy above the noise near the centre"
+    return text + (f"; {len(unreadable)} more could not be read, e.g. {first}" if unreadable else "")
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_dir", type=MODEL, help="Model to compare with (default: the one classify uses here).")
-@click.option("--sample", default=SAMPLE, show_default=True,
+@click.option("--sample", default=SAMPLE, show_default=True, type=click.IntRange(min=0),
               help="Cutouts measured: the first ones in listing order (0: all).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")

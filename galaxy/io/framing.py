@@ -111,19 +111,18 @@ def measure_files(paths, spec, workers: int = 0, hdu=None) -> tuple[list[float],
         workers: reading threads (0: one per CPU).
 
     Returns:
-        (fractions in the order of `paths`, nan for unreadable files; [(path, reason)] of those).
+        (fractions in the order of `paths`, nan for unreadable files; [(path, reason)] of those, also in
+        the order of `paths`, so the first named is the first listed).
     """
-    failures = []
-
     def one(path):
         try:
-            return petrosian_fraction(read_cutout(path, spec, hdu)[0])
+            return petrosian_fraction(read_cutout(path, spec, hdu)[0]), None
         except ImageReadError as exc:
-            failures.append((str(path), exc.reason))
-            return float("nan")
+            return float("nan"), (str(path), exc.reason)
 
     with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
-        return list(pool.map(one, paths)), failures
+        results = list(pool.map(one, paths))
+    return [fraction for fraction, _ in results], [failure for _, failure in results if failure]
 
 
 def card_framing(card) -> dict:

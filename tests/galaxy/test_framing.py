@@ -179,3 +179,38 @@ def test_framing_cautions_when_few_galaxies_were_measured(tmp_path):
         (tmp_path / path.name).symlink_to(path)
     text = invoke("framing", tmp_path)
     assert text.exit_code == 0 and "Only 5 galaxies measured: a median of so few is uncertain" in text.output
+
+
+def test_framing_refuses_a_negative_sample():
+    text = CliRunner().invoke(cli, ["framing", str(EXAMPLES), "--sample", "-1"])
+    assert text.exit_code == 2 and "Invalid value for '--sample'" in text.output
+
+
+def test_framing_says_why_nothing_was_measured(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    text = invoke("framing", tmp_path / "empty")
+    assert text.exit_code == 2 and f"no images found in {tmp_path / 'empty'}" in text.output
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.jpeg", "b.jpeg"):
+        (broken / name).write_bytes(b"not a jpeg")
+    text = invoke("framing", broken)
+    assert text.exit_code == 2 and "none of the 2 cutouts could be read, e.g. " in text.output
+    assert "a.jpeg: not a JPEG or PNG" in text.output and "above the noise" not in text.output
+
+    from astropy.io import fits
+
+    (tmp_path / "fits").mkdir()
+    fits.PrimaryHDU(_disk(8.0, side=64)[..., 0].astype(np.float32)).writeto(tmp_path / "fits" / "g.fits")
+    text = invoke("framing", tmp_path / "fits", "--hdu", "NOPE")
+    assert text.exit_code == 2 and "the cutout could not be read: " in text.output
+    assert "g.fits: has no HDU 'NOPE'" in text.output
+
+    Image.new("RGB", (64, 64), (20, 20, 20)).save(broken / "c.png")  # readable, but no galaxy
+    text = invoke("framing", broken)
+    assert text.exit_code == 2
+    assert ("none of the 1 readable cutouts shows a galaxy above the noise near the centre; 2 more could not be "
+            "read, e.g. ") in text.output and "a.jpeg: not a JPEG or PNG" in text.output
