@@ -9,6 +9,7 @@ from pathlib import Path
 from galaxy.catalog.formats import (ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, RESERVED_COLUMNS,
                                     TABLE_FORMATS, output_format, sidecar_path, table_format)
 from galaxy.catalog.metadata import galaxy_keys, run_metadata
+from galaxy.catalog.text import unescape_ascii_text
 from galaxy.errors import UsageError
 
 CATALOG_BATCH = 8192
@@ -185,10 +186,12 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     return run_metadata(header)
 
 
-def read_catalog_rows(path, fmt: str | None = None):
+def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
     """Rows of a catalog galaxy wrote, as dicts with `id`, `path`, the `p_*` columns and any extra ones.
 
-    A `classify --ray` output folder is read part by part, in order.
+    A `classify --ray` output folder is read part by part, in order. FITS text is stored escaped to
+    ASCII (`ascii_text`) and is given as stored, the form a resumed run compares; `unescape=True`
+    gives it back as the other formats hold it, e.g. a path to open.
     """
     parts = _parts(Path(path))
     if parts is not None:
@@ -210,5 +213,6 @@ def read_catalog_rows(path, fmt: str | None = None):
 
     table = Table.read(path, format="fits")
     text = {name for name in table.colnames if table[name].dtype.kind in "SU"}
+    as_text = unescape_ascii_text if unescape else str
     for row in table:
-        yield {name: (str(row[name]) if name in text else float(row[name])) for name in table.colnames}
+        yield {name: (as_text(str(row[name])) if name in text else float(row[name])) for name in table.colnames}

@@ -3,12 +3,13 @@
 File names that are not valid UTF-8 reach Python as surrogate escapes. `safe_text` writes
 their undecodable bytes as \\xNN (every catalog and errors file; resuming compares paths in
 this form); `ascii_text` is the same and also escapes every non-ASCII character, for FITS,
-whose text columns must be printable ASCII.
+whose text columns must be printable ASCII; `unescape_ascii_text` reads that form back.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 
 
 def safe_text(value: str) -> str:
@@ -30,3 +31,19 @@ def ascii_text(value: str) -> str:
     character and every control character (a tab or newline in a file name) as a backslash escape."""
     text = safe_text(value).encode("ascii", "backslashreplace").decode("ascii")
     return CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")
+
+
+def unescape_ascii_text(text: str) -> str:
+    """The str that `ascii_text` escaped: every \\xNN, \\uNNNN and \\UNNNNNNNN back to its character,
+    so a FITS catalog's path opens the file it names. Two cases cannot be told apart in the
+    escaped form, and the common one is taken: \\xNN of 80-ff is read as that character (é, not
+    the undecodable byte of a file name that is not UTF-8), and a backslash the name itself held
+    before x, u or U and hex digits is read as an escape."""
+    def character(match) -> str:
+        code = int(next(g for g in match.groups() if g), 16)
+        return chr(code) if code <= sys.maxunicode else match.group()  # not an escape ascii_text writes
+
+    return ESCAPE.sub(character, text)
