@@ -40,8 +40,10 @@ class GalaxyGroup(click.Group):
             if isinstance(exc, (FileExistsError, NotADirectoryError)):
                 reason += " (a file stands where a folder is needed)"
             where = f"{exc.filename}: " if exc.filename is not None else ""
-            raise click.ClickException(f"{where}{reason}" + (" (free space and rerun the same command: classify "
-                                                             "keeps the rows it committed)" if full else "")) from None
+            if full:  # a rerun of classify continues; other commands start over
+                reason += (" (free space and rerun the same command" +
+                           (": classify keeps the rows it committed)" if ctx.invoked_subcommand == "classify" else ")"))
+            raise click.ClickException(f"{where}{reason}") from None
 
 
 class ModelFolder(click.ParamType):
