@@ -299,8 +299,9 @@ def evaluate(**options):
 
 @cli.command("montage")
 @click.argument("catalog", type=click.Path(exists=True))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
-@click.option("--per-row", default=8, show_default=True, help="Galaxies per row.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
+              help="PNG file to write (.png is added to a name without a suffix).")
+@click.option("--per-row", default=8, show_default=True, type=click.IntRange(min=1), help="Galaxies per row.")
 def montage_command(catalog, out, per_row):
     """A PNG of the most confident spirals, ellipticals and the most uncertain galaxies of CATALOG.
 
@@ -316,7 +317,7 @@ def montage_command(catalog, out, per_row):
 @cli.command("report")
 @click.argument("catalog", type=click.Path(exists=True))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
-@click.option("--per-row", default=8, show_default=True, help="Galaxies per montage row.")
+@click.option("--per-row", default=8, show_default=True, type=click.IntRange(min=1), help="Galaxies per montage row.")
 def report_command(catalog, out, per_row):
     """One self-contained HTML page about CATALOG (a catalog file, or a --ray folder): counts, confidence, montage, model card.
 

@@ -12,13 +12,18 @@ paths are taken from the folder the catalog was classified in (`cwd` in its meta
 from __future__ import annotations
 
 import heapq
+import io
 import json
 import logging
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 
+from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
+from galaxy.catalog.write import errors_path
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.spec import InputSpec
 
@@ -29,6 +34,7 @@ ROWS = (("most confident spirals", "spiral"), ("most confident ellipticals", "el
 EMPTY_ROW = {"spiral": "no galaxy labelled spiral", "elliptical": "no galaxy labelled elliptical",
              "uncertain": "none left: every galaxy is in a row above"}
 ID_CHARS = 18
+SUFFIX = ".png"  # what the montage is written as; an output named without a suffix gets it
 
 
 def short_id(ident: str, width: int = ID_CHARS) -> str:
@@ -47,18 +53,42 @@ def _best_first(heap: list) -> list[dict]:
     return [entry for _, _, entry in sorted(heap, key=lambda t: t[:2], reverse=True)]
 
 
+def row_probability(catalog, n: int, row: dict) -> float:
+    """P(spiral) of the `n`-th row (from 0) of `catalog`.
+
+    Raises:
+        UsageError: the catalog has no p_spiral column, or the row's value is not a probability.
+    """
+    if "p_spiral" not in row:
+        raise UsageError(f"{catalog} has no p_spiral column: not a spiral/elliptical catalog of galaxy's")
+    try:
+        p = float(row["p_spiral"])
+    except (TypeError, ValueError):
+        p = math.nan
+    if not 0 <= p <= 1:  # NaN too
+        raise UsageError(f"{catalog}: row {n + 1} (id {row.get('id')!r}) has p_spiral {row['p_spiral']!r}, "
+                         "not a probability between 0 and 1")
+    return p
+
+
+def row_label(row: dict, p: float) -> str:
+    """The row's label; a catalog without a label column (or a blank one) gets classify's: spiral above 0.5."""
+    return str(row.get("label") or ("spiral" if p > 0.5 else "elliptical"))
+
+
 def select(catalog, per_row: int = 8) -> dict[str, list[dict]]:
     """The galaxies of each montage row, best first: {"spiral": [...], "elliptical": [...], "uncertain": [...]}.
 
     Spirals and ellipticals are chosen among the galaxies with that label; the uncertain row from
-    those not already chosen, so no galaxy is shown twice.
+    those not already chosen, so no galaxy is shown twice. Paths are given as the files to open
+    (a FITS catalog's escapes undone).
     """
+    if per_row < 1:
+        raise UsageError(f"per_row is {per_row}: a montage row needs at least 1 galaxy")
     heaps: dict[str, list] = {key: [] for _, key in ROWS}
-    for n, row in enumerate(read_catalog_rows(catalog)):
-        if "p_spiral" not in row:
-            raise UsageError(f"{catalog} has no p_spiral column: not a spiral/elliptical catalog of galaxy's")
-        p = float(row["p_spiral"])
-        label = str(row.get("label") or ("spiral" if p > 0.5 else "elliptical"))
+    for n, row in enumerate(read_catalog_rows(catalog, unescape=True)):
+        p = row_probability(catalog, n, row)
+        label = row_label(row, p)
         entry = {"id": str(row["id"]), "path": str(row["path"]), "p_spiral": p}
         if label in ("spiral", "elliptical"):  # -n: ties go to the earlier row
             _push(heaps[label], per_row, (p if label == "spiral" else 1 - p, -n, entry))
@@ -90,10 +120,74 @@ def resolve_path(path: str, cwd: str | None) -> Path:
     return path if path.is_absolute() or not cwd else Path(cwd) / path
 
 
-def montage(catalog, out, per_row: int = 8, dpi: int = 100) -> Path:
-    """Write the montage PNG of `catalog` to `out`; return its path.
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them is not there (yet): compare where they would be
+        return a.resolve() == b.resolve()
+
+
+def refuse_catalog_files(catalog, out, command: str) -> None:
+    """Refuse an output `out` that would overwrite `catalog`, its metadata sidecar or its errors
+    file, or that lies inside a `--ray` output folder (whose top holds only its Parquet parts).
+
+    Raises:
+        UsageError: naming `out` and the file it would overwrite.
+    """
+    catalog, out = Path(catalog), Path(out)
+    if catalog.is_dir() and out.resolve().is_relative_to(catalog.resolve()):
+        raise UsageError(f"{out} is inside {catalog}, the catalog {command} reads: write it elsewhere")
+    for path, what in ((catalog, f"the catalog {command} reads"), (sidecar_path(catalog), f"the metadata of {catalog}"),
+                       (errors_path(catalog), f"the errors file of {catalog}")):
+        if _same_file(out, path):
+            raise UsageError(f"{out} is {what}: choose another output")
+
+
+def montage_output(out) -> Path:
+    """The file a montage named `out` is written to: `out` itself, with .png added when it has no suffix.
+
+    Raises:
+        UsageError: `out` has another suffix (the montage is a PNG).
+    """
+    out = Path(out)
+    if not out.suffix:
+        return out.with_name(out.name + SUFFIX)
+    if out.suffix.lower() != SUFFIX:
+        raise UsageError(f"{out}: a montage is written as PNG; name it with {SUFFIX} (or no suffix)")
+    return out
+
+
+def write_whole(path, data: bytes) -> Path:
+    """Write `data` to `path` through a hidden temporary file in the same folder, renamed into place.
+
+    Ctrl-C or a failed write (a full disk) leaves the previous file as it was and no temporary
+    file. (`galaxy.training.train._write_atomically` is in the torch zone, which these pictures
+    stay out of.)
+
+    Raises:
+        OSError: naming `path`, not the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.strerror and exc.filename in (None, str(tmp)):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None  # a full disk's error names no file
+        raise
+    return path
+
+
+def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
+    """The montage of `catalog` as PNG bytes.
 
     Galaxies whose image cannot be read are drawn as 'unreadable' and counted in one warning.
+
+    Raises:
+        UsageError: the catalog has no rows, or no probabilities (`row_probability`).
     """
     from galaxy.io.images import crop_resize, read_cutout
     from galaxy.evaluation.plots import _pyplot
@@ -106,36 +200,49 @@ def montage(catalog, out, per_row: int = 8, dpi: int = 100) -> Path:
     unreadable: list[str] = []
     plt = _pyplot()
     fig, axes = plt.subplots(len(ROWS), per_row, figsize=(1.6 * per_row, 1.9 * len(ROWS)), dpi=dpi, squeeze=False)
-    for r, (title, key) in enumerate(ROWS):
-        for c in range(per_row):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c >= len(chosen[key]):
-                for spine in ax.spines.values():  # not axis("off"): the first keeps the row's title
-                    spine.set_visible(False)
-                ax.patch.set_visible(False)  # an empty row's note runs across these cells
-                continue
-            entry = chosen[key][c]
-            try:
-                pixels, _ = read_cutout(resolve_path(entry["path"], cwd), spec)
-                ax.imshow(np.clip(crop_resize(pixels, spec.crop_fraction, 128), 0, 1))
-            except (ImageReadError, OSError) as exc:
-                unreadable.append(f"{entry['path']}: {exc}")
-                ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=8, transform=ax.transAxes)
-            ax.set_xlabel(f"{short_id(entry['id'])}\nP(spiral) {entry['p_spiral']:.3f}", fontsize=7)
-        if not chosen[key]:
-            note = axes[r, 0].text(0.05, 0.5, EMPTY_ROW[key], ha="left", va="center", fontsize=9,
-                                   transform=axes[r, 0].transAxes)
-            note.set_in_layout(False)  # it runs across the row's empty cells
-        axes[r, 0].set_ylabel(title.replace("most ", "most\n", 1), fontsize=9, fontweight="bold")
-    if unreadable:
-        shown = sum(len(entries) for entries in chosen.values())
-        log.warning("montage: %d of %d galaxies could not be read and are drawn as 'unreadable' (first: %s)",
-                    len(unreadable), shown, unreadable[0])
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    try:
+        for r, (title, key) in enumerate(ROWS):
+            for c in range(per_row):
+                ax = axes[r, c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c >= len(chosen[key]):
+                    for spine in ax.spines.values():  # not axis("off"): the first keeps the row's title
+                        spine.set_visible(False)
+                    ax.patch.set_visible(False)  # an empty row's note runs across these cells
+                    continue
+                entry = chosen[key][c]
+                try:
+                    pixels, _ = read_cutout(resolve_path(entry["path"], cwd), spec)
+                    ax.imshow(np.clip(crop_resize(pixels, spec.crop_fraction, 128), 0, 1))
+                except (ImageReadError, OSError) as exc:
+                    unreadable.append(f"{entry['path']}: {exc}")
+                    ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+                ax.set_xlabel(f"{short_id(entry['id'])}\nP(spiral) {entry['p_spiral']:.3f}", fontsize=7)
+            if not chosen[key]:
+                note = axes[r, 0].text(0.05, 0.5, EMPTY_ROW[key], ha="left", va="center", fontsize=9,
+                                       transform=axes[r, 0].transAxes)
+                note.set_in_layout(False)  # it runs across the row's empty cells
+            axes[r, 0].set_ylabel(title.replace("most ", "most\n", 1), fontsize=9, fontweight="bold")
+        if unreadable:
+            shown = sum(len(entries) for entries in chosen.values())
+            log.warning("montage: %d of %d galaxies could not be read and are drawn as 'unreadable' (first: %s)",
+                        len(unreadable), shown, unreadable[0])
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def montage(catalog, out, per_row: int = 8, dpi: int = 100) -> Path:
+    """Write the montage PNG of `catalog` to `out` (.png added when it has no suffix); return the path written.
+
+    Raises:
+        UsageError: `out` is not a PNG name or is one of the catalog's own files; the catalog has
+            nothing to show.
+    """
+    refuse_catalog_files(catalog, out, "montage")  # first: `-o catalog.csv` is this mistake, not a wrong suffix
+    out = montage_output(out)  # .png added: never a catalog's file
+    return write_whole(out, montage_png(catalog, per_row, dpi))

@@ -2,8 +2,8 @@
 
 Counts (per label, failed inputs and their commonest reasons, each with one of its files), a histogram of P(spiral), the
 montage (`galaxy.evaluation.montage`), and the model card: the catalog's own metadata (model, weights hash,
-InputSpec, backend, command, date) and, when the weights are a known model's, its validation
-figures. Pictures are inline PNG data URIs and the style is inline: the page needs no network
+InputSpec, backend, command, date) and, when the weights and temperature are a shipped model's, its
+validation figures. Pictures are inline PNG data URIs and the style is inline: the page needs no network
 and no other file. The catalog is streamed.
 """
 
@@ -13,7 +13,7 @@ import base64
 import csv
 import html
 import io
-import tempfile
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +22,8 @@ import numpy as np
 from galaxy.version import __version__
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.write import errors_path
+from galaxy.errors import ModelError
+from galaxy.evaluation.montage import montage_png, refuse_catalog_files, row_label, row_probability, write_whole
 
 BINS = np.linspace(0, 1, 21)
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -43,9 +45,10 @@ def _png(fig) -> str:
 
 def _summary(catalog):
     counts, histogram, n = Counter(), np.zeros(len(BINS) - 1, np.int64), 0
-    for row in read_catalog_rows(catalog):
-        counts[str(row["label"])] += 1
-        histogram += np.histogram([float(row["p_spiral"])], BINS)[0]
+    for row in read_catalog_rows(catalog, unescape=True):
+        p = row_probability(catalog, n, row)
+        counts[row_label(row, p)] += 1
+        histogram += np.histogram([p], BINS)[0]
         n += 1
     errors, reasons, example = 0, Counter(), {}
     path = errors_path(catalog)
@@ -74,54 +77,85 @@ def _histogram_png(histogram) -> str:
     return uri
 
 
+def _temperature(metadata) -> float | None:
+    try:
+        return float(metadata["temp"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _known_card(metadata):
-    """The card of the shipped model whose weights are the catalog's, else None."""
+    """(card, note): the card of the shipped model whose weights and temperature are the catalog's,
+    else None and why none applies ("" when no shipped model has these weights).
+
+    The temperature must match too: after `galaxy calibrate` the same weights give other
+    probabilities, and the card's ECE and temperature are not this catalog's.
+    """
     from galaxy.card import load_card, shipped_model_dirs
 
+    temperature = _temperature(metadata)
     for model_dir in shipped_model_dirs():
         try:
             card = load_card(model_dir, verify=False)
-        except Exception:  # a missing or unreadable card only means no validation figures
+        except (ModelError, OSError):  # a missing or unreadable card only means no validation figures
             continue
-        if card.weights_sha256 == metadata.get("weights"):
-            return card
-    return None
+        if card.weights_sha256 != metadata.get("weights"):
+            continue
+        if temperature is not None and math.isclose(card.temperature, temperature, rel_tol=1e-6):
+            return card, ""
+        made = f"at temperature {temperature:g}" if temperature is not None else "with no temperature recorded"
+        return None, (f"The weights are {html.escape(card.name)}'s, but this catalog was made {made} and its "
+                      f"card's figures are for temperature {card.temperature:g} (recalibrated with <code>galaxy "
+                      "calibrate</code>?): the card's validation figures do not apply; what the catalog records is below.")
+    return None, ""
 
 
 def _rows(pairs) -> str:
     return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{v}</td></tr>" for k, v in pairs)
 
 
-def report(catalog, out, per_row: int = 8) -> Path:
-    """Write the HTML report of `catalog` to `out`; return its path."""
-    from galaxy.evaluation.montage import montage
+def _card_html(card) -> str:
+    val = card.metrics.get("validation", {})
+    figures = [(name, f"{val[key]:.4f}") for name, key in (
+        ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("ROC AUC", "roc_auc"),
+        ("ECE", "ece")) if key in val]
+    if card.calibration:
+        figures.append(("temperature", f"{card.temperature:.4f}"))
+    return (f"<h2>Model card: {html.escape(card.name)}</h2><p>{html.escape(card.architecture)}, "
+            f"{card.input_spec.size} px, validation split of {val.get('n', '?')} galaxies.</p>"
+            f"<table>{_rows(figures)}</table><p>Trained with <code>"
+            f"{html.escape(card.training.get('command', '?'))}</code></p>")
 
+
+def report(catalog, out, per_row: int = 8) -> Path:
+    """Write the HTML report of `catalog` to `out`; return its path.
+
+    A catalog where every input failed (no rows, an errors file) gets its page too: the counts and
+    the reasons, without histogram or montage.
+
+    Raises:
+        UsageError: `out` is one of the catalog's own files; the catalog has no probabilities.
+    """
     catalog, out = Path(catalog), Path(out)
+    refuse_catalog_files(catalog, out, "report")
     metadata = read_catalog_metadata(catalog)
     n, counts, histogram, errors, reasons = _summary(catalog)
-    with tempfile.TemporaryDirectory() as tmp:
-        picture = Path(tmp) / "montage.png"
-        montage(catalog, picture, per_row)
-        montage_uri = "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode()
     count_rows = [("classified", f"{n:,}")] + [(f"label {k}", f"{v:,} ({100 * v / max(n, 1):.1f}%)")
                                               for k, v in sorted(counts.items())]
     count_rows.append(("could not be read", f"{errors:,}" + (f" (see <code>{html.escape(_errors_name(catalog))}</code>)"
                                                                if errors else "")))
     meta_rows = [(k, f"<code>{html.escape(str(v))}</code>") for k, v in metadata.items()
                  if k not in ("config", "run")]
-    card = _known_card(metadata)
-    card_html = ""
-    if card is not None:
-        val = card.metrics.get("validation", {})
-        figures = [(name, f"{val[key]:.4f}") for name, key in (
-            ("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("ROC AUC", "roc_auc"),
-            ("ECE", "ece")) if key in val]
-        if card.calibration:
-            figures.append(("temperature", f"{card.temperature:.4f}"))
-        card_html = (f"<h2>Model card: {html.escape(card.name)}</h2><p>{html.escape(card.architecture)}, "
-                     f"{card.input_spec.size} px, validation split of {val.get('n', '?')} galaxies.</p>"
-                     f"<table>{_rows(figures)}</table><p>Trained with <code>"
-                     f"{html.escape(card.training.get('command', '?'))}</code></p>")
+    card, card_note = _known_card(metadata)
+    card_html = (_card_html(card) if card is not None
+                 else f"<h2>Model card</h2><p>{card_note}</p>" if card_note else "")
+    if n:
+        montage_uri = "data:image/png;base64," + base64.b64encode(montage_png(catalog, per_row)).decode()
+        pictures = (f'<h2>Confidence</h2><img alt="histogram of P(spiral)" src="{_histogram_png(histogram)}">\n'
+                    f'<h2>Montage</h2><img alt="most confident spirals, ellipticals and most uncertain galaxies" '
+                    f'src="{montage_uri}">')
+    else:
+        pictures = "<h2>Confidence</h2><p>No galaxy was classified: no histogram and no montage.</p>"
     reason_rows = "".join(f"<tr><td>{html.escape(r)}</td><td>{c:,}</td><td><code>{html.escape(e)}</code></td></tr>"
                           for r, c, e in reasons)
     page = f"""<!DOCTYPE html>
@@ -131,13 +165,10 @@ def report(catalog, out, per_row: int = 8) -> Path:
 <h2>Counts</h2><table>{_rows(count_rows)}</table>
 {f'<h3>Why inputs failed</h3><table><tr><th>reason</th><th>files</th><th>e.g.</th></tr>{reason_rows}</table>'
    if reasons else ''}
-<h2>Confidence</h2><img alt="histogram of P(spiral)" src="{_histogram_png(histogram)}">
-<h2>Montage</h2><img alt="most confident spirals, ellipticals and most uncertain galaxies" src="{montage_uri}">
+{pictures}
 {card_html}
 <h2>How this catalog was made</h2><table>{_rows(meta_rows)}</table>
 <p>Report by galaxy-engine {html.escape(__version__)}. Run fingerprint: <code>{html.escape(metadata.get("run", ""))}</code></p>
 </body></html>
 """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_whole(out, page.encode("utf-8"))

@@ -123,3 +123,164 @@ def test_report_renders_in_headless_chromium(classified, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB"), np.float32)
     dark = (pixels.mean(axis=2) < 60).mean()
     assert 0.02 < dark < 0.6  # the page drew its images (dark sky) on a white page
+
+
+def _copy_catalog(classified, folder):
+    """The fixture's catalog with its sidecar and errors file, in `folder` (tests may damage it)."""
+    folder.mkdir(exist_ok=True)
+    for name in ("catalog.csv", "catalog.csv.meta.json", "catalog.csv.errors.csv"):
+        shutil.copy(classified.parent / name, folder / name)
+    return folder / "catalog.csv"
+
+
+@pytest.mark.parametrize("command", ["report", "montage"])
+@pytest.mark.parametrize("name", ["catalog.csv", "catalog.csv.meta.json", "catalog.csv.errors.csv"])
+def test_the_catalog_and_its_files_are_never_the_output(classified, tmp_path, command, name):
+    catalog = _copy_catalog(classified, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = CliRunner().invoke(cli, [command, str(catalog), "-o", str(tmp_path / "." / name)])
+    assert result.exit_code == 2 and f"{name} is " in result.output and "choose another output" in result.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_folder_of_a_ray_run_takes_no_picture_inside(tmp_path):
+    from galaxy.evaluation.montage import refuse_catalog_files
+    from galaxy.errors import UsageError
+
+    (tmp_path / "out").mkdir()
+    with pytest.raises(UsageError, match="inside"):
+        refuse_catalog_files(tmp_path / "out", tmp_path / "out" / "m.png", "montage")
+    refuse_catalog_files(tmp_path / "out", tmp_path / "m.png", "montage")  # beside it is fine
+
+
+def _failing_write(after: int, error):
+    """A Path.write_bytes that writes `after` bytes and then fails with `error` (a full disk, Ctrl-C)."""
+    def write_bytes(self, data):
+        with open(self, "wb") as fh:
+            fh.write(data[:after])
+        raise error
+    return write_bytes
+
+
+@pytest.mark.parametrize("command,name", [("montage", "m.png"), ("report", "r.html")])
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(classified, tmp_path, monkeypatch,
+                                                                        command, name):
+    import errno
+    from pathlib import Path
+
+    out = tmp_path / name
+    out.write_bytes(b"the previous good file")
+    monkeypatch.setattr(Path, "write_bytes", _failing_write(100, OSError(errno.ENOSPC, "No space left on device")))
+    result = CliRunner().invoke(cli, [command, str(classified), "-o", str(out), "--per-row", "2"])
+    assert result.exit_code == 1
+    assert f"Error: {out}: No space left on device (free space and rerun the same command)" in result.output
+    assert "classify" not in result.output  # classify's advice is classify's
+    assert out.read_bytes() == b"the previous good file" and [p.name for p in tmp_path.iterdir()] == [name]
+    monkeypatch.setattr(Path, "write_bytes", _failing_write(100, KeyboardInterrupt()))
+    result = CliRunner().invoke(cli, [command, str(classified), "-o", str(out), "--per-row", "2"])
+    assert result.exit_code == 130
+    assert out.read_bytes() == b"the previous good file" and [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_a_fits_catalog_of_non_ascii_paths_shows_its_galaxies(tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "galaxiés à voir"
+    folder.mkdir()
+    for f in sorted(EXAMPLES.glob("*.jpeg"))[:6]:
+        shutil.copy(f, folder / f"é{f.name}")
+    monkeypatch.chdir(tmp_path)
+    catalog = tmp_path / "out" / "c.fits"
+    result = CliRunner().invoke(cli, ["classify", folder.name, "-o", str(catalog), "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    caplog.set_level("WARNING")
+    for command, out in (("montage", "m.png"), ("report", "r.html")):
+        result = CliRunner().invoke(cli, [command, str(catalog), "-o", str(tmp_path / out), "--per-row", "2"])
+        assert result.exit_code == 0, result.output
+    assert "could not be read" not in caplog.text  # the paths were opened as named, not as their \xe9 escapes
+
+
+def _rewritten(classified, tmp_path, change):
+    """The fixture's catalog with each row passed through `change(row) -> row`, as tmp_path/x.csv."""
+    import csv
+
+    with open(classified, newline="") as fh:
+        rows = [change(dict(r)) for r in csv.DictReader(fh)]
+    out = tmp_path / "x.csv"
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def test_a_catalog_without_labels_is_counted_by_probability(classified, tmp_path):
+    catalog = _rewritten(classified, tmp_path, lambda r: {k: v for k, v in r.items() if k != "label"})
+    result = CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    with open(classified, newline="") as fh:
+        spirals = sum(float(line.split(",")[3]) > 0.5 for line in fh.readlines()[1:])
+    assert f"<th>label spiral</th><td>{spirals} " in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("command,out", [("montage", "m.png"), ("report", "r.html")])
+@pytest.mark.parametrize("change,message", [
+    (lambda r: {k: v for k, v in r.items() if k != "p_spiral"}, "x.csv has no p_spiral column"),
+    (lambda r: {**r, "p_spiral": "abc"}, "x.csv: row 1 (id '"),
+    (lambda r: {**r, "p_spiral": "nan"}, "has p_spiral 'nan', not a probability between 0 and 1"),
+])
+def test_a_catalog_without_probabilities_is_one_clear_error(classified, tmp_path, command, out, change, message):
+    catalog = _rewritten(classified, tmp_path, change)
+    result = CliRunner().invoke(cli, [command, str(catalog), "-o", str(tmp_path / out)])
+    assert result.exit_code == 2 and message in result.output and result.exception.__class__ is SystemExit
+    assert not (tmp_path / out).exists()
+
+
+@pytest.mark.parametrize("command", ["montage", "report"])
+@pytest.mark.parametrize("per_row", ["0", "-2"])
+def test_a_row_holds_at_least_one_galaxy(classified, tmp_path, command, per_row):
+    result = CliRunner().invoke(cli, [command, str(classified), "-o", str(tmp_path / "x.png"), "--per-row", per_row])
+    assert result.exit_code == 2 and "--per-row" in result.output
+
+
+def test_a_montage_is_a_png_named_as_written(classified, tmp_path):
+    result = CliRunner().invoke(cli, ["montage", str(classified), "-o", str(tmp_path / "x.foo")])
+    assert result.exit_code == 2 and "x.foo: a montage is written as PNG" in result.output
+    assert not list(tmp_path.iterdir())
+    result = CliRunner().invoke(cli, ["montage", str(classified), "-o", str(tmp_path / "x11"), "--per-row", "2"])
+    assert result.exit_code == 0 and result.output.strip() == f"wrote {tmp_path / 'x11.png'}"
+    assert [p.name for p in tmp_path.iterdir()] == ["x11.png"]
+    assert Image.open(tmp_path / "x11.png").format == "PNG"
+
+
+def test_a_catalog_where_every_input_failed_gets_its_report(tmp_path):
+    folder = tmp_path / "allbad"
+    folder.mkdir()
+    for name in ("a.jpeg", "b.jpeg"):
+        (folder / name).write_bytes(b"\xff\xd8\xff not really")
+    catalog = tmp_path / "allbad.csv"
+    assert CliRunner().invoke(cli, ["classify", str(folder), "-o", str(catalog), "-q",
+                                    "--backend", "onnxruntime"]).exit_code == 3
+    result = CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert "<th>classified</th><td>0</td>" in page and "<th>could not be read</th><td>2" in page
+    assert re.search(r"<td>2</td><td><code>[^<]*allbad/a\.jpeg</code></td>", page)  # the reason, with a file
+    assert "<img" not in page and "no histogram and no montage" in page
+
+
+def test_the_model_card_is_shown_only_for_the_temperature_it_describes(tmp_path):
+    from galaxy.card import load_card, shipped_model_dirs
+
+    card = load_card(shipped_model_dirs()[0], verify=False)
+    pages = {}
+    for name, temperature in (("shipped", card.temperature), ("recalibrated", 0.51487)):
+        catalog = _catalog(tmp_path / name, [0.9, 0.1])
+        writer = CatalogWriter(catalog, ("elliptical", "spiral"),
+                               {"model": card.name, "weights": card.weights_sha256, "temp": temperature})
+        writer.write(["g0", "g1"], [str(sorted(EXAMPLES.glob("*.jpeg"))[0])] * 2, np.array([[0.1, 0.9], [0.9, 0.1]]))
+        writer.close()
+        assert CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / f"{name}.html")]).exit_code == 0
+        pages[name] = (tmp_path / f"{name}.html").read_text()
+    assert f"Model card: {card.name}" in pages["shipped"] and "balanced accuracy" in pages["shipped"]
+    assert "Model card:" not in pages["recalibrated"] and "balanced accuracy" not in pages["recalibrated"]
+    assert f"made at temperature 0.51487 and its card's figures are for temperature {card.temperature:g}" \
+        in pages["recalibrated"]
