@@ -10,7 +10,6 @@ differ by more than the tolerance anywhere.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from galaxy.evaluation.calibration import softmax
-from galaxy.card import ONNX_FILE, ModelCard, file_sha256, load_card
+from galaxy.card import ONNX_FILE, ModelCard, file_sha256, load_card, write_atomically
 from galaxy.errors import ImageReadError, ModelError, UsageError
 from galaxy.io.images import is_image_path, load_input
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME
@@ -26,6 +25,7 @@ from galaxy.spec import INPUT_NAME, OUTPUT_NAME
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
+MIN_OPSET = 7  # torch.onnx's oldest; 5 and 6 write BatchNormalization forms the checker or ONNX Runtime refuse
 EXPORTER = "torchscript"
 PARITY_TOLERANCE = 1e-4
 
@@ -33,6 +33,13 @@ PARITY_TOLERANCE = 1e-4
 def sample_images_dir() -> Path:
     """Real gz1-sdss cutouts shipped in the package for export parity checks."""
     return Path(__file__).parents[1] / "samples"
+
+
+def max_opset() -> int:
+    """The newest opset the installed torch.onnx writes (23 in torch 2.14; newer ones it refuses)."""
+    from torch.onnx import _constants  # torch has no public name for it
+
+    return _constants.ONNX_MAX_OPSET
 
 
 def _parity_batch(images, spec) -> np.ndarray:
@@ -68,22 +75,27 @@ def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOL
         The export record (also stored in the card when writing into MODEL_DIR).
 
     Raises:
+        UsageError: an opset the export cannot write (checked before anything is read).
         ModelError: the check or the parity test failed; no file is left behind.
+        OSError: OUT_PATH cannot be written (named, not the temporary file; none is left behind).
     """
     import onnx
     import onnxruntime as ort
 
     from galaxy.training.model import load_network
 
+    if not MIN_OPSET <= opset <= max_opset():
+        raise UsageError(f"--opset {opset}: the export writes opsets {MIN_OPSET} to {max_opset()} "
+                         f"(default {ONNX_OPSET})")
     model_dir = Path(model_dir)
     network, card = load_network(model_dir, card)
     spec = card.input_spec
     out_path = Path(out_path) if out_path else model_dir / ONNX_FILE
     out_path.parent.mkdir(parents=True, exist_ok=True)
     batch = _parity_batch(parity_images or [sample_images_dir()], spec)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     started = time.time()
-    try:
+
+    def write_checked(tmp: Path):
         dummy = torch.from_numpy(batch[:2])
         torch.onnx.export(
             network, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -100,9 +112,9 @@ def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOL
         if max_dp > tolerance:
             raise ModelError(f"ONNX export of {model_dir} differs from PyTorch by max |dp| = {max_dp:.2e} "
                              f"on {len(batch)} real images (tolerance {tolerance:.0e})")
-        tmp.replace(out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        return p_onnx, p_torch, max_dp
+
+    p_onnx, p_torch, max_dp = write_atomically(out_path, write_checked)
     record = {
         "file": out_path.name, "sha256": file_sha256(out_path), "weights_sha256": card.weights_sha256,
         "engine_key": card.engine_key, "temperature": card.temperature,

@@ -1,8 +1,9 @@
+import errno
 import json
 
 import pytest
 
-from galaxy.card import ModelCard, load_card
+from galaxy.card import ModelCard, load_card, write_atomically
 from galaxy.errors import ModelError
 from galaxy.spec import FitsStretch, InputSpec
 
@@ -78,3 +79,41 @@ def test_the_default_is_the_compact_model_with_or_without_a_gpu(monkeypatch):
     assert default_model_dir() == MODELS_DIR / COMPACT_MODEL
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert default_model_dir() == MODELS_DIR / COMPACT_MODEL
+
+
+def _card() -> ModelCard:
+    return ModelCard("m", "legacy_xception", ("elliptical", "spiral"), InputSpec(size=64), "ab" * 32)
+
+
+def test_a_card_blocked_by_a_folder_names_the_card_not_a_temporary_file(tmp_path):
+    (tmp_path / "card.json").mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        _card().save(tmp_path)
+    assert raised.value.filename == str(tmp_path / "card.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["card.json"]
+
+
+def test_a_write_that_fails_names_the_destination_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "card.json"
+    path.write_text("old")
+
+    def full_disk(tmp):
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")  # what a full disk's write raises: no file named
+
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        write_atomically(path, full_disk)
+    assert raised.value.filename == str(path) and raised.value.errno == errno.ENOSPC
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["card.json"]
+
+
+def test_a_folder_that_cannot_be_written_fails_before_the_work(tmp_path, monkeypatch):
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr("pathlib.Path.open", read_only)
+    work = []
+    with pytest.raises(OSError, match="Read-only file system") as raised:
+        write_atomically(tmp_path / "model.onnx", work.append)
+    assert raised.value.filename == str(tmp_path / "model.onnx") and work == []
+    assert list(tmp_path.iterdir()) == []

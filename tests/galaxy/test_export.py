@@ -32,3 +32,25 @@ def test_onnx_dynamic_batch_and_trained_outputs_vary(model_copy):
         assert session.run(None, {"input": batch[:n]})[0].shape == (n, 2)
     logits = session.run(None, {"input": batch})[0]
     assert np.ptp(logits[:, 1] - logits[:, 0]) > 1.0  # a trained model separates galaxies
+
+
+def test_an_opset_the_export_cannot_write_is_a_usage_error(model_copy):
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    for opset in ("5", "99"):
+        result = CliRunner().invoke(cli, ["export", str(model_copy), "--opset", opset])
+        assert result.exit_code == 2 and f"--opset {opset}: the export writes opsets 7 to" in result.output
+    assert not (model_copy / "model.onnx").exists()
+
+
+def test_an_export_blocked_by_a_folder_names_the_model_file(model_copy):
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    (model_copy / "model.onnx").mkdir()
+    result = CliRunner().invoke(cli, ["export", str(model_copy)])
+    assert result.exit_code == 1 and f"Error: {model_copy / 'model.onnx'}: Is a directory" in result.output
+    assert not [p.name for p in model_copy.iterdir() if p.name.endswith(".tmp")]
