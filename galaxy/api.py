@@ -87,11 +87,16 @@ class Model:
             errors: if given, (path, stage, reason) tuples of unreadable files are appended.
             progress: show progress (a tqdm.auto widget in Jupyter, a bar on a terminal,
                 plain lines in a log).
+
+        Ids are unique across the call, by the catalog's rule (`galaxy.catalog.write.UniqueIds`): a
+        file's stem (or the table's id), and `stem#2`, `stem#3`, ... for a repeat, in listing order,
+        as `galaxy classify` writes them.
         """
         from galaxy.progress import progress as reporter
 
         from engine.listing import Item, iter_inputs
         from galaxy.catalog.formats import PATH_COLUMNS
+        from galaxy.catalog.write import UniqueIds
 
         if hasattr(inputs, "colnames"):
             column = next((c for c in PATH_COLUMNS if c in inputs.colnames), None)
@@ -108,8 +113,10 @@ class Model:
 
         total = len(inputs) if hasattr(inputs, "colnames") else None
         bar = reporter("classifying", "img", total=total, enabled=progress)
+        seen = UniqueIds()
         for result in self._runner.run(items, on_error):
-            yield self._table(*result)
+            ids = [seen.take(str(ident)) for ident in result.ids]
+            yield self._table(ids, result.paths, result.probabilities, result.columns)
             bar.update(len(result.ids))
         bar.close()
 

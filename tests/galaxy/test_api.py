@@ -44,3 +44,26 @@ def test_classify_arrays_checks_its_input():
                        (pixels[:1, :1], "image 0: image of 1 x 1 pixels is too small")]:
         with pytest.raises(UsageError, match=re.escape(words)):
             model.classify_arrays(bad)
+
+
+def test_the_same_stem_in_two_folders_gets_the_ids_the_cli_writes(tmp_path):
+    import csv
+
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    for folder, chosen in (("a", files), ("b", files[:2])):
+        (tmp_path / folder).mkdir()
+        for path in chosen:
+            (tmp_path / folder / path.name).symlink_to(path)
+    inputs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    model = galaxy.load_model(backend="onnxruntime", batch_size=2)  # repeats fall in later batches
+    expected = [p.stem for p in files] + [f"{p.stem}#2" for p in files[:2]]
+    assert list(model.classify(inputs)["id"]) == expected
+    assert [i for part in model.classify_iter(inputs) for i in part["id"]] == expected
+    result = CliRunner().invoke(cli, ["classify", *inputs, "-o", str(tmp_path / "c.csv"), "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "c.csv", newline="") as fh:
+        assert [row["id"] for row in csv.DictReader(fh)] == expected
