@@ -32,17 +32,18 @@ SECONDS_PER_PASS = 1.0  # each pass runs whole batches until this much time has 
 
 def machine_key(card, candidates, model_dir=None, streams: dict | None = None) -> tuple[str, dict]:
     """(short hash, what it hashes): CPU, flags, cores, library versions, engine key, candidates,
-    the streams each runs with, and the int8 recipe the int8 backend would load (a rebuilt recipe
-    is timed afresh)."""
+    the streams each runs with, and the int8 model the int8 backend would load (its recipe and
+    fingerprint: another build is timed afresh)."""
     import onnxruntime
     import torch
 
     what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
                 engine=card.engine_key, candidates=sorted(candidates), streams=streams or {})
     if "onnxruntime-int8" in candidates:
-        from engine.quantize import int8_recipe
+        from engine.quantize import int8_fingerprint, int8_recipe
 
-        what["int8_recipe"] = int8_recipe(model_dir, card)  # built, or shipped and rebuilt on first use
+        what["int8_recipe"] = int8_recipe(model_dir, card)  # shipped (rebuilt on first use), or built
+        what["int8_fingerprint"] = int8_fingerprint(model_dir, card)
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16], what
 
 

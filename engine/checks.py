@@ -65,7 +65,19 @@ def validation_tensors(model_dir, card, data, label_column, path_column):
 
 def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), batch=32, label_column="label",
                    path_column="file") -> dict:
-    """Run fp32 and each backend on the validation split; store and return the records."""
+    """Run fp32 and each backend on the validation split; store and return the records.
+
+    The records of backends not named this time are kept (a check of one backend does not undo the
+    others'); the fp32 reference is measured every time.
+
+    Raises:
+        UsageError: a name that is no backend (before anything runs).
+    """
+    unknown = [name for name in names if name not in backends.BACKENDS or name == "onnxruntime"]
+    if unknown:
+        raise UsageError(f"cannot check backend {unknown[0]!r}: choose from "
+                         f"{', '.join(n for n in backends.BACKENDS if n != 'onnxruntime')} "
+                         "(onnxruntime fp32 is the reference every check runs)")
     val, tensors, labels = validation_tensors(model_dir, card, data, label_column, path_column)
     options = backends.BackendOptions(batch_size=batch)
     sessions = {"onnxruntime": backends.load("onnxruntime", model_dir, card, options)}
@@ -93,15 +105,19 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
             "max_abs_dp": round(float(np.abs(probs - reference).max()), 5),
             "images_per_s": round(speeds[name], 1), "passed": agreement >= MIN_AGREEMENT,
         }
-        if getattr(sessions[name], "recipe", None):
-            records[name]["recipe"] = sessions[name].recipe
+        for key in ("recipe", "fingerprint"):  # int8: which model was checked
+            if getattr(sessions[name], key, None):
+                records[name][key] = getattr(sessions[name], key)
         log.info("%s: %s", name, records[name])
     machine = f"{cpu_name()} ({cpu_flags()}), {usable_cores()} cores"
     here = {name: round(speed, 1) for name, speed in speeds.items()}
     here["measured"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    for record in records.values():  # kept records of earlier checks carry their own date
+        record["checked"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    kept = {name: rec for name, rec in (card.backends or {}).get("results", {}).items() if name not in records}
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
                      "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",
-                     "machine": machine, "results": records,
+                     "machine": machine, "results": records | kept,
                      # the check is this machine's; the speeds of the machines checked before are kept
                      "speeds": speeds_by_machine(card.backends) | {machine: here}}
     if not_checked:

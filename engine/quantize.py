@@ -13,7 +13,8 @@ The int8 backend loads the first recipe of RECIPES that is built; `check-backend
 A ptq or ptq-sensitive model ships as the recipe that rebuilds it without data (`quantize --ship`:
 MODEL_DIR/int8.json holds the calibration ranges, the nodes kept fp32 and the built model's
 fingerprint); the int8 backend rebuilds it on first use into the cache and loads it only if the
-fingerprint comes out the same, i.e. it is the model that `check-backends` checked. The fingerprint
+fingerprint comes out the same, i.e. it is the model that `check-backends` checked (which records the
+fingerprint of what it ran; `auto` offers int8 only while the model it would load has that one). The fingerprint
 hashes the graph and its quantized initializers, not outputs: int8 arithmetic differs between CPUs
 (VNNI or not), the model does not.
 """
@@ -199,17 +200,38 @@ def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -
 
 
 def require_int8(model_dir, card) -> tuple[str, Path]:
-    """(recipe, path) of the int8 model: the built one, else the one the model folder ships, rebuilt
-    now (seconds, no data needed); BackendUnavailable when there is neither, or the rebuild differs."""
-    found = built_int8(card)
-    if found is not None:
-        return found
+    """(recipe, path) of the int8 model: the one the model folder ships (`int8.json`), rebuilt into the
+    cache when the cache does not hold exactly it (seconds, no data needed), else the built one;
+    BackendUnavailable when there is neither, or the rebuild differs from what was shipped.
+
+    A folder that ships its int8 model decides it: a cache entry of the same engine key and recipe
+    built by another `galaxy quantize` (of a copy of the model, or without --ship) is replaced, not
+    loaded, since its check was of the shipped one."""
     shipped = shipped_int8(model_dir, card)
-    if shipped is None:
+    if shipped is not None:
+        path = int8_path(card, shipped["method"])
+        if path.is_file() and model_fingerprint(path) == shipped.get("fingerprint"):
+            return shipped["recipe"], path
+        if path.is_file():
+            log.info("the int8 model in the cache (%s) is not the one %s ships: rebuilding it from %s", path.name,
+                     card.name, SHIPPED_INT8)
+        return shipped["recipe"], _rebuild(model_dir, card, shipped)
+    found = built_int8(card)
+    if found is None:
         raise BackendUnavailable(
             f"no int8 model for {card.name} yet: build it once with "
             "`galaxy quantize MODEL_DIR --calibration LABELLED_DATA` (real training images)")
-    return shipped["recipe"], _rebuild(model_dir, card, shipped)
+    return found
+
+
+def int8_fingerprint(model_dir, card) -> str | None:
+    """The fingerprint of the int8 model the backend would load (`require_int8`), without building it:
+    the shipped one's recorded fingerprint, else the built one's; None when there is neither."""
+    shipped = shipped_int8(model_dir, card)
+    if shipped is not None:
+        return shipped.get("fingerprint")
+    found = built_int8(card)
+    return model_fingerprint(found[1]) if found else None
 
 
 def shipped_int8(model_dir, card) -> dict | None:
@@ -226,10 +248,10 @@ def shipped_int8(model_dir, card) -> dict | None:
 
 
 def int8_recipe(model_dir, card) -> str | None:
-    """The recipe the int8 backend would load: the built one's, else the shipped one's, else None."""
-    found = built_int8(card)
-    shipped = shipped_int8(model_dir, card) if found is None else None
-    return found[0] if found else (shipped["recipe"] if shipped else None)
+    """The recipe the int8 backend would load (`require_int8`): the shipped one's, else the built one's, else None."""
+    shipped = shipped_int8(model_dir, card)
+    found = built_int8(card) if shipped is None else None
+    return shipped["recipe"] if shipped else (found[0] if found else None)
 
 
 def _rebuild(model_dir, card, shipped: dict) -> Path:

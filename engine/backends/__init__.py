@@ -102,11 +102,14 @@ def cpu_candidates(card, model_dir=None) -> list[str]:
 
 
 def _checked_form(name: str, card, record: dict, model_dir=None) -> bool:
-    """Whether the check in `record` ran the model `name` would load now (int8: the same recipe)."""
+    """Whether the check in `record` ran the model `name` would load now (int8: the same model, by its
+    fingerprint; a check recorded before fingerprints were, by its recipe)."""
     if name != "onnxruntime-int8":
         return True
-    from engine.quantize import INT8_RECIPE, int8_recipe
+    from engine.quantize import INT8_RECIPE, int8_fingerprint, int8_recipe
 
+    if "fingerprint" in record:
+        return int8_fingerprint(model_dir, card) == record["fingerprint"]
     # records from before recipes were recorded checked the plain recipe
     return int8_recipe(model_dir, card) == record.get("recipe", INT8_RECIPE)
 

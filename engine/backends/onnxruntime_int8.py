@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from engine.backends.onnxruntime import Session
-from engine.quantize import require_int8
+from engine.quantize import model_fingerprint, require_int8
 
 log = logging.getLogger(__name__)
 
@@ -14,6 +14,7 @@ def load(model_dir, card, options, parity_images=()) -> Session:
     del parity_images  # the int8 model is looked up in the cache by weights hash (or rebuilt from model_dir)
     recipe, path = require_int8(model_dir, card)
     session = Session(path, options.threads, name="onnxruntime-int8", precision="int8", spin_wait=options.spin_wait)
-    session.recipe = recipe  # check-backends records it: a check holds only for the recipe it ran
+    session.recipe = recipe  # check-backends records both: a check holds only for the model it ran
+    session.fingerprint = model_fingerprint(path)
     log.info("backend onnxruntime-int8 on %s (%s)", session.device, session.path)
     return session

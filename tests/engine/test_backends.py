@@ -104,15 +104,15 @@ def test_auto_measures_again_on_another_machine(default_model, tmp_path, monkeyp
     assert autotune.machine_key(card, ["onnxruntime", "torch"])[0] != first
 
 
-def test_auto_measures_again_when_another_int8_recipe_is_built(default_model, monkeypatch):
+def test_auto_measures_again_when_another_int8_model_would_load(default_model, monkeypatch):
     from engine import autotune, quantize
 
     _, card = default_model
     candidates = ["onnxruntime", "onnxruntime-int8"]
-    monkeypatch.setattr(quantize, "built_int8", lambda c: ("recipe-a", None))
+    monkeypatch.setattr(quantize, "int8_fingerprint", lambda model_dir, c: "model-a")
     first, what = autotune.machine_key(card, candidates)
-    assert what["int8_recipe"] == "recipe-a"
-    monkeypatch.setattr(quantize, "built_int8", lambda c: ("recipe-b", None))
+    assert what["int8_fingerprint"] == "model-a"
+    monkeypatch.setattr(quantize, "int8_fingerprint", lambda model_dir, c: "model-b")
     assert autotune.machine_key(card, candidates)[0] != first
 
 

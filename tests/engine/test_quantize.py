@@ -125,6 +125,31 @@ def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_m
     assert quantize.shipped_int8(folder, dataclasses.replace(card, weights_sha256="0" * 64)) is None
 
 
+def test_auto_offers_int8_only_for_the_model_its_check_ran(default_model, split, tmp_path, monkeypatch):
+    """A `galaxy quantize` of a copy of a model (same weights and temperature: the same cache entry) put
+    a build no check had run under the shipped model's int8, and `auto` loaded it, since only recipe
+    names were compared. The folder's shipped recipe now decides what loads, and a check holds only
+    for the fingerprint it ran."""
+    from engine import machine
+
+    model_dir, card = default_model
+    monkeypatch.setattr(machine, "exact_int8", lambda: True)
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
+    shipped = quantize.shipped_int8(model_dir, card)
+    recipe, path = quantize.require_int8(model_dir, card)  # rebuilt from the folder's int8.json
+    assert quantize.model_fingerprint(path) == shipped["fingerprint"] == quantize.int8_fingerprint(model_dir, card)
+    other = quantize.quantize(model_dir, card, split[0], method="ptq")  # plain ptq: another model
+    other.replace(path)  # ... built under the shipped recipe's cache entry
+    assert quantize.model_fingerprint(path) != shipped["fingerprint"]
+    record = {"passed": True, "images_per_s": 1, "recipe": recipe, "fingerprint": shipped["fingerprint"]}
+    checked = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
+    assert "onnxruntime-int8" in backends.cpu_candidates(checked, model_dir)
+    session = backends.load("onnxruntime-int8", model_dir, card, backends.BackendOptions())
+    assert session.fingerprint == shipped["fingerprint"]  # the foreign build was replaced, not loaded
+    stale = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": dict(record, fingerprint="0" * 64)}})
+    assert "onnxruntime-int8" not in backends.cpu_candidates(stale, model_dir)
+
+
 def test_fake_quant_finetune_moves_weights_and_exports_a_network_that_keeps_labels(default_model, tmp_path):
     import torch
 
@@ -163,7 +188,8 @@ def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_mode
                                                                    monkeypatch):
     """check-backends records this machine's check and speeds and keeps the speeds an earlier check
     measured elsewhere (issue 16: the card keeps the speeds per machine), including a card from
-    before that history, whose one machine's speeds sat in its results."""
+    before that history, whose one machine's speeds sat in its results; and the records of the
+    backends it was not asked to check."""
     import shutil
 
     from engine.checks import check_backends
@@ -176,9 +202,10 @@ def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_mode
     for name in ("card.json", "model.safetensors", "val_ids.txt"):
         shutil.copy(model_dir / name, copy / name)
     card = load_card(copy)
+    torch_check = {"precision": "bf16", "label_agreement": 1.0, "passed": True, "images_per_s": 50.0}
     card.backends = {"machine": "Older CPU (avx2 fma), 2 cores",
                      "results": {"onnxruntime": {"precision": "fp32", "accuracy": 0.9, "images_per_s": 73.0,
-                                                 "passed": True}}}
+                                                 "passed": True}, "torch": torch_check}}
     card.save(copy)
     from engine import backends
     from galaxy.errors import ModelError
@@ -193,9 +220,23 @@ def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_mode
     monkeypatch.setattr(backends, "load", no_int8_built)
     record = check_backends(copy, load_card(copy), shared_data / "labels.csv", names=("onnxruntime-int8",))
     assert "no int8 model" in record["not_checked"]["onnxruntime-int8"]  # the rest is still checked
-    assert list(record["results"]) == ["onnxruntime"]
+    # a check of int8 alone keeps torch's earlier record (it replaced every record: a `--backend torch`
+    # check dropped int8's pass, and `auto` stopped offering it)
+    assert list(record["results"]) == ["onnxruntime", "torch"] and record["results"]["torch"] == torch_check
+    assert "checked" in record["results"]["onnxruntime"]
     speeds = speeds_by_machine(load_card(copy).backends)
-    assert speeds == record["speeds"] and speeds["Older CPU (avx2 fma), 2 cores"] == {"onnxruntime": 73.0}
+    assert speeds == record["speeds"]
+    assert speeds["Older CPU (avx2 fma), 2 cores"] == {"onnxruntime": 73.0, "torch": 50.0}
     (here,) = [machine for machine in speeds if machine.startswith(cpu_name())]
     assert record["machine"] == here and speeds[here]["onnxruntime"] > 0 and "measured" in speeds[here]
     assert record["results"]["onnxruntime"]["accuracy"] == pytest.approx(0.925, abs=0.01)
+
+
+def test_check_backends_refuses_a_name_that_is_no_backend_before_anything_runs(tmp_path):
+    """A mistyped --backend was reported 'not checked' with exit 0, after the card's records had been replaced."""
+    from galaxy.cli import cli
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["check-backends", "sdss-xception-compact", "--data", str(EXAMPLES / "labels.csv"),
+                                      "--backend", "bogus"])
+    assert result.exit_code == 2 and "cannot check backend 'bogus'" in result.output
