@@ -11,14 +11,13 @@ No torch here.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from galaxy.errors import ModelError
+from galaxy.files import write_atomically
 from galaxy.spec import InputSpec
 
 CARD_FILE = "card.json"
@@ -122,42 +121,6 @@ class ModelCard:
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         write_atomically(path, lambda tmp: tmp.write_text(text))
         return path
-
-
-def write_atomically(path, write):
-    """Write `path` through a hidden temporary file beside it, renamed over it once `write` is done.
-
-    A failed write (a full disk, a failed export check) or Ctrl-C leaves the previous file as it was
-    and no temporary file. The temporary file is created before `write` runs, so a folder that cannot
-    be written fails before `write`'s work (an export takes a minute).
-
-    Args:
-        path: the destination.
-        write: called with the temporary file's path; writes the whole content there.
-
-    Returns:
-        What `write` returned.
-
-    Raises:
-        OSError: the destination cannot be written (a folder stands there, a read-only folder, a full
-            disk); it names `path`, never the temporary file.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        tmp.open("wb").close()
-        result = write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.strerror and exc.filename in (None, str(tmp)):  # a full disk's error names no file
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    finally:
-        if os.path.lexists(tmp):  # unlink(missing_ok=True) raises on a read-only file system
-            tmp.unlink()
-    return result
 
 
 def load_card(model_dir, verify: bool = True) -> ModelCard:

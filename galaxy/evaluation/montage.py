@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ImageReadError, UsageError
+from galaxy.files import write_atomically
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -158,26 +158,14 @@ def montage_output(out) -> Path:
 
 
 def write_whole(path, data: bytes) -> Path:
-    """Write `data` to `path` through a hidden temporary file in the same folder, renamed into place.
-
-    Ctrl-C or a failed write (a full disk) leaves the previous file as it was and no temporary
-    file. (`galaxy.training.train._write_atomically` is in the torch zone, which these pictures
-    stay out of.)
+    """Write `data` to `path` whole or not at all (`galaxy.files.write_atomically`), making its folder; return it.
 
     Raises:
         OSError: naming `path`, not the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.strerror and exc.filename in (None, str(tmp)):
-            raise OSError(exc.errno, exc.strerror, str(path)) from None  # a full disk's error names no file
-        raise
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))
     return path
 
 

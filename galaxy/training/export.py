@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from galaxy.evaluation.calibration import softmax
-from galaxy.card import ONNX_FILE, ModelCard, file_sha256, load_card, write_atomically
+from galaxy.card import ONNX_FILE, ModelCard, file_sha256, load_card
+from galaxy.files import write_atomically
 from galaxy.errors import ImageReadError, ModelError, UsageError
 from galaxy.io.images import is_image_path, load_input
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME

@@ -38,6 +38,7 @@ from galaxy.evaluation.calibration import calibration_record, log_probabilities,
 from galaxy.card import TRAIN_IDS_FILE, ModelCard
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
+from galaxy.files import write_atomically
 from galaxy.labels import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
@@ -120,14 +121,6 @@ def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir
     log.info("resumed from %s after epoch %d", config.resume, checkpoint["epoch"])
     # checkpoints written before the best weights were kept in them: the best of the epochs run from here
     return checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best")
-
-
-def _write_atomically(path: Path, write) -> None:
-    """`write(tmp)` a file whole, then put it in place, so a kill while writing leaves the previous
-    one (what a resume reads: the checkpoint, the history)."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _stopping_count(best_loss: float, stale: int, row: dict) -> tuple[float, int]:
@@ -326,12 +319,12 @@ def train(config: TrainConfig) -> ModelCard:
                         "state": copy.deepcopy(candidate.state_dict())}
         history.append(row)
         log.info("epoch %d: %s", epoch, json.dumps(row))
-        _write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1) + "\n"))
+        write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1) + "\n"))
         state = {"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "config": config_dict(config), "spec": spec.to_dict(), "best": best}
-        _write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
+        write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
         best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:
             stopped = epoch

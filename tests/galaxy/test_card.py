@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from galaxy.card import ModelCard, load_card, write_atomically
+from galaxy.card import ModelCard, load_card
+from galaxy.files import write_atomically
 from galaxy.errors import ModelError
 from galaxy.spec import FitsStretch, InputSpec
 

@@ -1,0 +1,43 @@
+"""Files written whole or not at all: a hidden temporary file beside the destination, renamed over it."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+
+def write_atomically(path, write):
+    """Write `path` through a hidden temporary file beside it, renamed over it once `write` is done.
+
+    A failed write (a full disk, a failed export check) or Ctrl-C leaves the previous file as it was
+    and no temporary file. The temporary file is created before `write` runs, so a folder that cannot
+    be written fails before `write`'s work (an export takes a minute).
+
+    Args:
+        path: the destination.
+        write: called with the temporary file's path; writes the whole content there.
+
+    Returns:
+        What `write` returned.
+
+    Raises:
+        OSError: the destination cannot be written (a folder stands there, a read-only folder, a full
+            disk); it names `path`, never the temporary file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        tmp.open("wb").close()
+        result = write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.strerror and exc.filename in (None, str(tmp)):  # a full disk's error names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+    finally:
+        if os.path.lexists(tmp):  # unlink(missing_ok=True) raises on a read-only file system
+            tmp.unlink()
+    return result
