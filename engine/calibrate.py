@@ -29,12 +29,25 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     record = calibration_record(log_probabilities(probs), labels)
     record["temperature"] = round(card.temperature * record["temperature"], 5)
     record.update({"split": "validation", "data": str(data), "backend": f"{session.name} fp32"})
+    _drop_int8_check(card, record["temperature"])
     card.calibration = record
     card.metrics.setdefault("validation", {})["ece"] = record["ece_after"]
     card.save(model_dir)
     log.info("temperature %.4f: ECE %.4f -> %.4f (cross-fitted %.4f)", record["temperature"],
              record["ece_before"], record["ece_after"], record["ece_after_crossfit"])
     return record
+
+
+def _drop_int8_check(card, temperature: float) -> None:
+    """A new temperature makes a new int8 model (it is quantized with the temperature in its graph):
+    the card's int8 check was of the old one, so it goes to `not_checked` until check-backends runs."""
+    results = (card.backends or {}).get("results", {})
+    if temperature == card.temperature or "onnxruntime-int8" not in results:
+        return
+    del results["onnxruntime-int8"]
+    card.backends.setdefault("not_checked", {})["onnxruntime-int8"] = (
+        f"temperature refitted from {card.temperature:g} to {temperature:g}: the int8 model checked was quantized "
+        "with the old one; run galaxy quantize (--ship) and check-backends")
 
 
 def calibrate_model(config) -> dict:

@@ -244,7 +244,13 @@ def shipped_int8(model_dir, card) -> dict | None:
     except (OSError, ValueError) as exc:
         log.warning("ignoring the unreadable int8 recipe %s (%s)", path, exc)
         return None
-    return shipped if shipped.get("weights_sha256") == card.weights_sha256 else None
+    if shipped.get("weights_sha256") != card.weights_sha256:
+        return None
+    if "temperature" in shipped and shipped["temperature"] != card.temperature:  # recalibrated since `--ship`
+        log.info("%s ships an int8 model of temperature %g, and the card now holds %g: it no longer applies",
+                 path, shipped["temperature"], card.temperature)
+        return None
+    return shipped
 
 
 def int8_recipe(model_dir, card) -> str | None:
@@ -268,10 +274,13 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
         quant_pre_process(str(onnx_model(Path(model_dir), card)), str(pre), skip_symbolic_shape=True)
         _build_int8(pre, tmp, None, ranges, shipped.get("excluded_nodes", []))
         if model_fingerprint(tmp) != shipped.get("fingerprint"):
+            why = (f"onnxruntime {_ort_version()} here, {shipped.get('onnxruntime')} when shipped"
+                   if shipped.get("onnxruntime") != _ort_version() else
+                   f"the same onnxruntime {_ort_version()}; the model's temperature or the exported ONNX changed"
+                   " since `--ship`")
             raise BackendUnavailable(
-                f"the int8 model rebuilt from {Path(model_dir) / SHIPPED_INT8} differs from the one checked "
-                f"(onnxruntime {_ort_version()} here, {shipped.get('onnxruntime')} when shipped): build one with "
-                "`galaxy quantize`")
+                f"the int8 model rebuilt from {Path(model_dir) / SHIPPED_INT8} differs from the one checked ({why}): "
+                "build one with `galaxy quantize`")
         tmp.replace(out)
     finally:
         for path in (pre, tmp, ranges):
@@ -297,7 +306,8 @@ def ship_int8(model_dir, card, method: str = "ptq-sensitive") -> Path:
                                             "training_agreement", "excluded_nodes", "ranges") if key in record}
     shipped["fingerprint"] = model_fingerprint(built)
     path = Path(model_dir) / SHIPPED_INT8
-    path.write_text(json.dumps(shipped | {"onnxruntime": _ort_version()}, indent=1) + "\n")
+    path.write_text(json.dumps(shipped | {"temperature": card.temperature, "onnxruntime": _ort_version()},
+                               indent=1) + "\n")
     return path
 
 
@@ -317,6 +327,10 @@ def quantize_model(config) -> str:
     if config.ship and config.method not in SHIPPABLE:
         raise UsageError(f"--ship takes ptq-sensitive or ptq: {config.method}'s tuned weights cannot ship as ranges")
     model_dir, card = resolve_model(config.model_dir)
+    shipped = shipped_int8(model_dir, card)
+    if shipped is not None and not config.ship:
+        log.warning("%s ships its int8 model (%s): the int8 backend loads that one, rebuilt over this build; "
+                    "--ship makes this build the folder's", Path(model_dir) / SHIPPED_INT8, shipped["method"])
     paths = training_paths(model_dir, card, config.calibration, config.label_column, config.path_column,
                            limit=None)
     calibration, rest = paths[:config.images], paths[config.images:]

@@ -158,12 +158,12 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
               help="Labelled training data (CSV or class folders); validation images are left out.")
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--path-column", default="file", show_default=True)
-@click.option("--images", default=256, show_default=True, help="Calibration images.")
+@click.option("--images", default=256, show_default=True, type=click.IntRange(min=16), help="Calibration images.")
 @click.option("--method", default="ptq-sensitive", show_default=True, type=click.Choice(["ptq-sensitive", "ptq", "qat"]),
               help="ptq-sensitive: measure each layer's int8 error on training images and keep the most "
                    "sensitive in fp32 until labels agree with fp32; ptq: every layer int8; qat: fake-quant "
                    "fine-tune (seeded) towards the fp32 model's outputs, then ptq.")
-@click.option("--evaluation-images", default=1024, show_default=True,
+@click.option("--evaluation-images", default=1024, show_default=True, type=click.IntRange(min=0),
               help="Other training images the agreement with fp32 is measured on (recorded).")
 @click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="qat: folders of unlabeled images added to the fine-tune.")
@@ -337,7 +337,8 @@ def models(model_dirs):
     """
     from pathlib import Path
 
-    from engine.quantize import SHIPPED_INT8
+    from engine.backends import holds_check
+    from engine.quantize import shipped_int8
     from galaxy.card import default_model_dir, load_card, shipped_model_dirs, speeds_by_machine
 
     default = default_model_dir()
@@ -351,13 +352,17 @@ def models(model_dirs):
                    f"balanced {val.get('balanced_accuracy', float('nan')):.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}"
                    f" (n={val.get('n', '?')})\n  weights sha256 {card.weights_sha256[:16]}...; trained with: "
                    f"{card.training.get('command', '?')}")
-        checked = [f"{name} {rec['precision']} ({100 * rec['label_agreement']:.2f}% labels kept"
-                   + ("; its recipe ships" if name == "onnxruntime-int8" and (model_dir / SHIPPED_INT8).is_file()
-                      else "") + ")"
-                   for name, rec in card.backends.get("results", {}).items()
-                   if rec.get("passed") and "label_agreement" in rec]
+        results = card.backends.get("results", {})
+        passed = [name for name, rec in results.items() if rec.get("passed") and "label_agreement" in rec]
+        holds = {name: holds_check(name, card, results[name], model_dir) for name in passed}
+        checked = [f"{name} {results[name]['precision']} ({100 * results[name]['label_agreement']:.2f}% labels kept"
+                   + ("; its recipe ships" if name == "onnxruntime-int8" and shipped_int8(model_dir, card) else "")
+                   + ")" for name in passed if holds[name]]
         if checked:
             click.echo(f"  checked backends (validation split, against fp32): {', '.join(checked)}")
+        stale = [name for name in passed if not holds[name]]
+        if stale:
+            click.echo(f"  checked on another model than it would load now: {', '.join(stale)} (rerun check-backends)")
         for machine, speeds in speeds_by_machine(card.backends).items():
             figures = ", ".join(f"{name} {value:,.0f}" for name, value in speeds.items() if name != "measured")
             click.echo(f"  engine images/s on {machine}" + (f", {speeds['measured']}" if "measured" in speeds else "")

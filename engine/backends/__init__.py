@@ -97,11 +97,11 @@ def cpu_candidates(card, model_dir=None) -> list[str]:
     results = (card.backends if card else {}).get("results", {})
     passed = {n for n, rec in results.items() if rec.get("passed") and n in BACKENDS
               and n not in GPU_BACKENDS + OPT_IN and available(n, card, model_dir)
-              and _checked_form(n, card, rec, model_dir)}
+              and holds_check(n, card, rec, model_dir)}
     return sorted(passed | {"onnxruntime"})
 
 
-def _checked_form(name: str, card, record: dict, model_dir=None) -> bool:
+def holds_check(name: str, card, record: dict, model_dir=None) -> bool:
     """Whether the check in `record` ran the model `name` would load now (int8: the same model, by its
     fingerprint; a check recorded before fingerprints were, by its recipe)."""
     if name != "onnxruntime-int8":

@@ -106,7 +106,9 @@ def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_m
     recipe = json.loads(shipped.read_text())
     assert recipe["recipe"] == quantize.INT8_RECIPE and recipe["ranges"]
     assert recipe["weights_sha256"] == card.weights_sha256
-    assert recipe["fingerprint"] == quantize.model_fingerprint(built)
+    assert recipe["fingerprint"] == quantize.model_fingerprint(built) and recipe["temperature"] == card.temperature
+    recalibrated = dataclasses.replace(card, calibration=dict(card.calibration, temperature=card.temperature * 2))
+    assert quantize.shipped_int8(folder, recalibrated) is None  # a later calibrate made another int8 model
     built.unlink()
     assert quantize.built_int8(card) is None and quantize.int8_recipe(folder, card) == quantize.INT8_RECIPE
     checked = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": {
@@ -240,3 +242,14 @@ def test_check_backends_refuses_a_name_that_is_no_backend_before_anything_runs(t
     result = CliRunner().invoke(cli, ["check-backends", "sdss-xception-compact", "--data", str(EXAMPLES / "labels.csv"),
                                       "--backend", "bogus"])
     assert result.exit_code == 2 and "cannot check backend 'bogus'" in result.output
+
+
+@pytest.mark.parametrize("option", ["--images=-5", "--images=8", "--evaluation-images=-1"])
+def test_quantize_refuses_image_counts_it_cannot_use(option):
+    """--images -5 took all training images but the last five (a slice) and ran on."""
+    from galaxy.cli import cli
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["quantize", "sdss-xception-compact", "--calibration",
+                                      str(EXAMPLES / "labels.csv"), option])
+    assert result.exit_code == 2 and "Invalid value" in result.output

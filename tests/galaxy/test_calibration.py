@@ -72,3 +72,27 @@ def test_calibrate_command_composes_with_the_stored_temperature(model_copy, shar
     assert 0.3 < first < 3.0
     result = CliRunner().invoke(cli, ["calibrate", str(model_copy), "--data", str(shared_data / "labels.csv")])
     assert json.loads((model_copy / "card.json").read_text())["calibration"]["temperature"] == pytest.approx(first, rel=0.01)
+
+
+def test_a_new_temperature_withdraws_the_int8_check(model_copy, shared_data, tmp_path, monkeypatch):
+    """The int8 model is quantized with the temperature in its graph: after calibrate the card's int8
+    check was of another model, yet `galaxy models` listed it as checked, and the failed rebuild
+    blamed equal onnxruntime versions."""
+    from galaxy.cli import cli
+    from click.testing import CliRunner
+    from engine import quantize
+    from galaxy.card import load_card
+    from galaxy.errors import BackendUnavailable
+
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
+    _set_temperature(model_copy, 3.0)
+    assert "onnxruntime-int8" in load_card(model_copy).backends["results"]
+    result = CliRunner().invoke(cli, ["calibrate", str(model_copy), "--data", str(shared_data / "labels.csv")])
+    assert result.exit_code == 0, result.output
+    card = load_card(model_copy)
+    assert "onnxruntime-int8" not in card.backends["results"] and "torch" in card.backends["results"]
+    assert "temperature refitted from 3 to" in card.backends["not_checked"]["onnxruntime-int8"]
+    listed = CliRunner().invoke(cli, ["models", str(model_copy)]).output
+    assert "onnxruntime-int8 int8" not in listed.split(str(model_copy))[-1]
+    with pytest.raises(BackendUnavailable, match="the same onnxruntime .*temperature or the exported ONNX changed"):
+        quantize.require_int8(model_copy, card)  # its int8.json predates recording the temperature
