@@ -30,7 +30,7 @@ from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy.cores import usable_cores
 from galaxy.io.bands import parse_bands
-from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report
+from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report, nothing_measured
 from galaxy.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,10 @@ def measured_crop(card, config, spec) -> float:
                          "as a number (measure one band's files with galaxy framing)")
     report = framing_report(card, [item.path for item in items], spec, config.workers, hdu_value(config.hdu))
     measured = report["measured"]
-    if measured["measured"] < min(FEW, len(items)) or measured["measured"] == 0:
+    if measured["measured"] == 0:
+        raise UsageError(f"--crop-fraction auto: {nothing_measured(len(items), report['unreadable'])}; give the crop "
+                         "as a number")
+    if measured["measured"] < min(FEW, len(items)):
         raise UsageError(f"--crop-fraction auto: only {measured['measured']} of the first {len(items)} inputs show "
                          "a galaxy above the noise near the centre; give the crop as a number")
     log.info("--crop-fraction auto: the galaxies of the first %d inputs appear %.2fx the size the model was trained "

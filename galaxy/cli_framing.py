@@ -9,7 +9,7 @@ import click
 
 from galaxy.cli_common import MODEL, run_command
 from galaxy.errors import UsageError
-from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report
+from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report, nothing_measured
 
 
 def measure(inputs, model_dir, sample: int, hdu) -> dict:
@@ -30,19 +30,8 @@ def measure(inputs, model_dir, sample: int, hdu) -> dict:
     paths = [item.path for item in (islice(items, sample) if sample else items)]
     report = framing_report(card, paths, card.input_spec, hdu=hdu_value(hdu))
     if not report["measured"]["measured"]:
-        raise UsageError(_nothing_measured(len(paths), report["unreadable"]))
+        raise UsageError(nothing_measured(len(paths), report["unreadable"]))
     return report
-
-
-def _nothing_measured(listed: int, unreadable: list[dict]) -> str:
-    """Why none of `listed` cutouts was measured: unreadable files (the first named) or no galaxy in them."""
-    first = f"{unreadable[0]['path']}: {unreadable[0]['reason']}" if unreadable else ""
-    if len(unreadable) == listed == 1:
-        return f"the cutout could not be read: {first}"
-    if len(unreadable) == listed:
-        return f"none of the {listed} cutouts could be read, e.g. {first}"
-    text = f"none of the {listed - len(unreadable)} readable cutouts shows a galaxy above the noise near the centre"
-    return text + (f"; {len(unreadable)} more could not be read, e.g. {first}" if unreadable else "")
 
 
 @click.command()

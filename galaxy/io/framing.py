@@ -158,3 +158,14 @@ def framing_report(card, paths, spec, workers: int = 0, hdu=None) -> dict:
     if measured["measured"]:
         report.update(compare_framing(measured, reference, card.input_spec.crop_fraction))
     return report
+
+
+def nothing_measured(listed: int, unreadable: list[dict]) -> str:
+    """Why none of `listed` cutouts was measured: unreadable files (the first named) or no galaxy in them."""
+    first = f"{unreadable[0]['path']}: {unreadable[0]['reason']}" if unreadable else ""
+    if len(unreadable) == listed == 1:
+        return f"the cutout could not be read: {first}"
+    if len(unreadable) == listed:
+        return f"none of the {listed} cutouts could be read, e.g. {first}"
+    text = f"none of the {listed - len(unreadable)} readable cutouts shows a galaxy above the noise near the centre"
+    return text + (f"; {len(unreadable)} more could not be read, e.g. {first}" if unreadable else "")

@@ -200,6 +200,8 @@ def test_framing_says_why_nothing_was_measured(tmp_path):
     text = invoke("framing", broken)
     assert text.exit_code == 2 and "none of the 2 cutouts could be read, e.g. " in text.output
     assert "a.jpeg: not a JPEG or PNG" in text.output and "above the noise" not in text.output
+    text = invoke("classify", broken, "-o", tmp_path / "c.csv", "--crop-fraction", "auto")  # classify says the same
+    assert text.exit_code == 2 and "--crop-fraction auto: none of the 2 cutouts could be read, e.g. " in text.output
 
     from astropy.io import fits
 
