@@ -8,7 +8,8 @@ id. The composite (`galaxy.io.composite`: sigma-clipped sky and noise, the Lupto
 softening solved by bisection) is the same arithmetic written in DALI operators
 (`composite_graph`), so it runs wherever the graph runs, on a GPU too. A DALI batch must
 share one HDU set, number of axes and band order, so a chunk is grouped by them. Files with
-BSCALE/BZERO scaling or non-finite pixels, and galaxies stored as one file per band, go to
+BSCALE/BZERO scaling or non-finite pixels, HDUs with a DATASUM (checked only by the reference
+reader; cfitsio does check a gzip file's CRC), and galaxies stored as one file per band, go to
 the reference reader (DALI applies only the unsigned-integer convention and has no masked
 median).
 """
@@ -131,7 +132,9 @@ def decode_fits(items, spec: InputSpec, threads: int, hdu=None, device_id: int |
             continue
         except ValueError:  # the reference reader words the refusal
             continue
-        if not where.scaled:  # DALI batches need one HDU set, number of axes, pixel type and band order
+        # scaled data, or a DATASUM to check: the reference reader (DALI applies and checks neither);
+        # DALI batches need one HDU set, number of axes, pixel type and band order
+        if not (where.scaled or where.checked):
             groups[where.hdus, where.ndim, order, where.bitpix].append((k, where.meta()))
     for (hdus, ndim, order, _), members in groups.items():
         try:
