@@ -66,19 +66,39 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | N
     return sky, float(std.mean())
 
 
-def box3_peak(intensity: np.ndarray, region: float) -> float:
+def _central(n: int, fraction: float) -> tuple[int, int]:
+    """[first, end) of the central `fraction` of n pixels, rounded as DALI's relative slice rounds
+    them, so both pick the same pixels."""
+    return int(np.floor(n * (1 - fraction) / 2 + 0.5)), int(np.floor(n * (1 + fraction) / 2 + 0.5))
+
+
+def box3_peak(intensity: np.ndarray, region: float, origin: tuple[int, int] = (0, 0),
+              shape: tuple[int, int] | None = None) -> float:
     """The largest 3x3 mean of a (H, W) image inside its central `region` fraction of each side.
 
     The 3x3 mean uses edge-replicated borders, so one hot pixel does not set the peak.
+    `intensity` may be the part of a `shape` image whose top-left pixel is `origin`, holding
+    the region and one pixel around it (or the image's edge): the same peak comes out.
     """
     height, width = intensity.shape
     padded = np.pad(intensity, 1, mode="edge")
     smooth = sum(padded[i:i + height, j:j + width] for i in range(3) for j in range(3)) / 9.0
-    def edges(n):  # rounded as DALI's relative slice rounds them, so both pick the same pixels
-        return int(np.floor(n * (1 - region) / 2 + 0.5)), int(np.floor(n * (1 + region) / 2 + 0.5))
+    full_height, full_width = shape or intensity.shape
+    (top, bottom), (left, right) = _central(full_height, region), _central(full_width, region)
+    return float(smooth[top - origin[0]:bottom - origin[0], left - origin[1]:right - origin[1]].max())
 
-    (top, bottom), (left, right) = edges(height), edges(width)
-    return float(smooth[top:bottom, left:right].max())
+
+def resample_reach(height: int, width: int, crop_fraction: float, size: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right): the pixels `galaxy.io.images.crop_resize` can read for a centre crop
+    of `crop_fraction` resized to `size` (the crop box, widened by the antialiased bilinear filter's
+    reach, PIL's support of max(1, scale) pixels, and 2 pixels of rounding), within the image."""
+    def reach(n):
+        kept = n * crop_fraction
+        margin = int(np.ceil(max(1.0, kept / size))) + 2
+        return max(0, int(np.floor((n - kept) / 2)) - margin), min(n, int(np.ceil((n + kept) / 2)) + margin)
+
+    (top, bottom), (left, right) = reach(height), reach(width)
+    return top, bottom, left, right
 
 
 def solve_softening(peak: float, stretch: FitsStretch) -> float:
@@ -114,7 +134,8 @@ def _band_reduce(ufunc, cube: np.ndarray) -> np.ndarray:
     return out
 
 
-def lupton_composite(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | None = None) -> np.ndarray:
+def lupton_composite(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | None = None,
+                     window: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Sky-subtract and Lupton-map a linear band cube.
 
     Args:
@@ -123,6 +144,11 @@ def lupton_composite(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray |
         stretch: the composite's parameters (the InputSpec's FITS section).
         valid: bool (H, W, C), the pixels that were measured (blank ones filled in; None: all),
             the only ones the sky statistics use.
+        window: (top, bottom, left, right), the only pixels wanted (`resample_reach` of a
+            centre crop): the sky statistics are still of the whole image, the curve's peak
+            still the central region's, so the wanted pixels come out as in the whole
+            composite, and the others are 0 (a 423 px cube cropped to half its side: ~2x
+            faster). None: every pixel.
 
     Returns:
         float32 (H, W, C) in [0, 1].
@@ -138,15 +164,32 @@ def lupton_composite(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray |
     sky, sigma = sky_statistics(cube, stretch, valid)
     if not sigma > 0:
         raise ValueError("image is constant: no sky noise to scale by")
-    x = (cube - sky) / sigma + stretch.black_sigma
+    height, width = cube.shape[:2]
+    top, bottom, left, right = _mapped_box(height, width, stretch.peak_region, window)
+    x = (cube[top:bottom, left:right] - sky) / sigma + stretch.black_sigma
     intensity = _band_reduce(np.add, x) / x.shape[2]  # = x.mean(axis=2), without numpy's slow reduction over a length-3 axis
-    u = solve_softening(box3_peak(intensity, stretch.peak_region), stretch)
+    u = solve_softening(box3_peak(intensity, stretch.peak_region, (top, left), (height, width)), stretch)
     f = np.arcsinh(stretch.noise_level * u * intensity) / u
     ratio = np.where(intensity > 0, f / np.where(intensity > 0, intensity, 1.0), 0.0)
     out = np.clip(x * ratio[:, :, None], 0.0, None)
     brightest = _band_reduce(np.maximum, out)[:, :, None]
-    out = np.where(brightest > 1.0, out / np.where(brightest > 1.0, brightest, 1.0), out)
-    return out.astype(np.float32)
+    out = np.where(brightest > 1.0, out / np.where(brightest > 1.0, brightest, 1.0), out).astype(np.float32)
+    if window is None:
+        return out
+    whole = np.zeros(cube.shape, dtype=np.float32)
+    whole[top:bottom, left:right] = out
+    return whole
+
+
+def _mapped_box(height: int, width: int, peak_region: float, window) -> tuple[int, int, int, int]:
+    """The pixels the curve maps: the whole image, or `window` together with the peak's region and
+    the one pixel around it that its 3x3 mean reads."""
+    if window is None:
+        return 0, height, 0, width
+    (peak_top, peak_bottom), (peak_left, peak_right) = _central(height, peak_region), _central(width, peak_region)
+    top, bottom, left, right = window
+    return (max(0, min(top, peak_top - 1)), min(height, max(bottom, peak_bottom + 1)),
+            max(0, min(left, peak_left - 1)), min(width, max(right, peak_right + 1)))
 
 
 def invert_composite(rgb: np.ndarray, softening: float, mode: str = "lupton") -> np.ndarray:

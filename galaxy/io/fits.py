@@ -29,7 +29,7 @@ from galaxy.catalog.formats import FITS_SUFFIXES
 from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band
 from galaxy.errors import ImageReadError
 from galaxy.io.sky import centre_position
-from galaxy.io.composite import lupton_composite
+from galaxy.io.composite import lupton_composite, resample_reach
 from galaxy.spec import FitsStretch, InputSpec
 
 # Refuse an image HDU whose header promises more pixels (a cube's planes together) than this, before
@@ -188,10 +188,11 @@ def _planes(data: np.ndarray, path) -> list[np.ndarray]:
     raise ImageReadError(path, f"image data has {data.ndim} dimensions {data.shape}; need 2 or 3")
 
 
-def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path) -> np.ndarray:
+def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path, crop: tuple[float, int] | None = None) -> np.ndarray:
     """A display-ordered band cube -> float32 (H, W, 3) in [0, 1]: non-finite pixels become
     sky (the finite median of their band) and are left out of the sky statistics, then
-    `galaxy.io.composite.lupton_composite`."""
+    `galaxy.io.composite.lupton_composite`; `crop` (crop fraction, size): only the pixels that
+    crop and resize read are computed (`resample_reach`), the others are 0."""
     finite = np.isfinite(cube)
     if not finite.any():
         raise ImageReadError(path, "no finite pixel values (all NaN or inf)", stage="preprocess")
@@ -200,7 +201,8 @@ def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path) -> np.ndarray:
         fill = [np.median(cube[..., c][finite[..., c]]) if finite[..., c].any() else 0.0 for c in range(cube.shape[2])]
         cube, valid = np.where(finite, cube, np.asarray(fill)), finite
     try:
-        rgb = lupton_composite(cube, stretch, valid)
+        window = resample_reach(cube.shape[0], cube.shape[1], *crop) if crop else None
+        rgb = lupton_composite(cube, stretch, valid, window)
     except ValueError as exc:
         raise ImageReadError(path, str(exc), stage="preprocess") from exc
     if rgb.shape[2] == 1:
@@ -277,7 +279,7 @@ def _read_hdus(path, hdus) -> list[np.ndarray]:
         raise ImageReadError(path, f"corrupt FITS data ({type(exc).__name__}: {exc})", stage="decode") from exc
 
 
-def read_fits_cutout(path, spec: InputSpec, hdu=None):
+def read_fits_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False):
     """Read one FITS cutout (one band, a band cube or one band per extension) into a colour composite.
 
     Args:
@@ -285,6 +287,7 @@ def read_fits_cutout(path, spec: InputSpec, hdu=None):
         spec: supplies the composite parameters (`spec.fits`) and a band choice (`spec.fits_bands`).
         hdu: index or EXTNAME of the HDU; None takes the first with image data (or every
             band extension of a multi-extension band set).
+        only_crop: compute only the pixels that the spec's crop and resize read (the others are 0).
 
     Returns:
         (pixels, meta): float32 (H, W, 3) in [0, 1], top row first, and a dict with "objid"
@@ -297,14 +300,19 @@ def read_fits_cutout(path, spec: InputSpec, hdu=None):
     planes = _read_hdus(path, where.hdus)
     names = where.bands if len(where.bands) == len(planes) else (None,) * len(planes)
     cube = band_cube(planes, names, spec.fits_bands, path)
-    return composite_rgb(cube, spec.fits, path), where.meta()
+    return composite_rgb(cube, spec.fits, path, _crop(spec, only_crop)), where.meta()
 
 
-def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None):
+def _crop(spec: InputSpec, only_crop: bool) -> tuple[float, int] | None:
+    return (spec.crop_fraction, spec.size) if only_crop else None
+
+
+def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_crop: bool = False):
     """One galaxy stored as one single-band FITS file per band: {band name: path} -> composite.
 
     The band names (e.g. "g", "r", "i") order the planes (reddest -> R) unless `spec.fits_bands`
-    chooses. Header metadata (id, position) comes from the first file.
+    chooses. Header metadata (id, position) comes from the first file. `only_crop`: as in
+    `read_fits_cutout`.
     """
     label = ";".join(band_paths.values())
     planes, metas = [], []
@@ -318,4 +326,4 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None):
         planes.extend(file_planes)
         metas.append(where.meta())
     cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label)
-    return composite_rgb(cube, spec.fits, label), metas[0]
+    return composite_rgb(cube, spec.fits, label, _crop(spec, only_crop)), metas[0]

@@ -109,13 +109,14 @@ def read_raster(path) -> np.ndarray:
         raise ImageReadError(path, reason, stage="decode") from None
 
 
-def read_cutout(path, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
+def read_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False) -> tuple[np.ndarray, dict]:
     """Read any supported cutout (JPEG, PNG, FITS) into display-scaled RGB.
 
     Args:
         path: the file.
         spec: supplies the FITS stretch and band choice.
         hdu: FITS HDU index or name; None picks the first with image data.
+        only_crop: FITS: compute only the pixels the spec's crop and resize read (the others are 0).
 
     Returns:
         (pixels, meta): float32 (H, W, 3) in [0, 1], and metadata ("objid" for FITS files
@@ -127,7 +128,7 @@ def read_cutout(path, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
     if is_fits_path(path):
-        return read_fits_cutout(path, spec, hdu)
+        return read_fits_cutout(path, spec, hdu, only_crop)
     return read_raster(path), {}
 
 
@@ -170,13 +171,13 @@ def load_input(path, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
     Raises:
         ImageReadError: the file cannot be read or preprocessed; the reason says why.
     """
-    pixels, meta = read_cutout(path, spec, hdu)
+    pixels, meta = read_cutout(path, spec, hdu, only_crop=True)
     return _network_input(pixels, spec, path), meta
 
 
 def load_band_input(bands, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]:
     """`load_input` for a galaxy stored as one FITS file per band: `bands` is ((band, path), ...)."""
-    pixels, meta = read_band_files(dict(bands), spec, hdu)
+    pixels, meta = read_band_files(dict(bands), spec, hdu, only_crop=True)
     return _network_input(pixels, spec, ";".join(path for _, path in bands)), meta
 
 

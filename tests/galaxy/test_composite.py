@@ -188,3 +188,34 @@ def test_fits_views_look_like_the_fits_path(real_jpeg):
         assert np.median(view) < 0.05 and 0.4 < box3_peak(view.mean(axis=2), 0.5) < 0.9
     assert np.array_equal(views[2][..., 0], views[2][..., 1])  # the single-band view is grey
     assert not np.array_equal(views[0], views[1])  # other random draws
+
+
+@pytest.mark.parametrize("shape,crop,size", [((96, 96), 0.5, 64), ((101, 187), 0.634, 64), ((423, 423), 0.5, 96),
+                                             ((64, 80), 1.0, 96), ((33, 47), 0.3, 299)])
+def test_the_crop_alone_is_computed_as_in_the_whole_composite(tmp_path, shape, crop, size):
+    """The network reads only the crop (plus the resampling filter's reach): computing just those
+    pixels, with the sky and the peak still measured on the whole image, gives the same tensor."""
+    from galaxy.io.images import _network_input, load_input, read_cutout
+
+    rng = np.random.default_rng(sum(shape))
+    side = min(shape)
+    grown = np.pad(flux_cube(size=side), ((0, shape[0] - side), (0, shape[1] - side), (0, 0)), mode="reflect")
+    cube = grown.transpose(2, 0, 1) + rng.normal(0, 0.01, (3, *shape))  # (bands, H, W) as FITS stores it
+    cube[:, 3, 4] = np.nan  # a blank pixel: the sky statistics leave it out
+    path = tmp_path / "g.fits"
+    fits.PrimaryHDU(cube.astype(np.float32)).writeto(path)
+    spec = InputSpec().replace(crop_fraction=crop, size=size)
+    whole = _network_input(read_cutout(path, spec)[0], spec, path)
+    np.testing.assert_array_equal(load_input(path, spec)[0], whole)
+
+
+def test_the_peak_is_the_whole_images_when_only_a_small_crop_is_computed():
+    """The curve's peak is read in the central half, whose 3x3 means reach one pixel beyond it: a
+    star just outside sets the peak on the region's edge, as in the whole composite."""
+    cube = flux_cube(size=96)
+    top, bottom = 24, 72  # the central half of 96 pixels
+    cube[top - 1, 48, :] += 500.0  # a star one pixel above the region
+    whole = lupton_composite(cube, STRETCH)
+    small = lupton_composite(cube, STRETCH, window=(40, 56, 40, 56))
+    np.testing.assert_array_equal(small[40:56, 40:56], whole[40:56, 40:56])
+    assert not small[:20].any()  # outside the crop and the peak's region: not computed
