@@ -21,11 +21,13 @@ hashes the graph and its quantized initializers, not outputs: int8 arithmetic di
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ import numpy as np
 from engine.artifacts import cache_dir, onnx_model, resolve_model
 from galaxy.card import validation_ids
 from galaxy.errors import BackendUnavailable, UsageError
+from galaxy.files import write_atomically
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.io.images import load_input
 from galaxy.labels import load_labelled
@@ -141,7 +144,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         for path in (pre, tmp, ranges, tuned):
             path.unlink(missing_ok=True)
     record["seconds"] = round(time.time() - started, 1)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    write_atomically(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     log.info("built int8 model %s (%s) from %d calibration images", out, method, len(calibration_paths))
     return out
 
@@ -162,7 +165,15 @@ def _build_int8(pre, path, reader, ranges, nodes_to_exclude=(), nodes_to_quantiz
 def model_fingerprint(path) -> str:
     """sha256 of an ONNX model's graph (each node's op type, inputs, outputs, in order) and initializers
     (name, dtype, shape, bytes, by name): what the quantizer computed, whatever CPU later runs it and
-    whatever producer fields the file carries."""
+    whatever producer fields the file carries. Remembered per file version (inode, size, mtime): a
+    run asks several times (which model loads, whether its check holds, the autotune key)."""
+    stat = os.stat(path)
+    return _fingerprint(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _fingerprint(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    del inode, size, mtime_ns  # the cache key: another version of the file is hashed again
     import onnx
     from onnx import numpy_helper
 
@@ -199,39 +210,86 @@ def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -
     return record | found | {"training_agreement": best["agreement"]}
 
 
-def require_int8(model_dir, card) -> tuple[str, Path]:
-    """(recipe, path) of the int8 model: the one the model folder ships (`int8.json`), rebuilt into the
-    cache when the cache does not hold exactly it (seconds, no data needed), else the built one;
-    BackendUnavailable when there is neither, or the rebuild differs from what was shipped.
+@dataclass(frozen=True)
+class Int8Choice:
+    """The int8 model the backend would load: its recipe and fingerprint, and where it is (None: the
+    folder's shipped recipe, to be rebuilt into the cache on first use)."""
 
-    A folder that ships its int8 model decides it: a cache entry of the same engine key and recipe
-    built by another `galaxy quantize` (of a copy of the model, or without --ship) is replaced, not
-    loaded, since its check was of the shipped one."""
+    recipe: str
+    fingerprint: str
+    path: Path | None
+    shipped: dict | None = None
+
+
+def int8_choice(model_dir, card) -> Int8Choice | None:
+    """Which int8 model the backend loads, without building anything; None when there is none.
+
+    A folder that ships its int8 model (`int8.json`) decides it: a cache entry of the same engine
+    key and recipe built by another `galaxy quantize` (of a copy of the model, or without --ship)
+    is rebuilt over, not loaded, since the check was of the shipped one. Where the shipped recipe
+    was found here to rebuild into another model (another onnxruntime), the model built here, if
+    any, is the one (`galaxy quantize` is then the way out, and `auto` trusts it only once checked).
+    """
     shipped = shipped_int8(model_dir, card)
-    if shipped is not None:
+    if shipped is not None and not _rebuild_failed(card, shipped):
         path = int8_path(card, shipped["method"])
-        if path.is_file() and model_fingerprint(path) == shipped.get("fingerprint"):
-            return shipped["recipe"], path
-        if path.is_file():
-            log.info("the int8 model in the cache (%s) is not the one %s ships: rebuilding it from %s", path.name,
-                     card.name, SHIPPED_INT8)
-        return shipped["recipe"], _rebuild(model_dir, card, shipped)
+        ready = path.is_file() and model_fingerprint(path) == shipped["fingerprint"]
+        return Int8Choice(shipped["recipe"], shipped["fingerprint"], path if ready else None, shipped)
     found = built_int8(card)
-    if found is None:
+    return Int8Choice(found[0], model_fingerprint(found[1]), found[1]) if found else None
+
+
+def require_int8(model_dir, card) -> tuple[str, Path]:
+    """(recipe, path) of the int8 model `int8_choice` names, rebuilding a shipped one into the cache
+    (seconds, no data needed) when the cache does not hold exactly it.
+
+    Raises:
+        BackendUnavailable: there is none, or the shipped recipe rebuilds into another model and
+            nothing was built here instead.
+    """
+    choice = int8_choice(model_dir, card)
+    if choice is None:
         raise BackendUnavailable(
             f"no int8 model for {card.name} yet: build it once with "
             "`galaxy quantize MODEL_DIR --calibration LABELLED_DATA` (real training images)")
-    return found
+    if choice.path is not None:
+        return choice.recipe, choice.path
+    if int8_path(card, choice.shipped["method"]).is_file():
+        log.info("the int8 model in the cache is not the one %s ships: rebuilding it from %s", card.name,
+                 SHIPPED_INT8)
+    try:
+        return choice.recipe, _rebuild(model_dir, card, choice.shipped)
+    except BackendUnavailable:
+        found = built_int8(card)
+        if found is None:
+            raise
+        log.warning("using the int8 model built here (%s): the shipped one could not be rebuilt", found[1].name)
+        return found
 
 
 def int8_fingerprint(model_dir, card) -> str | None:
-    """The fingerprint of the int8 model the backend would load (`require_int8`), without building it:
-    the shipped one's recorded fingerprint, else the built one's; None when there is neither."""
-    shipped = shipped_int8(model_dir, card)
-    if shipped is not None:
-        return shipped.get("fingerprint")
-    found = built_int8(card)
-    return model_fingerprint(found[1]) if found else None
+    """The fingerprint of the int8 model the backend would load (`int8_choice`); None when there is none."""
+    choice = int8_choice(model_dir, card)
+    return choice.fingerprint if choice else None
+
+
+def int8_recipe(model_dir, card) -> str | None:
+    """The recipe of the int8 model the backend would load (`int8_choice`); None when there is none."""
+    choice = int8_choice(model_dir, card)
+    return choice.recipe if choice else None
+
+
+def _rebuild_marker(card, shipped: dict) -> Path:
+    return int8_path(card, shipped["method"]).with_suffix(".rebuild-differs.json")
+
+
+def _rebuild_failed(card, shipped: dict) -> bool:
+    """Whether the shipped recipe was found here to rebuild into another model, with this onnxruntime."""
+    try:
+        found = json.loads(_rebuild_marker(card, shipped).read_text())
+    except (OSError, ValueError):
+        return False
+    return found.get("shipped_fingerprint") == shipped.get("fingerprint") and found.get("onnxruntime") == _ort_version()
 
 
 def shipped_int8(model_dir, card) -> dict | None:
@@ -253,13 +311,6 @@ def shipped_int8(model_dir, card) -> dict | None:
     return shipped
 
 
-def int8_recipe(model_dir, card) -> str | None:
-    """The recipe the int8 backend would load (`require_int8`): the shipped one's, else the built one's, else None."""
-    shipped = shipped_int8(model_dir, card)
-    found = built_int8(card) if shipped is None else None
-    return shipped["recipe"] if shipped else (found[0] if found else None)
-
-
 def _rebuild(model_dir, card, shipped: dict) -> Path:
     """Build the shipped int8 model from its ranges and fp32 nodes into the cache; return its path."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -273,14 +324,19 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
         ranges.write_text(json.dumps(shipped["ranges"]))
         quant_pre_process(str(onnx_model(Path(model_dir), card)), str(pre), skip_symbolic_shape=True)
         _build_int8(pre, tmp, None, ranges, shipped.get("excluded_nodes", []))
-        if model_fingerprint(tmp) != shipped.get("fingerprint"):
+        rebuilt = model_fingerprint(tmp)
+        if rebuilt != shipped.get("fingerprint"):
+            write_atomically(_rebuild_marker(card, shipped), lambda path: path.write_text(json.dumps(
+                {"shipped_fingerprint": shipped.get("fingerprint"), "rebuilt_fingerprint": rebuilt,
+                 "onnxruntime": _ort_version()}) + "\n"))
             why = (f"onnxruntime {_ort_version()} here, {shipped.get('onnxruntime')} when shipped"
                    if shipped.get("onnxruntime") != _ort_version() else
                    f"the same onnxruntime {_ort_version()}; the model's temperature or the exported ONNX changed"
                    " since `--ship`")
             raise BackendUnavailable(
                 f"the int8 model rebuilt from {Path(model_dir) / SHIPPED_INT8} differs from the one checked ({why}): "
-                "build one with `galaxy quantize`")
+                "build one here with `galaxy quantize` (it is used instead, and `auto` offers it once "
+                "`galaxy check-backends` has passed it)")
         tmp.replace(out)
     finally:
         for path in (pre, tmp, ranges):
@@ -288,7 +344,7 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
     record = {key: shipped[key] for key in ("method", "recipe", "weights_sha256", "excluded_nodes") if key in shipped}
     record |= {"rebuilt_from": str(Path(model_dir) / SHIPPED_INT8), "fingerprint": shipped["fingerprint"],
                "seconds": round(time.time() - started, 1)}
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    write_atomically(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     log.info("rebuilt the shipped int8 model of %s (%s) in %.1f s", card.name, shipped["method"], record["seconds"])
     return out
 
@@ -306,8 +362,8 @@ def ship_int8(model_dir, card, method: str = "ptq-sensitive") -> Path:
                                             "training_agreement", "excluded_nodes", "ranges") if key in record}
     shipped["fingerprint"] = model_fingerprint(built)
     path = Path(model_dir) / SHIPPED_INT8
-    path.write_text(json.dumps(shipped | {"temperature": card.temperature, "onnxruntime": _ort_version()},
-                               indent=1) + "\n")
+    text = json.dumps(shipped | {"temperature": card.temperature, "onnxruntime": _ort_version()}, indent=1) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
     return path
 
 

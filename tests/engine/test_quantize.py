@@ -124,6 +124,12 @@ def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_m
     with pytest.raises(BackendUnavailable, match="differs from the one checked"):
         quantize.require_int8(folder, card)
     assert quantize.built_int8(card) is None
+    # then a model built here is the way out (the shipped recipe is not tried again), and auto's
+    # trust follows it: a check of the shipped model does not hold for it
+    rebuilt_here = quantize.quantize(folder, card, split[0], method="ptq")
+    assert quantize.require_int8(folder, card) == (quantize.INT8_RECIPE, rebuilt_here)
+    assert quantize.int8_fingerprint(folder, card) == quantize.model_fingerprint(rebuilt_here) != "0" * 64
+    assert not backends.holds_check("onnxruntime-int8", card, {"fingerprint": "0" * 64}, folder)
     assert quantize.shipped_int8(folder, dataclasses.replace(card, weights_sha256="0" * 64)) is None
 
 
