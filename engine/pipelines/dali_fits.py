@@ -8,10 +8,9 @@ id. The composite (`galaxy.io.composite`: sigma-clipped sky and noise, the Lupto
 softening solved by bisection) is the same arithmetic written in DALI operators
 (`composite_graph`), so it runs wherever the graph runs, on a GPU too. A DALI batch must
 share one HDU set, number of axes and band order, so a chunk is grouped by them. Files with
-BSCALE/BZERO scaling or non-finite pixels, HDUs with a DATASUM (checked only by the reference
-reader; cfitsio does check a gzip file's CRC), and galaxies stored as one file per band, go to
+BSCALE/BZERO scaling or non-finite pixels, and galaxies stored as one file per band, go to
 the reference reader (DALI applies only the unsigned-integer convention and has no masked
-median).
+median). DALI's reader (cfitsio) checks a gzip file's CRC itself: 30 of 30 flipped bytes refused.
 """
 
 from __future__ import annotations
@@ -132,9 +131,7 @@ def decode_fits(items, spec: InputSpec, threads: int, hdu=None, device_id: int |
             continue
         except ValueError:  # the reference reader words the refusal
             continue
-        # scaled data, or a DATASUM to check: the reference reader (DALI applies and checks neither);
-        # DALI batches need one HDU set, number of axes, pixel type and band order
-        if not (where.scaled or where.checked):
+        if not where.scaled:  # DALI batches need one HDU set, number of axes, pixel type and band order
             groups[where.hdus, where.ndim, order, where.bitpix].append((k, where.meta()))
     for (hdus, ndim, order, _), members in groups.items():
         try:

@@ -15,8 +15,8 @@ Rules (documented in the README):
   * `.fits.gz` and tile-compressed `.fits.fz` (Rice, ...) are read by astropy. A gzip-compressed
     file is decompressed whole before the pixels are read, so that gzip's CRC is checked (astropy
     stops reading before the gzip trailer: most corrupted bytes became wrong pixels without an
-    error). An image HDU with a DATASUM keyword has its data checked against it (CHECKSUM is not:
-    it covers the header too, which tools edit without updating it).
+    error). DATASUM is not checked: a cutout written with its parent image's header (astropy keeps
+    the card) carries a stale one, and valid files would be refused.
 """
 
 from __future__ import annotations
@@ -99,9 +99,7 @@ class FitsImage:
     for a multi-extension file), its number of axes, whether the header scales the data
     (BSCALE/BZERO), the band names from the headers (None where unnamed; one per plane or
     extension), its object id, its pixel type (BITPIX), the sky position (RA, Dec in
-    degrees) of its centre when the headers give one (`galaxy.io.sky`), and whether an image
-    HDU has a DATASUM to check its data against (which only the reference reader does; DALI's
-    reader, cfitsio, does check a gzip file's CRC: 30 of 30 flipped bytes refused)."""
+    degrees) of its centre when the headers give one (`galaxy.io.sky`)."""
 
     hdus: tuple[int, ...]
     ndim: int
@@ -110,7 +108,6 @@ class FitsImage:
     objid: str | None
     sky: tuple[float, float] | None = None
     bitpix: int = -32
-    checked: bool = False
 
     def meta(self) -> dict:
         """What the catalog takes from the headers: "objid", "ra", "dec" where known."""
@@ -154,10 +151,9 @@ def locate_image(path, hdu=None) -> FitsImage:
                               or [None] * planes)
             scaled = any(float(hdul[k].header.get(key, d)) != d for k in hdus for key, d in (("BSCALE", 1.0),
                                                                                               ("BZERO", 0.0)))
-            checked = any("DATASUM" in hdul[k].header for k in hdus)
             return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, hdul[0].header)),
                              centre_position(chosen.header, hdul[0].header),
-                             int(chosen.header.get("ZBITPIX", chosen.header.get("BITPIX", -32))), checked)
+                             int(chosen.header.get("ZBITPIX", chosen.header.get("BITPIX", -32))))
     except ImageReadError:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
@@ -242,14 +238,6 @@ def _gunzipped(path):
     return b"".join(chunks)
 
 
-def _check_datasum(hdu, path):
-    """Refuse data whose DATASUM keyword does not match (astropy's verify_datasum: 0 failed, 1 passed,
-    2 no keyword). CHECKSUM is not checked: it also covers the header, which tools edit without updating it."""
-    if hdu.verify_datasum() == 0:
-        raise ImageReadError(path, f"corrupt FITS data: DATASUM {hdu.header.get('DATASUM')} does not match the data",
-                             stage="decode")
-
-
 def _read_hdus(path, hdus) -> list[np.ndarray]:
     import io
 
@@ -261,7 +249,6 @@ def _read_hdus(path, hdus) -> list[np.ndarray]:
         with fits.open(source, memmap=False, lazy_load_hdus=True) as hdul:
             out = []
             for k in hdus:
-                _check_datasum(hdul[k], path)  # before .data: once scaled, the sum is of the scaled values
                 if hdul[k].data is None:
                     raise ImageReadError(path, "image HDU holds no data")
                 out.extend(_planes(hdul[k].data, path))

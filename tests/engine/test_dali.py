@@ -132,25 +132,19 @@ def test_dali_fits_reader_matches_reference(tmp_path):
     assert out[4].id == "77"
 
 
-def test_dali_fits_leaves_a_datasum_to_the_reference_reader_and_refuses_a_corrupt_gzip(tmp_path):
-    """DALI's FITS reader does not check DATASUM, which the reference reader does; it does check
-    gzip's CRC (cfitsio), where astropy alone did not."""
+def test_dali_fits_refuses_a_corrupt_gzip(tmp_path):
+    """DALI's FITS reader (cfitsio) checks gzip's CRC, where astropy alone did not."""
     import gzip
 
-    from astropy.io import fits
-
-    from engine.pipelines.dali_fits import decode_fits
+    from engine.pipelines.dali_fits import build_fits_graph
 
     plain = _fits_files(tmp_path)[0]
-    summed = tmp_path / "summed.fits"
-    fits.PrimaryHDU(fits.getdata(plain)).writeto(summed, checksum=True)
     flipped = bytearray(gzip.compress(plain.read_bytes()))
     flipped[len(flipped) // 2] ^= 0x10
     corrupt = tmp_path / "corrupt.fits.gz"
     corrupt.write_bytes(bytes(flipped))
-    out = decode_fits([Item(str(p)) for p in (plain, summed)], SPEC, threads=2)
-    assert out[0] is not None and out[1] is None  # None: the reference reader decides
-    assert decode_fits([Item(str(corrupt))], SPEC, threads=2) == [None]  # DALI refused it: likewise
+    with pytest.raises(RuntimeError):
+        build_fits_graph([str(corrupt)], (0,), [0], 2, SPEC, 1, None).run()
 
 
 def test_dali_fits_bad_file_falls_back_to_reference_reasons(tmp_path):
