@@ -15,19 +15,25 @@ from galaxy.evaluation.calibration import calibration_record, log_probabilities
 
 log = logging.getLogger(__name__)
 
+REFIT_TOLERANCE = 1e-3  # a refit factor this close to 1 leaves the stored temperature as it is
+
 
 def calibrate(model_dir, card, data, batch=32, label_column="label", path_column="file") -> dict:
     """Fit the temperature on the validation split with ONNX Runtime fp32; store it in the card.
 
     The probabilities already carry the card's current temperature T0, so log p = logits / T0
     + c and the fitted T' composes: the new temperature is T0 * T'. Calibrating twice is a
-    no-op (T' = 1). Changing T changes the engine key: derived engines are rebuilt on next use.
+    no-op (T' within REFIT_TOLERANCE of 1 keeps T0). Changing T changes the engine key: derived
+    engines are rebuilt on next use.
     """
     val, tensors, labels = validation_tensors(model_dir, card, data, label_column, path_column)
     session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions(batch_size=batch))
     probs = batched_probabilities(session, tensors, batch)
     record = calibration_record(log_probabilities(probs), labels)
-    record["temperature"] = round(card.temperature * record["temperature"], 5)
+    # a refit within REFIT_TOLERANCE of 1 keeps the temperature: calibrating twice is a no-op, where the
+    # 5-decimal rounding of a refit moved it (0.97614 -> 0.97612), which withdrew the int8 check
+    factor = record["temperature"]
+    record["temperature"] = card.temperature if abs(factor - 1) < REFIT_TOLERANCE else round(card.temperature * factor, 5)
     record.update({"split": "validation", "data": str(data), "backend": f"{session.name} fp32"})
     _drop_int8_check(card, record["temperature"])
     card.calibration = record

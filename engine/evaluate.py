@@ -187,7 +187,8 @@ def evaluate(config) -> dict:
     report["failed"] = failed
     report["model"] = {"name": card.name, "weights_sha256": card.weights_sha256}
     if config.split == "val":  # a labels file may hold part of the split: say how much was scored
-        report["validation_images"] = {"scored": len(labelled), "in_split": len(validation_ids(model_dir, card))}
+        report["validation_images"] = {"in_labels": len(labelled), "scored": len(scored.ids),
+                                       "in_split": len(validation_ids(model_dir, card))}
     if config.split == "all":  # the model's own training images score high: say how many were scored
         own = training_ids(model_dir, card)
         report["training_images_scored"] = None if own is None else len(set(scored.ids) & own)

@@ -53,6 +53,7 @@ RECIPES = {"ptq-sensitive": SENSITIVE_RECIPE, "qat": QAT_RECIPE, "ptq": INT8_REC
 QAT_UNLABELED = 3000  # unlabeled images added to the qat fine-tune
 SHIPPED_INT8 = "int8.json"  # in a model folder: the recipe that rebuilds its checked int8 model
 SHIPPABLE = ("ptq-sensitive", "ptq")  # qat's tuned weights live only in the cache
+MIN_IMAGES = 16  # the fewest images a calibration, an agreement measurement or a fine-tune takes
 TRAINING_AGREEMENT = 0.998  # ptq-sensitive's target on training images: a margin over check-backends' 0.995
 
 
@@ -82,10 +83,11 @@ def training_paths(model_dir, card, data, label_column="label", path_column="fil
     return [labelled.paths[i] for i in keep[:limit]]  # limit None: all
 
 
-def calibration_tensors(paths, spec) -> np.ndarray:
-    """Preprocessed calibration images, float32 (N, C, H, W), for int8 (ONNX Runtime or TensorRT)."""
-    if len(paths) < 16:
-        raise UsageError(f"need at least 16 calibration images, got {len(paths)}")
+def calibration_tensors(paths, spec, role: str = "calibration") -> np.ndarray:
+    """Preprocessed images, float32 (N, C, H, W), for int8 (ONNX Runtime or TensorRT): calibration,
+    evaluation or fine-tuning (`role`, for the message)."""
+    if len(paths) < MIN_IMAGES:
+        raise UsageError(f"need at least {MIN_IMAGES} {role} images, got {len(paths)}")
     return np.stack([load_input(p, spec)[0] for p in paths])
 
 
@@ -132,7 +134,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         if method == "qat":
             from galaxy.training.qat import QAT_STEPS, quantization_aware_onnx
 
-            record["qat"] = quantization_aware_onnx(model_dir, card, calibration_tensors(finetune_paths, card.input_spec),
+            record["qat"] = quantization_aware_onnx(model_dir, card, calibration_tensors(finetune_paths, card.input_spec, "fine-tuning"),
                                                     tuned, steps=QAT_STEPS)
         quant_pre_process(str(tuned if method == "qat" else fp32), str(pre), skip_symbolic_shape=True)
         build(tmp)
@@ -194,7 +196,7 @@ def _measured(fp32, pre, built, build, card, evaluation_paths, target, method) -
     Returns the record."""
     from engine import quantize_sensitivity
 
-    tensors = calibration_tensors(evaluation_paths, card.input_spec)
+    tensors = calibration_tensors(evaluation_paths, card.input_spec, "evaluation")
     reference = quantize_sensitivity.logits(fp32, tensors)
     agreement = label_agreement(quantize_sensitivity.logits(built, tensors), reference)
     log.info("%s int8: agreement %.4f with fp32 on %d training images (target %.4f)", method, agreement,
@@ -382,6 +384,9 @@ def quantize_model(config) -> str:
     """
     if config.ship and config.method not in SHIPPABLE:
         raise UsageError(f"--ship takes ptq-sensitive or ptq: {config.method}'s tuned weights cannot ship as ranges")
+    if 0 < config.evaluation_images < MIN_IMAGES:
+        raise UsageError(f"--evaluation-images {config.evaluation_images}: give 0 (no agreement measured) or at "
+                         f"least {MIN_IMAGES}")
     model_dir, card = resolve_model(config.model_dir)
     shipped = shipped_int8(model_dir, card)
     if shipped is not None and not config.ship:

@@ -71,7 +71,8 @@ def test_calibrate_command_composes_with_the_stored_temperature(model_copy, shar
     assert card["calibration"]["ece_after"] < card["calibration"]["ece_before"]
     assert 0.3 < first < 3.0
     result = CliRunner().invoke(cli, ["calibrate", str(model_copy), "--data", str(shared_data / "labels.csv")])
-    assert json.loads((model_copy / "card.json").read_text())["calibration"]["temperature"] == pytest.approx(first, rel=0.01)
+    assert json.loads((model_copy / "card.json").read_text())["calibration"]["temperature"] == first  # exactly:
+    # a refit of the same model keeps it (rounding moved it, and a new temperature withdraws the int8 check)
 
 
 def test_a_new_temperature_withdraws_the_int8_check(model_copy, shared_data, tmp_path, monkeypatch):

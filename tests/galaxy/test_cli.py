@@ -192,7 +192,8 @@ def test_evaluate_on_part_of_the_validation_split_scores_that_part(tmp_path, cap
     out = tmp_path / "eval"
     result = invoke("evaluate", "sdss-xception-compact", EXAMPLES / "labels.csv", "-o", out, "-q")
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "report.json").read_text())["validation_images"] == {"scored": 40, "in_split": 1039}
+    assert json.loads((out / "report.json").read_text())["validation_images"] == {"in_labels": 40, "scored": 40,
+                                                                                   "in_split": 1039}
     assert "holds 40 of the 1039 validation images" in caplog.text
     table = tmp_path / "none.csv"
     table.write_text("id,file,label\n1,x.jpeg,spiral\n")
