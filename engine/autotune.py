@@ -23,6 +23,7 @@ import numpy as np
 from engine.artifacts import cache_dir
 from engine.machine import cpu_description
 from galaxy.errors import BackendUnavailable
+from galaxy.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,7 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
               "measured": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(path)
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
     except OSError as exc:
         log.warning("cannot cache the speed record in %s (%s); it is measured again next time", path, exc)
     return chosen, record

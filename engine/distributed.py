@@ -41,6 +41,7 @@ from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import column_kinds, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import BackendUnavailable, UsageError
+from galaxy.files import write_atomically
 from galaxy.io.images import stem_id
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
@@ -428,7 +429,5 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
                 "shards_resumed": resumed,
                 "actors": actors, "seconds": round(time.perf_counter() - started, 1), "metadata": metadata}
     final = out_dir / RAY_BOOKKEEPING / RAY_MANIFEST
-    tmp = final.with_name(final.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    tmp.replace(final)
+    write_atomically(final, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1) + "\n"))
     return manifest

@@ -38,6 +38,7 @@ from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.catalog.text import ascii_text
 from galaxy.errors import UsageError
+from galaxy.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +168,14 @@ class Journal:
         # numbered after the last one, not by count: a chunk must never be written over
         number = int(self._chunks[-1].stem.split("-")[1]) + 1 if self._chunks else 0
         final = self.dir / f"chunk-{number:06d}.csv"
-        tmp = final.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as fh:
-            csv.writer(fh).writerows(rows)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(final)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as fh:
+                csv.writer(fh).writerows(rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+        write_atomically(final, write)
         self._chunks.append(final)
 
     def is_done(self, path: str) -> bool:
@@ -309,9 +312,7 @@ def keep_fingerprint(path: Path, fingerprint: dict, output) -> None:
             raise UsageError(f"{output} was started with other settings ({', '.join(changed)}); "
                              "use --overwrite to start over")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(fingerprint))
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fingerprint)))
 
 
 def _cell(value) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.artifacts import cache_dir, onnx_model
 from galaxy.errors import BackendUnavailable, ModelError, UsageError
+from galaxy.files import write_atomically
 from galaxy.spec import INPUT_NAME, MAX_BATCH, MIN_BATCH, OPT_BATCH
 
 log = logging.getLogger(__name__)
@@ -189,9 +190,7 @@ def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ModelError(f"TensorRT failed to build a {precision} engine from {onnx_file} (see its log above)")
-    tmp = path.with_suffix(".plan.tmp")
-    tmp.write_bytes(bytes(plan))
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: tmp.write_bytes(bytes(plan)))
     timing_file.write_bytes(bytes(config.get_timing_cache().serialize()))
     from galaxy.card import file_sha256
 

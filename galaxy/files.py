@@ -41,3 +41,15 @@ def write_atomically(path, write):
         if os.path.lexists(tmp):  # unlink(missing_ok=True) raises on a read-only file system
             tmp.unlink()
     return result
+
+
+def write_whole(path, data: bytes) -> Path:
+    """Write `data` to `path` whole or not at all (`write_atomically`), making its folder; return the path.
+
+    Raises:
+        OSError: naming `path`, not the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))
+    return path

@@ -24,7 +24,7 @@ from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ImageReadError, UsageError
-from galaxy.files import write_atomically
+from galaxy.files import write_whole
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -155,18 +155,6 @@ def montage_output(out) -> Path:
     if out.suffix.lower() != SUFFIX:
         raise UsageError(f"{out}: a montage is written as PNG; name it with {SUFFIX} (or no suffix)")
     return out
-
-
-def write_whole(path, data: bytes) -> Path:
-    """Write `data` to `path` whole or not at all (`galaxy.files.write_atomically`), making its folder; return it.
-
-    Raises:
-        OSError: naming `path`, not the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda tmp: tmp.write_bytes(data))
-    return path
 
 
 def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:

@@ -23,7 +23,8 @@ from galaxy.version import __version__
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ModelError
-from galaxy.evaluation.montage import montage_png, refuse_catalog_files, row_label, row_probability, write_whole
+from galaxy.evaluation.montage import montage_png, refuse_catalog_files, row_label, row_probability
+from galaxy.files import write_whole
 
 BINS = np.linspace(0, 1, 21)
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from galaxy.config import cache_dir
 from galaxy.errors import UsageError
+from galaxy.files import write_atomically
 from galaxy.training.image_cache import build_cache
 from galaxy.labels import ids_digest
 from galaxy.training.predict import predict
@@ -166,9 +167,13 @@ def _read_targets(path: Path, key: dict, ids) -> np.ndarray | None:
 
 def _write_targets(path: Path, ids, probabilities: np.ndarray, key: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, ids=np.array(ids, dtype=str), probabilities=probabilities.astype(np.float32), key=json.dumps(key))
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:  # a file object: np.savez would add ".npz" to the temporary name
+            np.savez(fh, ids=np.array(ids, dtype=str), probabilities=probabilities.astype(np.float32),
+                     key=json.dumps(key))
+
+    write_atomically(path, write)
 
 
 def sharpen(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
