@@ -7,7 +7,7 @@ The data path, as on one machine, cut into shards:
             to the cluster's GPUs (or CPUs); each call decodes + classifies one whole shard and
             writes OUT_DIR/part-<shard>.parquet and its errors atomically (temp file + rename)
   driver: ids made unique across parts in listing order and one schema for all parts (as one
-          machine writes them), errors merged into OUT_DIR/_galaxy/errors.csv, the manifest
+          machine writes them: engine/ray_parts.py), errors merged into OUT_DIR/_galaxy/errors.csv, the manifest
           (OUT_DIR/_galaxy/manifest.json) last.
 
 OUT_DIR's top level holds only the parts; everything else is under `_galaxy/`, which Parquet
@@ -37,14 +37,13 @@ import numpy as np
 
 from engine.journal import hold_lock, keep_fingerprint
 from engine.listing import require_inputs
+from engine.ray_parts import finalize_parts
 from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.text import safe_text
-from galaxy.catalog.write import column_kinds, describe_rows, errors_path, ErrorWriter, UniqueIds
+from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.files import write_atomically
 from galaxy.io.images import stem_id
-from galaxy.catalog.fits_table import SKY_UNITS
-from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
 
 log = logging.getLogger(__name__)
 
@@ -207,87 +206,6 @@ def _quiet_ray(ray, chatty: bool) -> int:
     return level
 
 
-def _unified_schema(schemas):
-    """The union of the parts' columns in first-seen order; a column that is text in any part is text."""
-    import pyarrow as pa
-
-    fields: dict[str, object] = {}
-    for schema in schemas:
-        for field in schema:
-            if field.name not in fields or pa.types.is_string(field.type):
-                fields[field.name] = field.type
-    return pa.schema([pa.field(name, kind) for name, kind in fields.items()])
-
-
-def _numbers_as_numbers(unified, parts, schemas):
-    """`unified` with each text column that holds only numbers in every part (`column_kinds`, the
-    rule a single machine applies to all rows at once) made float64: parts keep kept columns as text."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    own = {"id", "path", "label"}
-    text = [f.name for f in unified if pa.types.is_string(f.type) and f.name not in own]
-    if not text:
-        return unified
-
-    def rows():
-        for part, schema in zip(parts, schemas):
-            names = [name for name in text if name in schema.names]
-            for row in pq.read_table(part, columns=names).to_pylist():
-                yield {name: "" if value is None else str(value) for name, value in row.items()}
-
-    numeric = {name for name, kind in column_kinds(rows()) if kind == "float"}
-    return pa.schema([pa.field(f.name, pa.float64() if f.name in numeric else f.type) for f in unified])
-
-
-def _as_kind(column, kind):
-    """A part's column in the catalog's kind: text parsed as numbers where the column is float64."""
-    import pyarrow as pa
-
-    if pa.types.is_floating(kind) and pa.types.is_string(column.type):
-        return pa.array([None if v is None or v == "" else float(v) for v in column.to_pylist()], kind)
-    return column.cast(kind)
-
-
-def _finalize_parts(out_dir: Path, shards: list[Shard]) -> None:
-    """Make the parts one catalog, as one machine writes it.
-
-    Ids are made unique over all parts in listing order (stem, stem#2, ...). Every part gets
-    the same columns: a shard without FITS inputs has no ra/dec, a shard may hold a kept
-    column as float64 where another holds text; missing columns become nulls and text wins.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    parts = [_part_path(out_dir, shard.index) for shard in shards]
-    schemas = [pq.read_schema(p) for p in parts]
-    unified = _numbers_as_numbers(_unified_schema(schemas), parts, schemas)
-    seen = UniqueIds()
-    for part, schema in zip(parts, schemas):
-        table = pq.read_table(part)
-        given = table.column("id").to_pylist()
-        ids = [seen.take(ident) for ident in given]
-        changed = ids != given
-        if changed:
-            table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
-        if changed or table.schema.remove_metadata() != unified:
-            columns = [_as_kind(table[f.name], f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
-                       for f in unified]
-            # astropy reads the column list of table_meta_yaml and each text column's longest value
-            # (table::len::NAME, which a renamed id may pass) too: both are written for the new table
-            table = pa.Table.from_arrays(columns, schema=unified)
-            lengths = {f.name: pc.max(pc.utf8_length(table[f.name])).as_py() or 1
-                       for f in unified if pa.types.is_string(f.type)}
-            metadata = parquet_metadata(unified, galaxy_keys(schema.metadata), SKY_UNITS, lengths)
-            table = table.replace_schema_metadata(metadata)
-            changed = True
-        if changed:
-            tmp = part.with_name(f".{part.name}.tmp")  # dot: never read as a part
-            pq.write_table(table, tmp)
-            tmp.replace(part)
-
-
 def actor_config(config, gpus: int):
     """The ClassifyConfig each actor runs. On CPUs an actor holds `--threads` CPUs (1 by default:
     one actor per CPU), so it infers and decodes on that many threads; left at 0, every actor would
@@ -409,7 +327,7 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
 
     from galaxy.catalog.read import read_catalog_metadata
 
-    _finalize_parts(out_dir, shards)
+    finalize_parts([_part_path(out_dir, shard.index) for shard in shards])
     errors = ErrorWriter(errors_path(out_dir))
     for shard in shards:
         with open(_part_errors(out_dir, shard.index), newline="") as part:

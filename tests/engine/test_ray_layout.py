@@ -177,7 +177,8 @@ def test_kept_columns_get_their_kind_from_all_parts_as_on_one_machine(tmp_path, 
     part were cast back to text ("1.50" -> "1.5"), a column empty in one part became text."""
     import pyarrow.parquet as pq
 
-    from engine.distributed import ShardClassifier, _finalize_parts, write_shards
+    from engine.distributed import ShardClassifier, _part_path, write_shards
+    from engine.ray_parts import finalize_parts
     from engine.run import classify
 
     files = sorted(EXAMPLES.glob("*.jpeg"))[:8]
@@ -191,7 +192,7 @@ def test_kept_columns_get_their_kind_from_all_parts_as_on_one_machine(tmp_path, 
     classifier = ShardClassifier(config, str(default_model[0]), str(tmp_path / "out"))
     for shard in shards:
         classifier.classify_shard(shard.index, shard.path)
-    _finalize_parts(tmp_path / "out", shards)
+    finalize_parts([_part_path(tmp_path / "out", shard.index) for shard in shards])
     single = tmp_path / "single.parquet"
     classify(dataclasses.replace(config, output=str(single)))
     ray, one = pq.read_table(tmp_path / "out"), pq.read_table(single)
