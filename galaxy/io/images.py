@@ -87,9 +87,7 @@ def read_raster(path) -> np.ndarray:
         ImageReadError: unreadable, truncated, not JPEG/PNG, or an unsupported mode.
     """
     try:
-        with Image.open(path) as img:
-            if img.format not in RASTER_FORMATS:
-                raise ImageReadError(path, f"is {img.format}, not JPEG or PNG", stage="decode")
+        with Image.open(path, formats=RASTER_FORMATS) as img:  # other plugins' parsers raise their own errors
             width, height = img.size
             if width * height > MAX_RASTER_PIXELS:
                 raise ImageReadError(path, f"{width} x {height} pixels is over the limit of "
@@ -99,7 +97,7 @@ def read_raster(path) -> np.ndarray:
     except ImageReadError:
         raise
     except UnidentifiedImageError:
-        raise ImageReadError(path, "not a JPEG or PNG image (unrecognised content)", stage="decode") from None
+        raise ImageReadError(path, _not_raster(path), stage="decode") from None
     except Image.DecompressionBombError as exc:
         raise ImageReadError(path, f"too large to decode safely ({exc})", stage="decode") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -107,6 +105,15 @@ def read_raster(path) -> np.ndarray:
         if any(word in reason.lower() for word in ("truncated", "broken data stream")):
             reason = f"truncated or corrupt image data ({reason})"
         raise ImageReadError(path, reason, stage="decode") from None
+
+
+def _not_raster(path) -> str:
+    """Why a file that is not JPEG or PNG was refused: the format it is, when PIL knows it."""
+    try:
+        with Image.open(path) as img:
+            return f"is {img.format}, not JPEG or PNG"
+    except Exception:  # any plugin's parser may raise on content that is no image at all
+        return "not a JPEG or PNG image (unrecognised content)"
 
 
 def read_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False) -> tuple[np.ndarray, dict]:

@@ -82,6 +82,7 @@ def test_other_formats_are_refused(tmp_path):
 @pytest.mark.parametrize("content,reason", [
     (b"", "not a JPEG or PNG"),
     (b"\x00\x01 not an image at all", "not a JPEG or PNG"),
+    (b"P6 garbage\n", "not a JPEG or PNG image \\(unrecognised content\\)"),  # PIL's PPM parser: int() of b'garbage'
 ])
 def test_bad_bytes_named_jpg(tmp_path, content, reason):
     path = tmp_path / "bad.jpg"
