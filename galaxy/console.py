@@ -24,7 +24,10 @@ NATIVE_NOISE = re.compile(
     rb"\[\w+_(?:decoder|parser)\] "  # nvImageCodec (DALI): one line per file it cannot decode or parse
     # libjpeg's own messages for a corrupt or truncated file, printed by DALI's JPEG decoder
     rb"|^(?:Input file read error|Premature end of JPEG file|Corrupt JPEG data: .*|Not a JPEG file: .*"
-    rb"|Invalid JPEG file structure: .*|Bogus marker length|Unsupported marker type 0x\w+)\r?$"
+    rb"|Invalid JPEG file structure: .*|Bogus marker length|Unsupported marker type 0x\w+"
+    rb"|Invalid component ID \d+ in SOS|Invalid SOS parameters for sequential JPEG|Bogus (?:DHT|DQT) index \d+"
+    rb"|Huffman table 0x\w+ was not defined|Quantization table 0x\w+ was not defined|Bogus Huffman table definition"
+    rb"|JPEG datastream contains no image|Unsupported JPEG process: .*)\r?$"
     rb"|^\[[^\]]* [IWE] \d+ \d+\] \w+\.cc:\d+:"  # Ray's C++ log lines below FATAL
 )
 
