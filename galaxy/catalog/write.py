@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +62,12 @@ class UniqueIds:
 def column_kinds(rows) -> list[tuple[str, str]]:
     """(name, "float" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
 
-    A column is float when every value it has parses as a number (ra, dec, redshift); empty
-    values are missing ones (NaN), not text; a column with no value at all is text. Numbers
-    written with a leading zero ("007") are codes, kept as text: the `extra` argument of
-    `CatalogWriter`.
+    A column is float when every value it has is a number that float64 holds as written (ra, dec,
+    redshift); empty values are missing ones (NaN), not text; a column with no value at all is
+    text. Kept as text: numbers written with a leading zero ("007", codes) and integers beyond
+    2**53 (SDSS objids such as 588848901537202306, which float64 would round: their digits are
+    what a join needs). The `extra` argument of `CatalogWriter`; a `--ray` merge applies it to
+    all parts at once (engine/ray_parts.py).
     """
     kinds: dict[str, str | None] = {}
     for row in rows:
@@ -75,15 +79,22 @@ def column_kinds(rows) -> list[tuple[str, str]]:
     return [(key, kind or "text") for key, kind in kinds.items()]
 
 
+# A number as tables write one (not all that Python's float() takes: "1_000", non-ASCII digits).
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+EXACT_INTEGER = 2 ** 53  # every integer up to this magnitude is exact in float64
+
+
 def _is_number(text: str) -> bool:
+    text = text.strip()
     digits = text.lstrip("+-")
     if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+        return False  # "007", "0123": a code, not a number ("0.5" is one)
+    if _NUMBER.fullmatch(text) is None:
         return False
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+    if _INTEGER.fullmatch(text):
+        return abs(int(text)) <= EXACT_INTEGER
+    return not math.isinf(float(text)) or "inf" in text.lower()  # "1e999" overflows to inf
 
 
 def describe_rows(rows) -> tuple[list[tuple[str, str]], dict[str, int]]:
