@@ -22,7 +22,7 @@ import numpy as np
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.formats import ERROR_COLUMNS, RAY_BOOKKEEPING, output_format, sidecar_path
 from galaxy.catalog.metadata import empty_table, parquet_metadata, sidecar_value
-from galaxy.catalog.text import safe_text
+from galaxy.catalog.text import CONTROL, safe_text
 
 PARQUET_ROW_GROUP = 16384
 
@@ -97,6 +97,20 @@ def _is_number(text: str) -> bool:
     return not math.isinf(float(text)) or "inf" in text.lower()  # "1e999" overflows to inf
 
 
+def ecsv_text(value: str) -> str:
+    """A text cell of an ECSV data line that astropy reads back as written.
+
+    astropy's ECSV reader drops every physical line starting with `#` (even inside a quoted
+    value) and strips or merges the lines of a multi-line value, so each row is one line: control
+    characters (a newline, a tab) are written as \\xNN escapes, as FITS text is (`ascii_text`);
+    a value starting with `#` or a quote or space, or holding a comma or quote, is quoted.
+    """
+    text = CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", value)
+    if text and (text[0] in '#" ' or text[-1] == " " or "," in text or '"' in text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def describe_rows(rows) -> tuple[list[tuple[str, str]], dict[str, int]]:
     """What a writer must know of all rows before the first: the extra columns' kinds
     (`column_kinds`) and the longest text of each column, which astropy's Parquet reader takes from
@@ -168,7 +182,6 @@ class CatalogWriter:
         elif self.format == "ecsv":
             self._fh = open(self.path, "w", newline="")
             self._fh.write(self._ecsv_header())
-            self._writer = csv.writer(self._fh, lineterminator="\n")
         elif self.format == "fits":
             from galaxy.catalog.fits_table import FitsTableWriter
 
@@ -190,9 +203,16 @@ class CatalogWriter:
         """Append rows. probabilities: float (N, K) in class order; columns: per row a dict of extra values."""
         labels = [self.classes[k] for k in probabilities.argmax(axis=1)]
         extra = [[(columns[i] if columns else {}).get(name, "") for name, _ in self.extra] for i in range(len(ids))]
-        if self.format in ("csv", "ecsv"):
+        if self.format == "csv":
             for i, ident in enumerate(ids):
                 self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i], *extra[i]])
+            self._fh.flush()
+        elif self.format == "ecsv":
+            text = [kind == "text" for _, kind in self.extra]
+            self._fh.writelines(",".join([ecsv_text(ident), ecsv_text(paths[i]), *(f"{p:.6f}" for p in probabilities[i]),
+                                          ecsv_text(labels[i]),
+                                          *(ecsv_text(v) if t else v for v, t in zip(extra[i], text))]) + "\n"
+                                for i, ident in enumerate(ids))
             self._fh.flush()
         elif self.format == "fits":
             self._writer.write(ids, paths, probabilities, labels, extra)
