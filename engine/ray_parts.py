@@ -53,12 +53,20 @@ def _as_kind(column, kind):
     return column.cast(kind)
 
 
+def _missing(n: int, kind):
+    """A column a part lacks: NaN where numbers, "" where text, as `CatalogWriter` writes a missing
+    value (astropy reads a null string as the text 'None')."""
+    import pyarrow as pa
+
+    return pa.array([""] * n, kind) if pa.types.is_string(kind) else pa.nulls(n, kind)
+
+
 def finalize_parts(parts: list[Path]) -> None:
     """Make the parts (in listing order) one catalog, as one machine writes it.
 
     Ids are made unique over all parts in listing order (stem, stem#2, ...). Every part gets
     the same columns: a shard without FITS inputs has no ra/dec, a shard may hold a kept
-    column as float64 where another holds text; missing columns become nulls and text wins.
+    column as float64 where another holds text; missing columns become NaN or "" and text wins.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -75,7 +83,7 @@ def finalize_parts(parts: list[Path]) -> None:
         if changed:
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
         if changed or table.schema.remove_metadata() != unified:
-            columns = [_as_kind(table[f.name], f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+            columns = [_as_kind(table[f.name], f.type) if f.name in table.column_names else _missing(len(table), f.type)
                        for f in unified]
             # astropy reads the column list of table_meta_yaml and each text column's longest value
             # (table::len::NAME, which a renamed id may pass) too: both are written for the new table

@@ -232,8 +232,9 @@ class CatalogWriter:
         arrays.append(pa.array([r[3] for r in rows], pa.string()))
         for j, (_, kind) in enumerate(self.extra):
             values = [r[4][j] for r in rows]
+            # missing text is "", not null: astropy's Parquet reader turns a null string into the text 'None'
             arrays.append(pa.array([float(v) if v != "" else None for v in values], pa.float64()) if kind == "float"
-                          else pa.array([v if v != "" else None for v in values], pa.string()))
+                          else pa.array(values, pa.string()))
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self._pending = []
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from astropy.table import Table
@@ -86,3 +87,16 @@ def test_a_ray_merge_keeps_big_integers_text_as_one_machine_does(tmp_path):
     merged = pq.read_table(tmp_path)
     assert str(merged.schema.field("objid_copy").type) == "string"
     assert merged.column("objid_copy").to_pylist() == ["1", "2", OBJID, "3"]
+
+
+# -- Parquet: a missing text value reads back empty everywhere ---------------------------------------
+
+def test_parquet_empty_text_is_empty_for_astropy_pandas_and_pyarrow(tmp_path):
+    rows = [("a", "a.jpeg", {"zip": "", "z": ""}), ("b", "b.jpeg", {"zip": "None", "z": "1.5"})]
+    path = _write(tmp_path / "o.parquet", rows, (("zip", "text"), ("z", "float")))
+    table = Table.read(path)
+    assert list(table["zip"]) == ["", "None"]  # astropy read a null as the text 'None'
+    assert np.isnan(table["z"][0]) and table["z"][1] == 1.5
+    assert pq.read_table(path).column("zip").to_pylist() == ["", "None"]
+    frame = pd.read_parquet(path)
+    assert list(frame["zip"]) == ["", "None"] and np.isnan(frame["z"][0])
