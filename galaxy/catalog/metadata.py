@@ -72,6 +72,16 @@ def galaxy_keys(schema_metadata) -> dict[str, str]:
             if k.startswith(b"galaxy.")}
 
 
+def kept_columns(metadata: dict) -> tuple[str, ...]:
+    """The input columns a catalog keeps, as its metadata records them (the run fingerprint's
+    `keep`): its columns whether or not any row was written. () without a run fingerprint."""
+    try:
+        keep = json.loads(metadata.get("run", "{}")).get("keep", ())
+    except (ValueError, AttributeError):
+        return ()
+    return tuple(name for name in keep if isinstance(name, str))
+
+
 def run_fingerprint(card, session, config, spec=None) -> dict:
     """What a resumed run must share with the run it continues; `spec`: the InputSpec read with,
     whose crop is recorded (with `--crop-fraction auto`, the crop measured, not the word)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.formats import ERROR_COLUMNS, RAY_BOOKKEEPING, output_format, sidecar_path
-from galaxy.catalog.metadata import empty_table, parquet_metadata, sidecar_value
+from galaxy.catalog.metadata import empty_table, kept_columns, parquet_metadata, sidecar_value
 from galaxy.catalog.text import CONTROL, safe_text
 
 PARQUET_ROW_GROUP = 16384
@@ -97,6 +97,15 @@ def _is_number(text: str) -> bool:
     return not math.isinf(float(text)) or "inf" in text.lower()  # "1e999" overflows to inf
 
 
+def output_columns(extra, keep=()) -> tuple[tuple[str, str], ...]:
+    """The extra columns a catalog has: `extra` ((name, kind) from the rows, `column_kinds`) with
+    every kept column in `keep` there, text where no row gave it a value. Kept columns come
+    first, in the order kept."""
+    kinds = dict(extra)
+    names = [*keep, *(name for name in kinds if name not in keep)]
+    return tuple((name, kinds.get(name, "text")) for name in names)
+
+
 def ecsv_text(value: str) -> str:
     """A text cell of an ECSV data line that astropy reads back as written.
 
@@ -153,7 +162,9 @@ class CatalogWriter:
         metadata: str -> str pairs stored with the catalog.
         fmt: "csv", "ecsv", "parquet" or "fits" (default from the extension).
         extra: (name, "float" or "text") of columns after `label` (kept input columns, ra, dec);
-            `write` takes their values as text, "" or absent for missing (NaN / null).
+            `write` takes their values as text, "" or absent for missing (NaN; "" in text
+            columns). The kept columns the metadata records (`kept_columns`) are there even when
+            no row has them (a run where every input failed; `output_columns`).
         units: name -> unit of float extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
         text_lengths: name -> the longest text of the id, path and text extra columns over all rows
             (`describe_rows`), recorded in Parquet for astropy's reader: without it every
@@ -166,9 +177,9 @@ class CatalogWriter:
         self.units = {**SKY_UNITS, **(units or {})}
         self.format = output_format(path, fmt)
         self.classes = tuple(classes)
-        self.extra = tuple(extra)
-        self.columns = ("id", "path", *(f"p_{c}" for c in self.classes), "label", *(name for name, _ in self.extra))
         self.metadata = {k: str(v) for k, v in metadata.items()}
+        self.extra = output_columns(extra, kept_columns(self.metadata))
+        self.columns = ("id", "path", *(f"p_{c}" for c in self.classes), "label", *(name for name, _ in self.extra))
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pending: list[tuple] = []

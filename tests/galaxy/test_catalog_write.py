@@ -100,3 +100,21 @@ def test_parquet_empty_text_is_empty_for_astropy_pandas_and_pyarrow(tmp_path):
     assert pq.read_table(path).column("zip").to_pylist() == ["", "None"]
     frame = pd.read_parquet(path)
     assert list(frame["zip"]) == ["", "None"] and np.isnan(frame["z"][0])
+
+
+# -- every input failed: the kept columns are still there ------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".fits", ".ecsv", ".parquet", ".csv"])
+def test_a_catalog_without_rows_has_its_kept_columns(tmp_path, suffix):
+    table = _read(_write(tmp_path / f"o{suffix}", [], (), keep=("z", "note")))
+    assert table.colnames == ["id", "path", "p_elliptical", "p_spiral", "label", "z", "note"] and len(table) == 0
+
+
+def test_a_run_where_every_input_fails_keeps_the_kept_columns(tmp_path):
+    (tmp_path / "c.csv").write_text("file,z\nmissing1.jpeg,0.1\nmissing2.jpeg,0.2\n")
+    out = tmp_path / "o.fits"
+    result = invoke("classify", "--catalog", tmp_path / "c.csv", "--keep-columns", "z", "-o", out, "-q",
+                    "--backend", "onnxruntime")
+    assert result.exit_code == 3, result.output  # 3: some inputs failed
+    table = Table.read(out)
+    assert len(table) == 0 and table.colnames[-1] == "z"
