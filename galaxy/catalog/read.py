@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -30,11 +31,69 @@ def _text(value) -> str:
     return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip()
 
 
+def _open_text(path: Path):
+    """A CSV or ECSV file for the csv module: UTF-8, with or without the byte-order mark Excel's
+    "CSV UTF-8" writes (read as text, it would become part of the first column's name)."""
+    return open(path, newline="", encoding="utf-8-sig")
+
+
+def _ecsv_reader(fh):
+    """csv rows of an open ECSV file: the column names, then the data, as written.
+
+    Only the leading block of `#` lines is ECSV's header (YAML: types, units, meta, delimiter);
+    after it every line is data, even one that starts with `#`: a value such as `#weird.jpeg`, or
+    the continuation line of a quoted multi-line cell (astropy and galaxy both write such lines).
+    The csv module reads the untouched stream, so text comes back exactly as written (astropy's
+    ECSV reader strips spaces and reads those lines as comments).
+    """
+    from astropy.table.meta import get_header_from_yaml
+
+    header, line = [], fh.readline()
+    while line.startswith("#"):
+        header.append(line)
+        line = fh.readline()
+    if not header or not header[0].startswith("# %ECSV"):
+        raise ValueError("not an ECSV file: it does not start with '# %ECSV'")
+    try:
+        yaml = get_header_from_yaml((h[2:] if h.startswith("# ") else h[1:]).rstrip("\r\n") for h in header[1:])
+    except Exception as exc:  # astropy's YamlParseError and yaml's own errors alike
+        raise ValueError(f"ECSV header is not valid: {exc}") from None
+    delimiter = yaml.get("delimiter", " ")
+    rows = csv.reader(itertools.chain([line], fh), delimiter=delimiter, skipinitialspace=delimiter == " ")
+    names = next(rows, None)
+    if not names:
+        raise ValueError("ECSV file without its line of column names")
+    yield names
+    for row in rows:
+        if delimiter == " ":  # runs of spaces are one delimiter; spaces at a line's ends are none
+            while len(row) > len(names) and row[-1] == "":
+                row.pop()
+            while len(row) > len(names) and row[0] == "":
+                row.pop(0)
+        if row:
+            yield row
+
+
+def _ecsv_dicts(fh):
+    """(column names, iterator of {column: text} rows) of an open ECSV file; the header is read
+    (and checked) now, the rows as they are taken."""
+    rows = _ecsv_reader(fh)
+    names = next(rows)
+
+    def dicts():
+        for row in rows:
+            if len(row) != len(names):
+                raise ValueError(f"ECSV row with {len(row)} values for {len(names)} columns: {row}")
+            yield dict(zip(names, row))
+
+    return names, dicts()
+
+
 def _catalog_columns(path: Path, fmt: str):
     """(column names, iterator of {column: values} batches), streamed where the format allows:
     CSV row by row, Parquet by record batch, FITS memory-mapped; ECSV is read whole."""
     if fmt == "csv":
-        fh = open(path, newline="")
+        fh = _open_text(path)
         reader = csv.DictReader(fh)
 
         def csv_batches():
@@ -155,7 +214,7 @@ def _ecsv_header(path):
     from astropy.table import Table
 
     header = []
-    with open(path) as fh:
+    with _open_text(path) as fh:
         for line in fh:
             header.append(line)
             if not line.startswith("#"):
@@ -199,9 +258,13 @@ def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
             yield from read_catalog_rows(part, "parquet")
         return
     fmt = output_format(path, fmt)
-    if fmt in ("csv", "ecsv"):
-        with open(path, newline="") as fh:
-            yield from csv.DictReader(line for line in fh if not line.startswith("#"))
+    if fmt == "csv":  # a CSV has no comment lines: a line starting with `#` is data
+        with _open_text(path) as fh:
+            yield from csv.DictReader(fh)
+        return
+    if fmt == "ecsv":
+        with _open_text(path) as fh:
+            yield from _ecsv_dicts(fh)[1]
         return
     if fmt == "parquet":
         import pyarrow.parquet as pq

@@ -1,0 +1,93 @@
+"""Reading catalogs back exactly: galaxy's own outputs (what a rerun resumes from) and input catalogs."""
+
+import csv
+import io
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+from astropy.table import MaskedColumn, Table
+
+from galaxy.catalog.read import column_units, read_catalog_rows, read_input_catalog
+from galaxy.catalog.write import CatalogWriter
+from tests.conftest import EXAMPLES
+
+CLASSES = ("elliptical", "spiral")
+# Lines of these values start with `#` in a CSV/ECSV file: data, not comments.
+IDS = ["#weird", "plain", "#2"]
+PATHS = ["imgs/#weird.jpeg", "imgs/plain.jpeg", "#/x.jpeg"]
+NOTES = ["x\n#y", "#note", " spaced "]
+
+
+def _write(path, fmt=None):
+    writer = CatalogWriter(path, CLASSES, {"model": "m"}, fmt, extra=[("note", "text"), ("v", "float")])
+    writer.write(IDS, PATHS, np.array([[0.25, 0.75], [0.5, 0.5], [1.0, 0.0]]),
+                 [{"note": n, "v": str(k)} for k, n in enumerate(NOTES)])
+    writer.close()
+    return path
+
+
+def test_csv_lines_starting_with_hash_are_rows(tmp_path):
+    """Every line starting with `#` was dropped: a `#weird` id and the second line of "x\\n#y"
+    (which then swallowed the following rows into one cell on a resume)."""
+    rows = list(read_catalog_rows(_write(tmp_path / "c.csv")))
+    assert [(r["id"], r["path"], r["note"], r["v"]) for r in rows] == list(zip(IDS, PATHS, NOTES, ["0", "1", "2"]))
+
+
+def test_ecsv_rows_starting_with_hash_are_rows(tmp_path):
+    """Only ECSV's leading block of `#` lines is its header; galaxy's ECSV rows (those of
+    catalogs already on disk too: csv.writer after the header) can start with `#` anywhere."""
+    header = io.StringIO()
+    Table({"id": [""], "path": [""], "p_elliptical": [0.0], "p_spiral": [0.0], "label": [""], "note": [""]})[:0].write(
+        header, format="ascii.ecsv", delimiter=",")
+    path = tmp_path / "old.ecsv"
+    with open(path, "w", newline="") as fh:
+        fh.write(header.getvalue())
+        csv.writer(fh, lineterminator="\n").writerows(
+            [i, p, "0.250000", "0.750000", "spiral", n] for i, p, n in zip(IDS, PATHS, NOTES))
+    rows = list(read_catalog_rows(path))
+    assert [(r["id"], r["path"], r["note"]) for r in rows] == list(zip(IDS, PATHS, NOTES))
+    written = list(read_catalog_rows(_write(tmp_path / "c.ecsv")))  # however the writer spells them
+    assert [(r["id"], r["path"], r["v"]) for r in written] == list(zip(IDS, PATHS, ["0", "1", "2"]))
+    assert [r["note"] for r in written][1:] == NOTES[1:]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv"])
+def test_rerun_of_a_catalog_with_hash_lines_leaves_it_unchanged(tmp_path, suffix):
+    """A rerun reads the finished catalog back (Journal._import_output) and writes it again: with
+    `#` lines dropped, 350 of 401 rows of a real catalog changed. Now it is the same catalog."""
+    from engine.run import classify
+    from galaxy.config import ClassifyConfig
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    sources = sorted(EXAMPLES.glob("*.jpeg"))[:4]
+    names = ["#weird.jpeg", "a.jpeg", "b.jpeg", "c.jpeg"]
+    for name, source in zip(names, sources):
+        (images / name).symlink_to(source)
+    catalog = tmp_path / "in.csv"
+    with open(catalog, "w", newline="") as fh:
+        csv.writer(fh).writerows([("file", "objid", "note", "v"), (f"imgs/{names[0]}", "#1", "x\n#y", "1"),
+                                  (f"imgs/{names[1]}", "", "#starts", "2"), (f"imgs/{names[2]}", "b", "plain", "3"),
+                                  (f"imgs/{names[3]}", "c", " spaced ", "4")])
+    out = tmp_path / f"out{suffix}"
+    config = ClassifyConfig((), str(out), catalog=str(catalog), keep_columns=("note", "v"), backend="onnxruntime",
+                            progress=False)
+    assert classify(config).classified == 4
+    first = list(read_catalog_rows(out))
+    again = classify(config)
+    assert (again.classified, again.resumed) == (0, 4)
+    assert list(read_catalog_rows(out)) == first
+    assert [r["id"] for r in first] == ["#1", "a", "b", "c"] and [r["v"] for r in first] == ["1", "2", "3", "4"]
+    if suffix == ".csv":
+        assert [r["note"] for r in first][:3] == ["x\n#y", "#starts", "plain"]
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM, which became part of the first column's name."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes("file,objid,é\na.jpeg,1,ü\n".encode("utf-8-sig"))
+    assert list(read_input_catalog(path, keep=("é",))) == [(str(tmp_path / "a.jpeg"), "1", {"é": "ü"})]
