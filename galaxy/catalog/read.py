@@ -28,7 +28,11 @@ def _parts(path: Path) -> list[Path] | None:
 
 
 def _text(value) -> str:
-    return (value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)).strip()
+    """A catalog cell as text, exactly as the catalog holds it (kept columns keep their spaces);
+    '' for a missing cell: None (a Parquet null, a FITS TNULL sentinel, a short CSV row)."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _open_text(path: Path):
@@ -90,49 +94,83 @@ def _ecsv_dicts(fh):
 
 
 def _catalog_columns(path: Path, fmt: str):
-    """(column names, iterator of {column: values} batches), streamed where the format allows:
-    CSV row by row, Parquet by record batch, FITS memory-mapped; ECSV is read whole."""
-    if fmt == "csv":
+    """(column names, iterator of {column: values} batches), streamed: CSV and ECSV row by row,
+    Parquet by record batch, FITS memory-mapped. A missing cell is None."""
+    if fmt in ("csv", "ecsv"):
         fh = _open_text(path)
-        reader = csv.DictReader(fh)
+        try:
+            if fmt == "csv":
+                reader = csv.DictReader(fh)
+                names = list(reader.fieldnames or [])
+            else:
+                names, reader = _ecsv_dicts(fh)
+        except BaseException:
+            fh.close()
+            raise
 
-        def csv_batches():
+        def text_batches():
             with fh:
                 batch = []
                 for row in reader:
                     batch.append(row)
                     if len(batch) == CATALOG_BATCH:
-                        yield {c: [r[c] for r in batch] for c in reader.fieldnames}
+                        yield {c: [r.get(c) for r in batch] for c in names}
                         batch = []
                 if batch:
-                    yield {c: [r[c] for r in batch] for c in reader.fieldnames}
+                    yield {c: [r.get(c) for r in batch] for c in names}
 
-        return list(reader.fieldnames or []), csv_batches()
+        return names, text_batches()
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(path)
         return parquet.schema_arrow.names, (b.to_pydict() for b in parquet.iter_batches(batch_size=CATALOG_BATCH))
-    if fmt == "fits":
-        from astropy.io import fits
+    from astropy.io import fits
 
-        hdul = fits.open(path, memmap=True)
-        table = next((h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
-        if table is None:
-            hdul.close()
-            raise UsageError(f"catalog {path} has no table HDU")
+    hdul = fits.open(path, memmap=True)
+    table = _table_hdu(hdul)
+    if table is None:
+        hdul.close()
+        raise UsageError(f"catalog {path} has no table HDU")
 
-        def fits_batches():
-            with hdul:
-                for start in range(0, len(table.data), CATALOG_BATCH):
-                    chunk = table.data[start:start + CATALOG_BATCH]
-                    yield {c: list(chunk[c]) for c in table.columns.names}
+    def fits_batches():
+        with hdul:
+            for start in range(0, len(table.data), CATALOG_BATCH):
+                chunk = table.data[start:start + CATALOG_BATCH]
+                batch = {c: list(chunk[c]) for c in table.columns.names}
+                for name, null in _fits_nulls(table, chunk).items():
+                    batch[name] = [None if missing else value for value, missing in zip(batch[name], null)]
+                yield batch
 
-        return list(table.columns.names), fits_batches()
-    from astropy.table import Table
+    return list(table.columns.names), fits_batches()
 
-    table = Table.read(path, format="ascii.ecsv")
-    return list(table.colnames), iter([{c: list(table[c]) for c in table.colnames}])
+
+def _table_hdu(hdul):
+    """The HDU an input catalog's rows are read from: the first table in the file."""
+    from astropy.io import fits
+
+    return next((h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
+
+
+def _fits_nulls(table, chunk) -> dict:
+    """{column: bool per row} for the columns with a TNULLn: where the stored value is that
+    sentinel, i.e. the cell is missing. Compared on the stored (unscaled) value, as FITS defines it."""
+    import numpy as np
+    from astropy.io import fits
+
+    nulls = {}
+    for column in table.columns:
+        if column.null is None or column.null == "":
+            continue
+        raw = np.recarray.field(chunk, column.name)  # FITS_rec.field would scale and convert it
+        if raw.ndim != 1:
+            continue
+        if isinstance(table, fits.TableHDU):  # ASCII table: TNULLn is the field's text
+            text = raw if raw.dtype.kind == "U" else np.char.decode(raw, "ascii", "replace")
+            nulls[column.name] = np.char.strip(text) == str(column.null).strip()
+        elif raw.dtype.kind in "iu":  # binary table: TNULLn applies to integer columns only
+            nulls[column.name] = raw == int(column.null)
+    return nulls
 
 
 def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None, keep=(),
@@ -172,7 +210,7 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     if clash:
         raise UsageError(f"cannot keep column {clash[0]!r}: the output has its own (reserved: {list(RESERVED_COLUMNS)})")
     def resolve(value) -> str:
-        text = _text(value)
+        text = _text(value).strip()  # a path (as an id) is taken without the spaces around it
         if not text:  # an empty cell names no file (not the catalog's folder): the reader says so
             return ""
         file = Path(text)
@@ -185,7 +223,7 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
         for i, ident in enumerate(ids):
             where = ({band: resolve(batch[c][i]) for band, c in band_columns.items()} if band_columns
                      else resolve(batch[path_column][i]))
-            yield where, None if ident is None else _text(ident), {c: _text(column[i]) for c, column in zip(keep, kept)}
+            yield where, _text(ident).strip() or None, {c: _text(column[i]) for c, column in zip(keep, kept)}
 
 
 def column_units(path, columns) -> dict[str, str]:

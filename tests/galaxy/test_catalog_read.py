@@ -83,7 +83,32 @@ def test_rerun_of_a_catalog_with_hash_lines_leaves_it_unchanged(tmp_path, suffix
     assert list(read_catalog_rows(out)) == first
     assert [r["id"] for r in first] == ["#1", "a", "b", "c"] and [r["v"] for r in first] == ["1", "2", "3", "4"]
     if suffix == ".csv":
-        assert [r["note"] for r in first][:3] == ["x\n#y", "#starts", "plain"]
+        assert [r["note"] for r in first] == ["x\n#y", "#starts", "plain", " spaced "]
+
+
+def test_missing_values_of_typed_catalogs_are_empty(tmp_path):
+    """A Parquet null read as 'None' (a null path became a file named None), an ECSV masked cell as
+    '--', a FITS TNULL sentinel as data. Each is missing, as an empty CSV cell is."""
+    parquet = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"file": ["a.jpeg", None], "objid": ["1", None], "note": [None, "n"],
+                             "z": pa.array([None, 0.5], pa.float64())}), parquet)
+    assert list(read_input_catalog(parquet, keep=("note", "z"))) == [
+        (str(tmp_path / "a.jpeg"), "1", {"note": "", "z": ""}), ("", None, {"note": "n", "z": "0.5"})]
+
+    ecsv = tmp_path / "c.ecsv"
+    Table({"file": ["a.jpeg", "b.jpeg"], "z": MaskedColumn([0.5, 1.0], mask=[True, False]),
+           "zip": MaskedColumn(["007", "x"], mask=[False, True])}).write(ecsv)
+    assert [r[2] for r in read_input_catalog(ecsv, keep=("z", "zip"))] == [{"z": "", "zip": "007"},
+                                                                             {"z": "1.0", "zip": ""}]
+
+    table = fits.BinTableHDU.from_columns([
+        fits.Column("file", "8A", array=["a.jpeg", "b.jpeg"]),
+        fits.Column("nobs", "J", array=[5, 999999], null=999999),
+        fits.Column("grp", "K", array=[-1, 3], null=-1),
+        fits.Column("u", "I", array=[32767, 7], null=-1, bzero=32768)])  # TNULL is of the stored value: -1
+    table.writeto(tmp_path / "c.fits")
+    assert [r[2] for r in read_input_catalog(tmp_path / "c.fits", keep=("nobs", "grp", "u"))] == [
+        {"nobs": "5", "grp": "", "u": ""}, {"nobs": "", "grp": "3", "u": "7"}]
 
 
 def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
@@ -91,3 +116,25 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     path = tmp_path / "excel.csv"
     path.write_bytes("file,objid,é\na.jpeg,1,ü\n".encode("utf-8-sig"))
     assert list(read_input_catalog(path, keep=("é",))) == [(str(tmp_path / "a.jpeg"), "1", {"é": "ü"})]
+
+
+def test_kept_text_keeps_its_spaces_and_paths_and_ids_do_not(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('file,objid,note\n a.jpeg , 7 ," spaced "\n')
+    assert list(read_input_catalog(path, keep=("note",))) == [(str(tmp_path / "a.jpeg"), "7", {"note": " spaced "})]
+    ecsv = tmp_path / "c.ecsv"  # astropy's ECSV reader strips even a quoted value
+    ecsv.write_text("# %ECSV 1.0\n# ---\n# datatype:\n# - {name: file, datatype: string}\n"
+                    "# - {name: note, datatype: string}\n# schema: astropy-2.0\n"
+                    'file note\na.jpeg " spaced "\n#b.jpeg   "x\n#y"\n')
+    assert [r[2]["note"] for r in read_input_catalog(ecsv, keep=("note",))] == [" spaced ", "x\n#y"]
+    assert [r[0] for r in read_input_catalog(ecsv)] == [str(tmp_path / "a.jpeg"), str(tmp_path / "#b.jpeg")]
+
+
+def test_an_astropy_ecsv_catalog_reads_as_astropy_wrote_it(tmp_path):
+    """astropy's own (space-delimited) ECSV writes a value starting with `#` unquoted."""
+    path = tmp_path / "c.ecsv"
+    Table({"file": ["#a.jpeg", "b c.jpeg"], "z": MaskedColumn([1.5, 2.0], mask=[False, True]),
+           "note": ["x\n#y", ""]}).write(path)
+    assert list(read_input_catalog(path, keep=("z", "note"))) == [
+        (str(tmp_path / "#a.jpeg"), None, {"z": "1.5", "note": "x\n#y"}),
+        (str(tmp_path / "b c.jpeg"), None, {"z": "", "note": ""})]
