@@ -238,7 +238,9 @@ def column_units(path, columns) -> dict[str, str]:
     if fmt == "fits":
         from astropy.io import fits
 
-        header = fits.getheader(path, 1)
+        with fits.open(path) as hdul:  # the HDU the rows are read from, not always HDU 1
+            table = _table_hdu(hdul)
+            header = table.header.copy() if table is not None else fits.Header()
         names = {header.get(f"TTYPE{i}"): header.get(f"TUNIT{i}") for i in range(1, int(header.get("TFIELDS", 0)) + 1)}
         return {k: str(v) for k, v in names.items() if k in wanted and v}
     if fmt == "ecsv":

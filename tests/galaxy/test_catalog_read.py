@@ -118,6 +118,15 @@ def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
     assert list(read_input_catalog(path, keep=("é",))) == [(str(tmp_path / "a.jpeg"), "1", {"é": "ü"})]
 
 
+def test_units_come_from_the_table_hdu_the_rows_come_from(tmp_path):
+    path = tmp_path / "c.fits"
+    table = fits.BinTableHDU.from_columns([fits.Column("file", "8A", array=["a.jpeg"]),
+                                           fits.Column("mag_r", "E", array=[17.5], unit="mag")])
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2), np.float32)), table]).writeto(path)
+    assert list(read_input_catalog(path, keep=("mag_r",)))[0][2] == {"mag_r": "17.5"}
+    assert column_units(path, ["mag_r"]) == {"mag_r": "mag"}
+
+
 def test_kept_text_keeps_its_spaces_and_paths_and_ids_do_not(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text('file,objid,note\n a.jpeg , 7 ," spaced "\n')
