@@ -312,10 +312,15 @@ def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
         for group in pq.ParquetFile(path).iter_batches(batch_size=8192):
             yield from group.to_pylist()
         return
+    import numpy as np
     from astropy.table import Table
 
-    table = Table.read(path, format="fits")
-    text = {name for name in table.colnames if table[name].dtype.kind in "SU"}
+    # mask_invalid=False: an empty text cell stays '' and a NaN stays NaN (masked, they read as '--'
+    # and warn on float()); only a TNULL sentinel is masked, and a masked cell is None, as in Parquet.
+    table = Table.read(path, format="fits", mask_invalid=False)
     as_text = unescape_ascii_text if unescape else str
+    kinds = {name: table[name].dtype.kind for name in table.colnames}
+    as_value = {"S": lambda v: as_text(str(v)), "U": lambda v: as_text(str(v)), "i": int, "u": int, "b": bool}
     for row in table:
-        yield {name: (as_text(str(row[name])) if name in text else float(row[name])) for name in table.colnames}
+        yield {name: None if row[name] is np.ma.masked else as_value.get(kinds[name], float)(row[name])
+               for name in table.colnames}

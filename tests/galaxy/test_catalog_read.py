@@ -147,3 +147,14 @@ def test_an_astropy_ecsv_catalog_reads_as_astropy_wrote_it(tmp_path):
     assert list(read_input_catalog(path, keep=("z", "note"))) == [
         (str(tmp_path / "#a.jpeg"), None, {"z": "1.5", "note": "x\n#y"}),
         (str(tmp_path / "b c.jpeg"), None, {"z": "", "note": ""})]
+
+
+def test_fits_output_reads_back_without_masks(tmp_path):
+    """Masked, an empty text cell read as '--' and a NaN warned on float()."""
+    writer = CatalogWriter(tmp_path / "c.fits", CLASSES, {}, extra=[("note", "text"), ("z", "float")])
+    writer.write(["a"], ["a.jpeg"], np.array([[0.25, 0.75]]), [{"note": "", "z": ""}])
+    writer.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (row,) = read_catalog_rows(tmp_path / "c.fits")
+    assert row["note"] == "" and np.isnan(row["z"]) and row["id"] == "a"
