@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from galaxy.catalog.read import read_input_catalog
 from galaxy.errors import UsageError
-from galaxy.catalog.formats import IMAGE_SUFFIXES
+from galaxy.catalog.formats import check_kept_columns, IMAGE_SUFFIXES
 from galaxy.io.images import is_image_path
 
 
@@ -104,16 +104,20 @@ def count_inputs(inputs=(), catalog=None, path_column=None, band_columns=None) -
 
 
 def require_inputs(inputs=(), catalog=None, path_column=None, id_column=None, keep_columns=(),
-                   band_columns=None) -> None:
-    """Refuse inputs that name no image at all, before a model is loaded or an output opened.
+                   band_columns=None, output_format: str | None = None) -> None:
+    """Refuse inputs that name no image at all, and kept columns the output cannot hold
+    (`check_kept_columns`), before a model is loaded or an output opened.
 
     Lists only up to the first image (a catalog: its first row, which also checks its columns).
+    `output_format`: the catalog's format where known ("fits" needs ASCII column names).
 
     Raises:
-        UsageError: no inputs, an input that does not exist, or no image among them.
+        UsageError: no inputs, an input that does not exist, no image among them, or a kept
+            column that clashes with an output column or cannot be named in the format.
     """
     if not inputs and not catalog:
         raise UsageError("no inputs: give image files, folders, or --catalog FILE")
+    check_kept_columns(keep_columns, output_format)
     missing = [value for value in inputs if not os.path.lexists(value)]
     if missing:
         raise UsageError(f"input {missing[0]} does not exist" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))

@@ -59,8 +59,10 @@ class FitsTableWriter:
         columns = [fits.Column("id", f"{widths[0]}A"), fits.Column("path", f"{widths[1]}A")]
         columns += [fits.Column(f"p_{c}", "E") for c in self.classes]
         columns.append(fits.Column("label", f"{widths[2]}A"))
-        columns += [fits.Column(name, "D", unit=self.units.get(name)) if kind == "float"
-                    else fits.Column(name, f"{widths[3 + j]}A") for j, (name, kind) in enumerate(self.extra)]
+        # classify refuses names that are not printable ASCII up front (check_kept_columns); any other
+        # caller gets them escaped as the text is, never a failure after the rows are spooled
+        columns += [fits.Column(ascii_text(name), "D", unit=self.units.get(name)) if kind == "float"
+                    else fits.Column(ascii_text(name), f"{widths[3 + j]}A") for j, (name, kind) in enumerate(self.extra)]
         header = fits.BinTableHDU.from_columns(columns, nrows=0).header
         header["NAXIS2"] = self.rows
         for k, name in enumerate(self.classes):

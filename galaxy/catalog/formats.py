@@ -26,6 +26,12 @@ PATH_COLUMNS = ("png_loc", "file_loc", "file", "path")
 ID_COLUMNS = ("id_str", "objid", "id")
 RESERVED_COLUMNS = ("id", "path", "label")
 ERROR_COLUMNS = ("id", "path", "stage", "reason")
+# The probability columns are PROBABILITY_PREFIX + class name; the sky position of FITS inputs is
+# SKY_COLUMNS, which a kept column of that name (in any case) replaces.
+PROBABILITY_PREFIX = "p_"
+SKY_COLUMNS = ("ra", "dec")
+# A FITS column name (TTYPEn) is printable ASCII and fits one header card, quotes doubled.
+FITS_NAME_LENGTH = 68
 
 # A `classify --ray` output folder holds only its Parquet parts at the top, so that
 # pyarrow.parquet.read_table(OUT) and pandas.read_parquet(OUT) read exactly the catalog; the
@@ -57,3 +63,44 @@ def output_format(path, explicit: str | None = None) -> str:
     if suffix not in OUTPUT_FORMATS:
         raise UsageError(f"cannot tell the output format of {path}: use one of {sorted(OUTPUT_FORMATS)}")
     return OUTPUT_FORMATS[suffix]
+
+
+def check_kept_columns(names, output_format: str | None = None) -> None:
+    """Refuse kept column names the output cannot hold beside its own columns, before any work.
+
+    Names are compared ignoring case, as FITS (TTYPE), STILTS, TOPCAT and SQL do: a kept `Label`
+    or `P_spiral` next to `label` or `p_spiral` would be two columns to those tools. Kept `ra` and
+    `dec` (any case) are allowed: they are the sky position, and replace the one FITS headers give.
+    Every name starting with `p_` is refused because the class names are not known before the
+    model card is read.
+
+    Args:
+        names: the kept column names, as given.
+        output_format: "csv", "ecsv", "parquet" or "fits"; FITS also needs printable ASCII names
+            of at most 68 characters (None: not checked).
+
+    Raises:
+        UsageError: naming the column and why.
+    """
+    seen: dict[str, str] = {}
+    for name in names:
+        folded = name.casefold()
+        if folded in RESERVED_COLUMNS:
+            raise UsageError(f"cannot keep column {name!r}: the output has its own {folded!r} column, and names "
+                             f"are compared ignoring case (reserved: {list(RESERVED_COLUMNS)} and "
+                             f"{PROBABILITY_PREFIX}<class>)")
+        if folded.startswith(PROBABILITY_PREFIX):
+            raise UsageError(f"cannot keep column {name!r}: names starting with {PROBABILITY_PREFIX!r} (in any case) "
+                             "are the output's class probabilities")
+        if folded in seen and seen[folded] != name:
+            raise UsageError(f"cannot keep both {seen[folded]!r} and {name!r}: column names that differ only in case "
+                             "are one column to FITS and many table tools")
+        seen[folded] = name
+        if output_format == "fits" and not _fits_name(name):
+            raise UsageError(f"cannot keep column {name!r} in a FITS catalog: FITS column names are printable ASCII "
+                             f"of at most {FITS_NAME_LENGTH} characters; write .csv, .ecsv or .parquet, or rename "
+                             "the column in the input catalog")
+
+
+def _fits_name(name: str) -> bool:
+    return all(" " <= c <= "~" for c in name) and len(name.replace("'", "''")) <= FITS_NAME_LENGTH

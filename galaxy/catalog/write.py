@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import SKY_UNITS
-from galaxy.catalog.formats import ERROR_COLUMNS, RAY_BOOKKEEPING, output_format, sidecar_path
+from galaxy.catalog.formats import ERROR_COLUMNS, RAY_BOOKKEEPING, SKY_COLUMNS, output_format, sidecar_path
 from galaxy.catalog.metadata import empty_table, kept_columns, parquet_metadata, sidecar_value
 from galaxy.catalog.text import CONTROL, safe_text
 
@@ -99,11 +99,14 @@ def _is_number(text: str) -> bool:
 
 def output_columns(extra, keep=()) -> tuple[tuple[str, str], ...]:
     """The extra columns a catalog has: `extra` ((name, kind) from the rows, `column_kinds`) with
-    every kept column in `keep` there, text where no row gave it a value. Kept columns come
-    first, in the order kept."""
+    every kept column in `keep` there, text where no row gave it a value, and without the FITS
+    headers' `ra`/`dec` where a kept column of that name in another case (`RA`, `Dec`) is the
+    sky position: FITS and most table tools compare names ignoring case, so two would be one.
+    Kept columns come first, in the order kept."""
     kinds = dict(extra)
     names = [*keep, *(name for name in kinds if name not in keep)]
-    return tuple((name, kinds.get(name, "text")) for name in names)
+    kept_sky = {name.casefold() for name in keep if name.casefold() in SKY_COLUMNS and name not in SKY_COLUMNS}
+    return tuple((name, kinds.get(name, "text")) for name in names if name not in kept_sky)
 
 
 def ecsv_text(value: str) -> str:
@@ -164,7 +167,8 @@ class CatalogWriter:
         extra: (name, "float" or "text") of columns after `label` (kept input columns, ra, dec);
             `write` takes their values as text, "" or absent for missing (NaN; "" in text
             columns). The kept columns the metadata records (`kept_columns`) are there even when
-            no row has them (a run where every input failed; `output_columns`).
+            no row has them (a run where every input failed); a kept `RA` or `Dec` replaces the
+            FITS headers' `ra`/`dec` as a kept `ra`/`dec` does (`output_columns`).
         units: name -> unit of float extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
         text_lengths: name -> the longest text of the id, path and text extra columns over all rows
             (`describe_rows`), recorded in Parquet for astropy's reader: without it every

@@ -6,11 +6,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 from click.testing import CliRunner
 
+from galaxy.catalog.formats import check_kept_columns
 from galaxy.catalog.write import CatalogWriter, column_kinds, describe_rows
 from galaxy.cli import cli
+from galaxy.errors import UsageError
+from tests.conftest import EXAMPLES
 
 CLASSES = ("elliptical", "spiral")
 OBJID = "588848901537202306"  # an SDSS objid: above 2**53, float64 would make it ...304
@@ -87,6 +91,70 @@ def test_a_ray_merge_keeps_big_integers_text_as_one_machine_does(tmp_path):
     merged = pq.read_table(tmp_path)
     assert str(merged.schema.field("objid_copy").type) == "string"
     assert merged.column("objid_copy").to_pylist() == ["1", "2", OBJID, "3"]
+
+
+# -- kept column names -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("names, match", [
+    (["Label"], "'label' column"), (["ID"], "'id' column"), (["PATH"], "'path' column"),
+    (["p_spiral"], "class probabilities"), (["P_Elliptical"], "class probabilities"),
+    (["z", "Z"], "differ only in case"), (["ra", "RA"], "differ only in case"),
+])
+def test_kept_names_that_clash_with_output_columns_ignoring_case_are_refused(names, match):
+    with pytest.raises(UsageError, match=match):
+        check_kept_columns(names)
+
+
+def test_kept_ra_dec_and_other_names_are_allowed():
+    check_kept_columns(["ra", "dec", "redshift", "Redshift (z)", "objid"])
+    check_kept_columns(["RA", "Dec"], "fits")  # the sky position, in the catalog's spelling
+
+
+def test_a_clash_is_refused_with_exit_2_before_the_model_is_loaded(tmp_path, monkeypatch):
+    def no_model(*args):
+        raise AssertionError("the model was looked for before the kept columns were checked")
+
+    monkeypatch.setattr("engine.artifacts.resolve_model", no_model)
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    (tmp_path / "c.csv").write_text("file,p_spiral,Label\n" + "".join(f"{f},0.5,x\n" for f in files))
+    for keep in ("p_spiral", "Label"):
+        result = invoke("classify", "--catalog", tmp_path / "c.csv", "--keep-columns", keep, "-o", tmp_path / "o.fits",
+                        "-q")
+        assert result.exit_code == 2, result.output
+        assert repr(keep) in result.output
+    assert not (tmp_path / "o.fits").exists() and not (tmp_path / "o.fits.partial").exists()
+
+
+def test_a_kept_ra_in_another_case_replaces_the_header_position_as_a_kept_ra_does(tmp_path):
+    """FITS, STILTS and fitsverify take RA and ra for one column: a catalog had both, and tools
+    asked for 'ra' got the kept one."""
+    rows = [("a", "a.fits", {"RA": "1.0", "ra": "150.0", "dec": "2.0"})]
+    path = _write(tmp_path / "o.fits", rows, (("RA", "float"), ("ra", "float"), ("dec", "float")), keep=("RA",))
+    table = Table.read(path)
+    assert table.colnames[-2:] == ["RA", "dec"] and table["RA"][0] == 1.0
+    assert len({name.lower() for name in table.colnames}) == len(table.colnames)
+
+
+def test_fits_refuses_non_ascii_kept_names_up_front(tmp_path):
+    from engine.listing import require_inputs
+
+    with pytest.raises(UsageError, match="'é' in a FITS catalog"):
+        check_kept_columns(["Redshift (z)", "é"], "fits")
+    with pytest.raises(UsageError, match="in a FITS catalog"):
+        check_kept_columns(["x" * 69], "fits")
+    check_kept_columns(["é", "x" * 69], "parquet")  # the other formats hold them
+    table = tmp_path / "c.csv"
+    table.write_text("file,é\n" + f"{next(EXAMPLES.glob('*.jpeg'))},1\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="'é' in a FITS catalog"):
+        require_inputs(catalog=str(table), keep_columns=("é",), output_format="fits")
+    require_inputs(catalog=str(table), keep_columns=("é",), output_format="csv")
+
+
+def test_a_fits_writer_given_a_non_ascii_name_escapes_it_instead_of_failing_after_the_run(tmp_path):
+    path = _write(tmp_path / "o.fits", [("a", "a.jpeg", {"é": "1"})], (("é", "float"),))
+    with fits.open(path) as hdul:
+        assert hdul[1].columns.names[-1] == "\\xe9" and hdul[1].data["\\xe9"][0] == 1.0
+    assert not list(tmp_path.glob(".*"))  # no spool or temporary file left
 
 
 # -- Parquet: a missing text value reads back empty everywhere ---------------------------------------
