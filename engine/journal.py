@@ -316,11 +316,11 @@ def keep_fingerprint(path: Path, fingerprint: dict, output) -> None:
 
 
 def _cell(value) -> str:
-    """A catalog cell as journal text ('' for missing: None, NaN, masked)."""
+    """A catalog cell as journal text ('' for missing: None, a float NaN). Text is kept as it is:
+    read_catalog_rows gives missing cells as '' (or None, NaN), so a kept 'nan' or '--' is text."""
     if value is None or (isinstance(value, float) and value != value):
         return ""
-    text = value.decode() if isinstance(value, bytes) else str(value)
-    return "" if text in ("--", "nan") else text
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _output_fingerprint(output, fmt=None) -> dict | None:

@@ -196,3 +196,23 @@ def test_a_csv_catalog_that_lost_its_sidecar_is_not_continued_blindly(tmp_path):
     (tmp_path / "c.csv.meta.json").unlink()
     with pytest.raises(UsageError, match="has lost c.csv.meta.json"):
         _journal(out)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".fits", ".parquet", ".ecsv"])
+def test_a_rerun_of_a_finished_catalog_keeps_kept_text_as_it_was(tmp_path, suffix):
+    """A rerun reads the finished catalog back into its journal: kept text 'nan' and '--' came back
+    as missing values, whatever the format."""
+    from click.testing import CliRunner
+
+    from galaxy.catalog.read import read_catalog_rows
+    from galaxy.cli import cli
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:4]
+    table = tmp_path / "in.csv"
+    table.write_text("file,note\n" + "".join(f"{f},{note}\n" for f, note in zip(files, ["nan", "--", "", "x"])))
+    out = tmp_path / f"c{suffix}"
+    command = ["classify", "--catalog", str(table), "--keep-columns", "note", "-o", str(out), "-q"]
+    for _ in range(2):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 0, result.output
+        assert [r["note"] for r in read_catalog_rows(out)] == ["nan", "--", "", "x"]
