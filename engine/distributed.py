@@ -38,7 +38,7 @@ import numpy as np
 from engine.journal import hold_lock, keep_fingerprint
 from engine.listing import require_inputs
 from engine.ray_parts import finalize_parts
-from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST
+from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, UsageError
@@ -274,6 +274,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     from engine.artifacts import resolve_model
 
     model_dir, card = resolve_model(config.model_dir)
+    check_kept_columns(config.keep_columns, "parquet", card.classes)
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         from engine.runner import classify_spec
 

@@ -18,7 +18,7 @@ from engine.journal import Journal, require_writable
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, run_fingerprint
-from galaxy.catalog.formats import output_format
+from galaxy.catalog.formats import check_kept_columns, output_format
 from galaxy.catalog.read import column_units
 from galaxy.catalog.write import errors_path
 from galaxy.config import ClassifyConfig
@@ -57,14 +57,15 @@ def classify(config: ClassifyConfig) -> Summary:
     if os.path.isdir(config.output):
         raise UsageError(f"output {config.output} is a folder: give a catalog file (.csv, .ecsv, .parquet, .fits), "
                          "or add --ray to write a folder of Parquet parts")
-    output_format(config.output, config.output_format)  # an unknown format is a usage error before any work
     band_columns = parse_band_columns(config.band_columns)
     if band_columns and not config.catalog:
         raise UsageError("--band-columns names columns of --catalog; give --catalog FILE too")
+    fmt = output_format(config.output, config.output_format)
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
-                   band_columns)
+                   band_columns, fmt)
     require_writable(config.output, config.inputs, config.catalog)
     model_dir, card = resolve_model(config.model_dir)
+    check_kept_columns(config.keep_columns, fmt, card.classes)  # its p_<class> columns, before the engine loads
     runner = Runner.for_classify(model_dir, card, config)
     session = runner.session
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}

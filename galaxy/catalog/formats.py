@@ -65,19 +65,20 @@ def output_format(path, explicit: str | None = None) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def check_kept_columns(names, output_format: str | None = None) -> None:
+def check_kept_columns(names, output_format: str | None = None, classes=None) -> None:
     """Refuse kept column names the output cannot hold beside its own columns, before any work.
 
     Names are compared ignoring case, as FITS (TTYPE), STILTS, TOPCAT and SQL do: a kept `Label`
     or `P_spiral` next to `label` or `p_spiral` would be two columns to those tools. Kept `ra` and
     `dec` (any case) are allowed: they are the sky position, and replace the one FITS headers give.
-    Every name starting with `p_` is refused because the class names are not known before the
-    model card is read.
+    Other `p_` names (Galaxy Zoo's P_EL, P_CS) are kept: only the model's own are the output's.
 
     Args:
         names: the kept column names, as given.
         output_format: "csv", "ecsv", "parquet" or "fits"; FITS also needs printable ASCII names
             of at most 68 characters (None: not checked).
+        classes: the model's classes, whose p_<class> columns the output holds (None: not known
+            yet, not checked; checked again once the card is read).
 
     Raises:
         UsageError: naming the column and why.
@@ -89,9 +90,9 @@ def check_kept_columns(names, output_format: str | None = None) -> None:
             raise UsageError(f"cannot keep column {name!r}: the output has its own {folded!r} column, and names "
                              f"are compared ignoring case (reserved: {list(RESERVED_COLUMNS)} and "
                              f"{PROBABILITY_PREFIX}<class>)")
-        if folded.startswith(PROBABILITY_PREFIX):
-            raise UsageError(f"cannot keep column {name!r}: names starting with {PROBABILITY_PREFIX!r} (in any case) "
-                             "are the output's class probabilities")
+        if classes is not None and folded in {f"{PROBABILITY_PREFIX}{c}".casefold() for c in classes}:
+            raise UsageError(f"cannot keep column {name!r}: the output has its own {folded!r} column (the model's "
+                             "probability of that class), and names are compared ignoring case")
         if folded in seen and seen[folded] != name:
             raise UsageError(f"cannot keep both {seen[folded]!r} and {name!r}: column names that differ only in case "
                              "are one column to FITS and many table tools")

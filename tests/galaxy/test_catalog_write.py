@@ -95,29 +95,34 @@ def test_a_ray_merge_keeps_big_integers_text_as_one_machine_does(tmp_path):
 
 # -- kept column names -----------------------------------------------------------------------------
 
+CLASSES = ("elliptical", "spiral")
+
+
 @pytest.mark.parametrize("names, match", [
     (["Label"], "'label' column"), (["ID"], "'id' column"), (["PATH"], "'path' column"),
-    (["p_spiral"], "class probabilities"), (["P_Elliptical"], "class probabilities"),
+    (["p_spiral"], "'p_spiral' column"), (["P_Elliptical"], "'p_elliptical' column"),
     (["z", "Z"], "differ only in case"), (["ra", "RA"], "differ only in case"),
 ])
 def test_kept_names_that_clash_with_output_columns_ignoring_case_are_refused(names, match):
     with pytest.raises(UsageError, match=match):
-        check_kept_columns(names)
+        check_kept_columns(names, classes=CLASSES)
 
 
 def test_kept_ra_dec_and_other_names_are_allowed():
-    check_kept_columns(["ra", "dec", "redshift", "Redshift (z)", "objid"])
+    check_kept_columns(["ra", "dec", "redshift", "Redshift (z)", "objid"], classes=CLASSES)
     check_kept_columns(["RA", "Dec"], "fits")  # the sky position, in the catalog's spelling
+    check_kept_columns(["P_EL", "P_CS", "p_spiral_votes"], classes=CLASSES)  # Galaxy Zoo's vote fractions
+    check_kept_columns(["p_spiral"])  # the classes not known yet: checked once the card is read
 
 
-def test_a_clash_is_refused_with_exit_2_before_the_model_is_loaded(tmp_path, monkeypatch):
-    def no_model(*args):
-        raise AssertionError("the model was looked for before the kept columns were checked")
+def test_a_clash_is_refused_with_exit_2_before_the_engine_is_built(tmp_path, monkeypatch):
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the engine was built before the kept columns were checked")
 
-    monkeypatch.setattr("engine.artifacts.resolve_model", no_model)
+    monkeypatch.setattr("engine.run.Runner.for_classify", no_engine)
     files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
-    (tmp_path / "c.csv").write_text("file,p_spiral,Label\n" + "".join(f"{f},0.5,x\n" for f in files))
-    for keep in ("p_spiral", "Label"):
+    (tmp_path / "c.csv").write_text("file,p_spiral,Label,é\n" + "".join(f"{f},0.5,x,1\n" for f in files))
+    for keep in ("p_spiral", "Label", "é"):
         result = invoke("classify", "--catalog", tmp_path / "c.csv", "--keep-columns", keep, "-o", tmp_path / "o.fits",
                         "-q")
         assert result.exit_code == 2, result.output
