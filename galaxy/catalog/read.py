@@ -7,8 +7,8 @@ import itertools
 import json
 from pathlib import Path
 
-from galaxy.catalog.formats import (ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, RESERVED_COLUMNS,
-                                    TABLE_FORMATS, output_format, sidecar_path, table_format)
+from galaxy.catalog.formats import (ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, TABLE_FORMATS,
+                                    check_kept_columns, output_format, sidecar_path, table_format)
 from galaxy.catalog.metadata import galaxy_keys, run_metadata
 from galaxy.catalog.text import unescape_ascii_text
 from galaxy.errors import UsageError
@@ -206,9 +206,7 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     missing = [c for c in keep if c not in columns]
     if missing:
         raise UsageError(f"catalog {path} has no column {missing[0]!r} to keep; columns are {columns}")
-    clash = [c for c in keep if c in RESERVED_COLUMNS]
-    if clash:
-        raise UsageError(f"cannot keep column {clash[0]!r}: the output has its own (reserved: {list(RESERVED_COLUMNS)})")
+    check_kept_columns(keep)  # the one rule (classify checks it before, with the format and the classes)
     def resolve(value) -> str:
         text = _text(value).strip()  # a path (as an id) is taken without the spaces around it
         if not text:  # an empty cell names no file (not the catalog's folder): the reader says so
