@@ -192,12 +192,31 @@ def bench_baseline(files, model_dir, **extra) -> dict:
     return emit("baseline", "torch-dataloader", "fp32", 64, spec.size, n, time.perf_counter() - start, **extra)
 
 
-def main(argv=None):
-    """Run the benchmark; `argv` as on the command line (None: sys.argv)."""
-    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__,
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _sizes(text: str) -> list[int]:
+    """argparse type: comma-separated input sizes of at least 8 pixels."""
+    sizes = [_positive(part) for part in text.split(",") if part]
+    if not sizes or min(sizes) < 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: give sizes of at least 8 pixels, e.g. 64,96,299")
+    return sizes
+
+
+def main(argv=None, prog: str = "bench.py"):
+    """Run the benchmark; `argv` as on the command line (None: sys.argv), `prog` as the user typed it."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Small run (300 images, 3 rounds), about a minute.")
-    parser.add_argument("--images", type=int, default=2000, help="Images for decode/end-to-end/baseline.")
+    parser.add_argument("--images", type=_positive, default=2000, help="Images for decode/end-to-end/baseline.")
     parser.add_argument("--models", "--model", dest="models",
                         help="Comma-separated model names or folders (default: every shipped model).")
     parser.add_argument("--baseline-model", default="sdss-xception",
@@ -209,12 +228,13 @@ def main(argv=None):
     parser.add_argument("--gpu", action="store_true",
                         help="GPU figures: backends tensorrt,torch-cuda x decoders dali-gpu,nvjpeg,reference "
                              "(where present), each end to end; peak fraction against the GPU's fp16 GEMM.")
-    parser.add_argument("--size", type=int,
+    parser.add_argument("--size", type=lambda text: _sizes(text)[0],
                         help="Run the models' weights at this input size instead (e.g. 299, Xception's own).")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, help="Rounds of decode, engine-only, end-to-end and baseline "
+    parser.add_argument("--batch", type=_positive, default=32)
+    parser.add_argument("--rounds", type=_positive, help="Rounds of decode, engine-only, end-to-end and baseline "
                         "measurements, interleaved; the best of each is reported (default 3).")
-    parser.add_argument("--sizes", help="Comma-separated input sizes for engine-only figures (random weights).")
+    parser.add_argument("--sizes", type=_sizes,
+                        help="Comma-separated input sizes for engine-only figures (random weights).")
     parser.add_argument("--engine-only", action="store_true")
     args = parser.parse_args(argv)
     n = 300 if args.quick else args.images
@@ -231,7 +251,11 @@ def main(argv=None):
     from galaxy.errors import GalaxyError
 
     rows = []
-    models = [resolve_model(m) for m in (args.models.split(",") if args.models else shipped_model_dirs())]
+    try:
+        models = [resolve_model(m) for m in (args.models.split(",") if args.models else shipped_model_dirs())]
+        resolve_model(args.baseline_model)
+    except GalaxyError as exc:
+        parser.error(str(exc))
     if args.gpu:
         args.backends = "tensorrt,torch-cuda"
     args.decoders = args.decoders or ("dali-gpu,nvjpeg,reference" if args.gpu else "reference,dali")
@@ -243,7 +267,7 @@ def main(argv=None):
     peak: dict = {}
     sessions = {}
     if args.sizes:
-        rows += bench_sizes([int(s) for s in args.sizes.split(",")], models[0][1], args.batch, repeats)
+        rows += bench_sizes(args.sizes, models[0][1], args.batch, repeats)
     else:
         for model_dir, card in models:
             for name in names:

@@ -12,7 +12,7 @@ from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on
-from galaxy.cli_common import MODEL as _MODEL, CropFraction, vote_options as _vote_options
+from galaxy.cli_common import MAX_THREADS, MODEL as _MODEL, CropFraction, vote_options as _vote_options
 from galaxy.cli_framing import framing
 from galaxy.cli_train import distill, train
 from galaxy.console import filter_native_stderr
@@ -53,6 +53,7 @@ def export(model_dir, parity_images, tolerance, opset):
     """
     from galaxy.training.export import export_model_dir
 
+    _only_what_to_act_on()  # the line below says what was written; -v shows the steps
     record = _run(export_model_dir, ExportConfig(model_dir, tuple(parity_images), tolerance, opset))
     parity = record["parity"]
     click.echo(f"wrote {model_dir}/{record['file']}: opset {record['opset']}, parity max |dp| "
@@ -89,8 +90,8 @@ def export(model_dir, parity_images, tolerance, opset):
                    "a fraction of the side, or auto: measured from the first 256 inputs so their galaxies "
                    "appear at the size the model was trained on (see galaxy framing).")
 @click.option("--batch-size", default=32, show_default=True)
-@click.option("--workers", default=0, help="Decode threads (0: one per CPU).")
-@click.option("--threads", default=0,
+@click.option("--workers", default=0, type=click.IntRange(0, MAX_THREADS), help="Decode threads (0: one per CPU).")
+@click.option("--threads", default=0, type=click.IntRange(0, MAX_THREADS),
               help="Inference threads for one batch at a time (0: on a CPU, one batch per core, each on one thread).")
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run on OUTPUT.")
 @click.option("--commit-every", default=2048, show_default=True,
@@ -378,7 +379,7 @@ def bench(ctx):
     """
     from engine.benchmark import main as run_benchmark
 
-    run_benchmark(ctx.args)
+    run_benchmark(ctx.args, prog="galaxy bench")
 
 
 def main():

@@ -64,6 +64,10 @@ class ModelFolder(click.ParamType):
 MODEL = ModelFolder()
 
 
+MIN_CROP = 0.05  # the smallest crop the command line takes: a galaxy shown 10x larger than at crop 0.5
+MAX_THREADS = 1024  # --threads / --workers: more than any machine's cores (a million hung ONNX Runtime)
+
+
 class CropFraction(click.ParamType):
     """A centre crop fraction in (0, 1], or (where `auto` is allowed) "auto": measured from the inputs."""
 
@@ -79,8 +83,9 @@ class CropFraction(click.ParamType):
             fraction = float(value)
         except (TypeError, ValueError):
             fraction = None
-        if fraction is None or not 0 < fraction <= 1:
-            self.fail(f"{value!r} is not a fraction in (0, 1]" + (' or "auto"' if self.auto else ""), param, ctx)
+        if fraction is None or not MIN_CROP <= fraction <= 1:
+            self.fail(f"{value!r} is not a fraction in [{MIN_CROP}, 1]" + (' or "auto"' if self.auto else "")
+                      + f" (below {MIN_CROP} a 423 px cutout leaves under 22 px to read)", param, ctx)
         return fraction
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from galaxy.cli_common import MODEL, command_line, only_what_to_act_on, run_command, vote_options
+from galaxy.cli_common import MAX_THREADS, MODEL, command_line, only_what_to_act_on, run_command, vote_options
 from galaxy.config import TrainConfig
 from galaxy.errors import UsageError
 
@@ -70,7 +70,8 @@ def _shared_options(command):
                      help="Seeds the initial weights, order and augmentation (FITS views included) instead of "
                           "--seed, which then fixes only the split: reruns of one recipe on one split, to "
                           "measure how far its figures move by chance (default: --seed)."),
-        click.option("--workers", default=0, help="Image reading threads (0: one per CPU)."),
+        click.option("--workers", default=0, type=click.IntRange(0, MAX_THREADS),
+                     help="Image reading threads (0: one per CPU)."),
         click.option("--limit", type=int, help="Use at most this many images per split (smoke tests)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines."),
         click.option("--resume", type=click.Path(exists=True, dir_okay=False),

@@ -26,6 +26,9 @@ class Session(EagerSession):
         super().__init__(model_dir, card, threads)
         torch = self._torch
         self.max_batch = batch
+        # Inductor looks for a CUDA toolkit even when it compiles for the CPU, and warns once that
+        # there is none: nothing a CPU run acts on (it printed past -q)
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         self._compiled = torch.compile(self._network, dynamic=False)
         spec = card.input_spec
         self.run(torch.zeros((batch, spec.channels, spec.size, spec.size)).numpy())  # compile now, not mid-run

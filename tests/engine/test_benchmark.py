@@ -86,3 +86,20 @@ def test_a_small_run_has_the_default_row(capsys):
     err = capsys.readouterr().err
     assert sum(bench_table.DEFAULT_NOTE in line for line in err.splitlines()) == 1
     assert err.rstrip().splitlines()[-1].startswith("galaxy classify here with no options: sdss-xception-compact-64, ")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--images", "0"], "--images: 0 is not at least 1"), (["--batch", "-4"], "--batch: -4 is not at least 1"),
+    (["--rounds", "0"], "--rounds: 0 is not at least 1"), (["--sizes", "64,abc"], "'abc' is not a whole number"),
+    (["--sizes", "64,4"], "sizes of at least 8 pixels"), (["--models", "bogus"], "model directory bogus"),
+    (["--baseline-model", "bogus"], "model directory bogus"),
+])
+def test_bad_options_are_one_line_and_exit_2(argv, says, capsys):
+    """--images 0, --batch -4 and a model name that is none ended in tracebacks; --rounds 0 ran 3."""
+    from engine.benchmark import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv, prog="galaxy bench")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "galaxy bench: error:" in err and "Traceback" not in err

@@ -460,3 +460,13 @@ def test_evaluate_on_training_images_says_so_and_refuses_a_comparison(tmp_path, 
     result = invoke("evaluate", fresh, table, "--split", "all", "--compare", "sdss-xception", "-o", tmp_path / "f",
                     "-q")
     assert result.exit_code == 2 and "was trained on 6 of these images, which" in result.output
+
+
+@pytest.mark.parametrize("option", ["--workers=1000000", "--workers=-1", "--threads=-1",
+                                    "--threads=99999999999999999999", "--crop-fraction=1e-9"])
+def test_classify_refuses_thread_counts_and_crops_it_cannot_use(tmp_path, option):
+    """--workers 1000000 aborted without a word, --threads 1000000 hung ONNX Runtime, -1 gave
+    tracebacks; a crop of 1e-9 (under a pixel) ran and flipped most labels."""
+    result = invoke("classify", EXAMPLES, "-o", tmp_path / "c.csv", option)
+    assert result.exit_code == 2 and "Invalid value" in result.output
+    assert not (tmp_path / "c.csv").exists()

@@ -127,7 +127,7 @@ def test_classify_reads_with_the_crop_given_or_measured(tmp_path, zoomed):
 
 def test_crop_fraction_errors_name_the_value_and_the_reason(tmp_path, model_copy):
     bad = invoke("classify", EXAMPLES, "-o", tmp_path / "c.csv", "--crop-fraction", "1.5")
-    assert bad.exit_code == 2 and "'1.5' is not a fraction in (0, 1]" in bad.output
+    assert bad.exit_code == 2 and "'1.5' is not a fraction in [0.05, 1]" in bad.output
     no_auto = invoke("evaluate", "sdss-xception-compact", EXAMPLES / "labels.csv", "-o", tmp_path / "e",
                      "--crop-fraction", "auto")
     assert no_auto.exit_code == 2 and "'auto' is not a fraction" in no_auto.output
