@@ -39,6 +39,7 @@ from engine.journal import hold_lock, keep_fingerprint
 from engine.listing import require_inputs
 from engine.ray_parts import finalize_parts
 from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
+from galaxy.catalog.metadata import fingerprint_defaults
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, UsageError
@@ -285,7 +286,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
                    "temp": card.temperature, "backend": config.backend, "tta": config.tta, "shard_size": shard_size}
     if config.crop_fraction is not None:
         fingerprint["crop"] = config.crop_fraction
-    keep_fingerprint(out_dir / RAY_BOOKKEEPING / "fingerprint.json", fingerprint, out_dir)
+    keep_fingerprint(out_dir / RAY_BOOKKEEPING / "fingerprint.json", fingerprint, out_dir, fingerprint_defaults(card))
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
     todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]

@@ -78,11 +78,14 @@ class Journal:
         classes: class names (one probability column each).
         fingerprint: what must not change between a run and its resumption.
         overwrite: discard earlier results of this output first.
+        defaults: the values of settings a fingerprint may leave out (`changed_settings`).
     """
 
     def __init__(self, output, classes, fingerprint: dict, overwrite: bool = False, commit_rows: int = COMMIT_ROWS,
-                 fmt: str | None = None, units: dict | None = None, commit_seconds: float = COMMIT_SECONDS):
+                 fmt: str | None = None, units: dict | None = None, commit_seconds: float = COMMIT_SECONDS,
+                 defaults: dict | None = None):
         self.output = Path(output)
+        self.defaults = defaults or {}
         self.format, self.units = fmt, units or {}
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self._last_commit = time.monotonic()
@@ -140,10 +143,10 @@ class Journal:
                                  "cannot check that it continues with the same settings: restore that file, or use "
                                  "--overwrite to start over")
             meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
-            if meta is not None and _as_recorded_now(meta, fingerprint) != fingerprint:
+            if meta is not None and changed_settings(meta, fingerprint, self.defaults):
                 raise UsageError(f"{self.output} was written with another model, backend, TTA setting, crop or kept "
                                  "columns; use --overwrite to start over")
-        keep_fingerprint(path, fingerprint, self.output)
+        keep_fingerprint(path, fingerprint, self.output, self.defaults)
 
     def _import_output(self):
         own = {"id", "path", "label", *(f"p_{c}" for c in self.classes)}
@@ -294,20 +297,28 @@ def _as_recorded_now(earlier: dict, fingerprint: dict) -> dict:
     return earlier
 
 
-def keep_fingerprint(path: Path, fingerprint: dict, output) -> None:
+def changed_settings(earlier: dict, fingerprint: dict, defaults: dict | None = None) -> list[str]:
+    """The settings in which `fingerprint` differs from an `earlier` one (in today's form); a setting
+    that either leaves out counts at its value in `defaults` (the card's crop, which a run names
+    with --crop-fraction or not: `--crop-fraction 0.5` on a model read at 0.5 changes nothing)."""
+    earlier = {**(defaults or {}), **_as_recorded_now(earlier, fingerprint)}
+    now = {**(defaults or {}), **fingerprint}
+    return sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
+
+
+def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | None = None) -> None:
     """The one fingerprint check of a resumable output (a catalog's journal, a `--ray` folder).
 
     `fingerprint` says what a run must share with the run it continues (model, backend, TTA, ...).
-    When `path` holds an earlier one that differs, the rerun is refused, naming what changed;
-    otherwise it is stored there (atomically) for the next rerun.
+    When `path` holds an earlier one that differs (`changed_settings`, with `defaults`), the rerun
+    is refused, naming what changed; otherwise it is stored there (atomically) for the next rerun.
 
     Raises:
         UsageError: `output` was started with other settings.
     """
     path = Path(path)
     if path.exists():
-        earlier = _as_recorded_now(json.loads(path.read_text()), fingerprint)
-        changed = sorted(k for k in set(earlier) | set(fingerprint) if earlier.get(k) != fingerprint.get(k))
+        changed = changed_settings(json.loads(path.read_text()), fingerprint, defaults)
         if changed:
             raise UsageError(f"{output} was started with other settings ({', '.join(changed)}); "
                              "use --overwrite to start over")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from engine.journal import Journal, require_writable
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
 from engine.runner import Runner
-from galaxy.catalog.metadata import catalog_metadata, run_fingerprint
+from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
 from galaxy.catalog.formats import check_kept_columns, output_format
 from galaxy.catalog.read import column_units
 from galaxy.catalog.write import errors_path
@@ -70,7 +70,8 @@ def classify(config: ClassifyConfig) -> Summary:
     session = runner.session
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config, runner.spec),
-                      config.overwrite, config.commit_every, config.output_format, units, config.commit_seconds)
+                      config.overwrite, config.commit_every, config.output_format, units, config.commit_seconds,
+                      fingerprint_defaults(card))
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)

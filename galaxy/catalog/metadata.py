@@ -92,6 +92,11 @@ def run_fingerprint(card, session, config, spec=None) -> dict:
     return fingerprint
 
 
+def fingerprint_defaults(card) -> dict:
+    """What a run fingerprint leaves out means this: the card's own crop (`--crop-fraction` not given)."""
+    return {"crop": card.input_spec.crop_fraction}
+
+
 def catalog_metadata(card, session, config, spec=None) -> dict:
     """Self-description stored with every catalog (keys of at most 8 characters, for FITS).
 

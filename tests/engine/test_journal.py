@@ -216,3 +216,22 @@ def test_a_rerun_of_a_finished_catalog_keeps_kept_text_as_it_was(tmp_path, suffi
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 0, result.output
         assert [r["note"] for r in read_catalog_rows(out)] == ["nan", "--", "", "x"]
+
+
+def test_naming_the_models_own_crop_or_not_is_one_setting(tmp_path):
+    """`--crop-fraction 0.5` on a model read at 0.5, then the same command without it, was refused as
+    another crop (the fingerprint holds the crop only when it is given)."""
+    from click.testing import CliRunner
+
+    from galaxy.card import load_card, model_path
+    from galaxy.cli import cli
+
+    own = load_card(model_path("sdss-xception-compact")).input_spec.crop_fraction
+    files = [str(f) for f in sorted(EXAMPLES.glob("*.jpeg"))[:3]]
+    out = tmp_path / "c.csv"
+    for crop in ([f"--crop-fraction={own}"], [], [f"--crop-fraction={own}"]):
+        result = CliRunner().invoke(cli, ["classify", *files, "-o", str(out), "-q", "--backend", "onnxruntime", *crop])
+        assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["classify", *files, "-o", str(out), "-q", "--backend", "onnxruntime",
+                                      f"--crop-fraction={own * 0.9}"])
+    assert result.exit_code == 2 and "crop" in result.output
