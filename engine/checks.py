@@ -110,10 +110,11 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
                 records[name][key] = getattr(sessions[name], key)
         log.info("%s: %s", name, records[name])
     machine = f"{cpu_name()} ({cpu_flags()}), {usable_cores()} cores"
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     here = {name: round(speed, 1) for name, speed in speeds.items()}
-    here["measured"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    here["measured"] = today
     for record in records.values():  # kept records of earlier checks carry their own date
-        record["checked"] = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        record["checked"] = today
     kept = {name: rec for name, rec in (card.backends or {}).get("results", {}).items() if name not in records}
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
                      "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",

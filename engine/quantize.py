@@ -8,7 +8,8 @@ Three methods (recipes), each cached beside the fp32 ONNX under the card's engin
                  sensitive kept in fp32 until labels agree with fp32 (engine/quantize_sensitivity.py);
   qat            a seeded fake-quant fine-tune towards the fp32 model's outputs (galaxy/training/qat.py),
                  then ptq of the tuned weights (they stay in the cache, never in the model folder).
-The int8 backend loads the first recipe of RECIPES that is built; `check-backends` records which.
+The int8 backend loads what `int8_choice` names: the model folder's shipped recipe (below), else the
+first recipe of RECIPES that is built; `check-backends` records which, and its fingerprint.
 
 A ptq or ptq-sensitive model ships as the recipe that rebuilds it without data (`quantize --ship`:
 MODEL_DIR/int8.json holds the calibration ranges, the nodes kept fp32 and the built model's

@@ -208,11 +208,6 @@ def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path, crop: tuple[floa
     return rgb
 
 
-def _is_gzip(path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == GZIP_MAGIC
-
-
 def _gunzipped(path):
     """A gzip-compressed file's whole content (CRC and length checked), or None when it is not gzip.
 
@@ -222,8 +217,9 @@ def _gunzipped(path):
     import gzip
     import zlib
 
-    if not _is_gzip(path):
-        return None
+    with open(path, "rb") as fh:
+        if fh.read(2) != GZIP_MAGIC:
+            return None
     chunks, total = [], 0
     try:
         with gzip.open(path, "rb") as stream:
