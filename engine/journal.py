@@ -38,7 +38,7 @@ from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.catalog.text import ascii_text
 from galaxy.errors import UsageError
-from galaxy.files import write_atomically
+from galaxy.files import same_file, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def require_writable(output, inputs=(), catalog=None) -> None:
         UsageError: naming the output and the system's reason.
     """
     for given in (catalog, *inputs):
-        if given and os.path.isfile(given) and os.path.exists(output) and os.path.samefile(given, output):
+        if given and os.path.isfile(given) and same_file(given, output):
             raise UsageError(f"the output {output} is an input of this run: give another -o")
     folder = Path(output).absolute().parent
     for above in (folder, *folder.parents):

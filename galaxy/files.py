@@ -53,3 +53,12 @@ def write_whole(path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda tmp: tmp.write_bytes(data))
     return path
+
+
+def same_file(a, b) -> bool:
+    """Whether paths `a` and `b` name one file (links and other spellings included); where one is not
+    there (yet), whether they would."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()

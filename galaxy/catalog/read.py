@@ -93,17 +93,22 @@ def _ecsv_dicts(fh):
     return names, dicts()
 
 
+def _text_dicts(fh, fmt: str):
+    """(column names, iterator of {column: text} rows) of an open CSV or ECSV file (`_open_text`):
+    a CSV has no comment lines (a line starting with `#` is data), an ECSV only its header block."""
+    if fmt == "csv":
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), reader
+    return _ecsv_dicts(fh)
+
+
 def _catalog_columns(path: Path, fmt: str):
     """(column names, iterator of {column: values} batches), streamed: CSV and ECSV row by row,
     Parquet by record batch, FITS memory-mapped. A missing cell is None."""
     if fmt in ("csv", "ecsv"):
         fh = _open_text(path)
         try:
-            if fmt == "csv":
-                reader = csv.DictReader(fh)
-                names = list(reader.fieldnames or [])
-            else:
-                names, reader = _ecsv_dicts(fh)
+            names, reader = _text_dicts(fh, fmt)
         except BaseException:
             fh.close()
             raise
@@ -296,13 +301,9 @@ def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
             yield from read_catalog_rows(part, "parquet")
         return
     fmt = output_format(path, fmt)
-    if fmt == "csv":  # a CSV has no comment lines: a line starting with `#` is data
+    if fmt in ("csv", "ecsv"):
         with _open_text(path) as fh:
-            yield from csv.DictReader(fh)
-        return
-    if fmt == "ecsv":
-        with _open_text(path) as fh:
-            yield from _ecsv_dicts(fh)[1]
+            yield from _text_dicts(fh, fmt)[1]
         return
     if fmt == "parquet":
         import pyarrow.parquet as pq

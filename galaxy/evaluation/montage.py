@@ -24,7 +24,7 @@ from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ImageReadError, UsageError
-from galaxy.files import write_whole
+from galaxy.files import same_file, write_whole
 from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,6 @@ def resolve_path(path: str, cwd: str | None) -> Path:
     return path if path.is_absolute() or not cwd else Path(cwd) / path
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:  # one of them is not there (yet): compare where they would be
-        return a.resolve() == b.resolve()
-
-
 def refuse_catalog_files(catalog, out, command: str) -> None:
     """Refuse an output `out` that would overwrite `catalog`, its metadata sidecar or its errors
     file, or that lies inside a `--ray` output folder (whose top holds only its Parquet parts).
@@ -139,7 +132,7 @@ def refuse_catalog_files(catalog, out, command: str) -> None:
         raise UsageError(f"{out} is inside {catalog}, the catalog {command} reads: write it elsewhere")
     for path, what in ((catalog, f"the catalog {command} reads"), (sidecar_path(catalog), f"the metadata of {catalog}"),
                        (errors_path(catalog), f"the errors file of {catalog}")):
-        if _same_file(out, path):
+        if same_file(out, path):
             raise UsageError(f"{out} is {what}: choose another output")
 
 
