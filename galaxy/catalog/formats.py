@@ -83,6 +83,7 @@ def check_kept_columns(names, output_format: str | None = None, classes=None) ->
     Raises:
         UsageError: naming the column and why.
     """
+    probabilities = {f"{PROBABILITY_PREFIX}{c}".casefold() for c in classes or ()}
     seen: dict[str, str] = {}
     for name in names:
         folded = name.casefold()
@@ -90,7 +91,7 @@ def check_kept_columns(names, output_format: str | None = None, classes=None) ->
             raise UsageError(f"cannot keep column {name!r}: the output has its own {folded!r} column, and names "
                              f"are compared ignoring case (reserved: {list(RESERVED_COLUMNS)} and "
                              f"{PROBABILITY_PREFIX}<class>)")
-        if classes is not None and folded in {f"{PROBABILITY_PREFIX}{c}".casefold() for c in classes}:
+        if folded in probabilities:
             raise UsageError(f"cannot keep column {name!r}: the output has its own {folded!r} column (the model's "
                              "probability of that class), and names are compared ignoring case")
         if folded in seen and seen[folded] != name:
