@@ -41,7 +41,7 @@ def machine_key(card, candidates, model_dir=None, streams: dict | None = None) -
     what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
                 engine=card.engine_key, candidates=sorted(candidates), streams=streams or {})
     if "onnxruntime-int8" in candidates:
-        from engine.quantize import int8_fingerprint, int8_recipe
+        from engine.int8_models import int8_fingerprint, int8_recipe
 
         what["int8_recipe"] = int8_recipe(model_dir, card)  # shipped (rebuilt on first use), or built
         what["int8_fingerprint"] = int8_fingerprint(model_dir, card)

@@ -339,7 +339,7 @@ def models(model_dirs):
     from pathlib import Path
 
     from engine.backends import holds_check
-    from engine.quantize import shipped_int8
+    from engine.int8_models import shipped_int8
     from galaxy.card import default_model_dir, load_card, shipped_model_dirs, speeds_by_machine
 
     default = default_model_dir()

@@ -84,7 +84,7 @@ def available(name: str, card, model_dir=None) -> bool:
         return native_bf16()
     if name == "onnxruntime-int8":
         from engine.machine import exact_int8
-        from engine.quantize import int8_recipe
+        from engine.int8_models import int8_recipe
 
         # checked on a VNNI CPU: elsewhere U8S8 can saturate, so the check does not hold (asked for by name: given)
         return exact_int8() and int8_recipe(model_dir, card) is not None
@@ -106,7 +106,7 @@ def holds_check(name: str, card, record: dict, model_dir=None) -> bool:
     fingerprint; a check recorded before fingerprints were, by its recipe)."""
     if name != "onnxruntime-int8":
         return True
-    from engine.quantize import INT8_RECIPE, int8_fingerprint, int8_recipe
+    from engine.int8_models import INT8_RECIPE, int8_fingerprint, int8_recipe
 
     if "fingerprint" in record:
         return int8_fingerprint(model_dir, card) == record["fingerprint"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from engine.backends.onnxruntime import Session
-from engine.quantize import model_fingerprint, require_int8
+from engine.int8_models import model_fingerprint, require_int8
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ def sample_batch(default_model):
 
 @pytest.fixture(scope="module")
 def int8_built(default_model):
-    from engine.quantize import int8_path, quantize
+    from engine.int8_models import int8_path
+    from engine.quantize import quantize
 
     model_dir, card = default_model
     if not int8_path(card).is_file():
@@ -105,14 +106,14 @@ def test_auto_measures_again_on_another_machine(default_model, tmp_path, monkeyp
 
 
 def test_auto_measures_again_when_another_int8_model_would_load(default_model, monkeypatch):
-    from engine import autotune, quantize
+    from engine import autotune, int8_models
 
     _, card = default_model
     candidates = ["onnxruntime", "onnxruntime-int8"]
-    monkeypatch.setattr(quantize, "int8_fingerprint", lambda model_dir, c: "model-a")
+    monkeypatch.setattr(int8_models, "int8_fingerprint", lambda model_dir, c: "model-a")
     first, what = autotune.machine_key(card, candidates)
     assert what["int8_fingerprint"] == "model-a"
-    monkeypatch.setattr(quantize, "int8_fingerprint", lambda model_dir, c: "model-b")
+    monkeypatch.setattr(int8_models, "int8_fingerprint", lambda model_dir, c: "model-b")
     assert autotune.machine_key(card, candidates)[0] != first
 
 
@@ -180,7 +181,7 @@ def test_timing_runs_each_candidate_with_its_streams():
 def test_int8_without_a_build_or_a_shipped_recipe_says_how_to_make_one(default_model, tmp_path, monkeypatch):
     import shutil
 
-    from engine.quantize import SHIPPED_INT8
+    from engine.int8_models import SHIPPED_INT8
     from galaxy.errors import BackendUnavailable
 
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))

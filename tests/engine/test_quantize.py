@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from engine import backends, quantize, quantize_sensitivity
+from engine import backends, int8_models, quantize, quantize_sensitivity
 from engine.artifacts import onnx_model
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.io.images import load_input
@@ -37,7 +37,7 @@ def test_ptq_sensitive_records_agreement_and_keeps_nothing_when_plain_suffices(d
     out = quantize.quantize(model_dir, card, split[0], out=tmp_path / "int8.onnx", method="ptq-sensitive",
                             evaluation_paths=split[1], target=0.0)
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["recipe"] == quantize.SENSITIVE_RECIPE and record["excluded_nodes"] == []
+    assert record["recipe"] == int8_models.SENSITIVE_RECIPE and record["excluded_nodes"] == []
     assert 0.9 <= record["training_agreement"] <= 1 and record["evaluation_images"] == len(split[1])
 
 
@@ -66,21 +66,21 @@ def test_the_int8_backend_uses_the_preferred_built_recipe_and_auto_trusts_only_i
     model_dir, card = default_model
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
     monkeypatch.setattr(machine, "exact_int8", lambda: True)  # a VNNI CPU, whatever runs the test
-    assert quantize.built_int8(card) is None
+    assert int8_models.built_int8(card) is None
     for method in ("ptq", "ptq-sensitive"):
-        path = quantize.int8_path(card, method)
+        path = int8_models.int8_path(card, method)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
-        assert quantize.built_int8(card) == (quantize.RECIPES[method], path)
+        assert int8_models.built_int8(card) == (int8_models.RECIPES[method], path)
     with pytest.raises(Exception, match="unknown int8 method"):
-        quantize.int8_path(card, "fp8")
+        int8_models.int8_path(card, "fp8")
     checked = {"passed": True, "images_per_s": 1}
-    for recipe, offered in ((quantize.SENSITIVE_RECIPE, True), (quantize.INT8_RECIPE, False), (None, False)):
+    for recipe, offered in ((int8_models.SENSITIVE_RECIPE, True), (int8_models.INT8_RECIPE, False), (None, False)):
         record = dict(checked, **({"recipe": recipe} if recipe else {}))  # no recipe: an old check of plain ptq
         card_ = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
         assert ("onnxruntime-int8" in backends.cpu_candidates(card_)) == offered
     monkeypatch.setattr(machine, "exact_int8", lambda: False)  # AVX2 or AVX-512 without VNNI: U8S8 may saturate
-    record = dict(checked, recipe=quantize.SENSITIVE_RECIPE)
+    record = dict(checked, recipe=int8_models.SENSITIVE_RECIPE)
     checked = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
     assert "onnxruntime-int8" not in backends.cpu_candidates(checked)
     assert backends.pick("onnxruntime-int8", checked) == "onnxruntime-int8"  # asked for by name: given
@@ -102,35 +102,35 @@ def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_m
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
     built = quantize.quantize(folder, card, split[0], method="ptq")
     original = built.read_bytes()
-    shipped = quantize.ship_int8(folder, card, "ptq")
+    shipped = int8_models.ship_int8(folder, card, "ptq")
     recipe = json.loads(shipped.read_text())
-    assert recipe["recipe"] == quantize.INT8_RECIPE and recipe["ranges"]
+    assert recipe["recipe"] == int8_models.INT8_RECIPE and recipe["ranges"]
     assert recipe["weights_sha256"] == card.weights_sha256
-    assert recipe["fingerprint"] == quantize.model_fingerprint(built) and recipe["temperature"] == card.temperature
+    assert recipe["fingerprint"] == int8_models.model_fingerprint(built) and recipe["temperature"] == card.temperature
     recalibrated = dataclasses.replace(card, calibration=dict(card.calibration, temperature=card.temperature * 2))
-    assert quantize.shipped_int8(folder, recalibrated) is None  # a later calibrate made another int8 model
+    assert int8_models.shipped_int8(folder, recalibrated) is None  # a later calibrate made another int8 model
     built.unlink()
-    assert quantize.built_int8(card) is None and quantize.int8_recipe(folder, card) == quantize.INT8_RECIPE
+    assert int8_models.built_int8(card) is None and int8_models.int8_recipe(folder, card) == int8_models.INT8_RECIPE
     checked = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": {
-        "passed": True, "images_per_s": 1, "recipe": quantize.INT8_RECIPE}}})
+        "passed": True, "images_per_s": 1, "recipe": int8_models.INT8_RECIPE}}})
     assert "onnxruntime-int8" in backends.cpu_candidates(checked, folder)
     assert "onnxruntime-int8" not in backends.cpu_candidates(checked)  # no folder, nothing built: nothing to load
     session = backends.load("onnxruntime-int8", folder, card, backends.BackendOptions())
-    assert session.recipe == quantize.INT8_RECIPE and quantize.built_int8(card) == (quantize.INT8_RECIPE, built)
+    assert session.recipe == int8_models.INT8_RECIPE and int8_models.built_int8(card) == (int8_models.INT8_RECIPE, built)
     assert built.read_bytes() == original  # the same file, not merely the same fingerprint
     built.unlink()
     recipe["fingerprint"] = "0" * 64
     shipped.write_text(json.dumps(recipe))
     with pytest.raises(BackendUnavailable, match="differs from the one checked"):
-        quantize.require_int8(folder, card)
-    assert quantize.built_int8(card) is None
+        int8_models.require_int8(folder, card)
+    assert int8_models.built_int8(card) is None
     # then a model built here is the way out (the shipped recipe is not tried again), and auto's
     # trust follows it: a check of the shipped model does not hold for it
     rebuilt_here = quantize.quantize(folder, card, split[0], method="ptq")
-    assert quantize.require_int8(folder, card) == (quantize.INT8_RECIPE, rebuilt_here)
-    assert quantize.int8_fingerprint(folder, card) == quantize.model_fingerprint(rebuilt_here) != "0" * 64
+    assert int8_models.require_int8(folder, card) == (int8_models.INT8_RECIPE, rebuilt_here)
+    assert int8_models.int8_fingerprint(folder, card) == int8_models.model_fingerprint(rebuilt_here) != "0" * 64
     assert not backends.holds_check("onnxruntime-int8", card, {"fingerprint": "0" * 64}, folder)
-    assert quantize.shipped_int8(folder, dataclasses.replace(card, weights_sha256="0" * 64)) is None
+    assert int8_models.shipped_int8(folder, dataclasses.replace(card, weights_sha256="0" * 64)) is None
 
 
 def test_auto_offers_int8_only_for_the_model_its_check_ran(default_model, split, tmp_path, monkeypatch):
@@ -143,12 +143,12 @@ def test_auto_offers_int8_only_for_the_model_its_check_ran(default_model, split,
     model_dir, card = default_model
     monkeypatch.setattr(machine, "exact_int8", lambda: True)
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
-    shipped = quantize.shipped_int8(model_dir, card)
-    recipe, path = quantize.require_int8(model_dir, card)  # rebuilt from the folder's int8.json
-    assert quantize.model_fingerprint(path) == shipped["fingerprint"] == quantize.int8_fingerprint(model_dir, card)
+    shipped = int8_models.shipped_int8(model_dir, card)
+    recipe, path = int8_models.require_int8(model_dir, card)  # rebuilt from the folder's int8.json
+    assert int8_models.model_fingerprint(path) == shipped["fingerprint"] == int8_models.int8_fingerprint(model_dir, card)
     other = quantize.quantize(model_dir, card, split[0], method="ptq")  # plain ptq: another model
     other.replace(path)  # ... built under the shipped recipe's cache entry
-    assert quantize.model_fingerprint(path) != shipped["fingerprint"]
+    assert int8_models.model_fingerprint(path) != shipped["fingerprint"]
     record = {"passed": True, "images_per_s": 1, "recipe": recipe, "fingerprint": shipped["fingerprint"]}
     checked = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
     assert "onnxruntime-int8" in backends.cpu_candidates(checked, model_dir)

@@ -81,7 +81,7 @@ def test_a_new_temperature_withdraws_the_int8_check(model_copy, shared_data, tmp
     blamed equal onnxruntime versions."""
     from galaxy.cli import cli
     from click.testing import CliRunner
-    from engine import quantize
+    from engine import int8_models
     from galaxy.card import load_card
     from galaxy.errors import BackendUnavailable
 
@@ -96,4 +96,4 @@ def test_a_new_temperature_withdraws_the_int8_check(model_copy, shared_data, tmp
     listed = CliRunner().invoke(cli, ["models", str(model_copy)]).output
     assert "onnxruntime-int8 int8" not in listed.split(str(model_copy))[-1]
     with pytest.raises(BackendUnavailable, match="the same onnxruntime .*temperature or the exported ONNX changed"):
-        quantize.require_int8(model_copy, card)  # its int8.json predates recording the temperature
+        int8_models.require_int8(model_copy, card)  # its int8.json predates recording the temperature
