@@ -25,7 +25,8 @@ def _unified_schema(schemas):
 
 def _numbers_as_numbers(unified, parts, schemas):
     """`unified` with each text column that holds only numbers in every part (`column_kinds`, the
-    rule a single machine applies to all rows at once) made float64: parts keep kept columns as text."""
+    rule a single machine applies to all rows at once) made int64 or float64: parts keep kept columns
+    as text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -40,16 +41,18 @@ def _numbers_as_numbers(unified, parts, schemas):
             for row in pq.read_table(part, columns=names).to_pylist():
                 yield {name: "" if value is None else str(value) for name, value in row.items()}
 
-    numeric = {name for name, kind in column_kinds(rows()) if kind == "float"}
-    return pa.schema([pa.field(f.name, pa.float64() if f.name in numeric else f.type) for f in unified])
+    numeric = {name: {"int": pa.int64(), "float": pa.float64()}[kind] for name, kind in column_kinds(rows())
+               if kind != "text"}
+    return pa.schema([pa.field(f.name, numeric.get(f.name, f.type)) for f in unified])
 
 
 def _as_kind(column, kind):
-    """A part's column in the catalog's kind: text parsed as numbers where the column is float64."""
+    """A part's column in the catalog's kind: text parsed as numbers where the column is int64 or float64."""
     import pyarrow as pa
 
-    if pa.types.is_floating(kind) and pa.types.is_string(column.type):
-        return pa.array([None if v is None or v == "" else float(v) for v in column.to_pylist()], kind)
+    if not pa.types.is_string(kind) and pa.types.is_string(column.type):
+        number = int if pa.types.is_integer(kind) else float
+        return pa.array([None if v is None or v == "" else number(v) for v in column.to_pylist()], kind)
     return column.cast(kind)
 
 

@@ -22,6 +22,9 @@ ROWS_PER_WRITE = 8192
 
 
 SKY_UNITS = {"ra": "deg", "dec": "deg"}
+INT_NULL = -2 ** 63  # an int column's missing value (TNULLn); `column_kinds` never makes an int column holding it
+_MISSING = {"int": INT_NULL, "float": np.nan}
+_NUMBER = {"int": int, "float": float}
 
 
 class FitsTableWriter:
@@ -31,9 +34,10 @@ class FitsTableWriter:
         path: the .fits file.
         classes: class names, one float32 probability column each.
         metadata: header keywords (at most 8 characters) -> values; long values use CONTINUE.
-        extra: (name, "float" or "text") columns after label; floats are 64-bit, NaN when
-            missing; ra and dec carry the unit deg.
-        units: name -> unit of float extra columns (default: ra and dec in deg).
+        extra: (name, "int", "float" or "text") columns after label; ints are 64-bit with
+            TNULLn = -2**63 for a missing value, floats 64-bit, NaN when missing; ra and dec carry
+            the unit deg.
+        units: name -> unit of numeric extra columns (default: ra and dec in deg).
     """
 
     def __init__(self, path, classes, metadata: dict, extra=(), units=None):
@@ -61,8 +65,9 @@ class FitsTableWriter:
         columns.append(fits.Column("label", f"{widths[2]}A"))
         # classify refuses names that are not printable ASCII up front (check_kept_columns); any other
         # caller gets them escaped as the text is, never a failure after the rows are spooled
-        columns += [fits.Column(ascii_text(name), "D", unit=self.units.get(name)) if kind == "float"
-                    else fits.Column(ascii_text(name), f"{widths[3 + j]}A") for j, (name, kind) in enumerate(self.extra)]
+        columns += [fits.Column(ascii_text(name), f"{widths[3 + j]}A") if kind == "text" else
+                    fits.Column(ascii_text(name), "K", null=INT_NULL, unit=self.units.get(name)) if kind == "int" else
+                    fits.Column(ascii_text(name), "D", unit=self.units.get(name)) for j, (name, kind) in enumerate(self.extra)]
         header = fits.BinTableHDU.from_columns(columns, nrows=0).header
         header["NAXIS2"] = self.rows
         for k, name in enumerate(self.classes):
@@ -79,7 +84,7 @@ class FitsTableWriter:
         with open(self._spool_path, newline="") as fh:
             chunk = []
             for row in csv.reader(fh):
-                extra = [(float(v) if v != "" else np.nan) if kind == "float" else v
+                extra = [v if kind == "text" else _MISSING[kind] if v == "" else _NUMBER[kind](v)
                          for v, (_, kind) in zip(row[3 + k:], self.extra)]
                 chunk.append((row[0], row[1], *map(float, row[2:2 + k]), row[2 + k], *extra))
                 if len(chunk) == ROWS_PER_WRITE:
@@ -100,7 +105,7 @@ class FitsTableWriter:
                 widths = [max(w, len(c)) for w, c in zip(widths, cells)]
         dtype = [("id", f"S{widths[0]}"), ("path", f"S{widths[1]}")]
         dtype += [(f"p_{c}", ">f4") for c in self.classes] + [("label", f"S{widths[2]}")]
-        dtype += [(name, ">f8" if kind == "float" else f"S{widths[3 + j]}") for j, (name, kind) in enumerate(self.extra)]
+        dtype += [(name, {"int": ">i8", "float": ">f8"}.get(kind, f"S{widths[3 + j]}")) for j, (name, kind) in enumerate(self.extra)]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         written = 0
         with open(tmp, "wb") as out:

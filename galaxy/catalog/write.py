@@ -60,41 +60,80 @@ class UniqueIds:
 
 
 def column_kinds(rows) -> list[tuple[str, str]]:
-    """(name, "float" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
+    """(name, "int", "float" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
 
-    A column is float when every value it has is a number that float64 holds as written (ra, dec,
-    redshift); empty values are missing ones (NaN), not text; a column with no value at all is
-    text. Kept as text: numbers written with a leading zero ("007", codes) and integers beyond
-    2**53 (SDSS objids such as 588848901537202306, which float64 would round: their digits are
-    what a join needs). The `extra` argument of `CatalogWriter`; a `--ray` merge applies it to
+    A column is int when every value it has is a whole number int64 holds (SDSS objids such as
+    588848901537202306, run/camcol/field numbers: a join on them needs every digit, and int64 has
+    them), float when every value is a number and float64 holds each as written (ra, dec,
+    redshift; a column mixing whole numbers and others is float only while its whole numbers stay
+    within 2**53). Empty values are missing ones (NaN, null), not text; a column with no value at
+    all is text. Kept as text: numbers written with a leading zero ("007", codes), whole numbers
+    beyond int64, numbers beyond 2**53 beside fractions, and numbers beyond 2**53 in a column with
+    a missing value (astropy and pandas read a Parquet int column holding a null as float64, which
+    would round an objid). The `extra` argument of `CatalogWriter`; a `--ray` merge applies it to
     all parts at once (engine/ray_parts.py).
     """
-    kinds: dict[str, str | None] = {}
+    seen: dict[str, list] = {}  # name -> [any fraction, largest whole magnitude, any text, any missing]
     for row in rows:
         for key, value in row.items():
-            kinds.setdefault(key, None)
-            if value == "" or kinds[key] == "text":
+            state = seen.setdefault(key, [False, -1, False, False])
+            if value == "":
+                state[3] = True
+            if value == "" or state[2]:
                 continue
-            kinds[key] = "float" if _is_number(value) else "text"
-    return [(key, kind or "text") for key, kind in kinds.items()]
+            number = _number(value)
+            if number is None:
+                state[2] = True
+            elif isinstance(number, int):
+                state[1] = max(state[1], abs(number))
+            else:
+                state[0] = True
+    return [(key, _kind(*state)) for key, state in seen.items()]
+
+
+def _kind(fraction: bool, whole: int, text: bool, missing: bool) -> str:
+    if text or (not fraction and whole < 0):  # text, or no value at all
+        return "text"
+    if fraction:
+        return "float" if whole <= EXACT_INTEGER else "text"
+    return "int" if whole <= (EXACT_INTEGER if missing else INT64_MAX) else "text"
 
 
 # A number as tables write one (not all that Python's float() takes: "1_000", non-ASCII digits).
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 EXACT_INTEGER = 2 ** 53  # every integer up to this magnitude is exact in float64
+INT64_MAX = 2 ** 63 - 1  # int64's largest; its smallest, -2**63, is the FITS columns' missing-value marker
 
 
-def _is_number(text: str) -> bool:
+def _number(text: str) -> int | float | None:
+    """The number a cell holds: an int for a whole number written without a point or exponent,
+    a float for another number, None for text."""
     text = text.strip()
     digits = text.lstrip("+-")
     if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
-        return False  # "007", "0123": a code, not a number ("0.5" is one)
+        return None  # "007", "0123": a code, not a number ("0.5" is one)
     if _NUMBER.fullmatch(text) is None:
-        return False
+        return None
     if _INTEGER.fullmatch(text):
-        return abs(int(text)) <= EXACT_INTEGER
-    return not math.isinf(float(text)) or "inf" in text.lower()  # "1e999" overflows to inf
+        return int(text)
+    number = float(text)
+    return None if math.isinf(number) and "inf" not in text.lower() else number  # "1e999" overflows to inf
+
+
+_NUMBER_KINDS = {"int": int, "float": float}
+
+
+def _arrow_type(kind: str):
+    """A column kind's Arrow type."""
+    import pyarrow as pa
+
+    return {"int": pa.int64(), "float": pa.float64(), "text": pa.string()}[kind]
+
+
+def int_text(value: str) -> str:
+    """A cell of an int column as int64 text ("+12" -> "12"); "" stays "" (missing)."""
+    return str(int(value)) if value.strip() else ""
 
 
 def output_columns(extra, keep=()) -> tuple[tuple[str, str], ...]:
@@ -164,12 +203,13 @@ class CatalogWriter:
         classes: class names; one probability column each.
         metadata: str -> str pairs stored with the catalog.
         fmt: "csv", "ecsv", "parquet" or "fits" (default from the extension).
-        extra: (name, "float" or "text") of columns after `label` (kept input columns, ra, dec);
-            `write` takes their values as text, "" or absent for missing (NaN; "" in text
-            columns). The kept columns the metadata records (`kept_columns`) are there even when
+        extra: (name, "int", "float" or "text") of columns after `label` (kept input columns, ra,
+            dec; `column_kinds`); `write` takes their values as text, "" or absent for missing (NaN
+            in float columns, null in int ones: empty in CSV and ECSV, null in Parquet, TNULLn in
+            FITS; "" in text columns). The kept columns the metadata records (`kept_columns`) are there even when
             no row has them (a run where every input failed); a kept `RA` or `Dec` replaces the
             FITS headers' `ra`/`dec` as a kept `ra`/`dec` does (`output_columns`).
-        units: name -> unit of float extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
+        units: name -> unit of numeric extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
         text_lengths: name -> the longest text of the id, path and text extra columns over all rows
             (`describe_rows`), recorded in Parquet for astropy's reader: without it every
             `Table.read` warns, and one of a catalog without rows fails.
@@ -207,7 +247,7 @@ class CatalogWriter:
 
             fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
             fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
-            fields += [pa.field(name, pa.float64() if kind == "float" else pa.string()) for name, kind in self.extra]
+            fields += [pa.field(name, _arrow_type(kind)) for name, kind in self.extra]
             self._schema = pa.schema(fields)
             lengths = None if text_lengths is None else {**text_lengths, "label": max(len(c) for c in self.classes)}
             self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units,
@@ -223,10 +263,9 @@ class CatalogWriter:
                 self._writer.writerow([ident, paths[i], *(f"{p:.6f}" for p in probabilities[i]), labels[i], *extra[i]])
             self._fh.flush()
         elif self.format == "ecsv":
-            text = [kind == "text" for _, kind in self.extra]
+            cell = [{"text": ecsv_text, "int": int_text}.get(kind, str) for _, kind in self.extra]
             self._fh.writelines(",".join([ecsv_text(ident), ecsv_text(paths[i]), *(f"{p:.6f}" for p in probabilities[i]),
-                                          ecsv_text(labels[i]),
-                                          *(ecsv_text(v) if t else v for v, t in zip(extra[i], text))]) + "\n"
+                                          ecsv_text(labels[i]), *(f(v) for v, f in zip(extra[i], cell))]) + "\n"
                                 for i, ident in enumerate(ids))
             self._fh.flush()
         elif self.format == "fits":
@@ -248,8 +287,8 @@ class CatalogWriter:
         for j, (_, kind) in enumerate(self.extra):
             values = [r[4][j] for r in rows]
             # missing text is "", not null: astropy's Parquet reader turns a null string into the text 'None'
-            arrays.append(pa.array([float(v) if v != "" else None for v in values], pa.float64()) if kind == "float"
-                          else pa.array(values, pa.string()))
+            arrays.append(pa.array(values, pa.string()) if kind == "text" else
+                          pa.array([None if v == "" else _NUMBER_KINDS[kind](v) for v in values], _arrow_type(kind)))
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self._pending = []
 
@@ -258,7 +297,7 @@ class CatalogWriter:
         import io
 
         kinds = {"id": str, "path": str, "label": str, **{f"p_{c}": np.float32 for c in self.classes},
-                 **{name: (np.float64 if kind == "float" else str) for name, kind in self.extra}}
+                 **{name: {"int": np.int64, "float": np.float64}.get(kind, str) for name, kind in self.extra}}
         out = io.StringIO()
         empty_table({name: kinds[name] for name in self.columns}, self.metadata, self.units).write(out, format="ascii.ecsv", delimiter=",")
         return out.getvalue()

@@ -167,6 +167,8 @@ def test_kept_columns_keep_their_kind_and_place_whatever_is_blank():
 
     rows = [{"ra": "10.5", "dec": "", "z": "", "code": "007"}, {"ra": "11", "dec": "-1.25", "z": "", "code": "12"}]
     assert column_kinds(rows) == [("ra", "float"), ("dec", "float"), ("z", "text"), ("code", "text")]
+    rows = [{"objid": "588848901537202307", "run": "756"}, {"objid": "588848901537202306", "run": ""}]
+    assert column_kinds(rows) == [("objid", "int"), ("run", "int")]
 
 
 def test_a_crop_recorded_as_auto_by_an_earlier_version_resumes_at_the_crop_measured(tmp_path):

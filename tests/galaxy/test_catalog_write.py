@@ -59,38 +59,71 @@ def test_ecsv_rows_starting_with_hash_and_values_with_newlines_read_back(tmp_pat
     assert table.meta["model"] == "m"
 
 
-# -- kinds: integers beyond 2**53 keep their digits ----------------------------------------------
+# -- kinds: whole numbers are int64, with every digit -----------------------------------------------
 
-def test_integers_beyond_2_53_keep_the_column_text_and_numbers_stay_numbers():
-    rows = [{"objid": "1", "z": "0.1", "n": "9007199254740992", "m": "1e999", "u": "1_000", "d": "١٢"},
-            {"objid": OBJID, "z": "1e-3", "n": "-12", "m": "2", "u": "2", "d": "3"}]
-    assert column_kinds(rows) == [("objid", "text"), ("z", "float"), ("n", "float"), ("m", "text"), ("u", "text"),
-                                  ("d", "text")]
-    assert column_kinds([{"id": "-9007199254740993"}]) == [("id", "text")]
+def test_whole_numbers_make_int_columns_and_other_numbers_float_ones():
+    rows = [{"objid": "1", "z": "0.1", "n": "9007199254740992", "m": "1e999", "u": "1_000", "d": "١٢", "run": "+756"},
+            {"objid": OBJID, "z": "1e-3", "n": "-12.5", "m": "2", "u": "2", "d": "3", "run": ""}]
+    assert column_kinds(rows) == [("objid", "int"), ("z", "float"), ("n", "float"), ("m", "text"), ("u", "text"),
+                                  ("d", "text"), ("run", "int")]
+    # beyond int64 (and its smallest, the FITS missing-value marker), or beyond 2**53 beside a fraction: text
+    assert column_kinds([{"a": "9223372036854775808"}, {"a": "1"}]) == [("a", "text")]
+    assert column_kinds([{"a": "-9223372036854775808"}]) == [("a", "text")]
+    assert column_kinds([{"a": "-9223372036854775807"}]) == [("a", "int")]
+    assert column_kinds([{"a": OBJID}, {"a": "0.5"}]) == [("a", "text")]
+    assert column_kinds([{"a": "9007199254740992"}, {"a": "nan"}]) == [("a", "float")]
+    # a missing value beside numbers beyond 2**53: text, as astropy and pandas read a Parquet null int as float64
+    assert column_kinds([{"a": OBJID}, {"a": ""}, {"b": "9007199254740992"}, {"b": ""}]) == [("a", "text"), ("b", "int")]
+    assert column_kinds([{"a": "007"}, {"a": "12"}, {"b": ""}]) == [("a", "text"), ("b", "text")]
 
 
 @pytest.mark.parametrize("suffix", [".fits", ".ecsv", ".parquet", ".csv"])
-def test_sdss_objids_come_back_with_every_digit(tmp_path, suffix):
-    rows = [("a", "a.jpeg", {"objid_copy": OBJID, "z": "0.25"}), ("b", "b.jpeg", {"objid_copy": "12", "z": ""})]
+def test_sdss_objids_come_back_as_int64_with_every_digit(tmp_path, suffix):
+    rows = [("a", "a.jpeg", {"objid_copy": OBJID, "z": "0.25", "run": ""}),
+            ("b", "b.jpeg", {"objid_copy": "+12", "z": "", "run": "756"})]
     path = _write(tmp_path / f"o{suffix}", rows, column_kinds(r[2] for r in rows))
     table = _read(path)
-    assert [str(v) for v in table["objid_copy"]] == [OBJID, "12"]
+    assert table["objid_copy"].dtype.kind == "i" and table["objid_copy"].dtype.itemsize == 8 and list(table["objid_copy"]) == [int(OBJID), 12]
     assert table["z"].dtype.kind == "f" and table["z"][0] == 0.25
+    if suffix == ".parquet":  # a null int: Arrow keeps it (astropy and pandas read the column as float64, NaN)
+        assert pq.read_table(path).column("run").to_pylist() == [None, 756]
+    else:
+        assert table["run"].dtype.kind == "i" and table["run"][1] == 756
+    if suffix in (".fits", ".ecsv"):  # a missing whole number is a missing value, not 0 or -2**63
+        assert bool(table["run"].mask[0]) and not table["run"].mask[1]
 
 
-def test_a_ray_merge_keeps_big_integers_text_as_one_machine_does(tmp_path):
+def test_a_fits_int_column_is_a_k_column_with_a_null_and_the_input_unit(tmp_path):
+    rows = [("a", "a.jpeg", {"objid_copy": OBJID, "run": ""}), ("b", "b.jpeg", {"objid_copy": "1", "run": "756"})]
+    path = tmp_path / "o.fits"
+    writer = CatalogWriter(path, CLASSES, {"model": "m"}, extra=column_kinds(r[2] for r in rows),
+                           units={"run": "count"})
+    writer.write(["a", "b"], ["a.jpeg", "b.jpeg"], np.full((2, 2), 0.5, np.float32), [r[2] for r in rows])
+    writer.close()
+    with fits.open(path) as hdul:
+        columns = {c.name: c for c in hdul[1].columns}
+        assert columns["objid_copy"].format == "K" and columns["run"].null == -2 ** 63
+        assert columns["run"].unit == "count"
+        assert int(hdul[1].data["objid_copy"][0]) == int(OBJID)
+
+
+def test_a_ray_merge_decides_int_columns_over_all_parts_as_one_machine_does(tmp_path):
     """The --ray merge decides kinds over all parts with `column_kinds`: a part of small integers
-    and a part holding an objid make one text column with the digits kept."""
+    and a part holding an objid make one int64 column with the digits kept; a fraction in any part
+    makes a float column; a code in any part a text one."""
     from engine.ray_parts import finalize_parts
 
     parts = []
-    for k, values in enumerate([["1", "2"], [OBJID, "3"]]):
-        rows = [(f"r{k}{j}", f"r{k}{j}.jpeg", {"objid_copy": v}) for j, v in enumerate(values)]
-        parts.append(_write(tmp_path / f"part-{k:06d}.parquet", rows, (("objid_copy", "text"),)))
+    for k, values in enumerate([[("1", "1", "7"), ("2", "2", "8")], [(OBJID, "2.5", "007"), ("3", "", "9")]]):
+        rows = [(f"r{k}{j}", f"r{k}{j}.jpeg", {"objid_copy": a, "x": b, "code": c}) for j, (a, b, c) in enumerate(values)]
+        parts.append(_write(tmp_path / f"part-{k:06d}.parquet", rows, (("objid_copy", "text"), ("x", "text"),
+                                                                            ("code", "text"))))
     finalize_parts(parts)
     merged = pq.read_table(tmp_path)
-    assert str(merged.schema.field("objid_copy").type) == "string"
-    assert merged.column("objid_copy").to_pylist() == ["1", "2", OBJID, "3"]
+    assert [str(merged.schema.field(n).type) for n in ("objid_copy", "x", "code")] == ["int64", "double", "string"]
+    assert merged.column("objid_copy").to_pylist() == [1, 2, int(OBJID), 3]
+    assert merged.column("x").to_pylist() == [1.0, 2.0, 2.5, None]
+    assert merged.column("code").to_pylist() == ["7", "8", "007", "9"]
 
 
 # -- kept column names -----------------------------------------------------------------------------
