@@ -6,6 +6,7 @@ No torch here: this returns plain lists that `galaxy.training.train` turns into 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import logging
 from collections import Counter
@@ -20,6 +21,10 @@ from galaxy.io.images import is_image_path, stem_id
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
 
 log = logging.getLogger(__name__)
+
+# Excel's "CSV UTF-8" starts the file with a byte-order mark, which plain utf-8 leaves in the first
+# column's name ('\ufefffile'); utf-8-sig drops it and reads a file without one unchanged.
+CSV_ENCODING = "utf-8-sig"
 
 
 @dataclass(frozen=True)
@@ -72,13 +77,33 @@ def _from_folders(root: Path, classes) -> LabelledSet:
     return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
 
 
+def _csv_rows(table: Path, fh, columns) -> csv.DictReader:
+    """The rows of an open CSV table, once its header is known to hold `columns`.
+
+    Raises:
+        UsageError: the file is empty, or a column is missing (naming the columns it has).
+    """
+    reader = csv.DictReader(fh)
+    if reader.fieldnames is None:
+        raise UsageError(f"{table} is empty: a CSV table needs a header row with the columns {list(columns)}")
+    for column in columns:
+        if column not in reader.fieldnames:
+            raise UsageError(f"{table} has no column {column!r}; columns are {reader.fieldnames}")
+    return reader
+
+
+def _image_path(cell: str, folder: Path) -> str:
+    """A CSV cell's image path, relative ones taken from the table's folder. An empty cell stays empty, so
+    the reader reports "empty path" (joined to the folder it had named the folder: "is a directory")."""
+    if not cell:
+        return ""
+    path = Path(cell)
+    return str(path if path.is_absolute() else folder / path)
+
+
 def _from_csv(table: Path, classes, label_column: str, path_column: str) -> LabelledSet:
-    with open(table, newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        for column in (label_column, path_column):
-            if column not in columns:
-                raise UsageError(f"{table} has no column {column!r}; columns are {columns}")
+    with open(table, newline="", encoding=CSV_ENCODING) as fh:
+        reader = _csv_rows(table, fh, (label_column, path_column))
         paths, ids, labels, unlabelled = [], [], [], 0
         for row in reader:
             label = (row[label_column] or "").strip()
@@ -87,9 +112,8 @@ def _from_csv(table: Path, classes, label_column: str, path_column: str) -> Labe
                 continue
             if label not in classes:
                 raise UsageError(f"{table}: label {label!r} is not one of the classes {list(classes)}")
-            path = Path(row[path_column])
-            path = path if path.is_absolute() else table.parent / path
-            paths.append(str(path))
+            path = _image_path(row[path_column] or "", table.parent)
+            paths.append(path)
             ids.append(stem_id(path))
             labels.append(classes.index(label))
     if unlabelled:
@@ -130,15 +154,19 @@ def require_unique_ids(labelled: LabelledSet, source) -> None:
     """Refuse a data set naming one galaxy twice: its copies could land on both sides of the
     train/validation split (and with two labels), and a score would count it twice.
 
+    Rows with an empty path (id "") name no galaxy, so they are no repeat; reading them fails, with
+    that reason, where each is read.
+
     Raises:
         UsageError: naming the first repeated id and its files.
     """
-    counts = Counter(labelled.ids)
-    if len(counts) == len(labelled.ids):
+    named = [i for i in labelled.ids if i]
+    counts = Counter(named)
+    if len(counts) == len(named):
         return
-    ident = next(i for i in labelled.ids if counts[i] > 1)
+    ident = next(i for i in named if counts[i] > 1)
     files = [path for path, other in zip(labelled.paths, labelled.ids) if other == ident]
-    extra = len(labelled.ids) - len(counts)
+    extra = len(named) - len(counts)
     raise UsageError(f"{source}: id {ident!r} (the file name without its suffix) is labelled {len(files)} times "
                      f"({', '.join(files[:3])}); {extra} repeated row{'s' if extra > 1 else ''} in all: "
                      "give each galaxy once")
@@ -215,20 +243,22 @@ def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str
     table = Path(table)
     if not (table.is_file() and table.suffix.lower() == ".csv"):
         raise UsageError(f"--by-column needs a CSV table, got {table}")
-    with open(table, newline="") as fh:
-        reader = csv.DictReader(fh)
-        for name in (column, path_column):
-            if name not in (reader.fieldnames or []):
-                raise UsageError(f"{table} has no column {name!r}; columns are {reader.fieldnames}")
-        return {stem_id(row[path_column]): row[column] for row in reader}
+    with open(table, newline="", encoding=CSV_ENCODING) as fh:
+        return {stem_id(row[path_column] or ""): row[column] for row in _csv_rows(table, fh, (column, path_column))}
 
 
-def validation_split(model_dir, card, data, label_column="label", path_column="file", complete=True):
+def validation_split(model_dir, card, data, label_column="label", path_column="file", complete=True,
+                     images_dir=None):
     """The labelled images of `data` whose ids are in the model's validation split.
+
+    A vote table's labels follow the vote rule the model was trained with (its card's config), so the
+    split's labels are the ones it was validated on.
 
     Args:
         complete: refuse `data` that holds only part of the split (a check or calibration recorded in
             the card must be of the whole split); False accepts a part, with a warning (evaluate).
+        images_dir: a vote table's image folder, instead of the one the card recorded (a folder on
+            the machine that trained, perhaps).
 
     Raises:
         UsageError: no list of validation ids, none of them in `data`, or (complete) only some.
@@ -236,8 +266,9 @@ def validation_split(model_dir, card, data, label_column="label", path_column="f
     val_ids = validation_ids(model_dir, card)
     if val_ids is None:
         raise UsageError(f"{model_dir} has no list of validation ids: its validation split is unknown")
+    rule = rule_from_config(card.training.get("config", {}))
     labelled = load_labelled(data, card.classes, label_column, path_column,
-                             rule_from_config(card.training.get("config", {})))
+                             dataclasses.replace(rule, images=images_dir) if images_dir else rule)
     val = labelled.subset([i for i in range(len(labelled)) if labelled.ids[i] in val_ids])
     if len(val) == len(val_ids):
         return val
