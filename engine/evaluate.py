@@ -10,6 +10,12 @@ With `ensemble` models, the probabilities are those of the mean of the models (a
 teacher; each model reads the images with its own InputSpec). With a second model (`compare`) the same images are scored by both: an exact McNemar test says
 whether their accuracies differ beyond chance (the check before shipping a retrained model), and
 the galaxies both models put in the same class against the label go to label_suspects.csv.
+
+Mistakes are refused before any image is scored: an output folder that cannot be written, DATA that
+is one of the files written, a second model with MODEL_DIR's own weights. Images that cannot be read
+are left out, counted in a warning and listed in report.json's `failed`; a model whose outputs are
+not finite is refused rather than scored. Files of an earlier run into the folder that this run does
+not write (label_suspects.csv) are removed, so the folder describes one run.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,16 +35,28 @@ from engine.listing import Item
 from engine.runner import Runner
 from galaxy.version import __version__
 from galaxy.card import training_ids, validation_ids
+from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.write import CatalogWriter
 from galaxy.config import config_dict
-from galaxy.errors import UsageError
+from galaxy.errors import ModelError, UsageError
+from galaxy.files import same_file
 from galaxy.labels import column_by_id, load_labelled, validation_split
 from galaxy.evaluation.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
 from galaxy.evaluation.plots import coverage_curve, reliability_diagram
 from galaxy.progress import progress
-from galaxy.votes import rule_from_config
+from galaxy.votes import is_vote_table, rule_from_config
 
 log = logging.getLogger(__name__)
+
+REPORT, PREDICTIONS, SUSPECTS = "report.json", "predictions.csv", "label_suspects.csv"
+PLOTS = ("reliability.png", "coverage.png")
+
+
+def output_names(compare: bool = True) -> tuple[str, ...]:
+    """The files evaluate writes into its output folder (with `compare`: also the label suspects);
+    a CSV catalog's metadata sidecar included."""
+    catalogs = (PREDICTIONS, SUSPECTS) if compare else (PREDICTIONS,)
+    return (REPORT, *PLOTS, *(name for catalog in catalogs for name in (catalog, sidecar_path(catalog).name)))
 
 
 @dataclass
@@ -69,8 +88,12 @@ def _score(model_dir, card, labelled, config) -> Scored:
     bar.close()
     if not paths:
         raise UsageError(f"no readable labelled images in {config.data}")
-    return Scored([id_of[p] for p in paths], paths, np.concatenate(probs), failed,
-                  f"{runner.backend} on {runner.session.device}")
+    probabilities = np.concatenate(probs)
+    broken = int(np.sum(~np.isfinite(probabilities).all(axis=1)))
+    if broken:  # NaN argmaxes to class 0 and sits in no ECE bin: the figures would look plausible
+        raise ModelError(f"{card.name} ({model_dir}): the model's outputs are not finite for {broken} of the "
+                         f"{len(paths)} images: its weights are broken")
+    return Scored([id_of[p] for p in paths], paths, probabilities, failed, f"{runner.backend} on {runner.session.device}")
 
 
 def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, card, config) -> None:
@@ -96,6 +119,10 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
 def _comparable(name, model_dir, card, labelled, config, role: str = "--compare"):
     """(folder, card) of another model scored on the same images; refused if it cannot be scored fairly on `labelled`."""
     other_dir, other = resolve_model(name)
+    if other.weights_sha256 == card.weights_sha256:
+        use = "compared with itself agrees everywhere" if role == "--compare" else "averaged with itself is itself"
+        raise UsageError(f"{role} {name} has the weights of {card.name} ({model_dir}; sha256 "
+                         f"{card.weights_sha256[:12]}...): a model {use}; name another model")
     if other.classes != card.classes:
         raise UsageError(f"{role} {name} has classes {other.classes}, {card.name} has {card.classes}")
     if config.split == "val":
@@ -117,20 +144,35 @@ def _comparable(name, model_dir, card, labelled, config, role: str = "--compare"
     return other_dir, other
 
 
-def _score_ensemble(model_dir, card, labelled, config) -> Scored:
-    """The model's probabilities, averaged with those of the `config.ensemble` models (each with its own
+def _ensemble_members(model_dir, card, labelled, config) -> list[tuple]:
+    """(folder, card) of each `config.ensemble` model, checked before anything is scored: each can be
+    scored fairly on `labelled` and no two of the models have the same weights (the mean would count
+    one model twice)."""
+    members = [_comparable(name, model_dir, card, labelled, config, "--ensemble") for name in config.ensemble]
+    seen = {}
+    for name, (_, member) in zip(config.ensemble, members):
+        if member.weights_sha256 in seen:
+            raise UsageError(f"--ensemble {name} has the weights of --ensemble {seen[member.weights_sha256]}: "
+                             "the mean would count that model twice")
+        seen[member.weights_sha256] = name
+    return members
+
+
+def _score_ensemble(model_dir, card, members, labelled, config) -> Scored:
+    """The model's probabilities, averaged with those of the `members` models (each with its own
     InputSpec, backend session and calibration) over the images every member could read."""
     scored = _score(model_dir, card, labelled, config)
-    if not config.ensemble:
+    if not members:
         return scored
-    members = [scored] + [_score(*_comparable(name, model_dir, card, labelled, config, "--ensemble"), labelled,
-                                 config) for name in config.ensemble]
+    members = [scored] + [_score(member_dir, member, labelled, config) for member_dir, member in members]
     where = [{path: i for i, path in enumerate(m.paths)} for m in members]
     rows = [r for r, path in enumerate(scored.paths) if all(path in w for w in where)]
     probabilities = np.mean([m.probabilities[[w[scored.paths[r]] for r in rows]] for m, w in zip(members, where)],
                             axis=0).astype(np.float32)
-    failed = [f for m in members for f in m.failed]
-    return Scored([scored.ids[r] for r in rows], [scored.paths[r] for r in rows], probabilities, failed,
+    unread = {}  # one record per file: the members mostly fail the same ones
+    for failure in (f for m in members for f in m.failed):
+        unread.setdefault(failure["path"], failure)
+    return Scored([scored.ids[r] for r in rows], [scored.paths[r] for r in rows], probabilities, list(unread.values()),
                   f"{scored.backend}, mean of {len(members)} models")
 
 
@@ -150,41 +192,122 @@ def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelle
     agree = a == b
     suspects = rows[agree & (a != y)]
     only_a, only_b = int(np.sum((a == y) & (b != y))), int(np.sum((b == y) & (a != y)))
-    _write_predictions(out / "label_suspects.csv", scored.subset(suspects), labels[suspects], card, config)
+    _write_predictions(out / SUSPECTS, scored.subset(suspects), labels[suspects], card, config)
     return {"model": {"name": other.name, "weights_sha256": other.weights_sha256, "dir": str(other_dir)},
             "backend": theirs.backend, "n": len(rows),
             "accuracy": float(np.mean(b == y)), "accuracy_this": float(np.mean(a == y)),
             "only_this_right": only_a, "only_other_right": only_b, "mcnemar_p": mcnemar_p(only_a, only_b),
             "agreement": float(np.mean(agree)), "accuracy_where_agree": float(np.mean(a[agree] == y[agree])),
             "agree_against_label": len(suspects), "agree_against_label_fraction": len(suspects) / max(len(rows), 1),
-            "label_suspects": "label_suspects.csv"}
+            "label_suspects": SUSPECTS}
 
 
-def evaluate(config) -> dict:
-    """Score a model on labelled data (an EvaluateConfig); write report.json and PNG plots."""
-    model_dir, card = resolve_model(config.model_dir)
-    if config.split == "val":
-        labelled = validation_split(model_dir, card, config.data, config.label_column, config.path_column,
-                                    complete=False)
-    elif config.split == "all":
-        labelled = load_labelled(config.data, card.classes, config.label_column, config.path_column,
-                                 rule_from_config(config_dict(config)))
-    else:
+def _output_folder(config) -> Path:
+    """The output folder, made and found writable before any model loads (a folder that cannot be
+    written had failed after every image was scored), and holding none of the inputs.
+
+    Raises:
+        UsageError: the folder is a file or cannot be made or written, or DATA is a file evaluate writes.
+    """
+    out = Path(config.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output folder {out} is a file: name a folder for {REPORT}, {PREDICTIONS} and the plots")
+    for name in output_names():
+        if same_file(config.data, out / name):
+            raise UsageError(f"{config.data} is the {name} evaluate writes into {out}: it would be overwritten; "
+                             "name another output folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"output folder {out} cannot be made: {exc.strerror}") from None
+    try:  # a read-only folder or file system; the file has no name and leaves nothing
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise UsageError(f"output folder {out} cannot be written: {exc.strerror}") from None
+    return out
+
+
+def _labelled(model_dir, card, config):
+    """The labelled images to score: the model's validation split of DATA, or all of DATA.
+
+    Raises:
+        UsageError: an unknown split, or --images with DATA that is not a vote table (whose paths name
+            the images, so the folder would be ignored).
+    """
+    if config.split not in ("val", "all"):
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
-    other = _comparable(config.compare, model_dir, card, labelled, config) if config.compare else None
-    group_of = column_by_id(config.data, config.by_column, config.path_column) if config.by_column else {}
-    scored = _score_ensemble(model_dir, card, labelled, config)
-    probabilities, failed = scored.probabilities, scored.failed
-    label_of = dict(zip(labelled.paths, labelled.labels))
-    labels = np.array([label_of[p] for p in scored.paths])
+    if config.images_dir and not is_vote_table(config.data, config.label_column, config.vote_kind):
+        raise UsageError(f"--images {config.images_dir} is the image folder of a Galaxy Zoo vote table, and "
+                         f"{config.data} is not one (it names its images itself): leave --images out")
+    if config.split == "val":
+        return validation_split(model_dir, card, config.data, config.label_column, config.path_column,
+                                complete=False, images_dir=config.images_dir)
+    return load_labelled(config.data, card.classes, config.label_column, config.path_column,
+                         rule_from_config(config_dict(config)))
+
+
+def _metrics(scored: Scored, labels: np.ndarray, card, group_of: dict, config) -> dict:
+    """The figures of report.json on the scored images, before the records of what was scored."""
+    probabilities = scored.probabilities
     report = classification_report(labels, probabilities, card.classes)
+    if len(set(labels.tolist())) < 2:
+        log.warning("only one class (%s) is labelled among the %d galaxies scored: ROC AUC is undefined "
+                    "(null in %s) and balanced accuracy is that class's recall", card.classes[labels[0]],
+                    len(labels), REPORT)
     report["ece"], bins = expected_calibration_error(labels, probabilities)
     report["accuracy_at_coverage"] = accuracy_at_coverage(labels, probabilities)
     report["reliability_bins"] = bins
     if config.by_column:
         report[f"accuracy_by_{config.by_column}"] = accuracy_by_group(labels, probabilities,
                                                                        [group_of.get(i) for i in scored.ids])
-    report["failed"] = failed
+    return report
+
+
+def _strict(value):
+    """`value` with every non-finite float as None, so report.json is strict JSON (a one-class ROC AUC is
+    NaN, which json.dumps writes as a bare `NaN` that strict parsers refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _strict(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
+def _clear_stale_outputs(out: Path, config) -> None:
+    """Remove what an earlier run into `out` wrote and this one does not (label_suspects.csv of a run
+    with --compare), so every file there is of this run. Only evaluate's own file names are touched."""
+    for name in set(output_names()) - set(output_names(bool(config.compare))):
+        if (out / name).is_file():
+            log.info("removed %s: an earlier run's, which this one does not write", out / name)
+            (out / name).unlink()
+
+
+def evaluate(config) -> dict:
+    """Score a model on labelled data (an EvaluateConfig); write report.json, predictions.csv and PNG plots.
+
+    Images that cannot be read are left out of every figure, listed with their reasons in report.json's
+    `failed`, and counted in a warning.
+
+    Raises:
+        UsageError: a wrong input or output (before any image is scored).
+        ModelError: a model whose outputs are not finite.
+    """
+    out = _output_folder(config)
+    model_dir, card = resolve_model(config.model_dir)
+    labelled = _labelled(model_dir, card, config)
+    other = _comparable(config.compare, model_dir, card, labelled, config) if config.compare else None
+    members = _ensemble_members(model_dir, card, labelled, config)
+    group_of = column_by_id(config.data, config.by_column, config.path_column) if config.by_column else {}
+    scored = _score_ensemble(model_dir, card, members, labelled, config)
+    label_of = dict(zip(labelled.paths, labelled.labels))
+    labels = np.array([label_of[p] for p in scored.paths])
+    report = _metrics(scored, labels, card, group_of, config)
+    report["failed"] = scored.failed
+    if scored.failed:
+        log.warning("%d of the %d labelled images could not be read and are not scored: %s lists them with "
+                    "the reasons (`failed`)", len(scored.failed), len(labelled), out / REPORT)
     report["model"] = {"name": card.name, "weights_sha256": card.weights_sha256}
     if config.split == "val":  # a labels file may hold part of the split: say how much was scored
         report["validation_images"] = {"in_labels": len(labelled), "scored": len(scored.ids),
@@ -196,21 +319,20 @@ def evaluate(config) -> dict:
             log.warning("%d of the %d galaxies scored are %s's training images: these figures flatter it",
                         report["training_images_scored"], len(scored.ids), card.name)
     if config.ensemble:
-        report["ensemble"] = [{"dir": str(d), "name": c.name, "weights_sha256": c.weights_sha256}
-                              for d, c in map(resolve_model, config.ensemble)]
+        report["ensemble"] = [{"dir": str(d), "name": c.name, "weights_sha256": c.weights_sha256} for d, c in members]
     report["backend"] = scored.backend
     report["config"] = config_dict(config)
     report["version"] = __version__
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out / "predictions.csv", scored, labels, card, config)
+    _clear_stale_outputs(out, config)
+    _write_predictions(out / PREDICTIONS, scored, labels, card, config)
     if config.compare:
         report["comparison"] = _compare(scored, labels, card, *other, labelled, config, out)
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    report = _strict(report)
+    (out / REPORT).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     title = (f"{card.name}{f' + {len(config.ensemble)} more' if config.ensemble else ''} "
              f"({config.split}{', D4 TTA' if config.tta else ''}"
              f"{f', crop {config.crop_fraction:g}' if config.crop_fraction is not None else ''})")
-    reliability_diagram(bins, report["ece"], out / "reliability.png", title)
-    coverage_curve(report["accuracy_at_coverage"], out / "coverage.png", title)
+    reliability_diagram(report["reliability_bins"], report["ece"], out / PLOTS[0], title)
+    coverage_curve(report["accuracy_at_coverage"], out / PLOTS[1], title)
     return report

@@ -286,9 +286,9 @@ def evaluate(**options):
         _only_what_to_act_on()
     options["ensemble"] = tuple(options["ensemble"])
     report = _run(run_evaluation, EvaluateConfig(**options))
-    coverage = report["accuracy_at_coverage"]
+    coverage, auc = report["accuracy_at_coverage"], report.get("roc_auc")  # None: one class only, or not 2 classes
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "
-               f"ROC AUC {report.get('roc_auc', float('nan')):.4f}, ECE {report['ece']:.4f}, "
+               f"ROC AUC {'n/a' if auc is None else f'{auc:.4f}'}, ECE {report['ece']:.4f}, "
                f"most confident half {coverage['0.5']:.4f} -> {options['out_dir']}/report.json", err=True)
     if "comparison" in report:
         c = report["comparison"]

@@ -267,21 +267,24 @@ def test_mcnemar_exact_p_values():
     assert mcnemar_p(27, 29) > 0.8 and mcnemar_p(10, 30) < 0.01
 
 
-def _model_copy(tmp_path, name, val_ids):
-    """The shipped model under another folder, its validation split set to `val_ids` (weights linked)."""
+def _model_copy(tmp_path, name, val_ids, source=None):
+    """A shipped model (default: the default one) under another folder, its validation split set to
+    `val_ids` (weights linked)."""
     from galaxy.card import default_model_dir
 
     model = tmp_path / name
     model.mkdir()
-    for f in default_model_dir().iterdir():
+    for f in (source or default_model_dir()).iterdir():
         (model / f.name).symlink_to(f) if f.name == "model.safetensors" else shutil.copy(f, model / f.name)
     (model / "val_ids.txt").write_text("\n".join(sorted(val_ids)) + "\n")
     return model
 
 
 def test_evaluate_compare_writes_predictions_and_label_suspects(tmp_path, labels):
-    ids = list(labels)
-    model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids)
+    from galaxy.card import model_path
+
+    ids = list(labels)  # a copy of the model itself is refused (test_evaluate_review.py): the other shipped one
+    model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids, model_path("sdss-xception"))
     out = tmp_path / "eval"
     result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", out, "-q")
     assert result.exit_code == 0, result.output
@@ -290,16 +293,20 @@ def test_evaluate_compare_writes_predictions_and_label_suspects(tmp_path, labels
     assert len(predictions) == report["n"] == 40
     wrong = {r["id"] for r in predictions if r["label"] != r["true_label"]}
     assert report["accuracy"] == pytest.approx(1 - len(wrong) / 40)
-    comparison = report["comparison"]  # a model against itself: agrees everywhere, rejects exactly its errors
-    assert comparison["agreement"] == 1.0 and comparison["mcnemar_p"] == 1.0
-    assert {r["id"] for r in read_csv(out / "label_suspects.csv")} == wrong
-    assert comparison["agree_against_label"] == len(wrong)
+    comparison = report["comparison"]  # two classes: where this model is wrong, the other is right or agrees with it
+    suspects = {r["id"] for r in read_csv(out / "label_suspects.csv")}
+    assert suspects <= wrong and len(wrong) - len(suspects) == comparison["only_other_right"]
+    assert comparison["agree_against_label"] == len(suspects) and comparison["n"] == 40
+    assert comparison["only_this_right"] - comparison["only_other_right"] == round(
+        40 * (comparison["accuracy_this"] - comparison["accuracy"]))
     assert invoke("montage", out / "predictions.csv", "-o", tmp_path / "m.png").exit_code == 0
 
 
 def test_evaluate_compare_refuses_a_model_trained_on_the_images(tmp_path, labels):
+    from galaxy.card import model_path
+
     ids = sorted(labels)
-    model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids[1:])
+    model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids[1:], model_path("sdss-xception"))
     result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", tmp_path / "e", "-q")
     assert result.exit_code == 2 and "trained on 1 of these validation images" in result.output
 
@@ -341,17 +348,22 @@ def test_quiet_means_quiet_and_a_normal_run_prints_one_summary_line(tmp_path):
     assert lines[0].endswith(f"errors in {errors}")
 
 
-def test_evaluate_ensemble_of_a_model_with_itself_is_the_model_and_refuses_leaky_members(tmp_path, labels):
-    ids = sorted(labels)
-    model, twin, leaky = (_model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids),
-                          _model_copy(tmp_path, "c", ids[1:]))
-    single, pair = tmp_path / "single", tmp_path / "pair"
-    assert invoke("evaluate", model, EXAMPLES / "labels.csv", "-o", single, "-q").exit_code == 0
-    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--ensemble", twin, "-o", pair, "-q")
+def test_evaluate_ensemble_is_the_mean_of_its_models_and_refuses_leaky_members(tmp_path, labels):
+    from galaxy.card import model_path
+
+    ids = sorted(labels)  # a copy of the model itself is refused (test_evaluate_review.py): the other shipped one
+    model, other, leaky = (_model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids, model_path("sdss-xception")),
+                           _model_copy(tmp_path, "c", ids[1:], model_path("sdss-xception")))
+    runs = {name: tmp_path / name for name in ("a", "b", "pair")}
+    for name in ("a", "b"):
+        assert invoke("evaluate", tmp_path / name, EXAMPLES / "labels.csv", "-o", runs[name], "-q").exit_code == 0
+    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--ensemble", other, "-o", runs["pair"], "-q")
     assert result.exit_code == 0, result.output
-    one, two = (json.loads((d / "report.json").read_text()) for d in (single, pair))
-    assert two["n"] == 40 and two["accuracy"] == one["accuracy"] and two["roc_auc"] == one["roc_auc"]
-    assert [m["dir"] for m in two["ensemble"]] == [str(twin)] and "mean of 2 models" in two["backend"]
+    pair = json.loads((runs["pair"] / "report.json").read_text())
+    assert pair["n"] == 40 and [m["dir"] for m in pair["ensemble"]] == [str(other)]
+    assert "mean of 2 models" in pair["backend"]
+    p = {name: {r["id"]: float(r["p_spiral"]) for r in read_csv(run / "predictions.csv")} for name, run in runs.items()}
+    assert all(p["pair"][i] == pytest.approx((p["a"][i] + p["b"][i]) / 2, abs=2e-6) for i in ids)
     result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--ensemble", leaky, "-o", tmp_path / "e", "-q")
     assert result.exit_code == 2 and "--ensemble" in result.output and "trained on 1" in result.output
 

@@ -1,0 +1,210 @@
+"""`galaxy evaluate` against the findings of a black-box review: inputs it overwrote, failures it kept
+quiet, files of an earlier run it left, and figures it reported from data that cannot give them."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from tests.conftest import DATA, EXAMPLES
+
+KAGGLE = DATA / "galaxy-zoo" / "kaggle" / "training_solutions_rev1.csv"
+KAGGLE_IMAGES = KAGGLE.parent / "images_training_rev1"
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def labels_csv(path, rows, encoding="utf-8"):
+    """A labels table of (file, label) rows; files relative to the bundled samples are made absolute."""
+    with open(path, "w", newline="", encoding=encoding) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "label"])
+        writer.writerows((str(EXAMPLES / f) if f and "/" not in f else f, label) for f, label in rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def samples():
+    """(file, label) of the 40 bundled samples (validation galaxies of the shipped models)."""
+    with open(EXAMPLES / "labels.csv", newline="") as fh:
+        return [(row["file"], row["label"]) for row in csv.DictReader(fh)]
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fail the test if evaluate gets as far as loading a model."""
+    def refused(*args, **kwargs):
+        raise AssertionError("a model was loaded before the refusal")
+
+    monkeypatch.setattr("engine.evaluate.resolve_model", refused)
+
+
+def test_data_that_is_an_output_file_is_refused_before_anything_is_written(tmp_path, samples, no_model_loads):
+    """`evaluate M out/predictions.csv -o out` overwrote its own labels."""
+    from engine.evaluate import output_names
+
+    out = tmp_path / "out"
+    out.mkdir()
+    assert "label_suspects.csv.meta.json" in output_names() and "coverage.png" in output_names()
+    for name in output_names():
+        data = labels_csv(out / name, samples)
+        before = data.read_bytes()
+        result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", out, "-q")
+        assert result.exit_code == 2 and f"{data} is the {name} evaluate writes" in result.output, result.output
+        assert data.read_bytes() == before
+        data.unlink()
+
+
+def test_output_folder_problems_are_usage_errors_before_the_model_loads(tmp_path, samples, no_model_loads):
+    """`-o /proc/nope` scored every image, then failed with exit 1."""
+    from engine.evaluate import evaluate
+    from galaxy.config import EvaluateConfig
+    from galaxy.errors import UsageError
+
+    data = labels_csv(tmp_path / "labels.csv", samples)
+    result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", data / "sub", "-q")
+    assert result.exit_code == 2 and f"output folder {data / 'sub'} cannot be made" in result.output
+    result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", data, "-q")
+    assert result.exit_code == 2 and "is a file" in result.output
+    with pytest.raises(UsageError, match="is a file"):  # the library refuses it too, not only click
+        evaluate(EvaluateConfig("sdss-xception-compact", str(data), str(data), split="all"))
+
+
+def test_a_model_with_itself_and_images_with_a_labels_table_are_refused(tmp_path, samples, model_copy):
+    """`--compare MODEL_DIR` printed "McNemar p 1, agree 1.0000"; `--images` beside a labels CSV was ignored."""
+    data = labels_csv(tmp_path / "labels.csv", samples)
+    for option in ("--compare", "--ensemble"):
+        result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", option, model_copy,
+                        "-o", tmp_path / "e", "-q")
+        assert result.exit_code == 2 and f"{option} {model_copy} has the weights of" in result.output, result.output
+    result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "--ensemble", "sdss-xception",
+                    "--ensemble", "sdss-xception", "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 2 and "would count that model twice" in result.output
+    result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "--images", tmp_path,
+                    "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 2 and "--images" in result.output and "is not one" in result.output
+    assert not (tmp_path / "e" / "report.json").exists()
+
+
+def test_images_that_cannot_be_read_are_counted_in_a_warning_and_listed(tmp_path, samples, caplog):
+    """A missing file and an empty path were dropped without a word (n 38 of 40), the empty path
+    reported as the labels file's folder."""
+    data = labels_csv(tmp_path / "labels.csv", samples[:6] + [(str(tmp_path / "gone.jpeg"), "spiral"), ("", "spiral")])
+    out = tmp_path / "e"
+    result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 6
+    assert [f["path"] for f in report["failed"]] == [str(tmp_path / "gone.jpeg"), ""]
+    assert report["failed"][1]["reason"].startswith("empty path")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"2 of the 8 labelled images could not be read and are not scored: {out / 'report.json'}" in warnings[0]
+
+
+def test_one_class_gives_strict_json_and_n_a(tmp_path, samples, caplog):
+    """`"roc_auc": NaN` in report.json (strict JSON parsers refuse it) and "ROC AUC nan" printed."""
+    data = labels_csv(tmp_path / "labels.csv", [s for s in samples if s[1] == "spiral"][:5])
+    result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "e" / "report.json").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    assert json.loads(text, parse_constant=refuse)["roc_auc"] is None
+    assert "ROC AUC n/a," in result.output
+    assert "only one class (spiral) is labelled among the 5 galaxies scored" in caplog.text
+
+
+def test_a_run_removes_the_outputs_of_an_earlier_run_it_does_not_write(tmp_path, samples):
+    """A run with --compare, then one without into the same folder, left the old label_suspects.csv."""
+    out = tmp_path / "e"
+    out.mkdir()
+    stale = [out / "label_suspects.csv", out / "label_suspects.csv.meta.json"]
+    for path in stale + [out / "notes.txt"]:
+        path.write_text("an earlier run's\n")
+    data = labels_csv(tmp_path / "labels.csv", samples[:4])
+    result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert not any(path.exists() for path in stale)
+    assert (out / "notes.txt").read_text() == "an earlier run's\n"  # not evaluate's: left alone
+    assert (out / "report.json").is_file()
+
+
+def test_a_model_with_non_finite_outputs_is_refused(tmp_path, samples, model_copy):
+    """A model whose weights are NaN was reported as "ROC AUC 0.5771, ECE 0.0000"."""
+    from safetensors.numpy import load_file, save_file
+
+    from galaxy.card import file_sha256
+
+    weights = model_copy / "model.safetensors"
+    tensors = {name: np.full_like(t, np.nan) if t.dtype.kind == "f" else t for name, t in load_file(weights).items()}
+    save_file(tensors, weights)
+    card = json.loads((model_copy / "card.json").read_text())
+    card["weights"]["sha256"] = file_sha256(weights)
+    (model_copy / "card.json").write_text(json.dumps(card))
+    data = labels_csv(tmp_path / "labels.csv", samples[:4])
+    result = invoke("evaluate", model_copy, data, "--split", "all", "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 1, result.output
+    assert "the model's outputs are not finite for 4 of the 4 images: its weights are broken" in result.output
+    assert not (tmp_path / "e" / "report.json").exists()
+
+
+def test_images_names_the_folder_of_a_vote_table_also_for_the_validation_split(tmp_path, model_copy):
+    """With --split val the card's recorded image folder (the training machine's) was used, --images ignored."""
+    card = json.loads((model_copy / "card.json").read_text())
+    card.setdefault("training", {})["config"] = {"vote_threshold": 0.6, "images_dir": str(tmp_path / "gone")}
+    (model_copy / "card.json").write_text(json.dumps(card))
+    (model_copy / "val_ids.txt").write_text("100008\n100023\n100053\n")
+    result = invoke("evaluate", model_copy, KAGGLE, "--images", KAGGLE_IMAGES, "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["n"] == 3 and report["validation_images"]["scored"] == 3
+
+
+def test_a_labels_csv_with_a_byte_order_mark_reads_and_an_empty_one_says_so(tmp_path, samples):
+    """Excel's "CSV UTF-8" gave `has no column 'file'; columns are ['\\ufefffile', 'label']`."""
+    from galaxy.errors import UsageError
+    from galaxy.labels import column_by_id, load_labelled
+
+    plain = load_labelled(labels_csv(tmp_path / "plain.csv", samples))
+    marked = labels_csv(tmp_path / "bom.csv", samples, encoding="utf-8-sig")
+    assert marked.read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert load_labelled(marked) == plain
+    assert column_by_id(marked, "label") == dict(zip(plain.ids, (label for _, label in samples)))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(UsageError, match=f"{empty} is empty"):
+        load_labelled(empty)
+
+
+def test_the_most_confident_half_is_one_definition():
+    """report.json had accuracy_most_confident_half of 518/519 galaxies beside a 50% coverage of 519/520."""
+    from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 1039):
+        probabilities = rng.dirichlet((1, 1), n)
+        labels = rng.integers(0, 2, n)
+        half = classification_report(labels, probabilities, ("e", "s"))["accuracy_most_confident_half"]
+        assert half == accuracy_at_coverage(labels, probabilities)["0.5"]
+    labels = np.array([0, 1, 1])  # the 2 most confident of 3 (round(1.5) = 2): right, wrong
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6]])
+    assert classification_report(labels, probabilities, ("e", "s"))["accuracy_most_confident_half"] == 0.5
+
+
+def test_an_ordinary_run_writes_its_files_and_no_failures(tmp_path):
+    """The bundled samples, --split val: nothing unreadable, a finite AUC, and exactly evaluate's files."""
+    result = invoke("evaluate", "sdss-xception-compact", EXAMPLES / "labels.csv", "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["n"] == 40 and report["failed"] == [] and 0 < report["roc_auc"] <= 1
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == sorted(
+        ["report.json", "predictions.csv", "predictions.csv.meta.json", "reliability.png", "coverage.png"])
