@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import shlex
 import sys
 
@@ -89,6 +90,17 @@ class CropFraction(click.ParamType):
         return fraction
 
 
+class Number(click.FloatRange):
+    """A finite number within click's FloatRange bounds (which let nan and inf through: nan compares
+    false with every bound)."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 def only_what_to_act_on():
     """Log warnings and errors only (not with -v): `classify` prints one summary line, and `-q`
     on any command leaves nothing but what the user must act on."""
@@ -115,10 +127,10 @@ def run_command(fn, *args):
 def vote_options(command):
     """The options that say how a Galaxy Zoo vote table becomes labels (`galaxy.votes`)."""
     for option in reversed([
-        click.option("--vote-threshold", default=0.8, show_default=True,
+        click.option("--vote-threshold", default=0.8, show_default=True, type=Number(0, 1),
                      help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label."),
         click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"])),
-        click.option("--min-votes", default=0, show_default=True, help="Vote tables: drop galaxies with fewer votes."),
+        click.option("--min-votes", default=0, show_default=True, type=click.IntRange(min=0), help="Vote tables: drop galaxies with fewer votes."),
         click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
                      help="Vote tables: the folder with the images (default: the table's folder)."),
     ]):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from galaxy.cli_common import MAX_THREADS, MODEL, command_line, only_what_to_act_on, run_command, vote_options
+from galaxy.cli_common import (MAX_THREADS, MODEL, CropFraction, Number, command_line, only_what_to_act_on,
+                               run_command, vote_options)
 from galaxy.config import TrainConfig
 from galaxy.errors import UsageError
 
@@ -24,20 +25,20 @@ def _shared_options(command):
         click.option("--path-column", default="file", show_default=True),
         click.option("--size", default=96, show_default=True, type=click.IntRange(min=8),
                      help="Network input side, pixels."),
-        click.option("--crop", "crop_fraction", default=0.5, show_default=True,
+        click.option("--crop", "crop_fraction", default=0.5, show_default=True, type=CropFraction(auto=False),
                      help="Centre-crop fraction of each side."),
         click.option("--augment", default="none", show_default=True,
                      help="Training augmentations: all, none, or a comma list of zoom, rotate, flux, noise, blur, "
                           "curve (D4 flips/rotations and a small shift are always on; see the README). Off by "
                           "default: the full model was trained without them; the compact model was distilled with "
                           "all (its card's command), their gain measured in one paired run (README)."),
-        click.option("--zoom-range", nargs=2, type=float, default=(0.35, 0.65), show_default=True,
+        click.option("--zoom-range", nargs=2, type=CropFraction(auto=False), default=(0.35, 0.65), show_default=True,
                      help="zoom: the crop fraction is drawn per image from LOW..HIGH."),
         click.option("--apparent-size", nargs=2, type=float, default=None,
                      help="zoom by each galaxy's size instead: its Petrosian radius (measured once per image, as "
                           "galaxy framing does) spans LOW..HIGH of the crop, drawn log-uniformly (e.g. 0.2 0.45), so "
                           "how large a class is framed in the training survey is no cue (README, Framing)."),
-        click.option("--scale-consistency", default=0.0, show_default=True,
+        click.option("--scale-consistency", default=0.0, show_default=True, type=Number(min=0),
                      help="Weight of a loss that asks the network to call each galaxy shown 1.1-1.5x larger (a "
                           "second view, its own augmentation) what it calls the first view: KL divergence, the first "
                           "view held fixed; each step then costs two views (0: off)."),
@@ -49,16 +50,17 @@ def _shared_options(command):
                           "256), the labelled ones at its own crop; off: every image at the teacher's crop."),
         click.option("--teacher-views", default="8", show_default=True, type=click.Choice(["1", "8"]),
                      help="Teacher test-time views: 8 averages the D4 rotations and flips."),
-        click.option("--soft-weight", default=1.0, show_default=True, help="Weight of the soft-target loss."),
+        click.option("--soft-weight", default=1.0, show_default=True, type=Number(min=0),
+                     help="Weight of the soft-target loss."),
         click.option("--fits-views", default=0, show_default=True, type=click.IntRange(min=0),
                      help="FITS robustness: per labelled training image, N copies of its flux (the JPEG inverted "
                           "with random softening, unit and pedestal) made into a composite exactly as a FITS input "
                           "is, plus its r band alone; --fits-probability of the labelled samples are drawn from "
                           "them, with the image's label and soft targets."),
-        click.option("--fits-probability", default=0.3, show_default=True),
+        click.option("--fits-probability", default=0.3, show_default=True, type=Number(0, 1)),
         click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1)),
         click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
-        click.option("--weight-decay", default=0.05, show_default=True),
+        click.option("--weight-decay", default=0.05, show_default=True, type=Number(min=0)),
         click.option("--patience", default=0, show_default=True, type=click.IntRange(min=0),
                      help="Stop after this many epochs without a better validation loss (0: run all epochs)."),
         click.option("--calibrate/--no-calibrate", default=True, show_default=True,
@@ -72,7 +74,7 @@ def _shared_options(command):
                           "measure how far its figures move by chance (default: --seed)."),
         click.option("--workers", default=0, type=click.IntRange(0, MAX_THREADS),
                      help="Image reading threads (0: one per CPU)."),
-        click.option("--limit", type=int, help="Use at most this many images per split (smoke tests)."),
+        click.option("--limit", type=click.IntRange(min=1), help="Use at most this many images per split (smoke tests)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines."),
         click.option("--resume", type=click.Path(exists=True, dir_okay=False),
                      help="Continue from a checkpoint (WORK_DIR/last.pt) of the same command (other training "
@@ -97,6 +99,16 @@ def _apparent_size(values, augment) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
+def _check_combinations(options: dict) -> None:
+    """Options that are valid alone and make no sense together (each was once accepted and ignored)."""
+    low, high = options["zoom_range"]
+    if low > high:
+        raise UsageError(f"--zoom-range {low} {high}: LOW is above HIGH (crop fractions, e.g. 0.35 0.65)")
+    if options["unlabeled_framing"] != "off" and not options["unlabeled"]:
+        raise UsageError(f"--unlabeled-framing {options['unlabeled_framing']} frames the --unlabeled cutouts: "
+                         "give --unlabeled DIR")
+
+
 def _train_and_report(options: dict) -> None:
     from galaxy.training.augment import parse_augmentations
     from galaxy.training.train import train as run_training
@@ -106,6 +118,7 @@ def _train_and_report(options: dict) -> None:
     for key in ("unlabeled", "teachers", "zoom_range"):
         options[key] = tuple(options.get(key, ()))
     options["apparent_size"] = run_command(_apparent_size, options.get("apparent_size"), options["augment"])
+    run_command(_check_combinations, options)
     if "classes" in options:
         options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
     options["progress"] = not options.pop("quiet")
@@ -126,15 +139,17 @@ def _train_and_report(options: dict) -> None:
 @click.option("--arch", "architecture", default="legacy_xception", show_default=True, help="timm model name.")
 @click.option("--init", default="scratch", show_default=True,
               help="scratch, imagenet, default (the shipped full Xception, sdss-xception), or a weights file/model dir.")
-@click.option("--drop-rate", default=0.0, show_default=True, help="Dropout before the classifier (student noise).")
+@click.option("--drop-rate", default=0.0, show_default=True, type=Number(0, 1, max_open=True),
+              help="Dropout before the classifier (student noise).")
 @click.option("--teacher", "teachers", multiple=True, type=MODEL,
               help="Model folder whose soft targets the student learns (repeat for an ensemble; "
                    "default with --unlabeled: the --init model).")
-@click.option("--soft-temperature", default=1.0, show_default=True, help="Temperature of the soft-target loss.")
-@click.option("--lr", default=1e-3, show_default=True)
-@click.option("--freeze-epochs", default=0, show_default=True,
+@click.option("--soft-temperature", default=1.0, show_default=True, type=Number(min=0, min_open=True),
+              help="Temperature of the soft-target loss.")
+@click.option("--lr", default=1e-3, show_default=True, type=Number(min=0, min_open=True))
+@click.option("--freeze-epochs", default=0, show_default=True, type=click.IntRange(min=0),
               help="Train the head alone this many epochs, then also the deepest third as long, then all.")
-@click.option("--layer-decay", default=1.0, show_default=True,
+@click.option("--layer-decay", default=1.0, show_default=True, type=Number(0, 1, min_open=True),
               help="Learning rate factor per depth group below the head (discriminative rates; 1: one rate).")
 @vote_options
 def train(**options):
@@ -157,10 +172,11 @@ def train(**options):
 @_shared_options
 @click.option("--arch", "architecture", default="xception_compact_w50_d2", show_default=True,
               help="Student: a timm model name, e.g. xception_compact_w{25,35,50,75}_d{2,4,8}.")
-@click.option("--drop-rate", default=0.1, show_default=True, help="Dropout before the student's classifier.")
-@click.option("--soft-temperature", default=2.0, show_default=True,
+@click.option("--drop-rate", default=0.1, show_default=True, type=Number(0, 1, max_open=True),
+              help="Dropout before the student's classifier.")
+@click.option("--soft-temperature", default=2.0, show_default=True, type=Number(min=0, min_open=True),
               help="Distillation temperature (Hinton et al. 2015).")
-@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--lr", default=2e-3, show_default=True, type=Number(min=0, min_open=True))
 def distill(**options):
     """Distil TEACHERS (model folders, averaged) into a compact student trained from scratch.
 

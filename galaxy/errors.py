@@ -37,5 +37,9 @@ class BackendUnavailable(GalaxyError):
     """An optional inference backend (TensorRT, DALI, ...) is not installed or cannot run here."""
 
 
+class TrainingDiverged(GalaxyError):
+    """Training cannot go on: the loss is no longer a finite number (the weights would be NaN)."""
+
+
 class BackendError(GalaxyError):
     """An inference backend failed while running a batch."""

@@ -67,7 +67,8 @@ class FitsTableWriter:
         # caller gets them escaped as the text is, never a failure after the rows are spooled
         columns += [fits.Column(ascii_text(name), f"{widths[3 + j]}A") if kind == "text" else
                     fits.Column(ascii_text(name), "K", null=INT_NULL, unit=self.units.get(name)) if kind == "int" else
-                    fits.Column(ascii_text(name), "D", unit=self.units.get(name)) for j, (name, kind) in enumerate(self.extra)]
+                    fits.Column(ascii_text(name), "D", unit=self.units.get(name))
+                    for j, (name, kind) in enumerate(self.extra)]
         header = fits.BinTableHDU.from_columns(columns, nrows=0).header
         header["NAXIS2"] = self.rows
         for k, name in enumerate(self.classes):
@@ -105,7 +106,8 @@ class FitsTableWriter:
                 widths = [max(w, len(c)) for w, c in zip(widths, cells)]
         dtype = [("id", f"S{widths[0]}"), ("path", f"S{widths[1]}")]
         dtype += [(f"p_{c}", ">f4") for c in self.classes] + [("label", f"S{widths[2]}")]
-        dtype += [(name, {"int": ">i8", "float": ">f8"}.get(kind, f"S{widths[3 + j]}")) for j, (name, kind) in enumerate(self.extra)]
+        dtype += [(name, {"int": ">i8", "float": ">f8"}.get(kind, f"S{widths[3 + j]}"))
+                  for j, (name, kind) in enumerate(self.extra)]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         written = 0
         with open(tmp, "wb") as out:

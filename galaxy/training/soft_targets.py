@@ -45,8 +45,8 @@ def resolve_teachers(teachers, init_dir: str | None) -> tuple[str, ...]:
         return tuple(str(t) for t in teachers)
     if init_dir and (Path(init_dir) / "card.json").is_file():
         return (str(init_dir),)
-    raise UsageError("soft targets need a teacher: --teacher MODEL_DIR, or --init a trained galaxy model "
-                     f"(got --init {init_dir})")
+    got = f"--init {init_dir} has no card.json" if init_dir else "--init is scratch or imagenet"
+    raise UsageError(f"soft targets need a teacher: --teacher MODEL_DIR, or --init a trained galaxy model ({got})")
 
 
 def _teacher_record(model_dir: str, classes) -> tuple[dict, object]:

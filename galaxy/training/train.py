@@ -37,7 +37,7 @@ from galaxy.training.augment import geometric_views, larger_view_crops, photomet
 from galaxy.evaluation.calibration import calibration_record, log_probabilities, softmax_t
 from galaxy.card import TRAIN_IDS_FILE, ModelCard
 from galaxy.config import TrainConfig, config_dict
-from galaxy.errors import UsageError
+from galaxy.errors import TrainingDiverged, UsageError
 from galaxy.files import write_atomically
 from galaxy.labels import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
@@ -93,14 +93,14 @@ def _comparable_paths(options: dict) -> dict:
     return out
 
 
-def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir):
-    """Load a `last.pt` checkpoint; return (next epoch, optimiser steps done, history so far, best
-    weights so far), so that the run goes on as if it had not stopped.
+def _resume(config, checkpoint, network, ema, optimizer, scheduler, generator, spec, out_dir):
+    """Restore a `last.pt` checkpoint (`_load_checkpoint`); return (next epoch, optimiser steps done,
+    history so far, best weights so far, seconds the run had taken), so that the run goes on as if it
+    had not stopped.
 
     Raises:
         UsageError: the checkpoint was written by a run with other training options.
     """
-    checkpoint = torch.load(config.resume, map_location="cpu", weights_only=True)
     if checkpoint.get("spec") != spec.to_dict():
         raise UsageError(f"checkpoint {config.resume} was trained with another input spec")
     then, now = _comparable_paths(checkpoint.get("config", {})), _comparable_paths(config_dict(config))
@@ -116,11 +116,42 @@ def _resume(config, network, ema, optimizer, scheduler, generator, spec, out_dir
     if "generator" in checkpoint:  # the augmentation and dropout streams continue where they stopped
         generator.set_state(checkpoint["generator"])
         torch.set_rng_state(checkpoint["torch_rng"])
-    history_path = out_dir / "history.json"
-    history = json.loads(history_path.read_text())[: checkpoint["epoch"]] if history_path.exists() else []
+    if "history" in checkpoint:  # the epochs before, wherever the run writes now (another -o)
+        history = checkpoint["history"]
+    else:  # written by an earlier version: the history file of the folder resumed in
+        history_path = out_dir / "history.json"
+        history = json.loads(history_path.read_text())[: checkpoint["epoch"]] if history_path.exists() else []
     log.info("resumed from %s after epoch %d", config.resume, checkpoint["epoch"])
     # checkpoints written before the best weights were kept in them: the best of the epochs run from here
-    return checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best")
+    return (checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best"),
+            checkpoint.get("seconds", 0.0))
+
+
+def _load_checkpoint(path) -> dict:
+    """A `last.pt` of `galaxy train`, or a UsageError saying the file is not one."""
+    import pickle
+    import zipfile
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError) as exc:
+        # torch.load raises any of these for a file that is not a checkpoint (text, another format, truncated)
+        raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt): "
+                         f"{type(exc).__name__}") from None
+    if not isinstance(checkpoint, dict) or not {"epoch", "model", "ema", "optimizer", "scheduler"} <= checkpoint.keys():
+        raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt)")
+    return checkpoint
+
+
+def _finite(loss: torch.Tensor, epoch: int, batch: int) -> float:
+    """The batch loss as a number; TrainingDiverged when it is NaN or infinite: one more step would
+    make the weights NaN, and a run that went on would save a model that calls everything one class."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training diverged: the loss is {value} at epoch {epoch}, batch {batch + 1} "
+                               "(a lower --lr, or other --soft-temperature / --soft-weight; the last good "
+                               "epoch's checkpoint is kept)")
+    return value
 
 
 def _stopping_count(best_loss: float, stale: int, row: dict) -> tuple[float, int]:
@@ -234,6 +265,7 @@ def train(config: TrainConfig) -> ModelCard:
     out_dir = Path(config.out_dir)
     if (out_dir / "card.json").is_file() and not config.resume:
         raise UsageError(f"{out_dir} already holds a model (its card.json): give another -o, or remove it first")
+    checkpoint = _load_checkpoint(config.resume) if config.resume else None  # before any image is read
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -265,8 +297,9 @@ def train(config: TrainConfig) -> ModelCard:
     val_labels = np.array(val_set.labels)
     history, best, started, step, first_epoch = [], None, time.time(), 0, 1
     if config.resume:
-        first_epoch, step, history, best = _resume(config, network, ema, optimizer, scheduler, generator, spec,
-                                                   out_dir)
+        first_epoch, step, history, best, seconds = _resume(config, checkpoint, network, ema, optimizer, scheduler,
+                                                            generator, spec, out_dir)
+        started -= seconds  # the card's minutes are the whole run's, the stop not counted
     best_loss, stale, stopped = float("inf"), 0, None
     for row in history:  # early stopping's count, as the epochs before a resume left it
         best_loss, stale = _stopping_count(best_loss, stale, row)
@@ -293,13 +326,14 @@ def train(config: TrainConfig) -> ModelCard:
             loss = _batch_loss(logits[:len(idx)], data.pool_labels[idx].to(device), targets, class_weights, config)
             if config.scale_consistency:
                 loss = loss + config.scale_consistency * scale_consistency_loss(logits[:len(idx)], logits[len(idx):])
+            value = _finite(loss, epoch, b)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
             ema.update(network, step=step)
-            losses.append(loss.item())
+            losses.append(value)
             seen += len(idx)
             bar.update(1)
             bar.set_postfix_str(f"loss={np.mean(losses[-20:]):.3f}")
@@ -323,7 +357,8 @@ def train(config: TrainConfig) -> ModelCard:
         state = {"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                 "config": config_dict(config), "spec": spec.to_dict(), "best": best}
+                 "config": config_dict(config), "spec": spec.to_dict(), "best": best, "history": history,
+                 "seconds": time.time() - started}
         write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
         best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:

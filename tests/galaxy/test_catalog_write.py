@@ -73,7 +73,8 @@ def test_whole_numbers_make_int_columns_and_other_numbers_float_ones():
     assert column_kinds([{"a": OBJID}, {"a": "0.5"}]) == [("a", "text")]
     assert column_kinds([{"a": "9007199254740992"}, {"a": "nan"}]) == [("a", "float")]
     # a missing value beside numbers beyond 2**53: text, as astropy and pandas read a Parquet null int as float64
-    assert column_kinds([{"a": OBJID}, {"a": ""}, {"b": "9007199254740992"}, {"b": ""}]) == [("a", "text"), ("b", "int")]
+    assert column_kinds([{"a": OBJID}, {"a": ""}, {"b": "9007199254740992"}, {"b": ""}]) == [("a", "text"),
+                                                                                            ("b", "int")]
     assert column_kinds([{"a": "007"}, {"a": "12"}, {"b": ""}]) == [("a", "text"), ("b", "text")]
 
 
@@ -83,7 +84,8 @@ def test_sdss_objids_come_back_as_int64_with_every_digit(tmp_path, suffix):
             ("b", "b.jpeg", {"objid_copy": "+12", "z": "", "run": "756"})]
     path = _write(tmp_path / f"o{suffix}", rows, column_kinds(r[2] for r in rows))
     table = _read(path)
-    assert table["objid_copy"].dtype.kind == "i" and table["objid_copy"].dtype.itemsize == 8 and list(table["objid_copy"]) == [int(OBJID), 12]
+    objids = table["objid_copy"]
+    assert objids.dtype.kind == "i" and objids.dtype.itemsize == 8 and list(objids) == [int(OBJID), 12]
     assert table["z"].dtype.kind == "f" and table["z"][0] == 0.25
     if suffix == ".parquet":  # a null int: Arrow keeps it (astropy and pandas read the column as float64, NaN)
         assert pq.read_table(path).column("run").to_pylist() == [None, 756]

@@ -224,6 +224,15 @@ def test_train_resume_continues_from_the_checkpoint(tmp_path):
     assert history[:2] == first
     result = invoke(*common, "--epochs", "3", "--lr", "0.01", "--resume", model / "checkpoints" / "last.pt")
     assert result.exit_code == 2 and "lr: 0.001 then, 0.01 now" in result.output
+    # resumed into another folder: the epochs before come with the checkpoint (they were lost)
+    other = [tmp_path / "other" if a == model else a for a in common]
+    shutil.copy(model / "checkpoints" / "last.pt", tmp_path / "epoch3.pt")
+    result = invoke(*other, "--epochs", "4", "--resume", tmp_path / "epoch3.pt")
+    assert result.exit_code == 0, result.output
+    assert [row["epoch"] for row in json.loads((tmp_path / "other" / "history.json").read_text())] == [1, 2, 3, 4]
+    for junk in (model / "card.json", model / "model.safetensors"):  # not checkpoints: one line, exit 2
+        result = invoke(*common, "--epochs", "4", "--resume", junk)
+        assert result.exit_code == 2 and "is not a checkpoint of galaxy train" in result.output, result.output
 
 
 @pytest.mark.slow

@@ -1,0 +1,54 @@
+"""`galaxy train` / `distill` options that make no sense are refused before any image is read, and a
+run whose loss stops being a number stops instead of saving a broken model."""
+
+import pytest
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from tests.conftest import EXAMPLES
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+@pytest.mark.parametrize("option, match", [
+    (["--crop", "0"], "'--crop'"), (["--crop", "2"], "'--crop'"), (["--crop", "1e-9"], "'--crop'"),
+    (["--lr", "-1"], "'--lr'"), (["--lr", "0"], "'--lr'"), (["--lr", "nan"], "not a finite number"),
+    (["--weight-decay", "-1"], "'--weight-decay'"), (["--drop-rate", "1.5"], "'--drop-rate'"),
+    (["--soft-temperature", "0"], "'--soft-temperature'"), (["--soft-weight", "-1"], "'--soft-weight'"),
+    (["--scale-consistency", "-1"], "'--scale-consistency'"), (["--scale-consistency", "inf"], "not a finite"),
+    (["--fits-probability", "2"], "'--fits-probability'"), (["--limit", "0"], "'--limit'"),
+    (["--limit", "-5"], "'--limit'"), (["--zoom-range", "0.8", "0.2"], "LOW is above HIGH"),
+    (["--zoom-range", "0", "0.5"], "'--zoom-range'"), (["--unlabeled-framing", "auto"], "give --unlabeled DIR"),
+])
+def test_options_that_make_no_sense_are_usage_errors(tmp_path, command, option, match):
+    where = ["--data", EXAMPLES / "labels.csv", "sdss-xception-compact"] if command == "distill" else [
+        EXAMPLES / "labels.csv"]
+    result = invoke(command, *where, "-o", tmp_path / "m", *option)
+    assert result.exit_code == 2, result.output
+    assert match in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("option", [["--freeze-epochs", "-1"], ["--layer-decay", "0"], ["--vote-threshold", "2"],
+                                    ["--min-votes", "-1"]])
+def test_train_only_options_out_of_range_are_usage_errors(tmp_path, option):
+    result = invoke("train", EXAMPLES / "labels.csv", "-o", tmp_path / "m", *option)
+    assert result.exit_code == 2 and option[0] in result.output, result.output
+
+
+def test_a_loss_that_is_not_a_number_stops_the_run_without_a_model(tmp_path, monkeypatch):
+    """--lr 1e6 or a soft temperature of 0 made the loss NaN: the run went on, saved a model whose
+    weights were all NaN with exit 0, and evaluate scored it (ROC AUC 0.58, ECE 0)."""
+    import galaxy.training.train as training
+
+    real = training._batch_loss
+    monkeypatch.setattr(training, "_batch_loss", lambda *args: real(*args) * float("nan"))
+    out = tmp_path / "m"
+    result = invoke("train", EXAMPLES / "labels.csv", "-o", out, "--arch", "xception_compact_w25_d2", "--size", "32",
+                    "--batch-size", "8", "--val-fraction", "0.25", "--workers", "2", "--epochs", "1", "-q")
+    assert result.exit_code == 1, result.output
+    assert "training diverged: the loss is nan at epoch 1, batch 1" in result.output
+    assert not (out / "card.json").exists() and not (out / "model.safetensors").exists()
