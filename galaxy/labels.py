@@ -16,16 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.card import validation_ids
+from galaxy.catalog.formats import CSV_ENCODING
 from galaxy.errors import UsageError
 from galaxy.io.images import is_image_path, stem_id
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
 
 log = logging.getLogger(__name__)
-
-# Excel's "CSV UTF-8" starts the file with a byte-order mark, which plain utf-8 leaves in the first
-# column's name ('\ufefffile'); utf-8-sig drops it and reads a file without one unchanged.
-CSV_ENCODING = "utf-8-sig"
-
 
 @dataclass(frozen=True)
 class LabelledSet:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog.formats import PATH_COLUMNS, table_format
+from galaxy.catalog.formats import CSV_ENCODING, PATH_COLUMNS, table_format
 from galaxy.errors import UsageError
 from galaxy.io.images import is_image_path, stem_id
 
@@ -97,7 +97,13 @@ def read_table(path):
             import pyarrow.parquet as pq
 
             return Table(pq.read_table(path).to_pydict())
-        return Table.read(path, format=f"ascii.{fmt}") if fmt in ("csv", "ecsv") else Table.read(path, hdu=1)
+        if fmt not in ("csv", "ecsv"):
+            return Table.read(path, hdu=1)
+        table = Table.read(path, format=f"ascii.{fmt}")
+        first = table.colnames[0] if table.colnames else ""
+        if first.startswith("\ufeff"):  # Excel's "CSV UTF-8" byte-order mark, read as part of the first name
+            table.rename_column(first, first[1:])
+        return table
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot read the table {path}: {exc}") from None
 
@@ -131,7 +137,7 @@ def _asset_ids(table_path: Path, images: Path) -> dict[str, str]:
     for folder in (table_path.parent, images, images.parent):
         mapping = folder / "gz2_filename_mapping.csv"
         if mapping.is_file():
-            with open(mapping, newline="") as fh:
+            with open(mapping, newline="", encoding=CSV_ENCODING) as fh:
                 return {row["objid"]: row["asset_id"] for row in csv.DictReader(fh)}
     return {}
 
@@ -198,7 +204,7 @@ def is_vote_table(path, label_column: str = "label", kind: str = "fraction") -> 
     if not path.is_file() or table_format(path) is None:
         return False
     if table_format(path) == "csv":
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding=CSV_ENCODING) as fh:
             columns = next(csv.reader(fh), [])
     else:
         columns = read_table(path).colnames

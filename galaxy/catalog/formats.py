@@ -22,6 +22,9 @@ OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": 
 
 # Default columns of a table, the first present wins: image paths (png_loc: Galaxy Zoo 2) and ids;
 # the columns of our own that a kept input column may not take; the columns of an errors file.
+# Excel's "CSV UTF-8" starts the file with a byte-order mark, which plain utf-8 leaves in the first
+# column's name ('\ufefffile'); utf-8-sig drops it and reads a file without one unchanged.
+CSV_ENCODING = "utf-8-sig"
 PATH_COLUMNS = ("png_loc", "file_loc", "file", "path")
 ID_COLUMNS = ("id_str", "objid", "id")
 RESERVED_COLUMNS = ("id", "path", "label")

@@ -7,8 +7,8 @@ import itertools
 import json
 from pathlib import Path
 
-from galaxy.catalog.formats import (ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST, TABLE_FORMATS,
-                                    check_kept_columns, output_format, sidecar_path, table_format)
+from galaxy.catalog.formats import (CSV_ENCODING, ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST,
+                                    TABLE_FORMATS, check_kept_columns, output_format, sidecar_path, table_format)
 from galaxy.catalog.metadata import galaxy_keys, run_metadata
 from galaxy.catalog.text import unescape_ascii_text
 from galaxy.errors import UsageError
@@ -38,7 +38,7 @@ def _text(value) -> str:
 def _open_text(path: Path):
     """A CSV or ECSV file for the csv module: UTF-8, with or without the byte-order mark Excel's
     "CSV UTF-8" writes (read as text, it would become part of the first column's name)."""
-    return open(path, newline="", encoding="utf-8-sig")
+    return open(path, newline="", encoding=CSV_ENCODING)
 
 
 def _ecsv_reader(fh):

@@ -67,6 +67,16 @@ def test_parquet_fits_and_ecsv_tables_give_the_same_labels(tmp_path, suffix):
     assert load_labelled(path, votes=rule) == load_labelled(KAGGLE, votes=rule)
 
 
+def test_a_vote_table_with_a_byte_order_mark_gives_the_same_labels(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark: the first column was
+    '\ufeffGalaxyID', so the table was not recognised as a vote table."""
+    path = tmp_path / "votes.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + KAGGLE.read_bytes())
+    rule = VoteRule(threshold=0.6, images=KAGGLE_IMAGES)
+    assert read_table(path).colnames == read_table(KAGGLE).colnames
+    assert load_labelled(path, votes=rule) == load_labelled(KAGGLE, votes=rule)
+
+
 def test_bad_rules_are_usage_errors():
     with pytest.raises(UsageError, match="one class wins"):
         VoteRule(threshold=0.5)
