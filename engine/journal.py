@@ -197,15 +197,21 @@ class Journal:
             with open(chunk, newline="") as fh:
                 yield from csv.reader(fh)
 
+    def take_id(self, ident: str) -> str:
+        """The catalog id of the next input in listing order (`UniqueIds.take` of its text as written):
+        the Runner's `unique_id`, called for failed inputs too, so that ids never depend on which
+        inputs failed, and the errors file names each failure by an id no row has."""
+        return self.ids.take(safe_text(ident))
+
     def add(self, ids, paths, probabilities: np.ndarray, columns=None):
-        """Stage classified rows (ids made unique); they are committed every `commit_rows` rows or
+        """Stage classified rows, their ids from `take_id`; they are committed every `commit_rows` rows or
         `commit_seconds` seconds, whichever comes first, so a kill loses at most that much work.
 
         `columns`: per row, a dict of extra column values (text), e.g. kept catalog columns, ra, dec.
         """
         for i, ident in enumerate(ids):
             extra = {k: safe_text(v) for k, v in columns[i].items()} if columns else {}
-            self._pending_rows.append([self.ids.take(safe_text(ident)), safe_text(paths[i]),
+            self._pending_rows.append([ident, safe_text(paths[i]),
                                        *(f"{p:.6f}" for p in probabilities[i]), json.dumps(extra)])
         if (len(self._pending_rows) >= self.commit_rows
                 or time.monotonic() - self._last_commit >= self.commit_seconds):

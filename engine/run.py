@@ -90,7 +90,7 @@ def classify(config: ClassifyConfig) -> Summary:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
                                               config.keep_columns, band_columns)
                  if not journal.is_done(item.path))
-        for result in runner.run(items, on_error):
+        for result in runner.run(items, on_error, journal.take_id):
             journal.add(*result)
             classified += len(result.ids)
             bar.update(len(result.ids))

@@ -149,12 +149,18 @@ class Runner:
         with ThreadPoolExecutor(self.streams, thread_name_prefix="galaxy-infer") as pool:
             return np.concatenate(list(pool.map(self.infer, parts)))
 
-    def run(self, items: Iterable[Item], on_error: Callable[[Failure], None]) -> Iterator[Result]:
+    def run(self, items: Iterable[Item], on_error: Callable[[Failure], None],
+            unique_id: Callable[[str], str] | None = None) -> Iterator[Result]:
         """Classify `items` batch by batch, in input order.
 
         Inputs that cannot be read never reach a batch: each is handed to `on_error` as a
         `Failure` after the results of the batches before the one it was found in and before that
         batch's, so failures and results each come in input order.
+
+        `unique_id` (e.g. `UniqueIds.take`) turns each decoded input's id (the catalog's, a FITS
+        OBJID or the file stem) into the one it keeps, failed inputs included and strictly in
+        input order, so an id does not depend on which other inputs failed: a file fixed and
+        retried by a rerun gets the id a first run without the failure would have given it.
 
         With `streams` > 1 (a CPU with several cores) that many batches run at once, each on one
         thread: a core that finishes its batch takes the next one or decodes, where the threads of
@@ -172,12 +178,15 @@ class Runner:
                 on_error(failure)
 
         pending: deque = deque()  # Failures and (batch, future) pairs, in input order
+        decoded = self.pipeline.decode(items)
+        if unique_id is not None:
+            decoded = (dataclasses.replace(d, id=unique_id(d.id)) for d in decoded)
         if self.streams == 1:  # GPU backends among them: batches run in this thread, as they always did
-            for batch in batches(self.pipeline.decode(items), self.batch_size, failed):
+            for batch in batches(decoded, self.batch_size, failed):
                 yield Result(batch.ids, batch.paths, self.infer(batch.tensor), batch.columns)
             return
         with ThreadPoolExecutor(self.streams, thread_name_prefix="galaxy-infer") as pool:
-            for batch in batches(self.pipeline.decode(items), self.batch_size, failed):
+            for batch in batches(decoded, self.batch_size, failed):
                 pending.append((batch, pool.submit(self.infer, batch.tensor)))
                 yield from _deliver(pending, on_error, self.streams)
             yield from _deliver(pending, on_error, 0)

@@ -114,9 +114,8 @@ class Model:
         total = len(inputs) if hasattr(inputs, "colnames") else None
         bar = reporter("classifying", "img", total=total, enabled=progress)
         seen = UniqueIds()
-        for result in self._runner.run(items, on_error):
-            ids = [seen.take(str(ident)) for ident in result.ids]
-            yield self._table(ids, result.paths, result.probabilities, result.columns)
+        for result in self._runner.run(items, on_error, lambda ident: seen.take(str(ident))):
+            yield self._table(result.ids, result.paths, result.probabilities, result.columns)
             bar.update(len(result.ids))
         bar.close()
 

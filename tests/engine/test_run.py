@@ -41,6 +41,35 @@ def test_shuffled_inputs_with_errors_keep_ids_and_probabilities(tmp_path, defaul
         assert row["id"] == row["path"].rsplit("/", 1)[1].split(".")[0]
 
 
+@pytest.mark.parametrize("decoder", ["reference", "auto"])
+def test_ids_do_not_depend_on_which_inputs_failed(tmp_path, default_model, decoder):
+    """A failed input takes its id in listing order as a classified one does: the same stem in
+    three folders, the middle one broken, then mended and rerun, gives the ids of a run where it
+    was never broken (the mended file got `twin#3` and another file's id moved), and the errors
+    file names the failure by an id no row has."""
+    good = sorted(EXAMPLES.glob("*.jpeg"))
+    corpus = tmp_path / "corpus"
+    for k, folder in enumerate(("a", "b", "c")):
+        (corpus / folder).mkdir(parents=True)
+        (corpus / folder / "twin.jpeg").write_bytes(good[k].read_bytes())
+    (corpus / "b" / "twin.jpeg").write_bytes(b"\xff\xd8\xff" + bytes(40))
+
+    def run(out):
+        return classify(ClassifyConfig((str(corpus),), str(out), backend="onnxruntime", decoder=decoder,
+                                       progress=False))
+
+    assert run(tmp_path / "out.csv").failed == 1
+    errors = list(csv.DictReader(open(tmp_path / "out.csv.errors.csv")))
+    rows = {r["path"]: r["id"] for r in csv.DictReader(open(tmp_path / "out.csv"))}
+    assert [e["id"] for e in errors] == ["twin#2"] and sorted(rows.values()) == ["twin", "twin#3"]
+    (corpus / "b" / "twin.jpeg").write_bytes(good[1].read_bytes())
+    assert run(tmp_path / "out.csv").failed == 0  # the rerun retries the mended file
+    assert run(tmp_path / "fresh.csv").failed == 0
+    rerun = {r["path"]: r["id"] for r in csv.DictReader(open(tmp_path / "out.csv"))}
+    fresh = {r["path"]: r["id"] for r in csv.DictReader(open(tmp_path / "fresh.csv"))}
+    assert rerun == fresh and sorted(fresh.values()) == ["twin", "twin#2", "twin#3"]
+
+
 def test_missing_input_fails_before_writing(tmp_path):
     from galaxy.errors import UsageError
 
