@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 def composite_graph(planes, stretch: FitsStretch):
     """DALI operators: display-ordered (H, W) band planes -> (H, W, 3) composite in [0, 1], and
-    a per-sample check value that is finite only when every pixel was finite and not all zero.
+    a per-sample check value that is finite only when every pixel was finite and no band holds
+    one value everywhere (an all-zero band among others: the reference reader refuses it).
 
     The arithmetic of `galaxy.io.composite.lupton_composite`, step for step, in float32.
     """
@@ -42,7 +43,8 @@ def composite_graph(planes, stretch: FitsStretch):
     cube = fn.cast(fn.stack(*planes, axis=2), dtype=types.FLOAT)
     cube = fn.flip(fn.reshape(cube, layout="HWC"), horizontal=0, vertical=1)  # FITS rows run bottom-up
     scale = fn.reductions.max(dmath.abs(cube))
-    check = fn.reductions.sum(cube - cube) / scale
+    spread = fn.reductions.max(cube, axes=[0, 1]) - fn.reductions.min(cube, axes=[0, 1])  # per band; 0: constant
+    check = fn.reductions.sum(cube - cube) / scale + fn.reductions.sum(0.0 / spread)
     x = cube / scale
     keep = fn.cast(x == x, dtype=types.FLOAT)
     for _ in range(stretch.sky_iterations + 1):

@@ -66,7 +66,7 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | N
     return sky, float(std.mean())
 
 
-def _central(n: int, fraction: float) -> tuple[int, int]:
+def central_span(n: int, fraction: float) -> tuple[int, int]:
     """[first, end) of the central `fraction` of n pixels, rounded as DALI's relative slice rounds
     them, so both pick the same pixels."""
     return int(np.floor(n * (1 - fraction) / 2 + 0.5)), int(np.floor(n * (1 + fraction) / 2 + 0.5))
@@ -84,7 +84,7 @@ def box3_peak(intensity: np.ndarray, region: float, origin: tuple[int, int] = (0
     padded = np.pad(intensity, 1, mode="edge")
     smooth = sum(padded[i:i + height, j:j + width] for i in range(3) for j in range(3)) / 9.0
     full_height, full_width = shape or intensity.shape
-    (top, bottom), (left, right) = _central(full_height, region), _central(full_width, region)
+    (top, bottom), (left, right) = central_span(full_height, region), central_span(full_width, region)
     return float(smooth[top - origin[0]:bottom - origin[0], left - origin[1]:right - origin[1]].max())
 
 
@@ -186,7 +186,7 @@ def _mapped_box(height: int, width: int, peak_region: float, window) -> tuple[in
     the one pixel around it that its 3x3 mean reads."""
     if window is None:
         return 0, height, 0, width
-    (peak_top, peak_bottom), (peak_left, peak_right) = _central(height, peak_region), _central(width, peak_region)
+    (peak_top, peak_bottom), (peak_left, peak_right) = central_span(height, peak_region), central_span(width, peak_region)
     top, bottom, left, right = window
     return (max(0, min(top, peak_top - 1)), min(height, max(bottom, peak_bottom + 1)),
             max(0, min(left, peak_left - 1)), min(width, max(right, peak_right + 1)))

@@ -29,7 +29,7 @@ from galaxy.catalog.formats import FITS_SUFFIXES
 from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band
 from galaxy.errors import ImageReadError
 from galaxy.io.sky import centre_position
-from galaxy.io.composite import lupton_composite, resample_reach
+from galaxy.io.composite import central_span, lupton_composite, resample_reach
 from galaxy.spec import FitsStretch, InputSpec
 
 # Refuse an image HDU whose header promises more pixels (a cube's planes together) than this, before
@@ -42,6 +42,9 @@ MAX_PIXELS = 32 * 1024 * 1024
 # more than this (a few HDUs at MAX_PIXELS in float64), before it takes the decode worker's memory.
 MAX_GZIP_BYTES = 4 * MAX_PIXELS * 8
 GZIP_MAGIC = b"\x1f\x8b"
+# The least share of a band's pixels in the centre crop that must be finite (measured): below it the
+# network would mostly read the sky value that blank pixels are filled with.
+MIN_MEASURED = 0.5
 # Header keys holding a catalogue object id, in order of preference.
 OBJID_KEYS = ("OBJID", "OBJ_ID", "OBJECTID", "SDSS_ID")
 
@@ -160,11 +163,12 @@ def locate_image(path, hdu=None) -> FitsImage:
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
 
 
-def band_cube(planes: list[np.ndarray], names, wanted, path) -> np.ndarray:
+def band_cube(planes: list[np.ndarray], names, wanted, path, crop_fraction: float | None = None) -> np.ndarray:
     """2-D band images (in file order) -> float64 (H, W, C) in display order (R, G, B), top row first.
 
     Raises:
-        ImageReadError: shapes differ, or the bands asked for are not there.
+        ImageReadError: shapes differ, the bands asked for are not there, or a chosen band is not
+            measured (`_check_band`; `crop_fraction`: the centre crop the network reads).
     """
     if len({p.shape for p in planes}) != 1:
         raise ImageReadError(path, f"band images differ in shape: {[p.shape for p in planes]}", stage="decode")
@@ -172,7 +176,30 @@ def band_cube(planes: list[np.ndarray], names, wanted, path) -> np.ndarray:
         order = choose_planes(tuple(wanted), list(names))
     except ValueError as exc:
         raise ImageReadError(path, str(exc), stage="preprocess") from None
+    for k in order:
+        _check_band(planes[k], names[k] or f"plane {k + 1}", path, crop_fraction)
     return np.stack([planes[k] for k in order], axis=-1)[::-1]
+
+
+def _check_band(plane: np.ndarray, name: str, path, crop_fraction: float | None) -> None:
+    """Refuse a band that holds no measurement: no finite pixel, one value everywhere, or (with
+    `crop_fraction`) fewer than MIN_MEASURED of the pixels of the centre crop finite. Such a band
+    became sky or zeros in the composite and the galaxy was given a confident label all the same
+    (a g band of NaN turned a spiral into p_elliptical 0.92), where one such image alone is refused."""
+    finite = np.isfinite(plane)
+    if not finite.any():
+        raise ImageReadError(path, f"band {name} has no finite pixel values (all NaN or inf)", stage="preprocess")
+    values = plane[finite]
+    if values.min() == values.max():
+        raise ImageReadError(path, f"band {name} is constant ({values.min():g} wherever it is finite): "
+                                   "nothing was measured", stage="preprocess")
+    if crop_fraction is not None:
+        (top, bottom), (left, right) = (central_span(n, crop_fraction) for n in plane.shape)
+        measured = float(finite[top:bottom, left:right].mean())
+        if measured < MIN_MEASURED:
+            raise ImageReadError(path, f"band {name}: only {measured:.0%} of the pixels the network reads (the "
+                                       f"central {crop_fraction:g} of each side) are finite; at least "
+                                       f"{MIN_MEASURED:.0%} must be measured", stage="preprocess")
 
 
 def _planes(data: np.ndarray, path) -> list[np.ndarray]:
@@ -282,7 +309,7 @@ def read_fits_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False):
     where = locate_image(path, hdu)
     planes = _read_hdus(path, where.hdus)
     names = where.bands if len(where.bands) == len(planes) else (None,) * len(planes)
-    cube = band_cube(planes, names, spec.fits_bands, path)
+    cube = band_cube(planes, names, spec.fits_bands, path, spec.crop_fraction)
     return composite_rgb(cube, spec.fits, path, _crop(spec, only_crop)), where.meta()
 
 
@@ -308,5 +335,5 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
             raise ImageReadError(path, f"holds {len(file_planes)} bands; a band file must hold one")
         planes.extend(file_planes)
         metas.append(where.meta())
-    cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label)
+    cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label, spec.crop_fraction)
     return composite_rgb(cube, spec.fits, label, _crop(spec, only_crop)), metas[0]

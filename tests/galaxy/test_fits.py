@@ -1,4 +1,5 @@
 import gzip
+import re
 
 import numpy as np
 import pytest
@@ -75,6 +76,48 @@ def test_all_nan_is_refused(tmp_path):
     fits.PrimaryHDU(np.full((16, 16), np.nan, np.float32)).writeto(path)
     with pytest.raises(ImageReadError, match="no finite pixel"):
         read_fits_cutout(path, STRETCH)
+
+
+@pytest.mark.parametrize("blank", ["nan", "zero", "constant", "mostly-nan"])
+@pytest.mark.parametrize("layout", ["cube", "extensions", "band files"])
+def test_a_band_that_measured_nothing_is_refused_by_every_reader(tmp_path, blank, layout):
+    """A g band all NaN, all zero or constant (or blank over most of the centre) in a g, r, i
+    galaxy became sky in the composite, and a spiral was called elliptical with p 0.92, exit 0,
+    where the same band alone is refused. Refused now, naming the band, by the reference reader
+    and by DALI's graph (which hands such a file to the reference reader)."""
+    from engine.pipelines.base import Item
+    from galaxy.io.fits import read_band_files
+
+    planes = [galaxy_image(seed=k) * f for k, f in enumerate((1.3, 1.0, 0.6))]  # i, r, g
+    g = planes[2]
+    g[...] = {"nan": np.nan, "zero": 0.0, "constant": 7.0}.get(blank, g)
+    if blank == "mostly-nan":
+        g[16:40, 16:48] = np.nan  # three quarters of the central 32 x 32 the network reads
+    names = ("i", "r", "g")
+    if layout == "cube":
+        hdu = fits.PrimaryHDU(np.stack(planes))
+        for k, name in enumerate(names):
+            hdu.header[f"BAND{k + 1}"] = name
+        hdu.writeto(tmp_path / "gal.fits")
+        read = lambda: read_fits_cutout(tmp_path / "gal.fits", STRETCH)  # noqa: E731
+    elif layout == "extensions":
+        hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(p, fits.Header({"FILTER": n})) for p, n in zip(planes, names)]
+        fits.HDUList(hdus).writeto(tmp_path / "gal.fits")
+        read = lambda: read_fits_cutout(tmp_path / "gal.fits", STRETCH)  # noqa: E731
+    else:
+        for p, n in zip(planes, names):
+            fits.PrimaryHDU(p).writeto(tmp_path / f"gal-{n}.fits")
+        read = lambda: read_band_files({n: str(tmp_path / f"gal-{n}.fits") for n in names}, STRETCH)  # noqa: E731
+    words = {"nan": "band g has no finite pixel", "zero": "band g is constant (0 ",
+             "constant": "band g is constant (7 ", "mostly-nan": "band g: only 25% of the pixels the network reads"}
+    with pytest.raises(ImageReadError, match=re.escape(words[blank])):
+        read()
+    if layout != "band files":
+        from engine.pipelines.dali_fits import decode_fits
+
+        pytest.importorskip("nvidia.dali")
+        decoded = decode_fits([Item(str(tmp_path / "gal.fits"))], STRETCH, threads=1)
+        assert decoded == [None]  # not classified by DALI: the reference reader words the refusal
 
 
 def test_gzip_and_rice_compressed(tmp_path):
