@@ -56,15 +56,27 @@ def parse_band_columns(value: str | None) -> dict[str, str] | None:
     """`--band-columns g=g_path,r=r_path,i=i_path` -> {"g": "g_path", ...}; None for None.
 
     Raises:
-        UsageError: not band=column pairs, or fewer than two bands.
+        UsageError: not band=column pairs, fewer than two bands, a band that is not a filter name
+            (its name decides which colour it shows), or a band or column named twice.
     """
+    from galaxy.io.bands import WAVELENGTH_NM, band_name
+
     if not value:
         return None
     pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
     if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs) or len(pairs) < 2:
         raise UsageError(f"--band-columns wants band=column pairs for 2 or 3 bands, e.g. g=g_path,r=r_path,i=i_path; "
                          f"got {value!r}")
-    return {band.strip(): column.strip() for band, column in pairs}
+    bands, columns = [band.strip() for band, _ in pairs], [column.strip() for _, column in pairs]
+    unknown = [band for band in bands if band_name(band) is None]
+    if unknown:
+        raise UsageError(f"--band-columns: {unknown[0]!r} is not a band name (one of {', '.join(WAVELENGTH_NM)}, or "
+                         "e.g. 'SDSS r'): the names decide which band shows as red, green and blue")
+    for what, names in (("band", [band_name(b) for b in bands]), ("column", columns)):
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise UsageError(f"--band-columns names the {what} {twice!r} twice: {value!r}")
+    return dict(zip(bands, columns))
 
 
 def iter_inputs(inputs=(), catalog=None, path_column=None, id_column=None, keep_columns=(), band_columns=None):

@@ -45,6 +45,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 # The least share of a band's pixels in the centre crop that must be finite (measured): below it the
 # network would mostly read the sky value that blank pixels are filled with.
 MIN_MEASURED = 0.5
+# Band files of one galaxy whose centres lie further apart than this (arcsec) are refused: a cutout is
+# a few arcmin wide, so such a file shows another field (a catalog row naming the wrong file).
+MAX_BAND_OFFSET = 30.0
 # Header keys holding a catalogue object id, in order of preference.
 OBJID_KEYS = ("OBJID", "OBJ_ID", "OBJECTID", "SDSS_ID")
 
@@ -321,8 +324,9 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
     """One galaxy stored as one single-band FITS file per band: {band name: path} -> composite.
 
     The band names (e.g. "g", "r", "i") order the planes (reddest -> R) unless `spec.fits_bands`
-    chooses. Header metadata (id, position) comes from the first file. `only_crop`: as in
-    `read_fits_cutout`.
+    chooses. Header metadata (id, position) comes from the first file that has it; files whose
+    centres lie more than MAX_BAND_OFFSET apart are refused (one is not of this galaxy).
+    `only_crop`: as in `read_fits_cutout`.
     """
     label = ";".join(band_paths.values())
     planes, metas = [], []
@@ -334,6 +338,32 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
         if len(file_planes) != 1:
             raise ImageReadError(path, f"holds {len(file_planes)} bands; a band file must hold one")
         planes.extend(file_planes)
-        metas.append(where.meta())
+        metas.append((band, where.meta()))
     cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label, spec.crop_fraction)
-    return composite_rgb(cube, spec.fits, label, _crop(spec, only_crop)), metas[0]
+    return composite_rgb(cube, spec.fits, label, _crop(spec, only_crop)), _band_files_meta(metas, label)
+
+
+def _band_files_meta(metas: list[tuple[str, dict]], label) -> dict:
+    """One galaxy's header metadata from its band files: each key from the first file that has it;
+    ImageReadError when two files' centres differ by more than MAX_BAND_OFFSET."""
+    placed = [(band, meta) for band, meta in metas if "ra" in meta]
+    for band, meta in placed[1:]:
+        apart = _separation_arcsec(placed[0][1], meta)
+        if apart > MAX_BAND_OFFSET:
+            raise ImageReadError(label, f"the band files are not of one galaxy: the {band} file's centre is "
+                                        f"{apart:.0f} arcsec from the {placed[0][0]} file's (at most "
+                                        f"{MAX_BAND_OFFSET:g} allowed)", stage="preprocess")
+    out = {}
+    for _, meta in metas:
+        for key, value in meta.items():
+            out.setdefault(key, value)
+    if placed:  # ra and dec of one file, never one of each
+        out["ra"], out["dec"] = placed[0][1]["ra"], placed[0][1]["dec"]
+    return out
+
+
+def _separation_arcsec(a: dict, b: dict) -> float:
+    """Great-circle distance between two {"ra", "dec"} positions (degrees), in arcsec (haversine)."""
+    ra1, dec1, ra2, dec2 = np.radians([a["ra"], a["dec"], b["ra"], b["dec"]])
+    h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
+    return float(np.degrees(2 * np.arcsin(np.sqrt(min(1.0, h)))) * 3600)

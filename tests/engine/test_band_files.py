@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 from astropy.io import fits
 from astropy.table import Table
 from click.testing import CliRunner
@@ -51,3 +52,41 @@ def test_band_columns_need_pairs_and_a_catalog(tmp_path):
     result = runner.invoke(cli, ["classify", "--catalog", str(tmp_path / "c.csv"), "--band-columns", "g", "-o",
                                  str(tmp_path / "y.csv")])
     assert result.exit_code == 2 and "band=column" in result.output
+
+
+@pytest.mark.parametrize("value, words", [
+    ("c=i,b=r,a=g", "'c' is not a band name"), ("foo=g_file,r=r_file", "'foo' is not a band name"),
+    ("g=g_file,g=r_file,i=i_file", "the band 'g' twice"), ("SDSS g=g_file,g=r_file", "the band 'g' twice"),
+    ("g=g_file,r=g_file", "the column 'g_file' twice"),
+])
+def test_band_columns_name_known_bands_and_each_band_and_column_once(tmp_path, value, words):
+    """The band names decide the colours: unknown names were taken in column order (the same galaxy
+    0.70 elliptical as c,b,a and 0.40 spiral as i,r,g), and a band named twice silently dropped one."""
+    (tmp_path / "c.csv").write_text("objid,g_file,r_file,i_file\n1,a.fits,b.fits,c.fits\n")
+    result = CliRunner().invoke(cli, ["classify", "--catalog", str(tmp_path / "c.csv"), "--band-columns", value, "-o",
+                                      str(tmp_path / "y.csv")])
+    assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_band_files_take_the_position_any_of_them_gives_and_refuse_files_of_another_field(tmp_path):
+    """The sky position came from the first band file only: empty when the g file had none though
+    r and i had one, and a g file 80 degrees from the others was combined without a word."""
+    from galaxy.errors import ImageReadError
+    from galaxy.io.fits import read_band_files
+    from galaxy.spec import InputSpec
+
+    jpeg = sorted(EXAMPLES.glob("*.jpeg"))[0]
+    planes = flux_cube(read_raster(jpeg), RoundTripDraw(0.1, "lupton", 1e-9, 0.01))
+    where = {"g": None, "r": (150.0, 2.0), "i": (150.0 + 5 / 3600, 2.0)}
+    for band, plane in zip("gri", planes):
+        header = fits.Header()
+        if where[band]:
+            header["RA"], header["DEC"] = where[band]
+        fits.PrimaryHDU(plane, header).writeto(tmp_path / f"{band}.fits")
+    files = {band: str(tmp_path / f"{band}.fits") for band in "gri"}
+    _, meta = read_band_files(files, InputSpec())
+    assert (meta["ra"], meta["dec"]) == (150.0, 2.0)  # the r file's: the first that has one
+    fits.setval(tmp_path / "g.fits", "RA", value=8.56)
+    fits.setval(tmp_path / "g.fits", "DEC", value=-37.4)
+    with pytest.raises(ImageReadError, match="not of one galaxy: the r file's centre is"):
+        read_band_files(files, InputSpec())
