@@ -10,6 +10,7 @@ is used: decimal degrees, or sexagesimal strings with RA in hours. None when nei
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,18 @@ def _angle(value, hours: bool) -> float | None:
         return None
 
 
+# WCS keys whose value must be a number: astropy.wcs reads a text value ('abc') as 0 without a word,
+# which put a cutout's centre at RA 0.
+_NUMERIC_WCS = re.compile(r"(CRVAL|CRPIX|CDELT|CROTA)\d+|(CD|PC)\d+_\d+")
+
+
 def _from_wcs(header) -> tuple[float, float] | None:
     from astropy.wcs import WCS, FITSFixedWarning
 
+    garbled = [key for key in header if _NUMERIC_WCS.fullmatch(key) and not isinstance(header[key], (int, float))]
+    if garbled:
+        log.debug("WCS key %s is %r, not a number; trying position keys", garbled[0], header[garbled[0]])
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)

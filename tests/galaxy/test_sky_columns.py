@@ -69,6 +69,19 @@ def test_centre_position_is_icrs_whatever_the_header_frame(keys, expected):
     assert centre_position(header) == pytest.approx(expected, abs=2e-6)
 
 
+@pytest.mark.parametrize("key", ["CRVAL1", "CRPIX2", "CDELT1"])
+def test_a_wcs_key_that_is_not_a_number_gives_no_position_from_the_wcs(key):
+    """astropy.wcs reads CRVAL1 = 'abc' as 0: the centre came out at RA 359.99 instead of unknown."""
+    header = fits.Header({"NAXIS": 2, "NAXIS1": 101, "NAXIS2": 101, "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN",
+                          "CRVAL1": 150.0, "CRVAL2": 2.2, "CRPIX1": 51.0, "CRPIX2": 51.0, "CDELT1": -1e-4,
+                          "CDELT2": 1e-4})
+    assert centre_position(header) == pytest.approx((150.0, 2.2))
+    header[key] = "abc"
+    assert centre_position(header) is None
+    header.update({"RA": 150.5, "DEC": 2.5})  # position keys are still read
+    assert centre_position(header) == (150.5, 2.5)
+
+
 def test_fits_output_has_ra_dec_with_units_from_the_headers(tmp_path):
     positions = _fits_cutouts(tmp_path / "cutouts")
     assert locate_image(tmp_path / "cutouts" / "g1.fits").sky == pytest.approx(positions["g1"])
