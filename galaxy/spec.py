@@ -125,8 +125,17 @@ class InputSpec:
 
 
 # The tensor contract between export, the TensorRT optimisation profile and every runtime.
+# The smallest cutout side (pixels) any reader takes: the centre crop of a 16 px cutout is 8 px,
+# already upsampled 8x for the compact model; smaller "cutouts" (5 x 5 noise, a 3 x 2000 strip) were
+# given confident labels.
+MIN_SIDE = 16
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 MIN_BATCH = 1
 OPT_BATCH = 32
 MAX_BATCH = 256
+
+
+def too_small(width: int, height: int) -> str:
+    """The one refusal of an image below MIN_SIDE, for every reader."""
+    return f"{width} x {height} pixels is too small for a cutout (at least {MIN_SIDE} on each side)"

@@ -18,7 +18,7 @@ from engine.listing import Item
 from engine.queues import chunks, prefetch
 from galaxy.errors import ImageReadError
 from galaxy.io.images import load_band_input, load_input, stem_id
-from galaxy.spec import InputSpec
+from galaxy.spec import MIN_SIDE, InputSpec
 
 
 @dataclass
@@ -104,6 +104,13 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 
 def jpeg_components(data: bytes) -> int | None:
     """Number of colour components of a JPEG stream, or None when it is not a JPEG."""
+    frame = jpeg_frame(data)
+    return frame[0] if frame else None
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(components, height, width) from a JPEG stream's start-of-frame header, or None when it is
+    not a JPEG."""
     if data[:3] != b"\xff\xd8\xff":
         return None
     i = 2
@@ -115,18 +122,22 @@ def jpeg_components(data: bytes) -> int | None:
             i += 1
             continue
         length = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker in _SOF:
-            return data[i + 9] if i + 9 < len(data) else None
+        if marker in _SOF:  # length, precision, height, width, components
+            if i + 9 >= len(data):
+                return None
+            return data[i + 9], int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
         i += 2 + length
     return None
 
 
 def read_jpeg(path) -> bytes | None:
-    """The file's bytes when it is a JPEG a batch decoder takes (1 or 3 components), else None
-    (the reference reader then takes it: PNG, CMYK JPEG, FITS, unreadable files)."""
+    """The file's bytes when it is a JPEG a batch decoder takes (1 or 3 components, at least
+    MIN_SIDE on each side), else None (the reference reader then takes it, or words its refusal:
+    PNG, CMYK JPEG, FITS, unreadable files, images too small to be cutouts)."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError:
         return None
-    return data if jpeg_components(data) in (1, 3) else None
+    frame = jpeg_frame(data)
+    return data if frame and frame[0] in (1, 3) and min(frame[1:]) >= MIN_SIDE else None

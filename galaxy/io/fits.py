@@ -30,7 +30,7 @@ from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band
 from galaxy.errors import ImageReadError
 from galaxy.io.sky import centre_position
 from galaxy.io.composite import central_span, lupton_composite, resample_reach
-from galaxy.spec import FitsStretch, InputSpec
+from galaxy.spec import MIN_SIDE, FitsStretch, InputSpec, too_small
 
 # Refuse an image HDU whose header promises more pixels (a cube's planes together) than this, before
 # any allocation. The composite peaks at ~80 bytes a pixel (float64 steps over the whole image; 1.28 GB
@@ -89,6 +89,8 @@ def _check_size(header, path):
         )
     if pixels == 0:
         raise ImageReadError(path, "image HDU has a zero-length axis")
+    if len(shape) >= 2 and min(shape[:2]) < MIN_SIDE:  # NAXIS1 x NAXIS2: the image plane
+        raise ImageReadError(path, too_small(shape[0], shape[1]))
 
 
 def _objid(headers) -> str | None:

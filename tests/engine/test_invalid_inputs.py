@@ -61,7 +61,7 @@ def build_corpus(root):
     bad["allzero.fits"] = "constant"
     fits.PrimaryHDU(np.ones(16, np.float32)).writeto(root / "line.fits")
     bad["line.fits"] = "no hdu with 2-d or 3-d image data"
-    fits.PrimaryHDU(np.ones((2, 2, 8, 8), np.float32)).writeto(root / "hyper.fits")
+    fits.PrimaryHDU(np.ones((2, 2, 16, 16), np.float32)).writeto(root / "hyper.fits")
     bad["hyper.fits"] = "4 dimensions"
     full = root / "full.tmp"
     fits.PrimaryHDU(galaxy_image(64)).writeto(full)
@@ -173,3 +173,28 @@ def test_catalog_rows_without_a_file_are_errors_that_carry_their_id(tmp_path):
     with open(tmp_path / "b.csv.errors.csv", newline="") as fh:
         (error,) = csv.DictReader(fh)
     assert error["id"] == "201" and "empty path for band r" in error["reason"]
+
+
+@pytest.mark.parametrize("decoder", ["reference", "auto"])
+def test_images_too_small_to_be_cutouts_are_refused_by_every_reader(tmp_path, decoder):
+    """5 x 5 noise, a 3 x 2000 strip and a 2 x 100 image were given confident labels (p ~0.87)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "small"
+    folder.mkdir()
+    fits.PrimaryHDU(rng.normal(size=(5, 5)).astype(np.float32)).writeto(folder / "noise.fits")
+    fits.PrimaryHDU(rng.normal(size=(2000, 3)).astype(np.float32)).writeto(folder / "strip.fits")
+    Image.fromarray(rng.integers(0, 255, (100, 2, 3), np.uint8)).save(folder / "thin.jpeg")
+    Image.fromarray(rng.integers(0, 255, (15, 40, 3), np.uint8)).save(folder / "short.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(folder / "smallest.jpeg")  # taken
+    out = tmp_path / "c.csv"
+    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--decoder", decoder,
+                                      "--backend", "onnxruntime"])
+    assert result.exit_code == 3, result.output
+    with open(out, newline="") as fh:
+        assert [row["id"] for row in csv.DictReader(fh)] == ["smallest"]
+    with open(tmp_path / "c.csv.errors.csv", newline="") as fh:
+        reasons = {row["id"]: row["reason"] for row in csv.DictReader(fh)}
+    assert reasons == {"noise": "5 x 5 pixels is too small for a cutout (at least 16 on each side)",
+                       "short": "40 x 15 pixels is too small for a cutout (at least 16 on each side)",
+                       "strip": "3 x 2000 pixels is too small for a cutout (at least 16 on each side)",
+                       "thin": "2 x 100 pixels is too small for a cutout (at least 16 on each side)"}

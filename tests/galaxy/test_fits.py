@@ -201,7 +201,7 @@ def test_one_dimensional_data_is_named_in_the_refusal(tmp_path):
 
 def test_4d_is_refused(tmp_path):
     path = tmp_path / "4d.fits"
-    fits.PrimaryHDU(np.ones((2, 2, 8, 8), np.float32)).writeto(path)
+    fits.PrimaryHDU(np.ones((2, 2, 16, 16), np.float32)).writeto(path)
     with pytest.raises(ImageReadError, match="4 dimensions"):
         read_fits_cutout(path, STRETCH)
 

@@ -50,7 +50,7 @@ def test_png_modes(tmp_path, real_jpeg, mode):
 
 
 def test_alpha_is_composited_onto_black(tmp_path):
-    rgba = np.full((8, 8, 4), 255, np.uint8)
+    rgba = np.full((16, 16, 4), 255, np.uint8)
     rgba[..., 3] = 0
     pixels = read_raster(_save(tmp_path, "a.png", Image.fromarray(rgba, "RGBA")))
     assert pixels.max() == 0
@@ -68,7 +68,7 @@ def test_cmyk_jpeg_is_converted(tmp_path, real_jpeg):
 
 
 def test_one_bit_png_is_refused_with_its_mode(tmp_path):
-    path = _save(tmp_path, "f.png", Image.fromarray(np.zeros((8, 8), bool)))
+    path = _save(tmp_path, "f.png", Image.fromarray(np.zeros((16, 16), bool)))
     with pytest.raises(ImageReadError, match="unsupported image mode '1'"):
         read_raster(path)
 
