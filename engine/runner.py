@@ -84,8 +84,22 @@ class Result(NamedTuple):
 
 
 def hdu_value(value):
-    """`--hdu` as given: an index ("1") becomes an int, an EXTNAME stays text, None stays None."""
-    return int(value) if value is not None and str(value).isdigit() else value
+    """`--hdu` as given: an index ("1") becomes an int, an EXTNAME stays text, None stays None.
+
+    Raises:
+        UsageError: empty, or a negative index (astropy took "" for an unnamed extension's EXTNAME
+            and -1 for a name).
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.lstrip("+-").isdigit():
+        if int(text) < 0:
+            raise UsageError(f"--hdu {value!r}: an HDU index counts from 0 (the primary HDU)")
+        return int(text)
+    if not text:
+        raise UsageError("--hdu is empty: give an HDU index (0 is the primary HDU) or an EXTNAME")
+    return text
 
 
 class Runner:

@@ -84,8 +84,12 @@ def parse_bands(value: str | None) -> tuple[int | str, ...]:
         raise UsageError(f"--bands takes 1 to 3 bands (R,G,B), got {value!r}")
     if all(p.isdigit() for p in parts):
         return tuple(int(p) for p in parts)
-    if any(p.isdigit() for p in parts) or any(p.lower() not in WAVELENGTH_NM for p in parts):
+    if any(p.isdigit() for p in parts):
         raise UsageError(f"--bands {value!r}: give band names ({', '.join(WAVELENGTH_NM)}) or plane numbers, not both")
+    unknown = next((p for p in parts if p.lower() not in WAVELENGTH_NM), None)
+    if unknown is not None:
+        raise UsageError(f"--bands {value!r}: {unknown!r} is not a band name ({', '.join(WAVELENGTH_NM)}) "
+                         "or a plane number")
     return tuple(p.lower() for p in parts)
 
 

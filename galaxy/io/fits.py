@@ -21,6 +21,7 @@ Rules (documented in the README):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,8 +165,10 @@ def locate_image(path, hdu=None) -> FitsImage:
                              int(chosen.header.get("ZBITPIX", chosen.header.get("BITPIX", -32))))
     except ImageReadError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
+    except KeyError as exc:  # a mandatory key the header promises (NAXIS = 3 and no NAXIS3)
+        raise ImageReadError(path, f"not a readable FITS file: the header lacks {exc}") from exc
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise ImageReadError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from exc
 
 
 def band_cube(planes: list[np.ndarray], names, wanted, path, crop_fraction: float | None = None) -> np.ndarray:
@@ -335,6 +338,8 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
     for band, path in band_paths.items():
         if not str(path).strip():
             raise ImageReadError(label, f"empty path for band {band}: the catalog row names no file")
+        if not os.path.isfile(path):
+            raise ImageReadError(path, f"no such file (band {band})")
         where = locate_image(path, hdu)
         file_planes = _read_hdus(path, where.hdus[:1])
         if len(file_planes) != 1:

@@ -136,6 +136,13 @@ def read_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False) -> tup
     path = Path(path)
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
+    try:  # each reader worded these its own way ("not a readable FITS file ([Errno 2] ...)")
+        path.stat()
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file" + (" (a dangling symbolic link)" if path.is_symlink() else "")
+                             ) from None
+    except OSError as exc:  # a symbolic-link loop, a permission on a folder above
+        raise ImageReadError(path, exc.strerror or str(exc)) from None
     if is_fits_path(path):
         return read_fits_cutout(path, spec, hdu, only_crop)
     return read_raster(path), {}

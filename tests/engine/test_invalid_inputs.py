@@ -198,3 +198,31 @@ def test_images_too_small_to_be_cutouts_are_refused_by_every_reader(tmp_path, de
                        "short": "40 x 15 pixels is too small for a cutout (at least 16 on each side)",
                        "strip": "3 x 2000 pixels is too small for a cutout (at least 16 on each side)",
                        "thin": "2 x 100 pixels is too small for a cutout (at least 16 on each side)"}
+
+
+def test_missing_files_and_headers_lacking_a_key_are_named_as_such(tmp_path):
+    """A missing file read "not a readable FITS file ([Errno 2] ...)" or an errno, each reader its
+    own way; a header promising NAXIS = 3 without NAXIS3 read "('NAXIS3')"."""
+    text = fits.PrimaryHDU(np.ones((32, 32), np.float32)).header.tostring()
+    data = np.ones((32, 32), ">f4").tobytes()
+    (tmp_path / "naxis.fits").write_bytes(text.replace("NAXIS   =                    2",
+                                                       "NAXIS   =                    3").encode() + data)
+    (tmp_path / "c.csv").write_text("file\nnope.fits\nnope.jpeg\nnaxis.fits\n")
+    result = CliRunner().invoke(cli, ["classify", "--catalog", str(tmp_path / "c.csv"), "-o", str(tmp_path / "o.csv"),
+                                      "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 3, result.output
+    with open(tmp_path / "o.csv.errors.csv", newline="") as fh:
+        reasons = [row["reason"] for row in csv.DictReader(fh)]
+    assert reasons == ["no such file", "no such file", "not a readable FITS file: the header lacks 'NAXIS3'"]
+
+
+@pytest.mark.parametrize("option, words", [
+    (["--hdu", "-1"], "an HDU index counts from 0"), (["--hdu", ""], "--hdu is empty"),
+    (["--bands", "x,y,z"], "'x' is not a band name"), (["--bands", "i,2,g"], "not both"),
+])
+def test_hdu_and_bands_that_name_nothing_are_usage_errors(tmp_path, option, words):
+    """--hdu '' matched an unnamed extension's EXTNAME and -1 was taken as a name; --bands x,y,z
+    said "names or plane numbers, not both" with no number given."""
+    fits.PrimaryHDU(galaxy_image()).writeto(tmp_path / "g.fits")
+    result = CliRunner().invoke(cli, ["classify", str(tmp_path / "g.fits"), "-o", str(tmp_path / "o.csv"), *option])
+    assert result.exit_code == 2 and words in result.output, result.output
