@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.formats import output_format, sidecar_path
-from galaxy.catalog.read import read_catalog_rows
+from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.catalog.text import ascii_text
@@ -98,21 +98,27 @@ class Journal:
         if overwrite:
             for old in self.dir.glob("chunk-*.csv"):
                 old.unlink()
-            (self.dir / "fingerprint.json").unlink(missing_ok=True)
-            self.output.unlink(missing_ok=True)
+            for old in (self.dir / "fingerprint.json", self.dir / "cwd", self.output, sidecar_path(self.output)):
+                old.unlink(missing_ok=True)  # the sidecar too: one of a CSV stood beside a Parquet rerun's output
         try:
             self._check_fingerprint(fingerprint)
             self._chunks = sorted(self.dir.glob("chunk-*.csv"))
+            begun_in = self._begun_in()
             if not self._chunks and self.output.exists():
                 self._import_output()
+            self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
+            self.ids = UniqueIds()
+            relative = None
+            for row in self.rows():
+                self.ids.add(row[0])
+                self.done[_path_key(row[1], begun_in)] += 1
+                relative = relative or (None if os.path.isabs(row[1]) else row[1])
+            if relative is not None and not _same_folder(begun_in, os.getcwd()):
+                raise UsageError(f"{self.output} was begun in {begun_in}, and its rows name files from there "
+                                 f"({relative!r}): rerun from that folder, or use --overwrite to start over")
         except UsageError:
             self._lock.close()
             raise
-        self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
-        self.ids = UniqueIds()
-        for row in self.rows():
-            self.ids.add(row[0])
-            self.done[_path_key(row[1])] += 1
         self.resumed = self.done.total()
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str, str]] = []  # (id, path, stage, reason): engine.runner.Failure
@@ -147,6 +153,20 @@ class Journal:
                 raise UsageError(f"{self.output} was written with another model, backend, TTA setting, crop or kept "
                                  "columns; use --overwrite to start over")
         keep_fingerprint(path, fingerprint, self.output, self.defaults)
+
+    def _begun_in(self) -> str:
+        """The working directory of the run that began this output, which its relative paths are from:
+        recorded in the journal (`cwd`), else in a finished catalog's metadata, else this one. A new
+        journal records this run's."""
+        record = self.dir / "cwd"
+        if record.is_file():
+            return record.read_text()
+        begun_in = os.getcwd()
+        if self.output.exists():
+            metadata = self._read_output(lambda: read_catalog_metadata(self.output, self.format))
+            begun_in = metadata.get("cwd", begun_in)
+        write_atomically(record, lambda tmp: tmp.write_text(begun_in))
+        return begun_in
 
     def _import_output(self):
         own = {"id", "path", "label", *(f"p_{c}" for c in self.classes)}
@@ -185,7 +205,9 @@ class Journal:
         """Whether this listing of an input path is already in the catalog; each call takes one of
         the path's rows, so a file listed twice (a catalog naming it in two rows) is skipped once per
         row classified. Call it once per input, in input order (paths compared as `_path_key`)."""
-        key = _path_key(path)
+        if not self.done:  # nothing (left) to skip: no path to resolve
+            return False
+        key = _path_key(path, os.getcwd())
         if self.done[key] > 0:
             self.done[key] -= 1
             return True
@@ -284,10 +306,19 @@ def hold_lock(path: Path, held_by_another: str):
     return lock
 
 
-def _path_key(path: str) -> str:
-    """How the journal compares input paths: normalised (`./a/x.jpeg` is `a/x.jpeg`) and in
-    ASCII-escaped form, the one form every output format can give back (FITS text is ASCII)."""
-    return ascii_text(os.path.normpath(path))
+def _path_key(path: str, base: str) -> str:
+    """How the journal compares input paths: the file itself, whatever the spelling (relative to
+    `base`, the working directory the path was given in, or absolute; through symbolic links), in
+    ASCII-escaped form, the one form every output format can give back (FITS text is ASCII). A rerun
+    naming the folder by its absolute path or by a link to it wrote every row a second time."""
+    return ascii_text(os.path.realpath(os.path.join(base, path)))
+
+
+def _same_folder(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _log_undeleted(function, path, exc_info) -> None:
@@ -342,7 +373,5 @@ def _cell(value) -> str:
 
 def _output_fingerprint(output, fmt=None) -> dict | None:
     """The fingerprint stored in a finished catalog's metadata, when it has one."""
-    from galaxy.catalog.read import read_catalog_metadata
-
     meta = read_catalog_metadata(output, fmt)
     return json.loads(meta["run"]) if "run" in meta else None

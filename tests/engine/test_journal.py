@@ -90,6 +90,47 @@ def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(tmp_path
     assert (fresh.classified, fresh.resumed, fresh.total) == (2, 0, 2)
 
 
+def test_a_rerun_naming_the_same_files_another_way_writes_no_row_twice(tmp_path, monkeypatch):
+    """A rerun naming the folder by its absolute path, or through a link to it, wrote every row a
+    second time (ids #2); one from another working directory, with relative paths in the catalog,
+    is refused (its rows' paths are from where the run began)."""
+    import shutil
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:3]:
+        shutil.copy(path, folder)
+    (tmp_path / "link").symlink_to(folder)
+    monkeypatch.chdir(tmp_path)
+
+    def run(inputs, out="c.csv", **options):
+        return classify(ClassifyConfig(inputs, out, backend="onnxruntime", progress=False, **options))
+
+    assert run(("img",)).classified == 3
+    for spelling in ((str(folder),), ("link",), ("./img/",)):
+        again = run(spelling)
+        assert (again.classified, again.resumed, again.total) == (0, 3, 3), spelling
+    monkeypatch.chdir(folder)
+    with pytest.raises(UsageError, match=f"was begun in {tmp_path}, and its rows name files from there"):
+        run((".",), str(tmp_path / "c.csv"))
+    assert run((".",), str(tmp_path / "c.csv"), overwrite=True).total == 3  # --overwrite starts over from here
+    assert run((str(folder),), str(tmp_path / "c.csv")).resumed == 3
+
+
+def test_overwrite_in_another_format_removes_the_csv_sidecar(tmp_path):
+    """--overwrite into the same name in Parquet left the CSV's meta.json, which a later rerun read as
+    the catalog's settings ("written with another model, backend, TTA setting ...")."""
+    files = tuple(str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:2])
+    out = tmp_path / "r.csv"
+    classify(ClassifyConfig(files, str(out), backend="onnxruntime", tta=True, progress=False))
+    assert (tmp_path / "r.csv.meta.json").exists()
+    classify(ClassifyConfig(files, str(out), backend="onnxruntime", output_format="parquet", overwrite=True,
+                            progress=False))
+    assert not (tmp_path / "r.csv.meta.json").exists()
+    again = classify(ClassifyConfig(files, str(out), backend="onnxruntime", output_format="parquet", progress=False))
+    assert again.resumed == 2
+
+
 def test_resuming_an_output_of_another_format_is_a_usage_error(tmp_path):
     from click.testing import CliRunner
 
