@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import re
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,9 @@ def column_kinds(rows) -> list[tuple[str, str]]:
 
     A column is int when every value it has is a whole number int64 holds (SDSS objids such as
     588848901537202306, run/camcol/field numbers: a join on them needs every digit, and int64 has
-    them), float when every value is a number and float64 holds each as written (ra, dec,
-    redshift; a column mixing whole numbers and others is float only while its whole numbers stay
-    within 2**53). Empty values are missing ones (NaN, null), not text; a column with no value at
+    them), float when every value is a number and float64 holds each as written, i.e. gives it back
+    as the same number (ra, dec, redshift; not 3.14159265358979323846; a column mixing whole numbers
+    and others is float only while its whole numbers stay within 2**53). Empty values are missing ones (NaN, null), not text; a column with no value at
     all is text. Kept as text: numbers written with a leading zero ("007", codes), whole numbers
     beyond int64, numbers beyond 2**53 beside fractions, and numbers beyond 2**53 in a column with
     a missing value (astropy and pandas read a Parquet int column holding a null as float64, which
@@ -118,7 +119,11 @@ def _number(text: str) -> int | float | None:
     if _INTEGER.fullmatch(text):
         return int(text)
     number = float(text)
-    return None if math.isinf(number) and "inf" not in text.lower() else number  # "1e999" overflows to inf
+    if not math.isfinite(number):
+        return None if math.isinf(number) and "inf" not in text.lower() else number  # "1e999" overflows to inf
+    # float64 holds it as written only if its shortest form is the same number: 3.14159265358979323846
+    # would come back as 3.141592653589793, 1.0000000000000001 as 1.0
+    return number if Decimal(repr(number)) == Decimal(text) else None
 
 
 _NUMBER_KINDS = {"int": int, "float": float}

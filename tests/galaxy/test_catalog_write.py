@@ -76,6 +76,10 @@ def test_whole_numbers_make_int_columns_and_other_numbers_float_ones():
     assert column_kinds([{"a": OBJID}, {"a": ""}, {"b": "9007199254740992"}, {"b": ""}]) == [("a", "text"),
                                                                                             ("b", "int")]
     assert column_kinds([{"a": "007"}, {"a": "12"}, {"b": ""}]) == [("a", "text"), ("b", "text")]
+    # more digits than float64 holds: text, every digit kept (they came back as 3.141592653589793, 1.0)
+    for digits in ("3.14159265358979323846", "1.0000000000000001", "123456789.123456789"):
+        assert column_kinds([{"a": "0.5"}, {"a": digits}]) == [("a", "text")], digits
+    assert column_kinds([{"a": "0.1"}, {"a": "1E5"}, {"a": "-2.50"}, {"a": "1e-300"}, {"a": "inf"}]) == [("a", "float")]
 
 
 @pytest.mark.parametrize("suffix", [".fits", ".ecsv", ".parquet", ".csv"])
