@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -68,6 +69,11 @@ def require_writable(output, inputs=(), catalog=None) -> None:
         raise UsageError(f"cannot write {output}: its folder {folder} cannot be made ({exc.strerror})") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write {output}: no permission to write in {folder}")
+    try:  # os.access says yes to root everywhere: /sys and /proc refused only when OUT.partial was made
+        with tempfile.TemporaryFile(dir=folder, prefix=".galaxy-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: nothing can be written in {folder} ({exc.strerror})") from None
 
 
 class Journal:

@@ -23,6 +23,7 @@ from galaxy.catalog.read import column_units
 from galaxy.catalog.write import errors_path
 from galaxy.config import ClassifyConfig
 from galaxy.errors import UsageError
+from galaxy.files import same_file
 from galaxy.progress import progress
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def classify(config: ClassifyConfig) -> Summary:
     try:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
                                               config.keep_columns, band_columns)
-                 if not journal.is_done(item.path))
+                 if not journal.is_done(item.path) and not _is_output(item.path, config.output))
         for result in runner.run(items, on_error, journal.take_id):
             journal.add(*result)
             classified += len(result.ids)
@@ -109,6 +110,12 @@ def classify(config: ClassifyConfig) -> Summary:
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    runner.backend, session.device, runner.pipeline.name, interrupted,
                    journal.resumed, total, None if config.crop_fraction is None else runner.spec.crop_fraction)
+
+
+def _is_output(path: str, output: str) -> bool:
+    """Whether an input is the catalog being written: a FITS catalog (or `--format csv -o x.jpeg`) in an
+    input folder was listed as an input by the rerun, and failed as one (exit 3)."""
+    return os.path.basename(path) == os.path.basename(output) and same_file(path, output)
 
 
 def _count_total(bar, config: ClassifyConfig, band_columns, resumed: int) -> None:

@@ -1,6 +1,7 @@
 """Crash safety: killed runs resume without losing or repeating a row; one writer per output."""
 
 import csv
+import os
 import random
 import signal
 import subprocess
@@ -129,6 +130,32 @@ def test_overwrite_in_another_format_removes_the_csv_sidecar(tmp_path):
     assert not (tmp_path / "r.csv.meta.json").exists()
     again = classify(ClassifyConfig(files, str(out), backend="onnxruntime", output_format="parquet", progress=False))
     assert again.resumed == 2
+
+
+def test_a_fits_catalog_written_into_an_input_folder_is_not_an_input_of_the_rerun(tmp_path):
+    """The rerun listed the catalog it had written (a .fits file in the input folder) as an input,
+    and failed on it (exit 3, "no HDU with 2-D or 3-D image data")."""
+    import shutil
+
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:2]:
+        shutil.copy(path, tmp_path)
+    out = tmp_path / "cat.fits"
+    assert classify(ClassifyConfig((str(tmp_path),), str(out), backend="onnxruntime", progress=False)).classified == 2
+    again = classify(ClassifyConfig((str(tmp_path),), str(out), backend="onnxruntime", progress=False))
+    assert (again.classified, again.failed, again.resumed) == (0, 0, 2)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_output_where_nothing_can_be_written_is_a_usage_error_before_any_work(tmp_path):
+    """As root os.access says yes everywhere: -o /proc/x.csv failed after the model loaded, exit 1,
+    naming the internal x.csv.partial."""
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    result = CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", "/proc/x.csv", "-q"])
+    assert result.exit_code == 2 and "cannot write /proc/x.csv" in result.output, result.output
+    assert ".partial" not in result.output
 
 
 def test_resuming_an_output_of_another_format_is_a_usage_error(tmp_path):
