@@ -35,9 +35,8 @@ import numpy as np
 
 from galaxy.catalog.formats import output_format, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
-from galaxy.catalog.text import safe_text
+from galaxy.catalog.text import ascii_text, safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
-from galaxy.catalog.text import ascii_text
 from galaxy.errors import UsageError
 from galaxy.files import same_file, write_atomically
 
@@ -110,6 +109,7 @@ class Journal:
             self._check_fingerprint(fingerprint)
             self._chunks = sorted(self.dir.glob("chunk-*.csv"))
             begun_in = self._begun_in()
+            self._fits = output_format(self.output, self.format) == "fits"
             if not self._chunks and self.output.exists():
                 self._import_output()
             self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
@@ -117,7 +117,7 @@ class Journal:
             relative = None
             for row in self.rows():
                 self.ids.add(row[0])
-                self.done[_path_key(row[1], begun_in)] += 1
+                self.done[_path_key(row[1], begun_in, self._fits)] += 1
                 relative = relative or (None if os.path.isabs(row[1]) else row[1])
             if relative is not None and not _same_folder(begun_in, os.getcwd()):
                 raise UsageError(f"{self.output} was begun in {begun_in}, and its rows name files from there "
@@ -213,7 +213,7 @@ class Journal:
         row classified. Call it once per input, in input order (paths compared as `_path_key`)."""
         if not self.done:  # nothing (left) to skip: no path to resolve
             return False
-        key = _path_key(path, os.getcwd())
+        key = _path_key(path, os.getcwd(), self._fits)
         if self.done[key] > 0:
             self.done[key] -= 1
             return True
@@ -312,12 +312,15 @@ def hold_lock(path: Path, held_by_another: str):
     return lock
 
 
-def _path_key(path: str, base: str) -> str:
+def _path_key(path: str, base: str, fits: bool) -> str:
     """How the journal compares input paths: the file itself, whatever the spelling (relative to
     `base`, the working directory the path was given in, or absolute; through symbolic links), in
-    ASCII-escaped form, the one form every output format can give back (FITS text is ASCII). A rerun
-    naming the folder by its absolute path or by a link to it wrote every row a second time."""
-    return ascii_text(os.path.realpath(os.path.join(base, path)))
+    the form the output gives back: `safe_text`, or for FITS (whose text is ASCII) `ascii_text`. A
+    rerun naming the folder by its absolute path or by a link to it wrote every row a second time;
+    and with the ASCII form for every format, a file named `ü.jpeg` and one named `\\xfc.jpeg` were
+    one file to a rerun (one lost, the other written twice): FITS alone keeps that ambiguity."""
+    full = os.path.realpath(os.path.join(base, path))
+    return ascii_text(full) if fits else safe_text(full)
 
 
 def _same_folder(a: str, b: str) -> bool:

@@ -118,6 +118,24 @@ def test_a_rerun_naming_the_same_files_another_way_writes_no_row_twice(tmp_path,
     assert run((str(folder),), str(tmp_path / "c.csv")).resumed == 3
 
 
+def test_a_file_named_like_an_escape_is_not_another_files_row_on_resume(tmp_path):
+    """`ü.jpeg` and a file literally named `\\xfc.jpeg` had one key (the ASCII-escaped form): a rerun
+    after the first was classified skipped the second and wrote the first again."""
+    import shutil
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    first, second = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    shutil.copy(first, folder / "ü.jpeg")
+    shutil.copy(second, folder / "\\xfc.jpeg")
+    out = tmp_path / "z.csv"
+    classify(ClassifyConfig((str(folder / "ü.jpeg"),), str(out), backend="onnxruntime", progress=False))
+    again = classify(ClassifyConfig((str(folder),), str(out), backend="onnxruntime", progress=False))
+    assert (again.classified, again.resumed, again.total) == (1, 1, 2)
+    with open(out, newline="") as fh:
+        assert sorted(row["path"].rsplit("/", 1)[1] for row in csv.DictReader(fh)) == ["\\xfc.jpeg", "ü.jpeg"]
+
+
 def test_overwrite_in_another_format_removes_the_csv_sidecar(tmp_path):
     """--overwrite into the same name in Parquet left the CSV's meta.json, which a later rerun read as
     the catalog's settings ("written with another model, backend, TTA setting ...")."""
