@@ -114,12 +114,13 @@ class Journal:
                 self._import_output()
             self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
             self.ids = UniqueIds()
-            relative = None
+            relative = None  # a row's path that is relative to `begun_in`, if any
             for row in self.rows():
                 self.ids.add(row[0])
                 self.done[_path_key(row[1], begun_in, self._fits)] += 1
-                relative = relative or (None if os.path.isabs(row[1]) else row[1])
-            if relative is not None and not _same_folder(begun_in, os.getcwd()):
+                if relative is None and not os.path.isabs(row[1]):
+                    relative = row[1]
+            if relative is not None and not same_file(begun_in, os.getcwd()):
                 raise UsageError(f"{self.output} was begun in {begun_in}, and its rows name files from there "
                                  f"({relative!r}): rerun from that folder, or use --overwrite to start over")
         except UsageError:
@@ -322,12 +323,6 @@ def _path_key(path: str, base: str, fits: bool) -> str:
     full = os.path.realpath(os.path.join(base, path))
     return ascii_text(full) if fits else safe_text(full)
 
-
-def _same_folder(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _log_undeleted(function, path, exc_info) -> None:
