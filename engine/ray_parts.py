@@ -7,7 +7,7 @@ from pathlib import Path
 
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
-from galaxy.catalog.write import column_kinds, UniqueIds
+from galaxy.catalog.write import arrow_type, column_kinds, UniqueIds
 from galaxy.files import write_atomically
 
 
@@ -41,8 +41,7 @@ def _numbers_as_numbers(unified, parts, schemas):
             for row in pq.read_table(part, columns=names).to_pylist():
                 yield {name: "" if value is None else str(value) for name, value in row.items()}
 
-    numeric = {name: {"int": pa.int64(), "float": pa.float64()}[kind] for name, kind in column_kinds(rows())
-               if kind != "text"}
+    numeric = {name: arrow_type(kind) for name, kind in column_kinds(rows()) if kind != "text"}
     return pa.schema([pa.field(f.name, numeric.get(f.name, f.type)) for f in unified])
 
 

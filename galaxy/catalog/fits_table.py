@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy.catalog.formats import NUMBER_KINDS
 from galaxy.catalog.text import ascii_text
 
 BLOCK = 2880
@@ -24,7 +25,6 @@ ROWS_PER_WRITE = 8192
 SKY_UNITS = {"ra": "deg", "dec": "deg"}
 INT_NULL = -2 ** 63  # an int column's missing value (TNULLn); `column_kinds` never makes an int column holding it
 _MISSING = {"int": INT_NULL, "float": np.nan}
-_NUMBER = {"int": int, "float": float}
 
 
 class FitsTableWriter:
@@ -85,7 +85,7 @@ class FitsTableWriter:
         with open(self._spool_path, newline="") as fh:
             chunk = []
             for row in csv.reader(fh):
-                extra = [v if kind == "text" else _MISSING[kind] if v == "" else _NUMBER[kind](v)
+                extra = [v if kind == "text" else _MISSING[kind] if v == "" else NUMBER_KINDS[kind](v)
                          for v, (_, kind) in zip(row[3 + k:], self.extra)]
                 chunk.append((row[0], row[1], *map(float, row[2:2 + k]), row[2 + k], *extra))
                 if len(chunk) == ROWS_PER_WRITE:

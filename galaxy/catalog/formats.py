@@ -25,6 +25,9 @@ OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": 
 # Excel's "CSV UTF-8" starts the file with a byte-order mark, which plain utf-8 leaves in the first
 # column's name ('\ufefffile'); utf-8-sig drops it and reads a file without one unchanged.
 CSV_ENCODING = "utf-8-sig"
+# The numeric kinds of a catalog's extra columns (`galaxy.catalog.write.column_kinds`; the other is
+# "text"), each with the parser of its cells.
+NUMBER_KINDS = {"int": int, "float": float}
 PATH_COLUMNS = ("png_loc", "file_loc", "file", "path")
 ID_COLUMNS = ("id_str", "objid", "id")
 RESERVED_COLUMNS = ("id", "path", "label")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import SKY_UNITS
-from galaxy.catalog.formats import ERROR_COLUMNS, RAY_BOOKKEEPING, SKY_COLUMNS, output_format, sidecar_path
+from galaxy.catalog.formats import ERROR_COLUMNS, NUMBER_KINDS, RAY_BOOKKEEPING, SKY_COLUMNS, output_format, sidecar_path
 from galaxy.catalog.metadata import empty_table, kept_columns, parquet_metadata, sidecar_value
 from galaxy.catalog.text import CONTROL, safe_text
 
@@ -126,10 +126,7 @@ def _number(text: str) -> int | float | None:
     return number if Decimal(repr(number)) == Decimal(text) else None
 
 
-_NUMBER_KINDS = {"int": int, "float": float}
-
-
-def _arrow_type(kind: str):
+def arrow_type(kind: str):
     """A column kind's Arrow type."""
     import pyarrow as pa
 
@@ -252,7 +249,7 @@ class CatalogWriter:
 
             fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
             fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
-            fields += [pa.field(name, _arrow_type(kind)) for name, kind in self.extra]
+            fields += [pa.field(name, arrow_type(kind)) for name, kind in self.extra]
             self._schema = pa.schema(fields)
             lengths = None if text_lengths is None else {**text_lengths, "label": max(len(c) for c in self.classes)}
             self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units,
@@ -293,7 +290,7 @@ class CatalogWriter:
             values = [r[4][j] for r in rows]
             # missing text is "", not null: astropy's Parquet reader turns a null string into the text 'None'
             arrays.append(pa.array(values, pa.string()) if kind == "text" else
-                          pa.array([None if v == "" else _NUMBER_KINDS[kind](v) for v in values], _arrow_type(kind)))
+                          pa.array([None if v == "" else NUMBER_KINDS[kind](v) for v in values], arrow_type(kind)))
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self._pending = []
 
