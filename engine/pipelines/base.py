@@ -102,12 +102,6 @@ class ChunkedPipeline:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def jpeg_components(data: bytes) -> int | None:
-    """Number of colour components of a JPEG stream, or None when it is not a JPEG."""
-    frame = jpeg_frame(data)
-    return frame[0] if frame else None
-
-
 def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     """(components, height, width) from a JPEG stream's start-of-frame header, or None when it is
     not a JPEG."""

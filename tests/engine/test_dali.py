@@ -83,13 +83,13 @@ def test_dali_hands_bad_and_non_jpeg_files_to_the_reference_reader(tmp_path):
 def test_jpeg_component_sniffing(tmp_path):
     from PIL import Image
 
-    from engine.pipelines.base import jpeg_components
+    from engine.pipelines.base import jpeg_frame
 
     for mode, n in (("RGB", 3), ("L", 1), ("CMYK", 4)):
         path = tmp_path / f"{mode}.jpg"
         Image.new(mode, (8, 8)).save(path)
-        assert jpeg_components(path.read_bytes()) == n
-    assert jpeg_components(b"\x89PNG....") is None
+        assert jpeg_frame(path.read_bytes()) == (n, 8, 8)
+    assert jpeg_frame(b"\x89PNG....") is None
 
 
 def _fits_files(tmp_path):
