@@ -1,10 +1,14 @@
-"""Files written whole or not at all: a hidden temporary file beside the destination, renamed over it."""
+"""Files written whole or not at all: a hidden temporary file beside the destination, renamed over it.
+Also the two questions every command asks of the files it is given: is it there (`require_file`), and
+is it one of the others (`same_file`)."""
 
 from __future__ import annotations
 
 import errno
 import os
 from pathlib import Path
+
+from galaxy.errors import ImageReadError
 
 
 def write_atomically(path, write):
@@ -53,6 +57,23 @@ def write_whole(path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda tmp: tmp.write_bytes(data))
     return path
+
+
+def require_file(path, what: str = "") -> None:
+    """Refuse an input file that is not there, in the words every reader uses (each had worded it its
+    own way: "not a readable FITS file ([Errno 2] ...)"). `what`: which file of a galaxy it is.
+
+    Raises:
+        ImageReadError: no such file (a dangling link said so), or the system's reason (a link loop).
+    """
+    path = Path(path)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file" + (f" ({what})" if what else "")
+                             + (" (a dangling symbolic link)" if path.is_symlink() else "")) from None
+    except OSError as exc:  # a symbolic-link loop, a permission on a folder above
+        raise ImageReadError(path, exc.strerror or str(exc)) from None
 
 
 def same_file(a, b) -> bool:

@@ -21,7 +21,6 @@ Rules (documented in the README):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ import numpy as np
 from galaxy.catalog.formats import FITS_SUFFIXES
 from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band
 from galaxy.errors import ImageReadError
+from galaxy.files import require_file
 from galaxy.io.sky import centre_position
 from galaxy.io.composite import central_span, lupton_composite, resample_reach
 from galaxy.spec import MIN_SIDE, FitsStretch, InputSpec, too_small
@@ -338,8 +338,7 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
     for band, path in band_paths.items():
         if not str(path).strip():
             raise ImageReadError(label, f"empty path for band {band}: the catalog row names no file")
-        if not os.path.isfile(path):
-            raise ImageReadError(path, f"no such file (band {band})")
+        require_file(path, f"band {band}")
         where = locate_image(path, hdu)
         file_planes = _read_hdus(path, where.hdus[:1])
         if len(file_planes) != 1:

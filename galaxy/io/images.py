@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from galaxy.errors import ImageReadError
+from galaxy.files import require_file
 from galaxy.catalog.formats import IMAGE_SUFFIXES
 from galaxy.io.fits import is_fits_path, read_band_files, read_fits_cutout
 from galaxy.spec import MIN_SIDE, InputSpec, too_small
@@ -136,13 +137,7 @@ def read_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False) -> tup
     path = Path(path)
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
-    try:  # each reader worded these its own way ("not a readable FITS file ([Errno 2] ...)")
-        path.stat()
-    except FileNotFoundError:
-        raise ImageReadError(path, "no such file" + (" (a dangling symbolic link)" if path.is_symlink() else "")
-                             ) from None
-    except OSError as exc:  # a symbolic-link loop, a permission on a folder above
-        raise ImageReadError(path, exc.strerror or str(exc)) from None
+    require_file(path)
     if is_fits_path(path):
         return read_fits_cutout(path, spec, hdu, only_crop)
     return read_raster(path), {}
