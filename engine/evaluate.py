@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +38,7 @@ from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.write import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import ModelError, UsageError
-from galaxy.files import same_file
+from galaxy.files import same_file, writable_folder
 from galaxy.labels import column_by_id, load_labelled, validation_split
 from galaxy.evaluation.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
 from galaxy.evaluation.plots import coverage_curve, reliability_diagram
@@ -216,15 +215,7 @@ def _output_folder(config) -> Path:
         if same_file(config.data, out / name):
             raise UsageError(f"{config.data} is the {name} evaluate writes into {out}: it would be overwritten; "
                              "name another output folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"output folder {out} cannot be made: {exc.strerror}") from None
-    try:  # a read-only folder or file system; the file has no name and leaves nothing
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as exc:
-        raise UsageError(f"output folder {out} cannot be written: {exc.strerror}") from None
-    return out
+    return writable_folder(out, "evaluate's output")
 
 
 def _labelled(model_dir, card, config):

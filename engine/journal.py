@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,7 +37,7 @@ from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.text import ascii_text, safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
-from galaxy.files import same_file, write_atomically
+from galaxy.files import same_file, writable_folder, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +55,7 @@ def require_writable(output, inputs=(), catalog=None) -> None:
     for given in (catalog, *inputs):
         if given and os.path.isfile(given) and same_file(given, output):
             raise UsageError(f"the output {output} is an input of this run: give another -o")
-    folder = Path(output).absolute().parent
-    for above in (folder, *folder.parents):
-        if above.exists():
-            if not above.is_dir():
-                raise UsageError(f"cannot write {output}: {above} is a file, not a folder")
-            break
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: its folder {folder} cannot be made ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write {output}: no permission to write in {folder}")
-    try:  # os.access says yes to root everywhere: /sys and /proc refused only when OUT.partial was made
-        with tempfile.TemporaryFile(dir=folder, prefix=".galaxy-probe-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write {output}: nothing can be written in {folder} ({exc.strerror})") from None
+    writable_folder(Path(output).absolute().parent, f"cannot write {output}")
 
 
 class Journal:

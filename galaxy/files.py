@@ -1,14 +1,15 @@
 """Files written whole or not at all: a hidden temporary file beside the destination, renamed over it.
-Also the two questions every command asks of the files it is given: is it there (`require_file`), and
-is it one of the others (`same_file`)."""
+Also the questions every command asks of the files it is given and the folders it writes: is it there
+(`require_file`), is it one of the others (`same_file`), can anything be written there (`writable_folder`)."""
 
 from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from pathlib import Path
 
-from galaxy.errors import ImageReadError
+from galaxy.errors import ImageReadError, UsageError
 
 
 def write_atomically(path, write):
@@ -74,6 +75,34 @@ def require_file(path, what: str = "") -> None:
                              + (" (a dangling symbolic link)" if path.is_symlink() else "")) from None
     except OSError as exc:  # a symbolic-link loop, a permission on a folder above
         raise ImageReadError(path, exc.strerror or str(exc)) from None
+
+
+def writable_folder(folder, what: str) -> Path:
+    """Make `folder` (and the folders above it) and prove that a file can be written in it, before any
+    work: a folder that cannot be written had failed only after every image was scored. The proof is a
+    nameless temporary file, because `os.access` says yes to root everywhere (/proc, /sys, a read-only
+    mount). `what`: the words the message starts with ("cannot write catalog.csv", "output folder X").
+
+    Raises:
+        UsageError: a file stands where a folder should, or the folder cannot be made or written in,
+            naming it and the system's reason.
+    """
+    folder = Path(folder)
+    for above in (folder, *folder.absolute().parents):
+        if above.exists():
+            if not above.is_dir():
+                raise UsageError(f"{what}: {above} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{what}: the folder {folder} cannot be made ({exc.strerror})") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".galaxy-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{what}: nothing can be written in {folder} ({exc.strerror})") from None
+    return folder
 
 
 def same_file(a, b) -> bool:

@@ -38,7 +38,7 @@ from galaxy.evaluation.calibration import calibration_record, log_probabilities,
 from galaxy.card import TRAIN_IDS_FILE, ModelCard
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import TrainingDiverged, UsageError
-from galaxy.files import write_atomically
+from galaxy.files import writable_folder, write_atomically
 from galaxy.labels import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
@@ -267,8 +267,8 @@ def train(config: TrainConfig) -> ModelCard:
         raise UsageError(f"{out_dir} already holds a model (its card.json): give another -o, or remove it first")
     checkpoint = _load_checkpoint(config.resume) if config.resume else None  # before any image is read
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    writable_folder(out_dir, "cannot write the model")  # before the caches and epochs, not after them
+    writable_folder(work_dir, "cannot write the checkpoints")
     device, amp_dtype = pick_device()
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 

@@ -70,7 +70,7 @@ def test_output_folder_problems_are_usage_errors_before_the_model_loads(tmp_path
 
     data = labels_csv(tmp_path / "labels.csv", samples)
     result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", data / "sub", "-q")
-    assert result.exit_code == 2 and f"output folder {data / 'sub'} cannot be made" in result.output
+    assert result.exit_code == 2 and f"evaluate's output: {data} is a file, not a folder" in result.output
     result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", data, "-q")
     assert result.exit_code == 2 and "is a file" in result.output
     with pytest.raises(UsageError, match="is a file"):  # the library refuses it too, not only click

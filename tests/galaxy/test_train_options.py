@@ -52,3 +52,20 @@ def test_a_loss_that_is_not_a_number_stops_the_run_without_a_model(tmp_path, mon
     assert result.exit_code == 1, result.output
     assert "training diverged: the loss is nan at epoch 1, batch 1" in result.output
     assert not (out / "card.json").exists() and not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_an_output_that_cannot_be_written_is_refused_before_any_image_is_read(tmp_path, command, monkeypatch):
+    """train made its folder with a bare mkdir: a file in the way gave a traceback, and a folder nothing
+    could be written in failed at the first checkpoint, after the caches were built."""
+    import galaxy.training.train as training
+
+    monkeypatch.setattr(training, "pick_device", lambda: pytest.fail("got past the output check"))
+    where = ["--data", EXAMPLES / "labels.csv", "sdss-xception-compact"] if command == "distill" else [
+        EXAMPLES / "labels.csv"]
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke(command, *where, "-o", blocker / "m")
+    assert result.exit_code == 2 and f"cannot write the model: {blocker} is a file, not a folder" in result.output
+    result = invoke(command, *where, "-o", tmp_path / "m", "--work-dir", blocker / "ck")
+    assert result.exit_code == 2 and "cannot write the checkpoints" in result.output, result.output
