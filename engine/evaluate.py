@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -231,10 +231,31 @@ def _labelled(model_dir, card, config):
         raise UsageError(f"--images {config.images_dir} is the image folder of a Galaxy Zoo vote table, and "
                          f"{config.data} is not one (it names its images itself): leave --images out")
     if config.split == "val":
+        _refuse_another_vote_rule(card, config)
         return validation_split(model_dir, card, config.data, config.label_column, config.path_column,
                                 complete=False, images_dir=config.images_dir)
     return load_labelled(config.data, card.classes, config.label_column, config.path_column,
                          rule_from_config(config_dict(config)))
+
+
+def _refuse_another_vote_rule(card, config) -> None:
+    """--split val scores the labels the model was validated on, which a vote table's rule in the card
+    made: a --vote-threshold, --vote-kind or --min-votes given against that rule was silently replaced.
+
+    Raises:
+        UsageError: DATA is a vote table and an option given differs from the card's rule.
+    """
+    rule = rule_from_config(card.training.get("config", {}))
+    if not is_vote_table(config.data, config.label_column, rule.kind):
+        return
+    defaults = {field.name: field.default for field in fields(config)}
+    for option, given, recorded in (("vote-threshold", config.vote_threshold, rule.threshold),
+                                    ("vote-kind", config.vote_kind, rule.kind),
+                                    ("min-votes", config.min_votes, rule.min_votes)):
+        if given != defaults[option.replace("-", "_")] and given != recorded:
+            raise UsageError(f"--{option} {given}: --split val scores the labels {card.name} was validated on, "
+                             f"made with --{option} {recorded} (its card); leave it out, or score another rule's "
+                             "labels with --split all")
 
 
 def _metrics(scored: Scored, labels: np.ndarray, card, group_of: dict, config) -> dict:

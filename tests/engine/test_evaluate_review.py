@@ -169,6 +169,21 @@ def test_images_names_the_folder_of_a_vote_table_also_for_the_validation_split(t
     assert report["n"] == 3 and report["validation_images"]["scored"] == 3
 
 
+def test_a_vote_rule_given_against_the_cards_is_refused_for_the_validation_split(tmp_path, model_copy):
+    """With --split val, --vote-threshold 0.9 was silently replaced by the card's 0.6: the report was of
+    labels the user had not asked for."""
+    card = json.loads((model_copy / "card.json").read_text())
+    card.setdefault("training", {})["config"] = {"vote_threshold": 0.6}
+    (model_copy / "card.json").write_text(json.dumps(card))
+    (model_copy / "val_ids.txt").write_text("100008\n100023\n100053\n")
+    given = ["--images", KAGGLE_IMAGES, "-o", tmp_path / "e", "-q"]
+    result = invoke("evaluate", model_copy, KAGGLE, "--vote-threshold", "0.9", *given)
+    assert result.exit_code == 2 and "--vote-threshold 0.9: --split val scores the labels" in result.output
+    assert "--vote-threshold 0.6 (its card)" in result.output and not (tmp_path / "e" / "report.json").exists()
+    for same in (["--vote-threshold", "0.6"], ["--vote-kind", "fraction"], []):  # the card's rule, or the default
+        assert invoke("evaluate", model_copy, KAGGLE, *same, *given).exit_code == 0
+
+
 def test_a_labels_csv_with_a_byte_order_mark_reads_and_an_empty_one_says_so(tmp_path, samples):
     """Excel's "CSV UTF-8" gave `has no column 'file'; columns are ['\\ufefffile', 'label']`."""
     from galaxy.errors import UsageError
