@@ -152,10 +152,15 @@ class ShardClassifier:
         _maybe_crash(index)
         table = pq.read_table(shard_path).to_pydict()
         items = [Item(p, i, json.loads(c)) for p, i, c in zip(table["path"], table["id"], table["columns"])]
-        errors = []
-        results = list(self.runner.run(iter(items), errors.append))
+        errors, given = [], []
+
+        def position(ident):  # each input's id becomes its place in the shard; the id given is put back
+            given.append(ident)  # below, and the place goes into the errors part: the merge takes ids
+            return str(len(given) - 1)  # over rows and failures in listing order, as one machine does
+
+        results = list(self.runner.run(iter(items), errors.append, position))
         tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
-        results = [([safe_text(i) for i in ids], [safe_text(p) for p in paths], probs, columns)
+        results = [([safe_text(given[int(i)]) for i in ids], [safe_text(p) for p in paths], probs, columns)
                    for ids, paths, probs, columns in results]
         extra, lengths = describe_rows(row for ids, paths, _, columns in results for row in zip(ids, paths, columns))
         # kept columns stay text as given: their kind is decided over all parts when they are finalised
@@ -166,11 +171,18 @@ class ShardClassifier:
         writer.close()
         err_writer = ErrorWriter(tmp.with_suffix(".errors.tmp"), header=False)  # merged under one header later
         for failure in errors:
-            err_writer.write(*failure)
+            err_writer.write(given[int(failure.id)], *failure[1:], failure.id)
         err_writer.close()
         err_writer.path.replace(_part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
         tmp.replace(_part_path(self.out_dir, index))
         return writer.rows, len(errors)
+
+
+def _read_part_errors(out_dir: Path, index: int) -> list[list[str]]:
+    """A part's error rows as (id, path, stage, reason[, place in the shard]); the rows of an earlier
+    version's part (path, stage, reason) get the id a directory run gives, the file's stem."""
+    with open(_part_errors(out_dir, index), newline="") as part:
+        return [[stem_id(row[0]), *row] if len(row) == 3 else row for row in csv.reader(part)]
 
 
 def _part_path(out_dir: Path, index: int) -> Path:
@@ -329,15 +341,13 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
 
     from galaxy.catalog.read import read_catalog_metadata
 
-    finalize_parts([_part_path(out_dir, shard.index) for shard in shards])
+    failures = [_read_part_errors(out_dir, shard.index) for shard in shards]
+    ids = finalize_parts([_part_path(out_dir, shard.index) for shard in shards],
+                         [[(row[0], row[4] if len(row) == 5 else None) for row in rows] for rows in failures])
     errors = ErrorWriter(errors_path(out_dir))
-    for shard in shards:
-        with open(_part_errors(out_dir, shard.index), newline="") as part:
-            for row in csv.reader(part):
-                if len(row) == 3:  # a part of an earlier version (no id column): the id a
-                    # directory run gives, the file's stem
-                    row = [stem_id(row[0]), *row]
-                errors.write(*row)
+    for rows, taken in zip(failures, ids):
+        for row, ident in zip(rows, taken):
+            errors.write(ident, *row[1:4])
     errors.close()
     failed = errors.count
     parts = [_part_path(out_dir, s.index) for s in shards]

@@ -63,10 +63,30 @@ def _missing(n: int, kind):
     return pa.array([""] * n, kind) if pa.types.is_string(kind) else pa.nulls(n, kind)
 
 
-def finalize_parts(parts: list[Path]) -> None:
-    """Make the parts (in listing order) one catalog, as one machine writes it.
+def _take_ids(seen: UniqueIds, rows: list[str], failed: list[tuple[str, str | None]]) -> tuple[list[str], list]:
+    """The ids of one part's rows and failures, taken in the order of its shard's inputs: a failure
+    at place p in the shard comes after the p inputs before it. Failures of an earlier version's part
+    (no place) are left as None, for the caller to take after every part's rows."""
+    at = {int(place): k for k, (_, place) in enumerate(failed) if place is not None}
+    taken: list = [None] * len(failed)
+    left = iter(rows)
+    row_ids = []
+    for place in range(len(rows) + len(at)):
+        if place in at:
+            taken[at[place]] = seen.take(failed[at[place]][0])
+        else:
+            row_ids.append(seen.take(next(left)))
+    return row_ids, taken
 
-    Ids are made unique over all parts in listing order (stem, stem#2, ...). Every part gets
+
+def finalize_parts(parts: list[Path], failures: list | None = None) -> list[list[str]]:
+    """Make the parts (in listing order) one catalog, as one machine writes it; return the ids of
+    each part's failures.
+
+    Ids are made unique over all parts in listing order (stem, stem#2, ...), failed inputs
+    included, as one machine takes them: `failures` gives, per part, the (id, place in its shard)
+    of its inputs that failed. Those of a part an earlier version wrote (place None) take theirs
+    after every part's rows, so no row an earlier merge named is renamed. Every part gets
     the same columns: a shard without FITS inputs has no ra/dec, a shard may hold a kept
     column as float64 where another holds text; missing columns become NaN or "" and text wins.
     """
@@ -77,10 +97,13 @@ def finalize_parts(parts: list[Path]) -> None:
     schemas = [pq.read_schema(p) for p in parts]
     unified = _numbers_as_numbers(_unified_schema(schemas), parts, schemas)
     seen = UniqueIds()
-    for part, schema in zip(parts, schemas):
+    failures = failures or [[] for _ in parts]
+    failed_ids = []
+    for part, schema, failed in zip(parts, schemas, failures):
         table = pq.read_table(part)
         given = table.column("id").to_pylist()
-        ids = [seen.take(ident) for ident in given]
+        ids, taken = _take_ids(seen, given, failed)
+        failed_ids.append(taken)
         changed = ids != given
         if changed:
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
@@ -97,3 +120,5 @@ def finalize_parts(parts: list[Path]) -> None:
             changed = True
         if changed:  # the temporary name starts with a dot: never read as a part
             write_atomically(part, lambda tmp, table=table: pq.write_table(table, tmp))
+    return [[seen.take(failed[k][0]) if ident is None else ident for k, ident in enumerate(taken)]
+            for failed, taken in zip(failures, failed_ids)]

@@ -329,8 +329,9 @@ class ErrorWriter:
         if header:
             self._writer.writerow(ERROR_COLUMNS)
 
-    def write(self, ident, path, stage, reason):
-        self._writer.writerow([safe_text(ident), safe_text(path), stage, safe_text(reason)])
+    def write(self, ident, path, stage, reason, *bookkeeping):
+        """One row; `bookkeeping` (a --ray part's place of the input in its shard) follows the columns."""
+        self._writer.writerow([safe_text(ident), safe_text(path), stage, safe_text(reason), *bookkeeping])
         self._fh.flush()
         self.count += 1
 

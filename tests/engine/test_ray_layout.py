@@ -104,7 +104,7 @@ def test_a_part_written_before_the_id_column_merges(survey, tmp_path, default_mo
     for shard in shards:  # rewrite every part's errors as the earlier version wrote them
         part = _part_errors(out, shard.index)
         with open(part, newline="") as fh:
-            rows = [row[1:] for row in csv.reader(fh)]
+            rows = [row[1:4] for row in csv.reader(fh)]
         with open(part, "w", newline="") as fh:
             csv.writer(fh).writerows(rows)
     manifest = write_manifest(out, shards, {"rows": 0, "errors": 0}, len(shards), 1, time.perf_counter())
@@ -201,3 +201,38 @@ def test_kept_columns_get_their_kind_from_all_parts_as_on_one_machine(tmp_path, 
         assert ray.column(name).to_pylist() == one.column(name).to_pylist(), name
     assert ray.column("z").to_pylist()[:4] == ["1.50", "2", "1e3", "007"]
     assert ray.column("w").to_pylist()[4] == 3.25
+
+
+@pytest.mark.parametrize("shard_size", [2, 3, 10])
+def test_failed_inputs_take_their_ids_in_listing_order_as_on_one_machine(tmp_path, default_model, shard_size):
+    """A --ray run took ids over the parts' rows only and wrote each failure's id as given: a broken
+    file listed between two of the same id kept "g" beside the row "g", where one machine writes
+    g, g#2 (the failure), g#3."""
+    import pyarrow.parquet as pq
+
+    from engine.distributed import write_manifest
+    from engine.run import classify
+    from galaxy.catalog.write import errors_path
+
+    good = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    broken = tmp_path / "broken.jpeg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    table = tmp_path / "c.csv"
+    table.write_text("file,objid\n" + "".join(f"{f},{i}\n" for f, i in [(good[0], "g"), (broken, "g"), (good[1], "g"),
+                                                                      (broken, "h"), (good[2], "h")]))
+    config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(table), id_column="objid", backend="onnxruntime",
+                            decoder="reference", progress=False)
+    from engine.distributed import ShardClassifier, write_shards
+
+    out = tmp_path / "out"
+    shards = write_shards(config, out, shard_size)
+    classifier = ShardClassifier(config, str(default_model[0]), str(out))
+    for shard in shards:
+        classifier.classify_shard(shard.index, shard.path)
+    write_manifest(out, shards, {"rows": 3, "errors": 2}, 0, 1, time.perf_counter())
+    single = tmp_path / "single.parquet"
+    classify(dataclasses.replace(config, output=str(single)))
+    assert pq.read_table(out).column("id").to_pylist() == pq.read_table(single).column("id").to_pylist() == [
+        "g", "g#3", "h#2"]
+    assert _errors(errors_path(out)) == _errors(errors_path(single))
+    assert sorted(row[0] for row in _errors(errors_path(out))) == ["g#2", "h"]
