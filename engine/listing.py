@@ -26,7 +26,9 @@ class Item:
 
 
 def _walk(root: str):
-    """Image files under root, depth first, each folder's entries sorted by name.
+    """Image files under root, depth first, each folder's entries sorted by name, and each folder
+    that cannot be listed (its reader then says why: an unreadable sub-folder's images were left out
+    without a word).
 
     Sorted, so a run lists the same folder in the same order on every file system and every
     time: which of two files with the same stem becomes `stem#2` does not depend on the disk.
@@ -35,7 +37,8 @@ def _walk(root: str):
     try:
         with os.scandir(root) as entries:
             listed = sorted((entry.name, _is_dir(entry)) for entry in entries)
-    except OSError:
+    except OSError:  # listed as an input of its own, so the errors file says why its images are missing
+        yield root
         return
     for name, is_dir in listed:
         path = os.path.join(root, name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -61,20 +62,32 @@ def write_whole(path, data: bytes) -> Path:
 
 
 def require_file(path, what: str = "") -> None:
-    """Refuse an input file that is not there, in the words every reader uses (each had worded it its
-    own way: "not a readable FITS file ([Errno 2] ...)"). `what`: which file of a galaxy it is.
+    """Refuse an input file that is not there, or not a regular file, in the words every reader uses
+    (each had worded it its own way: "not a readable FITS file ([Errno 2] ...)"). `what`: which file
+    of a galaxy it is.
 
     Raises:
-        ImageReadError: no such file (a dangling link said so), or the system's reason (a link loop).
+        ImageReadError: no such file (a dangling link said so), the system's reason (a link loop), a
+            folder (one that cannot be listed says why), a FIFO, socket or device.
     """
     path = Path(path)
     try:
-        path.stat()
+        mode = path.stat().st_mode
     except FileNotFoundError:
         raise ImageReadError(path, "no such file" + (f" ({what})" if what else "")
                              + (" (a dangling symbolic link)" if path.is_symlink() else "")) from None
     except OSError as exc:  # a symbolic-link loop, a permission on a folder above
         raise ImageReadError(path, exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(mode):
+        try:  # a folder listed as an input is one whose listing failed (or a symlinked folder named x.jpeg)
+            os.listdir(path)
+        except OSError as exc:
+            raise ImageReadError(path, f"a folder that cannot be listed ({exc.strerror}): the images in it "
+                                 "were not classified") from None
+        raise ImageReadError(path, "is a folder, not an image file")
+    if not stat.S_ISREG(mode):  # reading a FIFO blocks for ever, a device may never end
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ImageReadError(path, f"not a regular file ({kind})" + (f" ({what})" if what else ""))
 
 
 def writable_folder(folder, what: str) -> Path:

@@ -1,6 +1,7 @@
 """What every decode pipeline shares: the `Decoded` record, the per-file reference decode every
 pipeline falls back to, the bounded in-order thread map, the base of the batch decoders
-(`ChunkedPipeline`) and the JPEG sniffing that tells which files a batch decoder takes.
+(`ChunkedPipeline`) and the JPEG sniffing that tells which files a batch decoder takes
+(`read_jpeg`, with galaxy.io.jpeg's questions).
 
 One pipeline per module beside this one (reference, dali, dali_gpu, nvjpeg), each with
 `create(spec, workers, depth, hdu, batch_size)`; engine/pipelines/__init__.py picks one by name.
@@ -9,6 +10,8 @@ One pipeline per module beside this one (reference, dali, dali_gpu, nvjpeg), eac
 from __future__ import annotations
 
 import collections
+import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -17,7 +20,8 @@ import numpy as np
 from engine.listing import Item
 from engine.queues import chunks, prefetch
 from galaxy.errors import ImageReadError
-from galaxy.io.images import load_band_input, load_input, stem_id
+from galaxy.io.images import MAX_RASTER_PIXELS, load_band_input, load_input, stem_id
+from galaxy.io.jpeg import jpeg_damage, jpeg_frame
 from galaxy.spec import MIN_SIDE, InputSpec
 
 
@@ -98,40 +102,19 @@ class ChunkedPipeline:
         return prefetch(self._decode(items), self.depth)
 
 
-# JPEG start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
-_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
-    """(components, height, width) from a JPEG stream's start-of-frame header, or None when it is
-    not a JPEG."""
-    if data[:3] != b"\xff\xd8\xff":
-        return None
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker in _SOF:  # length, precision, height, width, components
-            if i + 9 >= len(data):
-                return None
-            return data[i + 9], int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-        i += 2 + length
-    return None
-
-
 def read_jpeg(path) -> bytes | None:
-    """The file's bytes when it is a JPEG a batch decoder takes (1 or 3 components, at least
-    MIN_SIDE on each side), else None (the reference reader then takes it, or words its refusal:
-    PNG, CMYK JPEG, FITS, unreadable files, images too small to be cutouts)."""
+    """The file's bytes when it is a whole JPEG a batch decoder takes (1 or 3 components, at least
+    MIN_SIDE and at most MAX_RASTER_PIXELS, its image data whole: `jpeg_damage`), else None (the
+    reference reader then takes it, or words its refusal: PNG, CMYK JPEG, FITS, unreadable, truncated
+    or not regular files, images too small to be cutouts or too large to decode)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open, /dev/zero fill memory
+            return None
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError:
         return None
     frame = jpeg_frame(data)
-    return data if frame and frame[0] in (1, 3) and min(frame[1:]) >= MIN_SIDE else None
+    if not frame or frame[0] not in (1, 3) or not MIN_SIDE <= min(frame[1:]) or frame[1] * frame[2] > MAX_RASTER_PIXELS:
+        return None
+    return None if jpeg_damage(data) else data

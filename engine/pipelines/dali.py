@@ -7,7 +7,9 @@ preprocessing of `galaxy.io.images` expressed in DALI operators:
   decoders.image_slice (RGB, the centre crop + ROI_MARGIN px) -> resize(roi = the crop,
   antialiased linear, float) -> crop_mirror_normalize(mean*255, std*255, CHW)
 
-which matches the reference reader to ~1e-6 (tests/engine/test_dali.py). With a `device_id`
+which matches the reference reader to ~1e-6 (tests/engine/test_dali.py). Like the reference reader
+it takes the pixels as stored and ignores an EXIF orientation (a cutout's rows and columns are the
+sky's; DALI's default rotated such files, so the two readers gave them different labels). With a `device_id`
 (the `dali-gpu` pipeline) JPEGs are decoded by nvJPEG (`device="mixed"`) and resized and
 normalised on the GPU; batches stay in device memory as torch CUDA tensors for the GPU
 backends. JPEGs with 1 or 3 components go to this graph. FITS files go, on a GPU, to DALI's
@@ -56,18 +58,19 @@ def build_graph(spec: InputSpec, batch_size: int, threads: int, device_id=None):
     def graph():
         encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
         if device_id is None:
-            shape = fn.peek_image_shape(encoded, dtype=types.FLOAT)  # H, W, C
+            shape = fn.peek_image_shape(encoded, dtype=types.FLOAT, adjust_orientation=False)  # H, W, C
             height, width = shape[0], shape[1]
             x0 = dmath.max(dmath.floor(width * low) - ROI_MARGIN, 0.0)
             y0 = dmath.max(dmath.floor(height * low) - ROI_MARGIN, 0.0)
             x1 = dmath.min(dmath.ceil(width * high) + ROI_MARGIN, width)
             y1 = dmath.min(dmath.ceil(height * high) + ROI_MARGIN, height)
             images = fn.decoders.image_slice(encoded, fn.stack(x0, y0), fn.stack(x1 - x0, y1 - y0), axis_names="WH",
-                                             normalized_anchor=False, normalized_shape=False, output_type=types.RGB)
+                                             normalized_anchor=False, normalized_shape=False, output_type=types.RGB,
+                                             adjust_orientation=False)
             roi = {"roi_start": fn.stack(height * low - y0, width * low - x0),
                    "roi_end": fn.stack(height * high - y0, width * high - x0), "roi_relative": False}
         else:
-            images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB)
+            images = fn.decoders.image(encoded, device="mixed", output_type=types.RGB, adjust_orientation=False)
             roi = {"roi_start": [low, low], "roi_end": [high, high], "roi_relative": True}
         images = fn.resize(images, size=[spec.size, spec.size], antialias=True, interp_type=types.INTERP_LINEAR,
                            dtype=types.FLOAT, **roi)

@@ -15,6 +15,7 @@ Raster rules (JPEG, PNG):
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -25,11 +26,14 @@ from galaxy.errors import ImageReadError
 from galaxy.files import require_file
 from galaxy.catalog.formats import IMAGE_SUFFIXES
 from galaxy.io.fits import is_fits_path, read_band_files, read_fits_cutout
+from galaxy.io.jpeg import jpeg_damage, jpeg_frame
 from galaxy.spec import MIN_SIDE, InputSpec, too_small
 
 RASTER_FORMATS = ("JPEG", "PNG")
-# Refuse rasters with more pixels than this before decoding them.
-MAX_RASTER_PIXELS = 256 * 1024 * 1024
+# Rasters with more pixels than this are refused from their header, before decoding, by every reader:
+# PIL's own limit against decompression bombs (178,956,970: a 13,377 px square), which it otherwise
+# applies with a warning up to twice that and its own error above.
+MAX_RASTER_PIXELS = Image.MAX_IMAGE_PIXELS
 
 
 def is_image_path(path) -> bool:
@@ -88,19 +92,23 @@ def read_raster(path) -> np.ndarray:
         ImageReadError: unreadable, truncated, not JPEG/PNG, or an unsupported mode.
     """
     try:
-        with Image.open(path, formats=RASTER_FORMATS) as img:  # other plugins' parsers raise their own errors
-            width, height = img.size
-            if width * height > MAX_RASTER_PIXELS:
-                raise ImageReadError(path, f"{width} x {height} pixels is over the limit of "
-                                     f"{MAX_RASTER_PIXELS}", stage="decode")
-            if min(width, height) < MIN_SIDE:
-                raise ImageReadError(path, too_small(width, height), stage="decode")
+        data = path.read() if hasattr(path, "read") else Path(path).read_bytes()
+        if not data:
+            raise ImageReadError(path, "an empty file (0 bytes)", stage="decode")
+        size = _header_size(data)
+        if size:  # from the header, before PIL parses anything (it warns on large images)
+            _check_size(path, *size)
+        damage = jpeg_damage(data) if jpeg_frame(data) else None
+        if damage:
+            raise ImageReadError(path, damage, stage="decode")
+        with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as img:  # other plugins' parsers raise their own
+            _check_size(path, *img.size)
             img.load()
             return _raster_to_array(img, path)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
-        raise ImageReadError(path, _not_raster(path), stage="decode") from None
+        raise ImageReadError(path, _not_raster(data), stage="decode") from None
     except Image.DecompressionBombError as exc:
         raise ImageReadError(path, f"too large to decode safely ({exc})", stage="decode") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -110,10 +118,28 @@ def read_raster(path) -> np.ndarray:
         raise ImageReadError(path, reason, stage="decode") from None
 
 
-def _not_raster(path) -> str:
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header or a PNG's IHDR, or None."""
+    frame = jpeg_frame(data)
+    if frame:
+        return frame[2], frame[1]
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
+
+
+def _check_size(path, width: int, height: int) -> None:
+    if width * height > MAX_RASTER_PIXELS:
+        raise ImageReadError(path, f"{width} x {height} pixels is over the limit of {MAX_RASTER_PIXELS:,} "
+                             "(a cutout is far smaller)", stage="decode")
+    if min(width, height) < MIN_SIDE:
+        raise ImageReadError(path, too_small(width, height), stage="decode")
+
+
+def _not_raster(data: bytes) -> str:
     """Why a file that is not JPEG or PNG was refused: the format it is, when PIL knows it."""
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             return f"is {img.format}, not JPEG or PNG"
     except Exception:  # any plugin's parser may raise on content that is no image at all
         return "not a JPEG or PNG image (unrecognised content)"
@@ -135,8 +161,6 @@ def read_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False) -> tup
     if not str(path).strip():
         raise ImageReadError(path, "empty path: the catalog row names no file")
     path = Path(path)
-    if path.is_dir():
-        raise ImageReadError(path, "is a directory, not an image file")
     require_file(path)
     if is_fits_path(path):
         return read_fits_cutout(path, spec, hdu, only_crop)

@@ -83,7 +83,7 @@ def test_dali_hands_bad_and_non_jpeg_files_to_the_reference_reader(tmp_path):
 def test_jpeg_component_sniffing(tmp_path):
     from PIL import Image
 
-    from engine.pipelines.base import jpeg_frame
+    from galaxy.io.jpeg import jpeg_frame
 
     for mode, n in (("RGB", 3), ("L", 1), ("CMYK", 4)):
         path = tmp_path / f"{mode}.jpg"

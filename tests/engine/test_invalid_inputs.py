@@ -41,7 +41,7 @@ def build_corpus(root):
     (root / "folder.jpg").mkdir()  # a directory named like an image: walked, holds nothing
 
     (root / "zero.jpg").write_bytes(b"")
-    bad["zero.jpg"] = "not a jpeg or png"
+    bad["zero.jpg"] = "an empty file"
     (root / "truncated.jpeg").write_bytes(jpeg.read_bytes()[:3000])
     bad["truncated.jpeg"] = "truncated"
     rng = np.random.default_rng(1)
