@@ -31,15 +31,15 @@ ROUNDS = 3
 SECONDS_PER_PASS = 1.0  # each pass runs whole batches until this much time has passed
 
 
-def machine_key(card, candidates, model_dir=None, streams: dict | None = None) -> tuple[str, dict]:
+def machine_key(card, candidates, model_dir=None, streams: dict | None = None, batch: int = 32) -> tuple[str, dict]:
     """(short hash, what it hashes): CPU, flags, cores, library versions, engine key, candidates,
-    the streams each runs with, and the int8 model the int8 backend would load (its recipe and
-    fingerprint: another build is timed afresh)."""
+    the streams each runs with, the batch size, and the int8 model the int8 backend would load
+    (its recipe and fingerprint: another build is timed afresh)."""
     import onnxruntime
     import torch
 
     what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
-                engine=card.engine_key, candidates=sorted(candidates), streams=streams or {})
+                engine=card.engine_key, candidates=sorted(candidates), streams=streams or {}, batch=batch)
     if "onnxruntime-int8" in candidates:
         from engine.int8_models import int8_fingerprint, int8_recipe
 
@@ -85,6 +85,21 @@ def time_sessions(sessions: dict, batch: np.ndarray, rounds: int = ROUNDS, strea
     return best
 
 
+def _check_record(record, candidates) -> None:
+    """Refuse a speed record that is not what `measured_choice` writes (valid JSON of another shape: a
+    hand edit, another version): its fields were indexed as they were and gave tracebacks.
+
+    Raises:
+        ValueError: naming what is wrong.
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("images_per_s"), dict) \
+            or not isinstance(record.get("machine"), dict) or not {"cpu", "cores"} <= set(record["machine"]) \
+            or not isinstance(record.get("measured"), str):
+        raise ValueError("not a speed record")
+    if record.get("chosen") not in candidates:
+        raise ValueError(f"it chose {record.get('chosen')!r}, not one of {', '.join(candidates)}")
+
+
 def measured_choice(card, candidates: list[str], batch_size: int, load, model_dir=None,
                     streams: dict | None = None) -> tuple[str, dict]:
     """The fastest of `candidates` on this machine and the record it comes from (cached).
@@ -96,13 +111,14 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
     Returns:
         (backend name, record with "images_per_s" per candidate, "machine", "measured").
     """
-    key, what = machine_key(card, candidates, model_dir, streams)
+    key, what = machine_key(card, candidates, model_dir, streams, batch_size)
     path = cache_dir() / "autotune" / f"{key}.json"
     if path.is_file():
         try:
             record = json.loads(path.read_text())
+            _check_record(record, candidates)
             return record["chosen"], record
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring the unreadable speed record %s (%s); measuring again", path, exc)
     if len(candidates) == 1:
         speeds = {candidates[0]: None}
@@ -112,7 +128,10 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
         for name in candidates:
             try:
                 sessions[name] = load(name)
-            except BackendUnavailable as exc:  # e.g. a shipped int8 recipe that rebuilds differently here
+            except (BackendUnavailable, OSError) as exc:  # e.g. a shipped int8 recipe that rebuilds
+                # differently here, or an int8 model that cannot be built into a read-only cache
+                if name == "onnxruntime":
+                    raise
                 log.warning("%s cannot run here (%s); not a candidate", name, exc)
         measured = time_sessions(sessions, sample_batch(card, batch_size), streams=streams)
         speeds = {n: round(v, 1) for n, v in measured.items()}

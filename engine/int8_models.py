@@ -29,7 +29,7 @@ import numpy as np
 
 from engine.artifacts import cache_dir, onnx_model
 from galaxy.errors import BackendUnavailable, UsageError
-from galaxy.files import write_atomically
+from galaxy.files import remove_quietly, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ QAT_RECIPE = "qat-fakequant-u8s8-seed0-v1-then-" + INT8_RECIPE
 RECIPES = {"ptq-sensitive": SENSITIVE_RECIPE, "qat": QAT_RECIPE, "ptq": INT8_RECIPE}
 SHIPPED_INT8 = "int8.json"  # in a model folder: the recipe that rebuilds its checked int8 model
 SHIPPABLE = ("ptq-sensitive", "ptq")  # qat's tuned weights live only in the cache
+# The fingerprint of a damaged file: no check holds for it; a shipped recipe is rebuilt over it,
+# a model built here is passed over (`galaxy quantize` builds it again).
+UNREADABLE = "unreadable"
 
 
 def int8_path(card, method: str = "ptq") -> Path:
@@ -50,10 +53,12 @@ def int8_path(card, method: str = "ptq") -> Path:
 
 
 def built_int8(card) -> tuple[str, Path] | None:
-    """(recipe, path) of the int8 model the backend uses: the first of RECIPES built, or None."""
+    """(recipe, path) of the int8 model the backend uses: the first of RECIPES built (and readable),
+    or None."""
     for method, recipe in RECIPES.items():
-        if int8_path(card, method).is_file():
-            return recipe, int8_path(card, method)
+        path = int8_path(card, method)
+        if path.is_file() and model_fingerprint(path) != UNREADABLE:
+            return recipe, path
     return None
 
 
@@ -85,7 +90,11 @@ def _fingerprint(path: str, inode: int, size: int, mtime_ns: int) -> str:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf's DecodeError, onnx's own: a damaged file in the cache
+        log.warning("the int8 model %s cannot be read (%s)", path, str(exc)[:200])
+        return UNREADABLE
     digest = hashlib.sha256()
     for node in model.graph.node:
         digest.update(f"{node.op_type}({','.join(node.input)})->{','.join(node.output)};".encode())
@@ -224,9 +233,11 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
                 "build one here with `galaxy quantize` (it is used instead, and `auto` offers it once "
                 "`galaxy check-backends` has passed it)")
         tmp.replace(out)
+    except OSError as exc:  # a read-only or full cache: named, not the hidden temporary file
+        raise BackendUnavailable(f"cannot build the shipped int8 model into {out.parent} ({exc.strerror or exc}): "
+                                 "set GALAXY_CACHE to a folder that can be written") from None
     finally:
-        for path in (pre, tmp, ranges):
-            path.unlink(missing_ok=True)
+        remove_quietly(pre, tmp, ranges)
     record = {key: shipped[key] for key in ("method", "recipe", "weights_sha256", "excluded_nodes") if key in shipped}
     record |= {"rebuilt_from": str(Path(model_dir) / SHIPPED_INT8), "fingerprint": shipped["fingerprint"],
                "seconds": round(time.time() - started, 1)}

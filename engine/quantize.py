@@ -26,7 +26,7 @@ from engine.artifacts import onnx_model, resolve_model
 from engine.int8_models import RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, int8_path, ship_int8, shipped_int8
 from galaxy.card import validation_ids
 from galaxy.errors import UsageError
-from galaxy.files import write_atomically
+from galaxy.files import remove_quietly, write_atomically
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.io.images import load_input
 from galaxy.labels import load_labelled
@@ -112,8 +112,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         record["ranges"] = json.loads(ranges.read_text())  # what `--ship` writes into the model folder
         tmp.replace(out)
     finally:
-        for path in (pre, tmp, ranges, tuned):
-            path.unlink(missing_ok=True)
+        remove_quietly(pre, tmp, ranges, tuned)
     record["seconds"] = round(time.time() - started, 1)
     write_atomically(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     log.info("built int8 model %s (%s) from %d calibration images", out, method, len(calibration_paths))

@@ -32,6 +32,7 @@ from galaxy.cores import usable_cores
 from galaxy.io.bands import parse_bands
 from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report, nothing_measured
 from galaxy.errors import UsageError
+from galaxy.spec import MAX_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,10 @@ class Runner:
     def __init__(self, model_dir, card, backend: str = "auto", decoder: str = "auto", batch_size: int = 32,
                  threads: int = 0, workers: int = 0, tta: bool = False, spec=None, hdu=None):
         if batch_size < 1:
-            raise UsageError(f"batch size {batch_size} must be at least 1")
+            raise UsageError(f"--batch-size {batch_size}: a batch holds at least 1 image")
+        if batch_size > MAX_BATCH:  # before `auto` times the backends at it: no session runs more at once
+            log.info("--batch-size %d: batches hold at most %d images; using %d", batch_size, MAX_BATCH, MAX_BATCH)
+            batch_size = MAX_BATCH
         self.card, self.tta, self.spec = card, tta, spec or card.input_spec
         # the decode pipeline runs beside the backend on the same cores: no spin-waiting (BackendOptions)
         options = backends.BackendOptions(threads=threads, batch_size=batch_size, spin_wait=False)

@@ -49,6 +49,16 @@ def write_atomically(path, write):
     return result
 
 
+def remove_quietly(*paths) -> None:
+    """Remove the temporary files a failed step may have left; one that cannot be removed (a read-only
+    file system, where it was never made) is left, so the step's own error is the one raised."""
+    for path in paths:
+        try:
+            Path(path).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def write_whole(path, data: bytes) -> Path:
     """Write `data` to `path` whole or not at all (`write_atomically`), making its folder; return the path.
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
-from engine.artifacts import onnx_model
+from engine.artifacts import cache_dir, onnx_model
+from galaxy.errors import ModelError
 from galaxy.cores import usable_cores
 from galaxy.evaluation.calibration import softmax
 from galaxy.spec import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
@@ -47,6 +49,15 @@ class Session:
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:
-    session = Session(onnx_model(model_dir, card, parity_images), options.threads, spin_wait=options.spin_wait)
+    path = onnx_model(model_dir, card, parity_images)
+    try:
+        session = Session(path, options.threads, spin_wait=options.spin_wait)
+    except Exception as exc:  # ONNX Runtime's own error types (InvalidProtobuf, Fail) share no base class
+        if not Path(path).resolve().is_relative_to(Path(cache_dir()).resolve()):
+            raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from None
+        # a file of the cache this package wrote whole, since damaged (a disk, a hand): built again
+        log.warning("the cached ONNX model %s cannot be loaded (%s); building it again", path, str(exc)[:200])
+        Path(path).unlink()
+        session = Session(onnx_model(model_dir, card, parity_images), options.threads, spin_wait=options.spin_wait)
     log.info("backend onnxruntime on %s (%s)", session.device, session.path)
     return session

@@ -95,6 +95,69 @@ def test_auto_passes_over_a_candidate_that_cannot_load_here(default_model, tmp_p
     assert chosen == "onnxruntime" and record["images_per_s"] == {"onnxruntime": 100.0, "onnxruntime-int8": None}
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", "null", '{"chosen": "onnxruntime"}',
+                                  '{"chosen": "foo", "images_per_s": {}, "machine": {"cpu": "x", "cores": 2}, '
+                                  '"measured": "2026"}',
+                                  '{"chosen": "tensorrt", "images_per_s": {}, "machine": {"cpu": "x", "cores": 2}, '
+                                  '"measured": "2026"}'])
+def test_a_speed_record_of_another_shape_is_measured_again(default_model, tmp_path, monkeypatch, text):
+    """Valid JSON of another shape gave a TypeError, a KeyError, or TensorRT chosen on a CPU."""
+    import json
+
+    from engine import autotune
+
+    _, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    monkeypatch.setattr(autotune, "time_sessions", lambda sessions, batch, **kw: {"onnxruntime": 100.0, "torch": 150.0})
+    candidates = ["onnxruntime", "torch"]
+    key, _ = autotune.machine_key(card, candidates, batch=4)
+    (tmp_path / "autotune").mkdir()
+    (tmp_path / "autotune" / f"{key}.json").write_text(text)
+    chosen, record = autotune.measured_choice(card, candidates, 4, lambda name: object())
+    assert chosen == "torch" and record["images_per_s"] == {"onnxruntime": 100.0, "torch": 150.0}
+    assert json.loads((tmp_path / "autotune" / f"{key}.json").read_text())["chosen"] == "torch"
+
+
+def test_auto_times_at_the_batch_it_runs_and_keys_the_record_by_it(default_model):
+    """--batch-size 2000 was timed at 2000 (8 GB, a minute) though runs are capped at 256, and its
+    record served the default batch too."""
+    from engine import autotune
+    from engine.runner import Runner
+
+    _, card = default_model
+    assert autotune.machine_key(card, ["onnxruntime"], batch=32)[0] != autotune.machine_key(card, ["onnxruntime"],
+                                                                                            batch=256)[0]
+    model_dir, _ = default_model
+    runner = Runner(model_dir, card, "onnxruntime", "reference", batch_size=2000)
+    assert runner.batch_size == 256
+
+
+def test_a_damaged_cached_onnx_model_is_built_again(default_model, tmp_path, monkeypatch):
+    """A cached ONNX file cut in half gave ONNX Runtime's InvalidProtobuf traceback on every run."""
+    from engine.artifacts import onnx_model
+    from engine.backends import BackendOptions, load_named
+
+    model_dir, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    path = onnx_model(model_dir, card)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])
+    session = load_named("onnxruntime", model_dir, card, BackendOptions())
+    assert session.path == str(path) and path.read_bytes() == whole
+
+
+def test_a_damaged_int8_model_in_the_cache_is_passed_over(default_model, tmp_path, monkeypatch):
+    from engine import int8_models
+
+    _, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    path = int8_models.int8_path(card, "ptq")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x08\x07 not an onnx model")
+    assert int8_models.model_fingerprint(path) == int8_models.UNREADABLE
+    assert int8_models.built_int8(card) is None
+
+
 def test_auto_measures_again_on_another_machine(default_model, tmp_path, monkeypatch):
     from engine import autotune
 
