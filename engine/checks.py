@@ -68,7 +68,8 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
     """Run fp32 and each backend on the validation split; store and return the records.
 
     The records of backends not named this time are kept (a check of one backend does not undo the
-    others'); the fp32 reference is measured every time.
+    others'); a backend named and not loadable here loses its earlier record; the fp32 reference is
+    measured every time.
 
     Raises:
         UsageError: a name that is no backend (before anything runs).
@@ -115,7 +116,9 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
     here["measured"] = today
     for record in records.values():  # kept records of earlier checks carry their own date
         record["checked"] = today
-    kept = {name: rec for name, rec in (card.backends or {}).get("results", {}).items() if name not in records}
+    # an earlier pass of a backend asked for now and not loadable no longer holds: dropped, not kept
+    kept = {name: rec for name, rec in (card.backends or {}).get("results", {}).items()
+            if name not in records and name not in not_checked}
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
                      "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",
                      "machine": machine, "results": records | kept,

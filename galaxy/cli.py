@@ -240,10 +240,12 @@ def check_backends(**options):
 
     options["backends"] = tuple(options["backends"])
     report = _run(check_model_backends, CheckConfig(**options))
+    checked_now = {"onnxruntime", *options["backends"]}
     for name, rec in report["results"].items():
         click.echo(f"{name:<18} {rec['precision']:<5} {rec['images_per_s']:>7.1f} img/s  accuracy {rec['accuracy']:.4f}"
                    + (f"  agreement {rec['label_agreement']:.4f}  {'passed' if rec['passed'] else 'FAILED'}"
-                      if "label_agreement" in rec else ""))
+                      if "label_agreement" in rec else "")
+                   + ("" if name in checked_now else f"  (kept: checked {rec.get('checked', 'earlier')}, not now)"))
     for name, reason in report.get("not_checked", {}).items():
         click.echo(f"{name:<18} not checked: {reason}")
 

@@ -213,7 +213,9 @@ def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_mode
     torch_check = {"precision": "bf16", "label_agreement": 1.0, "passed": True, "images_per_s": 50.0}
     card.backends = {"machine": "Older CPU (avx2 fma), 2 cores",
                      "results": {"onnxruntime": {"precision": "fp32", "accuracy": 0.9, "images_per_s": 73.0,
-                                                 "passed": True}, "torch": torch_check}}
+                                                 "passed": True}, "torch": torch_check,
+                                 "onnxruntime-int8": {"precision": "int8", "label_agreement": 0.999, "passed": True,
+                                                      "images_per_s": 99.0}}}
     card.save(copy)
     from engine import backends
     from galaxy.errors import ModelError
@@ -231,10 +233,11 @@ def test_check_backends_keeps_the_speeds_of_machines_checked_before(default_mode
     # a check of int8 alone keeps torch's earlier record (it replaced every record: a `--backend torch`
     # check dropped int8's pass, and `auto` stopped offering it)
     assert list(record["results"]) == ["onnxruntime", "torch"] and record["results"]["torch"] == torch_check
+    # ... and drops int8's earlier pass, which was printed as "passed" beside "not checked: no int8 model"
     assert "checked" in record["results"]["onnxruntime"]
     speeds = speeds_by_machine(load_card(copy).backends)
     assert speeds == record["speeds"]
-    assert speeds["Older CPU (avx2 fma), 2 cores"] == {"onnxruntime": 73.0, "torch": 50.0}
+    assert speeds["Older CPU (avx2 fma), 2 cores"] == {"onnxruntime": 73.0, "torch": 50.0, "onnxruntime-int8": 99.0}
     (here,) = [machine for machine in speeds if machine.startswith(cpu_name())]
     assert record["machine"] == here and speeds[here]["onnxruntime"] > 0 and "measured" in speeds[here]
     assert record["results"]["onnxruntime"]["accuracy"] == pytest.approx(0.925, abs=0.01)
