@@ -4,7 +4,8 @@ Stages:
   listing     engine.listing over the inputs;
   decode      each decode pipeline (read + stretch + crop + resize + normalise), decode workers,
               at each model's input size;
-  engine      backend only, on ready tensors;
+  engine      backend only, on ready tensors, run as classify runs it (one single-threaded batch per
+              core on a CPU for ONNX Runtime fp32 and torch; spin-waiting on, the engine alone);
   end_to_end  engine.run.classify: files on disk -> catalog file, per backend; and once more as
               `galaxy classify DIR` runs here with no options (the default model, `--backend auto`
               picking by measuring this machine): the row the targets are read from;
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -117,7 +119,13 @@ def _synchronize():
         torch.cuda.synchronize()
 
 
-def bench_engine(session, spec, batch, repeats, **extra) -> dict:
+def bench_engine(session, spec, batch, repeats, streams: int = 1, **extra) -> dict:
+    """The engine alone on ready tensors, run as `classify` runs it: `streams` batches at once (one
+    single-threaded batch per core on a CPU, for the backends that take streams), `repeats` each.
+    (One batch on all cores had been timed, while classify ran one per core: end to end came out
+    1.6-1.9x "engine-only" for torch bf16 on a busy machine, a ratio that meant nothing.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
     x = np.random.default_rng(0).normal(size=(batch, 3, spec.size, spec.size)).astype(np.float32)
     if getattr(session, "accepts_device_tensors", False):  # engine only: the batch is already on the GPU
         import torch
@@ -126,15 +134,25 @@ def bench_engine(session, spec, batch, repeats, **extra) -> dict:
     for _ in range(2):
         session.run(x)
     lat = []
-    with GpuUtilisation() as busy:
+
+    def stream():
         for _ in range(repeats):
             t = time.perf_counter()
             session.run(x)
             lat.append((time.perf_counter() - t) * 1000)
+
+    with GpuUtilisation() as busy:
+        started = time.perf_counter()
+        if streams > 1:
+            with ThreadPoolExecutor(streams) as pool:
+                list(pool.map(lambda _: stream(), range(streams)))
+        else:
+            stream()
+        seconds = time.perf_counter() - started
     if busy.mean is not None:
         extra["gpu_util_pct"] = busy.mean
-    return emit("engine", session.name, session.precision, batch, spec.size, batch * repeats, sum(lat) / 1000,
-                lat, provider=session.device, **extra)
+    return emit("engine", session.name, session.precision, batch, spec.size, batch * repeats * streams, seconds,
+                lat, provider=session.device, streams=streams, **extra)
 
 
 def bench_end_to_end(files, model_dir, backend, batch, decoder, **extra) -> dict:
@@ -215,8 +233,11 @@ def main(argv=None, prog: str = "bench.py"):
     """Run the benchmark; `argv` as on the command line (None: sys.argv), `prog` as the user typed it."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Small run (300 images, 3 rounds), about a minute.")
-    parser.add_argument("--images", type=_positive, default=2000, help="Images for decode/end-to-end/baseline.")
+    parser.add_argument("--quick", action="store_true",
+                        help="Small run, about a minute: 300 images (unless --images) and 5 engine repeats instead of "
+                             "10; too small to quote (two runs an hour apart gave 3.0x and 1.85x the baseline).")
+    parser.add_argument("--images", type=_positive, help="Images for decode/end-to-end/baseline (default 2000; "
+                                                          "--quick: 300).")
     parser.add_argument("--models", "--model", dest="models",
                         help="Comma-separated model names or folders (default: every shipped model).")
     parser.add_argument("--baseline-model", default="sdss-xception",
@@ -237,7 +258,7 @@ def main(argv=None, prog: str = "bench.py"):
                         help="Comma-separated input sizes for engine-only figures (random weights).")
     parser.add_argument("--engine-only", action="store_true")
     args = parser.parse_args(argv)
-    n = 300 if args.quick else args.images
+    n = args.images or (300 if args.quick else 2000)
     repeats = 5 if args.quick else 10
     rounds = args.rounds or 3
     targets = tomllib.loads(TARGETS.read_text()) if TARGETS.is_file() else None
@@ -262,6 +283,8 @@ def main(argv=None, prog: str = "bench.py"):
     if args.size:
         models = [resized_model(model_dir, card, args.size) for model_dir, card in models]
     options = backends.BackendOptions(batch_size=args.batch)
+    if not args.gpu and usable_cores() > 1:  # as the runner does: one single-threaded batch per core
+        options = dataclasses.replace(options, threads=1, streams=usable_cores())
     names = [b for b in args.backends.split(",") if b]
     decoders = [d for d in args.decoders.split(",") if d and (d not in ("dali", "dali-gpu") or dali_installed())]
     peak: dict = {}
@@ -272,7 +295,8 @@ def main(argv=None, prog: str = "bench.py"):
         for model_dir, card in models:
             for name in names:
                 try:
-                    sessions[str(model_dir), name] = backends.load(name, model_dir, card, options)
+                    sessions[str(model_dir), name] = backends.load(name, model_dir, card,
+                                                                   backends.options_for(name, options))
                 except GalaxyError as exc:
                     print(f"skipping backend {name} for {card.name}: {exc}", file=sys.stderr)
     files = image_files(n)
@@ -299,6 +323,7 @@ def main(argv=None, prog: str = "bench.py"):
                 session = sessions.get((str(model_dir), name))
                 if session is not None:
                     rows.append(bench_engine(session, card.input_spec, args.batch, repeats, round=i,
+                                             streams=backends.options_for(name, options).streams,
                                              **model_fields(str(model_dir))))
                 if not args.engine_only and (args.sizes or session is not None):
                     for decoder in decoders if args.gpu else decoders[-1:]:  # GPU: every decoder x backend
