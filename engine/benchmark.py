@@ -24,7 +24,7 @@ to a neighbour. Ratios are only meaningful within one run on one machine.
 
   python bench.py --quick          # about a minute (or: galaxy bench --quick)
   python bench.py --models sdss-xception-compact   # one model only
-  python bench.py --images 2000    # the README's figures
+  python bench.py --images 1000    # the README's figures
   python bench.py --sizes 64,96,128 --engine-only   # speed of candidate input sizes
   python bench.py --gpu --size 299  # GPU backends and decoders, the network at 299 px
 """

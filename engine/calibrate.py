@@ -33,6 +33,11 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     # a refit within REFIT_TOLERANCE of 1 keeps the temperature: calibrating twice is a no-op, where the
     # 5-decimal rounding of a refit moved it (0.97614 -> 0.97612), which withdrew the int8 check
     factor = record["temperature"]
+    if abs(factor - 1) < REFIT_TOLERANCE and card.calibration:  # already calibrated: the card's record
+        # (its "before" figures are of the raw model; this refit's are of the calibrated one) stays
+        log.info("temperature %.4f kept: already calibrated (a refit moves it by a factor %.5f); ECE %.4f",
+                 card.temperature, factor, record["ece_before"])
+        return card.calibration
     record["temperature"] = card.temperature if abs(factor - 1) < REFIT_TOLERANCE else round(card.temperature * factor, 5)
     record.update({"split": "validation", "data": str(data), "backend": f"{session.name} fp32"})
     _drop_int8_check(card, record["temperature"])

@@ -69,7 +69,7 @@ def export(model_dir, parity_images, tolerance, opset):
                    "(default: the shipped default; see `galaxy models`).")
 @click.option("--catalog", type=click.Path(exists=True, dir_okay=False),
               help="A table (CSV, FITS, Parquet, ECSV) with a column of image paths.")
-@click.option("--path-column", help="Path column of --catalog (default: file_loc, file or path).")
+@click.option("--path-column", help="Path column of --catalog (default: the first of png_loc, file_loc, file, path).")
 @click.option("--id-column", help="Id column of --catalog (default: id_str, objid or id; else file stems).")
 @click.option("--keep-columns", default="", help="Comma-separated --catalog columns copied to the output, e.g. ra,dec,redshift.")
 @click.option("--format", "output_format", type=click.Choice(["csv", "ecsv", "parquet", "fits"]),
@@ -165,7 +165,8 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
                    "sensitive in fp32 until labels agree with fp32; ptq: every layer int8; qat: fake-quant "
                    "fine-tune (seeded) towards the fp32 model's outputs, then ptq.")
 @click.option("--evaluation-images", default=1024, show_default=True, type=click.IntRange(min=0),
-              help="Other training images the agreement with fp32 is measured on (recorded).")
+              help="Other training images the agreement with fp32 is measured on (recorded; 0: none, for ptq and "
+                   "qat; ptq-sensitive needs at least 64 to rank its layers).")
 @click.option("--unlabeled", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="qat: folders of unlabeled images added to the fine-tune.")
 @click.option("--ship", is_flag=True,

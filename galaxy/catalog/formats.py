@@ -67,7 +67,8 @@ def output_format(path, explicit: str | None = None) -> str:
         return explicit
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise UsageError(f"cannot tell the output format of {path}: use one of {sorted(OUTPUT_FORMATS)}")
+        raise UsageError(f"cannot tell the output format of {path}: end it in one of {sorted(OUTPUT_FORMATS)}, or "
+                         f"name the format with --format ({', '.join(sorted(set(OUTPUT_FORMATS.values())))})")
     return OUTPUT_FORMATS[suffix]
 
 

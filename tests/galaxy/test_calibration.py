@@ -73,6 +73,9 @@ def test_calibrate_command_composes_with_the_stored_temperature(model_copy, shar
     result = CliRunner().invoke(cli, ["calibrate", str(model_copy), "--data", str(shared_data / "labels.csv")])
     assert json.loads((model_copy / "card.json").read_text())["calibration"]["temperature"] == first  # exactly:
     # a refit of the same model keeps it (rounding moved it, and a new temperature withdraws the int8 check)
+    # ... and the whole record: the refit's "before" is of the calibrated model (the README's
+    # `galaxy calibrate galaxy/models/sdss-xception` overwrote ece_before 0.0244 with 0.0187)
+    assert json.loads((model_copy / "card.json").read_text())["calibration"] == card["calibration"]
 
 
 def test_a_new_temperature_withdraws_the_int8_check(model_copy, shared_data, tmp_path, monkeypatch):
