@@ -26,7 +26,8 @@ class Item:
 
 
 def _walk(root: str):
-    """Image files under root, depth first, each folder's entries sorted by name, and each folder
+    """Image files under root, depth first, each folder's entries sorted by name (hidden ones, whose
+    names start with a dot, left out), and each folder
     that cannot be listed (its reader then says why: an unreadable sub-folder's images were left out
     without a word).
 
@@ -41,6 +42,8 @@ def _walk(root: str):
         yield root
         return
     for name, is_dir in listed:
+        if name.startswith("."):  # hidden: macOS's AppleDouble ._x.jpeg (no image), tools' temporaries
+            continue
         path = os.path.join(root, name)
         if is_dir:
             yield from _walk(path)
@@ -86,7 +89,7 @@ def iter_inputs(inputs=(), catalog=None, path_column=None, id_column=None, keep_
     """Yield `Item`s for every image named by `inputs` (files or folders) and `catalog`.
 
     Folders are walked recursively for files with an image suffix (symlinked folders are
-    not followed, so loops cannot happen). A named file is taken whatever its suffix.
+    not followed, so loops cannot happen; hidden files and folders are left out). A named file is taken whatever its suffix.
     `keep_columns` of the catalog travel with each of its items (as text) to the output.
     `band_columns` ({band: column}) reads one galaxy per row from one FITS file per band.
 

@@ -168,3 +168,17 @@ def test_dali_and_the_reference_reader_take_and_refuse_the_same_files_whatever_t
                 assert a.error.reason == b.error.reason
             else:
                 assert np.abs(a.tensor - b.tensor).max() < 1e-3, a.path
+
+
+def test_a_folder_walk_leaves_out_hidden_files_and_folders(tmp_path, cutout):
+    """macOS's AppleDouble ._x.jpeg (resource forks, no image) failed every run of a copied folder."""
+    import shutil
+
+    from engine.listing import iter_inputs
+
+    (tmp_path / ".cache").mkdir()
+    for name in ("x.jpeg", ".cache/y.jpeg"):
+        shutil.copy(cutout, tmp_path / name)
+    (tmp_path / "._x.jpeg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert [item.path for item in iter_inputs([str(tmp_path)])] == [str(tmp_path / "x.jpeg")]
+    assert [item.path for item in iter_inputs([str(tmp_path / "._x.jpeg")])] == [str(tmp_path / "._x.jpeg")]
