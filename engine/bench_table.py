@@ -40,8 +40,12 @@ def table(rows, targets, peak: dict | None = None) -> str:
     lines = [f"{'stage':<11} {'model':<26} {'backend':<17} {'prec':<5} {'size':>4} {'GFLOP':>6} {'images/min':>11} "
              f"{'peak':>5} {'x baseline':>10}  note", "-" * 134]
     for r in rows:
-        ratio = f"{r['images_per_min'] / base['images_per_min']:.2f}" if base else "-"
+        # listing and decode classify nothing: a ratio of their rate to the baseline's means nothing
+        ratio = f"{r['images_per_min'] / base['images_per_min']:.2f}" if base and r["stage"] not in (
+            "listing", "decode") else "-"
         notes = [DEFAULT_NOTE] if r.get("auto") else []
+        if r["stage"] == "engine" and r.get("streams", 1) > 1:
+            notes.append(f"{r['streams']} single-threaded batches at once, as classify runs it")
         if r["stage"] == "end_to_end" and targets and str(r["device"]).startswith("cuda"):
             key = "xception_299_images_per_min" if r["size"] == 299 else "default_size_images_per_min"
             target = targets["gpu"][key]
