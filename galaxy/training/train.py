@@ -20,6 +20,7 @@ the validation loss. Finally the temperature is fitted on the validation split
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -93,22 +94,51 @@ def _comparable_paths(options: dict) -> dict:
     return out
 
 
-def _resume(config, checkpoint, network, ema, optimizer, scheduler, generator, spec, out_dir):
-    """Restore a `last.pt` checkpoint (`_load_checkpoint`); return (next epoch, optimiser steps done,
-    history so far, best weights so far, seconds the run had taken), so that the run goes on as if it
-    had not stopped.
+def _changed_options(then: dict, now: dict) -> list[str]:
+    """The training options (not those a resume may change) that differ between two recorded configs."""
+    then, now = _comparable_paths(then), _comparable_paths(now)
+    return sorted(k for k in set(then) | set(now) if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k))
+
+
+def _check_resume(config, checkpoint, out_dir: Path) -> None:
+    """Before any image is read: refuse a checkpoint of other options, naming each, and an -o that
+    holds a model this run did not write (a teacher's folder was overwritten by its student).
 
     Raises:
-        UsageError: the checkpoint was written by a run with other training options.
+        UsageError: either.
     """
-    if checkpoint.get("spec") != spec.to_dict():
-        raise UsageError(f"checkpoint {config.resume} was trained with another input spec")
-    then, now = _comparable_paths(checkpoint.get("config", {})), _comparable_paths(config_dict(config))
-    changed = sorted(k for k in set(then) | set(now) if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k))
+    then = checkpoint.get("config", {})
+    changed = _changed_options(then, config_dict(config))
     if then and changed:
         raise UsageError(f"checkpoint {config.resume} was written by a run with other options: "
-                         + "; ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in changed)
+                         + "; ".join(f"{k}: {_comparable_paths(then).get(k)!r} then, "
+                                     f"{_comparable_paths(config_dict(config)).get(k)!r} now" for k in changed)
                          + " (resume with the command that wrote it)")
+    if (out_dir / "card.json").is_file():
+        try:
+            held = json.loads((out_dir / "card.json").read_text()).get("training", {}).get("config", {})
+        except (OSError, ValueError):
+            held = {}
+        if not held or not then or _changed_options(held, then):
+            raise UsageError(f"{out_dir} already holds a model that this run did not write (its card.json): give "
+                             "the run's own -o or a new one")
+
+
+def _resume(config, checkpoint, network, ema, optimizer, scheduler, generator, spec, out_dir, targets_key):
+    """Restore a `last.pt` checkpoint (`_load_checkpoint`, its options checked by `_check_resume`);
+    return (next epoch, optimiser steps done, history so far, best weights so far, seconds the run had
+    taken), so that the run goes on as if it had not stopped.
+
+    Raises:
+        UsageError: the checkpoint's input spec (the normalisation comes from the images) or soft
+            targets (the teachers' weights, the unlabelled images) are not this run's.
+    """
+    if checkpoint.get("spec") != spec.to_dict():
+        raise UsageError(f"checkpoint {config.resume} was trained with another input spec (the images' "
+                         "normalisation changed: other images under the same names?)")
+    if "targets_key" in checkpoint and checkpoint["targets_key"] != targets_key:
+        raise UsageError(f"checkpoint {config.resume} learned from other soft targets: a teacher's weights or the "
+                         "unlabelled images changed since it was written")
     network.load_state_dict(checkpoint["model"])
     ema.module.load_state_dict(checkpoint["ema"])
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -125,6 +155,16 @@ def _resume(config, checkpoint, network, ema, optimizer, scheduler, generator, s
     # checkpoints written before the best weights were kept in them: the best of the epochs run from here
     return (checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best"),
             checkpoint.get("seconds", 0.0))
+
+
+def _targets_key(teacher: dict | None) -> dict | None:
+    """What a run's soft targets were made from (the teachers' weights and inputs, the images' ids and
+    contents, the views), from the teacher record; None without a teacher."""
+    if teacher is None:
+        return None
+    return json.loads(json.dumps({key: value for key, value in teacher.items() if key in (
+        "views", "ids_sha256", "n", "contents_sha256", "framing")} | {"teachers": [
+            {k: v for k, v in member.items() if k != "dir"} for member in teacher.get("teachers", [])]}))
 
 
 def _load_checkpoint(path) -> dict:
@@ -266,6 +306,8 @@ def train(config: TrainConfig) -> ModelCard:
     if (out_dir / "card.json").is_file() and not config.resume:
         raise UsageError(f"{out_dir} already holds a model (its card.json): give another -o, or remove it first")
     checkpoint = _load_checkpoint(config.resume) if config.resume else None  # before any image is read
+    if checkpoint is not None:
+        _check_resume(config, checkpoint, out_dir)
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
     writable_folder(out_dir, "cannot write the model")  # before the caches and epochs, not after them
     writable_folder(work_dir, "cannot write the checkpoints")
@@ -295,10 +337,15 @@ def train(config: TrainConfig) -> ModelCard:
     mean = torch.tensor(spec.mean, device=data.pool_cache.device).view(1, -1, 1, 1)  # where batches are made
     std = torch.tensor(spec.std, device=data.pool_cache.device).view(1, -1, 1, 1)
     val_labels = np.array(val_set.labels)
-    history, best, started, step, first_epoch = [], None, time.time(), 0, 1
+    history, best, started, step, first_epoch, resumed_with = [], None, time.time(), 0, 1, []
     if config.resume:
         first_epoch, step, history, best, seconds = _resume(config, checkpoint, network, ema, optimizer, scheduler,
-                                                            generator, spec, out_dir)
+                                                            generator, spec, out_dir, _targets_key(data.teacher))
+        # the card's command is the one that started the run (rerun, the resume command only copies the
+        # checkpoint's weights); the resumes follow it in `resumed_with`
+        resumed_with = [*checkpoint.get("resumed_with", []), config.command]
+        command = checkpoint.get("config", {}).get("command") or config.command
+        config = dataclasses.replace(config, command=command)
         started -= seconds  # the card's minutes are the whole run's, the stop not counted
     best_loss, stale, stopped = float("inf"), 0, None
     for row in history:  # early stopping's count, as the epochs before a resume left it
@@ -358,7 +405,8 @@ def train(config: TrainConfig) -> ModelCard:
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "config": config_dict(config), "spec": spec.to_dict(), "best": best, "history": history,
-                 "seconds": time.time() - started}
+                 "seconds": time.time() - started, "targets_key": _targets_key(data.teacher),
+                 "resumed_with": resumed_with}
         write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
         best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:
@@ -369,6 +417,8 @@ def train(config: TrainConfig) -> ModelCard:
     if best is None:
         raise UsageError(f"checkpoint {config.resume} ends at the last epoch and, written by an earlier version, does "
                          "not hold the best weights: rerun without --resume")
+    if first_epoch > config.epochs:  # resumed after the last epoch: no epoch wrote this -o's history
+        write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1) + "\n"))
     network.load_state_dict(best["state"])
     weights_sha = save_weights(network, out_dir)
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n")
@@ -377,6 +427,8 @@ def train(config: TrainConfig) -> ModelCard:
 
     card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,
                  network_cost(network, config.size))
+    if resumed_with:
+        card.training["resumed_with"] = resumed_with
     card.save(out_dir)
     # Validation metrics of the weights as shipped: fp16 on disk, fp32 inference, exact preprocessing.
     shipped, _ = load_network(out_dir, card)

@@ -230,6 +230,22 @@ def test_train_resume_continues_from_the_checkpoint(tmp_path):
     result = invoke(*other, "--epochs", "4", "--resume", tmp_path / "epoch3.pt")
     assert result.exit_code == 0, result.output
     assert [row["epoch"] for row in json.loads((tmp_path / "other" / "history.json").read_text())] == [1, 2, 3, 4]
+    card = json.loads((model / "card.json").read_text())["training"]  # the command that started the run: the
+    assert "--resume" not in card["command"] and "--epochs 2" in card["command"]  # resume one only copied weights
+    assert len(card["resumed_with"]) == 1 and "--resume" in card["resumed_with"][0]
+    # a checkpoint after the last epoch, resumed into a new -o: its history comes too
+    result = invoke(*[tmp_path / "late" if a == model else a for a in common], "--epochs", "4", "--resume",
+                    tmp_path / "other" / "checkpoints" / "last.pt")
+    assert result.exit_code == 0 and len(json.loads((tmp_path / "late" / "history.json").read_text())) == 4
+    # an -o holding a model this run did not write (a teacher's folder) is refused, not overwritten
+    from galaxy.card import default_model_dir
+
+    shutil.copytree(default_model_dir(), tmp_path / "teacher")
+    result = invoke(*[tmp_path / "teacher" if a == model else a for a in common], "--epochs", "3", "--resume",
+                    model / "checkpoints" / "last.pt")
+    assert result.exit_code == 2 and "holds a model that this run did not write" in result.output, result.output
+    assert (tmp_path / "teacher" / "model.safetensors").read_bytes() == (default_model_dir() / "model.safetensors"
+                                                                         ).read_bytes()
     for junk in (model / "card.json", model / "model.safetensors"):  # not checkpoints: one line, exit 2
         result = invoke(*common, "--epochs", "4", "--resume", junk)
         assert result.exit_code == 2 and "is not a checkpoint of galaxy train" in result.output, result.output

@@ -68,3 +68,26 @@ def test_train_seed_reruns_a_recipe_on_the_same_split(tmp_path, default_model):
     assert base["split"] == same["split"] == other["split"]
     assert base["weights"] == same["weights"] and other["weights"] != base["weights"]
     assert other["training"]["config"]["train_seed"] == 1 and base["training"]["config"]["train_seed"] is None
+
+
+def test_a_resume_refuses_a_teacher_whose_weights_changed(tmp_path, default_model):
+    """The checkpoint did not say which targets it learned from: a teacher replaced between the kill
+    and the resume was used for the rest of the run, and the card named only the new one."""
+    import shutil
+
+    from galaxy.card import shipped_model_dirs
+
+    if not (SHARED_DATA / "labels.csv").is_file():
+        pytest.skip(f"the gz1-sdss data set is not at {SHARED_DATA}")
+    teacher = tmp_path / "teacher"
+    shutil.copytree(default_model[0], teacher)
+    common = ["distill", str(teacher), "--data", str(SHARED_DATA / "labels.csv"), "--arch", "xception_compact_w25_d2",
+              "--size", "32", "--batch-size", "8", "--limit", "16", "--workers", "2", "--teacher-views", "1", "-q"]
+    out = tmp_path / "student"
+    assert CliRunner().invoke(cli, [*common, "-o", str(out), "--epochs", "1"]).exit_code == 0
+    other = next(d for d in map(str, shipped_model_dirs()) if d != str(default_model[0]))
+    shutil.rmtree(teacher)
+    shutil.copytree(other, teacher)  # another model at the teacher's path
+    result = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "resumed"), "--epochs", "2", "--resume",
+                                      str(out / "checkpoints" / "last.pt")])
+    assert result.exit_code == 2 and "learned from other soft targets" in result.output, result.output

@@ -154,6 +154,50 @@ def test_soft_targets_are_reused_for_the_same_teacher_in_another_folder(tmp_path
     assert reused["teachers"][0]["dir"] == str(model_copy)  # the card still says where it came from
 
 
+def test_soft_targets_are_keyed_by_the_images_contents_and_the_teachers_input(tmp_path, model_copy, default_model,
+                                                                              monkeypatch):
+    """Keyed by ids (file stems) alone, a folder of other images under the same names reused the old
+    targets (31 of 50 off by more than 0.1), a teacher reading another crop reused them, and two files
+    of one name in two folders got one target on a reuse."""
+    import shutil
+
+    from galaxy.training.predict import pick_device
+    from galaxy.training.soft_targets import teacher_probabilities
+    from tests.conftest import EXAMPLES
+
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
+    sources = sorted(EXAMPLES.glob("*.jpeg"))
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for k in range(2):
+        shutil.copy(sources[k], folder / f"g{k}.jpeg")
+    paths = [str(folder / f"g{k}.jpeg") for k in range(2)]
+    ids = ["g0", "g1"]
+    device, amp = pick_device()
+
+    def label(work, teacher=default_model[0], paths=paths, ids=ids):
+        return teacher_probabilities([teacher], default_model[1].classes, paths, ids, tmp_path / work, 1, 2, device,
+                                     amp, False)
+
+    first, _ = label("a")
+    shutil.copy(sources[5], folder / "g0.jpeg")  # another galaxy under the same name
+    changed, record = label("b")
+    assert "reused" not in record and record["members_reused"] == []
+    fresh, _ = label("c")
+    assert np.array_equal(changed, fresh) and not np.allclose(changed[0], first[0])
+    card = json.loads((model_copy / "card.json").read_text())
+    card["input_spec"]["crop_fraction"] = 0.8
+    (model_copy / "card.json").write_text(json.dumps(card))
+    _, record = label("d", teacher=model_copy)
+    assert record["members_reused"] == []  # same weights, another crop: labelled again
+    (tmp_path / "other").mkdir()
+    shutil.copy(sources[7], tmp_path / "other" / "g0.jpeg")
+    twins = [paths[0], str(tmp_path / "other" / "g0.jpeg")]
+    both, _ = label("e", paths=twins, ids=["g0", "g0"])
+    again, record = label("e", paths=twins, ids=["g0", "g0"])
+    assert "reused" in record and np.array_equal(both, again) and not np.allclose(both[0], both[1])
+
+
 def test_unlabeled_framing_auto_reads_the_pool_at_the_crop_matching_its_framing(tmp_path, unlabelled_subset):
     from galaxy.training.soft_targets import teacher_probabilities
     from galaxy.training.predict import pick_device
