@@ -50,7 +50,13 @@ def resolve_teachers(teachers, init_dir: str | None) -> tuple[str, ...]:
     raise UsageError(f"soft targets need a teacher: --teacher MODEL_DIR, or --init a trained galaxy model ({got})")
 
 
-def _teacher_record(model_dir: str, classes) -> tuple[dict, object]:
+def teacher_record(model_dir: str, classes) -> tuple[dict, object]:
+    """(what the targets depend on of a teacher, with its folder; its card).
+
+    Raises:
+        ModelError: not a model folder, or weights that are not its card's.
+        UsageError: other classes than the training's.
+    """
     from galaxy.card import load_card
 
     card = load_card(model_dir)
@@ -81,7 +87,7 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
         views, seconds and images/s of the labelling, whether the cache was reused, and which
         members' labels came from the per-teacher cache).
     """
-    records = [_teacher_record(t, classes) for t in teachers]
+    records = [teacher_record(t, classes) for t in teachers]
     # Keyed by what the targets depend on (weights, temperature, how each teacher reads an image, the
     # images' contents in their order, views), not by where the teacher or the images lie. Keyed by
     # ids alone (file stems), a folder of other images under the same names reused the old targets.

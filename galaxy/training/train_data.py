@@ -20,7 +20,7 @@ from galaxy.errors import UsageError
 from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
 from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
-from galaxy.training.soft_targets import resolve_teachers, sharpen, teacher_probabilities
+from galaxy.training.soft_targets import resolve_teachers, sharpen, teacher_probabilities, teacher_record
 from galaxy.spec import InputSpec
 from galaxy.training.transfer import initial_weights
 from galaxy.votes import rule_from_config
@@ -193,6 +193,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
     if config.unlabeled or config.teachers:
         teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)
         for teacher in teachers:
+            teacher_record(teacher, config.classes)  # not a model, weights not its card's: before any image is read
             check_split(teacher, "teacher", config, labelled.ids, all_val_ids, val_set.ids)
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
     paths, ids = (), ()
