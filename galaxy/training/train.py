@@ -281,7 +281,8 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
     return ModelCard(
         name=config.name or Path(config.out_dir).name, architecture=config.architecture,
         classes=tuple(config.classes), input_spec=data.spec, weights_sha256=weights_sha,
-        training={"command": config.command, "config": config_dict(config), "device": str(device),
+        # the folder the command ran in: its paths are as typed, relative to it
+        training={"command": config.command, "cwd": os.getcwd(), "config": config_dict(config), "device": str(device),
                   "autocast": str(amp_dtype), "threads": torch.get_num_threads(),
                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
                   "minutes": round((time.time() - started) / 60, 1), "augment": list(config.augment),
