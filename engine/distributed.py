@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,10 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
 
     def flush():
         path = folder / f"shard-{len(shards):06d}.parquet"
-        table = pa.table({"path": [r[0] for r in rows], "id": [r[1] for r in rows], "columns": [r[2] for r in rows]})
+        # paths and ids as bytes: a file name need not be UTF-8 (one such name ended the whole run)
+        table = pa.table({"path": pa.array([os.fsencode(r[0]) for r in rows], pa.binary()),
+                          "id": pa.array([None if r[1] is None else os.fsencode(r[1]) for r in rows], pa.binary()),
+                          "columns": [r[2] for r in rows]})
         pq.write_table(table, path)
         shards.append(Shard(len(shards), str(path)))
         rows.clear()
@@ -107,6 +111,12 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
         flush()
     (folder / "_complete").write_text(f"{len(shards)} {count} {digest}\n")
     return shards
+
+
+def _text(value):
+    """A shard's path or id as the listing gave it (bytes since file names need not be UTF-8; text
+    in the shards of an earlier version)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 def _listing_record(items, each=None) -> tuple[int, str]:
@@ -124,11 +134,14 @@ def _listing_record(items, each=None) -> tuple[int, str]:
 class ShardClassifier:
     """A Ray Data callable class: one model session per actor, one shard per call."""
 
-    def __init__(self, config, model_dir: str, out_dir: str):
+    def __init__(self, config, model_dir: str, out_dir: str, cwd: str | None = None, units: dict | None = None):
         from engine.artifacts import resolve_model
         from galaxy.catalog.metadata import catalog_metadata
         from engine.runner import Runner
 
+        if cwd and os.path.isdir(cwd):  # relative inputs are the driver's: a cluster started in another
+            os.chdir(cwd)  # folder read them from its own (every input failed as "no such file")
+        self.units = units or {}
         model_dir, card = resolve_model(model_dir)
         self.runner = Runner.for_classify(model_dir, card, config)
         self.out_dir, self.classes = Path(out_dir), card.classes
@@ -151,7 +164,7 @@ class ShardClassifier:
 
         _maybe_crash(index)
         table = pq.read_table(shard_path).to_pydict()
-        items = [Item(p, i, json.loads(c)) for p, i, c in zip(table["path"], table["id"], table["columns"])]
+        items = [Item(_text(p), _text(i), json.loads(c)) for p, i, c in zip(table["path"], table["id"], table["columns"])]
         errors, given = [], []
 
         def position(ident):  # each input's id becomes its place in the shard; the id given is put back
@@ -165,7 +178,8 @@ class ShardClassifier:
         extra, lengths = describe_rows(row for ids, paths, _, columns in results for row in zip(ids, paths, columns))
         # kept columns stay text as given: their kind is decided over all parts when they are finalised
         extra = [(name, "text") for name, _ in extra]
-        writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra, text_lengths=lengths)
+        writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra, units=self.units,
+                               text_lengths=lengths)
         for ids, paths, probs, columns in results:
             writer.write(ids, paths, probs, columns)
         writer.close()
@@ -230,10 +244,16 @@ def actor_config(config, gpus: int):
     return dataclasses.replace(config, threads=threads, workers=config.workers or threads)
 
 
+_PART = re.compile(r"part-\d{6}\.parquet")
+_PART_TMP = re.compile(r"\.part-\d{6}\.(?:\d+\.tmp|\d+\.errors\.tmp|parquet\.\d+\.tmp)")
+
+
 def _written_by_ray(entry: Path) -> bool:
-    """Whether a folder entry is one a `--ray` run writes: a part, a part being written, the bookkeeping."""
-    return (entry.name == RAY_BOOKKEEPING or (entry.name.startswith("part-") and entry.suffix == ".parquet")
-            or entry.name.startswith(".part-"))
+    """Whether a folder entry is one a `--ray` run writes: a part (part-NNNNNN.parquet, six digits: a
+    dataset's part-0.parquet is someone else's), a part being written, the bookkeeping."""
+    if entry.name == RAY_BOOKKEEPING:
+        return entry.is_dir()
+    return (bool(_PART.fullmatch(entry.name)) or bool(_PART_TMP.fullmatch(entry.name))) and entry.is_file()
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool):
@@ -260,6 +280,9 @@ def prepare_out_dir(out_dir: Path, overwrite: bool):
     bookkeeping = out_dir / RAY_BOOKKEEPING
     bookkeeping.mkdir(parents=True, exist_ok=True)
     lock = hold_lock(bookkeeping / "lock", f"another galaxy classify --ray is writing {out_dir}")
+    for entry in out_dir.iterdir():  # a part half written when a run was killed: no run holds it now
+        if _PART_TMP.fullmatch(entry.name):
+            entry.unlink()
     if overwrite:
         import shutil
 
@@ -275,7 +298,22 @@ def prepare_out_dir(out_dir: Path, overwrite: bool):
 def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, actors: int | None = None) -> dict:
     """Run `config` (a ClassifyConfig whose output is a folder) on a Ray cluster; return the manifest."""
     ray = import_ray()
-    out_dir = Path(config.output)
+    out_dir = Path(config.output).absolute()  # actors may run in another folder, on another node
+    if shard_size < 1:
+        raise UsageError(f"--shard-size {shard_size}: a shard holds at least 1 input")
+    if actors is not None and actors < 1:
+        raise UsageError(f"--actors {actors}: at least 1 engine runs")
+    if config.output_format not in (None, "parquet"):
+        raise UsageError(f"--format {config.output_format}: with --ray the catalog is a folder of Parquet parts")
+    if config.batch_size < 1:
+        raise UsageError(f"--batch-size {config.batch_size}: a batch holds at least 1 image")
+    from engine.backends import BACKENDS
+    from engine.pipelines import PIPELINES
+
+    if config.decoder not in ("auto", *PIPELINES):  # checked here, not as a Ray traceback from each actor
+        raise UsageError(f"unknown decoder {config.decoder!r}; choose from {['auto', *PIPELINES]}")
+    if config.backend not in ("auto", *BACKENDS):
+        raise UsageError(f"unknown backend {config.backend!r}; choose from {['auto', *BACKENDS]}")
     if config.band_columns:  # shards hold one path per input; band sets run on one machine for now
         raise UsageError("--band-columns is not supported with --ray yet: run it without --ray")
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
@@ -286,8 +324,11 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
 def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size: int, actors: int | None) -> dict:
     from engine.artifacts import resolve_model
 
+    from galaxy.catalog.read import column_units
+
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, "parquet", card.classes)
+    units = column_units(config.catalog, config.keep_columns) if config.catalog else {}  # as one machine keeps them
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         from engine.runner import classify_spec
 
@@ -304,10 +345,19 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]
     ray_level = _quiet_ray(ray, chatty=log.isEnabledFor(logging.INFO))
     if not ray.is_initialized():
-        ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True, logging_level=ray_level)
+        try:
+            ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True, logging_level=ray_level)
+        except (ConnectionError, RuntimeError) as exc:  # no cluster at the address; ray:// without ray[client]
+            hint = ("pip install 'ray[client]' for ray:// addresses" if "client" in str(exc) else
+                    "start one with `ray start --head`, or give --ray alone for a local cluster")
+            raise UsageError(f"--ray {address}: cannot reach a Ray cluster ({str(exc).splitlines()[0]}): {hint}") from None
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     actor = actor_config(config, gpus)  # on CPUs: the CPUs each actor holds are its threads
+    largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    if not gpus and actor.threads > largest:  # an actor no node can hold waited for ever
+        raise UsageError(f"--threads {actor.threads}: each actor holds that many CPUs, and the largest node of the "
+                         f"cluster has {largest:g}")
     pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // actor.threads)
     pool = min(pool, max(1, len(todo)))
     log.info("ray: %d shards (%d to do), %d actors on %s", len(shards), len(todo), pool,
@@ -324,15 +374,17 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
         results = dataset.map_batches(
             ShardClassifier, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool),
             num_gpus=1 if gpus else 0, num_cpus=None if gpus else actor.threads,
-            fn_constructor_kwargs={"config": actor, "model_dir": str(model_dir), "out_dir": str(out_dir)},
+            fn_constructor_kwargs={"config": actor, "model_dir": str(model_dir), "out_dir": str(out_dir),
+                                   "cwd": os.getcwd(), "units": units},
         )
         for row in results.iter_rows():
             done["rows"] += int(row["rows"])
             done["errors"] += int(row["errors"])
-    return write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started)
+    return write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started, units)
 
 
-def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int, actors: int, started: float) -> dict:
+def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int, actors: int, started: float,
+                   units: dict | None = None) -> dict:
     """Make the parts one catalog, merge their errors, and write the manifest last; return it.
 
     `done`: rows and errors classified by this run; `resumed`: shards whose part an earlier run wrote.
@@ -343,7 +395,7 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
 
     failures = [_read_part_errors(out_dir, shard.index) for shard in shards]
     ids = finalize_parts([_part_path(out_dir, shard.index) for shard in shards],
-                         [[(row[0], row[4] if len(row) == 5 else None) for row in rows] for rows in failures])
+                         [[(row[0], row[4] if len(row) == 5 else None) for row in rows] for rows in failures], units)
     errors = ErrorWriter(errors_path(out_dir))
     for rows, taken in zip(failures, ids):
         for row, ident in zip(rows, taken):

@@ -79,7 +79,7 @@ def _take_ids(seen: UniqueIds, rows: list[str], failed: list[tuple[str, str | No
     return row_ids, taken
 
 
-def finalize_parts(parts: list[Path], failures: list | None = None) -> list[list[str]]:
+def finalize_parts(parts: list[Path], failures: list | None = None, units: dict | None = None) -> list[list[str]]:
     """Make the parts (in listing order) one catalog, as one machine writes it; return the ids of
     each part's failures.
 
@@ -115,7 +115,7 @@ def finalize_parts(parts: list[Path], failures: list | None = None) -> list[list
             table = pa.Table.from_arrays(columns, schema=unified)
             lengths = {f.name: pc.max(pc.utf8_length(table[f.name])).as_py() or 1
                        for f in unified if pa.types.is_string(f.type)}
-            metadata = parquet_metadata(unified, galaxy_keys(schema.metadata), SKY_UNITS, lengths)
+            metadata = parquet_metadata(unified, galaxy_keys(schema.metadata), {**SKY_UNITS, **(units or {})}, lengths)
             table = table.replace_schema_metadata(metadata)
             changed = True
         if changed:  # the temporary name starts with a dot: never read as a part

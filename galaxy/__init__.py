@@ -28,5 +28,10 @@ def classify_on_ray(inputs, out_dir, address=None, model_dir=None, shard_size: i
     from engine.distributed import classify_on_ray as run
     from galaxy.config import ClassifyConfig
 
-    inputs = (inputs,) if isinstance(inputs, str) else tuple(str(i) for i in inputs)
+    import os
+
+    # one path (a Path too: it is no list of paths), and one kept column given as a string
+    inputs = (os.fspath(inputs),) if isinstance(inputs, (str, os.PathLike)) else tuple(os.fspath(i) for i in inputs)
+    if isinstance(options.get("keep_columns"), str):
+        options["keep_columns"] = (options["keep_columns"],)
     return run(ClassifyConfig(inputs, str(out_dir), model_dir, **options), address, shard_size, actors)

@@ -131,3 +131,13 @@ def test_the_command_is_quiet_and_its_rerun_resumes_into_the_folder(survey, tmp_
         assert run.stdout == "" and run.stderr.splitlines() == [f"failed 2 of 25; errors in {out / '_galaxy' / 'errors.csv'}"]
     assert (tmp_path / "crashed").exists()
     assert pq.read_table(out).num_rows == 23
+
+
+def test_threads_no_node_can_hold_are_refused_not_waited_for(survey, cluster, tmp_path):
+    """--threads 4 on 2-CPU nodes: each actor asked for 4 CPUs and the run waited for ever, silently."""
+    from engine.distributed import classify_on_ray
+    from galaxy.errors import UsageError
+
+    config = ClassifyConfig((str(survey),), str(tmp_path / "out"), threads=64, progress=False)
+    with pytest.raises(UsageError, match="--threads 64: each actor holds that many CPUs, and the largest node"):
+        classify_on_ray(config, None, shard_size=8)

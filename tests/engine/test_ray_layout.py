@@ -3,6 +3,7 @@ class): only the parts sit at its top level, so pyarrow, pandas and astropy read
 catalog; and the command line reruns into the folder it wrote."""
 
 import csv
+import os
 import dataclasses
 import shutil
 import time
@@ -236,3 +237,80 @@ def test_failed_inputs_take_their_ids_in_listing_order_as_on_one_machine(tmp_pat
         "g", "g#3", "h#2"]
     assert _errors(errors_path(out)) == _errors(errors_path(single))
     assert sorted(row[0] for row in _errors(errors_path(out))) == ["g#2", "h"]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"shard_size": 0}, "--shard-size 0"), ({"actors": -1}, "--actors -1"),
+    ({"output_format": "csv"}, "--format csv: with --ray"), ({"decoder": "dali-gpux"}, "unknown decoder"),
+    ({"batch_size": 0}, "--batch-size 0"), ({"backend": "tensorrtx"}, "unknown backend")])
+def test_ray_options_that_cannot_work_are_usage_errors_before_any_cluster(survey, tmp_path, change, match):
+    """--shard-size 0 put every input in one shard; --actors -1, a bad decoder or batch size gave
+    tracebacks (from each actor, ~180 lines); --format csv was ignored."""
+    pytest.importorskip("ray")
+    from engine.distributed import classify_on_ray
+    from galaxy.errors import UsageError
+
+    sizes = {k: change.pop(k) for k in ("shard_size", "actors") if k in change}
+    config = ClassifyConfig((str(survey),), str(tmp_path / "out"), progress=False, **change)
+    with pytest.raises(UsageError, match=match):
+        classify_on_ray(config, None, sizes.get("shard_size", 8), sizes.get("actors"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_only_numbered_parts_are_a_ray_runs(tmp_path):
+    """A dataset's part-0.parquet (pyarrow's naming) was taken for a part of this run: read into the
+    catalog, and deleted by --overwrite; so was a folder named part-foo.parquet."""
+    from engine.distributed import _written_by_ray
+
+    (tmp_path / "part-000001.parquet").write_bytes(b"x")
+    (tmp_path / ".part-000001.1234.tmp").write_bytes(b"x")
+    (tmp_path / ".part-000001.parquet.1234.tmp").write_bytes(b"x")
+    (tmp_path / "part-0.parquet").write_bytes(b"x")
+    (tmp_path / "part-000002.parquet").mkdir()
+    ours = sorted(p.name for p in tmp_path.iterdir() if _written_by_ray(p))
+    assert ours == [".part-000001.1234.tmp", ".part-000001.parquet.1234.tmp", "part-000001.parquet"]
+
+
+def _ray_and_single(config, tmp_path, default_model, units=None):
+    import pyarrow.parquet as pq
+
+    from engine.distributed import ShardClassifier, write_manifest, write_shards
+    from engine.run import classify
+
+    out = tmp_path / "out"
+    shards = write_shards(config, out, 1)
+    classifier = ShardClassifier(config, str(default_model[0]), str(out), units=units)
+    for shard in shards:
+        classifier.classify_shard(shard.index, shard.path)
+    write_manifest(out, shards, {"rows": 2, "errors": 0}, 0, 1, time.perf_counter(), units)
+    single = tmp_path / "single.parquet"
+    classify(dataclasses.replace(config, output=str(single)))
+    assert pq.read_table(out).column("id").to_pylist() == pq.read_table(single).column("id").to_pylist()
+    return out
+
+
+def test_file_names_that_are_not_utf8_go_through_the_shards(tmp_path, default_model):
+    """One non-UTF-8 file name ended the whole --ray run: pyarrow cannot hold it as text."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    shutil.copy(files[0], os.fsdecode(bytes(folder) + b"/gal\xff\xfe.jpeg"))
+    shutil.copy(files[1], folder / "b.jpeg")
+    config = ClassifyConfig((str(folder),), str(tmp_path / "out"), backend="onnxruntime", decoder="reference",
+                            progress=False)
+    _ray_and_single(config, tmp_path, default_model)
+
+
+def test_kept_columns_keep_their_units_in_the_parts(tmp_path, default_model):
+    """The parts lost the units of kept columns (mag) that one machine's catalog keeps."""
+    from astropy.table import Table
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    table = Table({"file": [str(f) for f in files], "mag": [17.5, 18.25]})
+    table["mag"].unit = "mag"
+    table.write(tmp_path / "cat.ecsv")
+    config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(tmp_path / "cat.ecsv"), keep_columns=("mag",),
+                            backend="onnxruntime", decoder="reference", progress=False)
+    out = _ray_and_single(config, tmp_path, default_model, {"mag": "mag"})
+    for part in sorted(out.glob("part-*.parquet")):
+        assert str(Table.read(part)["mag"].unit) == "mag"
