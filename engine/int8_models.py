@@ -66,13 +66,18 @@ def build_int8(pre, path, reader, ranges, nodes_to_exclude=(), nodes_to_quantize
     """The one int8 build (QDQ, U8S8, per-channel weights, percentile 99.999) of the pre-processed
     fp32 ONNX `pre` into `path`. `ranges`: ONNX Runtime's calibration cache; when the file exists its
     ranges are used and `reader` (a CalibrationDataReader, or None) is not read."""
+    import contextlib
+    import sys
+
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    quantize_static(str(pre), str(path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(ranges),
-                    nodes_to_exclude=list(nodes_to_exclude), nodes_to_quantize=list(nodes_to_quantize),
-                    extra_options={"CalibPercentile": 99.999})
+    # the calibrator prints its progress ("Collecting tensor data ...") to stdout, which is for results
+    with contextlib.redirect_stdout(sys.stderr):
+        quantize_static(str(pre), str(path), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(ranges),
+                        nodes_to_exclude=list(nodes_to_exclude), nodes_to_quantize=list(nodes_to_quantize),
+                        extra_options={"CalibPercentile": 99.999})
 
 
 def model_fingerprint(path) -> str:

@@ -70,6 +70,11 @@ class Session:
 
 def load(model_dir, card, options, parity_images=(), precision: str = "fp16") -> Session:
     del parity_images  # the ONNX it is built from passed its parity check
+    from engine.backends.torch_cuda import cuda_available
+
+    if not cuda_available():  # said first: the install hint (or torch-cuda) cannot help without a GPU
+        raise BackendUnavailable("TensorRT runs on an NVIDIA GPU, and none is visible here: on a CPU use "
+                                 "--backend auto (or onnxruntime)")
     if precision == "int8":
         from engine.tensorrt_build import plan_path
 

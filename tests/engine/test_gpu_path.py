@@ -247,3 +247,14 @@ def test_nvjpeg_decode_gives_the_same_labels_as_the_reference_reader(default_mod
     assert np.abs((decoded - reference) * std).mean() < 1e-2
     session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
     assert (session.run(decoded).argmax(1) == session.run(reference).argmax(1)).mean() >= 0.975
+
+
+def test_tensorrt_on_a_machine_without_a_gpu_says_so_first(default_model):
+    """It said "TensorRT is not installed ... or use --backend torch-cuda": neither helps without a GPU."""
+    from engine.backends.torch_cuda import cuda_available
+    from galaxy.errors import BackendUnavailable
+
+    if cuda_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(BackendUnavailable, match="TensorRT runs on an NVIDIA GPU, and none is visible here"):
+        backends.load_named("tensorrt", default_model[0], default_model[1], backends.BackendOptions())
