@@ -29,17 +29,16 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from engine.journal import hold_lock, keep_fingerprint
+from engine.journal import keep_fingerprint
 from engine.listing import require_inputs
-from engine.ray_parts import finalize_parts
-from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
+from engine.ray_parts import finalize_parts, prepare_out_dir
+from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
 from galaxy.catalog.metadata import fingerprint_defaults
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
@@ -244,57 +243,6 @@ def actor_config(config, gpus: int):
     return dataclasses.replace(config, threads=threads, workers=config.workers or threads)
 
 
-_PART = re.compile(r"part-\d{6}\.parquet")
-_PART_TMP = re.compile(r"\.part-\d{6}\.(?:\d+\.tmp|\d+\.errors\.tmp|parquet\.\d+\.tmp)")
-
-
-def _written_by_ray(entry: Path) -> bool:
-    """Whether a folder entry is one a `--ray` run writes: a part (part-NNNNNN.parquet, six digits: a
-    dataset's part-0.parquet is someone else's), a part being written, the bookkeeping."""
-    if entry.name == RAY_BOOKKEEPING:
-        return entry.is_dir()
-    return (bool(_PART.fullmatch(entry.name)) or bool(_PART_TMP.fullmatch(entry.name))) and entry.is_file()
-
-
-def prepare_out_dir(out_dir: Path, overwrite: bool):
-    """Make (or empty, with `overwrite`) a `--ray` output folder, refusing one that is not such a folder;
-    return the lock (`_galaxy/lock`) this run holds on it until the returned file is closed.
-
-    Only what a `--ray` run writes is ever deleted: a folder holding anything else (your files, the
-    inputs themselves) is refused, with or without --overwrite. Nothing is deleted before the lock is
-    held, so a second run on the same folder is refused without touching the first one's parts.
-
-    Raises:
-        UsageError: the output is a file, is named like a catalog file, holds other files, or another
-            run holds its lock.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"with --ray the output is a folder of Parquet parts, and {out_dir} is a file")
-    if not out_dir.exists() and out_dir.suffix.lower() in OUTPUT_FORMATS:
-        raise UsageError(f"with --ray the output is a folder of Parquet parts, not a {out_dir.suffix} file: {out_dir}")
-    if out_dir.is_dir():
-        foreign = sorted(entry.name for entry in out_dir.iterdir() if not _written_by_ray(entry))
-        if foreign:
-            raise UsageError(f"{out_dir} holds files a --ray run did not write (e.g. {foreign[0]}, {len(foreign)} in "
-                             "all): give a new or empty folder")
-    bookkeeping = out_dir / RAY_BOOKKEEPING
-    bookkeeping.mkdir(parents=True, exist_ok=True)
-    lock = hold_lock(bookkeeping / "lock", f"another galaxy classify --ray is writing {out_dir}")
-    for entry in out_dir.iterdir():  # a part half written when a run was killed: no run holds it now
-        if _PART_TMP.fullmatch(entry.name):
-            entry.unlink()
-    if overwrite:
-        import shutil
-
-        for entry in out_dir.iterdir():
-            if entry != bookkeeping:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        for entry in bookkeeping.iterdir():
-            if entry.name != "lock":
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    return lock
-
-
 def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, actors: int | None = None) -> dict:
     """Run `config` (a ClassifyConfig whose output is a folder) on a Ray cluster; return the manifest."""
     ray = import_ray()
@@ -348,9 +296,12 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
         try:
             ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True, logging_level=ray_level)
         except (ConnectionError, RuntimeError) as exc:  # no cluster at the address; ray:// without ray[client]
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if not address:
+                raise UsageError(f"--ray: a local Ray cluster cannot start ({reason})") from None
             hint = ("pip install 'ray[client]' for ray:// addresses" if "client" in str(exc) else
                     "start one with `ray start --head`, or give --ray alone for a local cluster")
-            raise UsageError(f"--ray {address}: cannot reach a Ray cluster ({str(exc).splitlines()[0]}): {hint}") from None
+            raise UsageError(f"--ray {address}: cannot reach a Ray cluster ({reason}): {hint}") from None
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     actor = actor_config(config, gpus)  # on CPUs: the CPUs each actor holds are its threads

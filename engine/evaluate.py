@@ -254,7 +254,8 @@ def _refuse_another_vote_rule(card, config) -> None:
                                     ("min-votes", config.min_votes, rule.min_votes)):
         if given != defaults[option.replace("-", "_")] and given != recorded:
             raise UsageError(f"--{option} {given}: --split val scores the labels {card.name} was validated on, "
-                             f"made with --{option} {recorded} (its card); leave it out, or score another rule's "
+                             f"made with --{option} {recorded} (the card's rule, or the default where the card "
+                             "records none); leave it out, or score another rule's "
                              "labels with --split all")
 
 

@@ -1,13 +1,18 @@
-"""A `--ray` run's Parquet parts made one catalog, as one machine writes it: ids unique over all parts
-in listing order, and every part with the same columns of the same kinds (`finalize_parts`)."""
+"""A `--ray` run's output folder: which entries are a run's and the folder made ready under its lock
+(`prepare_out_dir`), and its Parquet parts made one catalog, as one machine writes it: ids unique over
+all parts in listing order, and every part with the same columns of the same kinds (`finalize_parts`)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from engine.journal import hold_lock
+from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
 from galaxy.catalog.write import arrow_type, column_kinds, UniqueIds
+from galaxy.errors import UsageError
 from galaxy.files import write_atomically
 
 
@@ -122,3 +127,54 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
             write_atomically(part, lambda tmp, table=table: pq.write_table(table, tmp))
     return [[seen.take(failed[k][0]) if ident is None else ident for k, ident in enumerate(taken)]
             for failed, taken in zip(failures, failed_ids)]
+
+
+_PART = re.compile(r"part-\d{6}\.parquet")
+_PART_TMP = re.compile(r"\.part-\d{6}\.(?:\d+\.tmp|\d+\.errors\.tmp|parquet\.\d+\.tmp)")
+
+
+def _written_by_ray(entry: Path) -> bool:
+    """Whether a folder entry is one a `--ray` run writes: a part (part-NNNNNN.parquet, six digits: a
+    dataset's part-0.parquet is someone else's), a part being written, the bookkeeping."""
+    if entry.name == RAY_BOOKKEEPING:
+        return entry.is_dir()
+    return (bool(_PART.fullmatch(entry.name)) or bool(_PART_TMP.fullmatch(entry.name))) and entry.is_file()
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool):
+    """Make (or empty, with `overwrite`) a `--ray` output folder, refusing one that is not such a folder;
+    return the lock (`_galaxy/lock`) this run holds on it until the returned file is closed.
+
+    Only what a `--ray` run writes is ever deleted: a folder holding anything else (your files, the
+    inputs themselves) is refused, with or without --overwrite. Nothing is deleted before the lock is
+    held, so a second run on the same folder is refused without touching the first one's parts.
+
+    Raises:
+        UsageError: the output is a file, is named like a catalog file, holds other files, or another
+            run holds its lock.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"with --ray the output is a folder of Parquet parts, and {out_dir} is a file")
+    if not out_dir.exists() and out_dir.suffix.lower() in OUTPUT_FORMATS:
+        raise UsageError(f"with --ray the output is a folder of Parquet parts, not a {out_dir.suffix} file: {out_dir}")
+    if out_dir.is_dir():
+        foreign = sorted(entry.name for entry in out_dir.iterdir() if not _written_by_ray(entry))
+        if foreign:
+            raise UsageError(f"{out_dir} holds files a --ray run did not write (e.g. {foreign[0]}, {len(foreign)} in "
+                             "all): give a new or empty folder")
+    bookkeeping = out_dir / RAY_BOOKKEEPING
+    bookkeeping.mkdir(parents=True, exist_ok=True)
+    lock = hold_lock(bookkeeping / "lock", f"another galaxy classify --ray is writing {out_dir}")
+    for entry in out_dir.iterdir():  # a part half written when a run was killed: no run holds it now
+        if _PART_TMP.fullmatch(entry.name):
+            entry.unlink()
+    if overwrite:
+        import shutil
+
+        for entry in out_dir.iterdir():
+            if entry != bookkeeping:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        for entry in bookkeeping.iterdir():
+            if entry.name != "lock":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return lock

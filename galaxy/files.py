@@ -5,12 +5,15 @@ Also the questions every command asks of the files it is given and the folders i
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import tempfile
 from pathlib import Path
 
 from galaxy.errors import ImageReadError, UsageError
+
+log = logging.getLogger(__name__)
 
 
 def write_atomically(path, write):
@@ -55,8 +58,8 @@ def remove_quietly(*paths) -> None:
     for path in paths:
         try:
             Path(path).unlink(missing_ok=True)
-        except OSError:
-            pass
+        except OSError as exc:
+            log.debug("left %s (%s)", path, exc.strerror or exc)
 
 
 def write_whole(path, data: bytes) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 from galaxy.card import validation_ids
 from galaxy.catalog.formats import CSV_ENCODING
 from galaxy.errors import UsageError
-from galaxy.io.images import is_image_path, stem_id
+from galaxy.io.images import image_files, stem_id
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
 
 log = logging.getLogger(__name__)
@@ -65,11 +65,10 @@ def _from_folders(root: Path, classes) -> LabelledSet:
         if not folder.is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir())
             raise UsageError(f"{root} has no folder {name!r} for class {name!r}; found {found}")
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and is_image_path(path):
-                paths.append(str(path))
-                ids.append(stem_id(path))
-                labels.append(k)
+        for path in image_files(folder):
+            paths.append(str(path))
+            ids.append(stem_id(path))
+            labels.append(k)
     return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
 
 
@@ -214,7 +213,7 @@ def list_unlabelled(folders, exclude_ids=(), refuse_ids=()) -> tuple[tuple[str, 
         folder = Path(folder)
         if not folder.is_dir():
             raise UsageError(f"unlabelled folder {folder} does not exist")
-        found = sorted(str(p) for p in folder.rglob("*") if p.is_file() and is_image_path(p))
+        found = [str(p) for p in image_files(folder)]
         if not found:
             raise UsageError(f"unlabelled folder {folder} holds no images")
         paths.extend(found)

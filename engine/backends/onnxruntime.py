@@ -53,11 +53,16 @@ def load(model_dir, card, options, parity_images=()) -> Session:
     try:
         session = Session(path, options.threads, spin_wait=options.spin_wait)
     except Exception as exc:  # ONNX Runtime's own error types (InvalidProtobuf, Fail) share no base class
-        if not Path(path).resolve().is_relative_to(Path(cache_dir()).resolve()):
-            raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from None
-        # a file of the cache this package wrote whole, since damaged (a disk, a hand): built again
-        log.warning("the cached ONNX model %s cannot be loaded (%s); building it again", path, str(exc)[:200])
+        damaged = type(exc).__name__ == "InvalidProtobuf" or "Protobuf parsing failed" in str(exc)
+        if not damaged or not Path(path).resolve().is_relative_to(Path(cache_dir()).resolve()):
+            raise ModelError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+        # a file of the cache this package wrote whole, since damaged (a disk, a hand): built again; any
+        # other failure (a provider, memory) leaves the cache as it is
+        log.warning("the cached ONNX model %s cannot be parsed (%s); building it again", path, str(exc)[:200])
         Path(path).unlink()
-        session = Session(onnx_model(model_dir, card, parity_images), options.threads, spin_wait=options.spin_wait)
+        try:
+            session = Session(onnx_model(model_dir, card, parity_images), options.threads, spin_wait=options.spin_wait)
+        except Exception as again:
+            raise ModelError(f"ONNX Runtime cannot load {path}, built again: {str(again).splitlines()[0]}") from None
     log.info("backend onnxruntime on %s (%s)", session.device, session.path)
     return session

@@ -31,14 +31,23 @@ from galaxy.spec import MIN_SIDE, InputSpec, too_small
 
 RASTER_FORMATS = ("JPEG", "PNG")
 # Rasters with more pixels than this are refused from their header, before decoding, by every reader:
-# PIL's own limit against decompression bombs (178,956,970: a 13,377 px square), which it otherwise
-# applies with a warning up to twice that and its own error above.
-MAX_RASTER_PIXELS = Image.MAX_IMAGE_PIXELS
+# the level at which PIL itself refuses a decompression bomb (2 x its MAX_IMAGE_PIXELS of 89,478,485;
+# a 13,377 px square). A literal, so a user's `Image.MAX_IMAGE_PIXELS = None` changes nothing here.
+MAX_RASTER_PIXELS = 178_956_970
 
 
 def is_image_path(path) -> bool:
     """True when the file name has a suffix galaxy reads (case-insensitive)."""
     return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def image_files(folder) -> list[Path]:
+    """The image files under `folder` (recursive, sorted), hidden ones left out as classify's folder walk
+    leaves them: a name, or a folder on the way, starting with a dot (macOS's AppleDouble ._x.jpeg holds
+    no image and stopped training on a copied folder)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p)
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 _LONGEST_SUFFIX_FIRST = tuple(sorted(IMAGE_SUFFIXES, key=len, reverse=True))

@@ -23,8 +23,11 @@ def _segments(data: bytes):
     """(position, marker) of each marker segment from the start of the file to the first scan's."""
     i = 2
     while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return
+        if data[i] != 0xFF:  # stray bytes between segments: libjpeg skips to the next marker, with a warning
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return
+            continue
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -52,7 +55,9 @@ def jpeg_damage(data: bytes) -> str | None:
     From the first scan on, every marker (0xFF not followed by a stuffed 0x00, a fill 0xFF or a
     restart marker) must start a segment that may come between scans, until the end-of-image
     marker. Refused: no end-of-image marker after the image data (a file cut short, however
-    little is missing: PIL refuses each such file as truncated), and a marker that cannot be
+    little is missing: PIL refuses such files as truncated; a file whose data is whole and lacks
+    only the marker, which PIL may decode, cannot be told from one cut short without decoding, and
+    is refused too), and a marker that cannot be
     there (a second frame header: bytes overwritten inside the image data). Bytes after the
     end-of-image marker are not read. Corrupt entropy-coded bytes that form no marker are not
     found here (only a decode finds them, and libjpeg then only warns).

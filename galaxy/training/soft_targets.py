@@ -66,6 +66,42 @@ def teacher_record(model_dir: str, classes) -> tuple[dict, object]:
             "temperature": card.temperature, "input_spec": card.input_spec.to_dict()}, card
 
 
+def targets_source(teachers: list[dict], paths, ids, views: int) -> dict:
+    """What soft targets depend on, the key of their caches: each teacher's weights, temperature and
+    input spec (`teacher_record`, its folder left out: the same teacher elsewhere gives the same
+    labels), the images' ids and contents in their order, the views. Keyed by ids alone (file stems),
+    a folder of other images under the same names reused the old targets."""
+    return {"teachers": [{k: v for k, v in t.items() if k != "dir"} for t in teachers], "views": views,
+            "ids_sha256": ids_digest(ids), "n": len(ids), "contents_sha256": contents_digest(paths)}
+
+
+def check_resumed_targets(expected: dict, teachers: list[dict], paths, ids, views: int, checkpoint) -> None:
+    """Refuse, before anything is read or labelled, a resume whose soft targets would not be the
+    checkpoint's (`expected`, its `targets_key`): a teacher replaced at its path, unlabelled images
+    replaced or added. (The framing scale is measured later, from the same images.)
+
+    Raises:
+        UsageError: naming what differs.
+    """
+    now = json.loads(json.dumps(targets_source(teachers, paths, ids, views)))
+    differs = [name for name in ("teachers", "views", "n", "ids_sha256", "contents_sha256")
+               if expected.get(name) != now[name]]
+    if differs:
+        what = "a teacher's weights or inputs" if "teachers" in differs else "the images (their names or contents)"
+        raise UsageError(f"checkpoint {checkpoint} learned from other soft targets: {what} changed since it was "
+                         "written; resume with the teachers and images it was written with, or start a new run")
+
+
+def targets_key(teacher: dict | None) -> dict | None:
+    """What a run's soft targets were made from (the teachers' weights and inputs, the images' ids and
+    contents, the views), from the teacher record; None without a teacher."""
+    if teacher is None:
+        return None
+    return json.loads(json.dumps({key: value for key, value in teacher.items() if key in (
+        "views", "ids_sha256", "n", "contents_sha256", "framing")} | {"teachers": [
+            {k: v for k, v in member.items() if k != "dir"} for member in teacher.get("teachers", [])]}))
+
+
 def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, workers: int, device, amp_dtype,
                           show: bool = True, scale: float = 1.0, scaled_from: int | None = None) -> tuple[np.ndarray, dict]:
     """The (ensemble-averaged, calibrated) teacher probabilities of every image, cached.
@@ -88,14 +124,11 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
         members' labels came from the per-teacher cache).
     """
     records = [teacher_record(t, classes) for t in teachers]
-    # Keyed by what the targets depend on (weights, temperature, how each teacher reads an image, the
-    # images' contents in their order, views), not by where the teacher or the images lie. Keyed by
-    # ids alone (file stems), a folder of other images under the same names reused the old targets.
-    common = {"views": views, "ids_sha256": ids_digest(ids), "n": len(ids), "contents_sha256": contents_digest(paths)}
+    key = targets_source([r for r, _ in records], paths, ids, views)
     rescaled = scaled_from is not None and scaled_from < len(ids) and round(scale, 4) != 1
     if rescaled:  # only then, so targets cached before this option still match
-        common["framing"] = {"scale": round(scale, 4), "scaled_ids_sha256": ids_digest(ids[scaled_from:])}
-    key = {"teachers": [{k: v for k, v in r.items() if k != "dir"} for r, _ in records], **common}
+        key["framing"] = {"scale": round(scale, 4), "scaled_ids_sha256": ids_digest(ids[scaled_from:])}
+    common = {k: v for k, v in key.items() if k != "teachers"}
     record = {**key, "teachers": [r for r, _ in records]}  # for the card: with the folders
     path = Path(work_dir) / TARGETS_FILE
     stored = _read_targets(path, key, ids)

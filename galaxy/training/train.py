@@ -46,7 +46,8 @@ from galaxy.training.model import create_network, init_imagenet, load_partial, n
 from galaxy.training.predict import pick_device, predict
 from galaxy.progress import progress
 from galaxy.io.framing import measure_files, summarise
-from galaxy.training.soft_targets import soft_target_loss
+from galaxy.training.checkpoint import check_resume, load_checkpoint, restore
+from galaxy.training.soft_targets import soft_target_loss, targets_key
 from galaxy.training.train_data import TrainingData, prepare_data
 from galaxy.training.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
 
@@ -74,115 +75,6 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 # Options a resumed run may change: where things go and how fast they run, not what is learned; and
 # --epochs / --patience, to train on for longer (the learning-rate schedule then stretches to the new
 # end, so only a resume with the same options ends as the run would have without the stop).
-RESUMABLE_CHANGES = frozenset({"out_dir", "work_dir", "name", "progress", "workers", "resume", "command", "export",
-                               "calibrate", "epochs", "patience"})
-
-
-# Options naming files or folders: `./labels.csv` and `labels.csv` are the same data.
-PATH_OPTIONS = ("data", "images_dir", "init", "teachers", "unlabeled")
-
-
-def _comparable_paths(options: dict) -> dict:
-    """A recorded config with its paths made absolute (from the current folder) and normalised."""
-    out = dict(options)
-    for key in PATH_OPTIONS:
-        value = out.get(key)
-        if isinstance(value, list):
-            out[key] = [os.path.abspath(v) for v in value]
-        elif isinstance(value, str):
-            out[key] = os.path.abspath(value)
-    return out
-
-
-def _changed_options(then: dict, now: dict) -> list[str]:
-    """The training options (not those a resume may change) that differ between two recorded configs."""
-    then, now = _comparable_paths(then), _comparable_paths(now)
-    return sorted(k for k in set(then) | set(now) if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k))
-
-
-def _check_resume(config, checkpoint, out_dir: Path) -> None:
-    """Before any image is read: refuse a checkpoint of other options, naming each, and an -o that
-    holds a model this run did not write (a teacher's folder was overwritten by its student).
-
-    Raises:
-        UsageError: either.
-    """
-    then = checkpoint.get("config", {})
-    changed = _changed_options(then, config_dict(config))
-    if then and changed:
-        raise UsageError(f"checkpoint {config.resume} was written by a run with other options: "
-                         + "; ".join(f"{k}: {_comparable_paths(then).get(k)!r} then, "
-                                     f"{_comparable_paths(config_dict(config)).get(k)!r} now" for k in changed)
-                         + " (resume with the command that wrote it)")
-    if (out_dir / "card.json").is_file():
-        try:
-            held = json.loads((out_dir / "card.json").read_text()).get("training", {}).get("config", {})
-        except (OSError, ValueError):
-            held = {}
-        if not held or not then or _changed_options(held, then):
-            raise UsageError(f"{out_dir} already holds a model that this run did not write (its card.json): give "
-                             "the run's own -o or a new one")
-
-
-def _resume(config, checkpoint, network, ema, optimizer, scheduler, generator, spec, out_dir, targets_key):
-    """Restore a `last.pt` checkpoint (`_load_checkpoint`, its options checked by `_check_resume`);
-    return (next epoch, optimiser steps done, history so far, best weights so far, seconds the run had
-    taken), so that the run goes on as if it had not stopped.
-
-    Raises:
-        UsageError: the checkpoint's input spec (the normalisation comes from the images) or soft
-            targets (the teachers' weights, the unlabelled images) are not this run's.
-    """
-    if checkpoint.get("spec") != spec.to_dict():
-        raise UsageError(f"checkpoint {config.resume} was trained with another input spec (the images' "
-                         "normalisation changed: other images under the same names?)")
-    if "targets_key" in checkpoint and checkpoint["targets_key"] != targets_key:
-        raise UsageError(f"checkpoint {config.resume} learned from other soft targets: a teacher's weights or the "
-                         "unlabelled images changed since it was written")
-    network.load_state_dict(checkpoint["model"])
-    ema.module.load_state_dict(checkpoint["ema"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    if "generator" in checkpoint:  # the augmentation and dropout streams continue where they stopped
-        generator.set_state(checkpoint["generator"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-    if "history" in checkpoint:  # the epochs before, wherever the run writes now (another -o)
-        history = checkpoint["history"]
-    else:  # written by an earlier version: the history file of the folder resumed in
-        history_path = out_dir / "history.json"
-        history = json.loads(history_path.read_text())[: checkpoint["epoch"]] if history_path.exists() else []
-    log.info("resumed from %s after epoch %d", config.resume, checkpoint["epoch"])
-    # checkpoints written before the best weights were kept in them: the best of the epochs run from here
-    return (checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best"),
-            checkpoint.get("seconds", 0.0))
-
-
-def _targets_key(teacher: dict | None) -> dict | None:
-    """What a run's soft targets were made from (the teachers' weights and inputs, the images' ids and
-    contents, the views), from the teacher record; None without a teacher."""
-    if teacher is None:
-        return None
-    return json.loads(json.dumps({key: value for key, value in teacher.items() if key in (
-        "views", "ids_sha256", "n", "contents_sha256", "framing")} | {"teachers": [
-            {k: v for k, v in member.items() if k != "dir"} for member in teacher.get("teachers", [])]}))
-
-
-def _load_checkpoint(path) -> dict:
-    """A `last.pt` of `galaxy train`, or a UsageError saying the file is not one."""
-    import pickle
-    import zipfile
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError) as exc:
-        # torch.load raises any of these for a file that is not a checkpoint (text, another format, truncated)
-        raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt): "
-                         f"{type(exc).__name__}") from None
-    if not isinstance(checkpoint, dict) or not {"epoch", "model", "ema", "optimizer", "scheduler"} <= checkpoint.keys():
-        raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt)")
-    return checkpoint
-
-
 def _finite(loss: torch.Tensor, epoch: int, batch: int) -> float:
     """The batch loss as a number; TrainingDiverged when it is NaN or infinite: one more step would
     make the weights NaN, and a run that went on would save a model that calls everything one class."""
@@ -282,7 +174,7 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
         name=config.name or Path(config.out_dir).name, architecture=config.architecture,
         classes=tuple(config.classes), input_spec=data.spec, weights_sha256=weights_sha,
         # the folder the command ran in: its paths are as typed, relative to it
-        training={"command": config.command, "cwd": os.getcwd(), "config": config_dict(config), "device": str(device),
+        training={"command": config.command, "config": config_dict(config), "device": str(device),
                   "autocast": str(amp_dtype), "threads": torch.get_num_threads(),
                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
                   "minutes": round((time.time() - started) / 60, 1), "augment": list(config.augment),
@@ -306,9 +198,9 @@ def train(config: TrainConfig) -> ModelCard:
     out_dir = Path(config.out_dir)
     if (out_dir / "card.json").is_file() and not config.resume:
         raise UsageError(f"{out_dir} already holds a model (its card.json): give another -o, or remove it first")
-    checkpoint = _load_checkpoint(config.resume) if config.resume else None  # before any image is read
+    checkpoint = load_checkpoint(config.resume) if config.resume else None  # before any image is read
     if checkpoint is not None:
-        _check_resume(config, checkpoint, out_dir)
+        check_resume(config, checkpoint, out_dir)
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
     writable_folder(out_dir, "cannot write the model")  # before the caches and epochs, not after them
     writable_folder(work_dir, "cannot write the checkpoints")
@@ -316,7 +208,7 @@ def train(config: TrainConfig) -> ModelCard:
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 
     network = _initial_network(config).to(device).to(memory_format=torch.channels_last)
-    data = prepare_data(config, work_dir, device, amp_dtype)
+    data = prepare_data(config, work_dir, device, amp_dtype, (checkpoint or {}).get("targets_key"))
     _caches_to(data, device)
     spec, val_set = data.spec, data.val_set
     labelled = data.pool_labels[data.pool_labels >= 0]
@@ -339,9 +231,10 @@ def train(config: TrainConfig) -> ModelCard:
     std = torch.tensor(spec.std, device=data.pool_cache.device).view(1, -1, 1, 1)
     val_labels = np.array(val_set.labels)
     history, best, started, step, first_epoch, resumed_with = [], None, time.time(), 0, 1, []
+    cwd = (checkpoint or {}).get("cwd") or os.getcwd()  # the folder of the command that started the run
     if config.resume:
-        first_epoch, step, history, best, seconds = _resume(config, checkpoint, network, ema, optimizer, scheduler,
-                                                            generator, spec, out_dir, _targets_key(data.teacher))
+        first_epoch, step, history, best, seconds = restore(config, checkpoint, network, ema, optimizer, scheduler,
+                                                           generator, spec, out_dir, targets_key(data.teacher))
         # the card's command is the one that started the run (rerun, the resume command only copies the
         # checkpoint's weights); the resumes follow it in `resumed_with`
         resumed_with = [*checkpoint.get("resumed_with", []), config.command]
@@ -406,8 +299,8 @@ def train(config: TrainConfig) -> ModelCard:
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "config": config_dict(config), "spec": spec.to_dict(), "best": best, "history": history,
-                 "seconds": time.time() - started, "targets_key": _targets_key(data.teacher),
-                 "resumed_with": resumed_with}
+                 "seconds": time.time() - started, "targets_key": targets_key(data.teacher),
+                 "resumed_with": resumed_with, "cwd": cwd}
         write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
         best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:
@@ -428,6 +321,7 @@ def train(config: TrainConfig) -> ModelCard:
 
     card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,
                  network_cost(network, config.size))
+    card.training["cwd"] = cwd  # the folder of the command that started the run: its paths are relative to it
     if resumed_with:
         card.training["resumed_with"] = resumed_with
     card.save(out_dir)

@@ -20,7 +20,8 @@ from galaxy.errors import UsageError
 from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
 from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
-from galaxy.training.soft_targets import resolve_teachers, sharpen, teacher_probabilities, teacher_record
+from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, teacher_probabilities,
+                                          teacher_record)
 from galaxy.spec import InputSpec
 from galaxy.training.transfer import initial_weights
 from galaxy.votes import rule_from_config
@@ -174,7 +175,8 @@ def pool_framing_of(paths, config: TrainConfig) -> torch.Tensor:
     return framing
 
 
-def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> TrainingData:
+def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed_targets: dict | None = None
+                 ) -> TrainingData:
     """Load labels, split, list the unlabelled pool, read the caches and label the pool by the teacher."""
     labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
                              rule_from_config(config_dict(config)))
@@ -203,6 +205,9 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype) -> Trai
             paths, ids = paths[:config.limit], ids[:config.limit]
         log.info("unlabelled: %d images from %s", len(ids), ", ".join(config.unlabeled))
     pool_paths, pool_ids = train_set.paths + paths, train_set.ids + ids
+    if resumed_targets is not None and teachers:  # before the caches, the labelling and soft_targets.npz
+        check_resumed_targets(resumed_targets, [teacher_record(t, config.classes)[0] for t in teachers], pool_paths,
+                              pool_ids, config.teacher_views, config.resume)
     fraction = pool_cache_fraction(config)
     side = int(round(config.size * fraction / config.crop_fraction))
     pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)

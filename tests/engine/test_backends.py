@@ -118,18 +118,25 @@ def test_a_speed_record_of_another_shape_is_measured_again(default_model, tmp_pa
     assert json.loads((tmp_path / "autotune" / f"{key}.json").read_text())["chosen"] == "torch"
 
 
-def test_auto_times_at_the_batch_it_runs_and_keys_the_record_by_it(default_model):
+def test_auto_times_at_the_batch_it_runs_and_keys_the_record_by_it(default_model, monkeypatch):
     """--batch-size 2000 was timed at 2000 (8 GB, a minute) though runs are capped at 256, and its
     record served the default batch too."""
     from engine import autotune
     from engine.runner import Runner
 
-    _, card = default_model
+    model_dir, card = default_model
     assert autotune.machine_key(card, ["onnxruntime"], batch=32)[0] != autotune.machine_key(card, ["onnxruntime"],
                                                                                             batch=256)[0]
-    model_dir, _ = default_model
-    runner = Runner(model_dir, card, "onnxruntime", "reference", batch_size=2000)
-    assert runner.batch_size == 256
+    asked = []
+    real_pick = backends.pick
+
+    def pick(name, card, model_dir=None, options=None):
+        asked.append(options.batch_size)  # what auto would time the candidates at
+        return real_pick("onnxruntime", card, model_dir, options)
+
+    monkeypatch.setattr(backends, "pick", pick)
+    runner = Runner(model_dir, card, "auto", "reference", batch_size=2000)
+    assert asked == [256] and runner.batch_size == 256
 
 
 def test_a_damaged_cached_onnx_model_is_built_again(default_model, tmp_path, monkeypatch):

@@ -179,7 +179,7 @@ def test_a_vote_rule_given_against_the_cards_is_refused_for_the_validation_split
     given = ["--images", KAGGLE_IMAGES, "-o", tmp_path / "e", "-q"]
     result = invoke("evaluate", model_copy, KAGGLE, "--vote-threshold", "0.9", *given)
     assert result.exit_code == 2 and "--vote-threshold 0.9: --split val scores the labels" in result.output
-    assert "--vote-threshold 0.6 (its card)" in result.output and not (tmp_path / "e" / "report.json").exists()
+    assert "--vote-threshold 0.6 (the card's rule" in result.output and not (tmp_path / "e" / "report.json").exists()
     for same in (["--vote-threshold", "0.6"], ["--vote-kind", "fraction"], []):  # the card's rule, or the default
         assert invoke("evaluate", model_copy, KAGGLE, *same, *given).exit_code == 0
 

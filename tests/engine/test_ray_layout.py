@@ -131,7 +131,7 @@ def test_a_cpu_actor_runs_on_the_cpus_it_holds():
 def test_a_ray_output_folder_is_only_ever_emptied_of_what_a_ray_run_wrote(survey, tmp_path):
     """--overwrite deleted whatever folder -o named: the user's files, the inputs themselves; and a
     second run could empty a folder another run was writing."""
-    from engine.distributed import prepare_out_dir
+    from engine.ray_parts import prepare_out_dir
     from galaxy.errors import UsageError
 
     with pytest.raises(UsageError, match="holds files a --ray run did not write"):
@@ -260,7 +260,7 @@ def test_ray_options_that_cannot_work_are_usage_errors_before_any_cluster(survey
 def test_only_numbered_parts_are_a_ray_runs(tmp_path):
     """A dataset's part-0.parquet (pyarrow's naming) was taken for a part of this run: read into the
     catalog, and deleted by --overwrite; so was a folder named part-foo.parquet."""
-    from engine.distributed import _written_by_ray
+    from engine.ray_parts import _written_by_ray
 
     (tmp_path / "part-000001.parquet").write_bytes(b"x")
     (tmp_path / ".part-000001.1234.tmp").write_bytes(b"x")
@@ -311,6 +311,9 @@ def test_kept_columns_keep_their_units_in_the_parts(tmp_path, default_model):
     table.write(tmp_path / "cat.ecsv")
     config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(tmp_path / "cat.ecsv"), keep_columns=("mag",),
                             backend="onnxruntime", decoder="reference", progress=False)
+    from galaxy.catalog.read import column_units
+
+    assert column_units(str(tmp_path / "cat.ecsv"), ("mag",)) == {"mag": "mag"}  # what the driver hands the actors
     out = _ray_and_single(config, tmp_path, default_model, {"mag": "mag"})
     for part in sorted(out.glob("part-*.parquet")):
         assert str(Table.read(part)["mag"].unit) == "mag"

@@ -91,3 +91,4 @@ def test_a_resume_refuses_a_teacher_whose_weights_changed(tmp_path, default_mode
     result = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "resumed"), "--epochs", "2", "--resume",
                                       str(out / "checkpoints" / "last.pt")])
     assert result.exit_code == 2 and "learned from other soft targets" in result.output, result.output
+    assert not (tmp_path / "resumed" / "checkpoints" / "soft_targets.npz").exists()  # refused before labelling

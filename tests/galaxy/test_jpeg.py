@@ -76,8 +76,12 @@ def test_the_size_is_refused_from_the_header_by_both_readers(tmp_path, cutout):
     big = tmp_path / "big.jpeg"
     big.write_bytes(bytes(data))
     assert read_jpeg(big) is None
-    with pytest.raises(ImageReadError, match=f"20000 x 20000 pixels is over the limit of {MAX_RASTER_PIXELS:,}"):
+    assert MAX_RASTER_PIXELS == 178_956_970  # PIL's own refusal level, not its warning level (89,478,485)
+    with pytest.raises(ImageReadError, match="20000 x 20000 pixels is over the limit of 178,956,970"):
         read_raster(big)
+    from galaxy.io.images import _check_size
+
+    _check_size(big, 10000, 10000)  # 100 Mpixel, over PIL's warning level: not refused for its size
     png = io.BytesIO()
     Image.new("RGB", (32, 32)).save(png, "PNG")
     data = bytearray(png.getvalue())
@@ -182,3 +186,29 @@ def test_a_folder_walk_leaves_out_hidden_files_and_folders(tmp_path, cutout):
     (tmp_path / "._x.jpeg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     assert [item.path for item in iter_inputs([str(tmp_path)])] == [str(tmp_path / "x.jpeg")]
     assert [item.path for item in iter_inputs([str(tmp_path / "._x.jpeg")])] == [str(tmp_path / "._x.jpeg")]
+
+
+def test_stray_bytes_between_segments_are_skipped_as_libjpeg_skips_them(cutout):
+    """The segment walk stopped at the first byte that was no marker and called such a file truncated;
+    libjpeg (PIL) skips to the next marker with a warning and decodes it."""
+    from galaxy.io.jpeg import jpeg_frame
+
+    data = cutout.read_bytes()
+    sos = data.index(b"\xff\xda")
+    stray = data[:sos] + b"\x00\x00" + data[sos:]
+    assert jpeg_damage(stray) is None and jpeg_frame(stray) == jpeg_frame(data)
+
+
+def test_class_folders_and_unlabelled_folders_leave_out_hidden_files_too(tmp_path, cutout):
+    """classify's walk left out ._x.jpeg, train's class folders and --unlabeled did not."""
+    import shutil
+
+    from galaxy.labels import list_unlabelled, load_labelled
+
+    for name in ("elliptical", "spiral"):
+        (tmp_path / name).mkdir()
+        for k in range(2):
+            shutil.copy(cutout, tmp_path / name / f"{name}{k}.jpeg")
+        (tmp_path / name / "._x.jpeg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert "._x" not in load_labelled(tmp_path).ids and len(load_labelled(tmp_path)) == 4
+    assert list_unlabelled([tmp_path / "spiral"])[1] == ("spiral0", "spiral1")

@@ -56,8 +56,9 @@ def test_a_loss_that_is_not_a_number_stops_the_run_without_a_model(tmp_path, mon
 
 @pytest.mark.parametrize("command", ["train", "distill"])
 def test_an_output_that_cannot_be_written_is_refused_before_any_image_is_read(tmp_path, command, monkeypatch):
-    """train made its folder with a bare mkdir: a file in the way gave a traceback, and a folder nothing
-    could be written in failed at the first checkpoint, after the caches were built."""
+    """train made its folder with a bare mkdir: a file in the way gave a traceback (a folder nothing could
+    be written in failed at the first checkpoint, after the caches: the same check, writable_folder,
+    refuses it; tests/engine/test_journal.py holds that case for classify)."""
     import galaxy.training.train as training
 
     monkeypatch.setattr(training, "pick_device", lambda: pytest.fail("got past the output check"))

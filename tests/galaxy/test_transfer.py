@@ -93,8 +93,8 @@ def test_a_model_records_what_its_initial_weights_and_teachers_learned(model_cop
 
 
 def test_a_resume_compares_paths_as_files_not_as_spellings():
-    from galaxy.training.train import _comparable_paths
+    from galaxy.training.checkpoint import comparable_paths
 
     then = {"data": "labels.csv", "teachers": ["./teacher"], "init": "default", "lr": 0.001}
-    assert _comparable_paths(then) == _comparable_paths({**then, "data": "./labels.csv", "teachers": ["teacher"]})
-    assert _comparable_paths(then) != _comparable_paths({**then, "data": "other.csv"})
+    assert comparable_paths(then) == comparable_paths({**then, "data": "./labels.csv", "teachers": ["teacher"]})
+    assert comparable_paths(then) != comparable_paths({**then, "data": "other.csv"})

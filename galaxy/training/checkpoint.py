@@ -1,0 +1,115 @@
+"""A training run's checkpoint (`WORK_DIR/last.pt`): what `--resume` may change, the checks that a
+checkpoint belongs to the command resuming it, and restoring the run from it, so that a resumed run
+ends where the run would have ended without the stop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from galaxy.config import config_dict
+from galaxy.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+RESUMABLE_CHANGES = frozenset({"out_dir", "work_dir", "name", "progress", "workers", "resume", "command", "export",
+                               "calibrate", "epochs", "patience"})
+
+
+# Options naming files or folders: `./labels.csv` and `labels.csv` are the same data.
+PATH_OPTIONS = ("data", "images_dir", "init", "teachers", "unlabeled")
+
+
+def comparable_paths(options: dict) -> dict:
+    """A recorded config with its paths made absolute (from the current folder) and normalised."""
+    out = dict(options)
+    for key in PATH_OPTIONS:
+        value = out.get(key)
+        if isinstance(value, list):
+            out[key] = [os.path.abspath(v) for v in value]
+        elif isinstance(value, str):
+            out[key] = os.path.abspath(value)
+    return out
+
+
+def changed_options(then: dict, now: dict) -> list[str]:
+    """The training options (not those a resume may change) that differ between two recorded configs."""
+    then, now = comparable_paths(then), comparable_paths(now)
+    return sorted(k for k in set(then) | set(now) if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k))
+
+
+def check_resume(config, checkpoint, out_dir: Path) -> None:
+    """Before any image is read: refuse a checkpoint of other options, naming each, and an -o that
+    holds a model this run did not write (a teacher's folder was overwritten by its student).
+
+    Raises:
+        UsageError: either.
+    """
+    then = checkpoint.get("config", {})
+    changed = changed_options(then, config_dict(config))
+    if then and changed:
+        raise UsageError(f"checkpoint {config.resume} was written by a run with other options: "
+                         + "; ".join(f"{k}: {comparable_paths(then).get(k)!r} then, "
+                                     f"{comparable_paths(config_dict(config)).get(k)!r} now" for k in changed)
+                         + " (resume with the command that wrote it)")
+    if (out_dir / "card.json").is_file():
+        try:
+            held = json.loads((out_dir / "card.json").read_text()).get("training", {}).get("config", {})
+        except (OSError, ValueError):
+            held = {}
+        if not held or not then or changed_options(held, then):
+            raise UsageError(f"{out_dir} already holds a model that this run did not write (its card.json): give "
+                             "the run's own -o or a new one")
+
+
+def restore(config, checkpoint, network, ema, optimizer, scheduler, generator, spec, out_dir, targets_key):
+    """Restore a `last.pt` checkpoint (`load_checkpoint`, its options checked by `check_resume`);
+    return (next epoch, optimiser steps done, history so far, best weights so far, seconds the run had
+    taken), so that the run goes on as if it had not stopped.
+
+    Raises:
+        UsageError: the checkpoint's input spec (the normalisation comes from the images) or soft
+            targets (the teachers' weights, the unlabelled images) are not this run's.
+    """
+    if checkpoint.get("spec") != spec.to_dict():
+        raise UsageError(f"checkpoint {config.resume} was trained with another input spec (the images' "
+                         "normalisation changed: other images under the same names?)")
+    if "targets_key" in checkpoint and checkpoint["targets_key"] != targets_key:
+        raise UsageError(f"checkpoint {config.resume} learned from other soft targets: a teacher's weights or the "
+                         "unlabelled images changed since it was written")
+    network.load_state_dict(checkpoint["model"])
+    ema.module.load_state_dict(checkpoint["ema"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    if "generator" in checkpoint:  # the augmentation and dropout streams continue where they stopped
+        generator.set_state(checkpoint["generator"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+    if "history" in checkpoint:  # the epochs before, wherever the run writes now (another -o)
+        history = checkpoint["history"]
+    else:  # written by an earlier version: the history file of the folder resumed in
+        history_path = out_dir / "history.json"
+        history = json.loads(history_path.read_text())[: checkpoint["epoch"]] if history_path.exists() else []
+    log.info("resumed from %s after epoch %d", config.resume, checkpoint["epoch"])
+    # checkpoints written before the best weights were kept in them: the best of the epochs run from here
+    return (checkpoint["epoch"] + 1, scheduler.last_epoch, history, checkpoint.get("best"),
+            checkpoint.get("seconds", 0.0))
+
+
+def load_checkpoint(path) -> dict:
+    """A `last.pt` of `galaxy train`, or a UsageError saying the file is not one."""
+    import pickle
+    import zipfile
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError) as exc:
+        # torch.load raises any of these for a file that is not a checkpoint (text, another format, truncated)
+        raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt): "
+                         f"{type(exc).__name__}") from None
+    if not isinstance(checkpoint, dict) or not {"epoch", "model", "ema", "optimizer", "scheduler"} <= checkpoint.keys():
+        raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt)")
+    return checkpoint
