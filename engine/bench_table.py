@@ -6,7 +6,7 @@ from __future__ import annotations
 from engine.machine import peak_fraction
 
 
-DEFAULT_NOTE = "galaxy classify's default here (auto picked this backend by measuring)"
+DEFAULT_NOTE = "galaxy classify's default here (auto picked this backend by measuring this machine, now or in an earlier run)"
 
 
 def best_rounds(rows) -> list[dict]:

@@ -127,7 +127,14 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
         from engine.distributed import classify_on_ray
         from galaxy.catalog.write import errors_path
 
-        manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size, actors)
+        try:
+            manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size,
+                            actors)
+        except KeyboardInterrupt:  # the parts written so far stay; the merge (unique ids, errors) has not run
+            click.echo(f"interrupted (Ctrl-C): the parts written so far are in {config.output}; rerun the same "
+                       "command to finish (it classifies only the shards without a part, then makes ids unique "
+                       "and merges the errors)", err=True)
+            sys.exit(130)
         errors = f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""
         if not quiet:
             click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "

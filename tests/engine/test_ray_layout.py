@@ -317,3 +317,15 @@ def test_kept_columns_keep_their_units_in_the_parts(tmp_path, default_model):
     out = _ray_and_single(config, tmp_path, default_model, {"mag": "mag"})
     for part in sorted(out.glob("part-*.parquet")):
         assert str(Table.read(part)["mag"].unit) == "mag"
+
+
+def test_ctrl_c_of_a_ray_run_says_how_to_finish_it(survey, tmp_path, monkeypatch):
+    """It said only "interrupted (Ctrl-C)", though the folder then reads with ids not yet unique."""
+    import engine.distributed
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.distributed, "classify_on_ray", interrupted)
+    result = CliRunner().invoke(cli, ["classify", str(survey), "-o", str(tmp_path / "out"), "--ray", "-q"])
+    assert result.exit_code == 130 and "rerun the same command to finish" in result.output
