@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import functools
 import json
 import os
@@ -283,8 +282,7 @@ def main(argv=None, prog: str = "bench.py"):
     if args.size:
         models = [resized_model(model_dir, card, args.size) for model_dir, card in models]
     options = backends.BackendOptions(batch_size=args.batch)
-    if not args.gpu and usable_cores() > 1:  # as the runner does: one single-threaded batch per core
-        options = dataclasses.replace(options, threads=1, streams=usable_cores())
+    options = backends.per_core(options)  # as the runner runs them (GPU backends take no streams: options_for)
     names = [b for b in args.backends.split(",") if b]
     decoders = [d for d in args.decoders.split(",") if d and (d not in ("dali", "dali-gpu") or dali_installed())]
     peak: dict = {}

@@ -253,15 +253,12 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         raise UsageError(f"--actors {actors}: at least 1 engine runs")
     if config.output_format not in (None, "parquet"):
         raise UsageError(f"--format {config.output_format}: with --ray the catalog is a folder of Parquet parts")
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size {config.batch_size}: a batch holds at least 1 image")
-    from engine.backends import BACKENDS
-    from engine.pipelines import PIPELINES
+    from engine import backends, pipelines
+    from engine.runner import require_batch_size
 
-    if config.decoder not in ("auto", *PIPELINES):  # checked here, not as a Ray traceback from each actor
-        raise UsageError(f"unknown decoder {config.decoder!r}; choose from {['auto', *PIPELINES]}")
-    if config.backend not in ("auto", *BACKENDS):
-        raise UsageError(f"unknown backend {config.backend!r}; choose from {['auto', *BACKENDS]}")
+    require_batch_size(config.batch_size)  # here, not as a Ray traceback from each actor
+    pipelines.require_known(config.decoder)
+    backends.require_known(config.backend)
     if config.band_columns:  # shards hold one path per input; band sets run on one machine for now
         raise UsageError("--band-columns is not supported with --ray yet: run it without --ray")
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
@@ -271,7 +268,6 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
 
 def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size: int, actors: int | None) -> dict:
     from engine.artifacts import resolve_model
-
     from galaxy.catalog.read import column_units
 
     model_dir, card = resolve_model(config.model_dir)

@@ -103,6 +103,12 @@ def hdu_value(value):
     return text
 
 
+def require_batch_size(batch_size: int) -> None:
+    """Refuse a batch size below 1 (also before a `--ray` run starts its actors, which would each fail)."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size}: a batch holds at least 1 image")
+
+
 class Runner:
     """A model ready to classify files: its backend session and a decode pipeline reading its InputSpec.
 
@@ -122,17 +128,15 @@ class Runner:
 
     def __init__(self, model_dir, card, backend: str = "auto", decoder: str = "auto", batch_size: int = 32,
                  threads: int = 0, workers: int = 0, tta: bool = False, spec=None, hdu=None):
-        if batch_size < 1:
-            raise UsageError(f"--batch-size {batch_size}: a batch holds at least 1 image")
+        require_batch_size(batch_size)
         if batch_size > MAX_BATCH:  # before `auto` times the backends at it: no session runs more at once
             log.info("--batch-size %d: batches hold at most %d images; using %d", batch_size, MAX_BATCH, MAX_BATCH)
             batch_size = MAX_BATCH
         self.card, self.tta, self.spec = card, tta, spec or card.input_spec
         # the decode pipeline runs beside the backend on the same cores: no spin-waiting (BackendOptions)
         options = backends.BackendOptions(threads=threads, batch_size=batch_size, spin_wait=False)
-        cores = usable_cores()
-        if not threads and cores > 1:  # one batch per core, each on one thread (see `streams`)
-            options = dataclasses.replace(options, threads=1, streams=cores)
+        if not threads:  # one batch per core, each on one thread (see `streams`)
+            options = backends.per_core(options)
         name = backends.pick(backend, card, model_dir, options)
         options = backends.options_for(name, options)  # GPU, int8, torch-compile: one batch at a time
         self.session = backends.load_named(name, model_dir, card, options)

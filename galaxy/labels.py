@@ -23,6 +23,7 @@ from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class LabelledSet:
     """Parallel lists of examples.

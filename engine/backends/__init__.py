@@ -141,9 +141,24 @@ def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = 
         log.info("backend auto -> %s (images/s measured on this machine, %s, %d cores, %s: %s)", chosen,
                  record["machine"]["cpu"], record["machine"]["cores"], record["measured"], speeds)
         return chosen
-    if name not in BACKENDS:
-        raise UsageError(f"unknown backend {name!r}; choose from {['auto', *BACKENDS]}")
+    require_known(name)
     return name
+
+
+def require_known(name: str) -> None:
+    """Refuse a backend name that is neither `auto` nor a backend (also before a `--ray` run starts its
+    actors, which would each fail on it)."""
+    if name != "auto" and name not in BACKENDS:
+        raise UsageError(f"unknown backend {name!r}; choose from {['auto', *BACKENDS]}")
+
+
+def per_core(options: BackendOptions) -> BackendOptions:
+    """`options` as classify runs them on a CPU with several cores: one single-threaded batch per core
+    (`streams`; only the `STREAMED` backends take them, `options_for`)."""
+    from galaxy.cores import usable_cores
+
+    cores = usable_cores()
+    return dataclasses.replace(options, threads=1, streams=cores) if cores > 1 else options
 
 
 def options_for(name: str, options: BackendOptions) -> BackendOptions:

@@ -32,14 +32,20 @@ def dali_installed() -> bool:
     return importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
 
 
+def require_known(name: str) -> None:
+    """Refuse a decoder name that is neither `auto` nor a pipeline (also before a `--ray` run starts
+    its actors, which would each fail on it)."""
+    if name != "auto" and name not in PIPELINES:
+        raise UsageError(f"unknown decoder {name!r}; choose from {['auto', *PIPELINES]}")
+
+
 def pick(name: str, device: str = "cpu") -> str:
     """The pipeline a name means on this machine, for a backend running on `device`."""
+    require_known(name)
     if name == "auto":
         if device.startswith("cuda"):  # decode straight into the GPU the backend runs on
             return "dali-gpu" if dali_installed() else "nvjpeg"
         return "dali" if dali_installed() else "reference"
-    if name not in PIPELINES:
-        raise UsageError(f"unknown decoder {name!r}; choose from {['auto', *PIPELINES]}")
     if name in GPU_PIPELINES and not device.startswith("cuda"):
         raise UsageError(f"decoder {name!r} leaves images on the GPU; use it with a GPU backend "
                          "(--backend tensorrt or torch-cuda)")

@@ -20,9 +20,9 @@ import numpy as np
 from engine.listing import Item
 from engine.queues import chunks, prefetch
 from galaxy.errors import ImageReadError
-from galaxy.io.images import MAX_RASTER_PIXELS, load_band_input, load_input, stem_id
-from galaxy.io.jpeg import jpeg_damage, jpeg_frame
-from galaxy.spec import MIN_SIDE, InputSpec
+from galaxy.io.images import load_band_input, load_input, raster_refusal, stem_id
+from galaxy.io.jpeg import jpeg_frame
+from galaxy.spec import InputSpec
 
 
 @dataclass
@@ -103,8 +103,8 @@ class ChunkedPipeline:
 
 
 def read_jpeg(path) -> bytes | None:
-    """The file's bytes when it is a whole JPEG a batch decoder takes (1 or 3 components, at least
-    MIN_SIDE and at most MAX_RASTER_PIXELS, its image data whole: `jpeg_damage`), else None (the
+    """The file's bytes when it is a whole JPEG a batch decoder takes (1 or 3 components, nothing
+    `raster_refusal` refuses: its size, its image data), else None (the
     reference reader then takes it, or words its refusal: PNG, CMYK JPEG, FITS, unreadable, truncated
     or not regular files, images too small to be cutouts or too large to decode)."""
     try:
@@ -115,6 +115,4 @@ def read_jpeg(path) -> bytes | None:
     except OSError:
         return None
     frame = jpeg_frame(data)
-    if not frame or frame[0] not in (1, 3) or not MIN_SIDE <= min(frame[1:]) or frame[1] * frame[2] > MAX_RASTER_PIXELS:
-        return None
-    return None if jpeg_damage(data) else data
+    return data if frame and frame[0] in (1, 3) and raster_refusal(data) is None else None

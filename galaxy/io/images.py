@@ -102,16 +102,13 @@ def read_raster(path) -> np.ndarray:
     """
     try:
         data = path.read() if hasattr(path, "read") else Path(path).read_bytes()
-        if not data:
-            raise ImageReadError(path, "an empty file (0 bytes)", stage="decode")
-        size = _header_size(data)
-        if size:  # from the header, before PIL parses anything (it warns on large images)
-            _check_size(path, *size)
-        damage = jpeg_damage(data) if jpeg_frame(data) else None
-        if damage:
-            raise ImageReadError(path, damage, stage="decode")
+        refused = raster_refusal(data)
+        if refused:
+            raise ImageReadError(path, refused, stage="decode")
         with Image.open(io.BytesIO(data), formats=RASTER_FORMATS) as img:  # other plugins' parsers raise their own
-            _check_size(path, *img.size)
+            refused = size_refusal(*img.size)  # a header the questions above could not read
+            if refused:
+                raise ImageReadError(path, refused, stage="decode")
             img.load()
             return _raster_to_array(img, path)
     except ImageReadError:
@@ -127,22 +124,28 @@ def read_raster(path) -> np.ndarray:
         raise ImageReadError(path, reason, stage="decode") from None
 
 
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header or a PNG's IHDR, or None."""
+def raster_refusal(data: bytes) -> str | None:
+    """Why every reader refuses a JPEG or PNG from its bytes, before decoding: empty, a size from its
+    header outside MIN_SIDE..MAX_RASTER_PIXELS (PIL warns on large ones as it parses), or a JPEG whose
+    image data is not whole (`jpeg_damage`); None when none of these. `read_raster` raises it; the
+    batch decoders leave such a file to the reference reader, which words the refusal."""
+    if not data:
+        return "an empty file (0 bytes)"
     frame = jpeg_frame(data)
     if frame:
-        return frame[2], frame[1]
+        return size_refusal(frame[2], frame[1]) or jpeg_damage(data)
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return size_refusal(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"))
     return None
 
 
-def _check_size(path, width: int, height: int) -> None:
+def size_refusal(width: int, height: int) -> str | None:
+    """Why a raster of this size is no cutout to read, or None."""
     if width * height > MAX_RASTER_PIXELS:
-        raise ImageReadError(path, f"{width} x {height} pixels is over the limit of {MAX_RASTER_PIXELS:,} "
-                             "(a cutout is far smaller)", stage="decode")
+        return f"{width} x {height} pixels is over the limit of {MAX_RASTER_PIXELS:,} (a cutout is far smaller)"
     if min(width, height) < MIN_SIDE:
-        raise ImageReadError(path, too_small(width, height), stage="decode")
+        return too_small(width, height)
+    return None
 
 
 def _not_raster(data: bytes) -> str:

@@ -16,6 +16,9 @@ from galaxy.errors import UsageError
 
 log = logging.getLogger(__name__)
 
+# Options a resumed run may change: where things go and how fast they run, not what is learned; and
+# --epochs / --patience, to train on for longer (the learning-rate schedule then stretches to the new
+# end, so only a resume with the same options ends as the run would have without the stop).
 RESUMABLE_CHANGES = frozenset({"out_dir", "work_dir", "name", "progress", "workers", "resume", "command", "export",
                                "calibrate", "epochs", "patience"})
 
@@ -52,9 +55,9 @@ def check_resume(config, checkpoint, out_dir: Path) -> None:
     then = checkpoint.get("config", {})
     changed = changed_options(then, config_dict(config))
     if then and changed:
+        was, now = comparable_paths(then), comparable_paths(config_dict(config))
         raise UsageError(f"checkpoint {config.resume} was written by a run with other options: "
-                         + "; ".join(f"{k}: {comparable_paths(then).get(k)!r} then, "
-                                     f"{comparable_paths(config_dict(config)).get(k)!r} now" for k in changed)
+                         + "; ".join(f"{k}: {was.get(k)!r} then, {now.get(k)!r} now" for k in changed)
                          + " (resume with the command that wrote it)")
     if (out_dir / "card.json").is_file():
         try:

@@ -72,9 +72,6 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-# Options a resumed run may change: where things go and how fast they run, not what is learned; and
-# --epochs / --patience, to train on for longer (the learning-rate schedule then stretches to the new
-# end, so only a resume with the same options ends as the run would have without the stop).
 def _finite(loss: torch.Tensor, epoch: int, batch: int) -> float:
     """The batch loss as a number; TrainingDiverged when it is NaN or infinite: one more step would
     make the weights NaN, and a run that went on would save a model that calls everything one class."""
@@ -173,7 +170,6 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
     return ModelCard(
         name=config.name or Path(config.out_dir).name, architecture=config.architecture,
         classes=tuple(config.classes), input_spec=data.spec, weights_sha256=weights_sha,
-        # the folder the command ran in: its paths are as typed, relative to it
         training={"command": config.command, "config": config_dict(config), "device": str(device),
                   "autocast": str(amp_dtype), "threads": torch.get_num_threads(),
                   "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,

@@ -191,11 +191,12 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         val_set = val_set.subset(range(min(config.limit, len(val_set))))
     init = initial_weights(config.init)
     check_split(init, f"--init {config.init}", config, labelled.ids, all_val_ids, val_set.ids)
-    teachers = ()
+    teachers, records = (), []
     if config.unlabeled or config.teachers:
         teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)
+        # not a model, weights not its card's: refused before any image is read
+        records = [teacher_record(teacher, config.classes)[0] for teacher in teachers]
         for teacher in teachers:
-            teacher_record(teacher, config.classes)  # not a model, weights not its card's: before any image is read
             check_split(teacher, "teacher", config, labelled.ids, all_val_ids, val_set.ids)
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
     paths, ids = (), ()
@@ -206,8 +207,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         log.info("unlabelled: %d images from %s", len(ids), ", ".join(config.unlabeled))
     pool_paths, pool_ids = train_set.paths + paths, train_set.ids + ids
     if resumed_targets is not None and teachers:  # before the caches, the labelling and soft_targets.npz
-        check_resumed_targets(resumed_targets, [teacher_record(t, config.classes)[0] for t in teachers], pool_paths,
-                              pool_ids, config.teacher_views, config.resume)
+        check_resumed_targets(resumed_targets, records, pool_paths, pool_ids, config.teacher_views, config.resume)
     fraction = pool_cache_fraction(config)
     side = int(round(config.size * fraction / config.crop_fraction))
     pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)
