@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -227,7 +227,8 @@ def _labelled(model_dir, card, config):
     """
     if config.split not in ("val", "all"):
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
-    if config.images_dir and not is_vote_table(config.data, config.label_column, config.vote_kind):
+    if config.images_dir and not is_vote_table(config.data, config.label_column,
+                                               rule_from_config(config_dict(config)).kind):
         raise UsageError(f"--images {config.images_dir} is the image folder of a Galaxy Zoo vote table, and "
                          f"{config.data} is not one (it names its images itself): leave --images out")
     if config.split == "val":
@@ -248,11 +249,10 @@ def _refuse_another_vote_rule(card, config) -> None:
     rule = rule_from_config(card.training.get("config", {}))
     if not is_vote_table(config.data, config.label_column, rule.kind):
         return
-    defaults = {field.name: field.default for field in fields(config)}
     for option, given, recorded in (("vote-threshold", config.vote_threshold, rule.threshold),
                                     ("vote-kind", config.vote_kind, rule.kind),
                                     ("min-votes", config.min_votes, rule.min_votes)):
-        if given != defaults[option.replace("-", "_")] and given != recorded:
+        if given is not None and given != recorded:
             raise UsageError(f"--{option} {given}: --split val scores the labels {card.name} was validated on, "
                              f"made with --{option} {recorded} (the card's rule, or the default where the card "
                              "records none); leave it out, or score another rule's "

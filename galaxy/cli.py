@@ -280,7 +280,7 @@ def check_backends(**options):
 @click.option("--decoder", default="auto", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--path-column", default="file", show_default=True)
-@_vote_options
+@_vote_options(card_rule=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 def evaluate(**options):
     """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, plots, per-image predictions.

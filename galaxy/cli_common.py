@@ -11,6 +11,7 @@ import sys
 import click
 
 from galaxy.errors import GalaxyError, UsageError
+from galaxy.votes import VoteRule
 
 
 class GalaxyGroup(click.Group):
@@ -124,13 +125,27 @@ def run_command(fn, *args):
         raise click.ClickException(str(exc)) from None
 
 
-def vote_options(command):
-    """The options that say how a Galaxy Zoo vote table becomes labels (`galaxy.votes`)."""
+def vote_options(command=None, *, card_rule: bool = False):
+    """The options that say how a Galaxy Zoo vote table becomes labels (`galaxy.votes`).
+
+    With `card_rule` (evaluate) an option left out is None, not its default, so that `--split val`
+    can tell an option given (even at its default value) from the model card's rule it would replace."""
+    if command is None:
+        return lambda command: vote_options(command, card_rule=card_rule)
+    rule = VoteRule()
+    default = {"vote_threshold": rule.threshold, "vote_kind": rule.kind, "min_votes": rule.min_votes}
+    unset = ", or with --split val the card's rule" if card_rule else ""
+
+    def given(name):
+        return {"default": None, "show_default": f"{default[name]}{unset}"} if card_rule else {
+            "default": default[name], "show_default": True}
+
     for option in reversed([
-        click.option("--vote-threshold", default=0.8, show_default=True, type=Number(0, 1),
+        click.option("--vote-threshold", type=Number(0, 1), **given("vote_threshold"),
                      help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label."),
-        click.option("--vote-kind", default="fraction", show_default=True, type=click.Choice(["fraction", "debiased"])),
-        click.option("--min-votes", default=0, show_default=True, type=click.IntRange(min=0), help="Vote tables: drop galaxies with fewer votes."),
+        click.option("--vote-kind", type=click.Choice(["fraction", "debiased"]), **given("vote_kind")),
+        click.option("--min-votes", type=click.IntRange(min=0), **given("min_votes"),
+                     help="Vote tables: drop galaxies with fewer votes."),
         click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False),
                      help="Vote tables: the folder with the images (default: the table's folder)."),
     ]):

@@ -193,8 +193,8 @@ class EvaluateConfig:
     batch_size: int = 32
     label_column: str = "label"
     path_column: str = "file"
-    vote_threshold: float = 0.8
-    vote_kind: str = "fraction"
-    min_votes: int = 0
+    vote_threshold: float | None = None  # None (not given): the card's rule with --split val, else the default
+    vote_kind: str | None = None
+    min_votes: int | None = None
     images_dir: str | None = None
     progress: bool = True

@@ -193,9 +193,15 @@ def vote_rows(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral"
 
 
 def rule_from_config(config: dict) -> VoteRule:
-    """The VoteRule a command's recorded config used (defaults for keys it lacks)."""
-    return VoteRule(threshold=float(config.get("vote_threshold", 0.8)), min_votes=int(config.get("min_votes", 0)),
-                    kind=config.get("vote_kind", "fraction"), images=config.get("images_dir") or None)
+    """The VoteRule a command's recorded config used (defaults for keys it lacks or holds as None)."""
+    default = VoteRule()
+
+    def value(key, fallback):
+        return fallback if config.get(key) is None else config[key]
+
+    return VoteRule(threshold=float(value("vote_threshold", default.threshold)),
+                    min_votes=int(value("min_votes", default.min_votes)), kind=value("vote_kind", default.kind),
+                    images=config.get("images_dir") or None)
 
 
 def is_vote_table(path, label_column: str = "label", kind: str = "fraction") -> bool:
