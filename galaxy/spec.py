@@ -62,6 +62,10 @@ class FitsStretch:
         return cls(**data)
 
 
+# What a recorded InputSpec must hold: the weights were trained on pixels made with these.
+REQUIRED_KEYS = ("size", "crop_fraction", "mean", "std")
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """Preprocessing parameters of one model.
@@ -114,7 +118,17 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:
+        """The spec a card (or a catalog's metadata) records.
+
+        Raises:
+            ValueError: a key the weights depend on (REQUIRED_KEYS) is missing; the dataclass's defaults
+                are for building a new spec, never a stand-in for what a model was trained with.
+        """
         data = dict(data)
+        missing = [key for key in REQUIRED_KEYS if key not in data]
+        if missing:
+            raise ValueError(f"its input_spec lacks {', '.join(missing)} (the preprocessing the weights were "
+                             "trained with; no default stands in for it)")
         if "softening" in data.get("fits", {}):  # 0.1 cards: (0, 1, 2) meant "planes as stored"
             data.pop("fits_bands", None)
         fits = FitsStretch.from_dict(data.pop("fits", {}))

@@ -53,6 +53,19 @@ def test_invalid_spec_values_are_named():
         InputSpec(crop_fraction=1.5)
 
 
+@pytest.mark.parametrize("key", ["mean", "std", "size", "crop_fraction"])
+def test_a_card_without_the_normalisation_its_weights_need_is_refused(tmp_path, key):
+    """A card whose input_spec lacked mean/std loaded with the dataclass's (0.5, 0.25) and gave confident,
+    wrong probabilities without a word."""
+    card = ModelCard("m", "legacy_xception", ("elliptical", "spiral"), InputSpec(mean=(0.1,) * 3), "ab" * 32)
+    card.save(tmp_path)
+    data = json.loads((tmp_path / "card.json").read_text())
+    del data["input_spec"][key]
+    (tmp_path / "card.json").write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=f"card.json is not a valid model card: its input_spec lacks {key} "):
+        load_card(tmp_path, verify=False)
+
+
 def test_card_json_is_plain_json(default_model):
     model_dir, _ = default_model
     data = json.loads((model_dir / "card.json").read_text())
