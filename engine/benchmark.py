@@ -368,17 +368,16 @@ def bench_sizes(sizes, card, batch, repeats) -> list[dict]:
     import onnxruntime as ort
     import torch
 
+    from galaxy.training.export import write_onnx
     from galaxy.training.model import create_network
-    from galaxy.spec import INPUT_NAME, OUTPUT_NAME
+    from galaxy.spec import INPUT_NAME
 
     rows = []
     network = create_network(card.architecture, len(card.classes)).eval()
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             path = Path(tmp) / f"m{size}.onnx"
-            torch.onnx.export(network, (torch.zeros(1, 3, size, size),), str(path), input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "b"}}, opset_version=17,
-                              dynamo=False)
+            write_onnx(network, torch.zeros(1, card.input_spec.channels, size, size), path)
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
             class Bare:

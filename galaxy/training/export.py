@@ -43,6 +43,20 @@ def max_opset() -> int:
     return _constants.ONNX_MAX_OPSET
 
 
+def write_onnx(network: torch.nn.Module, example: torch.Tensor, path, opset: int = ONNX_OPSET) -> Path:
+    """The one ONNX export of a network: the tensor names of `galaxy.spec` and a dynamic batch axis.
+
+    Args:
+        network: in eval mode; example: a float32 (N, C, H, W) batch of the input size.
+        path: the .onnx file to write.
+    """
+    with torch.inference_mode():
+        torch.onnx.export(network, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    return Path(path)
+
+
 def _parity_batch(images, spec) -> np.ndarray:
     paths = []
     for item in images:
@@ -97,12 +111,7 @@ def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOL
     started = time.time()
 
     def write_checked(tmp: Path):
-        dummy = torch.from_numpy(batch[:2])
-        torch.onnx.export(
-            network, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset, do_constant_folding=True, dynamo=False,
-        )
+        write_onnx(network, torch.from_numpy(batch[:2]), tmp, opset)
         onnx.checker.check_model(str(tmp), full_check=True)
         options = ort.SessionOptions()
         session = ort.InferenceSession(str(tmp), options, providers=["CPUExecutionProvider"])

@@ -28,8 +28,6 @@ import torch
 from torch import nn
 from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
-from galaxy.spec import INPUT_NAME, OUTPUT_NAME
-
 log = logging.getLogger(__name__)
 
 QAT_STEPS = 300  # optimizer steps of 32 images: ~2 minutes on 2 CPU cores for the compact model
@@ -132,13 +130,9 @@ def finetune(network: nn.Module, images: np.ndarray, steps: int = QAT_STEPS, bat
 
 def export(network: nn.Module, example: np.ndarray, out: Path) -> Path:
     """The fine-tuned fp32 network as ONNX, with the export settings of galaxy.training.export."""
-    from galaxy.training.export import ONNX_OPSET
+    from galaxy.training.export import write_onnx
 
-    with torch.inference_mode():
-        torch.onnx.export(network, (torch.from_numpy(example[:2]),), str(out), input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                          opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False)
-    return out
+    return write_onnx(network, torch.from_numpy(example[:2]), out)
 
 
 def quantization_aware_onnx(model_dir, card, images: np.ndarray, out, steps: int = QAT_STEPS, seed: int = 0) -> dict:
