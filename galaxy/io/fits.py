@@ -31,6 +31,7 @@ from galaxy.errors import ImageReadError
 from galaxy.files import require_file
 from galaxy.io.sky import centre_position
 from galaxy.io.composite import central_span, lupton_composite, resample_reach
+from galaxy.io.masked import fill_masked, masked_centre
 from galaxy.spec import MIN_SIDE, FitsStretch, InputSpec, too_small
 
 # Refuse an image HDU whose header promises more pixels (a cube's planes together) than this, before
@@ -220,17 +221,17 @@ def _planes(data: np.ndarray, path) -> list[np.ndarray]:
 
 
 def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path, crop: tuple[float, int] | None = None) -> np.ndarray:
-    """A display-ordered band cube -> float32 (H, W, 3) in [0, 1]: non-finite pixels become
-    sky (the finite median of their band) and are left out of the sky statistics, then
+    """A display-ordered band cube -> float32 (H, W, 3) in [0, 1]: non-finite pixels are filled
+    from their neighbours, or beyond their reach with the band's sky (`galaxy.io.masked`), and are
+    left out of the sky statistics, then
     `galaxy.io.composite.lupton_composite`; `crop` (crop fraction, size): only the pixels that
     crop and resize read are computed (`resample_reach`), the others are 0."""
     finite = np.isfinite(cube)
     if not finite.any():
         raise ImageReadError(path, "no finite pixel values (all NaN or inf)", stage="preprocess")
     valid = None
-    if not finite.all():
-        fill = [np.median(cube[..., c][finite[..., c]]) if finite[..., c].any() else 0.0 for c in range(cube.shape[2])]
-        cube, valid = np.where(finite, cube, np.asarray(fill)), finite
+    if not finite.all():  # every band has a finite pixel (`_check_band`)
+        cube, valid = fill_masked(cube, finite), finite
     try:
         window = resample_reach(cube.shape[0], cube.shape[1], *crop) if crop else None
         rgb = lupton_composite(cube, stretch, valid, window)
@@ -318,7 +319,14 @@ def read_fits_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False):
     planes = _read_hdus(path, where.hdus)
     names = where.bands if len(where.bands) == len(planes) else (None,) * len(planes)
     cube = band_cube(planes, names, spec.fits_bands, path, spec.crop_fraction)
+    _refuse_masked_centre(cube, spec, path)
     return composite_rgb(cube, spec.fits, path, _crop(spec, only_crop)), where.meta()
+
+
+def _refuse_masked_centre(cube: np.ndarray, spec: InputSpec, path) -> None:
+    reason = masked_centre(np.isfinite(cube), spec.crop_fraction, spec.size)
+    if reason:
+        raise ImageReadError(path, reason, stage="preprocess")
 
 
 def _crop(spec: InputSpec, only_crop: bool) -> tuple[float, int] | None:
@@ -346,6 +354,7 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
         planes.extend(file_planes)
         metas.append((band, where.meta()))
     cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label, spec.crop_fraction)
+    _refuse_masked_centre(cube, spec, label)
     return composite_rgb(cube, spec.fits, label, _crop(spec, only_crop)), _band_files_meta(metas, label)
 
 
