@@ -58,7 +58,8 @@ def load_partial(network: torch.nn.Module, state: dict) -> list[str]:
 
 
 def init_imagenet(architecture: str, num_classes: int, drop_rate: float = 0.0) -> torch.nn.Module:
-    """The timm model with ImageNet weights from the Hugging Face hub (or its local cache)."""
+    """The timm model with ImageNet weights, downloaded by timm (the Hugging Face hub, or for
+    legacy_xception a GitHub release through torch.hub) or read from their local cache."""
     import timm
 
     extra = {"drop_rate": drop_rate} if drop_rate else {}
@@ -67,7 +68,7 @@ def init_imagenet(architecture: str, num_classes: int, drop_rate: float = 0.0) -
     except Exception as exc:  # network, hub and file errors all come through here
         raise UsageError(
             f"could not get ImageNet weights for {architecture!r} ({type(exc).__name__}: {exc}). "
-            "They come from the Hugging Face hub: run once with internet access so they are cached, "
+            "timm downloads them (Hugging Face hub or GitHub): run once with internet access so they are cached, "
             "or download them and pass --init PATH/TO/weights.safetensors"
         ) from None
 

@@ -275,7 +275,8 @@ def test_classify_runs_onnxruntime_without_spin_waiting(default_model, sample_ba
     assert runner.session._session.get_session_options().get_session_config_entry(key) == "0"
     with pytest.raises(Exception, match="does not have configuration"):
         alone._session.get_session_options().get_session_config_entry(key)
-    np.testing.assert_array_equal(runner.session.run(sample_batch), alone.run(sample_batch))
+    # the same model; ONNX Runtime does not promise the same bits from other thread counts
+    np.testing.assert_allclose(runner.session.run(sample_batch), alone.run(sample_batch), atol=1e-6)
 
 
 @pytest.mark.parametrize("files, cores", [

@@ -47,14 +47,20 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference.csv"
     assert subprocess.run(run_cli(folder, reference)).returncode == 3
     out = tmp_path / "killed.csv"
+    partial = tmp_path / "killed.csv.partial"
     rng = random.Random(7)
     killed_mid_run = 0
-    for _ in range(3):
+    for _ in range(3):  # each kill after the run has committed a new chunk, not after a fixed sleep
+        before = len(list(partial.glob("chunk-*.csv")))
         proc = subprocess.Popen(run_cli(folder, out))
-        time.sleep(rng.uniform(3, 8))
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and len(list(partial.glob("chunk-*.csv"))) <= before \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.5))  # mid-batch, mid-chunk or mid-write
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        killed_mid_run += (tmp_path / "killed.csv.partial").exists()
+        killed_mid_run += partial.exists()
     assert killed_mid_run, "every kill came after the run had finished: nothing was tested"
     assert subprocess.run(run_cli(folder, out)).returncode == 3
     expected, got = rows_by_path(reference), rows_by_path(out)
@@ -191,14 +197,21 @@ def test_resuming_an_output_of_another_format_is_a_usage_error(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_rows_are_committed_after_commit_seconds_even_when_few(tmp_path):
+def test_rows_are_committed_after_commit_seconds_even_when_few(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
     import numpy as np
 
+    import engine.journal
+
+    now = [1000.0]  # the journal's clock, moved by the test: no sleep, no dependence on the machine's load
+    monkeypatch.setattr(engine.journal, "time", SimpleNamespace(monotonic=lambda: now[0]))
     journal = Journal(tmp_path / "c.csv", ("elliptical", "spiral"), {"weights": "x"}, commit_rows=10**6,
                       commit_seconds=0.2)
+    now[0] += 0.1
     journal.add(["a"], ["a.jpeg"], np.array([[0.2, 0.8]]))
     assert not list(journal.dir.glob("chunk-*.csv"))  # neither enough rows nor enough time yet
-    time.sleep(0.25)
+    now[0] += 0.15
     journal.add(["b"], ["b.jpeg"], np.array([[0.3, 0.7]]))
     assert [len(list(csv.reader(open(c)))) for c in journal.dir.glob("chunk-*.csv")] == [2]  # a kill keeps both
     journal.release()

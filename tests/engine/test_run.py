@@ -156,12 +156,12 @@ def test_an_engine_error_in_a_stream_reaches_the_caller(default_model):
 def test_streams_only_where_the_session_runs_on_the_cpu(default_model, monkeypatch):
     """ONNX Runtime with onnxruntime-gpu installed may take a GPU: then the runner runs one batch at a
     time, as for every GPU backend; on the CPU it keeps one batch per core."""
-    import os
-
     from engine.runner import Runner
 
     model_dir, card = default_model
-    cores = len(os.sched_getaffinity(0))
+    from galaxy.cores import usable_cores
+
+    cores = usable_cores()  # the CPU quota of a container counted, as the runner counts it
     assert Runner(model_dir, card, "onnxruntime", "reference").streams == (cores if cores > 1 else 1)
     load = backends.load_named
 

@@ -4,9 +4,11 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from galaxy.card import load_card, model_path
 from galaxy.cli import cli
 from tests.conftest import EXAMPLES
 
@@ -103,7 +105,19 @@ def test_usage_errors_exit_2(tmp_path, monkeypatch, args, message):
 
 
 def test_imagenet_init_without_network_is_a_clear_error(tmp_path, monkeypatch):
+    """No network, whatever the machine: HF_HUB_OFFLINE alone did not stop legacy_xception's download
+    (its weights are a GitHub release fetched by torch.hub), nor a cached copy in TORCH_HOME."""
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network in this test")
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr("timm.models._builder.load_state_dict_from_url", offline)  # timm's own reference
     result = invoke("train", EXAMPLES / "labels.csv", "-o", tmp_path / "m", "--init", "imagenet")
     assert result.exit_code == 2
     assert "could not get ImageNet weights" in result.output and "--init PATH" in result.output
@@ -205,7 +219,22 @@ def test_classify_tta(tmp_path):
     out = tmp_path / "c.csv"
     files = sorted(EXAMPLES.glob("*.jpeg"))[:4]
     assert invoke("classify", *files, "-o", out, "-q", "--tta", "--backend", "onnxruntime").exit_code == 0
-    assert len(read_csv(out)) == 4
+    rows = read_csv(out)
+    assert len(rows) == 4
+    # what --tta means: the mean of the 8 rotations/flips of each image (a CLI that dropped it passed)
+    from engine.artifacts import resolve_model
+    from engine.backends import BackendOptions, load
+    from engine.tta import run_d4
+    from galaxy.io.images import load_input
+
+    model_dir, card = resolve_model(None)
+    session = load("onnxruntime", model_dir, card, BackendOptions())
+    tensor = np.stack([load_input(f, card.input_spec)[0] for f in files])
+    expected = run_d4(session, tensor)[:, card.classes.index("spiral")]
+    plain = session.run(tensor)[:, card.classes.index("spiral")]
+    got = np.array([float(r["p_spiral"]) for r in rows])
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    assert np.abs(plain - expected).max() > 1e-3
 
 
 @pytest.mark.slow
@@ -414,6 +443,8 @@ def test_model_is_taken_by_name(tmp_path):
                     "--backend", "onnxruntime")
     assert result.exit_code == 0, result.output
     assert len(read_csv(out)) > 0
+    meta = json.loads((tmp_path / "catalog.csv.meta.json").read_text())  # that model, not the default
+    assert meta["model"] == "sdss-xception-96" and meta["weights"] == load_card(model_path("sdss-xception")).weights_sha256
     bad = invoke("classify", EXAMPLES, "-o", out, "--model", "sdss-resnet")
     assert bad.exit_code == 2 and "neither a model folder nor a shipped model" in bad.output
 
