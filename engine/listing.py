@@ -130,11 +130,15 @@ def require_inputs(inputs=(), catalog=None, path_column=None, id_column=None, ke
     `output_format`: the catalog's format where known ("fits" needs ASCII column names).
 
     Raises:
-        UsageError: no inputs, an input that does not exist, no image among them, or a kept
-            column that clashes with an output column or cannot be named in the format.
+        UsageError: no inputs, an input that does not exist, no image among them, kept columns
+            without a catalog, or a kept column that clashes with an output column or cannot be
+            named in the format.
     """
     if not inputs and not catalog:
         raise UsageError("no inputs: give image files, folders, or --catalog FILE")
+    if keep_columns and not catalog:  # they would be empty in every row
+        raise UsageError(f"--keep-columns {','.join(keep_columns)}: kept columns are copied from the rows of "
+                         "--catalog FILE, and no --catalog is given")
     check_kept_columns(keep_columns, output_format)
     missing = [value for value in inputs if not os.path.lexists(value)]
     if missing:

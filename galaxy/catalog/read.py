@@ -126,10 +126,23 @@ def _catalog_columns(path: Path, fmt: str):
 
         return names, text_batches()
     if fmt == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(path)
-        return parquet.schema_arrow.names, (b.to_pydict() for b in parquet.iter_batches(batch_size=CATALOG_BATCH))
+        schema = parquet.schema_arrow
+        # astropy writes a masked column X as X plus a boolean X.mask (its fill values stay in X)
+        masks = {name[:-5]: name for name in schema.names
+                 if name.endswith(".mask") and name[:-5] in schema.names and schema.field(name).type == pa.bool_()}
+
+        def parquet_batches():
+            for batch in parquet.iter_batches(batch_size=CATALOG_BATCH):
+                columns = batch.to_pydict()
+                for name, mask in masks.items():
+                    columns[name] = [None if masked else v for v, masked in zip(columns[name], columns.pop(mask))]
+                yield columns
+
+        return [n for n in schema.names if n not in masks.values()], parquet_batches()
     from astropy.io import fits
 
     hdul = fits.open(path, memmap=True)

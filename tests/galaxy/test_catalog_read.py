@@ -13,6 +13,7 @@ from astropy.table import MaskedColumn, Table
 
 from galaxy.catalog.read import column_units, read_catalog_rows, read_input_catalog
 from galaxy.catalog.write import CatalogWriter
+from galaxy.errors import UsageError
 from tests.conftest import EXAMPLES
 
 CLASSES = ("elliptical", "spiral")
@@ -109,6 +110,19 @@ def test_missing_values_of_typed_catalogs_are_empty(tmp_path):
     table.writeto(tmp_path / "c.fits")
     assert [r[2] for r in read_input_catalog(tmp_path / "c.fits", keep=("nobs", "grp", "u"))] == [
         {"nobs": "5", "grp": "", "u": ""}, {"nobs": "", "grp": "3", "u": "7"}]
+
+
+def test_astropys_masked_parquet_columns_are_missing_not_their_fill_values(tmp_path):
+    """astropy writes a masked column z as z plus a boolean z.mask: a masked redshift came out as its
+    fill value 0.0, and `--keep-columns z.mask` was taken for a column of the catalog."""
+    parquet = tmp_path / "c.parquet"
+    Table({"file": ["a.jpeg", "b.jpeg"], "z": MaskedColumn([0.5, 0.0], mask=[False, True]),
+           "note": MaskedColumn(["x", "y"], mask=[True, False])}).write(parquet)
+    assert "z.mask" in pq.ParquetFile(parquet).schema_arrow.names  # how astropy stores the mask
+    assert [r[2] for r in read_input_catalog(parquet, keep=("z", "note"))] == [{"z": "0.5", "note": ""},
+                                                                                {"z": "", "note": "y"}]
+    with pytest.raises(UsageError, match=r"has no column 'z.mask' to keep; columns are \['file', 'z', 'note'\]"):
+        list(read_input_catalog(parquet, keep=("z.mask",)))
 
 
 def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):

@@ -169,6 +169,14 @@ def test_a_clash_is_refused_with_exit_2_before_the_engine_is_built(tmp_path, mon
     assert not (tmp_path / "o.fits").exists() and not (tmp_path / "o.fits.partial").exists()
 
 
+def test_kept_columns_without_a_catalog_are_refused(tmp_path):
+    """`classify folder --keep-columns redshift` wrote an all-empty redshift column with exit 0."""
+    result = invoke("classify", EXAMPLES, "--keep-columns", "redshift", "-o", tmp_path / "o.csv", "-q")
+    assert result.exit_code == 2 and "--keep-columns redshift: kept columns are copied from the rows of --catalog" \
+        in result.output
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_a_kept_ra_in_another_case_replaces_the_header_position_as_a_kept_ra_does(tmp_path):
     """FITS, STILTS and fitsverify take RA and ra for one column: a catalog had both, and tools
     asked for 'ra' got the kept one."""
