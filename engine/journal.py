@@ -139,9 +139,10 @@ class Journal:
                                  "cannot check that it continues with the same settings: restore that file, or use "
                                  "--overwrite to start over")
             meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
-            if meta is not None and changed_settings(meta, fingerprint, self.defaults):
+            changed = changed_settings(meta, fingerprint, self.defaults) if meta is not None else []
+            if changed:
                 raise UsageError(f"{self.output} was written with another model, backend, TTA setting, crop or kept "
-                                 "columns; use --overwrite to start over")
+                                 f"columns (this run's {', '.join(changed)} differ); use --overwrite to start over")
         keep_fingerprint(path, fingerprint, self.output, self.defaults)
 
     def _begun_in(self) -> str:
