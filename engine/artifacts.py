@@ -37,12 +37,14 @@ def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
     if (local.is_file() and record.get("engine_key") == card.engine_key
             and record.get("sha256") == file_sha256(local)):
         return local
-    import torch
+    from engine.machine import installed_version
+    from galaxy.card import ONNX_OPSET
 
-    from galaxy.training.export import ONNX_OPSET, export_onnx
-
-    cached = cache_dir() / "onnx" / f"{card.engine_key}-opset{ONNX_OPSET}-torch{torch.__version__}.onnx"
+    # torch's version from its metadata: a cached engine is found without importing torch (seconds)
+    cached = cache_dir() / "onnx" / f"{card.engine_key}-opset{ONNX_OPSET}-torch{installed_version('torch')}.onnx"
     if not cached.is_file():
+        from galaxy.training.export import export_onnx
+
         log.info("building the ONNX engine for %s into %s (once)", card.name, cached)
         try:
             export_onnx(model_dir, cached, parity_images, card=card)

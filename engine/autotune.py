@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from engine.artifacts import cache_dir
-from engine.machine import cpu_description
+from engine.machine import cpu_description, installed_version
 from galaxy.errors import BackendUnavailable
 from galaxy.files import write_atomically
 
@@ -36,9 +36,8 @@ def machine_key(card, candidates, model_dir=None, streams: dict | None = None, b
     the streams each runs with, the batch size, and the int8 model the int8 backend would load
     (its recipe and fingerprint: another build is timed afresh)."""
     import onnxruntime
-    import torch
 
-    what = dict(cpu_description(), torch=torch.__version__, onnxruntime=onnxruntime.__version__,
+    what = dict(cpu_description(), torch=installed_version("torch"), onnxruntime=onnxruntime.__version__,
                 engine=card.engine_key, candidates=sorted(candidates), streams=streams or {}, batch=batch)
     if "onnxruntime-int8" in candidates:
         from engine.int8_models import int8_fingerprint, int8_recipe
@@ -50,10 +49,10 @@ def machine_key(card, candidates, model_dir=None, streams: dict | None = None, b
 
 def sample_batch(card, batch: int) -> np.ndarray:
     """A batch of real preprocessed cutouts: the package's samples, repeated to `batch`."""
-    from galaxy.training.export import sample_images_dir
+    from galaxy.card import SAMPLES_DIR
     from galaxy.io.images import load_input
 
-    tensors = [load_input(p, card.input_spec)[0] for p in sorted(sample_images_dir().glob("*.jpeg"))]
+    tensors = [load_input(p, card.input_spec)[0] for p in sorted(SAMPLES_DIR.glob("*.jpeg"))]
     return np.stack([tensors[k % len(tensors)] for k in range(batch)])
 
 

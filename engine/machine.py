@@ -8,9 +8,11 @@ Measured, not derived from clock and vector width, which a VM often hides.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -22,8 +24,6 @@ from galaxy.cores import usable_cores
 @functools.lru_cache(maxsize=1)
 def versions() -> dict:
     """Versions of everything that decides the speed: libraries, and the GPU when there is one."""
-    import importlib.metadata
-
     import onnxruntime
     import torch
 
@@ -64,6 +64,34 @@ def cpu_description() -> dict:
     """CPU model name, the speed-relevant flags present and the usable core count."""
     model, flags = _cpuinfo()
     return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": usable_cores()}
+
+
+def installed_version(package: str) -> str:
+    """An installed distribution's version without importing it (importing torch costs seconds a run);
+    "absent" when it is not installed."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512 bf16 or AMX), from /proc/cpuinfo's flags where
+    there are any (importing torch to ask it costs seconds a run), else torch's own check."""
+    _, flags = _cpuinfo()
+    if flags:
+        return bool({"avx512_bf16", "amx_tile"} & flags)
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def nvidia_driver_absent() -> bool:
+    """True where no NVIDIA driver can be loaded (Linux without /dev/nvidia*, /proc/driver/nvidia or
+    WSL's /dev/dxg): CUDA cannot be there, and torch need not be imported (seconds) to learn it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return not (any(Path("/dev").glob("nvidia*")) or Path("/proc/driver/nvidia").exists() or Path("/dev/dxg").exists())
 
 
 def exact_int8() -> bool:

@@ -176,6 +176,10 @@ def speeds_by_machine(backends: dict) -> dict[str, dict]:
 
 
 MODELS_DIR = Path(__file__).parent / "models"
+# The ONNX opset every export writes (galaxy.training.export) and the cache names (engine.artifacts).
+ONNX_OPSET = 17
+# Real gz1-sdss cutouts shipped in the package: export parity checks and auto's timing batches.
+SAMPLES_DIR = Path(__file__).parent / "samples"
 FULL_MODEL = "sdss-xception"  # the full Xception (Khan et al.): what the GPU benchmark compiles at 299 px
 COMPACT_MODEL = "sdss-xception-compact"  # distilled from it: the default model
 

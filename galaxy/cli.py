@@ -8,6 +8,7 @@ import warnings
 
 import click
 
+from galaxy.card import ONNX_OPSET
 from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
@@ -45,7 +46,7 @@ cli.add_command(framing)
 @click.option("--images", "parity_images", multiple=True, type=click.Path(exists=True),
               help="Real images (files or folders) for the parity check (default: the shipped samples).")
 @click.option("--tolerance", default=1e-4, show_default=True, help="Largest |p_onnx - p_torch| accepted.")
-@click.option("--opset", default=17, show_default=True)
+@click.option("--opset", default=ONNX_OPSET, show_default=True)
 def export(model_dir, parity_images, tolerance, opset):
     """Export MODEL_DIR to ONNX (MODEL_DIR/model.onnx) and check it against PyTorch.
 

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from dataclasses import dataclass, field
 
+from galaxy.card import ONNX_OPSET
+
 # Training augmentations (`galaxy.training.augment`); `--augment` turns them on (all, or a subset).
 AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
 
@@ -93,7 +95,7 @@ class ExportConfig:
     model_dir: str
     parity_images: tuple[str, ...] = ()
     tolerance: float = 1e-4
-    opset: int = 17
+    opset: int = ONNX_OPSET
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,6 @@ LAZY_TORCH = {
     "engine.tensorrt_build": "the GPU's name and compute capability, and the INT8 calibrator's device buffer",
     "engine.backends": "the backend table loads the torch backends by name, on demand",
     "engine.artifacts": "builds the ONNX file on first use (galaxy.training.export)",
-    "engine.autotune": "records torch's version in the timing-cache key; builds the ONNX file on first use",
     "engine.quantize": "`galaxy quantize --method qat` fine-tunes the network with fake quantization (galaxy.training.qat)",
     "engine.benchmark": "the plain-PyTorch baseline that bench.py measures against",
     "engine.machine": "the GEMM roofs (torch bf16 on the CPU, fp16 on a GPU) and the CUDA versions",

@@ -9,16 +9,11 @@ import logging
 
 import numpy as np
 
+from engine.machine import native_bf16
 from galaxy.cores import cpu_quota, usable_cores
 from galaxy.spec import MAX_BATCH
 
 log = logging.getLogger(__name__)
-
-
-def native_bf16() -> bool:
-    import torch
-
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
 
 
 class Session:

@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 
 def cuda_available() -> bool:
+    from engine.machine import nvidia_driver_absent
+
+    if nvidia_driver_absent():
+        return False
     try:
         import torch
     except ImportError:

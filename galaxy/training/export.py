@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from galaxy.evaluation.calibration import softmax
-from galaxy.card import ONNX_FILE, ModelCard, file_sha256, load_card
+from galaxy.card import ONNX_FILE, ONNX_OPSET, SAMPLES_DIR, ModelCard, file_sha256, load_card
 from galaxy.files import write_atomically
 from galaxy.errors import ImageReadError, ModelError, UsageError
 from galaxy.io.images import is_image_path, load_input
@@ -25,15 +25,9 @@ from galaxy.spec import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
-ONNX_OPSET = 17
 MIN_OPSET = 7  # torch.onnx's oldest; 5 and 6 write BatchNormalization forms the checker or ONNX Runtime refuse
 EXPORTER = "torchscript"
 PARITY_TOLERANCE = 1e-4
-
-
-def sample_images_dir() -> Path:
-    """Real gz1-sdss cutouts shipped in the package for export parity checks."""
-    return Path(__file__).parents[1] / "samples"
 
 
 def max_opset() -> int:
@@ -107,7 +101,7 @@ def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOL
     spec = card.input_spec
     out_path = Path(out_path) if out_path else model_dir / ONNX_FILE
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    batch = _parity_batch(parity_images or [sample_images_dir()], spec)
+    batch = _parity_batch(parity_images or [SAMPLES_DIR], spec)
     started = time.time()
 
     def write_checked(tmp: Path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine import backends
-from engine.backends.torch_cpu import native_bf16
+from engine.machine import native_bf16
 from galaxy.io.images import load_input
 from tests.conftest import EXAMPLES
 
