@@ -305,3 +305,27 @@ def test_usable_cores_are_capped_by_the_quota(monkeypatch):
     assert machine.usable_cores() == 2
     monkeypatch.setattr(machine, "cpu_quota", lambda: None)
     assert machine.usable_cores() == 64
+
+
+def test_a_classify_with_cached_engines_never_imports_torch(tmp_path):
+    """`auto` imported torch (5.6 s of a run here) only to ask for CUDA and bf16 and to name the cached
+    ONNX file; a second run of the default classify, engines cached, now loads no torch at all."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.machine import nvidia_driver_absent
+
+    if not nvidia_driver_absent():
+        pytest.skip("an NVIDIA driver is present: auto rightly asks torch for the GPU")
+    def run(backend):
+        code = ("import sys; from galaxy.config import ClassifyConfig; from engine.run import classify; "
+                f"s = classify(ClassifyConfig(({str(EXAMPLES)!r},), {str(tmp_path / 'c.csv')!r}, overwrite=True, "
+                f"progress=False, backend={backend!r})); print(s.backend, 'torch' in sys.modules)")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                              check=True).stdout.split()
+
+    run("auto")  # builds and times what is not cached yet
+    chosen = run("auto")
+    assert chosen[-1] == "False" or chosen[0] == "torch", chosen  # the torch backend itself needs torch
+    assert run("onnxruntime")[-1] == "False"
