@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from engine.artifacts import onnx_model, resolve_model
-from engine.int8_models import RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, int8_path, ship_int8, shipped_int8
+from engine.int8_models import (RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, int8_path, private_files, ship_int8,
+                                 shipped_int8)
 from galaxy.card import validation_ids
 from galaxy.errors import UsageError
 from galaxy.files import remove_quietly, write_atomically
@@ -89,8 +89,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
 
     fp32 = onnx_model(Path(model_dir), card)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.with_name(f".{out.stem}.{os.getpid()}")
-    pre, tmp, ranges, tuned = (work.with_suffix(s) for s in (".pre.onnx", ".tmp.onnx", ".ranges.json", ".qat.onnx"))
+    pre, tmp, ranges, tuned = private_files(out, ".pre.onnx", ".tmp.onnx", ".ranges.json", ".qat.onnx")
 
     def build(path, nodes_to_exclude=(), nodes_to_quantize=()):
         # the first call calibrates and caches the ranges; every later trial build reuses them
