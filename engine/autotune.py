@@ -11,18 +11,20 @@ versions and the engine key. Later runs read it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
 from engine.artifacts import cache_dir
 from engine.machine import cpu_description, installed_version
-from galaxy.errors import BackendUnavailable
 from galaxy.files import write_atomically
 
 log = logging.getLogger(__name__)
@@ -112,13 +114,46 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
     """
     key, what = machine_key(card, candidates, model_dir, streams, batch_size)
     path = cache_dir() / "autotune" / f"{key}.json"
-    if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-            _check_record(record, candidates)
+    record = _cached(path, candidates)
+    if record is not None:
+        return record["chosen"], record
+    # One process of those starting at once (a job array on one node) measures, the others wait for its
+    # record: each measuring on cores the others shared, they chose differently.
+    with _measuring(path):
+        record = _cached(path, candidates)
+        if record is not None:
             return record["chosen"], record
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring the unreadable speed record %s (%s); measuring again", path, exc)
+        return _measure(card, candidates, batch_size, load, streams, path, what)
+
+
+def _cached(path: Path, candidates) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        _check_record(record, candidates)
+        return record
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring the unreadable speed record %s (%s); measuring again", path, exc)
+        return None
+
+
+@contextlib.contextmanager
+def _measuring(path: Path):
+    """Hold an exclusive lock beside `path` while measuring (waiting for another process's); without
+    one where the cache cannot be written (each process then measures for itself)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a+")
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _measure(card, candidates, batch_size, load, streams, path: Path, what: dict) -> tuple[str, dict]:
     if len(candidates) == 1:
         speeds = {candidates[0]: None}
     else:
@@ -127,11 +162,11 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
         for name in candidates:
             try:
                 sessions[name] = load(name)
-            except (BackendUnavailable, OSError) as exc:  # e.g. a shipped int8 recipe that rebuilds
-                # differently here, or an int8 model that cannot be built into a read-only cache
+            except Exception as exc:  # e.g. a shipped int8 recipe that rebuilds differently here, an int8
+                # model that cannot be built into a read-only cache: auto drops it, ONNX Runtime fp32 stays
                 if name == "onnxruntime":
                     raise
-                log.warning("%s cannot run here (%s); not a candidate", name, exc)
+                log.warning("%s cannot run here (%s: %s); not a candidate", name, type(exc).__name__, exc)
         measured = time_sessions(sessions, sample_batch(card, batch_size), streams=streams)
         speeds = {n: round(v, 1) for n, v in measured.items()}
         speeds |= {n: None for n in candidates if n not in sessions}

@@ -359,6 +359,24 @@ def _cell(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def earlier_backend(output, fmt=None) -> str | None:
+    """The backend name the run that began `output` used (from its journal's fingerprint, else the
+    finished catalog's), or None where there is none or it cannot be read."""
+    output = Path(output)
+    journalled = output.with_name(output.name + ".partial") / "fingerprint.json"
+    try:
+        if journalled.is_file():
+            fingerprint = json.loads(journalled.read_text())
+        elif output.is_file():
+            fingerprint = _output_fingerprint(output, fmt)
+        else:
+            return None
+    except (OSError, ValueError, UsageError):
+        return None
+    backend = (fingerprint or {}).get("backend")
+    return backend.split()[0] if isinstance(backend, str) and backend.strip() else None
+
+
 def _output_fingerprint(output, fmt=None) -> dict | None:
     """The fingerprint stored in a finished catalog's metadata, when it has one."""
     meta = read_catalog_metadata(output, fmt)

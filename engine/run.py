@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import dataclasses
 import time
 from dataclasses import dataclass
 
 
-from engine.journal import Journal, require_writable
+from engine import backends
+from engine.journal import Journal, earlier_backend, require_writable
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
@@ -51,6 +53,19 @@ class Summary:
         return 60.0 * self.classified / self.seconds if self.seconds > 0 else 0.0
 
 
+def _continuing(config, fmt, model_dir, card):
+    """The config the runner takes: with `--backend auto` rerun into an output begun before, the backend
+    that began it, where auto may still choose it here (tasks of a job array timing the backends at once
+    chose differently, and a resubmitted task was refused as using other settings)."""
+    if config.backend != "auto" or config.overwrite:
+        return config
+    earlier = earlier_backend(config.output, fmt)
+    if not backends.still_choosable(earlier, card, model_dir):
+        return config
+    log.info("continuing %s with the backend that began it: %s", config.output, earlier)
+    return dataclasses.replace(config, backend=earlier)
+
+
 def classify(config: ClassifyConfig) -> Summary:
     """Classify every input of `config` into its output catalog; errors go to the errors file."""
     from engine.artifacts import resolve_model
@@ -67,7 +82,7 @@ def classify(config: ClassifyConfig) -> Summary:
     require_writable(config.output, config.inputs, config.catalog)
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, fmt, card.classes)  # its p_<class> columns, before the engine loads
-    runner = Runner.for_classify(model_dir, card, config)
+    runner = Runner.for_classify(model_dir, card, _continuing(config, fmt, model_dir, card))
     session = runner.session
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config, runner.spec),

@@ -114,6 +114,18 @@ def holds_check(name: str, card, record: dict, model_dir=None) -> bool:
     return "recipe" in record and int8_recipe(model_dir, card) == record["recipe"]
 
 
+def still_choosable(name: str | None, card, model_dir=None) -> bool:
+    """Whether `auto` may still run backend `name` here: a checked CPU candidate of this machine, or
+    a GPU backend that can run here. A rerun of an output begun with `auto` continues with the backend
+    that began it, where it may (timing again can choose another, whose outputs differ in the last
+    digits: the rerun was refused as made with other settings)."""
+    if name is None or name not in BACKENDS:
+        return False
+    if name in GPU_BACKENDS:
+        return available(name, card, model_dir)
+    return name in cpu_candidates(card, model_dir)
+
+
 def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = None) -> str:
     """The backend a name means.
 

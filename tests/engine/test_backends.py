@@ -329,3 +329,52 @@ def test_a_classify_with_cached_engines_never_imports_torch(tmp_path):
     chosen = run("auto")
     assert chosen[-1] == "False" or chosen[0] == "torch", chosen  # the torch backend itself needs torch
     assert run("onnxruntime")[-1] == "False"
+
+
+def test_runs_starting_at_once_take_the_one_measurement(default_model, tmp_path, monkeypatch):
+    """Tasks of a job array timed the backends at the same moment on shared cores and chose
+    differently; one measures now while the others wait for its record."""
+    import threading
+    import time
+
+    from engine import autotune
+
+    _, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    calls, speeds = [], iter([{"onnxruntime": 100.0, "torch": 150.0}, {"onnxruntime": 150.0, "torch": 100.0}])
+
+    def timing(sessions, batch, **kwargs):
+        calls.append(1)
+        time.sleep(0.5)  # the others start while this one measures
+        return next(speeds)
+
+    monkeypatch.setattr(autotune, "time_sessions", timing)
+    chosen = []
+    runs = [threading.Thread(target=lambda: chosen.append(
+        autotune.measured_choice(card, ["onnxruntime", "torch"], 4, lambda name: object())[0])) for _ in range(3)]
+    for run in runs:
+        run.start()
+        time.sleep(0.05)
+    for run in runs:
+        run.join()
+    assert calls == [1] and chosen == ["torch"] * 3
+
+
+def test_a_rerun_with_auto_continues_with_the_backend_that_began_the_output(tmp_path, monkeypatch):
+    """A resubmitted task whose auto now chose another backend was refused ("this run's backend
+    differ") and could only start over; it continues with the backend that began it."""
+    from engine import autotune
+    from engine.run import classify
+    from galaxy.config import ClassifyConfig
+
+    files = tuple(str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:6])
+    out = tmp_path / "c.csv"
+    first = classify(ClassifyConfig(files[:3], str(out), backend="onnxruntime", progress=False))
+    assert first.backend == "onnxruntime fp32"
+
+    def never(*args, **kwargs):
+        raise AssertionError("auto timed the backends instead of continuing with the output's")
+
+    monkeypatch.setattr(autotune, "measured_choice", never)
+    again = classify(ClassifyConfig(files, str(out), backend="auto", progress=False))
+    assert again.backend == "onnxruntime fp32" and (again.classified, again.resumed) == (3, 3)
