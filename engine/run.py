@@ -43,7 +43,7 @@ class Summary:
     backend: str
     device: str
     decoder: str
-    interrupted: bool = False
+    interrupted: KeyboardInterrupt | None = None  # what stopped the run early: Ctrl-C, or SIGTERM (`Terminated`)
     resumed: int = 0
     total: int = 0
     crop_fraction: float | None = None  # the centre crop read with, when --crop-fraction overrode the card's
@@ -101,7 +101,7 @@ def classify(config: ClassifyConfig) -> Summary:
         bar.update(1)
 
     started = time.perf_counter()
-    interrupted = finished = False
+    interrupted, finished = None, False
     try:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
                                               config.keep_columns, band_columns)
@@ -112,12 +112,12 @@ def classify(config: ClassifyConfig) -> Summary:
             bar.update(len(result.ids))
             bar.set_postfix_str(f"{len(journal.errors)} failed")
         finished = True
-    except KeyboardInterrupt:  # Ctrl-C: keep what is done, write the catalog properly
-        interrupted = True
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: keep what is done, write the catalog properly
+        interrupted = exc
     finally:
         counter.join(timeout=1)  # counting is far cheaper than classifying: done by now, bar a huge catalog
         bar.close()
-        if finished or interrupted:
+        if finished or interrupted is not None:
             total = journal.finish(catalog_metadata(card, session, config, runner.spec))
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()

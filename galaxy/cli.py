@@ -131,11 +131,13 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
         try:
             manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size,
                             actors)
-        except KeyboardInterrupt:  # the parts written so far stay; the merge (unique ids, errors) has not run
-            click.echo(f"interrupted (Ctrl-C): the parts written so far are in {config.output}; rerun the same "
-                       "command to finish (it classifies only the shards without a part, then makes ids unique "
-                       "and merges the errors)", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # the parts written so far stay; the merge (unique ids, errors) has not run
+            from galaxy.cli_entry import exit_status, interruption
+
+            click.echo(f"interrupted ({interruption(exc)}): the parts written so far are in {config.output}; rerun "
+                       "the same command to finish (it classifies only the shards without a part, then makes ids "
+                       "unique and merges the errors)", err=True)
+            sys.exit(exit_status(exc))
         errors = f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""
         if not quiet:
             click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
@@ -154,9 +156,12 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
                    f"{summary.backend} on {summary.device}{crop}) -> {summary.output}{errors}", err=True)
     elif errors:
         click.echo(f"failed {summary.failed} of {summary.classified + summary.failed}{errors}", err=True)
-    if summary.interrupted:
-        click.echo(f"interrupted: the {summary.classified} images classified so far are in {summary.output}", err=True)
-        sys.exit(130)
+    if summary.interrupted is not None:
+        from galaxy.cli_entry import exit_status, interruption
+
+        click.echo(f"interrupted ({interruption(summary.interrupted)}): the {summary.classified} images classified "
+                   f"so far are in {summary.output}; rerun the same command to go on", err=True)
+        sys.exit(exit_status(summary.interrupted))
     if summary.failed:
         sys.exit(3)
 
@@ -396,6 +401,9 @@ def bench(ctx):
 def main():
     """The `galaxy` program. Unless -v is given, native libraries' known chatter on stderr
     (per-file decoder errors already in the errors file, Ray's C++ log lines) is dropped."""
+    from galaxy.cli_entry import end_on_sigterm
+
+    end_on_sigterm()  # also for `python -m galaxy.cli`
     verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:2])
     restore = None if verbose else filter_native_stderr()
     try:

@@ -25,12 +25,14 @@ class GalaxyGroup(click.Group):
 
     def invoke(self, ctx):
         """Run the command; Ctrl-C at any moment (also while a model loads) exits 130, as documented,
-        instead of click's `Aborted!` and 1. Commands that have work to save catch it themselves."""
+        instead of click's `Aborted!` and 1 (SIGTERM 143). Commands that have work to save catch it themselves."""
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("interrupted (Ctrl-C)", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            from galaxy.cli_entry import exit_status, interruption
+
+            click.echo(f"interrupted ({interruption(exc)})", err=True)
+            ctx.exit(exit_status(exc))
         except OSError as exc:
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # a write's error names no file
             if exc.strerror is None or (exc.filename is None and not full):

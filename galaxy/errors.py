@@ -43,3 +43,11 @@ class TrainingDiverged(GalaxyError):
 
 class BackendError(GalaxyError):
     """An inference backend failed while running a batch."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's cancel or time limit: SLURM's scancel), raised in the main thread by
+    the `galaxy` program as Ctrl-C is, so that the rows finished so far are written the same way.
+    The program then exits with 143 (128 + 15), after Ctrl-C with 130."""
+
+    exit_status = 143

@@ -156,7 +156,10 @@ def test_fits_catalog_input_with_ids(tmp_path, labels):
     assert [r["path"] for r in rows] == [str(p) for p in files]
 
 
-def test_ctrl_c_keeps_the_rows_and_exits_130(tmp_path):
+@pytest.mark.parametrize("signal_name, status, said", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
+def test_ctrl_c_keeps_the_rows_and_exits_130(tmp_path, signal_name, status, said):
+    """SIGTERM (SLURM's scancel and time limit) too: it ended the run at once with 143 and no catalog,
+    only the journal."""
     import signal
     import subprocess
     import sys
@@ -178,13 +181,14 @@ def test_ctrl_c_keeps_the_rows_and_exits_130(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("c.csv.partial/chunk-*.csv")):
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signal_name))
     stderr = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == status, stderr
     rows = read_csv(out)
     assert 16 <= len(rows) < 2400
     assert all(r["label"] in ("elliptical", "spiral") for r in rows)  # complete rows only
-    assert "interrupted" in stderr
+    assert f"interrupted ({said}): the {len(rows)} images classified so far are in" in stderr
+    assert not (tmp_path / "c.csv.partial").exists()
 
 
 def test_evaluate_writes_report_and_plots(tmp_path):
