@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import output_format, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.text import ascii_text, safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
-from galaxy.files import same_file, writable_folder, write_atomically
+from galaxy.files import remove_quietly, same_file, writable_folder, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,29 @@ class Journal:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
         self.commit()
         tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
+        errors = errors_path(self.output).with_suffix(".tmp")
+        try:
+            writer = self._assemble(tmp_out, metadata, errors)
+        except OSError as exc:  # a full disk: its space back (hidden files the user cannot see), OUT named
+            remove_quietly(tmp_out, sidecar_path(tmp_out), *scratch_files(tmp_out), errors)
+            self._lock.close()  # the rows are committed: the journal stays for a rerun
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(self.output)) from exc
+            raise
+        tmp_out.replace(self.output)
+        if sidecar_path(tmp_out).exists():
+            sidecar_path(tmp_out).replace(sidecar_path(self.output))
+        errors.replace(errors_path(self.output))
+        # OUT is complete: the journal goes in one rename (a kill while deleting it must not leave
+        # some chunks for a rerun to trust), then is deleted, holding the lock until it is gone
+        doomed = self.dir.with_name(f".{self.dir.name}.done-{os.getpid()}")
+        os.replace(self.dir, doomed)
+        shutil.rmtree(doomed, onerror=_log_undeleted)
+        self._lock.close()
+        return writer.rows
+
+    def _assemble(self, tmp_out: Path, metadata: dict, errors: Path):
+        """Write the catalog into `tmp_out` and the errors file into `errors`; return the catalog's writer."""
         extra, lengths = describe_rows((row[0], row[1], self._columns(row)) for row in self.rows())
         writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, extra, self.units, lengths)
         batch: list[list[str]] = []
@@ -251,21 +275,11 @@ class Journal:
         if batch:
             self._write(writer, batch)
         writer.close()
-        errors = ErrorWriter(errors_path(self.output).with_suffix(".tmp"))
+        error_writer = ErrorWriter(errors)
         for error in self.errors:
-            errors.write(*error)
-        errors.close()
-        tmp_out.replace(self.output)
-        if sidecar_path(tmp_out).exists():
-            sidecar_path(tmp_out).replace(sidecar_path(self.output))
-        errors.path.replace(errors_path(self.output))
-        # OUT is complete: the journal goes in one rename (a kill while deleting it must not leave
-        # some chunks for a rerun to trust), then is deleted, holding the lock until it is gone
-        doomed = self.dir.with_name(f".{self.dir.name}.done-{os.getpid()}")
-        os.replace(self.dir, doomed)
-        shutil.rmtree(doomed, onerror=_log_undeleted)
-        self._lock.close()
-        return writer.rows
+            error_writer.write(*error)
+        error_writer.close()
+        return writer
 
     def _columns(self, row) -> dict:
         return json.loads(row[2 + len(self.classes)]) if len(row) > 2 + len(self.classes) else {}

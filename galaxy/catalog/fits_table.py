@@ -27,6 +27,12 @@ INT_NULL = -2 ** 63  # an int column's missing value (TNULLn); `column_kinds` ne
 _MISSING = {"int": INT_NULL, "float": np.nan}
 
 
+def scratch_files(path) -> list[Path]:
+    """The hidden files a FITS catalog at `path` is made in: the row spool and the file before its rename."""
+    path = Path(path)
+    return [path.with_name(f".{path.name}.spool.csv"), path.with_name(f".{path.name}.tmp")]
+
+
 class FitsTableWriter:
     """Writes columns id, path, p_<class>..., label, extra... as a BINTABLE extension.
 
@@ -46,7 +52,7 @@ class FitsTableWriter:
         self.classes = tuple(classes)
         self.extra = tuple(extra)
         self.metadata = metadata
-        self._spool_path = self.path.with_name(f".{self.path.name}.spool.csv")
+        self._spool_path = scratch_files(self.path)[0]
         self._spool = open(self._spool_path, "w", newline="")
         self._csv = csv.writer(self._spool)
         self.rows = 0
@@ -108,7 +114,7 @@ class FitsTableWriter:
         dtype += [(f"p_{c}", ">f4") for c in self.classes] + [("label", f"S{widths[2]}")]
         dtype += [(name, {"int": ">i8", "float": ">f8"}.get(kind, f"S{widths[3 + j]}"))
                   for j, (name, kind) in enumerate(self.extra)]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp = scratch_files(self.path)[1]
         written = 0
         with open(tmp, "wb") as out:
             out.write(fits.PrimaryHDU().header.tostring().encode("ascii"))

@@ -336,3 +336,29 @@ def test_naming_the_models_own_crop_or_not_is_one_setting(tmp_path):
     result = CliRunner().invoke(cli, ["classify", *files, "-o", str(out), "-q", "--backend", "onnxruntime",
                                       f"--crop-fraction={own * 0.9}"])
     assert result.exit_code == 2 and "crop" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".fits", ".parquet"])
+def test_a_full_disk_while_assembling_names_the_catalog_and_leaves_no_hidden_files(tmp_path, monkeypatch, suffix):
+    """ENOSPC in the last step said only "No space left on device" and left the hidden assembling file
+    (and FITS's spool) on the full disk, holding the space the user was told to free."""
+    import errno
+
+    from galaxy.catalog import write
+
+    files = tuple(str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:5])
+    out = tmp_path / f"c{suffix}"
+    real_close = write.CatalogWriter.close
+
+    def full(self):
+        real_close(self)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(write.CatalogWriter, "close", full)
+    with pytest.raises(OSError) as caught:
+        classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False))
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"c{suffix}.partial"]  # the journal, for a rerun
+    monkeypatch.setattr(write.CatalogWriter, "close", real_close)
+    again = classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False))
+    assert (again.classified, again.resumed) == (0, 5) and out.is_file()
