@@ -8,6 +8,7 @@ import torch
 
 from galaxy.card import WEIGHTS_FILE, ModelCard, file_sha256, load_card
 from galaxy.errors import ModelError, UsageError
+from galaxy.files import write_atomically
 
 
 def create_network(architecture: str, num_classes: int, drop_rate: float = 0.0) -> torch.nn.Module:
@@ -80,7 +81,13 @@ def save_weights(network: torch.nn.Module, model_dir) -> str:
     path = Path(model_dir) / WEIGHTS_FILE
     state = {k: (v.detach().to("cpu", torch.float16) if v.is_floating_point() else v.detach().cpu())
              .contiguous() for k, v in network.state_dict().items()}
-    save_file(state, str(path))
+
+    def write(tmp: Path):
+        mode = tmp.stat().st_mode  # as the umask makes files (write_atomically created it)
+        save_file(state, str(tmp))  # made again 0600: group members of a shared folder could not read it
+        tmp.chmod(mode)
+
+    write_atomically(path, write)
     return file_sha256(path)
 
 

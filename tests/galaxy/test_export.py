@@ -54,3 +54,19 @@ def test_an_export_blocked_by_a_folder_names_the_model_file(model_copy):
     result = CliRunner().invoke(cli, ["export", str(model_copy)])
     assert result.exit_code == 1 and f"Error: {model_copy / 'model.onnx'}: Is a directory" in result.output
     assert not [p.name for p in model_copy.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_saved_weights_are_readable_as_the_umask_makes_files(tmp_path):
+    """safetensors wrote model.safetensors 0600 beside a 0644 card: a shared project folder's group
+    could read the card and not the weights."""
+    import os
+
+    from galaxy.training.model import create_network, save_weights
+
+    old = os.umask(0o022)
+    try:
+        save_weights(create_network("xception_compact_w50_d8", 2), tmp_path)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # written through a temporary file
