@@ -51,15 +51,11 @@ def log_softmax(logits_: np.ndarray) -> np.ndarray:
 
 
 def candidate_nodes(model_path) -> list[str]:
-    """Names of the nodes of `model_path` whose quantization is worth measuring, in graph order (not
-    the classifier head, which every int8 build keeps fp32: `engine.int8_models.head_nodes`)."""
+    """Names of the nodes of `model_path` whose quantization is worth measuring, in graph order."""
     import onnx
 
-    from engine.int8_models import head_nodes
-
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    head = set(head_nodes(model_path))
-    return [n.name for n in graph.node if n.op_type in SENSITIVE_OPS and n.name and n.name not in head]
+    return [n.name for n in graph.node if n.op_type in SENSITIVE_OPS and n.name]
 
 
 def _trial_path(pre) -> Path:

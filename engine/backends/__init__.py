@@ -106,12 +106,12 @@ def holds_check(name: str, card, record: dict, model_dir=None) -> bool:
     fingerprint; a check recorded before fingerprints were, by its recipe)."""
     if name != "onnxruntime-int8":
         return True
-    from engine.int8_models import int8_fingerprint, int8_recipe
+    from engine.int8_models import INT8_RECIPE, int8_fingerprint, int8_recipe
 
     if "fingerprint" in record:
         return int8_fingerprint(model_dir, card) == record["fingerprint"]
-    # records from before recipes were recorded checked the plain v1 recipe, which is no longer built
-    return "recipe" in record and int8_recipe(model_dir, card) == record["recipe"]
+    # records from before recipes were recorded checked the plain recipe
+    return int8_recipe(model_dir, card) == record.get("recipe", INT8_RECIPE)
 
 
 def still_choosable(name: str | None, card, model_dir=None) -> bool:
