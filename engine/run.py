@@ -118,7 +118,7 @@ def classify(config: ClassifyConfig) -> Summary:
         counter.join(timeout=1)  # counting is far cheaper than classifying: done by now, bar a huge catalog
         bar.close()
         if finished or interrupted is not None:
-            total = journal.finish(catalog_metadata(card, session, config, runner.spec))
+            total = journal.finish(catalog_metadata(card, session, config, runner.spec, complete=finished))
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()
     seconds = time.perf_counter() - started

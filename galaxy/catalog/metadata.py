@@ -97,13 +97,16 @@ def fingerprint_defaults(card) -> dict:
     return {"crop": card.input_spec.crop_fraction}
 
 
-def catalog_metadata(card, session, config, spec=None) -> dict:
+def catalog_metadata(card, session, config, spec=None, complete: bool = True) -> dict:
     """Self-description stored with every catalog (keys of at most 8 characters, for FITS).
 
     `session`: the backend session that ran (its name, precision, device); `config`: the ClassifyConfig;
-    `spec`: the InputSpec the images were read with (default: the card's).
+    `spec`: the InputSpec the images were read with (default: the card's); `complete`: False for the
+    catalog of a run interrupted before every input was done ("complete": "false"; a rerun goes on and
+    writes "true").
     """
     return {"run": json.dumps(run_fingerprint(card, session, config, spec)),
+        "complete": "true" if complete else "false",
         "model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
         "spec": json.dumps((spec or card.input_spec).to_dict()),
         "version": f"galaxy-engine {__version__}", "backend": f"{session.name} {session.precision}",

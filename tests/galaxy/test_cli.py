@@ -189,6 +189,11 @@ def test_ctrl_c_keeps_the_rows_and_exits_130(tmp_path, signal_name, status, said
     assert all(r["label"] in ("elliptical", "spiral") for r in rows)  # complete rows only
     assert f"interrupted ({said}): the {len(rows)} images classified so far are in" in stderr
     assert not (tmp_path / "c.csv.partial").exists()
+    # the catalog says it is short (it read as a finished one), until a rerun finishes it
+    assert json.loads((tmp_path / "c.csv.meta.json").read_text())["complete"] is False
+    if signal_name == "SIGTERM":
+        assert invoke("classify", inputs, "-o", out, "--backend", "onnxruntime", "-q").exit_code == 0
+        assert len(read_csv(out)) == 2400 and json.loads((tmp_path / "c.csv.meta.json").read_text())["complete"]
 
 
 def test_evaluate_writes_report_and_plots(tmp_path):
