@@ -186,27 +186,29 @@ def band_cube(planes: list[np.ndarray], names, wanted, path, crop_fraction: floa
     except ValueError as exc:
         raise ImageReadError(path, str(exc), stage="preprocess") from None
     for k in order:
-        _check_band(planes[k], names[k] or f"plane {k + 1}", path, crop_fraction)
+        label = f"band {names[k]}" if names[k] else "the image" if len(planes) == 1 else \
+            f"plane {k + 1} of {len(planes)}"
+        _check_band(planes[k], label, path, crop_fraction)
     return np.stack([planes[k] for k in order], axis=-1)[::-1]
 
 
-def _check_band(plane: np.ndarray, name: str, path, crop_fraction: float | None) -> None:
+def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None) -> None:
     """Refuse a band that holds no measurement: no finite pixel, one value everywhere, or (with
     `crop_fraction`) fewer than MIN_MEASURED of the pixels of the centre crop finite. Such a band
     became sky or zeros in the composite and the galaxy was given a confident label all the same
     (a g band of NaN turned a spiral into p_elliptical 0.92), where one such image alone is refused."""
     finite = np.isfinite(plane)
     if not finite.any():
-        raise ImageReadError(path, f"band {name} has no finite pixel values (all NaN or inf)", stage="preprocess")
+        raise ImageReadError(path, f"{label} has no finite pixel values (all NaN or inf)", stage="preprocess")
     values = plane[finite]
     if values.min() == values.max():
-        raise ImageReadError(path, f"band {name} is constant ({values.min():g} wherever it is finite): "
+        raise ImageReadError(path, f"{label} is constant ({values.min():g} wherever it is finite): "
                                    "nothing was measured", stage="preprocess")
     if crop_fraction is not None:
         (top, bottom), (left, right) = (central_span(n, crop_fraction) for n in plane.shape)
         measured = float(finite[top:bottom, left:right].mean())
         if measured < MIN_MEASURED:
-            raise ImageReadError(path, f"band {name}: only {measured:.0%} of the pixels the network reads (the "
+            raise ImageReadError(path, f"{label}: only {measured:.0%} of the pixels the network reads (the "
                                        f"central {crop_fraction:g} of each side) are finite; at least "
                                        f"{MIN_MEASURED:.0%} must be measured", stage="preprocess")
 

@@ -74,8 +74,12 @@ def test_nan_and_inf_become_sky(tmp_path):
 def test_all_nan_is_refused(tmp_path):
     path = tmp_path / "allnan.fits"
     fits.PrimaryHDU(np.full((16, 16), np.nan, np.float32)).writeto(path)
-    with pytest.raises(ImageReadError, match="no finite pixel"):
+    with pytest.raises(ImageReadError, match="the image has no finite pixel"):  # was "band plane 1", of a 2-D file
         read_fits_cutout(path, STRETCH)
+    cube = np.stack([galaxy_image(), np.zeros((64, 64), np.float32), galaxy_image(seed=1)])
+    fits.PrimaryHDU(cube).writeto(tmp_path / "cube.fits")
+    with pytest.raises(ImageReadError, match=r"plane 2 of 3 is constant \(0 "):  # unnamed planes, counted from 1
+        read_fits_cutout(tmp_path / "cube.fits", STRETCH)
 
 
 @pytest.mark.parametrize("blank", ["nan", "zero", "constant", "mostly-nan"])
