@@ -132,7 +132,7 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
             manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size,
                             actors)
         except KeyboardInterrupt as exc:  # the parts written so far stay; the merge (unique ids, errors) has not run
-            from galaxy.cli_entry import exit_status, interruption
+            from galaxy.errors import exit_status, interruption
 
             click.echo(f"interrupted ({interruption(exc)}): the parts written so far are in {config.output}; rerun "
                        "the same command to finish (it classifies only the shards without a part, then makes ids "
@@ -157,7 +157,7 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     elif errors:
         click.echo(f"failed {summary.failed} of {summary.classified + summary.failed}{errors}", err=True)
     if summary.interrupted is not None:
-        from galaxy.cli_entry import exit_status, interruption
+        from galaxy.errors import exit_status, interruption
 
         click.echo(f"interrupted ({interruption(summary.interrupted)}): the {summary.classified} images classified "
                    f"so far are in {summary.output}; rerun the same command to go on", err=True)
@@ -401,9 +401,11 @@ def bench(ctx):
 def main():
     """The `galaxy` program. Unless -v is given, native libraries' known chatter on stderr
     (per-file decoder errors already in the errors file, Ray's C++ log lines) is dropped."""
-    from galaxy.cli_entry import end_on_sigterm
+    import signal
 
-    end_on_sigterm()  # also for `python -m galaxy.cli`
+    from galaxy.errors import raise_terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)  # also for `python -m galaxy.cli`
     verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:2])
     restore = None if verbose else filter_native_stderr()
     try:

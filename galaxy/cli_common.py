@@ -29,7 +29,7 @@ class GalaxyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
-            from galaxy.cli_entry import exit_status, interruption
+            from galaxy.errors import exit_status, interruption
 
             click.echo(f"interrupted ({interruption(exc)})", err=True)
             ctx.exit(exit_status(exc))

@@ -51,3 +51,18 @@ class Terminated(KeyboardInterrupt):
     The program then exits with 143 (128 + 15), after Ctrl-C with 130."""
 
     exit_status = 143
+
+
+def raise_terminated(signum, frame):
+    """The SIGTERM handler of the `galaxy` program (`signal.signal(signal.SIGTERM, raise_terminated)`)."""
+    raise Terminated()
+
+
+def interruption(exc: KeyboardInterrupt) -> str:
+    """How a run was interrupted, as the messages say it: "SIGTERM" or "Ctrl-C"."""
+    return "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+
+
+def exit_status(exc: KeyboardInterrupt) -> int:
+    """143 after SIGTERM, 130 after Ctrl-C (128 + the signal's number)."""
+    return Terminated.exit_status if isinstance(exc, Terminated) else 130

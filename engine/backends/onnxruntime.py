@@ -49,6 +49,15 @@ class Session:
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:
+    """ONNX Runtime fp32 on the CPU (or the GPU with onnxruntime-gpu) of the model's ONNX file, exported
+    into the cache on first use with `parity_images` for its check.
+
+    Args:
+        model_dir, card: the model; options: `BackendOptions` (threads, spin-waiting).
+
+    Returns:
+        A Session: `run(float32 (N, C, H, W)) -> float32 (N, K)` calibrated probabilities.
+    """
     path = onnx_model(model_dir, card, parity_images)
     try:
         session = Session(path, options.threads, spin_wait=options.spin_wait)

@@ -11,6 +11,13 @@ log = logging.getLogger(__name__)
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:
+    """ONNX Runtime on the model's static int8 QDQ model (`engine.int8_models.require_int8`: the shipped
+    recipe rebuilt into the cache on first use, or one `galaxy quantize` built).
+
+    Returns:
+        A Session: `run(float32 (N, C, H, W)) -> float32 (N, K)` probabilities, with `recipe` and
+        `fingerprint` of the int8 model it runs.
+    """
     del parity_images  # the int8 model is looked up in the cache by weights hash (or rebuilt from model_dir)
     recipe, path = require_int8(model_dir, card)
     session = Session(path, options.threads, name="onnxruntime-int8", precision="int8", spin_wait=options.spin_wait)

@@ -69,6 +69,15 @@ class Session:
 
 
 def load(model_dir, card, options, parity_images=(), precision: str = "fp16") -> Session:
+    """A TensorRT engine of the model's ONNX file (built on first use into the cache, per GPU and
+    TensorRT version) in `precision` "fp16" or "int8".
+
+    Returns:
+        A Session: `run(float32 (N, C, H, W), numpy or torch CUDA) -> float32 (N, K)` probabilities.
+
+    Raises:
+        BackendUnavailable: no CUDA GPU, or TensorRT is not installed.
+    """
     del parity_images  # the ONNX it is built from passed its parity check
     from engine.backends.torch_cuda import cuda_available
 

@@ -6,4 +6,5 @@ from engine.backends import tensorrt
 
 
 def load(model_dir, card, options, parity_images=()) -> tensorrt.Session:
+    """TensorRT with INT8 calibration (`engine.backends.tensorrt.load` at precision "int8")."""
     return tensorrt.load(model_dir, card, options, parity_images, precision="int8")

@@ -49,6 +49,12 @@ class Session(EagerSession):
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:
+    """The timm network compiled by torch.compile for the CPU (bf16 where native), at a static batch
+    of `options.batch_size`.
+
+    Returns:
+        A Session: `run(float32 (N, C, H, W)) -> float32 (N, K)` probabilities.
+    """
     del parity_images  # runs the weights directly
     session = Session(model_dir, card, options.threads, options.batch_size)
     log.info("backend torch-compile %s on the CPU (static batch %d)", session.precision, session.max_batch)

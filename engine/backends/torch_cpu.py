@@ -67,6 +67,11 @@ class Session:
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:
+    """The timm network in eager PyTorch on the CPU: bf16 autocast where the CPU has native bf16.
+
+    Returns:
+        A Session: `run(float32 (N, C, H, W)) -> float32 (N, K)` probabilities.
+    """
     del parity_images  # runs the weights directly
     session = Session(model_dir, card, options.threads)
     log.info("backend torch %s on the CPU", session.precision)

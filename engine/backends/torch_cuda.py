@@ -94,6 +94,11 @@ class Session:
 
 
 def load(model_dir, card, options, parity_images=()) -> Session:
+    """The timm network in fp16 on a CUDA GPU, captured as a CUDA graph at batch `options.batch_size`.
+
+    Returns:
+        A Session: `run(float32 (N, C, H, W), numpy or torch CUDA) -> float32 (N, K)` probabilities.
+    """
     del parity_images  # runs the weights directly
     session = Session(model_dir, card, options.batch_size)
     log.info("backend torch-cuda fp16 (CUDA graph, batch %d) on %s", session.max_batch, session.device)

@@ -134,4 +134,10 @@ class DaliPipeline(ChunkedPipeline):
 
 
 def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> DaliPipeline:
+    """NVIDIA DALI on the CPU: JPEG/PNG decoded (only the crop's window), cropped, resized and normalised
+    as `spec` says, in `workers` threads, `depth` batches ahead; FITS via `engine.pipelines.dali_fits`.
+
+    Returns:
+        A pipeline whose batches are `(ids, float32 (N, C, H, W), n_valid)`.
+    """
     return DaliPipeline(spec, workers, depth, hdu, batch_size)

@@ -8,6 +8,11 @@ from galaxy.spec import InputSpec
 
 
 def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> DaliPipeline:
+    """The DALI pipeline decoding on the GPU (nvJPEG) into CUDA memory; batches are torch CUDA tensors.
+
+    Raises:
+        BackendUnavailable: no CUDA GPU.
+    """
     import torch
 
     if not torch.cuda.is_available():

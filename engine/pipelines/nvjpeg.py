@@ -71,4 +71,6 @@ class NvjpegPipeline(ChunkedPipeline):
 
 
 def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> NvjpegPipeline:
+    """torchvision's nvJPEG decoder on the GPU (no DALI needed); batches are torch CUDA tensors
+    `(ids, float32 (N, C, H, W), n_valid)`."""
     return NvjpegPipeline(spec, workers, depth, hdu, batch_size)

@@ -19,5 +19,11 @@ class ReferencePipeline:
 
 
 def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> ReferencePipeline:
+    """The reference reader (PIL for JPEG/PNG, astropy for FITS) file by file in `workers` threads:
+    the preprocessing every other pipeline is held equal to.
+
+    Returns:
+        A pipeline whose batches are `(ids, float32 (N, C, H, W), n_valid)`.
+    """
     del batch_size  # decodes file by file
     return ReferencePipeline(spec, workers, depth, hdu)
