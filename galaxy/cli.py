@@ -159,7 +159,7 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     if summary.interrupted is not None:
         from galaxy.errors import exit_status, interruption
 
-        click.echo(f"interrupted ({interruption(summary.interrupted)}): the {summary.classified} images classified "
+        click.echo(f"interrupted ({interruption(summary.interrupted)}): the {summary.total} images classified "
                    f"so far are in {summary.output}; rerun the same command to go on", err=True)
         sys.exit(exit_status(summary.interrupted))
     if summary.failed:

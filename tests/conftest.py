@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests never download anything; data beyond the repo comes from ../shared."""
+"""Shared fixtures. Tests never download anything; data beyond the repo comes from ../shared, or from
+$GALAXY_SHARED_DATA (the folder holding gz1-sdss/, unlabeled-sdss/ and real-fits-smoke/)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data" / "gz1-sdss"
+SHARED = Path(os.environ.get("GALAXY_SHARED_DATA") or ROOT.parent / "shared" / "data")
+SHARED_DATA = SHARED / "gz1-sdss"
 EXAMPLES = ROOT / "examples" / "sdss"
 DATA = ROOT / "tests" / "data"
 
@@ -58,7 +60,7 @@ def model_copy(tmp_path, default_model) -> Path:
 @pytest.fixture(scope="session")
 def real_fits_smoke():
     """The 20 real single-band SDSS and KiDS FITS cutouts of ../shared (odd units and headers)."""
-    folder = ROOT.parent / "shared" / "data" / "real-fits-smoke"
+    folder = SHARED / "real-fits-smoke"
     files = sorted(folder.glob("*.fits"))
     if not files:
         pytest.skip(f"the real-fits-smoke data set is not at {folder}")

@@ -168,7 +168,7 @@ def test_a_ray_rerun_refuses_inputs_that_changed(survey, tmp_path):
     config = ClassifyConfig((str(survey),), str(tmp_path / "out"))
     first = write_shards(config, tmp_path / "out", 4)
     assert len(first) == 3 and len(write_shards(config, tmp_path / "out", 4)) == 3  # same inputs: same shards
-    shutil.copy(next(EXAMPLES.glob("*.jpeg")), survey / "added.jpeg")
+    shutil.copy(min(EXAMPLES.glob("*.jpeg")), survey / "added.jpeg")
     with pytest.raises(UsageError, match=r"the inputs changed .*\(10 listed then, 11 now\)"):
         write_shards(config, tmp_path / "out", 4)
 

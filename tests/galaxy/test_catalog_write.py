@@ -196,7 +196,7 @@ def test_fits_refuses_non_ascii_kept_names_up_front(tmp_path):
         check_kept_columns(["x" * 69], "fits")
     check_kept_columns(["é", "x" * 69], "parquet")  # the other formats hold them
     table = tmp_path / "c.csv"
-    table.write_text("file,é\n" + f"{next(EXAMPLES.glob('*.jpeg'))},1\n", encoding="utf-8")
+    table.write_text("file,é\n" + f"{min(EXAMPLES.glob('*.jpeg'))},1\n", encoding="utf-8")
     with pytest.raises(UsageError, match="'é' in a FITS catalog"):
         require_inputs(catalog=str(table), keep_columns=("é",), output_format="fits")
     require_inputs(catalog=str(table), keep_columns=("é",), output_format="csv")

@@ -80,7 +80,7 @@ def test_fits_input_gets_objid(tmp_path):
     from astropy.io import fits
     from PIL import Image
 
-    rgb = np.asarray(Image.open(next(EXAMPLES.glob("*.jpeg"))), np.float32)
+    rgb = np.asarray(Image.open(min(EXAMPLES.glob("*.jpeg"))), np.float32)
     hdu = fits.PrimaryHDU(rgb.transpose(2, 0, 1)[::-1, ::-1])  # planes as R,G,B; FITS rows bottom-up
     hdu.header["OBJID"] = "42"
     hdu.writeto(tmp_path / "cutout.fits")
@@ -392,7 +392,7 @@ def test_quiet_means_quiet_and_a_normal_run_prints_one_summary_line(tmp_path):
     folder.mkdir()
     for path in sorted(EXAMPLES.glob("*.jpeg"))[:6]:
         shutil.copy(path, folder)
-    jpeg = next(EXAMPLES.glob("*.jpeg")).read_bytes()
+    jpeg = min(EXAMPLES.glob("*.jpeg")).read_bytes()
     (folder / "truncated.jpeg").write_bytes(jpeg[:1500])  # DALI logs an [ERROR]
     (folder / "header-only.jpeg").write_bytes(jpeg[:600])  # DALI: "[ERROR] [jpeg_parser] Invalid marker"
     half = (EXAMPLES / "587732578296267050.jpeg").read_bytes()
@@ -547,3 +547,34 @@ def test_classify_refuses_thread_counts_and_crops_it_cannot_use(tmp_path, option
     result = invoke("classify", EXAMPLES, "-o", tmp_path / "c.csv", option)
     assert result.exit_code == 2 and "Invalid value" in result.output
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_hdu_and_bands_reach_the_reader_through_the_command_line(tmp_path):
+    """Only their refusals went through the CLI: a classify that dropped --hdu or --bands passed."""
+    from astropy.io import fits
+
+    from galaxy.card import default_model_dir
+    from galaxy.io.fits import read_fits_cutout
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:128, :128] - 64
+    disc = np.exp(-np.hypot(x, y / 0.5) / 10)
+    planes = np.stack([100 + rng.normal(0, 1, (128, 128)) + scale * disc for scale in (50, 400, 3000)])
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((8, 8), np.float32) + 1, name="MASK"),
+                  fits.ImageHDU(planes.astype(np.float32), name="SCI")]).writeto(tmp_path / "g.fits")
+    card = load_card(default_model_dir())
+    p = {}
+    for bands in ("0,1,2", "2,1,0"):
+        out = tmp_path / f"c{bands.replace(',', '')}.csv"
+        result = invoke("classify", tmp_path / "g.fits", "--hdu", "SCI", "--bands", bands, "-o", out,
+                        "--backend", "onnxruntime", "--decoder", "reference", "-q")
+        assert result.exit_code == 0, result.output
+        p[bands] = float(read_csv(out)[0]["p_spiral"])
+        meta = json.loads((tmp_path / f"{out.name}.meta.json").read_text())
+        assert meta["spec"]["fits_bands"] == [int(b) for b in bands.split(",")]  # an object in the sidecar
+    assert p["0,1,2"] != p["2,1,0"]  # the band order reached the composite
+    pixels, _ = read_fits_cutout(tmp_path / "g.fits", card.input_spec.replace(fits_bands=(2, 1, 0)), hdu="SCI")
+    assert pixels[..., 0].mean() > pixels[..., 2].mean()  # plane 2 (brightest) shown as red
+    wrong = invoke("classify", tmp_path / "g.fits", "--hdu", "MASK", "-o", tmp_path / "m.csv", "--backend",
+                   "onnxruntime", "--decoder", "reference", "-q")
+    assert wrong.exit_code == 3  # the 8 x 8 MASK extension, as asked: too small, an errors row

@@ -24,7 +24,7 @@ def test_gz1_labels_csv_works_directly(shared_data):
 def test_class_folders(tmp_path):
     for name in ("elliptical", "spiral"):
         (tmp_path / name).mkdir()
-    for path in list(EXAMPLES.glob("*.jpeg"))[:3]:
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:3]:
         shutil.copy(path, tmp_path / "spiral")
     (tmp_path / "spiral" / "notes.txt").write_text("not an image")
     data = load_labelled(tmp_path)
