@@ -20,7 +20,6 @@ starts over.
 from __future__ import annotations
 
 import csv
-import fcntl
 import glob
 import json
 import logging
@@ -38,7 +37,7 @@ from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.text import ascii_text, safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
-from galaxy.files import remove_quietly, same_file, writable_folder, write_atomically
+from galaxy.files import hold_lock, remove_quietly, same_file, writable_folder, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -293,22 +292,6 @@ class Journal:
         """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
         self.commit()
         self._lock.close()
-
-
-def hold_lock(path: Path, held_by_another: str):
-    """Open `path` and hold an exclusive lock on it for as long as the returned file stays open.
-
-    Raises:
-        UsageError: another process holds it (`held_by_another` says who, the lock's path is added).
-        FileNotFoundError: the folder is not there.
-    """
-    lock = open(path, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise UsageError(f"{held_by_another} (lock {path})") from None
-    return lock
 
 
 def _path_key(path: str, base: str, fits: bool) -> str:

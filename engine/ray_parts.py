@@ -7,13 +7,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from engine.journal import hold_lock
 from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
 from galaxy.catalog.write import arrow_type, column_kinds, UniqueIds
 from galaxy.errors import UsageError
-from galaxy.files import write_atomically
+from galaxy.files import hold_lock, write_atomically
 
 
 def _unified_schema(schemas):

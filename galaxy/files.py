@@ -5,6 +5,7 @@ Also the questions every command asks of the files it is given and the folders i
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import stat
@@ -138,3 +139,19 @@ def same_file(a, b) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return Path(a).resolve() == Path(b).resolve()
+
+
+def hold_lock(path, held_by_another: str):
+    """Open `path` and hold an exclusive lock on it for as long as the returned file stays open.
+
+    Raises:
+        UsageError: another process holds it (`held_by_another` says who, the lock's path is added).
+        FileNotFoundError: the folder is not there.
+    """
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UsageError(f"{held_by_another} (lock {path})") from None
+    return lock

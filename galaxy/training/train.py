@@ -39,7 +39,7 @@ from galaxy.evaluation.calibration import calibration_record, log_probabilities,
 from galaxy.card import TRAIN_IDS_FILE, ModelCard
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import TrainingDiverged, UsageError
-from galaxy.files import writable_folder, write_atomically
+from galaxy.files import hold_lock, writable_folder, write_atomically
 from galaxy.labels import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
@@ -52,6 +52,10 @@ from galaxy.training.train_data import TrainingData, prepare_data
 from galaxy.training.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
 
 log = logging.getLogger(__name__)
+
+
+# Held in -o while a run trains into it (hidden; git ignores it).
+TRAIN_LOCK = ".galaxy-train.lock"
 
 
 def _initial_network(config: TrainConfig) -> torch.nn.Module:
@@ -200,6 +204,9 @@ def train(config: TrainConfig) -> ModelCard:
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
     writable_folder(out_dir, "cannot write the model")  # before the caches and epochs, not after them
     writable_folder(work_dir, "cannot write the checkpoints")
+    # held until train() returns: a second run into the same -o wrote its checkpoints over this one's
+    # and the last to finish replaced the other's model, both saying "wrote"
+    lock = hold_lock(out_dir / TRAIN_LOCK, f"another galaxy train is writing {out_dir}")
     device, amp_dtype = pick_device()
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 
@@ -336,4 +343,5 @@ def train(config: TrainConfig) -> ModelCard:
     from galaxy.evaluation.plots import training_curves
 
     training_curves(history, out_dir / "curves.png")
+    lock.close()
     return card

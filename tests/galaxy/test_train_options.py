@@ -70,3 +70,20 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_image_is_read(tm
     assert result.exit_code == 2 and f"cannot write the model: {blocker} is a file, not a folder" in result.output
     result = invoke(command, *where, "-o", tmp_path / "m", "--work-dir", blocker / "ck")
     assert result.exit_code == 2 and "cannot write the checkpoints" in result.output, result.output
+
+
+def test_a_second_train_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Two runs into one -o both said "wrote": they shared the checkpoints and the last to finish replaced
+    the other's model."""
+    from galaxy.files import hold_lock
+    from galaxy.training.train import TRAIN_LOCK
+
+    out = tmp_path / "m"
+    out.mkdir()
+    running = hold_lock(out / TRAIN_LOCK, "the first run")  # as the first run holds it
+    try:
+        result = invoke("train", EXAMPLES / "labels.csv", "-o", out, "--epochs", "1", "--size", "32")
+        assert result.exit_code == 2 and f"another galaxy train is writing {out}" in result.output
+    finally:
+        running.close()
+    assert not (out / "card.json").exists()
