@@ -119,7 +119,8 @@ print(decoded.error.stage, decoded.error.reason if decoded.error else "read")
 
 
 def test_unreadable_file_is_reported_with_the_reason(real_jpeg):
-    """A file without read permission. Root reads everything, so as root the check runs as `nobody`."""
+    """A file without read permission. Root reads everything, so as root the check runs without the
+    capabilities that let it (setpriv)."""
     import subprocess
     import sys
     import tempfile
