@@ -239,6 +239,7 @@ def test_failed_inputs_take_their_ids_in_listing_order_as_on_one_machine(tmp_pat
     assert sorted(row[0] for row in _errors(errors_path(out))) == ["g#2", "h"]
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("change, match", [
     ({"shard_size": 0}, "--shard-size 0"), ({"actors": -1}, "--actors -1"),
     ({"output_format": "csv"}, "--format csv: with --ray"), ({"decoder": "dali-gpux"}, "unknown decoder"),

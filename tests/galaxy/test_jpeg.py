@@ -143,6 +143,7 @@ def _spec():
     return InputSpec(size=64)
 
 
+@pytest.mark.dali  # so that `-m "not dali"` deselects it as it does the other DALI tests
 @needs_dali
 def test_dali_and_the_reference_reader_take_and_refuse_the_same_files_whatever_their_neighbours(tmp_path, cutout):
     """A file DALI rejected sent its whole batch to the reference reader: whether a truncated file
