@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import scratch_files
-from galaxy.catalog.formats import output_format, sidecar_path
+from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.text import ascii_text, safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
@@ -160,9 +160,9 @@ class Journal:
         return begun_in
 
     def _import_output(self):
-        own = {"id", "path", "label", *(f"p_{c}" for c in self.classes)}
+        own = set(catalog_columns(self.classes))
         rows = self._read_output(lambda: [
-            [r["id"], r["path"], *(f"{float(r[f'p_{c}']):.6f}" for c in self.classes),
+            [r["id"], r["path"], *(f"{float(r[probability_column(c)]):.6f}" for c in self.classes),
              json.dumps({k: _cell(v) for k, v in r.items() if k not in own})]  # blanks too: a column keeps its place
             for r in read_catalog_rows(self.output, self.format)])
         if rows:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galaxy.catalog.formats import SKY_COLUMNS, probability_column
 from galaxy.errors import UsageError
 
 
@@ -42,9 +43,9 @@ class Model:
 
         table = Table({"id": list(ids), "path": list(paths)})
         for k, name in enumerate(self.card.classes):
-            table[f"p_{name}"] = probabilities[:, k].astype(np.float32)
+            table[probability_column(name)] = probabilities[:, k].astype(np.float32)
         table["label"] = [self.card.classes[k] for k in probabilities.argmax(axis=1)]
-        for name in ("ra", "dec"):  # the sky position from FITS headers, where they give one
+        for name in SKY_COLUMNS:  # the sky position from FITS headers, where they give one
             if any(name in c for c in columns):
                 table[name] = [float(c.get(name, "nan")) for c in columns]
                 table[name].unit = "deg"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog.formats import NUMBER_KINDS
+from galaxy.catalog.formats import NUMBER_KINDS, probability_column
 from galaxy.catalog.text import ascii_text
 
 BLOCK = 2880
@@ -67,7 +67,7 @@ class FitsTableWriter:
         from astropy.io import fits
 
         columns = [fits.Column("id", f"{widths[0]}A"), fits.Column("path", f"{widths[1]}A")]
-        columns += [fits.Column(f"p_{c}", "E") for c in self.classes]
+        columns += [fits.Column(probability_column(c), "E") for c in self.classes]
         columns.append(fits.Column("label", f"{widths[2]}A"))
         # classify refuses names that are not printable ASCII up front (check_kept_columns); any other
         # caller gets them escaped as the text is, never a failure after the rows are spooled
@@ -111,7 +111,7 @@ class FitsTableWriter:
                 cells = [row[0], row[1], row[2 + k], *row[3 + k:]]
                 widths = [max(w, len(c)) for w, c in zip(widths, cells)]
         dtype = [("id", f"S{widths[0]}"), ("path", f"S{widths[1]}")]
-        dtype += [(f"p_{c}", ">f4") for c in self.classes] + [("label", f"S{widths[2]}")]
+        dtype += [(probability_column(c), ">f4") for c in self.classes] + [("label", f"S{widths[2]}")]
         dtype += [(name, {"int": ">i8", "float": ">f8"}.get(kind, f"S{widths[3 + j]}"))
                   for j, (name, kind) in enumerate(self.extra)]
         tmp = scratch_files(self.path)[1]

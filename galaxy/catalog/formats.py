@@ -36,6 +36,19 @@ ERROR_COLUMNS = ("id", "path", "stage", "reason")
 # SKY_COLUMNS, which a kept column of that name (in any case) replaces.
 PROBABILITY_PREFIX = "p_"
 SKY_COLUMNS = ("ra", "dec")
+
+
+def probability_column(class_name: str) -> str:
+    """The catalog column of a class's probability: p_spiral."""
+    return f"{PROBABILITY_PREFIX}{class_name}"
+
+
+def catalog_columns(classes) -> tuple[str, ...]:
+    """A catalog's own columns, in order: id, path, p_<class> for each class, label (kept and sky
+    columns follow them)."""
+    return ("id", "path", *(probability_column(c) for c in classes), "label")
+
+
 # A FITS column name (TTYPEn) is printable ASCII and fits one header card, quotes doubled.
 FITS_NAME_LENGTH = 68
 
@@ -90,7 +103,7 @@ def check_kept_columns(names, output_format: str | None = None, classes=None) ->
     Raises:
         UsageError: naming the column and why.
     """
-    probabilities = {f"{PROBABILITY_PREFIX}{c}".casefold() for c in classes or ()}
+    probabilities = {probability_column(c).casefold() for c in classes or ()}
     seen: dict[str, str] = {}
     for name in names:
         folded = name.casefold()

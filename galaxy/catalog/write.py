@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import SKY_UNITS
-from galaxy.catalog.formats import ERROR_COLUMNS, NUMBER_KINDS, RAY_BOOKKEEPING, SKY_COLUMNS, output_format, sidecar_path
+from galaxy.catalog.formats import (ERROR_COLUMNS, NUMBER_KINDS, RAY_BOOKKEEPING, SKY_COLUMNS, catalog_columns,
+                                    output_format, probability_column, sidecar_path)
 from galaxy.catalog.metadata import empty_table, kept_columns, parquet_metadata, sidecar_value
 from galaxy.catalog.text import CONTROL, safe_text
 
@@ -225,7 +226,7 @@ class CatalogWriter:
         self.classes = tuple(classes)
         self.metadata = {k: str(v) for k, v in metadata.items()}
         self.extra = output_columns(extra, kept_columns(self.metadata))
-        self.columns = ("id", "path", *(f"p_{c}" for c in self.classes), "label", *(name for name, _ in self.extra))
+        self.columns = (*catalog_columns(self.classes), *(name for name, _ in self.extra))
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pending: list[tuple] = []
@@ -248,7 +249,7 @@ class CatalogWriter:
             import pyarrow.parquet as pq
 
             fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
-            fields += [pa.field(f"p_{c}", pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
+            fields += [pa.field(probability_column(c), pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
             fields += [pa.field(name, arrow_type(kind)) for name, kind in self.extra]
             self._schema = pa.schema(fields)
             lengths = None if text_lengths is None else {**text_lengths, "label": max(len(c) for c in self.classes)}
@@ -298,7 +299,7 @@ class CatalogWriter:
         """ECSV's YAML header (column types, units, the metadata) and the column-name line, by astropy."""
         import io
 
-        kinds = {"id": str, "path": str, "label": str, **{f"p_{c}": np.float32 for c in self.classes},
+        kinds = {"id": str, "path": str, "label": str, **{probability_column(c): np.float32 for c in self.classes},
                  **{name: {"int": np.int64, "float": np.float64}.get(kind, str) for name, kind in self.extra}}
         out = io.StringIO()
         empty_table({name: kinds[name] for name in self.columns}, self.metadata, self.units).write(out, format="ascii.ecsv", delimiter=",")
