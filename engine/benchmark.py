@@ -309,6 +309,10 @@ def main(argv=None, prog: str = "bench.py"):
     for i in range(rounds):  # interleaved, so a slow spell of the machine hits every measurement alike
         if not args.sizes:
             roof = gpu_gemm_gflops() if args.gpu else gemm_gflops()
+            # one JSON row per measurement on stdout, the benchmark's (the library measures, returns)
+            print(json.dumps({"stage": "gemm_peak", "gflops": roof, **({"gpu": versions().get("gpu")} if args.gpu
+                                                                        else {"cpu_count": os.cpu_count()})}),
+                  flush=True)
             peak = {k: max(v, peak.get(k, 0.0)) for k, v in roof.items()}
         for decoder in decoders if not args.engine_only else ():
             for spec in specs:

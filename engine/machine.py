@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-import json
-import os
 import platform
 import sys
 import time
@@ -145,7 +143,6 @@ def gemm_gflops() -> dict:
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = (torch.randn(GEMM_SIDE, GEMM_SIDE).to(dtype) for _ in range(2))
         out[name] = max(out.get(name, 0.0), round(flop / _best_seconds(lambda: a @ b) / 1e9, 1))
-    print(json.dumps({"stage": "gemm_peak", "gflops": out, "cpu_count": os.cpu_count()}), flush=True)
     return out
 
 
@@ -164,9 +161,7 @@ def gpu_gemm_gflops() -> dict:
         a @ b
         torch.cuda.synchronize()
 
-    out = {"cuda-fp16": round(2 * side ** 3 / _best_seconds(product) / 1e9, 1)}
-    print(json.dumps({"stage": "gemm_peak", "gflops": out, "gpu": torch.cuda.get_device_name()}), flush=True)
-    return out
+    return {"cuda-fp16": round(2 * side ** 3 / _best_seconds(product) / 1e9, 1)}
 
 
 class GpuUtilisation:

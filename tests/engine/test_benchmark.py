@@ -1,5 +1,7 @@
 """bench.py: the table's arithmetic on known rows (engine.bench_table), and one small real run."""
 
+import json
+
 import pytest
 
 from engine import bench_table, benchmark
@@ -56,10 +58,18 @@ def test_peak_fraction_takes_each_device_its_own_roof():
 def test_a_small_run_names_gflop_and_peak(capsys):
     benchmark.main(["--images", "16", "--rounds", "1", "--backends", "onnxruntime", "--decoders", "reference",
                     "--models", "sdss-xception"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "dense GEMM here" in err and "GFLOP" in err
     end_to_end = next(line for line in err.splitlines() if line.startswith("end_to_end"))
     assert "1.652" in end_to_end and "%" in end_to_end
+    # stdout is data: one JSON object per line, the measurement rows with the fixed keys (CONVENTIONS)
+    rows = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    measured = [r for r in rows if "images_per_min" in r]
+    assert {r["stage"] for r in measured} >= {"engine", "end_to_end", "baseline"}
+    for row in measured:
+        assert {"stage", "backend", "precision", "batch", "size", "images_per_min", "p50_ms", "p95_ms"} <= set(row)
+    assert any(r["stage"] == "gemm_peak" and r["gflops"]["fp32"] > 0 for r in rows)
 
 
 def test_the_default_run_has_its_own_row_and_summary_line():
