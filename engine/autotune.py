@@ -141,7 +141,8 @@ def _cached(path: Path, candidates) -> dict | None:
 @contextlib.contextmanager
 def _measuring(path: Path):
     """Hold an exclusive lock beside `path` while measuring (waiting for another process's); without
-    one where the cache cannot be written (each process then measures for itself)."""
+    one where the cache cannot be written or its file system has no locks (Lustre without flock, NFS
+    with nolock: ENOLCK): each process then measures for itself."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.with_suffix(".lock"), "a+")
@@ -149,7 +150,10 @@ def _measuring(path: Path):
         yield
         return
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.debug("measuring without a lock: %s", exc)
         yield
 
 

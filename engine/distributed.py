@@ -289,8 +289,16 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]
     ray_level = _quiet_ray(ray, chatty=log.isEnabledFor(logging.INFO))
     if not ray.is_initialized():
+        import signal
+        import threading
+
+        # ray.init installs its own SIGTERM handler (sys.exit(15)); the `galaxy` program's ends the run as
+        # Ctrl-C does (exit 143, the parts kept and the line saying how to finish): put it back afterwards
+        sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
         try:
             ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True, logging_level=ray_level)
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
         except (ConnectionError, RuntimeError) as exc:  # no cluster at the address; ray:// without ray[client]
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if not address:

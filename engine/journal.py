@@ -173,7 +173,7 @@ class Journal:
         catalog of this run's format (e.g. `catalog.csv` with `--format parquet`) is a usage error."""
         try:
             return read()
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, IndexError) as exc:  # IndexError: a FITS file with no table HDU
             raise UsageError(f"{self.output} exists but cannot be read as a {output_format(self.output, self.format)} "
                              f"catalog to resume ({type(exc).__name__}: {exc}); use --overwrite to replace it, "
                              "or another output name") from None
@@ -243,10 +243,12 @@ class Journal:
         errors = errors_path(self.output).with_suffix(".tmp")
         try:
             writer = self._assemble(tmp_out, metadata, errors)
-        except OSError as exc:  # a full disk: its space back (hidden files the user cannot see), OUT named
+        except BaseException as exc:  # a full disk, or a second Ctrl-C / SIGTERM while assembling: the
+            # hidden files go (on a full disk they hold the space the user is told to free), the rows
+            # are committed and the journal stays for a rerun
             remove_quietly(tmp_out, sidecar_path(tmp_out), *scratch_files(tmp_out), errors)
-            self._lock.close()  # the rows are committed: the journal stays for a rerun
-            if exc.filename is None:
+            self._lock.close()
+            if isinstance(exc, OSError) and exc.filename is None:  # name the catalog (ENOSPC names none)
                 raise OSError(exc.errno, exc.strerror, str(self.output)) from exc
             raise
         tmp_out.replace(self.output)
@@ -336,11 +338,18 @@ def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | Non
     is refused, naming what changed; otherwise it is stored there (atomically) for the next rerun.
 
     Raises:
-        UsageError: `output` was started with other settings.
+        UsageError: `output` was started with other settings, or its recorded ones cannot be read.
     """
     path = Path(path)
     if path.exists():
-        changed = changed_settings(json.loads(path.read_text()), fingerprint, defaults)
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            earlier = exc
+        if not isinstance(earlier, dict):  # a damaged record: what the run began with is not known
+            raise UsageError(f"{output}: the settings its run began with ({path}) cannot be read; use --overwrite "
+                             "to start over")
+        changed = changed_settings(earlier, fingerprint, defaults)
         if changed:
             raise UsageError(f"{output} was started with other settings ({', '.join(changed)}); "
                              "use --overwrite to start over")
@@ -368,9 +377,9 @@ def earlier_backend(output, fmt=None) -> str | None:
             fingerprint = _output_fingerprint(output, fmt)
         else:
             return None
-    except (OSError, ValueError, UsageError):
+    except (OSError, ValueError, KeyError, IndexError, UsageError):  # unreadable: the Journal says so
         return None
-    backend = (fingerprint or {}).get("backend")
+    backend = fingerprint.get("backend") if isinstance(fingerprint, dict) else None
     return backend.split()[0] if isinstance(backend, str) and backend.strip() else None
 
 

@@ -20,10 +20,13 @@ import numpy as np
 
 from galaxy.io.composite import central_span
 
-# Gaussian weights of the fill: sigma in file pixels, reaching 4 sigma; each pass reaches that far
-# into a hole from the pixels known before it.
+# Gaussian weights of the fill: sigma in file pixels, the kernel 4 sigma wide each side; a pixel is
+# filled where its known neighbours weigh at least ~0.1% of a full neighbourhood, which each pass
+# reaches 6 pixels (chessboard distance) into a hole from the pixels known before it: FILL_REACH in
+# all (measured: square holes are filled to depth 12, partly at 13).
 FILL_SIGMA = 2.0
 FILL_PASSES = 2
+FILL_REACH = 6 * FILL_PASSES
 # The centre whose holes are refused: the central 1/8 of the crop's side, where the cutout's galaxy
 # has its core (gz1-sdss Petrosian radii: 0.12-0.15 of the cutout's side, 0.24-0.30 of the crop).
 CENTRE_OF_CROP = 1 / 8
@@ -107,8 +110,9 @@ def masked_centre(measured: np.ndarray, crop_fraction: float, size: int) -> str 
     """Why a cutout's masked pixels cannot be filled honestly, or None when they can.
 
     A hole inside the central CENTRE_OF_CROP of the crop is refused when some pixel of it lies
-    farther than MAX_HOLE_DEPTH network-input pixels (the crop's side / `size` file pixels each)
-    from every measured pixel (the chessboard distance).
+    farther than MAX_HOLE_DEPTH network-input pixels (the crop's side / `size` file pixels each),
+    or than the fill's reach (FILL_REACH file pixels), from every measured pixel (the chessboard
+    distance).
 
     Args:
         measured: bool (H, W) or (H, W, C), False where masked (in any band).
@@ -120,7 +124,9 @@ def masked_centre(measured: np.ndarray, crop_fraction: float, size: int) -> str 
         return None
     height, width = measured.shape
     (top, bottom), (left, right) = central_span(height, crop_fraction), central_span(width, crop_fraction)
-    depth = int(MAX_HOLE_DEPTH * min(bottom - top, right - left) / size)  # in file pixels
+    # in file pixels; never beyond the fill's reach (a 1000 px cutout allowed 31 px, and the middle of
+    # a 29 x 29 hole became sky)
+    depth = min(int(MAX_HOLE_DEPTH * min(bottom - top, right - left) / size), FILL_REACH)
     (ctop, cbottom) = central_span(height, crop_fraction * CENTRE_OF_CROP)
     (cleft, cright) = central_span(width, crop_fraction * CENTRE_OF_CROP)
     hole = ~measured

@@ -378,3 +378,21 @@ def test_a_rerun_with_auto_continues_with_the_backend_that_began_the_output(tmp_
     monkeypatch.setattr(autotune, "measured_choice", never)
     again = classify(ClassifyConfig(files, str(out), backend="auto", progress=False))
     assert again.backend == "onnxruntime fp32" and (again.classified, again.resumed) == (3, 3)
+
+
+def test_a_cache_on_a_file_system_without_locks_still_measures(default_model, tmp_path, monkeypatch):
+    """Lustre without flock or NFS with nolock raise ENOLCK: auto failed with that error."""
+    import errno
+
+    from engine import autotune
+
+    _, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(autotune.fcntl, "flock", no_locks)
+    monkeypatch.setattr(autotune, "time_sessions", lambda sessions, batch, **kw: {"onnxruntime": 100.0, "torch": 150.0})
+    chosen, _ = autotune.measured_choice(card, ["onnxruntime", "torch"], 4, lambda name: object())
+    assert chosen == "torch"

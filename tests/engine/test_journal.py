@@ -362,3 +362,33 @@ def test_a_full_disk_while_assembling_names_the_catalog_and_leaves_no_hidden_fil
     monkeypatch.setattr(write.CatalogWriter, "close", real_close)
     again = classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False))
     assert (again.classified, again.resumed) == (0, 5) and out.is_file()
+
+
+def test_a_second_interrupt_while_assembling_leaves_the_journal_and_no_hidden_files(tmp_path, monkeypatch):
+    """Only an OSError cleaned up: a second Ctrl-C (or SIGTERM) during the final assembly left the hidden
+    assembling files and, in the same process, the lock."""
+    from galaxy.catalog import write
+
+    files = tuple(str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:5])
+    out = tmp_path / "c.fits"
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(write.CatalogWriter, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.fits.partial"]
+    monkeypatch.undo()
+    assert classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False)).resumed == 5
+
+
+@pytest.mark.parametrize("record", ["[1]", "{not json", ""])
+def test_a_damaged_journal_fingerprint_is_a_usage_error_not_a_traceback(tmp_path, record):
+    files = tuple(str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:2])
+    out = tmp_path / "c.csv"
+    (tmp_path / "c.csv.partial").mkdir()
+    (tmp_path / "c.csv.partial" / "fingerprint.json").write_text(record)
+    for backend in ("auto", "onnxruntime"):  # auto reads it first, to continue with the run's backend
+        with pytest.raises(UsageError, match=r"the settings its run began with .* cannot be read; use --overwrite"):
+            classify(ClassifyConfig(files, str(out), backend=backend, progress=False))

@@ -102,6 +102,22 @@ def test_the_depth_allowed_scales_with_the_file_pixels_a_network_pixel_holds():
     assert "the central 0.0625 of each side" in masked_centre(measured, 0.5, 212)
 
 
+def test_a_hole_beyond_the_fills_reach_is_refused_however_large_the_cutout():
+    """The depth allowed grew with the cutout (2 network pixels: 31 file pixels of a 1000 px cutout) and
+    the fill's reach did not: a 29 x 29 hole at the centre was accepted with its middle filled with sky."""
+    from galaxy.io.masked import FILL_REACH, fill_plane
+
+    measured = np.ones((1000, 1000), dtype=bool)
+    measured[486:515, 486:515] = False  # 29 x 29: 15 deep
+    assert masked_centre(measured, 0.5, 64) is not None
+    measured = np.ones((1000, 1000), dtype=bool)
+    side = 2 * FILL_REACH - 1
+    start = 500 - side // 2
+    measured[start:start + side, start:start + side] = False  # FILL_REACH deep: accepted, and wholly filled
+    assert masked_centre(measured, 0.5, 64) is None
+    assert fill_plane(np.where(measured, 1.0, 0.0), measured)[1].all()
+
+
 def test_fill_masked_reaches_into_a_hole_and_leaves_sky_beyond():
     cube = np.full((64, 64, 2), 10.0)
     cube[..., 1] = np.linspace(0, 63, 64)[None, :]  # a gradient in the second band
