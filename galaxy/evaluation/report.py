@@ -29,8 +29,8 @@ from galaxy.files import write_whole
 BINS = np.linspace(0, 1, 21)
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#f3f3f3}img{max-width:100%}code{font-size:90%;word-break:break-all}"""
-
+th{background:#f3f3f3}img{max-width:100%}code{font-size:90%;word-break:break-all}
+.warning{background:#fff3cd;border:1px solid #e0c060;padding:0.5em 1em}"""
 
 
 def _errors_name(catalog) -> str:
@@ -128,6 +128,12 @@ def _card_html(card) -> str:
             f"{html.escape(card.training.get('command', '?'))}</code></p>")
 
 
+# Said above the counts of a catalog whose run was interrupted (its metadata's "complete": false).
+INCOMPLETE = ('<p class="warning"><strong>Incomplete catalog:</strong> its run was interrupted (Ctrl-C or SIGTERM) '
+              "before every input was classified; rerun the same <code>galaxy classify</code> command to finish it."
+              "</p>")
+
+
 def report(catalog, out, per_row: int = 8) -> Path:
     """Write the HTML report of `catalog` to `out`; return its path.
 
@@ -163,6 +169,7 @@ def report(catalog, out, per_row: int = 8) -> Path:
 <html lang="en"><head><meta charset="utf-8"><title>galaxy report: {html.escape(catalog.name)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Galaxy morphology: {html.escape(catalog.name)}</h1>
+{INCOMPLETE if str(metadata.get("complete", "true")).lower() == "false" else ""}
 <h2>Counts</h2><table>{_rows(count_rows)}</table>
 {f'<h3>Why inputs failed</h3><table><tr><th>reason</th><th>files</th><th>e.g.</th></tr>{reason_rows}</table>'
    if reasons else ''}

@@ -107,6 +107,20 @@ def test_report_is_one_self_contained_page(classified, tmp_path):
     sources = re.findall(r'src="([^"]+)"', page)
     assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page  # nothing to fetch
+    assert "Incomplete catalog" not in page
+
+
+def test_the_report_of_an_interrupted_run_says_it_is_incomplete(tmp_path):
+    """complete = false was one row of the metadata table, easy to miss beside counts that looked whole."""
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    path = tmp_path / "cat.parquet"
+    writer = CatalogWriter(path, ("elliptical", "spiral"), {"model": "test", "complete": "false"})
+    writer.write([f"g{i}" for i in range(3)], [str(f) for f in files], np.array([[0.9, 0.1]] * 3, np.float32))
+    writer.close()
+    out = tmp_path / "report.html"
+    assert CliRunner().invoke(cli, ["report", str(path), "-o", str(out)]).exit_code == 0
+    page = out.read_text()
+    assert page.index("Incomplete catalog") < page.index("<h2>Counts</h2>")
 
 
 @pytest.mark.browser
