@@ -333,6 +333,10 @@ def evaluate(config) -> dict:
                         report["training_images_scored"], len(scored.ids), card.name)
     if config.ensemble:
         report["ensemble"] = [{"dir": str(d), "name": c.name, "weights_sha256": c.weights_sha256} for d, c in members]
+    rule = rule_from_config(card.training.get("config", {}) if config.split == "val" else config_dict(config))
+    if is_vote_table(config.data, config.label_column, rule.kind):  # the rule the labels were made with (the
+        # config records a vote option left out as null: the card's rule with --split val, else the default)
+        report["vote_rule"] = {"threshold": rule.threshold, "kind": rule.kind, "min_votes": rule.min_votes}
     report["backend"] = scored.backend
     report["config"] = config_dict(config)
     report["version"] = __version__

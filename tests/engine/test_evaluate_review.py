@@ -182,6 +182,8 @@ def test_a_vote_rule_given_against_the_cards_is_refused_for_the_validation_split
     assert "--vote-threshold 0.6 (the card's rule" in result.output and not (tmp_path / "e" / "report.json").exists()
     for same in (["--vote-threshold", "0.6"], ["--vote-kind", "fraction"], []):  # the card's rule, or the default
         assert invoke("evaluate", model_copy, KAGGLE, *same, *given).exit_code == 0
+        report = json.loads((tmp_path / "e" / "report.json").read_text())
+        assert report["vote_rule"] == {"threshold": 0.6, "kind": "fraction", "min_votes": 0}  # the rule used
     # the default's value given explicitly is a rule given too (it was taken for "not given" and replaced)
     result = invoke("evaluate", model_copy, KAGGLE, "--vote-threshold", "0.8", *given)
     assert result.exit_code == 2 and "--vote-threshold 0.8: --split val scores the labels" in result.output
