@@ -4,16 +4,18 @@
 # onnx, onnxruntime, click, pyarrow, pandas, matplotlib, pytest), as one pruned site-packages
 # tarball split into parts that each fit beside the working tree in one 64 MiB device call.
 #
-#   bash benchmarks/gpu_carry.sh 3.12 .carry 60     # here, where the package index is reachable
-#   # then one device call per part, each carrying only .carry/pN; the last call runs
-#   GALAXY_SITE_PARTS=.carry bash benchmarks/gpu_check.sh
+#   bash benchmarks/gpu_carry.sh 3.12 .wheels-carry 60     # here, where the package index is reachable
+#   # then one device call per part, each carrying only .wheels-carry/pN, moved on the device to
+#   # /tmp/pp/pN; the last call runs (benchmarks/RESULTS.md, "How to run it again")
+#   GALAXY_SITE_PARTS=/tmp/pp bash benchmarks/gpu_check.sh
+# DEST must be a folder git ignores (/.wheels*/ is): untracked files travel with every device call.
 #
 # Pruned: DALI and nvImageCodec extension modules for other Python versions, DALI's C++ headers,
 # nvCOMP, nvJPEG2000 and nvTIFF (no operator of this project uses them; nvImageCodec logs that
 # the last two are absent). DALI 2.4 + nvImageCodec + nvJPEG + astropy: 528 MB unpacked, 163 MB as xz.
 set -euo pipefail
 PYVER="${1:?python version of the GPU machine, e.g. 3.12}"
-DEST="${2:-.carry}"
+DEST="${2:-.wheels-carry}"
 PART_MB="${3:-60}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

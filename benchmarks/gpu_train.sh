@@ -16,8 +16,8 @@
 # them gets them from $GALAXY_DATA_PARTS, the parts of a tar made by
 # `tar -C ../shared/data -c gz1-sdss unlabeled-sdss | split -b 50M - part.` (no network there).
 # Results: runs/gpu/ and, when $OUT is set, what comes back through it (at most 8 files of 16 MiB):
-# small.tar.gz (cards, histories, logs, the soft targets) and the last finished model's weights in
-# 15 MiB pieces (the teacher's once it is done, then the student's). All pieces wait in $GALAXY_KEEP
+# small.tar.gz (cards, histories, logs, the soft targets) and the models' weights in 15 MiB pieces
+# (the teacher's once it is done, then the student's beside them). All pieces wait in $GALAXY_KEEP
 # (default /tmp/keep) for a second call: `cp /tmp/keep/teacher.* $OUT/`. Rejoin with `cat NAME.part.* > model.safetensors`.
 # Rehearse on a CPU: GALAXY_RUNS=/tmp/gpu-rehearse LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 bash benchmarks/gpu_train.sh
 # T_EXTRA / S_EXTRA: more options for the teacher's / student's command, e.g. the next run README
@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export GALAXY_CACHE="${GALAXY_CACHE:-/tmp/galaxy-cache}"
 PY="${PYTHON:-python3}"
-DATA=../shared/data
+DATA="${GALAXY_SHARED_DATA:-../shared/data}"
 RUNS="${GALAXY_RUNS:-runs/gpu}"
 KEEP="${GALAXY_KEEP:-/tmp/keep}"
 T_EPOCHS="${T_EPOCHS:-15}"
@@ -61,13 +61,14 @@ done
 } 2>&1 | tee "$RUNS/env.txt"
 
 # What comes back: small files in one tarball; the weights in pieces under 16 MiB. $OUT holds the
-# teacher's pieces as soon as it is trained (a call cut short still brings it back), then the student's.
+# teacher's pieces as soon as it is trained (a call cut short still brings it back), and keeps them
+# when the student's are added (3 + 3 pieces of an fp16 Xception and the tarball: 7 of the 8 files):
+# the teacher is the model to commit (README, "The compact model").
 pack() {
   tar -czf "$KEEP/small.tar.gz" --exclude='*.safetensors' --exclude='last.pt' "$RUNS" 2>/dev/null
   local role=$1 dir=$2
   [ -f "$dir/model.safetensors" ] && split -b 15M "$dir/model.safetensors" "$KEEP/$role.part."
   if [ -n "${OUT:-}" ] && [ -f "$dir/model.safetensors" ]; then
-    rm -f "$OUT"/*.part.*
     cp "$KEEP/small.tar.gz" "$KEEP/$role".part.* "$OUT/"
   fi
   true

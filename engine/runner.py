@@ -139,7 +139,7 @@ class Runner:
             options = backends.per_core(options)
         name = backends.pick(backend, card, model_dir, options)
         options = backends.options_for(name, options)  # GPU, int8, torch-compile: one batch at a time
-        self.session = backends.load_named(name, model_dir, card, options)
+        self.session = backends.load_chosen(backend, name, model_dir, card, options)
         # ONNX Runtime may have taken a GPU (onnxruntime-gpu installed): one batch at a time there
         self.streams = options.streams if on_cpu(self.session.device) else 1
         self.batch_size = min(batch_size, self.session.max_batch)

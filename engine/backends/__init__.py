@@ -188,4 +188,17 @@ def load_named(name: str, model_dir, card, options: BackendOptions, parity_image
 
 def load(name: str, model_dir, card, options: BackendOptions, parity_images=()):
     """Load backend `name` (or `auto`) for a model; returns its Session."""
-    return load_named(pick(name, card, model_dir, options), model_dir, card, options, parity_images)
+    return load_chosen(name, pick(name, card, model_dir, options), model_dir, card, options, parity_images)
+
+
+def load_chosen(asked: str, chosen: str, model_dir, card, options: BackendOptions, parity_images=()):
+    """Load `chosen`, what `pick(asked)` gave. Where `auto` chose TensorRT and it cannot run (a partly
+    installed TensorRT, whose PyPI wheel fetches the real one; a plan that fails to build), it falls
+    back to PyTorch CUDA with a warning, as on a CPU it drops a candidate that cannot load."""
+    try:
+        return load_named(chosen, model_dir, card, options, parity_images)
+    except Exception as exc:
+        if asked != "auto" or chosen not in ("tensorrt", "tensorrt-int8") or not available("torch-cuda", card):
+            raise
+        log.warning("backend auto: %s cannot run here (%s: %s); using torch-cuda", chosen, type(exc).__name__, exc)
+        return load_named("torch-cuda", model_dir, card, options_for("torch-cuda", options), parity_images)

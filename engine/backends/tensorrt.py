@@ -55,11 +55,17 @@ class Session:
     def run(self, tensor) -> np.ndarray:
         """float32 (N, C, H, W), numpy or a torch CUDA tensor -> probabilities float32 (N, K)."""
         torch = self._torch
+        # a CUDA batch may still be being written on the stream that made it (torch.stack in batching,
+        # torch.cat in TTA): this stream waits for it before TensorRT reads it
+        self._stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self._stream):
             x = tensor if isinstance(tensor, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tensor))
             x = x.to("cuda", torch.float32, non_blocking=True).contiguous()
+            x.record_stream(self._stream)  # its memory is not reused before this stream is done with it
             logits = torch.empty((x.shape[0], self._classes), device="cuda", dtype=torch.float32)
-            self._context.set_input_shape(INPUT_NAME, tuple(x.shape))
+            if not self._context.set_input_shape(INPUT_NAME, tuple(x.shape)):
+                raise BackendError(f"TensorRT refused a batch of shape {tuple(x.shape)} (its optimisation profile "
+                                   "allows batches of 1 to MAX_BATCH)")
             self._context.set_tensor_address(INPUT_NAME, x.data_ptr())
             self._context.set_tensor_address(OUTPUT_NAME, logits.data_ptr())
             if not self._context.execute_async_v3(self._stream.cuda_stream):

@@ -10,6 +10,7 @@ device to device; numpy batches are uploaded once.
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -61,6 +62,7 @@ class Session:
         self._input = torch.zeros((batch, spec.channels, spec.size, spec.size), device="cuda",
                                   dtype=torch.float16).contiguous(memory_format=torch.channels_last)
         self._graph = None
+        self._lock = threading.Lock()  # the API's threads may share a session (the Runner runs one stream)
         with torch.inference_mode():
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -86,7 +88,7 @@ class Session:
         torch = self._torch
         x = tensor if isinstance(tensor, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tensor))
         out = []
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():  # one static input/output buffer: one caller at a time
             for start in range(0, x.shape[0], self.max_batch):
                 chunk = x[start:start + self.max_batch].to("cuda", non_blocking=True)
                 out.append(torch.softmax(self._forward(chunk).float(), dim=1).cpu())

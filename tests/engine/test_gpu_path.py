@@ -115,6 +115,39 @@ def test_auto_prefers_tensorrt_then_torch_cuda_then_checked_cpu_backends(default
     assert backends.pick("auto", card) not in backends.GPU_BACKENDS
 
 
+def test_auto_falls_back_to_torch_cuda_where_tensorrt_cannot_run(default_model, monkeypatch):
+    """A partly installed TensorRT (its PyPI wheel fetches the real one) or a plan that fails to build
+    ended the run; auto now runs torch-cuda instead, as on a CPU it drops a candidate that cannot load."""
+    from engine.backends import torch_cuda
+
+    model_dir, card = default_model
+    monkeypatch.setattr(torch_cuda, "cuda_available", lambda: True)
+    monkeypatch.setattr(backends, "tensorrt_installed", lambda: True)
+    loaded = []
+
+    def fake_load(name, *args, **kwargs):
+        loaded.append(name)
+        if name == "tensorrt":
+            raise ImportError("libnvinfer.so.10: cannot open shared object file")
+        return name
+
+    monkeypatch.setattr(backends, "load_named", fake_load)
+    assert backends.load("auto", model_dir, card, backends.BackendOptions()) == "torch-cuda"
+    assert loaded == ["tensorrt", "torch-cuda"]
+    with pytest.raises(ImportError):  # asked for by name: its own error
+        backends.load("tensorrt", model_dir, card, backends.BackendOptions())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_auto_picks_a_gpu_backend_where_there_is_one(default_model):
+    """On the device itself: auto rules CUDA out without torch only where no NVIDIA driver is seen."""
+    from engine.machine import nvidia_driver_absent
+
+    assert not nvidia_driver_absent()
+    assert backends.pick("auto", default_model[1], default_model[0]) in backends.GPU_BACKENDS
+
+
 def test_gpu_decoders_follow_the_backend_device():
     assert pick("auto", "cuda:0 NVIDIA H100") == ("dali-gpu" if dali_installed() else "nvjpeg")
     assert pick("auto", "CPUExecutionProvider") in ("dali", "reference")
