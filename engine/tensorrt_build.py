@@ -142,7 +142,7 @@ def _entropy_calibrator(trt, batches, batch: int, cache_file: Path):
 
 
 def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np.ndarray | None = None,
-               calibration_batch: int = 32, force: bool = False) -> Path:
+               calibration_batch: int = OPT_BATCH, force: bool = False) -> Path:
     """Build (or find) the TensorRT plan of a model for this GPU; return its path.
 
     Args:

@@ -37,7 +37,11 @@ class Session:
 
         trt = import_tensorrt()
         target = current_target()
-        check_plan(json.loads(plan_path.with_suffix(".json").read_text()), card, target, plan_path)
+        record = plan_path.with_suffix(".json")
+        if not record.is_file():  # what the plan was built from and for is not known: it is not trusted
+            raise ModelError(f"{plan_path} has no record {record.name} of what it was built from; rebuild it with "
+                             "galaxy compile --force")
+        check_plan(json.loads(record.read_text()), card, target, plan_path)
         self._torch = torch
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
