@@ -114,8 +114,8 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
 
     Exit code 0 when every image was classified, 3 when some could not be read (they are
     listed with the reason in OUTPUT.errors.csv), 2 for usage errors, 1 for other errors (a
-    broken model folder, a file the system refuses), 130 after Ctrl-C (what was classified
-    until then is written and the files are closed).
+    broken model folder, a file the system refuses), 130 after Ctrl-C and 143 after SIGTERM
+    (what was classified until then is written and the files are closed; a rerun goes on).
 
     Example: galaxy classify examples/sdss -o catalog.csv
     """
