@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from galaxy.errors import ImageReadError, UsageError
@@ -37,6 +38,7 @@ def write_atomically(path, write):
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sweep_stale_temporaries(path)
     try:
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
@@ -51,6 +53,43 @@ def write_atomically(path, write):
         if os.path.lexists(tmp):  # unlink(missing_ok=True) raises on a read-only file system
             tmp.unlink()
     return result
+
+
+# A temporary file of `write_atomically` older than this whose process is gone here was left by a kill -9
+# (a 108 MB checkpoint, an ONNX export): every write it could belong to takes seconds to a minute, and
+# the age keeps a live writer on another host of a shared file system (its pid means nothing here) safe.
+STALE_SECONDS = 3600
+
+
+def sweep_stale_temporaries(path) -> None:
+    """Remove the temporary files `write_atomically` left beside `path` when a process was killed
+    (`.NAME.PID.tmp` of a PID not running here, untouched for STALE_SECONDS); they were never removed."""
+    path = Path(path)
+    prefix, now = f".{path.name}.", time.time()
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:  # no folder yet, or one that cannot be listed: the write itself says so
+        return
+    for candidate in candidates:
+        pid = candidate.name[len(prefix):-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
+            continue
+        try:
+            if now - candidate.lstat().st_mtime > STALE_SECONDS:
+                candidate.unlink()
+                log.info("removed %s, left by a process that was killed", candidate)
+        except OSError as exc:  # gone already, or not ours to remove: the write goes on either way
+            log.debug("left %s (%s)", candidate, exc.strerror or exc)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def remove_quietly(*paths) -> None:

@@ -131,3 +131,27 @@ def test_a_folder_that_cannot_be_written_fails_before_the_work(tmp_path, monkeyp
         write_atomically(tmp_path / "model.onnx", work.append)
     assert raised.value.filename == str(tmp_path / "model.onnx") and work == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporary_files_left_by_a_killed_process_are_swept_by_the_next_write(tmp_path):
+    """A kill -9 while writing a checkpoint left .last.pt.<pid>.tmp (a 108 MB partial) for ever."""
+    import os
+    import subprocess
+    import time
+
+    from galaxy.files import STALE_SECONDS
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that ran and is gone
+    left = tmp_path / f".last.pt.{dead.pid}.tmp"
+    left.write_bytes(b"partial")
+    old = time.time() - STALE_SECONDS - 60
+    os.utime(left, (old, old))
+    recent = tmp_path / f".last.pt.{dead.pid + 1}.tmp"  # too recent to be judged: a writer on another host
+    recent.write_bytes(b"in progress")
+    live = tmp_path / f".last.pt.{os.getppid()}.tmp"  # a process that is running
+    live.write_bytes(b"in progress")
+    os.utime(live, (old, old))
+    write_atomically(tmp_path / "last.pt", lambda tmp: tmp.write_bytes(b"whole"))
+    assert (tmp_path / "last.pt").read_bytes() == b"whole"
+    assert not left.exists() and recent.exists() and live.exists()
