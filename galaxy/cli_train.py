@@ -12,7 +12,6 @@ import click
 from galaxy.cli_common import (MAX_THREADS, MODEL, CropFraction, Number, command_line, only_what_to_act_on,
                                run_command, vote_options)
 from galaxy.config import TrainConfig
-from galaxy.errors import UsageError
 
 
 def _shared_options(command):
@@ -85,28 +84,9 @@ def _shared_options(command):
     return command
 
 
-def _apparent_size(values, augment) -> tuple[float, float] | None:
-    """--apparent-size LOW HIGH, checked: 0 < LOW <= HIGH < 1, with the zoom augmentation on."""
-    if not values:
-        return None
-    low, high = values
-    if not 0 < low <= high < 1:
-        raise UsageError(f"--apparent-size {low} {high}: expected 0 < LOW <= HIGH < 1 (the Petrosian radius as a "
-                         "fraction of the crop, e.g. 0.2 0.45)")
-    if "zoom" not in augment:
-        raise UsageError("--apparent-size sets the zoom of each image: it needs the zoom augmentation "
-                         "(--augment all, or a list with zoom)")
-    return float(low), float(high)
-
-
-def _check_combinations(options: dict) -> None:
-    """Options that are valid alone and make no sense together (each was once accepted and ignored)."""
-    low, high = options["zoom_range"]
-    if low > high:
-        raise UsageError(f"--zoom-range {low} {high}: LOW is above HIGH (crop fractions, e.g. 0.35 0.65)")
-    if options["unlabeled_framing"] != "off" and not options["unlabeled"]:
-        raise UsageError(f"--unlabeled-framing {options['unlabeled_framing']} frames the --unlabeled cutouts: "
-                         "give --unlabeled DIR")
+def _apparent_size(values) -> tuple[float, float] | None:
+    """--apparent-size LOW HIGH as floats (TrainConfig checks them), None when not given."""
+    return (float(values[0]), float(values[1])) if values else None
 
 
 def _train_and_report(options: dict) -> None:
@@ -117,14 +97,13 @@ def _train_and_report(options: dict) -> None:
     options["teacher_views"] = int(options["teacher_views"])
     for key in ("unlabeled", "teachers", "zoom_range"):
         options[key] = tuple(options.get(key, ()))
-    options["apparent_size"] = run_command(_apparent_size, options.get("apparent_size"), options["augment"])
-    run_command(_check_combinations, options)
+    options["apparent_size"] = _apparent_size(options.get("apparent_size"))
     if "classes" in options:
         options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
     options["progress"] = not options.pop("quiet")
     if not options["progress"]:
         only_what_to_act_on()
-    config = TrainConfig(command=command_line(), **options)
+    config = run_command(lambda: TrainConfig(command=command_line(), **options))  # its checks: usage errors
     card = run_command(run_training, config)
     val = card.metrics["validation"]
     click.echo(f"wrote {config.out_dir}: validation accuracy {val['accuracy']:.4f}, "

@@ -8,6 +8,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 
 from galaxy.card import ONNX_OPSET
+from galaxy.errors import UsageError
 
 # Training augmentations (`galaxy.training.augment`); `--augment` turns them on (all, or a subset).
 AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
@@ -81,6 +82,28 @@ class TrainConfig:
     resume: str | None = None
     export: bool = True
     command: str = ""
+
+    def __post_init__(self):
+        """Options valid alone that make no sense together (each was once accepted and ignored), checked
+        here so that a config built in Python (galaxy.api, tests) is held to them as the command line is.
+
+        Raises:
+            UsageError: naming the options and what was expected.
+        """
+        low, high = self.zoom_range
+        if low > high:
+            raise UsageError(f"--zoom-range {low} {high}: LOW is above HIGH (crop fractions, e.g. 0.35 0.65)")
+        if self.unlabeled_framing != "off" and not self.unlabeled:
+            raise UsageError(f"--unlabeled-framing {self.unlabeled_framing} frames the --unlabeled cutouts: "
+                             "give --unlabeled DIR")
+        if self.apparent_size is not None:
+            low, high = self.apparent_size
+            if not 0 < low <= high < 1:
+                raise UsageError(f"--apparent-size {low} {high}: expected 0 < LOW <= HIGH < 1 (the Petrosian radius "
+                                 "as a fraction of the crop, e.g. 0.2 0.45)")
+            if "zoom" not in self.augment:
+                raise UsageError("--apparent-size sets the zoom of each image: it needs the zoom augmentation "
+                                 "(--augment all, or a list with zoom)")
 
     @property
     def training_seed(self) -> int:

@@ -87,3 +87,16 @@ def test_a_second_train_into_the_same_folder_is_refused_while_the_first_runs(tmp
     finally:
         running.close()
     assert not (out / "card.json").exists()
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"zoom_range": (0.8, 0.2)}, "LOW is above HIGH"), ({"unlabeled_framing": "auto"}, "give --unlabeled DIR"),
+    ({"apparent_size": (0.45, 0.2), "augment": ("zoom",)}, "0 < LOW <= HIGH < 1"),
+    ({"apparent_size": (0.2, 0.45), "augment": ("rotate",)}, "needs the zoom augmentation")])
+def test_a_config_built_in_python_is_held_to_the_commands_checks(options, match):
+    """The combination checks lived in the click layer: TrainConfig built in Python skipped them."""
+    from galaxy.config import TrainConfig
+    from galaxy.errors import UsageError
+
+    with pytest.raises(UsageError, match=match):
+        TrainConfig(data="labels.csv", out_dir="m", **options)
