@@ -15,9 +15,9 @@
 # Data: ../shared/data/{gz1-sdss,unlabeled-sdss} as on the CPU machines; a GPU machine that lacks
 # them gets them from $GALAXY_DATA_PARTS, the parts of a tar made by
 # `tar -C ../shared/data -c gz1-sdss unlabeled-sdss | split -b 50M - part.` (no network there).
-# Results: runs/gpu/ and, when $OUT is set, what comes back through it (at most 8 files of 16 MiB):
-# small.tar.gz (cards, histories, logs, the soft targets) and the models' weights in 15 MiB pieces
-# (the teacher's once it is done, then the student's beside them). All pieces wait in $GALAXY_KEEP
+# Results: runs/gpu/ and, when $OUT is set, what comes back through it (at most 8 files of 16 MiB, 64 MiB in all):
+# small.tar.gz (cards, histories, logs, the soft targets) and the teacher's weights in 15 MiB pieces
+# (the student's too where OUT's 64 MiB allow). All pieces wait in $GALAXY_KEEP
 # (default /tmp/keep) for a second call: `cp /tmp/keep/teacher.* $OUT/`. Rejoin with `cat NAME.part.* > model.safetensors`.
 # Rehearse on a CPU: GALAXY_RUNS=/tmp/gpu-rehearse LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 bash benchmarks/gpu_train.sh
 # T_EXTRA / S_EXTRA: more options for the teacher's / student's command, e.g. the next run README
@@ -61,15 +61,27 @@ done
 } 2>&1 | tee "$RUNS/env.txt"
 
 # What comes back: small files in one tarball; the weights in pieces under 16 MiB. $OUT holds the
-# teacher's pieces as soon as it is trained (a call cut short still brings it back), and keeps them
-# when the student's are added (3 + 3 pieces of an fp16 Xception and the tarball: 7 of the 8 files):
-# the teacher is the model to commit (README, "The compact model").
+# teacher's pieces as soon as it is trained (a call cut short still brings it back): the teacher is
+# the model to commit (README, "The compact model"). $OUT returns at most 64 MiB in all, and an fp16
+# Xception is 42 MB, so the student's pieces join them only where they fit; else they wait in $KEEP
+# for a second call (`cp /tmp/keep/student.* $OUT/`).
+OUT_LIMIT=$((64 * 1024 * 1024))
 pack() {
   tar -czf "$KEEP/small.tar.gz" --exclude='*.safetensors' --exclude='last.pt' "$RUNS" 2>/dev/null
   local role=$1 dir=$2
   [ -f "$dir/model.safetensors" ] && split -b 15M "$dir/model.safetensors" "$KEEP/$role.part."
-  if [ -n "${OUT:-}" ] && [ -f "$dir/model.safetensors" ]; then
-    cp "$KEEP/small.tar.gz" "$KEEP/$role".part.* "$OUT/"
+  if [ -n "${OUT:-}" ]; then
+    cp "$KEEP/small.tar.gz" "$OUT/"
+    if [ -f "$dir/model.safetensors" ]; then
+      local have add
+      have=$(du -cb "$OUT"/*.part.* 2>/dev/null | tail -1 | cut -f1)
+      add=$(du -cb "$KEEP/$role".part.* | tail -1 | cut -f1)
+      if [ $(( ${have:-0} + add + $(stat -c %s "$KEEP/small.tar.gz") )) -le "$OUT_LIMIT" ]; then
+        cp "$KEEP/$role".part.* "$OUT/"
+      else
+        echo "gpu_train: the $role's pieces wait in $KEEP (OUT holds 64 MiB at most): cp $KEEP/$role.part.* \$OUT/ in the next call"
+      fi
+    fi
   fi
   true
 }
