@@ -227,8 +227,7 @@ def _labelled(model_dir, card, config):
     """
     if config.split not in ("val", "all"):
         raise UsageError(f"split {config.split!r} is not 'val' or 'all'")
-    if config.images_dir and not is_vote_table(config.data, config.label_column,
-                                               rule_from_config(config_dict(config)).kind):
+    if config.images_dir and not is_vote_table(config.data, config.label_column, vote_rule(card, config).kind):
         raise UsageError(f"--images {config.images_dir} is the image folder of a Galaxy Zoo vote table, and "
                          f"{config.data} is not one (it names its images itself): leave --images out")
     if config.split == "val":
@@ -237,6 +236,13 @@ def _labelled(model_dir, card, config):
                                 complete=False, images_dir=config.images_dir)
     return load_labelled(config.data, card.classes, config.label_column, config.path_column,
                          rule_from_config(config_dict(config)))
+
+
+def vote_rule(card, config):
+    """The rule a vote table's labels are made with: with --split val the card's (the labels the model
+    was validated on; a vote option given against it is refused), else the options given (defaults for
+    those left out)."""
+    return rule_from_config(card.training.get("config", {}) if config.split == "val" else config_dict(config))
 
 
 def _refuse_another_vote_rule(card, config) -> None:
@@ -333,7 +339,7 @@ def evaluate(config) -> dict:
                         report["training_images_scored"], len(scored.ids), card.name)
     if config.ensemble:
         report["ensemble"] = [{"dir": str(d), "name": c.name, "weights_sha256": c.weights_sha256} for d, c in members]
-    rule = rule_from_config(card.training.get("config", {}) if config.split == "val" else config_dict(config))
+    rule = vote_rule(card, config)
     if is_vote_table(config.data, config.label_column, rule.kind):  # the rule the labels were made with (the
         # config records a vote option left out as null: the card's rule with --split val, else the default)
         report["vote_rule"] = {"threshold": rule.threshold, "kind": rule.kind, "min_votes": rule.min_votes}

@@ -228,3 +228,19 @@ def test_an_ordinary_run_writes_its_files_and_no_failures(tmp_path):
     assert report["n"] == 40 and report["failed"] == [] and 0 < report["roc_auc"] <= 1
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == sorted(
         ["report.json", "predictions.csv", "predictions.csv.meta.json", "reliability.png", "coverage.png"])
+
+
+def test_the_vote_rule_of_the_validation_split_is_the_cards(default_model):
+    """The --images check read a vote table with the default kind even where the card's rule was another
+    (a debiased-only table was then not recognised as a vote table with --split val)."""
+    import dataclasses
+
+    from engine.evaluate import vote_rule
+    from galaxy.config import EvaluateConfig
+
+    _, card = default_model
+    card = dataclasses.replace(card, training={"config": {"vote_kind": "debiased", "vote_threshold": 0.7}})
+    val = EvaluateConfig(None, "votes.csv", "out")
+    assert (vote_rule(card, val).kind, vote_rule(card, val).threshold) == ("debiased", 0.7)
+    everything = EvaluateConfig(None, "votes.csv", "out", split="all", vote_threshold=0.9)
+    assert (vote_rule(card, everything).kind, vote_rule(card, everything).threshold) == ("fraction", 0.9)
