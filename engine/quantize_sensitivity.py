@@ -16,12 +16,12 @@ excluded nodes.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from engine.int8_models import private_files
 from galaxy.cores import usable_cores
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME
@@ -58,15 +58,10 @@ def candidate_nodes(model_path) -> list[str]:
     return [n.name for n in graph.node if n.op_type in SENSITIVE_OPS and n.name]
 
 
-def _trial_path(pre) -> Path:
-    """Where a trial build goes: beside the pre-processed model, private to this process."""
-    return Path(pre).with_name(f".{Path(pre).stem}.{os.getpid()}.trial.onnx")
-
-
 def measure(pre, build, tensors, reference, nodes) -> dict[str, float]:
     """Mean absolute log-probability change of each node quantized alone (`build(out, nodes_to_quantize=[n])`)."""
     scores, reference = {}, log_softmax(reference)
-    trial = _trial_path(pre)
+    trial = private_files(Path(pre), ".trial.onnx")[0]  # beside the pre-processed model
     try:
         for i, node in enumerate(nodes):
             build(trial, nodes_to_quantize=[node])
@@ -100,7 +95,7 @@ def search(pre, build, tensors, reference, target: float, out, plain_agreement: 
     trials = [{"excluded": 0, "agreement": round(plain_agreement, 5)}]
     best, k = trials[0], 0
     limit = max(1, int(len(nodes) * MAX_EXCLUDED_FRACTION))
-    trial = _trial_path(pre)
+    trial = private_files(Path(pre), ".trial.onnx")[0]  # beside the pre-processed model
     try:
         while best["agreement"] < target and k < limit:
             k = min(limit, max(1, 2 * k))
