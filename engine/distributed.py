@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.journal import keep_fingerprint
+from engine.journal import FINGERPRINT, keep_fingerprint
 from engine.listing import require_inputs
 from engine.ray_parts import finalize_parts, prepare_out_dir
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
@@ -283,7 +283,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
                    "temp": card.temperature, "backend": config.backend, "tta": config.tta, "shard_size": shard_size}
     if config.crop_fraction is not None:
         fingerprint["crop"] = config.crop_fraction
-    keep_fingerprint(out_dir / RAY_BOOKKEEPING / "fingerprint.json", fingerprint, out_dir, fingerprint_defaults(card))
+    keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir, fingerprint_defaults(card))
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
     todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]

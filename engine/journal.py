@@ -41,6 +41,8 @@ from galaxy.files import hold_lock, remove_quietly, same_file, writable_folder, 
 
 log = logging.getLogger(__name__)
 
+FINGERPRINT = "fingerprint.json"  # in a journal (and a --ray folder's bookkeeping): the settings a run began with
+
 COMMIT_ROWS = 2048
 COMMIT_SECONDS = 2.0
 
@@ -78,7 +80,7 @@ class Journal:
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self._last_commit = time.monotonic()
         self.classes = tuple(classes)
-        self.dir = self.output.with_name(self.output.name + ".partial")
+        self.dir = journal_dir(self.output)
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self._lock = self._take_lock()
         for leftover in self.output.parent.glob(f".{glob.escape(self.dir.name)}.done-*"):  # killed while tidying up
@@ -86,7 +88,7 @@ class Journal:
         if overwrite:
             for old in self.dir.glob("chunk-*.csv"):
                 old.unlink()
-            for old in (self.dir / "fingerprint.json", self.dir / "cwd", self.output, sidecar_path(self.output)):
+            for old in (self.dir / FINGERPRINT, self.dir / "cwd", self.output, sidecar_path(self.output)):
                 old.unlink(missing_ok=True)  # the sidecar too: one of a CSV stood beside a Parquet rerun's output
         try:
             self._check_fingerprint(fingerprint)
@@ -131,7 +133,7 @@ class Journal:
             lock.close()
 
     def _check_fingerprint(self, fingerprint):
-        path = self.dir / "fingerprint.json"
+        path = self.dir / FINGERPRINT
         if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
             sidecar = sidecar_path(self.output)
             if output_format(self.output, self.format) == "csv" and not sidecar.exists():
@@ -342,11 +344,8 @@ def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | Non
     """
     path = Path(path)
     if path.exists():
-        try:
-            earlier = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            earlier = exc
-        if not isinstance(earlier, dict):  # a damaged record: what the run began with is not known
+        earlier = _recorded_fingerprint(path)
+        if earlier is None:  # a damaged record: what the run began with is not known
             raise UsageError(f"{output}: the settings its run began with ({path}) cannot be read; use --overwrite "
                              "to start over")
         changed = changed_settings(earlier, fingerprint, defaults)
@@ -365,19 +364,33 @@ def _cell(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def journal_dir(output) -> Path:
+    """The folder of an output's journal: catalog.csv -> catalog.csv.partial."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
+def _recorded_fingerprint(path: Path) -> dict | None:
+    """A journal's fingerprint.json, or None where it cannot be read or is not a record."""
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
 def earlier_backend(output, fmt=None) -> str | None:
     """The backend name the run that began `output` used (from its journal's fingerprint, else the
     finished catalog's), or None where there is none or it cannot be read."""
-    output = Path(output)
-    journalled = output.with_name(output.name + ".partial") / "fingerprint.json"
-    try:
-        if journalled.is_file():
-            fingerprint = json.loads(journalled.read_text())
-        elif output.is_file():
+    journalled = journal_dir(output) / FINGERPRINT
+    if journalled.is_file():
+        fingerprint = _recorded_fingerprint(journalled)
+    elif Path(output).is_file():
+        try:
             fingerprint = _output_fingerprint(output, fmt)
-        else:
+        except (OSError, ValueError, KeyError, IndexError, UsageError):  # unreadable: the Journal says so
             return None
-    except (OSError, ValueError, KeyError, IndexError, UsageError):  # unreadable: the Journal says so
+    else:
         return None
     backend = fingerprint.get("backend") if isinstance(fingerprint, dict) else None
     return backend.split()[0] if isinstance(backend, str) and backend.strip() else None
