@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 from engine import backends
@@ -63,7 +62,7 @@ def _continuing(config, fmt, model_dir, card):
     if not backends.still_choosable(earlier, card, model_dir):
         return config
     log.info("continuing %s with the backend that began it: %s", config.output, earlier)
-    return dataclasses.replace(config, backend=earlier)
+    return replace(config, backend=earlier)
 
 
 def classify(config: ClassifyConfig) -> Summary:

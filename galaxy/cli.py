@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import warnings
 
 import click
 
 from galaxy.card import ONNX_OPSET
+from galaxy.errors import exit_status, interruption, raise_terminated
 from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
@@ -132,8 +134,6 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
             manifest = _run(classify_on_ray, config, None if ray_address == "local" else ray_address, shard_size,
                             actors)
         except KeyboardInterrupt as exc:  # the parts written so far stay; the merge (unique ids, errors) has not run
-            from galaxy.errors import exit_status, interruption
-
             click.echo(f"interrupted ({interruption(exc)}): the parts written so far are in {config.output}; rerun "
                        "the same command to finish (it classifies only the shards without a part, then makes ids "
                        "unique and merges the errors)", err=True)
@@ -157,8 +157,6 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     elif errors:
         click.echo(f"failed {summary.failed} of {summary.classified + summary.failed}{errors}", err=True)
     if summary.interrupted is not None:
-        from galaxy.errors import exit_status, interruption
-
         click.echo(f"interrupted ({interruption(summary.interrupted)}): the {summary.total} images classified "
                    f"so far are in {summary.output}; rerun the same command to go on", err=True)
         sys.exit(exit_status(summary.interrupted))
@@ -401,10 +399,6 @@ def bench(ctx):
 def main():
     """The `galaxy` program. Unless -v is given, native libraries' known chatter on stderr
     (per-file decoder errors already in the errors file, Ray's C++ log lines) is dropped."""
-    import signal
-
-    from galaxy.errors import raise_terminated
-
     signal.signal(signal.SIGTERM, raise_terminated)  # also for `python -m galaxy.cli`
     verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:2])
     restore = None if verbose else filter_native_stderr()

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from galaxy.errors import GalaxyError, UsageError
+from galaxy.errors import GalaxyError, UsageError, exit_status, interruption
 from galaxy.votes import VoteRule
 
 
@@ -29,8 +29,6 @@ class GalaxyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
-            from galaxy.errors import exit_status, interruption
-
             click.echo(f"interrupted ({interruption(exc)})", err=True)
             ctx.exit(exit_status(exc))
         except OSError as exc:
