@@ -66,14 +66,16 @@ def sweep_stale_temporaries(path) -> None:
     (`.NAME.PID.tmp` of a PID not running here, untouched for STALE_SECONDS); they were never removed."""
     path = Path(path)
     prefix, now = f".{path.name}.", time.time()
-    try:
-        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    try:  # names only (a --ray folder holds thousands of parts: no Path object per entry)
+        with os.scandir(path.parent) as entries:
+            candidates = [e.name for e in entries if e.name.startswith(prefix) and e.name.endswith(".tmp")]
     except OSError:  # no folder yet, or one that cannot be listed: the write itself says so
         return
-    for candidate in candidates:
-        pid = candidate.name[len(prefix):-len(".tmp")]
+    for name in candidates:
+        pid = name[len(prefix):-len(".tmp")]
         if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
             continue
+        candidate = path.parent / name
         try:
             if now - candidate.lstat().st_mtime > STALE_SECONDS:
                 candidate.unlink()
@@ -87,8 +89,8 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: running too
+        pass
     return True
 
 
