@@ -101,7 +101,7 @@ def fill_masked(cube: np.ndarray, measured: np.ndarray) -> np.ndarray:
         if ok.all():
             out[..., c] = plane
             continue
-        filled, known = fill_plane(np.where(ok, plane, 0.0), ok)
+        filled, known = fill_plane(plane, ok)  # its copy; masked values are never read
         out[..., c] = filled if known.all() else np.where(known, filled, np.median(plane[ok]))
     return out
 
