@@ -15,7 +15,9 @@ dataset readers skip (names starting with "_" or "."), as they skip the ".part-*
 
 Fault tolerance: actors that die are restarted and their shard retried (Ray's max_restarts /
 max_task_retries); a part appears whole or not at all, so a retry cannot duplicate rows. A rerun
-on the same OUT_DIR classifies only the shards without a part: nothing lost, nothing twice.
+on the same OUT_DIR classifies the shards without a part and retries the inputs that failed in the
+others, as one machine's rerun does: nothing lost, nothing twice (`retry_failed` says how a retried
+input's row joins its part).
 The parts have the columns, ids and metadata of a single-machine Parquet catalog; read them all
 with `pyarrow.parquet.read_table(OUT_DIR)`, `pandas.read_parquet(OUT_DIR)`, or
 `astropy.table.Table.read` per part.
@@ -23,7 +25,6 @@ with `pyarrow.parquet.read_table(OUT_DIR)`, `pandas.read_parquet(OUT_DIR)`, or
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -37,14 +38,14 @@ import numpy as np
 
 from engine.journal import FINGERPRINT, keep_fingerprint
 from engine.listing import require_inputs
-from engine.ray_parts import finalize_parts, prepare_out_dir
+from engine.ray_parts import (count_error_rows, error_places, failed_places, finalize_parts, part_errors, part_path,
+                              pending_errors, prepare_out_dir, read_part_errors, settle_retry)
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
 from galaxy.catalog.metadata import fingerprint_defaults
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.files import write_atomically
-from galaxy.io.images import stem_id
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,12 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
     return shards
 
 
+def _shard_length(shard: Shard) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(shard.path).metadata.num_rows
+
+
 def _text(value):
     """A shard's path or id as the listing gave it (bytes since file names need not be UTF-8; text
     in the shards of an earlier version)."""
@@ -148,31 +155,70 @@ class ShardClassifier:
 
     def __call__(self, batch: dict) -> dict:
         out = {"shard": [], "rows": [], "errors": []}
-        for index, path in zip(batch["index"], batch["path"]):
-            rows, errors = self.classify_shard(int(index), str(path))
+        for index, path, retry in zip(batch["index"], batch["path"], batch["retry"]):
+            rows, errors = (self.retry_failed if retry else self.classify_shard)(int(index), str(path))
             out["shard"].append(int(index))
             out["rows"].append(rows)
             out["errors"].append(errors)
         return {k: np.asarray(v) for k, v in out.items()}
 
     def classify_shard(self, index: int, shard_path: str) -> tuple[int, int]:
+        """Classify a whole shard into its part and the part's errors; return (rows, failures)."""
+        _maybe_crash(index)
+        items = _shard_items(shard_path)
+        tmp, rows, errors = self._classify(index, items, range(len(items)))
+        errors.replace(part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
+        tmp.replace(part_path(self.out_dir, index))
+        return rows, count_error_rows(part_errors(self.out_dir, index))
+
+    def retry_failed(self, index: int, shard_path: str) -> tuple[int, int]:
+        """Classify again the inputs of a finished shard that failed; return (rows now classified,
+        inputs still failing).
+
+        The rows of those that now succeed take their places among the part's rows (listing order),
+        and the errors keep only those that failed again. The part and its errors are two files, so
+        the new errors are written first beside the old (`pending_errors`), then the part replaced,
+        then the errors: a process killed between the renames leaves a state `settle_retry` tells
+        apart by the part's length, since a part with more rows has fewer failures.
+        """
         import pyarrow.parquet as pq
 
-        from engine.listing import Item
+        from engine.ray_parts import merge_retried
+
+        items = _shard_items(shard_path)
+        settle_retry(self.out_dir, index, len(items))
+        failed = failed_places(self.out_dir, index)
+        if not failed:  # none, or only rows of an earlier version's part, which record no place
+            return 0, 0
+        tmp, rows, errors = self._classify(index, items, failed)
+        part, pending = part_path(self.out_dir, index), pending_errors(self.out_dir, index)
+        if rows:
+            errors.replace(pending)
+            merged = merge_retried(pq.read_table(part), pq.read_table(tmp), len(items), failed,
+                                   [p for p in failed if p not in error_places(pending)], self.units)
+            tmp.unlink()
+            write_atomically(part, lambda path: pq.write_table(merged, path))
+            pending.replace(part_errors(self.out_dir, index))
+        else:  # nothing recovered: the part stands, the errors are this try's (a reason may have changed)
+            tmp.unlink()
+            errors.replace(part_errors(self.out_dir, index))
+        return rows, count_error_rows(part_errors(self.out_dir, index))
+
+    def _classify(self, index: int, items: list, places) -> tuple[Path, int, Path]:
+        """Classify the shard's `items` at `places` into a temporary part and errors file beside the
+        part; return (part, rows, errors). Each error row ends with its input's place in the shard."""
         from galaxy.catalog.write import CatalogWriter
 
-        _maybe_crash(index)
-        table = pq.read_table(shard_path).to_pydict()
-        items = [Item(_text(p), _text(i), json.loads(c)) for p, i, c in zip(table["path"], table["id"], table["columns"])]
-        errors, given = [], []
+        places, errors, given = list(places), [], []
 
         def position(ident):  # each input's id becomes its place in the shard; the id given is put back
             given.append(ident)  # below, and the place goes into the errors part: the merge takes ids
-            return str(len(given) - 1)  # over rows and failures in listing order, as one machine does
+            return str(places[len(given) - 1])  # over rows and failures in listing order, as one machine does
 
-        results = list(self.runner.run(iter(items), errors.append, position))
+        results = list(self.runner.run((items[p] for p in places), errors.append, position))
+        ident = {str(place): ident for place, ident in zip(places, given)}
         tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
-        results = [([safe_text(given[int(i)]) for i in ids], [safe_text(p) for p in paths], probs, columns)
+        results = [([safe_text(ident[i]) for i in ids], [safe_text(p) for p in paths], probs, columns)
                    for ids, paths, probs, columns in results]
         extra, lengths = describe_rows(row for ids, paths, _, columns in results for row in zip(ids, paths, columns))
         # kept columns stay text as given: their kind is decided over all parts when they are finalised
@@ -184,26 +230,19 @@ class ShardClassifier:
         writer.close()
         err_writer = ErrorWriter(tmp.with_suffix(".errors.tmp"), header=False)  # merged under one header later
         for failure in errors:
-            err_writer.write(given[int(failure.id)], *failure[1:], failure.id)
+            err_writer.write(ident[failure.id], *failure[1:], failure.id)
         err_writer.close()
-        err_writer.path.replace(_part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
-        tmp.replace(_part_path(self.out_dir, index))
-        return writer.rows, len(errors)
+        return tmp, writer.rows, err_writer.path
 
 
-def _read_part_errors(out_dir: Path, index: int) -> list[list[str]]:
-    """A part's error rows as (id, path, stage, reason[, place in the shard]); the rows of an earlier
-    version's part (path, stage, reason) get the id a directory run gives, the file's stem."""
-    with open(_part_errors(out_dir, index), newline="") as part:
-        return [[stem_id(row[0]), *row] if len(row) == 3 else row for row in csv.reader(part)]
+def _shard_items(shard_path: str) -> list:
+    """A shard's inputs, in listing order."""
+    import pyarrow.parquet as pq
 
+    from engine.listing import Item
 
-def _part_path(out_dir: Path, index: int) -> Path:
-    return out_dir / f"part-{index:06d}.parquet"
-
-
-def _part_errors(out_dir: Path, index: int) -> Path:
-    return out_dir / RAY_BOOKKEEPING / f"part-{index:06d}.errors.csv"
+    table = pq.read_table(shard_path).to_pydict()
+    return [Item(_text(p), _text(i), json.loads(c)) for p, i, c in zip(table["path"], table["id"], table["columns"])]
 
 
 def _maybe_crash(index: int) -> None:
@@ -286,7 +325,14 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir, fingerprint_defaults(card))
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
-    todo = [s for s in shards if not _part_path(out_dir, s.index).exists()]
+    todo = [s for s in shards if not part_path(out_dir, s.index).exists()]
+    retry = {}  # a finished shard with failed inputs: they are classified again, as one machine's rerun does
+    for shard in shards:
+        if part_path(out_dir, shard.index).exists():
+            settle_retry(out_dir, shard.index, _shard_length(shard))
+            failed = failed_places(out_dir, shard.index)
+            if failed:
+                retry[shard.index] = len(failed)
     ray_level = _quiet_ray(ray, chatty=log.isEnabledFor(logging.INFO))
     if not ray.is_initialized():
         import signal
@@ -314,16 +360,18 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
         raise UsageError(f"--threads {actor.threads}: each actor holds that many CPUs, and the largest node of the "
                          f"cluster has {largest:g}")
     pool = actors or max(1, gpus or int(resources.get("CPU", 1)) // actor.threads)
-    pool = min(pool, max(1, len(todo)))
-    log.info("ray: %d shards (%d to do), %d actors on %s", len(shards), len(todo), pool,
+    pool = min(pool, max(1, len(todo) + len(retry)))
+    log.info("ray: %d shards (%d to do, %d failed inputs of %d others to retry), %d actors on %s", len(shards),
+             len(todo), sum(retry.values()), len(retry), pool,
              f"{gpus} GPUs" if gpus else f"{int(resources.get('CPU', 0))} CPUs")
 
-    done = {"rows": 0, "errors": 0}
-    if todo:
+    done = {"rows": 0, "errors": 0, "retried": sum(retry.values())}
+    if todo or retry:
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = config.progress
-        dataset = ray.data.from_items([{"index": s.index, "path": s.path} for s in todo])
+        dataset = ray.data.from_items([{"index": s.index, "path": s.path, "retry": s.index in retry}
+                                       for s in [*todo, *(s for s in shards if s.index in retry)]])
         # Ray Data restarts dead actors and retries their calls by default (max_restarts and
         # max_task_retries -1); a shard's part is written atomically, so a retry is idempotent.
         results = dataset.map_batches(
@@ -342,14 +390,15 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
                    units: dict | None = None) -> dict:
     """Make the parts one catalog, merge their errors, and write the manifest last; return it.
 
-    `done`: rows and errors classified by this run; `resumed`: shards whose part an earlier run wrote.
+    `done`: rows and errors classified by this run, and the failed inputs of earlier runs it retried
+    (`retried`, counted in those); `resumed`: shards whose part an earlier run wrote.
     """
     import pyarrow.parquet as pq
 
     from galaxy.catalog.read import read_catalog_metadata
 
-    failures = [_read_part_errors(out_dir, shard.index) for shard in shards]
-    ids = finalize_parts([_part_path(out_dir, shard.index) for shard in shards],
+    failures = [read_part_errors(out_dir, shard.index) for shard in shards]
+    ids = finalize_parts([part_path(out_dir, shard.index) for shard in shards],
                          [[(row[0], row[4] if len(row) == 5 else None) for row in rows] for rows in failures], units)
     errors = ErrorWriter(errors_path(out_dir))
     for rows, taken in zip(failures, ids):
@@ -357,12 +406,12 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
             errors.write(ident, *row[1:4])
     errors.close()
     failed = errors.count
-    parts = [_part_path(out_dir, s.index) for s in shards]
+    parts = [part_path(out_dir, s.index) for s in shards]
     total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
     metadata = read_catalog_metadata(parts[0], "parquet") if parts else {}
     manifest = {"parts": [p.name for p in parts], "rows": total, "failed": failed,
                 "errors": str(errors_path(out_dir).relative_to(out_dir)),
-                "classified_now": done["rows"], "failed_now": done["errors"],
+                "classified_now": done["rows"], "failed_now": done["errors"], "retried": done.get("retried", 0),
                 "shards_resumed": resumed,
                 "actors": actors, "seconds": round(time.perf_counter() - started, 1), "metadata": metadata}
     final = out_dir / RAY_BOOKKEEPING / RAY_MANIFEST

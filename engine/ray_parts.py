@@ -1,9 +1,12 @@
 """A `--ray` run's output folder: which entries are a run's and the folder made ready under its lock
-(`prepare_out_dir`), and its Parquet parts made one catalog, as one machine writes it: ids unique over
-all parts in listing order, and every part with the same columns of the same kinds (`finalize_parts`)."""
+(`prepare_out_dir`); each part's files and errors, and a rerun's retried inputs put back in their part
+(`failed_places`, `merge_retried`, `settle_retry`); and the Parquet parts made one catalog, as one
+machine writes it: ids unique over all parts in listing order, and every part with the same columns
+of the same kinds (`finalize_parts`)."""
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
 from galaxy.catalog.write import arrow_type, column_kinds, UniqueIds
 from galaxy.errors import UsageError
 from galaxy.files import hold_lock, write_atomically
+from galaxy.io.images import stem_id
 
 
 def _unified_schema(schemas):
@@ -95,7 +99,6 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
     column as float64 where another holds text; missing columns become NaN or "" and text wins.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     schemas = [pq.read_schema(p) for p in parts]
@@ -117,15 +120,114 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
             # astropy reads the column list of table_meta_yaml and each text column's longest value
             # (table::len::NAME, which a renamed id may pass) too: both are written for the new table
             table = pa.Table.from_arrays(columns, schema=unified)
-            lengths = {f.name: pc.max(pc.utf8_length(table[f.name])).as_py() or 1
-                       for f in unified if pa.types.is_string(f.type)}
-            metadata = parquet_metadata(unified, galaxy_keys(schema.metadata), {**SKY_UNITS, **(units or {})}, lengths)
-            table = table.replace_schema_metadata(metadata)
+            table = _with_metadata(table, schema, units)
             changed = True
         if changed:  # the temporary name starts with a dot: never read as a part
             write_atomically(part, lambda tmp, table=table: pq.write_table(table, tmp))
     return [[seen.take(failed[k][0]) if ident is None else ident for k, ident in enumerate(taken)]
             for failed, taken in zip(failures, failed_ids)]
+
+
+def merge_retried(part, retried, inputs: int, failed: list[int], recovered: list[int], units: dict | None = None):
+    """A shard's part with the rows of its retried inputs in their places: the new part.
+
+    Args:
+        part: the part's table (pyarrow), one row per input of the shard that had not failed, in order.
+        retried: the rows of the retried inputs that succeeded now, in order.
+        inputs: the shard's length.
+        failed: the places in the shard of the inputs retried (those that had failed).
+        recovered: the places of the rows of `retried`.
+        units: kept columns' units, as the parts record them.
+
+    Returns:
+        The merged table, with the catalog's columns of both (as `finalize_parts` unifies parts: a
+        column missing in one is missing there, text wins) and the metadata of `retried`, the run
+        that wrote it. Ids are left as each table has them: `finalize_parts` takes them again over
+        all parts in listing order, so a recovered input gets the id a run without its failure gives.
+    """
+    import pyarrow as pa
+
+    kept = [p for p in range(inputs) if p not in set(failed)]
+    if len(kept) != part.num_rows or len(recovered) != retried.num_rows:
+        raise ValueError(f"a retried shard of {inputs} inputs: {part.num_rows} rows for {len(kept)} places, "
+                         f"{retried.num_rows} for {len(recovered)}")
+    unified = _unified_schema([part.schema, retried.schema])
+
+    def conform(table):
+        return pa.Table.from_arrays([_as_kind(table[f.name], f.type) if f.name in table.column_names
+                                     else _missing(len(table), f.type) for f in unified], schema=unified)
+
+    places = kept + list(recovered)
+    table = pa.concat_tables([conform(part), conform(retried)]).take(sorted(range(len(places)), key=places.__getitem__))
+    return _with_metadata(table, retried.schema, units)
+
+
+def _with_metadata(table, source, units: dict | None):
+    """`table` with the Parquet metadata of a part: the run's keys from the schema `source`, units, and
+    astropy's column list and each text column's longest value (table::len::NAME), all for `table`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lengths = {f.name: pc.max(pc.utf8_length(table[f.name])).as_py() or 1
+               for f in table.schema if pa.types.is_string(f.type)}
+    metadata = parquet_metadata(table.schema, galaxy_keys(source.metadata), {**SKY_UNITS, **(units or {})}, lengths)
+    return table.replace_schema_metadata(metadata)
+
+
+def count_error_rows(path: Path) -> int:
+    with open(path, newline="") as fh:
+        return sum(1 for _ in csv.reader(fh))
+
+
+def error_places(errors: Path) -> set[int]:
+    """The places in its shard of an errors file's inputs (rows of an earlier version have none)."""
+    with open(errors, newline="") as fh:
+        return {int(row[4]) for row in csv.reader(fh) if len(row) == 5}
+
+
+def failed_places(out_dir: Path, index: int) -> list[int]:
+    """The places in shard `index` of its failed inputs, in listing order: what a rerun retries.
+    Empty for a part without failures, and for a part an earlier version wrote, whose error rows
+    record no place (its failures stay failures: rerun with --overwrite to retry them)."""
+    rows = read_part_errors(out_dir, index)
+    if any(len(row) != 5 for row in rows):
+        return []
+    return sorted(int(row[4]) for row in rows)
+
+
+def settle_retry(out_dir: Path, index: int, inputs: int) -> None:
+    """Finish or undo a retry of shard `index` (`inputs` long) that a kill cut short between its
+    renames: the new errors wait beside the old (`pending_errors`) until the part is replaced. A
+    part as long as the inputs less the new failures is the new one, so its errors are the new ones;
+    otherwise the old part and errors stand and the next rerun retries again."""
+    import pyarrow.parquet as pq
+
+    pending = pending_errors(out_dir, index)
+    if not pending.exists():
+        return
+    if pq.ParquetFile(part_path(out_dir, index)).metadata.num_rows == inputs - count_error_rows(pending):
+        pending.replace(part_errors(out_dir, index))
+    else:
+        pending.unlink()
+
+
+def read_part_errors(out_dir: Path, index: int) -> list[list[str]]:
+    """A part's error rows as (id, path, stage, reason[, place in the shard]); the rows of an earlier
+    version's part (path, stage, reason) get the id a directory run gives, the file's stem."""
+    with open(part_errors(out_dir, index), newline="") as part:
+        return [[stem_id(row[0]), *row] if len(row) == 3 else row for row in csv.reader(part)]
+
+
+def part_path(out_dir: Path, index: int) -> Path:
+    return out_dir / f"part-{index:06d}.parquet"
+
+
+def part_errors(out_dir: Path, index: int) -> Path:
+    return out_dir / RAY_BOOKKEEPING / f"part-{index:06d}.errors.csv"
+
+
+def pending_errors(out_dir: Path, index: int) -> Path:
+    return out_dir / RAY_BOOKKEEPING / f"part-{index:06d}.errors.next.csv"
 
 
 _PART = re.compile(r"part-\d{6}\.parquet")

@@ -135,14 +135,16 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
                             actors)
         except KeyboardInterrupt as exc:  # the parts written so far stay; the merge (unique ids, errors) has not run
             click.echo(f"interrupted ({interruption(exc)}): the parts written so far are in {config.output}; rerun "
-                       "the same command to finish (it classifies only the shards without a part, then makes ids "
-                       "unique and merges the errors)", err=True)
+                       "the same command to finish (it classifies the shards without a part and retries the failed "
+                       "inputs, then makes ids unique and merges the errors)", err=True)
             sys.exit(exit_status(exc))
         errors = f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""
         if not quiet:
+            n = manifest.get("retried", 0)
+            retried = f", {n} failed input{'s' if n > 1 else ''} retried" if n else ""
             click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
-                       f"resumed), failed {manifest['failed']}, {manifest['actors']} actors, {manifest['seconds']} s "
-                       f"-> {config.output}{errors}", err=True)
+                       f"resumed{retried}), failed {manifest['failed']}, {manifest['actors']} actors, "
+                       f"{manifest['seconds']} s -> {config.output}{errors}", err=True)
         elif errors:
             click.echo(f"failed {manifest['failed']} of {manifest['rows'] + manifest['failed']}{errors}", err=True)
         sys.exit(3 if manifest["failed"] else 0)

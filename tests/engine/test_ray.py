@@ -105,6 +105,16 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     assert sum(map(len, select(out, per_row=30).values())) == 23  # montage and report read the parts folder
     page = report(out, tmp_path / "report.html").read_text()
     assert "<th>classified</th><td>23</td>" in page and "<th>could not be read</th><td>2" in page
+
+    broken = (survey / "broken.jpeg").read_bytes()  # mended between runs: a rerun retries it, as one machine's does
+    try:
+        shutil.copy(sorted(EXAMPLES.glob("*.jpeg"))[0], survey / "broken.jpeg")
+        mended_rows, mended_errors = _single(survey, tmp_path / "mended.csv")
+        third = classify_on_ray(replace(config, command="rerun"), None, shard_size=6, actors=2)
+        assert (third["retried"], third["classified_now"], third["failed"]) == (2, 1, 1)
+        assert _distributed(out) == (mended_rows, mended_errors) and len(mended_rows) == 24
+    finally:
+        (survey / "broken.jpeg").write_bytes(broken)
     from galaxy.errors import UsageError
 
     with pytest.raises(UsageError, match="other settings.*backend"):  # a rerun continues only its own run

@@ -32,16 +32,20 @@ def _errors(path):
         return sorted(tuple(r.values()) for r in csv.DictReader(fh))
 
 
-def _classified_parts(survey, out, default_model, n_shards):
-    """The parts a `--ray` run writes, by the shard classifier run in this process."""
+def _classify_shards(config, out, default_model, shard_size):
+    """The parts a `--ray` run writes, by the shard classifier run in this process; (shards, classifier)."""
     from engine.distributed import ShardClassifier, write_shards
 
-    config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)
-    shards = write_shards(config, out, n_shards)
+    shards = write_shards(config, out, shard_size)
     classifier = ShardClassifier(config, str(default_model[0]), str(out))
     for shard in shards:
         classifier.classify_shard(shard.index, shard.path)
-    return out, shards
+    return shards, classifier
+
+
+def _classified_parts(survey, out, default_model, shard_size):
+    config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    return out, _classify_shards(config, out, default_model, shard_size)[0]
 
 
 def test_ray_folder_reads_as_the_single_machine_catalog(survey, tmp_path, default_model):
@@ -98,7 +102,8 @@ def test_a_folder_as_output_without_ray_is_a_usage_error(survey, tmp_path):
 def test_a_part_written_before_the_id_column_merges(survey, tmp_path, default_model):
     """A run resumed by this version over parts an earlier one wrote: their 3-column error rows
     (path, stage, reason) merge under the 4-column header, the id being the file's stem."""
-    from engine.distributed import _part_errors, write_manifest
+    from engine.distributed import write_manifest
+    from engine.ray_parts import part_errors as _part_errors
     from galaxy.catalog.write import errors_path
 
     out, shards = _classified_parts(survey, tmp_path / "parts", default_model, 2)
@@ -178,7 +183,8 @@ def test_kept_columns_get_their_kind_from_all_parts_as_on_one_machine(tmp_path, 
     part were cast back to text ("1.50" -> "1.5"), a column empty in one part became text."""
     import pyarrow.parquet as pq
 
-    from engine.distributed import ShardClassifier, _part_path, write_shards
+    from engine.distributed import ShardClassifier, write_shards
+    from engine.ray_parts import part_path as _part_path
     from engine.ray_parts import finalize_parts
     from engine.run import classify
 
@@ -223,13 +229,8 @@ def test_failed_inputs_take_their_ids_in_listing_order_as_on_one_machine(tmp_pat
                                                                       (broken, "h"), (good[2], "h")]))
     config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(table), id_column="objid", backend="onnxruntime",
                             decoder="reference", progress=False)
-    from engine.distributed import ShardClassifier, write_shards
-
     out = tmp_path / "out"
-    shards = write_shards(config, out, shard_size)
-    classifier = ShardClassifier(config, str(default_model[0]), str(out))
-    for shard in shards:
-        classifier.classify_shard(shard.index, shard.path)
+    shards, _ = _classify_shards(config, out, default_model, shard_size)
     write_manifest(out, shards, {"rows": 3, "errors": 2}, 0, 1, time.perf_counter())
     single = tmp_path / "single.parquet"
     classify(dataclasses.replace(config, output=str(single)))
@@ -330,3 +331,88 @@ def test_ctrl_c_of_a_ray_run_says_how_to_finish_it(survey, tmp_path, monkeypatch
     monkeypatch.setattr(engine.distributed, "classify_on_ray", interrupted)
     result = CliRunner().invoke(cli, ["classify", str(survey), "-o", str(tmp_path / "out"), "--ray", "-q"])
     assert result.exit_code == 130 and "rerun the same command to finish" in result.output
+
+
+def _retry_catalog(tmp_path):
+    """A catalog whose broken files sit between good ones, two of them under one id."""
+    good = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    mended, broken = tmp_path / "mended.jpeg", tmp_path / "broken.jpeg"
+    for path in (mended, broken):
+        path.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    table = tmp_path / "c.csv"
+    table.write_text("file,objid\n" + "".join(f"{f},{i}\n" for f, i in [
+        (good[0], "g"), (mended, "g"), (good[1], "g"), (broken, "h"), (good[2], "h"), (mended, "m")]))
+    config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(table), id_column="objid", backend="onnxruntime",
+                            decoder="reference", progress=False)
+    return config, good, mended
+
+
+@pytest.mark.parametrize("shard_size", [2, 4, 10])
+def test_a_rerun_retries_the_failed_inputs_as_one_machine_does(tmp_path, default_model, shard_size):
+    """A --ray rerun skipped every shard with a part, so a file mended after the first run stayed
+    failed (one machine's rerun retries it); its row now takes its place and id as if it never failed."""
+    import pyarrow.parquet as pq
+
+    from engine.distributed import write_manifest
+    from engine.ray_parts import failed_places, part_path
+    from engine.run import classify
+    from galaxy.catalog.write import errors_path
+
+    config, good, mended = _retry_catalog(tmp_path)
+    out = tmp_path / "out"
+    shards, classifier = _classify_shards(config, out, default_model, shard_size)
+    write_manifest(out, shards, {"rows": 3, "errors": 3}, 0, 1, time.perf_counter())
+    assert pq.read_table(out).column("id").to_pylist() == ["g", "g#3", "h#2"]
+    assert sorted(row[0] for row in _errors(errors_path(out))) == ["g#2", "h", "m"]
+
+    shutil.copy(good[0], mended)  # mended between the runs; broken.jpeg stays broken
+    done = {"rows": 0, "errors": 0}
+    for shard in shards:
+        if failed_places(out, shard.index):
+            rows, errors = classifier.retry_failed(shard.index, shard.path)
+            done["rows"] += rows
+            done["errors"] += errors
+    assert done == {"rows": 2, "errors": 1}
+    assert not list(out.glob(".*")) and not list((out / "_galaxy").glob("*.next.csv"))
+    write_manifest(out, shards, done, len(shards), 1, time.perf_counter())
+    single = tmp_path / "single.parquet"
+    classify(dataclasses.replace(config, output=str(single)))
+    ray, one = pq.read_table(out), pq.read_table(single)
+    assert ray.column("id").to_pylist() == one.column("id").to_pylist() == ["g", "g#2", "g#3", "h#2", "m"]
+    assert ray.column("path").to_pylist() == one.column("path").to_pylist()
+    np.testing.assert_allclose(ray.column("p_spiral").to_numpy(), one.column("p_spiral").to_numpy(), atol=1e-5)
+    assert _errors(errors_path(out)) == _errors(errors_path(single))
+    assert [row[0] for row in _errors(errors_path(out))] == ["h"]
+    assert sum(pq.ParquetFile(part_path(out, s.index)).metadata.num_rows for s in shards) == 5
+    assert all(classifier.retry_failed(s.index, s.path)[0] == 0 for s in shards)  # broken.jpeg: still failing
+
+
+def test_a_retry_killed_between_its_renames_is_finished_or_undone(tmp_path, default_model):
+    """The part and its errors are two files: a retry killed after the part was replaced must not
+    retry the recovered input again (two rows), and one killed before must not lose it."""
+    import pyarrow.parquet as pq
+
+    from engine.ray_parts import failed_places, part_errors, part_path, pending_errors, settle_retry
+
+    config, good, mended = _retry_catalog(tmp_path)
+    out = tmp_path / "out"
+    (shard,), classifier = _classify_shards(config, out, default_model, 10)
+    part, errors, pending = part_path(out, 0), part_errors(out, 0), pending_errors(out, 0)
+    before = part.read_bytes(), errors.read_bytes()
+    assert failed_places(out, 0) == [1, 3, 5]
+    shutil.copy(good[0], mended)
+    assert classifier.retry_failed(shard.index, shard.path) == (2, 1)
+    after = part.read_bytes(), errors.read_bytes()
+    assert failed_places(out, 0) == [3]
+
+    part.write_bytes(after[0])  # killed after the part was replaced, before the errors were
+    errors.write_bytes(before[1])
+    pending.write_bytes(after[1])
+    settle_retry(out, 0, 6)
+    assert not pending.exists() and errors.read_bytes() == after[1] and failed_places(out, 0) == [3]
+
+    part.write_bytes(before[0])  # killed before the part was replaced
+    errors.write_bytes(before[1])
+    pending.write_bytes(after[1])
+    assert classifier.retry_failed(shard.index, shard.path) == (2, 1)  # undone, then retried again
+    assert not pending.exists() and pq.read_table(part).num_rows == 5 and failed_places(out, 0) == [3]
