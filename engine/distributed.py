@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.journal import FINGERPRINT, keep_fingerprint
-from engine.listing import require_inputs
+from engine.listing import parse_band_columns, require_inputs
 from engine.ray_parts import (count_error_rows, error_places, failed_places, finalize_parts, part_errors, part_path,
                               pending_errors, prepare_out_dir, read_part_errors, settle_retry)
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
-from galaxy.catalog.metadata import fingerprint_defaults
+from galaxy.catalog.metadata import fingerprint_defaults, reading_settings
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, UsageError
@@ -78,7 +78,8 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
     folder = out_dir / RAY_BOOKKEEPING / "shards"
 
     def listing():
-        return iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
+        return iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
+                           parse_band_columns(config.band_columns))
 
     if (folder / "_complete").exists():  # a rerun: the same shards, so finished parts stay valid
         record = (folder / "_complete").read_text().split()
@@ -96,13 +97,15 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
         # paths and ids as bytes: a file name need not be UTF-8 (one such name ended the whole run)
         table = pa.table({"path": pa.array([os.fsencode(r[0]) for r in rows], pa.binary()),
                           "id": pa.array([None if r[1] is None else os.fsencode(r[1]) for r in rows], pa.binary()),
-                          "columns": [r[2] for r in rows]})
+                          "columns": [r[2] for r in rows],
+                          "bands": pa.array([[os.fsencode(p) for p in r[3]] for r in rows], pa.list_(pa.binary())),
+                          "band_names": [[band for band, _ in r[4]] for r in rows]})
         pq.write_table(table, path)
         shards.append(Shard(len(shards), str(path)))
         rows.clear()
 
-    def add(item):
-        rows.append((item.path, item.id, json.dumps(item.columns)))
+    def add(item):  # a galaxy of one file per band keeps its (band, path) pairs
+        rows.append((item.path, item.id, json.dumps(item.columns), [path for _, path in item.bands], item.bands))
         if len(rows) == shard_size:
             flush()
 
@@ -242,7 +245,11 @@ def _shard_items(shard_path: str) -> list:
     from engine.listing import Item
 
     table = pq.read_table(shard_path).to_pydict()
-    return [Item(_text(p), _text(i), json.loads(c)) for p, i, c in zip(table["path"], table["id"], table["columns"])]
+    n = len(table["path"])
+    bands = [tuple(zip(names, map(_text, paths))) for names, paths in
+             zip(table.get("band_names", [[]] * n), table.get("bands", [[]] * n))]  # shards before them had none
+    return [Item(_text(p), _text(i), json.loads(c), b)
+            for p, i, c, b in zip(table["path"], table["id"], table["columns"], bands)]
 
 
 def _maybe_crash(index: int) -> None:
@@ -298,9 +305,11 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
     require_batch_size(config.batch_size)  # here, not as a Ray traceback from each actor
     pipelines.require_known(config.decoder)
     backends.require_known(config.backend)
-    if config.band_columns:  # shards hold one path per input; band sets run on one machine for now
-        raise UsageError("--band-columns is not supported with --ray yet: run it without --ray")
-    require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns)
+    band_columns = parse_band_columns(config.band_columns)
+    if band_columns and not config.catalog:
+        raise UsageError("--band-columns names columns of --catalog; give --catalog FILE too")
+    require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
+                   band_columns)
     with prepare_out_dir(out_dir, config.overwrite):  # the lock, held while this run writes
         return _classify_locked(ray, config, out_dir, address, shard_size, actors)
 
@@ -312,14 +321,15 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, "parquet", card.classes)
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}  # as one machine keeps them
-    if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
-        from engine.runner import classify_spec
+    from engine.runner import classify_spec
 
+    if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         config = dataclasses.replace(config, crop_fraction=classify_spec(card, config).crop_fraction)
     fingerprint = {"inputs": [str(i) for i in config.inputs], "catalog": config.catalog,
                    "path_column": config.path_column, "id_column": config.id_column,
-                   "keep": list(config.keep_columns), "hdu": config.hdu, "weights": card.weights_sha256,
-                   "temp": card.temperature, "backend": config.backend, "tta": config.tta, "shard_size": shard_size}
+                   "keep": list(config.keep_columns), "weights": card.weights_sha256,
+                   "temp": card.temperature, "backend": config.backend, "tta": config.tta, "shard_size": shard_size,
+                   **reading_settings(config, classify_spec(card, config))}
     if config.crop_fraction is not None:
         fingerprint["crop"] = config.crop_fraction
     keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir, fingerprint_defaults(card))

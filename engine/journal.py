@@ -13,8 +13,8 @@ a rerun would trust). A rerun on the same OUT:
 and skips every input already classified (a file a catalog lists twice counts once per
 listing). Inputs that failed are tried again (the file may have been fixed). A second process
 on the same OUT is refused while the first holds the lock; a rerun with another model, backend,
-TTA setting or crop is refused (mixing them in one catalog would be wrong) unless `--overwrite`
-starts over.
+TTA setting, crop, kept columns or reading of the FITS files (`--hdu`, `--bands`, `--band-columns`)
+is refused (mixing them in one catalog would be wrong) unless `--overwrite` starts over.
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ class Journal:
             meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
             changed = changed_settings(meta, fingerprint, self.defaults) if meta is not None else []
             if changed:
-                raise UsageError(f"{self.output} was written with another model, backend, TTA setting, crop or kept "
-                                 f"columns (this run's {', '.join(changed)} differ); use --overwrite to start over")
+                raise UsageError(f"{self.output} was written with other settings (this run's {', '.join(changed)} "
+                                 "differ); use --overwrite to start over")
         keep_fingerprint(path, fingerprint, self.output, self.defaults)
 
     def _begun_in(self) -> str:

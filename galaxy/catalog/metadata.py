@@ -89,12 +89,31 @@ def run_fingerprint(card, session, config, spec=None) -> dict:
                    "backend": f"{session.name} {session.precision}", "tta": config.tta}
     if config.crop_fraction is not None:  # only when given, so runs journalled before the option still resume
         fingerprint["crop"] = spec.crop_fraction if spec is not None else config.crop_fraction
-    return fingerprint
+    return {**fingerprint, **reading_settings(config, spec or card.input_spec)}
+
+
+def reading_settings(config, spec) -> dict:
+    """How a run reads each FITS file where it is told to (`--hdu`, `--bands`, `--band-columns`): the
+    pixels a galaxy gets depend on them, so a rerun that changes one would mix two readings in one
+    catalog (it was taken, and the metadata then named the new bands over rows made with the old).
+    Recorded only when given, so runs journalled before they were recorded still resume; `spec` is
+    the InputSpec read with (its bands are `--bands` parsed)."""
+    settings = {}
+    if config.hdu is not None:
+        settings["hdu"] = str(config.hdu)
+    if config.bands:
+        settings["bands"] = list(spec.fits_bands)
+    if config.band_columns:
+        settings["band_columns"] = ",".join("=".join(side.strip() for side in pair.split("=", 1))
+                                            for pair in config.band_columns.split(",") if pair.strip())
+    return settings
 
 
 def fingerprint_defaults(card) -> dict:
-    """What a run fingerprint leaves out means this: the card's own crop (`--crop-fraction` not given)."""
-    return {"crop": card.input_spec.crop_fraction}
+    """What a run fingerprint leaves out means this: the card's own crop (`--crop-fraction` not
+    given) and bands, the first image HDU, one file per galaxy."""
+    return {"crop": card.input_spec.crop_fraction, "bands": list(card.input_spec.fits_bands), "hdu": None,
+            "band_columns": None}
 
 
 def catalog_metadata(card, session, config, spec=None, complete: bool = True) -> dict:

@@ -14,9 +14,10 @@ from galaxy.io.roundtrip import RoundTripDraw, write_cube, flux_cube
 from tests.conftest import EXAMPLES
 
 
-def test_band_columns_give_the_cube_result(tmp_path):
+def _band_catalog(tmp_path, n=4):
+    """Real cutouts as g, r, i flux: one cube per galaxy and one file per band, in bands.csv."""
     rows = []
-    for k, jpeg in enumerate(sorted(EXAMPLES.glob("*.jpeg"))[:4]):
+    for k, jpeg in enumerate(sorted(EXAMPLES.glob("*.jpeg"))[:n]):
         how = RoundTripDraw(0.1, "lupton", 10.0 ** -(9 + k), 0.01)
         objid = jpeg.stem
         write_cube(tmp_path / f"{objid}.fits", read_raster(jpeg), how)
@@ -29,6 +30,11 @@ def test_band_columns_give_the_cube_result(tmp_path):
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return rows
+
+
+def test_band_columns_give_the_cube_result(tmp_path):
+    rows = _band_catalog(tmp_path)
     runner = CliRunner()
     # columns in any order: the band names, not the column order, decide R, G, B
     result = runner.invoke(cli, ["classify", "--catalog", str(tmp_path / "bands.csv"), "--band-columns",
@@ -90,3 +96,51 @@ def test_band_files_take_the_position_any_of_them_gives_and_refuse_files_of_anot
     fits.setval(tmp_path / "g.fits", "DEC", value=-37.4)
     with pytest.raises(ImageReadError, match="not of one galaxy: the r file's centre is"):
         read_band_files(files, InputSpec())
+
+
+def test_a_ray_run_reads_band_files_as_one_machine_does(tmp_path, default_model):
+    """--band-columns was refused with --ray: a survey stored one file per band could not use a cluster."""
+    import pyarrow.parquet as pq
+
+    from engine.distributed import ShardClassifier, write_manifest, write_shards
+    from engine.run import classify
+    from galaxy.config import ClassifyConfig
+
+    _band_catalog(tmp_path, n=3)
+    config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(tmp_path / "bands.csv"), id_column="objid",
+                            band_columns="r=r_file,i=i_file,g=g_file", backend="onnxruntime", decoder="reference",
+                            progress=False)
+    out = tmp_path / "out"
+    shards = write_shards(config, out, 2)
+    classifier = ShardClassifier(config, str(default_model[0]), str(out))
+    for shard in shards:
+        classifier.classify_shard(shard.index, shard.path)
+    write_manifest(out, shards, {"rows": 3, "errors": 0}, 0, 1, 0.0)
+    single = tmp_path / "single.parquet"
+    classify(ClassifyConfig(**{**config.__dict__, "output": str(single)}))
+    ray, one = pq.read_table(out), pq.read_table(single)
+    assert ray.column("path").to_pylist() == one.column("path").to_pylist()
+    assert all(p.count(";") == 2 for p in ray.column("path").to_pylist())
+    np.testing.assert_allclose(ray.column("p_spiral").to_numpy(), one.column("p_spiral").to_numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("first, again, changed", [
+    (["--bands", "0,1,2"], ["--bands", "2,1,0"], "bands"), ([], ["--hdu", "1"], "hdu"),
+    (["--band-columns", "g=g_file,r=r_file,i=i_file"], ["--band-columns", "g=r_file,r=g_file,i=i_file"],
+     "band_columns")])
+def test_a_rerun_that_reads_the_files_otherwise_is_refused(tmp_path, first, again, changed):
+    """A rerun with other --bands was taken: its catalog's metadata named the new bands over rows made
+    with the old (a galaxy's label differed between the two readings)."""
+    _band_catalog(tmp_path, n=2)
+    source = ["--catalog", str(tmp_path / "bands.csv")] + ([] if "--band-columns" in first else ["--path-column",
+                                                                                                 "cube"])
+    out = str(tmp_path / "out.csv")
+    runner = CliRunner()
+    command = ["classify", *source, "-o", out, "-q", "--backend", "onnxruntime"]
+    result = runner.invoke(cli, [*command, *first])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(cli, [*command, *first]).exit_code == 0  # the same reading: nothing to do
+    result = runner.invoke(cli, [*command, *again])
+    assert result.exit_code == 2 and f"other settings (this run's {changed} differ)" in result.output, result.output
+    with_spaces = [first[0], first[1].replace(",", ", ")] if first else []
+    assert runner.invoke(cli, [*command, *with_spaces]).exit_code == 0  # written otherwise, read alike
