@@ -29,7 +29,7 @@ from galaxy.catalog.formats import FITS_SUFFIXES
 from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band
 from galaxy.errors import ImageReadError
 from galaxy.files import require_file
-from galaxy.io.sky import centre_position
+from galaxy.io.sky import centre_position, separation_arcsec
 from galaxy.io.composite import central_span, lupton_composite, resample_reach
 from galaxy.io.masked import fill_masked, masked_centre
 from galaxy.spec import MIN_SIDE, FitsStretch, InputSpec, too_small
@@ -365,7 +365,7 @@ def _band_files_meta(metas: list[tuple[str, dict]], label) -> dict:
     ImageReadError when two files' centres differ by more than MAX_BAND_OFFSET."""
     placed = [(band, meta) for band, meta in metas if "ra" in meta]
     for band, meta in placed[1:]:
-        apart = _separation_arcsec(placed[0][1], meta)
+        apart = separation_arcsec(placed[0][1], meta)
         if apart > MAX_BAND_OFFSET:
             raise ImageReadError(label, f"the band files are not of one galaxy: the {band} file's centre is "
                                         f"{apart:.0f} arcsec from the {placed[0][0]} file's (at most "
@@ -378,9 +378,3 @@ def _band_files_meta(metas: list[tuple[str, dict]], label) -> dict:
         out["ra"], out["dec"] = placed[0][1]["ra"], placed[0][1]["dec"]
     return out
 
-
-def _separation_arcsec(a: dict, b: dict) -> float:
-    """Great-circle distance between two {"ra", "dec"} positions (degrees), in arcsec (haversine)."""
-    ra1, dec1, ra2, dec2 = np.radians([a["ra"], a["dec"], b["ra"], b["dec"]])
-    h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
-    return float(np.degrees(2 * np.arcsin(np.sqrt(min(1.0, h)))) * 3600)

@@ -13,6 +13,8 @@ import logging
 import re
 import warnings
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 POSITION_KEYS = (("RA", "DEC"), ("RA_OBJ", "DEC_OBJ"), ("OBJRA", "OBJDEC"), ("RA_TARG", "DEC_TARG"))
@@ -73,3 +75,10 @@ def centre_position(image_header, primary_header=None) -> tuple[float, float] | 
                 if ra is not None and dec is not None and -90 <= dec <= 90:
                     return ra % 360.0, dec
     return None
+
+
+def separation_arcsec(a: dict, b: dict) -> float:
+    """Great-circle distance between two {"ra", "dec"} positions (degrees), in arcsec (haversine)."""
+    ra1, dec1, ra2, dec2 = np.radians([a["ra"], a["dec"], b["ra"], b["dec"]])
+    h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
+    return float(np.degrees(2 * np.arcsin(np.sqrt(min(1.0, h)))) * 3600)
