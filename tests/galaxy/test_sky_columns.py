@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from galaxy.cli import cli
 from galaxy.io.fits import locate_image
 from galaxy.io.images import read_raster
-from galaxy.io.sky import centre_position
+from galaxy.io.sky import MAX_CATALOG_OFFSET, OffCentreRows, catalog_offset, centre_position
 from tests.conftest import EXAMPLES
 
 
@@ -143,3 +143,34 @@ def test_format_overrides_the_extension_and_unknown_formats_are_refused(tmp_path
     assert result.exit_code == 2 and "votable" in result.output
     result = invoke("classify", *files, "-o", tmp_path / "x.dat", "-q")
     assert result.exit_code == 2 and "cannot tell the output format" in result.output
+
+
+def test_catalog_offset_compares_kept_decimal_degrees_with_the_header_centre():
+    centre = {"objid": "g0", "ra": 150.0, "dec": -1.5}
+    assert catalog_offset({"ra": "150.0", "dec": "-1.5"}, centre) == pytest.approx(0.0, abs=1e-6)
+    assert catalog_offset({"RA": "150.0", "Dec": "-1.49875"}, centre) == pytest.approx(4.5, abs=1e-6)  # any case
+    assert catalog_offset({"ra": " 151 ", "dec": "-1.5"}, centre) == pytest.approx(3598.8, abs=0.1)  # cos(dec)
+    assert catalog_offset({"ra": "359.99", "dec": "0"}, {"ra": 0.01, "dec": 0.0}) == pytest.approx(72.0)  # wraps
+    skipped = [{"ra": "10:00:00", "dec": "-01:30:00"},  # sexagesimal: not compared
+               {"ra": "", "dec": "-1.5"}, {"ra": "nan", "dec": "-1.5"},  # missing
+               {"ra": "150.0"}, {"redshift": "0.1"},  # no kept dec, no kept position
+               {"ra": "150.0", "dec": "91.5"}]  # not a declination
+    assert [catalog_offset(columns, centre) for columns in skipped] == [None] * len(skipped)
+    assert catalog_offset({"ra": "150.0", "dec": "-1.5"}, {"objid": "g0"}) is None  # no header centre
+
+
+def test_off_centre_rows_count_beyond_the_tolerance_and_merge_in_order():
+    first, second = OffCentreRows(), OffCentreRows()
+    first.add("a", MAX_CATALOG_OFFSET)  # at the tolerance: the same object
+    first.add("b", 312.44)
+    second.add("c", 12.0)
+    second.add("d", 7.0)
+    first.merge(second)
+    assert (first.count, first.largest, first.ids) == (3, 312.44, ["b", "c", "d"])
+    assert first.warning() == ("3 rows: the catalog's ra/dec is more than 5 arcsec from the cutout centre in the FITS "
+                               "header (largest 312.4 arcsec: ids b, c, d): the classification is of the object at the "
+                               "cutout centre; check the catalog's path column")
+    first.add("e", 6.0)
+    assert first.count == 4 and first.ids == ["b", "c", "d"] and "ids b, c, d, ...)" in first.warning()
+    assert OffCentreRows().warning() is None
+
