@@ -24,6 +24,8 @@ class Batch:
             decoded the images (only GPU backends are given those).
         n_valid: number of images (batch_size, or fewer in the last batch).
         columns: per image, the extra catalog columns (kept input columns, sky position).
+        offsets: per image, arcsec from the catalog's ra/dec to the header's centre, or None
+            (`Decoded.offset`).
     """
 
     ids: list[str]
@@ -31,6 +33,7 @@ class Batch:
     tensor: np.ndarray
     n_valid: int
     columns: list[dict] = field(default_factory=list)
+    offsets: list = field(default_factory=list)
 
 
 def _assemble(group) -> Batch:
@@ -38,7 +41,8 @@ def _assemble(group) -> Batch:
         tensor = np.stack([d.tensor for d in group])
     else:
         tensor = _stack_on_device([d.tensor for d in group])
-    return Batch([d.id for d in group], [d.path for d in group], tensor, len(group), [d.columns for d in group])
+    return Batch([d.id for d in group], [d.path for d in group], tensor, len(group), [d.columns for d in group],
+                 [d.offset for d in group])
 
 
 def _stack_on_device(tensors):

@@ -25,6 +25,7 @@ from galaxy.catalog.write import errors_path
 from galaxy.config import ClassifyConfig
 from galaxy.errors import UsageError
 from galaxy.files import same_file
+from galaxy.io.sky import OffCentreRows
 from galaxy.progress import progress
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def classify(config: ClassifyConfig) -> Summary:
     counter = threading.Thread(target=_count_total, args=(bar, config, band_columns, journal.resumed), daemon=True)
     counter.start()
     classified = 0
+    off_centre = OffCentreRows()  # rows whose kept ra/dec is not their cutout's centre: a wrong file
 
     def on_error(failure):
         journal.errors.append(failure)
@@ -105,7 +107,7 @@ def classify(config: ClassifyConfig) -> Summary:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
                                               config.keep_columns, band_columns)
                  if not journal.is_done(item.path) and not _is_output(item.path, config.output))
-        for result in runner.run(items, on_error, journal.take_id):
+        for result in runner.run(items, on_error, journal.take_id, off_centre.add):
             journal.add(*result)
             classified += len(result.ids)
             bar.update(len(result.ids))
@@ -121,6 +123,8 @@ def classify(config: ClassifyConfig) -> Summary:
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()
     seconds = time.perf_counter() - started
+    if off_centre.count:  # a warning: the rows are written, and the exit status stays
+        log.warning("%s", off_centre.warning())
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    runner.backend, session.device, runner.pipeline.name, interrupted,
                    journal.resumed, total, None if config.crop_fraction is None else runner.spec.crop_fraction)

@@ -172,7 +172,8 @@ class Runner:
             return np.concatenate(list(pool.map(self.infer, parts)))
 
     def run(self, items: Iterable[Item], on_error: Callable[[Failure], None],
-            unique_id: Callable[[str], str] | None = None) -> Iterator[Result]:
+            unique_id: Callable[[str], str] | None = None,
+            on_offset: Callable[[str, float], None] | None = None) -> Iterator[Result]:
         """Classify `items` batch by batch, in input order.
 
         Inputs that cannot be read never reach a batch: each is handed to `on_error` as a
@@ -183,6 +184,11 @@ class Runner:
         OBJID or the file stem) into the one it keeps, failed inputs included and strictly in
         input order, so an id does not depend on which other inputs failed: a file fixed and
         retried by a rerun gets the id a first run without the failure would have given it.
+
+        `on_offset(id, arcsec)` (e.g. `OffCentreRows.add`) is given, as each Result is handed out,
+        every input of it whose catalog ra/dec and header centre are both known, and how far apart
+        they lie (`galaxy.io.sky.catalog_offset`): the classify runs, single or `--ray`, count rows
+        that name the wrong file.
 
         With `streams` > 1 (a CPU with several cores) that many batches run at once, each on one
         thread: a core that finishes its batch takes the next one or decodes, where the threads of
@@ -205,16 +211,25 @@ class Runner:
             decoded = (dataclasses.replace(d, id=unique_id(d.id)) for d in decoded)
         if self.streams == 1:  # GPU backends among them: batches run in this thread, as they always did
             for batch in batches(decoded, self.batch_size, failed):
-                yield Result(batch.ids, batch.paths, self.infer(batch.tensor), batch.columns)
+                yield _result(batch, self.infer(batch.tensor), on_offset)
             return
         with ThreadPoolExecutor(self.streams, thread_name_prefix="galaxy-infer") as pool:
             for batch in batches(decoded, self.batch_size, failed):
                 pending.append((batch, pool.submit(self.infer, batch.tensor)))
-                yield from _deliver(pending, on_error, self.streams)
-            yield from _deliver(pending, on_error, 0)
+                yield from _deliver(pending, on_error, self.streams, on_offset)
+            yield from _deliver(pending, on_error, 0, on_offset)
 
 
-def _deliver(pending: deque, on_error, in_flight: int) -> Iterator[Result]:
+def _result(batch, probabilities, on_offset) -> Result:
+    """A classified batch's Result; its inputs' known catalog-to-centre offsets go to `on_offset` first."""
+    if on_offset is not None:
+        for ident, offset in zip(batch.ids, batch.offsets):
+            if offset is not None:
+                on_offset(ident, offset)
+    return Result(batch.ids, batch.paths, probabilities, batch.columns)
+
+
+def _deliver(pending: deque, on_error, in_flight: int, on_offset) -> Iterator[Result]:
     """Hand out the leading entries of `pending` in order: failures to `on_error`, finished batches
     as Results, waiting on the oldest batch while more than `in_flight` are queued (0: all)."""
     while pending:
@@ -226,7 +241,7 @@ def _deliver(pending: deque, on_error, in_flight: int) -> Iterator[Result]:
         if not head[1].done() and queued <= in_flight:
             return
         batch, future = pending.popleft()
-        yield Result(batch.ids, batch.paths, future.result(), batch.columns)
+        yield _result(batch, future.result(), on_offset)
 
 
 def classify_spec(card, config):

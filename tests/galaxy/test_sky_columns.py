@@ -174,3 +174,74 @@ def test_off_centre_rows_count_beyond_the_tolerance_and_merge_in_order():
     assert first.count == 4 and first.ids == ["b", "c", "d"] and "ids b, c, d, ...)" in first.warning()
     assert OffCentreRows().warning() is None
 
+
+def _survey(tmp_path, swap=True, odd=False):
+    """Six WCS cutouts and a catalog naming them with their ra/dec: g1's and g2's paths swapped
+    (`swap`), g3 3 arcsec from its centre (the same object); with `odd`, g4's position sexagesimal
+    and g5's missing."""
+    positions = _fits_cutouts(tmp_path / "cutouts", n_files=6)
+    ids = sorted(positions)
+    files = [str(tmp_path / "cutouts" / f"{i}.fits") for i in ids]
+    if swap:
+        files[1], files[2] = files[2], files[1]
+    ra = [repr(positions[i][0]) for i in ids]
+    dec = [repr(positions[i][1] + (3 / 3600 if i == "g3" else 0)) for i in ids]
+    if odd:
+        ra[4], dec[4] = "10:16:00.0", "+00:30:00"
+        ra[5] = dec[5] = ""
+    with open(tmp_path / "survey.csv", "w") as fh:
+        fh.write("objid,file,RA,Dec\n" + "".join(f"{i},{f},{r},{d}\n" for i, f, r, d in zip(ids, files, ra, dec)))
+    return tmp_path / "survey.csv", ra, dec
+
+
+def _off_centre_lines(caplog):
+    return [r.getMessage() for r in caplog.records if "from the cutout centre" in r.getMessage()]
+
+
+@pytest.mark.parametrize("decoder", ["reference", "auto"])
+def test_a_catalog_row_naming_another_cutout_is_warned_of_and_written_as_before(tmp_path, caplog, decoder):
+    survey, ra, dec = _survey(tmp_path, odd=True)
+    args = ["classify", "--catalog", survey, "-o", tmp_path / "plain.csv", "-q", "--backend", "onnxruntime",
+            "--decoder", decoder]
+    assert invoke(*args).exit_code == 0
+    assert _off_centre_lines(caplog) == []  # nothing kept: nothing to compare
+    args[4] = tmp_path / "kept.csv"
+    result = invoke(*args, "--keep-columns", "RA,Dec")
+    assert result.exit_code == 0, result.output  # a warning, not a failure
+    assert _off_centre_lines(caplog) == [
+        "2 rows: the catalog's ra/dec is more than 5 arcsec from the cutout centre in the FITS header (largest "
+        "4024.6 arcsec: ids g1, g2): the classification is of the object at the cutout centre; check the catalog's "
+        "path column"]  # g3 is 3 arcsec off, g4 sexagesimal and g5 missing: none of them counted
+    plain, kept = Table.read(tmp_path / "plain.csv"), Table.read(tmp_path / "kept.csv", format="ascii.csv",
+                                                                  converters={"RA": str, "Dec": str})
+    assert list(kept["id"]) == list(plain["id"]) == ["g0", "g1", "g2", "g3", "g4", "g5"]
+    for name in ("path", "p_elliptical", "p_spiral", "label"):
+        assert list(kept[name]) == list(plain[name])
+    assert [str(v) if v else "" for v in kept["RA"].filled("")] == ra  # the catalog's, as before
+    assert [str(v) if v else "" for v in kept["Dec"].filled("")] == dec
+
+
+def test_a_catalog_matching_its_cutouts_gives_no_warning(tmp_path, caplog):
+    survey, _, _ = _survey(tmp_path, swap=False)
+    result = invoke("classify", "--catalog", survey, "--keep-columns", "RA,Dec", "-o", tmp_path / "out.fits", "-q",
+                    "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert _off_centre_lines(caplog) == []
+    assert Table.read(tmp_path / "out.fits")["Dec"][3] == pytest.approx(-1.5 + 1.5 + 3 / 3600)  # g3's own, kept
+
+
+def test_the_warning_is_one_stderr_line_and_the_exit_status_stays(tmp_path):
+    """As a user runs it: one WARNING line on stderr beside the summary, exit 0, the catalog written."""
+    import sys
+
+    survey, _, _ = _survey(tmp_path)
+    out = tmp_path / "out.parquet"
+    run = subprocess.run([sys.executable, "-m", "galaxy.cli", "classify", "--catalog", str(survey), "--keep-columns",
+                          "RA,Dec", "-o", str(out), "-q", "--backend", "onnxruntime"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.splitlines() == [
+        "WARNING engine.run: 2 rows: the catalog's ra/dec is more than 5 arcsec from the cutout centre in the FITS "
+        "header (largest 4024.6 arcsec: ids g1, g2): the classification is of the object at the cutout centre; "
+        "check the catalog's path column"]
+    assert len(Table.read(out)) == 6
