@@ -8,7 +8,8 @@ The data path, as on one machine, cut into shards:
             writes OUT_DIR/part-<shard>.parquet and its errors atomically (temp file + rename)
   driver: ids made unique across parts in listing order and one schema for all parts (as one
           machine writes them: engine/ray_parts.py), errors merged into OUT_DIR/_galaxy/errors.csv, the manifest
-          (OUT_DIR/_galaxy/manifest.json) last.
+          (OUT_DIR/_galaxy/manifest.json) last; the shards' rows whose kept ra/dec is not their cutout's
+          centre (`OffCentreRows`) make one warning, as on one machine.
 
 OUT_DIR's top level holds only the parts; everything else is under `_galaxy/`, which Parquet
 dataset readers skip (names starting with "_" or "."), as they skip the ".part-*" temp files.
@@ -46,6 +47,7 @@ from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.files import write_atomically
+from galaxy.io.sky import OffCentreRows
 
 log = logging.getLogger(__name__)
 
@@ -157,26 +159,28 @@ class ShardClassifier:
         self.metadata = catalog_metadata(card, self.runner.session, config, self.runner.spec)
 
     def __call__(self, batch: dict) -> dict:
-        out = {"shard": [], "rows": [], "errors": []}
+        out = {"shard": [], "rows": [], "errors": [], "off_centre": []}
         for index, path, retry in zip(batch["index"], batch["path"], batch["retry"]):
-            rows, errors = (self.retry_failed if retry else self.classify_shard)(int(index), str(path))
+            rows, errors, off_centre = (self.retry_failed if retry else self.classify_shard)(int(index), str(path))
             out["shard"].append(int(index))
             out["rows"].append(rows)
             out["errors"].append(errors)
+            out["off_centre"].append(json.dumps(dataclasses.asdict(off_centre)))
         return {k: np.asarray(v) for k, v in out.items()}
 
-    def classify_shard(self, index: int, shard_path: str) -> tuple[int, int]:
-        """Classify a whole shard into its part and the part's errors; return (rows, failures)."""
+    def classify_shard(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows]:
+        """Classify a whole shard into its part and the part's errors; return (rows, failures, rows
+        whose kept ra/dec is not their cutout's centre)."""
         _maybe_crash(index)
         items = _shard_items(shard_path)
-        tmp, rows, errors = self._classify(index, items, range(len(items)))
+        tmp, rows, errors, off_centre = self._classify(index, items, range(len(items)))
         errors.replace(part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
         tmp.replace(part_path(self.out_dir, index))
-        return rows, count_error_rows(part_errors(self.out_dir, index))
+        return rows, count_error_rows(part_errors(self.out_dir, index)), off_centre
 
-    def retry_failed(self, index: int, shard_path: str) -> tuple[int, int]:
+    def retry_failed(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows]:
         """Classify again the inputs of a finished shard that failed; return (rows now classified,
-        inputs still failing).
+        inputs still failing, those rows whose kept ra/dec is not their cutout's centre).
 
         The rows of those that now succeed take their places among the part's rows (listing order),
         and the errors keep only those that failed again. The part and its errors are two files, so
@@ -192,8 +196,8 @@ class ShardClassifier:
         settle_retry(self.out_dir, index, len(items))
         failed = failed_places(self.out_dir, index)
         if not failed:  # none, or only rows of an earlier version's part, which record no place
-            return 0, 0
-        tmp, rows, errors = self._classify(index, items, failed)
+            return 0, 0, OffCentreRows()
+        tmp, rows, errors, off_centre = self._classify(index, items, failed)
         part, pending = part_path(self.out_dir, index), pending_errors(self.out_dir, index)
         if rows:
             errors.replace(pending)
@@ -205,21 +209,25 @@ class ShardClassifier:
         else:  # nothing recovered: the part stands, the errors are this try's (a reason may have changed)
             tmp.unlink()
             errors.replace(part_errors(self.out_dir, index))
-        return rows, count_error_rows(part_errors(self.out_dir, index))
+        return rows, count_error_rows(part_errors(self.out_dir, index)), off_centre
 
-    def _classify(self, index: int, items: list, places) -> tuple[Path, int, Path]:
+    def _classify(self, index: int, items: list, places) -> tuple[Path, int, Path, OffCentreRows]:
         """Classify the shard's `items` at `places` into a temporary part and errors file beside the
-        part; return (part, rows, errors). Each error row ends with its input's place in the shard."""
+        part; return (part, rows, errors, off-centre rows). Each error row ends with its input's place
+        in the shard."""
         from galaxy.catalog.write import CatalogWriter
 
-        places, errors, given = list(places), [], []
+        places, errors = list(places), []
+        ident = {}  # a place in the shard (the id the runner handles) -> the id the input was given
+        off_centre = OffCentreRows()
 
-        def position(ident):  # each input's id becomes its place in the shard; the id given is put back
-            given.append(ident)  # below, and the place goes into the errors part: the merge takes ids
-            return str(places[len(given) - 1])  # over rows and failures in listing order, as one machine does
+        def position(given):  # each input's id becomes its place in the shard; the id given is put back
+            place = str(places[len(ident)])  # below, and the place goes into the errors part: the merge takes
+            ident[place] = given  # ids over rows and failures in listing order, as one machine does
+            return place
 
-        results = list(self.runner.run((items[p] for p in places), errors.append, position))
-        ident = {str(place): ident for place, ident in zip(places, given)}
+        results = list(self.runner.run((items[p] for p in places), errors.append, position,
+                                       lambda place, offset: off_centre.add(safe_text(ident[place]), offset)))
         tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
         results = [([safe_text(ident[i]) for i in ids], [safe_text(p) for p in paths], probs, columns)
                    for ids, paths, probs, columns in results]
@@ -235,7 +243,7 @@ class ShardClassifier:
         for failure in errors:
             err_writer.write(ident[failure.id], *failure[1:], failure.id)
         err_writer.close()
-        return tmp, writer.rows, err_writer.path
+        return tmp, writer.rows, err_writer.path, off_centre
 
 
 def _shard_items(shard_path: str) -> list:
@@ -376,6 +384,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
              f"{gpus} GPUs" if gpus else f"{int(resources.get('CPU', 0))} CPUs")
 
     done = {"rows": 0, "errors": 0, "retried": sum(retry.values())}
+    off_centre = {}  # shard -> its OffCentreRows, merged in listing order at the end
     if todo or retry:
         import ray.data
 
@@ -393,7 +402,20 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
         for row in results.iter_rows():
             done["rows"] += int(row["rows"])
             done["errors"] += int(row["errors"])
-    return write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started, units)
+            off_centre[int(row["shard"])] = OffCentreRows(**json.loads(str(row["off_centre"])))
+    manifest = write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started, units)
+    _warn_off_centre(off_centre)
+    return manifest
+
+
+def _warn_off_centre(shards: dict[int, OffCentreRows]) -> None:
+    """The one warning of a run about rows whose kept ra/dec is not their cutout's centre, the shards
+    merged in listing order (ids as the catalog or headers give them, before `stem#2` renaming)."""
+    merged = OffCentreRows()
+    for index in sorted(shards):
+        merged.merge(shards[index])
+    if merged.count:  # a warning: the parts are written, and the exit status stays
+        log.warning("%s", merged.warning())
 
 
 def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int, actors: int, started: float,

@@ -151,3 +151,23 @@ def test_threads_no_node_can_hold_are_refused_not_waited_for(survey, cluster, tm
     config = ClassifyConfig((str(survey),), str(tmp_path / "out"), threads=64, progress=False)
     with pytest.raises(UsageError, match="--threads 64: each actor holds that many CPUs, and the largest node"):
         classify_on_ray(config, None, shard_size=8)
+
+
+def test_rows_naming_another_cutout_are_warned_of_once_over_all_shards(cluster, tmp_path, caplog):
+    """The shards' off-centre rows (g1 and g2 in two shards) make the one warning of a single machine."""
+    from astropy.table import Table
+
+    from engine.distributed import classify_on_ray
+    from tests.galaxy.test_sky_columns import _off_centre_lines, _survey
+
+    survey, ra, _ = _survey(tmp_path, odd=True)
+    config = ClassifyConfig((), str(tmp_path / "parts"), catalog=str(survey), keep_columns=("RA", "Dec"),
+                            backend="onnxruntime", decoder="reference", progress=False)
+    manifest = classify_on_ray(config, None, shard_size=2, actors=2)
+    assert manifest["rows"] == 6 and manifest["failed"] == 0
+    assert _off_centre_lines(caplog) == [
+        "2 rows: the catalog's ra/dec is more than 5 arcsec from the cutout centre in the FITS header (largest "
+        "4024.6 arcsec: ids g1, g2): the classification is of the object at the cutout centre; check the catalog's "
+        "path column"]
+    table = Table.read(tmp_path / "parts" / "part-000000.parquet")
+    assert list(table["RA"]) == ra[:2]  # the catalog's values (text here: g4's is sexagesimal)

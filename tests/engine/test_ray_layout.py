@@ -369,7 +369,7 @@ def test_a_rerun_retries_the_failed_inputs_as_one_machine_does(tmp_path, default
     done = {"rows": 0, "errors": 0}
     for shard in shards:
         if failed_places(out, shard.index):
-            rows, errors = classifier.retry_failed(shard.index, shard.path)
+            rows, errors, _ = classifier.retry_failed(shard.index, shard.path)
             done["rows"] += rows
             done["errors"] += errors
     assert done == {"rows": 2, "errors": 1}
@@ -401,7 +401,7 @@ def test_a_retry_killed_between_its_renames_is_finished_or_undone(tmp_path, defa
     before = part.read_bytes(), errors.read_bytes()
     assert failed_places(out, 0) == [1, 3, 5]
     shutil.copy(good[0], mended)
-    assert classifier.retry_failed(shard.index, shard.path) == (2, 1)
+    assert classifier.retry_failed(shard.index, shard.path)[:2] == (2, 1)
     after = part.read_bytes(), errors.read_bytes()
     assert failed_places(out, 0) == [3]
 
@@ -414,5 +414,5 @@ def test_a_retry_killed_between_its_renames_is_finished_or_undone(tmp_path, defa
     part.write_bytes(before[0])  # killed before the part was replaced
     errors.write_bytes(before[1])
     pending.write_bytes(after[1])
-    assert classifier.retry_failed(shard.index, shard.path) == (2, 1)  # undone, then retried again
+    assert classifier.retry_failed(shard.index, shard.path)[:2] == (2, 1)  # undone, then retried again
     assert not pending.exists() and pq.read_table(part).num_rows == 5 and failed_places(out, 0) == [3]
