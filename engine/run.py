@@ -119,7 +119,14 @@ def classify(config: ClassifyConfig) -> Summary:
         counter.join(timeout=1)  # counting is far cheaper than classifying: done by now, bar a huge catalog
         bar.close()
         if finished or interrupted is not None:
-            total = journal.finish(catalog_metadata(card, session, config, runner.spec, complete=finished))
+            try:
+                total = journal.finish(catalog_metadata(card, session, config, runner.spec, complete=finished))
+            except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while the catalog was written
+                if interrupted is not None:
+                    log.warning("interrupted again while %s was written: the rows classified so far are kept in "
+                                "%s; rerun the same command to go on (it writes the catalog)", config.output,
+                                journal.dir)
+                raise
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()
     seconds = time.perf_counter() - started

@@ -10,7 +10,7 @@ import warnings
 import click
 
 from galaxy.card import ONNX_OPSET
-from galaxy.errors import exit_status, interruption, raise_terminated
+from galaxy.errors import end_at_once_on_interrupt, exit_status, interruption, raise_terminated, Terminated
 from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
@@ -406,6 +406,10 @@ def main():
     restore = None if verbose else filter_native_stderr()
     try:
         cli(prog_name="galaxy")
+    except SystemExit as exc:
+        if exc.code in (130, Terminated.exit_status):  # interrupted, the work saved: the exit handlers follow
+            end_at_once_on_interrupt(exc.code)
+        raise
     finally:
         if restore is not None:
             restore()

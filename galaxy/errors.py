@@ -66,3 +66,23 @@ def interruption(exc: KeyboardInterrupt) -> str:
 def exit_status(exc: KeyboardInterrupt) -> int:
     """143 after SIGTERM, 130 after Ctrl-C (128 + the signal's number)."""
     return Terminated.exit_status if isinstance(exc, Terminated) else 130
+
+
+def end_at_once_on_interrupt(status: int) -> None:
+    """A process leaving with `status` after an interruption, its work saved: a further Ctrl-C or
+    SIGTERM while the libraries' exit handlers run ends it at once with the same status (a second
+    Ctrl-C had printed a traceback from DALI's pipeline shutdown; there was nothing left to save)."""
+    import os
+    import signal
+    import sys
+
+    def leave(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream: nothing more can be said
+                pass
+        os._exit(status)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, leave)

@@ -383,6 +383,53 @@ def test_a_second_interrupt_while_assembling_leaves_the_journal_and_no_hidden_fi
     assert classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False)).resumed == 5
 
 
+def test_an_interrupt_while_the_catalog_of_an_interrupted_run_is_written_says_where_the_rows_are(
+        tmp_path, monkeypatch, caplog):
+    """Ctrl-C twice: the second, during the assembly, ended with a bare "interrupted (Ctrl-C)" and no
+    catalog, though every row classified was kept for a rerun."""
+    from engine.runner import Runner
+    from galaxy.catalog import write
+
+    files = tuple(str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:5])
+    out = tmp_path / "c.csv"
+    run = Runner.run
+
+    def first(self, *args, **kwargs):
+        yield next(run(self, *args, **kwargs))
+        raise KeyboardInterrupt
+
+    def second(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, "run", first)
+    monkeypatch.setattr(write.CatalogWriter, "close", second)
+    with pytest.raises(KeyboardInterrupt):
+        classify(ClassifyConfig(files, str(out), backend="onnxruntime", batch_size=2, progress=False))
+    assert f"interrupted again while {out} was written: the rows classified so far are kept in " \
+           f"{tmp_path / 'c.csv.partial'}; rerun the same command" in caplog.text
+    monkeypatch.undo()
+    again = classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False))
+    assert (again.resumed, again.classified) == (2, 3)
+
+
+def test_a_further_interrupt_while_the_process_exits_ends_it_at_once(tmp_path):
+    """A second Ctrl-C while DALI's exit handler shut its pipelines down printed a traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import atexit, time\n"
+              "from galaxy.errors import end_at_once_on_interrupt\n"
+              "atexit.register(lambda: (print('exiting', flush=True), time.sleep(60)))\n"
+              "end_at_once_on_interrupt(130)\n"
+              "raise SystemExit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stdout.readline() == "exiting\n"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 130 and proc.stderr.read() == ""
+
+
 @pytest.mark.parametrize("record", ["[1]", "{not json", ""])
 def test_a_damaged_journal_fingerprint_is_a_usage_error_not_a_traceback(tmp_path, record):
     files = tuple(str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:2])
