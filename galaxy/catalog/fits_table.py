@@ -5,6 +5,11 @@ therefore spooled to a temporary CSV beside the output while the run goes on; `c
 the spool twice: once for the widths, once to write fixed-width big-endian records block by
 block after the header. Character columns are ASCII (the FITS standard): other characters are
 written as backslash escapes.
+
+Each column's description goes where FITS readers look for it: TCOMMn (the HEASARC convention
+TOPCAT and STILTS read; a long one continues on CONTINUE cards), the TTYPEn card's comment (as
+much of it as fits the card), and the COMMENT block astropy's FITS writer makes, the one place
+its reader takes a description from.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.formats import NUMBER_KINDS, probability_column
+from galaxy.catalog.metadata import empty_table
 from galaxy.catalog.text import ascii_text
 
 BLOCK = 2880
@@ -33,6 +39,45 @@ def scratch_files(path) -> list[Path]:
     return [path.with_name(f".{path.name}.spool.csv"), path.with_name(f".{path.name}.tmp")]
 
 
+def _card_comment(card, text: str) -> str:
+    """`text` as the comment of a keyword card: whole where it fits after the value (a string's
+    field is at least 20 characters, to column 30) and the ' / ' that starts a comment, else cut,
+    at a word where it has one, and ended with '...'; '' where the value leaves no room."""
+    value_end = max(30, len(card.image.rstrip())) if len(card.image) == 80 else 80
+    room = 80 - value_end - 3
+    if len(text) <= room:
+        return text
+    if room <= 3:
+        return ""
+    head = text[:room - 3]
+    if text[room - 3] != " " and " " in head:  # not within a word
+        head = head.rsplit(" ", 1)[0]
+    head = head.rstrip(" ,;:")
+    return head + "..." if head else ""
+
+
+def _astropy_descriptions(kinds: dict, descriptions: dict) -> list[str]:
+    """The COMMENT lines in which astropy's FITS writer records column descriptions, for the columns
+    of `kinds` (FITS name -> numpy type): what astropy writes for an empty table of them. A name
+    with trailing spaces is left out: FITS ignores those, so astropy reads the column by another
+    name and would fail to find it."""
+    import io
+    import warnings
+
+    from astropy.io import fits
+
+    kinds = {name: kind for name, kind in kinds.items() if name == name.rstrip()}
+    if not kinds:
+        return []
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # a name astropy advises against was warned of once, as the catalog's column
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        empty_table(kinds, {}, {}, descriptions).write(buffer, format="fits")
+    buffer.seek(0)
+    with fits.open(buffer) as hdul:
+        return list(hdul[1].header.get("COMMENT", []))
+
+
 class FitsTableWriter:
     """Writes columns id, path, p_<class>..., label, extra... as a BINTABLE extension.
 
@@ -44,10 +89,12 @@ class FitsTableWriter:
             TNULLn = -2**63 for a missing value, floats 64-bit, NaN when missing; ra and dec carry
             the unit deg.
         units: name -> unit of numeric extra columns (default: ra and dec in deg).
+        descriptions: name -> description of the columns that have one (written as printable ASCII).
     """
 
-    def __init__(self, path, classes, metadata: dict, extra=(), units=None):
+    def __init__(self, path, classes, metadata: dict, extra=(), units=None, descriptions: dict | None = None):
         self.path = Path(path)
+        self.descriptions = descriptions or {}
         self.units = units if units is not None else SKY_UNITS
         self.classes = tuple(classes)
         self.extra = tuple(extra)
@@ -77,13 +124,24 @@ class FitsTableWriter:
                     for j, (name, kind) in enumerate(self.extra)]
         header = fits.BinTableHDU.from_columns(columns, nrows=0).header
         header["NAXIS2"] = self.rows
-        for k, name in enumerate(self.classes):
-            header[f"TCOMM{3 + k}"] = f"probability that the galaxy is {name}"
+        kinds = {"id": str, "path": str, **{probability_column(c): np.float32 for c in self.classes}, "label": str,
+                 **{name: {"int": np.int64, "float": np.float64}.get(kind, str) for name, kind in self.extra}}
+        described = {}  # column number -> (FITS name, description)
+        for n, name in enumerate(kinds, 1):
+            if self.descriptions.get(name):
+                described[n] = (ascii_text(name), ascii_text(self.descriptions[name]))
+                header[f"TCOMM{n}"] = described[n][1]
+                header.comments[f"TTYPE{n}"] = _card_comment(header.cards[f"TTYPE{n}"], described[n][1])
         values = {key.upper()[:8]: ascii_text(str(value)) for key, value in self.metadata.items()}
-        if any(len(v) > 68 for v in values.values()):
+        texts = [*values.values(), *(text for _, text in described.values())]
+        if any(len(v.replace("'", "''")) > 68 for v in texts):
             header["LONGSTRN"] = ("OGIP 1.0", "long strings continue on CONTINUE cards")
         for key, value in values.items():
             header[key] = value
+        fits_kinds = {ascii_text(name): kind for name, kind in kinds.items()}
+        for line in _astropy_descriptions({name: fits_kinds[name] for name, _ in described.values()},
+                                          dict(described.values())):
+            header.add_comment(line)
         return header
 
     def _records(self, dtype):

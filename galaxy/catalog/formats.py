@@ -49,6 +49,32 @@ def catalog_columns(classes) -> tuple[str, ...]:
     return ("id", "path", *(probability_column(c) for c in classes), "label")
 
 
+# What each of a catalog's own columns holds, written with it in every format (the ECSV and Parquet
+# column description, the FITS TCOMMn, the CSV sidecar's "columns"). Printable ASCII, as FITS needs,
+# and at most 47 characters (p_elliptical's too), so that each fits a FITS TTYPEn card's comment.
+COLUMN_DESCRIPTIONS = {
+    "id": "unique id of the galaxy in this catalog",
+    "path": "image file the galaxy was classified from",
+    "label": "predicted class, the most probable one",
+    "ra": "ICRS RA of the cutout centre (FITS header)",
+    "dec": "ICRS Dec of the cutout centre (FITS header)",
+}
+
+
+def probability_description(class_name: str) -> str:
+    """What a class's probability column holds: calibrated probability the galaxy is spiral."""
+    return f"calibrated probability the galaxy is {class_name}"
+
+
+def catalog_descriptions(classes, kept=()) -> dict[str, str]:
+    """name -> description of a catalog's own columns and of the sky columns, but a sky column a
+    kept column of that name (in any case) replaces: that one is the input catalog's, and takes
+    its description from there or none."""
+    kept_names = {name.casefold() for name in kept}
+    own = {name: COLUMN_DESCRIPTIONS[name] for name in ("id", "path", "label", *SKY_COLUMNS) if name not in kept_names}
+    return {**own, **{probability_column(c): probability_description(c) for c in classes}}
+
+
 # A FITS column name (TTYPEn) is printable ASCII and fits one header card, quotes doubled.
 FITS_NAME_LENGTH = 68
 

@@ -3,7 +3,10 @@
 Every catalog galaxy writes carries str -> str metadata (model, weights, spec, command, ...).
 CSV keeps it in a JSON sidecar with JSON values stored as JSON, not as text; FITS in the
 table header; ECSV and Parquet in the YAML header astropy reads back as `Table.meta`, and
-Parquet also as `galaxy.<key>` schema metadata for pyarrow readers.
+Parquet also as `galaxy.<key>` schema metadata for pyarrow readers. Column descriptions go
+where each format's readers look: the YAML header's column `description` (ECSV, Parquet), the
+Arrow field's `description` metadata (Parquet), the sidecar's `columns` (CSV); FITS in
+`galaxy.catalog.fits_table`.
 """
 
 from __future__ import annotations
@@ -38,29 +41,53 @@ def run_metadata(header) -> dict[str, str]:
     return {k.lower(): str(header[k]) for k in header if k and not _FITS_STRUCTURE.match(k)}
 
 
-def empty_table(kinds: dict, metadata: dict, units: dict):
+# The CSV sidecar's key for its columns (name -> {"description", "unit"}), beside the metadata keys.
+SIDECAR_COLUMNS = "columns"
+# The key of an Arrow field's metadata that holds the column's description.
+ARROW_DESCRIPTION = b"description"
+
+
+def sidecar_text(metadata: dict, columns, units: dict, descriptions: dict) -> str:
+    """The JSON sidecar of a CSV catalog: the metadata (`sidecar_value`), and under `columns` each
+    column in order with its description and unit where it has them."""
+    described = {name: {**({"description": descriptions[name]} if name in descriptions else {}),
+                        **({"unit": units[name]} if name in units else {})} for name in columns}
+    return json.dumps({**{k: sidecar_value(v) for k, v in metadata.items()}, SIDECAR_COLUMNS: described},
+                      indent=1) + "\n"
+
+
+def empty_table(kinds: dict, metadata: dict, units: dict, descriptions: dict | None = None):
     """An astropy Table with no rows: columns of `kinds` (name -> numpy type, in order), the units
-    of its float64 columns, and `metadata` as its meta. Its YAML header is what ECSV and astropy's
-    Parquet reader understand."""
+    of its float64 columns, the `descriptions` (name -> text) of its columns, and `metadata` as its
+    meta. Its YAML header is what ECSV and astropy's Parquet reader understand."""
     from astropy.table import Table
 
     table = Table({name: np.array([], dtype=kind) for name, kind in kinds.items()}, meta=metadata)
     for name, unit in units.items():
         if name in table.colnames and kinds[name] is np.float64:
             table[name].unit = unit
+    for name, text in (descriptions or {}).items():
+        if name in table.colnames:
+            table[name].description = text
     return table
+
+
+def arrow_descriptions(schema) -> dict[str, str]:
+    """name -> description of the fields of an Arrow schema that have one (`ARROW_DESCRIPTION`)."""
+    return {f.name: f.metadata[ARROW_DESCRIPTION].decode() for f in schema
+            if f.metadata and ARROW_DESCRIPTION in f.metadata}
 
 
 def parquet_metadata(schema, metadata: dict, units: dict, text_lengths: dict | None = None) -> dict[str, str]:
     """Schema metadata of a Parquet catalog: one `galaxy.<key>` per metadata item, and the
     `table_meta_yaml` and `table::len::NAME` (the longest text of each text column, when known)
-    that astropy writes and reads (column types, units, and the metadata as `Table.meta`), so
-    `Table.read` sees what pyarrow sees."""
+    that astropy writes and reads (column types, units, the fields' descriptions
+    (`arrow_descriptions`) and the metadata as `Table.meta`), so `Table.read` sees what pyarrow sees."""
     import pyarrow as pa
     from astropy.table import meta
 
     kinds = {f.name: str if pa.types.is_string(f.type) else f.type.to_pandas_dtype() for f in schema}
-    yaml = "\n".join(meta.get_yaml_from_table(empty_table(kinds, metadata, units)))
+    yaml = "\n".join(meta.get_yaml_from_table(empty_table(kinds, metadata, units, arrow_descriptions(schema))))
     lengths = {f"table::len::{name}": str(max(1, text_lengths.get(name, 1)))
                for name, kind in kinds.items() if kind is str} if text_lengths is not None else {}
     return {**{f"galaxy.{k}": v for k, v in metadata.items()}, "table_meta_yaml": yaml, **lengths}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from galaxy.catalog.formats import (CSV_ENCODING, ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST,
                                     TABLE_FORMATS, check_kept_columns, output_format, sidecar_path, table_format)
-from galaxy.catalog.metadata import galaxy_keys, run_metadata
+from galaxy.catalog.metadata import SIDECAR_COLUMNS, galaxy_keys, run_metadata
 from galaxy.catalog.text import unescape_ascii_text
 from galaxy.errors import UsageError
 
@@ -288,7 +288,8 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
         sidecar = sidecar_path(path)
         if not sidecar.exists():
             return {}
-        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in json.loads(sidecar.read_text()).items()}
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in json.loads(sidecar.read_text()).items()
+                if k != SIDECAR_COLUMNS}  # the columns' descriptions and units, not the run's metadata
     if fmt == "ecsv":
         return {k: str(v) for k, v in _ecsv_header(path).meta.items()}
     if fmt == "parquet":

@@ -4,7 +4,8 @@ Output columns: `id`, `path`, one `p_<class>` per class (float32), `label`. Ever
 carries metadata: model name, weights sha256, InputSpec, galaxy version, the command and
 its config, and the UTC date. CSV has no place for it, so it goes in a sidecar
 `<OUT>.meta.json`; ECSV keeps it (and column types and units) in its YAML header; Parquet in
-the schema metadata; FITS in the table header.
+the schema metadata; FITS in the table header. Each column's description goes with it
+(`catalog_descriptions`, and those of kept columns from the input catalog).
 CSV rows are written as they arrive, Parquet in row groups of `PARQUET_ROW_GROUP` rows, FITS
 through a spool file (`galaxy.catalog.fits_table`): memory stays flat however many rows there are.
 """
@@ -12,7 +13,6 @@ through a spool file (`galaxy.catalog.fits_table`): memory stays flat however ma
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from decimal import Decimal
@@ -22,8 +22,8 @@ import numpy as np
 
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.formats import (ERROR_COLUMNS, NUMBER_KINDS, RAY_BOOKKEEPING, SKY_COLUMNS, catalog_columns,
-                                    output_format, probability_column, sidecar_path)
-from galaxy.catalog.metadata import empty_table, kept_columns, parquet_metadata, sidecar_value
+                                    catalog_descriptions, output_format, probability_column, sidecar_path)
+from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
 from galaxy.catalog.text import CONTROL, safe_text
 
 PARQUET_ROW_GROUP = 16384
@@ -213,13 +213,16 @@ class CatalogWriter:
             no row has them (a run where every input failed); a kept `RA` or `Dec` replaces the
             FITS headers' `ra`/`dec` as a kept `ra`/`dec` does (`output_columns`).
         units: name -> unit of numeric extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
+        descriptions: name -> description of kept columns, as the input catalog gives it
+            (`galaxy.catalog.read.column_descriptions`); the catalog's own columns and the sky
+            position have theirs (`catalog_descriptions`).
         text_lengths: name -> the longest text of the id, path and text extra columns over all rows
             (`describe_rows`), recorded in Parquet for astropy's reader: without it every
             `Table.read` warns, and one of a catalog without rows fails.
     """
 
     def __init__(self, path, classes, metadata: dict, fmt: str | None = None, extra=(), units=None,
-                 text_lengths: dict | None = None):
+                 text_lengths: dict | None = None, descriptions: dict | None = None):
         self.path = Path(path)
         self.units = {**SKY_UNITS, **(units or {})}
         self.format = output_format(path, fmt)
@@ -227,6 +230,8 @@ class CatalogWriter:
         self.metadata = {k: str(v) for k, v in metadata.items()}
         self.extra = output_columns(extra, kept_columns(self.metadata))
         self.columns = (*catalog_columns(self.classes), *(name for name, _ in self.extra))
+        described = {**catalog_descriptions(self.classes, kept_columns(self.metadata)), **(descriptions or {})}
+        self.descriptions = {name: described[name] for name in self.columns if described.get(name)}
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._pending: list[tuple] = []
@@ -235,23 +240,25 @@ class CatalogWriter:
             self._fh = open(self.path, "w", newline="")
             self._writer = csv.writer(self._fh)
             self._writer.writerow(self.columns)
-            sidecar = sidecar_path(self.path)
-            sidecar.write_text(json.dumps({k: sidecar_value(v) for k, v in self.metadata.items()}, indent=1) + "\n")
+            numeric = {name for name, kind in self.extra if kind != "text"}
+            sidecar_path(self.path).write_text(sidecar_text(self.metadata, self.columns, {
+                name: unit for name, unit in self.units.items() if name in numeric}, self.descriptions))
         elif self.format == "ecsv":
             self._fh = open(self.path, "w", newline="")
             self._fh.write(self._ecsv_header())
         elif self.format == "fits":
             from galaxy.catalog.fits_table import FitsTableWriter
 
-            self._writer = FitsTableWriter(self.path, self.classes, self.metadata, self.extra, self.units)
+            self._writer = FitsTableWriter(self.path, self.classes, self.metadata, self.extra, self.units,
+                                           self.descriptions)
         elif self.format == "parquet":
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            fields = [pa.field("id", pa.string()), pa.field("path", pa.string())]
-            fields += [pa.field(probability_column(c), pa.float32()) for c in self.classes] + [pa.field("label", pa.string())]
-            fields += [pa.field(name, arrow_type(kind)) for name, kind in self.extra]
-            self._schema = pa.schema(fields)
+            kinds = {"id": pa.string(), "path": pa.string(), **{probability_column(c): pa.float32() for c in self.classes},
+                     "label": pa.string(), **{name: arrow_type(kind) for name, kind in self.extra}}
+            self._schema = pa.schema([pa.field(name, kinds[name], metadata={ARROW_DESCRIPTION: self.descriptions[name]}
+                                               if name in self.descriptions else None) for name in self.columns])
             lengths = None if text_lengths is None else {**text_lengths, "label": max(len(c) for c in self.classes)}
             self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units,
                                                                        lengths))
@@ -302,7 +309,8 @@ class CatalogWriter:
         kinds = {"id": str, "path": str, "label": str, **{probability_column(c): np.float32 for c in self.classes},
                  **{name: {"int": np.int64, "float": np.float64}.get(kind, str) for name, kind in self.extra}}
         out = io.StringIO()
-        empty_table({name: kinds[name] for name in self.columns}, self.metadata, self.units).write(out, format="ascii.ecsv", delimiter=",")
+        empty_table({name: kinds[name] for name in self.columns}, self.metadata, self.units,
+                    self.descriptions).write(out, format="ascii.ecsv", delimiter=",")
         return out.getvalue()
 
     def close(self):
