@@ -145,14 +145,15 @@ def _listing_record(items, each=None) -> tuple[int, str]:
 class ShardClassifier:
     """A Ray Data callable class: one model session per actor, one shard per call."""
 
-    def __init__(self, config, model_dir: str, out_dir: str, cwd: str | None = None, units: dict | None = None):
+    def __init__(self, config, model_dir: str, out_dir: str, cwd: str | None = None, units: dict | None = None,
+                 descriptions: dict | None = None):
         from engine.artifacts import resolve_model
         from galaxy.catalog.metadata import catalog_metadata
         from engine.runner import Runner
 
         if cwd and os.path.isdir(cwd):  # relative inputs are the driver's: a cluster started in another
             os.chdir(cwd)  # folder read them from its own (every input failed as "no such file")
-        self.units = units or {}
+        self.units, self.descriptions = units or {}, descriptions or {}  # of kept columns, from the catalog
         model_dir, card = resolve_model(model_dir)
         self.runner = Runner.for_classify(model_dir, card, config)
         self.out_dir, self.classes = Path(out_dir), card.classes
@@ -235,7 +236,7 @@ class ShardClassifier:
         # kept columns stay text as given: their kind is decided over all parts when they are finalised
         extra = [(name, "text") for name, _ in extra]
         writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra, units=self.units,
-                               text_lengths=lengths)
+                               text_lengths=lengths, descriptions=self.descriptions)
         for ids, paths, probs, columns in results:
             writer.write(ids, paths, probs, columns)
         writer.close()
@@ -324,13 +325,13 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
 
 def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size: int, actors: int | None) -> dict:
     from engine.artifacts import resolve_model
-    from galaxy.catalog.read import column_units
+    from engine.runner import classify_spec
+    from galaxy.catalog.read import column_descriptions, column_units
 
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, "parquet", card.classes)
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}  # as one machine keeps them
-    from engine.runner import classify_spec
-
+    descriptions = column_descriptions(config.catalog, config.keep_columns) if config.catalog else {}
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         config = dataclasses.replace(config, crop_fraction=classify_spec(card, config).crop_fraction)
     fingerprint = {"inputs": [str(i) for i in config.inputs], "catalog": config.catalog,
@@ -397,7 +398,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
             ShardClassifier, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool),
             num_gpus=1 if gpus else 0, num_cpus=None if gpus else actor.threads,
             fn_constructor_kwargs={"config": actor, "model_dir": str(model_dir), "out_dir": str(out_dir),
-                                   "cwd": os.getcwd(), "units": units},
+                                   "cwd": os.getcwd(), "units": units, "descriptions": descriptions},
         )
         for row in results.iter_rows():
             done["rows"] += int(row["rows"])

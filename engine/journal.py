@@ -69,14 +69,16 @@ class Journal:
         fingerprint: what must not change between a run and its resumption.
         overwrite: discard earlier results of this output first.
         defaults: the values of settings a fingerprint may leave out (`changed_settings`).
+        units, descriptions: name -> unit and description of kept columns, as the input catalog
+            gives them (`CatalogWriter`).
     """
 
     def __init__(self, output, classes, fingerprint: dict, overwrite: bool = False, commit_rows: int = COMMIT_ROWS,
                  fmt: str | None = None, units: dict | None = None, commit_seconds: float = COMMIT_SECONDS,
-                 defaults: dict | None = None):
+                 defaults: dict | None = None, descriptions: dict | None = None):
         self.output = Path(output)
         self.defaults = defaults or {}
-        self.format, self.units = fmt, units or {}
+        self.format, self.units, self.descriptions = fmt, units or {}, descriptions or {}
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self._last_commit = time.monotonic()
         self.classes = tuple(classes)
@@ -268,7 +270,8 @@ class Journal:
     def _assemble(self, tmp_out: Path, metadata: dict, errors: Path):
         """Write the catalog into `tmp_out` and the errors file into `errors`; return the catalog's writer."""
         extra, lengths = describe_rows((row[0], row[1], self._columns(row)) for row in self.rows())
-        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, extra, self.units, lengths)
+        writer = CatalogWriter(tmp_out, self.classes, metadata, self.format, extra, self.units, lengths,
+                               self.descriptions)
         batch: list[list[str]] = []
         for row in self.rows():
             batch.append(row)

@@ -20,7 +20,7 @@ from engine.listing import count_inputs, iter_inputs, parse_band_columns, requir
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
 from galaxy.catalog.formats import check_kept_columns, output_format
-from galaxy.catalog.read import column_units
+from galaxy.catalog.read import column_descriptions, column_units
 from galaxy.catalog.write import errors_path
 from galaxy.config import ClassifyConfig
 from galaxy.errors import UsageError
@@ -85,9 +85,10 @@ def classify(config: ClassifyConfig) -> Summary:
     runner = Runner.for_classify(model_dir, card, _continuing(config, fmt, model_dir, card))
     session = runner.session
     units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
+    descriptions = column_descriptions(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config, runner.spec),
                       config.overwrite, config.commit_every, config.output_format, units, config.commit_seconds,
-                      fingerprint_defaults(card))
+                      fingerprint_defaults(card), descriptions)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)

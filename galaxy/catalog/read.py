@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import logging
 from pathlib import Path
 
 from galaxy.catalog.formats import (CSV_ENCODING, ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST,
                                     TABLE_FORMATS, check_kept_columns, output_format, sidecar_path, table_format)
-from galaxy.catalog.metadata import SIDECAR_COLUMNS, galaxy_keys, run_metadata
+from galaxy.catalog.metadata import SIDECAR_COLUMNS, arrow_descriptions, galaxy_keys, run_metadata
 from galaxy.catalog.text import unescape_ascii_text
 from galaxy.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 CATALOG_BATCH = 8192
 
@@ -262,6 +265,51 @@ def column_units(path, columns) -> dict[str, str]:
     if fmt == "ecsv":
         table = _ecsv_header(path)
         return {k: str(table[k].unit) for k in table.colnames if k in wanted and table[k].unit is not None}
+    return {}
+
+
+def column_descriptions(path, columns) -> dict[str, str]:
+    """Descriptions of `columns` in an input catalog, where the format keeps them: FITS TCOMMn (the
+    HEASARC convention), else the TTYPEn card's comment; the column `description` astropy writes in
+    ECSV and Parquet (the YAML header), else a Parquet field's `description` metadata.
+
+    Read from the header or schema alone. CSV tables carry none: {} for them.
+    """
+    path, wanted = Path(path), set(columns)
+    fmt = table_format(path)
+    if not wanted:
+        return {}
+    if fmt == "fits":
+        from astropy.io import fits
+
+        with fits.open(path) as hdul:  # the HDU the rows are read from, as column_units
+            table = _table_hdu(hdul)
+            header = table.header.copy() if table is not None else fits.Header()
+        found = {}
+        for i in range(1, int(header.get("TFIELDS", 0)) + 1):
+            name = header.get(f"TTYPE{i}")
+            if name in wanted:
+                text = str(header.get(f"TCOMM{i}") or "").strip() or header.comments[f"TTYPE{i}"].strip()
+                if text:
+                    found[name] = text
+        return found
+    if fmt == "ecsv":
+        table = _ecsv_header(path)
+        return {k: str(table[k].description) for k in table.colnames if k in wanted and table[k].description}
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+        from astropy.table.meta import get_header_from_yaml
+
+        schema = pq.read_schema(path)
+        found = arrow_descriptions(schema)
+        yaml = (schema.metadata or {}).get(b"table_meta_yaml")
+        if yaml:
+            try:
+                found.update({c["name"]: str(c["description"]) for c in get_header_from_yaml(
+                    yaml.decode().splitlines())["datatype"] if c.get("description")})
+            except Exception as exc:  # astropy's YamlParseError and yaml's own: the rows are still read
+                log.warning("%s: its table_meta_yaml is not valid, its column descriptions are not kept: %s", path, exc)
+        return {k: v for k, v in found.items() if k in wanted and v}
     return {}
 
 
