@@ -20,15 +20,20 @@ from galaxy.io.images import stem_id
 
 
 def _unified_schema(schemas):
-    """The union of the parts' columns in first-seen order; a column that is text in any part is text."""
+    """The union of the parts' columns in first-seen order; a column that is text in any part is text.
+    Each keeps the field metadata (its description) of the first part that gives it some: a part an
+    earlier version wrote has none."""
     import pyarrow as pa
 
     fields: dict[str, object] = {}
+    metadata: dict[str, dict] = {}
     for schema in schemas:
         for field in schema:
             if field.name not in fields or pa.types.is_string(field.type):
                 fields[field.name] = field.type
-    return pa.schema([pa.field(name, kind) for name, kind in fields.items()])
+            if field.metadata and field.name not in metadata:
+                metadata[field.name] = field.metadata
+    return pa.schema([pa.field(name, kind, metadata=metadata.get(name)) for name, kind in fields.items()])
 
 
 def _numbers_as_numbers(unified, parts, schemas):
@@ -50,7 +55,7 @@ def _numbers_as_numbers(unified, parts, schemas):
                 yield {name: "" if value is None else str(value) for name, value in row.items()}
 
     numeric = {name: arrow_type(kind) for name, kind in column_kinds(rows()) if kind != "text"}
-    return pa.schema([pa.field(f.name, numeric.get(f.name, f.type)) for f in unified])
+    return pa.schema([pa.field(f.name, numeric.get(f.name, f.type), metadata=f.metadata) for f in unified])
 
 
 def _as_kind(column, kind):
@@ -114,11 +119,13 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
         changed = ids != given
         if changed:
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
-        if changed or table.schema.remove_metadata() != unified:
+        # field metadata compared too: a part an earlier version wrote gets the descriptions the others give
+        if changed or not table.schema.remove_metadata().equals(unified, check_metadata=True):
             columns = [_as_kind(table[f.name], f.type) if f.name in table.column_names else _missing(len(table), f.type)
                        for f in unified]
-            # astropy reads the column list of table_meta_yaml and each text column's longest value
-            # (table::len::NAME, which a renamed id may pass) too: both are written for the new table
+            # astropy reads the column list of table_meta_yaml (with the fields' descriptions) and each
+            # text column's longest value (table::len::NAME, which a renamed id may pass) too: both are
+            # written for the new table
             table = pa.Table.from_arrays(columns, schema=unified)
             table = _with_metadata(table, schema, units)
             changed = True
