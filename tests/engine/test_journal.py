@@ -439,3 +439,68 @@ def test_a_damaged_journal_fingerprint_is_a_usage_error_not_a_traceback(tmp_path
     for backend in ("auto", "onnxruntime"):  # auto reads it first, to continue with the run's backend
         with pytest.raises(UsageError, match=r"the settings its run began with .* cannot be read; use --overwrite"):
             classify(ClassifyConfig(files, str(out), backend=backend, progress=False))
+
+
+def _without_descriptions(out):
+    """`out` as a version before column descriptions wrote it."""
+    import json
+    import re
+
+    if out.suffix == ".csv":
+        sidecar = out.with_name(out.name + ".meta.json")
+        sidecar.write_text(json.dumps({k: v for k, v in json.loads(sidecar.read_text()).items() if k != "columns"}))
+    elif out.suffix == ".ecsv":
+        out.write_text(re.sub(r", description: [^}]*}", "}", out.read_text()))
+    elif out.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out)
+        metadata = {k: re.sub(rb", description: [^}]*}", b"}", v) for k, v in table.schema.metadata.items()}
+        table = table.cast(pa.schema([pa.field(f.name, f.type) for f in table.schema]))
+        pq.write_table(table.replace_schema_metadata(metadata), out)
+    else:
+        from astropy.io import fits
+
+        with fits.open(out, mode="update") as hdul:
+            header = hdul[1].header
+            for key in {k for k in header if k.startswith("TCOMM") or k == "COMMENT"}:  # each COMMENT at once
+                del header[key]
+            for n in range(1, header["TFIELDS"] + 1):
+                header.comments[f"TTYPE{n}"] = ""
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".fits", ".parquet", ".ecsv"])
+def test_a_catalog_without_descriptions_resumes_and_comes_out_described(tmp_path, suffix):
+    """Catalogs written before columns were described are continued, and the finished catalog
+    describes its own columns and the kept ones (here from an ECSV input catalog)."""
+    import json
+
+    from astropy.table import Table
+
+    from galaxy.catalog.read import read_catalog_rows
+
+    files = [str(f) for f in sorted(EXAMPLES.glob("*.jpeg"))[:3]]
+    table = tmp_path / "in.ecsv"
+    out = tmp_path / f"c{suffix}"
+
+    def run(n):
+        catalog = Table({"file": files[:n], "z": [0.1, 0.2, 0.3][:n]})
+        catalog["z"].description = "spectroscopic redshift"
+        catalog.write(table, overwrite=True)
+        return classify(ClassifyConfig((), str(out), catalog=str(table), keep_columns=("z",), backend="onnxruntime",
+                                       progress=False))
+
+    run(2)
+    _without_descriptions(out)
+    before = list(read_catalog_rows(out))
+    again = run(3)
+    assert (again.classified, again.resumed) == (1, 2)
+    assert list(read_catalog_rows(out))[:2] == before
+    if suffix == ".csv":
+        columns = json.loads(out.with_name(out.name + ".meta.json").read_text())["columns"]
+        described = {name: c.get("description") for name, c in columns.items()}
+    else:
+        described = {name: column.description for name, column in Table.read(out).columns.items()}
+    assert described["p_spiral"] == "calibrated probability the galaxy is spiral"
+    assert described["z"] == "spectroscopic redshift"

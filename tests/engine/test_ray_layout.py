@@ -5,6 +5,7 @@ catalog; and the command line reruns into the folder it wrote."""
 import csv
 import os
 import dataclasses
+import re
 import shutil
 import time
 
@@ -416,3 +417,47 @@ def test_a_retry_killed_between_its_renames_is_finished_or_undone(tmp_path, defa
     pending.write_bytes(after[1])
     assert classifier.retry_failed(shard.index, shard.path)[:2] == (2, 1)  # undone, then retried again
     assert not pending.exists() and pq.read_table(part).num_rows == 5 and failed_places(out, 0) == [3]
+
+
+def test_a_ray_merge_keeps_the_column_descriptions_of_its_parts(tmp_path, default_model):
+    """finalize_parts rebuilds each rewritten part's table_meta_yaml: the catalog's own descriptions
+    and a kept column's (from the input catalog) stay, and a part an earlier version wrote without
+    them gets those of the other parts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from astropy.table import Table
+
+    from engine.distributed import ShardClassifier, write_shards
+    from engine.ray_parts import finalize_parts, part_path as _part_path
+    from galaxy.catalog.read import column_descriptions
+
+    files = [str(f) for f in sorted(EXAMPLES.glob("*.jpeg"))[:4]]
+    catalog = Table({"file": files, "z": [0.1, 0.2, 0.3, 0.4]})
+    catalog["z"].description = "spectroscopic redshift"
+    catalog.write(tmp_path / "in.ecsv")
+    out = tmp_path / "out"
+    config = ClassifyConfig((), str(out), catalog=str(tmp_path / "in.ecsv"), keep_columns=("z",),
+                            backend="onnxruntime", decoder="reference", progress=False)
+    shards = write_shards(config, out, 2)
+    classifier = ShardClassifier(config, str(default_model[0]), str(out),
+                                 descriptions=column_descriptions(config.catalog, config.keep_columns))
+    for shard in shards:
+        classifier.classify_shard(shard.index, shard.path)
+    parts = [_part_path(out, shard.index) for shard in shards]
+
+    def as_an_earlier_version_wrote_it(part):  # no field metadata, and no description in table_meta_yaml
+        table = pq.read_table(part)
+        metadata = {k: re.sub(rb", description: [^}]*}", b"}", v) for k, v in table.schema.metadata.items()}
+        pq.write_table(table.cast(pa.schema([pa.field(f.name, f.type) for f in table.schema]))
+                       .replace_schema_metadata(metadata), part)
+
+    as_an_earlier_version_wrote_it(parts[1])
+    finalize_parts(parts)  # every part rewritten: z, text in each part, is a number column
+    as_an_earlier_version_wrote_it(parts[1])
+    finalize_parts(parts)  # now only the descriptions are missing from the second part
+    for part in parts:
+        table = Table.read(part)
+        assert table["z"].dtype == np.float64 and list(table["id"])
+        assert table["z"].description == "spectroscopic redshift", part
+        assert table["p_spiral"].description == "calibrated probability the galaxy is spiral", part
+        assert pq.read_schema(part).field("z").metadata == {b"description": b"spectroscopic redshift"}

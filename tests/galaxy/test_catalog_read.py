@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import MaskedColumn, Table
 
-from galaxy.catalog.read import column_units, read_catalog_rows, read_input_catalog
+from galaxy.catalog.read import column_descriptions, column_units, read_catalog_rows, read_input_catalog
 from galaxy.catalog.write import CatalogWriter
 from galaxy.errors import UsageError
 from tests.conftest import EXAMPLES
@@ -139,6 +139,52 @@ def test_units_come_from_the_table_hdu_the_rows_come_from(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2), np.float32)), table]).writeto(path)
     assert list(read_input_catalog(path, keep=("mag_r",)))[0][2] == {"mag_r": "17.5"}
     assert column_units(path, ["mag_r"]) == {"mag_r": "mag"}
+
+
+def test_fits_descriptions_come_from_tcomm_else_the_ttype_comment(tmp_path):
+    path = tmp_path / "c.fits"
+    table = fits.BinTableHDU.from_columns([fits.Column("file", "8A", array=["a.jpeg"]),
+                                           fits.Column("mag_r", "E", array=[17.5]), fits.Column("z", "E", array=[0.1]),
+                                           fits.Column("flag", "J", array=[0])])
+    table.header["TCOMM2"] = "Petrosian magnitude, r band"
+    table.header.comments["TTYPE2"] = "r mag (shortened)"
+    table.header.comments["TTYPE3"] = "redshift"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2), np.float32)), table]).writeto(path)
+    assert column_descriptions(path, ["mag_r", "z", "flag"]) == {"mag_r": "Petrosian magnitude, r band", "z": "redshift"}
+    assert column_descriptions(path, ["z"]) == {"z": "redshift"} and column_descriptions(path, []) == {}
+
+
+@pytest.mark.parametrize("suffix", [".ecsv", ".parquet"])
+def test_ecsv_and_parquet_descriptions_are_astropys(tmp_path, suffix):
+    path = tmp_path / f"c{suffix}"
+    table = Table({"file": ["a.jpeg"], "z": [0.1], "flag": [0]})
+    table["z"].description = "spectroscopic redshift: é"
+    table.write(path)
+    assert column_descriptions(path, ["z", "flag"]) == {"z": "spectroscopic redshift: é"}
+
+
+def test_a_parquet_fields_description_is_read_and_a_csv_has_none(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"file": ["a.jpeg"], "z": [0.1]}).cast(pa.schema([
+        pa.field("file", pa.string()), pa.field("z", pa.float64(), metadata={"description": "redshift"})])), path)
+    assert column_descriptions(path, ["z"]) == {"z": "redshift"}
+    (tmp_path / "c.csv").write_text("file,z\na.jpeg,0.1\n")
+    assert column_descriptions(tmp_path / "c.csv", ["z"]) == {}
+
+
+def test_a_catalog_galaxy_wrote_gives_back_its_descriptions_as_input(tmp_path):
+    """Kept from a catalog galaxy wrote: TCOMMn holds the whole text where the TTYPEn comment is cut."""
+    long = "a kept column whose description is longer than the room a TTYPE card leaves"
+    for suffix in (".fits", ".ecsv", ".parquet"):
+        path = tmp_path / f"c{suffix}"
+        writer = CatalogWriter(path, CLASSES, {"model": "m", "run": '{"keep": ["zz"]}'}, extra=[("zz", "float")],
+                               text_lengths={"id": 1, "path": 1}, descriptions={"zz": long})
+        writer.close()
+        assert column_descriptions(path, ["zz", "p_spiral"]) == {
+            "zz": long, "p_spiral": "calibrated probability the galaxy is spiral"}, suffix
 
 
 def test_kept_text_keeps_its_spaces_and_paths_and_ids_do_not(tmp_path):
