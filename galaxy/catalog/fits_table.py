@@ -39,6 +39,13 @@ def scratch_files(path) -> list[Path]:
     return [path.with_name(f".{path.name}.spool.csv"), path.with_name(f".{path.name}.tmp")]
 
 
+def numpy_kinds(classes, extra) -> dict:
+    """name -> numpy type of a catalog's columns, in order (id, path, p_<class>..., label, extra...),
+    as the empty astropy Table that gives the ECSV header and astropy's FITS column block has them."""
+    return {"id": str, "path": str, **{probability_column(c): np.float32 for c in classes}, "label": str,
+            **{name: {"int": np.int64, "float": np.float64}.get(kind, str) for name, kind in extra}}
+
+
 def _card_comment(card, text: str) -> str:
     """`text` as the comment of a keyword card: whole where it fits after the value (a string's
     field is at least 20 characters, to column 30) and the ' / ' that starts a comment, else cut,
@@ -124,8 +131,7 @@ class FitsTableWriter:
                     for j, (name, kind) in enumerate(self.extra)]
         header = fits.BinTableHDU.from_columns(columns, nrows=0).header
         header["NAXIS2"] = self.rows
-        kinds = {"id": str, "path": str, **{probability_column(c): np.float32 for c in self.classes}, "label": str,
-                 **{name: {"int": np.int64, "float": np.float64}.get(kind, str) for name, kind in self.extra}}
+        kinds = numpy_kinds(self.classes, self.extra)
         described = {}  # column number -> (FITS name, description)
         for n, name in enumerate(kinds, 1):
             if self.descriptions.get(name):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog.fits_table import SKY_UNITS
+from galaxy.catalog.fits_table import SKY_UNITS, numpy_kinds
 from galaxy.catalog.formats import (ERROR_COLUMNS, NUMBER_KINDS, RAY_BOOKKEEPING, SKY_COLUMNS, catalog_columns,
                                     catalog_descriptions, output_format, probability_column, sidecar_path)
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
@@ -306,10 +306,8 @@ class CatalogWriter:
         """ECSV's YAML header (column types, units, the metadata) and the column-name line, by astropy."""
         import io
 
-        kinds = {"id": str, "path": str, "label": str, **{probability_column(c): np.float32 for c in self.classes},
-                 **{name: {"int": np.int64, "float": np.float64}.get(kind, str) for name, kind in self.extra}}
         out = io.StringIO()
-        empty_table({name: kinds[name] for name in self.columns}, self.metadata, self.units,
+        empty_table(numpy_kinds(self.classes, self.extra), self.metadata, self.units,
                     self.descriptions).write(out, format="ascii.ecsv", delimiter=",")
         return out.getvalue()
 
