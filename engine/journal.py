@@ -34,6 +34,7 @@ import numpy as np
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
+from galaxy.catalog.metadata import as_recorded_now
 from galaxy.catalog.text import ascii_text, safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
@@ -143,10 +144,10 @@ class Journal:
                                  "cannot check that it continues with the same settings: restore that file, or use "
                                  "--overwrite to start over")
             meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
-            changed = changed_settings(meta, fingerprint, self.defaults) if meta is not None else []
+            changed = changed_settings(meta, fingerprint, self.defaults) if meta is not None else None
             if changed:
-                raise UsageError(f"{self.output} was written with other settings (this run's {', '.join(changed)} "
-                                 "differ); use --overwrite to start over")
+                raise UsageError(f"{self.output} was written with other settings ({changed}); use --overwrite to "
+                                 "start over")
         keep_fingerprint(path, fingerprint, self.output, self.defaults)
 
     def _begun_in(self) -> str:
@@ -318,21 +319,22 @@ def _log_undeleted(function, path, exc_info) -> None:
     log.warning("could not delete %s (%s); the catalog is complete, delete it by hand", path, exc_info[1])
 
 
-def _as_recorded_now(earlier: dict, fingerprint: dict) -> dict:
-    """An earlier fingerprint in today's form: runs before 2026-11-29 recorded `--crop-fraction auto`
-    as the word, not the crop it measured; such a run is continued at the crop measured now."""
-    if earlier.get("crop") == "auto" and isinstance(fingerprint.get("crop"), float):
-        return {**earlier, "crop": fingerprint["crop"]}
-    return earlier
-
-
-def changed_settings(earlier: dict, fingerprint: dict, defaults: dict | None = None) -> list[str]:
-    """The settings in which `fingerprint` differs from an `earlier` one (in today's form); a setting
+def changed_settings(earlier: dict, fingerprint: dict, defaults: dict | None = None) -> str | None:
+    """The settings in which `fingerprint` differs from an `earlier` one (in today's form), each with
+    both values ("bands [0, 1, 2] then, [2, 1, 0] now; tta ..."); None when none differs. A setting
     that either leaves out counts at its value in `defaults` (the card's crop, which a run names
     with --crop-fraction or not: `--crop-fraction 0.5` on a model read at 0.5 changes nothing)."""
-    earlier = {**(defaults or {}), **_as_recorded_now(earlier, fingerprint)}
+    earlier = {**(defaults or {}), **as_recorded_now(earlier, fingerprint)}
     now = {**(defaults or {}), **fingerprint}
-    return sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
+    changed = sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
+    if not changed:
+        return None
+
+    def said(value) -> str:
+        text = "not given" if value is None else json.dumps(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    return "; ".join(f"{k} {said(earlier.get(k))} then, {said(now.get(k))} now" for k in changed)
 
 
 def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | None = None) -> None:
@@ -353,7 +355,7 @@ def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | Non
                              "to start over")
         changed = changed_settings(earlier, fingerprint, defaults)
         if changed:
-            raise UsageError(f"{output} was started with other settings ({', '.join(changed)}); "
+            raise UsageError(f"{output} was started with other settings ({changed}); "
                              "use --overwrite to start over")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fingerprint)))

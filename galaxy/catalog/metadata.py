@@ -119,21 +119,41 @@ def run_fingerprint(card, session, config, spec=None) -> dict:
     return {**fingerprint, **reading_settings(config, spec or card.input_spec)}
 
 
+# The settings of how a run reads each FITS file (`reading_settings`), and the key that says a
+# fingerprint records them: one written before they were recorded lacks it (`as_recorded_now`).
+READING_KEYS = ("hdu", "bands", "band_columns")
+READING_RECORDED = "reading"
+
+
 def reading_settings(config, spec) -> dict:
     """How a run reads each FITS file where it is told to (`--hdu`, `--bands`, `--band-columns`): the
     pixels a galaxy gets depend on them, so a rerun that changes one would mix two readings in one
     catalog (it was taken, and the metadata then named the new bands over rows made with the old).
-    Recorded only when given, so runs journalled before they were recorded still resume; `spec` is
-    the InputSpec read with (its bands are `--bands` parsed)."""
-    settings = {}
+    Each is recorded only when given (`fingerprint_defaults` says what leaving it out means), beside
+    READING_RECORDED; `spec` is the InputSpec read with (its bands are `--bands` parsed)."""
+    settings = {READING_RECORDED: 1}
     if config.hdu is not None:
         settings["hdu"] = str(config.hdu)
     if config.bands:
         settings["bands"] = list(spec.fits_bands)
-    if config.band_columns:
-        settings["band_columns"] = ",".join("=".join(side.strip() for side in pair.split("=", 1))
-                                            for pair in config.band_columns.split(",") if pair.strip())
+    if config.band_columns:  # the pairs in any order and spacing read the files alike
+        pairs = ("=".join(side.strip() for side in pair.split("=", 1)) for pair in config.band_columns.split(","))
+        settings["band_columns"] = ",".join(sorted(pair for pair in pairs if pair))
     return settings
+
+
+def as_recorded_now(earlier: dict, fingerprint: dict) -> dict:
+    """An `earlier` fingerprint in the form of today's `fingerprint`: one recorded before the reading
+    settings were (no READING_RECORDED) is taken to have read the files as this run does, since
+    what it was told is not known (a `--ray` folder recorded `hdu` already, and keeps it); runs
+    before 2026-11-29 recorded `--crop-fraction auto` as the word, not the crop it measured, and
+    are continued at the crop measured now."""
+    if READING_RECORDED not in earlier:
+        reading = {k: fingerprint[k] for k in (READING_RECORDED, *READING_KEYS) if k in fingerprint and k not in earlier}
+        earlier = {**reading, **earlier}
+    if earlier.get("crop") == "auto" and isinstance(fingerprint.get("crop"), float):
+        earlier = {**earlier, "crop": fingerprint["crop"]}
+    return earlier
 
 
 def fingerprint_defaults(card) -> dict:

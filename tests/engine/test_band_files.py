@@ -125,9 +125,10 @@ def test_a_ray_run_reads_band_files_as_one_machine_does(tmp_path, default_model)
 
 
 @pytest.mark.parametrize("first, again, changed", [
-    (["--bands", "0,1,2"], ["--bands", "2,1,0"], "bands"), ([], ["--hdu", "1"], "hdu"),
+    (["--bands", "0,1,2"], ["--bands", "2,1,0"], "bands [0, 1, 2] then, [2, 1, 0] now"),
+    ([], ["--hdu", "1"], 'hdu not given then, "1" now'),
     (["--band-columns", "g=g_file,r=r_file,i=i_file"], ["--band-columns", "g=r_file,r=g_file,i=i_file"],
-     "band_columns")])
+     'band_columns "g=g_file,i=i_file,r=r_file" then, "g=r_file,i=i_file,r=g_file" now')])
 def test_a_rerun_that_reads_the_files_otherwise_is_refused(tmp_path, first, again, changed):
     """A rerun with other --bands was taken: its catalog's metadata named the new bands over rows made
     with the old (a galaxy's label differed between the two readings)."""
@@ -141,6 +142,26 @@ def test_a_rerun_that_reads_the_files_otherwise_is_refused(tmp_path, first, agai
     assert result.exit_code == 0, result.output
     assert runner.invoke(cli, [*command, *first]).exit_code == 0  # the same reading: nothing to do
     result = runner.invoke(cli, [*command, *again])
-    assert result.exit_code == 2 and f"other settings (this run's {changed} differ)" in result.output, result.output
-    with_spaces = [first[0], first[1].replace(",", ", ")] if first else []
-    assert runner.invoke(cli, [*command, *with_spaces]).exit_code == 0  # written otherwise, read alike
+    assert result.exit_code == 2 and f"other settings ({changed}); use --overwrite" in result.output, result.output
+    if first:  # written otherwise, read alike: spaces, and band files named in another order
+        parts = first[1].split(",")
+        alike = [first[0], ", ".join(reversed(parts) if first[0] == "--band-columns" else parts)]
+        assert runner.invoke(cli, [*command, *alike]).exit_code == 0
+
+
+def test_a_catalog_written_before_the_reading_settings_were_recorded_resumes(tmp_path):
+    """Outputs begun before --hdu/--bands/--band-columns were recorded could not be resumed with the
+    options they were made with: the missing keys read as "not given"."""
+    import json
+
+    _band_catalog(tmp_path, n=2)
+    out = tmp_path / "out.csv"
+    command = ["classify", "--catalog", str(tmp_path / "bands.csv"), "--path-column", "cube", "-o", str(out), "-q",
+               "--backend", "onnxruntime", "--bands", "0,1,2", "--hdu", "0"]
+    assert CliRunner().invoke(cli, command).exit_code == 0
+    sidecar = tmp_path / "out.csv.meta.json"
+    meta = json.loads(sidecar.read_text())
+    meta["run"] = {k: v for k, v in meta["run"].items() if k not in ("reading", "hdu", "bands", "band_columns")}
+    sidecar.write_text(json.dumps(meta))  # as the version before wrote it
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output

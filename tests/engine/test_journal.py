@@ -90,7 +90,7 @@ def test_rerun_with_other_settings_is_refused_and_overwrite_starts_over(tmp_path
     assert first.classified == 3
     again = classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False))
     assert (again.classified, again.resumed, again.total) == (0, 3, 3)
-    with pytest.raises(UsageError, match=r"other settings \(this run's tta differ\)"):
+    with pytest.raises(UsageError, match=r"other settings \(tta false then, true now\)"):
         classify(ClassifyConfig(files, str(out), backend="onnxruntime", tta=True, progress=False))
     fresh = classify(ClassifyConfig(files[:2], str(out), backend="onnxruntime", tta=True, overwrite=True,
                                     progress=False))
@@ -502,5 +502,5 @@ def test_a_catalog_without_descriptions_resumes_and_comes_out_described(tmp_path
         described = {name: c.get("description") for name, c in columns.items()}
     else:
         described = {name: column.description for name, column in Table.read(out).columns.items()}
-    assert described["p_spiral"] == "calibrated probability the galaxy is spiral"
+    assert described["p_spiral"] == "calibrated probability of class spiral"
     assert described["z"] == "spectroscopic redshift"
