@@ -202,8 +202,9 @@ class ShardClassifier:
         part, pending = part_path(self.out_dir, index), pending_errors(self.out_dir, index)
         if rows:
             errors.replace(pending)
+            texts = [item.columns for place, item in enumerate(items) if place not in set(failed)]
             merged = merge_retried(pq.read_table(part), pq.read_table(tmp), len(items), failed,
-                                   [p for p in failed if p not in error_places(pending)], self.units)
+                                   [p for p in failed if p not in error_places(pending)], texts, self.units)
             tmp.unlink()
             write_atomically(part, lambda path: pq.write_table(merged, path))
             pending.replace(part_errors(self.out_dir, index))

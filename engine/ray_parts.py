@@ -135,7 +135,8 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
             for failed, taken in zip(failures, failed_ids)]
 
 
-def merge_retried(part, retried, inputs: int, failed: list[int], recovered: list[int], units: dict | None = None):
+def merge_retried(part, retried, inputs: int, failed: list[int], recovered: list[int], texts: list[dict],
+                  units: dict | None = None):
     """A shard's part with the rows of its retried inputs in their places: the new part.
 
     Args:
@@ -144,20 +145,23 @@ def merge_retried(part, retried, inputs: int, failed: list[int], recovered: list
         inputs: the shard's length.
         failed: the places in the shard of the inputs retried (those that had failed).
         recovered: the places of the rows of `retried`.
+        texts: the kept catalog columns of the part's rows as the shard holds them (name -> text).
         units: kept columns' units, as the parts record them.
 
     Returns:
-        The merged table, with the catalog's columns of both (as `finalize_parts` unifies parts: a
-        column missing in one is missing there, text wins) and the metadata of `retried`, the run
-        that wrote it. Ids are left as each table has them: `finalize_parts` takes them again over
-        all parts in listing order, so a recovered input gets the id a run without its failure gives.
+        The merged table, with the catalog's columns of both, every column after `label` text as in a
+        part just written (`_as_written`: a finalised part holds them as numbers, which cast back
+        to text would re-spell "0.10" and turn 1.0 into "1"), and the metadata of `retried`, the run
+        that wrote it. Ids are left as each table has them: `finalize_parts` takes ids and kinds again
+        over all parts in listing order, so a recovered input gets the id a run without its failure gives.
     """
     import pyarrow as pa
 
     kept = [p for p in range(inputs) if p not in set(failed)]
-    if len(kept) != part.num_rows or len(recovered) != retried.num_rows:
-        raise ValueError(f"a retried shard of {inputs} inputs: {part.num_rows} rows for {len(kept)} places, "
-                         f"{retried.num_rows} for {len(recovered)}")
+    if len(kept) != part.num_rows or len(recovered) != retried.num_rows or len(texts) != part.num_rows:
+        raise ValueError(f"a retried shard of {inputs} inputs: {part.num_rows} rows for {len(kept)} places and "
+                         f"{len(texts)} texts, {retried.num_rows} for {len(recovered)}")
+    part = _as_written(part, texts)
     unified = _unified_schema([part.schema, retried.schema])
 
     def conform(table):
@@ -167,6 +171,33 @@ def merge_retried(part, retried, inputs: int, failed: list[int], recovered: list
     places = kept + list(recovered)
     table = pa.concat_tables([conform(part), conform(retried)]).take(sorted(range(len(places)), key=places.__getitem__))
     return _with_metadata(table, retried.schema, units)
+
+
+def _as_written(part, texts: list[dict]):
+    """A part's columns after `label` as text, as the shard classifier writes them before any merge:
+    kept columns as the catalog gives them (`texts`), the FITS headers' ra/dec as Python writes a
+    float (`Decoded.of`), a missing value as ""."""
+    import pyarrow as pa
+
+    names = part.column_names
+    columns = []
+    for name in names[names.index("label") + 1:]:
+        if texts and name in texts[0]:
+            values = [row.get(name, "") for row in texts]
+        else:
+            values = [_written(v) for v in part[name].to_pylist()]
+        columns.append((name, pa.array(values, pa.string())))
+    for name, column in columns:
+        index = part.schema.get_field_index(name)
+        part = part.set_column(index, part.schema.field(name).with_type(pa.string()), column)
+    return part
+
+
+def _written(value) -> str:
+    """A finalised part's cell as the shard classifier wrote it: floats by repr, missing as ""."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _with_metadata(table, source, units: dict | None):

@@ -459,5 +459,41 @@ def test_a_ray_merge_keeps_the_column_descriptions_of_its_parts(tmp_path, defaul
         table = Table.read(part)
         assert table["z"].dtype == np.float64 and list(table["id"])
         assert table["z"].description == "spectroscopic redshift", part
-        assert table["p_spiral"].description == "calibrated probability the galaxy is spiral", part
+        assert table["p_spiral"].description == "calibrated probability of class spiral", part
         assert pq.read_schema(part).field("z").metadata == {b"description": b"spectroscopic redshift"}
+
+
+def test_kept_columns_of_a_retried_part_keep_their_text_kind_and_unit(tmp_path, default_model):
+    """A finalised part holds kept columns as numbers; the retry cast them back to text with pyarrow,
+    so 1.0 became "1" (then int64, its unit lost), "0.10" became "0.1", a missing value None."""
+    import pyarrow.parquet as pq
+    from astropy.table import Table
+
+    from engine.distributed import write_manifest
+    from engine.ray_parts import failed_places
+    from engine.run import classify
+
+    good = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    mended = tmp_path / "mended.jpeg"
+    mended.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    files = [good[0], mended, good[1], good[2]]
+    catalog = Table({"file": [str(f) for f in files], "z": ["1.0", "2.0", "", "3.0"], "w": ["0.10", "n/a", "0.20", ""]})
+    catalog["z"].unit = "km / s"
+    catalog.write(tmp_path / "c.ecsv")
+    config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(tmp_path / "c.ecsv"), keep_columns=("z", "w"),
+                            backend="onnxruntime", decoder="reference", progress=False)
+    out = tmp_path / "out"
+    shards, classifier = _classify_shards(config, out, default_model, 10)
+    classifier.units = {"z": "km / s"}
+    write_manifest(out, shards, {"rows": 3, "errors": 1}, 0, 1, time.perf_counter(), {"z": "km / s"})
+    assert pq.read_table(out).schema.field("z").type == "double"  # finalised: numbers
+    shutil.copy(good[0], mended)
+    assert failed_places(out, 0) == [1] and classifier.retry_failed(0, shards[0].path)[:2] == (1, 0)
+    write_manifest(out, shards, {"rows": 1, "errors": 0}, 1, 1, time.perf_counter(), {"z": "km / s"})
+    single = tmp_path / "single.parquet"
+    classify(dataclasses.replace(config, output=str(single)))
+    ray, one = Table.read(out / "part-000000.parquet"), Table.read(single)
+    for name in ("z", "w"):
+        assert ray[name].dtype == one[name].dtype and str(ray[name].unit) == str(one[name].unit), name
+        np.testing.assert_array_equal(np.asarray(ray[name]), np.asarray(one[name]))  # NaN for the missing z
+    assert list(ray["w"]) == ["0.10", "n/a", "0.20", ""] and str(ray["z"].unit) == "km / s"
