@@ -55,15 +55,17 @@ def catalog_columns(classes) -> tuple[str, ...]:
 COLUMN_DESCRIPTIONS = {
     "id": "unique id of the galaxy in this catalog",
     "path": "image file the galaxy was classified from",
-    "label": "predicted class, the most probable one",
+    "label": "class with the highest probability (p_<class>)",
     "ra": "ICRS RA of the cutout centre (FITS header)",
     "dec": "ICRS Dec of the cutout centre (FITS header)",
 }
 
 
 def probability_description(class_name: str) -> str:
-    """What a class's probability column holds: calibrated probability the galaxy is spiral."""
-    return f"calibrated probability the galaxy is {class_name}"
+    """What a class's probability column holds: calibrated probability of class spiral. The
+    classes are those of the labels the model learned (Galaxy Zoo 1 for the shipped models; the
+    README says which, and on what the temperature was fitted)."""
+    return f"calibrated probability of class {class_name}"
 
 
 def catalog_descriptions(classes, kept=()) -> dict[str, str]:
@@ -148,6 +150,12 @@ def check_kept_columns(names, output_format: str | None = None, classes=None) ->
             raise UsageError(f"cannot keep column {name!r} in a FITS catalog: FITS column names are printable ASCII "
                              f"of at most {FITS_NAME_LENGTH} characters; write .csv, .ecsv or .parquet, or rename "
                              "the column in the input catalog")
+    sky = [name for name in names if name.casefold() in SKY_COLUMNS]
+    if len({name.casefold() for name in sky}) == 1:  # one alone would sit beside the header's other coordinate
+        other = next(c for c in SKY_COLUMNS if c != sky[0].casefold())
+        raise UsageError(f"cannot keep {sky[0]!r} without {other!r}: a kept ra and dec replace the position from "
+                         f"the FITS headers together, and {sky[0]!r} alone would pair the catalog's coordinate with "
+                         f"the header's {other}; keep both, or neither")
 
 
 def _fits_name(name: str) -> bool:

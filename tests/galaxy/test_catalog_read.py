@@ -154,6 +154,32 @@ def test_fits_descriptions_come_from_tcomm_else_the_ttype_comment(tmp_path):
     assert column_descriptions(path, ["z"]) == {"z": "redshift"} and column_descriptions(path, []) == {}
 
 
+def test_boilerplate_ttype_comments_are_not_descriptions(tmp_path):
+    """STILTS and CFITSIO write "label for column 2" / "label for field 2" as the TTYPEn comment: it
+    became the kept column's description, made-up text the README says is never written."""
+    path = tmp_path / "c.fits"
+    table = fits.BinTableHDU.from_columns([fits.Column("file", "8A", array=["a.jpeg"]),
+                                           fits.Column("z", "E", array=[0.1]), fits.Column("w", "E", array=[0.2])])
+    table.header.comments["TTYPE2"] = "label for column 2"
+    table.header.comments["TTYPE3"] = "label for field   3"
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    assert column_descriptions(path, ["z", "w"]) == {}
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".ecsv", ".parquet"])
+def test_what_astropy_writes_gives_the_descriptions_and_units(tmp_path, suffix):
+    """astropy keeps a FITS column's description only in its serialized-columns COMMENT block, and a
+    Parquet column's unit in its YAML header: both were dropped from the kept columns."""
+    path = tmp_path / f"c{suffix}"
+    table = Table({"file": ["a.jpeg"], "z": [0.1], "r50": [2.5], "flag": [0]})
+    table["z"].description = "spectroscopic redshift"
+    table["r50"].unit, table["r50"].description = "arcsec", "Petrosian half-light radius"
+    table.write(path)
+    assert column_descriptions(path, ["z", "r50", "flag"]) == {"z": "spectroscopic redshift",
+                                                               "r50": "Petrosian half-light radius"}
+    assert column_units(path, ["z", "r50", "flag"]) == {"r50": "arcsec"}
+
+
 @pytest.mark.parametrize("suffix", [".ecsv", ".parquet"])
 def test_ecsv_and_parquet_descriptions_are_astropys(tmp_path, suffix):
     path = tmp_path / f"c{suffix}"
@@ -184,7 +210,7 @@ def test_a_catalog_galaxy_wrote_gives_back_its_descriptions_as_input(tmp_path):
                                text_lengths={"id": 1, "path": 1}, descriptions={"zz": long})
         writer.close()
         assert column_descriptions(path, ["zz", "p_spiral"]) == {
-            "zz": long, "p_spiral": "calibrated probability the galaxy is spiral"}, suffix
+            "zz": long, "p_spiral": "calibrated probability of class spiral"}, suffix
 
 
 def test_kept_text_keeps_its_spaces_and_paths_and_ids_do_not(tmp_path):

@@ -141,6 +141,8 @@ CLASSES = ("elliptical", "spiral")
     (["Label"], "'label' column"), (["ID"], "'id' column"), (["PATH"], "'path' column"),
     (["p_spiral"], "'p_spiral' column"), (["P_Elliptical"], "'p_elliptical' column"),
     (["z", "Z"], "differ only in case"), (["ra", "RA"], "differ only in case"),
+    # alone, a kept ra sat beside the FITS header's dec: a position of neither object
+    (["RA", "z"], "cannot keep 'RA' without 'dec'"), (["Dec"], "cannot keep 'Dec' without 'ra'"),
 ])
 def test_kept_names_that_clash_with_output_columns_ignoring_case_are_refused(names, match):
     with pytest.raises(UsageError, match=match):

@@ -84,8 +84,8 @@ def test_astropy_reads_a_classified_parquet_catalog_without_guessing(tmp_path, g
 # Column descriptions: each format's usual reader sees what a column means.
 CLASSES = ("elliptical", "spiral")
 OWN = {"id": "unique id of the galaxy in this catalog", "path": "image file the galaxy was classified from",
-       "p_elliptical": "calibrated probability the galaxy is elliptical",
-       "p_spiral": "calibrated probability the galaxy is spiral", "label": "predicted class, the most probable one",
+       "p_elliptical": "calibrated probability of class elliptical",
+       "p_spiral": "calibrated probability of class spiral", "label": "class with the highest probability (p_<class>)",
        "ra": "ICRS RA of the cutout centre (FITS header)", "dec": "ICRS Dec of the cutout centre (FITS header)"}
 # a survey's own words for a kept column: longer than a FITS card, and not ASCII
 LONG = "spectroscopic redshift from the SDSS DR17 specObj table, heliocentric, with its flags ignored; é"
