@@ -24,8 +24,7 @@ class Batch:
             decoded the images (only GPU backends are given those).
         n_valid: number of images (batch_size, or fewer in the last batch).
         columns: per image, the extra catalog columns (kept input columns, sky position).
-        offsets: per image, arcsec from the catalog's ra/dec to the header's centre, or None
-            (`Decoded.offset`).
+        centres: per image, the cutout centre its headers give, or None (`Decoded.centre`).
     """
 
     ids: list[str]
@@ -33,7 +32,7 @@ class Batch:
     tensor: np.ndarray
     n_valid: int
     columns: list[dict] = field(default_factory=list)
-    offsets: list = field(default_factory=list)
+    centres: list = field(default_factory=list)
 
 
 def _assemble(group) -> Batch:
@@ -42,7 +41,7 @@ def _assemble(group) -> Batch:
     else:
         tensor = _stack_on_device([d.tensor for d in group])
     return Batch([d.id for d in group], [d.path for d in group], tensor, len(group), [d.columns for d in group],
-                 [d.offset for d in group])
+                 [d.centre for d in group])
 
 
 def _stack_on_device(tensors):

@@ -221,7 +221,7 @@ class ShardClassifier:
 
         places, errors = list(places), []
         ident = {}  # a place in the shard (the id the runner handles) -> the id the input was given
-        off_centre = OffCentreRows()
+        off_centre = OffCentreRows(units=self.units)
 
         def position(given):  # each input's id becomes its place in the shard; the id given is put back
             place = str(places[len(ident)])  # below, and the place goes into the errors part: the merge takes
@@ -229,7 +229,7 @@ class ShardClassifier:
             return place
 
         results = list(self.runner.run((items[p] for p in places), errors.append, position,
-                                       lambda place, offset: off_centre.add(safe_text(ident[place]), offset)))
+                                       lambda place, *where: off_centre.add(safe_text(ident[place]), *where)))
         tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
         results = [([safe_text(ident[i]) for i in ids], [safe_text(p) for p in paths], probs, columns)
                    for ids, paths, probs, columns in results]
@@ -411,13 +411,13 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
 
 
 def _warn_off_centre(shards: dict[int, OffCentreRows]) -> None:
-    """The one warning of a run about rows whose kept ra/dec is not their cutout's centre, the shards
+    """The warnings of a run about rows whose catalog position is not their cutout's centre, the shards
     merged in listing order (ids as the catalog or headers give them, before `stem#2` renaming)."""
     merged = OffCentreRows()
     for index in sorted(shards):
         merged.merge(shards[index])
-    if merged.count:  # a warning: the parts are written, and the exit status stays
-        log.warning("%s", merged.warning())
+    for line in merged.warnings():  # warnings: the parts are written, and the exit status stays
+        log.warning("%s", line)
 
 
 def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int, actors: int, started: float,

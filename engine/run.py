@@ -95,7 +95,7 @@ def classify(config: ClassifyConfig) -> Summary:
     counter = threading.Thread(target=_count_total, args=(bar, config, band_columns, journal.resumed), daemon=True)
     counter.start()
     classified = 0
-    off_centre = OffCentreRows()  # rows whose kept ra/dec is not their cutout's centre: a wrong file
+    off_centre = OffCentreRows(units=units)  # rows whose catalog position is not their cutout's centre
 
     def on_error(failure):
         journal.errors.append(failure)
@@ -131,8 +131,8 @@ def classify(config: ClassifyConfig) -> Summary:
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()
     seconds = time.perf_counter() - started
-    if off_centre.count:  # a warning: the rows are written, and the exit status stays
-        log.warning("%s", off_centre.warning())
+    for line in off_centre.warnings():  # warnings: the rows are written, and the exit status stays
+        log.warning("%s", line)
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    runner.backend, session.device, runner.pipeline.name, interrupted,
                    journal.resumed, total, None if config.crop_fraction is None else runner.spec.crop_fraction)

@@ -173,7 +173,7 @@ class Runner:
 
     def run(self, items: Iterable[Item], on_error: Callable[[Failure], None],
             unique_id: Callable[[str], str] | None = None,
-            on_offset: Callable[[str, float], None] | None = None) -> Iterator[Result]:
+            on_centre: Callable[[str, dict, dict], None] | None = None) -> Iterator[Result]:
         """Classify `items` batch by batch, in input order.
 
         Inputs that cannot be read never reach a batch: each is handed to `on_error` as a
@@ -185,10 +185,9 @@ class Runner:
         input order, so an id does not depend on which other inputs failed: a file fixed and
         retried by a rerun gets the id a first run without the failure would have given it.
 
-        `on_offset(id, arcsec)` (e.g. `OffCentreRows.add`) is given, as each Result is handed out,
-        every input of it whose catalog ra/dec and header centre are both known, and how far apart
-        they lie (`galaxy.io.sky.catalog_offset`): the classify runs, single or `--ray`, count rows
-        that name the wrong file.
+        `on_centre(id, columns, centre)` (e.g. `OffCentreRows.add`) is given, as each Result is handed
+        out, every input of it whose headers give a cutout centre, with its catalog columns: the
+        classify runs, single or `--ray`, count rows whose catalog position is not their cutout's.
 
         With `streams` > 1 (a CPU with several cores) that many batches run at once, each on one
         thread: a core that finishes its batch takes the next one or decodes, where the threads of
@@ -211,25 +210,25 @@ class Runner:
             decoded = (dataclasses.replace(d, id=unique_id(d.id)) for d in decoded)
         if self.streams == 1:  # GPU backends among them: batches run in this thread, as they always did
             for batch in batches(decoded, self.batch_size, failed):
-                yield _result(batch, self.infer(batch.tensor), on_offset)
+                yield _result(batch, self.infer(batch.tensor), on_centre)
             return
         with ThreadPoolExecutor(self.streams, thread_name_prefix="galaxy-infer") as pool:
             for batch in batches(decoded, self.batch_size, failed):
                 pending.append((batch, pool.submit(self.infer, batch.tensor)))
-                yield from _deliver(pending, on_error, self.streams, on_offset)
-            yield from _deliver(pending, on_error, 0, on_offset)
+                yield from _deliver(pending, on_error, self.streams, on_centre)
+            yield from _deliver(pending, on_error, 0, on_centre)
 
 
-def _result(batch, probabilities, on_offset) -> Result:
-    """A classified batch's Result; its inputs' known catalog-to-centre offsets go to `on_offset` first."""
-    if on_offset is not None:
-        for ident, offset in zip(batch.ids, batch.offsets):
-            if offset is not None:
-                on_offset(ident, offset)
+def _result(batch, probabilities, on_centre) -> Result:
+    """A classified batch's Result; its inputs with a header centre go to `on_centre` first."""
+    if on_centre is not None:
+        for ident, columns, centre in zip(batch.ids, batch.columns, batch.centres):
+            if centre is not None:
+                on_centre(ident, columns, centre)
     return Result(batch.ids, batch.paths, probabilities, batch.columns)
 
 
-def _deliver(pending: deque, on_error, in_flight: int, on_offset) -> Iterator[Result]:
+def _deliver(pending: deque, on_error, in_flight: int, on_centre) -> Iterator[Result]:
     """Hand out the leading entries of `pending` in order: failures to `on_error`, finished batches
     as Results, waiting on the oldest batch while more than `in_flight` are queued (0: all)."""
     while pending:
@@ -241,7 +240,7 @@ def _deliver(pending: deque, on_error, in_flight: int, on_offset) -> Iterator[Re
         if not head[1].done() and queued <= in_flight:
             return
         batch, future = pending.popleft()
-        yield _result(batch, future.result(), on_offset)
+        yield _result(batch, future.result(), on_centre)
 
 
 def classify_spec(card, config):

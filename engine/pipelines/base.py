@@ -22,36 +22,36 @@ from engine.queues import chunks, prefetch
 from galaxy.errors import ImageReadError
 from galaxy.io.images import load_band_input, load_input, raster_refusal, stem_id
 from galaxy.io.jpeg import jpeg_frame
-from galaxy.io.sky import catalog_offset
 from galaxy.spec import InputSpec
 
 
 @dataclass
 class Decoded:
     """One decoded input: a (C, H, W) float32 tensor, or the reason it failed, the columns that
-    go into its catalog row beside the probabilities, and `offset`: arcsec from the catalog's kept
-    ra/dec to the cutout centre its headers give, where both are known (`catalog_offset`), else None."""
+    go into its catalog row beside the probabilities, and `centre`: {"ra", "dec"} (ICRS degrees) of
+    the cutout centre its headers give, or None (what a catalog's own position is checked against:
+    `galaxy.io.sky.OffCentreRows`)."""
 
     id: str
     path: str
     tensor: np.ndarray | None = None
     error: ImageReadError | None = None
     columns: dict = field(default_factory=dict)
-    offset: float | None = None
+    centre: dict | None = None
 
     @classmethod
     def of(cls, item: Item, tensor=None, error=None, meta: dict | None = None) -> Decoded:
         """The Decoded of an item: id from the catalog, else the header's OBJID, else the file
-        stem; columns from the catalog, plus the header's sky position unless the catalog has one.
-        Here the two positions meet for every pipeline, so here their offset is measured."""
+        stem; columns from the catalog, plus the header's sky position unless the catalog has one
+        (the header's is kept as `centre` either way)."""
         meta = meta or {}
         columns = dict(item.columns)
         for key in ("ra", "dec"):
             if key in meta and key not in columns:
                 columns[key] = repr(float(meta[key]))
         first = item.bands[0][1] if item.bands else item.path
-        return cls(item.id or meta.get("objid") or stem_id(first), item.path, tensor, error, columns,
-                   catalog_offset(item.columns, meta))
+        centre = {"ra": meta["ra"], "dec": meta["dec"]} if "ra" in meta and "dec" in meta else None
+        return cls(item.id or meta.get("objid") or stem_id(first), item.path, tensor, error, columns, centre)
 
 
 def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:

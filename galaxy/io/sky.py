@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from galaxy.catalog.formats import SKY_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -102,49 +101,98 @@ def separation_arcsec(a: dict, b: dict) -> float:
     return float(np.degrees(2 * np.arcsin(np.sqrt(min(1.0, h)))) * 3600)
 
 
-def _decimal_degrees(text) -> float | None:
-    """A kept cell as decimal degrees: a finite number, else None (missing, sexagesimal, other text)."""
-    try:
-        value = float(str(text).strip())
-    except ValueError:
+# The kept columns a catalog row's own position may be in (name pairs, compared ignoring case): the
+# sky columns a kept column replaces, and the names VizieR gives (J2000 / ICRS, FK5 within 0.1 arcsec).
+CATALOG_POSITIONS = (("ra", "dec"), ("raj2000", "dej2000"), ("_raj2000", "_dej2000"), ("ra_icrs", "de_icrs"),
+                     ("radeg", "dedeg"))
+
+
+def _kept_angle(text, unit: str | None, hours: bool) -> float | None:
+    """A kept cell in degrees: a number in the column's unit (degrees when it has none; a unit that
+    is not an angle is not read), or sexagesimal text (h:m:s for RA); None when missing or unreadable."""
+    text = str(text).strip()
+    if not text:
         return None
-    return value if np.isfinite(value) else None
+    try:
+        value = float(text)
+    except ValueError:  # sexagesimal text, or not a position
+        return _angle(text, hours) if any(c in text for c in ": hmsd") else None
+    if not np.isfinite(value):
+        return None
+    if unit is None:
+        return value
+    import astropy.units as u
+
+    try:
+        return float((value * u.Unit(unit)).to_value(u.deg))
+    except (ValueError, TypeError, u.UnitsError):  # not an angle (or not a unit astropy knows)
+        return None
 
 
-def catalog_offset(columns: dict, centre: dict) -> float | None:
-    """Arcsec from a catalog row's own position to its cutout's centre, when both are known.
+def catalog_position(columns: dict, units: dict | None = None) -> tuple[float, float] | None | bool:
+    """A catalog row's own (RA, Dec) in degrees from its kept columns: the first of CATALOG_POSITIONS
+    kept, in the columns' units (`units`: name -> unit; degrees where none). None when no such pair
+    is kept; False when one is kept but cannot be read (missing, not an angle, a Dec beyond 90)."""
+    folded: dict[str, str] = {}
+    for name in columns:  # a kept `RA` beside the header's `ra` (`Decoded.of` adds it): the kept one
+        if folded.get(name.casefold(), name.casefold()) == name.casefold():
+            folded[name.casefold()] = name
+    for ra_name, dec_name in CATALOG_POSITIONS:
+        if ra_name in folded and dec_name in folded:
+            ra_key, dec_key = folded[ra_name], folded[dec_name]
+            ra = _kept_angle(columns[ra_key], (units or {}).get(ra_key), hours=True)
+            dec = _kept_angle(columns[dec_key], (units or {}).get(dec_key), hours=False)
+            if ra is None or dec is None or not -90.0 <= dec <= 90.0:
+                return False
+            return ra % 360.0, dec
+    return None
+
+
+def catalog_offset(columns: dict, centre: dict, units: dict | None = None) -> float | None | bool:
+    """Arcsec from a catalog row's own position (`catalog_position`) to its cutout's centre.
 
     Args:
-        columns: the row's kept catalog columns (name -> text); its position is the `ra` and `dec`
-            among them, in any case (`RA`, `Dec`), in decimal degrees.
+        columns: the row's kept catalog columns (name -> text).
         centre: the headers' metadata, with "ra" and "dec" (ICRS degrees) where they give a centre.
+        units: the kept columns' units (name -> unit text), where the catalog gives them.
 
     Returns:
-        The great-circle distance in arcsec; None without a centre, without a kept ra and dec, or
-        where either is missing, not a number (sexagesimal text is not compared) or a Dec beyond +-90.
+        The great-circle distance in arcsec; None without a centre or without a kept position;
+        False where a kept position cannot be read.
     """
     if "ra" not in centre or "dec" not in centre:
         return None
-    kept = {name.casefold(): value for name, value in columns.items() if name.casefold() in SKY_COLUMNS}
-    ra, dec = _decimal_degrees(kept.get("ra", "")), _decimal_degrees(kept.get("dec", ""))
-    if ra is None or dec is None or not -90.0 <= dec <= 90.0:
-        return None
-    return separation_arcsec({"ra": ra, "dec": dec}, centre)
+    position = catalog_position(columns, units)
+    if not position:
+        return position
+    return separation_arcsec({"ra": position[0], "dec": position[1]}, centre)
+
+
+def _angle_said(arcsec: float) -> str:
+    if arcsec < 60:
+        return f"{arcsec:.1f} arcsec"
+    return f"{arcsec / 60:.1f} arcmin" if arcsec < 3600 else f"{arcsec / 3600:.2f} deg"
 
 
 @dataclass
 class OffCentreRows:
     """The rows of a run whose catalog position lies more than MAX_CATALOG_OFFSET from their
-    cutout's centre: how many, the largest distance (arcsec) and the first OFF_CENTRE_IDS ids.
+    cutout's centre: how many, the largest distance (arcsec) and the first OFF_CENTRE_IDS ids; and
+    how many kept a position that could not be compared (`unread`). `units`: the kept columns'.
     A plain record (JSON as `dataclasses.asdict`), so the parts of a `--ray` run can be merged."""
 
     count: int = 0
     largest: float = 0.0
     ids: list = field(default_factory=list)
+    unread: int = 0
+    units: dict = field(default_factory=dict)
 
-    def add(self, ident: str, offset: float) -> None:
-        """One classified row and its `catalog_offset`; counted only beyond MAX_CATALOG_OFFSET."""
-        if offset > MAX_CATALOG_OFFSET:
+    def add(self, ident: str, columns: dict, centre: dict) -> None:
+        """One classified row: its kept `columns` and the `centre` its headers give."""
+        offset = catalog_offset(columns, centre, self.units)
+        if offset is False:
+            self.unread += 1
+        elif offset is not None and offset > MAX_CATALOG_OFFSET:
             self.count += 1
             self.largest = max(self.largest, offset)
             if len(self.ids) < OFF_CENTRE_IDS:
@@ -153,15 +201,22 @@ class OffCentreRows:
     def merge(self, other: OffCentreRows) -> None:
         """Take in the rows of `other`, which come after these in input order."""
         self.count += other.count
+        self.unread += other.unread
         self.largest = max(self.largest, other.largest)
         self.ids.extend(other.ids[:OFF_CENTRE_IDS - len(self.ids)])
 
-    def warning(self) -> str | None:
-        """The run's one line about these rows; None when there are none."""
-        if not self.count:
-            return None
-        more = ", ..." if self.count > len(self.ids) else ""
-        return (f"{self.count} row{'s' if self.count != 1 else ''}: the catalog's ra/dec is more than "
-                f"{MAX_CATALOG_OFFSET:g} arcsec from the cutout centre in the FITS header (largest "
-                f"{self.largest:.1f} arcsec: id{'s' if len(self.ids) != 1 else ''} {', '.join(self.ids)}{more}): "
-                "the classification is of the object at the cutout centre; check the catalog's path column")
+    def warnings(self) -> list[str]:
+        """The run's lines about these rows: none when every kept position matched its cutout."""
+        lines = []
+        if self.count:
+            more = ", ..." if self.count > len(self.ids) else ""
+            lines.append(f"{self.count} row{'s' if self.count != 1 else ''}: the catalog's position is more than "
+                         f"{MAX_CATALOG_OFFSET:g} arcsec from the cutout centre in the FITS header (largest "
+                         f"{_angle_said(self.largest)}: id{'s' if len(self.ids) != 1 else ''} {', '.join(self.ids)}"
+                         f"{more}): the classification is of the object at the cutout centre; check the catalog's "
+                         "positions and its path column")
+        if self.unread:
+            lines.append(f"{self.unread} row{'s' if self.unread != 1 else ''}: the catalog's position could not be "
+                         "compared with the cutout centre (a missing value, a Dec beyond 90, or a unit that is "
+                         "not an angle)")
+        return lines

@@ -166,8 +166,10 @@ def test_rows_naming_another_cutout_are_warned_of_once_over_all_shards(cluster, 
     manifest = classify_on_ray(config, None, shard_size=2, actors=2)
     assert manifest["rows"] == 6 and manifest["failed"] == 0
     assert _off_centre_lines(caplog) == [
-        "2 rows: the catalog's ra/dec is more than 5 arcsec from the cutout centre in the FITS header (largest "
-        "4024.6 arcsec: ids g1, g2): the classification is of the object at the cutout centre; check the catalog's "
-        "path column"]
+        "2 rows: the catalog's position is more than 5 arcsec from the cutout centre in the FITS header (largest "
+        "1.12 deg: ids g1, g2): the classification is of the object at the cutout centre; check the catalog's "
+        "positions and its path column",
+        "1 row: the catalog's position could not be compared with the cutout centre (a missing value, a Dec beyond "
+        "90, or a unit that is not an angle)"]
     table = Table.read(tmp_path / "parts" / "part-000000.parquet")
     assert list(table["RA"]) == ra[:2]  # the catalog's values (text here: g4's is sexagesimal)

@@ -145,34 +145,51 @@ def test_format_overrides_the_extension_and_unknown_formats_are_refused(tmp_path
     assert result.exit_code == 2 and "cannot tell the output format" in result.output
 
 
-def test_catalog_offset_compares_kept_decimal_degrees_with_the_header_centre():
+def test_catalog_offset_compares_the_kept_position_with_the_header_centre():
     centre = {"objid": "g0", "ra": 150.0, "dec": -1.5}
     assert catalog_offset({"ra": "150.0", "dec": "-1.5"}, centre) == pytest.approx(0.0, abs=1e-6)
     assert catalog_offset({"RA": "150.0", "Dec": "-1.49875"}, centre) == pytest.approx(4.5, abs=1e-6)  # any case
     assert catalog_offset({"ra": " 151 ", "dec": "-1.5"}, centre) == pytest.approx(3598.8, abs=0.1)  # cos(dec)
     assert catalog_offset({"ra": "359.99", "dec": "0"}, {"ra": 0.01, "dec": 0.0}) == pytest.approx(72.0)  # wraps
-    skipped = [{"ra": "10:00:00", "dec": "-01:30:00"},  # sexagesimal: not compared
-               {"ra": "", "dec": "-1.5"}, {"ra": "nan", "dec": "-1.5"},  # missing
-               {"ra": "150.0"}, {"redshift": "0.1"},  # no kept dec, no kept position
-               {"ra": "150.0", "dec": "91.5"}]  # not a declination
-    assert [catalog_offset(columns, centre) for columns in skipped] == [None] * len(skipped)
+    # sexagesimal (RA in hours), VizieR's names, a unit in hours or radians: the same position
+    for columns, units in [({"ra": "10:00:00", "dec": "-01:30:00"}, {}), ({"RAJ2000": "150", "DEJ2000": "-1.5"}, {}),
+                           ({"RA": "10.0", "DEC": "-1.5"}, {"RA": "hourangle", "DEC": "deg"}),
+                           ({"ra": "2.6179938779914944", "dec": "-0.02617993877991494"}, {"ra": "rad", "dec": "rad"})]:
+        assert catalog_offset(columns, centre, units) == pytest.approx(0.0, abs=1e-3), columns
+    unreadable = [{"ra": "", "dec": "-1.5"}, {"ra": "nan", "dec": "-1.5"}, {"ra": "150.0", "dec": "91.5"},
+                  {"ra": "north", "dec": "-1.5"}]
+    assert [catalog_offset(columns, centre) for columns in unreadable] == [False] * len(unreadable)
+    assert catalog_offset({"ra": "150", "dec": "-1.5"}, centre, {"ra": "mag"}) is False  # not an angle
+    assert catalog_offset({"ra": "150.0"}, centre) is None and catalog_offset({"redshift": "0.1"}, centre) is None
+    for columns in ({"RA": "151", "Dec": "-1.5", "ra": "150.0", "dec": "-1.5"},  # beside the header's (Decoded.of)
+                    {"ra": "150.0", "dec": "-1.5", "RA": "151", "Dec": "-1.5"}):
+        assert catalog_offset(columns, centre) == pytest.approx(3598.8, abs=0.1)  # the kept RA, not the header's
     assert catalog_offset({"ra": "150.0", "dec": "-1.5"}, {"objid": "g0"}) is None  # no header centre
 
 
 def test_off_centre_rows_count_beyond_the_tolerance_and_merge_in_order():
+    centre = {"ra": 150.0, "dec": 0.0}
+
+    def at(arcsec):
+        return {"ra": "150.0", "dec": repr(arcsec / 3600)}
+
     first, second = OffCentreRows(), OffCentreRows()
-    first.add("a", MAX_CATALOG_OFFSET)  # at the tolerance: the same object
-    first.add("b", 312.44)
-    second.add("c", 12.0)
-    second.add("d", 7.0)
+    first.add("a", at(MAX_CATALOG_OFFSET - 1e-6), centre)  # at the tolerance: the same object
+    first.add("b", at(312.44), centre)
+    second.add("c", at(12.0), centre)
+    second.add("d", at(7.0), centre)
+    second.add("x", {"ra": "", "dec": "0"}, centre)
     first.merge(second)
-    assert (first.count, first.largest, first.ids) == (3, 312.44, ["b", "c", "d"])
-    assert first.warning() == ("3 rows: the catalog's ra/dec is more than 5 arcsec from the cutout centre in the FITS "
-                               "header (largest 312.4 arcsec: ids b, c, d): the classification is of the object at the "
-                               "cutout centre; check the catalog's path column")
-    first.add("e", 6.0)
-    assert first.count == 4 and first.ids == ["b", "c", "d"] and "ids b, c, d, ...)" in first.warning()
-    assert OffCentreRows().warning() is None
+    assert (first.count, round(first.largest, 2), first.ids, first.unread) == (3, 312.44, ["b", "c", "d"], 1)
+    assert first.warnings() == [
+        "3 rows: the catalog's position is more than 5 arcsec from the cutout centre in the FITS header (largest "
+        "5.2 arcmin: ids b, c, d): the classification is of the object at the cutout centre; check the catalog's "
+        "positions and its path column",
+        "1 row: the catalog's position could not be compared with the cutout centre (a missing value, a Dec beyond "
+        "90, or a unit that is not an angle)"]
+    first.add("e", at(6.0), centre)
+    assert first.count == 4 and first.ids == ["b", "c", "d"] and "ids b, c, d, ...)" in first.warnings()[0]
+    assert OffCentreRows().warnings() == []
 
 
 def _survey(tmp_path, swap=True, odd=False):
@@ -195,7 +212,7 @@ def _survey(tmp_path, swap=True, odd=False):
 
 
 def _off_centre_lines(caplog):
-    return [r.getMessage() for r in caplog.records if "from the cutout centre" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if "the cutout centre" in r.getMessage()]
 
 
 @pytest.mark.parametrize("decoder", ["reference", "auto"])
@@ -209,9 +226,11 @@ def test_a_catalog_row_naming_another_cutout_is_warned_of_and_written_as_before(
     result = invoke(*args, "--keep-columns", "RA,Dec")
     assert result.exit_code == 0, result.output  # a warning, not a failure
     assert _off_centre_lines(caplog) == [
-        "2 rows: the catalog's ra/dec is more than 5 arcsec from the cutout centre in the FITS header (largest "
-        "4024.6 arcsec: ids g1, g2): the classification is of the object at the cutout centre; check the catalog's "
-        "path column"]  # g3 is 3 arcsec off, g4 sexagesimal and g5 missing: none of them counted
+        "2 rows: the catalog's position is more than 5 arcsec from the cutout centre in the FITS header (largest "
+        "1.12 deg: ids g1, g2): the classification is of the object at the cutout centre; check the catalog's "
+        "positions and its path column",  # g3 is 3 arcsec off, g4's sexagesimal position is its own
+        "1 row: the catalog's position could not be compared with the cutout centre (a missing value, a Dec beyond "
+        "90, or a unit that is not an angle)"]  # g5's is missing
     plain, kept = Table.read(tmp_path / "plain.csv"), Table.read(tmp_path / "kept.csv", format="ascii.csv",
                                                                   converters={"RA": str, "Dec": str})
     assert list(kept["id"]) == list(plain["id"]) == ["g0", "g1", "g2", "g3", "g4", "g5"]
@@ -241,7 +260,7 @@ def test_the_warning_is_one_stderr_line_and_the_exit_status_stays(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert run.stderr.splitlines() == [
-        "WARNING engine.run: 2 rows: the catalog's ra/dec is more than 5 arcsec from the cutout centre in the FITS "
-        "header (largest 4024.6 arcsec: ids g1, g2): the classification is of the object at the cutout centre; "
-        "check the catalog's path column"]
+        "WARNING engine.run: 2 rows: the catalog's position is more than 5 arcsec from the cutout centre in the FITS "
+        "header (largest 1.12 deg: ids g1, g2): the classification is of the object at the cutout centre; "
+        "check the catalog's positions and its path column"]
     assert len(Table.read(out)) == 6
