@@ -27,12 +27,10 @@ with `pyarrow.parquet.read_table(OUT_DIR)`, `pandas.read_parquet(OUT_DIR)`, or
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,7 @@ from engine.journal import FINGERPRINT, keep_fingerprint
 from engine.listing import parse_band_columns, require_inputs
 from engine.ray_parts import (count_error_rows, error_places, failed_places, finalize_parts, part_errors, part_path,
                               pending_errors, prepare_out_dir, read_part_errors, settle_retry)
+from engine.ray_shards import Shard, shard_items, shard_length, write_shards
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
 from galaxy.catalog.metadata import fingerprint_defaults, reading_settings
 from galaxy.catalog.text import safe_text
@@ -62,84 +61,6 @@ def import_ray():
     except ImportError:
         raise BackendUnavailable("--ray needs Ray: pip install 'galaxy-engine[ray]'") from None
     return ray
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int
-    path: str
-
-
-def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
-    """Stream the inputs into shard files of `shard_size` rows (path, id, columns JSON)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from engine.listing import iter_inputs
-
-    folder = out_dir / RAY_BOOKKEEPING / "shards"
-
-    def listing():
-        return iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
-                           parse_band_columns(config.band_columns))
-
-    if (folder / "_complete").exists():  # a rerun: the same shards, so finished parts stay valid
-        record = (folder / "_complete").read_text().split()
-        if len(record) == 3:  # (shards, inputs, digest); a folder from before records the shard count only
-            count, digest = _listing_record(listing())
-            if [str(count), digest] != record[1:]:
-                raise UsageError(f"the inputs changed since {out_dir} was started ({record[1]} listed then, {count} "
-                                 "now): rerun with --overwrite, or write another folder")
-        return [Shard(int(p.stem.split("-")[1]), str(p)) for p in sorted(folder.glob("shard-*.parquet"))]
-    folder.mkdir(parents=True, exist_ok=True)
-    shards, rows = [], []
-
-    def flush():
-        path = folder / f"shard-{len(shards):06d}.parquet"
-        # paths and ids as bytes: a file name need not be UTF-8 (one such name ended the whole run)
-        table = pa.table({"path": pa.array([os.fsencode(r[0]) for r in rows], pa.binary()),
-                          "id": pa.array([None if r[1] is None else os.fsencode(r[1]) for r in rows], pa.binary()),
-                          "columns": [r[2] for r in rows],
-                          "bands": pa.array([[os.fsencode(p) for p in r[3]] for r in rows], pa.list_(pa.binary())),
-                          "band_names": [[band for band, _ in r[4]] for r in rows]})
-        pq.write_table(table, path)
-        shards.append(Shard(len(shards), str(path)))
-        rows.clear()
-
-    def add(item):  # a galaxy of one file per band keeps its (band, path) pairs
-        rows.append((item.path, item.id, json.dumps(item.columns), [path for _, path in item.bands], item.bands))
-        if len(rows) == shard_size:
-            flush()
-
-    count, digest = _listing_record(listing(), add)
-    if rows:
-        flush()
-    (folder / "_complete").write_text(f"{len(shards)} {count} {digest}\n")
-    return shards
-
-
-def _shard_length(shard: Shard) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(shard.path).metadata.num_rows
-
-
-def _text(value):
-    """A shard's path or id as the listing gave it (bytes since file names need not be UTF-8; text
-    in the shards of an earlier version)."""
-    return os.fsdecode(value) if isinstance(value, bytes) else value
-
-
-def _listing_record(items, each=None) -> tuple[int, str]:
-    """(count, sha256) of a listing of inputs, what a rerun's inputs must match; `each(item)` is
-    called on every item on the way (the first run writes the shards in the same pass)."""
-    digest, count = hashlib.sha256(), 0
-    for item in items:
-        digest.update(f"{item.path}\0{item.id}\0{json.dumps(item.columns)}\n".encode("utf-8", "surrogateescape"))
-        count += 1
-        if each is not None:
-            each(item)
-    return count, digest.hexdigest()
 
 
 class ShardClassifier:
@@ -173,8 +94,9 @@ class ShardClassifier:
         """Classify a whole shard into its part and the part's errors; return (rows, failures, rows
         whose kept ra/dec is not their cutout's centre)."""
         _maybe_crash(index)
-        items = _shard_items(shard_path)
+        items = shard_items(shard_path)
         tmp, rows, errors, off_centre = self._classify(index, items, range(len(items)))
+        pending_errors(self.out_dir, index).unlink(missing_ok=True)  # a retry's, of a part deleted since
         errors.replace(part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
         tmp.replace(part_path(self.out_dir, index))
         return rows, count_error_rows(part_errors(self.out_dir, index)), off_centre
@@ -193,7 +115,7 @@ class ShardClassifier:
 
         from engine.ray_parts import merge_retried
 
-        items = _shard_items(shard_path)
+        items = shard_items(shard_path)
         settle_retry(self.out_dir, index, len(items))
         failed = failed_places(self.out_dir, index)
         if not failed:  # none, or only rows of an earlier version's part, which record no place
@@ -246,20 +168,6 @@ class ShardClassifier:
             err_writer.write(ident[failure.id], *failure[1:], failure.id)
         err_writer.close()
         return tmp, writer.rows, err_writer.path, off_centre
-
-
-def _shard_items(shard_path: str) -> list:
-    """A shard's inputs, in listing order."""
-    import pyarrow.parquet as pq
-
-    from engine.listing import Item
-
-    table = pq.read_table(shard_path).to_pydict()
-    n = len(table["path"])
-    bands = [tuple(zip(names, map(_text, paths))) for names, paths in
-             zip(table.get("band_names", [[]] * n), table.get("bands", [[]] * n))]  # shards before them had none
-    return [Item(_text(p), _text(i), json.loads(c), b)
-            for p, i, c, b in zip(table["path"], table["id"], table["columns"], bands)]
 
 
 def _maybe_crash(index: int) -> None:
@@ -349,7 +257,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     retry = {}  # a finished shard with failed inputs: they are classified again, as one machine's rerun does
     for shard in shards:
         if part_path(out_dir, shard.index).exists():
-            settle_retry(out_dir, shard.index, _shard_length(shard))
+            settle_retry(out_dir, shard.index, shard_length(shard))
             failed = failed_places(out_dir, shard.index)
             if failed:
                 retry[shard.index] = len(failed)

@@ -122,11 +122,10 @@ def classify(config: ClassifyConfig) -> Summary:
         if finished or interrupted is not None:
             try:
                 total = journal.finish(catalog_metadata(card, session, config, runner.spec, complete=finished))
-            except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM while the catalog was written
-                if interrupted is not None:
-                    log.warning("interrupted again while %s was written: the rows classified so far are kept in "
-                                "%s; rerun the same command to go on (it writes the catalog)", config.output,
-                                journal.dir)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (again, or first) while the catalog was written
+                log.warning("interrupted%s while %s was written: the rows classified so far are kept in %s; rerun "
+                            "the same command to go on (it writes the catalog)", " again" if interrupted else "",
+                            config.output, journal.dir)
                 raise
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()

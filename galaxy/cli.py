@@ -10,7 +10,7 @@ import warnings
 import click
 
 from galaxy.card import ONNX_OPSET
-from galaxy.errors import end_at_once_on_interrupt, exit_status, interruption, raise_terminated, Terminated
+from galaxy.errors import end_at_once_on_interrupt, exit_status, interruption, raise_terminated
 from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
@@ -140,10 +140,11 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
             sys.exit(exit_status(exc))
         errors = f"; errors in {errors_path(config.output)}" if manifest["failed"] else ""
         if not quiet:
-            n = manifest.get("retried", 0)
+            now, n = manifest.get("classified_now", manifest["rows"]), manifest.get("retried", 0)
+            earlier = f" (and {manifest['rows'] - now} from an earlier run)" if manifest["rows"] > now else ""
             retried = f", {n} failed input{'s' if n > 1 else ''} retried" if n else ""
-            click.echo(f"classified {manifest['rows']} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
-                       f"resumed{retried}), failed {manifest['failed']}, {manifest['actors']} actors, "
+            click.echo(f"classified {now}{earlier} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
+                       f"shards resumed{retried}), failed {manifest['failed']}, {manifest['actors']} actors, "
                        f"{manifest['seconds']} s -> {config.output}{errors}", err=True)
         elif errors:
             click.echo(f"failed {manifest['failed']} of {manifest['rows'] + manifest['failed']}{errors}", err=True)
@@ -406,9 +407,9 @@ def main():
     restore = None if verbose else filter_native_stderr()
     try:
         cli(prog_name="galaxy")
-    except SystemExit as exc:
-        if exc.code in (130, Terminated.exit_status):  # interrupted, the work saved: the exit handlers follow
-            end_at_once_on_interrupt(exc.code)
+    except SystemExit as exc:  # the work is saved or said: a Ctrl-C or SIGTERM while the libraries' exit
+        # handlers run (DALI's, Ray's) ends the process at once, with its status
+        end_at_once_on_interrupt(exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1)
         raise
     finally:
         if restore is not None:

@@ -69,9 +69,10 @@ def exit_status(exc: KeyboardInterrupt) -> int:
 
 
 def end_at_once_on_interrupt(status: int) -> None:
-    """A process leaving with `status` after an interruption, its work saved: a further Ctrl-C or
-    SIGTERM while the libraries' exit handlers run ends it at once with the same status (a second
-    Ctrl-C had printed a traceback from DALI's pipeline shutdown; there was nothing left to save)."""
+    """A process leaving with `status`, its work saved or its failure said: a Ctrl-C or SIGTERM while
+    the libraries' exit handlers run ends it at once with that status (a second Ctrl-C had printed a
+    traceback from DALI's pipeline shutdown, one at the end of a --ray run Ray's; nothing was left
+    to save)."""
     import os
     import signal
     import sys

@@ -364,9 +364,10 @@ def test_a_full_disk_while_assembling_names_the_catalog_and_leaves_no_hidden_fil
     assert (again.classified, again.resumed) == (0, 5) and out.is_file()
 
 
-def test_a_second_interrupt_while_assembling_leaves_the_journal_and_no_hidden_files(tmp_path, monkeypatch):
+def test_a_second_interrupt_while_assembling_leaves_the_journal_and_no_hidden_files(tmp_path, monkeypatch, caplog):
     """Only an OSError cleaned up: a second Ctrl-C (or SIGTERM) during the final assembly left the hidden
-    assembling files and, in the same process, the lock."""
+    assembling files and, in the same process, the lock; and a Ctrl-C there, after every image was
+    classified, said only "interrupted (Ctrl-C)"."""
     from galaxy.catalog import write
 
     files = tuple(str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:5])
@@ -379,6 +380,7 @@ def test_a_second_interrupt_while_assembling_leaves_the_journal_and_no_hidden_fi
     with pytest.raises(KeyboardInterrupt):
         classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.fits.partial"]
+    assert f"interrupted while {out} was written: the rows classified so far are kept in" in caplog.text
     monkeypatch.undo()
     assert classify(ClassifyConfig(files, str(out), backend="onnxruntime", progress=False)).resumed == 5
 

@@ -94,6 +94,21 @@ def test_ray_reruns_into_the_folder_it_wrote(survey, tmp_path, monkeypatch):
     assert outputs == [str(out)]
 
 
+def test_a_ray_reruns_summary_says_what_it_classified_now(survey, tmp_path, monkeypatch):
+    """It said "classified 57 in 8 parts (8 resumed, 4 failed inputs retried)" when one input was
+    classified: 57 was the whole catalog."""
+    def fake_classify_on_ray(config, address, shard_size, actors):
+        return {"rows": 57, "classified_now": 1, "retried": 4, "parts": ["p"] * 8, "shards_resumed": 8, "failed": 3,
+                "actors": 2, "seconds": 1.5}
+
+    monkeypatch.setattr("engine.distributed.classify_on_ray", fake_classify_on_ray)
+    out = tmp_path / "parts"
+    result = CliRunner().invoke(cli, ["classify", str(survey), "-o", str(out), "--ray"])
+    assert result.exit_code == 3
+    assert (f"classified 1 (and 56 from an earlier run) in 8 parts (8 shards resumed, 4 failed inputs retried), "
+            f"failed 3, 2 actors, 1.5 s -> {out}") in result.output
+
+
 def test_a_folder_as_output_without_ray_is_a_usage_error(survey, tmp_path):
     result = CliRunner().invoke(cli, ["classify", str(survey), "-o", str(tmp_path), "-q"])
     assert result.exit_code == 2
