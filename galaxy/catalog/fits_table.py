@@ -63,6 +63,34 @@ def _card_comment(card, text: str) -> str:
     return head + "..." if head else ""
 
 
+# Text a card holds between its quotes, quotes doubled: 80 columns less `KEYWORD = '` (or `CONTINUE  '`)
+# and the closing quote; a value that does not fit continues on CONTINUE cards (LONGSTRN).
+CARD_TEXT = 68
+
+
+def _set_text(header, key: str, value: str) -> None:
+    """`header[key] = value`, a long value continued on CONTINUE cards split where astropy's own
+    split is valid FITS: astropy cut a doubled quote in two ('xx'&' then '' y), and fitsverify
+    refused the card ("Value and Comment not separated by a /")."""
+    from astropy.io import fits
+
+    if len(value.replace("'", "''")) <= CARD_TEXT:
+        header[key] = value
+        return
+    parts, part, room = [], "", CARD_TEXT - 1  # each continued part ends in "&"
+    for char in value:
+        if len(part.replace("'", "''")) + (2 if char == "'" else 1) > room:
+            parts.append(part)
+            part = ""
+        part += char
+    parts.append(part)
+    images = [(f"{key:<8}= '" if k == 0 else "CONTINUE  '") + text.replace("'", "''") + ("&'" if k < len(parts) - 1
+              else "'") for k, text in enumerate(parts)]
+    if key in header:
+        del header[key]
+    header.append(fits.Card.fromstring("".join(image.ljust(80) for image in images)))  # written as built
+
+
 def _astropy_descriptions(kinds: dict, descriptions: dict) -> list[str]:
     """The COMMENT lines in which astropy's FITS writer records column descriptions, for the columns
     of `kinds` (FITS name -> numpy type): what astropy writes for an empty table of them. A name
@@ -136,14 +164,14 @@ class FitsTableWriter:
         for n, name in enumerate(kinds, 1):
             if self.descriptions.get(name):
                 described[n] = (ascii_text(name), ascii_text(self.descriptions[name]))
-                header[f"TCOMM{n}"] = described[n][1]
+                _set_text(header, f"TCOMM{n}", described[n][1])
                 header.comments[f"TTYPE{n}"] = _card_comment(header.cards[f"TTYPE{n}"], described[n][1])
         values = {key.upper()[:8]: ascii_text(str(value)) for key, value in self.metadata.items()}
         texts = [*values.values(), *(text for _, text in described.values())]
-        if any(len(v.replace("'", "''")) > 68 for v in texts):
+        if any(len(v.replace("'", "''")) > CARD_TEXT for v in texts):
             header["LONGSTRN"] = ("OGIP 1.0", "long strings continue on CONTINUE cards")
         for key, value in values.items():
-            header[key] = value
+            _set_text(header, key, value)
         fits_kinds = {ascii_text(name): kind for name, kind in kinds.items()}
         for line in _astropy_descriptions({name: fits_kinds[name] for name, _ in described.values()},
                                           dict(described.values())):

@@ -45,3 +45,23 @@ def test_fitsverify_finds_no_problem(tmp_path):
     write_catalog(path, n=100)
     result = subprocess.run(["fitsverify", str(path)], capture_output=True, text=True)
     assert "0 warning(s) and 0 error(s)" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("at", [59, 65, 66, 67, 133])
+def test_long_texts_with_a_quote_anywhere_are_valid_fits(tmp_path, at):
+    """astropy continued a long text by cutting a doubled quote in two ('xx'&' then '' y...): fitsverify
+    refused the card, for a description or a command with an apostrophe at place 66."""
+    text = "x" * at + "'" + " y" * 60
+    path = tmp_path / "c.fits"
+    writer = CatalogWriter(path, ("elliptical", "spiral"), {"model": "m", "command": f"galaxy classify {text}"},
+                           extra=[("r50", "float")], descriptions={"r50": text})
+    writer.write(["a"], ["a.jpeg"], np.array([[0.3, 0.7]], np.float32), [{"r50": "1.5"}])
+    writer.close()
+    table = Table.read(path)
+    assert table["r50"].description == text and table.meta["COMMAND"] == f"galaxy classify {text}"
+    from astropy.io import fits
+
+    assert fits.getheader(path, 1)["TCOMM6"] == text
+    if shutil.which("fitsverify"):
+        result = subprocess.run(["fitsverify", str(path)], capture_output=True, text=True)
+        assert "0 warning(s) and 0 error(s)" in result.stdout, result.stdout
