@@ -15,13 +15,13 @@ def test_catalog_formats(tmp_path, suffix):
     files = [f"cut/{k}.jpeg" for k in range(20000)]
     path = tmp_path / f"cat{suffix}"
     if suffix == ".parquet":
-        pq.write_table(pa.table({"objid": ids, "file_loc": files, "ra": list(range(20000))}), path)
+        pq.write_table(pa.table({"objid": ids, "file_loc": files, "mag": list(range(20000))}), path)
     else:
-        Table({"objid": ids, "file_loc": files, "ra": list(range(20000))}).write(path)
-    rows = list(read_input_catalog(path, keep=("ra",)))
+        Table({"objid": ids, "file_loc": files, "mag": list(range(20000))}).write(path)
+    rows = list(read_input_catalog(path, keep=("mag",)))
     assert len(rows) == 20000
-    assert rows[0] == (str(tmp_path / "cut/0.jpeg"), "o0", {"ra": "0"}) and rows[-1][1] == "o19999"
-    assert rows[-1][2] == {"ra": "19999"}
+    assert rows[0] == (str(tmp_path / "cut/0.jpeg"), "o0", {"mag": "0"}) and rows[-1][1] == "o19999"
+    assert rows[-1][2] == {"mag": "19999"}
 
 
 def test_catalog_column_errors_name_the_columns(tmp_path):
