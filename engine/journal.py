@@ -34,7 +34,7 @@ import numpy as np
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
-from galaxy.catalog.metadata import as_recorded_now
+from galaxy.catalog.metadata import READING_RECORDED, as_recorded_now, reading_settings
 from galaxy.catalog.text import ascii_text, safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
@@ -324,17 +324,17 @@ def changed_settings(earlier: dict, fingerprint: dict, defaults: dict | None = N
     both values ("bands [0, 1, 2] then, [2, 1, 0] now; tta ..."); None when none differs. A setting
     that either leaves out counts at its value in `defaults` (the card's crop, which a run names
     with --crop-fraction or not: `--crop-fraction 0.5` on a model read at 0.5 changes nothing)."""
-    earlier = {**(defaults or {}), **as_recorded_now(earlier, fingerprint)}
-    now = {**(defaults or {}), **fingerprint}
+    given = as_recorded_now(earlier, fingerprint)
+    earlier, now = {**(defaults or {}), **given}, {**(defaults or {}), **fingerprint}
     changed = sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
     if not changed:
         return None
 
-    def said(value) -> str:
-        text = "not given" if value is None else json.dumps(value)
+    def said(key, values, recorded) -> str:
+        text = json.dumps(values[key]) if key in recorded and values.get(key) is not None else "not given"
         return text if len(text) <= 60 else text[:57] + "..."
 
-    return "; ".join(f"{k} {said(earlier.get(k))} then, {said(now.get(k))} now" for k in changed)
+    return "; ".join(f"{k} {said(k, earlier, given)} then, {said(k, now, fingerprint)} now" for k in changed)
 
 
 def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | None = None) -> None:
@@ -402,6 +402,29 @@ def earlier_backend(output, fmt=None) -> str | None:
 
 
 def _output_fingerprint(output, fmt=None) -> dict | None:
-    """The fingerprint stored in a finished catalog's metadata, when it has one."""
+    """The fingerprint stored in a finished catalog's metadata, when it has one. One written before
+    the reading settings were recorded gets them from the command's config the metadata also holds,
+    so a rerun that reads the files otherwise is refused (`as_recorded_now` can only guess for a
+    journal a kill left, which records no config)."""
     meta = read_catalog_metadata(output, fmt)
-    return json.loads(meta["run"]) if "run" in meta else None
+    if "run" not in meta:
+        return None
+    run = json.loads(meta["run"])
+    if isinstance(run, dict) and READING_RECORDED not in run and "config" in meta:
+        run = {**run, **_reading_of(meta["config"])}
+    return run
+
+
+def _reading_of(config) -> dict:
+    """`reading_settings` of a recorded ClassifyConfig (its JSON, or the dict a CSV sidecar gives);
+    {} where it cannot be read."""
+    from types import SimpleNamespace
+
+    from galaxy.io.bands import parse_bands
+
+    try:
+        given = json.loads(config) if isinstance(config, str) else dict(config)
+        settings = SimpleNamespace(hdu=given.get("hdu"), bands=given.get("bands"), band_columns=given.get("band_columns"))
+        return reading_settings(settings, SimpleNamespace(fits_bands=parse_bands(settings.bands)))
+    except (ValueError, TypeError, AttributeError, UsageError):  # not a record this version can read
+        return {}

@@ -136,9 +136,9 @@ def reading_settings(config, spec) -> dict:
         settings["hdu"] = str(config.hdu)
     if config.bands:
         settings["bands"] = list(spec.fits_bands)
-    if config.band_columns:  # the pairs in any order and spacing read the files alike
+    if config.band_columns:  # spacing aside, in order: it orders each galaxy's files (its path, and planes)
         pairs = ("=".join(side.strip() for side in pair.split("=", 1)) for pair in config.band_columns.split(","))
-        settings["band_columns"] = ",".join(sorted(pair for pair in pairs if pair))
+        settings["band_columns"] = ",".join(pair for pair in pairs if pair)
     return settings
 
 
