@@ -24,7 +24,8 @@ class Batch:
             decoded the images (only GPU backends are given those).
         n_valid: number of images (batch_size, or fewer in the last batch).
         columns: per image, the extra catalog columns (kept input columns, sky position).
-        centres: per image, the cutout centre its headers give, or None (`Decoded.centre`).
+        centres: per image, the cutout centre its headers give, or None (`Decoded.centre`), and
+            `kept`: its catalog's own columns (`Decoded.kept`).
     """
 
     ids: list[str]
@@ -33,6 +34,7 @@ class Batch:
     n_valid: int
     columns: list[dict] = field(default_factory=list)
     centres: list = field(default_factory=list)
+    kept: list = field(default_factory=list)
 
 
 def _assemble(group) -> Batch:
@@ -41,7 +43,7 @@ def _assemble(group) -> Batch:
     else:
         tensor = _stack_on_device([d.tensor for d in group])
     return Batch([d.id for d in group], [d.path for d in group], tensor, len(group), [d.columns for d in group],
-                 [d.centre for d in group])
+                 [d.centre for d in group], [d.kept for d in group])
 
 
 def _stack_on_device(tensors):

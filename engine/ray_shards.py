@@ -14,6 +14,7 @@ from engine.listing import parse_band_columns
 from galaxy.catalog.formats import RAY_BOOKKEEPING
 from galaxy.errors import UsageError
 
+
 @dataclass(frozen=True)
 class Shard:
     index: int

@@ -185,9 +185,10 @@ class Runner:
         input order, so an id does not depend on which other inputs failed: a file fixed and
         retried by a rerun gets the id a first run without the failure would have given it.
 
-        `on_centre(id, columns, centre)` (e.g. `OffCentreRows.add`) is given, as each Result is handed
-        out, every input of it whose headers give a cutout centre, with its catalog columns: the
-        classify runs, single or `--ray`, count rows whose catalog position is not their cutout's.
+        `on_centre(id, kept, centre)` (e.g. `OffCentreRows.add`) is given, as each Result is handed
+        out, every input of it whose headers give a cutout centre and whose catalog row kept columns
+        (`kept`, as the catalog gives them): the classify runs, single or `--ray`, count rows whose
+        catalog position is not their cutout's.
 
         With `streams` > 1 (a CPU with several cores) that many batches run at once, each on one
         thread: a core that finishes its batch takes the next one or decodes, where the threads of
@@ -220,11 +221,11 @@ class Runner:
 
 
 def _result(batch, probabilities, on_centre) -> Result:
-    """A classified batch's Result; its inputs with a header centre go to `on_centre` first."""
+    """A classified batch's Result; its inputs with a header centre and kept columns go to `on_centre` first."""
     if on_centre is not None:
-        for ident, columns, centre in zip(batch.ids, batch.columns, batch.centres):
-            if centre is not None:
-                on_centre(ident, columns, centre)
+        for ident, kept, centre in zip(batch.ids, batch.kept, batch.centres):
+            if centre is not None and kept:
+                on_centre(ident, kept, centre)
     return Result(batch.ids, batch.paths, probabilities, batch.columns)
 
 

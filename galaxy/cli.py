@@ -143,8 +143,9 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
             now, n = manifest.get("classified_now", manifest["rows"]), manifest.get("retried", 0)
             earlier = f" (and {manifest['rows'] - now} from an earlier run)" if manifest["rows"] > now else ""
             retried = f", {n} failed input{'s' if n > 1 else ''} retried" if n else ""
-            click.echo(f"classified {now}{earlier} in {len(manifest['parts'])} parts ({manifest['shards_resumed']} "
-                       f"shards resumed{retried}), failed {manifest['failed']}, {manifest['actors']} actors, "
+            resumed = manifest["shards_resumed"]
+            click.echo(f"classified {now}{earlier} in {len(manifest['parts'])} parts ({resumed} "
+                       f"shard{'s' if resumed != 1 else ''} resumed{retried}), failed {manifest['failed']}, {manifest['actors']} actors, "
                        f"{manifest['seconds']} s -> {config.output}{errors}", err=True)
         elif errors:
             click.echo(f"failed {manifest['failed']} of {manifest['rows'] + manifest['failed']}{errors}", err=True)

@@ -29,8 +29,8 @@ from galaxy.spec import InputSpec
 class Decoded:
     """One decoded input: a (C, H, W) float32 tensor, or the reason it failed, the columns that
     go into its catalog row beside the probabilities, and `centre`: {"ra", "dec"} (ICRS degrees) of
-    the cutout centre its headers give, or None (what a catalog's own position is checked against:
-    `galaxy.io.sky.OffCentreRows`)."""
+    the cutout centre its headers give, or None, with `kept`, the catalog's own columns (what its
+    position is checked against the centre with: `galaxy.io.sky.OffCentreRows`)."""
 
     id: str
     path: str
@@ -38,6 +38,7 @@ class Decoded:
     error: ImageReadError | None = None
     columns: dict = field(default_factory=dict)
     centre: dict | None = None
+    kept: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, item: Item, tensor=None, error=None, meta: dict | None = None) -> Decoded:
@@ -51,7 +52,8 @@ class Decoded:
                 columns[key] = repr(float(meta[key]))
         first = item.bands[0][1] if item.bands else item.path
         centre = {"ra": meta["ra"], "dec": meta["dec"]} if "ra" in meta and "dec" in meta else None
-        return cls(item.id or meta.get("objid") or stem_id(first), item.path, tensor, error, columns, centre)
+        return cls(item.id or meta.get("objid") or stem_id(first), item.path, tensor, error, columns, centre,
+                   item.columns)
 
 
 def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:

@@ -283,6 +283,8 @@ def column_notes(path, columns) -> dict[str, dict[str, str]]:
             header = table.header.copy() if table is not None else fits.Header()
         for i in range(1, int(header.get("TFIELDS", 0)) + 1):
             name = header.get(f"TTYPE{i}")
+            if name not in wanted:
+                continue
             note(name, "unit", header.get(f"TUNIT{i}"))
             comment = header.comments[f"TTYPE{i}"]  # STILTS and CFITSIO write "label for column/field N" there
             note(name, "description", header.get(f"TCOMM{i}") or ("" if _BOILERPLATE.fullmatch(comment.strip())

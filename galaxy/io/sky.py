@@ -13,6 +13,7 @@ rows over a run for its one warning.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -115,18 +116,34 @@ def _kept_angle(text, unit: str | None, hours: bool) -> float | None:
         return None
     try:
         value = float(text)
-    except ValueError:  # sexagesimal text, or not a position
-        return _angle(text, hours) if any(c in text for c in ": hmsd") else None
+    except ValueError:  # sexagesimal text (an RA in hours unless its unit or text says degrees), or not a position
+        if not any(c in text for c in ": hmsd"):
+            return None
+        in_degrees = "d" in text or (unit is not None and _degrees_per(unit) == 1.0)
+        return _angle(text, hours and not in_degrees)
     if not np.isfinite(value):
         return None
     if unit is None:
         return value
+    degrees = _degrees_per(unit)
+    return None if degrees is None else value * degrees
+
+
+@functools.lru_cache(maxsize=64)
+def _degrees_per(unit: str) -> float | None:
+    """Degrees in one `unit` (astropy's names, or FITS's: `deg`, `DEG`, `degree`, `hourangle`, `h`,
+    `rad`, `arcsec`, ...); None where it is not an angle astropy knows. Parsed once per unit."""
     import astropy.units as u
 
-    try:
-        return float((value * u.Unit(unit)).to_value(u.deg))
-    except (ValueError, TypeError, u.UnitsError):  # not an angle (or not a unit astropy knows)
-        return None
+    for text, fmt in ((unit, None), (unit, "fits"), (unit.lower(), None)):
+        try:
+            parsed = u.Unit(text, format=fmt)
+            if parsed == u.hour:  # an RA column in hours
+                parsed = u.hourangle
+            return float((1 * parsed).to_value(u.deg))
+        except (ValueError, TypeError, u.UnitsError):  # not an angle, or not a unit in this spelling
+            continue
+    return None
 
 
 def catalog_position(columns: dict, units: dict | None = None) -> tuple[float, float] | None | bool:

@@ -156,6 +156,11 @@ def test_catalog_offset_compares_the_kept_position_with_the_header_centre():
                            ({"RA": "10.0", "DEC": "-1.5"}, {"RA": "hourangle", "DEC": "deg"}),
                            ({"ra": "2.6179938779914944", "dec": "-0.02617993877991494"}, {"ra": "rad", "dec": "rad"})]:
         assert catalog_offset(columns, centre, units) == pytest.approx(0.0, abs=1e-3), columns
+    for units in ({"ra": "DEG", "dec": "degrees"}, {"ra": "deg", "dec": "deg"}):  # FITS and other spellings
+        assert catalog_offset({"ra": "150", "dec": "-1.5"}, centre, units) == pytest.approx(0.0, abs=1e-3), units
+    assert catalog_offset({"ra": "10", "dec": "-1.5"}, centre, {"ra": "h"}) == pytest.approx(0.0, abs=1e-3)
+    assert catalog_offset({"ra": "150:00:00", "dec": "-1:30:00"}, centre, {"ra": "deg"}) == pytest.approx(0, abs=1e-3)
+    assert catalog_offset({"ra": "150d00m00s", "dec": "-1d30m00s"}, centre) == pytest.approx(0.0, abs=1e-3)
     unreadable = [{"ra": "", "dec": "-1.5"}, {"ra": "nan", "dec": "-1.5"}, {"ra": "150.0", "dec": "91.5"},
                   {"ra": "north", "dec": "-1.5"}]
     assert [catalog_offset(columns, centre) for columns in unreadable] == [False] * len(unreadable)
@@ -192,7 +197,7 @@ def test_off_centre_rows_count_beyond_the_tolerance_and_merge_in_order():
     assert OffCentreRows().warnings() == []
 
 
-def _survey(tmp_path, swap=True, odd=False):
+def _survey(tmp_path, swap=True, odd=False, names=("RA", "Dec")):
     """Six WCS cutouts and a catalog naming them with their ra/dec: g1's and g2's paths swapped
     (`swap`), g3 3 arcsec from its centre (the same object); with `odd`, g4's position sexagesimal
     and g5's missing."""
@@ -207,7 +212,7 @@ def _survey(tmp_path, swap=True, odd=False):
         ra[4], dec[4] = "10:16:00.0", "+00:30:00"
         ra[5] = dec[5] = ""
     with open(tmp_path / "survey.csv", "w") as fh:
-        fh.write("objid,file,RA,Dec\n" + "".join(f"{i},{f},{r},{d}\n" for i, f, r, d in zip(ids, files, ra, dec)))
+        fh.write(f"objid,file,{names[0]},{names[1]}\n" + "".join(f"{i},{f},{r},{d}\n" for i, f, r, d in zip(ids, files, ra, dec)))
     return tmp_path / "survey.csv", ra, dec
 
 
@@ -238,6 +243,17 @@ def test_a_catalog_row_naming_another_cutout_is_warned_of_and_written_as_before(
         assert list(kept[name]) == list(plain[name])
     assert [str(v) if v else "" for v in kept["RA"].filled("")] == ra  # the catalog's, as before
     assert [str(v) if v else "" for v in kept["Dec"].filled("")] == dec
+
+
+def test_a_position_under_vizier_names_is_compared_too(tmp_path, caplog):
+    """A kept RAJ2000/DEJ2000 was never compared: the header's ra/dec, added to the row's columns,
+    came first and matched itself."""
+    survey, _, _ = _survey(tmp_path, names=("RAJ2000", "DEJ2000"))
+    result = invoke("classify", "--catalog", survey, "--keep-columns", "RAJ2000,DEJ2000", "-o", tmp_path / "out.csv",
+                    "-q", "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert [line.split(":")[0] for line in _off_centre_lines(caplog)] == ["2 rows"]
+    assert "ids g1, g2" in _off_centre_lines(caplog)[0]
 
 
 def test_a_catalog_matching_its_cutouts_gives_no_warning(tmp_path, caplog):
