@@ -55,7 +55,8 @@ def prefetch(iterable, depth: int):
             yield value
     finally:
         stop.set()
-        thread.join(timeout=5)
+        if threading.current_thread() is not thread:  # closed by the garbage collector in the producer itself
+            thread.join(timeout=5)
 
 
 def chunks(items, size: int):

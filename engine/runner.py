@@ -206,18 +206,24 @@ class Runner:
                 on_error(failure)
 
         pending: deque = deque()  # Failures and (batch, future) pairs, in input order
-        decoded = self.pipeline.decode(items)
-        if unique_id is not None:
-            decoded = (dataclasses.replace(d, id=unique_id(d.id)) for d in decoded)
-        if self.streams == 1:  # GPU backends among them: batches run in this thread, as they always did
-            for batch in batches(decoded, self.batch_size, failed):
-                yield _result(batch, self.infer(batch.tensor), on_centre)
-            return
-        with ThreadPoolExecutor(self.streams, thread_name_prefix="galaxy-infer") as pool:
-            for batch in batches(decoded, self.batch_size, failed):
-                pending.append((batch, pool.submit(self.infer, batch.tensor)))
-                yield from _deliver(pending, on_error, self.streams, on_centre)
-            yield from _deliver(pending, on_error, 0, on_centre)
+        stream = self.pipeline.decode(items)
+        decoded = stream if unique_id is None else (dataclasses.replace(d, id=unique_id(d.id)) for d in stream)
+        try:
+            if self.streams == 1:  # GPU backends among them: batches run in this thread, as they always did
+                for batch in batches(decoded, self.batch_size, failed):
+                    yield _result(batch, self.infer(batch.tensor), on_centre)
+                return
+            with ThreadPoolExecutor(self.streams, thread_name_prefix="galaxy-infer") as pool:
+                for batch in batches(decoded, self.batch_size, failed):
+                    pending.append((batch, pool.submit(self.infer, batch.tensor)))
+                    yield from _deliver(pending, on_error, self.streams, on_centre)
+                yield from _deliver(pending, on_error, 0, on_centre)
+        finally:  # Ctrl-C, an error, a consumer that stops: the decode thread is stopped and joined here,
+            # not when the garbage collector happens on it in some thread (which could be its own, and then
+            # DALI's exit handler met a pipeline still decoding and the process aborted, exit -6)
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
 
 
 def _result(batch, probabilities, on_centre) -> Result:

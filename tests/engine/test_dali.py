@@ -218,3 +218,34 @@ def test_the_runner_decodes_in_chunks_of_at_least_64_on_the_cpu(default_model):
     results = list(runner.run((Item(p) for p in files), lambda failure: None))
     assert [len(r.ids) for r in results] == [8] * (len(files) // 8) + ([len(files) % 8] if len(files) % 8 else [])
     assert [p for r in results for p in r.paths] == files
+
+
+def test_an_interrupt_stops_the_decode_thread_at_once(default_model):
+    """Ctrl-C while the engine ran a batch: the exception, kept to say the run was interrupted, kept the
+    decode generator alive and unclosed; the garbage collector later closed it in its own thread
+    ("cannot join current thread"), DALI's exit handler met a pipeline still decoding, and the
+    process aborted (exit -6 instead of 130)."""
+    import threading
+
+    from engine.runner import Runner
+
+    model_dir, card = default_model
+    runner = Runner(model_dir, card, "onnxruntime", "dali", batch_size=8)
+    calls = []
+
+    def interrupted(tensor):
+        calls.append(len(tensor))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return runner.session.run(tensor)
+
+    runner.infer = interrupted
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))] * 4
+    kept = None
+    try:
+        for _ in runner.run((Item(p) for p in files), lambda failure: None):
+            pass
+    except KeyboardInterrupt as exc:
+        kept = exc  # as run.classify keeps it for its summary
+    assert kept is not None and kept.__traceback__ is not None
+    assert not [t for t in threading.enumerate() if t.name == "galaxy-prefetch" and t.is_alive()]
