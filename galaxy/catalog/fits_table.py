@@ -84,6 +84,8 @@ def _set_text(header, key: str, value: str) -> None:
             part = ""
         part += char
     parts.append(part)
+    if value.endswith("&"):  # a last part ending in "&" would read as continued: an empty one ends it
+        parts.append("")
     images = [(f"{key:<8}= '" if k == 0 else "CONTINUE  '") + text.replace("'", "''") + ("&'" if k < len(parts) - 1
               else "'") for k, text in enumerate(parts)]
     if key in header:
