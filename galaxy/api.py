@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog.formats import SKY_COLUMNS, probability_column
+from galaxy.catalog.formats import SKY_COLUMNS, catalog_descriptions, probability_column
 from galaxy.errors import UsageError
 
 
@@ -49,6 +49,9 @@ class Model:
             if any(name in c for c in columns):
                 table[name] = [float(c.get(name, "nan")) for c in columns]
                 table[name].unit = "deg"
+        for name, text in catalog_descriptions(self.card.classes).items():  # as the catalogs describe them
+            if name in table.colnames:
+                table[name].description = text
         table.meta.update({"model": self.card.name, "weights": self.card.weights_sha256, "backend": self.backend})
         return table
 

@@ -12,6 +12,8 @@ def test_api_classifies_paths_tables_and_arrays():
     table = model.classify([str(p) for p in files] + [str(EXAMPLES / "labels.csv")], errors=errors)
     assert list(table["id"]) == [p.stem for p in files]
     assert table.colnames == ["id", "path", "p_elliptical", "p_spiral", "label"]
+    assert table["p_spiral"].description == "calibrated probability of class spiral"  # as the catalogs say
+    assert table["id"].description and table["label"].description
     assert len(errors) == 1 and errors[0][0].endswith("labels.csv")
     from astropy.table import Table
 
