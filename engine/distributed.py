@@ -257,7 +257,8 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     retry = {}  # a finished shard with failed inputs: they are classified again, as one machine's rerun does
     for shard in shards:
         if part_path(out_dir, shard.index).exists():
-            settle_retry(out_dir, shard.index, shard_length(shard))
+            if pending_errors(out_dir, shard.index).exists():  # a retry a kill cut short (the shard's length
+                settle_retry(out_dir, shard.index, shard_length(shard))  # is read only then)
             failed = failed_places(out_dir, shard.index)
             if failed:
                 retry[shard.index] = len(failed)
