@@ -37,8 +37,8 @@ import numpy as np
 
 from engine.journal import FINGERPRINT, keep_fingerprint
 from engine.listing import parse_band_columns, require_inputs
-from engine.ray_parts import (count_error_rows, error_places, failed_places, finalize_parts, part_errors, part_path,
-                              pending_errors, prepare_out_dir, read_part_errors, settle_retry)
+from engine.ray_parts import (failed_places, finalize_parts, part_errors, part_path, pending_errors, prepare_out_dir,
+                              read_part_errors, settle_retry)
 from engine.ray_shards import Shard, shard_items, shard_length, write_shards
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
 from galaxy.catalog.metadata import fingerprint_defaults, reading_settings
@@ -95,11 +95,11 @@ class ShardClassifier:
         whose kept ra/dec is not their cutout's centre)."""
         _maybe_crash(index)
         items = shard_items(shard_path)
-        tmp, rows, errors, off_centre = self._classify(index, items, range(len(items)))
+        tmp, rows, errors, failed, off_centre = self._classify(index, items, range(len(items)))
         pending_errors(self.out_dir, index).unlink(missing_ok=True)  # a retry's, of a part deleted since
         errors.replace(part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
         tmp.replace(part_path(self.out_dir, index))
-        return rows, count_error_rows(part_errors(self.out_dir, index)), off_centre
+        return rows, len(failed), off_centre
 
     def retry_failed(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows]:
         """Classify again the inputs of a finished shard that failed; return (rows now classified,
@@ -120,25 +120,24 @@ class ShardClassifier:
         failed = failed_places(self.out_dir, index)
         if not failed:  # none, or only rows of an earlier version's part, which record no place
             return 0, 0, OffCentreRows()
-        tmp, rows, errors, off_centre = self._classify(index, items, failed)
+        tmp, rows, errors, still, off_centre = self._classify(index, items, failed)
         part, pending = part_path(self.out_dir, index), pending_errors(self.out_dir, index)
         if rows:
             errors.replace(pending)
-            texts = [item.columns for place, item in enumerate(items) if place not in set(failed)]
-            merged = merge_retried(pq.read_table(part), pq.read_table(tmp), len(items), failed,
-                                   [p for p in failed if p not in error_places(pending)], texts, self.units)
+            merged = merge_retried(pq.read_table(part), pq.read_table(tmp), items, failed,
+                                   [p for p in failed if p not in set(still)], self.units)
             tmp.unlink()
             write_atomically(part, lambda path: pq.write_table(merged, path))
             pending.replace(part_errors(self.out_dir, index))
         else:  # nothing recovered: the part stands, the errors are this try's (a reason may have changed)
             tmp.unlink()
             errors.replace(part_errors(self.out_dir, index))
-        return rows, count_error_rows(part_errors(self.out_dir, index)), off_centre
+        return rows, len(still), off_centre
 
-    def _classify(self, index: int, items: list, places) -> tuple[Path, int, Path, OffCentreRows]:
+    def _classify(self, index: int, items: list, places) -> tuple[Path, int, Path, list[int], OffCentreRows]:
         """Classify the shard's `items` at `places` into a temporary part and errors file beside the
-        part; return (part, rows, errors, off-centre rows). Each error row ends with its input's place
-        in the shard."""
+        part; return (part, rows, errors, the places that failed, off-centre rows). Each error row
+        ends with its input's place in the shard."""
         from galaxy.catalog.write import CatalogWriter
 
         places, errors = list(places), []
@@ -167,7 +166,7 @@ class ShardClassifier:
         for failure in errors:
             err_writer.write(ident[failure.id], *failure[1:], failure.id)
         err_writer.close()
-        return tmp, writer.rows, err_writer.path, off_centre
+        return tmp, writer.rows, err_writer.path, [int(failure.id) for failure in errors], off_centre
 
 
 def _maybe_crash(index: int) -> None:
@@ -253,15 +252,16 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir, fingerprint_defaults(card))
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
-    todo = [s for s in shards if not part_path(out_dir, s.index).exists()]
-    retry = {}  # a finished shard with failed inputs: they are classified again, as one machine's rerun does
+    todo, retry = [], {}  # retry: a finished shard's failed inputs, classified again as one machine's rerun does
     for shard in shards:
-        if part_path(out_dir, shard.index).exists():
-            if pending_errors(out_dir, shard.index).exists():  # a retry a kill cut short (the shard's length
-                settle_retry(out_dir, shard.index, shard_length(shard))  # is read only then)
-            failed = failed_places(out_dir, shard.index)
-            if failed:
-                retry[shard.index] = len(failed)
+        if not part_path(out_dir, shard.index).exists():
+            todo.append(shard)
+            continue
+        if pending_errors(out_dir, shard.index).exists():  # a retry a kill cut short (the shard's length
+            settle_retry(out_dir, shard.index, shard_length(shard))  # is read only then)
+        failed = failed_places(out_dir, shard.index)
+        if failed:
+            retry[shard.index] = len(failed)
     ray_level = _quiet_ray(ray, chatty=log.isEnabledFor(logging.INFO))
     if not ray.is_initialized():
         import signal

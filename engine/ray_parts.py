@@ -13,6 +13,7 @@ from pathlib import Path
 from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
+from galaxy.catalog.text import cell_text
 from galaxy.catalog.write import arrow_type, column_kinds, UniqueIds
 from galaxy.errors import UsageError
 from galaxy.files import hold_lock, write_atomically
@@ -135,17 +136,15 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
             for failed, taken in zip(failures, failed_ids)]
 
 
-def merge_retried(part, retried, inputs: int, failed: list[int], recovered: list[int], texts: list[dict],
-                  units: dict | None = None):
+def merge_retried(part, retried, items: list, failed: list[int], recovered: list[int], units: dict | None = None):
     """A shard's part with the rows of its retried inputs in their places: the new part.
 
     Args:
         part: the part's table (pyarrow), one row per input of the shard that had not failed, in order.
         retried: the rows of the retried inputs that succeeded now, in order.
-        inputs: the shard's length.
+        items: the shard's inputs (`engine.listing.Item`, their kept columns as the catalog gives them).
         failed: the places in the shard of the inputs retried (those that had failed).
         recovered: the places of the rows of `retried`.
-        texts: the kept catalog columns of the part's rows as the shard holds them (name -> text).
         units: kept columns' units, as the parts record them.
 
     Returns:
@@ -157,11 +156,12 @@ def merge_retried(part, retried, inputs: int, failed: list[int], recovered: list
     """
     import pyarrow as pa
 
-    kept = [p for p in range(inputs) if p not in set(failed)]
-    if len(kept) != part.num_rows or len(recovered) != retried.num_rows or len(texts) != part.num_rows:
-        raise ValueError(f"a retried shard of {inputs} inputs: {part.num_rows} rows for {len(kept)} places and "
-                         f"{len(texts)} texts, {retried.num_rows} for {len(recovered)}")
-    part = _as_written(part, texts)
+    failed_set = set(failed)
+    kept = [p for p in range(len(items)) if p not in failed_set]
+    if len(kept) != part.num_rows or len(recovered) != retried.num_rows:
+        raise ValueError(f"a retried shard of {len(items)} inputs: {part.num_rows} rows for {len(kept)} places, "
+                         f"{retried.num_rows} for {len(recovered)}")
+    part = _as_written(part, [items[p].columns for p in kept])
     unified = _unified_schema([part.schema, retried.schema])
 
     def conform(table):
@@ -185,19 +185,12 @@ def _as_written(part, texts: list[dict]):
         if texts and name in texts[0]:
             values = [row.get(name, "") for row in texts]
         else:
-            values = [_written(v) for v in part[name].to_pylist()]
+            values = [cell_text(v) for v in part[name].to_pylist()]
         columns.append((name, pa.array(values, pa.string())))
     for name, column in columns:
         index = part.schema.get_field_index(name)
         part = part.set_column(index, part.schema.field(name).with_type(pa.string()), column)
     return part
-
-
-def _written(value) -> str:
-    """A finalised part's cell as the shard classifier wrote it: floats by repr, missing as ""."""
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _with_metadata(table, source, units: dict | None):
@@ -215,12 +208,6 @@ def _with_metadata(table, source, units: dict | None):
 def count_error_rows(path: Path) -> int:
     with open(path, newline="") as fh:
         return sum(1 for _ in csv.reader(fh))
-
-
-def error_places(errors: Path) -> set[int]:
-    """The places in its shard of an errors file's inputs (rows of an earlier version have none)."""
-    with open(errors, newline="") as fh:
-        return {int(row[4]) for row in csv.reader(fh) if len(row) == 5}
 
 
 def failed_places(out_dir: Path, index: int) -> list[int]:

@@ -22,7 +22,7 @@ class Shard:
 
 
 def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
-    """Stream the inputs into shard files of `shard_size` rows (path, id, columns JSON)."""
+    """Stream the inputs into shard files of `shard_size` rows (path, id, columns JSON, band files)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -51,14 +51,14 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
         table = pa.table({"path": pa.array([os.fsencode(r[0]) for r in rows], pa.binary()),
                           "id": pa.array([None if r[1] is None else os.fsencode(r[1]) for r in rows], pa.binary()),
                           "columns": [r[2] for r in rows],
-                          "bands": pa.array([[os.fsencode(p) for p in r[3]] for r in rows], pa.list_(pa.binary())),
-                          "band_names": [[band for band, _ in r[4]] for r in rows]})
+                          "bands": pa.array([[os.fsencode(p) for _, p in r[3]] for r in rows], pa.list_(pa.binary())),
+                          "band_names": [[band for band, _ in r[3]] for r in rows]})
         pq.write_table(table, path)
         shards.append(Shard(len(shards), str(path)))
         rows.clear()
 
     def add(item):  # a galaxy of one file per band keeps its (band, path) pairs
-        rows.append((item.path, item.id, json.dumps(item.columns), [path for _, path in item.bands], item.bands))
+        rows.append((item.path, item.id, json.dumps(item.columns), item.bands))
         if len(rows) == shard_size:
             flush()
 
