@@ -34,8 +34,8 @@ import numpy as np
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
-from galaxy.catalog.metadata import READING_RECORDED, as_recorded_now, reading_settings
-from galaxy.catalog.text import ascii_text, safe_text
+from galaxy.catalog.metadata import READING_KEYS, READING_RECORDED, as_recorded_now, reading_settings
+from galaxy.catalog.text import ascii_text, cell_text, safe_text
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
 from galaxy.files import hold_lock, remove_quietly, same_file, writable_folder, write_atomically
@@ -168,7 +168,7 @@ class Journal:
         own = set(catalog_columns(self.classes))
         rows = self._read_output(lambda: [
             [r["id"], r["path"], *(f"{float(r[probability_column(c)]):.6f}" for c in self.classes),
-             json.dumps({k: _cell(v) for k, v in r.items() if k not in own})]  # blanks too: a column keeps its place
+             json.dumps({k: cell_text(v) for k, v in r.items() if k not in own})]  # blanks too: a column keeps its place
             for r in read_catalog_rows(self.output, self.format)])
         if rows:
             self._write_chunk(rows)
@@ -361,14 +361,6 @@ def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | Non
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fingerprint)))
 
 
-def _cell(value) -> str:
-    """A catalog cell as journal text ('' for missing: None, a float NaN). Text is kept as it is:
-    read_catalog_rows gives missing cells as '' (or None, NaN), so a kept 'nan' or '--' is text."""
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def journal_dir(output) -> Path:
     """The folder of an output's journal: catalog.csv -> catalog.csv.partial."""
     output = Path(output)
@@ -424,7 +416,7 @@ def _reading_of(config) -> dict:
 
     try:
         given = json.loads(config) if isinstance(config, str) else dict(config)
-        settings = SimpleNamespace(hdu=given.get("hdu"), bands=given.get("bands"), band_columns=given.get("band_columns"))
+        settings = SimpleNamespace(**{key: given.get(key) for key in READING_KEYS})
         return reading_settings(settings, SimpleNamespace(fits_bands=parse_bands(settings.bands)))
     except (ValueError, TypeError, AttributeError, UsageError):  # not a record this version can read
         return {}

@@ -145,8 +145,8 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
             retried = f", {n} failed input{'s' if n > 1 else ''} retried" if n else ""
             resumed = manifest["shards_resumed"]
             click.echo(f"classified {now}{earlier} in {len(manifest['parts'])} parts ({resumed} "
-                       f"shard{'s' if resumed != 1 else ''} resumed{retried}), failed {manifest['failed']}, {manifest['actors']} actors, "
-                       f"{manifest['seconds']} s -> {config.output}{errors}", err=True)
+                       f"shard{'s' if resumed != 1 else ''} resumed{retried}), failed {manifest['failed']}, "
+                       f"{manifest['actors']} actors, {manifest['seconds']} s -> {config.output}{errors}", err=True)
         elif errors:
             click.echo(f"failed {manifest['failed']} of {manifest['rows'] + manifest['failed']}{errors}", err=True)
         sys.exit(3 if manifest["failed"] else 0)

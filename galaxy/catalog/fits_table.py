@@ -68,13 +68,18 @@ def _card_comment(card, text: str) -> str:
 CARD_TEXT = 68
 
 
+def _continued(value: str) -> bool:
+    """Whether a text value needs CONTINUE cards (LONGSTRN): longer than a card holds, quotes doubled."""
+    return len(value.replace("'", "''")) > CARD_TEXT
+
+
 def _set_text(header, key: str, value: str) -> None:
     """`header[key] = value`, a long value continued on CONTINUE cards split where astropy's own
     split is valid FITS: astropy cut a doubled quote in two ('xx'&' then '' y), and fitsverify
     refused the card ("Value and Comment not separated by a /")."""
     from astropy.io import fits
 
-    if len(value.replace("'", "''")) <= CARD_TEXT:
+    if not _continued(value):
         header[key] = value
         return
     parts, part, room = [], "", CARD_TEXT - 1  # each continued part ends in "&"
@@ -170,7 +175,7 @@ class FitsTableWriter:
                 header.comments[f"TTYPE{n}"] = _card_comment(header.cards[f"TTYPE{n}"], described[n][1])
         values = {key.upper()[:8]: ascii_text(str(value)) for key, value in self.metadata.items()}
         texts = [*values.values(), *(text for _, text in described.values())]
-        if any(len(v.replace("'", "''")) > CARD_TEXT for v in texts):
+        if any(_continued(v) for v in texts):
             header["LONGSTRN"] = ("OGIP 1.0", "long strings continue on CONTINUE cards")
         for key, value in values.items():
             _set_text(header, key, value)

@@ -23,6 +23,15 @@ def safe_text(value: str) -> str:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def cell_text(value) -> str:
+    """A catalog cell as the text a kept column carries through a run ('' for missing: None, a float
+    NaN; a float as Python writes it, so it reads back the same number). Text is kept as it is:
+    read_catalog_rows gives missing cells as '' (or None, NaN), so a kept 'nan' or '--' is text."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
