@@ -1,7 +1,8 @@
 """`galaxy evaluate`: how good a model is on labelled data, in numbers and pictures.
 
-Accuracy, balanced accuracy, ROC AUC, confusion matrix, ECE with a reliability diagram, and
-accuracy at coverage (the most confident 10/25/50/75/100%), optionally with D4 test-time
+Accuracy, balanced accuracy, ROC AUC, confusion matrix, ECE with a reliability diagram,
+accuracy at coverage (the most confident 10/25/50/75/100%), and the purity and completeness of
+the sample each cut on a class's probability selects (p_spiral >= 0.8...), optionally with D4 test-time
 augmentation. On the model's own training data use `split="val"`: only the validation ids
 recorded with the model are scored. predictions.csv holds each image's probabilities, predicted
 and true label (a catalog `galaxy montage` reads).
@@ -40,15 +41,16 @@ from galaxy.config import config_dict
 from galaxy.errors import ModelError, UsageError
 from galaxy.files import same_file, writable_folder
 from galaxy.labels import column_by_id, load_labelled, validation_split
-from galaxy.evaluation.metrics import accuracy_at_coverage, accuracy_by_group, classification_report, expected_calibration_error
-from galaxy.evaluation.plots import coverage_curve, reliability_diagram
+from galaxy.evaluation.metrics import (accuracy_at_coverage, accuracy_by_group, classification_report,
+                                       expected_calibration_error, purity_completeness)
+from galaxy.evaluation.plots import coverage_curve, purity_completeness_curves, reliability_diagram
 from galaxy.progress import progress
 from galaxy.votes import is_vote_table, rule_from_config
 
 log = logging.getLogger(__name__)
 
 REPORT, PREDICTIONS, SUSPECTS = "report.json", "predictions.csv", "label_suspects.csv"
-PLOTS = ("reliability.png", "coverage.png")
+PLOTS = ("reliability.png", "coverage.png", "purity_completeness.png")
 
 
 def output_names(compare: bool = True) -> tuple[str, ...]:
@@ -276,9 +278,10 @@ def _metrics(scored: Scored, labels: np.ndarray, card, group_of: dict, config) -
     report["ece"], bins = expected_calibration_error(labels, probabilities)
     report["accuracy_at_coverage"] = accuracy_at_coverage(labels, probabilities)
     report["reliability_bins"] = bins
+    groups = [group_of.get(i) for i in scored.ids] if config.by_column else None
     if config.by_column:
-        report[f"accuracy_by_{config.by_column}"] = accuracy_by_group(labels, probabilities,
-                                                                       [group_of.get(i) for i in scored.ids])
+        report[f"accuracy_by_{config.by_column}"] = accuracy_by_group(labels, probabilities, groups)
+    report["purity_completeness"] = purity_completeness(labels, probabilities, card.classes, groups)
     return report
 
 
@@ -358,4 +361,5 @@ def evaluate(config) -> dict:
              f"{f', crop {config.crop_fraction:g}' if config.crop_fraction is not None else ''})")
     reliability_diagram(report["reliability_bins"], report["ece"], out / PLOTS[0], title)
     coverage_curve(report["accuracy_at_coverage"], out / PLOTS[1], title)
+    purity_completeness_curves(report["purity_completeness"], out / PLOTS[2], title)
     return report

@@ -291,7 +291,8 @@ def check_backends(**options):
 @_vote_options(card_rule=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 def evaluate(**options):
-    """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, plots, per-image predictions.
+    """Score MODEL_DIR on labelled DATA: accuracy, AUC, ECE, accuracy at coverage, purity and completeness by
+    probability cut, plots, per-image predictions.
 
     Example: galaxy evaluate galaxy/models/sdss-xception ../shared/data/gz1-sdss/labels.csv -o eval/
 

@@ -113,3 +113,51 @@ def accuracy_by_group(labels: np.ndarray, probabilities: np.ndarray, groups) -> 
         members = np.array([g == group for g in groups])
         out[group] = {"n": int(members.sum()), "accuracy": float(right[members].mean())}
     return out
+
+
+# The probability cuts of a purity/completeness table: low cuts for a complete sample of a class, high
+# ones for a clean one (Galaxy Zoo users select e.g. p_spiral >= 0.8).
+PROBABILITY_CUTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def purity_completeness(labels: np.ndarray, probabilities: np.ndarray, classes, groups=None,
+                        cuts=PROBABILITY_CUTS) -> dict:
+    """What a sample selected by a cut on one class's probability holds, for each class and cut.
+
+    A sample of class c at cut t is every galaxy with p_c >= t (not the top-class label: an astronomer
+    selects from the catalog's probability columns). Its purity is the share of it labelled c (None
+    for an empty sample), its completeness the share of the galaxies labelled c it holds (None when
+    none is).
+
+    Args:
+        labels: int array (N,) of true class indices.
+        probabilities: float array (N, K) of class probabilities.
+        classes: K class names.
+        groups: N group names or None (e.g. Galaxy Zoo 1's finer classes); with them each row also gives
+            the share of each group's galaxies the sample holds (`selected_by_group`).
+        cuts: the probability cuts, ascending.
+
+    Returns:
+        {class: [{"cut", "selected", "purity", "completeness"[, "selected_by_group"]}, ...]}.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities)
+    members = {}
+    if groups is not None:
+        names = sorted({g for g in groups if g is not None})
+        members = {g: np.array([x == g for x in groups]) for g in names}
+    table = {}
+    for c, name in enumerate(classes):
+        truly = labels == c
+        rows = []
+        for cut in cuts:
+            chosen = probabilities[:, c] >= cut
+            n = int(chosen.sum())
+            row = {"cut": cut, "selected": n,
+                   "purity": float(truly[chosen].mean()) if n else None,
+                   "completeness": float(chosen[truly].mean()) if truly.any() else None}
+            if members:
+                row["selected_by_group"] = {g: float(chosen[m].mean()) for g, m in members.items()}
+            rows.append(row)
+        table[name] = rows
+    return table

@@ -1,4 +1,5 @@
-"""Figures for people: reliability diagram, accuracy at coverage, training curves (matplotlib, Agg)."""
+"""Figures for people: reliability diagram, accuracy at coverage, purity and completeness by probability cut,
+training curves (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,26 @@ def coverage_curve(coverage: dict[str, float], path, title: str = "") -> Path:
     ax.set_ylabel("accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def purity_completeness_curves(table: dict, path, title: str = "") -> Path:
+    """Purity and completeness of the sample p_c >= cut against the cut, one panel per class."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(table), figsize=(4 * len(table), 3.5), dpi=110, squeeze=False)
+    for ax, (name, rows) in zip(axes[0], table.items()):
+        cuts = [row["cut"] for row in rows]
+        for key, style in (("purity", "o-"), ("completeness", "s--")):
+            ax.plot(cuts, [float("nan") if row[key] is None else row[key] for row in rows], style, label=key)
+        ax.set_xlabel(f"cut: p_{name} >=")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

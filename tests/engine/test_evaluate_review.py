@@ -227,7 +227,8 @@ def test_an_ordinary_run_writes_its_files_and_no_failures(tmp_path):
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert report["n"] == 40 and report["failed"] == [] and 0 < report["roc_auc"] <= 1
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == sorted(
-        ["report.json", "predictions.csv", "predictions.csv.meta.json", "reliability.png", "coverage.png"])
+        ["report.json", "predictions.csv", "predictions.csv.meta.json", "reliability.png", "coverage.png",
+         "purity_completeness.png"])
 
 
 def test_the_vote_rule_of_the_validation_split_is_the_cards(default_model):

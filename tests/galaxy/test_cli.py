@@ -205,7 +205,9 @@ def test_evaluate_writes_report_and_plots(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["n"] == 40 and report["accuracy"] >= 0.85
     assert 0 <= report["ece"] <= 1 and set(report["accuracy_at_coverage"]) == {"0.1", "0.25", "0.5", "0.75", "1"}
-    for name in ("reliability.png", "coverage.png"):
+    spiral = {row["cut"]: row for row in report["purity_completeness"]["spiral"]}
+    assert spiral[0.5]["selected"] == report["confusion"]["matrix"][0][1] + report["confusion"]["matrix"][1][1]
+    for name in ("reliability.png", "coverage.png", "purity_completeness.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -92,3 +92,28 @@ def test_ece_and_coverage():
     assert sum(b["count"] for b in bins) == 4
     coverage = accuracy_at_coverage(labels, probs, (0.25, 0.5, 1.0))
     assert coverage == {"0.25": 1.0, "0.5": 0.5, "1": 0.75}
+
+
+def test_purity_and_completeness_of_a_cut_on_a_class_probability():
+    """The sample p_c >= cut, not the top-class label: p_spiral >= 0.3 takes a galaxy whose label is
+    elliptical; an empty sample has no purity; groups give the share of each finer class taken."""
+    from galaxy.evaluation.metrics import purity_completeness
+
+    labels = np.array([0, 0, 1, 1, 1])
+    p_spiral = np.array([0.05, 0.35, 0.3, 0.6, 0.95])
+    probs = np.stack([1 - p_spiral, p_spiral], axis=1)
+    table = purity_completeness(labels, probs, ("elliptical", "spiral"), ["e", "e", "face-on", "edge-on", "face-on"],
+                                cuts=(0.3, 0.5, 0.99))
+    spiral = {row["cut"]: row for row in table["spiral"]}
+    assert spiral[0.3]["selected"] == 4 and spiral[0.3]["purity"] == pytest.approx(3 / 4)
+    assert spiral[0.3]["completeness"] == 1.0
+    assert spiral[0.5]["purity"] == 1.0 and spiral[0.5]["completeness"] == pytest.approx(2 / 3)
+    assert spiral[0.5]["selected_by_group"] == {"e": 0.0, "edge-on": 1.0, "face-on": 0.5}
+    assert spiral[0.99] == {"cut": 0.99, "selected": 0, "purity": None, "completeness": 0.0,
+                            "selected_by_group": {"e": 0.0, "edge-on": 0.0, "face-on": 0.0}}
+    elliptical = {row["cut"]: row for row in table["elliptical"]}
+    # p_elliptical 0.95, 0.65, 0.7, 0.4, 0.05: the third is a spiral
+    assert elliptical[0.5]["selected"] == 3 and elliptical[0.5]["purity"] == pytest.approx(2 / 3)
+    # one class unlabelled: completeness has no meaning there
+    only = purity_completeness(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]]), ("elliptical", "spiral"))
+    assert all(row["completeness"] is None for row in only["elliptical"]) and "selected_by_group" not in only["spiral"][0]
