@@ -1,17 +1,22 @@
 """`galaxy calibrate`: fit the temperature on the model's validation split and store it in the card.
 
 The fit itself (Guo et al. 2017) is galaxy/evaluation/calibration.py; this module runs the network on the
-validation images (ONNX Runtime fp32) to get the probabilities it is fitted on.
+validation images (ONNX Runtime fp32, through the one Runner every classifying command uses) to get the
+probabilities it is fitted on.
 """
 
 from __future__ import annotations
 
 import logging
 
-from engine import backends
+import numpy as np
+
 from engine.artifacts import resolve_model
-from engine.checks import batched_probabilities, validation_tensors
+from engine.listing import Item
+from engine.runner import Runner
+from galaxy.errors import UsageError
 from galaxy.evaluation.calibration import calibration_record, log_probabilities
+from galaxy.labels import validation_split
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +31,9 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     no-op (T' within REFIT_TOLERANCE of 1 keeps T0). Changing T changes the engine key: derived
     engines are rebuilt on next use.
     """
-    val, tensors, labels = validation_tensors(model_dir, card, data, label_column, path_column)
-    session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions(batch_size=batch))
-    probs = batched_probabilities(session, tensors, batch)
+    val = validation_split(model_dir, card, data, label_column, path_column)
+    runner = Runner(model_dir, card, "onnxruntime", batch_size=batch)
+    probs, labels = _validation_probabilities(runner, val)
     record = calibration_record(log_probabilities(probs), labels)
     # a refit within REFIT_TOLERANCE of 1 keeps the temperature: calibrating twice is a no-op, where the
     # 5-decimal rounding of a refit moved it (0.97614 -> 0.97612), which withdrew the int8 check
@@ -39,7 +44,7 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
                  card.temperature, factor, record["ece_before"])
         return card.calibration
     record["temperature"] = card.temperature if abs(factor - 1) < REFIT_TOLERANCE else round(card.temperature * factor, 5)
-    record.update({"split": "validation", "data": str(data), "backend": f"{session.name} fp32"})
+    record.update({"split": "validation", "data": str(data), "backend": f"{runner.session.name} fp32"})
     _drop_int8_check(card, record["temperature"])
     card.calibration = record
     card.metrics.setdefault("validation", {})["ece"] = record["ece_after"]
@@ -47,6 +52,21 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     log.info("temperature %.4f: ECE %.4f -> %.4f (cross-fitted %.4f)", record["temperature"],
              record["ece_before"], record["ece_after"], record["ece_after_crossfit"])
     return record
+
+
+def _validation_probabilities(runner: Runner, val) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (N, K) probabilities of the validation images and their int labels (N,), matched by path.
+
+    Raises:
+        UsageError: an image that cannot be read (a temperature is fitted on the whole split).
+    """
+    failed, probs, label_of, labels = [], [], dict(zip(val.paths, val.labels)), []
+    for result in runner.run((Item(p) for p in val.paths), failed.append):
+        probs.append(result.probabilities)
+        labels.extend(label_of[p] for p in result.paths)
+    if failed:
+        raise UsageError(f"validation images unreadable: {failed[0].path}: {failed[0].reason}")
+    return np.concatenate(probs), np.array(labels)
 
 
 def _drop_int8_check(card, temperature: float) -> None:

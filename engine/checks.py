@@ -54,7 +54,11 @@ def _speeds(sessions: dict, tensors, batch, rounds=SPEED_ROUNDS) -> dict[str, fl
 
 
 def validation_tensors(model_dir, card, data, label_column, path_column):
-    """(validation split, its preprocessed tensors (N, C, H, W) float32, labels (N,))."""
+    """(validation split, its preprocessed tensors (N, C, H, W) float32, labels (N,)).
+
+    Decoded once and held, not streamed through the Runner as the classifying commands are: every
+    backend checked must see the very same tensors (an agreement of labels, not of decoders), and the
+    speeds are of the engine alone."""
     val = validation_split(model_dir, card, data, label_column, path_column)
     decoded = list(decode_stream((Item(p) for p in val.paths), card.input_spec, usable_cores(), 64))
     bad = [d.error for d in decoded if d.error is not None]
