@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,11 +98,16 @@ def _score(model_dir, card, labelled, config) -> Scored:
     return Scored([id_of[p] for p in paths], paths, probabilities, failed, f"{runner.backend} on {runner.session.device}")
 
 
-def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, card, config) -> None:
+def _write_predictions(path: Path, scored: Scored, labels: np.ndarray, card, config, members=()) -> None:
     """A catalog of the scored images (so `galaxy montage` reads it) with a `true_label` column."""
     spec = card.input_spec.with_crop(config.crop_fraction)
+    # what `galaxy montage` and `galaxy report` need: the folder the relative paths are from, and how the
+    # probabilities were made (a report shows the model card's figures only for the card's own reading)
     metadata = {"model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
-                "spec": json.dumps(spec.to_dict()), "backend": scored.backend}
+                "spec": json.dumps(spec.to_dict()), "backend": scored.backend, "cwd": os.getcwd(),
+                "tta": json.dumps(config.tta)}
+    if members:  # the mean of MODEL_DIR and these
+        metadata["ensemble"] = json.dumps([{"name": c.name, "weights": c.weights_sha256} for _, c in members])
     writer = CatalogWriter(path, card.classes, metadata, "csv", extra=(("true_label", "text"),))
     writer.write(scored.ids, scored.paths, scored.probabilities,
                  [{"true_label": card.classes[k]} for k in labels])
@@ -177,7 +183,8 @@ def _score_ensemble(model_dir, card, members, labelled, config) -> Scored:
                   f"{scored.backend}, mean of {len(members)} models")
 
 
-def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelled, config, out: Path) -> dict:
+def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelled, config, out: Path,
+             members=()) -> dict:
     """Score a second model on the same images; paired accuracy test and the labels both models reject.
 
     Galaxies where two independently trained models agree with each other and not with the label
@@ -193,7 +200,7 @@ def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelle
     agree = a == b
     suspects = rows[agree & (a != y)]
     only_a, only_b = int(np.sum((a == y) & (b != y))), int(np.sum((b == y) & (a != y)))
-    _write_predictions(out / SUSPECTS, scored.subset(suspects), labels[suspects], card, config)
+    _write_predictions(out / SUSPECTS, scored.subset(suspects), labels[suspects], card, config, members)
     return {"model": {"name": other.name, "weights_sha256": other.weights_sha256, "dir": str(other_dir)},
             "backend": theirs.backend, "n": len(rows),
             "accuracy": float(np.mean(b == y)), "accuracy_this": float(np.mean(a == y)),
@@ -351,9 +358,9 @@ def evaluate(config) -> dict:
     report["version"] = __version__
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _clear_stale_outputs(out, config)
-    _write_predictions(out / PREDICTIONS, scored, labels, card, config)
+    _write_predictions(out / PREDICTIONS, scored, labels, card, config, members)
     if config.compare:
-        report["comparison"] = _compare(scored, labels, card, *other, labelled, config, out)
+        report["comparison"] = _compare(scored, labels, card, *other, labelled, config, out, members)
     report = _strict(report)
     (out / REPORT).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     title = (f"{card.name}{f' + {len(config.ensemble)} more' if config.ensemble else ''} "

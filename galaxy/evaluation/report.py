@@ -13,6 +13,7 @@ import base64
 import csv
 import html
 import io
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -95,6 +96,7 @@ def _known_card(metadata):
     from galaxy.card import load_card, shipped_model_dirs
 
     temperature = _temperature(metadata)
+    other_reading = _read_otherwise(metadata)
     for model_dir in shipped_model_dirs():
         try:
             card = load_card(model_dir, verify=False)
@@ -102,6 +104,13 @@ def _known_card(metadata):
             continue
         if card.weights_sha256 != metadata.get("weights"):
             continue
+        crop = _crop(metadata)
+        if crop not in (None, card.input_spec.crop_fraction):
+            other_reading = " and ".join(filter(None, (
+                other_reading, f"reading the central {crop:g} of each side (the card's {card.input_spec.crop_fraction:g})")))
+        if other_reading:
+            return None, (f"The weights are {html.escape(card.name)}'s, but this catalog was made {other_reading}: "
+                          "the card's validation figures do not apply; what the catalog records is below.")
         if temperature is not None and math.isclose(card.temperature, temperature, rel_tol=1e-6):
             return card, ""
         made = f"at temperature {temperature:g}" if temperature is not None else "with no temperature recorded"
@@ -109,6 +118,27 @@ def _known_card(metadata):
                       f"card's figures are for temperature {card.temperature:g} (recalibrated with <code>galaxy "
                       "calibrate</code>?): the card's validation figures do not apply; what the catalog records is below.")
     return None, ""
+
+
+def _read_otherwise(metadata) -> str:
+    """How a catalog's probabilities differ from one model reading each image once ("" when they do not):
+    D4 test-time augmentation (a classify run's fingerprint, or evaluate's `tta`), an ensemble's mean."""
+    try:
+        tta = json.loads(metadata.get("run") or "{}").get("tta") or json.loads(metadata.get("tta") or "false")
+        members = json.loads(metadata.get("ensemble") or "[]")
+    except (ValueError, TypeError, AttributeError):  # not JSON text: not a record this module wrote
+        return ""
+    said = [f"as the mean of {len(members) + 1} models ({', '.join(html.escape(str(m.get('name'))) for m in members)} "
+            "with this one)"] if members else []
+    return " and ".join(said + (["with D4 test-time augmentation"] if tta else []))
+
+
+def _crop(metadata) -> float | None:
+    """The crop fraction the catalog's images were read with (its metadata's spec), None if not recorded."""
+    try:
+        return float(json.loads(metadata["spec"])["crop_fraction"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _rows(pairs) -> str:

@@ -245,3 +245,18 @@ def test_the_vote_rule_of_the_validation_split_is_the_cards(default_model):
     assert (vote_rule(card, val).kind, vote_rule(card, val).threshold) == ("debiased", 0.7)
     everything = EvaluateConfig(None, "votes.csv", "out", split="all", vote_threshold=0.9)
     assert (vote_rule(card, everything).kind, vote_rule(card, everything).threshold) == ("fraction", 0.9)
+
+
+def test_predictions_open_from_another_folder(tmp_path, monkeypatch):
+    """predictions.csv keeps the labels' relative paths; without the folder they are relative to (`cwd` in
+    its metadata, as a classify catalog records it) `galaxy montage` run elsewhere could read none."""
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    labels = EXAMPLES.relative_to(ROOT) / "labels.csv"
+    assert invoke("evaluate", "sdss-xception-compact", labels, "-o", tmp_path / "e", "-q").exit_code == 0
+    assert not csv.DictReader(open(tmp_path / "e" / "predictions.csv")).__next__()["path"].startswith("/")
+    assert json.loads((tmp_path / "e" / "predictions.csv.meta.json").read_text())["cwd"] == str(ROOT)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("montage", tmp_path / "e" / "predictions.csv", "-o", tmp_path / "m.png")
+    assert result.exit_code == 0 and "could not be read" not in result.output, result.output

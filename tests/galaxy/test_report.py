@@ -298,3 +298,30 @@ def test_the_model_card_is_shown_only_for_the_temperature_it_describes(tmp_path)
     assert "Model card:" not in pages["recalibrated"] and "balanced accuracy" not in pages["recalibrated"]
     assert f"made at temperature 0.51487 and its card's figures are for temperature {card.temperature:g}" \
         in pages["recalibrated"]
+
+
+@pytest.mark.parametrize("made", ["tta", "ensemble", "crop"])
+def test_the_model_card_is_not_shown_for_another_reading_of_its_weights(tmp_path, made):
+    """An evaluate of the mean of two models, or with D4 TTA, or at another crop wrote the first model's
+    weights and temperature only, and the report showed that model's card figures as the catalog's."""
+    import json
+
+    from galaxy.card import load_card, shipped_model_dirs
+
+    card = load_card(shipped_model_dirs()[0], verify=False)
+    spec = card.input_spec.to_dict()
+    metadata = {"model": card.name, "weights": card.weights_sha256, "temp": card.temperature,
+                "spec": json.dumps(spec | {"crop_fraction": 0.4} if made == "crop" else spec),
+                "tta": json.dumps(made == "tta")}
+    if made == "ensemble":
+        metadata["ensemble"] = json.dumps([{"name": "other-model", "weights": "0" * 64}])
+    catalog = tmp_path / "cat.csv"
+    writer = CatalogWriter(catalog, ("elliptical", "spiral"), metadata)
+    writer.write(["g0"], [str(sorted(EXAMPLES.glob("*.jpeg"))[0])], np.array([[0.1, 0.9]]))
+    writer.close()
+    assert CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / "r.html")]).exit_code == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "Model card:" not in page and "the card's validation figures do not apply" in page
+    said = {"tta": "with D4 test-time augmentation", "ensemble": "as the mean of 2 models (other-model with this one)",
+            "crop": f"reading the central 0.4 of each side (the card's {card.input_spec.crop_fraction:g})"}
+    assert said[made] in page
