@@ -60,7 +60,10 @@ def purity_completeness_curves(table: dict, path, title: str = "") -> Path:
         cuts = [row["cut"] for row in rows]
         for key, style in (("purity", "o-"), ("completeness", "s--")):
             ax.plot(cuts, [float("nan") if row[key] is None else row[key] for row in rows], style, label=key)
+        if all(row["completeness"] is None for row in rows):  # purity alone says how clean the others stay
+            ax.text(0.5, 0.5, f"no galaxy labelled {name}:\nno completeness", ha="center", transform=ax.transAxes)
         ax.set_xlabel(f"cut: p_{name} >=")
+        ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_title(name)
         ax.grid(alpha=0.3)
