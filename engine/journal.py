@@ -34,8 +34,8 @@ import numpy as np
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
-from galaxy.catalog.metadata import READING_KEYS, READING_RECORDED, as_recorded_now, reading_settings
-from galaxy.catalog.text import ascii_text, cell_text, safe_text
+from galaxy.catalog.metadata import READING_KEYS, READING_RECORDED, READING_VERSION, as_recorded_now, reading_settings
+from galaxy.catalog.text import cell_text, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
 from galaxy.files import hold_lock, remove_quietly, same_file, writable_folder, write_atomically
@@ -97,15 +97,15 @@ class Journal:
             self._check_fingerprint(fingerprint)
             self._chunks = sorted(self.dir.glob("chunk-*.csv"))
             begun_in = self._begun_in()
-            self._fits = output_format(self.output, self.format) == "fits"
+            self._written = text_as_written(output_format(self.output, self.format))
             if not self._chunks and self.output.exists():
                 self._import_output()
             self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
             self.ids = UniqueIds()
             relative = None  # a row's path that is relative to `begun_in`, if any
-            for row in self.rows():
-                self.ids.add(row[0])
-                self.done[_path_key(row[1], begun_in, self._fits)] += 1
+            for row in self.rows():  # a finished output's rows come back in its written form, a journal's not
+                self.ids.add(self._written(row[0]))
+                self.done[_path_key(row[1], begun_in, self._written)] += 1
                 if relative is None and not os.path.isabs(row[1]):
                     relative = row[1]
             if relative is not None and not same_file(begun_in, os.getcwd()):
@@ -203,7 +203,7 @@ class Journal:
         row classified. Call it once per input, in input order (paths compared as `_path_key`)."""
         if not self.done:  # nothing (left) to skip: no path to resolve
             return False
-        key = _path_key(path, os.getcwd(), self._fits)
+        key = _path_key(path, os.getcwd(), self._written)
         if self.done[key] > 0:
             self.done[key] -= 1
             return True
@@ -216,10 +216,10 @@ class Journal:
                 yield from csv.reader(fh)
 
     def take_id(self, ident: str) -> str:
-        """The catalog id of the next input in listing order (`UniqueIds.take` of its text as written):
-        the Runner's `unique_id`, called for failed inputs too, so that ids never depend on which
-        inputs failed, and the errors file names each failure by an id no row has."""
-        return self.ids.take(safe_text(ident))
+        """The catalog id of the next input in listing order (`UniqueIds.take` of its text as the output
+        writes it, `text_as_written`): the Runner's `unique_id`, called for failed inputs too, so that ids
+        never depend on which inputs failed, and the errors file names each failure by an id no row has."""
+        return self.ids.take(self._written(ident))
 
     def add(self, ids, paths, probabilities: np.ndarray, columns=None):
         """Stage classified rows, their ids from `take_id`; they are committed every `commit_rows` rows or
@@ -302,15 +302,14 @@ class Journal:
         self._lock.close()
 
 
-def _path_key(path: str, base: str, fits: bool) -> str:
+def _path_key(path: str, base: str, written) -> str:
     """How the journal compares input paths: the file itself, whatever the spelling (relative to
     `base`, the working directory the path was given in, or absolute; through symbolic links), in
-    the form the output gives back: `safe_text`, or for FITS (whose text is ASCII) `ascii_text`. A
+    the form the output gives back (`written`: `galaxy.catalog.text.text_as_written`). A
     rerun naming the folder by its absolute path or by a link to it wrote every row a second time;
     and with the ASCII form for every format, a file named `ü.jpeg` and one named `\\xfc.jpeg` were
     one file to a rerun (one lost, the other written twice): FITS alone keeps that ambiguity."""
-    full = os.path.realpath(os.path.join(base, path))
-    return ascii_text(full) if fits else safe_text(full)
+    return written(os.path.realpath(os.path.join(base, path)))
 
 
 
@@ -402,7 +401,7 @@ def _output_fingerprint(output, fmt=None) -> dict | None:
     if "run" not in meta:
         return None
     run = json.loads(meta["run"])
-    if isinstance(run, dict) and READING_RECORDED not in run and "config" in meta:
+    if isinstance(run, dict) and run.get(READING_RECORDED, 0) < READING_VERSION and "config" in meta:
         run = {**run, **_reading_of(meta["config"])}
     return run
 

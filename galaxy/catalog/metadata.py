@@ -121,17 +121,23 @@ def run_fingerprint(card, session, config, spec=None) -> dict:
 
 # The settings of how a run reads each FITS file (`reading_settings`), and the key that says a
 # fingerprint records them: one written before they were recorded lacks it (`as_recorded_now`).
-READING_KEYS = ("hdu", "bands", "band_columns")
+# READING_RECORDED holds the version of the record: 1 recorded the first three keys, 2 the catalog's path
+# and id columns too (`--path-column`, `--id-column`: a rerun naming another id column mixed two kinds of
+# id in one catalog); KEYS_SINCE says which version first recorded a key.
+READING_KEYS = ("hdu", "bands", "band_columns", "path_column", "id_column")
 READING_RECORDED = "reading"
+READING_VERSION = 2
+KEYS_SINCE = {"path_column": 2, "id_column": 2}
 
 
 def reading_settings(config, spec) -> dict:
-    """How a run reads each FITS file where it is told to (`--hdu`, `--bands`, `--band-columns`): the
-    pixels a galaxy gets depend on them, so a rerun that changes one would mix two readings in one
-    catalog (it was taken, and the metadata then named the new bands over rows made with the old).
+    """How a run reads its inputs where it is told to (`--hdu`, `--bands`, `--band-columns` for each FITS
+    file; `--path-column`, `--id-column` for a catalog): the pixels and the id a galaxy gets depend on
+    them, so a rerun that changes one would mix two readings in one catalog (it was taken, and the
+    metadata then named the new bands over rows made with the old; ids of two columns sat in one).
     Each is recorded only when given (`fingerprint_defaults` says what leaving it out means), beside
     READING_RECORDED; `spec` is the InputSpec read with (its bands are `--bands` parsed)."""
-    settings = {READING_RECORDED: 1}
+    settings = {READING_RECORDED: READING_VERSION}
     if config.hdu is not None:
         settings["hdu"] = str(config.hdu)
     if config.bands:
@@ -139,18 +145,24 @@ def reading_settings(config, spec) -> dict:
     if config.band_columns:  # spacing aside, in order: it orders each galaxy's files (its path, and planes)
         pairs = ("=".join(side.strip() for side in pair.split("=", 1)) for pair in config.band_columns.split(","))
         settings["band_columns"] = ",".join(pair for pair in pairs if pair)
+    for key in ("path_column", "id_column"):  # which column names each galaxy's file, and its id
+        if getattr(config, key, None):
+            settings[key] = getattr(config, key)
     return settings
 
 
 def as_recorded_now(earlier: dict, fingerprint: dict) -> dict:
-    """An `earlier` fingerprint in the form of today's `fingerprint`: one recorded before the reading
-    settings were (no READING_RECORDED) is taken to have read the files as this run does, since
-    what it was told is not known (a `--ray` folder recorded `hdu` already, and keeps it); runs
+    """An `earlier` fingerprint in the form of today's `fingerprint`: the reading settings it did not
+    record yet (no READING_RECORDED, or an older version of it) are taken to be as this run's, since
+    what it was told is not known (a `--ray` folder recorded `hdu` and its columns already, and keeps
+    them); runs
     before 2026-11-29 recorded `--crop-fraction auto` as the word, not the crop it measured, and
     are continued at the crop measured now."""
-    if READING_RECORDED not in earlier:
-        reading = {k: fingerprint[k] for k in (READING_RECORDED, *READING_KEYS) if k in fingerprint and k not in earlier}
-        earlier = {**reading, **earlier}
+    version = earlier.get(READING_RECORDED, 0)
+    if version < fingerprint.get(READING_RECORDED, 0):  # what it did not record is taken to be as now
+        reading = {k: fingerprint[k] for k in READING_KEYS
+                   if KEYS_SINCE.get(k, 1) > version and k in fingerprint and k not in earlier}
+        earlier = {**reading, **earlier, READING_RECORDED: fingerprint[READING_RECORDED]}
     if earlier.get("crop") == "auto" and isinstance(fingerprint.get("crop"), float):
         earlier = {**earlier, "crop": fingerprint["crop"]}
     return earlier

@@ -35,11 +35,25 @@ def cell_text(value) -> str:
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def control_escaped(value: str) -> str:
+    """`safe_text` with every control character (a tab or newline in a file name) as a \\xNN escape: an
+    ECSV cell's text (`galaxy.catalog.write.ecsv_text`, which also quotes it)."""
+    return CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", safe_text(value))
+
+
 def ascii_text(value: str) -> str:
-    """Printable ASCII form of a str, as FITS text must be: `safe_text`, then every non-ASCII
-    character and every control character (a tab or newline in a file name) as a backslash escape."""
-    text = safe_text(value).encode("ascii", "backslashreplace").decode("ascii")
-    return CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    """Printable ASCII form of a str, as FITS text must be: `control_escaped`, then every non-ASCII
+    character as a backslash escape."""
+    return control_escaped(value).encode("ascii", "backslashreplace").decode("ascii")
+
+
+def text_as_written(fmt: str):
+    """The form a catalog of format `fmt` gives its ids and paths back in (str -> str): `ascii_text` for
+    FITS, `control_escaped` for ECSV, `safe_text` for the others. A rerun compares the rows it read back
+    with new inputs in this form: in another, a FITS catalog's escaped `\\xe9` did not take the id `é`
+    from the next file of that name (two rows had one id), and an ECSV catalog's file with a tab in its
+    name was classified again on every rerun."""
+    return {"fits": ascii_text, "ecsv": control_escaped}.get(fmt, safe_text)
 
 
 ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")

@@ -24,7 +24,7 @@ from galaxy.catalog.fits_table import SKY_UNITS, numpy_kinds
 from galaxy.catalog.formats import (ERROR_COLUMNS, NUMBER_KINDS, RAY_BOOKKEEPING, SKY_COLUMNS, catalog_columns,
                                     catalog_descriptions, output_format, probability_column, sidecar_path)
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
-from galaxy.catalog.text import CONTROL, safe_text
+from galaxy.catalog.text import control_escaped, safe_text
 
 PARQUET_ROW_GROUP = 16384
 
@@ -159,7 +159,7 @@ def ecsv_text(value: str) -> str:
     characters (a newline, a tab) are written as \\xNN escapes, as FITS text is (`ascii_text`);
     a value starting with `#` or a quote or space, or holding a comma or quote, is quoted.
     """
-    text = CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", value)
+    text = control_escaped(value)
     if text and (text[0] in '#" ' or text[-1] == " " or "," in text or '"' in text):
         return '"' + text.replace('"', '""') + '"'
     return text

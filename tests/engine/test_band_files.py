@@ -169,3 +169,40 @@ def test_a_catalog_written_before_the_reading_settings_were_recorded_resumes(tmp
     changed = [*command[:-4], "--bands", "2,1,0", "--hdu", "0"]  # its config says what it was read with
     result = CliRunner().invoke(cli, changed)
     assert result.exit_code == 2 and "bands [0, 1, 2] then, [2, 1, 0] now" in result.output, result.output
+
+
+def test_a_rerun_naming_another_id_or_path_column_is_refused(tmp_path):
+    """A rerun with another --id-column was taken: the catalog held ids of two columns (1 from objid
+    beside B from alt). A catalog written when only the FITS reading settings were recorded (version 1)
+    resumes, and its config says which columns it was made with."""
+    import json
+    import shutil
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "broken.jpeg").write_bytes(files[0].read_bytes()[:500])
+    with open(tmp_path / "c.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["objid", "alt", "file", "other_file"], ["1", "A", files[0].name, files[0].name],
+                                  ["2", "B", "broken.jpeg", files[1].name]])
+    out = tmp_path / "out.csv"
+    command = ["classify", "--catalog", str(tmp_path / "c.csv"), "-o", str(out), "-q", "--backend", "onnxruntime"]
+    assert CliRunner().invoke(cli, command).exit_code == 3  # broken.jpeg failed
+    shutil.copy(files[1], tmp_path / "broken.jpeg")  # mended: a rerun classifies it
+    for option, changed in ((["--id-column", "alt"], 'id_column not given then, "alt" now'),
+                            (["--path-column", "other_file"], 'path_column not given then, "other_file" now')):
+        result = CliRunner().invoke(cli, [*command, *option])
+        assert result.exit_code == 2 and f"other settings ({changed})" in result.output, result.output
+    assert CliRunner().invoke(cli, command).exit_code == 0
+    assert [r["id"] for r in csv.DictReader(line for line in open(out) if not line.startswith("#"))] == ["1", "2"]
+
+    named = [*command, "--id-column", "alt", "--overwrite"]
+    assert CliRunner().invoke(cli, named).exit_code == 0
+    sidecar = tmp_path / "out.csv.meta.json"
+    meta = json.loads(sidecar.read_text())
+    assert meta["run"]["id_column"] == "alt" and meta["run"]["reading"] == 2
+    meta["run"] = {**{k: v for k, v in meta["run"].items() if k != "id_column"}, "reading": 1}
+    sidecar.write_text(json.dumps(meta))  # as the version before wrote it
+    assert CliRunner().invoke(cli, named[:-1]).exit_code == 0
+    result = CliRunner().invoke(cli, command)  # its config says --id-column alt
+    assert result.exit_code == 2 and 'id_column "alt" then, not given now' in result.output, result.output

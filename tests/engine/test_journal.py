@@ -506,3 +506,34 @@ def test_a_catalog_without_descriptions_resumes_and_comes_out_described(tmp_path
         described = {name: column.description for name, column in Table.read(out).columns.items()}
     assert described["p_spiral"] == "calibrated probability of class spiral"
     assert described["z"] == "spectroscopic redshift"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".fits", ".parquet"])
+def test_a_rerun_of_odd_file_names_gives_the_rows_and_ids_of_a_fresh_run(tmp_path, suffix):
+    """A rerun compared the rows a finished catalog gives back (FITS: ASCII escapes; ECSV: control
+    characters escaped) with new inputs in another form: in FITS a mended `b/é.jpeg` took the id `é`
+    (written `\\xe9`, the id of `a/é.jpeg` already); in ECSV a file with a tab in its name was
+    classified again on every rerun."""
+    from galaxy.catalog.read import read_catalog_rows
+
+    jpegs = sorted(EXAMPLES.glob("*.jpeg"))
+    names = {"a/é.jpeg": jpegs[0], "b/x.jpeg": jpegs[1], "b/é.jpeg": jpegs[2], "b/t\tab.jpeg": jpegs[3]}
+    folder = tmp_path / "in"
+    for name, source in names.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(source.read_bytes())
+
+    def run(out):
+        return classify(ClassifyConfig(inputs=(str(folder),), output=str(out), backend="onnxruntime", progress=False))
+
+    fresh = tmp_path / f"fresh{suffix}"
+    run(fresh)
+    (folder / "b/é.jpeg").write_bytes(jpegs[2].read_bytes()[:300])
+    out = tmp_path / f"out{suffix}"
+    assert run(out).failed == 1
+    (folder / "b/é.jpeg").write_bytes(jpegs[2].read_bytes())
+    assert run(out).classified == 1
+    assert run(out).classified == 0  # nothing left to do, whatever the names
+    rows, expected = list(read_catalog_rows(out)), list(read_catalog_rows(fresh))
+    assert sorted((r["id"], r["path"]) for r in rows) == sorted((r["id"], r["path"]) for r in expected)
+    assert len({r["id"] for r in rows}) == len(names)

@@ -120,3 +120,26 @@ def test_prefetch_bounds_and_reraises():
             time.sleep(0.002)
             assert len(produced) <= len(seen) + 4  # depth in the queue + one being put
     assert seen == list(range(20))
+
+
+def test_a_closed_decode_stream_drops_the_decodes_not_started():
+    """Closing the stream (Ctrl-C, SIGTERM) waited for every queued decode: with the reference reader's
+    128 in flight and slow FITS files, past a batch scheduler's grace period."""
+    import threading
+    import time
+
+    from engine.pipelines.base import bounded_map
+
+    started, lock = [], threading.Lock()
+
+    def slow(value):
+        with lock:
+            started.append(value)
+        time.sleep(0.05)
+        return value
+
+    stream = bounded_map(slow, range(1000), workers=2, depth=64)
+    assert next(stream) == 0
+    stream.close()
+    time.sleep(0.2)  # were the queued ones still running, more would start meanwhile
+    assert len(started) <= 4, len(started)  # the first, and what the two workers had begun
