@@ -38,7 +38,7 @@ from galaxy.catalog.metadata import READING_KEYS, READING_RECORDED, READING_VERS
 from galaxy.catalog.text import cell_text, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
-from galaxy.files import hold_lock, remove_quietly, same_file, writable_folder, write_atomically
+from galaxy.files import hold_lock, remove_quietly, same_file, sync_to_disk, writable_folder, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -256,10 +256,12 @@ class Journal:
             if isinstance(exc, OSError) and exc.filename is None:  # name the catalog (ENOSPC names none)
                 raise OSError(exc.errno, exc.strerror, str(self.output)) from exc
             raise
+        sync_to_disk(tmp_out, sidecar_path(tmp_out), errors)  # the rows are on disk before their journal goes
         tmp_out.replace(self.output)
         if sidecar_path(tmp_out).exists():
             sidecar_path(tmp_out).replace(sidecar_path(self.output))
         errors.replace(errors_path(self.output))
+        sync_to_disk(self.output)  # and the renames
         # OUT is complete: the journal goes in one rename (a kill while deleting it must not leave
         # some chunks for a rerun to trust), then is deleted, holding the lock until it is gone
         doomed = self.dir.with_name(f".{self.dir.name}.done-{os.getpid()}")

@@ -196,3 +196,21 @@ def hold_lock(path, held_by_another: str):
         lock.close()
         raise UsageError(f"{held_by_another} (lock {path})") from None
     return lock
+
+
+def sync_to_disk(*paths) -> None:
+    """fsync each existing file of `paths`, then the folders holding them (so their renames are on
+    disk too): before a journal whose rows they hold is deleted, so a power cut cannot leave neither."""
+    folders = set()
+    for path in map(Path, paths):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            folders.add(path.parent)
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+

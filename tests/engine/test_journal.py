@@ -537,3 +537,21 @@ def test_a_rerun_of_odd_file_names_gives_the_rows_and_ids_of_a_fresh_run(tmp_pat
     rows, expected = list(read_catalog_rows(out)), list(read_catalog_rows(fresh))
     assert sorted((r["id"], r["path"]) for r in rows) == sorted((r["id"], r["path"]) for r in expected)
     assert len({r["id"] for r in rows}) == len(names)
+
+
+def test_the_catalog_is_on_disk_before_its_journal_is_deleted(tmp_path, monkeypatch):
+    """CSV, ECSV and Parquet catalogs were never fsynced: a power cut just after a run could leave an empty
+    catalog and no journal to rebuild it from."""
+    import engine.journal as journal_module
+
+    out, synced = tmp_path / "c.csv", []
+    real = journal_module.sync_to_disk
+
+    def recording(*paths):
+        synced.append(([str(p) for p in paths], journal_module.journal_dir(out).exists()))
+        real(*paths)
+
+    monkeypatch.setattr(journal_module, "sync_to_disk", recording)
+    classify(ClassifyConfig(inputs=(str(EXAMPLES),), output=str(out), backend="onnxruntime", progress=False))
+    assert [with_journal for _, with_journal in synced] == [True, True]  # both before the journal went
+    assert str(out) in synced[-1][0] and any(".c.csv.assembling" in p for p in synced[0][0])
