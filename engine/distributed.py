@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.journal import FINGERPRINT, keep_fingerprint
+from engine.fingerprint import FINGERPRINT, keep_fingerprint
 from engine.listing import parse_band_columns, require_inputs
 from engine.ray_parts import (failed_places, finalize_parts, part_errors, part_path, pending_errors, prepare_out_dir,
                               read_part_errors, settle_retry)

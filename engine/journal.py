@@ -31,18 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.fingerprint import FINGERPRINT, changed_settings, keep_fingerprint, output_fingerprint, recorded_fingerprint
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
-from galaxy.catalog.metadata import READING_KEYS, READING_RECORDED, READING_VERSION, as_recorded_now, reading_settings
 from galaxy.catalog.text import cell_text, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
 from galaxy.files import hold_lock, remove_quietly, same_file, sync_to_disk, writable_folder, write_atomically
 
 log = logging.getLogger(__name__)
-
-FINGERPRINT = "fingerprint.json"  # in a journal (and a --ray folder's bookkeeping): the settings a run began with
 
 COMMIT_ROWS = 2048
 COMMIT_SECONDS = 2.0
@@ -143,7 +141,7 @@ class Journal:
                 raise UsageError(f"{self.output} has lost {sidecar.name}, which records how it was made, so a rerun "
                                  "cannot check that it continues with the same settings: restore that file, or use "
                                  "--overwrite to start over")
-            meta = self._read_output(lambda: _output_fingerprint(self.output, self.format))
+            meta = self._read_output(lambda: output_fingerprint(self.output, self.format))
             changed = changed_settings(meta, fingerprint, self.defaults) if meta is not None else None
             if changed:
                 raise UsageError(f"{self.output} was written with other settings ({changed}); use --overwrite to "
@@ -320,61 +318,10 @@ def _log_undeleted(function, path, exc_info) -> None:
     log.warning("could not delete %s (%s); the catalog is complete, delete it by hand", path, exc_info[1])
 
 
-def changed_settings(earlier: dict, fingerprint: dict, defaults: dict | None = None) -> str | None:
-    """The settings in which `fingerprint` differs from an `earlier` one (in today's form), each with
-    both values ("bands [0, 1, 2] then, [2, 1, 0] now; tta ..."); None when none differs. A setting
-    that either leaves out counts at its value in `defaults` (the card's crop, which a run names
-    with --crop-fraction or not: `--crop-fraction 0.5` on a model read at 0.5 changes nothing)."""
-    given = as_recorded_now(earlier, fingerprint)
-    earlier, now = {**(defaults or {}), **given}, {**(defaults or {}), **fingerprint}
-    changed = sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
-    if not changed:
-        return None
-
-    def said(key, values, recorded) -> str:
-        text = json.dumps(values[key]) if key in recorded and values.get(key) is not None else "not given"
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    return "; ".join(f"{k} {said(k, earlier, given)} then, {said(k, now, fingerprint)} now" for k in changed)
-
-
-def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | None = None) -> None:
-    """The one fingerprint check of a resumable output (a catalog's journal, a `--ray` folder).
-
-    `fingerprint` says what a run must share with the run it continues (model, backend, TTA, ...).
-    When `path` holds an earlier one that differs (`changed_settings`, with `defaults`), the rerun
-    is refused, naming what changed; otherwise it is stored there (atomically) for the next rerun.
-
-    Raises:
-        UsageError: `output` was started with other settings, or its recorded ones cannot be read.
-    """
-    path = Path(path)
-    if path.exists():
-        earlier = _recorded_fingerprint(path)
-        if earlier is None:  # a damaged record: what the run began with is not known
-            raise UsageError(f"{output}: the settings its run began with ({path}) cannot be read; use --overwrite "
-                             "to start over")
-        changed = changed_settings(earlier, fingerprint, defaults)
-        if changed:
-            raise UsageError(f"{output} was started with other settings ({changed}); "
-                             "use --overwrite to start over")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fingerprint)))
-
-
 def journal_dir(output) -> Path:
     """The folder of an output's journal: catalog.csv -> catalog.csv.partial."""
     output = Path(output)
     return output.with_name(output.name + ".partial")
-
-
-def _recorded_fingerprint(path: Path) -> dict | None:
-    """A journal's fingerprint.json, or None where it cannot be read or is not a record."""
-    try:
-        recorded = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return recorded if isinstance(recorded, dict) else None
 
 
 def earlier_backend(output, fmt=None) -> str | None:
@@ -382,42 +329,13 @@ def earlier_backend(output, fmt=None) -> str | None:
     finished catalog's), or None where there is none or it cannot be read."""
     journalled = journal_dir(output) / FINGERPRINT
     if journalled.is_file():
-        fingerprint = _recorded_fingerprint(journalled)
+        fingerprint = recorded_fingerprint(journalled)
     elif Path(output).is_file():
         try:
-            fingerprint = _output_fingerprint(output, fmt)
+            fingerprint = output_fingerprint(output, fmt)
         except (OSError, ValueError, KeyError, IndexError, UsageError):  # unreadable: the Journal says so
             return None
     else:
         return None
     backend = fingerprint.get("backend") if isinstance(fingerprint, dict) else None
     return backend.split()[0] if isinstance(backend, str) and backend.strip() else None
-
-
-def _output_fingerprint(output, fmt=None) -> dict | None:
-    """The fingerprint stored in a finished catalog's metadata, when it has one. One written before
-    the reading settings were recorded gets them from the command's config the metadata also holds,
-    so a rerun that reads the files otherwise is refused (`as_recorded_now` can only guess for a
-    journal a kill left, which records no config)."""
-    meta = read_catalog_metadata(output, fmt)
-    if "run" not in meta:
-        return None
-    run = json.loads(meta["run"])
-    if isinstance(run, dict) and run.get(READING_RECORDED, 0) < READING_VERSION and "config" in meta:
-        run = {**run, **_reading_of(meta["config"])}
-    return run
-
-
-def _reading_of(config) -> dict:
-    """`reading_settings` of a recorded ClassifyConfig (its JSON, or the dict a CSV sidecar gives);
-    {} where it cannot be read."""
-    from types import SimpleNamespace
-
-    from galaxy.io.bands import parse_bands
-
-    try:
-        given = json.loads(config) if isinstance(config, str) else dict(config)
-        settings = SimpleNamespace(**{key: given.get(key) for key in READING_KEYS})
-        return reading_settings(settings, SimpleNamespace(fits_bands=parse_bands(settings.bands)))
-    except (ValueError, TypeError, AttributeError, UsageError):  # not a record this version can read
-        return {}

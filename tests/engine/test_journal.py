@@ -271,7 +271,7 @@ def test_kept_columns_keep_their_kind_and_place_whatever_is_blank():
 
 
 def test_a_crop_recorded_as_auto_by_an_earlier_version_resumes_at_the_crop_measured(tmp_path):
-    from engine.journal import keep_fingerprint
+    from engine.fingerprint import keep_fingerprint
 
     path = tmp_path / "fingerprint.json"
     path.write_text('{"weights": "w", "crop": "auto"}')  # before 2026-11-29: the word, not the crop
