@@ -116,18 +116,20 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
         log.info("%s: %s", name, records[name])
     machine = f"{cpu_name()} ({cpu_flags()}), {usable_cores()} cores"
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    here = {name: round(speed, 1) for name, speed in speeds.items()}
-    here["measured"] = today
-    for record in records.values():  # kept records of earlier checks carry their own date
-        record["checked"] = today
+    for record in records.values():  # kept records of earlier checks carry their own date and machine
+        record["checked"], record["machine"] = today, machine
     # an earlier pass of a backend asked for now and not loadable no longer holds: dropped, not kept
     kept = {name: rec for name, rec in (card.backends or {}).get("results", {}).items()
             if name not in records and name not in not_checked}
+    history = speeds_by_machine(card.backends or {})
+    # this machine's speeds: those measured now, beside those of kept backends measured here before
+    here = {name: speed for name, speed in history.get(machine, {}).items() if name in kept}
+    here |= {name: round(speed, 1) for name, speed in speeds.items()} | {"measured": today}
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
                      "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",
                      "machine": machine, "results": records | kept,
                      # the check is this machine's; the speeds of the machines checked before are kept
-                     "speeds": speeds_by_machine(card.backends) | {machine: here}}
+                     "speeds": history | {machine: here}}
     if not_checked:
         card.backends["not_checked"] = not_checked
     card.save(model_dir)

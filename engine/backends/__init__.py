@@ -102,8 +102,13 @@ def cpu_candidates(card, model_dir=None) -> list[str]:
 
 
 def holds_check(name: str, card, record: dict, model_dir=None) -> bool:
-    """Whether the check in `record` ran the model `name` would load now (int8: the same model, by its
-    fingerprint; a check recorded before fingerprints were, by its recipe)."""
+    """Whether the check in `record` ran the model `name` would load now: int8 the same model (by its
+    fingerprint; a check recorded before fingerprints were, by its recipe); torch the same precision (a
+    check where it ran fp32, on a CPU without native bf16, says nothing of its bf16 here)."""
+    if name in ("torch", "torch-compile"):
+        from engine.machine import native_bf16
+
+        return record.get("precision") in (None, "bf16" if native_bf16() else "fp32")
     if name != "onnxruntime-int8":
         return True
     from engine.int8_models import INT8_RECIPE, int8_fingerprint, int8_recipe
@@ -148,7 +153,8 @@ def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = 
         options = options or BackendOptions()
         chosen, record = measured_choice(card, candidates, options.batch_size,
                                          lambda n: load_named(n, model_dir, card, options_for(n, options)),
-                                         model_dir, {n: options_for(n, options).streams for n in candidates})
+                                         model_dir, {n: options_for(n, options).streams for n in candidates},
+                                         {n: options_for(n, options).threads for n in candidates})
         speeds = ", ".join(f"{n} {v:.0f}" for n, v in record["images_per_s"].items() if v)
         log.info("backend auto -> %s (images/s measured on this machine, %s, %d cores, %s: %s)", chosen,
                  record["machine"]["cpu"], record["machine"]["cores"], record["measured"], speeds)
@@ -194,11 +200,15 @@ def load(name: str, model_dir, card, options: BackendOptions, parity_images=()):
 def load_chosen(asked: str, chosen: str, model_dir, card, options: BackendOptions, parity_images=()):
     """Load `chosen`, what `pick(asked)` gave. Where `auto` chose TensorRT and it cannot run (a partly
     installed TensorRT, whose PyPI wheel fetches the real one; a plan that fails to build), it falls
-    back to PyTorch CUDA with a warning, as on a CPU it drops a candidate that cannot load."""
+    back to PyTorch CUDA with a warning; where it chose a CPU backend that cannot load now (the int8
+    model a cached choice names cannot be rebuilt: a read-only cache), to ONNX Runtime fp32, as a
+    first measurement drops a candidate that cannot load."""
     try:
         return load_named(chosen, model_dir, card, options, parity_images)
     except Exception as exc:
-        if asked != "auto" or chosen not in ("tensorrt", "tensorrt-int8") or not available("torch-cuda", card):
+        instead = ("torch-cuda" if chosen in ("tensorrt", "tensorrt-int8") and available("torch-cuda", card)
+                   else "onnxruntime" if chosen not in GPU_BACKENDS + ("onnxruntime",) else None)
+        if asked != "auto" or instead is None:
             raise
-        log.warning("backend auto: %s cannot run here (%s: %s); using torch-cuda", chosen, type(exc).__name__, exc)
-        return load_named("torch-cuda", model_dir, card, options_for("torch-cuda", options), parity_images)
+        log.warning("backend auto: %s cannot run here (%s: %s); using %s", chosen, type(exc).__name__, exc, instead)
+        return load_named(instead, model_dir, card, options_for(instead, options), parity_images)

@@ -127,6 +127,9 @@ def test_auto_times_at_the_batch_it_runs_and_keys_the_record_by_it(default_model
     model_dir, card = default_model
     assert autotune.machine_key(card, ["onnxruntime"], batch=32)[0] != autotune.machine_key(card, ["onnxruntime"],
                                                                                             batch=256)[0]
+    # and per thread count (--threads): a 1-thread record answered a 2-thread run
+    assert autotune.machine_key(card, ["onnxruntime"], threads={"onnxruntime": 1})[0] != autotune.machine_key(
+        card, ["onnxruntime"], threads={"onnxruntime": 2})[0]
     asked = []
     real_pick = backends.pick
 
@@ -396,3 +399,46 @@ def test_a_cache_on_a_file_system_without_locks_still_measures(default_model, tm
     monkeypatch.setattr(autotune, "time_sessions", lambda sessions, batch, **kw: {"onnxruntime": 100.0, "torch": 150.0})
     chosen, _ = autotune.measured_choice(card, ["onnxruntime", "torch"], 4, lambda name: object())
     assert chosen == "torch"
+
+
+@pytest.mark.parametrize("bf16_here, checked, offered", [(True, "bf16", True), (True, "fp32", False),
+                                                          (False, "fp32", True), (False, "bf16", False)])
+def test_auto_offers_torch_only_in_the_precision_its_check_ran(monkeypatch, bf16_here, checked, offered):
+    """A torch check run in fp32 (a CPU without native bf16) let `auto` run torch in bf16 elsewhere, a
+    precision never checked."""
+    import engine.machine
+    from engine import backends
+    from galaxy.card import default_model_dir, load_card
+
+    card = load_card(default_model_dir(), verify=False)
+    monkeypatch.setattr(engine.machine, "native_bf16", lambda: bf16_here)
+    record = {"precision": checked, "passed": True, "label_agreement": 1.0}
+    assert backends.holds_check("torch", card, record, default_model_dir()) is offered
+    card.backends = {"results": {"torch": record}}
+    # without native bf16 auto offers no torch at all (fp32 torch is ONNX Runtime's fp32, slower)
+    assert ("torch" in backends.cpu_candidates(card, default_model_dir())) is (offered and bf16_here)
+
+
+def test_a_cached_cpu_choice_that_cannot_load_falls_back_to_fp32(monkeypatch, caplog):
+    """A cached `auto` record naming int8 whose model cannot be rebuilt now (a read-only cache) ended the
+    run, where a first measurement drops such a candidate and runs ONNX Runtime fp32."""
+    from engine import backends
+    from galaxy.card import default_model_dir, load_card
+    from galaxy.errors import BackendUnavailable
+
+    model_dir = default_model_dir()
+    card = load_card(model_dir, verify=False)
+    real = backends.load_named
+
+    def load_named(name, *args, **kwargs):
+        if name == "onnxruntime-int8":
+            raise BackendUnavailable("cannot build the shipped int8 model: Read-only file system")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(backends, "load_named", load_named)
+    monkeypatch.setattr(backends, "pick", lambda *args, **kwargs: "onnxruntime-int8")
+    session = backends.load("auto", model_dir, card, backends.BackendOptions())
+    assert session.name == "onnxruntime" and session.precision == "fp32"
+    assert "onnxruntime-int8 cannot run here" in caplog.text and "using onnxruntime" in caplog.text
+    with pytest.raises(BackendUnavailable):  # asked for by name: no other backend is put in its place
+        backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, card, backends.BackendOptions())

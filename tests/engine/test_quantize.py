@@ -289,3 +289,31 @@ def test_processes_rebuilding_the_shipped_int8_model_at_once_all_get_it(default_
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     assert {out.strip() for out, _ in outs} == {int8_models.shipped_int8(model_dir, card)["fingerprint"]}
     assert not [p.name for p in (cache / "onnx").iterdir() if p.name.startswith(".")]  # no work files left
+
+
+def test_a_check_of_one_backend_keeps_this_machines_speeds_of_the_others(default_model, shared_data, tmp_path,
+                                                                          monkeypatch):
+    """A check of torch alone dropped int8's speed on this machine from the card's speeds (its record was
+    kept), and a kept record did not say which machine it was checked on."""
+    import shutil
+
+    import engine.checks as checks
+    from galaxy.card import load_card
+
+    model_dir, _ = default_model
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    real = checks.validation_tensors
+
+    def few(*args, **kwargs):  # 64 galaxies: what is kept is the point here, not the figures
+        val, tensors, labels = real(*args, **kwargs)
+        return val, tensors[:64], labels[:64]
+
+    monkeypatch.setattr(checks, "validation_tensors", few)
+    first = checks.check_backends(copy, load_card(copy), shared_data / "labels.csv", names=("onnxruntime-int8",))
+    machine = first["machine"]
+    assert first["results"]["onnxruntime-int8"]["machine"] == machine
+    second = checks.check_backends(copy, load_card(copy), shared_data / "labels.csv", names=("torch",))
+    assert second["results"]["onnxruntime-int8"] == first["results"]["onnxruntime-int8"]  # kept, with its machine
+    assert second["speeds"][machine]["onnxruntime-int8"] == first["speeds"][machine]["onnxruntime-int8"]
+    assert second["speeds"][machine]["torch"] > 0
