@@ -34,16 +34,17 @@ SECONDS_PER_PASS = 1.0  # each pass runs whole batches until this much time has 
 
 
 def machine_key(card, candidates, model_dir=None, streams: dict | None = None, batch: int = 32,
-                threads: dict | None = None) -> tuple[str, dict]:
+                threads: dict | None = None, spin_wait: bool = False) -> tuple[str, dict]:
     """(short hash, what it hashes): CPU, flags, cores, library versions, engine key, candidates,
     the streams each runs with and the threads of each stream (`--threads`: a 1-thread record had
-    answered a 2-thread run), the batch size, and the int8 model the int8 backend would load (its
+    answered a 2-thread run) and whether ONNX Runtime's threads spin (bench's engine rows do, classify
+    does not), the batch size, and the int8 model the int8 backend would load (its
     recipe and fingerprint: another build is timed afresh)."""
     import onnxruntime
 
     what = dict(cpu_description(), torch=installed_version("torch"), onnxruntime=onnxruntime.__version__,
                 engine=card.engine_key, candidates=sorted(candidates), streams=streams or {}, batch=batch,
-                threads=threads or {})
+                threads=threads or {}, **({"spin_wait": True} if spin_wait else {}))
     if "onnxruntime-int8" in candidates:
         from engine.int8_models import int8_fingerprint, int8_recipe
 
@@ -105,18 +106,20 @@ def _check_record(record, candidates) -> None:
 
 
 def measured_choice(card, candidates: list[str], batch_size: int, load, model_dir=None,
-                    streams: dict | None = None, threads: dict | None = None) -> tuple[str, dict]:
+                    streams: dict | None = None, threads: dict | None = None,
+                    spin_wait: bool = False) -> tuple[str, dict]:
     """The fastest of `candidates` on this machine and the record it comes from (cached).
 
     `load(name) -> Session` opens a candidate (the backend table passes its own loader, so this
     module does not import the table back); `model_dir` tells which int8 recipe it would load;
     `streams`: per candidate, how many batches it will run at once (`BackendOptions.streams`); `threads`:
-    per candidate, the threads of each (`BackendOptions.threads`, 0 for the backend's default).
+    per candidate, the threads of each (`BackendOptions.threads`, 0 for the backend's default);
+    `spin_wait`: `BackendOptions.spin_wait`.
 
     Returns:
         (backend name, record with "images_per_s" per candidate, "machine", "measured").
     """
-    key, what = machine_key(card, candidates, model_dir, streams, batch_size, threads)
+    key, what = machine_key(card, candidates, model_dir, streams, batch_size, threads, spin_wait)
     path = cache_dir() / "autotune" / f"{key}.json"
     record = _cached(path, candidates)
     if record is not None:

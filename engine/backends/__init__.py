@@ -154,7 +154,7 @@ def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = 
         chosen, record = measured_choice(card, candidates, options.batch_size,
                                          lambda n: load_named(n, model_dir, card, options_for(n, options)),
                                          model_dir, {n: options_for(n, options).streams for n in candidates},
-                                         {n: options_for(n, options).threads for n in candidates})
+                                         {n: options_for(n, options).threads for n in candidates}, options.spin_wait)
         speeds = ", ".join(f"{n} {v:.0f}" for n, v in record["images_per_s"].items() if v)
         log.info("backend auto -> %s (images/s measured on this machine, %s, %d cores, %s: %s)", chosen,
                  record["machine"]["cpu"], record["machine"]["cores"], record["measured"], speeds)

@@ -130,6 +130,9 @@ def test_auto_times_at_the_batch_it_runs_and_keys_the_record_by_it(default_model
     # and per thread count (--threads): a 1-thread record answered a 2-thread run
     assert autotune.machine_key(card, ["onnxruntime"], threads={"onnxruntime": 1})[0] != autotune.machine_key(
         card, ["onnxruntime"], threads={"onnxruntime": 2})[0]
+    # and whether ONNX Runtime spins: bench's engine rows measured with it, classify runs without
+    assert autotune.machine_key(card, ["onnxruntime"], spin_wait=True)[0] != autotune.machine_key(
+        card, ["onnxruntime"])[0]
     asked = []
     real_pick = backends.pick
 
