@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import hashlib
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,8 @@ def ids_digest(ids) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
-def list_unlabelled(folders, exclude_ids=(), refuse_ids=()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def list_unlabelled(folders, exclude_ids=(), refuse_ids=(), exclude_files=(), refuse_files=()
+                    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Image files under `folders` (recursive), sorted by path, with their ids (file stems).
 
     Args:
@@ -202,12 +204,17 @@ def list_unlabelled(folders, exclude_ids=(), refuse_ids=()) -> tuple[tuple[str, 
             images, which come with their labels anyway).
         refuse_ids: ids that must not be there (the validation split: a teacher's targets on
             them would leak into training).
+        exclude_files, refuse_files: image files whose copies (the same bytes, under any name) are
+            dropped or refused as the ids are: a vote table's ids are its catalog's (a GZ2 dr7objid),
+            not the file stems (asset ids) a folder of the same cutouts gives, so ids alone let a
+            validation image into the pool.
 
     Returns:
         (paths, ids).
 
     Raises:
-        UsageError: a folder is missing or empty, or holds an id of `refuse_ids`.
+        UsageError: a folder is missing or empty, or holds an id of `refuse_ids` or a copy of a file
+            of `refuse_files`.
     """
     paths = []
     for folder in folders:
@@ -223,11 +230,42 @@ def list_unlabelled(folders, exclude_ids=(), refuse_ids=()) -> tuple[tuple[str, 
     if refused:
         raise UsageError(f"{len(refused)} unlabelled images are validation images (e.g. id {refused[0]}); "
                          "remove them, or every validation figure would be optimistic")
+    copies = [p for p, same in zip(paths, same_contents(paths, refuse_files)) if same]
+    if copies:
+        raise UsageError(f"{len(copies)} unlabelled images are copies of validation images (e.g. {copies[0]}); "
+                         "remove them, or every validation figure would be optimistic")
     exclude = set(exclude_ids)
-    keep = [i for i, ident in enumerate(ids) if ident not in exclude]
+    copied = same_contents(paths, exclude_files)
+    keep = [i for i, ident in enumerate(ids) if ident not in exclude and not copied[i]]
     if len(keep) < len(ids):
         log.info("unlabelled: dropped %d images that are labelled training images", len(ids) - len(keep))
     return tuple(paths[i] for i in keep), tuple(ids[i] for i in keep)
+
+
+def same_contents(paths, others) -> list[bool]:
+    """Whether each file of `paths` holds the same bytes as one of `others` (sizes first, then SHA-256
+    of the files of a size both sets hold: a few of 11,000 cutouts are read). Files that cannot be read
+    match nothing (their own reader says why, later)."""
+    def size(path):
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return None
+
+    other_sizes = {}
+    for other in others:
+        other_sizes.setdefault(size(other), []).append(other)
+    other_sizes.pop(None, None)
+    sizes = [size(p) for p in paths]
+    wanted = {sha for n in set(sizes) & set(other_sizes) for sha in map(_sha256, other_sizes[n]) if sha}
+    return [n in other_sizes and _sha256(p) in wanted for p, n in zip(paths, sizes)]
+
+
+def _sha256(path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str]:

@@ -185,7 +185,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         raise UsageError(f"{config.data}: fewer than 2 images labelled {' or '.join(map(repr, missing))} "
                          f"({labelled.counts()}): a classifier learns from examples of every class, in both splits")
     train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
-    all_val_ids = val_set.ids
+    all_val_ids, all_val_paths = val_set.ids, set(val_set.paths)
     if config.limit:
         train_set = train_set.subset(range(min(config.limit, len(train_set))))
         val_set = val_set.subset(range(min(config.limit, len(val_set))))
@@ -201,7 +201,9 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
     paths, ids = (), ()
     if config.unlabeled:
-        paths, ids = list_unlabelled(config.unlabeled, exclude_ids=labelled.ids, refuse_ids=all_val_ids)
+        paths, ids = list_unlabelled(config.unlabeled, exclude_ids=labelled.ids, refuse_ids=all_val_ids,
+                                     exclude_files=[p for p in labelled.paths if p not in all_val_paths],
+                                     refuse_files=sorted(all_val_paths))
         if config.limit:
             paths, ids = paths[:config.limit], ids[:config.limit]
         log.info("unlabelled: %d images from %s", len(ids), ", ".join(config.unlabeled))

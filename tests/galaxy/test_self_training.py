@@ -11,7 +11,7 @@ from galaxy.cli import cli
 from galaxy.errors import UsageError
 from galaxy.labels import list_unlabelled
 from galaxy.training.soft_targets import TARGETS_FILE, sharpen, soft_target_loss
-from tests.conftest import SHARED_DATA
+from tests.conftest import EXAMPLES, SHARED_DATA
 
 UNLABELLED = SHARED_DATA.parent / "unlabeled-sdss" / "images"
 
@@ -255,3 +255,19 @@ def test_apparent_size_and_scale_consistency_train_and_are_recorded(tmp_path, un
     assert card["training"]["config"]["scale_consistency"] == 1.0
     framing = card["training"]["data"]["pool_framing"]
     assert framing["images"] == 32 and framing["measured"] >= 28 and 0.08 < framing["median"] < 0.3
+
+
+def test_copies_of_labelled_images_under_other_names_are_refused_or_dropped(tmp_path):
+    """A GZ2 vote table's ids are its dr7objids, a folder of the same cutouts gives asset ids: the id checks
+    matched nothing, and all 40 validation images of a run went into its unlabelled pool."""
+    import shutil
+
+    jpegs = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for k, source in enumerate(jpegs):
+        shutil.copy(source, pool / f"asset{k}.jpeg")
+    with pytest.raises(UsageError, match=r"1 unlabelled images are copies of validation images \(e.g. .*asset2"):
+        list_unlabelled([pool], refuse_files=[str(jpegs[2])])
+    paths, ids = list_unlabelled([pool], exclude_files=[str(jpegs[0]), str(tmp_path / "missing.jpeg")])
+    assert ids == ("asset1", "asset2")  # the training image's copy is dropped, as its id would be
