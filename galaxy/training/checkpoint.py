@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from galaxy.card import shipped_models
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
 
@@ -25,23 +26,33 @@ RESUMABLE_CHANGES = frozenset({"out_dir", "work_dir", "name", "progress", "worke
 
 # Options naming files or folders: `./labels.csv` and `labels.csv` are the same data.
 PATH_OPTIONS = ("data", "images_dir", "init", "teachers", "unlabeled")
+INIT_NAMES = ("scratch", "imagenet", "default")  # what --init names without a path
 
 
-def comparable_paths(options: dict) -> dict:
-    """A recorded config with its paths made absolute (from the current folder) and normalised."""
+def comparable_paths(options: dict, base: str | None = None) -> dict:
+    """A recorded config with its paths made absolute (from `base`, the folder the run was started in;
+    default the current one) and normalised."""
+    base = base or os.getcwd()
+
+    def resolved(value: str) -> str:  # a name (`--init default`, `--teacher sdss-xception`) stays a name
+        path = os.path.normpath(os.path.join(base, value))
+        named = value in INIT_NAMES or (value in shipped_models() and not os.path.exists(path))  # as model_path
+        return value if named else path
+
     out = dict(options)
     for key in PATH_OPTIONS:
         value = out.get(key)
-        if isinstance(value, list):
-            out[key] = [os.path.abspath(v) for v in value]
+        if isinstance(value, (list, tuple)):
+            out[key] = [resolved(v) for v in value]
         elif isinstance(value, str):
-            out[key] = os.path.abspath(value)
+            out[key] = resolved(value)
     return out
 
 
-def changed_options(then: dict, now: dict) -> list[str]:
-    """The training options (not those a resume may change) that differ between two recorded configs."""
-    then, now = comparable_paths(then), comparable_paths(now)
+def changed_options(then: dict, now: dict, then_base: str | None = None) -> list[str]:
+    """The training options (not those a resume may change) that differ between two recorded configs;
+    `then_base`: the folder the first was given in (its relative paths are from there)."""
+    then, now = comparable_paths(then, then_base), comparable_paths(now)
     return sorted(k for k in set(then) | set(now) if k not in RESUMABLE_CHANGES and then.get(k) != now.get(k))
 
 
@@ -52,19 +63,23 @@ def check_resume(config, checkpoint, out_dir: Path) -> None:
     Raises:
         UsageError: either.
     """
-    then = checkpoint.get("config", {})
-    changed = changed_options(then, config_dict(config))
+    then, began_in = checkpoint.get("config", {}), checkpoint.get("cwd")  # its paths are from where it began
+    changed = changed_options(then, config_dict(config), began_in)
     if then and changed:
-        was, now = comparable_paths(then), comparable_paths(config_dict(config))
+        was, now = comparable_paths(then, began_in), comparable_paths(config_dict(config))
         raise UsageError(f"checkpoint {config.resume} was written by a run with other options: "
                          + "; ".join(f"{k}: {was.get(k)!r} then, {now.get(k)!r} now" for k in changed)
                          + " (resume with the command that wrote it)")
+    if config.epochs < checkpoint["epoch"]:  # the card would say N epochs over a model trained for more
+        raise UsageError(f"--epochs {config.epochs}: checkpoint {config.resume} has trained {checkpoint['epoch']} "
+                         f"epochs already; give --epochs {checkpoint['epoch']} or more")
     if (out_dir / "card.json").is_file():
         try:
-            held = json.loads((out_dir / "card.json").read_text()).get("training", {}).get("config", {})
+            training = json.loads((out_dir / "card.json").read_text()).get("training", {})
         except (OSError, ValueError):
-            held = {}
-        if not held or not then or changed_options(held, then):
+            training = {}
+        held = training.get("config", {})
+        if not held or not then or changed_options(held, comparable_paths(then, began_in), training.get("cwd")):
             raise UsageError(f"{out_dir} already holds a model that this run did not write (its card.json): give "
                              "the run's own -o or a new one")
 

@@ -46,7 +46,7 @@ from galaxy.training.model import create_network, init_imagenet, load_partial, n
 from galaxy.training.predict import pick_device, predict
 from galaxy.progress import progress
 from galaxy.io.framing import measure_files, summarise
-from galaxy.training.checkpoint import check_resume, load_checkpoint, restore
+from galaxy.training.checkpoint import PATH_OPTIONS, check_resume, load_checkpoint, restore
 from galaxy.training.soft_targets import soft_target_loss, targets_key
 from galaxy.training.train_data import TrainingData, prepare_data
 from galaxy.training.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
@@ -242,7 +242,11 @@ def train(config: TrainConfig) -> ModelCard:
         # checkpoint's weights); the resumes follow it in `resumed_with`
         resumed_with = [*checkpoint.get("resumed_with", []), config.command]
         command = checkpoint.get("config", {}).get("command") or config.command
-        config = dataclasses.replace(config, command=command)
+        # its files as the command that started it named them (from `cwd`, the card's folder too); a resume
+        # from another folder names the same files otherwise (check_resume compared them)
+        begun = {k: checkpoint["config"][k] for k in PATH_OPTIONS if k in checkpoint.get("config", {})}
+        config = dataclasses.replace(config, command=command, **{k: v if not isinstance(v, list) else tuple(v)
+                                                                 for k, v in begun.items()})
         started -= seconds  # the card's minutes are the whole run's, the stop not counted
     best_loss, stale, stopped = float("inf"), 0, None
     for row in history:  # early stopping's count, as the epochs before a resume left it

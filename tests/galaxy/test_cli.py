@@ -264,6 +264,8 @@ def test_train_resume_continues_from_the_checkpoint(tmp_path):
     assert history[:2] == first
     result = invoke(*common, "--epochs", "3", "--lr", "0.01", "--resume", model / "checkpoints" / "last.pt")
     assert result.exit_code == 2 and "lr: 0.001 then, 0.01 now" in result.output
+    result = invoke(*common, "--epochs", "2", "--resume", model / "checkpoints" / "last.pt")  # fewer than it ran
+    assert result.exit_code == 2 and "--epochs 2: checkpoint" in result.output and "trained 3 epochs" in result.output
     # resumed into another folder: the epochs before come with the checkpoint (they were lost)
     other = [tmp_path / "other" if a == model else a for a in common]
     shutil.copy(model / "checkpoints" / "last.pt", tmp_path / "epoch3.pt")
@@ -289,6 +291,25 @@ def test_train_resume_continues_from_the_checkpoint(tmp_path):
     for junk in (model / "card.json", model / "model.safetensors"):  # not checkpoints: one line, exit 2
         result = invoke(*common, "--epochs", "4", "--resume", junk)
         assert result.exit_code == 2 and "is not a checkpoint of galaxy train" in result.output, result.output
+
+
+def test_a_resume_from_another_folder_names_the_same_files(tmp_path, monkeypatch):
+    """The checkpoint's relative paths were read from the folder of the resume, not of the run it began
+    in: the same labels.csv named from its own folder was refused as other data."""
+    shutil.copytree(EXAMPLES, tmp_path / "data")
+    common = ["--size", "32", "--batch-size", "8", "--val-fraction", "0.25", "--workers", "2"]
+    monkeypatch.chdir(tmp_path)
+    assert invoke("train", "data/labels.csv", "-o", "m", *common, "--epochs", "1").exit_code == 0
+    monkeypatch.chdir(tmp_path / "data")
+    resume = ["--resume", "../m/checkpoints/last.pt"]
+    result = invoke("train", "labels.csv", "-o", "../m", *common, "--epochs", "2", *resume)
+    assert result.exit_code == 0, result.output
+    training = json.loads((tmp_path / "m" / "card.json").read_text())["training"]
+    # the card names its files as the run that began it did, from the folder it began in
+    assert training["cwd"] == str(tmp_path) and training["config"]["data"] == "data/labels.csv"
+    shutil.copy("labels.csv", "other.csv")
+    result = invoke("train", "other.csv", "-o", "../m", *common, "--epochs", "3", *resume)
+    assert result.exit_code == 2 and "data: " in result.output and "other.csv" in result.output, result.output
 
 
 @pytest.mark.slow
