@@ -8,6 +8,8 @@ probabilities it is fitted on.
 from __future__ import annotations
 
 import logging
+import math
+from collections import Counter
 
 import numpy as np
 
@@ -15,7 +17,7 @@ from engine.artifacts import resolve_model
 from engine.listing import Item
 from engine.runner import Runner
 from galaxy.errors import UsageError
-from galaxy.evaluation.calibration import calibration_record, log_probabilities
+from galaxy.evaluation.calibration import LOG_T_RANGE, calibration_record, log_probabilities
 from galaxy.labels import validation_split
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     engines are rebuilt on next use.
     """
     val = validation_split(model_dir, card, data, label_column, path_column)
+    _require_the_validated_labels(card, val, data)
     runner = Runner(model_dir, card, "onnxruntime", batch_size=batch)
     probs, labels = _validation_probabilities(runner, val)
     record = calibration_record(log_probabilities(probs), labels)
@@ -44,6 +47,12 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
                  card.temperature, factor, record["ece_before"])
         return card.calibration
     record["temperature"] = card.temperature if abs(factor - 1) < REFIT_TOLERANCE else round(card.temperature * factor, 5)
+    lowest, highest = (round(math.exp(bound), 5) for bound in LOG_T_RANGE)
+    if not lowest <= record["temperature"] <= highest:  # the fit's own range, which composing can leave
+        log.warning("temperature %.5f is outside %g-%g, the range a working model's fit lies in: %g kept (a broken "
+                    "or barely trained model?)", record["temperature"], lowest, highest,
+                    min(max(record["temperature"], lowest), highest))
+        record["temperature"] = min(max(record["temperature"], lowest), highest)
     record.update({"split": "validation", "data": str(data), "backend": f"{runner.session.name} fp32"})
     _drop_int8_check(card, record["temperature"])
     card.calibration = record
@@ -52,6 +61,16 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     log.info("temperature %.4f: ECE %.4f -> %.4f (cross-fitted %.4f)", record["temperature"],
              record["ece_before"], record["ece_after"], record["ece_after_crossfit"])
     return record
+
+
+def _require_the_validated_labels(card, val, data) -> None:
+    """Refuse labels of the validation images that are not those the model was validated on (the card's
+    class counts of its split): a temperature fitted to flipped labels replaced a good one."""
+    recorded = (card.split or {}).get("val_counts")
+    given = {name: 0 for name in card.classes} | dict(Counter(card.classes[k] for k in val.labels))
+    if recorded and {k: v for k, v in given.items() if v} != {k: v for k, v in recorded.items() if v}:
+        raise UsageError(f"{data} labels the {len(val)} validation images of {card.name} {given}, and it was "
+                         f"validated on {recorded}: calibrate with the labels it was trained on")
 
 
 def _validation_probabilities(runner: Runner, val) -> tuple[np.ndarray, np.ndarray]:

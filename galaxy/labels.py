@@ -308,7 +308,7 @@ def validation_split(model_dir, card, data, label_column="label", path_column="f
         return val
     if complete or not len(val):
         raise UsageError(f"{data} holds {len(val)} of the {len(val_ids)} validation images of {model_dir}"
-                         + ("" if len(val) else " (--split all scores every labelled image)"))
+                         + ("" if len(val) or complete else " (--split all scores every labelled image)"))
     log.warning("%s holds %d of the %d validation images of %s: only those are scored", data, len(val),
                 len(val_ids), model_dir)
     return val

@@ -100,3 +100,35 @@ def test_a_new_temperature_withdraws_the_int8_check(model_copy, shared_data, tmp
     assert "onnxruntime-int8 int8" not in listed.split(str(model_copy))[-1]
     with pytest.raises(BackendUnavailable, match="the same onnxruntime .*temperature or the exported ONNX changed"):
         int8_models.require_int8(model_copy, card)  # its int8.json predates recording the temperature
+
+
+def test_calibrate_refuses_labels_the_model_was_not_validated_on(model_copy, shared_data, tmp_path):
+    """A labels file with every label flipped was taken, and its temperature replaced the good one."""
+    import csv
+
+    from galaxy.cli import cli
+    from click.testing import CliRunner
+
+    rows = list(csv.DictReader(open(shared_data / "labels.csv")))
+    flip = {"elliptical": "spiral", "spiral": "elliptical", "": ""}
+    with open(tmp_path / "flipped.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**r, "file": str(shared_data / r["file"]), "label": flip[r["label"]]} for r in rows)
+    before = (model_copy / "card.json").read_text()
+    result = CliRunner().invoke(cli, ["calibrate", str(model_copy), "--data", str(tmp_path / "flipped.csv")])
+    assert result.exit_code == 2 and "it was validated on {'elliptical': 743, 'spiral': 296}" in result.output
+    assert (model_copy / "card.json").read_text() == before
+
+
+def test_a_composed_temperature_stays_in_the_fits_range(model_copy, shared_data, monkeypatch, caplog):
+    """The fit is held to T in [0.05, 20]; composed with the stored one (0.0498 after a fit at the edge
+    during train) it went to 0.0158 without a word."""
+    import engine.calibrate
+
+    _set_temperature(model_copy, 0.06)
+    real = engine.calibrate.calibration_record
+    monkeypatch.setattr(engine.calibrate, "calibration_record",
+                        lambda *args: {**real(*args), "temperature": 0.5})  # the fit asks for half again
+    record = engine.calibrate.calibrate(model_copy, load_card(model_copy), shared_data / "labels.csv")
+    assert record["temperature"] == pytest.approx(0.04979, abs=1e-5) and "outside 0.04979-20.0855" in caplog.text
