@@ -104,11 +104,31 @@ class TrainConfig:
             if "zoom" not in self.augment:
                 raise UsageError("--apparent-size sets the zoom of each image: it needs the zoom augmentation "
                                  "(--augment all, or a list with zoom)")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        changed = [name for name in ("fits_probability", "zoom_range", "soft_weight", "soft_temperature",
+                                     "teacher_views") if _differs(getattr(self, name), defaults[name])]
+        needs = {"fits_probability": (not self.fits_views, "--fits-views N (it draws from those views)"),
+                 "zoom_range": ("zoom" not in self.augment, "the zoom augmentation (--augment all, or a list with zoom)"),
+                 **dict.fromkeys(("soft_weight", "soft_temperature", "teacher_views"),
+                                 (not (self.unlabeled or self.teachers),
+                                  "a teacher (--unlabeled DIR, or --teacher MODEL)"))}
+        for name in changed:
+            missing, what = needs[name]
+            if missing:
+                raise UsageError(f"--{name.replace('_', '-')} needs {what}; alone it would be ignored")
 
     @property
     def training_seed(self) -> int:
         """What seeds the initial weights, batch order and augmentation: --train-seed, else --seed."""
         return self.seed if self.train_seed is None else self.train_seed
+
+
+def _differs(value, default) -> bool:
+    """Whether an option's value is not its default (a tuple and the list JSON gives back compare equal;
+    "8" from the command line is the 8 of the default)."""
+    if isinstance(default, tuple):
+        return tuple(value) != default
+    return str(value) != str(default) if isinstance(default, int) else value != default
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from galaxy.training.soft_targets import (check_resumed_targets, resolve_teacher
                                           teacher_record)
 from galaxy.spec import InputSpec
 from galaxy.training.transfer import initial_weights
-from galaxy.votes import rule_from_config
+from galaxy.votes import VoteRule, is_vote_table, rule_from_config
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,7 @@ def pool_framing_of(paths, config: TrainConfig) -> torch.Tensor:
 def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed_targets: dict | None = None
                  ) -> TrainingData:
     """Load labels, split, list the unlabelled pool, read the caches and label the pool by the teacher."""
+    _refuse_vote_options_without_votes(config)
     labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
                              rule_from_config(config_dict(config)))
     missing = [name for name, n in labelled.counts().items() if n < 2]
@@ -231,6 +232,18 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     inherited = frozenset().union(*(_learned_by(model) for model in (init, *teachers)))
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
                         targets, teacher, fits_cache, pool_framing, inherited)
+
+
+def _refuse_vote_options_without_votes(config: TrainConfig) -> None:
+    """The vote-table options, given with labels that are not a vote table: ignored, yet recorded in the
+    card as the rule its labels were made by."""
+    rule = VoteRule()
+    given = [f"--{name}" for name, value, default in (
+        ("vote-threshold", config.vote_threshold, rule.threshold), ("vote-kind", config.vote_kind, rule.kind),
+        ("min-votes", config.min_votes, rule.min_votes), ("images", config.images_dir, None)) if value != default]
+    if given and not is_vote_table(config.data, config.label_column, config.vote_kind):
+        raise UsageError(f"{', '.join(given)} make labels from a Galaxy Zoo vote table, and {config.data} is not one "
+                         "(it has its labels, or names its images itself): leave them out")
 
 
 def _learned_by(model_dir) -> set[str]:

@@ -92,7 +92,12 @@ def test_a_second_train_into_the_same_folder_is_refused_while_the_first_runs(tmp
 @pytest.mark.parametrize("options, match", [
     ({"zoom_range": (0.8, 0.2)}, "LOW is above HIGH"), ({"unlabeled_framing": "auto"}, "give --unlabeled DIR"),
     ({"apparent_size": (0.45, 0.2), "augment": ("zoom",)}, "0 < LOW <= HIGH < 1"),
-    ({"apparent_size": (0.2, 0.45), "augment": ("rotate",)}, "needs the zoom augmentation")])
+    ({"apparent_size": (0.2, 0.45), "augment": ("rotate",)}, "needs the zoom augmentation"),
+    # each was accepted and ignored: the run's weights were the plain run's
+    ({"fits_probability": 0.9}, "--fits-probability needs --fits-views"),
+    ({"zoom_range": (0.2, 0.3), "augment": ("rotate",)}, "--zoom-range needs the zoom augmentation"),
+    ({"soft_weight": 3.0}, "--soft-weight needs a teacher"), ({"soft_temperature": 2.0}, "--soft-temperature needs"),
+    ({"teacher_views": "1"}, "--teacher-views needs a teacher")])
 def test_a_config_built_in_python_is_held_to_the_commands_checks(options, match):
     """The combination checks lived in the click layer: TrainConfig built in Python skipped them."""
     from galaxy.config import TrainConfig
@@ -100,3 +105,13 @@ def test_a_config_built_in_python_is_held_to_the_commands_checks(options, match)
 
     with pytest.raises(UsageError, match=match):
         TrainConfig(data="labels.csv", out_dir="m", **options)
+
+
+def test_vote_options_with_labels_that_are_not_votes_are_refused(tmp_path):
+    """--vote-threshold (or --min-votes, --vote-kind, --images) with a labels CSV was ignored, and the card
+    recorded a vote rule its labels were never made by."""
+    result = invoke("train", EXAMPLES / "labels.csv", "-o", tmp_path / "m", "--epochs", "1", "--size", "32",
+                    "--vote-threshold", "0.9", "--images", EXAMPLES)
+    assert result.exit_code == 2 and "--vote-threshold, --images make labels from a Galaxy Zoo vote table" in \
+        result.output, result.output
+    assert not (tmp_path / "m" / "card.json").exists()
