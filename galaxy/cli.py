@@ -15,7 +15,7 @@ from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on
-from galaxy.cli_common import MAX_THREADS, MODEL as _MODEL, CropFraction, vote_options as _vote_options
+from galaxy.cli_common import MAX_THREADS, MODEL as _MODEL, CropFraction, Number, vote_options as _vote_options
 from galaxy.cli_framing import framing
 from galaxy.cli_train import distill, train
 from galaxy.console import filter_native_stderr
@@ -47,7 +47,8 @@ cli.add_command(framing)
 @click.argument("model_dir", type=_MODEL)
 @click.option("--images", "parity_images", multiple=True, type=click.Path(exists=True),
               help="Real images (files or folders) for the parity check (default: the shipped samples).")
-@click.option("--tolerance", default=1e-4, show_default=True, help="Largest |p_onnx - p_torch| accepted.")
+@click.option("--tolerance", default=1e-4, show_default=True, type=Number(min=0),
+              help="Largest |p_onnx - p_torch| accepted.")
 @click.option("--opset", default=ONNX_OPSET, show_default=True)
 def export(model_dir, parity_images, tolerance, opset):
     """Export MODEL_DIR to ONNX (MODEL_DIR/model.onnx) and check it against PyTorch.

@@ -90,6 +90,9 @@ class TrainConfig:
         Raises:
             UsageError: naming the options and what was expected.
         """
+        if self.batch_size < 2:
+            raise UsageError(f"--batch-size {self.batch_size}: training needs at least 2 images a step (batch "
+                             "normalisation normalises by the batch)")
         low, high = self.zoom_range
         if low > high:
             raise UsageError(f"--zoom-range {low} {high}: LOW is above HIGH (crop fractions, e.g. 0.35 0.65)")

@@ -122,8 +122,10 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
     model_val = validation_ids(model_dir, card) or set()
     digests = {ids_digest(val_ids)} | ({ids_digest(limited_val_ids)} if limited_val_ids is not None else set())
     if model_val & set(all_ids) and card.split.get("val_ids_sha256") not in digests:
+        limit = card.training.get("config", {}).get("limit")
         raise UsageError(f"{role} {model_dir} was trained on images of {config.data} with another validation "
-                         f"split (seed {card.split.get('seed')}, fraction {card.split.get('val_fraction')}); its training images "
+                         f"split (seed {card.split.get('seed')}, fraction {card.split.get('val_fraction')}"
+                         f"{f', --limit {limit}' if limit else ''}); its training images "
                          "would leak into this validation split. With the same --seed and --val-fraction the split "
                          "still differs when the data does: train on the data it was trained on, or --init another model")
     # data holding none of its validation images can still hold its training images (a CSV of them alone)

@@ -97,7 +97,8 @@ def test_a_second_train_into_the_same_folder_is_refused_while_the_first_runs(tmp
     ({"fits_probability": 0.9}, "--fits-probability needs --fits-views"),
     ({"zoom_range": (0.2, 0.3), "augment": ("rotate",)}, "--zoom-range needs the zoom augmentation"),
     ({"soft_weight": 3.0}, "--soft-weight needs a teacher"), ({"soft_temperature": 2.0}, "--soft-temperature needs"),
-    ({"teacher_views": "1"}, "--teacher-views needs a teacher")])
+    ({"teacher_views": "1"}, "--teacher-views needs a teacher"),
+    ({"batch_size": 1}, "at least 2 images a step")])  # it ended in a BatchNorm traceback
 def test_a_config_built_in_python_is_held_to_the_commands_checks(options, match):
     """The combination checks lived in the click layer: TrainConfig built in Python skipped them."""
     from galaxy.config import TrainConfig
@@ -115,3 +116,9 @@ def test_vote_options_with_labels_that_are_not_votes_are_refused(tmp_path):
     assert result.exit_code == 2 and "--vote-threshold, --images make labels from a Galaxy Zoo vote table" in \
         result.output, result.output
     assert not (tmp_path / "m" / "card.json").exists()
+
+
+def test_export_refuses_a_negative_tolerance():
+    """--tolerance -1 was taken, and every export then failed its parity check (exit 1)."""
+    result = invoke("export", "sdss-xception-compact", "--tolerance", "-1")
+    assert result.exit_code == 2 and "-1.0 is not in the range x>=0" in result.output
