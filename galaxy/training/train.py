@@ -207,6 +207,9 @@ def train(config: TrainConfig) -> ModelCard:
     # held until train() returns: a second run into the same -o wrote its checkpoints over this one's
     # and the last to finish replaced the other's model, both saying "wrote"
     lock = hold_lock(out_dir / TRAIN_LOCK, f"another galaxy train is writing {out_dir}")
+    # and the checkpoints' folder, when another: two runs sharing a --work-dir wrote over each other's last.pt
+    work_lock = (None if work_dir.resolve() == (out_dir / "checkpoints").resolve() else
+                 hold_lock(work_dir / TRAIN_LOCK, f"another galaxy train is writing its checkpoints to {work_dir}"))
     device, amp_dtype = pick_device()
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 
@@ -347,5 +350,7 @@ def train(config: TrainConfig) -> ModelCard:
     from galaxy.evaluation.plots import training_curves
 
     training_curves(history, out_dir / "curves.png")
-    lock.close()
+    for held in (lock, work_lock):
+        if held is not None:
+            held.close()
     return card

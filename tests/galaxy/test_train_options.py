@@ -87,6 +87,16 @@ def test_a_second_train_into_the_same_folder_is_refused_while_the_first_runs(tmp
     finally:
         running.close()
     assert not (out / "card.json").exists()
+    # two runs into other -o sharing one --work-dir wrote over each other's last.pt
+    shared = tmp_path / "ck"
+    shared.mkdir()
+    running = hold_lock(shared / TRAIN_LOCK, "the first run")
+    try:
+        result = invoke("train", EXAMPLES / "labels.csv", "-o", tmp_path / "m2", "--work-dir", shared, "--epochs", "1",
+                        "--size", "32")
+        assert result.exit_code == 2 and f"writing its checkpoints to {shared}" in result.output, result.output
+    finally:
+        running.close()
 
 
 @pytest.mark.parametrize("options, match", [
