@@ -18,6 +18,7 @@ import torch
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
 from galaxy.io.framing import SAMPLE, measure_files, summarise
+from galaxy.io.images import stem_id
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
 from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
 from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, teacher_probabilities,
@@ -68,8 +69,11 @@ class TrainingData:
 
     def learned_ids(self) -> list[str]:
         """Every labelled id the model learned from, directly or through its initial weights and
-        teachers: what its `train_ids.txt` records for later leak checks."""
-        return sorted(set(self.train_set.ids) | self.inherited_ids)
+        teachers: what its `train_ids.txt` records for later leak checks. Each image's file stem too
+        where it is not its id (a GZ2 vote table's dr7objid names a file by asset id), so a later run
+        that names the same files by path finds them."""
+        stems = {stem_id(path) for path in self.train_set.paths}
+        return sorted(set(self.train_set.ids) | stems | self.inherited_ids)
 
     def record(self, config: TrainConfig) -> dict:
         """The data as the card records it."""
@@ -105,13 +109,17 @@ def _normalisation(config: TrainConfig, cache: torch.Tensor, cache_fraction: flo
             tuple(round(float(v), 5) for v in centre.std(dim=(0, 2, 3))))
 
 
-def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, limited_val_ids=None) -> None:
+def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, limited_val_ids=None,
+                val_paths=()) -> None:
     """Refuse a model (the initial weights, a teacher) trained on this data with another split.
 
     The data is taken to be shared when it holds any of the model's validation ids; then the
     splits must be identical, or the model's training images include some of our validation
     images (directly, or through a teacher's targets) and every validation figure would be optimistic.
     A model trained with the same `--limit` (its validation split is `limited_val_ids`) passes too.
+    The model's training ids are compared with `val_ids` and with the validation files' stems
+    (`val_paths`): a model trained on a vote table records catalog ids and stems, a run on a CSV of the
+    same files by path has stems for ids, and the other way round.
     """
     model_dir = Path(model_dir)
     if not (model_dir / "card.json").is_file():
@@ -129,7 +137,9 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
                          "would leak into this validation split. With the same --seed and --val-fraction the split "
                          "still differs when the data does: train on the data it was trained on, or --init another model")
     # data holding none of its validation images can still hold its training images (a CSV of them alone)
-    leaked = sorted((training_ids(model_dir, card) or set()) & set(val_ids))
+    learned = training_ids(model_dir, card) or set()
+    stems = [stem_id(p) for p in val_paths] or [None] * len(val_ids)  # val_paths: in the order of val_ids
+    leaked = sorted(ident for ident, stem in zip(val_ids, stems) if ident in learned or stem in learned)
     if leaked:
         raise UsageError(f"{role} {model_dir} was trained on {len(leaked)} of this run's validation images (e.g. "
                          f"{leaked[0]}): its knowledge of them would flatter every validation figure; train on data "
@@ -188,25 +198,25 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         raise UsageError(f"{config.data}: fewer than 2 images labelled {' or '.join(map(repr, missing))} "
                          f"({labelled.counts()}): a classifier learns from examples of every class, in both splits")
     train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
-    all_val_ids, all_val_paths = val_set.ids, set(val_set.paths)
+    all_val_ids, all_val_paths = val_set.ids, val_set.paths
     if config.limit:
         train_set = train_set.subset(range(min(config.limit, len(train_set))))
         val_set = val_set.subset(range(min(config.limit, len(val_set))))
     init = initial_weights(config.init)
-    check_split(init, f"--init {config.init}", config, labelled.ids, all_val_ids, val_set.ids)
+    check_split(init, f"--init {config.init}", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
     teachers, records = (), []
     if config.unlabeled or config.teachers:
         teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)
         # not a model, weights not its card's: refused before any image is read
         records = [teacher_record(teacher, config.classes)[0] for teacher in teachers]
         for teacher in teachers:
-            check_split(teacher, "teacher", config, labelled.ids, all_val_ids, val_set.ids)
+            check_split(teacher, "teacher", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
     log.info("train %s, validation %s", train_set.counts(), val_set.counts())
     paths, ids = (), ()
     if config.unlabeled:
         paths, ids = list_unlabelled(config.unlabeled, exclude_ids=labelled.ids, refuse_ids=all_val_ids,
-                                     exclude_files=[p for p in labelled.paths if p not in all_val_paths],
-                                     refuse_files=sorted(all_val_paths))
+                                     exclude_files=sorted(set(labelled.paths) - set(all_val_paths)),
+                                     refuse_files=all_val_paths)
         if config.limit:
             paths, ids = paths[:config.limit], ids[:config.limit]
         log.info("unlabelled: %d images from %s", len(ids), ", ".join(config.unlabeled))

@@ -98,3 +98,24 @@ def test_a_resume_compares_paths_as_files_not_as_spellings():
     then = {"data": "labels.csv", "teachers": ["./teacher"], "init": "default", "lr": 0.001}
     assert comparable_paths(then) == comparable_paths({**then, "data": "./labels.csv", "teachers": ["teacher"]})
     assert comparable_paths(then) != comparable_paths({**then, "data": "other.csv"})
+
+
+def test_a_model_of_a_vote_table_is_found_in_a_run_naming_the_same_files_by_path(model_copy):
+    """A GZ2 vote table's ids are dr7objids and its files asset ids: a model trained on it recorded the
+    dr7objids alone, and a run on a CSV of the same files (ids: the stems) took it as --init with 33 of
+    its 40 validation images learned."""
+    from galaxy.config import TrainConfig
+    from galaxy.errors import UsageError
+    from galaxy.labels import LabelledSet
+    from galaxy.training.train_data import TrainingData, check_split
+
+    votes = LabelledSet(("img/12345.jpeg",), ("587722981742084144",), (1,), ("elliptical", "spiral"))
+    data = TrainingData(votes, None, (), (), None, None, 0.7, None, None, None, None)
+    assert set(data.learned_ids()) == {"587722981742084144", "12345"}  # both: either may name it later
+    (model_copy / "train_ids.txt").write_text("587722981742084144\n12345\n")
+    config = TrainConfig(data="by_path.csv", out_dir="m")
+    with pytest.raises(UsageError, match=r"trained on 1 of this run's validation images \(e.g. 12345\)"):
+        check_split(model_copy, "--init", config, ["12345"], ["12345"], val_paths=["img/12345.jpeg"])
+    with pytest.raises(UsageError, match="trained on 1 of this run's validation images"):  # the other way round
+        check_split(model_copy, "--init", config, ["587722981742084144"], ["587722981742084144"],
+                    val_paths=["img/12345.jpeg"])
