@@ -17,7 +17,8 @@ from engine.artifacts import resolve_model
 from engine.listing import Item
 from engine.runner import Runner
 from galaxy.errors import UsageError
-from galaxy.evaluation.calibration import LOG_T_RANGE, calibration_record, log_probabilities
+from galaxy.evaluation.calibration import LOG_T_RANGE, calibration_record, log_probabilities, scaled_nll, softmax_t
+from galaxy.evaluation.metrics import expected_calibration_error
 from galaxy.labels import validation_split
 
 log = logging.getLogger(__name__)
@@ -49,10 +50,10 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     record["temperature"] = card.temperature if abs(factor - 1) < REFIT_TOLERANCE else round(card.temperature * factor, 5)
     lowest, highest = (round(math.exp(bound), 5) for bound in LOG_T_RANGE)
     if not lowest <= record["temperature"] <= highest:  # the fit's own range, which composing can leave
-        log.warning("temperature %.5f is outside %g-%g, the range a working model's fit lies in: %g kept (a broken "
-                    "or barely trained model?)", record["temperature"], lowest, highest,
-                    min(max(record["temperature"], lowest), highest))
-        record["temperature"] = min(max(record["temperature"], lowest), highest)
+        held = min(max(record["temperature"], lowest), highest)
+        log.warning("temperature %.5f is outside %.2g-%.2g, the range a working model's fit lies in: %g kept (a "
+                    "broken or barely trained model?)", record["temperature"], lowest, highest, held)
+        record = _held_at(record, held, card.temperature, probs, labels)
     record.update({"split": "validation", "data": str(data), "backend": f"{runner.session.name} fp32"})
     _drop_int8_check(card, record["temperature"])
     card.calibration = record
@@ -61,6 +62,16 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     log.info("temperature %.4f: ECE %.4f -> %.4f (cross-fitted %.4f)", record["temperature"],
              record["ece_before"], record["ece_after"], record["ece_after_crossfit"])
     return record
+
+
+def _held_at(record: dict, temperature: float, current: float, probs, labels) -> dict:
+    """`record` with its temperature held at `temperature` and the figures after scaling measured there
+    (not at the fit the range refused); nothing is fitted at a bound, so its ECE is also the honest one."""
+    factor = temperature / current  # the probabilities carry the current temperature
+    log_p = log_probabilities(probs)
+    ece = expected_calibration_error(labels, softmax_t(log_p, factor))[0]
+    return {**record, "temperature": temperature, "nll_after": scaled_nll(log_p, labels, factor), "ece_after": ece,
+            "ece_after_crossfit": ece}
 
 
 def _require_the_validated_labels(card, val, data) -> None:

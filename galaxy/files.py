@@ -207,10 +207,15 @@ def sync_to_disk(*paths) -> None:
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
             folders.add(path.parent)
-    for folder in folders:
-        fd = os.open(folder, os.O_RDONLY)
+    for folder in folders:  # best effort: some file systems (FUSE, network mounts) refuse to sync a folder
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            continue
         try:
             os.fsync(fd)
+        except OSError:
+            pass  # the files themselves are on disk; only the renames may wait for the file system
         finally:
             os.close(fd)
 

@@ -39,7 +39,7 @@ from galaxy.evaluation.calibration import calibration_record, log_probabilities,
 from galaxy.card import TRAIN_IDS_FILE, ModelCard
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import TrainingDiverged, UsageError
-from galaxy.files import hold_lock, writable_folder, write_atomically
+from galaxy.files import hold_lock, same_file, writable_folder, write_atomically
 from galaxy.labels import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 # Held in -o while a run trains into it (hidden; git ignores it).
 TRAIN_LOCK = ".galaxy-train.lock"
+CHECKPOINTS_LOCK = ".galaxy-checkpoints.lock"  # in the work dir, held while a run writes its checkpoints there
 
 
 def _initial_network(config: TrainConfig) -> torch.nn.Module:
@@ -207,9 +208,9 @@ def train(config: TrainConfig) -> ModelCard:
     # held until train() returns: a second run into the same -o wrote its checkpoints over this one's
     # and the last to finish replaced the other's model, both saying "wrote"
     lock = hold_lock(out_dir / TRAIN_LOCK, f"another galaxy train is writing {out_dir}")
-    # and the checkpoints' folder, when another: two runs sharing a --work-dir wrote over each other's last.pt
-    work_lock = (None if work_dir.resolve() == (out_dir / "checkpoints").resolve() else
-                 hold_lock(work_dir / TRAIN_LOCK, f"another galaxy train is writing its checkpoints to {work_dir}"))
+    # and the checkpoints' folder (a lock of its own name: it may be -o itself): two runs sharing one, another
+    # run's default OUT/checkpoints too, wrote over each other's last.pt
+    work_lock = hold_lock(work_dir / CHECKPOINTS_LOCK, f"another galaxy train is writing its checkpoints to {work_dir}")
     device, amp_dtype = pick_device()
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 
@@ -248,6 +249,9 @@ def train(config: TrainConfig) -> ModelCard:
         # its files as the command that started it named them (from `cwd`, the card's folder too); a resume
         # from another folder names the same files otherwise (check_resume compared them)
         begun = {k: checkpoint["config"][k] for k in PATH_OPTIONS if k in checkpoint.get("config", {})}
+        if not same_file(cwd, os.getcwd()):  # where this resume writes, named so that it reads from `cwd` too
+            begun |= {k: os.path.abspath(v) for k, v in (("out_dir", config.out_dir), ("work_dir", config.work_dir))
+                      if v}
         config = dataclasses.replace(config, command=command, **{k: v if not isinstance(v, list) else tuple(v)
                                                                  for k, v in begun.items()})
         started -= seconds  # the card's minutes are the whole run's, the stop not counted
@@ -350,7 +354,6 @@ def train(config: TrainConfig) -> ModelCard:
     from galaxy.evaluation.plots import training_curves
 
     training_curves(history, out_dir / "curves.png")
-    for held in (lock, work_lock):
-        if held is not None:
-            held.close()
+    lock.close()
+    work_lock.close()
     return card

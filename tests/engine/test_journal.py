@@ -555,3 +555,22 @@ def test_the_catalog_is_on_disk_before_its_journal_is_deleted(tmp_path, monkeypa
     classify(ClassifyConfig(inputs=(str(EXAMPLES),), output=str(out), backend="onnxruntime", progress=False))
     assert [with_journal for _, with_journal in synced] == [True, True]  # both before the journal went
     assert str(out) in synced[-1][0] and any(".c.csv.assembling" in p for p in synced[0][0])
+
+
+def test_a_file_system_that_cannot_sync_a_folder_still_gets_its_catalog(tmp_path, monkeypatch):
+    """fsync of a folder is refused (EINVAL) on some FUSE and network mounts: every run there ended in a
+    traceback, its catalog never assembled."""
+    import errno
+    import stat
+
+    real = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "c.csv"
+    summary = classify(ClassifyConfig(inputs=(str(EXAMPLES),), output=str(out), backend="onnxruntime", progress=False))
+    assert summary.classified == 40 and out.is_file() and not (tmp_path / "c.csv.partial").exists()

@@ -131,4 +131,11 @@ def test_a_composed_temperature_stays_in_the_fits_range(model_copy, shared_data,
     monkeypatch.setattr(engine.calibrate, "calibration_record",
                         lambda *args: {**real(*args), "temperature": 0.5})  # the fit asks for half again
     record = engine.calibrate.calibrate(model_copy, load_card(model_copy), shared_data / "labels.csv")
-    assert record["temperature"] == pytest.approx(0.04979, abs=1e-5) and "outside 0.04979-20.0855" in caplog.text
+    assert record["temperature"] == pytest.approx(0.04979, abs=1e-5) and "outside 0.05-20" in caplog.text
+    # and the figures are of the temperature kept, as evaluate measures them (they were of the refused one)
+    from engine.evaluate import evaluate
+    from galaxy.config import EvaluateConfig
+
+    report = evaluate(EvaluateConfig(model_dir=str(model_copy), data=str(shared_data / "labels.csv"),
+                                     out_dir=str(model_copy.parent / "eval"), progress=False))
+    assert record["ece_after"] == pytest.approx(report["ece"], abs=2e-3)

@@ -307,6 +307,7 @@ def test_a_resume_from_another_folder_names_the_same_files(tmp_path, monkeypatch
     training = json.loads((tmp_path / "m" / "card.json").read_text())["training"]
     # the card names its files as the run that began it did, from the folder it began in
     assert training["cwd"] == str(tmp_path) and training["config"]["data"] == "data/labels.csv"
+    assert training["config"]["out_dir"] == str(tmp_path / "m")  # where it wrote, read from cwd as well
     shutil.copy("labels.csv", "other.csv")
     result = invoke("train", "other.csv", "-o", "../m", *common, "--epochs", "3", *resume)
     assert result.exit_code == 2 and "data: " in result.output and "other.csv" in result.output, result.output

@@ -87,16 +87,23 @@ def test_a_second_train_into_the_same_folder_is_refused_while_the_first_runs(tmp
     finally:
         running.close()
     assert not (out / "card.json").exists()
-    # two runs into other -o sharing one --work-dir wrote over each other's last.pt
-    shared = tmp_path / "ck"
-    shared.mkdir()
-    running = hold_lock(shared / TRAIN_LOCK, "the first run")
+    # two runs into other -o sharing one --work-dir (or another run's default OUT/checkpoints) wrote over each
+    # other's last.pt
+    from galaxy.training.train import CHECKPOINTS_LOCK
+
+    shared = tmp_path / "a" / "checkpoints"
+    shared.mkdir(parents=True)
+    running = hold_lock(shared / CHECKPOINTS_LOCK, "the first run")  # as `train -o a` holds it
     try:
         result = invoke("train", EXAMPLES / "labels.csv", "-o", tmp_path / "m2", "--work-dir", shared, "--epochs", "1",
                         "--size", "32")
         assert result.exit_code == 2 and f"writing its checkpoints to {shared}" in result.output, result.output
     finally:
         running.close()
+    # -o and --work-dir one folder: the run does not lock itself out
+    result = invoke("train", EXAMPLES / "labels.csv", "-o", tmp_path / "same", "--work-dir", tmp_path / "same",
+                    "--epochs", "1", "--size", "32", "--batch-size", "8", "--val-fraction", "0.25")
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("options, match", [
