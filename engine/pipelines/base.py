@@ -117,9 +117,10 @@ class ChunkedPipeline:
 
 def read_jpeg(path) -> bytes | None:
     """The file's bytes when it is a whole JPEG a batch decoder takes (1 or 3 components, nothing
-    `raster_refusal` refuses: its size, its image data), else None (the
+    `raster_refusal` refuses: its size, its image data) and square, else None (the
     reference reader then takes it, or words its refusal: PNG, CMYK JPEG, FITS, unreadable, truncated
-    or not regular files, images too small to be cutouts or too large to decode)."""
+    or not regular files, images too small to be cutouts or too large to decode, and non-square cutouts,
+    whose square crop `galaxy.io.images.crop_resize` takes)."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open, /dev/zero fill memory
             return None
@@ -128,4 +129,6 @@ def read_jpeg(path) -> bytes | None:
     except OSError:
         return None
     frame = jpeg_frame(data)
-    return data if frame and frame[0] in (1, 3) and raster_refusal(data) is None else None
+    # square only: the reference reader crops a non-square cutout's square from its longer side (crop_resize)
+    square = frame is not None and frame[1] == frame[2]
+    return data if square and frame[0] in (1, 3) and raster_refusal(data) is None else None

@@ -133,7 +133,8 @@ def decode_fits(items, spec: InputSpec, threads: int, hdu=None, device_id: int |
             continue
         except ValueError:  # the reference reader words the refusal
             continue
-        if not where.scaled:  # DALI batches need one HDU set, number of axes, pixel type and band order
+        if not where.scaled and where.square:  # DALI batches need one HDU set, number of axes, pixel type
+            # and band order; its crop is of each side, the reference reader's of a non-square one the square
             groups[where.hdus, where.ndim, order, where.bitpix].append((k, where.meta()))
     for (hdus, ndim, order, _), members in groups.items():
         try:

@@ -72,6 +72,24 @@ def central_span(n: int, fraction: float) -> tuple[int, int]:
     return int(np.floor(n * (1 - fraction) / 2 + 0.5)), int(np.floor(n * (1 + fraction) / 2 + 0.5))
 
 
+def crop_side(height: int, width: int, crop_fraction: float) -> float:
+    """The side, in pixels, of the square centre crop the network reads: `crop_fraction` of the longer
+    side. A cutout cut short at a frame's edge keeps its pixel scale (the same galaxy fills the same
+    part of the crop as in a whole cutout); a square one is cropped as before, each side alike."""
+    return crop_fraction * max(height, width)
+
+
+def crop_spans(height: int, width: int, crop_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)): the pixels of the square centre crop (`crop_side`) inside the
+    image, rounded as `central_span` rounds them (for a square image, its central span of each side)."""
+    side = crop_side(height, width, crop_fraction)
+
+    def span(n):
+        return max(0, int(np.floor((n - side) / 2 + 0.5))), min(n, int(np.floor((n + side) / 2 + 0.5)))
+
+    return span(height), span(width)
+
+
 def box3_peak(intensity: np.ndarray, region: float, origin: tuple[int, int] = (0, 0),
               shape: tuple[int, int] | None = None) -> float:
     """The largest 3x3 mean of a (H, W) image inside its central `region` fraction of each side.
@@ -90,10 +108,11 @@ def box3_peak(intensity: np.ndarray, region: float, origin: tuple[int, int] = (0
 
 def resample_reach(height: int, width: int, crop_fraction: float, size: int) -> tuple[int, int, int, int]:
     """(top, bottom, left, right): the pixels `galaxy.io.images.crop_resize` can read for a centre crop
-    of `crop_fraction` resized to `size` (the crop box, widened by the antialiased bilinear filter's
+    of `crop_fraction` (the square of `crop_side`) resized to `size` (the crop box, widened by the antialiased bilinear filter's
     reach, PIL's support of max(1, scale) pixels, and 2 pixels of rounding), within the image."""
+    kept = crop_side(height, width, crop_fraction)
+
     def reach(n):
-        kept = n * crop_fraction
         margin = int(np.ceil(max(1.0, kept / size))) + 2
         return max(0, int(np.floor((n - kept) / 2)) - margin), min(n, int(np.ceil((n + kept) / 2)) + margin)
 

@@ -30,7 +30,7 @@ from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band
 from galaxy.errors import ImageReadError
 from galaxy.files import require_file
 from galaxy.io.sky import centre_position, separation_arcsec
-from galaxy.io.composite import central_span, lupton_composite, resample_reach
+from galaxy.io.composite import crop_spans, lupton_composite, resample_reach
 from galaxy.io.masked import fill_masked, masked_centre
 from galaxy.spec import MIN_SIDE, FitsStretch, InputSpec, too_small
 
@@ -109,7 +109,8 @@ class FitsImage:
     for a multi-extension file), its number of axes, whether the header scales the data
     (BSCALE/BZERO), the band names from the headers (None where unnamed; one per plane or
     extension), its object id, its pixel type (BITPIX), the sky position (RA, Dec in
-    degrees) of its centre when the headers give one (`galaxy.io.sky`)."""
+    degrees) of its centre when the headers give one (`galaxy.io.sky`), whether its image plane is
+    square."""
 
     hdus: tuple[int, ...]
     ndim: int
@@ -118,6 +119,7 @@ class FitsImage:
     objid: str | None
     sky: tuple[float, float] | None = None
     bitpix: int = -32
+    square: bool = True  # its image plane; a batch decoder takes square ones (`crop_resize` the others)
 
     def meta(self) -> dict:
         """What the catalog takes from the headers: "objid", "ra", "dec" where known."""
@@ -163,7 +165,8 @@ def locate_image(path, hdu=None) -> FitsImage:
                                                                                               ("BZERO", 0.0)))
             return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, hdul[0].header)),
                              centre_position(chosen.header, hdul[0].header),
-                             int(chosen.header.get("ZBITPIX", chosen.header.get("BITPIX", -32))))
+                             int(chosen.header.get("ZBITPIX", chosen.header.get("BITPIX", -32))),
+                             len(shape) >= 2 and shape[0] == shape[1])
     except ImageReadError:
         raise
     except KeyError as exc:  # a mandatory key the header promises (NAXIS = 3 and no NAXIS3)
@@ -205,11 +208,11 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
         raise ImageReadError(path, f"{label} is constant ({values.min():g} wherever it is finite): "
                                    "nothing was measured", stage="preprocess")
     if crop_fraction is not None:
-        (top, bottom), (left, right) = (central_span(n, crop_fraction) for n in plane.shape)
+        (top, bottom), (left, right) = crop_spans(*plane.shape, crop_fraction)
         measured = float(finite[top:bottom, left:right].mean())
         if measured < MIN_MEASURED:
             raise ImageReadError(path, f"{label}: only {measured:.0%} of the pixels the network reads (the "
-                                       f"central {crop_fraction:g} of each side) are finite; at least "
+                                       f"central {crop_fraction:g} of the longer side, a square) are finite; at least "
                                        f"{MIN_MEASURED:.0%} must be measured", stage="preprocess")
 
 

@@ -41,14 +41,16 @@ def _annuli(height: int, width: int) -> np.ndarray:
 
 
 def petrosian_fraction(pixels: np.ndarray) -> float:
-    """The Petrosian radius of the central source as a fraction of the cutout's shorter side.
+    """The Petrosian radius of the central source as a fraction of the cutout's longer side, the side
+    the network's square crop is a fraction of (`galaxy.io.composite.crop_side`; for a square cutout,
+    its side), measured within the shorter one.
 
     Args:
         pixels: float (H, W) or (H, W, C) display-scaled image, any range.
 
     Returns:
-        r_P / min(H, W); REGION when the profile has not fallen to ETA within REGION of the side;
-        nan when the centre does not rise above the noise (no galaxy there).
+        r_P / max(H, W); REGION x min(H, W) / max(H, W) when the profile has not fallen to ETA within
+        REGION of the shorter side; nan when the centre does not rise above the noise (no galaxy there).
     """
     light = pixels.mean(axis=2) if pixels.ndim == 3 else pixels
     light = np.asarray(light, dtype=np.float64)
@@ -70,10 +72,10 @@ def petrosian_fraction(pixels: np.ndarray) -> float:
     ratio = (sums / counts)[1:] / np.maximum(mean_within[:-1], 1e-12)  # ring r+1 against the mean inside it
     below = np.nonzero(ratio[1:] < ETA)[0] + 1  # from ring 2: the first rings are a few pixels
     if not below.size:
-        return REGION
+        return REGION * side / max(height, width)
     k = below[0]
     ring = k + 1 - (ETA - ratio[k]) / (ratio[k - 1] - ratio[k])  # linear between rings k and k + 1
-    return float((ring + 0.5) / side)
+    return float((ring + 0.5) / max(height, width))
 
 
 def summarise(fractions) -> dict:

@@ -27,6 +27,7 @@ from galaxy.files import require_file
 from galaxy.catalog.formats import IMAGE_SUFFIXES
 from galaxy.io.fits import is_fits_path, read_band_files, read_fits_cutout
 from galaxy.io.jpeg import jpeg_damage, jpeg_frame
+from galaxy.io.composite import crop_side
 from galaxy.spec import MIN_SIDE, InputSpec, too_small
 
 RASTER_FORMATS = ("JPEG", "PNG")
@@ -182,8 +183,10 @@ def read_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False) -> tup
 def crop_resize(pixels: np.ndarray, crop_fraction: float, size: int) -> np.ndarray:
     """Centre-crop and resize an (H, W, C) float32 image.
 
-    The crop box is computed in sub-pixel coordinates and handed to PIL's antialiased
-    bilinear filter, so crop and resize are one resampling step.
+    The crop is the square of `crop_side` (the fraction of the longer side; non-square cutouts were
+    squashed into the square, a 2:1 elliptical read as a spiral): where it reaches beyond a short
+    side, the pixels there are 0 (no data). The box is computed in sub-pixel coordinates and handed to
+    PIL's antialiased bilinear filter, so crop and resize are one resampling step.
 
     Returns:
         float32 array (size, size, C).
@@ -191,8 +194,13 @@ def crop_resize(pixels: np.ndarray, crop_fraction: float, size: int) -> np.ndarr
     height, width = pixels.shape[:2]
     if height < 2 or width < 2:
         raise ValueError(f"image of {width} x {height} pixels is too small")
-    crop_w, crop_h = width * crop_fraction, height * crop_fraction
-    box = ((width - crop_w) / 2, (height - crop_h) / 2, (width + crop_w) / 2, (height + crop_h) / 2)
+    side = crop_side(height, width, crop_fraction)
+    # zeros around a short side the crop reaches beyond, and around the filter's reach past the crop
+    pad_h, pad_w = (max(0, int(np.ceil((side - n) / 2 + side / size)) + 1) if side > n else 0 for n in (height, width))
+    if pad_h or pad_w:
+        pixels = np.pad(pixels, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+        height, width = pixels.shape[:2]
+    box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
     channels = [
         np.asarray(Image.fromarray(np.ascontiguousarray(pixels[:, :, c]), mode="F").resize(
             (size, size), Image.Resampling.BILINEAR, box=box))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from galaxy.io.composite import central_span
+from galaxy.io.composite import crop_spans
 
 # Gaussian weights of the fill: sigma in file pixels, the kernel 4 sigma wide each side; a pixel is
 # filled where its known neighbours weigh at least ~0.1% of a full neighbourhood, which each pass
@@ -123,12 +123,11 @@ def masked_centre(measured: np.ndarray, crop_fraction: float, size: int) -> str 
     if measured.all():
         return None
     height, width = measured.shape
-    (top, bottom), (left, right) = central_span(height, crop_fraction), central_span(width, crop_fraction)
-    # in file pixels; never beyond the fill's reach (a 1000 px cutout allowed 31 px, and the middle of
-    # a 29 x 29 hole became sky)
-    depth = min(int(MAX_HOLE_DEPTH * min(bottom - top, right - left) / size), FILL_REACH)
-    (ctop, cbottom) = central_span(height, crop_fraction * CENTRE_OF_CROP)
-    (cleft, cright) = central_span(width, crop_fraction * CENTRE_OF_CROP)
+    # in file pixels (the crop's side / the network's, per network pixel); never beyond the fill's reach (a
+    # 1000 px cutout allowed 31 px, and the middle of a 29 x 29 hole became sky)
+    (top, bottom), (left, right) = crop_spans(height, width, crop_fraction)  # the longer one is the whole side
+    depth = min(int(MAX_HOLE_DEPTH * max(bottom - top, right - left) / size), FILL_REACH)
+    (ctop, cbottom), (cleft, cright) = crop_spans(height, width, crop_fraction * CENTRE_OF_CROP)
     hole = ~measured
     if not hole[ctop:cbottom, cleft:cright].any():
         return None

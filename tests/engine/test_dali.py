@@ -38,8 +38,9 @@ def test_dali_matches_reference_on_real_jpegs(default_model):
 
 
 def test_dali_crop_window_decode_matches_reference_at_any_shape(tmp_path):
-    """Only the crop's window is decoded: odd, non-square, tiny, grey and 4:4:4 JPEGs still give the
-    reference reader's tensor (the window's margin holds every pixel the resize reads)."""
+    """Only the crop's window is decoded: odd, tiny, grey and 4:4:4 JPEGs still give the reference reader's
+    tensor (the window's margin holds every pixel the resize reads); non-square ones go to the reference
+    reader, which crops their square from the longer side (DALI's crop was of each side, squashed)."""
     from PIL import Image
 
     from engine.pipelines.dali import create
@@ -57,6 +58,9 @@ def test_dali_crop_window_decode_matches_reference_at_any_shape(tmp_path):
         assert decoded.error is None, path.name
         worst = float(np.abs((decoded.tensor - load_input(path, SPEC)[0]) * std).max())
         assert worst < TOLERANCE, f"{path.name}: {worst:.2e}"
+    from engine.pipelines.base import read_jpeg
+
+    assert [read_jpeg(p) is None for p in paths] == [p.name in ("tall.jpeg", "tiny.jpeg", "wide.jpeg") for p in paths]
 
 
 def test_dali_hands_bad_and_non_jpeg_files_to_the_reference_reader(tmp_path):
@@ -176,9 +180,16 @@ def test_dali_composite_matches_the_reference_on_real_fits(tmp_path, real_fits_s
         write_cube(cubes[-1], read_raster(jpeg), RoundTripDraw(0.05 * (k + 1), ("lupton", "channel")[k % 2],
                                                                10.0 ** (-k - 3), 0.01))
     paths = list(real_fits_smoke) + cubes
+    from galaxy.io.fits import locate_image
+
     out = decode_fits([Item(str(p)) for p in paths], SPEC, threads=2)
     std = np.asarray(SPEC.std)[:, None, None]
-    for path, decoded in zip(paths, out):
+    square = [locate_image(p).square for p in paths]
+    assert 0 < sum(square) < len(paths)  # the real files come in both shapes
+    for path, decoded, is_square in zip(paths, out, square):
+        if not is_square:  # the reference reader crops a non-square cutout's square (galaxy.io.images.crop_resize)
+            assert decoded is None, path.name
+            continue
         assert decoded is not None and decoded.error is None, path.name
         assert np.abs((decoded.tensor - load_input(path, SPEC)[0]) * std).max() < TOLERANCE, path.name
 

@@ -114,3 +114,40 @@ def test_normalise_layout():
     out = normalise(np.ones((4, 5, 3), np.float32), spec)
     assert out.shape == (3, 4, 5)
     np.testing.assert_allclose(out[:, 0, 0], [1.0, 1.0, 0.0])
+
+
+def test_a_non_square_cutout_is_cropped_square_from_its_longer_side():
+    """crop_resize took the crop fraction of each side and squashed the box into the square: a 2:1 cutout
+    reached the network with its galaxy squashed 2:1. The square of the fraction of the longer side keeps
+    the pixel scale: a cutout cut short at a frame's edge gives the square cutout's pixels."""
+    rng = np.random.default_rng(0)
+    square = rng.random((423, 423, 3), dtype=np.float32)
+    expected = crop_resize(square, 0.5, 64)
+    for shorter in (square[100:323], square[:, 100:323]):  # a short side still holding the whole crop
+        np.testing.assert_allclose(crop_resize(shorter, 0.5, 64), expected, atol=1e-6)
+    short = crop_resize(square[141:282], 0.5, 64)  # 141 rows: the crop reaches beyond them, into zeros
+    np.testing.assert_allclose(short[24:40], expected[24:40], atol=1e-6)
+    assert not short[:4].any() and not short[-4:].any()
+    # a square cutout is cropped as before: the fraction of each side
+    old = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(square[:, :, c]), mode="F").resize(
+        (64, 64), Image.Resampling.BILINEAR, box=(105.75, 105.75, 317.25, 317.25))) for c in range(3)], axis=-1)
+    np.testing.assert_array_equal(expected, old)
+
+
+def test_ellipticals_cut_short_stay_ellipticals(tmp_path):
+    """The shipped model on 12 bundled ellipticals cut to 423 x 141 (the same galaxies, less sky): squashed
+    3:1 into the square, 10 of 12 were called spiral; cropped square, each keeps its label."""
+    import csv
+
+    from galaxy import load_model
+    from tests.conftest import EXAMPLES
+
+    rows = [r for r in csv.DictReader(open(EXAMPLES / "labels.csv")) if r["label"] == "elliptical"][:12]
+    for r in rows:
+        pixels = (read_raster(EXAMPLES / r["file"]) * 255).round().astype(np.uint8)
+        Image.fromarray(pixels[141:282]).save(tmp_path / f"{r['id']}.png")
+    model = load_model("sdss-xception-compact", backend="onnxruntime")
+    whole = model.classify([str(EXAMPLES / r["file"]) for r in rows])
+    short = model.classify([str(tmp_path / f"{r['id']}.png") for r in rows])
+    assert list(short["label"]) == list(whole["label"])
+    assert np.abs(np.asarray(short["p_spiral"]) - np.asarray(whole["p_spiral"])).max() < 0.15
