@@ -19,13 +19,24 @@ WAVELENGTH_NM = {"u": 355, "g": 475, "r": 622, "i": 763, "z": 905, "y": 1000, "j
 # What SDSS composites show as R, G, B; other band sets take the nearest wavelengths.
 DISPLAY_NM = (763, 622, 475)
 FILTER_KEYS = ("FILTER", "FILTNAM", "BAND", "FILTER1")
+# Words of narrow-band filter names ("H-alpha", "[OIII]"): their h or o is no broad band.
+NARROW_BAND = frozenset({"alpha", "beta", "ha", "hb", "halpha", "hbeta", "oiii", "oii", "sii", "nii"})
 
 
 def band_name(value) -> str | None:
-    """The broad-band filter named by a header value: "SDSS r" -> "r", "HSC-G" -> "g"; else None."""
-    tokens = [t.lower() for t in re.split(r"[^A-Za-z]+", str(value)) if t]
-    known = [t for t in tokens if t in WAVELENGTH_NM]
-    return known[-1] if known else None
+    """The broad-band filter named by a header value: "SDSS r" -> "r", "HSC-G" -> "g", "g SDSS k1017"
+    (KPNO/NOAO: band, system, filter serial) -> "g"; else None, also for a narrow-band filter ("H-alpha").
+
+    The first word that is a band's name, a prime, star or one digit aside ("i'", "u*", "i2", CFHT's
+    "i.MP9702"); a letter inside a word ("k1017", "zd")
+    names no band (the letters of words had been taken one by one, the last winning: "g SDSS k1017" read
+    as k and a g, r, i cube as three k bands).
+    """
+    words = [re.sub(r"(?<=[a-z])(\d|['*+])$", "", w.lower())  # i' u* r2: the band, primed or numbered
+             for w in re.split(r"[\s_\-/,;:.()\[\]]+", str(value)) if w]
+    if any(w in NARROW_BAND for w in words):
+        return None
+    return next((w for w in words if w in WAVELENGTH_NM), None)
 
 
 def header_band(header) -> str | None:

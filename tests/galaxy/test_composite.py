@@ -112,6 +112,10 @@ def test_invert_composite_round_trips():
 
 def test_band_names_and_display_order():
     assert [band_name(v) for v in ("SDSS r", "HSC-G", "i'", "DECam z", "Ks", "dark")] == ["r", "g", "i", "z", "ks", None]
+    # KPNO/NOAO names (band, system, filter serial): the serial's letter named the band, the last winning
+    assert [band_name(v) for v in ("g SDSS k1017", "R Harris k1004", "zd DECam k1038", "H-alpha", "[OIII]",
+                                   "i.MP9702", "u*", "r2", "OmegaCAM r_SDSS")] == \
+        ["g", "r", None, None, None, "i", "u", "r", "r"]
     assert display_order(["g", "r", "i"]) == [2, 1, 0]  # i -> R, r -> G, g -> B
     assert display_order(["u", "g", "r", "i", "z"]) == [3, 2, 1]  # SDSS's own three
     assert display_order(["g", "r", "z"]) == [2, 1, 0]
