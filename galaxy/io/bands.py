@@ -18,7 +18,7 @@ WAVELENGTH_NM = {"u": 355, "g": 475, "r": 622, "i": 763, "z": 905, "y": 1000, "j
                  "ks": 2150}
 # What SDSS composites show as R, G, B; other band sets take the nearest wavelengths.
 DISPLAY_NM = (763, 622, 475)
-FILTER_KEYS = ("FILTER", "FILTNAM", "BAND", "FILTER1")
+FILTER_KEYS = ("FILTER", "FILTNAM", "BAND", "FILTER1", "EXTNAME")  # EXTNAME last: an extension named g
 # Words of narrow-band filter names ("H-alpha", "[OIII]"): their h or o is no broad band.
 NARROW_BAND = frozenset({"alpha", "beta", "ha", "hb", "halpha", "hbeta", "oiii", "oii", "sii", "nii"})
 

@@ -129,12 +129,21 @@ class FitsImage:
         return out
 
 
-def _band_extensions(hdul) -> list[int]:
-    """Image extensions that each hold one named band of one shape (a multi-extension band set)."""
+def _band_extensions(hdul, path) -> list[int]:
+    """Image extensions that each hold one named band of one shape (a multi-extension band set).
+
+    Raises:
+        ImageReadError: extensions naming two or more different bands in images of different shapes (the
+            first extension alone had been classified, a grey picture, without a word).
+    """
     members = [k for k, h in enumerate(hdul) if h.is_image and len([n for n in _shape(h.header) if n > 1]) == 2]
     named = [k for k in members if header_band(hdul[k].header)]
     shapes = {_shape(hdul[k].header) for k in named}
     bands = {header_band(hdul[k].header) for k in named}
+    if len(bands) >= 2 and len(shapes) > 1 and len(bands) == len(named):
+        raise ImageReadError(path, f"its extensions hold bands {', '.join(header_band(hdul[k].header) for k in named)} "
+                                   f"in images of different shapes ({', '.join('x'.join(map(str, s[:2])) for s in sorted(shapes))}): "
+                                   "they cannot be stacked into one colour image; give --hdu N to classify one alone")
     return named if len(named) >= 2 and len(shapes) == 1 and len(bands) == len(named) else []
 
 
@@ -152,7 +161,7 @@ def locate_image(path, hdu=None) -> FitsImage:
             chosen = _image_hdu(hdul, hdu, path)
             _check_size(chosen.header, path)
             shape = [n for n in _shape(chosen.header) if n > 1]
-            extensions = _band_extensions(hdul) if hdu is None else []
+            extensions = _band_extensions(hdul, path) if hdu is None else []
             if extensions:
                 hdus, ndim = tuple(extensions), 3
                 names = tuple(header_band(hdul[k].header) for k in extensions)
@@ -189,8 +198,9 @@ def band_cube(planes: list[np.ndarray], names, wanted, path, crop_fraction: floa
     except ValueError as exc:
         raise ImageReadError(path, str(exc), stage="preprocess") from None
     for k in order:
+        # planes counted from 0, as --bands counts them (a message counting from 1 had the wrong one dropped)
         label = f"band {names[k]}" if names[k] else "the image" if len(planes) == 1 else \
-            f"plane {k + 1} of {len(planes)}"
+            f"plane {k} (of 0-{len(planes) - 1}, as --bands counts them)"
         _check_band(planes[k], label, path, crop_fraction)
     return np.stack([planes[k] for k in order], axis=-1)[::-1]
 

@@ -78,7 +78,7 @@ def test_all_nan_is_refused(tmp_path):
         read_fits_cutout(path, STRETCH)
     cube = np.stack([galaxy_image(), np.zeros((64, 64), np.float32), galaxy_image(seed=1)])
     fits.PrimaryHDU(cube).writeto(tmp_path / "cube.fits")
-    with pytest.raises(ImageReadError, match=r"plane 2 of 3 is constant \(0 "):  # unnamed planes, counted from 1
+    with pytest.raises(ImageReadError, match=r"plane 1 \(of 0-2, as --bands counts them\) is constant \(0 "):
         read_fits_cutout(tmp_path / "cube.fits", STRETCH)
 
 
@@ -258,3 +258,21 @@ def test_a_field_is_refused_as_no_cutout(tmp_path):
     path.write_bytes(header.tostring().encode() + b"\0" * 2880)
     with pytest.raises(ImageReadError, match=r"over the limit .*\(a field, not a cutout"):
         read_fits_cutout(path, STRETCH)
+
+
+def test_extensions_named_by_extname_are_a_band_set_and_unlike_shapes_are_refused(tmp_path):
+    """Extensions named g, r, i by EXTNAME alone, or FILTER-named ones one pixel apart in shape, gave the first
+    extension alone, a grey picture, without a word."""
+    planes = [galaxy_image(seed=k) * f for k, f in enumerate((1.3, 1.0, 0.6))]  # i, r, g
+    named = tmp_path / "extname.fits"
+    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(p, name=n) for p, n in zip(planes, "irg")]).writeto(named)
+    filtered = tmp_path / "filter.fits"
+    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(p, fits.Header({"FILTER": n}))
+                                        for p, n in zip(planes, "irg")]).writeto(filtered)
+    np.testing.assert_array_equal(read_fits_cutout(named, STRETCH)[0], read_fits_cutout(filtered, STRETCH)[0])
+    unlike = tmp_path / "unlike.fits"
+    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(p[: 63 if n == "g" else 64], fits.Header({"FILTER": n}))
+                                        for p, n in zip(planes, "irg")]).writeto(unlike)
+    with pytest.raises(ImageReadError, match=r"bands i, r, g in images of different shapes .*give --hdu N"):
+        read_fits_cutout(unlike, STRETCH)
+    assert read_fits_cutout(unlike, STRETCH, hdu=1)[0].shape[:2] == (64, 64)  # one alone, when asked
