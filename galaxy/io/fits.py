@@ -92,6 +92,10 @@ def _check_size(header, path):
     if pixels == 0:
         raise ImageReadError(path, "image HDU has a zero-length axis")
     if len(shape) >= 2 and min(shape[:2]) < MIN_SIDE:  # NAXIS1 x NAXIS2: the image plane
+        if len(shape) == 3 and shape[0] <= 4 <= MIN_SIDE <= min(shape[1:]):  # (H, W, bands) written as is
+            raise ImageReadError(path, f"its axes are {' x '.join(map(str, shape))} (NAXIS1 first): the bands look to "
+                                       "be on NAXIS1; a cube holds its bands on NAXIS3 (numpy's first axis: write "
+                                       "the array as (bands, height, width))")
         raise ImageReadError(path, too_small(shape[0], shape[1]))
 
 

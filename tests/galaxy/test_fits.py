@@ -276,3 +276,11 @@ def test_extensions_named_by_extname_are_a_band_set_and_unlike_shapes_are_refuse
     with pytest.raises(ImageReadError, match=r"bands i, r, g in images of different shapes .*give --hdu N"):
         read_fits_cutout(unlike, STRETCH)
     assert read_fits_cutout(unlike, STRETCH, hdu=1)[0].shape[:2] == (64, 64)  # one alone, when asked
+
+
+def test_a_cube_with_its_bands_last_is_refused_saying_so(tmp_path):
+    """An (H, W, 3) array written as FITS was refused as '3 x 64 pixels is too small for a cutout'."""
+    path = tmp_path / "hwc.fits"
+    fits.PrimaryHDU(np.stack([galaxy_image(seed=k) for k in range(3)], axis=-1)).writeto(path)
+    with pytest.raises(ImageReadError, match=r"axes are 3 x 64 x 64 \(NAXIS1 first\): the bands look to be on NAXIS1"):
+        read_fits_cutout(path, STRETCH)
