@@ -370,6 +370,10 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
         file_planes = _read_hdus(path, where.hdus[:1])
         if len(file_planes) != 1:
             raise ImageReadError(path, f"holds {len(file_planes)} bands; a band file must hold one")
+        said = where.bands[0] if where.bands else None  # its header's FILTER, where it names one
+        if said is not None and band_name(band) is not None and said != band_name(band):
+            raise ImageReadError(path, f"its header names band {said}, and --band-columns gives it as band {band}: "
+                                       "two columns swapped, or another band's file?")
         planes.extend(file_planes)
         metas.append((band, where.meta()))
     cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label, spec.crop_fraction)

@@ -206,3 +206,19 @@ def test_a_rerun_naming_another_id_or_path_column_is_refused(tmp_path):
     assert CliRunner().invoke(cli, named[:-1]).exit_code == 0
     result = CliRunner().invoke(cli, command)  # its config says --id-column alt
     assert result.exit_code == 2 and 'id_column "alt" then, not given now' in result.output, result.output
+
+
+def test_a_band_file_whose_header_names_another_band_is_refused(tmp_path):
+    """An i file with FILTER = 'g' (two columns swapped) was read as the band its column said, in the wrong
+    colour, without a word."""
+    from galaxy.errors import ImageReadError
+    from galaxy.io.fits import read_band_files
+    from galaxy.spec import InputSpec
+
+    planes = flux_cube(read_raster(sorted(EXAMPLES.glob("*.jpeg"))[0]), RoundTripDraw(0.1, "lupton", 1e-9, 0.01))
+    for band, plane in zip("gri", planes):
+        fits.PrimaryHDU(plane, fits.Header({"FILTER": f"SDSS {band}"})).writeto(tmp_path / f"{band}.fits")
+    files = {band: str(tmp_path / f"{band}.fits") for band in "gri"}
+    read_band_files(files, InputSpec())  # each file the band its header names
+    with pytest.raises(ImageReadError, match="its header names band i, and --band-columns gives it as band g"):
+        read_band_files({"g": files["i"], "r": files["r"], "i": files["g"]}, InputSpec())
