@@ -15,6 +15,7 @@ import numpy as np
 
 from galaxy.catalog.formats import SKY_COLUMNS, catalog_descriptions, probability_column
 from galaxy.errors import UsageError
+from galaxy.spec import MIN_SIDE, too_small
 
 
 class Model:
@@ -147,6 +148,8 @@ def _rgb_unit(image, index: int) -> np.ndarray:
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise UsageError(f"image {index} has shape {array.shape}: expected (H, W, 3) RGB")
+    if min(array.shape[:2]) < MIN_SIDE:  # as every file reader refuses it: no galaxy to see at that size
+        raise UsageError(f"image {index}: {too_small(array.shape[1], array.shape[0])}")
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255
     if array.dtype.kind != "f":

@@ -43,7 +43,8 @@ def test_classify_arrays_checks_its_input():
                        (pixels[None, ..., :2], f"shape {pixels[..., :2].shape}: expected (H, W, 3)"),
                        (pixels.astype(np.int16)[None], "dtype int16: expected floats in [0, 1] or uint8"),
                        (np.where(pixels == pixels.max(), np.nan, pixels / 255.0), "NaN or infinite"),
-                       (pixels[:1, :1], "image 0: image of 1 x 1 pixels is too small")]:
+                       (pixels[:1, :1], "image 0: 1 x 1 pixels is too small for a cutout"),
+                       (pixels[:8, :8], "image 0: 8 x 8 pixels is too small for a cutout (at least 16")]:  # as files
         with pytest.raises(UsageError, match=re.escape(words)):
             model.classify_arrays(bad)
 
