@@ -40,13 +40,24 @@ def band_name(value) -> str | None:
 
 
 def header_band(header) -> str | None:
-    """The band a single-band HDU holds, from FILTER-like keys."""
+    """The band a single-band HDU holds, from FILTER-like keys; an EXTNAME only when it is a band's name
+    and nothing else (G_ERR, IVAR_G, IMAGE_R name no band)."""
     for key in FILTER_KEYS:
         if key in header:
             name = band_name(header[key])
+            if key == "EXTNAME" and str(header[key]).strip().lower() != name:
+                continue
             if name:
                 return name
     return None
+
+
+def same_band(a: str | None, b: str | None) -> bool:
+    """Whether two band names are one filter: Ks is K (2MASS headers write FILTER = 'k' for Ks)."""
+    def merged(name):
+        return "k" if name == "ks" else name
+
+    return merged(a) == merged(b)
 
 
 def cube_bands(header, planes: int) -> list[str] | None:

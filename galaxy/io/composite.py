@@ -82,9 +82,11 @@ def crop_side(height: int, width: int, crop_fraction: float) -> float:
 def crop_spans(height: int, width: int, crop_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:
     """((top, bottom), (left, right)): the pixels of the square centre crop (`crop_side`) inside the
     image, rounded as `central_span` rounds them (for a square image, its central span of each side)."""
-    side = crop_side(height, width, crop_fraction)
+    longer, side = max(height, width), crop_side(height, width, crop_fraction)
 
-    def span(n):
+    def span(n):  # the longer side exactly as central_span rounds it (n - f n and n (1 - f) round apart at .5)
+        if n == longer:
+            return central_span(n, crop_fraction)
         return max(0, int(np.floor((n - side) / 2 + 0.5))), min(n, int(np.floor((n + side) / 2 + 0.5)))
 
     return span(height), span(width)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from galaxy.catalog.formats import FITS_SUFFIXES
-from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band
+from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band, same_band
 from galaxy.errors import ImageReadError
 from galaxy.files import require_file
 from galaxy.io.sky import centre_position, separation_arcsec
@@ -163,9 +163,10 @@ def locate_image(path, hdu=None) -> FitsImage:
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
             chosen = _image_hdu(hdul, hdu, path)
-            _check_size(chosen.header, path)
-            shape = [n for n in _shape(chosen.header) if n > 1]
             extensions = _band_extensions(hdul, path) if hdu is None else []
+            read = hdul[extensions[0]] if extensions else chosen  # the HDUs read: a band set's, else the one
+            _check_size(read.header, path)
+            shape = [n for n in _shape(read.header) if n > 1]
             if extensions:
                 hdus, ndim = tuple(extensions), 3
                 names = tuple(header_band(hdul[k].header) for k in extensions)
@@ -178,7 +179,7 @@ def locate_image(path, hdu=None) -> FitsImage:
                                                                                               ("BZERO", 0.0)))
             return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, hdul[0].header)),
                              centre_position(chosen.header, hdul[0].header),
-                             int(chosen.header.get("ZBITPIX", chosen.header.get("BITPIX", -32))),
+                             int(read.header.get("ZBITPIX", read.header.get("BITPIX", -32))),
                              len(shape) >= 2 and shape[0] == shape[1])
     except ImageReadError:
         raise
@@ -225,8 +226,9 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
         (top, bottom), (left, right) = crop_spans(*plane.shape, crop_fraction)
         measured = float(finite[top:bottom, left:right].mean())
         if measured < MIN_MEASURED:
+            of = "each side" if plane.shape[0] == plane.shape[1] else "the longer side, a square"
             raise ImageReadError(path, f"{label}: only {measured:.0%} of the pixels the network reads (the "
-                                       f"central {crop_fraction:g} of the longer side, a square) are finite; at least "
+                                       f"central {crop_fraction:g} of {of}) are finite; at least "
                                        f"{MIN_MEASURED:.0%} must be measured", stage="preprocess")
 
 
@@ -371,7 +373,7 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
         if len(file_planes) != 1:
             raise ImageReadError(path, f"holds {len(file_planes)} bands; a band file must hold one")
         said = where.bands[0] if where.bands else None  # its header's FILTER, where it names one
-        if said is not None and band_name(band) is not None and said != band_name(band):
+        if said is not None and band_name(band) is not None and not same_band(said, band_name(band)):
             raise ImageReadError(path, f"its header names band {said}, and --band-columns gives it as band {band}: "
                                        "two columns swapped, or another band's file?")
         planes.extend(file_planes)

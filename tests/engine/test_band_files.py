@@ -222,3 +222,15 @@ def test_a_band_file_whose_header_names_another_band_is_refused(tmp_path):
     read_band_files(files, InputSpec())  # each file the band its header names
     with pytest.raises(ImageReadError, match="its header names band i, and --band-columns gives it as band g"):
         read_band_files({"g": files["i"], "r": files["r"], "i": files["g"]}, InputSpec())
+
+
+def test_ks_and_k_are_one_band_to_the_header_check(tmp_path):
+    """2MASS writes FILTER = 'k' for Ks: --band-columns j=...,h=...,ks=... was refused as columns swapped."""
+    from galaxy.io.fits import read_band_files
+    from galaxy.spec import InputSpec
+
+    planes = flux_cube(read_raster(sorted(EXAMPLES.glob("*.jpeg"))[0]), RoundTripDraw(0.1, "lupton", 1e-9, 0.01))
+    for band, plane in zip("jhk", planes):
+        fits.PrimaryHDU(plane, fits.Header({"FILTER": band})).writeto(tmp_path / f"{band}.fits")
+    read_band_files({"j": str(tmp_path / "j.fits"), "h": str(tmp_path / "h.fits"), "ks": str(tmp_path / "k.fits")},
+                    InputSpec(fits_bands=("ks", "h", "j")))

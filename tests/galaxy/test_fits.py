@@ -284,3 +284,26 @@ def test_a_cube_with_its_bands_last_is_refused_saying_so(tmp_path):
     fits.PrimaryHDU(np.stack([galaxy_image(seed=k) for k in range(3)], axis=-1)).writeto(path)
     with pytest.raises(ImageReadError, match=r"axes are 3 x 64 x 64 \(NAXIS1 first\): the bands look to be on NAXIS1"):
         read_fits_cutout(path, STRETCH)
+
+
+def test_a_band_set_is_judged_by_its_own_extensions_and_extname_must_be_a_band_alone(tmp_path):
+    """The shape (square or not) and the size check were of the first image HDU, not of the band-set
+    extensions read: a square primary beside 48 x 96 bands went to DALI's per-side crop. EXTNAMEs such as
+    G_ERR or IMAGE_R were taken for bands by the first-word rule."""
+    from galaxy.io.fits import locate_image
+
+    planes = [galaxy_image(seed=k)[:48] for k in range(3)]
+    path = tmp_path / "prim.fits"
+    fits.HDUList([fits.PrimaryHDU(galaxy_image())] + [fits.ImageHDU(p, name=n) for p, n in zip(planes, "gri")]
+                 ).writeto(path)
+    where = locate_image(path)
+    assert where.hdus == (1, 2, 3) and not where.square
+    tiny = tmp_path / "tiny.fits"
+    fits.HDUList([fits.PrimaryHDU(galaxy_image())] + [fits.ImageHDU(p[:8, :8], name=n) for p, n in zip(planes, "gri")]
+                 ).writeto(tiny)
+    with pytest.raises(ImageReadError, match="too small for a cutout"):
+        locate_image(tiny)
+    errors = tmp_path / "errors.fits"
+    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(galaxy_image(seed=k), name=n)
+                                        for k, n in enumerate(("G", "G_ERR", "R", "R_ERR", "I", "I_ERR"))]).writeto(errors)
+    assert locate_image(errors).bands == ("g", "r", "i")  # the three bands, not six
