@@ -135,8 +135,11 @@ class Model:
 
 
 def _crop_resize(image: np.ndarray, spec, index: int) -> np.ndarray:
-    from galaxy.io.images import crop_resize
+    from galaxy.io.images import crop_resize, too_little_inside
 
+    reason = too_little_inside(image.shape[0], image.shape[1], spec.crop_fraction)
+    if reason:
+        raise UsageError(f"image {index}: {reason}")
     try:
         return crop_resize(image, spec.crop_fraction, spec.size)
     except ValueError as exc:  # e.g. too small to crop

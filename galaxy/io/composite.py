@@ -79,6 +79,13 @@ def crop_side(height: int, width: int, crop_fraction: float) -> float:
     return crop_fraction * max(height, width)
 
 
+def inside_share(height: int, width: int, crop_fraction: float) -> float:
+    """The share of the square centre crop (`crop_side`) that lies inside a height x width image: 1 for
+    every square image, less where the square passes a short side (the rest reads as 0)."""
+    side = crop_side(height, width, crop_fraction)
+    return min(side, height) * min(side, width) / side ** 2
+
+
 def crop_spans(height: int, width: int, crop_fraction: float) -> tuple[tuple[int, int], tuple[int, int]]:
     """((top, bottom), (left, right)): the pixels of the square centre crop (`crop_side`) inside the
     image, rounded as `central_span` rounds them (for a square image, its central span of each side)."""

@@ -27,10 +27,11 @@ from galaxy.files import require_file
 from galaxy.catalog.formats import IMAGE_SUFFIXES
 from galaxy.io.fits import is_fits_path, read_band_files, read_fits_cutout
 from galaxy.io.jpeg import jpeg_damage, jpeg_frame
-from galaxy.io.composite import crop_side
+from galaxy.io.composite import crop_side, inside_share
 from galaxy.spec import MIN_SIDE, InputSpec, too_small
 
 RASTER_FORMATS = ("JPEG", "PNG")
+MIN_INSIDE = 0.5  # the least share of the network's square crop that must lie inside the image
 # Rasters with more pixels than this are refused from their header, before decoding, by every reader:
 # the level at which PIL itself refuses a decompression bomb (2 x its MAX_IMAGE_PIXELS of 89,478,485;
 # a 13,377 px square). A literal, so a user's `Image.MAX_IMAGE_PIXELS = None` changes nothing here.
@@ -236,7 +237,25 @@ def load_band_input(bands, spec: InputSpec, hdu=None) -> tuple[np.ndarray, dict]
     return _network_input(pixels, spec, ";".join(path for _, path in bands)), meta
 
 
+def too_little_inside(height: int, width: int, crop_fraction: float) -> str | None:
+    """Why a cutout is refused because most of the square the network reads lies outside it, or None.
+
+    A short side is padded with zeros (`crop_resize`); below MIN_INSIDE of the square inside the image,
+    what the network sees is mostly padding: eight SDSS galaxies cut to 24 x 424 were all called spiral
+    (p ~ 1). MIN_INSIDE is the rule for masked pixels too (at least half of what the network reads measured).
+    """
+    share = inside_share(height, width, crop_fraction)
+    if share >= MIN_INSIDE:
+        return None
+    return (f"{width} x {height} pixels: only {share:.0%} of the square the network reads (the central {crop_fraction:g} "
+            f"of the longer side) lies inside the image; at least {MIN_INSIDE:.0%} must (a strip or thin slice is not "
+            "a cutout; a smaller --crop-fraction reads less)")
+
+
 def _network_input(pixels: np.ndarray, spec: InputSpec, path) -> np.ndarray:
+    reason = too_little_inside(pixels.shape[0], pixels.shape[1], spec.crop_fraction)
+    if reason:
+        raise ImageReadError(path, reason, stage="preprocess")
     try:
         resized = crop_resize(pixels, spec.crop_fraction, spec.size)
     except ValueError as exc:

@@ -151,3 +151,23 @@ def test_ellipticals_cut_short_stay_ellipticals(tmp_path):
     short = model.classify([str(tmp_path / f"{r['id']}.png") for r in rows])
     assert list(short["label"]) == list(whole["label"])
     assert np.abs(np.asarray(short["p_spiral"]) - np.asarray(whole["p_spiral"])).max() < 0.15
+
+
+def test_a_strip_mostly_outside_the_square_crop_is_refused(tmp_path):
+    """A short side is padded with zeros; eight SDSS galaxies cut to 24 x 424 were all called spiral (p ~ 1),
+    the network seeing mostly padding. At least half the square must be image, as half of what the network
+    reads must be measured in a masked FITS band."""
+    from galaxy import load_model
+    from galaxy.errors import UsageError
+    from tests.conftest import EXAMPLES
+
+    pixels = (read_raster(sorted(EXAMPLES.glob("*.jpeg"))[0]) * 255).round().astype(np.uint8)
+    Image.fromarray(pixels[200:224]).save(tmp_path / "strip.png")
+    Image.fromarray(pixels[141:282]).save(tmp_path / "third.png")
+    spec = InputSpec()
+    with pytest.raises(ImageReadError, match=r"423 x 24 pixels: only 11% of the square the network reads"):
+        load_input(tmp_path / "strip.png", spec)
+    assert load_input(tmp_path / "third.png", spec)[0].shape == (3, spec.size, spec.size)  # 67% inside
+    model = load_model("sdss-xception-compact", backend="onnxruntime")
+    with pytest.raises(UsageError, match=r"image 0: 423 x 24 pixels: only 11%"):
+        model.classify_arrays(pixels[200:224])
