@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.fingerprint import FINGERPRINT, keep_fingerprint
-from engine.listing import parse_band_columns, require_inputs
+from engine.listing import catalog_defaults, parse_band_columns, require_inputs, with_catalog_columns
 from engine.ray_parts import (failed_places, finalize_parts, part_errors, part_path, pending_errors, prepare_out_dir,
                               read_part_errors, settle_retry)
 from engine.ray_shards import Shard, shard_items, shard_length, write_shards
@@ -227,6 +227,7 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         raise UsageError("--band-columns names columns of --catalog; give --catalog FILE too")
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns)
+    config = with_catalog_columns(config, band_columns)  # recorded and compared as read
     with prepare_out_dir(out_dir, config.overwrite):  # the lock, held while this run writes
         return _classify_locked(ray, config, out_dir, address, shard_size, actors)
 
@@ -249,7 +250,8 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
                    **reading_settings(config, classify_spec(card, config))}
     if config.crop_fraction is not None:
         fingerprint["crop"] = config.crop_fraction
-    keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir, fingerprint_defaults(card))
+    keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir,
+                     fingerprint_defaults(card) | catalog_defaults(config, parse_band_columns(config.band_columns)))
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
     todo, retry = [], {}  # retry: a finished shard's failed inputs, classified again as one machine's rerun does

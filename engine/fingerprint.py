@@ -23,10 +23,14 @@ FINGERPRINT = "fingerprint.json"  # in a journal (and a --ray folder's bookkeepi
 def changed_settings(earlier: dict, fingerprint: dict, defaults: dict | None = None) -> str | None:
     """The settings in which `fingerprint` differs from an `earlier` one (in today's form), each with
     both values ("bands [0, 1, 2] then, [2, 1, 0] now; tta ..."); None when none differs. A setting
-    that either leaves out counts at its value in `defaults` (the card's crop, which a run names
+    that either leaves out (or records as None) counts at its value in `defaults` (the card's crop, which a run names
     with --crop-fraction or not: `--crop-fraction 0.5` on a model read at 0.5 changes nothing)."""
     given = as_recorded_now(earlier, fingerprint)
-    earlier, now = {**(defaults or {}), **given}, {**(defaults or {}), **fingerprint}
+
+    def known(values):  # None is "not given" (a --ray folder records --id-column so): the default stands
+        return {k: v for k, v in values.items() if v is not None}
+
+    earlier, now = {**(defaults or {}), **known(given)}, {**(defaults or {}), **known(fingerprint)}
     changed = sorted(k for k in set(earlier) | set(now) if earlier.get(k) != now.get(k))
     if not changed:
         return None
@@ -81,7 +85,9 @@ def output_fingerprint(output, fmt=None) -> dict | None:
         return None
     run = json.loads(meta["run"])
     if isinstance(run, dict) and run.get(READING_RECORDED, 0) < READING_VERSION and "config" in meta:
-        run = {**run, **reading_of(meta["config"])}
+        given = reading_of(meta["config"])  # what its command named; the rest is taken as now (as_recorded_now)
+        given.pop(READING_RECORDED, None)
+        run = {**run, **given}
     return run
 
 

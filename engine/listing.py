@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import dataclasses
 from dataclasses import dataclass, field
 
-from galaxy.catalog.read import read_input_catalog
+from galaxy.catalog.read import catalog_columns_read, read_input_catalog
 from galaxy.errors import UsageError
 from galaxy.catalog.formats import check_kept_columns, IMAGE_SUFFIXES
 from galaxy.io.images import is_image_path
@@ -119,6 +120,28 @@ def count_inputs(inputs=(), catalog=None, path_column=None, band_columns=None) -
     if catalog:
         n += sum(1 for _ in read_input_catalog(catalog, path_column, band_columns=band_columns))
     return n
+
+
+def with_catalog_columns(config, band_columns=None):
+    """`config` (a ClassifyConfig) naming the --catalog columns it reads, the defaults resolved (`file`
+    where no --path-column is given and the catalog has one): what the run records and a rerun compares,
+    so naming the column the default finds is no change."""
+    if not config.catalog:
+        return config
+    path_column, id_column = catalog_columns_read(config.catalog, config.path_column, config.id_column, band_columns)
+    return dataclasses.replace(config, path_column=path_column, id_column=id_column)
+
+
+def catalog_defaults(config, band_columns=None) -> dict:
+    """The --catalog columns read when none is named ({"path_column", "id_column"}; {} without a
+    catalog): what a fingerprint that left them out, or recorded None (a --ray folder), read by."""
+    if not config.catalog:
+        return {}
+    try:
+        path_column, id_column = catalog_columns_read(config.catalog, None, None, band_columns)
+    except UsageError:  # none of PATH_COLUMNS: the run names its path column, and no default exists
+        path_column, id_column = None, catalog_columns_read(config.catalog, config.path_column, None, band_columns)[1]
+    return {"path_column": path_column, "id_column": id_column}
 
 
 def require_inputs(inputs=(), catalog=None, path_column=None, id_column=None, keep_columns=(),

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 from engine import backends
 from engine.journal import Journal, earlier_backend, require_writable
-from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs
+from engine.listing import (catalog_defaults, count_inputs, iter_inputs, parse_band_columns, require_inputs,
+                            with_catalog_columns)
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
 from galaxy.catalog.formats import check_kept_columns, output_format
@@ -79,6 +80,7 @@ def classify(config: ClassifyConfig) -> Summary:
     fmt = output_format(config.output, config.output_format)
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns, fmt)
+    config = with_catalog_columns(config, band_columns)  # recorded and compared as read
     require_writable(config.output, config.inputs, config.catalog)
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, fmt, card.classes)  # its p_<class> columns, before the engine loads
@@ -88,7 +90,7 @@ def classify(config: ClassifyConfig) -> Summary:
     descriptions = column_descriptions(config.catalog, config.keep_columns) if config.catalog else {}
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config, runner.spec),
                       config.overwrite, config.commit_every, config.output_format, units, config.commit_seconds,
-                      fingerprint_defaults(card), descriptions)
+                      fingerprint_defaults(card) | catalog_defaults(config, band_columns), descriptions)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)

@@ -195,6 +195,41 @@ def _fits_nulls(table, chunk) -> dict:
     return nulls
 
 
+def _resolved_columns(path, columns, path_column, id_column, band_columns) -> tuple[str | None, str | None]:
+    """(path column, id column) read: those named, else the first of PATH_COLUMNS / ID_COLUMNS present (no
+    path column with band files, no id column where none is present). Raises UsageError for one absent."""
+    if band_columns:
+        absent = [c for c in band_columns.values() if c not in columns]
+        if absent:
+            raise UsageError(f"catalog {path} has no band path column {absent[0]!r}; columns are {columns}")
+        path_column = None
+    else:
+        path_column = path_column or next((c for c in PATH_COLUMNS if c in columns), None)
+        if path_column not in columns:
+            raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
+    if id_column is None:
+        id_column = next((c for c in ID_COLUMNS if c in columns), None)
+    elif id_column not in columns:
+        raise UsageError(f"catalog {path} has no id column {id_column!r}; columns are {columns}")
+    return path_column, id_column
+
+
+def catalog_columns_read(path, path_column=None, id_column=None, band_columns=None) -> tuple[str | None, str | None]:
+    """The (path column, id column) `read_input_catalog` reads `path` by, the defaults resolved: what a
+    rerun compares (naming the column the default finds is no change)."""
+    path = Path(path)
+    fmt = table_format(path)
+    if fmt is None:
+        raise UsageError(f"catalog {path} is not {', '.join(TABLE_FORMATS)}")
+    try:
+        columns, batches = _catalog_columns(path, fmt)
+        next(batches, None)  # started, so that closing it closes the file
+        batches.close()
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read catalog {path}: {exc}") from None
+    return _resolved_columns(path, columns, path_column, id_column, band_columns)
+
+
 def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None, keep=(),
                        band_columns: dict[str, str] | None = None):
     """Rows (path, id or None, {kept column: text}) from a CSV / Parquet / FITS / ECSV table, streamed.
@@ -213,18 +248,7 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
         columns, batches = _catalog_columns(path, fmt)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read catalog {path}: {exc}") from None
-    if band_columns:
-        absent = [c for c in band_columns.values() if c not in columns]
-        if absent:
-            raise UsageError(f"catalog {path} has no band path column {absent[0]!r}; columns are {columns}")
-    else:
-        path_column = path_column or next((c for c in PATH_COLUMNS if c in columns), None)
-        if path_column not in columns:
-            raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
-    if id_column is None:
-        id_column = next((c for c in ID_COLUMNS if c in columns), None)
-    elif id_column not in columns:
-        raise UsageError(f"catalog {path} has no id column {id_column!r}; columns are {columns}")
+    path_column, id_column = _resolved_columns(path, columns, path_column, id_column, band_columns)
     missing = [c for c in keep if c not in columns]
     if missing:
         raise UsageError(f"catalog {path} has no column {missing[0]!r} to keep; columns are {columns}")

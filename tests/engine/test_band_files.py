@@ -189,23 +189,26 @@ def test_a_rerun_naming_another_id_or_path_column_is_refused(tmp_path):
     command = ["classify", "--catalog", str(tmp_path / "c.csv"), "-o", str(out), "-q", "--backend", "onnxruntime"]
     assert CliRunner().invoke(cli, command).exit_code == 3  # broken.jpeg failed
     shutil.copy(files[1], tmp_path / "broken.jpeg")  # mended: a rerun classifies it
-    for option, changed in ((["--id-column", "alt"], 'id_column not given then, "alt" now'),
-                            (["--path-column", "other_file"], 'path_column not given then, "other_file" now')):
+    for option, changed in ((["--id-column", "alt"], 'id_column "objid" then, "alt" now'),
+                            (["--path-column", "other_file"], 'path_column "file" then, "other_file" now')):
         result = CliRunner().invoke(cli, [*command, *option])
         assert result.exit_code == 2 and f"other settings ({changed})" in result.output, result.output
-    assert CliRunner().invoke(cli, command).exit_code == 0
+    # naming the columns the first run found by default is no change: the broken file is retried
+    result = CliRunner().invoke(cli, [*command, "--id-column", "objid", "--path-column", "file"])
+    assert result.exit_code == 0, result.output
     assert [r["id"] for r in csv.DictReader(line for line in open(out) if not line.startswith("#"))] == ["1", "2"]
 
     named = [*command, "--id-column", "alt", "--overwrite"]
     assert CliRunner().invoke(cli, named).exit_code == 0
     sidecar = tmp_path / "out.csv.meta.json"
     meta = json.loads(sidecar.read_text())
-    assert meta["run"]["id_column"] == "alt" and meta["run"]["reading"] == 2
-    meta["run"] = {**{k: v for k, v in meta["run"].items() if k != "id_column"}, "reading": 1}
+    assert meta["run"]["id_column"] == "alt" and meta["run"]["path_column"] == "file" and meta["run"]["reading"] == 2
+    meta["run"] = {**{k: v for k, v in meta["run"].items() if k not in ("id_column", "path_column")}, "reading": 1}
+    meta["config"] = {**meta["config"], "path_column": None}  # the version before recorded what was given
     sidecar.write_text(json.dumps(meta))  # as the version before wrote it
-    assert CliRunner().invoke(cli, named[:-1]).exit_code == 0
+    assert CliRunner().invoke(cli, named[:-1]).exit_code == 0, "a catalog of the version before resumes"
     result = CliRunner().invoke(cli, command)  # its config says --id-column alt
-    assert result.exit_code == 2 and 'id_column "alt" then, not given now' in result.output, result.output
+    assert result.exit_code == 2 and 'id_column "alt" then, "objid" now' in result.output, result.output
 
 
 def test_a_band_file_whose_header_names_another_band_is_refused(tmp_path):
@@ -234,3 +237,15 @@ def test_ks_and_k_are_one_band_to_the_header_check(tmp_path):
         fits.PrimaryHDU(plane, fits.Header({"FILTER": band})).writeto(tmp_path / f"{band}.fits")
     read_band_files({"j": str(tmp_path / "j.fits"), "h": str(tmp_path / "h.fits"), "ks": str(tmp_path / "k.fits")},
                     InputSpec(fits_bands=("ks", "h", "j")))
+
+
+def test_a_ray_folder_of_the_version_before_compares_its_columns_as_the_defaults():
+    """A --ray folder recorded the columns as given (None when not): read as the defaults the catalog gives,
+    it resumes without them or naming the same columns, and is refused another id column."""
+    from engine.fingerprint import changed_settings
+
+    earlier = {"path_column": None, "id_column": None, "reading": 1, "tta": False}
+    defaults = {"path_column": "file", "id_column": "objid"}
+    now = {"path_column": "file", "id_column": "objid", "reading": 2, "tta": False}
+    assert changed_settings(earlier, now, defaults) is None
+    assert changed_settings(earlier, {**now, "id_column": "alt"}, defaults) == 'id_column "objid" then, "alt" now'
