@@ -235,7 +235,7 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
 def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size: int, actors: int | None) -> dict:
     from engine.artifacts import resolve_model
     from engine.runner import classify_spec
-    from galaxy.catalog.read import column_descriptions, column_units
+    from galaxy.catalog.column_notes import column_descriptions, column_units
 
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, "parquet", card.classes)

@@ -21,7 +21,7 @@ from engine.listing import (catalog_defaults, count_inputs, iter_inputs, parse_b
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
 from galaxy.catalog.formats import check_kept_columns, output_format
-from galaxy.catalog.read import column_descriptions, column_units
+from galaxy.catalog.column_notes import column_descriptions, column_units
 from galaxy.catalog.write import errors_path
 from galaxy.config import ClassifyConfig
 from galaxy.errors import UsageError

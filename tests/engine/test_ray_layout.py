@@ -329,7 +329,7 @@ def test_kept_columns_keep_their_units_in_the_parts(tmp_path, default_model):
     table.write(tmp_path / "cat.ecsv")
     config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(tmp_path / "cat.ecsv"), keep_columns=("mag",),
                             backend="onnxruntime", decoder="reference", progress=False)
-    from galaxy.catalog.read import column_units
+    from galaxy.catalog.column_notes import column_units
 
     assert column_units(str(tmp_path / "cat.ecsv"), ("mag",)) == {"mag": "mag"}  # what the driver hands the actors
     out = _ray_and_single(config, tmp_path, default_model, {"mag": "mag"})
@@ -444,7 +444,7 @@ def test_a_ray_merge_keeps_the_column_descriptions_of_its_parts(tmp_path, defaul
 
     from engine.distributed import ShardClassifier, write_shards
     from engine.ray_parts import finalize_parts, part_path as _part_path
-    from galaxy.catalog.read import column_descriptions
+    from galaxy.catalog.column_notes import column_descriptions
 
     files = [str(f) for f in sorted(EXAMPLES.glob("*.jpeg"))[:4]]
     catalog = Table({"file": files, "z": [0.1, 0.2, 0.3, 0.4]})

@@ -11,7 +11,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import MaskedColumn, Table
 
-from galaxy.catalog.read import column_descriptions, column_units, read_catalog_rows, read_input_catalog
+from galaxy.catalog.column_notes import column_descriptions, column_units
+from galaxy.catalog.read import read_catalog_rows, read_input_catalog
 from galaxy.catalog.write import CatalogWriter
 from galaxy.errors import UsageError
 from tests.conftest import EXAMPLES
