@@ -217,16 +217,24 @@ def catalog_columns_read(path, path_column=None, id_column=None, band_columns=No
     """The (path column, id column) `read_input_catalog` reads `path` by, the defaults resolved: what a
     rerun compares (naming the column the default finds is no change)."""
     path = Path(path)
-    fmt = table_format(path)
-    if fmt is None:
-        raise UsageError(f"catalog {path} is not {', '.join(TABLE_FORMATS)}")
+    columns, batches = _open_input_catalog(path)
     try:
-        columns, batches = _catalog_columns(path, fmt)
         next(batches, None)  # started, so that closing it closes the file
         batches.close()
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read catalog {path}: {exc}") from None
     return _resolved_columns(path, columns, path_column, id_column, band_columns)
+
+
+def _open_input_catalog(path: Path):
+    """(column names, batches) of an input catalog, or a UsageError naming it."""
+    fmt = table_format(path)
+    if fmt is None:
+        raise UsageError(f"catalog {path} is not {', '.join(TABLE_FORMATS)}")
+    try:
+        return _catalog_columns(path, fmt)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read catalog {path}: {exc}") from None
 
 
 def read_input_catalog(path, path_column: str | None = None, id_column: str | None = None, keep=(),
@@ -240,13 +248,7 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     a {band: path} dict instead.
     """
     path = Path(path)
-    fmt = table_format(path)
-    if fmt is None:
-        raise UsageError(f"catalog {path} is not {', '.join(TABLE_FORMATS)}")
-    try:
-        columns, batches = _catalog_columns(path, fmt)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read catalog {path}: {exc}") from None
+    columns, batches = _open_input_catalog(path)
     path_column, id_column = _resolved_columns(path, columns, path_column, id_column, band_columns)
     missing = [c for c in keep if c not in columns]
     if missing:
