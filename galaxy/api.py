@@ -27,16 +27,21 @@ class Model:
     """
 
     def __init__(self, model_dir=None, backend: str = "auto", decoder: str = "auto", batch_size: int = 32,
-                 threads: int = 0, workers: int = 0, crop_fraction: float | None = None):
+                 threads: int = 0, workers: int = 0, crop_fraction: float | None = None, tta: bool = False,
+                 hdu=None, bands: str | None = None):
+        """Options as `galaxy classify` names them: `crop_fraction` (a number; see `galaxy framing`), `tta`
+        (the 8 rotations/flips averaged), `hdu` (a FITS HDU's index or EXTNAME) and `bands` ("i,r,g" or
+        "2,1,0": the FITS bands shown as R, G, B)."""
         from engine.artifacts import resolve_model
-        from engine.runner import Runner
+        from engine.runner import Runner, hdu_value
+        from galaxy.io.bands import parse_bands
 
         self.model_dir, self.card = resolve_model(model_dir)
         self.batch_size = batch_size
-        # crop_fraction: the centre crop read instead of the card's (see `galaxy framing`)
-        self.spec = self.card.input_spec.with_crop(crop_fraction)
-        self._runner = Runner(self.model_dir, self.card, backend, decoder, batch_size, threads, workers,
-                              spec=self.spec)
+        spec = self.card.input_spec.with_crop(crop_fraction)  # the centre crop read instead of the card's
+        self.spec = spec.replace(fits_bands=parse_bands(bands)) if bands else spec
+        self._runner = Runner(self.model_dir, self.card, backend, decoder, batch_size, threads, workers, tta=tta,
+                              spec=self.spec, hdu=hdu_value(None if hdu is None else str(hdu)))
         self.backend = f"{self._runner.backend} on {self._runner.session.device}"
 
     def _table(self, ids, paths, probabilities, columns=()):

@@ -70,3 +70,33 @@ def test_the_same_stem_in_two_folders_gets_the_ids_the_cli_writes(tmp_path):
     assert result.exit_code == 0, result.output
     with open(tmp_path / "c.csv", newline="") as fh:
         assert [row["id"] for row in csv.DictReader(fh)] == expected
+
+
+def test_load_model_takes_the_fits_and_tta_options_classify_takes(tmp_path):
+    """load_model(hdu=...) raised TypeError: the API could not read a galaxy from an extension, choose its
+    bands or average the D4 views, as `galaxy classify --hdu/--bands/--tta` do."""
+    import csv
+
+    from astropy.io import fits
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+    from galaxy.io.images import read_raster
+    from galaxy.io.roundtrip import RoundTripDraw, flux_cube
+
+    jpeg = sorted(EXAMPLES.glob("*.jpeg"))[0]
+    planes = flux_cube(read_raster(jpeg), RoundTripDraw(0.1, "lupton", 1e-9, 0.01))  # g, r, i
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.stack(planes), name="SCI"),
+                  fits.ImageHDU(np.ones((64, 64), np.float32), name="WHT")]).writeto(tmp_path / "g.fits")
+    for options, args in (({"hdu": "SCI", "bands": "0,1,2"}, ["--hdu", "SCI", "--bands", "0,1,2"]),
+                          ({"hdu": 1, "tta": True}, ["--hdu", "1", "--tta"])):
+        api = galaxy.load_model(backend="onnxruntime", **options).classify([str(tmp_path / "g.fits")])
+        out = tmp_path / f"{len(args)}-{args[-1]}.csv"
+        result = CliRunner().invoke(cli, ["classify", str(tmp_path / "g.fits"), "-o", str(out), "-q",
+                                          "--backend", "onnxruntime", *args])
+        assert result.exit_code == 0, result.output
+        row = next(csv.DictReader(line for line in open(out) if not line.startswith("#")))
+        assert abs(float(api["p_spiral"][0]) - float(row["p_spiral"])) < 1e-5, options
+    plain = galaxy.load_model(backend="onnxruntime", hdu="SCI").classify([str(tmp_path / "g.fits")])
+    swapped = galaxy.load_model(backend="onnxruntime", hdu="SCI", bands="0,1,2").classify([str(tmp_path / "g.fits")])
+    assert float(plain["p_spiral"][0]) != float(swapped["p_spiral"][0])  # the bands option is not ignored
