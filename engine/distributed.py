@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.fingerprint import FINGERPRINT, keep_fingerprint
-from engine.listing import catalog_defaults, parse_band_columns, require_inputs, with_catalog_columns
+from engine.listing import parse_band_columns, require_inputs, with_catalog_columns
 from engine.ray_parts import (failed_places, finalize_parts, part_errors, part_path, pending_errors, prepare_out_dir,
                               read_part_errors, settle_retry)
 from engine.ray_shards import Shard, shard_items, shard_length, write_shards
@@ -125,7 +125,7 @@ class ShardClassifier:
         if rows:
             errors.replace(pending)
             merged = merge_retried(pq.read_table(part), pq.read_table(tmp), items, failed,
-                                   [p for p in failed if p not in set(still)], self.units)
+                                   sorted(set(failed) - set(still)), self.units)
             tmp.unlink()
             write_atomically(part, lambda path: pq.write_table(merged, path))
             pending.replace(part_errors(self.out_dir, index))
@@ -227,20 +227,20 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         raise UsageError("--band-columns names columns of --catalog; give --catalog FILE too")
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns)
-    config = with_catalog_columns(config, band_columns)  # recorded and compared as read
+    config, column_defaults = with_catalog_columns(config, band_columns)  # recorded and compared as read
     with prepare_out_dir(out_dir, config.overwrite):  # the lock, held while this run writes
-        return _classify_locked(ray, config, out_dir, address, shard_size, actors)
+        return _classify_locked(ray, config, out_dir, address, shard_size, actors, column_defaults)
 
 
-def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size: int, actors: int | None) -> dict:
+def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size: int, actors: int | None,
+                     column_defaults: dict) -> dict:
     from engine.artifacts import resolve_model
     from engine.runner import classify_spec
-    from galaxy.catalog.column_notes import column_descriptions, column_units
+    from galaxy.catalog.column_notes import units_and_descriptions
 
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, "parquet", card.classes)
-    units = column_units(config.catalog, config.keep_columns) if config.catalog else {}  # as one machine keeps them
-    descriptions = column_descriptions(config.catalog, config.keep_columns) if config.catalog else {}
+    units, descriptions = units_and_descriptions(config.catalog, config.keep_columns)  # as one machine keeps them
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         config = dataclasses.replace(config, crop_fraction=classify_spec(card, config).crop_fraction)
     fingerprint = {"inputs": [str(i) for i in config.inputs], "catalog": config.catalog,
@@ -251,7 +251,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     if config.crop_fraction is not None:
         fingerprint["crop"] = config.crop_fraction
     keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir,
-                     fingerprint_defaults(card) | catalog_defaults(config, parse_band_columns(config.band_columns)))
+                     fingerprint_defaults(card) | column_defaults)
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
     todo, retry = [], {}  # retry: a finished shard's failed inputs, classified again as one machine's rerun does

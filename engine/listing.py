@@ -6,7 +6,7 @@ import os
 import dataclasses
 from dataclasses import dataclass, field
 
-from galaxy.catalog.read import catalog_columns_read, read_input_catalog
+from galaxy.catalog.read import input_catalog_columns, read_input_catalog, resolved_columns
 from galaxy.errors import UsageError
 from galaxy.catalog.formats import check_kept_columns, IMAGE_SUFFIXES
 from galaxy.io.images import is_image_path
@@ -122,26 +122,23 @@ def count_inputs(inputs=(), catalog=None, path_column=None, band_columns=None) -
     return n
 
 
-def with_catalog_columns(config, band_columns=None):
-    """`config` (a ClassifyConfig) naming the --catalog columns it reads, the defaults resolved (`file`
+def with_catalog_columns(config, band_columns=None) -> tuple:
+    """(`config` (a ClassifyConfig) naming the --catalog columns it reads, the defaults resolved (`file`
     where no --path-column is given and the catalog has one): what the run records and a rerun compares,
-    so naming the column the default finds is no change."""
+    so naming the column the default finds is no change; the columns read when none is named
+    ({"path_column", "id_column"}; {} without a catalog): what a fingerprint that left them out, or
+    recorded None (a --ray folder), read by). The catalog's header is read once for both."""
     if not config.catalog:
-        return config
-    path_column, id_column = catalog_columns_read(config.catalog, config.path_column, config.id_column, band_columns)
-    return dataclasses.replace(config, path_column=path_column, id_column=id_column)
-
-
-def catalog_defaults(config, band_columns=None) -> dict:
-    """The --catalog columns read when none is named ({"path_column", "id_column"}; {} without a
-    catalog): what a fingerprint that left them out, or recorded None (a --ray folder), read by."""
-    if not config.catalog:
-        return {}
+        return config, {}
+    columns = input_catalog_columns(config.catalog)
+    path_column, id_column = resolved_columns(config.catalog, columns, config.path_column, config.id_column,
+                                              band_columns)
     try:
-        path_column, id_column = catalog_columns_read(config.catalog, None, None, band_columns)
+        defaults = resolved_columns(config.catalog, columns, None, None, band_columns)
     except UsageError:  # none of PATH_COLUMNS: the run names its path column, and no default exists
-        path_column, id_column = None, catalog_columns_read(config.catalog, config.path_column, None, band_columns)[1]
-    return {"path_column": path_column, "id_column": id_column}
+        defaults = None, resolved_columns(config.catalog, columns, path_column, None, band_columns)[1]
+    return (dataclasses.replace(config, path_column=path_column, id_column=id_column),
+            dict(zip(("path_column", "id_column"), defaults)))
 
 
 def require_inputs(inputs=(), catalog=None, path_column=None, id_column=None, keep_columns=(),

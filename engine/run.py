@@ -16,12 +16,11 @@ from dataclasses import dataclass, replace
 
 from engine import backends
 from engine.journal import Journal, earlier_backend, require_writable
-from engine.listing import (catalog_defaults, count_inputs, iter_inputs, parse_band_columns, require_inputs,
-                            with_catalog_columns)
+from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs, with_catalog_columns
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
 from galaxy.catalog.formats import check_kept_columns, output_format
-from galaxy.catalog.column_notes import column_descriptions, column_units
+from galaxy.catalog.column_notes import units_and_descriptions
 from galaxy.catalog.write import errors_path
 from galaxy.config import ClassifyConfig
 from galaxy.errors import UsageError
@@ -80,17 +79,16 @@ def classify(config: ClassifyConfig) -> Summary:
     fmt = output_format(config.output, config.output_format)
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns, fmt)
-    config = with_catalog_columns(config, band_columns)  # recorded and compared as read
+    config, column_defaults = with_catalog_columns(config, band_columns)  # recorded and compared as read
     require_writable(config.output, config.inputs, config.catalog)
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, fmt, card.classes)  # its p_<class> columns, before the engine loads
     runner = Runner.for_classify(model_dir, card, _continuing(config, fmt, model_dir, card))
     session = runner.session
-    units = column_units(config.catalog, config.keep_columns) if config.catalog else {}
-    descriptions = column_descriptions(config.catalog, config.keep_columns) if config.catalog else {}
+    units, descriptions = units_and_descriptions(config.catalog, config.keep_columns)  # of the kept columns
     journal = Journal(config.output, card.classes, run_fingerprint(card, session, config, runner.spec),
                       config.overwrite, config.commit_every, config.output_format, units, config.commit_seconds,
-                      fingerprint_defaults(card) | catalog_defaults(config, band_columns), descriptions)
+                      fingerprint_defaults(card) | column_defaults, descriptions)
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)

@@ -15,14 +15,21 @@ from galaxy.catalog.read import ecsv_header, table_hdu
 log = logging.getLogger(__name__)
 
 
+def units_and_descriptions(path, columns) -> tuple[dict[str, str], dict[str, str]]:
+    """(units, descriptions) of `columns` in an input catalog, where the format keeps them, from one
+    reading of its header (`column_notes`); ({}, {}) without a catalog (`path` None)."""
+    notes = column_notes(path, columns) if path else {}
+    return tuple({name: note[key] for name, note in notes.items() if note.get(key)} for key in ("unit", "description"))
+
+
 def column_units(path, columns) -> dict[str, str]:
     """Units of `columns` in an input catalog, where the format keeps them (`column_notes`)."""
-    return {name: note["unit"] for name, note in column_notes(path, columns).items() if note.get("unit")}
+    return units_and_descriptions(path, columns)[0]
 
 
 def column_descriptions(path, columns) -> dict[str, str]:
     """Descriptions of `columns` in an input catalog, where the format keeps them (`column_notes`)."""
-    return {name: note["description"] for name, note in column_notes(path, columns).items() if note.get("description")}
+    return units_and_descriptions(path, columns)[1]
 
 
 def column_notes(path, columns) -> dict[str, dict[str, str]]:

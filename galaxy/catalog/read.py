@@ -194,7 +194,7 @@ def _fits_nulls(table, chunk) -> dict:
     return nulls
 
 
-def _resolved_columns(path, columns, path_column, id_column, band_columns) -> tuple[str | None, str | None]:
+def resolved_columns(path, columns, path_column, id_column, band_columns) -> tuple[str | None, str | None]:
     """(path column, id column) read: those named, else the first of PATH_COLUMNS / ID_COLUMNS present (no
     path column with band files, no id column where none is present). Raises UsageError for one absent."""
     if band_columns:
@@ -213,9 +213,8 @@ def _resolved_columns(path, columns, path_column, id_column, band_columns) -> tu
     return path_column, id_column
 
 
-def catalog_columns_read(path, path_column=None, id_column=None, band_columns=None) -> tuple[str | None, str | None]:
-    """The (path column, id column) `read_input_catalog` reads `path` by, the defaults resolved: what a
-    rerun compares (naming the column the default finds is no change)."""
+def input_catalog_columns(path) -> list[str]:
+    """The column names of an input catalog (`resolved_columns` says which of them a run reads)."""
     path = Path(path)
     columns, batches = _open_input_catalog(path)
     try:
@@ -223,7 +222,7 @@ def catalog_columns_read(path, path_column=None, id_column=None, band_columns=No
         batches.close()
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read catalog {path}: {exc}") from None
-    return _resolved_columns(path, columns, path_column, id_column, band_columns)
+    return columns
 
 
 def _open_input_catalog(path: Path):
@@ -249,7 +248,7 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     """
     path = Path(path)
     columns, batches = _open_input_catalog(path)
-    path_column, id_column = _resolved_columns(path, columns, path_column, id_column, band_columns)
+    path_column, id_column = resolved_columns(path, columns, path_column, id_column, band_columns)
     missing = [c for c in keep if c not in columns]
     if missing:
         raise UsageError(f"catalog {path} has no column {missing[0]!r} to keep; columns are {columns}")
