@@ -197,7 +197,7 @@ def crop_resize(pixels: np.ndarray, crop_fraction: float, size: int) -> np.ndarr
         raise ValueError(f"image of {width} x {height} pixels is too small")
     side = crop_side(height, width, crop_fraction)
     # zeros around a short side the crop reaches beyond, and around the filter's reach past the crop
-    pad_h, pad_w = (max(0, int(np.ceil((side - n) / 2 + side / size)) + 1) if side > n else 0 for n in (height, width))
+    pad_h, pad_w = (int(np.ceil((side - n) / 2 + side / size)) + 1 if side > n else 0 for n in (height, width))
     if pad_h or pad_w:
         pixels = np.pad(pixels, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)))
         height, width = pixels.shape[:2]

@@ -125,7 +125,7 @@ def masked_centre(measured: np.ndarray, crop_fraction: float, size: int) -> str 
     height, width = measured.shape
     # in file pixels (the crop's side / the network's, per network pixel); never beyond the fill's reach (a
     # 1000 px cutout allowed 31 px, and the middle of a 29 x 29 hole became sky)
-    (top, bottom), (left, right) = crop_spans(height, width, crop_fraction)  # the longer one is the whole side
+    (top, bottom), (left, right) = crop_spans(height, width, crop_fraction)  # along the longer side: the crop's side
     depth = min(int(MAX_HOLE_DEPTH * max(bottom - top, right - left) / size), FILL_REACH)
     (ctop, cbottom), (cleft, cright) = crop_spans(height, width, crop_fraction * CENTRE_OF_CROP)
     hole = ~measured
