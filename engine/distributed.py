@@ -41,7 +41,7 @@ from engine.ray_parts import (failed_places, finalize_parts, part_errors, part_p
                               read_part_errors, settle_retry)
 from engine.ray_shards import Shard, shard_items, shard_length, write_shards
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
-from galaxy.catalog.metadata import fingerprint_defaults, reading_settings
+from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY, fingerprint_defaults, reading_settings
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, UsageError
@@ -247,7 +247,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
                    "path_column": config.path_column, "id_column": config.id_column,
                    "keep": list(config.keep_columns), "weights": card.weights_sha256,
                    "temp": card.temperature, "backend": config.backend, "tta": config.tta, "shard_size": shard_size,
-                   **reading_settings(config, classify_spec(card, config))}
+                   CROP_RULE_KEY: CROP_RULE, **reading_settings(config, classify_spec(card, config))}
     if config.crop_fraction is not None:
         fingerprint["crop"] = config.crop_fraction
     keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir,

@@ -10,14 +10,18 @@ made two ways.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
-from galaxy.catalog.metadata import READING_KEYS, READING_RECORDED, READING_VERSION, as_recorded_now, reading_settings
+from galaxy.catalog.metadata import (READING_KEYS, READING_RECORDED, READING_VERSION, as_recorded_now,
+                                     begun_with_older_crop, reading_settings)
 from galaxy.catalog.read import read_catalog_metadata
 from galaxy.errors import UsageError
 from galaxy.files import write_atomically
 
 FINGERPRINT = "fingerprint.json"  # in a journal (and a --ray folder's bookkeeping): the settings a run began with
+
+log = logging.getLogger(__name__)
 
 
 def changed_settings(earlier: dict, fingerprint: dict, defaults: dict | None = None) -> str | None:
@@ -62,8 +66,18 @@ def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | Non
         if changed:
             raise UsageError(f"{output} was started with other settings ({changed}); "
                              "use --overwrite to start over")
+        warn_older_crop(earlier, output)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fingerprint)))
+
+
+def warn_older_crop(earlier: dict, output) -> None:
+    """Warn that a run continued from a fingerprint made before the square-crop rule mixes two crops
+    for any non-square cutouts: those of its rows made then were squashed to the square."""
+    if begun_with_older_crop(earlier):
+        log.warning("%s was begun by a galaxy version before 2026-11-29, which squashed non-square cutouts to the "
+                    "square; this run crops them square from the longer side, so if any of its inputs are not "
+                    "square the catalog mixes the two: use --overwrite to classify them all one way", output)
 
 
 def recorded_fingerprint(path: Path) -> dict | None:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.fingerprint import FINGERPRINT, changed_settings, keep_fingerprint, output_fingerprint, recorded_fingerprint
+from engine.fingerprint import (FINGERPRINT, changed_settings, keep_fingerprint, output_fingerprint, recorded_fingerprint,
+                                warn_older_crop)
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
@@ -146,6 +147,8 @@ class Journal:
             if changed:
                 raise UsageError(f"{self.output} was written with other settings ({changed}); use --overwrite to "
                                  "start over")
+            if meta is not None:
+                warn_older_crop(meta, self.output)
         keep_fingerprint(path, fingerprint, self.output, self.defaults)
 
     def _begun_in(self) -> str:

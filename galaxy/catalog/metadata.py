@@ -116,7 +116,20 @@ def run_fingerprint(card, session, config, spec=None) -> dict:
                    "backend": f"{session.name} {session.precision}", "tta": config.tta}
     if config.crop_fraction is not None:  # only when given, so runs journalled before the option still resume
         fingerprint["crop"] = spec.crop_fraction if spec is not None else config.crop_fraction
-    return {**fingerprint, **reading_settings(config, spec or card.input_spec)}
+    return {**fingerprint, CROP_RULE_KEY: CROP_RULE, **reading_settings(config, spec or card.input_spec)}
+
+
+# How a cutout is cropped: since 2026-11-29 the square of the crop fraction of the longer side (a non-square
+# cutout keeps its pixel scale, zero-padded where the square passes a short side); before, the crop fraction
+# of each side, resized to the square, squashed non-square cutouts. A fingerprint without the key was made
+# before: its run continues (square cutouts read as they did), with a warning (`begun_with_older_crop`).
+CROP_RULE_KEY = "crop_rule"
+CROP_RULE = "square of the longer side"
+
+
+def begun_with_older_crop(earlier: dict) -> bool:
+    """Whether a run's recorded fingerprint comes from before the square-crop rule (CROP_RULE)."""
+    return CROP_RULE_KEY not in earlier
 
 
 # The settings of how a run reads each FITS file (`reading_settings`), and the key that says a
@@ -155,9 +168,9 @@ def as_recorded_now(earlier: dict, fingerprint: dict) -> dict:
     """An `earlier` fingerprint in the form of today's `fingerprint`: the reading settings it did not
     record yet (no READING_RECORDED, or an older version of it) are taken to be as this run's, since
     what it was told is not known (a `--ray` folder recorded `hdu` and its columns already, and keeps
-    them); runs
-    before 2026-11-29 recorded `--crop-fraction auto` as the word, not the crop it measured, and
-    are continued at the crop measured now."""
+    them); runs before 2026-11-29 recorded `--crop-fraction auto` as the word, not the crop it
+    measured, and are continued at the crop measured now; runs before the square-crop rule
+    (CROP_RULE) are continued under it (their caller warns: `begun_with_older_crop`)."""
     version = earlier.get(READING_RECORDED, 0)
     if version < fingerprint.get(READING_RECORDED, 0):  # what it did not record is taken to be as now
         reading = {k: fingerprint[k] for k in READING_KEYS
@@ -165,6 +178,8 @@ def as_recorded_now(earlier: dict, fingerprint: dict) -> dict:
         earlier = {**reading, **earlier, READING_RECORDED: fingerprint[READING_RECORDED]}
     if earlier.get("crop") == "auto" and isinstance(fingerprint.get("crop"), float):
         earlier = {**earlier, "crop": fingerprint["crop"]}
+    if CROP_RULE_KEY in fingerprint and begun_with_older_crop(earlier):  # continued, with a warning
+        earlier = {**earlier, CROP_RULE_KEY: fingerprint[CROP_RULE_KEY]}
     return earlier
 
 

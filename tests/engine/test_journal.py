@@ -574,3 +574,49 @@ def test_a_file_system_that_cannot_sync_a_folder_still_gets_its_catalog(tmp_path
     out = tmp_path / "c.csv"
     summary = classify(ClassifyConfig(inputs=(str(EXAMPLES),), output=str(out), backend="onnxruntime", progress=False))
     assert summary.classified == 40 and out.is_file() and not (tmp_path / "c.csv.partial").exists()
+
+
+def test_a_run_begun_before_the_square_crop_rule_is_continued_with_a_warning(tmp_path, caplog):
+    """Before 2026-11-29 a non-square cutout was squashed to the square; a catalog begun then and
+    resumed now would mix the two crops for such inputs without a word. Its run continues (square
+    cutouts read as they did), with a warning naming the output; a run begun under the rule does not warn."""
+    import logging
+
+    import numpy as np
+
+    from engine.fingerprint import keep_fingerprint
+    from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY
+
+    now = {"weights": "w", "backend": "b", CROP_RULE_KEY: CROP_RULE}
+    path = tmp_path / "fingerprint.json"
+    path.write_text('{"weights": "w", "backend": "b"}')  # a journal's record from before the rule
+    with caplog.at_level(logging.WARNING):
+        keep_fingerprint(path, now, "old.csv")
+    assert "old.csv was begun by a galaxy version before 2026-11-29" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        keep_fingerprint(tmp_path / "new.json", now, "new.csv")
+        keep_fingerprint(tmp_path / "new.json", now, "new.csv")  # begun and continued under the rule
+    assert "before 2026-11-29" not in caplog.text
+
+    out = tmp_path / "c.csv"  # a finished catalog whose metadata records a fingerprint from before
+    journal = Journal(out, ("elliptical", "spiral"), now)
+    journal.add(["a"], ["a.jpeg"], np.full((1, 2), 0.5, np.float32))
+    journal.finish({"run": '{"weights": "w", "backend": "b"}'})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        continued = Journal(out, ("elliptical", "spiral"), now)
+    assert continued.resumed == 1 and "c.csv was begun by a galaxy version before 2026-11-29" in caplog.text
+    continued.release()
+
+
+def test_a_run_records_the_crop_rule_it_read_with():
+    from types import SimpleNamespace
+
+    from galaxy.card import default_model_dir, load_card
+    from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY, run_fingerprint
+
+    card = load_card(default_model_dir())
+    fingerprint = run_fingerprint(card, SimpleNamespace(name="onnxruntime", precision="fp32"),
+                                  ClassifyConfig(inputs=(), output="c.csv"))
+    assert fingerprint[CROP_RULE_KEY] == CROP_RULE
