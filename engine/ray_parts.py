@@ -10,7 +10,7 @@ import csv
 import re
 from pathlib import Path
 
-from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING
+from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, VALUE_KINDS
 from galaxy.catalog.fits_table import SKY_UNITS
 from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
 from galaxy.catalog.text import cell_text
@@ -38,9 +38,9 @@ def _unified_schema(schemas):
 
 
 def _numbers_as_numbers(unified, parts, schemas):
-    """`unified` with each text column that holds only numbers in every part (`column_kinds`, the
-    rule a single machine applies to all rows at once) made int64 or float64: parts keep kept columns
-    as text."""
+    """`unified` with each text column that holds only numbers (or only True and False) in every part
+    (`column_kinds`, the rule a single machine applies to all rows at once) made int64, float64 or bool:
+    parts keep kept columns as text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -60,12 +60,13 @@ def _numbers_as_numbers(unified, parts, schemas):
 
 
 def _as_kind(column, kind):
-    """A part's column in the catalog's kind: text parsed as numbers where the column is int64 or float64."""
+    """A part's column in the catalog's kind: text parsed as numbers where the column is int64 or float64,
+    as True or False where it is bool."""
     import pyarrow as pa
 
     if not pa.types.is_string(kind) and pa.types.is_string(column.type):
-        number = int if pa.types.is_integer(kind) else float
-        return pa.array([None if v is None or v == "" else number(v) for v in column.to_pylist()], kind)
+        parse = VALUE_KINDS["bool" if pa.types.is_boolean(kind) else "int" if pa.types.is_integer(kind) else "float"]
+        return pa.array([None if v is None or v == "" else parse(v) for v in column.to_pylist()], kind)
     return column.cast(kind)
 
 

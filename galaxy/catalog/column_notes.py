@@ -67,8 +67,7 @@ def column_notes(path, columns) -> dict[str, dict[str, str]]:
                                                                     else comment))
         datatype = _yaml_columns(path, _serialized_columns(header))
     elif fmt == "ecsv":
-        table = ecsv_header(path)
-        datatype = [{"name": k, "unit": table[k].unit, "description": table[k].description} for k in table.colnames]
+        datatype = ecsv_header(path)["datatype"]
     else:
         import pyarrow.parquet as pq
 

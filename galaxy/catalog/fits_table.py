@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog.formats import NUMBER_KINDS, probability_column
+from galaxy.catalog.formats import VALUE_KINDS, probability_column
 from galaxy.catalog.metadata import empty_table
 from galaxy.catalog.text import ascii_text
 
@@ -30,7 +30,8 @@ ROWS_PER_WRITE = 8192
 
 SKY_UNITS = {"ra": "deg", "dec": "deg"}
 INT_NULL = -2 ** 63  # an int column's missing value (TNULLn); `column_kinds` never makes an int column holding it
-_MISSING = {"int": INT_NULL, "float": np.nan}
+_MISSING = {"int": INT_NULL, "float": np.nan, "bool": b"\0"}  # a logical's null is a zero byte (FITS 4.0, 7.3.3)
+_LOGICAL = {True: b"T", False: b"F"}
 
 
 def scratch_files(path) -> list[Path]:
@@ -43,7 +44,7 @@ def numpy_kinds(classes, extra) -> dict:
     """name -> numpy type of a catalog's columns, in order (id, path, p_<class>..., label, extra...),
     as the empty astropy Table that gives the ECSV header and astropy's FITS column block has them."""
     return {"id": str, "path": str, **{probability_column(c): np.float32 for c in classes}, "label": str,
-            **{name: {"int": np.int64, "float": np.float64}.get(kind, str) for name, kind in extra}}
+            **{name: {"int": np.int64, "float": np.float64, "bool": np.bool_}.get(kind, str) for name, kind in extra}}
 
 
 def _card_comment(card, text: str) -> str:
@@ -127,9 +128,9 @@ class FitsTableWriter:
         path: the .fits file.
         classes: class names, one float32 probability column each.
         metadata: header keywords (at most 8 characters) -> values; long values use CONTINUE.
-        extra: (name, "int", "float" or "text") columns after label; ints are 64-bit with
-            TNULLn = -2**63 for a missing value, floats 64-bit, NaN when missing; ra and dec carry
-            the unit deg.
+        extra: (name, "int", "float", "bool" or "text") columns after label; ints are 64-bit with
+            TNULLn = -2**63 for a missing value, floats 64-bit, NaN when missing, bools logical (L),
+            a zero byte when missing; ra and dec carry the unit deg.
         units: name -> unit of numeric extra columns (default: ra and dec in deg).
         descriptions: name -> description of the columns that have one (written as printable ASCII).
     """
@@ -161,6 +162,7 @@ class FitsTableWriter:
         # classify refuses names that are not printable ASCII up front (check_kept_columns); any other
         # caller gets them escaped as the text is, never a failure after the rows are spooled
         columns += [fits.Column(ascii_text(name), f"{widths[3 + j]}A") if kind == "text" else
+                    fits.Column(ascii_text(name), "L") if kind == "bool" else
                     fits.Column(ascii_text(name), "K", null=INT_NULL, unit=self.units.get(name)) if kind == "int" else
                     fits.Column(ascii_text(name), "D", unit=self.units.get(name))
                     for j, (name, kind) in enumerate(self.extra)]
@@ -190,7 +192,8 @@ class FitsTableWriter:
         with open(self._spool_path, newline="") as fh:
             chunk = []
             for row in csv.reader(fh):
-                extra = [v if kind == "text" else _MISSING[kind] if v == "" else NUMBER_KINDS[kind](v)
+                extra = [v if kind == "text" else _MISSING[kind] if v == "" else
+                         _LOGICAL[VALUE_KINDS[kind](v)] if kind == "bool" else VALUE_KINDS[kind](v)
                          for v, (_, kind) in zip(row[3 + k:], self.extra)]
                 chunk.append((row[0], row[1], *map(float, row[2:2 + k]), row[2 + k], *extra))
                 if len(chunk) == ROWS_PER_WRITE:
@@ -211,7 +214,7 @@ class FitsTableWriter:
                 widths = [max(w, len(c)) for w, c in zip(widths, cells)]
         dtype = [("id", f"S{widths[0]}"), ("path", f"S{widths[1]}")]
         dtype += [(probability_column(c), ">f4") for c in self.classes] + [("label", f"S{widths[2]}")]
-        dtype += [(name, {"int": ">i8", "float": ">f8"}.get(kind, f"S{widths[3 + j]}"))
+        dtype += [(name, {"int": ">i8", "float": ">f8", "bool": "S1"}.get(kind, f"S{widths[3 + j]}"))
                   for j, (name, kind) in enumerate(self.extra)]
         tmp = scratch_files(self.path)[1]
         written = 0

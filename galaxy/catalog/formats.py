@@ -25,9 +25,11 @@ OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": 
 # Excel's "CSV UTF-8" starts the file with a byte-order mark, which plain utf-8 leaves in the first
 # column's name ('\ufefffile'); utf-8-sig drops it and reads a file without one unchanged.
 CSV_ENCODING = "utf-8-sig"
-# The numeric kinds of a catalog's extra columns (`galaxy.catalog.write.column_kinds`; the other is
-# "text"), each with the parser of its cells.
-NUMBER_KINDS = {"int": int, "float": float}
+# The kinds of a catalog's extra columns other than "text" (`galaxy.catalog.write.column_kinds`), each
+# with the parser of its cells' text; a bool cell is written "True" or "False" (as Python, numpy and
+# astropy write one).
+BOOL_TEXTS = ("True", "False")
+VALUE_KINDS = {"int": int, "float": float, "bool": lambda text: text == "True"}
 PATH_COLUMNS = ("png_loc", "file_loc", "file", "path")
 ID_COLUMNS = ("id_str", "objid", "id")
 RESERVED_COLUMNS = ("id", "path", "label")

@@ -181,6 +181,9 @@ def _fits_nulls(table, chunk) -> dict:
 
     nulls = {}
     for column in table.columns:
+        if isinstance(table, fits.BinTableHDU) and str(column.format) == "L":  # a logical's null is a zero byte
+            nulls[column.name] = np.recarray.field(chunk, column.name) == 0  # (astropy reads it as False)
+            continue
         if column.null is None or column.null == "":
             continue
         raw = np.recarray.field(chunk, column.name)  # FITS_rec.field would scale and convert it
@@ -253,6 +256,10 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     if missing:
         raise UsageError(f"catalog {path} has no column {missing[0]!r} to keep; columns are {columns}")
     check_kept_columns(keep)  # the one rule (classify checks it before, with the format and the classes)
+    arrays = array_columns(path, keep)
+    if arrays:
+        raise UsageError(f"catalog {path}: column {arrays[0]!r} holds several values per row (an array column), and "
+                         "only columns of one value per row can be kept (its values would be written as lossy text)")
     def resolve(value) -> str:
         text = _text(value).strip()  # a path (as an id) is taken without the spaces around it
         if not text:  # an empty cell names no file (not the catalog's folder): the reader says so
@@ -270,17 +277,59 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
             yield where, _text(ident).strip() or None, {c: _text(column[i]) for c, column in zip(keep, kept)}
 
 
-def ecsv_header(path):
-    """An ECSV file's header as an empty astropy Table (types, units, meta): no data rows are read."""
-    from astropy.table import Table
+def array_columns(path: Path, names) -> list[str]:
+    """Those of the columns `names` of an input catalog that hold an array per row (FITS repeat counts
+    and variable-length arrays, Parquet lists and structs, ECSV subtypes such as float64[5] or json),
+    read from its header or schema alone."""
+    if not names:
+        return []
+    fmt = table_format(path)
+    if fmt == "fits":
+        from astropy.io import fits
 
-    header = []
+        with fits.open(path) as hdul:
+            table = table_hdu(hdul)
+            dtype = table.columns.dtype if table is not None else None  # from the header: no row is read
+            arrays = {name for name in (dtype.names if dtype is not None else ())
+                      if dtype[name].shape != () or dtype[name].kind == "O"}  # repeat > 1; variable-length
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(path)
+        arrays = {field.name for field in schema if pa.types.is_nested(field.type)}
+    elif fmt == "ecsv":
+        arrays = {column.get("name") for column in ecsv_header(path)["datatype"]
+                  if "[" in str(column.get("subtype", "")) or str(column.get("subtype", "")).startswith("json")}
+    else:
+        arrays = set()
+    return [name for name in names if name in arrays]
+
+
+def ecsv_header(path) -> dict:
+    """An ECSV file's header: its YAML as a dict ("datatype": one entry per column with its name, datatype,
+    unit and description; "meta": the table's metadata). No data row is read, and none is built: astropy
+    cannot make an empty table of an array column (ECSV subtype float64[3]), so reading the header as a
+    table refused any catalog holding one.
+
+    Raises:
+        ValueError: the file has no ECSV header, or its YAML cannot be read.
+    """
+    from astropy.table.meta import YamlParseError, get_header_from_yaml
+
+    lines = []
     with _open_text(path) as fh:
         for line in fh:
-            header.append(line)
             if not line.startswith("#"):
                 break
-    return Table.read("".join(header), format="ascii.ecsv")
+            lines.append(line[2:] if line.startswith("# ") else line[1:])
+    if not lines or not lines[0].startswith("%ECSV"):
+        raise ValueError("no ECSV header (its first line is not '# %ECSV <version>')")
+    try:
+        header = get_header_from_yaml(line.rstrip("\r\n") for line in lines[1:])
+    except YamlParseError as exc:
+        raise ValueError(f"its ECSV header's YAML cannot be read: {exc}") from None
+    return {"datatype": list(header.get("datatype", [])), "meta": dict(header.get("meta") or {})}
 
 
 def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
@@ -296,7 +345,7 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in json.loads(sidecar.read_text()).items()
                 if k != SIDECAR_COLUMNS}  # the columns' descriptions and units, not the run's metadata
     if fmt == "ecsv":
-        return {k: str(v) for k, v in ecsv_header(path).meta.items()}
+        return {k: str(v) for k, v in ecsv_header(path)["meta"].items()}
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -330,15 +379,34 @@ def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
         for group in pq.ParquetFile(path).iter_batches(batch_size=8192):
             yield from group.to_pylist()
         return
+    import warnings
+
     import numpy as np
     from astropy.table import Table
+    from astropy.utils.exceptions import AstropyUserWarning
 
     # mask_invalid=False: an empty text cell stays '' and a NaN stays NaN (masked, they read as '--'
     # and warn on float()); only a TNULL sentinel is masked, and a masked cell is None, as in Parquet.
-    table = Table.read(path, format="fits", mask_invalid=False)
+    with warnings.catch_warnings():  # astropy warns that a null logical reads as False: `_logical_nulls` says which
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        table = Table.read(path, format="fits", mask_invalid=False)
     as_text = unescape_ascii_text if unescape else str
     kinds = {name: table[name].dtype.kind for name in table.colnames}
     as_value = {"S": lambda v: as_text(str(v)), "U": lambda v: as_text(str(v)), "i": int, "u": int, "b": bool}
-    for row in table:
-        yield {name: None if row[name] is np.ma.masked else as_value.get(kinds[name], float)(row[name])
-               for name in table.colnames}
+    nulls = _logical_nulls(path, [name for name in table.colnames if kinds[name] == "b"])
+    for i, row in enumerate(table):
+        yield {name: None if row[name] is np.ma.masked or (name in nulls and nulls[name][i])
+               else as_value.get(kinds[name], float)(row[name]) for name in table.colnames}
+
+
+def _logical_nulls(path, names) -> dict:
+    """{column: bool per row} of the logical (L) columns `names` of a FITS table: where the cell is
+    null (a zero byte), which astropy's Table reads as False."""
+    if not names:
+        return {}
+    import numpy as np
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        data = table_hdu(hdul).data
+        return {name: np.array(np.recarray.field(data, name) == 0) for name in names}

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import SKY_UNITS, numpy_kinds
-from galaxy.catalog.formats import (ERROR_COLUMNS, NUMBER_KINDS, RAY_BOOKKEEPING, SKY_COLUMNS, catalog_columns,
-                                    catalog_descriptions, output_format, probability_column, sidecar_path)
+from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, RAY_BOOKKEEPING, SKY_COLUMNS, VALUE_KINDS,
+                                    catalog_columns, catalog_descriptions, output_format, probability_column,
+                                    sidecar_path)
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
 from galaxy.catalog.text import control_escaped, safe_text
 
@@ -62,7 +63,7 @@ class UniqueIds:
 
 
 def column_kinds(rows) -> list[tuple[str, str]]:
-    """(name, "int", "float" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
+    """(name, "int", "float", "bool" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
 
     A column is int when every value it has is a whole number int64 holds (SDSS objids such as
     588848901537202306, run/camcol/field numbers: a join on them needs every digit, and int64 has
@@ -72,16 +73,20 @@ def column_kinds(rows) -> list[tuple[str, str]]:
     all is text. Kept as text: numbers written with a leading zero ("007", codes), whole numbers
     beyond int64, numbers beyond 2**53 beside fractions, and numbers beyond 2**53 in a column with
     a missing value (astropy and pandas read a Parquet int column holding a null as float64, which
-    would round an objid). The `extra` argument of `CatalogWriter`; a `--ray` merge applies it to
-    all parts at once (engine/ray_parts.py).
+    would round an objid). A column whose every value is True or False (a FITS logical, a Parquet or
+    ECSV bool, as read) is bool, missing values allowed. The `extra` argument of `CatalogWriter`; a
+    `--ray` merge applies it to all parts at once (engine/ray_parts.py).
     """
-    seen: dict[str, list] = {}  # name -> [any fraction, largest whole magnitude, any text, any missing]
+    seen: dict[str, list] = {}  # name -> [any fraction, largest whole magnitude, any text, any missing, any non-bool]
     for row in rows:
         for key, value in row.items():
-            state = seen.setdefault(key, [False, -1, False, False])
+            state = seen.setdefault(key, [False, -1, False, False, False])
             if value == "":
                 state[3] = True
-            if value == "" or state[2]:
+                continue
+            if value not in BOOL_TEXTS:
+                state[4] = True
+            if state[2]:
                 continue
             number = _number(value)
             if number is None:
@@ -93,7 +98,9 @@ def column_kinds(rows) -> list[tuple[str, str]]:
     return [(key, _kind(*state)) for key, state in seen.items()]
 
 
-def _kind(fraction: bool, whole: int, text: bool, missing: bool) -> str:
+def _kind(fraction: bool, whole: int, text: bool, missing: bool, not_bool: bool) -> str:
+    if text and not not_bool:  # every value it has is True or False
+        return "bool"
     if text or (not fraction and whole < 0):  # text, or no value at all
         return "text"
     if fraction:
@@ -131,7 +138,7 @@ def arrow_type(kind: str):
     """A column kind's Arrow type."""
     import pyarrow as pa
 
-    return {"int": pa.int64(), "float": pa.float64(), "text": pa.string()}[kind]
+    return {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "text": pa.string()}[kind]
 
 
 def int_text(value: str) -> str:
@@ -206,10 +213,10 @@ class CatalogWriter:
         classes: class names; one probability column each.
         metadata: str -> str pairs stored with the catalog.
         fmt: "csv", "ecsv", "parquet" or "fits" (default from the extension).
-        extra: (name, "int", "float" or "text") of columns after `label` (kept input columns, ra,
-            dec; `column_kinds`); `write` takes their values as text, "" or absent for missing (NaN
-            in float columns, null in int ones: empty in CSV and ECSV, null in Parquet, TNULLn in
-            FITS; "" in text columns). The kept columns the metadata records (`kept_columns`) are there even when
+        extra: (name, "int", "float", "bool" or "text") of columns after `label` (kept input columns,
+            ra, dec; `column_kinds`); `write` takes their values as text, "" or absent for missing (NaN
+            in float columns, null in int and bool ones: empty in CSV and ECSV, null in Parquet, TNULLn
+            or a zero byte in FITS; "" in text columns). The kept columns the metadata records (`kept_columns`) are there even when
             no row has them (a run where every input failed); a kept `RA` or `Dec` replaces the
             FITS headers' `ra`/`dec` as a kept `ra`/`dec` does (`output_columns`).
         units: name -> unit of numeric extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
@@ -298,7 +305,7 @@ class CatalogWriter:
             values = [r[4][j] for r in rows]
             # missing text is "", not null: astropy's Parquet reader turns a null string into the text 'None'
             arrays.append(pa.array(values, pa.string()) if kind == "text" else
-                          pa.array([None if v == "" else NUMBER_KINDS[kind](v) for v in values], arrow_type(kind)))
+                          pa.array([None if v == "" else VALUE_KINDS[kind](v) for v in values], arrow_type(kind)))
         self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
         self._pending = []
 

@@ -132,6 +132,76 @@ def test_a_ray_merge_decides_int_columns_over_all_parts_as_one_machine_does(tmp_
     assert merged.column("code").to_pylist() == ["7", "8", "007", "9"]
 
 
+@pytest.mark.parametrize("suffix", [".fits", ".ecsv", ".parquet", ".csv"])
+def test_kept_true_false_columns_are_bool_with_their_missing_values(tmp_path, suffix):
+    """A FITS logical, Parquet or ECSV bool column was kept as the text 'True'/'False' in every format
+    (STILTS could not select on it). Now it is bool (FITS L, a missing value a zero byte), and the
+    rows read back for a rerun give each value and each missing one as they were."""
+    from galaxy.catalog.read import read_catalog_rows
+
+    assert column_kinds([{"a": "True"}, {"a": ""}, {"a": "False"}]) == [("a", "bool")]
+    assert column_kinds([{"a": "True"}, {"a": "1"}]) == [("a", "text")]
+    assert column_kinds([{"a": "true"}, {"a": "False"}]) == [("a", "text")]  # not as Python, numpy, astropy write
+    rows = [("a", "a.jpeg", {"flag": "True"}), ("b", "b.jpeg", {"flag": ""}), ("c", "c.jpeg", {"flag": "False"})]
+    path = _write(tmp_path / f"o{suffix}", rows, column_kinds(r[2] for r in rows))
+    if suffix == ".fits":
+        with fits.open(path) as hdul:
+            assert hdul[1].columns["flag"].format == "L"
+    elif suffix == ".parquet":
+        assert str(pq.read_table(path).schema.field("flag").type) == "bool"
+    elif suffix == ".ecsv":
+        assert _read(path)["flag"].dtype == bool
+    assert [r["flag"] for r in read_catalog_rows(path)] in (
+        [True, None, False], ["True", "", "False"])  # typed formats, text formats
+
+
+def test_a_ray_merge_makes_a_true_false_column_bool(tmp_path):
+    from engine.ray_parts import finalize_parts
+
+    parts = [_write(tmp_path / f"part-{k:06d}.parquet", [(f"r{k}", f"r{k}.jpeg", {"flag": v})], (("flag", "text"),))
+             for k, v in enumerate(["True", "", "False"])]
+    finalize_parts(parts)
+    merged = pq.read_table(tmp_path)
+    assert str(merged.schema.field("flag").type) == "bool"
+    assert merged.column("flag").to_pylist() == [True, None, False]
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".ecsv", ".parquet"])
+def test_an_input_catalog_with_array_columns_is_read_and_those_are_not_kept(tmp_path, suffix):
+    """An ECSV catalog holding an array column (float64[3]) could not be read at all (a traceback: its
+    header was read as a table with no rows, which astropy cannot make of an array column); an array
+    kept from FITS or Parquet was written as numpy's 8-digit print of it. Now the catalog is read, its
+    scalar columns kept (a FITS logical as bool) and an array column refused, naming it."""
+    from astropy.table import MaskedColumn
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    table = Table({"file": [str(f) for f in files], "mag": np.full((3, 5), 17.123456789),
+                   "flag": MaskedColumn([True, False, True], mask=[False, False, suffix != ".fits"])})
+    table["mag"].unit = "mag"
+    catalog = tmp_path / f"in{suffix}"
+    table.write(catalog)
+    out = tmp_path / "out.fits"
+    result = invoke("classify", "--catalog", catalog, "--keep-columns", "flag", "-o", out, "-q",
+                    "--backend", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    with fits.open(out) as hdul:
+        assert hdul[1].columns["flag"].format == "L"
+    refused = invoke("classify", "--catalog", catalog, "--keep-columns", "flag,mag", "-o", tmp_path / "o2.csv", "-q")
+    assert refused.exit_code == 2 and "column 'mag' holds several values per row" in refused.output
+
+
+def test_a_null_logical_in_a_fits_input_catalog_is_kept_missing(tmp_path):
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    columns = [fits.Column("file", "80A", array=[str(f) for f in files]), fits.Column("flag", "L", array=[True, False])]
+    hdu = fits.BinTableHDU.from_columns(columns)
+    np.recarray.field(hdu.data, "flag")[1] = 0  # a null logical: a zero byte (astropy reads it as False)
+    catalog = tmp_path / "in.fits"
+    hdu.writeto(catalog)
+    out = tmp_path / "out.csv"
+    assert invoke("classify", "--catalog", catalog, "--keep-columns", "flag", "-o", out, "-q").exit_code == 0
+    assert [r.split(",")[-1] for r in out.read_text().splitlines()[1:]] == ["True", ""]
+
+
 # -- kept column names -----------------------------------------------------------------------------
 
 CLASSES = ("elliptical", "spiral")
