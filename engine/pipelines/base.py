@@ -56,6 +56,16 @@ class Decoded:
                    item.columns)
 
 
+def blank_samples(tensors) -> list[bool]:
+    """Per sample of a batch (N, C, H, W), numpy or torch, whether every channel holds one value
+    everywhere: a blank cutout, which the batch decoders hand to the reference reader to be refused
+    with its reason (`galaxy.io.images.blank_reason`). On a GPU one small copy per batch."""
+    spread = tensors.reshape(tensors.shape[0], tensors.shape[1], -1)
+    if isinstance(spread, np.ndarray):
+        return list((spread.max(axis=2) <= spread.min(axis=2)).all(axis=1))
+    return (spread.amax(dim=2) <= spread.amin(dim=2)).all(dim=1).tolist()
+
+
 def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:
     """Read and preprocess one input; failures become a `Decoded` with `error` set."""
     try:

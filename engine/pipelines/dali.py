@@ -28,7 +28,7 @@ import os
 import numpy as np
 
 from engine.pipelines.dali_fits import decode_fits
-from engine.pipelines.base import ChunkedPipeline, Decoded, read_jpeg
+from engine.pipelines.base import ChunkedPipeline, Decoded, blank_samples, read_jpeg
 from galaxy.io.fits import is_fits_path
 from galaxy.spec import InputSpec
 
@@ -124,9 +124,9 @@ class DaliPipeline(ChunkedPipeline):
                 self._graph.feed_input("encoded", [np.frombuffer(encoded[k], np.uint8) for k in to_dali])
                 (out,) = self._graph.run()
                 tensors = self._tensors(out)
-                for j, k in enumerate(to_dali):
-                    item = chunk[k]
-                    results[k] = Decoded.of(item, tensor=tensors[j])
+                for j, (k, blank) in enumerate(zip(to_dali, blank_samples(tensors))):
+                    if not blank:  # a blank one: the reference reader refuses it, with its reason
+                        results[k] = Decoded.of(chunk[k], tensor=tensors[j])
             except RuntimeError as exc:  # one bad JPEG fails DALI's whole batch
                 log.debug("DALI rejected a batch (%s); the reference reader retries it", exc)
                 self._graph = build_graph(self.spec, self.batch_size, self.workers, self.device_id)

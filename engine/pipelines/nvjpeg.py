@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from engine.pipelines.base import ChunkedPipeline, Decoded, read_jpeg
+from engine.pipelines.base import ChunkedPipeline, Decoded, blank_samples, read_jpeg
 from galaxy.errors import BackendUnavailable
 from galaxy.spec import InputSpec
 
@@ -63,8 +63,9 @@ class NvjpegPipeline(ChunkedPipeline):
                     shapes[tuple(image.shape)].append((k, image))
                 for group in shapes.values():
                     tensors = self._preprocess(torch.stack([image for _, image in group]))
-                    for (k, _), tensor in zip(group, tensors):
-                        results[k] = Decoded.of(chunk[k], tensor=tensor)
+                    for (k, _), tensor, blank in zip(group, tensors, blank_samples(tensors)):
+                        if not blank:  # a blank one: the reference reader refuses it, with its reason
+                            results[k] = Decoded.of(chunk[k], tensor=tensor)
             except RuntimeError as exc:  # one bad JPEG fails the batched decode
                 log.debug("nvJPEG rejected a batch (%s); the reference reader retries it", exc)
         return results

@@ -252,6 +252,19 @@ def too_little_inside(height: int, width: int, crop_fraction: float) -> str | No
             "a cutout; a smaller --crop-fraction reads less)")
 
 
+def blank_reason(crop: np.ndarray) -> str | None:
+    """Why a crop (H, W, C) the network would read is refused as blank: every band holds one value
+    everywhere (an empty or off-footprint cutout, all black or all white), or None. A network labels
+    such an image as confidently as a galaxy (an all-black JPEG: elliptical, p 0.94); the FITS reader
+    refuses a constant image for the same reason."""
+    flat = crop.reshape(-1, crop.shape[-1]) if crop.ndim == 3 else crop.reshape(-1, 1)
+    if (flat.max(axis=0) > flat.min(axis=0)).any():
+        return None
+    values = ", ".join(f"{v:g}" for v in flat[0])
+    return (f"blank: every pixel of the crop the network reads has one value ({values}): nothing to classify "
+            "(an empty or off-footprint cutout)")
+
+
 def _network_input(pixels: np.ndarray, spec: InputSpec, path) -> np.ndarray:
     reason = too_little_inside(pixels.shape[0], pixels.shape[1], spec.crop_fraction)
     if reason:
@@ -262,4 +275,7 @@ def _network_input(pixels: np.ndarray, spec: InputSpec, path) -> np.ndarray:
         raise ImageReadError(path, str(exc), stage="preprocess") from None
     if not np.isfinite(resized).all():
         raise ImageReadError(path, "preprocessing produced non-finite values", stage="preprocess")
+    reason = blank_reason(resized)
+    if reason:
+        raise ImageReadError(path, reason, stage="preprocess")
     return normalise(resized, spec)

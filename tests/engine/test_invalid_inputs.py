@@ -202,6 +202,47 @@ def test_images_too_small_to_be_cutouts_are_refused_by_every_reader(tmp_path, de
                        "thin": "2 x 100 pixels is too small for a cutout (at least 16 on each side)"}
 
 
+@pytest.mark.parametrize("decoder", ["reference", "auto"])
+def test_blank_cutouts_are_refused_by_every_reader(tmp_path, decoder):
+    """An all-black JPEG was called elliptical with p 0.94, an all-white PNG spiral (0.61): blank cutouts
+    (off a survey's footprint) are common, and the FITS reader already refused a constant image. A
+    crop of one value everywhere now goes to the errors file; a galaxy and light only outside the crop
+    do not count (the crop is what the network reads)."""
+    folder = tmp_path / "blank"
+    folder.mkdir()
+    Image.new("RGB", (424, 424)).save(folder / "black.jpeg")
+    Image.new("RGB", (424, 424), (255, 255, 255)).save(folder / "white.png")
+    Image.new("RGBA", (424, 424), (0, 0, 0, 0)).save(folder / "transparent.png")
+    Image.fromarray(np.zeros((424, 424), np.uint16)).save(folder / "zero16.png")
+    corner = np.zeros((424, 424, 3), np.uint8)
+    corner[:20, :20] = 200  # outside the central half the network reads
+    Image.fromarray(corner).save(folder / "corner.jpeg")
+    shutil.copy(sorted(EXAMPLES.glob("*.jpeg"))[0], folder / "galaxy.jpeg")
+    out = tmp_path / "c.csv"
+    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--decoder", decoder,
+                                      "--backend", "onnxruntime"])
+    assert result.exit_code == 3, result.output
+    with open(out, newline="") as fh:
+        assert [row["id"] for row in csv.DictReader(fh)] == ["galaxy"]
+    with open(tmp_path / "c.csv.errors.csv", newline="") as fh:
+        reasons = {row["id"]: row["reason"] for row in csv.DictReader(fh)}
+    assert sorted(reasons) == ["black", "corner", "transparent", "white", "zero16"]
+    assert all(reason.startswith("blank: every pixel of the crop the network reads has one value")
+               for reason in reasons.values())
+    assert "(1, 1, 1)" in reasons["white"] and "(0, 0, 0)" in reasons["black"]
+
+
+def test_blank_samples_of_a_batch():
+    from engine.pipelines.base import blank_samples
+
+    batch = np.random.default_rng(0).normal(size=(3, 3, 8, 8)).astype(np.float32)
+    batch[1] = np.array([-1.0, 0.5, 2.0], np.float32)[:, None, None]  # one value per channel
+    batch[2, 0] = 0.25  # one channel constant, the others not
+    assert blank_samples(batch) == [False, True, False]
+    torch = pytest.importorskip("torch")
+    assert blank_samples(torch.from_numpy(batch)) == [False, True, False]
+
+
 def test_missing_files_and_headers_lacking_a_key_are_named_as_such(tmp_path):
     """A missing file read "not a readable FITS file ([Errno 2] ...)" or an errno, each reader its
     own way; a header promising NAXIS = 3 without NAXIS3 read "('NAXIS3')"."""
