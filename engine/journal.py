@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import logging
 import os
@@ -58,6 +59,10 @@ def require_writable(output, inputs=(), catalog=None) -> None:
         if given and os.path.isfile(given) and same_file(given, output):
             raise UsageError(f"the output {output} is an input of this run: give another -o")
     writable_folder(Path(output).absolute().parent, f"cannot write {output}")
+    for beside in (errors_path(output), sidecar_path(output)):  # written at the end, after the catalog
+        if beside.is_dir():
+            raise UsageError(f"{beside} is a folder, where {output} writes its "
+                             f"{'errors file' if beside == errors_path(output) else 'metadata'}: move it, or give another -o")
 
 
 class Journal:
@@ -171,6 +176,11 @@ class Journal:
             [r["id"], r["path"], *(f"{float(r[probability_column(c)]):.6f}" for c in self.classes),
              json.dumps({k: cell_text(v) for k, v in r.items() if k not in own})]  # blanks too: a column keeps its place
             for r in read_catalog_rows(self.output, self.format)])
+        for n, row in enumerate(rows, 1):
+            reason = self._row_damage(row)
+            if reason:
+                raise UsageError(f"{self.output}, row {n}, was changed after it was written ({reason}): restore the "
+                                 "catalog, or use --overwrite to start over")
         if rows:
             self._write_chunk(rows)
 
@@ -179,7 +189,8 @@ class Journal:
         catalog of this run's format (e.g. `catalog.csv` with `--format parquet`) is a usage error."""
         try:
             return read()
-        except (OSError, ValueError, KeyError, IndexError) as exc:  # IndexError: a FITS file with no table HDU
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:  # IndexError: a FITS file with no
+            # table HDU; TypeError: a CSV row cut short (its missing cells are None)
             raise UsageError(f"{self.output} exists but cannot be read as a {output_format(self.output, self.format)} "
                              f"catalog to resume ({type(exc).__name__}: {exc}); use --overwrite to replace it, "
                              "or another output name") from None
@@ -211,10 +222,41 @@ class Journal:
         return False
 
     def rows(self):
-        """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order."""
+        """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order.
+
+        Raises:
+            UsageError: a chunk was changed after it was written (cut short, edited): named, with the line.
+        """
         for chunk in self._chunks:
             with open(chunk, newline="") as fh:
-                yield from csv.reader(fh)
+                text = fh.read()
+            if text and not text.endswith("\n"):  # a chunk is written whole, each row ending its line
+                self._damaged(chunk, text.count("\n") + 1, "its last line is cut short")
+            for line, row in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
+                reason = self._row_damage(row)
+                if reason:
+                    self._damaged(chunk, line, reason)
+                yield row
+
+    def _row_damage(self, row) -> str | None:
+        """Why a committed row cannot be what `add` wrote, or None."""
+        k = len(self.classes)
+        if len(row) not in (2 + k, 3 + k):  # id, path, a probability per class, the columns (older: none)
+            return f"{len(row)} fields, not {3 + k}"
+        try:
+            probabilities = [float(p) for p in row[2:2 + k]]
+            if len(row) == 3 + k and not isinstance(json.loads(row[2 + k]), dict):
+                return "its columns are not a JSON object"
+        except ValueError as exc:
+            return str(exc)
+        if not all(0 <= p <= 1 for p in probabilities) or abs(sum(probabilities) - 1) > k * 1e-6:
+            return f"its probabilities ({', '.join(row[2:2 + k])}) do not sum to 1"
+        return None
+
+    @staticmethod
+    def _damaged(chunk: Path, line: int, reason: str):
+        raise UsageError(f"{chunk}, line {line}, was changed after this run wrote it ({reason}): delete that file to "
+                         f"classify its rows again, or use --overwrite to start over")
 
     def take_id(self, ident: str) -> str:
         """The catalog id of the next input in listing order (`UniqueIds.take` of its text as the output

@@ -620,3 +620,55 @@ def test_a_run_records_the_crop_rule_it_read_with():
     fingerprint = run_fingerprint(card, SimpleNamespace(name="onnxruntime", precision="fp32"),
                                   ClassifyConfig(inputs=(), output="c.csv"))
     assert fingerprint[CROP_RULE_KEY] == CROP_RULE
+
+
+@pytest.mark.parametrize("cut, reason", [
+    ("5877241", "1 fields, not 5"),  # a row cut after part of its id
+    ('a9,a9.jpeg,0.068731,0.9', "do not sum to 1"),  # cut inside p_spiral: 0.9 would have been kept
+    ('a9,a9.jpeg,0.068731,0.931269,"{}"', "its last line is cut short"),  # no line end: not written whole
+])
+def test_a_journal_chunk_changed_after_it_was_written_is_refused_naming_it(tmp_path, cut, reason):
+    """A chunk damaged outside the run (a copied run folder, a network file system): a row cut after
+    its id ended the rerun in an IndexError traceback; one cut inside p_spiral was trusted, and the
+    catalog held p_elliptical + p_spiral = 0.97."""
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out)
+    journal.add(["a1", "a2"], ["a1.jpeg", "a2.jpeg"], np.array([[0.25, 0.75], [0.5, 0.5]], np.float32))
+    journal.commit()
+    journal.release()
+    (chunk,) = (tmp_path / "c.csv.partial").glob("chunk-*.csv")
+    chunk.write_text(chunk.read_text() + cut + ("\r\n" if "cut short" not in reason else ""))
+    with pytest.raises(UsageError, match=rf"chunk-000000.csv, line 3, was changed after this run wrote it \(.*{reason}"):
+        _journal(out)
+    chunk.write_text("".join(chunk.read_text().splitlines(keepends=True)[:2]))  # what the message says to do...
+    resumed = _journal(out)  # ...or deleting the file: the run goes on
+    assert resumed.resumed == 2
+    resumed.release()
+
+
+def test_a_finished_csv_catalog_cut_short_is_refused_not_continued(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out)
+    journal.add(["a1", "a2"], ["a1.jpeg", "a2.jpeg"], np.array([[0.25, 0.75], [0.999953, 0.000047]], np.float32))
+    journal.finish({"run": '{"weights": "w", "backend": "b"}'})
+    out.write_text(out.read_text()[:-len("0047,spiral\r\n") - 4])  # the last row ends "...,0.999953,0.00"
+    with pytest.raises(UsageError, match=r"c.csv, row 2, was changed after it was written \(.*do not sum to 1"):
+        _journal(out)
+
+
+def test_a_folder_where_the_errors_file_goes_is_refused_before_any_work(tmp_path):
+    """It was found only after the catalog was written ("c.csv.errors.tmp: Is a directory", exit 1,
+    the journal and a stray temporary file left behind)."""
+    from engine.journal import require_writable
+
+    (tmp_path / "c.csv.errors.csv").mkdir()
+    with pytest.raises(UsageError, match=r"c.csv.errors.csv is a folder, where .*c.csv writes its errors file"):
+        require_writable(tmp_path / "c.csv")
+    (tmp_path / "d.csv.meta.json").mkdir()
+    with pytest.raises(UsageError, match=r"d.csv.meta.json is a folder, where .*d.csv writes its metadata"):
+        require_writable(tmp_path / "d.csv")
+    require_writable(tmp_path / "e.csv")
