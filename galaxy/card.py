@@ -196,15 +196,28 @@ def shipped_model_dirs() -> list[Path]:
 
 
 def model_path(value) -> Path:
-    """A model folder from what a user typed: a shipped model's name (`sdss-xception`) or a folder.
+    """A model folder from what a user typed: a shipped model's name (`sdss-xception`), the name its
+    card gives (`sdss-xception-96`, what a catalog's metadata records as its model), or a folder.
 
     A folder of that name in the working directory wins over a shipped name, so a user's own
     `sdss-xception/` is never silently replaced.
     """
     path = Path(value)
-    if not path.exists() and str(value) in shipped_models():
-        return MODELS_DIR / str(value)
+    if path.exists():
+        return path
+    for name in shipped_models():
+        if str(value) == name or str(value) == _card_name(MODELS_DIR / name):
+            return MODELS_DIR / name
     return path
+
+
+def _card_name(model_dir: Path) -> str | None:
+    """The name a model folder's card gives, or None where it cannot be read."""
+    try:
+        name = json.loads((model_dir / CARD_FILE).read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def default_model_dir() -> Path:

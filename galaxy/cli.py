@@ -337,7 +337,7 @@ def montage_command(catalog, out, per_row):
 
 @cli.command("report")
 @click.argument("catalog", type=click.Path(exists=True))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write (.html is added to a name without a suffix).")
 @click.option("--per-row", default=8, show_default=True, type=click.IntRange(min=1), help="Galaxies per montage row.")
 def report_command(catalog, out, per_row):
     """One self-contained HTML page about CATALOG (a catalog file, or a --ray folder): counts, confidence, montage, model card.

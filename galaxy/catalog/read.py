@@ -8,8 +8,9 @@ import json
 import logging
 from pathlib import Path
 
-from galaxy.catalog.formats import (CSV_ENCODING, ID_COLUMNS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST,
-                                    TABLE_FORMATS, check_kept_columns, output_format, sidecar_path, table_format)
+from galaxy.catalog.formats import (CSV_ENCODING, ID_COLUMNS, OUTPUT_FORMATS, PATH_COLUMNS, RAY_BOOKKEEPING,
+                                    RAY_MANIFEST, TABLE_FORMATS, check_kept_columns, output_format, sidecar_path,
+                                    table_format)
 from galaxy.catalog.metadata import SIDECAR_COLUMNS, galaxy_keys, run_metadata
 from galaxy.catalog.text import unescape_ascii_text
 from galaxy.errors import UsageError
@@ -332,12 +333,39 @@ def ecsv_header(path) -> dict:
     return {"datatype": list(header.get("datatype", [])), "meta": dict(header.get("meta") or {})}
 
 
+def written_format(path, fmt: str | None = None) -> str:
+    """The format of a catalog galaxy wrote: `fmt` when named, else by its extension, else (a name
+    `classify --format` was given, such as `run.dat`) by its first bytes: FITS, Parquet, ECSV, or a
+    CSV beside its metadata file.
+
+    Raises:
+        UsageError: none of these tells it.
+    """
+    path = Path(path)
+    if fmt or path.suffix.lower() in OUTPUT_FORMATS:
+        return output_format(path, fmt)
+    try:
+        with open(path, "rb") as fh:
+            start = fh.read(16)
+    except OSError:
+        start = b""
+    if start.startswith(b"SIMPLE  ="):
+        return "fits"
+    if start.startswith(b"PAR1"):
+        return "parquet"
+    if start.startswith(b"# %ECSV"):
+        return "ecsv"
+    if sidecar_path(path).is_file():
+        return "csv"
+    return output_format(path)  # its error: the format cannot be told
+
+
 def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     """The metadata galaxy stored with a catalog it wrote (keys lower case); {} when none."""
     path = Path(path)
     if _parts(path) is not None:
         return dict(json.loads((path / RAY_BOOKKEEPING / RAY_MANIFEST).read_text()).get("metadata", {}))
-    fmt = output_format(path, fmt)
+    fmt = written_format(path, fmt)
     if fmt == "csv":
         sidecar = sidecar_path(path)
         if not sidecar.exists():
@@ -368,7 +396,7 @@ def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
         for part in parts:
             yield from read_catalog_rows(part, "parquet")
         return
-    fmt = output_format(path, fmt)
+    fmt = written_format(path, fmt)
     if fmt in ("csv", "ecsv"):
         with _open_text(path) as fh:
             yield from _text_dicts(fh, fmt)[1]

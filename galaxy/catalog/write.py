@@ -245,7 +245,7 @@ class CatalogWriter:
         self._fh = self._writer = None
         if self.format == "csv":
             self._fh = open(self.path, "w", newline="")
-            self._writer = csv.writer(self._fh)
+            self._writer = csv.writer(self._fh, lineterminator="\n")
             self._writer.writerow(self.columns)
             numeric = {name for name, kind in self.extra if kind != "text"}
             sidecar_path(self.path).write_text(sidecar_text(self.metadata, self.columns, {
@@ -339,7 +339,7 @@ class ErrorWriter:
         self.path = Path(path)
         self.count = 0
         self._fh = open(self.path, "w", newline="")
-        self._writer = csv.writer(self._fh)
+        self._writer = csv.writer(self._fh, lineterminator="\n")
         if header:
             self._writer.writerow(ERROR_COLUMNS)
 

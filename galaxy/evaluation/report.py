@@ -23,9 +23,10 @@ import numpy as np
 from galaxy.version import __version__
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.write import errors_path
-from galaxy.errors import ModelError
+from galaxy.errors import ModelError, UsageError
 from galaxy.evaluation.montage import montage_png, refuse_catalog_files, row_label, row_probability
 from galaxy.files import write_whole
+from galaxy.io.fits import is_fits_path
 
 BINS = np.linspace(0, 1, 21)
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -46,11 +47,12 @@ def _png(fig) -> str:
 
 
 def _summary(catalog):
-    counts, histogram, n = Counter(), np.zeros(len(BINS) - 1, np.int64), 0
+    counts, histogram, n, from_fits = Counter(), np.zeros(len(BINS) - 1, np.int64), 0, 0
     for row in read_catalog_rows(catalog, unescape=True):
         p = row_probability(catalog, n, row)
         counts[row_label(row, p)] += 1
         histogram += np.histogram([p], BINS)[0]
+        from_fits += is_fits_path(str(row.get("path", "")).split(";")[0])
         n += 1
     errors, reasons, example = 0, Counter(), {}
     path = errors_path(catalog)
@@ -61,7 +63,7 @@ def _summary(catalog):
                 reason = row["reason"].split(":")[0][:80]
                 reasons[reason] += 1
                 example.setdefault(reason, row["path"])
-    return n, counts, histogram, errors, [(r, c, example[r]) for r, c in reasons.most_common(10)]
+    return n, counts, histogram, errors, [(r, c, example[r]) for r, c in reasons.most_common(10)], from_fits
 
 
 def _histogram_png(histogram) -> str:
@@ -164,6 +166,20 @@ INCOMPLETE = ('<p class="warning"><strong>Incomplete catalog:</strong> its run w
               "</p>")
 
 
+def report_output(out) -> Path:
+    """The file a report named `out` is written to: `out` itself, with .html added when it has no suffix.
+
+    Raises:
+        UsageError: `out` has another suffix (the report is one HTML page).
+    """
+    out = Path(out)
+    if not out.suffix:
+        return out.with_name(out.name + ".html")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"{out}: a report is written as HTML; name it with .html (or no suffix)")
+    return out
+
+
 def report(catalog, out, per_row: int = 8) -> Path:
     """Write the HTML report of `catalog` to `out`; return its path.
 
@@ -173,10 +189,11 @@ def report(catalog, out, per_row: int = 8) -> Path:
     Raises:
         UsageError: `out` is one of the catalog's own files; the catalog has no probabilities.
     """
-    catalog, out = Path(catalog), Path(out)
-    refuse_catalog_files(catalog, out, "report")
+    catalog = Path(catalog)
+    refuse_catalog_files(catalog, Path(out), "report")
+    out = report_output(out)
     metadata = read_catalog_metadata(catalog)
-    n, counts, histogram, errors, reasons = _summary(catalog)
+    n, counts, histogram, errors, reasons, from_fits = _summary(catalog)
     count_rows = [("classified", f"{n:,}")] + [(f"label {k}", f"{v:,} ({100 * v / max(n, 1):.1f}%)")
                                               for k, v in sorted(counts.items())]
     count_rows.append(("could not be read", f"{errors:,}" + (f" (see <code>{html.escape(_errors_name(catalog))}</code>)"
@@ -186,6 +203,11 @@ def report(catalog, out, per_row: int = 8) -> Path:
     card, card_note = _known_card(metadata)
     card_html = (_card_html(card) if card is not None
                  else f"<h2>Model card</h2><p>{card_note}</p>" if card_note else "")
+    if card is not None and from_fits:
+        card_html += (f"<p>{from_fits:,} of these {n:,} galaxies were read from FITS files, and the card's figures are "
+                      "of the JPEG cutouts it was validated on: from FITS flux a model keeps the label the JPEG of the "
+                      "same galaxy gets for most galaxies but not all (the README's FITS round trip measures how many, "
+                      "per model; fewer from one band alone).</p>")
     if n:
         montage_uri = "data:image/png;base64," + base64.b64encode(montage_png(catalog, per_row)).decode()
         pictures = (f'<h2>Confidence</h2><img alt="histogram of P(spiral)" src="{_histogram_png(histogram)}">\n'

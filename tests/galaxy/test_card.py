@@ -1,5 +1,6 @@
 import errno
 import json
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,16 @@ def test_temporary_files_left_by_a_killed_process_are_swept_by_the_next_write(tm
     write_atomically(tmp_path / "last.pt", lambda tmp: tmp.write_bytes(b"whole"))
     assert (tmp_path / "last.pt").read_bytes() == b"whole"
     assert not left.exists() and recent.exists() and live.exists()
+
+
+def test_a_shipped_model_is_named_by_its_folder_or_by_its_cards_name(tmp_path, monkeypatch):
+    """A catalog's metadata records the card's name (`sdss-xception-compact-64`), which --model refused."""
+    from galaxy.card import MODELS_DIR, model_path, shipped_models
+
+    for name in shipped_models():
+        card_name = load_card(MODELS_DIR / name, verify=False).name
+        assert model_path(name) == model_path(card_name) == MODELS_DIR / name
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sdss-xception-96").mkdir()  # a user's folder of that name wins
+    assert model_path("sdss-xception-96") == Path("sdss-xception-96")
+    assert model_path("nothing-of-that-name") == Path("nothing-of-that-name")

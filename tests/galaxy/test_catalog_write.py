@@ -310,3 +310,16 @@ def test_a_run_where_every_input_fails_keeps_the_kept_columns(tmp_path):
     assert result.exit_code == 3, result.output  # 3: some inputs failed
     table = Table.read(out)
     assert len(table) == 0 and table.colnames[-1] == "z"
+
+
+def test_csv_catalogs_and_errors_files_end_lines_as_unix_tools_expect(tmp_path):
+    """Lines ended in \\r\\n (Python's csv default): `awk -F, '$5=="spiral"'` found no row."""
+    rows = [("a", "a.jpeg", {"z": "0.5"})]
+    path = _write(tmp_path / "o.csv", rows, column_kinds(r[2] for r in rows))
+    assert b"\r" not in path.read_bytes() and path.read_bytes().count(b"\n") == 2
+    from galaxy.catalog.write import ErrorWriter
+
+    errors = ErrorWriter(tmp_path / "e.csv")
+    errors.write("a", "a.jpeg", "decode", "truncated")
+    errors.close()
+    assert b"\r" not in (tmp_path / "e.csv").read_bytes()

@@ -325,3 +325,43 @@ def test_the_model_card_is_not_shown_for_another_reading_of_its_weights(tmp_path
     said = {"tta": "with D4 test-time augmentation", "ensemble": "as the mean of 2 models (other-model with this one)",
             "crop": f"reading the central 0.4 of each side (the card's {card.input_spec.crop_fraction:g})"}
     assert said[made] in page
+
+
+def test_a_report_is_html_named_as_written(classified, tmp_path):
+    """`report -o rep.pdf` wrote HTML into a .pdf; a montage refuses another suffix, and so does a report now."""
+    result = CliRunner().invoke(cli, ["report", str(classified), "-o", str(tmp_path / "rep.pdf")])
+    assert result.exit_code == 2 and "rep.pdf: a report is written as HTML" in result.output
+    assert not list(tmp_path.iterdir())
+    result = CliRunner().invoke(cli, ["report", str(classified), "-o", str(tmp_path / "rep")])
+    assert result.exit_code == 0 and result.output.strip() == f"wrote {tmp_path / 'rep.html'}"
+
+
+@pytest.mark.parametrize("fmt", ["ecsv", "fits", "parquet", "csv"])
+def test_report_and_montage_read_a_catalog_written_with_format(tmp_path, fmt):
+    """`classify -o e.dat --format ecsv` (the README's example) made a catalog that report and montage
+    refused ("name the format with --format", an option neither has): its format is told by its bytes."""
+    catalog = tmp_path / "e.dat"
+    assert CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", str(catalog), "--format", fmt, "-q",
+                                    "--backend", "onnxruntime"]).exit_code == 0
+    for command, out in (("report", "r.html"), ("montage", "m.png")):
+        result = CliRunner().invoke(cli, [command, str(catalog), "-o", str(tmp_path / out)])
+        assert result.exit_code == 0, (command, result.output)
+    page = (tmp_path / "r.html").read_text()
+    assert "<th>classified</th><td>40</td>" in page and "Model card:" in page
+    (tmp_path / "plain.dat").write_text("id,p\n")
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "plain.dat"), "-o", str(tmp_path / "p.html")])
+    assert result.exit_code == 2 and "cannot tell the output format" in result.output
+
+
+def test_the_report_of_fits_inputs_says_the_card_is_of_jpegs(tmp_path):
+    from galaxy.card import load_card, shipped_model_dirs
+
+    card = load_card(shipped_model_dirs()[0], verify=False)
+    catalog = tmp_path / "cat.csv"
+    writer = CatalogWriter(catalog, ("elliptical", "spiral"),
+                           {"model": card.name, "weights": card.weights_sha256, "temp": card.temperature})
+    writer.write(["g0", "g1"], ["a.fits", str(sorted(EXAMPLES.glob("*.jpeg"))[0])], np.array([[0.1, 0.9], [0.9, 0.1]]))
+    writer.close()
+    assert CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / "r.html")]).exit_code == 0
+    page = (tmp_path / "r.html").read_text()
+    assert f"Model card: {card.name}" in page and "1 of these 2 galaxies were read from FITS files" in page
