@@ -17,22 +17,16 @@ def sample_batch(default_model):
     return np.stack([load_input(p, card.input_spec)[0] for p in sorted(EXAMPLES.glob("*.jpeg"))])
 
 
-@pytest.fixture(scope="module")
-def int8_built(default_model):
-    from engine.int8_models import int8_path
-    from engine.quantize import quantize
-
-    model_dir, card = default_model
-    if not int8_path(card).is_file():
-        # conformance only: calibrated on the sample images (the shipped recipe uses training images)
-        quantize(model_dir, card, [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))])
-    return True
-
-
 @pytest.mark.parametrize("name", ["onnxruntime", "torch", "torch-compile", "onnxruntime-int8"])
-def test_backend_surface(name, default_model, sample_batch, request):
-    if name == "onnxruntime-int8":
-        request.getfixturevalue("int8_built")
+def test_backend_surface(name, default_model, sample_batch):
+    """Each backend's surface and its agreement with an independent reference: ONNX Runtime fp32 for the
+    others, the PyTorch network in fp32 for ONNX Runtime itself (against itself it could not fail). The
+    int8 model is the one the shipped recipe rebuilds (int8.json), as a run loads it, and its
+    probabilities stay within the README's bound of fp32 (0.064 on the validation split)."""
+    import torch
+
+    from galaxy.training.model import load_network
+
     model_dir, card = default_model
     session = backends.load(name, model_dir, card, backends.BackendOptions())
     assert session.name == name and session.max_batch >= 32 and session.device
@@ -40,12 +34,18 @@ def test_backend_surface(name, default_model, sample_batch, request):
         probs = session.run(sample_batch[:n])
         assert probs.shape == (n, 2) and probs.dtype == np.float32
         np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
-    reference = backends.load("onnxruntime", model_dir, card, backends.BackendOptions()).run(sample_batch)
+    if name == "onnxruntime":
+        with torch.no_grad():
+            reference = torch.softmax(load_network(model_dir, card)[0](torch.from_numpy(sample_batch)), 1).numpy()
+    else:
+        reference = backends.load("onnxruntime", model_dir, card, backends.BackendOptions()).run(sample_batch)
     probs = session.run(sample_batch)
     agreement = (probs.argmax(1) == reference.argmax(1)).mean()
     assert agreement >= 0.95, agreement
-    if name in ("torch", "torch-compile") and not native_bf16():
+    if name == "onnxruntime" or (name in ("torch", "torch-compile") and not native_bf16()):
         np.testing.assert_allclose(probs, reference, atol=1e-4)
+    if name == "onnxruntime-int8":  # the temperature is in the graph: probabilities, not only labels, agree
+        assert np.abs(probs - reference).max() < 0.07
 
 
 def test_auto_times_the_checked_backends_on_this_machine_once(default_model, tmp_path, monkeypatch):
@@ -250,8 +250,8 @@ def test_timing_runs_each_candidate_with_its_streams():
     sessions = {"streamed": Counting(), "single": Counting()}
     speeds = autotune.time_sessions(sessions, np.zeros((4, 3, 8, 8), np.float32), rounds=1,
                                     streams={"streamed": 2})
-    assert (sessions["streamed"].most, sessions["single"].most) == (2, 1)
-    assert speeds["streamed"] > 1.5 * speeds["single"]  # two sleeping callers at once: about twice the images
+    assert (sessions["streamed"].most, sessions["single"].most) == (2, 1)  # the concurrency, not a timed ratio
+    assert set(speeds) == {"streamed", "single"} and min(speeds.values()) > 0
 
 
 def test_int8_without_a_build_or_a_shipped_recipe_says_how_to_make_one(default_model, tmp_path, monkeypatch):

@@ -225,7 +225,8 @@ def test_an_ordinary_run_writes_its_files_and_no_failures(tmp_path):
     result = invoke("evaluate", "sdss-xception-compact", EXAMPLES / "labels.csv", "-o", tmp_path / "e", "-q")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "e" / "report.json").read_text())
-    assert report["n"] == 40 and report["failed"] == [] and 0 < report["roc_auc"] <= 1
+    assert report["n"] == 40 and report["failed"] == []
+    assert report["roc_auc"] > 0.9 and report["accuracy"] >= 0.85  # the shipped model's figures, not any AUC
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == sorted(
         ["report.json", "predictions.csv", "predictions.csv.meta.json", "reliability.png", "coverage.png",
          "purity_completeness.png"])

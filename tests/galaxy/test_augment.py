@@ -63,14 +63,20 @@ def test_each_photometric_switch_alone_changes_the_image_and_none_keeps_it(cache
         assert float((out - centre).abs().mean()) > 1e-4, name
 
 
-def test_curve_with_equal_softenings_is_the_identity():
+def test_curve_with_equal_softenings_is_the_identity(monkeypatch):
+    """photometric's curve undoes an asinh composite and redoes it: with one softening, no colour gains
+    and no sky offset it must give the image back (the test had rewritten the formula instead of calling it)."""
     from galaxy.training import augment
 
-    x = torch.rand(4, 3, 8, 8)
-    a = torch.full((4,), 0.05)
-    linear = torch.sinh(x * augment._asinh_scale(a)) * a.view(-1, 1, 1, 1)
-    back = torch.asinh(linear / a.view(-1, 1, 1, 1)) / augment._asinh_scale(a)
-    assert torch.allclose(back, x, atol=1e-5)
+    monkeypatch.setattr(augment, "CURVE_PROBABILITY", 1.0)  # every image drawn for the curve
+    monkeypatch.setattr(augment, "CURVE_SOFTENING", (0.05, 0.05))
+    monkeypatch.setattr(augment, "BAND_GAIN", (1.0, 1.0))
+    monkeypatch.setattr(augment, "SKY_OFFSET", 0.0)
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = photometric(x, ("curve",), torch.Generator().manual_seed(0))
+    assert torch.allclose(out, x, atol=1e-5)
+    monkeypatch.setattr(augment, "CURVE_SOFTENING", (0.01, 1.0))  # two softenings: the curve changes the image
+    assert not torch.allclose(photometric(x, ("curve",), torch.Generator().manual_seed(0)), x, atol=1e-3)
 
 
 def test_augmentations_work_on_the_device_the_batch_lies_on():
