@@ -190,13 +190,16 @@ def fingerprint_defaults(card) -> dict:
             "band_columns": None}
 
 
-def catalog_metadata(card, session, config, spec=None, complete: bool = True) -> dict:
+def catalog_metadata(card, session, config, spec=None, complete: bool = True, decoder: str | None = None,
+                     software: dict | None = None) -> dict:
     """Self-description stored with every catalog (keys of at most 8 characters, for FITS).
 
     `session`: the backend session that ran (its name, precision, device); `config`: the ClassifyConfig;
     `spec`: the InputSpec the images were read with (default: the card's); `complete`: False for the
     catalog of a run interrupted before every input was done ("complete": "false"; a rerun goes on and
-    writes "true").
+    writes "true"); `decoder`: the pipeline that ran (`auto` resolved); `software`: the versions of the
+    libraries that computed the rows (`engine.machine.versions`: an int8 model is rebuilt by the local
+    ONNX Runtime, and its probabilities depend on it).
     """
     return {"run": json.dumps(run_fingerprint(card, session, config, spec)),
         "complete": "true" if complete else "false",
@@ -206,4 +209,6 @@ def catalog_metadata(card, session, config, spec=None, complete: bool = True) ->
         "device": session.device, "command": config.command, "config": json.dumps(config_dict(config)),
         "cwd": config.cwd,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),  # FITS DATE: UTC, no offset
+        **({"decoder": decoder} if decoder else {}),
+        **({"software": json.dumps(software)} if software else {}),
     }

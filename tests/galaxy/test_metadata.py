@@ -171,3 +171,22 @@ def test_stilts_shows_each_fits_columns_description(tmp_path):
     assert result.returncode == 0, result.stderr
     shown = dict(re.findall(r"^\s*\d+: (\w+)\(\w+\)(?:/\S+)? - (.*)$", result.stdout, re.MULTILINE))
     assert shown == {**OWN, "z": LONG.replace("é", "\\xe9"), "objtype": ""}, result.stdout
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".csv"])
+def test_a_catalog_records_the_decoder_that_ran_and_the_libraries_versions(tmp_path, suffix):
+    """The metadata named `--decoder auto` only, and the galaxy version alone, though an int8 model is
+    rebuilt by the local ONNX Runtime and its probabilities depend on it."""
+    import onnxruntime
+    from click.testing import CliRunner
+
+    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.cli import cli
+    from tests.conftest import EXAMPLES
+
+    out = tmp_path / f"c{suffix}"
+    assert CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", str(out), "-q", "--decoder", "reference",
+                                    "--backend", "onnxruntime"]).exit_code == 0
+    metadata = read_catalog_metadata(out)
+    software = metadata["software"] if isinstance(metadata["software"], dict) else json.loads(metadata["software"])
+    assert metadata["decoder"] == "reference" and software["onnxruntime"] == onnxruntime.__version__
