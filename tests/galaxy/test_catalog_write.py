@@ -323,3 +323,14 @@ def test_csv_catalogs_and_errors_files_end_lines_as_unix_tools_expect(tmp_path):
     errors.write("a", "a.jpeg", "decode", "truncated")
     errors.close()
     assert b"\r" not in (tmp_path / "e.csv").read_bytes()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".fits"])
+def test_an_exact_tie_goes_to_the_first_class(tmp_path, suffix):
+    """The README's rule: the label is the class of the higher probability, an exact tie the first
+    class's (elliptical); int8 gives exact 0.5s (two on the validation split)."""
+    path = tmp_path / f"t{suffix}"
+    writer = CatalogWriter(path, CLASSES, {"model": "m"})
+    writer.write(["tie", "spiral"], ["a.jpeg", "b.jpeg"], np.array([[0.5, 0.5], [0.4999, 0.5001]], np.float32))
+    writer.close()
+    assert list(_read(path)["label"]) == ["elliptical", "spiral"]
