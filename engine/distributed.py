@@ -69,7 +69,7 @@ class ShardClassifier:
     def __init__(self, config, model_dir: str, out_dir: str, cwd: str | None = None, units: dict | None = None,
                  descriptions: dict | None = None):
         from engine.artifacts import resolve_model
-        from engine.machine import versions
+        from engine.machine import installed_versions
         from galaxy.catalog.metadata import catalog_metadata
         from engine.runner import Runner
 
@@ -80,7 +80,7 @@ class ShardClassifier:
         self.runner = Runner.for_classify(model_dir, card, config)
         self.out_dir, self.classes = Path(out_dir), card.classes
         self.metadata = catalog_metadata(card, self.runner.session, config, self.runner.spec,
-                                         decoder=self.runner.pipeline.name, software=versions())
+                                         decoder=self.runner.pipeline.name, software=installed_versions())
 
     def __call__(self, batch: dict) -> dict:
         out = {"shard": [], "rows": [], "errors": [], "off_centre": []}

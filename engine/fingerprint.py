@@ -13,8 +13,8 @@ import json
 import logging
 from pathlib import Path
 
-from galaxy.catalog.metadata import (READING_KEYS, READING_RECORDED, READING_VERSION, as_recorded_now,
-                                     begun_with_older_crop, reading_settings)
+from galaxy.catalog.metadata import (CROP_RULE_KEY, CROP_RULE_MIXED, READING_KEYS, READING_RECORDED, READING_VERSION,
+                                     as_recorded_now, begun_with_older_crop, reading_settings)
 from galaxy.catalog.read import read_catalog_metadata
 from galaxy.errors import UsageError
 from galaxy.files import write_atomically
@@ -46,17 +46,21 @@ def changed_settings(earlier: dict, fingerprint: dict, defaults: dict | None = N
     return "; ".join(f"{k} {said(k, earlier, given)} then, {said(k, now, fingerprint)} now" for k in changed)
 
 
-def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | None = None) -> None:
+def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | None = None) -> bool:
     """The one fingerprint check of a resumable output (a catalog's journal, a `--ray` folder).
 
     `fingerprint` says what a run must share with the run it continues (model, backend, TTA, ...).
     When `path` holds an earlier one that differs (`changed_settings`, with `defaults`), the rerun
     is refused, naming what changed; otherwise it is stored there (atomically) for the next rerun.
 
+    Returns whether the run it continues began before the square-crop rule (`warn_older_crop`): then
+    the stored fingerprint says so (CROP_RULE_MIXED), for every later rerun.
+
     Raises:
         UsageError: `output` was started with other settings, or its recorded ones cannot be read.
     """
     path = Path(path)
+    older = False
     if path.exists():
         earlier = recorded_fingerprint(path)
         if earlier is None:  # a damaged record: what the run began with is not known
@@ -66,18 +70,25 @@ def keep_fingerprint(path: Path, fingerprint: dict, output, defaults: dict | Non
         if changed:
             raise UsageError(f"{output} was started with other settings ({changed}); "
                              "use --overwrite to start over")
-        warn_older_crop(earlier, output)
+        older = warn_older_crop(earlier, fingerprint, output)
+    if older:
+        fingerprint = {**fingerprint, CROP_RULE_KEY: CROP_RULE_MIXED}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(fingerprint)))
+    return older
 
 
-def warn_older_crop(earlier: dict, output) -> None:
-    """Warn that a run continued from a fingerprint made before the square-crop rule mixes two crops
-    for any non-square cutouts: those of its rows made then were squashed to the square."""
-    if begun_with_older_crop(earlier):
-        log.warning("%s was begun by a galaxy version before 2026-11-29, which squashed non-square cutouts to the "
-                    "square; this run crops them square from the longer side, so if any of its inputs are not "
-                    "square the catalog mixes the two: use --overwrite to classify them all one way", output)
+def warn_older_crop(earlier: dict, fingerprint: dict, output) -> bool:
+    """Warn that a run (reading under the square-crop rule: `fingerprint` records it) continued from a
+    fingerprint made before that rule mixes two crops for any non-square cutouts: those of its rows
+    made then were squashed to the square. Returns whether it warned."""
+    if CROP_RULE_KEY not in fingerprint or not begun_with_older_crop(earlier):
+        return False
+    log.warning("%s was begun by a galaxy version before the square-crop rule (2026-11-29), which squashed "
+                "non-square cutouts to the square; this run crops them square from the longer side, so if any of "
+                "its inputs are not square the catalog mixes the two: use --overwrite to classify them all one way",
+                output)
+    return True
 
 
 def recorded_fingerprint(path: Path) -> dict | None:

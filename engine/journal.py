@@ -32,10 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.fingerprint import (FINGERPRINT, changed_settings, keep_fingerprint, output_fingerprint, recorded_fingerprint,
-                                warn_older_crop)
+from engine.fingerprint import (FINGERPRINT, changed_settings, keep_fingerprint, output_fingerprint,
+                                recorded_fingerprint, warn_older_crop)
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
+from galaxy.catalog.metadata import CROP_RULE_KEY, CROP_RULE_MIXED
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.text import cell_text, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
@@ -59,10 +60,21 @@ def require_writable(output, inputs=(), catalog=None) -> None:
         if given and os.path.isfile(given) and same_file(given, output):
             raise UsageError(f"the output {output} is an input of this run: give another -o")
     writable_folder(Path(output).absolute().parent, f"cannot write {output}")
-    for beside in (errors_path(output), sidecar_path(output)):  # written at the end, after the catalog
+    besides = [errors_path(output)] + ([sidecar_path(output)] if Path(output).suffix.lower() == ".csv" else [])
+    for beside in besides:  # written at the end, after the catalog
         if beside.is_dir():
-            raise UsageError(f"{beside} is a folder, where {output} writes its "
-                             f"{'errors file' if beside == errors_path(output) else 'metadata'}: move it, or give another -o")
+            what = "errors file" if beside == errors_path(output) else "metadata"
+            raise UsageError(f"{beside} is a folder, where {output} writes its {what}: move it, or give another -o")
+
+
+def _ends_its_line(path: Path) -> bool:
+    """Whether a text file's last byte ends a line, as every catalog line galaxy writes does."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return True
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 class Journal:
@@ -107,7 +119,7 @@ class Journal:
             self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
             self.ids = UniqueIds()
             relative = None  # a row's path that is relative to `begun_in`, if any
-            for row in self.rows():  # a finished output's rows come back in its written form, a journal's not
+            for row in self.rows(check=True):  # a finished output's rows come in its written form, a journal's not
                 self.ids.add(self._written(row[0]))
                 self.done[_path_key(row[1], begun_in, self._written)] += 1
                 if relative is None and not os.path.isabs(row[1]):
@@ -140,7 +152,7 @@ class Journal:
             lock.close()
 
     def _check_fingerprint(self, fingerprint):
-        path = self.dir / FINGERPRINT
+        path, older = self.dir / FINGERPRINT, False
         if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
             sidecar = sidecar_path(self.output)
             if output_format(self.output, self.format) == "csv" and not sidecar.exists():
@@ -152,9 +164,11 @@ class Journal:
             if changed:
                 raise UsageError(f"{self.output} was written with other settings ({changed}); use --overwrite to "
                                  "start over")
-            if meta is not None:
-                warn_older_crop(meta, self.output)
-        keep_fingerprint(path, fingerprint, self.output, self.defaults)
+            if meta is not None and warn_older_crop(meta, fingerprint, self.output):
+                older = True
+        if older:  # recorded so, for every later rerun
+            fingerprint = {**fingerprint, CROP_RULE_KEY: CROP_RULE_MIXED}
+        self.older_crop = keep_fingerprint(path, fingerprint, self.output, self.defaults) or older
 
     def _begun_in(self) -> str:
         """The working directory of the run that began this output, which its relative paths are from:
@@ -176,6 +190,10 @@ class Journal:
             [r["id"], r["path"], *(f"{float(r[probability_column(c)]):.6f}" for c in self.classes),
              json.dumps({k: cell_text(v) for k, v in r.items() if k not in own})]  # blanks too: a column keeps its place
             for r in read_catalog_rows(self.output, self.format)])
+        if output_format(self.output, self.format) in ("csv", "ecsv") and rows and not _ends_its_line(self.output):
+            reason = "its last line is cut short"  # a value cut inside a kept column would pass as another
+            raise UsageError(f"{self.output}, row {len(rows)}, was changed after it was written ({reason}): restore "
+                             "the catalog, or use --overwrite to start over")
         for n, row in enumerate(rows, 1):
             reason = self._row_damage(row)
             if reason:
@@ -221,14 +239,20 @@ class Journal:
             return True
         return False
 
-    def rows(self):
-        """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order.
+    def rows(self, check: bool = False):
+        """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order. With
+        `check` (once, when a run opens its journal: the chunks it writes itself are whole) each row
+        is checked to be as `add` wrote it.
 
         Raises:
-            UsageError: a chunk was changed after it was written (cut short, edited): named, with the line.
+            UsageError: with `check`, a chunk was changed after it was written (cut short, edited): named,
+                with the line.
         """
         for chunk in self._chunks:
             with open(chunk, newline="") as fh:
+                if not check:
+                    yield from csv.reader(fh)
+                    continue
                 text = fh.read()
             if text and not text.endswith("\n"):  # a chunk is written whole, each row ending its line
                 self._damaged(chunk, text.count("\n") + 1, "its last line is cut short")
@@ -287,6 +311,8 @@ class Journal:
     def finish(self, metadata: dict) -> int:
         """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
         self.commit()
+        if self.older_crop and "run" in metadata:  # begun before the square-crop rule: the catalog says so
+            metadata = {**metadata, "run": json.dumps({**json.loads(metadata["run"]), CROP_RULE_KEY: CROP_RULE_MIXED})}
         tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
         errors = errors_path(self.output).with_suffix(".tmp")
         try:

@@ -38,6 +38,19 @@ def versions() -> dict:
     return out
 
 
+def installed_versions() -> dict:
+    """The installed versions of the libraries that compute a catalog's rows, from the package metadata
+    alone: importing torch to ask it would cost a classify that never uses it ~1 s (`versions` imports)."""
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "torchvision", "timm", "nvidia-dali-cuda130",
+                 "nvidia-dali-cuda120", "tensorrt", "tensorrt-cu12", "tensorrt-cu13", "numpy", "astropy"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 # CPU flags that decide which kernels the libraries use.
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from engine import backends
 from engine.journal import Journal, earlier_backend, require_writable
-from engine.machine import versions
+from engine.machine import installed_versions
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs, with_catalog_columns
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
@@ -123,7 +123,7 @@ def classify(config: ClassifyConfig) -> Summary:
         if finished or interrupted is not None:
             try:
                 total = journal.finish(catalog_metadata(card, session, config, runner.spec, complete=finished,
-                                                        decoder=runner.pipeline.name, software=versions()))
+                                                        decoder=runner.pipeline.name, software=installed_versions()))
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM (again, or first) while the catalog was written
                 log.warning("interrupted%s while %s was written: the rows classified so far are kept in %s; rerun "
                             "the same command to go on (it writes the catalog)", " again" if interrupted else "",

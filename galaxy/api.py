@@ -72,8 +72,8 @@ class Model:
             float32 (N, K) probabilities in the card's class order; (1, K) for one image.
 
         Raises:
-            UsageError: an image of another shape or dtype, floats outside [0, 1] (e.g. 0-255), or NaN
-                or infinite values.
+            UsageError: an image of another shape or dtype, floats outside [0, 1] (e.g. 0-255), NaN
+                or infinite values, or blank (one value in every band across the crop), as the readers refuse it.
         """
         from galaxy.io.images import normalise
 
@@ -140,9 +140,10 @@ class Model:
 
 
 def _crop_resize(image: np.ndarray, spec, index: int) -> np.ndarray:
-    from galaxy.io.images import crop_resize, too_little_inside
+    from galaxy.io.images import blank_reason, crop_resize, too_little_inside
 
-    reason = too_little_inside(image.shape[0], image.shape[1], spec.crop_fraction)
+    reason = too_little_inside(image.shape[0], image.shape[1], spec.crop_fraction) or blank_reason(
+        image, spec.crop_fraction)
     if reason:
         raise UsageError(f"image {index}: {reason}")
     try:

@@ -56,14 +56,21 @@ class Decoded:
                    item.columns)
 
 
+# A normalised channel's spread across a sample that marks it as possibly blank: BLANK_SPREAD in display
+# units over a channel's std (0.1 for the shipped models), so a blank crop resampled in float32 (DALI's
+# and torch's antialiased resize leave ~1e-7) is caught and a faint galaxy is left to the reference reader.
+BLANK_TENSOR_SPREAD = 1e-3
+
+
 def blank_samples(tensors) -> list[bool]:
-    """Per sample of a batch (N, C, H, W), numpy or torch, whether every channel holds one value
-    everywhere: a blank cutout, which the batch decoders hand to the reference reader to be refused
-    with its reason (`galaxy.io.images.blank_reason`). On a GPU one small copy per batch."""
+    """Per sample of a normalised batch (N, C, H, W), numpy or torch, whether every channel is flat to
+    BLANK_TENSOR_SPREAD: possibly a blank cutout, which the batch decoders hand to the reference reader
+    to refuse with its reason, or to classify (`galaxy.io.images.blank_reason` decides). On a GPU one
+    small copy per batch."""
     spread = tensors.reshape(tensors.shape[0], tensors.shape[1], -1)
     if isinstance(spread, np.ndarray):
-        return list((spread.max(axis=2) <= spread.min(axis=2)).all(axis=1))
-    return (spread.amax(dim=2) <= spread.amin(dim=2)).all(dim=1).tolist()
+        return list((spread.max(axis=2) - spread.min(axis=2) <= BLANK_TENSOR_SPREAD).all(axis=1))
+    return (spread.amax(dim=2) - spread.amin(dim=2) <= BLANK_TENSOR_SPREAD).all(dim=1).tolist()
 
 
 def decode_item(item: Item, spec: InputSpec, hdu=None) -> Decoded:

@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from engine.pipelines.base import Decoded
+from engine.pipelines.base import Decoded, blank_samples
 from galaxy.errors import ImageReadError
 from galaxy.io.bands import choose_planes
 from galaxy.io.fits import locate_image
@@ -145,7 +145,9 @@ def decode_fits(items, spec: InputSpec, threads: int, hdu=None, device_id: int |
         except (RuntimeError, ValueError, IndexError) as exc:  # one bad file fails the group
             log.debug("DALI rejected FITS HDUs %s group (%s); the reference reader retries it", hdus, exc)
             continue
+        blank = blank_samples(tensors)
         for j, (k, meta) in enumerate(members):
-            if np.isfinite(np.asarray(checks[j])).all():  # else NaN/inf pixels: the reference reader fills them
+            # NaN/inf pixels (the reference reader fills them) and blank crops (it refuses them) go to it
+            if np.isfinite(np.asarray(checks[j])).all() and not blank[j]:
                 results[k] = Decoded.of(items[k], tensor=tensors[j], meta=meta)
     return results

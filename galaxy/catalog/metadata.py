@@ -122,14 +122,17 @@ def run_fingerprint(card, session, config, spec=None) -> dict:
 # How a cutout is cropped: since 2026-11-29 the square of the crop fraction of the longer side (a non-square
 # cutout keeps its pixel scale, zero-padded where the square passes a short side); before, the crop fraction
 # of each side, resized to the square, squashed non-square cutouts. A fingerprint without the key was made
-# before: its run continues (square cutouts read as they did), with a warning (`begun_with_older_crop`).
+# before: its run continues (square cutouts read as they did), with a warning (`begun_with_older_crop`),
+# and records CROP_RULE_MIXED from then on, so that every later rerun warns and the catalog says so.
 CROP_RULE_KEY = "crop_rule"
 CROP_RULE = "square of the longer side"
+CROP_RULE_MIXED = "squashed to the square before 2026-11-29, then square of the longer side"
 
 
 def begun_with_older_crop(earlier: dict) -> bool:
-    """Whether a run's recorded fingerprint comes from before the square-crop rule (CROP_RULE)."""
-    return CROP_RULE_KEY not in earlier
+    """Whether a run's recorded fingerprint comes from before the square-crop rule (CROP_RULE), or from
+    a run continued from one (CROP_RULE_MIXED)."""
+    return earlier.get(CROP_RULE_KEY, CROP_RULE_MIXED) == CROP_RULE_MIXED
 
 
 # The settings of how a run reads each FITS file (`reading_settings`), and the key that says a

@@ -182,7 +182,8 @@ def _fits_nulls(table, chunk) -> dict:
 
     nulls = {}
     for column in table.columns:
-        if isinstance(table, fits.BinTableHDU) and str(column.format) == "L":  # a logical's null is a zero byte
+        if isinstance(table, fits.BinTableHDU) and column.format.format == "L" and column.format.repeat == 1:
+            # a logical (TFORM L or 1L): its null is a zero byte
             nulls[column.name] = np.recarray.field(chunk, column.name) == 0  # (astropy reads it as False)
             continue
         if column.null is None or column.null == "":
@@ -342,22 +343,29 @@ def written_format(path, fmt: str | None = None) -> str:
         UsageError: none of these tells it.
     """
     path = Path(path)
-    if fmt or path.suffix.lower() in OUTPUT_FORMATS:
+    if fmt:
         return output_format(path, fmt)
     try:
         with open(path, "rb") as fh:
             start = fh.read(16)
     except OSError:
         start = b""
-    if start.startswith(b"SIMPLE  ="):
-        return "fits"
-    if start.startswith(b"PAR1"):
-        return "parquet"
-    if start.startswith(b"# %ECSV"):
-        return "ecsv"
+    held = next((name for name, magic in _MAGIC.items() if start.startswith(magic)), None)
+    if path.suffix.lower() in OUTPUT_FORMATS:
+        named = output_format(path)
+        if held is not None and held != named:
+            raise UsageError(f"{path} is named as a {named} catalog but holds a {held} one (written with --format "
+                             f"{held}?)")
+        return named
+    if held is not None:
+        return held
     if sidecar_path(path).is_file():
         return "csv"
     return output_format(path)  # its error: the format cannot be told
+
+
+# The first bytes of each binary or self-describing format galaxy writes.
+_MAGIC = {"fits": b"SIMPLE  =", "parquet": b"PAR1", "ecsv": b"# %ECSV"}
 
 
 def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:

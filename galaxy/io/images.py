@@ -27,7 +27,7 @@ from galaxy.files import require_file
 from galaxy.catalog.formats import IMAGE_SUFFIXES
 from galaxy.io.fits import is_fits_path, read_band_files, read_fits_cutout
 from galaxy.io.jpeg import jpeg_damage, jpeg_frame
-from galaxy.io.composite import crop_side, inside_share
+from galaxy.io.composite import crop_side, crop_spans, inside_share
 from galaxy.spec import MIN_SIDE, InputSpec, too_small
 
 RASTER_FORMATS = ("JPEG", "PNG")
@@ -252,21 +252,30 @@ def too_little_inside(height: int, width: int, crop_fraction: float) -> str | No
             "a cutout; a smaller --crop-fraction reads less)")
 
 
-def blank_reason(crop: np.ndarray) -> str | None:
-    """Why a crop (H, W, C) the network would read is refused as blank: every band holds one value
-    everywhere (an empty or off-footprint cutout, all black or all white), or None. A network labels
+# The largest spread of a band (display units, [0, 1]) across the crop that still counts as one value:
+# far below one 8-bit grey level (0.0039), far above what resampling a constant image leaves (~1e-7).
+BLANK_SPREAD = 1e-4
+
+
+def blank_reason(pixels: np.ndarray, crop_fraction: float) -> str | None:
+    """Why a cutout (H, W, C) in [0, 1] is refused as blank: every band holds one value across the part
+    of the network's square crop that lies inside it (an empty or off-footprint cutout, all black or
+    all white; the zeros a non-square cutout is padded with do not count), or None. A network labels
     such an image as confidently as a galaxy (an all-black JPEG: elliptical, p 0.94); the FITS reader
     refuses a constant image for the same reason."""
-    flat = crop.reshape(-1, crop.shape[-1]) if crop.ndim == 3 else crop.reshape(-1, 1)
-    if (flat.max(axis=0) > flat.min(axis=0)).any():
-        return None
-    values = ", ".join(f"{v:g}" for v in flat[0])
+    (top, bottom), (left, right) = crop_spans(pixels.shape[0], pixels.shape[1], crop_fraction)
+    region = pixels[top:bottom, left:right]
+    flat = region.reshape(-1, region.shape[-1]) if region.ndim == 3 else region.reshape(-1, 1)
+    if flat.size == 0 or not np.isfinite(flat).all() or (flat.max(axis=0) - flat.min(axis=0) > BLANK_SPREAD).any():
+        return None  # (non-finite pixels are refused after the resize, with their own reason)
+    values = ", ".join(f"{v:.3g}" for v in flat[0])
     return (f"blank: every pixel of the crop the network reads has one value ({values}): nothing to classify "
             "(an empty or off-footprint cutout)")
 
 
 def _network_input(pixels: np.ndarray, spec: InputSpec, path) -> np.ndarray:
-    reason = too_little_inside(pixels.shape[0], pixels.shape[1], spec.crop_fraction)
+    reason = too_little_inside(pixels.shape[0], pixels.shape[1], spec.crop_fraction) or blank_reason(
+        pixels, spec.crop_fraction)
     if reason:
         raise ImageReadError(path, reason, stage="preprocess")
     try:
@@ -275,7 +284,4 @@ def _network_input(pixels: np.ndarray, spec: InputSpec, path) -> np.ndarray:
         raise ImageReadError(path, str(exc), stage="preprocess") from None
     if not np.isfinite(resized).all():
         raise ImageReadError(path, "preprocessing produced non-finite values", stage="preprocess")
-    reason = blank_reason(resized)
-    if reason:
-        raise ImageReadError(path, reason, stage="preprocess")
     return normalise(resized, spec)

@@ -217,6 +217,9 @@ def test_blank_cutouts_are_refused_by_every_reader(tmp_path, decoder):
     corner = np.zeros((424, 424, 3), np.uint8)
     corner[:20, :20] = 200  # outside the central half the network reads
     Image.fromarray(corner).save(folder / "corner.jpeg")
+    for side in (200, 300):  # resampled in float32, a constant image is no longer exactly constant
+        Image.new("RGB", (side, side), (128, 128, 128)).save(folder / f"grey{side}.jpeg")
+    Image.new("RGB", (256, 80), (255, 255, 255)).save(folder / "wide.png")  # padded with zeros past its short side
     shutil.copy(sorted(EXAMPLES.glob("*.jpeg"))[0], folder / "galaxy.jpeg")
     out = tmp_path / "c.csv"
     result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--decoder", decoder,
@@ -226,17 +229,28 @@ def test_blank_cutouts_are_refused_by_every_reader(tmp_path, decoder):
         assert [row["id"] for row in csv.DictReader(fh)] == ["galaxy"]
     with open(tmp_path / "c.csv.errors.csv", newline="") as fh:
         reasons = {row["id"]: row["reason"] for row in csv.DictReader(fh)}
-    assert sorted(reasons) == ["black", "corner", "transparent", "white", "zero16"]
+    assert sorted(reasons) == ["black", "corner", "grey200", "grey300", "transparent", "white", "wide", "zero16"]
     assert all(reason.startswith("blank: every pixel of the crop the network reads has one value")
                for reason in reasons.values())
     assert "(1, 1, 1)" in reasons["white"] and "(0, 0, 0)" in reasons["black"]
+
+
+def test_the_python_api_refuses_a_blank_image_as_the_readers_do():
+    from galaxy.api import load_model
+    from galaxy.errors import UsageError
+
+    model = load_model(backend="onnxruntime")
+    with pytest.raises(UsageError, match="image 1: blank: every pixel"):
+        galaxy = np.asarray(Image.open(sorted(EXAMPLES.glob("*.jpeg"))[0]))
+        model.classify_arrays(np.stack([galaxy, np.zeros_like(galaxy)]))
 
 
 def test_blank_samples_of_a_batch():
     from engine.pipelines.base import blank_samples
 
     batch = np.random.default_rng(0).normal(size=(3, 3, 8, 8)).astype(np.float32)
-    batch[1] = np.array([-1.0, 0.5, 2.0], np.float32)[:, None, None]  # one value per channel
+    batch[1] = np.array([-1.0, 0.5, 2.0], np.float32)[:, None, None]  # one value per channel...
+    batch[1, :, 0, 0] += 1e-6  # ...up to what float32 resampling leaves
     batch[2, 0] = 0.25  # one channel constant, the others not
     assert blank_samples(batch) == [False, True, False]
     torch = pytest.importorskip("torch")

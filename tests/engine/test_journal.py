@@ -1,6 +1,7 @@
 """Crash safety: killed runs resume without losing or repeating a row; one writer per output."""
 
 import csv
+import json
 import os
 import random
 import signal
@@ -590,9 +591,11 @@ def test_a_run_begun_before_the_square_crop_rule_is_continued_with_a_warning(tmp
     now = {"weights": "w", "backend": "b", CROP_RULE_KEY: CROP_RULE}
     path = tmp_path / "fingerprint.json"
     path.write_text('{"weights": "w", "backend": "b"}')  # a journal's record from before the rule
-    with caplog.at_level(logging.WARNING):
-        keep_fingerprint(path, now, "old.csv")
-    assert "old.csv was begun by a galaxy version before 2026-11-29" in caplog.text
+    for _ in range(2):  # and every rerun after it: the mixing is recorded, not forgotten after one warning
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            keep_fingerprint(path, now, "old.csv")
+        assert "old.csv was begun by a galaxy version before the square-crop rule" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         keep_fingerprint(tmp_path / "new.json", now, "new.csv")
@@ -606,8 +609,12 @@ def test_a_run_begun_before_the_square_crop_rule_is_continued_with_a_warning(tmp
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         continued = Journal(out, ("elliptical", "spiral"), now)
-    assert continued.resumed == 1 and "c.csv was begun by a galaxy version before 2026-11-29" in caplog.text
-    continued.release()
+    assert continued.resumed == 1 and "c.csv was begun by a galaxy version before the square-crop rule" in caplog.text
+    continued.finish({"run": json.dumps(now)})  # the catalog it writes records the two crops
+    from galaxy.catalog.metadata import CROP_RULE_MIXED
+    from galaxy.catalog.read import read_catalog_metadata
+
+    assert json.loads(read_catalog_metadata(out)["run"])[CROP_RULE_KEY] == CROP_RULE_MIXED
 
 
 def test_a_run_records_the_crop_rule_it_read_with():
@@ -648,6 +655,20 @@ def test_a_journal_chunk_changed_after_it_was_written_is_refused_naming_it(tmp_p
     resumed.release()
 
 
+def test_a_finished_csv_catalog_cut_inside_a_kept_column_is_refused(tmp_path):
+    """Cut inside its last (kept) column, the row's probabilities are whole: the missing line end tells."""
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out)
+    journal.add(["a1"], ["a1.jpeg"], np.array([[0.25, 0.75]], np.float32), [{"objid": "587735344123"}])
+    journal.finish({"run": '{"weights": "w", "backend": "b"}'})
+    text = out.read_text()
+    out.write_text(text[:text.rindex("123")])
+    with pytest.raises(UsageError, match=r"c.csv, row 1, was changed after it was written \(its last line is cut short"):
+        _journal(out)
+
+
 def test_a_finished_csv_catalog_cut_short_is_refused_not_continued(tmp_path):
     import numpy as np
 
@@ -657,7 +678,7 @@ def test_a_finished_csv_catalog_cut_short_is_refused_not_continued(tmp_path):
     journal.finish({"run": '{"weights": "w", "backend": "b"}'})
     text = out.read_text()
     out.write_text(text[:text.rindex("0.000047") + 4])  # the last row ends "...,0.999953,0.00"
-    with pytest.raises(UsageError, match=r"c.csv, row 2, was changed after it was written \(.*do not sum to 1"):
+    with pytest.raises(UsageError, match=r"c.csv, row 2, was changed after it was written \(its last line is cut short"):
         _journal(out)
 
 

@@ -190,9 +190,10 @@ def test_an_input_catalog_with_array_columns_is_read_and_those_are_not_kept(tmp_
     assert refused.exit_code == 2 and "column 'mag' holds several values per row" in refused.output
 
 
-def test_a_null_logical_in_a_fits_input_catalog_is_kept_missing(tmp_path):
+@pytest.mark.parametrize("tform", ["L", "1L"])
+def test_a_null_logical_in_a_fits_input_catalog_is_kept_missing(tmp_path, tform):
     files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
-    columns = [fits.Column("file", "80A", array=[str(f) for f in files]), fits.Column("flag", "L", array=[True, False])]
+    columns = [fits.Column("file", "80A", array=[str(f) for f in files]), fits.Column("flag", tform, array=[True, False])]
     hdu = fits.BinTableHDU.from_columns(columns)
     np.recarray.field(hdu.data, "flag")[1] = 0  # a null logical: a zero byte (astropy reads it as False)
     catalog = tmp_path / "in.fits"

@@ -351,6 +351,10 @@ def test_report_and_montage_read_a_catalog_written_with_format(tmp_path, fmt):
     (tmp_path / "plain.dat").write_text("id,p\n")
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "plain.dat"), "-o", str(tmp_path / "p.html")])
     assert result.exit_code == 2 and "cannot tell the output format" in result.output
+    if fmt != "csv":  # a known suffix over another format's bytes: said, not a UnicodeDecodeError traceback
+        catalog.rename(tmp_path / "mis.csv")
+        result = CliRunner().invoke(cli, ["report", str(tmp_path / "mis.csv"), "-o", str(tmp_path / "q.html")])
+        assert result.exit_code == 2 and f"is named as a csv catalog but holds a {fmt} one" in result.output
 
 
 def test_the_report_of_fits_inputs_says_the_card_is_of_jpegs(tmp_path):
