@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 
 from engine import backends
 from engine.journal import Journal, earlier_backend, require_writable
@@ -24,7 +25,7 @@ from galaxy.catalog.formats import check_kept_columns, output_format
 from galaxy.catalog.column_notes import units_and_descriptions
 from galaxy.catalog.write import errors_path
 from galaxy.config import ClassifyConfig
-from galaxy.errors import UsageError
+from galaxy.errors import BackendError, UsageError
 from galaxy.files import same_file
 from galaxy.io.sky import OffCentreRows
 from galaxy.progress import progress
@@ -110,6 +111,12 @@ def classify(config: ClassifyConfig) -> Summary:
                                               config.keep_columns, band_columns)
                  if not journal.is_done(item.path) and not _is_output(item.path, config.output))
         for result in runner.run(items, on_error, journal.take_id, off_centre.add):
+            broken = ~np.isfinite(result.probabilities).all(axis=1)
+            if broken.any():  # never committed: a NaN row is no classification (and a rerun would call it damaged)
+                raise BackendError(f"the model's outputs are not finite for {int(broken.sum())} of a batch of "
+                                   f"{len(broken)} (first: {result.paths[int(np.argmax(broken))]}): its weights are "
+                                   f"broken or the backend overflowed ({runner.backend}); the rows before this batch "
+                                   "are kept for a rerun")
             journal.add(*result)
             classified += len(result.ids)
             bar.update(len(result.ids))

@@ -694,3 +694,25 @@ def test_a_folder_where_the_errors_file_goes_is_refused_before_any_work(tmp_path
     with pytest.raises(UsageError, match=r"d.csv.meta.json is a folder, where .*d.csv writes its metadata"):
         require_writable(tmp_path / "d.csv")
     require_writable(tmp_path / "e.csv")
+
+
+def test_non_finite_outputs_are_never_committed(tmp_path, model_copy):
+    """A model with NaN weights had its NaN rows committed (and the next rerun called them damaged)."""
+    import numpy as np
+    from click.testing import CliRunner
+    from safetensors.numpy import load_file, save_file
+
+    from galaxy.card import file_sha256
+    from galaxy.cli import cli
+
+    weights = model_copy / "model.safetensors"
+    save_file({name: np.full_like(t, np.nan) if t.dtype.kind == "f" else t for name, t in load_file(weights).items()},
+              weights)
+    card = json.loads((model_copy / "card.json").read_text())
+    card["weights"]["sha256"] = file_sha256(weights)
+    (model_copy / "card.json").write_text(json.dumps(card))
+    out = tmp_path / "c.csv"
+    result = CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", str(out), "-q", "--model", str(model_copy),
+                                      "--backend", "torch"])
+    assert result.exit_code == 1 and "the model's outputs are not finite for 32 of a batch of 32" in result.output
+    assert not out.exists() and not list((tmp_path / "c.csv.partial").glob("chunk-*.csv"))
