@@ -177,6 +177,17 @@ def test_catalog_rows_without_a_file_are_errors_that_carry_their_id(tmp_path):
     assert error["id"] == "201" and "empty path for band r" in error["reason"]
 
 
+def _classify_with_failures(folder, out, decoder):
+    """(ids classified, {id: reason} of the errors file) of `classify folder -o out`, which must exit 3."""
+    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--decoder", decoder,
+                                      "--backend", "onnxruntime"])
+    assert result.exit_code == 3, result.output
+    with open(out, newline="") as fh:
+        classified = [row["id"] for row in csv.DictReader(fh)]
+    with open(f"{out}.errors.csv", newline="") as fh:
+        return classified, {row["id"]: row["reason"] for row in csv.DictReader(fh)}
+
+
 @pytest.mark.parametrize("decoder", ["reference", "auto"])
 def test_images_too_small_to_be_cutouts_are_refused_by_every_reader(tmp_path, decoder):
     """5 x 5 noise, a 3 x 2000 strip and a 2 x 100 image were given confident labels (p ~0.87)."""
@@ -188,14 +199,8 @@ def test_images_too_small_to_be_cutouts_are_refused_by_every_reader(tmp_path, de
     Image.fromarray(rng.integers(0, 255, (100, 2, 3), np.uint8)).save(folder / "thin.jpeg")
     Image.fromarray(rng.integers(0, 255, (15, 40, 3), np.uint8)).save(folder / "short.png")
     Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(folder / "smallest.jpeg")  # taken
-    out = tmp_path / "c.csv"
-    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--decoder", decoder,
-                                      "--backend", "onnxruntime"])
-    assert result.exit_code == 3, result.output
-    with open(out, newline="") as fh:
-        assert [row["id"] for row in csv.DictReader(fh)] == ["smallest"]
-    with open(tmp_path / "c.csv.errors.csv", newline="") as fh:
-        reasons = {row["id"]: row["reason"] for row in csv.DictReader(fh)}
+    classified, reasons = _classify_with_failures(folder, tmp_path / "c.csv", decoder)
+    assert classified == ["smallest"]
     assert reasons == {"noise": "5 x 5 pixels is too small for a cutout (at least 16 on each side)",
                        "short": "40 x 15 pixels is too small for a cutout (at least 16 on each side)",
                        "strip": "3 x 2000 pixels is too small for a cutout (at least 16 on each side)",
@@ -221,14 +226,8 @@ def test_blank_cutouts_are_refused_by_every_reader(tmp_path, decoder):
         Image.new("RGB", (side, side), (128, 128, 128)).save(folder / f"grey{side}.jpeg")
     Image.new("RGB", (256, 80), (255, 255, 255)).save(folder / "wide.png")  # padded with zeros past its short side
     shutil.copy(sorted(EXAMPLES.glob("*.jpeg"))[0], folder / "galaxy.jpeg")
-    out = tmp_path / "c.csv"
-    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--decoder", decoder,
-                                      "--backend", "onnxruntime"])
-    assert result.exit_code == 3, result.output
-    with open(out, newline="") as fh:
-        assert [row["id"] for row in csv.DictReader(fh)] == ["galaxy"]
-    with open(tmp_path / "c.csv.errors.csv", newline="") as fh:
-        reasons = {row["id"]: row["reason"] for row in csv.DictReader(fh)}
+    classified, reasons = _classify_with_failures(folder, tmp_path / "c.csv", decoder)
+    assert classified == ["galaxy"]
     assert sorted(reasons) == ["black", "corner", "grey200", "grey300", "transparent", "white", "wide", "zero16"]
     assert all(reason.startswith("blank: every pixel of the crop the network reads has one value")
                for reason in reasons.values())
