@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, VALUE_KINDS
-from galaxy.catalog.fits_table import SKY_UNITS
-from galaxy.catalog.metadata import galaxy_keys, parquet_metadata
+from galaxy.catalog.fits_table import sky_units
+from galaxy.catalog.metadata import galaxy_keys, kept_columns, parquet_metadata
 from galaxy.catalog.text import cell_text
 from galaxy.catalog.write import arrow_type, column_kinds, UniqueIds
 from galaxy.errors import UsageError
@@ -202,7 +202,8 @@ def _with_metadata(table, source, units: dict | None):
 
     lengths = {f.name: pc.max(pc.utf8_length(table[f.name])).as_py() or 1
                for f in table.schema if pa.types.is_string(f.type)}
-    metadata = parquet_metadata(table.schema, galaxy_keys(source.metadata), {**SKY_UNITS, **(units or {})}, lengths)
+    keys = galaxy_keys(source.metadata)
+    metadata = parquet_metadata(table.schema, keys, {**sky_units(kept_columns(keys)), **(units or {})}, lengths)
     return table.replace_schema_metadata(metadata)
 
 

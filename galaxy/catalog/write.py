@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.catalog.fits_table import SKY_UNITS, numpy_kinds
+from galaxy.catalog.fits_table import numpy_kinds, sky_units
 from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, RAY_BOOKKEEPING, SKY_COLUMNS, VALUE_KINDS,
                                     catalog_columns, catalog_descriptions, output_format, probability_column,
                                     sidecar_path)
@@ -231,10 +231,10 @@ class CatalogWriter:
     def __init__(self, path, classes, metadata: dict, fmt: str | None = None, extra=(), units=None,
                  text_lengths: dict | None = None, descriptions: dict | None = None):
         self.path = Path(path)
-        self.units = {**SKY_UNITS, **(units or {})}
         self.format = output_format(path, fmt)
         self.classes = tuple(classes)
         self.metadata = {k: str(v) for k, v in metadata.items()}
+        self.units = {**sky_units(kept_columns(self.metadata)), **(units or {})}
         self.extra = output_columns(extra, kept_columns(self.metadata))
         self.columns = (*catalog_columns(self.classes), *(name for name, _ in self.extra))
         described = {**catalog_descriptions(self.classes, kept_columns(self.metadata)), **(descriptions or {})}

@@ -280,3 +280,24 @@ def test_the_warning_is_one_stderr_line_and_the_exit_status_stays(tmp_path):
         "header (largest 1.12 deg: ids g1, g2): the classification is of the object at the cutout centre; "
         "check the catalog's positions and its path column"]
     assert len(Table.read(out)) == 6
+
+
+@pytest.mark.parametrize("names", [("ra", "dec"), ("RA", "Dec")])
+def test_a_kept_position_has_the_unit_its_catalog_gives_it_or_none(tmp_path, names):
+    """A kept lowercase ra/dec from a CSV (which has no units) was given deg, the unit of the FITS
+    headers' position, while a kept RA/Dec got none: units come from the input catalog."""
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    Table({"file": [str(f) for f in files], names[0]: [10.5, 11.0], names[1]: [-1.0, 2.0]}).write(
+        tmp_path / "in.csv", format="ascii.csv")
+    out = tmp_path / "out.fits"
+    assert invoke("classify", "--catalog", tmp_path / "in.csv", "--keep-columns", ",".join(names), "-o", out,
+                  "-q").exit_code == 0
+    table = Table.read(out)
+    assert table[names[0]].unit is None and table[names[1]].unit is None
+    survey = Table({"file": [str(f) for f in files], names[0]: [10.5, 11.0], names[1]: [-1.0, 2.0]})
+    survey[names[0]].unit = survey[names[1]].unit = "deg"
+    survey.write(tmp_path / "in.ecsv")
+    out = tmp_path / "out2.fits"
+    assert invoke("classify", "--catalog", tmp_path / "in.ecsv", "--keep-columns", ",".join(names), "-o", out,
+                  "-q").exit_code == 0
+    assert str(Table.read(out)[names[0]].unit) == "deg"
