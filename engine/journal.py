@@ -101,6 +101,7 @@ class Journal:
         self.classes = tuple(classes)
         self.dir = journal_dir(self.output)
         self.output.parent.mkdir(parents=True, exist_ok=True)
+        begun_here = not self.dir.exists()
         self._lock = self._take_lock()
         for leftover in self.output.parent.glob(f".{glob.escape(self.dir.name)}.done-*"):  # killed while tidying up
             shutil.rmtree(leftover, onerror=_log_undeleted)
@@ -128,6 +129,8 @@ class Journal:
                 raise UsageError(f"{self.output} was begun in {begun_in}, and its rows name files from there "
                                  f"({relative!r}): rerun from that folder, or use --overwrite to start over")
         except UsageError:
+            if begun_here:  # a refused rerun leaves no OUT.partial/ of its own (its lock, cwd or fingerprint)
+                shutil.rmtree(self.dir, ignore_errors=True)
             self._lock.close()
             raise
         self.resumed = self.done.total()

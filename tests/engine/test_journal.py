@@ -716,3 +716,23 @@ def test_non_finite_outputs_are_never_committed(tmp_path, model_copy):
                                       "--backend", "torch"])
     assert result.exit_code == 1 and "the model's outputs are not finite for 32 of a batch of 32" in result.output
     assert not out.exists() and not list((tmp_path / "c.csv.partial").glob("chunk-*.csv"))
+
+
+def test_a_refused_rerun_leaves_no_journal_folder_of_its_own(tmp_path):
+    """A rerun refused before any work (other settings) left OUT.partial/ with its lock (and cwd, fingerprint)."""
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out)
+    journal.add(["a"], ["a.jpeg"], np.full((1, 2), 0.5, np.float32))
+    journal.finish({"run": '{"weights": "w", "backend": "b"}'})
+    with pytest.raises(UsageError, match="was written with other settings"):
+        Journal(out, ("elliptical", "spiral"), {"weights": "other", "backend": "b"})
+    assert not (tmp_path / "c.csv.partial").exists() and out.exists()
+    killed = _journal(tmp_path / "d.csv")  # a journal a run left (killed) is kept when a rerun is refused
+    killed.add(["a"], ["a.jpeg"], np.full((1, 2), 0.5, np.float32))
+    killed.commit()
+    killed.release()
+    with pytest.raises(UsageError, match="was started with other settings"):
+        Journal(tmp_path / "d.csv", ("elliptical", "spiral"), {"weights": "other", "backend": "b"})
+    assert list((tmp_path / "d.csv.partial").glob("chunk-*.csv"))
