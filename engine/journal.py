@@ -193,12 +193,9 @@ class Journal:
             [r["id"], r["path"], *(f"{float(r[probability_column(c)]):.6f}" for c in self.classes),
              json.dumps({k: cell_text(v) for k, v in r.items() if k not in own})]  # blanks too: a column keeps its place
             for r in read_catalog_rows(self.output, self.format)])
-        if output_format(self.output, self.format) in ("csv", "ecsv") and rows and not _ends_its_line(self.output):
-            reason = "its last line is cut short"  # a value cut inside a kept column would pass as another
-            raise UsageError(f"{self.output}, row {len(rows)}, was changed after it was written ({reason}): restore "
-                             "the catalog, or use --overwrite to start over")
-        for n, row in enumerate(rows, 1):
-            reason = self._row_damage(row)
+        cut_short = output_format(self.output, self.format) in ("csv", "ecsv") and not _ends_its_line(self.output)
+        for n, row in enumerate(rows, 1):  # a value cut inside a kept column would pass as another: the line end tells
+            reason = "its last line is cut short" if cut_short and n == len(rows) else self._row_damage(row)
             if reason:
                 raise UsageError(f"{self.output}, row {n}, was changed after it was written ({reason}): restore the "
                                  "catalog, or use --overwrite to start over")

@@ -17,8 +17,8 @@ import numpy as np
 
 from engine import backends
 from engine.journal import Journal, earlier_backend, require_writable
-from engine.machine import installed_versions
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs, with_catalog_columns
+from engine.machine import installed_versions
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
 from galaxy.catalog.formats import check_kept_columns, output_format

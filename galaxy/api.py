@@ -140,10 +140,9 @@ class Model:
 
 
 def _crop_resize(image: np.ndarray, spec, index: int) -> np.ndarray:
-    from galaxy.io.images import blank_reason, crop_resize, too_little_inside
+    from galaxy.io.images import crop_refusal, crop_resize
 
-    reason = too_little_inside(image.shape[0], image.shape[1], spec.crop_fraction) or blank_reason(
-        image, spec.crop_fraction)
+    reason = crop_refusal(image, spec.crop_fraction)
     if reason:
         raise UsageError(f"image {index}: {reason}")
     try:

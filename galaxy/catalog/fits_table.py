@@ -35,6 +35,8 @@ def sky_units(keep=()) -> dict:
     """The units of the sky position from FITS headers (deg), for those of its columns not taken by a kept
     input column of that name: a kept `ra` has the unit its catalog gives it, or none (as a kept `RA` does)."""
     return {name: unit for name, unit in SKY_UNITS.items() if name not in keep}
+
+
 INT_NULL = -2 ** 63  # an int column's missing value (TNULLn); `column_kinds` never makes an int column holding it
 _MISSING = {"int": INT_NULL, "float": np.nan, "bool": b"\0"}  # a logical's null is a zero byte (FITS 4.0, 7.3.3)
 _LOGICAL = {True: b"T", False: b"F"}

@@ -437,12 +437,11 @@ def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
 
 def _logical_nulls(path, names) -> dict:
     """{column: bool per row} of the logical (L) columns `names` of a FITS table: where the cell is
-    null (a zero byte), which astropy's Table reads as False."""
+    null (a zero byte), which astropy's Table reads as False; found as an input catalog's are (`_fits_nulls`)."""
     if not names:
         return {}
-    import numpy as np
     from astropy.io import fits
 
     with fits.open(path) as hdul:
-        data = table_hdu(hdul).data
-        return {name: np.array(np.recarray.field(data, name) == 0) for name in names}
+        table = table_hdu(hdul)
+        return {name: null for name, null in _fits_nulls(table, table.data).items() if name in names}

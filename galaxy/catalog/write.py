@@ -63,7 +63,8 @@ class UniqueIds:
 
 
 def column_kinds(rows) -> list[tuple[str, str]]:
-    """(name, "int", "float", "bool" or "text") of the extra columns in `rows` (dicts of text), in first-seen order.
+    """(name, "int", "float", "bool" or "text") of the extra columns in `rows` (dicts of text), in
+    first-seen order.
 
     A column is int when every value it has is a whole number int64 holds (SDSS objids such as
     588848901537202306, run/camcol/field numbers: a join on them needs every digit, and int64 has
@@ -216,12 +217,14 @@ class CatalogWriter:
         extra: (name, "int", "float", "bool" or "text") of columns after `label` (kept input columns,
             ra, dec; `column_kinds`); `write` takes their values as text, "" or absent for missing (NaN
             in float columns, null in int and bool ones: empty in CSV and ECSV, null in Parquet, TNULLn
-            or a zero byte in FITS; "" in text columns). The kept columns the metadata records (`kept_columns`) are there even when
-            no row has them (a run where every input failed); a kept `RA` or `Dec` replaces the
-            FITS headers' `ra`/`dec` as a kept `ra`/`dec` does (`output_columns`).
-        units: name -> unit of numeric extra columns (FITS TUNITn, ECSV unit); ra/dec are deg.
+            or a zero byte in FITS; "" in text columns). The kept columns the metadata records
+            (`kept_columns`) are there even when no row has them (a run where every input failed); a
+            kept `RA` or `Dec` replaces the FITS headers' `ra`/`dec` as a kept `ra`/`dec` does
+            (`output_columns`).
+        units: name -> unit of numeric extra columns (FITS TUNITn, ECSV unit); the headers' ra/dec
+            are deg (a kept one has its catalog's unit: `sky_units`).
         descriptions: name -> description of kept columns, as the input catalog gives it
-            (`galaxy.catalog.read.column_descriptions`); the catalog's own columns and the sky
+            (`galaxy.catalog.column_notes.units_and_descriptions`); the catalog's own columns and the sky
             position have theirs (`catalog_descriptions`).
         text_lengths: name -> the longest text of the id, path and text extra columns over all rows
             (`describe_rows`), recorded in Parquet for astropy's reader: without it every

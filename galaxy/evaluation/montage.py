@@ -142,11 +142,21 @@ def montage_output(out) -> Path:
     Raises:
         UsageError: `out` has another suffix (the montage is a PNG).
     """
+    return named_output(out, (SUFFIX,), "a montage is written as PNG")
+
+
+def named_output(out, suffixes: tuple[str, ...], kind: str) -> Path:
+    """`out` as a picture or page of one kind is written: itself, with `suffixes[0]` added when it has no
+    suffix (`montage_output`, `report_output`).
+
+    Raises:
+        UsageError: `out` has a suffix not among `suffixes`; `kind` says what the file is written as.
+    """
     out = Path(out)
     if not out.suffix:
-        return out.with_name(out.name + SUFFIX)
-    if out.suffix.lower() != SUFFIX:
-        raise UsageError(f"{out}: a montage is written as PNG; name it with {SUFFIX} (or no suffix)")
+        return out.with_name(out.name + suffixes[0])
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"{out}: {kind}; name it with {suffixes[0]} (or no suffix)")
     return out
 
 

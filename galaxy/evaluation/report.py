@@ -23,8 +23,8 @@ import numpy as np
 from galaxy.version import __version__
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.write import errors_path
-from galaxy.errors import ModelError, UsageError
-from galaxy.evaluation.montage import montage_png, refuse_catalog_files, row_label, row_probability
+from galaxy.errors import ModelError
+from galaxy.evaluation.montage import montage_png, named_output, refuse_catalog_files, row_label, row_probability
 from galaxy.files import write_whole
 from galaxy.io.fits import is_fits_path
 
@@ -172,12 +172,7 @@ def report_output(out) -> Path:
     Raises:
         UsageError: `out` has another suffix (the report is one HTML page).
     """
-    out = Path(out)
-    if not out.suffix:
-        return out.with_name(out.name + ".html")
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise UsageError(f"{out}: a report is written as HTML; name it with .html (or no suffix)")
-    return out
+    return named_output(out, (".html", ".htm"), "a report is written as HTML")
 
 
 def report(catalog, out, per_row: int = 8) -> Path:

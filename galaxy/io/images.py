@@ -273,9 +273,14 @@ def blank_reason(pixels: np.ndarray, crop_fraction: float) -> str | None:
             "(an empty or off-footprint cutout)")
 
 
+def crop_refusal(pixels: np.ndarray, crop_fraction: float) -> str | None:
+    """Why a cutout (H, W, C) in [0, 1] is refused before its crop is read (`too_little_inside`,
+    `blank_reason`), or None: the one rule of the file readers and `classify_arrays`."""
+    return too_little_inside(pixels.shape[0], pixels.shape[1], crop_fraction) or blank_reason(pixels, crop_fraction)
+
+
 def _network_input(pixels: np.ndarray, spec: InputSpec, path) -> np.ndarray:
-    reason = too_little_inside(pixels.shape[0], pixels.shape[1], spec.crop_fraction) or blank_reason(
-        pixels, spec.crop_fraction)
+    reason = crop_refusal(pixels, spec.crop_fraction)
     if reason:
         raise ImageReadError(path, reason, stage="preprocess")
     try:
