@@ -8,11 +8,19 @@ weights (PyTorch, ONNX, int8, TensorRT) outputs calibrated probabilities. numpy 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from galaxy.evaluation.metrics import expected_calibration_error
 
 LOG_T_RANGE = (-3.0, 3.0)  # T in [0.05, 20]: anything outside is a broken model, not calibration
+
+
+def at_range_edge(temperature: float) -> bool:
+    """A fitted T at a bound of LOG_T_RANGE (within the search's tolerance): the NLL fell all the way to
+    it, which no working model's does."""
+    return any(abs(math.log(temperature) - bound) < 1e-3 for bound in LOG_T_RANGE)
 
 
 def log_probabilities(probabilities: np.ndarray) -> np.ndarray:

@@ -63,7 +63,9 @@ def classification_report(labels: np.ndarray, probabilities: np.ndarray, classes
 
 
 def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = 15) -> tuple[float, list[dict]]:
-    """ECE of the top-class confidence over equal-width bins, and the bins for a reliability diagram.
+    """ECE of the top-class confidence over equal-width bins from 1/K to 1 (the lowest top-class
+    confidence K classes allow; Guo et al. 2017 bin 0-1, which leaves the bins below 1/K empty and gives
+    lower figures), and the bins for a reliability diagram.
 
     Returns:
         (ece, bins): ece in [0, 1]; each bin has lower/upper edges, count, mean confidence, accuracy.

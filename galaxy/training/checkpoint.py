@@ -124,8 +124,11 @@ def load_checkpoint(path) -> dict:
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError) as exc:
-        # torch.load raises any of these for a file that is not a checkpoint (text, another format, truncated)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise UsageError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError, OSError) as exc:
+        # torch.load raises any of these for a file that is not a checkpoint (text, another format, truncated:
+        # cut 5,000 bytes in, an OSError "Invalid argument" from its zip reader)
         raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt): "
                          f"{type(exc).__name__}") from None
     if not isinstance(checkpoint, dict) or not {"epoch", "model", "ema", "optimizer", "scheduler"} <= checkpoint.keys():

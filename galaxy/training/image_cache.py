@@ -13,6 +13,9 @@ from galaxy.progress import progress
 from galaxy.spec import InputSpec
 
 
+SHOWN = 6  # unreadable images a failure names (the first with its reason)
+
+
 def build_cache(paths, crop_fraction: float, size: int, workers: int, show: bool = True,
                 what: str = "training") -> torch.Tensor:
     """Read every image once, centre-cropped to `crop_fraction` and resized to `size`.
@@ -33,18 +36,38 @@ def build_cache(paths, crop_fraction: float, size: int, workers: int, show: bool
 
 
 def _fill(inputs, one, shape: tuple[int, ...], workers: int, title: str, failure: str, show: bool) -> torch.Tensor:
-    """float16 (N, *shape): `one(input)` of every input, computed `workers` at a time, in order."""
+    """float16 (N, *shape): `one(input)` of every input, computed `workers` at a time, in order.
+
+    Raises:
+        ImageReadError: inputs that cannot be read: the first named with its reason, the others counted
+            and the next few named, so that one run finds every bad file of a folder.
+    """
     cache = torch.empty((len(inputs), *shape), dtype=torch.float16)
     bar = progress(title, "img", total=len(inputs), enabled=show, leave=False)
+
+    def guarded(item):
+        try:
+            return one(item)
+        except ImageReadError as exc:
+            return exc
+
+    failed = []
     try:
         with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
-            for i, array in enumerate(pool.map(one, inputs)):
-                cache[i] = torch.from_numpy(array)
+            for i, array in enumerate(pool.map(guarded, inputs)):
+                if isinstance(array, ImageReadError):
+                    failed.append(array)
+                else:
+                    cache[i] = torch.from_numpy(array)
                 bar.update(1)
-    except ImageReadError as exc:
-        raise ImageReadError(exc.path, f"{failure}: {exc.reason}") from None
     finally:
         bar.close()
+    if failed:
+        others = ""
+        if len(failed) > 1:
+            named = ", ".join(str(exc.path) for exc in failed[1:SHOWN])
+            others = f"; {len(failed) - 1} more unreadable: {named}{', ...' if len(failed) > SHOWN else ''}"
+        raise ImageReadError(failed[0].path, f"{failure}: {failed[0].reason}{others}")
     return cache
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from galaxy.version import __version__
 from galaxy.training.augment import geometric_views, larger_view_crops, photometric, view_crops
-from galaxy.evaluation.calibration import calibration_record, log_probabilities, softmax_t
+from galaxy.evaluation.calibration import LOG_T_RANGE, at_range_edge, calibration_record, log_probabilities, softmax_t
 from galaxy.card import TRAIN_IDS_FILE, ModelCard
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import TrainingDiverged, UsageError
@@ -169,6 +169,25 @@ def training_framing(data: TrainingData, workers: int = 0) -> dict:
     return {**summarise(fractions), "of": "the labelled training split, full cutouts"}
 
 
+def _arithmetic(device, amp_dtype, checkpoint: dict | None) -> list[dict]:
+    """What decides a run's floating-point sums, for each part of it: the checkpoint's parts, then this
+    one's where it differs from the last (a resume with another thread count, CPU or autocast is not
+    bit-identical to a run that did not stop, so it is warned of and recorded in the card)."""
+    from engine.machine import cpu_description
+
+    cpu = cpu_description()
+    now = {"device": torch.cuda.get_device_name() if device.type == "cuda" else cpu["cpu"],
+           "flags": cpu["flags"] if device.type == "cpu" else [], "threads": torch.get_num_threads(),
+           "autocast": str(amp_dtype), "torch": str(torch.__version__)}
+    before = list((checkpoint or {}).get("arithmetic") or [])
+    if before and before[-1] != now:
+        differs = "; ".join(f"{k} {before[-1].get(k)!r} then, {v!r} now" for k, v in now.items()
+                            if before[-1].get(k) != v)
+        log.warning("resuming on other arithmetic than the checkpoint's (%s): the model will not be bit-identical "
+                    "to one from a run that did not stop (the card records each part's)", differs)
+    return before if before and before[-1] == now else [*before, now]
+
+
 def _card(config, data: TrainingData, best, history, stopped, started, device, amp_dtype, weights_sha,
           cost: dict) -> ModelCard:
     train_set, val_set = data.train_set, data.val_set
@@ -215,7 +234,10 @@ def train(config: TrainConfig) -> ModelCard:
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 
     network = _initial_network(config).to(device).to(memory_format=torch.channels_last)
-    data = prepare_data(config, work_dir, device, amp_dtype, (checkpoint or {}).get("targets_key"))
+    arithmetic = _arithmetic(device, amp_dtype, checkpoint)
+    preparing = time.time()
+    data = prepare_data(config, work_dir, device, amp_dtype, checkpoint)
+    data_minutes = round((time.time() - preparing) / 60, 1)
     _caches_to(data, device)
     spec, val_set = data.spec, data.val_set
     labelled = data.pool_labels[data.pool_labels >= 0]
@@ -314,7 +336,8 @@ def train(config: TrainConfig) -> ModelCard:
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "config": config_dict(config), "spec": spec.to_dict(), "best": best, "history": history,
                  "seconds": time.time() - started, "targets_key": targets_key(data.teacher),
-                 "resumed_with": resumed_with, "cwd": cwd}
+                 "resumed_with": resumed_with, "cwd": cwd, "labelled_sha256": data.labelled_sha256,
+                 "arithmetic": arithmetic}
         write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
         best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:
@@ -336,14 +359,22 @@ def train(config: TrainConfig) -> ModelCard:
     card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,
                  network_cost(network, config.size))
     card.training["cwd"] = cwd  # the folder of the command that started the run: its paths are relative to it
+    card.training["data_minutes"] = data_minutes
     if resumed_with:
         card.training["resumed_with"] = resumed_with
-    card.save(out_dir)
+    if len(arithmetic) > 1:
+        card.training["arithmetic"] = arithmetic
+    # the card is written once, last: one written before the calibration and metrics made a run killed
+    # between the two a folder that looked finished (classify used it uncalibrated; a rerun was refused)
     # Validation metrics of the weights as shipped: fp16 on disk, fp32 inference, exact preprocessing.
     shipped, _ = load_network(out_dir, card)
     probs = predict(shipped.to(device).to(memory_format=torch.channels_last), data.val_cache, spec, device, None)
     if config.calibrate:
         card.calibration = calibration_record(log_probabilities(probs), val_labels)
+        if at_range_edge(card.calibration["temperature"]):
+            log.warning("temperature %g is at the edge of the range a fit searches (%.2g-%.2g): the model is barely "
+                        "trained or broken, and its probabilities are not calibrated", card.calibration["temperature"],
+                        *(math.exp(bound) for bound in LOG_T_RANGE))
         card.calibration.update({"split": "validation", "backend": "torch fp32"})
         probs = softmax_t(log_probabilities(probs), card.temperature)
     report = classification_report(val_labels, probs, config.classes)

@@ -9,6 +9,7 @@ carries the teacher's soft targets (`galaxy.training.soft_targets`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from galaxy.config import TrainConfig, config_dict
-from galaxy.errors import UsageError
+from galaxy.errors import ImageReadError, UsageError
 from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.io.images import stem_id
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
@@ -66,6 +67,7 @@ class TrainingData:
     fits_cache: torch.Tensor | None = None
     pool_framing: torch.Tensor | None = None
     inherited_ids: frozenset = frozenset()  # the labelled ids the --init model and teachers learned
+    labelled_sha256: str = ""  # `labelled_digest` of the split: what a resume must find again
 
     def learned_ids(self) -> list[str]:
         """Every labelled id the model learned from, directly or through its initial weights and
@@ -77,13 +79,28 @@ class TrainingData:
 
     def record(self, config: TrainConfig) -> dict:
         """The data as the card records it."""
-        return {"labelled": str(config.data), "n_train": len(self.train_set),
+        return {"labelled": str(config.data), "n_train": len(self.train_set), "labelled_sha256": self.labelled_sha256,
                 "unlabeled": {"folders": list(config.unlabeled), "n": len(self.unlabelled_ids),
                               "ids_sha256": ids_digest(self.unlabelled_ids)} if config.unlabeled else None,
                 "cache_fraction": self.cache_fraction,
                 "fits_views": {"per_image": config.fits_views, "probability": config.fits_probability,
                                "r_band_alone": True} if config.fits_views else None,
                 "pool_framing": summarise(self.pool_framing.tolist()) if self.pool_framing is not None else None}
+
+
+def labelled_digest(train_set: LabelledSet, val_set: LabelledSet) -> str:
+    """sha256 of the labelled split as a run learns and scores it: each image's split, id, class and
+    file contents, in order (~0.2 s for the 5,365 gz1-sdss cutouts). The ids' digests alone missed an
+    image replaced under its name and a label changed in the CSV."""
+    digest = hashlib.sha256()
+    for split, labelled in (("train", train_set), ("val", val_set)):
+        for ident, label, path in zip(labelled.ids, labelled.labels, labelled.paths):
+            digest.update(f"{split}\0{ident}\0{label}\0".encode("utf-8", "surrogateescape"))
+            try:
+                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+            except OSError as exc:
+                raise ImageReadError(path, f"{split} image unreadable: {exc.strerror or exc}") from None
+    return digest.hexdigest()
 
 
 def pool_cache_fraction(config: TrainConfig) -> float:
@@ -187,9 +204,17 @@ def pool_framing_of(paths, config: TrainConfig) -> torch.Tensor:
     return framing
 
 
-def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed_targets: dict | None = None
+def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed: dict | None = None
                  ) -> TrainingData:
-    """Load labels, split, list the unlabelled pool, read the caches and label the pool by the teacher."""
+    """Load labels, split, list the unlabelled pool, read the caches and label the pool by the teacher.
+
+    Args:
+        resumed: the checkpoint a run resumes (None for a new run): its labelled split and soft targets
+            must be this run's, checked before any image is decoded.
+
+    Raises:
+        UsageError: a resumed checkpoint's labelled images, labels or soft targets differ from this run's.
+    """
     _refuse_vote_options_without_votes(config)
     labelled = load_labelled(config.data, config.classes, config.label_column, config.path_column,
                              rule_from_config(config_dict(config)))
@@ -202,6 +227,11 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     if config.limit:
         train_set = train_set.subset(range(min(config.limit, len(train_set))))
         val_set = val_set.subset(range(min(config.limit, len(val_set))))
+    labelled_sha256 = labelled_digest(train_set, val_set)
+    if (resumed or {}).get("labelled_sha256", labelled_sha256) != labelled_sha256:
+        raise UsageError(f"checkpoint {config.resume} learned from other labelled data: an image of {config.data} "
+                         "or its label changed since it was written; resume with the data it was written with, or "
+                         "start a new run")
     init = initial_weights(config.init)
     check_split(init, f"--init {config.init}", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
     teachers, records = (), []
@@ -221,6 +251,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
             paths, ids = paths[:config.limit], ids[:config.limit]
         log.info("unlabelled: %d images from %s", len(ids), ", ".join(config.unlabeled))
     pool_paths, pool_ids = train_set.paths + paths, train_set.ids + ids
+    resumed_targets = (resumed or {}).get("targets_key")
     if resumed_targets is not None and teachers:  # before the caches, the labelling and soft_targets.npz
         check_resumed_targets(resumed_targets, records, pool_paths, pool_ids, config.teacher_views, config.resume)
     fraction = pool_cache_fraction(config)
@@ -243,7 +274,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
     inherited = frozenset().union(*(_learned_by(model) for model in (init, *teachers)))
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
-                        targets, teacher, fits_cache, pool_framing, inherited)
+                        targets, teacher, fits_cache, pool_framing, inherited, labelled_sha256)
 
 
 def _refuse_vote_options_without_votes(config: TrainConfig) -> None:

@@ -1,0 +1,125 @@
+"""What a resumed or interrupted training run may trust: the data it learned, the arithmetic it ran
+on, the card written only once the model is finished, and clear errors for broken inputs."""
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from galaxy.cli import cli
+from galaxy.errors import ImageReadError
+from tests.conftest import EXAMPLES
+
+COMMON = ["--size", "32", "--batch-size", "8", "--val-fraction", "0.25", "--workers", "2", "-q"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def data(tmp_path):
+    shutil.copytree(EXAMPLES, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_line(tmp_path, data):
+    """A checkpoint cut 5,000 bytes in raised an OSError traceback from torch's zip reader."""
+    assert invoke("train", data / "labels.csv", "-o", tmp_path / "m", *COMMON, "--epochs", "1").exit_code == 0
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((tmp_path / "m" / "checkpoints" / "last.pt").read_bytes()[:5000])
+    result = invoke("train", data / "labels.csv", "-o", tmp_path / "m2", *COMMON, "--epochs", "2", "--resume", cut)
+    assert result.exit_code == 2 and "is not a checkpoint of galaxy train" in result.output, result.output
+
+
+def test_a_resume_refuses_labelled_images_or_labels_changed_since_the_checkpoint(tmp_path, data):
+    """Only the ids were compared: an image replaced under its name, or a label changed in the CSV, was
+    learned from by the resumed epochs without a word."""
+    model = tmp_path / "m"
+    assert invoke("train", data / "labels.csv", "-o", model, *COMMON, "--epochs", "1").exit_code == 0
+    recorded = json.loads((model / "card.json").read_text())["training"]["data"]["labelled_sha256"]
+    assert len(recorded) == 64
+    resume = ["--epochs", "2", "--resume", model / "checkpoints" / "last.pt"]
+    images = sorted(data.glob("*.jpeg"))
+    shutil.copy(images[1], images[0])  # one image replaced under its name
+    result = invoke("train", data / "labels.csv", "-o", tmp_path / "r1", *COMMON, *resume)
+    assert result.exit_code == 2 and "learned from other labelled data" in result.output, result.output
+    shutil.copy(EXAMPLES / images[0].name, images[0])
+    lines = (data / "labels.csv").read_text().splitlines()
+    head, first = lines[0].split(","), lines[1].split(",")
+    column = head.index("label")
+    first[column] = {"spiral": "elliptical", "elliptical": "spiral"}[first[column]]
+    (data / "labels.csv").write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")  # one label changed
+    result = invoke("train", data / "labels.csv", "-o", tmp_path / "r2", *COMMON, *resume)
+    assert result.exit_code == 2 and "learned from other labelled data" in result.output, result.output
+    shutil.copy(EXAMPLES / "labels.csv", data / "labels.csv")  # the data as it was: resumed
+    result = invoke("train", data / "labels.csv", "-o", tmp_path / "r3", *COMMON, *resume)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_resume_on_other_arithmetic_is_warned_of_and_recorded(tmp_path, data, caplog):
+    """Bit-identical resumes hold on the same arithmetic only: with another thread count the resumed
+    model differed from the uninterrupted one, and nothing said so."""
+    model = tmp_path / "m"
+    assert invoke("train", data / "labels.csv", "-o", model, *COMMON, "--epochs", "1").exit_code == 0
+    assert "arithmetic" not in json.loads((model / "card.json").read_text())["training"]  # one part: the card's fields
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    try:
+        with caplog.at_level(logging.WARNING):
+            result = invoke("train", data / "labels.csv", "-o", tmp_path / "r", *COMMON, "--epochs", "2", "--resume",
+                            model / "checkpoints" / "last.pt")
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    assert "resuming on other arithmetic" in caplog.text and "threads" in caplog.text
+    parts = json.loads((tmp_path / "r" / "card.json").read_text())["training"]["arithmetic"]
+    assert [part["threads"] for part in parts] == [threads, 1 if threads > 1 else 2]
+
+
+def test_the_card_is_written_last_so_a_run_killed_before_calibration_leaves_no_model(tmp_path, data, monkeypatch):
+    """The card was written before the calibration and again after it: a run killed between the two left a
+    folder that classify used uncalibrated and a rerun refused as finished."""
+    import galaxy.training.train as training
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "calibration_record", killed)
+    model = tmp_path / "m"
+    assert invoke("train", data / "labels.csv", "-o", model, *COMMON, "--epochs", "1").exit_code != 0
+    assert not (model / "card.json").exists()
+    monkeypatch.undo()
+    result = invoke("train", data / "labels.csv", "-o", model, *COMMON, "--epochs", "1", "--resume",
+                    model / "checkpoints" / "last.pt")
+    assert result.exit_code == 0, result.output
+    card = json.loads((model / "card.json").read_text())
+    assert card["calibration"]["temperature"] > 0 and card["metrics"]["validation"]["accuracy"] > 0
+    assert card["training"]["data_minutes"] >= 0  # reading the images, counted apart from the epochs' minutes
+
+
+def test_every_unreadable_training_image_is_named_in_one_failure(tmp_path, data):
+    """The first unreadable image ended the run: a folder of survey cutouts took one rerun per bad file."""
+    from galaxy.training.image_cache import SHOWN, build_cache
+
+    paths = sorted(str(p) for p in data.glob("*.jpeg"))
+    bad = []
+    for k in range(SHOWN + 2):
+        path = tmp_path / f"bad{k}.jpeg"
+        path.write_text("not a JPEG")
+        bad.append(str(path))
+    with pytest.raises(ImageReadError) as caught:
+        build_cache(paths[:3] + bad + paths[3:5], 0.5, 16, 2, show=False)
+    assert caught.value.path == bad[0] and f"{len(bad) - 1} more unreadable" in caught.value.reason
+    assert all(name in caught.value.reason for name in bad[1:SHOWN]) and bad[-1] not in caught.value.reason
+    assert build_cache(paths[:2], 0.5, 16, 2, show=False).shape == (2, 3, 16, 16)
+
+
+def test_a_fitted_temperature_at_the_search_range_edge_is_told_apart():
+    from galaxy.evaluation.calibration import at_range_edge
+
+    assert at_range_edge(20.08554) and at_range_edge(0.04979)
+    assert not at_range_edge(1.0) and not at_range_edge(15.0) and not at_range_edge(0.06)
