@@ -169,6 +169,23 @@ def training_framing(data: TrainingData, workers: int = 0) -> dict:
     return {**summarise(fractions), "of": "the labelled training split, full cutouts"}
 
 
+def _changed_on_resume(checkpoint: dict, config: TrainConfig) -> dict:
+    """{option: [value the run began with, value now]} of the options a resume may change that change the
+    model (`--epochs`, `--patience`, `--no-calibrate`), over every resume so far: the card's command,
+    the one that began the run, then no longer makes the model alone."""
+    changed = dict(checkpoint.get("changed_on_resume") or {})
+    then, now = checkpoint.get("config", {}), config_dict(config)
+    for key in ("epochs", "patience", "calibrate"):
+        if key not in changed and key not in then:  # a checkpoint of an earlier version: unknown
+            continue
+        began = changed[key][0] if key in changed else then[key]
+        if began != now.get(key):
+            changed[key] = [began, now.get(key)]
+        else:
+            changed.pop(key, None)
+    return changed
+
+
 def _arithmetic(device, amp_dtype, checkpoint: dict | None) -> list[dict]:
     """What decides a run's floating-point sums, for each part of it: the checkpoint's parts, then this
     one's where it differs from the last (a resume with another thread count, CPU or autocast is not
@@ -260,6 +277,7 @@ def train(config: TrainConfig) -> ModelCard:
     std = torch.tensor(spec.std, device=data.pool_cache.device).view(1, -1, 1, 1)
     val_labels = np.array(val_set.labels)
     history, best, started, step, first_epoch, resumed_with = [], None, time.time(), 0, 1, []
+    changed_on_resume = {}
     cwd = (checkpoint or {}).get("cwd") or os.getcwd()  # the folder of the command that started the run
     if config.resume:
         first_epoch, step, history, best, seconds = restore(config, checkpoint, network, ema, optimizer, scheduler,
@@ -267,6 +285,7 @@ def train(config: TrainConfig) -> ModelCard:
         # the card's command is the one that started the run (rerun, the resume command only copies the
         # checkpoint's weights); the resumes follow it in `resumed_with`
         resumed_with = [*checkpoint.get("resumed_with", []), config.command]
+        changed_on_resume = _changed_on_resume(checkpoint, config)
         command = checkpoint.get("config", {}).get("command") or config.command
         # its files as the command that started it named them (from `cwd`, the card's folder too); a resume
         # from another folder names the same files otherwise (check_resume compared them)
@@ -337,7 +356,7 @@ def train(config: TrainConfig) -> ModelCard:
                  "config": config_dict(config), "spec": spec.to_dict(), "best": best, "history": history,
                  "seconds": time.time() - started, "targets_key": targets_key(data.teacher),
                  "resumed_with": resumed_with, "cwd": cwd, "labelled_sha256": data.labelled_sha256,
-                 "arithmetic": arithmetic}
+                 "arithmetic": arithmetic, "changed_on_resume": changed_on_resume}
         write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
         best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:
@@ -362,6 +381,8 @@ def train(config: TrainConfig) -> ModelCard:
     card.training["data_minutes"] = data_minutes
     if resumed_with:
         card.training["resumed_with"] = resumed_with
+    if changed_on_resume:  # the command alone no longer makes this model
+        card.training["changed_on_resume"] = changed_on_resume
     if len(arithmetic) > 1:
         card.training["arithmetic"] = arithmetic
     # the card is written once, last: one written before the calibration and metrics made a run killed

@@ -123,3 +123,19 @@ def test_a_fitted_temperature_at_the_search_range_edge_is_told_apart():
 
     assert at_range_edge(20.08554) and at_range_edge(0.04979)
     assert not at_range_edge(1.0) and not at_range_edge(15.0) and not at_range_edge(0.06)
+
+
+def test_a_resume_that_changes_the_epochs_says_the_command_alone_no_longer_makes_the_model(tmp_path, data):
+    """The card's command is the one that began the run: resumed with more epochs, it named a 1-epoch run."""
+    model = tmp_path / "m"
+    assert invoke("train", data / "labels.csv", "-o", model, *COMMON, "--epochs", "1").exit_code == 0
+    training = json.loads((model / "card.json").read_text())["training"]
+    assert "changed_on_resume" not in training
+    resume = ["--resume", model / "checkpoints" / "last.pt"]
+    assert invoke("train", data / "labels.csv", "-o", tmp_path / "r", *COMMON, "--epochs", "2", *resume).exit_code == 0
+    again = ["--resume", tmp_path / "r" / "checkpoints" / "last.pt"]
+    assert invoke("train", data / "labels.csv", "-o", tmp_path / "s", *COMMON, "--epochs", "3", "--no-calibrate",
+                  *again).exit_code == 0
+    training = json.loads((tmp_path / "s" / "card.json").read_text())["training"]
+    assert "--epochs 1" in training["command"] and len(training["resumed_with"]) == 2
+    assert training["changed_on_resume"] == {"epochs": [1, 3], "calibrate": [True, False]}
