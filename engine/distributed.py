@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -230,8 +231,16 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns)
     config, column_defaults = with_catalog_columns(config, band_columns)  # recorded and compared as read
+    made = not out_dir.exists()
+    begun_here = config.overwrite or not (out_dir / RAY_BOOKKEEPING / FINGERPRINT).exists()  # (--overwrite empties it)
     with prepare_out_dir(out_dir, config.overwrite):  # the lock, held while this run writes
-        return _classify_locked(ray, config, out_dir, address, shard_size, actors, column_defaults)
+        try:
+            return _classify_locked(ray, config, out_dir, address, shard_size, actors, column_defaults)
+        except UsageError:  # refused before any shard ran (no cluster, --threads no node holds, a kept column):
+            if begun_here and not any(out_dir.glob("part-*")):  # its fingerprint and shards, not a retry's
+                # settings, had stayed and refused the corrected command as "other settings"
+                shutil.rmtree(out_dir if made else out_dir / RAY_BOOKKEEPING, ignore_errors=True)
+            raise
 
 
 def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size: int, actors: int | None,

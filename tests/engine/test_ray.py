@@ -151,6 +151,15 @@ def test_threads_no_node_can_hold_are_refused_not_waited_for(survey, cluster, tm
     config = ClassifyConfig((str(survey),), str(tmp_path / "out"), threads=64, progress=False)
     with pytest.raises(UsageError, match="--threads 64: each actor holds that many CPUs, and the largest node"):
         classify_on_ray(config, None, shard_size=8)
+    # refused before any shard ran: nothing of its own stays (its fingerprint refused the corrected retry's
+    # other --shard-size as "started with other settings")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="--threads 64"):
+        classify_on_ray(replace(config, output=str(tmp_path / "empty")), None, shard_size=8)
+    assert list((tmp_path / "empty").iterdir()) == []
+    manifest = classify_on_ray(replace(config, threads=1), None, shard_size=16)
+    assert manifest["rows"] == 23
 
 
 def test_rows_naming_another_cutout_are_warned_of_once_over_all_shards(cluster, tmp_path, caplog):
