@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 QAT_UNLABELED = 3000  # unlabeled images added to the qat fine-tune
 MIN_IMAGES = 16  # the fewest images a calibration, an agreement measurement or a fine-tune takes
+SENSITIVE_MIN_IMAGES = 64  # the fewest evaluation images ptq-sensitive ranks its nodes on
 TRAINING_AGREEMENT = 0.998  # ptq-sensitive's target on training images: a margin over check-backends' 0.995
 
 
@@ -73,8 +74,9 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = Path(out) if out else int8_path(card, method)
-    if method == "ptq-sensitive" and len(evaluation_paths) < 64:
-        raise UsageError(f"ptq-sensitive needs at least 64 evaluation images, got {len(evaluation_paths)}")
+    if method == "ptq-sensitive" and len(evaluation_paths) < SENSITIVE_MIN_IMAGES:
+        raise UsageError(f"ptq-sensitive needs at least {SENSITIVE_MIN_IMAGES} evaluation images, got "
+                         f"{len(evaluation_paths)}")
     if method == "qat" and len(finetune_paths) < 256:
         raise UsageError(f"qat needs at least 256 fine-tuning images, got {len(finetune_paths)}")
     tensors = calibration_tensors(calibration_paths, card.input_spec)
@@ -149,6 +151,9 @@ def quantize_model(config) -> str:
     """
     if config.ship and config.method not in SHIPPABLE:
         raise UsageError(f"--ship takes ptq-sensitive or ptq: {config.method}'s tuned weights cannot ship as ranges")
+    if config.method == "ptq-sensitive" and config.evaluation_images < SENSITIVE_MIN_IMAGES:
+        raise UsageError(f"--evaluation-images {config.evaluation_images}: ptq-sensitive measures each node's "
+                         f"sensitivity on them; give at least {SENSITIVE_MIN_IMAGES}")
     if 0 < config.evaluation_images < MIN_IMAGES:
         raise UsageError(f"--evaluation-images {config.evaluation_images}: give 0 (no agreement measured) or at "
                          f"least {MIN_IMAGES}")

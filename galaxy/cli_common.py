@@ -141,7 +141,7 @@ def vote_options(command=None, *, card_rule: bool = False):
             "default": default[name], "show_default": True}
 
     for option in reversed([
-        click.option("--vote-threshold", type=Number(0, 1), **given("vote_threshold"),
+        click.option("--vote-threshold", type=Number(0.5, 1, min_open=True), **given("vote_threshold"),
                      help="Galaxy Zoo vote tables: the smooth or featured fraction that makes a clean label."),
         click.option("--vote-kind", type=click.Choice(["fraction", "debiased"]), **given("vote_kind")),
         click.option("--min-votes", type=click.IntRange(min=0), **given("min_votes"),

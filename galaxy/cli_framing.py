@@ -72,3 +72,7 @@ def framing(inputs, model_dir, sample, hdu, as_json):
         bad = report["unreadable"]
         click.echo(f"{len(bad)} cutout{'s' if len(bad) > 1 else ''} could not be read, e.g. {bad[0]['path']}: "
                    f"{bad[0]['reason']}", err=True)
+    if report["no_galaxy"]:
+        empty = report["no_galaxy"]
+        click.echo(f"{len(empty)} cutout{'s' if len(empty) > 1 else ''} show{'s' if len(empty) == 1 else ''} no galaxy "
+                   f"above the noise near the centre (not measured), e.g. {empty[0]}", err=True)

@@ -361,7 +361,9 @@ def written_format(path, fmt: str | None = None) -> str:
         return held
     if sidecar_path(path).is_file():
         return "csv"
-    return output_format(path)  # its error: the format cannot be told
+    raise UsageError(f"cannot tell the format of catalog {path}: its first bytes are not FITS, Parquet or ECSV, and "
+                     f"a CSV catalog is told by its name (.csv) or by its metadata file ({sidecar_path(path).name}, "
+                     "missing): rename it to .csv if it is one")
 
 
 # The first bytes of each binary or self-describing format galaxy writes.

@@ -146,8 +146,9 @@ def framing_report(card, paths, spec, workers: int = 0, hdu=None) -> dict:
 
     Returns:
         {"model", "model_crop_fraction", "training", "measured" (`summarise` of `paths`), "unreadable"
-        ([{"path", "reason"}]), and, when any cutout was measured, "scale" and "crop_fraction"
-        (`compare_framing`)}.
+        ([{"path", "reason"}]), "no_galaxy" (the readable cutouts that show no galaxy above the noise
+        near their centre, not measured: [path]), and, when any cutout was measured, "scale" and
+        "crop_fraction" (`compare_framing`)}.
 
     Raises:
         UsageError: the card records no training framing (checked before any file is read).
@@ -155,8 +156,10 @@ def framing_report(card, paths, spec, workers: int = 0, hdu=None) -> dict:
     reference = card_framing(card)
     fractions, failures = measure_files(paths, spec, workers, hdu)
     measured = summarise(fractions)
+    unreadable = {p for p, _ in failures}
     report = {"model": card.name, "model_crop_fraction": card.input_spec.crop_fraction, "training": reference,
-              "measured": measured, "unreadable": [{"path": p, "reason": r} for p, r in failures]}
+              "measured": measured, "unreadable": [{"path": p, "reason": r} for p, r in failures],
+              "no_galaxy": [str(p) for p, f in zip(paths, fractions) if f != f and str(p) not in unreadable]}
     if measured["measured"]:
         report.update(compare_framing(measured, reference, card.input_spec.crop_fraction))
     return report

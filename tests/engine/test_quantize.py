@@ -253,18 +253,21 @@ def test_check_backends_refuses_a_name_that_is_no_backend_before_anything_runs(t
     assert result.exit_code == 2 and "cannot check backend 'bogus'" in result.output
 
 
-@pytest.mark.parametrize("option,says", [("--images=-5", "Invalid value"), ("--images=8", "Invalid value"),
-                                         ("--evaluation-images=-1", "Invalid value"),
-                                         ("--evaluation-images=5", "give 0 (no agreement measured) or at least 16")])
-def test_quantize_refuses_image_counts_it_cannot_use(option, says):
+@pytest.mark.parametrize("options,says", [
+    (["--images=-5"], "Invalid value"), (["--images=8"], "Invalid value"), (["--evaluation-images=-1"], "Invalid value"),
+    (["--evaluation-images=5", "--method", "ptq"], "give 0 (no agreement measured) or at least 16"),
+    (["--evaluation-images=16"], "ptq-sensitive measures each node's sensitivity on them; give at least 64"),
+    (["--evaluation-images=0"], "give at least 64")])
+def test_quantize_refuses_image_counts_it_cannot_use(options, says):
     """--images -5 took all training images but the last five (a slice) and ran on; --evaluation-images 5
-    failed after the work began, blaming the calibration images."""
+    failed after the work began, blaming the calibration images; with the default method the advice
+    (0, or at least 16) failed on the next try (ptq-sensitive needs 64)."""
     from galaxy.cli import cli
     from click.testing import CliRunner
 
     result = CliRunner().invoke(cli, ["quantize", "sdss-xception-compact", "--calibration",
-                                      str(EXAMPLES / "labels.csv"), option])
-    assert result.exit_code == 2 and says in result.output
+                                      str(EXAMPLES / "labels.csv"), *options])
+    assert result.exit_code == 2 and says in result.output, result.output
 
 
 def test_processes_rebuilding_the_shipped_int8_model_at_once_all_get_it(default_model, tmp_path):

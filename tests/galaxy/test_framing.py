@@ -166,11 +166,17 @@ def test_framing_names_the_cutouts_it_could_not_read(tmp_path):
     for path in sorted(EXAMPLES.glob("*.jpeg"))[:20]:
         (tmp_path / path.name).symlink_to(path)
     (tmp_path / "broken.jpeg").write_bytes(b"not a jpeg")
+    from PIL import Image
+
+    sky = np.random.default_rng(0).normal(20, 3, (128, 128, 3)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(sky).save(tmp_path / "sky.png")  # readable, no galaxy: left out of the median, said so
     text = invoke("framing", tmp_path)
-    assert text.exit_code == 0 and "(20 measured of 21)" in text.output
+    assert text.exit_code == 0 and "(20 measured of 22)" in text.output
     assert "1 cutout could not be read, e.g." in text.output and "broken.jpeg: not a JPEG or PNG" in text.output
+    assert "1 cutout shows no galaxy above the noise near the centre (not measured), e.g." in text.output
     report = json.loads(invoke("framing", tmp_path, "--json").output.splitlines()[0])
     assert [u["path"].endswith("broken.jpeg") for u in report["unreadable"]] == [True]
+    assert [p.endswith("sky.png") for p in report["no_galaxy"]] == [True]
     assert "uncertain" not in text.output
 
 

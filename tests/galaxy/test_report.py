@@ -350,7 +350,8 @@ def test_report_and_montage_read_a_catalog_written_with_format(tmp_path, fmt):
     assert "<th>classified</th><td>40</td>" in page and "Model card:" in page
     (tmp_path / "plain.dat").write_text("id,p\n")
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "plain.dat"), "-o", str(tmp_path / "p.html")])
-    assert result.exit_code == 2 and "cannot tell the output format" in result.output
+    assert result.exit_code == 2 and "cannot tell the format of catalog" in result.output
+    assert "--format" not in result.output  # neither command has the option an earlier message named
     if fmt != "csv":  # a known suffix over another format's bytes: said, not a UnicodeDecodeError traceback
         catalog.rename(tmp_path / "mis.csv")
         result = CliRunner().invoke(cli, ["report", str(tmp_path / "mis.csv"), "-o", str(tmp_path / "q.html")])

@@ -33,6 +33,7 @@ def test_options_that_make_no_sense_are_usage_errors(tmp_path, command, option, 
 
 
 @pytest.mark.parametrize("option", [["--freeze-epochs", "-1"], ["--layer-decay", "0"], ["--vote-threshold", "2"],
+                                    ["--vote-threshold", "0.5"],
                                     ["--min-votes", "-1"]])
 def test_train_only_options_out_of_range_are_usage_errors(tmp_path, option):
     result = invoke("train", EXAMPLES / "labels.csv", "-o", tmp_path / "m", *option)
@@ -139,3 +140,9 @@ def test_export_refuses_a_negative_tolerance():
     """--tolerance -1 was taken, and every export then failed its parity check (exit 1)."""
     result = invoke("export", "sdss-xception-compact", "--tolerance", "-1")
     assert result.exit_code == 2 and "-1.0 is not in the range x>=0" in result.output
+
+
+def test_the_vote_threshold_help_gives_the_range_the_rule_takes():
+    """The help said [0<=x<=1]; a threshold of 0.5 or less makes no clean label and was refused later."""
+    result = invoke("train", "--help")
+    assert "0.5<x<=1" in " ".join(result.output.split())
