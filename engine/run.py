@@ -49,6 +49,7 @@ class Summary:
     resumed: int = 0
     total: int = 0
     crop_fraction: float | None = None  # the centre crop read with, when --crop-fraction overrode the card's
+    by_reference: int = 0  # inputs a batch decoder (DALI, nvJPEG) left to the reference reader, in this run
 
     @property
     def images_per_min(self) -> float:
@@ -143,7 +144,8 @@ def classify(config: ClassifyConfig) -> Summary:
         log.warning("%s", line)
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    runner.backend, session.device, runner.pipeline.name, interrupted,
-                   journal.resumed, total, None if config.crop_fraction is None else runner.spec.crop_fraction)
+                   journal.resumed, total, None if config.crop_fraction is None else runner.spec.crop_fraction,
+                   getattr(runner.pipeline, "by_reference", 0))
 
 
 def _is_output(path: str, output: str) -> bool:

@@ -156,8 +156,10 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
     if not quiet:
         resumed = f" (and {summary.resumed} from an earlier run)" if summary.resumed else ""
         crop = f", centre crop {summary.crop_fraction:g}" if summary.crop_fraction is not None else ""
+        reference = f" ({summary.by_reference:,} by the reference reader)" if summary.by_reference else ""
         click.echo(f"classified {summary.classified}{resumed}, failed {summary.failed}, "
-                   f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode, "
+                   f"{summary.images_per_min:,.0f} images/min ({summary.seconds:.1f} s, {summary.decoder} decode"
+                   f"{reference}, "
                    f"{summary.backend} on {summary.device}{crop}) -> {summary.output}{errors}", err=True)
     elif errors:
         click.echo(f"failed {summary.failed} of {summary.classified + summary.failed}{errors}", err=True)

@@ -116,7 +116,11 @@ class ChunkedPipeline:
     A subclass sets `spec`, `workers`, `depth`, `hdu`, `batch_size` and implements
     `_chunk(chunk) -> list[Decoded | None]`; every None (a file it does not take, or one it
     rejected) is decoded by the reference reader, so a bad file gets the reference reader's reason.
+    `by_reference` counts the inputs the reference reader decoded (FITS on the CPU, PNG, ...), so the
+    summary says what really decoded.
     """
+
+    by_reference = 0
 
     def _decode(self, items):
         for chunk in chunks(items, self.batch_size):
@@ -125,6 +129,7 @@ class ChunkedPipeline:
             retried = decode_stream([chunk[k] for k in rest], self.spec, self.workers, 2 * self.workers, self.hdu)
             for k, decoded in zip(rest, retried):
                 results[k] = decoded
+                self.by_reference += decoded.error is None
             yield from results
 
     def decode(self, items):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from engine.pipelines import dali_installed
 from galaxy.card import load_card, model_path
 from galaxy.cli import cli
 from tests.conftest import EXAMPLES
@@ -602,3 +603,17 @@ def test_hdu_and_bands_reach_the_reader_through_the_command_line(tmp_path):
     wrong = invoke("classify", tmp_path / "g.fits", "--hdu", "MASK", "-o", tmp_path / "m.csv", "--backend",
                    "onnxruntime", "--decoder", "reference", "-q")
     assert wrong.exit_code == 3  # the 8 x 8 MASK extension, as asked: too small, an errors row
+
+
+@pytest.mark.skipif(not dali_installed(), reason="nvidia-dali is not installed")
+def test_the_summary_says_which_inputs_the_reference_reader_decoded(tmp_path):
+    """An all-FITS run on the CPU said "dali decode" though the reference reader read every file."""
+    from tests.galaxy.test_sky_columns import _fits_cutouts
+
+    _fits_cutouts(tmp_path / "in", n_files=2)
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:3]:
+        shutil.copy(path, tmp_path / "in")
+    result = invoke("classify", tmp_path / "in", "-o", tmp_path / "c.csv", "--decoder", "dali")
+    assert result.exit_code == 0 and "dali decode (2 by the reference reader)," in result.output, result.output
+    result = invoke("classify", tmp_path / "in", "-o", tmp_path / "r.csv", "--decoder", "reference")
+    assert result.exit_code == 0 and "reference decode," in result.output, result.output
