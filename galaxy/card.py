@@ -158,8 +158,8 @@ TRAIN_IDS_FILE = "train_ids.txt"
 
 
 def training_ids(model_dir, card: ModelCard) -> set[str] | None:
-    """The ids of the labelled images the model was trained on (its `train_ids.txt`), or None when
-    it does not record them (models trained before 2026-11-29 other than the shipped ones)."""
+    """The ids of the images the model was trained on, labelled or unlabelled (its `train_ids.txt`), or
+    None when it does not record them (models trained before 2026-11-29 other than the shipped ones)."""
     path = Path(model_dir) / card.split.get("train_ids_file", TRAIN_IDS_FILE)
     return set(path.read_text().split()) if path.is_file() else None
 

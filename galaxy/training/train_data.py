@@ -70,12 +70,14 @@ class TrainingData:
     labelled_sha256: str = ""  # `labelled_digest` of the split: what a resume must find again
 
     def learned_ids(self) -> list[str]:
-        """Every labelled id the model learned from, directly or through its initial weights and
-        teachers: what its `train_ids.txt` records for later leak checks. Each image's file stem too
-        where it is not its id (a GZ2 vote table's dr7objid names a file by asset id), so a later run
-        that names the same files by path finds them."""
+        """Every id the model learned from, directly or through its initial weights and teachers: the
+        labelled training split and the unlabelled pool (it fitted the teacher's targets there, so a
+        score on those images is not a score on unseen galaxies): what its `train_ids.txt` records for
+        later leak checks. Each labelled image's file stem too where it is not its id (a GZ2 vote
+        table's dr7objid names a file by asset id), so a later run that names the same files by path
+        finds them."""
         stems = {stem_id(path) for path in self.train_set.paths}
-        return sorted(set(self.train_set.ids) | stems | self.inherited_ids)
+        return sorted(set(self.train_set.ids) | stems | set(self.unlabelled_ids) | self.inherited_ids)
 
     def record(self, config: TrainConfig) -> dict:
         """The data as the card records it."""

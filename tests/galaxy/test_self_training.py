@@ -57,6 +57,9 @@ def test_self_training_runs_is_resumable_and_reuses_soft_targets(tmp_path, unlab
     teacher = card["training"]["teacher"]
     assert teacher["views"] == 8 and teacher["n"] == 32 and teacher["teachers"][0]["name"] == "sdss-xception-96"
     assert card["training"]["data"]["unlabeled"]["n"] == 16
+    # the unlabelled images were learned from (the teacher's targets): a later leak check must find them
+    learned = set((full / "train_ids.txt").read_text().split())
+    assert {path.stem for path in unlabelled_subset.iterdir()} <= learned
     assert card["training"]["config"]["augment"] == ["zoom", "rotate", "flux", "noise", "blur", "curve"]
     with np.load(full / "checkpoints" / TARGETS_FILE) as stored:
         assert stored["probabilities"].shape == (32, 2)
