@@ -67,7 +67,7 @@ def export(model_dir, parity_images, tolerance, opset):
 @cli.command()
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
-              help="Catalog to write: .csv, .ecsv, .parquet or .fits (with --ray: a folder).")
+              help="Catalog to write: .csv, .ecsv, .parquet (.pq) or .fits (.fit) (with --ray: a folder).")
 @click.option("--model", "model_dir", type=_MODEL,
               help="A shipped model's name (sdss-xception, sdss-xception-compact) or a model folder "
                    "(default: the shipped default; see `galaxy models`).")
@@ -273,7 +273,8 @@ def check_backends(**options):
 @click.argument("model_dir", type=_MODEL)
 @click.argument("data", type=click.Path(exists=True))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for report.json, predictions.csv, reliability.png and coverage.png.")
+              help="Folder for report.json, predictions.csv, reliability.png, coverage.png and "
+                   "purity_completeness.png.")
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "all"]),
               help="val: only the model's validation ids (for its own training data); all: every image.")
 @click.option("--tta", is_flag=True, help="D4 test-time augmentation.")

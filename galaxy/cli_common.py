@@ -60,6 +60,8 @@ class ModelFolder(click.ParamType):
         if not path.is_dir():
             self.fail(f"{value!r} is neither a model folder nor a shipped model ({', '.join(shipped_models())})",
                       param, ctx)
+        if not (path / "card.json").is_file():  # one usage error whatever the command (`models` had exit 1)
+            self.fail(f"{value!r} is a folder but not a model: it has no card.json", param, ctx)
         return str(path)
 
 

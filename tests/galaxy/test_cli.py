@@ -617,3 +617,14 @@ def test_the_summary_says_which_inputs_the_reference_reader_decoded(tmp_path):
     assert result.exit_code == 0 and "dali decode (2 by the reference reader)," in result.output, result.output
     result = invoke("classify", tmp_path / "in", "-o", tmp_path / "r.csv", "--decoder", "reference")
     assert result.exit_code == 0 and "reference decode," in result.output, result.output
+
+
+@pytest.mark.parametrize("command", [["models"], ["evaluate", "--split", "all", "-o", "e"], ["export"]])
+def test_a_folder_that_is_not_a_model_is_a_usage_error_for_every_command(tmp_path, command):
+    """`galaxy models DIR` listed the shipped cards and then failed with exit 1; classify said exit 2."""
+    (tmp_path / "notes").mkdir()
+    args = [*command[:1], tmp_path / "notes", *([EXAMPLES / "labels.csv"] if command[0] == "evaluate" else []),
+            *command[1:]]
+    result = invoke(*args)
+    assert result.exit_code == 2 and "is a folder but not a model: it has no card.json" in result.output, result.output
+    assert "sdss-xception" not in result.output.split("Error")[0]  # refused before anything is listed
