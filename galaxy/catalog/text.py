@@ -56,6 +56,27 @@ def text_as_written(fmt: str):
     return {"fits": ascii_text, "ecsv": control_escaped}.get(fmt, safe_text)
 
 
+BYTE_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
+def file_name_candidates(text: str) -> list[str]:
+    """The names a catalog's path text may stand for, most literal first: as written; with its \\xNN
+    escapes read as the bytes of a file name that is not UTF-8 (every format writes such a name's
+    undecodable bytes so) or as control characters (ECSV); and, for a FITS path already read back by
+    `unescape_ascii_text` (which takes \\xe9 to be é), escaped again and read as bytes. The caller
+    opens the first that exists: the escaped form alone cannot tell a name's byte 0xE9 from é.
+    (A str holding surrogate escapes is what `os` functions take for those bytes.)"""
+    def as_bytes(value: str) -> str:
+        return BYTE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16) if int(m.group(1), 16) < 0x80
+                                             else 0xDC00 + int(m.group(1), 16)), value)
+
+    out = []
+    for name in (text, as_bytes(text), as_bytes(ascii_text(text))):
+        if name not in out:
+            out.append(name)
+    return out
+
+
 ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")
 
 

@@ -16,12 +16,14 @@ import io
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
+from galaxy.catalog.text import file_name_candidates
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.files import same_file, write_whole
@@ -115,9 +117,14 @@ def _spec(meta: dict) -> InputSpec:
 
 
 def resolve_path(path: str, cwd: str | None) -> Path:
-    """A catalog's path as a file to open: relative ones from the folder it was classified in."""
-    path = Path(path)
-    return path if path.is_absolute() or not cwd else Path(cwd) / path
+    """A catalog's path as a file to open: relative ones from the folder it was classified in; of the
+    names its escapes may stand for (`file_name_candidates`: a file name that is not UTF-8), the
+    first that exists, else the name as written (whose failure is then reported)."""
+    def located(name: str) -> Path:
+        return Path(name) if Path(name).is_absolute() or not cwd else Path(cwd) / name
+
+    candidates = [located(name) for name in file_name_candidates(path)]
+    return next((candidate for candidate in candidates if os.path.lexists(candidate)), candidates[0])
 
 
 def refuse_catalog_files(catalog, out, command: str) -> None:

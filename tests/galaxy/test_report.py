@@ -370,3 +370,24 @@ def test_the_report_of_fits_inputs_says_the_card_is_of_jpegs(tmp_path):
     assert CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / "r.html")]).exit_code == 0
     page = (tmp_path / "r.html").read_text()
     assert f"Model card: {card.name}" in page and "1 of these 2 galaxies were read from FITS files" in page
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ecsv", "fits", "parquet"])
+def test_montage_opens_files_whose_names_are_not_utf8_or_hold_escaped_characters(tmp_path, fmt, caplog):
+    """A cutout named with the byte 0xE9 (not UTF-8) was classified, and montage could not open it from
+    any catalog: CSV, ECSV and Parquet kept the \\xe9 escape, FITS turned it into é."""
+    import os
+
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    files = sorted(EXAMPLES.glob("*.jpeg"))
+    names = [b"caf\xe9.jpeg", "café.jpeg".encode(), b"tab\tname.jpeg"]
+    for name, source in zip(names, files):
+        shutil.copy(source, os.path.join(os.fsencode(folder), name))
+    out = tmp_path / f"c.{fmt}"
+    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    caplog.set_level("WARNING")
+    result = CliRunner().invoke(cli, ["montage", str(out), "-o", str(tmp_path / "m.png"), "--per-row", "3"])
+    assert result.exit_code == 0, result.output
+    assert "could not be read" not in caplog.text, caplog.text
