@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 import click
 
@@ -60,7 +61,7 @@ def export(model_dir, parity_images, tolerance, opset):
     _only_what_to_act_on()  # the line below says what was written; -v shows the steps
     record = _run(export_model_dir, ExportConfig(model_dir, tuple(parity_images), tolerance, opset))
     parity = record["parity"]
-    click.echo(f"wrote {model_dir}/{record['file']}: opset {record['opset']}, parity max |dp| "
+    click.echo(f"wrote {Path(model_dir) / record['file']}: opset {record['opset']}, parity max |dp| "
                f"{parity['max_abs_dp']:.2e} on {parity['images']} images", err=True)
 
 
@@ -312,7 +313,7 @@ def evaluate(**options):
     coverage, auc = report["accuracy_at_coverage"], report.get("roc_auc")  # None: one class only, or not 2 classes
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "
                f"ROC AUC {'n/a' if auc is None else f'{auc:.4f}'}, ECE {report['ece']:.4f}, "
-               f"most confident half {coverage['0.5']:.4f} -> {options['out_dir']}/report.json", err=True)
+               f"most confident half {coverage['0.5']:.4f} -> {Path(options['out_dir']) / 'report.json'}", err=True)
     if "comparison" in report:
         c = report["comparison"]
         click.echo(f"vs {c['model']['name']}: accuracy {c['accuracy']:.4f}, only this right {c['only_this_right']}, "
@@ -359,8 +360,6 @@ def models(model_dirs):
 
     Example: galaxy models models/mine
     """
-    from pathlib import Path
-
     from engine.backends import holds_check
     from engine.int8_models import shipped_int8
     from galaxy.card import default_model_dir, load_card, shipped_model_dirs, speeds_by_machine
