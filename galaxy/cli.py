@@ -24,14 +24,21 @@ from galaxy.console import filter_native_stderr
 log = logging.getLogger("galaxy")
 
 
+def _not_astropy(record: logging.LogRecord) -> bool:
+    return not (record.name == "astropy" or record.name.startswith("astropy."))
+
+
 @click.group(cls=_Galaxy)
 @click.version_option(__version__, prog_name="galaxy")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
 def cli(ctx, verbose):
     """Classify galaxy cutouts (JPEG, PNG, FITS) as spiral or elliptical."""
+    before = set(logging.getLogger().handlers)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in set(logging.getLogger().handlers) - before:  # astropy's logger prints its records itself:
+        handler.addFilter(_not_astropy)  # through this handler too, -v showed each FITS header note twice
     ctx.meta["galaxy.verbose"] = verbose
     if not verbose:  # astropy's notes on each FITS header it repairs (3-4 lines a file); -v shows them.
         # By module, so astropy is not imported for a JPEG run; what stops a file from being read
