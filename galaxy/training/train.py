@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -239,14 +240,29 @@ def train(config: TrainConfig) -> ModelCard:
     if checkpoint is not None:
         check_resume(config, checkpoint, out_dir)
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
+    made = [folder for folder in (out_dir, work_dir) if not folder.exists()]
     writable_folder(out_dir, "cannot write the model")  # before the caches and epochs, not after them
     writable_folder(work_dir, "cannot write the checkpoints")
     # held until train() returns: a second run into the same -o wrote its checkpoints over this one's
     # and the last to finish replaced the other's model, both saying "wrote"
     lock = hold_lock(out_dir / TRAIN_LOCK, f"another galaxy train is writing {out_dir}")
-    # and the checkpoints' folder (a lock of its own name: it may be -o itself): two runs sharing one, another
-    # run's default OUT/checkpoints too, wrote over each other's last.pt
-    work_lock = hold_lock(work_dir / CHECKPOINTS_LOCK, f"another galaxy train is writing its checkpoints to {work_dir}")
+    try:
+        # and the checkpoints' folder (a lock of its own name: it may be -o itself): two runs sharing one, another
+        # run's default OUT/checkpoints too, wrote over each other's last.pt
+        with hold_lock(work_dir / CHECKPOINTS_LOCK, f"another galaxy train is writing its checkpoints to {work_dir}"):
+            return _train_locked(config, checkpoint, out_dir, work_dir, generator)
+    except UsageError:  # refused before its first checkpoint (fewer images than a batch, a changed image):
+        if not (work_dir / "last.pt").exists():  # the folders it made go (they held only its locks)
+            for folder in made:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
+    finally:
+        lock.close()
+
+
+def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, work_dir: Path,
+                  generator: torch.Generator) -> ModelCard:
+    """`train` once its folders are locked."""
     device, amp_dtype = pick_device()
     log.info("training on %s, autocast %s, %d threads", device, amp_dtype, torch.get_num_threads())
 
@@ -406,6 +422,4 @@ def train(config: TrainConfig) -> ModelCard:
     from galaxy.evaluation.plots import training_curves
 
     training_curves(history, out_dir / "curves.png")
-    lock.close()
-    work_lock.close()
     return card

@@ -139,3 +139,18 @@ def test_a_resume_that_changes_the_epochs_says_the_command_alone_no_longer_makes
     training = json.loads((tmp_path / "s" / "card.json").read_text())["training"]
     assert "--epochs 1" in training["command"] and len(training["resumed_with"]) == 2
     assert training["changed_on_resume"] == {"epochs": [1, 3], "calibrate": [True, False]}
+
+
+def test_a_run_refused_before_its_first_epoch_leaves_no_folder_of_its_own(tmp_path, data):
+    """A usage error found once the folders were locked (fewer images than a batch) left -o holding its lock
+    file and an empty checkpoints/ folder."""
+    out = tmp_path / "m"
+    result = invoke("train", data / "labels.csv", "-o", out, "--size", "32", "--batch-size", "64", "--workers", "2",
+                    "--val-fraction", "0.25", "-q", "--epochs", "1")
+    assert result.exit_code == 2 and "fewer than one batch of 64" in result.output, result.output
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # a folder the user made stays, with what it held
+    assert invoke("train", data / "labels.csv", "-o", out, "--size", "32", "--batch-size", "64", "--workers", "2",
+                  "--val-fraction", "0.25", "-q", "--epochs", "1").exit_code == 2
+    assert (out / "notes.txt").read_text() == "mine"
