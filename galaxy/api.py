@@ -106,10 +106,11 @@ class Model:
 
         from engine.listing import Item, iter_inputs
         from galaxy.catalog.formats import PATH_COLUMNS
+        from galaxy.catalog.read import first_present
         from galaxy.catalog.write import UniqueIds
 
         if hasattr(inputs, "colnames"):
-            column = next((c for c in PATH_COLUMNS if c in inputs.colnames), None)
+            column = first_present(PATH_COLUMNS, inputs.colnames)
             if column is None:
                 raise UsageError(f"the table needs a path column (one of {list(PATH_COLUMNS)}); has {inputs.colnames}")
             ids = inputs["id"] if "id" in inputs.colnames else [None] * len(inputs)

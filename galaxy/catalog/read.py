@@ -199,6 +199,20 @@ def _fits_nulls(table, chunk) -> dict:
     return nulls
 
 
+def first_present(candidates, columns) -> str | None:
+    """The column of `columns` that the first of `candidates` names: spelt so, else in another case
+    (FITS names are case-insensitive: a FITS catalog's FILE_LOC or OBJID), where only one column is
+    that name in some case; None when none is."""
+    for wanted in candidates:
+        if wanted in columns:
+            return wanted
+    for wanted in candidates:
+        found = [name for name in columns if name.casefold() == wanted]
+        if len(found) == 1:
+            return found[0]
+    return None
+
+
 def resolved_columns(path, columns, path_column, id_column, band_columns) -> tuple[str | None, str | None]:
     """(path column, id column) read: those named, else the first of PATH_COLUMNS / ID_COLUMNS present (no
     path column with band files, no id column where none is present). Raises UsageError for one absent."""
@@ -208,11 +222,11 @@ def resolved_columns(path, columns, path_column, id_column, band_columns) -> tup
             raise UsageError(f"catalog {path} has no band path column {absent[0]!r}; columns are {columns}")
         path_column = None
     else:
-        path_column = path_column or next((c for c in PATH_COLUMNS if c in columns), None)
+        path_column = path_column or first_present(PATH_COLUMNS, columns)
         if path_column not in columns:
             raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
     if id_column is None:
-        id_column = next((c for c in ID_COLUMNS if c in columns), None)
+        id_column = first_present(ID_COLUMNS, columns)
     elif id_column not in columns:
         raise UsageError(f"catalog {path} has no id column {id_column!r}; columns are {columns}")
     return path_column, id_column

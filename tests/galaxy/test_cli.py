@@ -155,6 +155,12 @@ def test_fits_catalog_input_with_ids(tmp_path, labels):
     rows = read_csv(out)
     assert [r["id"] for r in rows] == [f"obj{k}" for k in range(5)]
     assert [r["path"] for r in rows] == [str(p) for p in files]
+    # FITS names are case-insensitive: a survey's OBJID / FILE_LOC are the same columns (they were refused)
+    table.rename_columns(["objid", "file_loc"], ["OBJID", "FILE_LOC"])
+    table.write(tmp_path / "upper.fits")
+    result = invoke("classify", "--catalog", tmp_path / "upper.fits", "-o", tmp_path / "u.csv", "-q")
+    assert result.exit_code == 0, result.output
+    assert read_csv(tmp_path / "u.csv") == rows
 
 
 @pytest.mark.parametrize("signal_name, status, said", [("SIGINT", 130, "Ctrl-C"), ("SIGTERM", 143, "SIGTERM")])
