@@ -165,9 +165,9 @@ def bench_end_to_end(files, model_dir, backend, batch, decoder, **extra) -> dict
 
     with tempfile.TemporaryDirectory() as tmp:
         catalog = Path(tmp) / "inputs.csv"
-        catalog.write_text("file\n" + "\n".join(files) + "\n")
+        catalog.write_text("file\n" + "\n".join(files) + "\n", encoding="utf-8")
         warm = Path(tmp) / "warm.csv"
-        warm.write_text("file\n" + "\n".join(files[:batch]) + "\n")
+        warm.write_text("file\n" + "\n".join(files[:batch]) + "\n", encoding="utf-8")
         classify(ClassifyConfig((), str(Path(tmp) / "w.csv"), str(model_dir), str(warm), backend=backend,
                                 decoder=decoder, batch_size=batch, progress=False))
         with GpuUtilisation() as busy:

@@ -179,12 +179,12 @@ class Journal:
         journal records this run's."""
         record = self.dir / "cwd"
         if record.is_file():
-            return record.read_text()
+            return record.read_text(encoding="utf-8")
         begun_in = os.getcwd()
         if self.output.exists():
             metadata = self._read_output(lambda: read_catalog_metadata(self.output, self.format))
             begun_in = metadata.get("cwd", begun_in)
-        write_atomically(record, lambda tmp: tmp.write_text(begun_in))
+        write_atomically(record, lambda tmp: tmp.write_text(begun_in, encoding="utf-8"))
         return begun_in
 
     def _import_output(self):
@@ -219,7 +219,7 @@ class Journal:
         final = self.dir / f"chunk-{number:06d}.csv"
 
         def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as fh:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
                 csv.writer(fh).writerows(rows)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -249,7 +249,7 @@ class Journal:
                 with the line.
         """
         for chunk in self._chunks:
-            with open(chunk, newline="") as fh:
+            with open(chunk, newline="", encoding="utf-8") as fh:
                 if not check:
                     yield from csv.reader(fh)
                     continue

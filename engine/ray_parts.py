@@ -208,7 +208,7 @@ def _with_metadata(table, source, units: dict | None):
 
 
 def count_error_rows(path: Path) -> int:
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         return sum(1 for _ in csv.reader(fh))
 
 
@@ -241,7 +241,7 @@ def settle_retry(out_dir: Path, index: int, inputs: int) -> None:
 def read_part_errors(out_dir: Path, index: int) -> list[list[str]]:
     """A part's error rows as (id, path, stage, reason[, place in the shard]); the rows of an earlier
     version's part (path, stage, reason) get the id a directory run gives, the file's stem."""
-    with open(part_errors(out_dir, index), newline="") as part:
+    with open(part_errors(out_dir, index), newline="", encoding="utf-8") as part:
         return [[stem_id(row[0]), *row] if len(row) == 3 else row for row in csv.reader(part)]
 
 

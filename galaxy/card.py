@@ -151,7 +151,7 @@ def load_card(model_dir, verify: bool = True) -> ModelCard:
 def validation_ids(model_dir, card: ModelCard) -> set[str] | None:
     """The ids of the model's validation split (its `val_ids.txt`), or None when it has none."""
     path = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
-    return set(path.read_text().split()) if path.is_file() else None
+    return set(path.read_text(encoding="utf-8").split()) if path.is_file() else None
 
 
 TRAIN_IDS_FILE = "train_ids.txt"
@@ -161,7 +161,7 @@ def training_ids(model_dir, card: ModelCard) -> set[str] | None:
     """The ids of the images the model was trained on, labelled or unlabelled (its `train_ids.txt`), or
     None when it does not record them (models trained before 2026-11-29 other than the shipped ones)."""
     path = Path(model_dir) / card.split.get("train_ids_file", TRAIN_IDS_FILE)
-    return set(path.read_text().split()) if path.is_file() else None
+    return set(path.read_text(encoding="utf-8").split()) if path.is_file() else None
 
 
 def speeds_by_machine(backends: dict) -> dict[str, dict]:

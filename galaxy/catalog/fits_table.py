@@ -151,7 +151,7 @@ class FitsTableWriter:
         self.extra = tuple(extra)
         self.metadata = metadata
         self._spool_path = scratch_files(self.path)[0]
-        self._spool = open(self._spool_path, "w", newline="")
+        self._spool = open(self._spool_path, "w", newline="", encoding="utf-8")
         self._csv = csv.writer(self._spool)
         self.rows = 0
 
@@ -197,7 +197,7 @@ class FitsTableWriter:
 
     def _records(self, dtype):
         k = len(self.classes)
-        with open(self._spool_path, newline="") as fh:
+        with open(self._spool_path, newline="", encoding="utf-8") as fh:
             chunk = []
             for row in csv.reader(fh):
                 extra = [v if kind == "text" else _MISSING[kind] if v == "" else
@@ -216,7 +216,7 @@ class FitsTableWriter:
         self._spool.close()
         k = len(self.classes)
         widths = [1] * (3 + len(self.extra))
-        with open(self._spool_path, newline="") as fh:
+        with open(self._spool_path, newline="", encoding="utf-8") as fh:
             for row in csv.reader(fh):
                 cells = [row[0], row[1], row[2 + k], *row[3 + k:]]
                 widths = [max(w, len(c)) for w, c in zip(widths, cells)]

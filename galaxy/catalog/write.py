@@ -247,14 +247,14 @@ class CatalogWriter:
         self._pending: list[tuple] = []
         self._fh = self._writer = None
         if self.format == "csv":
-            self._fh = open(self.path, "w", newline="")
+            self._fh = open(self.path, "w", newline="", encoding="utf-8")
             self._writer = csv.writer(self._fh, lineterminator="\n")
             self._writer.writerow(self.columns)
             numeric = {name for name, kind in self.extra if kind != "text"}
             sidecar_path(self.path).write_text(sidecar_text(self.metadata, self.columns, {
                 name: unit for name, unit in self.units.items() if name in numeric}, self.descriptions))
         elif self.format == "ecsv":
-            self._fh = open(self.path, "w", newline="")
+            self._fh = open(self.path, "w", newline="", encoding="utf-8")
             self._fh.write(self._ecsv_header())
         elif self.format == "fits":
             from galaxy.catalog.fits_table import FitsTableWriter
@@ -341,7 +341,7 @@ class ErrorWriter:
     def __init__(self, path, header: bool = True):
         self.path = Path(path)
         self.count = 0
-        self._fh = open(self.path, "w", newline="")
+        self._fh = open(self.path, "w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._fh, lineterminator="\n")
         if header:
             self._writer.writerow(ERROR_COLUMNS)

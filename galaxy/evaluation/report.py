@@ -57,7 +57,7 @@ def _summary(catalog):
     errors, reasons, example = 0, Counter(), {}
     path = errors_path(catalog)
     if path.is_file():
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 errors += 1
                 reason = row["reason"].split(":")[0][:80]

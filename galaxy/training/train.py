@@ -387,8 +387,8 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
         write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1) + "\n"))
     network.load_state_dict(best["state"])
     weights_sha = save_weights(network, out_dir)
-    (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n")
-    (out_dir / TRAIN_IDS_FILE).write_text("\n".join(data.learned_ids()) + "\n")  # for leak checks by later runs
+    (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n", encoding="utf-8")
+    (out_dir / TRAIN_IDS_FILE).write_text("\n".join(data.learned_ids()) + "\n", encoding="utf-8")  # for leak checks by later runs
     from galaxy.training.model import load_network
 
     card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,
