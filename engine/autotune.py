@@ -165,6 +165,7 @@ def _measuring(path: Path):
 
 
 def _measure(card, candidates, batch_size, load, streams, path: Path, what: dict) -> tuple[str, dict]:
+    passing = {}  # the candidates that failed to load, and whether the failure may pass (a full cache freed)
     if len(candidates) == 1:
         speeds = {candidates[0]: None}
     else:
@@ -178,12 +179,17 @@ def _measure(card, candidates, batch_size, load, streams, path: Path, what: dict
                 if name == "onnxruntime":
                     raise
                 log.warning("%s cannot run here (%s: %s); not a candidate", name, type(exc).__name__, exc)
+                passing[name] = not getattr(exc, "lasting", False)
         measured = time_sessions(sessions, sample_batch(card, batch_size), streams=streams)
         speeds = {n: round(v, 1) for n, v in measured.items()}
         speeds |= {n: None for n in candidates if n not in sessions}
     chosen = max(candidates, key=lambda n: speeds[n] or 0.0)
     record = {"chosen": chosen, "images_per_s": speeds, "batch": batch_size, "machine": what,
               "measured": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if any(passing.values()):  # recorded, int8 was dropped for good after a disk filled once
+        log.warning("not caching this choice: %s may run once the cause above is mended; measured again next time",
+                    ", ".join(name for name, again in passing.items() if again))
+        return chosen, record
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))

@@ -193,6 +193,8 @@ def _rebuild_failed(card, shipped: dict) -> bool:
         found = json.loads(_rebuild_marker(card, shipped).read_text())
     except (OSError, ValueError):
         return False
+    if not isinstance(found, dict):  # not a marker this module wrote: nothing is known
+        return False
     return found.get("shipped_fingerprint") == shipped.get("fingerprint") and found.get("onnxruntime") == _ort_version()
 
 
@@ -218,6 +220,21 @@ def shipped_int8(model_dir, card) -> dict | None:
                  path, shipped["temperature"], card.temperature)
         return None
     return shipped
+
+
+def shape_inferred(pre: Path) -> Path:
+    """The side file ONNX Runtime's quantizer writes beside `pre` (and removes unless it fails reading it)."""
+    return pre.with_name(f"{pre.stem}-inferred{pre.suffix}")
+
+
+def free_space(folder: Path) -> str:
+    """The space left on `folder`'s file system, in words ("unknown" where it cannot be read)."""
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:,.0f} MiB"
+    except OSError:
+        return "unknown"
 
 
 def private_files(out: Path, *suffixes: str) -> list[Path]:
@@ -248,16 +265,25 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
                    if shipped.get("onnxruntime") != _ort_version() else
                    f"the same onnxruntime {_ort_version()}; the model's temperature or the exported ONNX changed"
                    " since `--ship`")
-            raise BackendUnavailable(
+            differs = BackendUnavailable(
                 f"the int8 model rebuilt from {Path(model_dir) / SHIPPED_INT8} differs from the one checked ({why}): "
                 "build one here with `galaxy quantize` (it is used instead, and `auto` offers it once "
                 "`galaxy check-backends` has passed it)")
+            differs.lasting = True
+            raise differs
         tmp.replace(out)
     except OSError as exc:  # a read-only or full cache: named, not the hidden temporary file
         raise BackendUnavailable(f"cannot build the shipped int8 model into {out.parent} ({exc.strerror or exc}): "
                                  "set GALAXY_CACHE to a folder that can be written") from None
+    except (BackendUnavailable, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # ONNX Runtime's tools write files on a full disk short without an error, then
+        # fail reading them back (protobuf's DecodeError): said with the space left, not as that traceback
+        raise BackendUnavailable(f"cannot build the shipped int8 model into {out.parent} ({type(exc).__name__}: "
+                                 f"{exc}; {free_space(out.parent)} free there): free space, or set GALAXY_CACHE to "
+                                 "another folder") from None
     finally:
-        remove_quietly(pre, tmp, ranges)
+        remove_quietly(pre, tmp, ranges, shape_inferred(pre))
     record = {key: shipped[key] for key in ("method", "recipe", "weights_sha256", "excluded_nodes") if key in shipped}
     record |= {"rebuilt_from": str(Path(model_dir) / SHIPPED_INT8), "fingerprint": shipped["fingerprint"],
                "seconds": round(time.time() - started, 1)}

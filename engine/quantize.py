@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.artifacts import onnx_model, resolve_model
-from engine.int8_models import (RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, int8_path, private_files, ship_int8,
+from engine.int8_models import (RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, int8_path, private_files, shape_inferred,
+                                ship_int8,
                                  shipped_int8)
 from galaxy.card import validation_ids
 from galaxy.errors import UsageError
@@ -113,7 +114,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         record["ranges"] = json.loads(ranges.read_text())  # what `--ship` writes into the model folder
         tmp.replace(out)
     finally:
-        remove_quietly(pre, tmp, ranges, tuned)
+        remove_quietly(pre, tmp, ranges, tuned, shape_inferred(pre))
     record["seconds"] = round(time.time() - started, 1)
     write_atomically(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     log.info("built int8 model %s (%s) from %d calibration images", out, method, len(calibration_paths))

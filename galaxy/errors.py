@@ -34,7 +34,13 @@ class ModelError(GalaxyError):
 
 
 class BackendUnavailable(GalaxyError):
-    """An optional inference backend (TensorRT, DALI, ...) is not installed or cannot run here."""
+    """An optional inference backend (TensorRT, DALI, ...) is not installed or cannot run here.
+
+    `lasting`: the cause stays on this machine whatever is freed or retried (a shipped int8 recipe that
+    rebuilds into another model with this onnxruntime), so `auto` may record the backend as unable here;
+    otherwise (a full or read-only cache) it is tried again on the next run."""
+
+    lasting = False
 
 
 class TrainingDiverged(GalaxyError):

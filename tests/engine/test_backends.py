@@ -1,6 +1,8 @@
 """Every backend honours the same small surface on the trained default model."""
 
 import dataclasses
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -445,3 +447,57 @@ def test_a_cached_cpu_choice_that_cannot_load_falls_back_to_fp32(monkeypatch, ca
     assert "onnxruntime-int8 cannot run here" in caplog.text and "using onnxruntime" in caplog.text
     with pytest.raises(BackendUnavailable):  # asked for by name: no other backend is put in its place
         backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, card, backends.BackendOptions())
+
+
+@pytest.mark.parametrize("lasting", [False, True])
+def test_a_candidate_that_failed_for_a_passing_cause_is_measured_again_next_time(monkeypatch, tmp_path, caplog, lasting):
+    """A disk that filled once while the int8 model was built made `auto` record int8 as unable, and every
+    later run used a slower backend until the record was deleted by hand. A lasting cause (a shipped recipe
+    that rebuilds into another model here) is still recorded."""
+    from engine import backends
+    from engine.autotune import measured_choice
+    from galaxy.card import default_model_dir, load_card
+    from galaxy.errors import BackendUnavailable
+
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    model_dir = default_model_dir()
+    card = load_card(model_dir, verify=False)
+    candidates, fail = ["onnxruntime", "onnxruntime-int8"], [True]
+
+    def load(name):
+        if name == "onnxruntime-int8" and fail[0]:
+            exc = BackendUnavailable("cannot build the shipped int8 model (No space left on device)")
+            exc.lasting = lasting
+            raise exc
+        return backends.load_named(name, model_dir, card, backends.BackendOptions())
+
+    chosen, record = measured_choice(card, candidates, 8, load, model_dir)
+    assert chosen == "onnxruntime" and record["images_per_s"]["onnxruntime-int8"] is None
+    cached = list((tmp_path / "autotune").glob("*.json"))
+    assert bool(cached) is lasting
+    fail[0] = False
+    chosen, record = measured_choice(card, candidates, 8, load, model_dir)
+    assert (record["images_per_s"]["onnxruntime-int8"] is None) is lasting  # measured again, unless lasting
+
+
+def test_an_int8_rebuild_that_fails_reading_its_own_files_says_so_and_leaves_nothing(monkeypatch, tmp_path):
+    """On a nearly full cache ONNX Runtime's quantizer wrote its files short and failed reading them back:
+    a protobuf DecodeError traceback that said nothing of space, and a 5 MB hidden side file left each time."""
+    import engine.int8_models as int8_models
+    from galaxy.card import default_model_dir, load_card
+    from galaxy.errors import BackendUnavailable
+
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    model_dir = default_model_dir()
+    card = load_card(model_dir, verify=False)
+    shipped = int8_models.shipped_int8(model_dir, card)
+
+    def short_written(pre, tmp, *args, **kwargs):
+        int8_models.shape_inferred(Path(pre)).write_bytes(b"\x08\x01cut short")
+        raise ValueError("Error parsing message with type 'onnx.ModelProto': Wire format was corrupt")
+
+    monkeypatch.setattr(int8_models, "build_int8", short_written)
+    with pytest.raises(BackendUnavailable, match=r"Wire format was corrupt; [\d,]+ MiB free there\): free space"):
+        int8_models._rebuild(model_dir, card, shipped)
+    out = int8_models.int8_path(card, shipped["method"])
+    assert not [p.name for p in out.parent.iterdir() if str(os.getpid()) in p.name]
