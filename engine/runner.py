@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
@@ -109,6 +111,9 @@ def require_batch_size(batch_size: int) -> None:
         raise UsageError(f"--batch-size {batch_size}: a batch holds at least 1 image")
 
 
+_FORKED_AWAY: list = []  # a forked child's copies of its parent's batch decoders, kept from their destructors
+
+
 class Runner:
     """A model ready to classify files: its backend session and a decode pipeline reading its InputSpec.
 
@@ -143,8 +148,28 @@ class Runner:
         # ONNX Runtime may have taken a GPU (onnxruntime-gpu installed): one batch at a time there
         self.streams = options.streams if on_cpu(self.session.device) else 1
         self.batch_size = min(batch_size, self.session.max_batch)
-        self.pipeline = open_decoder(decoder, self.spec, workers or usable_cores(), self.batch_size,
-                                     self.session.device, hdu)
+        self._decoder = (decoder, self.spec, workers or usable_cores(), self.batch_size, self.session.device, hdu)
+        self.pipeline = open_decoder(*self._decoder)
+        self._pid, self._lock, self._pipeline_busy = os.getpid(), threading.Lock(), False
+
+    def _lease_pipeline(self):
+        """(pipeline, shared) for one `run`: `pipeline` while no other run uses it, else a private one of
+        the same kind (two threads, or two interleaved generators, driving one DALI graph got each other's
+        images). In a forked child, the reference reader: DALI and CUDA do not survive a fork (a
+        multiprocessing worker hung), ONNX Runtime and torch do."""
+        if os.getpid() != self._pid:  # a forked child: the parent's lock may have been copied held
+            self._pid, self._lock, self._pipeline_busy = os.getpid(), threading.Lock(), False
+            if self.pipeline.name != "reference":
+                log.warning("%s decoding does not survive a fork: this process (%d) decodes with the reference "
+                            "reader (the same pixels to ~1e-6)", self.pipeline.name, self._pid)
+                _FORKED_AWAY.append(self.pipeline)  # never destroyed here: its destructor waits for threads
+                self._decoder = ("reference", *self._decoder[1:])  # that exist only in the parent
+                self.pipeline = open_decoder(*self._decoder)
+        with self._lock:
+            if not self._pipeline_busy:
+                self._pipeline_busy = True
+                return self.pipeline, True
+        return open_decoder(*self._decoder), False
 
     @classmethod
     def for_classify(cls, model_dir, card, config) -> Runner:
@@ -206,7 +231,8 @@ class Runner:
                 on_error(failure)
 
         pending: deque = deque()  # Failures and (batch, future) pairs, in input order
-        stream = self.pipeline.decode(items)
+        pipeline, shared = self._lease_pipeline()
+        stream = pipeline.decode(items)
         decoded = stream if unique_id is None else (dataclasses.replace(d, id=unique_id(d.id)) for d in stream)
         try:
             if self.streams == 1:  # GPU backends among them: batches run in this thread, as they always did
@@ -224,6 +250,9 @@ class Runner:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+            if shared:
+                with self._lock:
+                    self._pipeline_busy = False
 
 
 def _result(batch, probabilities, on_centre) -> Result:

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,28 @@ import numpy as np
 from galaxy.catalog.formats import SKY_COLUMNS, catalog_descriptions, probability_column
 from galaxy.errors import UsageError
 from galaxy.spec import MIN_SIDE, too_small
+
+
+def _cell(value) -> str | None:
+    """A table cell as text; None for a masked (missing) one, which astropy prints as '--'."""
+    return None if value is None or value is np.ma.masked else str(value)
+
+
+def _check_options(crop_fraction, threads, workers, tta) -> None:
+    """Refuse options the runner would take wrongly (a raw ValueError or RuntimeError, or TTA turned
+    on by the string "no")."""
+    if isinstance(crop_fraction, str):
+        if crop_fraction == "auto":
+            raise UsageError("crop_fraction='auto' measures the framing of a run's cutouts, which a loaded model "
+                             "has not seen: measure it with `galaxy framing DIR` and pass the crop it prints")
+        raise UsageError(f"crop_fraction {crop_fraction!r}: give a number in (0, 1]")
+    if crop_fraction is not None and not 0 < crop_fraction <= 1:
+        raise UsageError(f"crop_fraction {crop_fraction}: give a number in (0, 1]")
+    for name, value in (("threads", threads), ("workers", workers)):
+        if not isinstance(value, int) or value < 0:
+            raise UsageError(f"{name}={value!r}: a whole number, 0 for one per core")
+    if not isinstance(tta, bool):
+        raise UsageError(f"tta={tta!r}: True or False")
 
 
 class Model:
@@ -36,13 +60,14 @@ class Model:
         from engine.runner import Runner, hdu_value
         from galaxy.io.bands import parse_bands
 
+        _check_options(crop_fraction, threads, workers, tta)
         self.model_dir, self.card = resolve_model(model_dir)
-        self.batch_size = batch_size
         spec = self.card.input_spec.with_crop(crop_fraction)  # the centre crop read instead of the card's
         self.spec = spec.replace(fits_bands=parse_bands(bands)) if bands else spec
         self._runner = Runner(self.model_dir, self.card, backend, decoder, batch_size, threads, workers, tta=tta,
                               spec=self.spec, hdu=hdu_value(None if hdu is None else str(hdu)))
         self.backend = f"{self._runner.backend} on {self._runner.session.device}"
+        self.batch_size = self._runner.batch_size  # as the runner holds it (at most MAX_BATCH)
 
     def _table(self, ids, paths, probabilities, columns=()):
         from astropy.table import Table
@@ -91,10 +116,11 @@ class Model:
         """Yield one astropy Table per batch for image files / folders / an astropy Table.
 
         Args:
-            inputs: paths (files or folders), or a Table with a path column (the first of
-                `galaxy.catalog.formats.PATH_COLUMNS` it has: png_loc, file_loc, file, path)
-                and optionally an `id` column.
-            errors: if given, (path, stage, reason) tuples of unreadable files are appended.
+            inputs: paths (files or folders), or a Table (astropy, or a pandas DataFrame) with a path
+                column and optionally an id column (the first of `galaxy.catalog.formats.PATH_COLUMNS`
+                / `ID_COLUMNS` it has, in any case, as `galaxy classify --catalog` reads them).
+            errors: if given, (path, stage, reason) tuples of unreadable files are appended; if not,
+                a warning says how many inputs are left out of the results.
             progress: show progress (a tqdm.auto widget in Jupyter, a bar on a terminal,
                 plain lines in a log).
 
@@ -105,20 +131,32 @@ class Model:
         from galaxy.progress import progress as reporter
 
         from engine.listing import Item, iter_inputs
-        from galaxy.catalog.formats import PATH_COLUMNS
+        from galaxy.catalog.formats import ID_COLUMNS, PATH_COLUMNS
         from galaxy.catalog.read import first_present
         from galaxy.catalog.write import UniqueIds
 
+        if hasattr(inputs, "columns") and not hasattr(inputs, "colnames"):  # a pandas DataFrame (iterating one
+            from astropy.table import Table  # gave its column names as paths)
+
+            inputs = Table.from_pandas(inputs)
         if hasattr(inputs, "colnames"):
             column = first_present(PATH_COLUMNS, inputs.colnames)
             if column is None:
                 raise UsageError(f"the table needs a path column (one of {list(PATH_COLUMNS)}); has {inputs.colnames}")
-            ids = inputs["id"] if "id" in inputs.colnames else [None] * len(inputs)
-            items = (Item(str(p), None if i is None else str(i)) for p, i in zip(inputs[column], ids))
+            id_column = first_present(ID_COLUMNS, inputs.colnames)  # objid too, as the CLI reads a catalog
+            ids = inputs[id_column] if id_column else [None] * len(inputs)
+            items = (Item(_cell(p) or "", _cell(i)) for p, i in zip(inputs[column], ids))
         else:
-            items = iter_inputs([str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)])
+            names = [str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+            missing = [name for name in names if not os.path.lexists(name)]
+            if missing:  # before any work: found on the way, it threw away every row classified before it
+                raise UsageError(f"input {missing[0]} does not exist"
+                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            items = iter_inputs(names)
+        failed = [0]
 
         def on_error(failure):
+            failed[0] += 1
             if errors is not None:
                 errors.append((failure.path, failure.stage, failure.reason))  # the documented 3-tuple
 
@@ -129,6 +167,9 @@ class Model:
             yield self._table(result.ids, result.paths, result.probabilities, result.columns)
             bar.update(len(result.ids))
         bar.close()
+        if failed[0] and errors is None:  # rows missing from a notebook's table, unsaid
+            warnings.warn(f"{failed[0]} input(s) could not be read and are not in the results; pass errors=[] to "
+                          "get each one's path and reason", stacklevel=2)
 
     def classify(self, inputs, errors: list | None = None, progress: bool = False):
         """All results as one astropy Table (see `classify_iter`)."""
