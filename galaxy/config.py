@@ -15,9 +15,23 @@ AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
 
 
 def cache_dir() -> Path:
-    """Where derived artifacts are cached: $GALAXY_CACHE, else $XDG_CACHE_HOME/galaxy (~/.cache/galaxy)."""
-    root = os.environ.get("GALAXY_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "galaxy"
-    return Path(root)
+    """Where derived artifacts are cached: $GALAXY_CACHE, else $XDG_CACHE_HOME/galaxy, else ~/.cache/galaxy.
+    An empty or relative XDG_CACHE_HOME counts as unset, as the XDG specification says (an empty one put
+    the cache in the working folder, e.g. the package's own).
+
+    Raises:
+        UsageError: neither variable is set and there is no home folder to hold it.
+    """
+    if os.environ.get("GALAXY_CACHE"):
+        return Path(os.environ["GALAXY_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "galaxy"
+    try:
+        return Path.home() / ".cache" / "galaxy"
+    except RuntimeError:  # no HOME and no password entry for this user (a container's arbitrary uid)
+        raise UsageError("no folder for the engine cache: HOME is not set and this user has none; set "
+                         "GALAXY_CACHE to a folder that can be written") from None
 
 
 def config_dict(config) -> dict:
