@@ -42,9 +42,13 @@ class GalaxyGroup(click.Group):
             if isinstance(exc, (FileExistsError, NotADirectoryError)):
                 reason += " (a file stands where a folder is needed)"
             where = f"{exc.filename}: " if exc.filename is not None else ""
-            if full:  # a rerun of classify continues; other commands start over
-                reason += (" (free space and rerun the same command" +
-                           (": classify keeps the rows it committed)" if ctx.invoked_subcommand == "classify" else ")"))
+            if full:  # a rerun of classify continues; a training run goes on with --resume; others start over
+                command = ctx.invoked_subcommand
+                reason += (" (free space and rerun the same command: classify keeps the rows it committed)"
+                           if command == "classify" else
+                           " (free space and rerun the same command with --resume CHECKPOINTS/last.pt: it goes on "
+                           "from the last epoch saved)" if command in ("train", "distill") else
+                           " (free space and rerun the same command)")
             raise click.ClickException(f"{where}{reason}") from None
 
 

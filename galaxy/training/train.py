@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -168,6 +169,23 @@ def training_framing(data: TrainingData, workers: int = 0) -> dict:
     else:
         fractions, _ = measure_files(data.train_set.paths, data.spec, workers)
     return {**summarise(fractions), "of": "the labelled training split, full cutouts"}
+
+
+def _saved(write, path: Path):
+    """`write()`, with a full disk said as one: torch.save raises a RuntimeError ("unexpected pos" from its
+    zip writer) and safetensors a SafetensorError, each a traceback that named neither the disk nor the file."""
+    try:
+        return write()
+    except OSError:
+        raise
+    except Exception as exc:
+        try:
+            free = shutil.disk_usage(Path(path).parent).free
+        except OSError:
+            free = None
+        if free is not None and free < 64 * 2**20:  # what is left cannot hold a checkpoint or a model
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
 
 
 def _changed_on_resume(checkpoint: dict, config: TrainConfig) -> dict:
@@ -373,7 +391,7 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
                  "seconds": time.time() - started, "targets_key": targets_key(data.teacher),
                  "resumed_with": resumed_with, "cwd": cwd, "labelled_sha256": data.labelled_sha256,
                  "arithmetic": arithmetic, "changed_on_resume": changed_on_resume}
-        write_atomically(work_dir / "last.pt", lambda tmp: torch.save(state, tmp))
+        write_atomically(work_dir / "last.pt", lambda tmp: _saved(lambda: torch.save(state, tmp), tmp))
         best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:
             stopped = epoch
@@ -386,7 +404,7 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
     if first_epoch > config.epochs:  # resumed after the last epoch: no epoch wrote this -o's history
         write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1) + "\n"))
     network.load_state_dict(best["state"])
-    weights_sha = save_weights(network, out_dir)
+    weights_sha = _saved(lambda: save_weights(network, out_dir), out_dir / "model.safetensors")
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n", encoding="utf-8")
     (out_dir / TRAIN_IDS_FILE).write_text("\n".join(data.learned_ids()) + "\n", encoding="utf-8")  # for leak checks by later runs
     from galaxy.training.model import load_network

@@ -154,3 +154,22 @@ def test_a_run_refused_before_its_first_epoch_leaves_no_folder_of_its_own(tmp_pa
     assert invoke("train", data / "labels.csv", "-o", out, "--size", "32", "--batch-size", "64", "--workers", "2",
                   "--val-fraction", "0.25", "-q", "--epochs", "1").exit_code == 2
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_full_disk_while_saving_is_one_line_that_says_to_resume(tmp_path, data, monkeypatch):
+    """torch.save on a full disk raised a RuntimeError ('unexpected pos' from its zip writer), safetensors a
+    SafetensorError: tracebacks that named neither the disk nor the file, and the advice was to start over."""
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    import galaxy.training.train as training
+
+    def cut_short(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1024 vs 980")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(training.torch, "save", cut_short)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(10**9, 10**9 - 4096, 4096))
+    result = invoke("train", data / "labels.csv", "-o", tmp_path / "m", *COMMON, "--epochs", "1")
+    assert result.exit_code == 1, result.output
+    assert "last.pt: No space left on device" in result.output and "--resume" in result.output
