@@ -96,6 +96,13 @@ class DaliPipeline(ChunkedPipeline):
         self.spec, self.workers, self.depth, self.hdu = spec, workers, depth, hdu
         self.batch_size, self.device_id = batch_size, device_id
         self._graph = build_graph(spec, batch_size, workers, device_id)
+        # a crop whose resize filter reaches past the image's edge: DALI's antialiased resize extends the
+        # edge pixels there and PIL renormalises its weights (crop 1.0: border rows 0.12 apart, p_spiral
+        # 0.018 with int8); the filter spans about crop x side / size pixels, the margin (1 - crop) x side / 2
+        self._edges_differ = spec.crop_fraction > spec.size / (spec.size + 2)
+        if self._edges_differ:
+            log.info("centre crop %g reaches the cutouts' edges: the reference reader decodes the JPEGs too "
+                     "(DALI's resize treats edges otherwise)", spec.crop_fraction)
 
     def _tensors(self, out):
         """The graph's batch: numpy on the CPU; on a GPU a torch CUDA tensor, never via the host."""
@@ -111,7 +118,8 @@ class DaliPipeline(ChunkedPipeline):
 
     def _chunk(self, chunk) -> list[Decoded | None]:
         fits = [k for k, item in enumerate(chunk) if is_fits_path(item.path) and not item.bands]
-        encoded = [None if k in fits or item.bands else read_jpeg(item.path) for k, item in enumerate(chunk)]
+        encoded = [None if k in fits or item.bands or self._edges_differ else read_jpeg(item.path)
+                   for k, item in enumerate(chunk)]
         to_dali = [k for k, data in enumerate(encoded) if data is not None]
         results: list[Decoded | None] = [None] * len(chunk)
         if fits and self.device_id is not None:  # on the CPU the reference reader takes them: DALI's

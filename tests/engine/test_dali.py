@@ -260,3 +260,17 @@ def test_an_interrupt_stops_the_decode_thread_at_once(default_model):
         kept = exc  # as run.classify keeps it for its summary
     assert kept is not None and kept.__traceback__ is not None
     assert not [t for t in threading.enumerate() if t.name == "galaxy-prefetch" and t.is_alive()]
+
+
+@pytest.mark.parametrize("crop", [0.96, 1.0])
+def test_a_crop_that_reaches_the_edges_gives_the_reference_readers_pixels(crop):
+    """At crop 1.0 DALI's resize treated the image's edges otherwise than PIL: border rows 0.12 apart and
+    p_spiral 0.018 apart with int8, so the catalog depended on the decoder picked."""
+    from engine.pipelines.dali import create
+
+    spec = SPEC.replace(crop_fraction=crop)
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:8]
+    out = list(create(spec, workers=2, depth=2, batch_size=8).decode(Item(str(p)) for p in files))
+    std = np.asarray(spec.std)[:, None, None]
+    worst = max(float(np.abs((d.tensor - load_input(p, spec)[0]) * std).max()) for d, p in zip(out, files))
+    assert worst < TOLERANCE, worst
