@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from galaxy.cores import usable_cores
+from galaxy.cores import cpu_description, cpu_info
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,32 +51,6 @@ def installed_versions() -> dict:
     return out
 
 
-# CPU flags that decide which kernels the libraries use.
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-
-
-@functools.lru_cache(maxsize=1)
-def _cpuinfo() -> tuple[str, frozenset]:
-    """The CPU's model name and flags, read once per process (they do not change while it runs)."""
-    model, flags = platform.processor() or platform.machine(), frozenset()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = frozenset(value.split())
-    except OSError:
-        pass
-    return model, flags
-
-
-def cpu_description() -> dict:
-    """CPU model name, the speed-relevant flags present and the usable core count."""
-    model, flags = _cpuinfo()
-    return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": usable_cores()}
-
-
 def installed_version(package: str) -> str:
     """An installed distribution's version without importing it (importing torch costs seconds a run);
     "absent" when it is not installed."""
@@ -89,7 +63,7 @@ def installed_version(package: str) -> str:
 def native_bf16() -> bool:
     """Whether the CPU computes bf16 natively (AVX-512 bf16 or AMX), from /proc/cpuinfo's flags where
     there are any (importing torch to ask it costs seconds a run), else torch's own check."""
-    _, flags = _cpuinfo()
+    _, flags = cpu_info()
     if flags:
         return bool({"avx512_bf16", "amx_tile"} & flags)
     import torch

@@ -1,12 +1,15 @@
 """How many cores this process may use: the one count that sizes threads and worker pools, in the
-galaxy core (framing, the training caches) and in the engine (inference streams, decode workers).
-No torch here.
+galaxy core (framing, the training caches) and in the engine (inference streams, decode workers);
+and what the CPU is (its model name and the vector features that decide the libraries' kernels), for
+the engine's speed records and the training cards. No torch here.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import platform
 from pathlib import Path
 
 
@@ -34,3 +37,29 @@ def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+# CPU flags that decide which kernels the libraries use.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> tuple[str, frozenset]:
+    """The CPU's model name and flags, read once per process (they do not change while it runs)."""
+    model, flags = platform.processor() or platform.machine(), frozenset()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = frozenset(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def cpu_description() -> dict:
+    """CPU model name, the speed-relevant flags present and the usable core count."""
+    model, flags = cpu_info()
+    return {"cpu": model, "flags": [f for f in SPEED_FLAGS if f in flags], "cores": usable_cores()}

@@ -209,7 +209,7 @@ def _arithmetic(device, amp_dtype, checkpoint: dict | None) -> list[dict]:
     """What decides a run's floating-point sums, for each part of it: the checkpoint's parts, then this
     one's where it differs from the last (a resume with another thread count, CPU or autocast is not
     bit-identical to a run that did not stop, so it is warned of and recorded in the card)."""
-    from engine.machine import cpu_description
+    from galaxy.cores import cpu_description
 
     cpu = cpu_description()
     now = {"device": torch.cuda.get_device_name() if device.type == "cuda" else cpu["cpu"],
