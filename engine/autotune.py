@@ -127,13 +127,13 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
     # One process of those starting at once (a job array on one node) measures, the others wait for its
     # record: each measuring on cores the others shared, they chose differently.
     with _measuring(path):
-        record = _cached(path, candidates)
+        record = _cached(path, candidates, warn=False)  # another process's new record; an unreadable one was said
         if record is not None:
             return record["chosen"], record
         return _measure(card, candidates, batch_size, load, streams, path, what)
 
 
-def _cached(path: Path, candidates) -> dict | None:
+def _cached(path: Path, candidates, warn: bool = True) -> dict | None:
     if not path.is_file():
         return None
     try:
@@ -141,7 +141,8 @@ def _cached(path: Path, candidates) -> dict | None:
         _check_record(record, candidates)
         return record
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring the unreadable speed record %s (%s); measuring again", path, exc)
+        if warn:
+            log.warning("ignoring the unreadable speed record %s (%s); measuring again", path, exc)
         return None
 
 

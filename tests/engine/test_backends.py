@@ -102,8 +102,9 @@ def test_auto_passes_over_a_candidate_that_cannot_load_here(default_model, tmp_p
                                   '"measured": "2026"}',
                                   '{"chosen": "tensorrt", "images_per_s": {}, "machine": {"cpu": "x", "cores": 2}, '
                                   '"measured": "2026"}'])
-def test_a_speed_record_of_another_shape_is_measured_again(default_model, tmp_path, monkeypatch, text):
-    """Valid JSON of another shape gave a TypeError, a KeyError, or TensorRT chosen on a CPU."""
+def test_a_speed_record_of_another_shape_is_measured_again(default_model, tmp_path, monkeypatch, text, caplog):
+    """Valid JSON of another shape gave a TypeError, a KeyError, or TensorRT chosen on a CPU; its warning
+    was printed twice (read once before the measuring lock and again under it)."""
     import json
 
     from engine import autotune
@@ -118,6 +119,7 @@ def test_a_speed_record_of_another_shape_is_measured_again(default_model, tmp_pa
     chosen, record = autotune.measured_choice(card, candidates, 4, lambda name: object())
     assert chosen == "torch" and record["images_per_s"] == {"onnxruntime": 100.0, "torch": 150.0}
     assert json.loads((tmp_path / "autotune" / f"{key}.json").read_text())["chosen"] == "torch"
+    assert caplog.text.count("ignoring the unreadable speed record") == 1
 
 
 def test_auto_times_at_the_batch_it_runs_and_keys_the_record_by_it(default_model, monkeypatch):
