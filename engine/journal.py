@@ -322,8 +322,12 @@ class Journal:
             # are committed and the journal stays for a rerun
             remove_quietly(tmp_out, sidecar_path(tmp_out), *scratch_files(tmp_out), errors)
             self._lock.close()
-            if isinstance(exc, OSError) and exc.filename is None:  # name the catalog (ENOSPC names none)
-                raise OSError(exc.errno, exc.strerror, str(self.output)) from exc
+            # name the files the user knows: the catalog where the error names none (ENOSPC) or a hidden
+            # work file of it (a permission error named .c.csv.assembling.csv), the errors file for its own
+            named = {str(tmp_out): self.output, str(sidecar_path(tmp_out)): sidecar_path(self.output),
+                     str(errors): errors_path(self.output)}
+            if isinstance(exc, OSError) and (exc.filename is None or str(exc.filename) in named):
+                raise OSError(exc.errno, exc.strerror, str(named.get(str(exc.filename), self.output))) from exc
             raise
         sync_to_disk(tmp_out, sidecar_path(tmp_out), errors)  # the rows are on disk before their journal goes
         tmp_out.replace(self.output)

@@ -736,3 +736,19 @@ def test_a_refused_rerun_leaves_no_journal_folder_of_its_own(tmp_path):
     with pytest.raises(UsageError, match="was started with other settings"):
         Journal(tmp_path / "d.csv", ("elliptical", "spiral"), {"weights": "other", "backend": "b"})
     assert list((tmp_path / "d.csv.partial").glob("chunk-*.csv"))
+
+
+def test_a_failure_while_assembling_names_the_catalog_and_not_its_hidden_work_file(tmp_path, monkeypatch):
+    """A permission error while the catalog was assembled named `.c.csv.assembling.csv`, a file the user never
+    made and cannot find afterwards."""
+    import errno
+
+    out = tmp_path / "c.csv"
+
+    def refused(self, tmp_out, metadata, errors):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_out))
+
+    monkeypatch.setattr(Journal, "_assemble", refused)
+    with pytest.raises(PermissionError) as caught:
+        classify(ClassifyConfig(inputs=(str(EXAMPLES),), output=str(out), backend="onnxruntime", progress=False))
+    assert caught.value.filename == str(out)
