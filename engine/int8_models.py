@@ -29,7 +29,7 @@ import numpy as np
 
 from engine.artifacts import cache_dir, onnx_model
 from galaxy.errors import BackendUnavailable, UsageError
-from galaxy.files import remove_quietly, write_atomically
+from galaxy.files import remove_quietly, sweep_stale_work_files, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,7 @@ def private_files(out: Path, *suffixes: str) -> list[Path]:
     """Hidden work files beside `out`, private to this process: `.<stem>.<pid><suffix>`. (They were
     `.with_suffix` of a pid-named stem, which replaced the pid: processes of a job array building the
     same int8 model at once shared, and deleted, each other's files.)"""
+    sweep_stale_work_files(out.parent, f".{out.stem}.")  # a killed build's (they were never removed)
     return [out.with_name(f".{out.stem}.{os.getpid()}{suffix}") for suffix in suffixes]
 
 

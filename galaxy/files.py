@@ -65,17 +65,25 @@ def sweep_stale_temporaries(path) -> None:
     """Remove the temporary files `write_atomically` left beside `path` when a process was killed
     (`.NAME.PID.tmp` of a PID not running here, untouched for STALE_SECONDS); they were never removed."""
     path = Path(path)
-    prefix, now = f".{path.name}.", time.time()
+    prefix = f".{path.name}."
+    sweep_stale_work_files(path.parent, prefix, lambda rest: rest[:-len(".tmp")] if rest.endswith(".tmp") else "")
+
+
+def sweep_stale_work_files(folder, prefix: str, pid_of=lambda rest: rest.split(".", 1)[0]) -> None:
+    """Remove the work files of killed processes in `folder`: names `prefix` + a part whose PID
+    (`pid_of(rest)`, by default its digits up to the first dot: `.model.int8.1234.pre.onnx`) is not
+    running here, untouched for STALE_SECONDS (a kill -9 during an int8 build left ~21 MB each time)."""
+    folder, now = Path(folder), time.time()
     try:  # names only (a --ray folder holds thousands of parts: no Path object per entry)
-        with os.scandir(path.parent) as entries:
-            candidates = [e.name for e in entries if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+        with os.scandir(folder) as entries:
+            candidates = [e.name for e in entries if e.name.startswith(prefix)]
     except OSError:  # no folder yet, or one that cannot be listed: the write itself says so
         return
     for name in candidates:
-        pid = name[len(prefix):-len(".tmp")]
+        pid = pid_of(name[len(prefix):])
         if not pid.isdigit() or int(pid) == os.getpid() or _running(int(pid)):
             continue
-        candidate = path.parent / name
+        candidate = folder / name
         try:
             if now - candidate.lstat().st_mtime > STALE_SECONDS:
                 candidate.unlink()

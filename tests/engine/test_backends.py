@@ -503,3 +503,23 @@ def test_an_int8_rebuild_that_fails_reading_its_own_files_says_so_and_leaves_not
         int8_models._rebuild(model_dir, card, shipped)
     out = int8_models.int8_path(card, shipped["method"])
     assert not [p.name for p in out.parent.iterdir() if str(os.getpid()) in p.name]
+
+
+def test_an_int8_build_removes_the_work_files_of_builds_killed_long_ago(tmp_path):
+    """A kill -9 during an int8 build left its private work files (~21 MB each time); nothing removed them."""
+    import time
+
+    from engine.int8_models import private_files
+
+    out = tmp_path / "model.int8-ptq.onnx"
+    dead = next(pid for pid in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{pid}"))
+    stale = [tmp_path / f".{out.stem}.{dead}{suffix}" for suffix in (".pre.onnx", ".pre-inferred.onnx", ".ranges.json")]
+    fresh = tmp_path / f".{out.stem}.{dead + 1}.pre.onnx"  # perhaps a live build on another host: kept
+    kept = [tmp_path / f".{out.name}.{dead}.tmp", tmp_path / "other.onnx"]
+    for path in (*stale, fresh, *kept):
+        path.write_bytes(b"x")
+    hours_ago = time.time() - 2 * 3600
+    for path in (*stale, *kept):
+        os.utime(path, (hours_ago, hours_ago))
+    private_files(out, ".pre.onnx")
+    assert not any(path.exists() for path in stale) and fresh.exists() and all(path.exists() for path in kept)
