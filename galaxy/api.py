@@ -83,7 +83,9 @@ class Model:
         for name, text in catalog_descriptions(self.card.classes).items():  # as the catalogs describe them
             if name in table.colnames:
                 table[name].description = text
-        table.meta.update({"model": self.card.name, "weights": self.card.weights_sha256, "backend": self.backend})
+        table.meta.update({"model": self.card.name, "weights": self.card.weights_sha256, "backend": self.backend,
+                           "crop_fraction": self.spec.crop_fraction, "tta": self._runner.tta,
+                           "fits_bands": list(self.spec.fits_bands)})  # how it was read, as catalogs record
         return table
 
     def classify_arrays(self, images) -> np.ndarray:
@@ -178,7 +180,13 @@ class Model:
         tables = list(self.classify_iter(inputs, errors, progress))
         if not tables:
             return self._table([], [], np.zeros((0, len(self.card.classes)), np.float32))
-        return vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+        table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+        for name in SKY_COLUMNS:  # a batch without a FITS position had no column: masked there, NaN in the
+            if name in table.colnames and getattr(table[name], "mask", None) is not None:  # others; NaN for all
+                unit, description = table[name].unit, table[name].description
+                table[name] = table[name].filled(np.nan)
+                table[name].unit, table[name].description = unit, description
+        return table
 
 
 def _crop_resize(image: np.ndarray, spec, index: int) -> np.ndarray:

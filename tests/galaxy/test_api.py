@@ -206,3 +206,23 @@ def test_load_model_refuses_options_it_would_take_wrongly():
         with pytest.raises(UsageError, match=says):
             galaxy.load_model(**options)
     assert galaxy.load_model(backend="onnxruntime", batch_size=5000).batch_size == 256  # what the runner holds
+
+
+def test_a_classify_table_has_nan_positions_for_every_row_without_one_and_says_how_it_read(tmp_path):
+    """A JPEG's ra was masked or NaN depending on whether its batch held a FITS file with a position, and
+    the Table did not say the crop, TTA or bands it was read with."""
+    import shutil
+
+    from tests.galaxy.test_sky_columns import _fits_cutouts
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _fits_cutouts(folder / "z-fits", n_files=2)
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:6]:
+        shutil.copy(path, folder)
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference", batch_size=2, crop_fraction=0.55)
+    table = model.classify([str(folder)])
+    assert len(table) == 8 and table["ra"].unit == "deg"
+    assert getattr(table["ra"], "mask", None) is None or not table["ra"].mask.any()
+    assert np.isnan(table["ra"][:6]).all() and np.isfinite(table["ra"][6:]).all()
+    assert table.meta["crop_fraction"] == 0.55 and table.meta["tta"] is False
