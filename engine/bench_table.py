@@ -66,7 +66,9 @@ def table(rows, targets, peak: dict | None = None) -> str:
                 share = r["images_per_min"] / engine[key]["images_per_min"]
                 wanted = targets["cpu"]["end_to_end_over_engine"]
                 serial = serial_share(decode.get((r["decoder"], r["size"], r.get("crop"))), engine[key])
-                notes.append(f"{share:.3f} of engine-only ({'met' if share >= wanted else 'NOT met'}"
+                verdict = ("above engine-only: the two timings disagree, rerun on an idle machine" if share > 1.05
+                           else "met" if share >= wanted else "NOT met")
+                notes.append(f"{share:.3f} of engine-only ({verdict}"
                              + (f"; {serial:.2f} with decode and engine back to back on these cores)"
                                 if serial is not None else ")"))
             notes.append(f"{r['decoder']} decode")

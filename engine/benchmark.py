@@ -85,10 +85,14 @@ def image_files(n: int) -> list[str]:
     """n real gz1-sdss files (repeated to n); the bundled samples when the shared data is absent (said:
     40 files repeated stay in the page cache, and the figures are not of a survey's files)."""
     source = SHARED if SHARED.is_dir() else ROOT / "examples" / "sdss"
+    if not source.is_dir():  # installed from a wheel: no checkout around it, the package's own samples
+        source = Path(__file__).resolve().parents[1] / "galaxy" / "samples"
     if source != SHARED:
-        print(f"bench: {SHARED} is absent ($GALAXY_SHARED_DATA names another folder): timing the 40 bundled "
-              "samples, repeated", file=sys.stderr)
+        print(f"bench: {SHARED} is absent ($GALAXY_SHARED_DATA names another folder): timing the bundled samples "
+              f"of {source}, repeated", file=sys.stderr)
     files = sorted(str(p) for p in source.glob("*.jpeg"))
+    if not files:
+        raise SystemExit(f"bench: no JPEG cutouts to time in {source}")
     return [files[i % len(files)] for i in range(n)]
 
 
@@ -204,7 +208,8 @@ def bench_baseline(files, model_dir, **extra) -> dict:
         def __getitem__(self, i):
             return tf(Image.open(files[i]).convert("RGB"))
 
-    loader = torch.utils.data.DataLoader(Files(), batch_size=64, num_workers=os.cpu_count())
+    loader = torch.utils.data.DataLoader(Files(), batch_size=64, num_workers=usable_cores())  # the cores it may
+    # use, as galaxy's rows are sized: the host's count oversubscribed a quota and made the baseline slow
     with torch.inference_mode():
         network(torch.zeros(2, 3, spec.size, spec.size))
         start, n = time.perf_counter(), 0

@@ -55,6 +55,24 @@ def test_a_share_is_not_rounded_up_to_its_target_and_a_row_above_the_roof_says_s
     assert " 200% " in engine and "above the GEMM roof measured in this run" in engine
 
 
+def test_end_to_end_above_engine_only_is_not_called_met():
+    """A busy machine's run printed "1.516 of engine-only (met": end to end cannot outrun its own engine."""
+    model = {"model": "m", "gflop_per_galaxy": 1.0}
+    rows = [_row("engine", 6000.0, **model), _row("end_to_end", 9096.0, decoder="dali", **model)]
+    text = bench_table.table(rows, {"cpu": {"end_to_end_images_per_min": 5000, "speedup_over_baseline": 3.0,
+                                          "end_to_end_over_engine": 0.9}})
+    end_to_end = text.splitlines()[3]
+    assert "1.516 of engine-only (above engine-only: the two timings disagree" in end_to_end and "(met" not in end_to_end
+
+
+def test_the_benchmark_finds_cutouts_to_time_without_a_checkout(monkeypatch, tmp_path):
+    """Installed from a wheel (no examples/ beside the package) it raised ZeroDivisionError."""
+    monkeypatch.setattr(benchmark, "SHARED", tmp_path / "absent")
+    monkeypatch.setattr(benchmark, "ROOT", tmp_path)
+    files = benchmark.image_files(12)
+    assert len(files) == 12 and all("galaxy/samples" in f for f in files)
+
+
 def test_peak_fraction_takes_each_device_its_own_roof():
     from engine.machine import peak_fraction
 
