@@ -60,10 +60,13 @@ def peak_rss_mb() -> float:
 
 
 def emit(stage, backend, precision, batch, size, images, seconds, latencies_ms=(), **extra) -> dict:
-    lat = np.asarray(latencies_ms if len(latencies_ms) else [seconds * 1000])
+    """One measurement's JSON line (printed) and row. `p50_ms` / `p95_ms` are per-batch latencies where the
+    stage times batches (engine-only), else null: the whole run's time had stood there as a "latency"."""
+    lat = np.asarray(latencies_ms) if len(latencies_ms) else None
     row = {"stage": stage, "backend": backend, "precision": precision, "batch": batch, "size": size,
            "images": images, "images_per_min": round(60 * images / seconds, 1),
-           "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
+           "p50_ms": None if lat is None else round(float(np.percentile(lat, 50)), 2),
+           "p95_ms": None if lat is None else round(float(np.percentile(lat, 95)), 2),
            "peak_rss_mb": round(peak_rss_mb(), 1), "device": extra.get("provider", "cpu"), "cpu_count": usable_cores(),
            "versions": versions(), **extra}
     print(json.dumps(row), flush=True)

@@ -99,6 +99,8 @@ def test_a_small_run_names_gflop_and_peak(capsys):
     assert {r["stage"] for r in measured} >= {"engine", "end_to_end", "baseline"}
     for row in measured:
         assert {"stage", "backend", "precision", "batch", "size", "images_per_min", "p50_ms", "p95_ms"} <= set(row)
+        # per-batch latencies where batches are timed; null where the whole run's time had stood as one
+        assert (row["p50_ms"] is not None) is (row["stage"] == "engine"), row
     assert any(r["stage"] == "gemm_peak" and r["gflops"]["fp32"] > 0 for r in rows)
 
 
