@@ -297,7 +297,18 @@ def main(argv=None, prog: str = "bench.py"):
     options = backends.BackendOptions(batch_size=args.batch)
     options = backends.per_core(options)  # as the runner runs them (GPU backends take no streams: options_for)
     names = [b for b in args.backends.split(",") if b]
-    decoders = [d for d in args.decoders.split(",") if d and (d not in ("dali", "dali-gpu") or dali_installed())]
+    skipped: dict[str, str] = {}  # what was asked for and not measured, with why: said once, and recorded
+
+    def skip(what: str, reason) -> None:
+        if what not in skipped:
+            skipped[what] = str(reason)
+            print(f"skipping {what}: {reason}", file=sys.stderr)
+
+    asked = [d for d in args.decoders.split(",") if d]
+    for decoder in asked:
+        if decoder in ("dali", "dali-gpu") and not dali_installed():
+            skip(f"decoder {decoder}", "nvidia-dali is not installed")
+    decoders = [d for d in asked if d not in ("dali", "dali-gpu") or dali_installed()]
     peak: dict = {}
     sessions = {}
     if args.sizes:
@@ -309,7 +320,7 @@ def main(argv=None, prog: str = "bench.py"):
                     sessions[str(model_dir), name] = backends.load(name, model_dir, card,
                                                                    backends.options_for(name, options))
                 except GalaxyError as exc:
-                    print(f"skipping backend {name} for {card.name}: {exc}", file=sys.stderr)
+                    skip(f"backend {name} for {card.name}", exc)
     files = image_files(n)
     if not args.engine_only:
         rows.append(bench_listing(files))
@@ -332,7 +343,7 @@ def main(argv=None, prog: str = "bench.py"):
                 try:
                     rows.append(bench_decode(files, spec, usable_cores(), decoder, args.batch, round=i))
                 except GalaxyError as exc:
-                    print(f"skipping decoder {decoder}: {exc}", file=sys.stderr)
+                    skip(f"decoder {decoder}", exc)
         for model_dir, card in models:
             for name in names:
                 session = sessions.get((str(model_dir), name))
@@ -346,19 +357,22 @@ def main(argv=None, prog: str = "bench.py"):
                             rows.append(bench_end_to_end(files, model_dir, name, args.batch, decoder, round=i,
                                                          **model_fields(str(model_dir))))
                         except GalaxyError as exc:
-                            print(f"skipping {name} + {decoder}: {exc}", file=sys.stderr)
+                            skip(f"{name} + {decoder}", exc)
             if default == Path(model_dir).resolve():  # what `galaxy classify DIR` does here, options left out
                 try:
                     rows.append(bench_end_to_end(files, model_dir, "auto", args.batch, "auto", round=i, auto=True,
                                                  **model_fields(str(model_dir))))
                 except GalaxyError as exc:
-                    print(f"skipping the default run: {exc}", file=sys.stderr)
+                    skip("the default run", exc)
         if not args.engine_only and not args.gpu:
             rows.append(bench_baseline(files, base_dir, round=i, **model_fields(str(base_dir))))
     gpu = f"GPU {versions()['gpu']}, " if "gpu" in versions() else ""
     print(f"\nmachine: {gpu}{cpu_name()}, {usable_cores()} cpus, {cpu_flags()}; dense GEMM here {peak} GFLOP/s; "
           f"models {', '.join(f'{c.name} ({c.input_spec.size} px)' for _, c in models)}", file=sys.stderr)
     print(table(rows, targets, peak), file=sys.stderr)
+    for what, reason in skipped.items():  # in the data and under the table too, not only scrolled past on stderr
+        print(json.dumps({"stage": "skipped", "what": what, "reason": reason}), flush=True)
+        print(f"not measured: {what} ({reason})", file=sys.stderr)
 
 
 def resized_model(model_dir, card, size: int):

@@ -145,3 +145,20 @@ def test_bad_options_are_one_line_and_exit_2(argv, says, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert says in err and "galaxy bench: error:" in err and "Traceback" not in err
+
+
+def test_what_could_not_be_measured_is_in_the_data_and_under_the_table(capsys):
+    """A backend that cannot load here (TensorRT absent) had no row in the table or the JSON: its reason went
+    to stderr before the table and was easily scrolled past; a skipped decoder was said once per input size."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: it is not the backend that cannot load")
+    benchmark.main(["--images", "8", "--rounds", "1", "--engine-only", "--backends", "onnxruntime,tensorrt",
+                    "--models", "sdss-xception-compact"])
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines() if line.strip()]
+    skipped = [r for r in rows if r["stage"] == "skipped"]
+    assert [r["what"] for r in skipped] == ["backend tensorrt for sdss-xception-compact-64"] and skipped[0]["reason"]
+    assert "not measured: backend tensorrt for sdss-xception-compact-64 (" in captured.err.split("x baseline")[-1]
+    assert captured.err.count("skipping backend tensorrt") == 1
