@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.artifacts import onnx_model, resolve_model
-from engine.int8_models import (RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, int8_path, private_files, shape_inferred,
-                                ship_int8,
-                                 shipped_int8)
+from engine.int8_models import (RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, int8_path, private_files,
+                                shape_inferred, ship_int8, shipped_int8)
 from galaxy.card import validation_ids
 from galaxy.errors import UsageError
 from galaxy.files import remove_quietly, write_atomically

@@ -43,10 +43,9 @@ def cli(ctx, verbose):
     encoding = sys.getfilesystemencoding()
     if encoding.replace("-", "").lower() != "utf8":  # file names are decoded in it: a catalog's paths and ids
         # would differ from a UTF-8 machine's (a rerun there classified the file again as a new one)
-        logging.getLogger("galaxy").warning(
-            "the locale's encoding is %s, not UTF-8: file names are read in it, so catalogs name non-ASCII files "
-            "otherwise than under a UTF-8 locale (run with LC_ALL=C.UTF-8 or PYTHONUTF8=1); catalogs are written "
-            "in UTF-8", encoding)
+        log.warning("the locale's encoding is %s, not UTF-8: file names are read in it, so catalogs name non-ASCII "
+                    "files otherwise than under a UTF-8 locale (run with LC_ALL=C.UTF-8 or PYTHONUTF8=1); catalogs are "
+                    "written in UTF-8", encoding)
     if not verbose:  # astropy's notes on each FITS header it repairs (3-4 lines a file); -v shows them.
         # By module, so astropy is not imported for a JPEG run; what stops a file from being read
         # still goes to the errors file with its reason.

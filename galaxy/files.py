@@ -205,9 +205,8 @@ def hold_lock(path, held_by_another: str):
         raise UsageError(f"{held_by_another} (lock {path})") from None
     except OSError as exc:  # a file system without locks (Lustre without flock, NFS mounted nolock): ENOLCK,
         # ENOSYS, EOPNOTSUPP; said, and the run goes on unguarded (it had ended in a traceback)
-        logging.getLogger(__name__).warning(
-            "cannot lock %s (%s: the file system has no locks): nothing stops a second run from writing the "
-            "same output at the same time", path, exc.strerror or exc)
+        log.warning("cannot lock %s (%s: the file system has no locks): nothing stops a second run from writing "
+                    "the same output at the same time", path, exc.strerror or exc)
     return lock
 
 
