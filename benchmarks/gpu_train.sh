@@ -62,9 +62,10 @@ done
 
 # What comes back: small files in one tarball; the weights in pieces under 16 MiB. $OUT holds the
 # teacher's pieces as soon as it is trained (a call cut short still brings it back). What to keep of
-# the teacher is its soft targets (the student's checkpoints/soft_targets.npz, in small.tar.gz; README,
-# "The compact model": committing 42 MB of weights would push the tracked tree past the 64 MiB a device
-# call carries). $OUT returns at most 64 MiB in all, and an fp16 Xception is 42 MB, so the student's
+# the teacher is its soft targets (the student's checkpoints/soft_targets.npz, in small.tar.gz; a CPU
+# distils from them with `galaxy distill --teacher-targets FILE`, and committing that ~1 MB file beside
+# a student's card makes it reproducible; README, "The compact model": committing 42 MB of weights would
+# push the tracked tree past the 64 MiB a device call carries). $OUT returns at most 64 MiB in all, and an fp16 Xception is 42 MB, so the student's
 # pieces join them only where they fit; else they wait in $KEEP for a second call
 # (`cp /tmp/keep/student.* $OUT/`).
 OUT_LIMIT=$((64 * 1024 * 1024))

@@ -47,8 +47,13 @@ def _shared_options(command):
                      help="auto: each teacher reads the --unlabeled cutouts at the centre crop that shows their "
                           "galaxies at its training scale (measured as galaxy framing does, on an even sample of "
                           "256), the labelled ones at its own crop; off: every image at the teacher's crop."),
+        click.option("--teacher-targets", type=click.Path(exists=True, dir_okay=False),
+                     help="Soft targets from a file instead of teachers: the soft_targets.npz of an earlier run's "
+                          "checkpoints folder, made from the same images (e.g. a teacher trained and run on a GPU "
+                          "machine, its weights left there); the card records its teachers and sha256."),
         click.option("--teacher-views", default="8", show_default=True, type=click.Choice(["1", "8"]),
-                     help="Teacher test-time views: 8 averages the D4 rotations and flips."),
+                     help="Teacher test-time views: 8 averages the D4 rotations and flips (with --teacher-targets: "
+                          "the file's)."),
         click.option("--soft-weight", default=1.0, show_default=True, type=Number(min=0),
                      help="Weight of the soft-target loss."),
         click.option("--fits-views", default=0, show_default=True, type=click.IntRange(min=0),
@@ -146,7 +151,7 @@ def train(**options):
 
 
 @click.command()
-@click.argument("teachers", nargs=-1, required=True, type=MODEL)
+@click.argument("teachers", nargs=-1, type=MODEL)
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="The labelled data the teacher was trained on (CSV or class folders; the same split is used).")
 @_shared_options
@@ -161,8 +166,11 @@ def distill(**options):
     """Distil TEACHERS (model folders, averaged) into a compact student trained from scratch.
 
     The student learns the teachers' temperature-softened outputs (D4-averaged) on the labelled
-    training split and any --unlabeled cutouts, plus the labels.
+    training split and any --unlabeled cutouts, plus the labels. --teacher-targets FILE instead
+    of TEACHERS: the outputs an earlier run stored (its checkpoints/soft_targets.npz).
 
     Example: galaxy distill galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv --unlabeled ../shared/data/unlabeled-sdss/images -o runs/compact
     """
+    if not options["teachers"] and not options["teacher_targets"]:
+        raise click.UsageError("name the TEACHERS (model folders or names), or give --teacher-targets FILE")
     _train_and_report(options)

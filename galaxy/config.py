@@ -70,6 +70,7 @@ class TrainConfig:
     unlabeled: tuple[str, ...] = ()
     unlabeled_framing: str = "off"  # "auto": teachers read the unlabelled images at the crop matching their framing
     teachers: tuple[str, ...] = ()
+    teacher_targets: str | None = None  # a run's soft_targets.npz standing in for its teachers
     teacher_views: int = 8
     soft_weight: float = 1.0
     soft_temperature: float = 1.0
@@ -113,6 +114,12 @@ class TrainConfig:
         if self.unlabeled_framing != "off" and not self.unlabeled:
             raise UsageError(f"--unlabeled-framing {self.unlabeled_framing} frames the --unlabeled cutouts: "
                              "give --unlabeled DIR")
+        if self.teacher_targets and self.teachers:
+            raise UsageError("--teacher-targets holds what teachers would give: name the teachers or the file, "
+                             "not both")
+        if self.teacher_targets and self.unlabeled_framing != "off":
+            raise UsageError("--unlabeled-framing sets how teachers read the unlabelled images, and --teacher-targets "
+                             "were read as their file records (its framing): leave it out")
         if self.apparent_size is not None:
             low, high = self.apparent_size
             if not 0 < low <= high < 1:
@@ -127,8 +134,8 @@ class TrainConfig:
         needs = {"fits_probability": (not self.fits_views, "--fits-views N (it draws from those views)"),
                  "zoom_range": ("zoom" not in self.augment, "the zoom augmentation (--augment all, or a list with zoom)"),
                  **dict.fromkeys(("soft_weight", "soft_temperature", "teacher_views"),
-                                 (not (self.unlabeled or self.teachers),
-                                  "a teacher (--unlabeled DIR, or --teacher MODEL)"))}
+                                 (not (self.unlabeled or self.teachers or self.teacher_targets),
+                                  "a teacher (--unlabeled DIR, --teacher MODEL or --teacher-targets FILE)"))}
         for name in changed:
             missing, what = needs[name]
             if missing:

@@ -25,7 +25,7 @@ RESUMABLE_CHANGES = frozenset({"out_dir", "work_dir", "name", "progress", "worke
 
 
 # Options naming files or folders: `./labels.csv` and `labels.csv` are the same data.
-PATH_OPTIONS = ("data", "images_dir", "init", "teachers", "unlabeled")
+PATH_OPTIONS = ("data", "images_dir", "init", "teachers", "teacher_targets", "unlabeled")
 INIT_NAMES = ("scratch", "imagenet", "default")  # what --init names without a path
 
 

@@ -10,6 +10,11 @@ the views), so a resumed run reuses them. Each teacher's own
 probabilities are also cached under $GALAXY_CACHE/soft_targets/ (keyed the same way, one teacher),
 so a new run with an ensemble that shares a member with an earlier run labels only the new members:
 a 192 px teacher's D4 labels of ~10,000 images cost about half an hour on two CPU cores.
+
+A run's `soft_targets.npz` also records the class names and the ids its teachers learned from, so
+that it can stand in for the teachers (`--teacher-targets FILE`, `targets_from_file`): a teacher
+trained on a GPU is 42 MB of weights, its targets on the 10,310 training images ~1 MB, and the
+targets are all a student learns from it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +40,9 @@ from galaxy.training.predict import predict
 log = logging.getLogger(__name__)
 
 TARGETS_FILE = "soft_targets.npz"
+# What np.load raises on a file that is not a whole npz of ours: empty (EOFError), torn (BadZipFile),
+# another npz (KeyError), not one at all (ValueError, pickled objects refused), unreadable (OSError).
+UNREADABLE = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
 
 
 def resolve_teachers(teachers, init_dir: str | None) -> tuple[str, ...]:
@@ -94,11 +103,11 @@ def check_resumed_targets(expected: dict, teachers: list[dict], paths, ids, view
 
 def targets_key(teacher: dict | None) -> dict | None:
     """What a run's soft targets were made from (the teachers' weights and inputs, the images' ids and
-    contents, the views), from the teacher record; None without a teacher."""
+    contents, the views; read from a file, the file's sha256), from the teacher record; None without a teacher."""
     if teacher is None:
         return None
     return json.loads(json.dumps({key: value for key, value in teacher.items() if key in (
-        "views", "ids_sha256", "n", "contents_sha256", "framing")} | {"teachers": [
+        "views", "ids_sha256", "n", "contents_sha256", "framing", "targets_sha256")} | {"teachers": [
             {k: v for k, v in member.items() if k != "dir"} for member in teacher.get("teachers", [])]}))
 
 
@@ -158,7 +167,7 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
         total += member
     probabilities = (total / len(records)).astype(np.float32)
     seconds = time.time() - started
-    _write_targets(path, ids, probabilities, key)
+    _write_targets(path, ids, probabilities, key, classes, _teachers_learned(records))
     return probabilities, {**record, "seconds": round(seconds, 1), "inference_seconds": timing,
                            "members_reused": members_reused, "images_per_s": round(len(ids) / seconds, 1)}
 
@@ -187,6 +196,77 @@ def _label(model_dir: str, card, paths, views: int, workers: int, device, amp_dt
     return np.concatenate(parts), round(seconds, 1)
 
 
+def _teachers_learned(records) -> list[str] | None:
+    """Every id the teachers learned from (their `train_ids.txt`), or None when one does not record them."""
+    from galaxy.card import training_ids
+
+    learned = set()
+    for teacher, card in records:
+        ids = training_ids(teacher["dir"], card)
+        if ids is None:
+            return None
+        learned |= ids
+    return sorted(learned)
+
+
+def targets_from_file(path, classes, paths, ids, views: int | None) -> tuple[np.ndarray, dict, frozenset]:
+    """Soft targets read from a run's `soft_targets.npz` instead of computed by its teachers (`--teacher-targets`).
+
+    The file must hold targets of exactly these images (`ids` in their order, the same bytes) in these
+    classes, and record the ids its teachers learned from (for the student's leak checks and its
+    `train_ids.txt`); its key (the teachers' weights hashes, temperatures, input specs, views and framing)
+    becomes the student's record, with the file's path and sha256.
+
+    Args:
+        path: the file.
+        classes: the class names of the training.
+        paths, ids: the pool (the labelled training split, then the unlabelled images).
+        views: the teacher views asked for (None: whatever the file holds).
+
+    Returns:
+        (probabilities float32 (N, K), the teacher record for the card, the ids the teachers learned from).
+
+    Raises:
+        UsageError: not such a file, or made for other images, classes or views, naming what differs.
+    """
+    where = f"--teacher-targets {path}"
+    try:
+        raw = Path(path).read_bytes()
+        with np.load(path, allow_pickle=False) as stored:
+            key = json.loads(str(stored["key"]))
+            stored_ids = stored["ids"].tolist()
+            probabilities = np.asarray(stored["probabilities"], dtype=np.float32)
+            recorded = {name: stored[name].tolist() for name in ("classes", "learned_ids") if name in stored.files}
+    except UNREADABLE as exc:
+        raise UsageError(f"{where}: not a soft-targets file ({type(exc).__name__}: {exc}); give the "
+                         f"{TARGETS_FILE} of a training run's checkpoints folder") from None
+    if "learned_ids" not in recorded or "classes" not in recorded:
+        raise UsageError(f"{where} does not record its classes and the images its teachers learned from (written "
+                         "before such files did, or a teacher without train_ids.txt): this run could not check that "
+                         "no teacher saw its validation images; label with the teachers themselves (--teacher)")
+    if tuple(recorded["classes"]) != tuple(classes):
+        raise UsageError(f"{where} holds targets for classes {tuple(recorded['classes'])}, this training uses "
+                         f"{tuple(classes)}")
+    if views is not None and key.get("views") != views:
+        raise UsageError(f"{where} holds {key.get('views')}-view targets; leave --teacher-views out (the file "
+                         "decides) or label with the teachers themselves")
+    if stored_ids != list(ids) or probabilities.shape != (len(ids), len(classes)):
+        first = next((i for i, (a, b) in enumerate(zip(stored_ids, ids)) if a != b), min(len(stored_ids), len(ids)))
+        example = (f"image {first}: {stored_ids[first] if first < len(stored_ids) else 'none'} there, "
+                   f"{ids[first] if first < len(ids) else 'none'} here")
+        raise UsageError(f"{where} holds targets of {len(stored_ids)} images, this run learns from {len(ids)} (its "
+                         f"labelled training split, then the --unlabeled images; {example}): give the data, --seed, "
+                         "--val-fraction, --limit and --unlabeled folders the file was made with")
+    if key.get("contents_sha256") != contents_digest(paths):
+        raise UsageError(f"{where} was made from images with the same names and other contents: give the images "
+                         "it was made from, or label with the teachers themselves")
+    record = {**key, "targets_file": str(path), "targets_sha256": hashlib.sha256(raw).hexdigest(),
+              "reused": str(path)}
+    log.info("soft targets: read from %s (teachers %s, %s views)", path,
+             ", ".join(t.get("name", "?") for t in key.get("teachers", [])), key.get("views"))
+    return probabilities, record, frozenset(recorded["learned_ids"])
+
+
 def contents_digest(paths) -> str:
     """sha256 over the images' bytes, in their order (~0.2 s for the 10,310 images of the shipped recipe)."""
     digest = hashlib.sha256()
@@ -211,18 +291,23 @@ def _read_targets(path: Path, key: dict, ids) -> np.ndarray | None:
             if json.loads(str(stored["key"])) != json.loads(json.dumps(key)) or stored["ids"].tolist() != list(ids):
                 return None
             return stored["probabilities"]
-    except (OSError, ValueError, KeyError) as exc:  # a torn or foreign file: label again, say why
+    except UNREADABLE as exc:  # a torn or foreign file: label again, say why
         log.warning("soft targets: cannot read %s (%s); recomputing", path, exc)
         return None
 
 
-def _write_targets(path: Path, ids, probabilities: np.ndarray, key: dict) -> None:
+def _write_targets(path: Path, ids, probabilities: np.ndarray, key: dict, classes=None,
+                   learned: list[str] | None = None) -> None:
+    """Store targets under their key; a run's file also records its classes and the ids its teachers
+    learned from (when every teacher records them), so that `targets_from_file` can stand in for them."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {} if classes is None or learned is None else {"classes": np.array(classes, dtype=str),
+                                                           "learned_ids": np.array(learned, dtype=str)}
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as fh:  # a file object: np.savez would add ".npz" to the temporary name
-            np.savez(fh, ids=np.array(ids, dtype=str), probabilities=probabilities.astype(np.float32),
-                     key=json.dumps(key))
+            np.savez_compressed(fh, ids=np.array(ids, dtype=str), probabilities=probabilities.astype(np.float32),
+                                key=json.dumps(key), **extra)
 
     write_atomically(path, write)
 

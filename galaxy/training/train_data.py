@@ -22,8 +22,8 @@ from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.io.images import stem_id
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
 from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
-from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, teacher_probabilities,
-                                          teacher_record)
+from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_from_file,
+                                          targets_key, teacher_probabilities, teacher_record)
 from galaxy.spec import InputSpec
 from galaxy.training.transfer import initial_weights
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config
@@ -156,11 +156,16 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
                          "would leak into this validation split. With the same --seed and --val-fraction the split "
                          "still differs when the data does: train on the data it was trained on, or --init another model")
     # data holding none of its validation images can still hold its training images (a CSV of them alone)
-    learned = training_ids(model_dir, card) or set()
-    stems = [stem_id(p) for p in val_paths] or [None] * len(val_ids)  # val_paths: in the order of val_ids
+    check_unseen(training_ids(model_dir, card) or set(), f"{role} {model_dir} was", val_ids, val_paths)
+
+
+def check_unseen(learned, who: str, val_ids, val_paths=()) -> None:
+    """Refuse a model (or the teachers behind a targets file: `who` says which) that learned from any of
+    this run's validation images, by id or by file stem (`val_paths`, in the order of `val_ids`)."""
+    stems = [stem_id(p) for p in val_paths] or [None] * len(val_ids)
     leaked = sorted(ident for ident, stem in zip(val_ids, stems) if ident in learned or stem in learned)
     if leaked:
-        raise UsageError(f"{role} {model_dir} was trained on {len(leaked)} of this run's validation images (e.g. "
+        raise UsageError(f"{who} trained on {len(leaked)} of this run's validation images (e.g. "
                          f"{leaked[0]}): its knowledge of them would flatter every validation figure; train on data "
                          "that holds its validation split too, with the same --seed and --val-fraction")
 
@@ -237,7 +242,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     init = initial_weights(config.init)
     check_split(init, f"--init {config.init}", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
     teachers, records = (), []
-    if config.unlabeled or config.teachers:
+    if (config.unlabeled or config.teachers) and not config.teacher_targets:  # a targets file stands in for them
         teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)
         # not a model, weights not its card's: refused before any image is read
         records = [teacher_record(teacher, config.classes)[0] for teacher in teachers]
@@ -256,6 +261,18 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     resumed_targets = (resumed or {}).get("targets_key")
     if resumed_targets is not None and teachers:  # before the caches, the labelling and soft_targets.npz
         check_resumed_targets(resumed_targets, records, pool_paths, pool_ids, config.teacher_views, config.resume)
+    from_file, file_learned = None, frozenset()
+    if config.teacher_targets:  # checked before any image is decoded, as a teacher is
+        views = None if config.teacher_views == TrainConfig.teacher_views else config.teacher_views
+        probabilities, record, file_learned = targets_from_file(config.teacher_targets, config.classes, pool_paths,
+                                                                pool_ids, views)
+        check_unseen(file_learned, f"a teacher of --teacher-targets {config.teacher_targets} was", all_val_ids,
+                     all_val_paths)
+        if resumed_targets is not None and resumed_targets != targets_key(record):
+            raise UsageError(f"checkpoint {config.resume} learned from other soft targets: {config.teacher_targets} "
+                             "holds another teacher's or other images' targets; resume with the file it was written "
+                             "with, or start a new run")
+        from_file = (probabilities, record)
     fraction = pool_cache_fraction(config)
     side = int(round(config.size * fraction / config.crop_fraction))
     pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)
@@ -273,8 +290,11 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
                                                        config.teacher_views, config.workers, device, amp_dtype,
                                                        config.progress, scale, len(train_set.paths))
         targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
+    elif from_file is not None:
+        probabilities, teacher = from_file
+        targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
     labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
-    inherited = frozenset().union(*(_learned_by(model) for model in (init, *teachers)))
+    inherited = file_learned.union(*(_learned_by(model) for model in (init, *teachers)))
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
                         targets, teacher, fits_cache, pool_framing, inherited, labelled_sha256)
 

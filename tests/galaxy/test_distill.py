@@ -92,3 +92,111 @@ def test_a_resume_refuses_a_teacher_whose_weights_changed(tmp_path, default_mode
                                       str(out / "checkpoints" / "last.pt")])
     assert result.exit_code == 2 and "learned from other soft targets" in result.output, result.output
     assert not (tmp_path / "resumed" / "checkpoints" / "soft_targets.npz").exists()  # refused before labelling
+
+
+def _rewrite_targets(source, dest, drop=(), **changes):
+    """A copy of a soft-targets file with arrays left out or replaced."""
+    import numpy as np
+
+    with np.load(source) as stored:
+        arrays = {name: stored[name] for name in stored.files if name not in drop}
+    arrays.update(changes)
+    with open(dest, "wb") as fh:
+        np.savez(fh, **arrays)
+    return dest
+
+
+@pytest.mark.slow
+def test_a_targets_file_stands_in_for_its_teacher(tmp_path, default_model):
+    """--teacher-targets: a run's soft_targets.npz instead of the teacher's weights (a GPU teacher's
+    42 MB stay on the GPU machine) gives the student it would have given, bit for bit, and refuses
+    a file made for other images, one that cannot show its teachers never saw the validation split,
+    and one given with teachers."""
+    import numpy as np
+
+    if not (SHARED_DATA / "labels.csv").is_file():
+        pytest.skip(f"the gz1-sdss data set is not at {SHARED_DATA}")
+    common = ["distill", "--data", str(SHARED_DATA / "labels.csv"), "--arch", "xception_compact_w25_d2",
+              "--size", "32", "--batch-size", "8", "--workers", "2", "--teacher-views", "1", "--epochs", "1",
+              "--no-calibrate", "-q"]
+
+    def distil(name, *extra, limit="16"):
+        return CliRunner().invoke(cli, [*common, "--limit", limit, "-o", str(tmp_path / name), *extra])
+
+    assert distil("taught", str(default_model[0])).exit_code == 0
+    targets = tmp_path / "taught" / "checkpoints" / "soft_targets.npz"
+    result = distil("from-file", "--teacher-targets", str(targets))
+    assert result.exit_code == 0, result.output
+    taught, from_file = (json.loads((tmp_path / name / "card.json").read_text()) for name in ("taught", "from-file"))
+    assert from_file["weights"] == taught["weights"]
+    record = from_file["training"]["teacher"]
+    assert record["teachers"][0]["weights_sha256"] == default_model[1].weights_sha256 and record["views"] == 1
+    assert record["targets_file"] == str(targets) and len(record["targets_sha256"]) == 64
+    # what the teacher learned is recorded as learned by the student, as with the teacher itself
+    assert ((tmp_path / "from-file" / "train_ids.txt").read_text()
+            == (tmp_path / "taught" / "train_ids.txt").read_text())
+
+    other_images = distil("fewer", "--teacher-targets", str(targets), limit="12")
+    assert other_images.exit_code == 2 and "holds targets of 16 images, this run learns from 12" in other_images.output
+    both = distil("both", str(default_model[0]), "--teacher-targets", str(targets))
+    assert both.exit_code == 2 and "not both" in both.output
+    neither = distil("neither")
+    assert neither.exit_code == 2 and "--teacher-targets" in neither.output
+    old = _rewrite_targets(targets, tmp_path / "old.npz", drop=("learned_ids",))
+    unchecked = distil("old", "--teacher-targets", str(old))
+    assert unchecked.exit_code == 2 and "does not record" in unchecked.output
+    a_validation_id = (tmp_path / "taught" / "val_ids.txt").read_text().split()[0]
+    saw = _rewrite_targets(targets, tmp_path / "saw.npz", learned_ids=np.array([a_validation_id], dtype=str))
+    leaked = distil("leaked", "--teacher-targets", str(saw))
+    assert leaked.exit_code == 2 and "trained on 1 of this run's validation images" in leaked.output, leaked.output
+    assert not any((tmp_path / name / "card.json").exists() for name in ("fewer", "both", "neither", "old", "leaked"))
+    with np.load(targets) as stored:  # the targets are what the student learns: other ones, other weights
+        flipped = _rewrite_targets(targets, tmp_path / "flipped.npz", probabilities=stored["probabilities"][:, ::-1])
+    assert distil("flipped", "--teacher-targets", str(flipped)).exit_code == 0
+    assert json.loads((tmp_path / "flipped" / "card.json").read_text())["weights"] != taught["weights"]
+    targets.write_bytes(flipped.read_bytes())  # other targets at the path the checkpoint learned from
+    resumed = distil("resumed", "--teacher-targets", str(targets), "--epochs", "2", "--resume",
+                     str(tmp_path / "from-file" / "checkpoints" / "last.pt"))
+    assert resumed.exit_code == 2 and "learned from other soft targets" in resumed.output, resumed.output
+
+
+def test_a_targets_file_of_other_images_under_the_same_names_is_refused(tmp_path):
+    import numpy as np
+
+    from galaxy.errors import UsageError
+    from galaxy.training.soft_targets import _write_targets, contents_digest, targets_from_file
+
+    images = sorted((SHARED_DATA / "images").glob("*.jpeg"))[:3] if (SHARED_DATA / "images").is_dir() else []
+    if len(images) < 3:
+        pytest.skip(f"the gz1-sdss images are not at {SHARED_DATA}")
+    ids = ["a", "b"]
+    key = {"teachers": [{"name": "t"}], "views": 8, "contents_sha256": contents_digest(images[:2])}
+    path = tmp_path / "soft_targets.npz"
+    _write_targets(path, ids, np.full((2, 2), 0.5, dtype=np.float32), key, ("elliptical", "spiral"), ["x"])
+    probabilities, record, learned = targets_from_file(path, ("elliptical", "spiral"), images[:2], ids, None)
+    assert probabilities.shape == (2, 2) and learned == {"x"} and record["views"] == 8
+    with pytest.raises(UsageError, match="same names and other contents"):
+        targets_from_file(path, ("elliptical", "spiral"), images[1:], ids, None)
+    with pytest.raises(UsageError, match="for classes"):
+        targets_from_file(path, ("spiral", "elliptical"), images[:2], ids, None)
+    with pytest.raises(UsageError, match="8-view targets"):
+        targets_from_file(path, ("elliptical", "spiral"), images[:2], ids, 1)
+    (tmp_path / "torn.npz").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UsageError, match="not a soft-targets file"):
+        targets_from_file(tmp_path / "torn.npz", ("elliptical", "spiral"), images[:2], ids, None)
+
+
+def test_a_torn_soft_targets_cache_is_labelled_again(tmp_path, caplog):
+    """A cached soft-targets file cut short (a kill while copying, a full disk) was a BadZipFile
+    traceback: np.load raises that, not an OSError or ValueError, for a torn zip."""
+    import numpy as np
+
+    from galaxy.training.soft_targets import _read_targets, _write_targets
+
+    path = tmp_path / "soft_targets.npz"
+    _write_targets(path, ["a"], np.full((1, 2), 0.5, dtype=np.float32), {"views": 8})
+    assert _read_targets(path, {"views": 8}, ["a"]) is not None
+    for torn in (path.read_bytes()[:100], b""):
+        path.write_bytes(torn)
+        assert _read_targets(path, {"views": 8}, ["a"]) is None
+    assert "recomputing" in caplog.text
