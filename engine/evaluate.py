@@ -41,6 +41,7 @@ from galaxy.catalog.write import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import ModelError, UsageError
 from galaxy.files import same_file, writable_folder
+from galaxy.io.images import stem_id
 from galaxy.labels import column_by_id, load_labelled, validation_split
 from galaxy.evaluation.metrics import (accuracy_at_coverage, accuracy_by_group, classification_report,
                                        expected_calibration_error, purity_completeness)
@@ -89,7 +90,8 @@ def _score(model_dir, card, labelled, config) -> Scored:
         bar.update(len(result.paths))
     bar.close()
     if not paths:
-        raise UsageError(f"no readable labelled images in {config.data}")
+        first = f": {failed[0]['path']}: {failed[0]['reason']}" if failed else ""
+        raise UsageError(f"no readable labelled images in {config.data} ({len(failed)} unreadable{first})")
     probabilities = np.concatenate(probs)
     broken = int(np.sum(~np.isfinite(probabilities).all(axis=1)))
     if broken:  # NaN argmaxes to class 0 and sits in no ECE bin: the figures would look plausible
@@ -132,15 +134,18 @@ def _comparable(name, model_dir, card, labelled, config, role: str = "--compare"
                          f"{card.weights_sha256[:12]}...): a model {use}; name another model")
     if other.classes != card.classes:
         raise UsageError(f"{role} {name} has classes {other.classes}, {card.name} has {card.classes}")
-    if config.split == "val":
-        other_val = validation_ids(other_dir, other)
-        trained_on = [i for i in labelled.ids if other_val is None or i not in other_val]
-    else:  # --split all: any images, so only a record of what each was trained on can tell
+    other_val = validation_ids(other_dir, other) if config.split == "val" else None
+    if other_val is not None:  # images outside its validation split count as its training images
+        trained_on = [i for i in labelled.ids if i not in other_val]
+    else:  # --split all (any images), or a model without a validation split: only its training ids can tell
         other_train, own_train = training_ids(other_dir, other), training_ids(model_dir, card) or set()
+        if other_train is None and config.split == "val":
+            raise UsageError(f"{role} {name} records neither its validation split nor its training images: "
+                             "whether it learned these validation images cannot be checked")
         if other_train is None:
             log.warning("%s %s records no training ids: whether it was trained on these images is not checked",
                         role, name)
-        learned = set(labelled.ids) & (other_train or set())
+        learned = {i for i, path in zip(labelled.ids, labelled.paths) if learned_image(i, path, other_train or set())}
         if learned & own_train:  # both learned them: neither is favoured, but neither generalises there
             log.warning("%d of these images are training images of both models", len(learned & own_train))
         trained_on = sorted(learned - own_train)
@@ -183,15 +188,14 @@ def _score_ensemble(model_dir, card, members, labelled, config) -> Scored:
                   f"{scored.backend}, mean of {len(members)} models")
 
 
-def _compare(scored: Scored, labels: np.ndarray, card, other_dir, other, labelled, config, out: Path,
+def _compare(scored: Scored, theirs: Scored, labels: np.ndarray, card, other_dir, other, config, out: Path,
              members=()) -> dict:
-    """Score a second model on the same images; paired accuracy test and the labels both models reject.
+    """A second model scored on the same images (`theirs`): paired accuracy test and the labels both models reject.
 
     Galaxies where two independently trained models agree with each other and not with the label
     are written to label_suspects.csv: mostly label noise, or a blind spot the two share. Their
     share estimates how far below 100% any model must stay against these labels.
     """
-    theirs = _score(other_dir, other, labelled, config)
     where = {path: i for i, path in enumerate(scored.paths)}
     pairs = np.array([(where[path], j) for j, path in enumerate(theirs.paths) if path in where], dtype=int).reshape(-1, 2)
     rows = pairs[:, 0]
@@ -304,13 +308,38 @@ def _strict(value):
     return value
 
 
-def _clear_stale_outputs(out: Path, config) -> None:
-    """Remove what an earlier run into `out` wrote and this one does not (label_suspects.csv of a run
-    with --compare), so every file there is of this run. Only evaluate's own file names are touched."""
-    for name in set(output_names()) - set(output_names(bool(config.compare))):
+def _clear_outputs(out: Path) -> None:
+    """Remove what an earlier run into `out` wrote, once everything is scored and before anything is
+    written, so every file there is of this run even if this one stops while writing (label_suspects.csv
+    of a run with --compare outlived a run without). Only evaluate's own file names are touched."""
+    for name in output_names(True):
         if (out / name).is_file():
-            log.info("removed %s: an earlier run's, which this one does not write", out / name)
+            log.debug("removed %s: an earlier run's", out / name)
             (out / name).unlink()
+
+
+def learned_image(ident: str, path: str, learned: set) -> bool:
+    """Whether a model whose training ids are `learned` learned this image: by its id, or by its file stem
+    (a vote table's ids are catalog ids; a model records the stems of its training files too)."""
+    return ident in learned or stem_id(path) in learned
+
+
+def _groups(config, card, labelled) -> dict:
+    """--by-column: each labelled id's group, read from DATA's column.
+
+    Raises:
+        UsageError: DATA is a vote table (its rows are read by catalog id, the column by file name), or
+            no labelled image is found in the column's table (every group would be empty, unsaid).
+    """
+    if is_vote_table(config.data, config.label_column, vote_rule(card, config).kind):
+        raise UsageError(f"--by-column reads a labels CSV's column by its {config.path_column!r} file names, and "
+                         f"{config.data} is a vote table: write a CSV of the scored files and their groups")
+    group_of = column_by_id(config.data, config.by_column, config.path_column)
+    found = sum(i in group_of for i in labelled.ids)
+    if not found:
+        raise UsageError(f"--by-column {config.by_column}: none of the {len(labelled)} labelled images is a row of "
+                         f"{config.data} by its {config.path_column!r} file name")
+    return group_of
 
 
 def evaluate(config) -> dict:
@@ -328,8 +357,10 @@ def evaluate(config) -> dict:
     labelled = _labelled(model_dir, card, config)
     other = _comparable(config.compare, model_dir, card, labelled, config) if config.compare else None
     members = _ensemble_members(model_dir, card, labelled, config)
-    group_of = column_by_id(config.data, config.by_column, config.path_column) if config.by_column else {}
+    group_of = _groups(config, card, labelled) if config.by_column else {}
     scored = _score_ensemble(model_dir, card, members, labelled, config)
+    theirs = _score(*other, labelled, config) if other else None  # before any output is touched: a failure
+    # here had left this run's predictions beside an earlier run's report and plots
     label_of = dict(zip(labelled.paths, labelled.labels))
     labels = np.array([label_of[p] for p in scored.paths])
     report = _metrics(scored, labels, card, group_of, config)
@@ -343,7 +374,8 @@ def evaluate(config) -> dict:
                                        "in_split": len(validation_ids(model_dir, card))}
     if config.split == "all":  # the model's own training images score high: say how many were scored
         own = training_ids(model_dir, card)
-        report["training_images_scored"] = None if own is None else len(set(scored.ids) & own)
+        report["training_images_scored"] = None if own is None else sum(
+            learned_image(i, path, own) for i, path in zip(scored.ids, scored.paths))
         if report["training_images_scored"]:
             log.warning("%d of the %d galaxies scored are %s's training images: these figures flatter it",
                         report["training_images_scored"], len(scored.ids), card.name)
@@ -357,10 +389,10 @@ def evaluate(config) -> dict:
     report["config"] = config_dict(config)
     report["version"] = __version__
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    _clear_stale_outputs(out, config)
+    _clear_outputs(out)
     _write_predictions(out / PREDICTIONS, scored, labels, card, config, members)
     if config.compare:
-        report["comparison"] = _compare(scored, labels, card, *other, labelled, config, out, members)
+        report["comparison"] = _compare(scored, theirs, labels, card, *other, config, out, members)
     report = _strict(report)
     (out / REPORT).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     title = (f"{card.name}{f' + {len(config.ensemble)} more' if config.ensemble else ''} "

@@ -148,10 +148,28 @@ def load_card(model_dir, verify: bool = True) -> ModelCard:
     return card
 
 
+def ids_digest(ids) -> str:
+    """sha256 of the sorted ids, one per line: a short fingerprint of a split."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
 def validation_ids(model_dir, card: ModelCard) -> set[str] | None:
-    """The ids of the model's validation split (its `val_ids.txt`), or None when it has none."""
+    """The ids of the model's validation split (its `val_ids.txt`), or None when it has none.
+
+    Raises:
+        ModelError: the file does not hold the split the card records (`split.val_ids_sha256`): edited,
+            or another model's; scored as "validation", its training images would flatter every figure.
+    """
     path = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
-    return set(path.read_text(encoding="utf-8").split()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    ids = set(path.read_text(encoding="utf-8").split())
+    recorded = card.split.get("val_ids_sha256")
+    if recorded and ids_digest(ids) != recorded:
+        raise ModelError(f"{path} holds {len(ids)} ids that are not the validation split {card.name}'s card records "
+                         f"({card.split.get('n_val', '?')} ids, sha256 {recorded[:12]}...): the file was changed or "
+                         "is another model's; restore it")
+    return ids
 
 
 TRAIN_IDS_FILE = "train_ids.txt"

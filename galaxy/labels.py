@@ -133,8 +133,8 @@ def load_labelled(data, classes=("elliptical", "spiral"), label_column="label", 
     """
     data = Path(data)
     if is_vote_table(data, label_column, (votes or VoteRule()).kind):
-        return load_votes(data, votes or VoteRule(), classes)
-    if data.is_dir():
+        found = load_votes(data, votes or VoteRule(), classes)
+    elif data.is_dir():
         found = _from_folders(data, list(classes))
     elif data.is_file() and data.suffix.lower() == ".csv":
         found = _from_csv(data, list(classes), label_column, path_column)
@@ -155,18 +155,24 @@ def require_unique_ids(labelled: LabelledSet, source) -> None:
     that reason, where each is read.
 
     Raises:
-        UsageError: naming the first repeated id and its files.
+        UsageError: naming the first repeated id and its files, or the first file two ids name (a vote
+            table's ids are catalog ids).
     """
     named = [i for i in labelled.ids if i]
     counts = Counter(named)
-    if len(counts) == len(named):
-        return
-    ident = next(i for i in named if counts[i] > 1)
-    files = [path for path, other in zip(labelled.paths, labelled.ids) if other == ident]
-    extra = len(named) - len(counts)
-    raise UsageError(f"{source}: id {ident!r} (the file name without its suffix) is labelled {len(files)} times "
-                     f"({', '.join(files[:3])}); {extra} repeated row{'s' if extra > 1 else ''} in all: "
-                     "give each galaxy once")
+    if len(counts) < len(named):
+        ident = next(i for i in named if counts[i] > 1)
+        files = [path for path, other in zip(labelled.paths, labelled.ids) if other == ident]
+        extra = len(named) - len(counts)
+        raise UsageError(f"{source}: id {ident!r} (the file name without its suffix) is labelled {len(files)} times "
+                         f"({', '.join(files[:3])}); {extra} repeated row{'s' if extra > 1 else ''} in all: "
+                         "give each galaxy once")
+    files = Counter(path for path in labelled.paths if path)
+    if len(files) < sum(files.values()):  # a vote table's ids are its own: two of them can name one file
+        path = next(p for p in labelled.paths if files[p] > 1)
+        ids = [ident for ident, other in zip(labelled.ids, labelled.paths) if other == path]
+        raise UsageError(f"{source}: file {path} is named by {len(ids)} rows (ids {', '.join(ids[:3])}): each image "
+                         "is one galaxy; give it once")
 
 
 def stratified_split(labelled: LabelledSet, val_fraction: float, seed: int) -> tuple[LabelledSet, LabelledSet]:
@@ -187,11 +193,6 @@ def stratified_split(labelled: LabelledSet, val_fraction: float, seed: int) -> t
         val.extend(members[:n_val])
         train.extend(members[n_val:])
     return labelled.subset(sorted(train)), labelled.subset(sorted(val))
-
-
-def ids_digest(ids) -> str:
-    """sha256 of the sorted ids, one per line: a short fingerprint of a split."""
-    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
 def list_unlabelled(folders, exclude_ids=(), refuse_ids=(), exclude_files=(), refuse_files=()

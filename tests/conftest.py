@@ -3,6 +3,7 @@ $GALAXY_SHARED_DATA (the folder holding gz1-sdss/, unlabeled-sdss/ and real-fits
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -55,6 +56,18 @@ def model_copy(tmp_path, default_model) -> Path:
     target = tmp_path / "model"
     shutil.copytree(default_model[0], target)
     return target
+
+
+def set_validation_ids(model_dir: Path, ids) -> None:
+    """Give a model copy another validation split: its val_ids.txt and the card's record of it, which
+    `validation_ids` checks the file against."""
+    from galaxy.card import ids_digest
+
+    ids = sorted(ids)
+    (model_dir / "val_ids.txt").write_text("\n".join(ids) + "\n")
+    card = json.loads((model_dir / "card.json").read_text())
+    card.setdefault("split", {}).update(val_ids_sha256=ids_digest(ids), n_val=len(ids))
+    (model_dir / "card.json").write_text(json.dumps(card))
 
 
 @pytest.fixture(scope="session")

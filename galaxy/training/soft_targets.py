@@ -34,7 +34,7 @@ from galaxy.config import cache_dir
 from galaxy.errors import UsageError
 from galaxy.files import write_atomically
 from galaxy.training.image_cache import build_cache
-from galaxy.labels import ids_digest
+from galaxy.card import ids_digest
 from galaxy.training.predict import predict
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ from galaxy.card import TRAIN_IDS_FILE, ModelCard
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import TrainingDiverged, UsageError
 from galaxy.files import hold_lock, same_file, writable_folder, write_atomically
-from galaxy.labels import ids_digest
+from galaxy.card import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
 from galaxy.training.predict import pick_device, predict

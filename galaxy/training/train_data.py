@@ -21,7 +21,8 @@ from galaxy.errors import ImageReadError, UsageError
 from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.io.images import stem_id
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
-from galaxy.labels import LabelledSet, ids_digest, list_unlabelled, load_labelled, stratified_split
+from galaxy.card import ids_digest
+from galaxy.labels import LabelledSet, list_unlabelled, load_labelled, stratified_split
 from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_from_file,
                                           targets_key, teacher_probabilities, teacher_record)
 from galaxy.spec import InputSpec

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from galaxy.cli import cli
-from tests.conftest import DATA, EXAMPLES
+from tests.conftest import DATA, EXAMPLES, set_validation_ids
 
 KAGGLE = DATA / "galaxy-zoo" / "kaggle" / "training_solutions_rev1.csv"
 KAGGLE_IMAGES = KAGGLE.parent / "images_training_rev1"
@@ -162,7 +162,7 @@ def test_images_names_the_folder_of_a_vote_table_also_for_the_validation_split(t
     card = json.loads((model_copy / "card.json").read_text())
     card.setdefault("training", {})["config"] = {"vote_threshold": 0.6, "images_dir": str(tmp_path / "gone")}
     (model_copy / "card.json").write_text(json.dumps(card))
-    (model_copy / "val_ids.txt").write_text("100008\n100023\n100053\n")
+    set_validation_ids(model_copy, ["100008", "100023", "100053"])
     result = invoke("evaluate", model_copy, KAGGLE, "--images", KAGGLE_IMAGES, "-o", tmp_path / "e", "-q")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "e" / "report.json").read_text())
@@ -175,7 +175,7 @@ def test_a_vote_rule_given_against_the_cards_is_refused_for_the_validation_split
     card = json.loads((model_copy / "card.json").read_text())
     card.setdefault("training", {})["config"] = {"vote_threshold": 0.6}
     (model_copy / "card.json").write_text(json.dumps(card))
-    (model_copy / "val_ids.txt").write_text("100008\n100023\n100053\n")
+    set_validation_ids(model_copy, ["100008", "100023", "100053"])
     given = ["--images", KAGGLE_IMAGES, "-o", tmp_path / "e", "-q"]
     result = invoke("evaluate", model_copy, KAGGLE, "--vote-threshold", "0.9", *given)
     assert result.exit_code == 2 and "--vote-threshold 0.9: --split val scores the labels" in result.output
@@ -261,3 +261,113 @@ def test_predictions_open_from_another_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke("montage", tmp_path / "e" / "predictions.csv", "-o", tmp_path / "m.png")
     assert result.exit_code == 0 and "could not be read" not in result.output, result.output
+
+
+def test_a_vote_table_naming_a_galaxy_or_a_file_twice_is_refused(tmp_path):
+    """A vote table's repeated id was scored twice, both rows with the last row's label, and two ids
+    naming one file were scored as one id (review of the evaluation statistics)."""
+    from galaxy.errors import UsageError
+    from galaxy.labels import load_labelled
+
+    with open(KAGGLE, newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, first, second = rows[0], rows[1], rows[2]
+
+    def table(name, *body):
+        path = tmp_path / name
+        with open(path, "w", newline="") as fh:
+            csv.writer(fh).writerows([header, *body])
+        return path
+
+    assert len(load_labelled(table("plain.csv", first, second), votes=_images_rule())) == 2
+    with pytest.raises(UsageError, match=f"id '{first[0]}'.* labelled 2 times"):
+        load_labelled(table("twice.csv", first, second, first), votes=_images_rule())
+
+
+def _images_rule():
+    from galaxy.votes import VoteRule
+
+    return VoteRule(threshold=0.6, images=str(KAGGLE_IMAGES))
+
+
+def test_two_ids_naming_one_file_are_refused():
+    from galaxy.errors import UsageError
+    from galaxy.labels import LabelledSet, require_unique_ids
+
+    with pytest.raises(UsageError, match="file a/x.jpg is named by 2 rows \\(ids 1, 2\\)"):
+        require_unique_ids(LabelledSet(("a/x.jpg", "a/y.jpg", "a/x.jpg"), ("1", "3", "2"), (0, 1, 0), ("e", "s")), "t")
+
+
+def test_a_failed_comparison_leaves_the_earlier_run_whole(tmp_path, samples, model_copy):
+    """A --compare model that failed after the predictions were written left them beside the earlier
+    run's report and plots: the folder no longer described one run."""
+    from safetensors.numpy import load_file, save_file
+
+    from galaxy.card import file_sha256
+
+    data = labels_csv(tmp_path / "labels.csv", samples[:4])
+    out = tmp_path / "e"
+    assert invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "-o", out, "-q").exit_code == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    weights = model_copy / "model.safetensors"
+    save_file({name: np.full_like(t, np.nan) if t.dtype.kind == "f" else t for name, t in load_file(weights).items()},
+              weights)
+    card = json.loads((model_copy / "card.json").read_text())
+    card["weights"]["sha256"] = file_sha256(weights)
+    card["name"] = "broken"
+    (model_copy / "card.json").write_text(json.dumps(card))
+    result = invoke("evaluate", "sdss-xception", data, "--split", "all", "--compare", model_copy, "-o", out, "-q")
+    assert result.exit_code == 1 and "not finite" in result.output, result.output
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_by_column_that_finds_no_group_is_refused(tmp_path, samples):
+    """--by-column on a vote table (rows by catalog id, the column by file name) gave an empty
+    accuracy_by_ table and exit 0."""
+    result = invoke("evaluate", "sdss-xception-compact", KAGGLE, "--images", KAGGLE_IMAGES, "--split", "all",
+                    "--vote-threshold", "0.6", "--by-column", "Class1.1", "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 2 and "is a vote table" in result.output, result.output
+    data = labels_csv(tmp_path / "labels.csv", samples[:4])
+    result = invoke("evaluate", "sdss-xception-compact", data, "--split", "all", "--by-column", "label",
+                    "-o", tmp_path / "f", "-q")
+    assert result.exit_code == 0, result.output  # DATA's own column: found
+
+
+def test_a_validation_list_that_is_not_the_cards_is_refused(tmp_path, model_copy):
+    """A val_ids.txt replaced by training ids was scored as the validation split, unsaid."""
+    train_ids = (model_copy / "train_ids.txt").read_text().split()[:40]
+    (model_copy / "val_ids.txt").write_text("\n".join(train_ids) + "\n")
+    result = invoke("evaluate", model_copy, EXAMPLES / "labels.csv", "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 1 and "not the validation split" in result.output, result.output
+
+
+def test_a_compared_model_without_a_validation_list_is_checked_by_its_training_ids(tmp_path, model_copy):
+    """It was said to be "trained on N of these validation images", which its train_ids.txt disproved."""
+    (model_copy / "val_ids.txt").unlink()
+    card = json.loads((model_copy / "card.json").read_text())
+    card["name"] = "no-val-list"
+    (model_copy / "card.json").write_text(json.dumps(card))
+    given = ["evaluate", "sdss-xception", EXAMPLES / "labels.csv", "--compare", model_copy, "-o", tmp_path / "e", "-q"]
+    result = invoke(*given)
+    assert result.exit_code == 0, result.output  # the samples are none of its training images
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["comparison"]["model"]["name"] == "no-val-list"
+    (model_copy / "train_ids.txt").unlink()
+    result = invoke(*given)
+    assert result.exit_code == 2 and "records neither its validation split nor its training images" in result.output
+
+
+def test_coverage_rounds_half_up():
+    """The most confident half of 1,037 galaxies was 518 and of 1,039 520: round() goes to the even side."""
+    from galaxy.evaluation.metrics import accuracy_at_coverage
+
+    labels = np.array([0, 0, 1, 1, 1])  # the 3 most confident of 5 (2.5 up): right, right, wrong
+    probabilities = np.array([[0.99, 0.01], [0.95, 0.05], [0.9, 0.1], [0.4, 0.6], [0.45, 0.55]])
+    assert accuracy_at_coverage(labels, probabilities, (0.5,))["0.5"] == pytest.approx(2 / 3)
+
+
+def test_a_training_image_is_known_by_its_file_stem_too():
+    """A vote table names galaxies by catalog id; a model records its training files' stems as well."""
+    from engine.evaluate import learned_image
+
+    assert learned_image("J587736585508487456", "/data/587736585508487456.png", {"587736585508487456"})
+    assert not learned_image("J1", "/data/2.png", {"1"})

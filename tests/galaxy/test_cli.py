@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from engine.pipelines import dali_installed
 from galaxy.card import load_card, model_path
 from galaxy.cli import cli
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, set_validation_ids
 
 
 def invoke(*args):
@@ -370,7 +370,7 @@ def _model_copy(tmp_path, name, val_ids, source=None):
     model.mkdir()
     for f in (source or default_model_dir()).iterdir():
         (model / f.name).symlink_to(f) if f.name == "model.safetensors" else shutil.copy(f, model / f.name)
-    (model / "val_ids.txt").write_text("\n".join(sorted(val_ids)) + "\n")
+    set_validation_ids(model, val_ids)
     return model
 
 
