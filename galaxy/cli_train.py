@@ -53,7 +53,7 @@ def _shared_options(command):
                           "machine, its weights left there); the card records its teachers and sha256."),
         click.option("--teacher-views", default="8", show_default=True, type=click.Choice(["1", "8"]),
                      help="Teacher test-time views: 8 averages the D4 rotations and flips (with --teacher-targets: "
-                          "the file's)."),
+                          "the file's, which this must name)."),
         click.option("--soft-weight", default=1.0, show_default=True, type=Number(min=0),
                      help="Weight of the soft-target loss."),
         click.option("--fits-views", default=0, show_default=True, type=click.IntRange(min=0),
@@ -128,7 +128,7 @@ def _train_and_report(options: dict) -> None:
               help="Dropout before the classifier (student noise).")
 @click.option("--teacher", "teachers", multiple=True, type=MODEL,
               help="Model folder whose soft targets the student learns (repeat for an ensemble; "
-                   "default with --unlabeled: the --init model).")
+                   "default with --unlabeled and no --teacher-targets: the --init model).")
 @click.option("--soft-temperature", default=1.0, show_default=True, type=Number(min=0, min_open=True),
               help="Temperature of the soft-target loss.")
 @click.option("--lr", default=1e-3, show_default=True, type=Number(min=0, min_open=True))

@@ -143,6 +143,9 @@ def teacher_probabilities(teachers, classes, paths, ids, work_dir, views: int, w
     stored = _read_targets(path, key, ids)
     if stored is not None:
         log.info("soft targets: reusing %s", path)
+        learned = None if _records_provenance(path) else _teachers_learned(records)
+        if learned is not None:  # written before files recorded it: what --teacher-targets needs
+            _write_targets(path, ids, stored, key, classes, learned)
         return stored, {**record, "reused": str(path)}
     if path.is_file():
         log.info("soft targets: %s was made for other teachers or images; recomputing", path)
@@ -196,6 +199,15 @@ def _label(model_dir: str, card, paths, views: int, workers: int, device, amp_dt
     return np.concatenate(parts), round(seconds, 1)
 
 
+def _records_provenance(path: Path) -> bool:
+    """Whether a run's targets file records its classes and its teachers' training ids."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {"classes", "learned_ids"} <= set(stored.files)
+    except UNREADABLE:
+        return False
+
+
 def _teachers_learned(records) -> list[str] | None:
     """Every id the teachers learned from (their `train_ids.txt`), or None when one does not record them."""
     from galaxy.card import training_ids
@@ -209,19 +221,19 @@ def _teachers_learned(records) -> list[str] | None:
     return sorted(learned)
 
 
-def targets_from_file(path, classes, paths, ids, views: int | None) -> tuple[np.ndarray, dict, frozenset]:
+def targets_from_file(path, classes, paths, ids, views: int) -> tuple[np.ndarray, dict, frozenset]:
     """Soft targets read from a run's `soft_targets.npz` instead of computed by its teachers (`--teacher-targets`).
 
     The file must hold targets of exactly these images (`ids` in their order, the same bytes) in these
-    classes, and record the ids its teachers learned from (for the student's leak checks and its
-    `train_ids.txt`); its key (the teachers' weights hashes, temperatures, input specs, views and framing)
-    becomes the student's record, with the file's path and sha256.
+    classes and views, and record the ids its teachers learned from (for the student's leak checks and
+    its `train_ids.txt`); its key (the teachers' weights hashes, temperatures, input specs, views and
+    framing) becomes the student's record, with the file's path and sha256.
 
     Args:
         path: the file.
         classes: the class names of the training.
         paths, ids: the pool (the labelled training split, then the unlabelled images).
-        views: the teacher views asked for (None: whatever the file holds).
+        views: the teacher views of the run (--teacher-views), which the file's must be.
 
     Returns:
         (probabilities float32 (N, K), the teacher record for the card, the ids the teachers learned from).
@@ -230,41 +242,75 @@ def targets_from_file(path, classes, paths, ids, views: int | None) -> tuple[np.
         UsageError: not such a file, or made for other images, classes or views, naming what differs.
     """
     where = f"--teacher-targets {path}"
-    try:
-        raw = Path(path).read_bytes()
-        with np.load(path, allow_pickle=False) as stored:
-            key = json.loads(str(stored["key"]))
-            stored_ids = stored["ids"].tolist()
-            probabilities = np.asarray(stored["probabilities"], dtype=np.float32)
-            recorded = {name: stored[name].tolist() for name in ("classes", "learned_ids") if name in stored.files}
-    except UNREADABLE as exc:
-        raise UsageError(f"{where}: not a soft-targets file ({type(exc).__name__}: {exc}); give the "
-                         f"{TARGETS_FILE} of a training run's checkpoints folder") from None
-    if "learned_ids" not in recorded or "classes" not in recorded:
-        raise UsageError(f"{where} does not record its classes and the images its teachers learned from (written "
-                         "before such files did, or a teacher without train_ids.txt): this run could not check that "
-                         "no teacher saw its validation images; label with the teachers themselves (--teacher)")
-    if tuple(recorded["classes"]) != tuple(classes):
-        raise UsageError(f"{where} holds targets for classes {tuple(recorded['classes'])}, this training uses "
+    stored = _stored_targets(path, where)
+    key, stored_ids, probabilities = stored["key"], stored["ids"], stored["probabilities"]
+    if "learned_ids" not in stored or "classes" not in stored:
+        cached = Path(path).resolve().parent == (cache_dir() / "soft_targets").resolve()
+        why = ("a teacher's own cache file, which does not record them: give the soft_targets.npz of the run's "
+               "checkpoints folder" if cached else "written before such files did, or a teacher without "
+               "train_ids.txt: this run could not check that no teacher saw its validation images; name the "
+               "teachers instead")
+        raise UsageError(f"{where} does not record its classes and the images its teachers learned from ({why})")
+    if tuple(stored["classes"]) != tuple(classes):
+        raise UsageError(f"{where} holds targets for classes {tuple(stored['classes'])}, this training uses "
                          f"{tuple(classes)}")
-    if views is not None and key.get("views") != views:
-        raise UsageError(f"{where} holds {key.get('views')}-view targets; leave --teacher-views out (the file "
-                         "decides) or label with the teachers themselves")
-    if stored_ids != list(ids) or probabilities.shape != (len(ids), len(classes)):
+    if key.get("views") != views:
+        raise UsageError(f"{where} holds {key.get('views')}-view targets: give --teacher-views {key.get('views')} "
+                         "(the run's record must say what it learned from), or name the teachers instead")
+    if stored_ids != list(ids):
         first = next((i for i, (a, b) in enumerate(zip(stored_ids, ids)) if a != b), min(len(stored_ids), len(ids)))
         example = (f"image {first}: {stored_ids[first] if first < len(stored_ids) else 'none'} there, "
                    f"{ids[first] if first < len(ids) else 'none'} here")
         raise UsageError(f"{where} holds targets of {len(stored_ids)} images, this run learns from {len(ids)} (its "
                          f"labelled training split, then the --unlabeled images; {example}): give the data, --seed, "
                          "--val-fraction, --limit and --unlabeled folders the file was made with")
+    if probabilities.shape != (len(ids), len(classes)):
+        raise UsageError(f"{where}: its probabilities are {probabilities.shape}, expected ({len(ids)}, {len(classes)}) "
+                         "(one row per image, one column per class)")
     if key.get("contents_sha256") != contents_digest(paths):
         raise UsageError(f"{where} was made from images with the same names and other contents: give the images "
-                         "it was made from, or label with the teachers themselves")
-    record = {**key, "targets_file": str(path), "targets_sha256": hashlib.sha256(raw).hexdigest(),
-              "reused": str(path)}
+                         "it was made from, or name the teachers instead")
+    record = {**key, "targets_file": str(path), "targets_sha256": stored["sha256"]}
     log.info("soft targets: read from %s (teachers %s, %s views)", path,
              ", ".join(t.get("name", "?") for t in key.get("teachers", [])), key.get("views"))
-    return probabilities, record, frozenset(recorded["learned_ids"])
+    return probabilities, record, frozenset(stored["learned_ids"])
+
+
+def _stored_targets(path, where: str) -> dict:
+    """The arrays of a soft-targets file, checked for what `_write_targets` writes: a JSON object for key,
+    1-d string arrays of ids (and classes, learned ids: non-empty, where present), probabilities that are
+    2-d, finite, in [0, 1], each row summing to 1; with the file's sha256.
+
+    Raises:
+        UsageError: not such a file, naming what is wrong.
+    """
+    def strings(array, name: str, empty_ok: bool = True) -> list[str]:
+        if array.ndim != 1 or array.dtype.kind != "U" or (not empty_ok and not len(array)):
+            raise UsageError(f"{where}: its {name} are not a {'non-empty ' if not empty_ok else ''}list of strings "
+                             f"({array.dtype}, shape {array.shape})")
+        return array.tolist()
+
+    try:
+        raw = Path(path).read_bytes()
+        with np.load(path, allow_pickle=False) as stored:
+            key = json.loads(str(stored["key"]))
+            found = {"ids": strings(stored["ids"], "ids"), "probabilities": np.asarray(stored["probabilities"])}
+            for name in ("classes", "learned_ids"):
+                if name in stored.files:
+                    found[name] = strings(stored[name], name.replace("_", " "), empty_ok=False)
+    except UNREADABLE as exc:
+        raise UsageError(f"{where}: not a soft-targets file ({type(exc).__name__}: {exc}); give the "
+                         f"{TARGETS_FILE} of a training run's checkpoints folder") from None
+    if not isinstance(key, dict):
+        raise UsageError(f"{where}: its key is not a record of teachers and images ({type(key).__name__})")
+    probabilities = found["probabilities"]
+    if (probabilities.ndim != 2 or probabilities.dtype.kind != "f" or not np.isfinite(probabilities).all()
+            or (probabilities < 0).any() or (probabilities > 1).any()
+            or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)):
+        raise UsageError(f"{where}: its probabilities are not one distribution per image (shape "
+                         f"{probabilities.shape}, dtype {probabilities.dtype}: 2-d, finite, in [0, 1], rows summing to 1)")
+    found["probabilities"] = probabilities.astype(np.float32)
+    return {**found, "key": key, "sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def contents_digest(paths) -> str:

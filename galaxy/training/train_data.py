@@ -264,9 +264,8 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         check_resumed_targets(resumed_targets, records, pool_paths, pool_ids, config.teacher_views, config.resume)
     from_file, file_learned = None, frozenset()
     if config.teacher_targets:  # checked before any image is decoded, as a teacher is
-        views = None if config.teacher_views == TrainConfig.teacher_views else config.teacher_views
         probabilities, record, file_learned = targets_from_file(config.teacher_targets, config.classes, pool_paths,
-                                                                pool_ids, views)
+                                                                pool_ids, config.teacher_views)
         check_unseen(file_learned, f"a teacher of --teacher-targets {config.teacher_targets} was", all_val_ids,
                      all_val_paths)
         if resumed_targets is not None and resumed_targets != targets_key(record):

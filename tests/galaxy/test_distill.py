@@ -160,7 +160,7 @@ def test_a_targets_file_stands_in_for_its_teacher(tmp_path, default_model):
     assert resumed.exit_code == 2 and "learned from other soft targets" in resumed.output, resumed.output
 
 
-def test_a_targets_file_of_other_images_under_the_same_names_is_refused(tmp_path):
+def test_a_targets_file_of_other_images_or_arrays_is_refused(tmp_path):
     import numpy as np
 
     from galaxy.errors import UsageError
@@ -173,17 +173,32 @@ def test_a_targets_file_of_other_images_under_the_same_names_is_refused(tmp_path
     key = {"teachers": [{"name": "t"}], "views": 8, "contents_sha256": contents_digest(images[:2])}
     path = tmp_path / "soft_targets.npz"
     _write_targets(path, ids, np.full((2, 2), 0.5, dtype=np.float32), key, ("elliptical", "spiral"), ["x"])
-    probabilities, record, learned = targets_from_file(path, ("elliptical", "spiral"), images[:2], ids, None)
+    classes = ("elliptical", "spiral")
+    probabilities, record, learned = targets_from_file(path, classes, images[:2], ids, 8)
     assert probabilities.shape == (2, 2) and learned == {"x"} and record["views"] == 8
     with pytest.raises(UsageError, match="same names and other contents"):
-        targets_from_file(path, ("elliptical", "spiral"), images[1:], ids, None)
+        targets_from_file(path, classes, images[1:], ids, 8)
     with pytest.raises(UsageError, match="for classes"):
-        targets_from_file(path, ("spiral", "elliptical"), images[:2], ids, None)
-    with pytest.raises(UsageError, match="8-view targets"):
-        targets_from_file(path, ("elliptical", "spiral"), images[:2], ids, 1)
+        targets_from_file(path, ("spiral", "elliptical"), images[:2], ids, 8)
+    with pytest.raises(UsageError, match="holds 8-view targets: give --teacher-views 8"):
+        targets_from_file(path, classes, images[:2], ids, 1)
     (tmp_path / "torn.npz").write_bytes(path.read_bytes()[:100])
     with pytest.raises(UsageError, match="not a soft-targets file"):
-        targets_from_file(tmp_path / "torn.npz", ("elliptical", "spiral"), images[:2], ids, None)
+        targets_from_file(tmp_path / "torn.npz", classes, images[:2], ids, 8)
+    # hand-made files (review): each array is what _write_targets writes, or the file is refused
+    bad = {"learned_ids": (np.array("x"), "learned ids are not a non-empty list of strings"),
+           "probabilities": (np.array([[1.5, -0.5], [0.5, 0.5]], dtype=np.float32), "not one distribution per image"),
+           "key": (np.array("[1, 2]"), "its key is not a record")}
+    for name, (value, message) in bad.items():
+        with pytest.raises(UsageError, match=message):
+            targets_from_file(_rewrite_targets(path, tmp_path / f"{name}.npz", **{name: value}), classes, images[:2],
+                              ids, 8)
+    with pytest.raises(UsageError, match="learned ids are not a non-empty"):
+        targets_from_file(_rewrite_targets(path, tmp_path / "none.npz", learned_ids=np.array([], dtype=str)),
+                          classes, images[:2], ids, 8)
+    with pytest.raises(UsageError, match=r"its probabilities are \(2, 3\), expected \(2, 2\)"):
+        targets_from_file(_rewrite_targets(path, tmp_path / "three.npz", probabilities=np.full((2, 3), 1 / 3)),
+                          classes, images[:2], ids, 8)
 
 
 def test_a_torn_soft_targets_cache_is_labelled_again(tmp_path, caplog):

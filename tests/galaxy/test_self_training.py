@@ -274,3 +274,28 @@ def test_copies_of_labelled_images_under_other_names_are_refused_or_dropped(tmp_
         list_unlabelled([pool], refuse_files=[str(jpegs[2])])
     paths, ids = list_unlabelled([pool], exclude_files=[str(jpegs[0]), str(tmp_path / "missing.jpeg")])
     assert ids == ("asset1", "asset2")  # the training image's copy is dropped, as its id would be
+
+
+def test_a_run_file_records_what_stands_in_for_its_teachers_and_an_old_one_is_brought_up_to_date(
+        tmp_path, default_model):
+    """A run's soft_targets.npz records its classes and its teachers' training ids (--teacher-targets
+    needs them); one written before it did is rewritten with them when the run reuses it."""
+    from galaxy.card import training_ids
+    from galaxy.training.predict import pick_device
+    from galaxy.training.soft_targets import TARGETS_FILE, _records_provenance, _write_targets, teacher_probabilities
+    from tests.conftest import EXAMPLES
+
+    paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:2]
+    ids = [p.rsplit("/", 1)[1].split(".")[0] for p in paths]
+    device, amp = pick_device()
+    args = (default_model[1].classes, paths, ids, tmp_path, 1, 2, device, amp, False)
+    first, _ = teacher_probabilities([default_model[0]], *args)
+    path = tmp_path / TARGETS_FILE
+    with np.load(path) as stored:
+        assert stored["classes"].tolist() == list(default_model[1].classes)
+        assert set(stored["learned_ids"].tolist()) == training_ids(*default_model)
+        key = str(stored["key"])
+    _write_targets(path, ids, first, json.loads(key))  # as written before 2026-11-30
+    assert not _records_provenance(path)
+    again, record = teacher_probabilities([default_model[0]], *args)
+    assert "reused" in record and np.array_equal(first, again) and _records_provenance(path)
