@@ -103,6 +103,12 @@ def _check_record(record, candidates) -> None:
         raise ValueError("not a speed record")
     if record.get("chosen") not in candidates:
         raise ValueError(f"it chose {record.get('chosen')!r}, not one of {', '.join(candidates)}")
+    speeds = record["images_per_s"]
+    wrong = [name for name, value in speeds.items()
+             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)))]
+    if wrong or not isinstance(speeds.get(record["chosen"]), (int, float)):
+        raise ValueError(f"its speeds are not numbers of images/s (chosen {record['chosen']!r}: "
+                         f"{speeds.get(record['chosen'])!r})")
 
 
 def measured_choice(card, candidates: list[str], batch_size: int, load, model_dir=None,

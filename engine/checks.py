@@ -1,8 +1,8 @@
 """Reduced-precision backends checked against fp32 on the model's validation split.
 
 A backend passes when its labels agree with ONNX Runtime fp32 on at least
-`MIN_AGREEMENT` of the validation images; `--backend auto` offers only backends that
-passed. The figures (agreement, accuracy and its change, max |dp|, engine-only speed on
+`MIN_AGREEMENT` of the validation images; `--backend auto` offers only CPU backends that
+passed (and no GPU backend whose check failed; an unchecked one is offered, as the GPU path's). The figures (agreement, accuracy and its change, max |dp|, engine-only speed on
 this machine) are written into the model card, beside the speeds measured on the machines
 checked before (`galaxy.card.speeds_by_machine`).
 """
@@ -123,8 +123,14 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
             if name not in records and name not in not_checked}
     history = speeds_by_machine(card.backends or {})
     # this machine's speeds: those measured now, beside those of kept backends measured here before
-    here = {name: speed for name, speed in history.get(machine, {}).items() if name in kept}
+    before = history.get(machine, {})
+    here = {name: speed for name, speed in before.items() if name in kept}
+    # each kept speed keeps the day it was measured: read beside today's as one run's, a figure of
+    # another day (other load) gave a ratio no run measured (review of the derived engines)
+    earlier = {name: before.get("measured_before", {}).get(name, before.get("measured")) for name in here}
     here |= {name: round(speed, 1) for name, speed in speeds.items()} | {"measured": today}
+    if earlier:
+        here["measured_before"] = earlier
     card.backends = {"min_agreement": MIN_AGREEMENT, "n_val": len(val), "batch": batch,
                      "speed": f"best of {SPEED_ROUNDS} interleaved passes over {min(SPEED_IMAGES, len(val))} images",
                      "machine": machine, "results": records | kept,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.artifacts import cache_dir, onnx_model
+from engine.artifacts import cache_dir, cached_onnx_path, onnx_model, recorded_sha256
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.files import remove_quietly, sweep_stale_work_files, write_atomically
 
@@ -195,7 +195,11 @@ def _rebuild_failed(card, shipped: dict) -> bool:
         return False
     if not isinstance(found, dict):  # not a marker this module wrote: nothing is known
         return False
-    return found.get("shipped_fingerprint") == shipped.get("fingerprint") and found.get("onnxruntime") == _ort_version()
+    # and from the fp32 model it was built from: a marker written from a damaged (since rebuilt) or older
+    # torch's export had kept int8 off for good (review of the derived engines)
+    fp32 = recorded_sha256(cached_onnx_path(card))
+    return (found.get("shipped_fingerprint") == shipped.get("fingerprint") and found.get("onnxruntime") == _ort_version()
+            and (fp32 is None or found.get("fp32_sha256") == fp32))
 
 
 def shipped_int8(model_dir, card) -> dict | None:
@@ -255,13 +259,14 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
     started = time.time()
     try:
         ranges.write_text(json.dumps(shipped["ranges"]))
-        quant_pre_process(str(onnx_model(Path(model_dir), card)), str(pre), skip_symbolic_shape=True)
+        fp32 = onnx_model(Path(model_dir), card)
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         build_int8(pre, tmp, None, ranges, shipped.get("excluded_nodes", []))
         rebuilt = model_fingerprint(tmp)
         if rebuilt != shipped.get("fingerprint"):
             write_atomically(_rebuild_marker(card, shipped), lambda path: path.write_text(json.dumps(
                 {"shipped_fingerprint": shipped.get("fingerprint"), "rebuilt_fingerprint": rebuilt,
-                 "onnxruntime": _ort_version()}) + "\n"))
+                 "onnxruntime": _ort_version(), "fp32_sha256": recorded_sha256(fp32)}) + "\n"))
             why = (f"onnxruntime {_ort_version()} here, {shipped.get('onnxruntime')} when shipped"
                    if shipped.get("onnxruntime") != _ort_version() else
                    f"the same onnxruntime {_ort_version()}; the model's temperature or the exported ONNX changed"

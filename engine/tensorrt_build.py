@@ -136,7 +136,7 @@ def _entropy_calibrator(trt, batches, batch: int, cache_file: Path):
             return cache_file.read_bytes() if cache_file.is_file() else None
 
         def write_calibration_cache(self, cache):
-            cache_file.write_bytes(bytes(cache))
+            write_atomically(cache_file, lambda tmp: tmp.write_bytes(bytes(cache)))
 
     return Calibrator()
 
@@ -156,8 +156,13 @@ def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np
     path = plan_path(card, precision, target)
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file() and not force:
-        check_plan(json.loads(meta.read_text()), card, target, path)
-        return path
+        try:
+            record = json.loads(meta.read_text())
+        except (OSError, ValueError) as exc:  # written whole since; one torn before: built again, said
+            log.warning("the record of the TensorRT plan %s cannot be read (%s): building the plan again", path, exc)
+        else:
+            check_plan(record, card, target, path)
+            return path
     if precision == "int8" and calibration_tensors is None:
         raise UsageError("an INT8 engine needs real calibration images: galaxy compile --precision int8 --calibration DATA")
     onnx_file = onnx_model(Path(model_dir), card)
@@ -180,6 +185,8 @@ def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np
     path.parent.mkdir(parents=True, exist_ok=True)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
+        if force:  # the scales of another calibration set (or --images) were reused, the record saying the new one's
+            path.with_suffix(".calib").unlink(missing_ok=True)
         config.int8_calibrator = _entropy_calibrator(
             trt, calibration_batches(calibration_tensors, calibration_batch), calibration_batch,
             path.with_suffix(".calib"))
@@ -191,12 +198,13 @@ def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np
     if plan is None:
         raise ModelError(f"TensorRT failed to build a {precision} engine from {onnx_file} (see its log above)")
     write_atomically(path, lambda tmp: tmp.write_bytes(bytes(plan)))
-    timing_file.write_bytes(bytes(config.get_timing_cache().serialize()))
+    serialized = bytes(config.get_timing_cache().serialize())  # atomic: two builders had torn it
+    write_atomically(timing_file, lambda tmp: tmp.write_bytes(serialized))
     from galaxy.card import file_sha256
 
     n_calib = 0 if calibration_tensors is None else len(calibration_tensors) // calibration_batch * calibration_batch
     record = plan_record(card, precision, target, file_sha256(onnx_file), n_calib, time.time() - started)
-    meta.write_text(json.dumps(record, indent=1) + "\n")
+    write_atomically(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     log.info("built TensorRT %s engine %s in %.0f s", precision, path, record["seconds"])
     return path
 

@@ -184,7 +184,8 @@ def training_ids(model_dir, card: ModelCard) -> set[str] | None:
 
 def speeds_by_machine(backends: dict) -> dict[str, dict]:
     """Engine images/s of each checked backend, per machine a `check-backends` ran on: {machine:
-    {backend: images/s, ..., "measured": date}}. A record from before the history was kept holds
+    {backend: images/s, ..., "measured": date, "measured_before": {backend: date} of the speeds kept
+    from earlier checks (absent when all are of that date)}}. A record from before the history was kept holds
     only its one machine's speeds (in each result), which are returned as that machine's."""
     history = dict(backends.get("speeds", {}))
     if not history and backends.get("machine") and backends.get("results"):

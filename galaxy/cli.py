@@ -400,7 +400,9 @@ def models(model_dirs):
         if stale:
             click.echo(f"  checked on another model than it would load now: {', '.join(stale)} (rerun check-backends)")
         for machine, speeds in speeds_by_machine(card.backends).items():
-            figures = ", ".join(f"{name} {value:,.0f}" for name, value in speeds.items() if name != "measured")
+            earlier = speeds.get("measured_before", {})  # kept from an earlier check: not one run's figures
+            figures = ", ".join(f"{name} {value:,.0f}" + (f" (measured {earlier[name]})" if name in earlier else "")
+                                for name, value in speeds.items() if name not in ("measured", "measured_before"))
             click.echo(f"  engine images/s on {machine}" + (f", {speeds['measured']}" if "measured" in speeds else "")
                        + f": {figures}")
 

@@ -91,6 +91,13 @@ def available(name: str, card, model_dir=None) -> bool:
     return name in BACKENDS
 
 
+def failed_check(name: str, card) -> bool:
+    """Whether the card records a check-backends failure of `name` (a GPU backend is offered by `auto`
+    without a check, fp16 being the GPU path's precision, but not after one that failed)."""
+    record = ((card.backends or {}) if card else {}).get("results", {}).get(name)
+    return isinstance(record, dict) and record.get("passed") is False
+
+
 def cpu_candidates(card, model_dir=None) -> list[str]:
     """CPU backends `auto` may choose: ONNX Runtime fp32, and those that passed their check against
     fp32 on the validation split (the card's `backends` record) and can run here (opt-in ones aside)."""
@@ -141,7 +148,7 @@ def pick(name: str, card=None, model_dir=None, options: BackendOptions | None = 
     timed and ONNX Runtime fp32 is the answer unless it is the only candidate anyway.
     """
     if name == "auto":
-        gpu = next((n for n in GPU_BACKENDS if available(n, card)), None)
+        gpu = next((n for n in GPU_BACKENDS if available(n, card) and not failed_check(n, card)), None)
         if gpu:
             log.info("backend auto -> %s (an NVIDIA GPU is present)", gpu)
             return gpu

@@ -6,6 +6,7 @@ import logging
 
 from engine.backends.onnxruntime import Session
 from engine.int8_models import model_fingerprint, require_int8
+from galaxy.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,13 @@ def load(model_dir, card, options, parity_images=()) -> Session:
     """
     del parity_images  # the int8 model is looked up in the cache by weights hash (or rebuilt from model_dir)
     recipe, path = require_int8(model_dir, card)
-    session = Session(path, options.threads, name="onnxruntime-int8", precision="int8", spin_wait=options.spin_wait)
+    try:
+        session = Session(path, options.threads, name="onnxruntime-int8", precision="int8",
+                          spin_wait=options.spin_wait)
+    except Exception as exc:  # ONNX Runtime's own error types share no base class
+        raise ModelError(f"ONNX Runtime cannot load the int8 model {path}: {str(exc).splitlines()[0]} (delete it: "
+                         "the shipped recipe is built again on first use; one of `galaxy quantize`, by running "
+                         "it again)") from None
     session.recipe = recipe  # check-backends records both: a check holds only for the model it ran
     session.fingerprint = model_fingerprint(path)
     log.info("backend onnxruntime-int8 on %s (%s)", session.device, session.path)

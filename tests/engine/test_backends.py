@@ -1,6 +1,7 @@
 """Every backend honours the same small surface on the trained default model."""
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 
@@ -101,7 +102,13 @@ def test_auto_passes_over_a_candidate_that_cannot_load_here(default_model, tmp_p
                                   '{"chosen": "foo", "images_per_s": {}, "machine": {"cpu": "x", "cores": 2}, '
                                   '"measured": "2026"}',
                                   '{"chosen": "tensorrt", "images_per_s": {}, "machine": {"cpu": "x", "cores": 2}, '
-                                  '"measured": "2026"}'])
+                                  '"measured": "2026"}',
+                                  # a string speed gave a ValueError traceback in the log line; a chosen
+                                  # backend without a speed was cited with made-up figures (review)
+                                  '{"chosen": "torch", "images_per_s": {"torch": "1990"}, "machine": {"cpu": "x", '
+                                  '"cores": 2}, "measured": "2026"}',
+                                  '{"chosen": "torch", "images_per_s": {"onnxruntime": 5}, "machine": {"cpu": "x", '
+                                  '"cores": 2}, "measured": "2026"}'])
 def test_a_speed_record_of_another_shape_is_measured_again(default_model, tmp_path, monkeypatch, text, caplog):
     """Valid JSON of another shape gave a TypeError, a KeyError, or TensorRT chosen on a CPU; its warning
     was printed twice (read once before the measuring lock and again under it)."""
@@ -161,6 +168,65 @@ def test_a_damaged_cached_onnx_model_is_built_again(default_model, tmp_path, mon
     path.write_bytes(whole[:len(whole) // 2])
     session = load_named("onnxruntime", model_dir, card, BackendOptions())
     assert session.path == str(path) and path.read_bytes() == whole
+
+
+def test_a_cached_onnx_model_altered_in_place_is_built_again(default_model, tmp_path, monkeypatch, caplog):
+    """Bytes flipped inside a weight (same size, still a valid protobuf) gave every galaxy p_spiral 0.0
+    under the card's weights hash; 4 bytes cut from the end ("Missing opset") stopped every run with
+    no hint to delete the file (review of the derived engines)."""
+    from engine.artifacts import onnx_model
+    from engine.backends import BackendOptions, load_named
+
+    model_dir, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    path = onnx_model(model_dir, card)
+    whole = path.read_bytes()
+    assert path.with_name(path.name + ".sha256").read_text().strip() == hashlib.sha256(whole).hexdigest()
+    middle = len(whole) // 2
+    for damaged in (whole[:middle] + bytes(255 - b for b in whole[middle:middle + 2000]) + whole[middle + 2000:],
+                    whole[:-4]):
+        path.write_bytes(damaged)
+        session = load_named("onnxruntime", model_dir, card, BackendOptions())
+        assert session.path == str(path) and path.read_bytes() == whole
+    assert "is not the file that was built" in caplog.text
+    path.with_name(path.name + ".sha256").unlink()  # a cache from before the records: adopted as it is
+    assert onnx_model(model_dir, card) == path and path.with_name(path.name + ".sha256").is_file()
+
+
+def test_an_int8_model_onnx_runtime_cannot_load_is_one_line(default_model, tmp_path, monkeypatch):
+    """ONNX Runtime's own error (an int8 file whose opset list was cleared) was a traceback, and
+    check-backends, which catches galaxy's errors, crashed on it (review of the derived engines)."""
+    from engine.backends import BackendOptions, onnxruntime_int8
+    from galaxy.errors import ModelError
+
+    model_dir, card = default_model
+    bad = tmp_path / "int8.onnx"
+    bad.write_bytes(b"\x08\x07 not an onnx model")
+    monkeypatch.setattr(onnxruntime_int8, "require_int8", lambda model_dir, card: ("ptq", bad))
+    with pytest.raises(ModelError, match=f"ONNX Runtime cannot load the int8 model {bad}: .*delete it"):
+        onnxruntime_int8.load(model_dir, card, BackendOptions())
+
+
+def test_a_rebuild_that_differed_is_tried_again_from_another_fp32_model(default_model, tmp_path, monkeypatch):
+    """A rebuild from a damaged fp32 export wrote the "differs" marker, which kept int8 off for good
+    once the export was whole again (review of the derived engines)."""
+    import json
+
+    from engine import int8_models
+    from engine.artifacts import cached_onnx_path
+
+    model_dir, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    shipped = int8_models.shipped_int8(model_dir, card)
+    marker = int8_models._rebuild_marker(card, shipped)
+    marker.parent.mkdir(parents=True)
+    fp32 = cached_onnx_path(card)
+    fp32.with_name(fp32.name + ".sha256").write_text("a" * 64 + "\n")
+    marker.write_text(json.dumps({"shipped_fingerprint": shipped["fingerprint"], "rebuilt_fingerprint": "x",
+                                  "onnxruntime": int8_models._ort_version(), "fp32_sha256": "a" * 64}))
+    assert int8_models._rebuild_failed(card, shipped)
+    fp32.with_name(fp32.name + ".sha256").write_text("b" * 64 + "\n")  # the export built again since
+    assert not int8_models._rebuild_failed(card, shipped)
 
 
 def test_a_damaged_int8_model_in_the_cache_is_passed_over(default_model, tmp_path, monkeypatch):
@@ -523,3 +589,14 @@ def test_an_int8_build_removes_the_work_files_of_builds_killed_long_ago(tmp_path
         os.utime(path, (hours_ago, hours_ago))
     private_files(out, ".pre.onnx")
     assert not any(path.exists() for path in stale) and fresh.exists() and all(path.exists() for path in kept)
+
+
+def test_auto_on_a_gpu_passes_over_a_backend_whose_check_failed(default_model, monkeypatch):
+    """`auto` on a GPU picked TensorRT even where the card recorded its check as failed (review of
+    the derived engines; read on a CPU machine: availability is faked)."""
+    model_dir, card = default_model
+    monkeypatch.setattr(backends, "available", lambda name, card, model_dir=None: name in backends.GPU_BACKENDS)
+    failed = dataclasses.replace(card, backends={"results": {"tensorrt": {"passed": False}}})
+    assert backends.pick("auto", card) == "tensorrt"
+    assert backends.pick("auto", failed) == "tensorrt-int8"  # next in order (never available in truth)
+    assert backends.failed_check("tensorrt", failed) and not backends.failed_check("torch-cuda", failed)

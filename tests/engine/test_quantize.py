@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from engine import backends, int8_models, quantize, quantize_sensitivity
 from engine.artifacts import onnx_model
+from galaxy.cli import cli
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.io.images import load_input
 from tests.conftest import EXAMPLES
@@ -320,3 +322,7 @@ def test_a_check_of_one_backend_keeps_this_machines_speeds_of_the_others(default
     assert second["results"]["onnxruntime-int8"] == first["results"]["onnxruntime-int8"]  # kept, with its machine
     assert second["speeds"][machine]["onnxruntime-int8"] == first["speeds"][machine]["onnxruntime-int8"]
     assert second["speeds"][machine]["torch"] > 0
+    # the kept speed says when it was measured: `galaxy models` listed it as one run's with today's (review)
+    assert second["speeds"][machine]["measured_before"] == {"onnxruntime-int8": first["speeds"][machine]["measured"]}
+    listing = CliRunner().invoke(cli, ["models", str(copy)])
+    assert f"onnxruntime-int8 {first['speeds'][machine]['onnxruntime-int8']:,.0f} (measured " in listing.output
