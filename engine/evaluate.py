@@ -211,7 +211,9 @@ def _compare(scored: Scored, theirs: Scored, labels: np.ndarray, card, other_dir
             "only_this_right": only_a, "only_other_right": only_b, "mcnemar_p": mcnemar_p(only_a, only_b),
             "agreement": float(np.mean(agree)), "accuracy_where_agree": float(np.mean(a[agree] == y[agree])),
             "agree_against_label": len(suspects), "agree_against_label_fraction": len(suspects) / max(len(rows), 1),
-            "label_suspects": SUSPECTS}
+            "label_suspects": SUSPECTS,
+            # images the other model could not read (they are not in its n): only a smaller n had said so
+            "failed": [f for f in theirs.failed if f["path"] not in {g["path"] for g in scored.failed}]}
 
 
 def _output_folder(config) -> Path:

@@ -391,6 +391,7 @@ def test_evaluate_compare_writes_predictions_and_label_suspects(tmp_path, labels
     suspects = {r["id"] for r in read_csv(out / "label_suspects.csv")}
     assert suspects <= wrong and len(wrong) - len(suspects) == comparison["only_other_right"]
     assert comparison["agree_against_label"] == len(suspects) and comparison["n"] == 40
+    assert comparison["failed"] == []  # what only the other model could not read is listed there
     assert comparison["only_this_right"] - comparison["only_other_right"] == round(
         40 * (comparison["accuracy_this"] - comparison["accuracy"]))
     assert invoke("montage", out / "predictions.csv", "-o", tmp_path / "m.png").exit_code == 0
