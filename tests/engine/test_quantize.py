@@ -326,3 +326,19 @@ def test_a_check_of_one_backend_keeps_this_machines_speeds_of_the_others(default
     assert second["speeds"][machine]["measured_before"] == {"onnxruntime-int8": first["speeds"][machine]["measured"]}
     listing = CliRunner().invoke(cli, ["models", str(copy)])
     assert f"onnxruntime-int8 {first['speeds'][machine]['onnxruntime-int8']:,.0f} (measured " in listing.output
+
+
+def test_plain_ptq_short_of_the_target_is_warned_of(default_model, monkeypatch, caplog):
+    """ptq's 0.984 agreement on training images (target 0.998) was an INFO line: check-backends then
+    refused a model nobody had been warned about (review of the derived engines)."""
+    from engine import quantize_sensitivity
+
+    _, card = default_model
+    monkeypatch.setattr(quantize, "calibration_tensors", lambda *a, **k: np.zeros((100, 3, 4, 4), np.float32))
+    fp32_logits = np.tile([[2.0, 0.0]], (100, 1))
+    int8_logits = fp32_logits.copy()
+    int8_logits[:3] = [0.0, 2.0]  # 97% agreement
+    monkeypatch.setattr(quantize_sensitivity, "logits", lambda model, tensors: fp32_logits if model == "fp32"
+                        else int8_logits)
+    record = quantize._measured("fp32", None, "int8", None, card, [], 0.998, "ptq")
+    assert record["training_agreement"] == 0.97 and "short of 0.9980" in caplog.text
