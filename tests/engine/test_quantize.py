@@ -342,3 +342,22 @@ def test_plain_ptq_short_of_the_target_is_warned_of(default_model, monkeypatch, 
                         else int8_logits)
     record = quantize._measured("fp32", None, "int8", None, card, [], 0.998, "ptq")
     assert record["training_agreement"] == 0.97 and "short of 0.9980" in caplog.text
+
+
+def test_quantize_into_a_cache_that_cannot_be_written_names_it(default_model, split, tmp_path, monkeypatch):
+    """A read-only cache gave `Error: .../.<stem>.<pid>.pre.onnx: Read-only file system`, naming a hidden
+    work file and no way out (review of the derived engines)."""
+    import errno
+
+    from galaxy.errors import ModelError
+
+    model_dir, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
+
+    def read_only(pre, path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(quantize, "build_int8", read_only)
+    with pytest.raises(ModelError, match="cannot build the int8 model into .*Read-only file system.*set GALAXY_CACHE"):
+        quantize.quantize(model_dir, card, split[0], method="ptq")
+    assert not [p.name for p in (tmp_path / "cache" / "onnx").iterdir() if p.name.startswith(".")]
