@@ -45,7 +45,7 @@ from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_col
 from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY, fingerprint_defaults, reading_settings
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
-from galaxy.errors import BackendUnavailable, UsageError
+from galaxy.errors import BackendUnavailable, GalaxyError, UsageError
 from galaxy.files import write_atomically
 from galaxy.io.sky import OffCentreRows
 
@@ -323,13 +323,34 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
             fn_constructor_kwargs={"config": actor, "model_dir": str(model_dir), "out_dir": str(out_dir),
                                    "cwd": os.getcwd(), "units": units, "descriptions": descriptions},
         )
-        for row in results.iter_rows():
-            done["rows"] += int(row["rows"])
-            done["errors"] += int(row["errors"])
-            off_centre[int(row["shard"])] = OffCentreRows(**json.loads(str(row["off_centre"])))
+        try:
+            for row in results.iter_rows():
+                done["rows"] += int(row["rows"])
+                done["errors"] += int(row["errors"])
+                off_centre[int(row["shard"])] = OffCentreRows(**json.loads(str(row["off_centre"])))
+        except Exception as exc:  # Ray's wrapping of an actor's error: 150 lines for a full disk
+            raise actor_failure(exc) from None
     manifest = write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started, units)
     _warn_off_centre(off_centre)
     return manifest
+
+
+def actor_failure(exc: BaseException) -> BaseException:
+    """What to raise for an error a shard's actor raised, which Ray wraps (RayTaskError, UserCodeException):
+    the error itself where it is galaxy's or an OSError (one line naming the file and the reason, as
+    on one machine), else a GalaxyError saying what failed; errors that are not an actor's as they are."""
+    import ray.exceptions
+
+    if not isinstance(exc, ray.exceptions.RayError):
+        return exc
+    cause = exc
+    while isinstance(cause, ray.exceptions.RayError):
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    if isinstance(cause, (GalaxyError, OSError)):
+        return cause
+    what = f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}" if cause else str(exc)[:200]
+    return GalaxyError(f"--ray: a shard's actor failed ({what}); the parts written are kept: rerun the same "
+                       "command to go on")
 
 
 def _warn_off_centre(shards: dict[int, OffCentreRows]) -> None:

@@ -32,6 +32,7 @@ from engine.pipelines import open_pipeline
 from engine.tta import run_d4
 from galaxy.cores import usable_cores
 from galaxy.io.bands import parse_bands
+from galaxy.io.fits import hdu_value
 from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report, nothing_measured
 from galaxy.errors import UsageError
 from galaxy.spec import MAX_BATCH
@@ -84,25 +85,6 @@ class Result(NamedTuple):
     paths: list[str]
     probabilities: np.ndarray
     columns: list[dict]
-
-
-def hdu_value(value):
-    """`--hdu` as given: an index ("1") becomes an int, an EXTNAME stays text, None stays None.
-
-    Raises:
-        UsageError: empty, or a negative index (astropy took "" for an unnamed extension's EXTNAME
-            and -1 for a name).
-    """
-    if value is None:
-        return None
-    text = str(value).strip()
-    if text.lstrip("+-").isdigit():
-        if int(text) < 0:
-            raise UsageError(f"--hdu {value!r}: an HDU index counts from 0 (the primary HDU)")
-        return int(text)
-    if not text:
-        raise UsageError("--hdu is empty: give an HDU index (0 is the primary HDU) or an EXTNAME")
-    return text
 
 
 def require_batch_size(batch_size: int) -> None:

@@ -57,7 +57,8 @@ class Model:
         (the 8 rotations/flips averaged), `hdu` (a FITS HDU's index or EXTNAME) and `bands` ("i,r,g" or
         "2,1,0": the FITS bands shown as R, G, B)."""
         from engine.artifacts import resolve_model
-        from engine.runner import Runner, hdu_value
+        from engine.runner import Runner
+        from galaxy.io.fits import hdu_value
         from galaxy.io.bands import parse_bands
 
         _check_options(crop_fraction, threads, workers, tta)

@@ -21,7 +21,7 @@ def measure(inputs, model_dir, sample: int, hdu) -> dict:
     """
     from engine.artifacts import resolve_model
     from engine.listing import iter_inputs, require_inputs
-    from engine.runner import hdu_value
+    from galaxy.io.fits import hdu_value
 
     model_dir, card = resolve_model(model_dir)
     card_framing(card)  # before listing or reading anything

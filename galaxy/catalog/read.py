@@ -28,7 +28,12 @@ def _parts(path: Path) -> list[Path] | None:
     if not manifest.is_file():
         raise UsageError(f"{path} is a folder without {RAY_BOOKKEEPING}/{RAY_MANIFEST}: "
                          "not a finished `galaxy classify --ray` output")
-    return [path / name for name in json.loads(manifest.read_text())["parts"]]
+    parts = [path / name for name in json.loads(manifest.read_text())["parts"]]
+    missing = [part.name for part in parts if not part.is_file()]
+    if missing:  # pyarrow's FileNotFoundError had neither a file name nor a reason: a traceback
+        raise UsageError(f"{path}: {len(missing)} of the {len(parts)} parts its manifest names are missing (e.g. "
+                         f"{missing[0]}): rerun the `galaxy classify --ray` command that wrote it to redo them")
+    return parts
 
 
 def _text(value) -> str:

@@ -109,6 +109,37 @@ def _metadata(catalog) -> dict:
         return {}  # e.g. evaluate's predictions.csv: no metadata, the defaults apply
 
 
+def _reader(meta: dict, spec: InputSpec, cwd: str | None):
+    """How the catalog's run read a row's `path`, as a function path -> display pixels: through its
+    `--hdu`, and as one file per band where it had `--band-columns` (the path then joins the band files
+    with ";"). Both had been ignored: an HDU of noise drawn for the galaxy, every band row unreadable."""
+    from galaxy.io.fits import hdu_value, read_band_files
+    from galaxy.io.images import read_cutout
+
+    try:
+        run = json.loads(meta.get("run") or "{}")
+        hdu = hdu_value(run.get("hdu"))
+    except (ValueError, TypeError, AttributeError, UsageError):
+        run, hdu = {}, None
+    bands = [pair.split("=", 1)[0] for pair in str(run.get("band_columns") or "").split(",") if "=" in pair]
+
+    def read(path: str) -> np.ndarray:
+        if bands:
+            files = path.split(";")
+            if len(files) != len(bands):
+                raise ImageReadError(path, f"names {len(files)} files for the {len(bands)} bands {','.join(bands)}")
+            return read_band_files({band: str(resolve_path(f, cwd)) for band, f in zip(bands, files)}, spec, hdu)[0]
+        return read_cutout(resolve_path(path, cwd), spec, hdu)[0]
+
+    return read
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (a tab, a newline in a file name) shown as escapes, not as glyphs
+    the font lacks (matplotlib's warning)."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 def _spec(meta: dict) -> InputSpec:
     try:
         return InputSpec.from_dict(json.loads(meta["spec"]))
@@ -175,7 +206,7 @@ def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
     Raises:
         UsageError: the catalog has no rows, or no probabilities (`row_probability`).
     """
-    from galaxy.io.images import crop_resize, read_cutout
+    from galaxy.io.images import crop_resize
     from galaxy.evaluation.plots import _pyplot
 
     chosen = select(catalog, per_row)
@@ -183,6 +214,7 @@ def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
         raise UsageError(f"{catalog} has no rows to show")
     meta = _metadata(catalog)
     spec, cwd = _spec(meta), meta.get("cwd")
+    read = _reader(meta, spec, cwd)
     unreadable: list[str] = []
     plt = _pyplot()
     fig, axes = plt.subplots(len(ROWS), per_row, figsize=(1.6 * per_row, 1.9 * len(ROWS)), dpi=dpi, squeeze=False)
@@ -199,12 +231,13 @@ def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
                     continue
                 entry = chosen[key][c]
                 try:
-                    pixels, _ = read_cutout(resolve_path(entry["path"], cwd), spec)
-                    ax.imshow(np.clip(crop_resize(pixels, spec.crop_fraction, 128), 0, 1))
+                    ax.imshow(np.clip(crop_resize(read(entry["path"]), spec.crop_fraction, 128), 0, 1))
                 except (ImageReadError, OSError) as exc:
                     unreadable.append(f"{entry['path']}: {exc}")
                     ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=8, transform=ax.transAxes)
-                ax.set_xlabel(f"{short_id(entry['id'])}\nP(spiral) {entry['p_spiral']:.3f}", fontsize=7)
+                # as written: a `$` had been read as TeX (a traceback, or another id shown)
+                ax.set_xlabel(f"{printable(short_id(entry['id']))}\nP(spiral) {entry['p_spiral']:.3f}", fontsize=7,
+                              parse_math=False)
             if not chosen[key]:
                 note = axes[r, 0].text(0.05, 0.5, EMPTY_ROW[key], ha="left", va="center", fontsize=9,
                                        transform=axes[r, 0].transAxes)
@@ -229,6 +262,8 @@ def montage(catalog, out, per_row: int = 8, dpi: int = 100) -> Path:
         UsageError: `out` is not a PNG name or is one of the catalog's own files; the catalog has
             nothing to show.
     """
+    catalog = Path(catalog).absolute()  # `galaxy montage .` inside a --ray folder: a path with a name
     refuse_catalog_files(catalog, out, "montage")  # first: `-o catalog.csv` is this mistake, not a wrong suffix
-    out = montage_output(out)  # .png added: never a catalog's file
+    out = montage_output(out)
+    refuse_catalog_files(catalog, out, "montage")  # again: `-o run` became run.png, the catalog's own name
     return write_whole(out, montage_png(catalog, per_row, dpi))

@@ -15,6 +15,7 @@ import html
 import io
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -60,10 +61,17 @@ def _summary(catalog):
         with open(path, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
                 errors += 1
-                reason = row["reason"].split(":")[0][:80]
+                reason = reason_kind(row.get("reason") or "")  # a short or foreign row: no KeyError
                 reasons[reason] += 1
-                example.setdefault(reason, row["path"])
+                example.setdefault(reason, row.get("path") or "")
     return n, counts, histogram, errors, [(r, c, example[r]) for r, c in reasons.most_common(10)], from_fits
+
+
+def reason_kind(reason: str) -> str:
+    """What a failure reason says, for counting alike failures together: its text before the first ':',
+    numbers shown as N ("1 x 1 pixels is too small" and "300 x 2 pixels is too small" are one kind; each
+    size had been its own row of the ten commonest)."""
+    return re.sub(r"\d+(?:\.\d+)?", "N", reason.split(":")[0])[:80] or "(no reason given)"
 
 
 def _histogram_png(histogram) -> str:
@@ -184,9 +192,10 @@ def report(catalog, out, per_row: int = 8) -> Path:
     Raises:
         UsageError: `out` is one of the catalog's own files; the catalog has no probabilities.
     """
-    catalog = Path(catalog)
+    catalog = Path(catalog).absolute()  # `galaxy report .` inside a --ray folder: a path with a name
     refuse_catalog_files(catalog, Path(out), "report")
     out = report_output(out)
+    refuse_catalog_files(catalog, out, "report")  # again: `-o page` became page.html, the catalog's own name
     metadata = read_catalog_metadata(catalog)
     n, counts, histogram, errors, reasons, from_fits = _summary(catalog)
     count_rows = [("classified", f"{n:,}")] + [(f"label {k}", f"{v:,} ({100 * v / max(n, 1):.1f}%)")

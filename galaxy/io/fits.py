@@ -27,7 +27,7 @@ import numpy as np
 
 from galaxy.catalog.formats import FITS_SUFFIXES
 from galaxy.io.bands import band_name, choose_planes, cube_bands, header_band, same_band
-from galaxy.errors import ImageReadError
+from galaxy.errors import ImageReadError, UsageError
 from galaxy.files import require_file
 from galaxy.io.sky import centre_position, separation_arcsec
 from galaxy.io.composite import crop_spans, lupton_composite, resample_reach
@@ -401,3 +401,21 @@ def _band_files_meta(metas: list[tuple[str, dict]], label) -> dict:
         out["ra"], out["dec"] = placed[0][1]["ra"], placed[0][1]["dec"]
     return out
 
+
+def hdu_value(value):
+    """`--hdu` as given: an index ("1") becomes an int, an EXTNAME stays text, None stays None.
+
+    Raises:
+        UsageError: empty, or a negative index (astropy took "" for an unnamed extension's EXTNAME
+            and -1 for a name).
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if text.lstrip("+-").isdigit():
+        if int(text) < 0:
+            raise UsageError(f"--hdu {value!r}: an HDU index counts from 0 (the primary HDU)")
+        return int(text)
+    if not text:
+        raise UsageError("--hdu is empty: give an HDU index (0 is the primary HDU) or an EXTNAME")
+    return text

@@ -391,3 +391,125 @@ def test_montage_opens_files_whose_names_are_not_utf8_or_hold_escaped_characters
     result = CliRunner().invoke(cli, ["montage", str(out), "-o", str(tmp_path / "m.png"), "--per-row", "3"])
     assert result.exit_code == 0, result.output
     assert "could not be read" not in caplog.text, caplog.text
+
+
+# Review of report, montage, framing and --ray (2026-11-30)
+
+def test_montage_reads_the_hdu_and_band_files_the_run_read(tmp_path, monkeypatch):
+    """A catalog made with --hdu SCI was drawn from the first image HDU (noise), and one of
+    --band-columns ("g.fits;r.fits" paths) was all 'unreadable'."""
+    import json
+
+    from astropy.io import fits
+
+    from galaxy.evaluation import montage
+    from galaxy.io import fits as fits_io
+    from galaxy.spec import InputSpec
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:64, :64]
+    galaxy = np.exp(-((x - 32) ** 2 + (y - 32) ** 2) / 60.0).astype(np.float32) * 100
+    path = tmp_path / "mef.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(rng.normal(size=(64, 64)).astype(np.float32), name="WHT"),
+                  fits.ImageHDU(galaxy, name="SCI")]).writeto(path)
+    spec = InputSpec()
+    read = montage._reader({"run": json.dumps({"hdu": "SCI"})}, spec, None)
+    assert np.array_equal(read(str(path)), fits_io.read_fits_cutout(path, spec, "SCI")[0])
+    assert not np.array_equal(read(str(path)), montage._reader({}, spec, None)(str(path)))
+    asked = []
+    monkeypatch.setattr(fits_io, "read_band_files", lambda bands, spec, hdu=None: (asked.append((bands, hdu)), (0, {}))[1])
+    bands = montage._reader({"run": json.dumps({"band_columns": "g=g_file,r=r_file", "hdu": "1"})}, spec, str(tmp_path))
+    bands("g.fits;r.fits")
+    assert asked == [({"g": str(tmp_path / "g.fits"), "r": str(tmp_path / "r.fits")}, 1)]
+    with pytest.raises(Exception, match="names 1 files for the 2 bands"):
+        bands("g.fits")
+
+
+def test_ids_with_dollars_and_tabs_are_shown_as_written(tmp_path, caplog):
+    """`$\\frac$` in an id was read as TeX: a traceback, or another id drawn; a tab, a font warning."""
+    from galaxy.evaluation.montage import montage, printable
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    catalog = tmp_path / "odd.parquet"
+    writer = CatalogWriter(catalog, ("elliptical", "spiral"), {"model": "test"})
+    writer.write(["x$\\frac$y", "cost $5 and $\\frac\tz"], [str(f) for f in files],
+                 np.array([[0.1, 0.9], [0.8, 0.2]], np.float32))
+    writer.close()
+    assert montage(catalog, tmp_path / "m.png").is_file()
+    assert printable("a\tb") == "a\\tb"
+
+
+@pytest.mark.parametrize("command,catalog_name,out", [("montage", "run.png", "run"), ("report", "page.html", "page")])
+def test_an_output_named_without_its_suffix_is_not_the_catalog(classified, tmp_path, command, catalog_name, out):
+    """`galaxy montage run.png -o run` wrote run.png over the catalog named run.png."""
+    catalog = tmp_path / catalog_name
+    shutil.copy(classified, catalog)
+    before = catalog.read_bytes()
+    result = CliRunner().invoke(cli, [command, str(catalog), "-o", str(tmp_path / out)])
+    assert result.exit_code == 2 and "choose another output" in result.output, result.output
+    assert catalog.read_bytes() == before
+
+
+def _ray_folder(folder, parts):
+    """A `classify --ray` output folder whose manifest names `parts`; the first is written."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST
+
+    (folder / RAY_BOOKKEEPING).mkdir(parents=True)
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "path": [str(f) for f in files],
+                             "p_elliptical": [0.9, 0.2, 0.5], "p_spiral": [0.1, 0.8, 0.5],
+                             "label": ["elliptical", "spiral", "spiral"]}), folder / parts[0])
+    (folder / RAY_BOOKKEEPING / RAY_MANIFEST).write_text(json.dumps({"parts": parts}))
+    return folder
+
+
+def test_report_of_dot_inside_a_ray_folder_and_of_one_missing_a_part(tmp_path, monkeypatch):
+    """`galaxy report .` inside a --ray folder: "PosixPath('.') has an empty name"; a part deleted to be
+    redone: pyarrow's FileNotFoundError traceback."""
+    folder = _ray_folder(tmp_path / "out", ["part-000000.parquet"])
+    monkeypatch.chdir(folder)
+    for command, out in (("report", "r.html"), ("montage", "m.png")):
+        result = CliRunner().invoke(cli, [command, ".", "-o", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+    broken = _ray_folder(tmp_path / "broken", ["part-000000.parquet", "part-000001.parquet"])
+    result = CliRunner().invoke(cli, ["report", str(broken), "-o", str(tmp_path / "b.html")])
+    assert result.exit_code == 2 and "1 of the 2 parts its manifest names are missing (e.g. part-000001" in result.output
+
+
+def test_failure_reasons_are_counted_by_kind_and_a_short_errors_file_reads(classified, tmp_path):
+    """Each size of "N x N pixels is too small" was its own row of the commonest reasons; an errors file
+    without a reason column was a KeyError traceback."""
+    from galaxy.catalog.write import errors_path
+    from galaxy.evaluation.report import reason_kind
+
+    assert reason_kind("1 x 1 pixels is too small: at least 8") == reason_kind("300 x 2 pixels is too small")
+    assert reason_kind("") == "(no reason given)"
+    catalog = _copy_catalog(classified, tmp_path)
+    errors_path(catalog).write_text("id,path,stage\nx,/nowhere/x.jpeg,decode\n")
+    result = CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert "(no reason given)" in (tmp_path / "r.html").read_text()
+
+
+def test_an_actors_error_is_galaxys_own_line():
+    """A full disk inside a --ray actor was 150 lines of RayTaskError(UserCodeException)."""
+    import errno
+
+    import ray.exceptions
+
+    from engine.distributed import actor_failure
+    from galaxy.errors import GalaxyError
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/out/.part-000001.tmp")
+    wrapped = ray.exceptions.UserCodeException("shard failed")
+    wrapped.__cause__ = full
+    assert actor_failure(ray.exceptions.RayTaskError("map_batches", "traceback", wrapped)) is full
+    other = actor_failure(ray.exceptions.RayTaskError("map_batches", "traceback", ValueError("odd")))
+    assert isinstance(other, GalaxyError) and "ValueError: odd" in str(other) and "rerun" in str(other)
+    plain = KeyError("x")
+    assert actor_failure(plain) is plain
