@@ -42,7 +42,7 @@ def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
             and record.get("sha256") == file_sha256(local)):
         return local
     cached = cached_onnx_path(card)
-    if cached.is_file() and not _intact(cached):
+    if cached.is_file() and not intact(cached):
         log.warning("the cached ONNX model %s is not the file that was built (its sha256 is not the one recorded "
                     "in %s): building it again", cached, _sidecar(cached).name)
         try:
@@ -58,7 +58,7 @@ def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
             record = export_onnx(model_dir, cached, parity_images, card=card)
         except OSError as exc:
             raise ModelError(f"cannot write the ONNX cache {cached}: {exc}; set GALAXY_CACHE") from None
-        _record_sha256(cached, record["sha256"])
+        record_sha256(cached, record["sha256"])
     return cached
 
 
@@ -84,7 +84,7 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _record_sha256(path: Path, sha256: str) -> None:
+def record_sha256(path: Path, sha256: str) -> None:
     """Keep a cached file's sha256 beside it; a cache that cannot take it is used unchecked (said once)."""
     from galaxy.files import write_atomically
 
@@ -94,8 +94,8 @@ def _record_sha256(path: Path, sha256: str) -> None:
         log.warning("cannot record the sha256 of %s (%s): it is used without the check", path, exc.strerror or exc)
 
 
-def _intact(path: Path) -> bool:
-    """Whether a cached ONNX file is the one that was built: its sha256 against the one recorded beside
+def intact(path: Path) -> bool:
+    """Whether a cached ONNX file (fp32, or an int8 model) is the one that was built: its sha256 against the one recorded beside
     it. A file from before such records (or whose record was lost) is taken as it is and recorded now.
     Remembered per file version (inode, size, mtime): hashing 21-83 MB costs 15-60 ms."""
     stat = os.stat(path)
@@ -108,6 +108,6 @@ def _intact_version(path: str, inode: int, size: int, mtime_ns: int) -> bool:
     actual = file_sha256(path)
     recorded = recorded_sha256(Path(path))
     if recorded is None:  # none (or torn): adopt the file as it is
-        _record_sha256(Path(path), actual)
+        record_sha256(Path(path), actual)
         return True
     return recorded == actual

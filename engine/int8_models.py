@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.artifacts import cache_dir, cached_onnx_path, onnx_model, recorded_sha256
+from engine.artifacts import cache_dir, cached_onnx_path, intact, onnx_model, record_sha256, recorded_sha256
+from galaxy.card import file_sha256
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.files import remove_quietly, sweep_stale_work_files, write_atomically
 
@@ -61,9 +62,20 @@ def built_int8(card) -> tuple[str, Path] | None:
     or None."""
     for method, recipe in RECIPES.items():
         path = int8_path(card, method)
-        if path.is_file() and model_fingerprint(path) != UNREADABLE:
+        if path.is_file() and as_built(path) and model_fingerprint(path) != UNREADABLE:
             return recipe, path
     return None
+
+
+def as_built(path: Path) -> bool:
+    """Whether a cached int8 model is the file that was built (its sha256 against the one recorded beside
+    it, `engine.artifacts.intact`): its fingerprint covers the quantizer's nodes and weights, not every
+    attribute, and a file changed in place (a node's pads) had kept its checked fingerprint."""
+    if intact(path):
+        return True
+    log.warning("the int8 model %s is not the file that was built (its sha256 differs from the one recorded "
+                "beside it): not used", path)
+    return False
 
 
 def build_int8(pre, path, reader, ranges, nodes_to_exclude=(), nodes_to_quantize=()):
@@ -137,7 +149,7 @@ def int8_choice(model_dir, card) -> Int8Choice | None:
     shipped = shipped_int8(model_dir, card)
     if shipped is not None and not _rebuild_failed(card, shipped):
         path = int8_path(card, shipped["method"])
-        ready = path.is_file() and model_fingerprint(path) == shipped["fingerprint"]
+        ready = path.is_file() and as_built(path) and model_fingerprint(path) == shipped["fingerprint"]
         return Int8Choice(shipped["recipe"], shipped["fingerprint"], path if ready else None, shipped)
     found = built_int8(card)
     return Int8Choice(found[0], model_fingerprint(found[1]), found[1]) if found else None
@@ -278,6 +290,7 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
             differs.lasting = True
             raise differs
         tmp.replace(out)
+        record_sha256(out, file_sha256(out))
     except OSError as exc:  # a read-only or full cache: named, not the hidden temporary file
         raise BackendUnavailable(f"cannot build the shipped int8 model into {out.parent} ({exc.strerror or exc}): "
                                  "set GALAXY_CACHE to a folder that can be written") from None

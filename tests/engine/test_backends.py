@@ -229,6 +229,28 @@ def test_a_rebuild_that_differed_is_tried_again_from_another_fp32_model(default_
     assert not int8_models._rebuild_failed(card, shipped)
 
 
+def test_an_int8_model_changed_in_place_is_built_again(default_model, tmp_path, monkeypatch, caplog):
+    """Conv pads edited in a cached int8 model kept its fingerprint (nodes' attributes are not in it):
+    `auto` ran it as checked and every galaxy got p_spiral 0.521 (review of the derived engines)."""
+    import onnx
+
+    from engine import int8_models
+
+    model_dir, card = default_model
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
+    _, path = int8_models.require_int8(model_dir, card)
+    whole = path.read_bytes()
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Conv" and attribute.name == "pads" and list(attribute.ints) == [1, 1, 1, 1]:
+                attribute.ints[:] = [0, 0, 2, 2]
+    onnx.save(model, str(path))
+    assert int8_models.model_fingerprint(path) == int8_models.shipped_int8(model_dir, card)["fingerprint"]
+    assert int8_models.require_int8(model_dir, card)[1] == path and path.read_bytes() == whole
+    assert "is not the file that was built" in caplog.text
+
+
 def test_a_damaged_int8_model_in_the_cache_is_passed_over(default_model, tmp_path, monkeypatch):
     from engine import int8_models
 
