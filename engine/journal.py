@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -118,11 +119,18 @@ class Journal:
             if not self._chunks and self.output.exists():
                 self._import_output()
             self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
+            # rows by (file, the id its listing gave), where the journal recorded that id: a catalog row naming a
+            # file another row names is done only if it is that row (by path alone, a new row B of file F took
+            # the done row A's place: B was never classified and A was written twice)
+            # (ids compared without the `#N` a repeated id got: `listed_id`)
+            self.done_by_id: Counter[tuple[str, str]] = Counter()
             self.ids = UniqueIds()
             relative = None  # a row's path that is relative to `begun_in`, if any
             for row in self.rows(check=True):  # a finished output's rows come in its written form, a journal's not
                 self.ids.add(self._written(row[0]))
-                self.done[_path_key(row[1], begun_in, self._written)] += 1
+                key = _path_key(row[1], begun_in, self._written)
+                self.done[key] += 1
+                self.done_by_id[key, listed_id(self._written(row[0]))] += 1
                 if relative is None and not os.path.isabs(row[1]):
                     relative = row[1]
             if relative is not None and not same_file(begun_in, os.getcwd()):
@@ -224,20 +232,30 @@ class Journal:
                 fh.flush()
                 os.fsync(fh.fileno())
 
-        write_atomically(final, write)
-        self._chunks.append(final)
+        try:
+            write_atomically(final, write)
+        finally:  # renamed into place, then interrupted: its rows are committed all the same
+            if final.exists() and final not in self._chunks:
+                self._chunks.append(final)
 
-    def is_done(self, path: str) -> bool:
+    def is_done(self, path: str, ident: str | None = None) -> bool:
         """Whether this listing of an input path is already in the catalog; each call takes one of
         the path's rows, so a file listed twice (a catalog naming it in two rows) is skipped once per
-        row classified. Call it once per input, in input order (paths compared as `_path_key`)."""
+        row classified. `ident`: the id a catalog row gives it; a row of that file and id is taken (a
+        catalog row naming a file another row names is not that row). Call it once per input, in input
+        order (paths compared as `_path_key`)."""
         if not self.done:  # nothing (left) to skip: no path to resolve
             return False
         key = _path_key(path, os.getcwd(), self._written)
-        if self.done[key] > 0:
-            self.done[key] -= 1
-            return True
-        return False
+        if self.done[key] <= 0:
+            return False
+        if ident:  # (a blank catalog id is no id: the file's stem was taken)
+            listed = (key, listed_id(self._written(ident)))
+            if self.done_by_id[listed] <= 0:
+                return False
+            self.done_by_id[listed] -= 1
+        self.done[key] -= 1
+        return True
 
     def rows(self, check: bool = False):
         """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order. With
@@ -303,9 +321,16 @@ class Journal:
             self.commit()
 
     def commit(self):
-        if self._pending_rows:
-            self._write_chunk(self._pending_rows)
-            self._pending_rows = []
+        rows, before = self._pending_rows, len(self._chunks)
+        if rows:
+            try:
+                self._pending_rows = []  # before the write: a signal between a write and this had the rows
+                # written again by `finish` (twice in the catalog, for good)
+                self._write_chunk(rows)
+            except BaseException:
+                if len(self._chunks) == before:  # not renamed into place: still to be committed
+                    self._pending_rows = rows + self._pending_rows
+                raise
         self._last_commit = time.monotonic()
 
     def finish(self, metadata: dict) -> int:
@@ -375,6 +400,13 @@ class Journal:
         """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
         self.commit()
         self._lock.close()
+
+
+def listed_id(ident: str) -> str:
+    """The id an input was listed with, from the id its row got: without the one `#N` (N >= 2)
+    `UniqueIds` adds to a repeat (an id that ends so as listed loses it too, on both sides of `is_done`'s
+    comparison, so it still matches)."""
+    return re.sub(r"#[1-9]\d*$", "", ident)
 
 
 def _path_key(path: str, base: str, written) -> str:

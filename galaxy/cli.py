@@ -112,9 +112,9 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.option("--threads", default=0, type=click.IntRange(0, MAX_THREADS),
               help="Inference threads for one batch at a time (0: on a CPU, one batch per core, each on one thread).")
 @click.option("--overwrite", is_flag=True, help="Start over instead of resuming an earlier run on OUTPUT.")
-@click.option("--commit-every", default=2048, show_default=True,
+@click.option("--commit-every", default=2048, show_default=True, type=click.IntRange(min=1),
               help="Rows per crash-safe commit (a kill loses at most this many finished rows) ...")
-@click.option("--commit-seconds", default=2.0, show_default=True,
+@click.option("--commit-seconds", default=2.0, show_default=True, type=Number(min=0),
               help="... or seconds of work per commit, whichever comes first.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bar and no summary line: only what needs acting on (failures, interruption).")
@@ -176,7 +176,9 @@ def classify(inputs, quiet, ray_address, shard_size, actors, **options):
                    f"{reference}, "
                    f"{summary.backend} on {summary.device}{crop}) -> {summary.output}{errors}", err=True)
     elif errors:
-        click.echo(f"failed {summary.failed} of {summary.classified + summary.failed}{errors}", err=True)
+        # of every input listed: a rerun's line had left out the rows of the run before ("failed 6 of 6")
+        click.echo(f"failed {summary.failed} of {summary.classified + summary.resumed + summary.failed}{errors}",
+                   err=True)
     if summary.interrupted is not None:
         click.echo(f"interrupted ({interruption(summary.interrupted)}): the {summary.total} images classified "
                    f"so far are in {summary.output}; rerun the same command to go on", err=True)

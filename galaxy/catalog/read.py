@@ -125,11 +125,15 @@ def _catalog_columns(path: Path, fmt: str):
         def text_batches():
             with fh:
                 batch = []
-                for row in reader:
-                    batch.append(row)
-                    if len(batch) == CATALOG_BATCH:
-                        yield {c: [r.get(c) for r in batch] for c in names}
-                        batch = []
+                try:
+                    for row in reader:
+                        batch.append(row)
+                        if len(batch) == CATALOG_BATCH:
+                            yield {c: [r.get(c) for r in batch] for c in names}
+                            batch = []
+                except (csv.Error, ValueError, UnicodeDecodeError) as exc:  # an unclosed quote, a short ECSV row
+                    line = f", line {reader.line_num}" if hasattr(reader, "line_num") else ""
+                    raise UsageError(f"cannot read catalog {path}{line}: {exc}") from None
                 if batch:
                     yield {c: [r.get(c) for r in batch] for c in names}
 
@@ -288,7 +292,16 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
         file = Path(text)
         return str(file if file.is_absolute() else path.parent / file)
 
-    for batch in batches:
+    done = 0
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, ValueError, TypeError, KeyError, IndexError) as exc:  # a Parquet file's damaged page (an
+            # OSError without a file name), a FITS table cut short (TypeError): mid-run, a traceback had ended it
+            raise UsageError(f"cannot read catalog {path} after its first {done:,} rows ({type(exc).__name__}: "
+                             f"{exc}); the rows classified so far are kept for a rerun once it is mended") from None
+        if batch is None:
+            return
         n = len(next(iter(batch.values())))
         ids = batch[id_column] if id_column else [None] * n
         kept = [batch[c] for c in keep]
@@ -296,6 +309,7 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
             where = ({band: resolve(batch[c][i]) for band, c in band_columns.items()} if band_columns
                      else resolve(batch[path_column][i]))
             yield where, _text(ident).strip() or None, {c: _text(column[i]) for c, column in zip(keep, kept)}
+        done += n
 
 
 def array_columns(path: Path, names) -> list[str]:

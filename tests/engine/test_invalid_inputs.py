@@ -282,3 +282,36 @@ def test_hdu_and_bands_that_name_nothing_are_usage_errors(tmp_path, option, word
     fits.PrimaryHDU(galaxy_image()).writeto(tmp_path / "g.fits")
     result = CliRunner().invoke(cli, ["classify", str(tmp_path / "g.fits"), "-o", str(tmp_path / "o.csv"), *option])
     assert result.exit_code == 2 and words in result.output, result.output
+
+
+@pytest.mark.parametrize("kind", ["csv", "ecsv", "fits", "parquet"])
+def test_a_damaged_input_catalog_is_one_line_naming_it(tmp_path, kind):
+    """An unclosed quote (csv.Error), a short ECSV row, a FITS table cut short (TypeError) and a damaged
+    Parquet page (an OSError without a file name) each ended in a traceback, mid-run after rows were
+    classified (review of classify at scale)."""
+    from astropy.table import Table
+
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:40]]
+    catalog = tmp_path / f"cat.{kind}"
+    table = Table({"objid": [f"g{i}" for i in range(len(files))], "file": files})
+    if kind == "csv":  # an unclosed quote takes the rows after it into one cell, past csv's field limit
+        lines = ["objid,file"] + [f"g{i},{files[i % len(files)]}" for i in range(5000)]
+        lines.insert(5, 'x,"unclosed.jpeg')
+        catalog.write_text("\n".join(lines) + "\n")
+    elif kind == "ecsv":
+        table.write(catalog, format="ascii.ecsv")
+        catalog.write_text(catalog.read_text() + "g99\n")
+    elif kind == "fits":
+        table.write(catalog)
+        data = catalog.read_bytes()
+        catalog.write_bytes(data[:len(data) - 2880])  # the last block of the table cut off
+    else:
+        table.write(catalog)
+        data = bytearray(catalog.read_bytes())
+        data[100:400] = bytes(300)  # a data page zeroed
+        catalog.write_bytes(bytes(data))
+    result = CliRunner().invoke(cli, ["classify", "--catalog", str(catalog), "-o", str(tmp_path / "out.csv"), "-q",
+                                      "--backend", "onnxruntime"])
+    assert result.exit_code == 2 and f"Error: cannot read catalog {catalog}" in result.output, result.output
+    if kind == "csv":
+        assert "line " in result.output and "field larger than field limit" in result.output

@@ -752,3 +752,84 @@ def test_a_failure_while_assembling_names_the_catalog_and_not_its_hidden_work_fi
     with pytest.raises(PermissionError) as caught:
         classify(ClassifyConfig(inputs=(str(EXAMPLES),), output=str(out), backend="onnxruntime", progress=False))
     assert caught.value.filename == str(out)
+
+
+def test_a_catalog_row_naming_a_done_file_is_done_only_if_it_is_that_row(tmp_path, monkeypatch):
+    """Rerun with rows B, A of one file F (A done before) and C: B took A's place by path (never
+    classified) and A was written a second time as A#2; the summary counted it as resumed (review)."""
+    sample = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    monkeypatch.chdir(tmp_path)
+    catalog = tmp_path / "rows.csv"
+    catalog.write_text(f"objid,file,note\nA,{sample[0]},first\n")
+
+    def run():
+        config = ClassifyConfig(inputs=(), catalog=str(catalog), output=str(tmp_path / "out.csv"),
+                                keep_columns=("note",), backend="onnxruntime", progress=False)
+        return classify(config)
+
+    run()
+    catalog.write_text(f"objid,file,note\nB,{sample[0]},second\nA,{sample[0]},first\nC,{sample[1]},third\n")
+    run()
+    with open(tmp_path / "out.csv", newline="") as fh:
+        rows = {row["id"]: row["note"] for row in csv.DictReader(fh)}
+    assert rows == {"A": "first", "B": "second", "C": "third"}
+    # a file listed twice under one id is still done twice (its second row is A#2)
+    import numpy as np
+
+    out = tmp_path / "twice.csv"
+    journal = _journal(out)
+    journal.add([journal.take_id("A"), journal.take_id("A")], ["f.jpeg", "f.jpeg"], np.full((2, 2), 0.5, np.float32))
+    journal.release()
+    rerun = _journal(out)
+    assert rerun.is_done("f.jpeg", "A") and rerun.is_done("f.jpeg", "A") and not rerun.is_done("f.jpeg", "A")
+    rerun.release()
+
+
+def test_an_interrupt_just_after_a_chunk_is_written_writes_no_row_twice(tmp_path, monkeypatch):
+    """A signal between a chunk's rename and the staged rows' release left them staged: `finish`
+    wrote them into the next chunk too, and the catalog held them twice for good (review)."""
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out, commit_rows=2)
+    real = Journal._write_chunk
+    calls = []
+
+    def interrupted_after(self, rows):
+        real(self, rows)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Journal, "_write_chunk", interrupted_after)
+    with pytest.raises(KeyboardInterrupt):
+        for name in "abcdef":
+            journal.add([name], [f"{name}.jpeg"], np.full((1, 2), 0.5, np.float32))
+    monkeypatch.setattr(Journal, "_write_chunk", real)
+    assert journal.finish({}) == 4
+    with open(out, newline="") as fh:
+        assert [row["id"] for row in csv.DictReader(fh)] == ["a", "b", "c", "d"]
+
+
+def test_the_quiet_failure_line_of_a_rerun_counts_every_input(tmp_path):
+    """`-q` said "failed 1 of 41" and then, on the rerun, "failed 1 of 1" (review)."""
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    folder = survey(tmp_path, 1)
+    command = ["classify", str(folder), "-o", str(tmp_path / "out.csv"), "-q", "--backend", "onnxruntime"]
+    lines = [CliRunner().invoke(cli, command).output.splitlines()[0] for _ in range(2)]
+    assert lines[0].startswith("failed 1 of 41;") and lines[1].startswith("failed 1 of 41;"), lines
+
+
+@pytest.mark.parametrize("option,value", [("--commit-seconds", "nan"), ("--commit-seconds", "-1"),
+                                          ("--commit-every", "0")])
+def test_commit_options_that_would_turn_commits_off_are_refused(tmp_path, option, value):
+    """nan turned the time-based commit off without a word; 0 and negative values were taken."""
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    result = CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", str(tmp_path / "o.csv"), option, value])
+    assert result.exit_code == 2 and option in result.output
