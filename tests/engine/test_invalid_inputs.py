@@ -315,3 +315,23 @@ def test_a_damaged_input_catalog_is_one_line_naming_it(tmp_path, kind):
     assert result.exit_code == 2 and f"Error: cannot read catalog {catalog}" in result.output, result.output
     if kind == "csv":
         assert "line " in result.output and "field larger than field limit" in result.output
+
+
+def test_a_catalog_galaxy_wrote_of_a_non_utf8_name_reads_back_as_a_catalog(tmp_path):
+    """A file whose name is not UTF-8 is written as `bad\\xff\\xfe.jpeg`; fed back as --catalog that
+    path was "no such file" (review of classify at scale)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sample = sorted(EXAMPLES.glob("*.jpeg"))[0]
+    odd = os.path.join(os.fsencode(folder), b"bad\xff\xfe.jpeg")
+    shutil.copy(sample, odd)
+    first = tmp_path / "first.csv"
+    assert CliRunner().invoke(cli, ["classify", str(folder), "-o", str(first), "-q",
+                                    "--backend", "onnxruntime"]).exit_code == 0
+    assert "\\xff\\xfe" in first.read_text()
+    again = tmp_path / "again.csv"
+    result = CliRunner().invoke(cli, ["classify", "--catalog", str(first), "--path-column", "path", "-o", str(again),
+                                      "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    with open(again, newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 1
