@@ -13,20 +13,34 @@
 #   GALAXY_DATA_PARTS=/tmp/pp bash benchmarks/gpu_train.sh     # from the repository root
 #
 # Data: ../shared/data/{gz1-sdss,unlabeled-sdss} as on the CPU machines; a GPU machine that lacks
-# them gets them from $GALAXY_DATA_PARTS, the parts of a tar made by
-# `tar -C ../shared/data -c gz1-sdss unlabeled-sdss | split -b 50M - part.` (no network there).
+# them gets them from $GALAXY_DATA_PARTS, the parts of a tar. A device call carries the tracked
+# tree (53.7 MiB, of which the two models' weights are 52 MiB) plus at most ~10 MiB, so the data
+# (150 MB of JPEGs) needs the weights moved out of the tree for its calls, and all calls must follow
+# each other within the machine's ~30 s warm window (it keeps /tmp/pp only while warm):
+#   here:  mkdir -p .carry && tar -C ../shared/data -c gz1-sdss unlabeled-sdss | split -b 55M - .carry/part.
+#          (/.carry/ is ignored by git; parts anywhere else untracked would travel with every call)
+#          mkdir -p /tmp/w && mv galaxy/models/*/model.safetensors /tmp/w/   # per model: keep the paths
+#   call k (k = 1..3), carrying only .carry/part.<k-th>: mkdir -p /tmp/pp && mv .carry/part.* /tmp/pp/
+#   here:  put the weights back (`--init default` and the teacher need sdss-xception's)
+#   call 4, carrying nothing:  GALAXY_DATA_PARTS=/tmp/pp bash benchmarks/gpu_train.sh   (timeout_s 600)
 # Results: runs/gpu/ and, when $OUT is set, what comes back through it (at most 8 files of 16 MiB, 64 MiB in all):
 # small.tar.gz (cards, histories, logs, the soft targets) and the teacher's weights in 15 MiB pieces
 # (the student's too where OUT's 64 MiB allow). All pieces wait in $GALAXY_KEEP
-# (default /tmp/keep) for a second call: `cp /tmp/keep/teacher.* $OUT/`. Rejoin with `cat NAME.part.* > model.safetensors`.
-# Rehearse on a CPU: GALAXY_RUNS=/tmp/gpu-rehearse LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 bash benchmarks/gpu_train.sh
-# T_EXTRA / S_EXTRA: more options for the teacher's / student's command, e.g. the next run README
-# "Framing" suggests: T_EPOCHS=25 T_EXTRA="--unlabeled-framing auto" (the teacher's own teacher reads
-# the Galaxy Zoo 2 cutouts at the crop that matches their framing). Reruns of one recipe move
-# face-on spiral recall by +-4 points (README, "Reruns of one recipe"): one run of a candidate
-# decides nothing, so spend spare GPU minutes on reruns (S_EXTRA="--train-seed 1", 2, ... with
-# GALAXY_RUNS set apart for each; each call trains its teacher again, ~2 minutes there) and fix
+# (default /tmp/keep) for a second call: `cp /tmp/keep/teacher.* $OUT/`. Rejoin with
+# `cat NAME.part.* > runs/gpu/<model>/model.safetensors` (beside its card.json, from small.tar.gz).
+# small.tar.gz is packed again as soon as the student has written the teacher's soft targets
+# (checkpoints/soft_targets.npz, ~1 MB): a call cut short still brings back what a CPU student needs.
+# Rehearse on a CPU: GALAXY_RUNS=/tmp/gpu-rehearse LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 \
+#   GALAXY_SHARED_DATA=/work/shared/data bash benchmarks/gpu_train.sh
+# T_EXTRA / S_EXTRA: more options for the teacher's / student's command; T_SECONDS / S_SECONDS their
+# limits (240 / 300 s: 15 epochs of ~6 s plus ~2 minutes of caches and labelling fit; more epochs need
+# more seconds, and the two must stay inside the call's 600 s with the setup). Reruns of one recipe
+# move face-on spiral recall by +-4 points (README, "Reruns of one recipe"), so one student decides
+# nothing; but each call trains its teacher again (~4 minutes, not bit-reproducible on a GPU): spend
+# reruns on the CPU instead, distilling from the teacher's file (`galaxy distill --teacher-targets
+# runs/gpu/sdss-xception-96-ns192/checkpoints/soft_targets.npz ... --train-seed 1`, 2, ...), and fix
 # the rule that picks one before scoring them.
+# Exit status: 0 when both trainings finished, else the first failing one's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -101,14 +115,23 @@ pack teacher "$teacher"
 s_rc=skipped
 if [ "$t_rc" = 0 ]; then
   echo "== student: 96 px, the teacher's soft targets =="
+  # the teacher's targets are written in the student's first minutes: packed then, not only at the end
+  ( for _ in $(seq 1 150); do
+      if [ -f "$student/checkpoints/soft_targets.npz" ]; then sleep 2; pack teacher "$teacher"; break; fi
+      sleep 2
+    done ) &
+  watcher=$!
   timeout "$S_SECONDS" "${galaxy[@]}" train "$DATA/gz1-sdss/labels.csv" -o "$student" --init default --size 96 \
     --teacher "$teacher" --epochs "$S_EPOCHS" "${common[@]}" $LIMIT $S_EXTRA 2>&1 \
     | grep -v -E "^\s*$|it/s|img/s\]" | tee "$RUNS/student.log"
   s_rc=${PIPESTATUS[0]}
+  kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null
 fi
 echo "student rc $s_rc after $(( $(date +%s) - started )) s" | tee -a "$RUNS/env.txt"
 pack student "$student"
 [ -n "${OUT:-}" ] && cp "$KEEP/small.tar.gz" "$OUT/"
 
 ls -la "$KEEP"
-echo "done in $(( $(date +%s) - started )) s"
+echo "done in $(( $(date +%s) - started )) s (teacher rc $t_rc, student rc $s_rc)"
+[ "$t_rc" = 0 ] || exit "$t_rc"
+[ "$s_rc" = 0 ] || exit "$s_rc"

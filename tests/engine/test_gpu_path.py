@@ -291,3 +291,34 @@ def test_tensorrt_on_a_machine_without_a_gpu_says_so_first(default_model):
         pytest.skip("a GPU is visible here")
     with pytest.raises(BackendUnavailable, match="TensorRT runs on an NVIDIA GPU, and none is visible here"):
         backends.load_named("tensorrt", default_model[0], default_model[1], backends.BackendOptions())
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_training_runs_on_the_gpu_with_every_part_of_the_recipe(tmp_path):
+    """What benchmarks/gpu_train.sh runs, tiny: a teacher, then a student with its soft targets on
+    unlabelled images, every augmentation, FITS views and the scale-consistency view, on CUDA (the
+    caches and augmentation live on the GPU there). Run by gpu_check.sh, so that a training bug that
+    only a GPU shows is found in the check, not in the scarce training session (a review's advice)."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from galaxy.card import SAMPLES_DIR
+    from galaxy.cli import cli
+
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for path in SAMPLES_DIR.glob("*.jpeg"):  # none of them is among the examples
+        shutil.copy(path, unlabelled / path.name)
+    common = ["--size", "32", "--arch", "xception_compact_w25_d2", "--batch-size", "8", "--epochs", "1",
+              "--workers", "2", "-q", "--augment", "all"]
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    for out, extra in ((teacher, []), (student, ["--teacher", str(teacher), "--unlabeled", str(unlabelled),
+                                                 "--fits-views", "1", "--scale-consistency", "0.5"])):
+        result = CliRunner().invoke(cli, ["train", str(EXAMPLES / "labels.csv"), "-o", str(out), *common, *extra])
+        assert result.exit_code == 0, result.output
+    card = json.loads((student / "card.json").read_text())
+    assert card["training"]["teacher"]["teachers"][0]["name"] == "teacher"
+    assert card["training"]["device"].startswith("cuda")  # trained where the test means it to
