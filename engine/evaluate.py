@@ -134,11 +134,14 @@ def _comparable(name, model_dir, card, labelled, config, role: str = "--compare"
                          f"{card.weights_sha256[:12]}...): a model {use}; name another model")
     if other.classes != card.classes:
         raise UsageError(f"{role} {name} has classes {other.classes}, {card.name} has {card.classes}")
-    other_val = validation_ids(other_dir, other) if config.split == "val" else None
-    if other_val is not None:  # images outside its validation split count as its training images
+    other_train = training_ids(other_dir, other)
+    other_val = validation_ids(other_dir, other) if config.split == "val" and other_train is None else None
+    if other_val is not None:  # a model that does not record its training images: outside its validation
+        # split counts as trained on (its train_ids.txt, where it has one, says exactly: another survey's
+        # validation galaxies had all been called its training images)
         trained_on = [i for i in labelled.ids if i not in other_val]
-    else:  # --split all (any images), or a model without a validation split: only its training ids can tell
-        other_train, own_train = training_ids(other_dir, other), training_ids(model_dir, card) or set()
+    else:  # its training ids tell (--split all, or a model that records them)
+        own_train = training_ids(model_dir, card) or set()
         if other_train is None and config.split == "val":
             raise UsageError(f"{role} {name} records neither its validation split nor its training images: "
                              "whether it learned these validation images cannot be checked")

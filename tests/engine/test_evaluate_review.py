@@ -371,3 +371,19 @@ def test_a_training_image_is_known_by_its_file_stem_too():
 
     assert learned_image("J587736585508487456", "/data/587736585508487456.png", {"587736585508487456"})
     assert not learned_image("J1", "/data/2.png", {"1"})
+
+
+def test_a_model_of_another_survey_compares_with_a_shipped_one_on_its_own_split(tmp_path, model_copy):
+    """--compare sdss-xception on one's own model's validation split (another survey's galaxies) was
+    refused: every image outside sdss-xception's split was taken for its training image, though its
+    train_ids.txt names none of them (review of bringing one's own data)."""
+    card = json.loads((model_copy / "card.json").read_text())
+    card.setdefault("training", {})["config"] = {"vote_threshold": 0.6}
+    card["name"] = "own"
+    (model_copy / "card.json").write_text(json.dumps(card))
+    set_validation_ids(model_copy, ["100008", "100023", "100053"])
+    (model_copy / "train_ids.txt").write_text("100090\n")
+    result = invoke("evaluate", model_copy, KAGGLE, "--images", KAGGLE_IMAGES, "--compare", "sdss-xception",
+                    "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["comparison"]["n"] == 3
