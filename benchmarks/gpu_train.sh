@@ -83,12 +83,21 @@ done
 # pieces join them only where they fit; else they wait in $KEEP for a second call
 # (`cp /tmp/keep/student.* $OUT/`).
 OUT_LIMIT=$((64 * 1024 * 1024))
+pack_small() {  # the small files (cards, logs, soft targets), written whole and renamed into place: the
+  # watcher below packs while training goes on, and two writers of one file had made 90 MB of garbage
+  local tmp="$KEEP/.small.$BASHPID.tar.gz"
+  tar -czf "$tmp" --exclude='*.safetensors' --exclude='last.pt' --exclude='.small.*' "$RUNS" 2>/dev/null \
+    && mv "$tmp" "$KEEP/small.tar.gz"
+  rm -f "$tmp"
+  if [ -n "${OUT:-}" ] && [ -f "$KEEP/small.tar.gz" ]; then cp "$KEEP/small.tar.gz" "$OUT/.small.tar.gz" \
+    && mv "$OUT/.small.tar.gz" "$OUT/small.tar.gz"; fi
+  true
+}
 pack() {
-  tar -czf "$KEEP/small.tar.gz" --exclude='*.safetensors' --exclude='last.pt' "$RUNS" 2>/dev/null
+  pack_small
   local role=$1 dir=$2
   [ -f "$dir/model.safetensors" ] && split -b 15M "$dir/model.safetensors" "$KEEP/$role.part."
   if [ -n "${OUT:-}" ]; then
-    cp "$KEEP/small.tar.gz" "$OUT/"
     if [ -f "$dir/model.safetensors" ]; then
       local have add
       have=$(du -cb "$OUT"/*.part.* 2>/dev/null | tail -1 | cut -f1)
@@ -117,7 +126,7 @@ if [ "$t_rc" = 0 ]; then
   echo "== student: 96 px, the teacher's soft targets =="
   # the teacher's targets are written in the student's first minutes: packed then, not only at the end
   ( for _ in $(seq 1 150); do
-      if [ -f "$student/checkpoints/soft_targets.npz" ]; then sleep 2; pack teacher "$teacher"; break; fi
+      if [ -f "$student/checkpoints/soft_targets.npz" ]; then sleep 2; pack_small; break; fi
       sleep 2
     done ) &
   watcher=$!
