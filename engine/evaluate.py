@@ -35,7 +35,7 @@ from engine.artifacts import resolve_model
 from engine.listing import Item
 from engine.runner import Runner
 from galaxy.version import __version__
-from galaxy.card import training_ids, validation_ids
+from galaxy.card import strict_json, training_ids, validation_ids
 from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.write import CatalogWriter
 from galaxy.config import config_dict
@@ -301,18 +301,6 @@ def _metrics(scored: Scored, labels: np.ndarray, card, group_of: dict, config) -
     return report
 
 
-def _strict(value):
-    """`value` with every non-finite float as None, so report.json is strict JSON (a one-class ROC AUC is
-    NaN, which json.dumps writes as a bare `NaN` that strict parsers refuse)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _strict(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    return value
-
-
 def _clear_outputs(out: Path) -> None:
     """Remove what an earlier run into `out` wrote, once everything is scored and before anything is
     written, so every file there is of this run even if this one stops while writing (label_suspects.csv
@@ -398,7 +386,7 @@ def evaluate(config) -> dict:
     _write_predictions(out / PREDICTIONS, scored, labels, card, config, members)
     if config.compare:
         report["comparison"] = _compare(scored, theirs, labels, card, *other, config, out, members)
-    report = _strict(report)
+    report = strict_json(report)
     (out / REPORT).write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     title = (f"{card.name}{f' + {len(config.ensemble)} more' if config.ensemble else ''} "
              f"({config.split}{', D4 TTA' if config.tta else ''}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,9 +119,21 @@ class ModelCard:
     def save(self, model_dir) -> Path:
         """Write the card to MODEL_DIR/card.json, whole or not at all (`write_atomically`)."""
         path = Path(model_dir) / CARD_FILE
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        text = json.dumps(strict_json(self.to_dict()), indent=2, allow_nan=False) + "\n"
         write_atomically(path, lambda tmp: tmp.write_text(text))
         return path
+
+
+def strict_json(value):
+    """`value` with every non-finite float as None: strict JSON (a validation split of one class has no
+    ROC AUC; json.dumps wrote a bare NaN, which strict parsers refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def load_card(model_dir, verify: bool = True) -> ModelCard:
@@ -137,6 +150,9 @@ def load_card(model_dir, verify: bool = True) -> ModelCard:
         card = ModelCard.from_dict(json.loads(card_path.read_text()))
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{card_path} is not a valid model card: {exc}") from exc
+    if len({name.lower() for name in card.classes}) < len(card.classes) or len(card.classes) < 2:
+        raise ModelError(f"{card_path} is not a valid model card: its classes {list(card.classes)} are not two or "
+                         "more distinct names (a catalog would hold two columns of one name)")
     if verify:
         weights = model_dir / WEIGHTS_FILE
         if not weights.is_file():

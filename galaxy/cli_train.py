@@ -7,6 +7,8 @@ defaults (architecture, temperature, learning rate) and in what the user must na
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from galaxy.cli_common import (MAX_THREADS, MODEL, CropFraction, Number, command_line, only_what_to_act_on,
@@ -104,6 +106,9 @@ def _train_and_report(options: dict) -> None:
     for key in ("unlabeled", "teachers", "zoom_range"):
         options[key] = tuple(options.get(key, ()))
     options["apparent_size"] = _apparent_size(options.get("apparent_size"))
+    if options.get("images_dir"):  # recorded absolute: calibrate, check-backends and quantize read a vote
+        # table's images by the card's rule, from any folder (relative, they worked only where it trained)
+        options["images_dir"] = os.path.abspath(options["images_dir"])
     if "classes" in options:
         options["classes"] = tuple(c.strip() for c in options["classes"].split(",") if c.strip())
     options["progress"] = not options.pop("quiet")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from dataclasses import dataclass, field
 
@@ -108,6 +109,7 @@ class TrainConfig:
         if self.batch_size < 2:
             raise UsageError(f"--batch-size {self.batch_size}: training needs at least 2 images a step (batch "
                              "normalisation normalises by the batch)")
+        _check_classes(self.classes)
         low, high = self.zoom_range
         if low > high:
             raise UsageError(f"--zoom-range {low} {high}: LOW is above HIGH (crop fractions, e.g. 0.35 0.65)")
@@ -145,6 +147,30 @@ class TrainConfig:
     def training_seed(self) -> int:
         """What seeds the initial weights, batch order and augmentation: --train-seed, else --seed."""
         return self.seed if self.train_seed is None else self.train_seed
+
+
+def _check_classes(classes) -> None:
+    """Refuse class names a model cannot carry through every output: fewer than two, a name that is not
+    a plain word (each names a catalog column, p_<class>: a FITS catalog of "S0/a" or "Sä" failed
+    after the whole run), or two names one case apart (columns that some formats fold together).
+
+    Raises:
+        UsageError: naming the class and the rule.
+    """
+    if len(classes) < 2:
+        raise UsageError(f"--classes {','.join(classes)}: a classifier needs at least 2 classes")
+    for name in classes:
+        if not CLASS_NAME.fullmatch(name):
+            raise UsageError(f"--classes: {name!r} is not a class name galaxy can write: letters, digits, '_' and "
+                             "'-', starting with a letter or digit, at most 60 characters (it names the catalog's "
+                             f"p_<class> column)")
+    folded = [name.lower() for name in classes]
+    if len(set(folded)) < len(folded):
+        twice = next(name for name in classes if folded.count(name.lower()) > 1)
+        raise UsageError(f"--classes: {twice!r} is named twice (case aside): each class once")
+
+
+CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,59}")
 
 
 def _differs(value, default) -> bool:

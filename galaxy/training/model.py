@@ -67,6 +67,9 @@ def init_imagenet(architecture: str, num_classes: int, drop_rate: float = 0.0) -
     import timm
 
     extra = {"drop_rate": drop_rate} if drop_rate else {}
+    if architecture.startswith("xception_compact_"):  # this project's own: nobody trained it on ImageNet
+        raise UsageError(f"--init imagenet: no ImageNet weights exist for {architecture} (a compact Xception of "
+                         "this project): use --init scratch, or distill it from a trained model (galaxy distill)")
     try:
         return timm.create_model(architecture, pretrained=True, num_classes=num_classes, **extra)
     except Exception as exc:  # network, hub and file errors all come through here
@@ -116,7 +119,11 @@ def load_network(model_dir, card: ModelCard | None = None, calibrated: bool = Tr
     card = card or load_card(model_dir)
     network = create_network(card.architecture, len(card.classes))
     state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(model_dir).items()}
-    missing, unexpected = network.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = network.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit: a card naming another number of classes than its head
+        raise ModelError(f"{model_dir}: weights do not fit {card.architecture} with the card's {len(card.classes)} "
+                         f"classes ({str(exc).splitlines()[-1].strip()[:200]})") from None
     if missing or unexpected:
         raise ModelError(f"{model_dir}: weights do not fit {card.architecture} "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

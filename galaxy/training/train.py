@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from galaxy.version import __version__
 from galaxy.training.augment import geometric_views, larger_view_crops, photometric, view_crops
 from galaxy.evaluation.calibration import LOG_T_RANGE, at_range_edge, calibration_record, log_probabilities, softmax_t
-from galaxy.card import TRAIN_IDS_FILE, ModelCard
+from galaxy.card import TRAIN_IDS_FILE, ModelCard, load_card, strict_json
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import TrainingDiverged, UsageError
 from galaxy.files import hold_lock, same_file, writable_folder, write_atomically
@@ -51,7 +51,8 @@ from galaxy.io.framing import measure_files, summarise
 from galaxy.training.checkpoint import PATH_OPTIONS, check_resume, load_checkpoint, restore
 from galaxy.training.soft_targets import soft_target_loss, targets_key
 from galaxy.training.train_data import TrainingData, prepare_data
-from galaxy.training.transfer import apply_freeze, depth_groups, initial_weights, optimizer_groups, trainable_from
+from galaxy.training.transfer import (apply_freeze, depth_groups, heads_by_class, init_model_folder, initial_weights,
+                                      optimizer_groups, trainable_from)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,19 @@ def _initial_network(config: TrainConfig) -> torch.nn.Module:
     if init == "imagenet":
         return init_imagenet(config.architecture, n, config.drop_rate)
     network = create_network(config.architecture, n, config.drop_rate)
-    fresh = load_partial(network, read_state_dict(init))
+    state = read_state_dict(init)
+    folder = init_model_folder(init)
+    if folder is not None:
+        card = load_card(folder, verify=False)
+        if card.architecture != config.architecture:  # all but a bias had been left at random, unsaid
+            raise UsageError(f"--init {config.init} is a {card.architecture} ({folder}); --arch {config.architecture}"
+                             f" cannot take its weights: give --arch {card.architecture}, or --init scratch")
+        state = heads_by_class(network, state, tuple(card.classes), tuple(config.classes))
+    fresh = load_partial(network, state)
+    own = network.state_dict()
+    if len(fresh) > len(own) / 2:
+        raise UsageError(f"--init {config.init} fits only {len(own) - len(fresh)} of the {len(own)} tensors of "
+                         f"{config.architecture} (e.g. {fresh[0]} left at random): weights of another architecture?")
     log.info("initialised from %s; left at random: %s", init, fresh)
     return network
 
@@ -375,7 +388,8 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
         for tag, candidate in (("raw", network), ("ema", ema.module)):
             probs = predict(candidate, data.val_cache, spec, device, amp_dtype)
             report = classification_report(val_labels, probs, config.classes)
-            row[f"val_{tag}"] = {k: report[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")}
+            # (roc_auc: two classes only, none for K > 2, where it had been a KeyError after the first epoch)
+            row[f"val_{tag}"] = {k: report.get(k) for k in ("accuracy", "balanced_accuracy", "roc_auc")}
             row[f"val_{tag}"]["loss"] = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-7)),
                                                          torch.from_numpy(val_labels)))
             if best is None or report["accuracy"] > best["accuracy"]:
@@ -383,7 +397,8 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
                         "state": copy.deepcopy(candidate.state_dict())}
         history.append(row)
         log.info("epoch %d: %s", epoch, json.dumps(row))
-        write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1) + "\n"))
+        write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(
+            json.dumps(strict_json(history), indent=1, allow_nan=False) + "\n"))
         state = {"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
@@ -402,7 +417,8 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
         raise UsageError(f"checkpoint {config.resume} ends at the last epoch and, written by an earlier version, does "
                          "not hold the best weights: rerun without --resume")
     if first_epoch > config.epochs:  # resumed after the last epoch: no epoch wrote this -o's history
-        write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1) + "\n"))
+        write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(
+            json.dumps(strict_json(history), indent=1, allow_nan=False) + "\n"))
     network.load_state_dict(best["state"])
     weights_sha = _saved(lambda: save_weights(network, out_dir), out_dir / "model.safetensors")
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n", encoding="utf-8")

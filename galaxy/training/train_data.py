@@ -26,7 +26,7 @@ from galaxy.labels import LabelledSet, list_unlabelled, load_labelled, stratifie
 from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_from_file,
                                           targets_key, teacher_probabilities, teacher_record)
 from galaxy.spec import InputSpec
-from galaxy.training.transfer import initial_weights
+from galaxy.training.transfer import init_model_folder, initial_weights
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,29 @@ def labelled_digest(train_set: LabelledSet, val_set: LabelledSet) -> str:
             except OSError as exc:
                 raise ImageReadError(path, f"{split} image unreadable: {exc.strerror or exc}") from None
     return digest.hexdigest()
+
+
+def limited(part: LabelledSet, n: int) -> LabelledSet:
+    """At most `n` images of a split, each class's share as in the split (largest remainders; one at
+    least of each class where `n` allows), each class's first ones in the split's order. The first `n`
+    of the split had been taken: class folders are listed class by class, so `--limit 32` trained on one."""
+    if n >= len(part):
+        return part
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(part.labels):
+        by_class.setdefault(label, []).append(i)
+    exact = {k: n * len(rows) / len(part) for k, rows in by_class.items()}
+    quota = {k: int(v) for k, v in exact.items()}
+    if n >= len(by_class):
+        for k in quota:
+            quota[k] = max(quota[k], 1)
+    for k in sorted(exact, key=lambda k: (quota[k] - exact[k], k)):  # largest remainder first
+        if sum(quota.values()) >= n:
+            break
+        quota[k] += 1
+    while sum(quota.values()) > n:  # the one-each floor took too many: from the largest class
+        quota[max(quota, key=quota.get)] -= 1
+    return part.subset(sorted(i for k, rows in by_class.items() for i in rows[:quota[k]]))
 
 
 def pool_cache_fraction(config: TrainConfig) -> float:
@@ -233,14 +256,20 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     train_set, val_set = stratified_split(labelled, config.val_fraction, config.seed)
     all_val_ids, all_val_paths = val_set.ids, val_set.paths
     if config.limit:
-        train_set = train_set.subset(range(min(config.limit, len(train_set))))
-        val_set = val_set.subset(range(min(config.limit, len(val_set))))
+        train_set, val_set = limited(train_set, config.limit), limited(val_set, config.limit)
+    for split, part in (("training", train_set), ("validation", val_set)):
+        absent = [name for name, n in part.counts().items() if not n]
+        if absent:  # a trial on one class, or a validation figure of one class (ROC AUC NaN), had been written
+            raise UsageError(f"the {split} split holds no image labelled {' or '.join(map(repr, absent))} "
+                             f"({part.counts()}{f', --limit {config.limit}' if config.limit else ''}): give more "
+                             "images of it, or a larger --limit / --val-fraction")
     labelled_sha256 = labelled_digest(train_set, val_set)
     if (resumed or {}).get("labelled_sha256", labelled_sha256) != labelled_sha256:
         raise UsageError(f"checkpoint {config.resume} learned from other labelled data: an image of {config.data} "
                          "or its label changed since it was written; resume with the data it was written with, or "
                          "start a new run")
     init = initial_weights(config.init)
+    init = str(init_model_folder(init) or init)  # a model's weights file is that model (its card, its checks)
     check_split(init, f"--init {config.init}", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
     teachers, records = (), []
     if (config.unlabeled or config.teachers) and not config.teacher_targets:  # a targets file stands in for them

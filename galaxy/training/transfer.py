@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -28,6 +29,44 @@ def initial_weights(init: str) -> str:
     if init == "default":
         return str(MODELS_DIR / FULL_MODEL)
     return init
+
+
+def init_model_folder(init: str) -> Path | None:
+    """The galaxy model folder an initial weights path is of: the folder itself, or the folder of its
+    weights file (`--init MODEL/model.safetensors` had skipped the checks `--init MODEL` makes: the
+    leak check against this run's validation split, the architecture, the classes); None for weights
+    without a card."""
+    from galaxy.card import CARD_FILE, WEIGHTS_FILE
+
+    if init in ("scratch", "imagenet"):
+        return None
+    path = Path(init)
+    folder = path if path.is_dir() else path.parent if path.name == WEIGHTS_FILE else None
+    return folder if folder is not None and (folder / CARD_FILE).is_file() else None
+
+
+def heads_by_class(network: torch.nn.Module, state: dict, init_classes: tuple, classes: tuple) -> dict:
+    """`state` with its classifier rows put in the order of `classes` by name: rows of the classes the
+    initial model has, fresh ones (the network's own initial values) for the others. Loaded by position,
+    `--classes spiral,elliptical` from a model of (elliptical, spiral) had swapped every probability."""
+    head = network.get_classifier() if hasattr(network, "get_classifier") else None
+    if not isinstance(head, torch.nn.Module) or tuple(init_classes) == tuple(classes):
+        return state
+    head_ids = {id(p) for p in head.parameters()}
+    own = network.state_dict()
+    out = dict(state)
+    for name, parameter in network.named_parameters():
+        if id(parameter) not in head_ids or name not in state:
+            continue
+        rows = own[name].clone()
+        if state[name].shape[0] != len(init_classes) or state[name].shape[1:] != rows.shape[1:]:
+            out.pop(name)  # not a row per class: left as the network made it
+            continue
+        for i, name_of_class in enumerate(classes):
+            if name_of_class in init_classes:
+                rows[i] = state[name][init_classes.index(name_of_class)]
+        out[name] = rows
+    return out
 
 
 @dataclass

@@ -402,6 +402,11 @@ def test_evaluate_compare_refuses_a_model_trained_on_the_images(tmp_path, labels
 
     ids = sorted(labels)
     model, other = _model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids[1:], model_path("sdss-xception"))
+    with open(other / "train_ids.txt", "a") as fh:  # what it learned, as its train_ids.txt records
+        fh.write(ids[0] + "\n")
+    result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 2 and "trained on 1 of these validation images" in result.output
+    (other / "train_ids.txt").unlink()  # without the record: every image outside its split counts as learned
     result = invoke("evaluate", model, EXAMPLES / "labels.csv", "--compare", other, "-o", tmp_path / "e", "-q")
     assert result.exit_code == 2 and "trained on 1 of these validation images" in result.output
 
@@ -449,6 +454,8 @@ def test_evaluate_ensemble_is_the_mean_of_its_models_and_refuses_leaky_members(t
     ids = sorted(labels)  # a copy of the model itself is refused (test_evaluate_review.py): the other shipped one
     model, other, leaky = (_model_copy(tmp_path, "a", ids), _model_copy(tmp_path, "b", ids, model_path("sdss-xception")),
                            _model_copy(tmp_path, "c", ids[1:], model_path("sdss-xception")))
+    with open(leaky / "train_ids.txt", "a") as fh:  # it learned the galaxy its split lacks
+        fh.write(ids[0] + "\n")
     runs = {name: tmp_path / name for name in ("a", "b", "pair")}
     for name in ("a", "b"):
         assert invoke("evaluate", tmp_path / name, EXAMPLES / "labels.csv", "-o", runs[name], "-q").exit_code == 0
