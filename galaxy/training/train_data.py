@@ -270,7 +270,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
                          "start a new run")
     init = initial_weights(config.init)
     init = str(init_model_folder(init) or init)  # a model's weights file is that model (its card, its checks)
-    check_split(init, f"--init {config.init}", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
+    check_split(init, "--init", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
     teachers, records = (), []
     if (config.unlabeled or config.teachers) and not config.teacher_targets:  # a targets file stands in for them
         teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)

@@ -66,6 +66,7 @@ def test_init_from_a_model_with_another_split_of_the_same_data_is_refused(tmp_pa
     result = _train(tmp_path / "leaky", "--epochs", "1", "--init", str(first), "--seed", "5")
     assert result.exit_code == 2
     assert "another validation split" in result.output and "--seed" in result.output
+    assert f"--init {first} was trained" in result.output  # named once (it had been "--init A A was")
 
     # data made of its training images alone holds none of its validation ids, yet a new split of it
     # validates on images the model learned: its train_ids.txt tells
