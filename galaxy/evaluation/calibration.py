@@ -14,7 +14,7 @@ import numpy as np
 
 from galaxy.evaluation.metrics import expected_calibration_error
 
-LOG_T_RANGE = (-3.0, 3.0)  # T in [0.05, 20]: anything outside is a broken model, not calibration
+LOG_T_RANGE = (-3.0, 3.0)  # T in [e^-3, e^3] = [0.0498, 20.09]: anything outside is a broken model, not calibration
 
 
 def at_range_edge(temperature: float) -> bool:
