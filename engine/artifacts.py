@@ -46,7 +46,7 @@ def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
         log.warning("the cached ONNX model %s is not the file that was built (its sha256 is not the one recorded "
                     "in %s): building it again", cached, _sidecar(cached).name)
         try:
-            cached.unlink()
+            cached.unlink(missing_ok=True)  # (another process may have removed it first)
         except OSError as exc:
             raise ModelError(f"the cached ONNX model {cached} is damaged and cannot be removed ({exc.strerror or exc}):"
                              " delete it, or set GALAXY_CACHE to another folder") from None
@@ -80,6 +80,16 @@ def recorded_sha256(path: Path) -> str | None:
     return recorded if len(recorded) == 64 else None
 
 
+def replace_recorded(tmp: Path, out: Path) -> None:
+    """Rename a built file into the cache with its sha256 record: the old record goes first (a reader
+    between the rename and a new record had checked the new file against the old one's sha256, and
+    remembered it as damaged), then the file, then its record."""
+    sha256 = file_sha256(tmp)
+    _sidecar(out).unlink(missing_ok=True)
+    tmp.replace(out)
+    record_sha256(out, sha256)
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -91,14 +101,17 @@ def record_sha256(path: Path, sha256: str) -> None:
     try:
         write_atomically(_sidecar(path), lambda tmp: tmp.write_text(sha256 + "\n", encoding="ascii"))
     except OSError as exc:
-        log.warning("cannot record the sha256 of %s (%s): it is used without the check", path, exc.strerror or exc)
+        log.info("cannot record the sha256 of %s (%s): it is used without the check", path, exc.strerror or exc)
 
 
 def intact(path: Path) -> bool:
     """Whether a cached ONNX file (fp32, or an int8 model) is the one that was built: its sha256 against the one recorded beside
     it. A file from before such records (or whose record was lost) is taken as it is and recorded now.
     Remembered per file version (inode, size, mtime): hashing 21-83 MB costs 15-60 ms."""
-    stat = os.stat(path)
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:  # removed by another process since it was found
+        return False
     return _intact_version(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 

@@ -27,8 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.artifacts import cache_dir, cached_onnx_path, intact, onnx_model, record_sha256, recorded_sha256
-from galaxy.card import file_sha256
+from engine.artifacts import cache_dir, cached_onnx_path, intact, onnx_model, recorded_sha256, replace_recorded
 from galaxy.errors import BackendUnavailable, UsageError
 from galaxy.files import remove_quietly, sweep_stale_work_files, write_atomically
 
@@ -289,8 +288,7 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
                 "`galaxy check-backends` has passed it)")
             differs.lasting = True
             raise differs
-        tmp.replace(out)
-        record_sha256(out, file_sha256(out))
+        replace_recorded(tmp, out)
     except OSError as exc:  # a read-only or full cache: named, not the hidden temporary file
         raise BackendUnavailable(f"cannot build the shipped int8 model into {out.parent} ({exc.strerror or exc}): "
                                  "set GALAXY_CACHE to a folder that can be written") from None

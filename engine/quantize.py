@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.artifacts import onnx_model, record_sha256, resolve_model
+from engine.artifacts import onnx_model, replace_recorded, resolve_model
 from engine.int8_models import (RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, free_space, int8_path,
                                 private_files, shape_inferred, ship_int8, shipped_int8)
-from galaxy.card import file_sha256, validation_ids
+from galaxy.card import validation_ids
 from galaxy.errors import ModelError, UsageError
 from galaxy.files import remove_quietly, write_atomically
 from galaxy.evaluation.metrics import label_agreement
@@ -111,8 +111,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         if evaluation_paths:
             record.update(_measured(fp32, pre, tmp, build, card, evaluation_paths, target, method))
         record["ranges"] = json.loads(ranges.read_text())  # what `--ship` writes into the model folder
-        tmp.replace(out)
-        record_sha256(out, file_sha256(out))
+        replace_recorded(tmp, out)
     except OSError as exc:  # a read-only or full cache: named, not the hidden work file (as the rebuild's)
         raise ModelError(f"cannot build the int8 model into {out.parent} ({exc.strerror or exc}; "
                          f"{free_space(out.parent)} free there): set GALAXY_CACHE to a folder that can be "

@@ -179,7 +179,7 @@ def validation_ids(model_dir, card: ModelCard) -> set[str] | None:
     path = Path(model_dir) / card.split.get("val_ids_file", "val_ids.txt")
     if not path.is_file():
         return None
-    ids = set(path.read_text(encoding="utf-8").split())
+    ids = id_lines(path)
     recorded = card.split.get("val_ids_sha256")
     if recorded and ids_digest(ids) != recorded:
         raise ModelError(f"{path} holds {len(ids)} ids that are not the validation split {card.name}'s card records "
@@ -195,7 +195,13 @@ def training_ids(model_dir, card: ModelCard) -> set[str] | None:
     """The ids of the images the model was trained on, labelled or unlabelled (its `train_ids.txt`), or
     None when it does not record them (models trained before 2026-11-29 other than the shipped ones)."""
     path = Path(model_dir) / card.split.get("train_ids_file", TRAIN_IDS_FILE)
-    return set(path.read_text(encoding="utf-8").split()) if path.is_file() else None
+    return id_lines(path) if path.is_file() else None
+
+
+def id_lines(path) -> set[str]:
+    """The ids of an id list as training writes it: one per line, exactly (an id may hold spaces, a file
+    named `gal 123.jpeg`: split on all whitespace, its pieces had failed the split's digest)."""
+    return {line for line in Path(path).read_text(encoding="utf-8").splitlines() if line}
 
 
 def speeds_by_machine(backends: dict) -> dict[str, dict]:

@@ -146,3 +146,20 @@ def test_a_vote_tables_image_folder_is_recorded_absolute(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "m" / "card.json").read_text())["training"]["config"]
     assert config["images_dir"] == str(tmp_path / "imgs")
+
+
+def test_ids_with_spaces_keep_their_split(tmp_path):
+    """Class folders of files named `gal 587....jpeg`: val_ids.txt was read split on every space, its
+    pieces failed the split's digest, and evaluate and --init refused the model (a regression of the
+    digest check, found by a review of this session)."""
+    data = _folders(tmp_path / "spaced", {"smooth": 12, "disk": 12})
+    for path in list(data.rglob("*.jpeg")):
+        path.rename(path.with_name("gal " + path.name))
+    assert _train(data, "--classes", "smooth,disk", "-o", tmp_path / "m", *TINY).exit_code == 0
+    from galaxy.card import load_card, training_ids, validation_ids
+
+    card = load_card(tmp_path / "m")
+    assert all(i.startswith("gal ") for i in validation_ids(tmp_path / "m", card))
+    assert all(i.startswith("gal ") for i in training_ids(tmp_path / "m", card))
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "m"), str(data), "-o", str(tmp_path / "e"), "-q"])
+    assert result.exit_code == 0, result.output
