@@ -51,8 +51,8 @@ from galaxy.io.framing import measure_files, summarise
 from galaxy.training.checkpoint import PATH_OPTIONS, check_resume, load_checkpoint, restore
 from galaxy.training.soft_targets import soft_target_loss, targets_key
 from galaxy.training.train_data import TrainingData, prepare_data
-from galaxy.training.transfer import (apply_freeze, depth_groups, heads_by_class, init_model_folder, initial_weights,
-                                      optimizer_groups, trainable_from)
+from galaxy.training.transfer import (apply_freeze, checkpoint_record, depth_groups, heads_by_class, init_model_folder,
+                                      initial_weights, optimizer_groups, trainable_from)
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,16 @@ def _initial_network(config: TrainConfig) -> torch.nn.Module:
         return init_imagenet(config.architecture, n, config.drop_rate)
     network = create_network(config.architecture, n, config.drop_rate)
     state = read_state_dict(init)
-    folder = init_model_folder(init)
-    if folder is not None:
-        card = load_card(folder, verify=False)
-        if card.architecture != config.architecture:  # all but a bias had been left at random, unsaid
-            raise UsageError(f"--init {config.init} is a {card.architecture} ({folder}); --arch {config.architecture}"
-                             f" cannot take its weights: give --arch {card.architecture}, or --init scratch")
-        state = heads_by_class(network, state, tuple(card.classes), tuple(config.classes))
+    folder, checkpoint = init_model_folder(init), checkpoint_record(init)
+    known = ((load_card(folder, verify=False).to_dict(), folder) if folder is not None
+             else (checkpoint["config"], init) if checkpoint is not None else (None, None))
+    if known[0] is not None:  # a model folder's card, or the config a checkpoint (last.pt) recorded
+        architecture, classes = known[0].get("architecture"), tuple(known[0].get("classes") or ())
+        if architecture and architecture != config.architecture:  # all but a bias had been left at random, unsaid
+            raise UsageError(f"--init {config.init} is a {architecture} ({known[1]}); --arch {config.architecture}"
+                             f" cannot take its weights: give --arch {architecture}, or --init scratch")
+        if classes:
+            state = heads_by_class(network, state, classes, tuple(config.classes))
     fresh = load_partial(network, state)
     own = network.state_dict()
     if len(fresh) > len(own) / 2:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import ImageReadError, UsageError
+from galaxy.files import same_file
 from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.io.images import stem_id
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
@@ -26,7 +28,7 @@ from galaxy.labels import LabelledSet, list_unlabelled, load_labelled, stratifie
 from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_from_file,
                                           targets_key, teacher_probabilities, teacher_record)
 from galaxy.spec import InputSpec
-from galaxy.training.transfer import init_model_folder, initial_weights
+from galaxy.training.transfer import checkpoint_record, init_model_folder, initial_weights
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config
 
 log = logging.getLogger(__name__)
@@ -183,6 +185,28 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
     check_unseen(training_ids(model_dir, card) or set(), f"{role} {model_dir} was", val_ids, val_paths)
 
 
+def _check_checkpoint_split(checkpoint: dict | None, config: TrainConfig) -> None:
+    """Refuse `--init` of a training checkpoint (last.pt) whose run learned from this data with another
+    split (seed, fraction, --limit): a checkpoint has no card or id lists for `check_split` to read, and
+    its training images would leak into this validation split unsaid.
+
+    Raises:
+        UsageError: naming the checkpoint's split and this run's.
+    """
+    if checkpoint is None:
+        return
+    then = checkpoint["config"]
+    data = then.get("data")
+    if not data or not same_file(os.path.join(checkpoint.get("cwd") or os.getcwd(), data), config.data):
+        return
+    split = lambda c: (c.get("seed", 0), c.get("val_fraction", 0.2), c.get("limit"))  # noqa: E731
+    if split(then) != split(config_dict(config)):
+        raise UsageError(f"--init {config.init} is a checkpoint of a run on {config.data} with another split (seed, "
+                         f"val-fraction, limit {split(then)}; this run {split(config_dict(config))}): its training "
+                         "images would leak into this validation split; give the same --seed, --val-fraction and "
+                         "--limit, or --init another model")
+
+
 def check_unseen(learned, who: str, val_ids, val_paths=()) -> None:
     """Refuse a model (or the teachers behind a targets file: `who` says which) that learned from any of
     this run's validation images, by id or by file stem (`val_paths`, in the order of `val_ids`)."""
@@ -271,6 +295,7 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     init = initial_weights(config.init)
     init = str(init_model_folder(init) or init)  # a model's weights file is that model (its card, its checks)
     check_split(init, "--init", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
+    _check_checkpoint_split(checkpoint_record(init), config)
     teachers, records = (), []
     if (config.unlabeled or config.teachers) and not config.teacher_targets:  # a targets file stands in for them
         teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)

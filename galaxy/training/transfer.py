@@ -45,6 +45,22 @@ def init_model_folder(init: str) -> Path | None:
     return folder if folder is not None and (folder / CARD_FILE).is_file() else None
 
 
+def checkpoint_record(init: str) -> dict | None:
+    """What a training checkpoint (`--init RUN/checkpoints/last.pt`) says of the run that wrote it: its
+    config (architecture, classes, data, seed, val_fraction, limit) and the folder it ran in; None for
+    any other file. (A checkpoint is read with weights_only: plain containers and tensors only.)"""
+    path = Path(init)
+    if path.suffix not in (".pt", ".pth") or not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a checkpoint of ours: read_state_dict says what it is
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        return None
+    return {"config": state["config"], "cwd": state.get("cwd")}
+
+
 def heads_by_class(network: torch.nn.Module, state: dict, init_classes: tuple, classes: tuple) -> dict:
     """`state` with its classifier rows put in the order of `classes` by name: rows of the classes the
     initial model has, fresh ones (the network's own initial values) for the others. Loaded by position,

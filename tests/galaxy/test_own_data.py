@@ -163,3 +163,18 @@ def test_ids_with_spaces_keep_their_split(tmp_path):
     assert all(i.startswith("gal ") for i in training_ids(tmp_path / "m", card))
     result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "m"), str(data), "-o", str(tmp_path / "e"), "-q"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_checkpoint_as_init_gets_the_checks_of_a_model(tmp_path):
+    """--init RUN/checkpoints/last.pt had no architecture check, loaded the head by position and had no
+    leak check (a review of this session)."""
+    data = _folders(tmp_path / "two", {"smooth": 12, "disk": 12})
+    assert _train(data, "--classes", "smooth,disk", "-o", tmp_path / "a", *TINY).exit_code == 0
+    last = tmp_path / "a" / "checkpoints" / "last.pt"
+    other_arch = _train(data, "--classes", "smooth,disk", "--init", last, "-o", tmp_path / "b",
+                        *TINY[:2], "--arch", "xception_compact_w35_d2", *TINY[4:])
+    assert other_arch.exit_code == 2 and "is a xception_compact_w25_d2" in other_arch.output, other_arch.output
+    leaky = _train(data, "--classes", "smooth,disk", "--init", last, "--seed", "3", "-o", tmp_path / "c", *TINY)
+    assert leaky.exit_code == 2 and "checkpoint of a run" in leaky.output and "another split" in leaky.output
+    same = _train(data, "--classes", "disk,smooth", "--init", last, "-o", tmp_path / "d", *TINY)
+    assert same.exit_code == 0, same.output
