@@ -204,6 +204,10 @@ def _crop_resize(image: np.ndarray, spec, index: int) -> np.ndarray:
 
 def _rgb_unit(image, index: int) -> np.ndarray:
     """One (H, W, 3) image as float32 in [0, 1]: uint8 scaled by 1/255, floats checked."""
+    if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any():  # np.asarray drops the mask: the pixels
+        # under it (a fill value, a saturated star) were classified as if valid
+        raise UsageError(f"image {index} is a masked array with {int(np.ma.getmaskarray(image).sum())} masked values: "
+                         "fill them first (e.g. image.filled(0)), as a blank pixel is read")
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise UsageError(f"image {index} has shape {array.shape}: expected (H, W, 3) RGB")

@@ -44,9 +44,13 @@ def test_classify_arrays_checks_its_input():
                        (pixels.astype(np.int16)[None], "dtype int16: expected floats in [0, 1] or uint8"),
                        (np.where(pixels == pixels.max(), np.nan, pixels / 255.0), "NaN or infinite"),
                        (pixels[:1, :1], "image 0: 1 x 1 pixels is too small for a cutout"),
-                       (pixels[:8, :8], "image 0: 8 x 8 pixels is too small for a cutout (at least 16")]:  # as files
+                       (pixels[:8, :8], "image 0: 8 x 8 pixels is too small for a cutout (at least 16"),  # as files
+                       # a mask was dropped: the pixels under it were classified as valid
+                       (np.ma.masked_array(pixels / 255.0, mask=pixels == pixels.max()), "masked array with")]:
         with pytest.raises(UsageError, match=re.escape(words)):
             model.classify_arrays(bad)
+    unmasked = np.ma.masked_array(pixels / 255.0, mask=np.zeros(pixels.shape, bool))  # nothing masked: as the array
+    np.testing.assert_allclose(model.classify_arrays(unmasked), floats, atol=1e-6)
 
 
 def test_the_same_stem_in_two_folders_gets_the_ids_the_cli_writes(tmp_path):
