@@ -15,7 +15,7 @@ from galaxy.errors import end_at_once_on_interrupt, exit_status, interruption, r
 from galaxy.version import __version__
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
-from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on
+from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on, figure
 from galaxy.cli_common import MAX_THREADS, MODEL as _MODEL, CropFraction, Number, vote_options as _vote_options
 from galaxy.cli_framing import framing
 from galaxy.cli_train import distill, train
@@ -386,8 +386,8 @@ def models(model_dirs):
         spec = card.input_spec
         mark = "  (the default: used without --model)" if model_dir == default else ""
         click.echo(f"{card.name}  {model_dir}{mark}\n  {card.architecture}, {spec.size} px, centre crop {spec.crop_fraction:g}, "
-                   f"classes {', '.join(card.classes)}\n  validation: accuracy {val.get('accuracy', float('nan')):.4f}, "
-                   f"balanced {val.get('balanced_accuracy', float('nan')):.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}"
+                   f"classes {', '.join(card.classes)}\n  validation: accuracy {figure(val.get('accuracy'))}, "
+                   f"balanced {figure(val.get('balanced_accuracy'))}, ROC AUC {figure(val.get('roc_auc'))}"
                    f" (n={val.get('n', '?')})\n  weights sha256 {card.weights_sha256[:16]}...; trained with: "
                    f"{card.training.get('command', '?')}")
         results = card.backends.get("results", {})

@@ -121,6 +121,12 @@ def command_line() -> str:
     return "galaxy " + shlex.join(argv)
 
 
+def figure(value) -> str:
+    """A card's or report's figure to 4 decimals; "n/a" where there is none (ROC AUC of more than two
+    classes: absent; of one: null in strict JSON), as `galaxy evaluate` prints it."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
+
+
 def run_command(fn, *args):
     """Call a library function; turn galaxy's own errors into one clear line and an exit code."""
     try:

@@ -11,7 +11,7 @@ import os
 
 import click
 
-from galaxy.cli_common import (MAX_THREADS, MODEL, CropFraction, Number, command_line, only_what_to_act_on,
+from galaxy.cli_common import (MAX_THREADS, MODEL, CropFraction, Number, command_line, figure, only_what_to_act_on,
                                run_command, vote_options)
 from galaxy.config import TrainConfig
 
@@ -118,7 +118,7 @@ def _train_and_report(options: dict) -> None:
     card = run_command(run_training, config)
     val = card.metrics["validation"]
     click.echo(f"wrote {config.out_dir}: validation accuracy {val['accuracy']:.4f}, "
-               f"balanced {val['balanced_accuracy']:.4f}, ROC AUC {val.get('roc_auc', float('nan')):.4f}",
+               f"balanced {figure(val['balanced_accuracy'])}, ROC AUC {figure(val.get('roc_auc'))}",
                err=True)
 
 

@@ -40,6 +40,9 @@ def test_three_classes_train_and_write_strict_json(tmp_path):
     assert card["classes"] == ["a", "b", "c"]
     history = json.loads((tmp_path / "m" / "history.json").read_text())
     assert history[0]["val_raw"]["roc_auc"] is None
+    assert "ROC AUC n/a" in result.output  # as evaluate says it (train and models printed "nan")
+    listing = CliRunner().invoke(cli, ["models", str(tmp_path / "m")])
+    assert listing.exit_code == 0 and "ROC AUC n/a" in listing.output, listing.output
 
 
 def test_limit_keeps_every_class_of_class_folders(tmp_path):
