@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.formats import sidecar_path
+from galaxy.catalog.metadata import kept_columns
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.text import file_name_candidates
 from galaxy.catalog.write import errors_path
@@ -31,10 +32,17 @@ from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
-ROWS = (("most confident spirals", "spiral"), ("most confident ellipticals", "elliptical"),
-        ("most uncertain", "uncertain"))
-EMPTY_ROW = {"spiral": "no galaxy labelled spiral", "elliptical": "no galaxy labelled elliptical",
-             "uncertain": "none left: every galaxy is in a row above"}
+UNCERTAIN = "uncertain"  # the third row: the galaxies whose P is closest to 0.5
+
+
+def row_title(key: str) -> str:
+    """A montage row's title: the most confident of a class ("spirals", "ellipticals" for the shipped
+    models' classes; a class of one's own model as named), or the most uncertain."""
+    return "most uncertain" if key == UNCERTAIN else f"most confident {key}{'s' if key in SPIRAL else ''}"
+
+
+def empty_row(key: str) -> str:
+    return "none left: every galaxy is in a row above" if key == UNCERTAIN else f"no galaxy labelled {key}"
 ID_CHARS = 18
 SUFFIX = ".png"  # what the montage is written as; an output named without a suffix gets it
 
@@ -55,31 +63,60 @@ def _best_first(heap: list) -> list[dict]:
     return [entry for _, _, entry in sorted(heap, key=lambda t: t[:2], reverse=True)]
 
 
-def row_probability(catalog, n: int, row: dict) -> float:
-    """P(spiral) of the `n`-th row (from 0) of `catalog`.
+SPIRAL = ("elliptical", "spiral")  # the shipped models' classes: (the other, the one P(...) is of)
+
+
+def two_classes(catalog, row: dict | None) -> tuple[str, str]:
+    """(other, shown) classes of a two-class catalog, from one of its rows: P(shown) is what the pictures
+    rank by. (elliptical, spiral) where p_spiral is a column; else the two p_<class> columns of a model of
+    other classes (one's own), in their order, the catalog's kept columns aside.
 
     Raises:
-        UsageError: the catalog has no p_spiral column, or the row's value is not a probability.
+        UsageError: neither (a catalog of one class, or of three or more).
     """
-    if "p_spiral" not in row:
-        raise UsageError(f"{catalog} has no p_spiral column: not a spiral/elliptical catalog of galaxy's")
+    if row is None or "p_spiral" in row:
+        return SPIRAL
+    keep = set(kept_columns(_metadata(catalog)))
+    named = [key[2:] for key in row if key.startswith("p_") and key not in keep and key[2:]]
+    if len(named) == 2:
+        return named[0], named[1]
+    raise UsageError(f"{catalog} has no p_spiral column, nor the two p_<class> columns of another two-class model "
+                     f"({', '.join('p_' + c for c in named) or 'none'}): montage and report show two-class catalogs")
+
+
+def catalog_classes(catalog) -> tuple[str, str]:
+    """`two_classes` of a catalog, read from its first row (SPIRAL for a catalog of no rows)."""
+    return two_classes(catalog, next(iter(read_catalog_rows(catalog, unescape=True)), None))
+
+
+def row_probability(catalog, n: int, row: dict, classes: tuple[str, str] = SPIRAL) -> float:
+    """P(shown class) of the `n`-th row (from 0) of `catalog` (`classes`: `two_classes`).
+
+    Raises:
+        UsageError: the catalog has no such column, or the row's value is not a probability.
+    """
+    column = f"p_{classes[1]}"
+    if column not in row:
+        raise UsageError(f"{catalog} has no {column} column: not a catalog of a {'/'.join(reversed(classes))} model")
     try:
-        p = float(row["p_spiral"])
+        p = float(row[column])
     except (TypeError, ValueError):
         p = math.nan
     if not 0 <= p <= 1:  # NaN too
-        raise UsageError(f"{catalog}: row {n + 1} (id {row.get('id')!r}) has p_spiral {row['p_spiral']!r}, "
+        raise UsageError(f"{catalog}: row {n + 1} (id {row.get('id')!r}) has {column} {row[column]!r}, "
                          "not a probability between 0 and 1")
     return p
 
 
-def row_label(row: dict, p: float) -> str:
-    """The row's label; a catalog without a label column (or a blank one) gets classify's: spiral above 0.5."""
-    return str(row.get("label") or ("spiral" if p > 0.5 else "elliptical"))
+def row_label(row: dict, p: float, classes: tuple[str, str] = SPIRAL) -> str:
+    """The row's label; a catalog without a label column (or a blank one) gets classify's: the shown
+    class above 0.5."""
+    return str(row.get("label") or (classes[1] if p > 0.5 else classes[0]))
 
 
 def select(catalog, per_row: int = 8) -> dict[str, list[dict]]:
-    """The galaxies of each montage row, best first: {"spiral": [...], "elliptical": [...], "uncertain": [...]}.
+    """The galaxies of each montage row, best first: {"spiral": [...], "elliptical": [...], "uncertain": [...]}
+    (for a model of other classes, its two classes in place of spiral and elliptical: `two_classes`).
 
     Spirals and ellipticals are chosen among the galaxies with that label; the uncertain row from
     those not already chosen, so no galaxy is shown twice. Paths are given as the files to open
@@ -87,18 +124,19 @@ def select(catalog, per_row: int = 8) -> dict[str, list[dict]]:
     """
     if per_row < 1:
         raise UsageError(f"per_row is {per_row}: a montage row needs at least 1 galaxy")
-    heaps: dict[str, list] = {key: [] for _, key in ROWS}
+    other, shown = classes = catalog_classes(catalog)
+    heaps: dict[str, list] = {shown: [], other: [], UNCERTAIN: []}
     for n, row in enumerate(read_catalog_rows(catalog, unescape=True)):
-        p = row_probability(catalog, n, row)
-        label = row_label(row, p)
-        entry = {"id": str(row["id"]), "path": str(row["path"]), "p_spiral": p}
-        if label in ("spiral", "elliptical"):  # -n: ties go to the earlier row
-            _push(heaps[label], per_row, (p if label == "spiral" else 1 - p, -n, entry))
+        p = row_probability(catalog, n, row, classes)
+        label = row_label(row, p, classes)
+        entry = {"id": str(row["id"]), "path": str(row["path"]), "p": p}
+        if label in classes:  # -n: ties go to the earlier row
+            _push(heaps[label], per_row, (p if label == shown else 1 - p, -n, entry))
         # enough candidates that per_row remain after the confident rows take theirs
-        _push(heaps["uncertain"], 3 * per_row, (-abs(p - 0.5), -n, entry))
-    chosen = {key: _best_first(heaps[key]) for key in ("spiral", "elliptical")}
-    shown = {id(e) for entries in chosen.values() for e in entries}
-    chosen["uncertain"] = [e for e in _best_first(heaps["uncertain"]) if id(e) not in shown][:per_row]
+        _push(heaps[UNCERTAIN], 3 * per_row, (-abs(p - 0.5), -n, entry))
+    chosen = {key: _best_first(heaps[key]) for key in (shown, other)}
+    picked = {id(e) for entries in chosen.values() for e in entries}
+    chosen[UNCERTAIN] = [e for e in _best_first(heaps[UNCERTAIN]) if id(e) not in picked][:per_row]
     return chosen
 
 
@@ -212,14 +250,16 @@ def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
     chosen = select(catalog, per_row)
     if not any(chosen.values()):
         raise UsageError(f"{catalog} has no rows to show")
+    shown_class = next(iter(chosen))
     meta = _metadata(catalog)
     spec, cwd = _spec(meta), meta.get("cwd")
     read = _reader(meta, spec, cwd)
     unreadable: list[str] = []
     plt = _pyplot()
-    fig, axes = plt.subplots(len(ROWS), per_row, figsize=(1.6 * per_row, 1.9 * len(ROWS)), dpi=dpi, squeeze=False)
+    fig, axes = plt.subplots(len(chosen), per_row, figsize=(1.6 * per_row, 1.9 * len(chosen)), dpi=dpi, squeeze=False)
     try:
-        for r, (title, key) in enumerate(ROWS):
+        for r, key in enumerate(chosen):
+            title = row_title(key)
             for c in range(per_row):
                 ax = axes[r, c]
                 ax.set_xticks([])
@@ -236,10 +276,10 @@ def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
                     unreadable.append(f"{entry['path']}: {exc}")
                     ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=8, transform=ax.transAxes)
                 # as written: a `$` had been read as TeX (a traceback, or another id shown)
-                ax.set_xlabel(f"{printable(short_id(entry['id']))}\nP(spiral) {entry['p_spiral']:.3f}", fontsize=7,
+                ax.set_xlabel(f"{printable(short_id(entry['id']))}\nP({shown_class}) {entry['p']:.3f}", fontsize=7,
                               parse_math=False)
             if not chosen[key]:
-                note = axes[r, 0].text(0.05, 0.5, EMPTY_ROW[key], ha="left", va="center", fontsize=9,
+                note = axes[r, 0].text(0.05, 0.5, empty_row(key), ha="left", va="center", fontsize=9,
                                        transform=axes[r, 0].transAxes)
                 note.set_in_layout(False)  # it runs across the row's empty cells
             axes[r, 0].set_ylabel(title.replace("most ", "most\n", 1), fontsize=9, fontweight="bold")

@@ -25,7 +25,8 @@ from galaxy.version import __version__
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ModelError
-from galaxy.evaluation.montage import montage_png, named_output, refuse_catalog_files, row_label, row_probability
+from galaxy.evaluation.montage import (catalog_classes, montage_png, named_output, refuse_catalog_files, row_label,
+                                      row_probability)
 from galaxy.files import write_whole
 from galaxy.io.fits import is_fits_path
 
@@ -49,9 +50,10 @@ def _png(fig) -> str:
 
 def _summary(catalog):
     counts, histogram, n, from_fits = Counter(), np.zeros(len(BINS) - 1, np.int64), 0, 0
+    classes = catalog_classes(catalog)
     for row in read_catalog_rows(catalog, unescape=True):
-        p = row_probability(catalog, n, row)
-        counts[row_label(row, p)] += 1
+        p = row_probability(catalog, n, row, classes)
+        counts[row_label(row, p, classes)] += 1
         histogram += np.histogram([p], BINS)[0]
         from_fits += is_fits_path(str(row.get("path", "")).split(";")[0])
         n += 1
@@ -74,13 +76,13 @@ def reason_kind(reason: str) -> str:
     return re.sub(r"\d+(?:\.\d+)?", "N", reason.split(":")[0])[:80] or "(no reason given)"
 
 
-def _histogram_png(histogram) -> str:
+def _histogram_png(histogram, shown: str = "spiral") -> str:
     from galaxy.evaluation.plots import _pyplot
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     ax.bar(BINS[:-1], histogram, width=np.diff(BINS), align="edge", color="tab:blue", edgecolor="black")
-    ax.set_xlabel("P(spiral)")
+    ax.set_xlabel(f"P({shown})")
     ax.set_ylabel("galaxies")
     ax.set_yscale("log" if histogram.max() > 100 * max(1, histogram[histogram > 0].min()) else "linear")
     fig.tight_layout()
@@ -214,7 +216,9 @@ def report(catalog, out, per_row: int = 8) -> Path:
                       "per model; fewer from one band alone).</p>")
     if n:
         montage_uri = "data:image/png;base64," + base64.b64encode(montage_png(catalog, per_row)).decode()
-        pictures = (f'<h2>Confidence</h2><img alt="histogram of P(spiral)" src="{_histogram_png(histogram)}">\n'
+        shown = catalog_classes(catalog)[1]
+        pictures = (f'<h2>Confidence</h2><img alt="histogram of P({html.escape(shown)})" '
+                    f'src="{_histogram_png(histogram, shown)}">\n'
                     f'<h2>Montage</h2><img alt="most confident spirals, ellipticals and most uncertain galaxies" '
                     f'src="{montage_uri}">')
     else:

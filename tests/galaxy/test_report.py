@@ -513,3 +513,28 @@ def test_an_actors_error_is_galaxys_own_line():
     assert isinstance(other, GalaxyError) and "ValueError: odd" in str(other) and "rerun" in str(other)
     plain = KeyError("x")
     assert actor_failure(plain) is plain
+
+
+def test_montage_and_report_show_a_two_class_catalog_of_other_classes(tmp_path):
+    """A catalog of one's own (smooth, disk) model was refused for its missing p_spiral (review of
+    bringing one's own data): its two classes take spiral's and elliptical's places."""
+    files = sorted(EXAMPLES.glob("*.jpeg"))
+    catalog = tmp_path / "own.csv"
+    writer = CatalogWriter(catalog, ("smooth", "disk"), {"model": "own"})
+    p = np.array([0.9, 0.2, 0.55, 0.05], np.float32)
+    writer.write([f"g{i}" for i in range(4)], [str(f) for f in files[:4]], np.stack([1 - p, p], axis=1))
+    writer.close()
+    chosen = select(catalog, per_row=2)
+    assert list(chosen) == ["disk", "smooth", "uncertain"]
+    assert [e["id"] for e in chosen["disk"]] == ["g0", "g2"] and [e["id"] for e in chosen["smooth"]] == ["g3", "g1"]
+    assert CliRunner().invoke(cli, ["montage", str(catalog), "-o", str(tmp_path / "m.png")]).exit_code == 0
+    result = CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert "histogram of P(disk)" in page and "<th>label disk</th><td>2" in page
+    three = tmp_path / "three.csv"  # three classes: said plainly
+    writer = CatalogWriter(three, ("a", "b", "c"), {"model": "own3"})
+    writer.write(["g0"], [str(files[0])], np.array([[0.2, 0.3, 0.5]], np.float32))
+    writer.close()
+    result = CliRunner().invoke(cli, ["montage", str(three), "-o", str(tmp_path / "t.png")])
+    assert result.exit_code == 2 and "show two-class catalogs" in result.output
