@@ -41,8 +41,7 @@ from galaxy.catalog.write import CatalogWriter
 from galaxy.config import config_dict
 from galaxy.errors import ModelError, UsageError
 from galaxy.files import same_file, writable_folder
-from galaxy.io.images import stem_id
-from galaxy.labels import column_by_id, load_labelled, validation_split
+from galaxy.labels import column_by_id, learned_image, load_labelled, validation_split
 from galaxy.evaluation.metrics import (accuracy_at_coverage, accuracy_by_group, classification_report,
                                        expected_calibration_error, purity_completeness)
 from galaxy.evaluation.plots import coverage_curve, purity_completeness_curves, reliability_diagram
@@ -207,6 +206,7 @@ def _compare(scored: Scored, theirs: Scored, labels: np.ndarray, card, other_dir
     agree = a == b
     suspects = rows[agree & (a != y)]
     only_a, only_b = int(np.sum((a == y) & (b != y))), int(np.sum((b == y) & (a != y)))
+    unread_here = {failure["path"] for failure in scored.failed}
     _write_predictions(out / SUSPECTS, scored.subset(suspects), labels[suspects], card, config, members)
     return {"model": {"name": other.name, "weights_sha256": other.weights_sha256, "dir": str(other_dir)},
             "backend": theirs.backend, "n": len(rows),
@@ -216,7 +216,7 @@ def _compare(scored: Scored, theirs: Scored, labels: np.ndarray, card, other_dir
             "agree_against_label": len(suspects), "agree_against_label_fraction": len(suspects) / max(len(rows), 1),
             "label_suspects": SUSPECTS,
             # images the other model could not read (they are not in its n): only a smaller n had said so
-            "failed": [f for f in theirs.failed if f["path"] not in {g["path"] for g in scored.failed}]}
+            "failed": [f for f in theirs.failed if f["path"] not in unread_here]}
 
 
 def _output_folder(config) -> Path:
@@ -309,12 +309,6 @@ def _clear_outputs(out: Path) -> None:
         if (out / name).is_file():
             log.debug("removed %s: an earlier run's", out / name)
             (out / name).unlink()
-
-
-def learned_image(ident: str, path: str, learned: set) -> bool:
-    """Whether a model whose training ids are `learned` learned this image: by its id, or by its file stem
-    (a vote table's ids are catalog ids; a model records the stems of its training files too)."""
-    return ident in learned or stem_id(path) in learned
 
 
 def _groups(config, card, labelled) -> dict:

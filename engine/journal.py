@@ -119,10 +119,9 @@ class Journal:
             if not self._chunks and self.output.exists():
                 self._import_output()
             self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
-            # rows by (file, the id its listing gave), where the journal recorded that id: a catalog row naming a
-            # file another row names is done only if it is that row (by path alone, a new row B of file F took
-            # the done row A's place: B was never classified and A was written twice)
-            # (ids compared without the `#N` a repeated id got: `listed_id`)
+            # rows by (file, the id its listing gave: the row's id less the `#N` of a repeat, `listed_id`): a
+            # catalog row naming a file another row names is done only if it is that row (by path alone, a new
+            # row B of file F took the done row A's place: B was never classified and A was written twice)
             self.done_by_id: Counter[tuple[str, str]] = Counter()
             self.ids = UniqueIds()
             relative = None  # a row's path that is relative to `begun_in`, if any

@@ -327,7 +327,7 @@ def evaluate(**options):
     report = _run(run_evaluation, EvaluateConfig(**options))
     coverage, auc = report["accuracy_at_coverage"], report.get("roc_auc")  # None: one class only, or not 2 classes
     click.echo(f"n {report['n']}: accuracy {report['accuracy']:.4f}, balanced {report['balanced_accuracy']:.4f}, "
-               f"ROC AUC {'n/a' if auc is None else f'{auc:.4f}'}, ECE {report['ece']:.4f}, "
+               f"ROC AUC {figure(auc)}, ECE {report['ece']:.4f}, "
                f"most confident half {coverage['0.5']:.4f} -> {Path(options['out_dir']) / 'report.json'}", err=True)
     if "comparison" in report:
         c = report["comparison"]

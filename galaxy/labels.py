@@ -147,6 +147,12 @@ def load_labelled(data, classes=("elliptical", "spiral"), label_column="label", 
     return found
 
 
+def learned_image(ident: str, path: str | None, learned) -> bool:
+    """Whether a model whose training ids are `learned` learned this image: by its id, or by its file stem
+    (a vote table's ids are catalog ids; a model records the stems of its training files too)."""
+    return ident in learned or (bool(path) and stem_id(path) in learned)
+
+
 def require_unique_ids(labelled: LabelledSet, source) -> None:
     """Refuse a data set naming one galaxy twice: its copies could land on both sides of the
     train/validation split (and with two labels), and a score would count it twice.

@@ -6,14 +6,13 @@ import csv
 import itertools
 import json
 import logging
-import os
 from pathlib import Path
 
 from galaxy.catalog.formats import (CSV_ENCODING, ID_COLUMNS, OUTPUT_FORMATS, PATH_COLUMNS, RAY_BOOKKEEPING,
                                     RAY_MANIFEST, TABLE_FORMATS, check_kept_columns, output_format, sidecar_path,
                                     table_format)
 from galaxy.catalog.metadata import SIDECAR_COLUMNS, galaxy_keys, run_metadata
-from galaxy.catalog.text import file_name_candidates, unescape_ascii_text
+from galaxy.catalog.text import existing_file, unescape_ascii_text
 from galaxy.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -290,12 +289,9 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
         text = _text(value).strip()  # a path (as an id) is taken without the spaces around it
         if not text:  # an empty cell names no file (not the catalog's folder): the reader says so
             return ""
-        located = [str(Path(name) if Path(name).is_absolute() else path.parent / name)
-                   for name in file_name_candidates(text)]
-        # a name with escapes (a galaxy catalog's file name that is not UTF-8, fed back as --catalog):
-        # the first of its readings that exists; an ordinary path has one reading and costs no look-up
-        return located[0] if len(located) == 1 else next(
-            (name for name in located if os.path.lexists(name)), located[0])
+        # a name with escapes (a galaxy catalog's file name that is not UTF-8, fed back as --catalog): the
+        # first of its readings that exists
+        return existing_file(text, str(path.parent))
 
     done = 0
     while True:

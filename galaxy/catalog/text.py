@@ -8,8 +8,10 @@ whose text columns must be printable ASCII; `unescape_ascii_text` reads that for
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+from pathlib import Path
 
 
 def safe_text(value: str) -> str:
@@ -75,6 +77,17 @@ def file_name_candidates(text: str) -> list[str]:
         if name not in out:
             out.append(name)
     return out
+
+
+def existing_file(text: str, base=None) -> str:
+    """The file a catalog's path text names: relative names from `base` (when given); of the names its
+    escapes may stand for (`file_name_candidates`), the first that exists, else the name as written (whose
+    failure its reader then reports). An ordinary path has one reading and costs no look-up."""
+    located = [str(Path(name) if base is None or Path(name).is_absolute() else Path(base) / name)
+               for name in file_name_candidates(text)]
+    if len(located) == 1:
+        return located[0]
+    return next((name for name in located if os.path.lexists(name)), located[0])
 
 
 ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")

@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.metadata import kept_columns
 from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
-from galaxy.catalog.text import file_name_candidates
+from galaxy.catalog.text import existing_file
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.files import same_file, write_whole
@@ -32,6 +31,7 @@ from galaxy.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
+SPIRAL = ("elliptical", "spiral")  # the shipped models' classes: (the other, the one P(...) is of)
 UNCERTAIN = "uncertain"  # the third row: the galaxies whose P is closest to 0.5
 
 
@@ -42,7 +42,10 @@ def row_title(key: str) -> str:
 
 
 def empty_row(key: str) -> str:
+    """What an empty montage row says."""
     return "none left: every galaxy is in a row above" if key == UNCERTAIN else f"no galaxy labelled {key}"
+
+
 ID_CHARS = 18
 SUFFIX = ".png"  # what the montage is written as; an output named without a suffix gets it
 
@@ -61,9 +64,6 @@ def _push(heap: list, size: int, item: tuple) -> None:
 
 def _best_first(heap: list) -> list[dict]:
     return [entry for _, _, entry in sorted(heap, key=lambda t: t[:2], reverse=True)]
-
-
-SPIRAL = ("elliptical", "spiral")  # the shipped models' classes: (the other, the one P(...) is of)
 
 
 def two_classes(catalog, row: dict | None) -> tuple[str, str]:
@@ -187,13 +187,9 @@ def _spec(meta: dict) -> InputSpec:
 
 def resolve_path(path: str, cwd: str | None) -> Path:
     """A catalog's path as a file to open: relative ones from the folder it was classified in; of the
-    names its escapes may stand for (`file_name_candidates`: a file name that is not UTF-8), the
-    first that exists, else the name as written (whose failure is then reported)."""
-    def located(name: str) -> Path:
-        return Path(name) if Path(name).is_absolute() or not cwd else Path(cwd) / name
-
-    candidates = [located(name) for name in file_name_candidates(path)]
-    return next((candidate for candidate in candidates if os.path.lexists(candidate)), candidates[0])
+    names its escapes may stand for (a file name that is not UTF-8), the first that exists, else the name
+    as written (whose failure is then reported): `existing_file`."""
+    return Path(existing_file(path, cwd or None))
 
 
 def refuse_catalog_files(catalog, out, command: str) -> None:

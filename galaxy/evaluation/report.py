@@ -48,9 +48,8 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _summary(catalog):
+def _summary(catalog, classes):
     counts, histogram, n, from_fits = Counter(), np.zeros(len(BINS) - 1, np.int64), 0, 0
-    classes = catalog_classes(catalog)
     for row in read_catalog_rows(catalog, unescape=True):
         p = row_probability(catalog, n, row, classes)
         counts[row_label(row, p, classes)] += 1
@@ -199,7 +198,8 @@ def report(catalog, out, per_row: int = 8) -> Path:
     out = report_output(out)
     refuse_catalog_files(catalog, out, "report")  # again: `-o page` became page.html, the catalog's own name
     metadata = read_catalog_metadata(catalog)
-    n, counts, histogram, errors, reasons, from_fits = _summary(catalog)
+    classes = catalog_classes(catalog)
+    n, counts, histogram, errors, reasons, from_fits = _summary(catalog, classes)
     count_rows = [("classified", f"{n:,}")] + [(f"label {k}", f"{v:,} ({100 * v / max(n, 1):.1f}%)")
                                               for k, v in sorted(counts.items())]
     count_rows.append(("could not be read", f"{errors:,}" + (f" (see <code>{html.escape(_errors_name(catalog))}</code>)"
@@ -216,7 +216,7 @@ def report(catalog, out, per_row: int = 8) -> Path:
                       "per model; fewer from one band alone).</p>")
     if n:
         montage_uri = "data:image/png;base64," + base64.b64encode(montage_png(catalog, per_row)).decode()
-        shown = catalog_classes(catalog)[1]
+        shown = classes[1]
         pictures = (f'<h2>Confidence</h2><img alt="histogram of P({html.escape(shown)})" '
                     f'src="{_histogram_png(histogram, shown)}">\n'
                     f'<h2>Montage</h2><img alt="most confident spirals, ellipticals and most uncertain galaxies" '

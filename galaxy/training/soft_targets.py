@@ -20,6 +20,7 @@ targets are all a student learns from it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import time
@@ -34,7 +35,7 @@ from galaxy.config import cache_dir
 from galaxy.errors import UsageError
 from galaxy.files import write_atomically
 from galaxy.training.image_cache import build_cache
-from galaxy.card import ids_digest
+from galaxy.card import file_sha256, ids_digest
 from galaxy.training.predict import predict
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ def _stored_targets(path, where: str) -> dict:
 
     try:
         raw = Path(path).read_bytes()
-        with np.load(path, allow_pickle=False) as stored:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as stored:  # the bytes the sha256 below is of
             key = json.loads(str(stored["key"]))
             found = {"ids": strings(stored["ids"], "ids"), "probabilities": np.asarray(stored["probabilities"])}
             for name in ("classes", "learned_ids"):
@@ -317,7 +318,7 @@ def contents_digest(paths) -> str:
     """sha256 over the images' bytes, in their order (~0.2 s for the 10,310 images of the shipped recipe)."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        digest.update(bytes.fromhex(file_sha256(path)))
     return digest.hexdigest()
 
 

@@ -70,16 +70,16 @@ def _initial_network(config: TrainConfig) -> torch.nn.Module:
         return init_imagenet(config.architecture, n, config.drop_rate)
     network = create_network(config.architecture, n, config.drop_rate)
     state = read_state_dict(init)
+    # what the weights are of: a model folder's card, or the config a training checkpoint (last.pt) recorded
     folder, checkpoint = init_model_folder(init), checkpoint_record(init)
-    known = ((load_card(folder, verify=False).to_dict(), folder) if folder is not None
-             else (checkpoint["config"], init) if checkpoint is not None else (None, None))
-    if known[0] is not None:  # a model folder's card, or the config a checkpoint (last.pt) recorded
-        architecture, classes = known[0].get("architecture"), tuple(known[0].get("classes") or ())
-        if architecture and architecture != config.architecture:  # all but a bias had been left at random, unsaid
-            raise UsageError(f"--init {config.init} is a {architecture} ({known[1]}); --arch {config.architecture}"
-                             f" cannot take its weights: give --arch {architecture}, or --init scratch")
-        if classes:
-            state = heads_by_class(network, state, classes, tuple(config.classes))
+    recorded, where = ((load_card(folder, verify=False).to_dict(), folder) if folder is not None else
+                       (checkpoint["config"], init) if checkpoint is not None else ({}, None))
+    architecture, classes = recorded.get("architecture"), tuple(recorded.get("classes") or ())
+    if architecture and architecture != config.architecture:  # all but a bias had been left at random, unsaid
+        raise UsageError(f"--init {config.init} is a {architecture} ({where}); --arch {config.architecture}"
+                         f" cannot take its weights: give --arch {architecture}, or --init scratch")
+    if classes:
+        state = heads_by_class(network, state, classes, tuple(config.classes))
     fresh = load_partial(network, state)
     own = network.state_dict()
     if len(fresh) > len(own) / 2:

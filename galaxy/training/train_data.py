@@ -23,8 +23,8 @@ from galaxy.files import same_file
 from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.io.images import stem_id
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
-from galaxy.card import ids_digest
-from galaxy.labels import LabelledSet, list_unlabelled, load_labelled, stratified_split
+from galaxy.card import file_sha256, ids_digest
+from galaxy.labels import LabelledSet, learned_image, list_unlabelled, load_labelled, stratified_split
 from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_from_file,
                                           targets_key, teacher_probabilities, teacher_record)
 from galaxy.spec import InputSpec
@@ -102,7 +102,7 @@ def labelled_digest(train_set: LabelledSet, val_set: LabelledSet) -> str:
         for ident, label, path in zip(labelled.ids, labelled.labels, labelled.paths):
             digest.update(f"{split}\0{ident}\0{label}\0".encode("utf-8", "surrogateescape"))
             try:
-                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+                digest.update(bytes.fromhex(file_sha256(path)))
             except OSError as exc:
                 raise ImageReadError(path, f"{split} image unreadable: {exc.strerror or exc}") from None
     return digest.hexdigest()
@@ -210,8 +210,8 @@ def _check_checkpoint_split(checkpoint: dict | None, config: TrainConfig) -> Non
 def check_unseen(learned, who: str, val_ids, val_paths=()) -> None:
     """Refuse a model (or the teachers behind a targets file: `who` says which) that learned from any of
     this run's validation images, by id or by file stem (`val_paths`, in the order of `val_ids`)."""
-    stems = [stem_id(p) for p in val_paths] or [None] * len(val_ids)
-    leaked = sorted(ident for ident, stem in zip(val_ids, stems) if ident in learned or stem in learned)
+    paths = list(val_paths) or [None] * len(val_ids)
+    leaked = sorted(ident for ident, path in zip(val_ids, paths) if learned_image(ident, path, learned))
     if leaked:
         raise UsageError(f"{who} trained on {len(leaked)} of this run's validation images (e.g. "
                          f"{leaked[0]}): its knowledge of them would flatter every validation figure; train on data "

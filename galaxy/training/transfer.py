@@ -10,6 +10,7 @@ everything (as in ULMFiT/fastai's gradual unfreezing). From scratch nothing is f
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,15 @@ def checkpoint_record(init: str) -> dict | None:
     path = Path(init)
     if path.suffix not in (".pt", ".pth") or not path.is_file():
         return None
+    stat = path.stat()
+    return _checkpoint_record(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _checkpoint_record(path: str, size: int, mtime_ns: int) -> dict | None:
+    """`checkpoint_record`, read once per file version: the data checks and the network's set-up each ask,
+    and a full-model last.pt is 0.4 GB."""
+    del size, mtime_ns  # the cache key
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # not a checkpoint of ours: read_state_dict says what it is
