@@ -138,7 +138,6 @@ if [ "$t_rc" = 0 ]; then
 fi
 echo "student rc $s_rc after $(( $(date +%s) - started )) s" | tee -a "$RUNS/env.txt"
 pack student "$student"
-[ -n "${OUT:-}" ] && cp "$KEEP/small.tar.gz" "$OUT/"
 
 ls -la "$KEEP"
 echo "done in $(( $(date +%s) - started )) s (teacher rc $t_rc, student rc $s_rc)"
