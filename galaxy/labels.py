@@ -18,6 +18,7 @@ import numpy as np
 
 from galaxy.card import validation_ids
 from galaxy.catalog.formats import CSV_ENCODING
+from galaxy.catalog.text import not_utf8
 from galaxy.errors import UsageError
 from galaxy.io.images import image_files, stem_id
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
@@ -74,19 +75,28 @@ def _from_folders(root: Path, classes) -> LabelledSet:
     return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
 
 
-def _csv_rows(table: Path, fh, columns) -> csv.DictReader:
-    """The rows of an open CSV table, once its header is known to hold `columns`.
+def _csv_rows(table: Path, columns) -> list[dict]:
+    """The rows of a CSV table whose header holds `columns`, read strictly: an unclosed quote (which
+    csv would otherwise read to the end of the file as one cell, silently taking every row after it)
+    or text after a closing quote is an error, as is a byte that is not UTF-8.
 
     Raises:
-        UsageError: the file is empty, or a column is missing (naming the columns it has).
+        UsageError: the file is empty or cannot be read as CSV (naming the line), or a column is
+            missing (naming the columns it has).
     """
-    reader = csv.DictReader(fh)
-    if reader.fieldnames is None:
-        raise UsageError(f"{table} is empty: a CSV table needs a header row with the columns {list(columns)}")
-    for column in columns:
-        if column not in reader.fieldnames:
-            raise UsageError(f"{table} has no column {column!r}; columns are {reader.fieldnames}")
-    return reader
+    with open(table, newline="", encoding=CSV_ENCODING) as fh:
+        reader = csv.DictReader(fh, strict=True)
+        try:
+            if reader.fieldnames is None:
+                raise UsageError(f"{table} is empty: a CSV table needs a header row with the columns {list(columns)}")
+            for column in columns:
+                if column not in reader.fieldnames:
+                    raise UsageError(f"{table} has no column {column!r}; columns are {reader.fieldnames}")
+            return list(reader)
+        except csv.Error as exc:
+            raise UsageError(f"cannot read {table} as CSV, line {reader.line_num + 1}: {exc}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read {table}: {not_utf8(table)}") from None
 
 
 def _image_path(cell: str, folder: Path) -> str:
@@ -99,20 +109,18 @@ def _image_path(cell: str, folder: Path) -> str:
 
 
 def _from_csv(table: Path, classes, label_column: str, path_column: str) -> LabelledSet:
-    with open(table, newline="", encoding=CSV_ENCODING) as fh:
-        reader = _csv_rows(table, fh, (label_column, path_column))
-        paths, ids, labels, unlabelled = [], [], [], 0
-        for row in reader:
-            label = (row[label_column] or "").strip()
-            if not label:
-                unlabelled += 1
-                continue
-            if label not in classes:
-                raise UsageError(f"{table}: label {label!r} is not one of the classes {list(classes)}")
-            path = _image_path(row[path_column] or "", table.parent)
-            paths.append(path)
-            ids.append(stem_id(path))
-            labels.append(classes.index(label))
+    paths, ids, labels, unlabelled = [], [], [], 0
+    for row in _csv_rows(table, (label_column, path_column)):
+        label = (row[label_column] or "").strip()
+        if not label:
+            unlabelled += 1
+            continue
+        if label not in classes:
+            raise UsageError(f"{table}: label {label!r} is not one of the classes {list(classes)}")
+        path = _image_path(row[path_column] or "", table.parent)
+        paths.append(path)
+        ids.append(stem_id(path))
+        labels.append(classes.index(label))
     if unlabelled:
         log.info("%s: skipped %d rows with an empty %r", table, unlabelled, label_column)
     return LabelledSet(tuple(paths), tuple(ids), tuple(labels), tuple(classes))
@@ -284,8 +292,7 @@ def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str
     table = Path(table)
     if not (table.is_file() and table.suffix.lower() == ".csv"):
         raise UsageError(f"--by-column needs a CSV table, got {table}")
-    with open(table, newline="", encoding=CSV_ENCODING) as fh:
-        return {stem_id(row[path_column] or ""): row[column] for row in _csv_rows(table, fh, (column, path_column))}
+    return {stem_id(row[path_column] or ""): row[column] for row in _csv_rows(table, (column, path_column))}
 
 
 def validation_split(model_dir, card, data, label_column="label", path_column="file", complete=True,

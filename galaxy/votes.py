@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.formats import CSV_ENCODING, PATH_COLUMNS, table_format
+from galaxy.catalog.text import not_utf8
 from galaxy.errors import UsageError
 from galaxy.io.images import is_image_path, stem_id
 
@@ -137,8 +138,11 @@ def _asset_ids(table_path: Path, images: Path) -> dict[str, str]:
     for folder in (table_path.parent, images, images.parent):
         mapping = folder / "gz2_filename_mapping.csv"
         if mapping.is_file():
-            with open(mapping, newline="", encoding=CSV_ENCODING) as fh:
-                return {row["objid"]: row["asset_id"] for row in csv.DictReader(fh)}
+            try:
+                with open(mapping, newline="", encoding=CSV_ENCODING) as fh:
+                    return {row["objid"]: row["asset_id"] for row in csv.DictReader(fh, strict=True)}
+            except (csv.Error, UnicodeDecodeError, KeyError) as exc:
+                raise UsageError(f"cannot read the file-name mapping {mapping}: {exc!r}") from None
     return {}
 
 
@@ -210,8 +214,13 @@ def is_vote_table(path, label_column: str = "label", kind: str = "fraction") -> 
     if not path.is_file() or table_format(path) is None:
         return False
     if table_format(path) == "csv":
-        with open(path, newline="", encoding=CSV_ENCODING) as fh:
-            columns = next(csv.reader(fh), [])
+        try:
+            with open(path, newline="", encoding=CSV_ENCODING) as fh:
+                columns = next(csv.reader(fh, strict=True), [])
+        except csv.Error as exc:
+            raise UsageError(f"cannot read {path} as CSV: {exc}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read {path}: {not_utf8(path)}") from None
     else:
         columns = read_table(path).colnames
     return label_column not in columns and detect(columns, kind) is not None

@@ -12,7 +12,7 @@ from galaxy.catalog.formats import (CSV_ENCODING, ID_COLUMNS, OUTPUT_FORMATS, PA
                                     RAY_MANIFEST, TABLE_FORMATS, check_kept_columns, output_format, sidecar_path,
                                     table_format)
 from galaxy.catalog.metadata import SIDECAR_COLUMNS, galaxy_keys, run_metadata
-from galaxy.catalog.text import existing_file, unescape_ascii_text
+from galaxy.catalog.text import existing_file, not_utf8, unescape_ascii_text
 from galaxy.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _ecsv_reader(fh):
     except Exception as exc:  # astropy's YamlParseError and yaml's own errors alike
         raise ValueError(f"ECSV header is not valid: {exc}") from None
     delimiter = yaml.get("delimiter", " ")
-    rows = csv.reader(itertools.chain([line], fh), delimiter=delimiter, skipinitialspace=delimiter == " ")
+    rows = csv.reader(itertools.chain([line], fh), delimiter=delimiter, skipinitialspace=delimiter == " ", strict=True)
     names = next(rows, None)
     if not names:
         raise ValueError("ECSV file without its line of column names")
@@ -106,7 +106,7 @@ def _text_dicts(fh, fmt: str):
     """(column names, iterator of {column: text} rows) of an open CSV or ECSV file (`_open_text`):
     a CSV has no comment lines (a line starting with `#` is data), an ECSV only its header block."""
     if fmt == "csv":
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, strict=True)  # strict: an unclosed quote is an error, not every later row in one cell
         return list(reader.fieldnames or []), reader
     return _ecsv_dicts(fh)
 
@@ -131,8 +131,12 @@ def _catalog_columns(path: Path, fmt: str):
                         if len(batch) == CATALOG_BATCH:
                             yield {c: [r.get(c) for r in batch] for c in names}
                             batch = []
-                except (csv.Error, ValueError, UnicodeDecodeError) as exc:  # an unclosed quote, a short ECSV row
-                    line = f", line {reader.line_num}" if hasattr(reader, "line_num") else ""
+                except UnicodeDecodeError:
+                    raise UsageError(f"cannot read catalog {path}: {not_utf8(path)}") from None
+                except (csv.Error, ValueError) as exc:  # an unclosed quote, a short ECSV row
+                    # csv counts the lines of the rows it finished: the row it fails on starts on the next
+                    number = getattr(reader, "line_num", None)
+                    line = "" if number is None else f", line {number + isinstance(exc, csv.Error)}"
                     raise UsageError(f"cannot read catalog {path}{line}: {exc}") from None
                 if batch:
                     yield {c: [r.get(c) for r in batch] for c in names}
@@ -260,7 +264,9 @@ def _open_input_catalog(path: Path):
         raise UsageError(f"catalog {path} is not {', '.join(TABLE_FORMATS)}")
     try:
         return _catalog_columns(path, fmt)
-    except (OSError, ValueError) as exc:
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read catalog {path}: {not_utf8(path)}") from None
+    except (OSError, ValueError, csv.Error) as exc:
         raise UsageError(f"cannot read catalog {path}: {exc}") from None
 
 

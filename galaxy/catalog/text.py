@@ -104,3 +104,16 @@ def unescape_ascii_text(text: str) -> str:
         return chr(code) if code <= sys.maxunicode else match.group()  # not an escape ascii_text writes
 
     return ESCAPE.sub(character, text)
+
+
+def not_utf8(path) -> str:
+    """Why a text table failed to decode, for its error message: 'not UTF-8 text (line N: bytes)', N being
+    the first line that does not decode. (A decode error names a byte offset within the chunk being
+    decoded, which means nothing to the user.)"""
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"not UTF-8 text (line {number}: {line[max(exc.start - 10, 0):exc.end + 10]!r}); save it as UTF-8"
+    return "not UTF-8 text"

@@ -317,6 +317,23 @@ def test_a_damaged_input_catalog_is_one_line_naming_it(tmp_path, kind):
         assert "line " in result.output and "field larger than field limit" in result.output
 
 
+@pytest.mark.parametrize("content, reason", [
+    (b'objid,file\ng0,a.jpeg\ng1,"b.jpeg\ng2,c.jpeg\n', "line 3: unexpected end of data"),
+    (b'objid,file\ng0,a.jpeg\ng1,"b"x.jpeg\n', "line 3: ',' expected after '\"'"),
+    (b'objid,file\ng0,a.jpeg\ng1,b\xff.jpeg\n', "not UTF-8 text (line 3"),
+    (b'obj\xffid,file\ng0,a.jpeg\n', "not UTF-8 text (line 1")])
+def test_a_small_damaged_csv_catalog_is_refused_naming_its_line(tmp_path, content, reason):
+    """Below csv's field limit an unclosed quote took the rows after it into one cell, read without error:
+    they failed as one unreadable path; a byte that is not UTF-8 was named by its offset in a decode
+    chunk (session 39)."""
+    catalog = tmp_path / "cat.csv"
+    catalog.write_bytes(content)
+    result = CliRunner().invoke(cli, ["classify", "--catalog", str(catalog), "-o", str(tmp_path / "out.csv"), "-q",
+                                      "--backend", "onnxruntime"])
+    assert result.exit_code == 2 and f"Error: cannot read catalog {catalog}" in result.output, result.output
+    assert reason in result.output, result.output
+
+
 def test_a_catalog_galaxy_wrote_of_a_non_utf8_name_reads_back_as_a_catalog(tmp_path):
     """A file whose name is not UTF-8 is written as `bad\\xff\\xfe.jpeg`; fed back as --catalog that
     path was "no such file" (review of classify at scale)."""

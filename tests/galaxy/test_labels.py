@@ -117,3 +117,17 @@ def test_purity_and_completeness_of_a_cut_on_a_class_probability():
     # one class unlabelled: completeness has no meaning there
     only = purity_completeness(np.array([1, 1]), np.array([[0.2, 0.8], [0.6, 0.4]]), ("elliptical", "spiral"))
     assert all(row["completeness"] is None for row in only["elliptical"]) and "selected_by_group" not in only["spiral"][0]
+
+
+@pytest.mark.parametrize("row, reason", [('"b.jpeg,elliptical', "line 3: unexpected end of data"),
+                                         ('"b.jpeg"x,elliptical', "line 3: ',' expected after '\"'"),
+                                         ("b\xff.jpeg,elliptical", r"not UTF-8 text \(line 3")])
+def test_a_damaged_labels_csv_is_refused_naming_its_line(tmp_path, row, reason):
+    """An unclosed quote took the rows after it into one path cell with no label: they were dropped as
+    unlabelled, silently (2 of 3 rows lost); text after a closing quote was read as part of the cell; a
+    byte that is not UTF-8 was a UnicodeDecodeError traceback (session 39)."""
+    table = tmp_path / "t.csv"
+    table.write_bytes(("file,label\na.jpeg,spiral\n" + row + "\nc.jpeg,spiral\n").encode("utf-8", "surrogateescape")
+                      if "\xff" not in row else b"file,label\na.jpeg,spiral\nb\xff.jpeg,elliptical\nc.jpeg,spiral\n")
+    with pytest.raises(UsageError, match=f"{table}.*{reason}"):
+        load_labelled(table)
