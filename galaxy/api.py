@@ -25,9 +25,64 @@ def _cell(value) -> str | None:
     return None if value is None or value is np.ma.masked else str(value)
 
 
-def _check_options(crop_fraction, threads, workers, tta) -> None:
-    """Refuse options the runner would take wrongly (a raw ValueError or RuntimeError, or TTA turned
-    on by the string "no")."""
+def _id_cells(column, name: str) -> list:
+    """An id column's cells as text. A floating-point column (what pandas makes of an integer column with a
+    missing value) gives its whole numbers as integers; one past 2**53 has lost digits (SDSS objids are
+    ~6e17), so it is refused rather than written as '5.877246481808755e+17'.
+
+    Raises:
+        UsageError: a whole-number float id past 2**53.
+    """
+    values = np.ma.asarray(column)
+    if values.dtype.kind != "f":
+        return [_cell(i) for i in column]
+    cells = []
+    for value in column:
+        if value is np.ma.masked or value is None or not np.isfinite(value):
+            cells.append(None if value is np.ma.masked or value is None else _cell(value))
+        elif float(value).is_integer():
+            if abs(value) > 2 ** 53:
+                raise UsageError(f"id column {name!r} holds floating-point numbers such as {value!r}, past 2**53, "
+                                 "which have lost digits (pandas makes an integer column with a missing value "
+                                 f"float): read it as text, e.g. pd.read_csv(..., dtype={{{name!r}: str}})")
+            cells.append(str(int(value)))
+        else:
+            cells.append(_cell(value))
+    return cells
+
+
+class InputFailure(tuple):
+    """An input `classify` could not read: unpacks as the (path, stage, reason) 3-tuple; `.id` is the id
+    its row would have had (the table's id cell, the FITS OBJID or the file stem; "" where none), as in
+    `galaxy classify`'s errors file, so that rows naming no file can be told apart."""
+
+    def __new__(cls, path: str, stage: str, reason: str, ident: str = ""):
+        failure = super().__new__(cls, (path, stage, reason))
+        failure.id = ident
+        return failure
+
+    path = property(lambda self: self[0])
+    stage = property(lambda self: self[1])
+    reason = property(lambda self: self[2])
+
+    def __repr__(self):
+        return f"InputFailure(id={self.id!r}, path={self.path!r}, stage={self.stage!r}, reason={self.reason!r})"
+
+    def __reduce__(self):  # pickles (e.g. across processes) with its id
+        return (InputFailure, (self.path, self.stage, self.reason, self.id))
+
+
+def _whole(value) -> bool:
+    """An int that is not a bool (True would pass isinstance(value, int) as 1)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_options(crop_fraction, threads, workers, tta, batch_size=32) -> None:
+    """Refuse options the runner would take wrongly (a raw ValueError, TypeError or RuntimeError, TTA turned
+    on by the string "no", crop_fraction=True read as a crop of 1)."""
+    if isinstance(crop_fraction, (bool, np.bool_)) or not (crop_fraction is None or isinstance(crop_fraction, str)
+                                                             or isinstance(crop_fraction, (int, float, np.number))):
+        raise UsageError(f"crop_fraction={crop_fraction!r}: give a number in (0, 1]")
     if isinstance(crop_fraction, str):
         if crop_fraction == "auto":
             raise UsageError("crop_fraction='auto' measures the framing of a run's cutouts, which a loaded model "
@@ -36,8 +91,10 @@ def _check_options(crop_fraction, threads, workers, tta) -> None:
     if crop_fraction is not None and not 0 < crop_fraction <= 1:
         raise UsageError(f"crop_fraction {crop_fraction}: give a number in (0, 1]")
     for name, value in (("threads", threads), ("workers", workers)):
-        if not isinstance(value, int) or value < 0:
+        if not _whole(value) or value < 0:
             raise UsageError(f"{name}={value!r}: a whole number, 0 for one per core")
+    if not _whole(batch_size) or batch_size < 1:
+        raise UsageError(f"batch_size={batch_size!r}: a whole number >= 1")
     if not isinstance(tta, bool):
         raise UsageError(f"tta={tta!r}: True or False")
 
@@ -55,13 +112,18 @@ class Model:
                  hdu=None, bands: str | None = None):
         """Options as `galaxy classify` names them: `crop_fraction` (a number; see `galaxy framing`), `tta`
         (the 8 rotations/flips averaged), `hdu` (a FITS HDU's index or EXTNAME) and `bands` ("i,r,g" or
-        "2,1,0": the FITS bands shown as R, G, B)."""
+        "2,1,0", or a list of them: the FITS bands shown as R, G, B)."""
         from engine.artifacts import resolve_model
         from engine.runner import Runner
         from galaxy.io.fits import hdu_value
         from galaxy.io.bands import parse_bands
 
-        _check_options(crop_fraction, threads, workers, tta)
+        _check_options(crop_fraction, threads, workers, tta, batch_size)
+        if bands is not None and not isinstance(bands, str):  # a list, as a user would write it
+            if not isinstance(bands, (list, tuple)) or not all(isinstance(b, (str, int)) and not isinstance(b, bool)
+                                                               for b in bands):
+                raise UsageError(f"bands={bands!r}: give \"i,r,g\" or \"2,1,0\" (or a list of band names or indices)")
+            bands = ",".join(map(str, bands))
         self.model_dir, self.card = resolve_model(model_dir)
         spec = self.card.input_spec.with_crop(crop_fraction)  # the centre crop read instead of the card's
         self.spec = spec.replace(fits_bands=parse_bands(bands)) if bands else spec
@@ -93,8 +155,10 @@ class Model:
         """Class probabilities for RGB images already read.
 
         Args:
-            images: an array (N, H, W, 3), one image (H, W, 3), or a sequence of (H, W, 3) arrays
-                (sizes may differ). Floats in [0, 1], or uint8 in [0, 255], which are scaled by 1/255.
+            images: an array (N, H, W, 3), one image (H, W, 3), or a sequence (or iterable) of (H, W, 3)
+                arrays (sizes may differ); anything numpy reads as an array counts as one (a CPU torch
+                tensor, a PIL image, nested lists). Floats in [0, 1], or uint8 in [0, 255], which are
+                scaled by 1/255.
 
         Returns:
             float32 (N, K) probabilities in the card's class order; (1, K) for one image.
@@ -105,10 +169,7 @@ class Model:
         """
         from galaxy.io.images import normalise
 
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            images = images[None]
-        elif isinstance(images, np.ndarray) and images.ndim != 4:
-            raise UsageError(f"images of shape {images.shape}: expected (N, H, W, 3) or one (H, W, 3) RGB image")
+        images = _image_batch(images)
         spec = self.spec
         if len(images) == 0:
             return np.zeros((0, len(self.card.classes)), np.float32)
@@ -119,11 +180,14 @@ class Model:
         """Yield one astropy Table per batch for image files / folders / an astropy Table.
 
         Args:
-            inputs: paths (files or folders), or a Table (astropy, or a pandas DataFrame) with a path
+            inputs: paths (files or folders; a list is checked before any work, an iterator is read as
+                the run goes, a missing path then being that row's failure), or a Table (astropy, or a
+                pandas DataFrame) with a path
                 column and optionally an id column (the first of `galaxy.catalog.formats.PATH_COLUMNS`
                 / `ID_COLUMNS` it has, in any case, as `galaxy classify --catalog` reads them).
-            errors: if given, (path, stage, reason) tuples of unreadable files are appended; if not,
-                a warning says how many inputs are left out of the results.
+            errors: if given, one `InputFailure` per input that could not be read is appended: a
+                (path, stage, reason) tuple with the row's id as `.id`; if not, a warning says how many
+                inputs are left out of the results.
             progress: show progress (a tqdm.auto widget in Jupyter, a bar on a terminal,
                 plain lines in a log).
 
@@ -147,21 +211,27 @@ class Model:
             if column is None:
                 raise UsageError(f"the table needs a path column (one of {list(PATH_COLUMNS)}); has {inputs.colnames}")
             id_column = first_present(ID_COLUMNS, inputs.colnames)  # objid too, as the CLI reads a catalog
-            ids = inputs[id_column] if id_column else [None] * len(inputs)
-            items = (Item(_cell(p) or "", _cell(i)) for p, i in zip(inputs[column], ids))
-        else:
+            ids = _id_cells(inputs[id_column], id_column) if id_column else [None] * len(inputs)
+            items = (Item(_cell(p) or "", i) for p, i in zip(inputs[column], ids))
+        elif isinstance(inputs, (str, Path, list, tuple)):
             names = [str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
             missing = [name for name in names if not os.path.lexists(name)]
             if missing:  # before any work: found on the way, it threw away every row classified before it
                 raise UsageError(f"input {missing[0]} does not exist"
                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
             items = iter_inputs(names)
+        else:  # an iterator (a generator, a file's lines): read as it goes, as a source may be long or slow;
+            # a missing path is then that row's failure ("no such file"), not a refusal of the whole call
+            items = (item for name in map(str, inputs)
+                     for item in (iter_inputs([name]) if os.path.lexists(name) else [Item(name)]))
         failed = [0]
 
         def on_error(failure):
             failed[0] += 1
+            bar.update(1)
+            bar.set_postfix_str(f"{failed[0]} failed")
             if errors is not None:
-                errors.append((failure.path, failure.stage, failure.reason))  # the documented 3-tuple
+                errors.append(InputFailure(failure.path, failure.stage, failure.reason, failure.id))
 
         total = len(inputs) if hasattr(inputs, "colnames") else None
         bar = reporter("classifying", "img", total=total, enabled=progress)
@@ -188,6 +258,42 @@ class Model:
                 table[name] = table[name].filled(np.nan)
                 table[name].unit, table[name].description = unit, description
         return table
+
+
+def _image_batch(images):
+    """`classify_arrays`' input as an (N, H, W, 3) array or a list of images: one image (H, W, 3) becomes a
+    batch of one; array-likes (a torch tensor, a PIL image, nested lists) are read by numpy; a 1-D object
+    array or any other iterable is a sequence of images. (A tensor or a PIL image had been taken for a
+    sequence of rows, a generator refused by len().)"""
+    if not isinstance(images, np.ndarray):
+        if isinstance(images, (str, bytes, dict)):
+            raise UsageError(f"images of type {type(images).__name__}: expected arrays (for files use classify)")
+        if hasattr(images, "__array__") or hasattr(images, "__array_interface__"):
+            try:
+                images = np.asarray(images)
+            except (TypeError, RuntimeError, ValueError) as exc:  # e.g. a CUDA tensor, one that requires grad
+                raise UsageError(f"images of type {type(images).__name__} cannot be read as an array: {exc}") from None
+        else:
+            try:
+                images = list(images)
+            except TypeError:
+                raise UsageError(f"images of type {type(images).__name__}: expected an array (N, H, W, 3), one "
+                                 "(H, W, 3) image, or a sequence of them") from None
+            if images and not any(isinstance(image, np.ndarray) for image in images):  # nested lists, tensors:
+                try:  # numpy reads them as one array when they form one (a ragged list stays a sequence)
+                    stacked = np.asarray(images)
+                except ValueError:
+                    stacked = None
+                if stacked is not None and stacked.dtype != object and stacked.ndim in (3, 4):
+                    images = stacked
+            return images[None] if isinstance(images, np.ndarray) and images.ndim == 3 else images
+    if images.dtype == object and images.ndim == 1:  # images of different sizes
+        return list(images)
+    if images.ndim == 3:
+        return images[None]
+    if images.ndim != 4:
+        raise UsageError(f"images of shape {images.shape}: expected (N, H, W, 3) or one (H, W, 3) RGB image")
+    return images
 
 
 def _crop_resize(image: np.ndarray, spec, index: int) -> np.ndarray:

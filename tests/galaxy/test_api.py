@@ -230,3 +230,126 @@ def test_a_classify_table_has_nan_positions_for_every_row_without_one_and_says_h
     assert getattr(table["ra"], "mask", None) is None or not table["ra"].mask.any()
     assert np.isnan(table["ra"][:6]).all() and np.isfinite(table["ra"][6:]).all()
     assert table.meta["crop_fraction"] == 0.55 and table.meta["tta"] is False
+
+
+def test_api_errors_carry_the_rows_id_and_the_bar_counts_them(tmp_path, capsys):
+    """errors=[] held (path, stage, reason) only: rows naming no file could not be told apart, and the
+    progress bar never counted a failure (it ended at 1/3); review of the API, session 39."""
+    import pickle
+
+    from astropy.table import Table
+
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:2]]
+    (tmp_path / "text.jpeg").write_text("not an image")
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference")
+    errors = []
+    out = model.classify(Table({"objid": ["g1", "g2", "g3", "g4"],
+                                "path": [files[0], "", files[1], str(tmp_path / "text.jpeg")]}),
+                         errors=errors, progress=True)
+    assert list(out["id"]) == ["g1", "g3"]
+    assert [e.id for e in errors] == ["g2", "g4"]
+    path, stage, reason = errors[1]  # still the documented 3-tuple
+    assert path.endswith("text.jpeg") and stage == "decode" and reason == errors[1].reason
+    assert errors[0] == ("", "read", errors[0].reason) and "empty path" in errors[0].reason
+    assert pickle.loads(pickle.dumps(errors[1])).id == "g4"
+    assert "4/4" in capsys.readouterr().err
+
+
+def test_an_iterator_of_paths_is_read_as_the_run_goes(tmp_path):
+    """A generator of paths was read whole before the first batch (a slow source waited; one that raised
+    midway lost every row classified before it); review of the API, session 39."""
+    import pytest
+
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))] * 5  # 200
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference", batch_size=2)
+    taken = []
+
+    def source(broken=False):
+        for path in files:
+            taken.append(path)
+            yield path
+        yield str(tmp_path / "gone.jpeg")  # missing: that row's failure, not a refusal of the call
+        if broken:
+            raise OSError("the source broke")
+
+    parts = model.classify_iter(source())
+    assert len(next(parts)) == 2 and len(taken) < len(files)  # read ahead a window, not the whole source
+    errors = []
+    assert sum(len(part) for part in parts) == len(files) - 2
+    rows, errors = 0, []
+    with pytest.raises(OSError, match="the source broke"):
+        for part in model.classify_iter(source(broken=True), errors=errors):
+            rows += len(part)
+    assert rows > 0  # what came before the break (less a read-ahead window) was delivered
+
+
+def test_a_missing_path_from_an_iterator_is_that_rows_failure(tmp_path):
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:3]]
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference")
+    errors = []
+    table = model.classify(iter([files[0], str(tmp_path / "gone.jpeg"), *files[1:]]), errors=errors)
+    assert len(table) == 3 and len(errors) == 1 and errors[0][0].endswith("gone.jpeg") and errors[0].id == "gone"
+
+
+def test_a_float_id_column_is_read_as_whole_numbers_or_refused_where_digits_are_lost():
+    """pandas reads an integer objid column with a missing value as float64: the API wrote
+    '5.877246481808755e+17', another galaxy's digits; review of the API, session 39."""
+    import pandas as pd
+    import pytest
+
+    from galaxy.errors import UsageError
+
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:2]]
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference")
+    small = pd.DataFrame({"objid": [12.0, float("nan")], "path": files})
+    assert list(model.classify(small)["id"]) == ["12", files[1].rsplit("/", 1)[1][:-5]]
+    big = pd.DataFrame({"objid": [587724648180875538, None], "path": files})
+    assert big["objid"].dtype.kind == "f"
+    with pytest.raises(UsageError, match=r"id column 'objid' .* past 2\*\*53.*dtype=\{'objid': str\}"):
+        model.classify(big)
+    as_text = pd.DataFrame({"objid": ["587724648180875538", None], "path": files})
+    assert model.classify(as_text)["id"][0] == "587724648180875538"
+
+
+def test_classify_arrays_takes_what_numpy_reads_as_images():
+    """A torch tensor or a PIL image was taken for a sequence of rows ("image 0 has shape (64, 3)"), nested
+    lists too, a generator was refused by len(), and a 1-D object array of images of different sizes by its
+    shape; review of the API, session 39."""
+    import torch
+
+    model = galaxy.load_model(backend="onnxruntime")
+    images = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.glob("*.jpeg"))[:2]]
+    pixels = [np.asarray(image) for image in images]
+    want = model.classify_arrays(np.stack(pixels))
+    np.testing.assert_allclose(model.classify_arrays(torch.from_numpy(pixels[0])), want[:1], atol=1e-6)
+    np.testing.assert_allclose(model.classify_arrays(images[0]), want[:1], atol=1e-6)
+    np.testing.assert_allclose(model.classify_arrays((pixels[0] / 255).tolist()), want[:1], atol=1e-5)
+    np.testing.assert_allclose(model.classify_arrays(p for p in pixels), want, atol=1e-6)
+    np.testing.assert_allclose(model.classify_arrays([torch.from_numpy(p) for p in pixels]), want, atol=1e-6)
+    ragged = np.empty(2, object)
+    ragged[0], ragged[1] = pixels[0], pixels[1][:100, :90]
+    assert model.classify_arrays(ragged).shape == (2, 2)
+    import pytest
+
+    from galaxy.errors import UsageError
+
+    for bad in ("a.jpeg", 3, {"a": pixels[0]}):
+        with pytest.raises(UsageError, match="images of type"):
+            model.classify_arrays(bad)
+
+
+def test_load_model_refuses_bools_and_strings_for_numbers_and_takes_bands_as_a_list():
+    """batch_size='8' was a TypeError, threads=True a RuntimeError in autotune, crop_fraction=True read as a
+    crop of 1, bands=['i', 'r', 'g'] an AttributeError; review of the API, session 39."""
+    import pytest
+
+    from galaxy.errors import UsageError
+
+    for options, says in (({"batch_size": "8"}, "batch_size='8'"), ({"batch_size": 0}, "batch_size=0"),
+                          ({"threads": True}, "threads=True"), ({"workers": 1.0}, "workers=1.0"),
+                          ({"crop_fraction": True}, "crop_fraction=True"), ({"bands": 3}, "bands=3"),
+                          ({"bands": ["i", None]}, "bands=")):
+        with pytest.raises(UsageError, match=says):
+            galaxy.load_model(backend="onnxruntime", **options)
+    listed = galaxy.load_model(backend="onnxruntime", bands=["i", "r", "g"])
+    assert listed.spec.fits_bands == galaxy.load_model(backend="onnxruntime", bands="i,r,g").spec.fits_bands
