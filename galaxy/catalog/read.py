@@ -143,6 +143,7 @@ def _catalog_columns(path: Path, fmt: str):
 
         return names, text_batches()
     if fmt == "parquet":
+        import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -152,9 +153,15 @@ def _catalog_columns(path: Path, fmt: str):
         masks = {name[:-5]: name for name in schema.names
                  if name.endswith(".mask") and name[:-5] in schema.names and schema.field(name).type == pa.bool_()}
 
+        narrow = {field.name: {pa.float32(): np.float32, pa.float16(): np.float16}[field.type] for field in schema
+                  if field.type in (pa.float32(), pa.float16())}
+
         def parquet_batches():
             for batch in parquet.iter_batches(batch_size=CATALOG_BATCH):
                 columns = batch.to_pydict()
+                for name, kind in narrow.items():  # to_pydict widens float32 to a Python float, whose text has
+                    # float64's digits (17.23 -> 17.229999542236328); the FITS reader keeps float32's shortest form
+                    columns[name] = [None if v is None else kind(v) for v in columns[name]]
                 for name, mask in masks.items():
                     columns[name] = [None if masked else v for v, masked in zip(columns[name], columns.pop(mask))]
                 yield columns
@@ -198,6 +205,11 @@ def _fits_nulls(table, chunk) -> dict:
         if isinstance(table, fits.BinTableHDU) and column.format.format == "L" and column.format.repeat == 1:
             # a logical (TFORM L or 1L): its null is a zero byte
             nulls[column.name] = np.recarray.field(chunk, column.name) == 0  # (astropy reads it as False)
+            continue
+        if isinstance(table, fits.BinTableHDU) and column.format.format in "ED" and column.format.repeat == 1:
+            # a float's null is NaN (FITS allows no TNULLn there; astropy reads it as masked): missing, as
+            # the same cell of a CSV, ECSV or Parquet catalog is (it had been written as the text 'nan')
+            nulls[column.name] = np.isnan(np.recarray.field(chunk, column.name))
             continue
         if column.null is None or column.null == "":
             continue

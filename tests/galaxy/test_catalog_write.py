@@ -203,6 +203,27 @@ def test_a_null_logical_in_a_fits_input_catalog_is_kept_missing(tmp_path, tform)
     assert [r.split(",")[-1] for r in out.read_text().splitlines()[1:]] == ["True", ""]
 
 
+def test_a_float32_column_and_a_nan_float_read_the_same_from_fits_parquet_and_csv(tmp_path):
+    """A float32 kept column came out as 17.229999542236328 from Parquet (17.23 from FITS and ECSV), and a
+    FITS float's null (NaN) as the text 'nan' where the same cell of a CSV is missing; review of the
+    catalogs, session 39."""
+    files = [str(f) for f in sorted(EXAMPLES.glob("*.jpeg"))[:2]]
+    from astropy.table import MaskedColumn
+
+    table = Table({"file": files, "mag": MaskedColumn(np.array([17.23, 0], np.float32), mask=[False, True]),
+                   "z": MaskedColumn([0.1, 0], mask=[False, True])})  # FITS stores the masked floats as NaN
+    table.write(tmp_path / "in.fits")
+    table.write(tmp_path / "in.parquet")
+    (tmp_path / "in.csv").write_text(f"file,mag,z\n{files[0]},17.23,0.1\n{files[1]},,\n")
+    rows = {}
+    for fmt in ("fits", "parquet", "csv"):
+        out = tmp_path / f"out-{fmt}.csv"
+        assert invoke("classify", "--catalog", tmp_path / f"in.{fmt}", "--keep-columns", "mag,z", "-o", out,
+                      "-q").exit_code == 0
+        rows[fmt] = [r.split(",")[-2:] for r in out.read_text().splitlines()[1:]]
+    assert rows["fits"] == rows["parquet"] == rows["csv"] == [["17.23", "0.1"], ["", ""]]
+
+
 # -- kept column names -----------------------------------------------------------------------------
 
 CLASSES = ("elliptical", "spiral")
