@@ -28,12 +28,18 @@ from galaxy.io.fits import locate_image
 from galaxy.spec import FitsStretch, InputSpec
 
 log = logging.getLogger(__name__)
+# The constant-band test of the centre crop reads this share of the side less on each edge than the crop.
+CROP_CHECK_MARGIN = 0.01
 
 
-def composite_graph(planes, stretch: FitsStretch):
+def composite_graph(planes, stretch: FitsStretch, crop_fraction: float | None = None):
     """DALI operators: display-ordered (H, W) band planes -> (H, W, 3) composite in [0, 1], and
     a per-sample check value that is finite only when every pixel was finite and no band holds
-    one value everywhere (an all-zero band among others: the reference reader refuses it).
+    one value everywhere (an all-zero band among others: the reference reader refuses it), nor,
+    with `crop_fraction`, across the centre crop the network reads (zeros off a band's footprint).
+    That last test reads a square a little inside the crop (CROP_CHECK_MARGIN of the side each way),
+    so that whatever the reference reader's rounding of the crop refuses is handed to it: a file
+    flagged here is decoded by the reference reader, which refuses it or classifies it.
 
     The arithmetic of `galaxy.io.composite.lupton_composite`, step for step, in float32.
     """
@@ -45,6 +51,11 @@ def composite_graph(planes, stretch: FitsStretch):
     scale = fn.reductions.max(dmath.abs(cube))
     spread = fn.reductions.max(cube, axes=[0, 1]) - fn.reductions.min(cube, axes=[0, 1])  # per band; 0: constant
     check = fn.reductions.sum(cube - cube) / scale + fn.reductions.sum(0.0 / spread)
+    if crop_fraction is not None:
+        inner = max(crop_fraction - 2 * CROP_CHECK_MARGIN, CROP_CHECK_MARGIN)
+        centre = fn.slice(cube, rel_start=[(1 - inner) / 2] * 2, rel_shape=[inner] * 2, axes=[0, 1])
+        centre_spread = fn.reductions.max(centre, axes=[0, 1]) - fn.reductions.min(centre, axes=[0, 1])
+        check = check + fn.reductions.sum(0.0 / centre_spread)
     x = cube / scale
     keep = fn.cast(x == x, dtype=types.FLOAT)
     for _ in range(stretch.sky_iterations + 1):
@@ -104,7 +115,7 @@ def build_fits_graph(files, hdus: tuple[int, ...], order: list[int], ndim: int, 
             planes = raw
         if device_id is not None:
             planes = [plane.gpu() for plane in planes]
-        rgb, check = composite_graph(planes, spec.fits)
+        rgb, check = composite_graph(planes, spec.fits, spec.crop_fraction)
         images = fn.resize(rgb, size=[spec.size, spec.size], roi_start=[low, low], roi_end=[high, high],
                            roi_relative=True, antialias=True, interp_type=types.INTERP_LINEAR, dtype=types.FLOAT)
         return fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=list(spec.mean),

@@ -191,7 +191,9 @@ def table_hdu(hdul):
     """The HDU an input catalog's rows are read from: the first table in the file."""
     from astropy.io import fits
 
-    return next((h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
+    from galaxy.io.fits import walk_hdus  # (a header that loops the walk back raises ValueError, not hangs)
+
+    return next((h for h in walk_hdus(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
 
 
 def _fits_nulls(table, chunk) -> dict:

@@ -50,6 +50,8 @@ MIN_MEASURED = 0.5
 # Band files of one galaxy whose centres lie further apart than this (arcsec) are refused: a cutout is
 # a few arcmin wide, so such a file shows another field (a catalog row naming the wrong file).
 MAX_BAND_OFFSET = 30.0
+# A file with more HDUs than this is no cutout (and is not walked further).
+MAX_HDUS = 1000
 # Header keys holding a catalogue object id, in order of preference.
 OBJID_KEYS = ("OBJID", "OBJ_ID", "OBJECTID", "SDSS_ID")
 
@@ -59,19 +61,66 @@ def is_fits_path(path) -> bool:
     return name.endswith(FITS_SUFFIXES)
 
 
-def _image_hdu(hdul, hdu, path):
-    if hdu is not None:
+def walk_hdus(hdul) -> list:
+    """Every HDU of an open (lazily loaded) FITS file, read one by one with their headers checked first.
+
+    astropy walks a file by each header's data size: a negative axis length (NAXIS2 = -5) can point
+    the next header back at the same one, and `len(hdul)`, a loop over it or a search by EXTNAME
+    then read that HDU again forever, taking memory (gigabytes within minutes) while a run showed
+    nothing and ignored SIGTERM. Walking by index, a header with a negative axis, an HDU that does not
+    start after the one before, or more than MAX_HDUS HDUs is refused instead.
+
+    Raises:
+        ValueError: naming the HDU and the reason.
+    """
+    found, last = [], -1
+    while True:
         try:
-            chosen = hdul[hdu]
-        except (KeyError, IndexError):
-            raise ImageReadError(path, f"has no HDU {hdu!r} ({len(hdul)} HDUs)") from None
+            hdu = hdul[len(found)]
+        except IndexError:
+            return found
+        header = hdu.header
+        for key in ("NAXIS", "ZNAXIS"):
+            axes = header.get(key, 0)
+            for n in range(1, axes + 1) if isinstance(axes, int) else ():
+                value = header.get(f"{key}{n}")
+                if isinstance(value, int) and value < 0:
+                    raise ValueError(f"HDU {len(found)}'s header has {key}{n} = {value}, a negative axis length")
+        info = hdu.fileinfo()
+        start = info["hdrLoc"] if info else last + 1
+        if start <= last:
+            raise ValueError(f"HDU {len(found)} does not start after HDU {len(found) - 1} (a header's data size "
+                             "points back)")
+        if len(found) >= MAX_HDUS:
+            raise ValueError(f"more than {MAX_HDUS} HDUs")
+        found.append(hdu)
+        last = start
+
+
+def _hdus(hdul, path) -> list:
+    """`walk_hdus` of an image file: its refusal as the file's ImageReadError."""
+    try:
+        return walk_hdus(hdul)
+    except ValueError as exc:
+        raise ImageReadError(path, f"not a readable FITS file: {exc}") from None
+
+
+def _image_hdu(hdul, hdu, path):
+    hdus = _hdus(hdul, path)
+    if hdu is not None:
+        if isinstance(hdu, int):
+            chosen = hdus[hdu] if -len(hdus) <= hdu < len(hdus) else None
+        else:  # an EXTNAME, as astropy matches it (case-insensitive, EXTVER 1)
+            chosen = next((h for h in hdus if h.name.strip().upper() == hdu.strip().upper()), None)
+        if chosen is None:
+            raise ImageReadError(path, f"has no HDU {hdu!r} ({len(hdus)} HDUs)")
         if not chosen.is_image or not chosen.header.get("NAXIS", 0):
             raise ImageReadError(path, f"HDU {hdu!r} holds no image data")
         return chosen
-    for candidate in hdul:
-        if candidate.is_image and candidate.header.get("NAXIS", 0) >= 2:
-            return candidate
-    shapes = [_shape(c.header) for c in hdul if c.is_image and c.header.get("NAXIS", 0) == 1]
+    for candidate in hdus:
+        if candidate.is_image and candidate.header.get("NAXIS", 0) >= 2 and all(_shape(candidate.header)):
+            return candidate  # (an empty primary may be written NAXIS = 2 with zero-length axes: no data)
+    shapes = [_shape(c.header) for c in hdus if c.is_image and c.header.get("NAXIS", 0) == 1]
     found = f"; 1-D data {shapes[0]} is a spectrum or profile, not a cutout" if shapes else ""
     raise ImageReadError(path, f"no HDU with 2-D or 3-D image data (only tables, empty HDUs or 1-D data{found})")
 
@@ -140,7 +189,7 @@ def _band_extensions(hdul, path) -> list[int]:
         ImageReadError: extensions naming two or more different bands in images of different shapes (the
             first extension alone had been classified, a grey picture, without a word).
     """
-    members = [k for k, h in enumerate(hdul) if h.is_image and len([n for n in _shape(h.header) if n > 1]) == 2]
+    members = [k for k, h in enumerate(_hdus(hdul, path)) if h.is_image and len([n for n in _shape(h.header) if n > 1]) == 2]
     named = [k for k in members if header_band(hdul[k].header)]
     shapes = {_shape(hdul[k].header) for k in named}
     bands = {header_band(hdul[k].header) for k in named}
@@ -171,7 +220,8 @@ def locate_image(path, hdu=None) -> FitsImage:
                 hdus, ndim = tuple(extensions), 3
                 names = tuple(header_band(hdul[k].header) for k in extensions)
             else:
-                hdus, ndim = (hdul.index(chosen),), int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
+                hdus = (next(k for k, h in enumerate(_hdus(hdul, path)) if h is chosen),)
+                ndim = int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
                 planes = shape[-1] if len(shape) == 3 else 1  # NAXIS3 counts the planes
                 names = tuple(cube_bands(chosen.header, planes) or [header_band(chosen.header)] * (planes == 1)
                               or [None] * planes)
@@ -225,11 +275,17 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
     if crop_fraction is not None:
         (top, bottom), (left, right) = crop_spans(*plane.shape, crop_fraction)
         measured = float(finite[top:bottom, left:right].mean())
+        of = "each side" if plane.shape[0] == plane.shape[1] else "the longer side, a square"
         if measured < MIN_MEASURED:
-            of = "each side" if plane.shape[0] == plane.shape[1] else "the longer side, a square"
             raise ImageReadError(path, f"{label}: only {measured:.0%} of the pixels the network reads (the "
                                        f"central {crop_fraction:g} of {of}) are finite; at least "
                                        f"{MIN_MEASURED:.0%} must be measured", stage="preprocess")
+        centre = plane[top:bottom, left:right][finite[top:bottom, left:right]]
+        if centre.min() == centre.max():  # e.g. zeros where the cutout is off the band's footprint: a spiral
+            # with its g band zero over the centre was called elliptical with p 0.99
+            raise ImageReadError(path, f"{label} is constant ({centre.min():g}) across the pixels the network reads "
+                                       f"(the central {crop_fraction:g} of {of}): nothing was measured there",
+                                 stage="preprocess")
 
 
 def _planes(data: np.ndarray, path) -> list[np.ndarray]:

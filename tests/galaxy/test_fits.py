@@ -82,7 +82,7 @@ def test_all_nan_is_refused(tmp_path):
         read_fits_cutout(tmp_path / "cube.fits", STRETCH)
 
 
-@pytest.mark.parametrize("blank", ["nan", "zero", "constant", "mostly-nan"])
+@pytest.mark.parametrize("blank", ["nan", "zero", "constant", "mostly-nan", "zero-centre"])
 @pytest.mark.parametrize("layout", ["cube", "extensions", "band files"])
 def test_a_band_that_measured_nothing_is_refused_by_every_reader(tmp_path, blank, layout):
     """A g band all NaN, all zero or constant (or blank over most of the centre) in a g, r, i
@@ -97,6 +97,8 @@ def test_a_band_that_measured_nothing_is_refused_by_every_reader(tmp_path, blank
     g[...] = {"nan": np.nan, "zero": 0.0, "constant": 7.0}.get(blank, g)
     if blank == "mostly-nan":
         g[16:40, 16:48] = np.nan  # three quarters of the central 32 x 32 the network reads
+    if blank == "zero-centre":  # off the band's footprint over the centre (accepted until session 39)
+        g[12:52, 12:52] = 0.0
     names = ("i", "r", "g")
     if layout == "cube":
         hdu = fits.PrimaryHDU(np.stack(planes))
@@ -113,7 +115,8 @@ def test_a_band_that_measured_nothing_is_refused_by_every_reader(tmp_path, blank
             fits.PrimaryHDU(p).writeto(tmp_path / f"gal-{n}.fits")
         read = lambda: read_band_files({n: str(tmp_path / f"gal-{n}.fits") for n in names}, STRETCH)  # noqa: E731
     words = {"nan": "band g has no finite pixel", "zero": "band g is constant (0 ",
-             "constant": "band g is constant (7 ", "mostly-nan": "band g: only 25% of the pixels the network reads"}
+             "constant": "band g is constant (7 ", "mostly-nan": "band g: only 25% of the pixels the network reads",
+             "zero-centre": "band g is constant (0) across the pixels the network reads (the central 0.5"}
     with pytest.raises(ImageReadError, match=re.escape(words[blank])):
         read()
     if layout != "band files":
@@ -309,3 +312,58 @@ def test_a_band_set_is_judged_by_its_own_extensions_and_extname_must_be_a_band_a
     fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(galaxy_image(seed=k), name=n)
                                         for k, n in enumerate(("G", "G_ERR", "R", "R_ERR", "I", "I_ERR"))]).writeto(errors)
     assert locate_image(errors).bands == ("g", "r", "i")  # the three bands, not six
+
+
+def _negative_axis_file(path, value=-5):
+    """A real-looking cutout whose NAXIS2 card says `value`: astropy's walk from HDU to HDU then
+    pointed back at the same header (found by a review, session 39)."""
+    fits.PrimaryHDU(np.random.default_rng(0).normal(size=(103, 161)).astype(np.float32)).writeto(path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"NAXIS2  =")
+    data[at:at + 80] = b"NAXIS2  = " + str(value).encode().rjust(20) + b" " * 50
+    path.write_bytes(bytes(data))
+
+
+def test_a_negative_axis_length_is_refused_not_walked_forever(tmp_path):
+    """One such file hung the whole run (astropy read its one HDU again and again: 8 GB and growing, SIGTERM
+    ignored, the good files never classified)."""
+    import subprocess
+    import sys
+
+    _negative_axis_file(tmp_path / "bad.fits")
+    probe = ("from galaxy.io.fits import locate_image\nfrom galaxy.errors import ImageReadError\n"
+             f"try:\n    locate_image({str(tmp_path / 'bad.fits')!r}, {{hdu}})\nexcept ImageReadError as exc:\n"
+             "    print(exc)\n")
+    for hdu in (None, "'SCI'"):  # by EXTNAME astropy searched every HDU
+        done = subprocess.run([sys.executable, "-c", probe.format(hdu=hdu)], capture_output=True, text=True,
+                              timeout=120)
+        assert "NAXIS2 = -5, a negative axis length" in done.stdout, done.stdout + done.stderr
+    fits.PrimaryHDU(galaxy_image()).writeto(tmp_path / "good.fits")
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(cli, ["classify", str(tmp_path / "good.fits"), str(tmp_path / "bad.fits"), "-o",
+                                      str(out), "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 3, result.output  # some inputs failed
+    assert len(out.read_text().splitlines()) == 2
+    assert "negative axis length" in (tmp_path / "out.csv.errors.csv").read_text()
+
+
+def test_an_empty_primary_written_with_zero_length_axes_is_passed_over(tmp_path):
+    """NAXIS = 2 with NAXIS1 = NAXIS2 = 0 is legal FITS for no data: the image in extension 1 was not found
+    ("image HDU has a zero-length axis"); review of FITS inputs, session 39."""
+    path = tmp_path / "zero.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(galaxy_image(), name="SCI")]).writeto(path)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"NAXIS   =")
+    cards = b"".join(f"{key:<8}= {value:>20}".encode().ljust(80) for key, value in (("NAXIS", 2), ("NAXIS1", 0),
+                                                                                      ("NAXIS2", 0)))
+    end = data.find(b"END" + b" " * 77)
+    data[at:end + 80] = cards + data[at + 80:end + 80]  # two cards more, in the block's blank space
+    data[end + 240:2880] = b" " * (2880 - end - 240)
+    path.write_bytes(bytes(data[:2880]) + bytes(data[2880 + 160:]) if len(data) > path.stat().st_size else bytes(data))
+    assert fits.getheader(path)["NAXIS1"] == 0 and fits.getheader(path, 1)["EXTNAME"] == "SCI"
+    pixels, _ = read_fits_cutout(path, STRETCH)
+    np.testing.assert_array_equal(pixels, read_fits_cutout(path, STRETCH, 1)[0])

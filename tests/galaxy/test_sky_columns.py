@@ -82,6 +82,21 @@ def test_a_wcs_key_that_is_not_a_number_gives_no_position_from_the_wcs(key):
     assert centre_position(header) == (150.5, 2.5)
 
 
+@pytest.mark.parametrize("drop", [("CRVAL1", "CRVAL2", "CDELT1", "CDELT2"), ("CDELT1", "CDELT2"), ("CRVAL2",)])
+def test_a_wcs_of_ctypes_alone_gives_way_to_the_position_keys(drop):
+    """CTYPE1/2 without CRVAL or a scale: astropy fills in CRVAL 0 and 1 degree a pixel, and the row got a
+    position ~160 degrees off, over the header's own RA/DEC keys; review of FITS inputs, session 39."""
+    header = fits.Header({"NAXIS": 2, "NAXIS1": 101, "NAXIS2": 101, "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN",
+                          "CRVAL1": 150.0, "CRVAL2": 2.2, "CRPIX1": 51.0, "CRPIX2": 51.0, "CDELT1": -1e-4,
+                          "CDELT2": 1e-4, "RA": 215.88006, "DEC": 2.8123})
+    assert centre_position(header) == pytest.approx((150.0, 2.2))
+    for key in drop:
+        del header[key]
+    assert centre_position(header) == (215.88006, 2.8123)
+    header.update({"CD1_1": -1e-4, "CD2_2": 1e-4, "CD1_2": 0.0, "CD2_1": 0.0, "CRVAL1": 150.0, "CRVAL2": 2.2})
+    assert centre_position(header) == pytest.approx((150.0, 2.2))  # a CD matrix is a scale
+
+
 def test_fits_output_has_ra_dec_with_units_from_the_headers(tmp_path):
     positions = _fits_cutouts(tmp_path / "cutouts")
     assert locate_image(tmp_path / "cutouts" / "g1.fits").sky == pytest.approx(positions["g1"])
