@@ -82,8 +82,12 @@ def _score(model_dir, card, labelled, config) -> Scored:
     id_of = dict(zip(labelled.paths, labelled.ids))
     failed, paths, probs = [], [], []
     bar = progress(f"evaluating {card.name}", "img", total=len(labelled), enabled=config.progress)
-    for result in runner.run((Item(p) for p in labelled.paths),
-                             lambda failure: failed.append({"path": failure.path, "reason": failure.reason})):
+
+    def unread(failure):  # with the labelled row's id, as classify's errors file names a row
+        failed.append({"id": id_of.get(failure.path, failure.id), "path": failure.path, "reason": failure.reason})
+        bar.update(1)
+
+    for result in runner.run((Item(p) for p in labelled.paths), unread):
         probs.append(result.probabilities)
         paths.extend(result.paths)
         bar.update(len(result.paths))

@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from galaxy.card import ONNX_OPSET
-from galaxy.errors import end_at_once_on_interrupt, exit_status, interruption, raise_terminated
+from galaxy.errors import GalaxyError, end_at_once_on_interrupt, exit_status, interruption, raise_terminated
 from galaxy.version import __version__
+from galaxy.progress import progress_interval
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on, figure
@@ -40,16 +41,21 @@ def cli(ctx, verbose):
     for handler in set(logging.getLogger().handlers) - before:  # astropy's logger prints its records itself:
         handler.addFilter(_not_astropy)  # through this handler too, -v showed each FITS header note twice
     ctx.meta["galaxy.verbose"] = verbose
+    try:  # a bad GALAXY_PROGRESS_INTERVAL is refused before a run makes its work folders
+        progress_interval()
+    except GalaxyError as exc:
+        raise click.UsageError(str(exc)) from None
     encoding = sys.getfilesystemencoding()
     if encoding.replace("-", "").lower() != "utf8":  # file names are decoded in it: a catalog's paths and ids
         # would differ from a UTF-8 machine's (a rerun there classified the file again as a new one)
         log.warning("the locale's encoding is %s, not UTF-8: file names are read in it, so catalogs name non-ASCII "
                     "files otherwise than under a UTF-8 locale (run with LC_ALL=C.UTF-8 or PYTHONUTF8=1); catalogs are "
                     "written in UTF-8", encoding)
-    if not verbose:  # astropy's notes on each FITS header it repairs (3-4 lines a file); -v shows them.
-        # By module, so astropy is not imported for a JPEG run; what stops a file from being read
-        # still goes to the errors file with its reason.
-        warnings.filterwarnings("ignore", module=r"astropy\.io\.fits(\.|$)")
+    # astropy's notes on each FITS header it repairs (3-4 lines a file): hidden, or with -v every one (Python's
+    # default filter had shown each note once per code line, a number that changed with the threads' timing).
+    # By module, so astropy is not imported for a JPEG run; what stops a file from being read still goes to the
+    # errors file with its reason.
+    warnings.filterwarnings("always" if verbose else "ignore", module=r"astropy\.io\.fits(\.|$)")
 
 
 cli.add_command(train)

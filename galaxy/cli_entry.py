@@ -19,3 +19,7 @@ def main():
         print(f"interrupted ({interruption(exc)})", file=sys.stderr)
         sys.exit(exit_status(exc))
     run()
+
+
+if __name__ == "__main__":  # `python -m galaxy.cli_entry ...` ran nothing and exited 0
+    main()

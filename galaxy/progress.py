@@ -105,4 +105,26 @@ def progress(desc: str, unit: str = "img", total: int | None = None, enabled: bo
         return tqdm(desc=desc, unit=unit, total=total, file=stream, dynamic_ncols=True, leave=leave)
     if getattr(stream, "isatty", lambda: False)():
         return _terminal_bar(desc=desc, unit=unit, total=total, file=stream, dynamic_ncols=True, leave=leave)
-    return PlainProgress(desc, unit, total, float(os.environ.get("GALAXY_PROGRESS_INTERVAL", 30)), stream)
+    return PlainProgress(desc, unit, total, progress_interval(), stream)
+
+
+def progress_interval() -> float:
+    """Seconds between the plain progress lines of a log: GALAXY_PROGRESS_INTERVAL, default 30 (empty: unset).
+
+    Raises:
+        UsageError: not a finite number > 0 (a traceback, and a run's work folders left, in a batch job).
+    """
+    import math
+
+    from galaxy.errors import UsageError
+
+    text = os.environ.get("GALAXY_PROGRESS_INTERVAL", "").strip()
+    if not text:
+        return 30.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"GALAXY_PROGRESS_INTERVAL={text!r}: expected a number of seconds > 0")
+    return value

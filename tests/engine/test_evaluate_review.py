@@ -104,6 +104,7 @@ def test_images_that_cannot_be_read_are_counted_in_a_warning_and_listed(tmp_path
     assert report["n"] == 6
     assert [f["path"] for f in report["failed"]] == [str(tmp_path / "gone.jpeg"), ""]
     assert report["failed"][1]["reason"].startswith("empty path")
+    assert [f["id"] for f in report["failed"]] == ["gone", ""]  # the row's id, as classify's errors file has it
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert f"2 of the 8 labelled images could not be read and are not scored: {out / 'report.json'}" in warnings[0]
 

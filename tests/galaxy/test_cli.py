@@ -642,3 +642,23 @@ def test_a_folder_that_is_not_a_model_is_a_usage_error_for_every_command(tmp_pat
     result = invoke(*args)
     assert result.exit_code == 2 and "is a folder but not a model: it has no card.json" in result.output, result.output
     assert "sdss-xception" not in result.output.split("Error")[0]  # refused before anything is listed
+
+
+def test_a_bad_progress_interval_is_one_line_before_any_work_folder(tmp_path):
+    """GALAXY_PROGRESS_INTERVAL=abc was a traceback once a run had made OUT.partial/ (or train's checkpoints);
+    review of the README, session 39."""
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", str(out)],
+                                env={"GALAXY_PROGRESS_INTERVAL": "abc"})
+    assert result.exit_code == 2 and "GALAXY_PROGRESS_INTERVAL='abc': expected a number of seconds > 0" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_dash_m_runs_the_command():
+    """`python -m galaxy.cli_entry ...` ran nothing and exited 0."""
+    import subprocess
+    import sys
+
+    for module in ("galaxy", "galaxy.cli_entry"):
+        done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "version" in done.stdout, done.stdout + done.stderr

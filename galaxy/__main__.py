@@ -1,0 +1,5 @@
+"""`python -m galaxy ...`: the `galaxy` command."""
+
+from galaxy.cli_entry import main
+
+main()
