@@ -17,7 +17,8 @@ from engine.artifacts import resolve_model
 from engine.listing import Item
 from engine.runner import Runner
 from galaxy.errors import UsageError
-from galaxy.evaluation.calibration import LOG_T_RANGE, calibration_record, log_probabilities, scaled_nll, softmax_t
+from galaxy.evaluation.calibration import (LOG_T_RANGE, at_range_edge, calibration_record, log_probabilities,
+                                          scaled_nll, softmax_t)
 from galaxy.evaluation.metrics import expected_calibration_error
 from galaxy.labels import validation_split
 
@@ -29,31 +30,38 @@ REFIT_TOLERANCE = 1e-3  # a refit factor this close to 1 leaves the stored tempe
 def calibrate(model_dir, card, data, batch=32, label_column="label", path_column="file") -> dict:
     """Fit the temperature on the validation split with ONNX Runtime fp32; store it in the card.
 
-    The probabilities already carry the card's current temperature T0, so log p = logits / T0
-    + c and the fitted T' composes: the new temperature is T0 * T'. Calibrating twice is a
-    no-op (T' within REFIT_TOLERANCE of 1 keeps T0). Changing T changes the engine key: derived
-    engines are rebuilt on next use.
+    The probabilities already carry the card's current temperature T0, so log p = logits / T0 + c:
+    T is fitted on T0 log p, the network's own logits. Calibrating twice is a no-op (a fit within
+    REFIT_TOLERANCE of T0 keeps T0). Changing T changes the engine key: derived engines are rebuilt
+    on next use.
     """
     val = validation_split(model_dir, card, data, label_column, path_column)
     _require_the_validated_labels(card, val, data)
     runner = Runner(model_dir, card, "onnxruntime", batch_size=batch)
     probs, labels = _validation_probabilities(runner, val)
-    record = calibration_record(log_probabilities(probs), labels)
-    # a refit within REFIT_TOLERANCE of 1 keeps the temperature: calibrating twice is a no-op, where the
+    # the probabilities carry the card's temperature T0: times T0, their logs are the network's own logits (up to
+    # a per-row constant), and T is fitted on those within LOG_T_RANGE directly. (A factor fitted on the scaled
+    # ones and composed, T0 x factor, was clamped to the range of the factor: from T0 = 20 one run stopped at
+    # 0.9958 without a word, and the same command again moved it to 0.9761.)
+    logits = log_probabilities(probs) * card.temperature
+    record = calibration_record(logits, labels)
+    # "before" is the model as the card held it (with T0), what this run changes, as it was when T composed
+    before = softmax_t(logits, card.temperature)
+    record.update(nll_before=scaled_nll(logits, labels, card.temperature),
+                  ece_before=expected_calibration_error(labels, before)[0])
+    # a refit within REFIT_TOLERANCE of the stored temperature keeps it: calibrating twice is a no-op, where the
     # 5-decimal rounding of a refit moved it (0.97614 -> 0.97612), which withdrew the int8 check
-    factor = record["temperature"]
-    if abs(factor - 1) < REFIT_TOLERANCE and card.calibration:  # already calibrated: the card's record
-        # (its "before" figures are of the raw model; this refit's are of the calibrated one) stays
-        log.info("temperature %.4f kept: already calibrated (a refit moves it by a factor %.5f); ECE %.4f",
-                 card.temperature, factor, record["ece_before"])
+    fitted = record["temperature"]
+    if abs(fitted / card.temperature - 1) < REFIT_TOLERANCE and card.calibration:  # already calibrated
+        log.info("temperature %.4f kept: already calibrated (a refit gives %.5f)", card.temperature, fitted)
         return card.calibration
-    record["temperature"] = card.temperature if abs(factor - 1) < REFIT_TOLERANCE else round(card.temperature * factor, 5)
-    lowest, highest = (round(math.exp(bound), 5) for bound in LOG_T_RANGE)
-    if not lowest <= record["temperature"] <= highest:  # the fit's own range, which composing can leave
-        held = min(max(record["temperature"], lowest), highest)
-        log.warning("temperature %.5f is outside %.2g-%.2g, the range a working model's fit lies in: %g kept (a "
-                    "broken or barely trained model?)", record["temperature"], lowest, highest, held)
-        record = _held_at(record, held, card.temperature, probs, labels)
+    if abs(fitted / card.temperature - 1) < REFIT_TOLERANCE:
+        record["temperature"] = card.temperature
+    if at_range_edge(fitted):
+        lowest, highest = (math.exp(bound) for bound in LOG_T_RANGE)
+        log.warning("temperature %.5f is at the edge of %.2g-%.2g, the range a working model's fit lies in: the "
+                    "likelihood fell all the way there (a broken or barely trained model, or labels that are not "
+                    "its classes?)", fitted, lowest, highest)
     record.update({"split": "validation", "data": str(data), "backend": f"{runner.session.name} fp32"})
     _drop_int8_check(card, record["temperature"])
     card.calibration = record
@@ -62,16 +70,6 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     log.info("temperature %.4f: ECE %.4f -> %.4f (cross-fitted %.4f)", record["temperature"],
              record["ece_before"], record["ece_after"], record["ece_after_crossfit"])
     return record
-
-
-def _held_at(record: dict, temperature: float, current: float, probs, labels) -> dict:
-    """`record` with its temperature held at `temperature` and the figures after scaling measured there
-    (not at the fit the range refused); nothing is fitted at a bound, so its ECE is also the honest one."""
-    factor = temperature / current  # the probabilities carry the current temperature
-    log_p = log_probabilities(probs)
-    ece = expected_calibration_error(labels, softmax_t(log_p, factor))[0]
-    return {**record, "temperature": temperature, "nll_after": scaled_nll(log_p, labels, factor), "ece_after": ece,
-            "ece_after_crossfit": ece}
 
 
 def _require_the_validated_labels(card, val, data) -> None:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from galaxy.errors import ModelError
+from galaxy.errors import GalaxyError, ModelError
 from galaxy.files import write_atomically
 from galaxy.spec import InputSpec
 
@@ -106,7 +106,9 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: dict) -> ModelCard:
         if data.get("format") != CARD_FORMAT:
-            raise ModelError(f"card format {data.get('format')!r} is not {CARD_FORMAT}")
+            newer = " (written by a newer galaxy-engine: upgrade to read it)" if _number(data.get("format")) and \
+                data["format"] > CARD_FORMAT else ""
+            raise ModelError(f"card format {data.get('format')!r} is not {CARD_FORMAT}{newer}")
         return cls(
             name=data["name"], architecture=data["architecture"], classes=tuple(data["classes"]),
             input_spec=InputSpec.from_dict(data["input_spec"]),
@@ -136,6 +138,68 @@ def strict_json(value):
     return value
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON (a card is written as strict JSON)")
+
+
+def _check_shape(data) -> None:
+    """The types `ModelCard.from_dict` relies on (a card edited by hand gave AttributeErrors and a mean
+    of "0.1" read as three channels '0', '.', '1').
+
+    Raises:
+        ValueError: naming the key.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+    for key in ("training", "split", "metrics", "export", "backends", "calibration", "weights", "input_spec"):
+        if key in data and not isinstance(data[key], dict):
+            raise ValueError(f"its {key!r} is {data[key]!r}, not an object")
+    classes = data.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise ValueError(f"its classes {classes!r} are not a list of names")
+    spec = data.get("input_spec", {})
+    for key in ("mean", "std"):
+        values = spec.get(key)
+        if key in spec and not (isinstance(values, list) and all(_number(v) for v in values)):
+            raise ValueError(f"its input_spec {key} {values!r} is not a list of numbers")
+    for key in ("size", "crop_fraction"):
+        if key in spec and not _number(spec[key]):
+            raise ValueError(f"its input_spec {key} {spec[key]!r} is not a number")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_figures(card: ModelCard, card_path) -> None:
+    """What every probability depends on beyond the weights: the temperature, and the classes' order.
+
+    A negative temperature swapped every probability (labels flipped, exit 0), Infinity gave 0.5 everywhere,
+    0 a ZeroDivisionError; classes reversed by hand (the weights still fit) put each probability under the
+    other class's name. The card records the order its training used twice: both are compared.
+
+    Raises:
+        ModelError: naming the card and the value.
+    """
+    from galaxy.evaluation.calibration import LOG_T_RANGE
+
+    if "temperature" in card.calibration:
+        value = card.calibration["temperature"]
+        low, high = (math.exp(edge) for edge in LOG_T_RANGE)
+        if not (_number(value) and low * 0.999 <= value <= high * 1.001):
+            raise ModelError(f"{card_path} is not a valid model card: temperature {value!r} is not a number in "
+                             f"[{low:.4f}, {high:.2f}] (galaxy calibrate fits one)")
+    recorded = {"training.config.classes": card.training.get("config", {}).get("classes")
+                if isinstance(card.training.get("config"), dict) else None,
+                "the validation confusion's classes": card.metrics.get("validation", {}).get("confusion", {})
+                .get("rows_true_cols_predicted") if isinstance(card.metrics.get("validation"), dict)
+                and isinstance(card.metrics["validation"].get("confusion"), dict) else None}
+    for where, order in recorded.items():
+        if isinstance(order, list) and sorted(order) == sorted(card.classes) and list(order) != list(card.classes):
+            raise ModelError(f"{card_path} is not a valid model card: its classes {list(card.classes)} are not in the "
+                             f"order of {where}, {order}: the network's outputs would be put under the wrong names")
+
+
 def load_card(model_dir, verify: bool = True) -> ModelCard:
     """Read a model directory's card and (by default) check its weights hash.
 
@@ -147,12 +211,17 @@ def load_card(model_dir, verify: bool = True) -> ModelCard:
     if not card_path.is_file():
         raise ModelError(f"{model_dir} is not a model directory: no {CARD_FILE}")
     try:
-        card = ModelCard.from_dict(json.loads(card_path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{card_path} is not a valid model card: {exc}") from exc
+        data = json.loads(card_path.read_text(), parse_constant=_no_constant)
+        _check_shape(data)
+        card = ModelCard.from_dict(data)
+    except GalaxyError as exc:  # e.g. an InputSpec's range check: a UsageError, as if the command line were wrong
+        raise ModelError(f"{card_path} is not a valid model card: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(f"{card_path} is not a valid model card: {exc}") from None
     if len({name.lower() for name in card.classes}) < len(card.classes) or len(card.classes) < 2:
         raise ModelError(f"{card_path} is not a valid model card: its classes {list(card.classes)} are not two or "
                          "more distinct names (a catalog would hold two columns of one name)")
+    _check_figures(card, card_path)
     if verify:
         weights = model_dir / WEIGHTS_FILE
         if not weights.is_file():

@@ -169,3 +169,45 @@ def test_a_shipped_model_is_named_by_its_folder_or_by_its_cards_name(tmp_path, m
     (tmp_path / "sdss-xception-96").mkdir()  # a user's folder of that name wins
     assert model_path("sdss-xception-96") == Path("sdss-xception-96")
     assert model_path("nothing-of-that-name") == Path("nothing-of-that-name")
+
+
+def _edited(model_copy, edit):
+    card = model_copy / "card.json"
+    data = json.loads(card.read_text())
+    edit(data)
+    card.write_text(json.dumps(data))
+    return model_copy
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda d: d["calibration"].update(temperature=-1.0), "temperature -1.0 is not a number in"),
+    (lambda d: d["calibration"].update(temperature=0), "temperature 0 is not a number in"),
+    (lambda d: d["calibration"].update(temperature="hot"), "temperature 'hot' is not a number in"),
+    (lambda d: d["calibration"].update(temperature=None), "temperature None is not a number in"),
+    (lambda d: d["classes"].reverse(), "are not in the order of training.config.classes"),
+    (lambda d: d.update(calibration=None), "its 'calibration' is None, not an object"),
+    (lambda d: d.update(backends=None), "its 'backends' is None, not an object"),
+    (lambda d: d.update(classes=[0, 1]), "its classes [0, 1] are not a list of names"),
+    (lambda d: d["input_spec"].update(mean="0.1"), "input_spec mean '0.1' is not a list of numbers"),
+    (lambda d: d["input_spec"].update(crop_fraction=0), "crop fraction 0 is not in (0, 1]"),
+    (lambda d: d.update(format=2), "card format 2 is not 1 (written by a newer galaxy-engine"),
+])
+def test_a_hand_edited_card_is_one_line_naming_it(model_copy, edit, says):
+    """A negative temperature flipped every label (exit 0), classes reversed by hand put each probability
+    under the other name, null sections and a string mean were tracebacks, a bad input_spec a usage error
+    naming no file; review of cards, session 39."""
+    import re
+
+    _edited(model_copy, edit)
+    with pytest.raises(ModelError, match=re.escape(f"{model_copy / 'card.json'}") + ".*" + re.escape(says)):
+        load_card(model_copy)
+
+
+def test_infinity_in_a_card_is_refused(model_copy):
+    """json.loads took Infinity: every galaxy got 0.5 / 0.5 and the label of the first class."""
+    card = model_copy / "card.json"
+    text = card.read_text()
+    temperature = json.loads(text)["calibration"]["temperature"]
+    card.write_text(text.replace(f'"temperature": {temperature}', '"temperature": Infinity', 1))
+    with pytest.raises(ModelError, match="Infinity is not JSON"):
+        load_card(model_copy)
