@@ -254,8 +254,8 @@ def main(argv=None, prog: str = "bench.py"):
                         help="Comma-separated model names or folders (default: every shipped model).")
     parser.add_argument("--baseline-model", default="sdss-xception",
                         help="The model of the plain-PyTorch baseline row (name or folder).")
-    parser.add_argument("--backends", default="onnxruntime,torch,onnxruntime-int8",
-                        help="Comma-separated backends; those that cannot load here are reported and skipped.")
+    parser.add_argument("--backends", help="Comma-separated backends (default onnxruntime,torch,onnxruntime-int8; "
+                        "with --gpu tensorrt,torch-cuda); those that cannot load here are reported and skipped.")
     parser.add_argument("--decoders", help="Comma-separated decode pipelines (default reference,dali; "
                              "with --gpu dali-gpu,nvjpeg,reference).")
     parser.add_argument("--gpu", action="store_true",
@@ -267,9 +267,23 @@ def main(argv=None, prog: str = "bench.py"):
     parser.add_argument("--rounds", type=_positive, help="Rounds of decode, engine-only, end-to-end and baseline "
                         "measurements, interleaved; the best of each is reported (default 3).")
     parser.add_argument("--sizes", type=_sizes,
-                        help="Comma-separated input sizes for engine-only figures (random weights).")
+                        help="Comma-separated input sizes for engine-only figures (random weights; implies "
+                             "--engine-only).")
     parser.add_argument("--engine-only", action="store_true")
     args = parser.parse_args(argv)
+    from engine import backends
+    from engine.pipelines import PIPELINES
+    from galaxy.spec import MAX_BATCH
+
+    if args.batch > MAX_BATCH:  # the runner's batches hold at most that: a row would say one batch and run another
+        parser.error(f"--batch {args.batch}: batches hold at most {MAX_BATCH} images")
+    for option, given, known in (("--backends", args.backends, backends.BACKENDS),
+                                 ("--decoders", args.decoders, PIPELINES)):
+        unknown = [name for name in (given or "").split(",") if name and name not in known]
+        if unknown:  # a typo had run the whole benchmark, then said "not measured: backend bogus"
+            parser.error(f"{option}: unknown {unknown[0]!r}; choose from {', '.join(known)}")
+    if args.sizes:  # random weights at other sizes: engine-only figures (an end-to-end row ran at the model's size,
+        args.engine_only = True  # and a 32 px engine was put against a 96 px baseline)
     n = args.images or (300 if args.quick else 2000)
     repeats = 5 if args.quick else 10
     rounds = args.rounds or 3
@@ -277,7 +291,6 @@ def main(argv=None, prog: str = "bench.py"):
     if targets is None:
         print(f"no targets file at {TARGETS}: ratios to targets are left out", file=sys.stderr)
 
-    from engine import backends
     from engine.artifacts import resolve_model
     from engine.pipelines import dali_installed
     from galaxy.card import default_model_dir, shipped_model_dirs
@@ -286,14 +299,14 @@ def main(argv=None, prog: str = "bench.py"):
     rows = []
     try:
         models = [resolve_model(m) for m in (args.models.split(",") if args.models else shipped_model_dirs())]
-        resolve_model(args.baseline_model)
+        base_dir, base_card = resolve_model(args.baseline_model)
     except GalaxyError as exc:
         parser.error(str(exc))
-    if args.gpu:
-        args.backends = "tensorrt,torch-cuda"
+    args.backends = args.backends or ("tensorrt,torch-cuda" if args.gpu else "onnxruntime,torch,onnxruntime-int8")
     args.decoders = args.decoders or ("dali-gpu,nvjpeg,reference" if args.gpu else "reference,dali")
-    if args.size:
+    if args.size:  # the baseline too: a ratio is of one network at one size (a 32 px run was put against 96 px)
         models = [resized_model(model_dir, card, args.size) for model_dir, card in models]
+        base_dir, base_card = resized_model(base_dir, base_card, args.size)
     options = backends.BackendOptions(batch_size=args.batch)
     options = backends.per_core(options)  # as the runner runs them (GPU backends take no streams: options_for)
     names = [b for b in args.backends.split(",") if b]
@@ -326,10 +339,12 @@ def main(argv=None, prog: str = "bench.py"):
         rows.append(bench_listing(files))
     # every input spec of the models (a decode at 64 px is not one at 96), each decoder, every round
     specs = list({(c.input_spec.size, c.input_spec.crop_fraction): c.input_spec for _, c in models}.values())
-    base_dir, _ = resolve_model(args.baseline_model)
     # the model and backend `galaxy classify` takes here without --model/--backend: an end-to-end row
     # of its own, `auto` picking by measuring this machine as it does for a user
     default = None if args.gpu or args.engine_only or args.sizes or not decoders else default_model_dir().resolve()
+    from galaxy.config import ClassifyConfig
+
+    classify_batch = ClassifyConfig.__dataclass_fields__["batch_size"].default  # what classify runs, not --batch
     for i in range(rounds):  # interleaved, so a slow spell of the machine hits every measurement alike
         if not args.sizes:
             roof = gpu_gemm_gflops() if args.gpu else gemm_gflops()
@@ -360,7 +375,7 @@ def main(argv=None, prog: str = "bench.py"):
                             skip(f"{name} + {decoder}", exc)
             if default == Path(model_dir).resolve():  # what `galaxy classify DIR` does here, options left out
                 try:
-                    rows.append(bench_end_to_end(files, model_dir, "auto", args.batch, "auto", round=i, auto=True,
+                    rows.append(bench_end_to_end(files, model_dir, "auto", classify_batch, "auto", round=i, auto=True,
                                                  **model_fields(str(model_dir))))
                 except GalaxyError as exc:
                     skip("the default run", exc)
@@ -383,7 +398,10 @@ def resized_model(model_dir, card, size: int):
     """
     import shutil
 
+    import atexit
+
     tmp = Path(tempfile.mkdtemp(prefix=f"galaxy-{size}px-"))
+    atexit.register(shutil.rmtree, tmp, True)  # a copy of the weights each run had been left in /tmp
     for name in ("model.safetensors", "val_ids.txt"):
         if (Path(model_dir) / name).is_file():
             shutil.copy(Path(model_dir) / name, tmp / name)

@@ -135,6 +135,10 @@ def test_a_small_run_has_the_default_row(capsys):
     (["--rounds", "0"], "--rounds: 0 is not at least 1"), (["--sizes", "64,abc"], "'abc' is not a whole number"),
     (["--sizes", "64,4"], "sizes of at least 8 pixels"), (["--models", "bogus"], "model directory bogus"),
     (["--baseline-model", "bogus"], "model directory bogus"),
+    # refused before any timing (a typo had run the whole benchmark; a --batch above what a batch holds was
+    # recorded as the batch run): review of the benchmark, session 39
+    (["--backends", "onnxruntime,bogus"], "--backends: unknown 'bogus'"), (["--decoders", "nope"], "unknown 'nope'"),
+    (["--batch", "300"], "--batch 300: batches hold at most 256 images"),
 ])
 def test_bad_options_are_one_line_and_exit_2(argv, says, capsys):
     """--images 0, --batch -4 and a model name that is none ended in tracebacks; --rounds 0 ran 3."""
@@ -162,3 +166,37 @@ def test_what_could_not_be_measured_is_in_the_data_and_under_the_table(capsys):
     assert [r["what"] for r in skipped] == ["backend tensorrt for sdss-xception-compact-64"] and skipped[0]["reason"]
     assert "not measured: backend tensorrt for sdss-xception-compact-64 (" in captured.err.split("x baseline")[-1]
     assert captured.err.count("skipping backend tensorrt") == 1
+
+
+def test_size_runs_the_baseline_at_that_size_too_and_gpu_keeps_the_backends_given(monkeypatch, capsys):
+    """--size 32 put a 32 px network against a 96 px baseline ("x10 baseline: met" on 9.4x less work), its copy
+    of the weights stayed in /tmp, and --gpu replaced --backends; review of the benchmark, session 39."""
+    import engine.benchmark as bench
+
+    seen = {}
+    monkeypatch.setattr(bench, "bench_baseline", lambda files, model_dir, **kw: seen.setdefault("base", model_dir) and [])
+    monkeypatch.setattr(bench, "gemm_gflops", lambda: {"fp32": 1.0})
+    monkeypatch.setattr(bench, "bench_listing", lambda files: {"stage": "listing"})
+    monkeypatch.setattr(bench, "bench_decode", lambda *a, **k: {"stage": "decode"})
+    monkeypatch.setattr(bench, "bench_end_to_end", lambda *a, **k: {"stage": "end_to_end"})
+    monkeypatch.setattr(bench, "bench_engine", lambda *a, **k: {"stage": "engine"})
+    monkeypatch.setattr(bench, "table", lambda rows, targets, peak: "")
+    import atexit
+
+    real, made, at_exit = bench.resized_model, [], []
+    monkeypatch.setattr(bench, "resized_model", lambda *a: made.append(real(*a)) or made[-1])
+    monkeypatch.setattr(atexit, "register", lambda func, *args: at_exit.append((func, args)))
+    bench.main(["--size", "32", "--models", "sdss-xception-compact", "--backends", "onnxruntime", "--decoders",
+                "reference", "--images", "4", "--rounds", "1"])
+    monkeypatch.undo()
+    assert seen["base"] in [folder for folder, _ in made] and all(c.input_spec.size == 32 for _, c in made)
+    for func, args in at_exit:  # what the end of the process does: the copies of the weights go
+        func(*args)
+    assert made and not any(folder.exists() for folder, _ in made)
+    capsys.readouterr()
+    monkeypatch.setattr(bench, "gpu_gemm_gflops", lambda: {"fp16": 1.0})
+    monkeypatch.setattr(bench, "bench_engine", lambda *a, **k: {"stage": "engine"})
+    monkeypatch.setattr(bench, "table", lambda rows, targets, peak: "")
+    bench.main(["--gpu", "--backends", "onnxruntime", "--engine-only", "--models", "sdss-xception-compact",
+                "--rounds", "1", "--images", "4"])
+    assert "backend tensorrt" not in capsys.readouterr().err
