@@ -74,6 +74,11 @@ def exit_status(exc: KeyboardInterrupt) -> int:
     return Terminated.exit_status if isinstance(exc, Terminated) else 130
 
 
+# Seconds an interrupted process may take to leave (its libraries' exit handlers, its threads) before it ends
+# at once with its status.
+INTERRUPT_GRACE = 30.0
+
+
 def end_at_once_on_interrupt(status: int) -> None:
     """A process leaving with `status`, its work saved or its failure said: a Ctrl-C or SIGTERM while
     the libraries' exit handlers run ends it at once with that status (a second Ctrl-C had printed a
@@ -93,3 +98,11 @@ def end_at_once_on_interrupt(status: int) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, leave)
+    if status in (130, Terminated.exit_status):  # interrupted: the work is saved, but a worker thread stuck in a
+        # read (a file that loops its reader, a hung network mount) would keep the process alive at exit, as
+        # Python joins its threads: after INTERRUPT_GRACE seconds it ends anyway (one had run on, taking 8 GB)
+        import threading
+
+        timer = threading.Timer(INTERRUPT_GRACE, leave, (None, None))
+        timer.daemon = True
+        timer.start()
