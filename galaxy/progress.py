@@ -112,7 +112,7 @@ def progress_interval() -> float:
     """Seconds between the plain progress lines of a log: GALAXY_PROGRESS_INTERVAL, default 30 (empty: unset).
 
     Raises:
-        UsageError: not a finite number > 0 (a traceback, and a run's work folders left, in a batch job).
+        UsageError: not a finite number >= 0 (a traceback, and a run's work folders left, in a batch job).
     """
     import math
 
@@ -125,6 +125,6 @@ def progress_interval() -> float:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise UsageError(f"GALAXY_PROGRESS_INTERVAL={text!r}: expected a number of seconds > 0")
+    if not (math.isfinite(value) and value >= 0):  # 0: a line at every update
+        raise UsageError(f"GALAXY_PROGRESS_INTERVAL={text!r}: expected a number of seconds >= 0")
     return value

@@ -111,7 +111,10 @@ def _image_hdu(hdul, hdu, path):
         if isinstance(hdu, int):
             chosen = hdus[hdu] if -len(hdus) <= hdu < len(hdus) else None
         else:  # an EXTNAME, as astropy matches it (case-insensitive, EXTVER 1)
-            chosen = next((h for h in hdus if h.name.strip().upper() == hdu.strip().upper()), None)
+            key = hdu.strip().upper()
+            chosen = next((h for h in hdus if h.name.strip().upper() == key), None)
+            if chosen is None and key == "PRIMARY":  # astropy's name for HDU 0, whatever its EXTNAME
+                chosen = hdus[0] if hdus else None
         if chosen is None:
             raise ImageReadError(path, f"has no HDU {hdu!r} ({len(hdus)} HDUs)")
         if not chosen.is_image or not chosen.header.get("NAXIS", 0):
@@ -281,7 +284,7 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
                                        f"central {crop_fraction:g} of {of}) are finite; at least "
                                        f"{MIN_MEASURED:.0%} must be measured", stage="preprocess")
         centre = plane[top:bottom, left:right][finite[top:bottom, left:right]]
-        if centre.min() == centre.max():  # e.g. zeros where the cutout is off the band's footprint: a spiral
+        if centre.size >= 4 and centre.min() == centre.max():  # (a crop of a pixel or none: nothing to judge)  # e.g. zeros where the cutout is off the band's footprint: a spiral
             # with its g band zero over the centre was called elliptical with p 0.99
             raise ImageReadError(path, f"{label} is constant ({centre.min():g}) across the pixels the network reads "
                                        f"(the central {crop_fraction:g} of {of}): nothing was measured there",

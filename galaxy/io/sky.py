@@ -63,10 +63,9 @@ def _from_wcs(header) -> tuple[float, float] | None:
     if garbled:
         log.debug("WCS key %s is %r, not a number; trying position keys", garbled[0], header[garbled[0]])
         return None
-    scale = any(re.fullmatch(r"CD[12]_[12]", key) for key in header) or {"CDELT1", "CDELT2"} <= set(header)
-    if not ({"CRVAL1", "CRVAL2"} <= set(header) and scale):  # CTYPEs alone: astropy fills in CRVAL 0 and
-        # 1 degree a pixel, a position ~160 degrees off that overrode the header's own RA/DEC keys
-        log.debug("WCS without CRVAL1/2 and a scale (CDi_j or CDELT1/2); trying position keys")
+    if not {"CRVAL1", "CRVAL2"} <= set(header):  # CTYPEs alone: astropy fills in CRVAL 0, a position ~160
+        # degrees off that overrode the header's own RA/DEC keys (a missing scale is FITS's default, 1)
+        log.debug("WCS without CRVAL1/2; trying position keys")
         return None
     try:
         with warnings.catch_warnings():

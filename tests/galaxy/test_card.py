@@ -203,11 +203,16 @@ def test_a_hand_edited_card_is_one_line_naming_it(model_copy, edit, says):
         load_card(model_copy)
 
 
-def test_infinity_in_a_card_is_refused(model_copy):
-    """json.loads took Infinity: every galaxy got 0.5 / 0.5 and the label of the first class."""
+def test_infinity_in_a_card_is_refused_and_an_old_cards_nan_figure_is_not(model_copy):
+    """json.loads took Infinity: every galaxy got 0.5 / 0.5 and the label of the first class. A bare NaN (the
+    ROC AUC of a one-class split, in cards written before they were strict JSON) is only a figure: it loads."""
     card = model_copy / "card.json"
     text = card.read_text()
     temperature = json.loads(text)["calibration"]["temperature"]
     card.write_text(text.replace(f'"temperature": {temperature}', '"temperature": Infinity', 1))
-    with pytest.raises(ModelError, match="Infinity is not JSON"):
+    with pytest.raises(ModelError, match="temperature None is not a number"):
         load_card(model_copy)
+    data = json.loads(text)
+    data["metrics"]["validation"]["roc_auc"] = float("nan")
+    card.write_text(json.dumps(data))
+    assert load_card(model_copy).metrics["validation"]["roc_auc"] is None

@@ -369,3 +369,21 @@ def test_an_empty_primary_written_with_zero_length_axes_is_passed_over(tmp_path)
     assert fits.getheader(path)["NAXIS1"] == 0 and fits.getheader(path, 1)["EXTNAME"] == "SCI"
     pixels, _ = read_fits_cutout(path, STRETCH)
     np.testing.assert_array_equal(pixels, read_fits_cutout(path, STRETCH, 1)[0])
+
+
+def test_hdu_primary_names_hdu_0_whatever_its_extname(tmp_path):
+    """astropy's name for HDU 0; the walk by index had matched EXTNAME only ('has no HDU PRIMARY'), a
+    regression of session 39 found by its own review."""
+    hdu = fits.PrimaryHDU(galaxy_image())
+    hdu.header["EXTNAME"] = "SCI"
+    hdu.writeto(tmp_path / "named.fits")
+    pixels, _ = read_fits_cutout(tmp_path / "named.fits", STRETCH, "PRIMARY")
+    np.testing.assert_array_equal(pixels, read_fits_cutout(tmp_path / "named.fits", STRETCH, "sci")[0])
+
+
+def test_a_crop_of_a_pixel_or_none_is_no_constant_band(tmp_path):
+    """The constant-centre test took min() of an empty crop (16 px at crop 0.05): a raw numpy error as the
+    reason; a one-pixel crop is always 'constant'."""
+    fits.PrimaryHDU(galaxy_image(16)).writeto(tmp_path / "tiny.fits")
+    pixels, _ = read_fits_cutout(tmp_path / "tiny.fits", STRETCH.with_crop(0.05))
+    assert np.isfinite(pixels).all()
