@@ -106,7 +106,8 @@ def _text_dicts(fh, fmt: str):
     """(column names, iterator of {column: text} rows) of an open CSV or ECSV file (`_open_text`):
     a CSV has no comment lines (a line starting with `#` is data), an ECSV only its header block."""
     if fmt == "csv":
-        reader = csv.DictReader(fh, strict=True)  # strict: an unclosed quote is an error, not every later row in one cell
+        # strict: an unclosed quote is an error, not every later row in one cell
+        reader = csv.DictReader(fh, strict=True)
         return list(reader.fieldnames or []), reader
     return _ecsv_dicts(fh)
 

@@ -115,5 +115,6 @@ def not_utf8(path) -> str:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                return f"not UTF-8 text (line {number}: {line[max(exc.start - 10, 0):exc.end + 10]!r}); save it as UTF-8"
+                near = line[max(exc.start - 10, 0):exc.end + 10]
+                return f"not UTF-8 text (line {number}: {near!r}); save it as UTF-8"
     return "not UTF-8 text"

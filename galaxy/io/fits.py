@@ -192,7 +192,8 @@ def _band_extensions(hdul, path) -> list[int]:
         ImageReadError: extensions naming two or more different bands in images of different shapes (the
             first extension alone had been classified, a grey picture, without a word).
     """
-    members = [k for k, h in enumerate(_hdus(hdul, path)) if h.is_image and len([n for n in _shape(h.header) if n > 1]) == 2]
+    members = [k for k, h in enumerate(_hdus(hdul, path))
+               if h.is_image and len([n for n in _shape(h.header) if n > 1]) == 2]
     named = [k for k in members if header_band(hdul[k].header)]
     shapes = {_shape(hdul[k].header) for k in named}
     bands = {header_band(hdul[k].header) for k in named}
@@ -284,8 +285,9 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
                                        f"central {crop_fraction:g} of {of}) are finite; at least "
                                        f"{MIN_MEASURED:.0%} must be measured", stage="preprocess")
         centre = plane[top:bottom, left:right][finite[top:bottom, left:right]]
-        if centre.size >= 4 and centre.min() == centre.max():  # (a crop of a pixel or none: nothing to judge)  # e.g. zeros where the cutout is off the band's footprint: a spiral
-            # with its g band zero over the centre was called elliptical with p 0.99
+        # one value across the crop, e.g. zeros where the cutout is off the band's footprint: a spiral with its g
+        # band zero over the centre was called elliptical with p 0.99 (a crop of under 4 pixels: nothing to judge)
+        if centre.size >= 4 and centre.min() == centre.max():
             raise ImageReadError(path, f"{label} is constant ({centre.min():g}) across the pixels the network reads "
                                        f"(the central {crop_fraction:g} of {of}): nothing was measured there",
                                  stage="preprocess")
