@@ -191,6 +191,8 @@ def _edited(model_copy, edit):
     (lambda d: d["input_spec"].update(mean="0.1"), "input_spec mean '0.1' is not a list of numbers"),
     (lambda d: d["input_spec"].update(crop_fraction=0), "crop fraction 0 is not in (0, 1]"),
     (lambda d: d.update(format=2), "card format 2 is not 1 (written by a newer galaxy-engine"),
+    (lambda d: d["backends"]["results"]["torch"].pop("precision"), "backends.results['torch']"),
+    (lambda d: d["backends"].update(results=[]), "its backends.results [] is not an object"),
 ])
 def test_a_hand_edited_card_is_one_line_naming_it(model_copy, edit, says):
     """A negative temperature flipped every label (exit 0), classes reversed by hand put each probability
