@@ -381,10 +381,15 @@ class Journal:
         if batch:
             self._write(writer, batch)
         writer.close()
-        error_writer = ErrorWriter(errors)
-        for error in self.errors:
-            error_writer.write(*error)
-        error_writer.close()
+        try:
+            error_writer = ErrorWriter(errors)
+            for error in self.errors:
+                error_writer.write(*error)
+            error_writer.close()
+        except OSError as exc:  # a full disk's error names no file: it is the errors file's, not the catalog's
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(errors)) from exc
+            raise
         return writer
 
     def _columns(self, row) -> dict:

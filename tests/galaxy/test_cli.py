@@ -676,3 +676,22 @@ def test_an_interrupted_process_ends_even_with_a_thread_stuck_in_a_read():
               "errors.end_at_once_on_interrupt(143)\nsys.exit(143)\n")
     done = subprocess.run([sys.executable, "-c", script], timeout=120)
     assert done.returncode == 143
+
+
+def test_a_full_disk_while_the_errors_file_is_written_names_the_errors_file(tmp_path, monkeypatch):
+    """ENOSPC names no file, and the catalog was blamed for the errors file's write (carried since session 37)."""
+    import errno
+
+    import galaxy.catalog.write
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(sorted(EXAMPLES.glob("*.jpeg"))[0], tmp_path / "in")
+    (tmp_path / "in" / "broken.jpeg").write_bytes(b"not a jpeg")
+
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(galaxy.catalog.write.ErrorWriter, "write", full)
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(cli, ["classify", str(tmp_path / "in"), "-o", str(out), "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 1 and f"{out}.errors.csv: No space left on device" in result.output, result.output
