@@ -113,6 +113,10 @@ class TrainConfig:
         low, high = self.zoom_range
         if low > high:
             raise UsageError(f"--zoom-range {low} {high}: LOW is above HIGH (crop fractions, e.g. 0.35 0.65)")
+        if "zoom" in self.augment and not low <= self.crop_fraction <= high:  # every view at another scale than
+            # validation and classify read (at --crop 0.8 the galaxies were 1.2-2.3x larger in every training view)
+            raise UsageError(f"--crop {self.crop_fraction:g} is outside --zoom-range {low:g} {high:g}: the zoom "
+                             "augmentation would never show the framing the model reads; give a --zoom-range around it")
         if self.unlabeled_framing != "off" and not self.unlabeled:
             raise UsageError(f"--unlabeled-framing {self.unlabeled_framing} frames the --unlabeled cutouts: "
                              "give --unlabeled DIR")

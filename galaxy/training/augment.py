@@ -108,7 +108,7 @@ def geometric_views(cache: torch.Tensor, size: int, crop_fraction: float, cache_
         cache_fraction: the fraction of the cutout side the cache holds.
         zoom_range: (low, high) crop fractions drawn uniformly per image, or None.
         rotate: any angle; otherwise a multiple of 90 degrees.
-        jitter: largest shift of the crop centre, as a fraction of the crop side.
+        jitter: largest shift of the crop centre, as a fraction of the crop's half-side (0.1: 5% of the side).
         generator: the random source.
         framing: float (N,) each galaxy's Petrosian radius as a fraction of its cutout's side
             (nan: not measured), used with `apparent_size` and `zoom_range`.
@@ -172,7 +172,9 @@ def photometric(x: torch.Tensor, names: tuple[str, ...], generator: torch.Genera
     Args:
         x: float32 (N, 3, H, W) display pixels in [0, 1].
         names: which of "curve", "flux", "blur", "noise" to apply.
-        generator: the random source (drawn in a fixed order, whatever `names` holds).
+        generator: the random source, drawn in a fixed order; the noise draws its N x 3 x H x W normals only
+            when "noise" is in `names`, so turning noise on or off shifts every later draw of the run (a
+            noise on/off comparison is not paired image by image; kept so, as shipped commands replay).
 
     Returns:
         float32 (N, 3, H, W) in [0, 1].

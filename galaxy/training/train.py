@@ -408,7 +408,10 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
                  "config": config_dict(config), "spec": spec.to_dict(), "best": best, "history": history,
                  "seconds": time.time() - started, "targets_key": targets_key(data.teacher),
                  "resumed_with": resumed_with, "cwd": cwd, "labelled_sha256": data.labelled_sha256,
-                 "arithmetic": arithmetic, "changed_on_resume": changed_on_resume}
+                 "arithmetic": arithmetic, "changed_on_resume": changed_on_resume,
+                 # what `--init` of this checkpoint is checked by: the images it learned (its training split, and
+                 # what its initial weights and teachers learned), so no validation image of a run from it is one
+                 "learned": data.learned_ids()}
         write_atomically(work_dir / "last.pt", lambda tmp: _saved(lambda: torch.save(state, tmp), tmp))
         best_loss, stale = _stopping_count(best_loss, stale, row)
         if config.patience and stale >= config.patience:

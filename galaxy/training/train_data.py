@@ -142,11 +142,15 @@ def _normalisation(config: TrainConfig, cache: torch.Tensor, cache_fraction: flo
     """Per-channel (mean, std): the initial model's when it is a galaxy model (its weights expect
     them), else those of the central `crop_fraction` of the training cache."""
     init = Path(initial_weights(config.init))
-    if (init / "card.json").is_file():
+    folder = init_model_folder(init)  # a model's folder, or its weights file: that model's
+    if folder is not None:
         from galaxy.card import load_card
 
-        spec = load_card(init, verify=False).input_spec
+        spec = load_card(folder, verify=False).input_spec
         return spec.mean, spec.std
+    record = checkpoint_record(str(init))  # a run's last.pt: the spec its weights were trained with
+    if record is not None and isinstance(record.get("spec"), dict) and "mean" in record["spec"]:
+        return tuple(record["spec"]["mean"]), tuple(record["spec"]["std"])
     side = cache.shape[-1]
     half = int(round(side * config.crop_fraction / cache_fraction / 2))
     centre = cache[:, :, side // 2 - half:side // 2 + half, side // 2 - half:side // 2 + half].float()
@@ -295,7 +299,11 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     init = initial_weights(config.init)
     init = str(init_model_folder(init) or init)  # a model's weights file is that model (its card, its checks)
     check_split(init, "--init", config, labelled.ids, all_val_ids, val_set.ids, all_val_paths)
-    _check_checkpoint_split(checkpoint_record(init), config)
+    checkpoint = checkpoint_record(init)
+    _check_checkpoint_split(checkpoint, config)
+    if checkpoint is not None and checkpoint.get("learned") is not None:  # another --classes order, label column or
+        # vote rule makes another split of the same data with the same seed: the images it learned are compared
+        check_unseen(checkpoint["learned"], f"--init {config.init} (a checkpoint) was", all_val_ids, all_val_paths)
     teachers, records = (), []
     if (config.unlabeled or config.teachers) and not config.teacher_targets:  # a targets file stands in for them
         teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)
@@ -348,7 +356,8 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         probabilities, teacher = from_file
         targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
     labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
-    inherited = file_learned.union(*(_learned_by(model) for model in (init, *teachers)))
+    inherited = file_learned.union(*(_learned_by(model) for model in (init, *teachers)),
+                                   (checkpoint or {}).get("learned") or ())
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
                         targets, teacher, fits_cache, pool_framing, inherited, labelled_sha256)
 

@@ -68,7 +68,9 @@ def _checkpoint_record(path: str, size: int, mtime_ns: int) -> dict | None:
         return None
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         return None
-    return {"config": state["config"], "cwd": state.get("cwd")}
+    learned = state.get("learned")  # written since session 39: the ids the run learned
+    return {"config": state["config"], "cwd": state.get("cwd"), "spec": state.get("spec"),
+            "learned": frozenset(learned) if isinstance(learned, list) else None}
 
 
 def heads_by_class(network: torch.nn.Module, state: dict, init_classes: tuple, classes: tuple) -> dict:

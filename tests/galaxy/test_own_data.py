@@ -179,5 +179,11 @@ def test_a_checkpoint_as_init_gets_the_checks_of_a_model(tmp_path):
     assert other_arch.exit_code == 2 and "is a xception_compact_w25_d2" in other_arch.output, other_arch.output
     leaky = _train(data, "--classes", "smooth,disk", "--init", last, "--seed", "3", "-o", tmp_path / "c", *TINY)
     assert leaky.exit_code == 2 and "checkpoint of a run" in leaky.output and "another split" in leaky.output
-    same = _train(data, "--classes", "disk,smooth", "--init", last, "-o", tmp_path / "d", *TINY)
+    # another class order is another split of the same folders with the same seed: the images the checkpoint
+    # learned are compared (it had been accepted, training on validation images unsaid; session 39)
+    reordered = _train(data, "--classes", "disk,smooth", "--init", last, "-o", tmp_path / "d", *TINY)
+    assert reordered.exit_code == 2 and "(a checkpoint) was trained on" in reordered.output, reordered.output
+    same = _train(data, "--classes", "smooth,disk", "--init", last, "-o", tmp_path / "e", *TINY)
     assert same.exit_code == 0, same.output
+    other = _folders(tmp_path / "other", {"disk": 12, "smooth": 12})  # other files: the head taken by class name
+    assert _train(other, "--classes", "disk,smooth", "--init", last, "-o", tmp_path / "f", *TINY).exit_code == 0

@@ -116,7 +116,9 @@ def test_a_second_train_into_the_same_folder_is_refused_while_the_first_runs(tmp
     ({"zoom_range": (0.2, 0.3), "augment": ("rotate",)}, "--zoom-range needs the zoom augmentation"),
     ({"soft_weight": 3.0}, "--soft-weight needs a teacher"), ({"soft_temperature": 2.0}, "--soft-temperature needs"),
     ({"teacher_views": "1"}, "--teacher-views needs a teacher"),
-    ({"batch_size": 1}, "at least 2 images a step")])  # it ended in a BatchNorm traceback
+    ({"batch_size": 1}, "at least 2 images a step"),  # it ended in a BatchNorm traceback
+    # every zoomed view at another scale than the model reads (review of training, session 39)
+    ({"crop_fraction": 0.8, "augment": ("zoom",)}, "--crop 0.8 is outside --zoom-range 0.35 0.65")])
 def test_a_config_built_in_python_is_held_to_the_commands_checks(options, match):
     """The combination checks lived in the click layer: TrainConfig built in Python skipped them."""
     from galaxy.config import TrainConfig

@@ -122,3 +122,24 @@ def test_a_model_of_a_vote_table_is_found_in_a_run_naming_the_same_files_by_path
     with pytest.raises(UsageError, match="trained on 1 of this run's validation images"):  # the other way round
         check_split(model_copy, "--init", config, ["587722981742084144"], ["587722981742084144"],
                     val_paths=["img/12345.jpeg"])
+
+
+@pytest.mark.slow
+def test_a_checkpoint_is_checked_by_what_it_learned_and_gives_its_normalisation(tmp_path):
+    """--init RUN/checkpoints/last.pt of a run with another --classes order (another split of the same data,
+    same seed) was accepted: validation images it had learned were validated on, unrecorded; and --init of a
+    model's weights file or of a checkpoint took mean/std from the new data, not the weights' own
+    (review of training, session 39)."""
+    reversed_run = tmp_path / "r"
+    assert _train(reversed_run, "--epochs", "1", "--classes", "spiral,elliptical").exit_code == 0
+    result = _train(tmp_path / "leaky", "--epochs", "1", "--init", str(reversed_run / "checkpoints" / "last.pt"))
+    assert result.exit_code == 2 and "(a checkpoint) was" in result.output, result.output
+
+    first = tmp_path / "a"
+    assert _train(first, "--epochs", "1").exit_code == 0
+    mean = json.loads((first / "card.json").read_text())["input_spec"]["mean"]
+    for init in (first / "model.safetensors", first / "checkpoints" / "last.pt"):
+        out = tmp_path / f"from-{init.suffix[1:]}"
+        result = _train(out, "--epochs", "1", "--init", str(init), "--crop", "0.7")  # other pixels, same weights
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "card.json").read_text())["input_spec"]["mean"] == mean
