@@ -27,23 +27,23 @@ def _cell(value) -> str | None:
 
 def _id_cells(column, name: str) -> list:
     """An id column's cells as text. A floating-point column (what pandas makes of an integer column with a
-    missing value) gives its whole numbers as integers; one past what its dtype holds exactly (2**53, float32's
-    2**24) may have lost digits (SDSS objids are ~6e17), so it is refused rather than written as
-    '5.877246481808755e+17'.
+    missing value) gives its whole numbers as integers; one at or past the first its dtype cannot tell from
+    its neighbour (2**53, float32's 2**24) may have lost digits (SDSS objids are ~6e17), so it is refused
+    rather than written as '5.877246481808755e+17'.
 
     Raises:
-        UsageError: a whole-number float id past what its dtype holds exactly.
+        UsageError: a whole-number float id at or past that limit.
     """
     values = np.ma.asarray(column)
     if values.dtype.kind != "f":
         return [_cell(i) for i in column]
-    exact = 2 ** (np.finfo(values.dtype).nmant + 1)  # the last whole number the dtype holds exactly (float32: 2**24)
+    exact = 2 ** (np.finfo(values.dtype).nmant + 1)  # from here a whole number may be another rounded (float32: 2**24)
     cells = []
     for value in column:
         if value is np.ma.masked or value is None or not np.isfinite(value):
             cells.append(None if value is np.ma.masked or value is None else _cell(value))
         elif float(value).is_integer():
-            if abs(value) > exact:
+            if abs(value) >= exact:  # 2**53 itself may be 2**53 + 1 rounded: another galaxy's id
                 raise UsageError(f"id column {name!r} holds floating-point numbers such as {float(value)!r}, past "
                                  f"{exact:,}, which may have lost digits (pandas makes an integer column with a "
                                  f"missing value float): read it as text, e.g. pd.read_csv(..., "

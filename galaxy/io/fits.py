@@ -278,7 +278,8 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
                                    "nothing was measured", stage="preprocess")
     if crop_fraction is not None:
         (top, bottom), (left, right) = crop_spans(*plane.shape, crop_fraction)
-        measured = float(finite[top:bottom, left:right].mean())
+        window = finite[top:bottom, left:right]
+        measured = float(window.mean()) if window.size else 1.0  # a crop of no pixel: nothing to judge
         of = "each side" if plane.shape[0] == plane.shape[1] else "the longer side, a square"
         if measured < MIN_MEASURED:
             raise ImageReadError(path, f"{label}: only {measured:.0%} of the pixels the network reads (the "

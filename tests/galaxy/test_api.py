@@ -307,6 +307,9 @@ def test_a_float_id_column_is_read_as_whole_numbers_or_refused_where_digits_are_
     assert big["objid"].dtype.kind == "f"
     with pytest.raises(UsageError, match=r"id column .objid. .* past 9,007,199,254,740,992, .*dtype=\{'objid': str\}"):
         model.classify(big)
+    for column in (np.array([2.0 ** 53 + 1, np.nan]), np.array([16777217, np.nan], np.float32)):  # stored as 2**53,
+        with pytest.raises(UsageError, match="which may have lost digits"):  # 2**24: another galaxy's id
+            model.classify(pd.DataFrame({"objid": column, "path": files}))
     as_text = pd.DataFrame({"objid": ["587724648180875538", None], "path": files})
     assert model.classify(as_text)["id"][0] == "587724648180875538"
 

@@ -146,3 +146,7 @@ def test_a_fit_at_the_edge_of_the_range_is_warned_of(model_copy, shared_data, mo
     monkeypatch.setattr(engine.calibrate, "calibration_record", lambda *args: {**real(*args), "temperature": 0.04979})
     record = engine.calibrate.calibrate(model_copy, load_card(model_copy), shared_data / "labels.csv")
     assert record["temperature"] == pytest.approx(0.04979) and "at the edge of 0.05-20" in caplog.text
+    caplog.clear()  # and when that temperature is kept (a refit of it): the warning had been skipped there
+    card = load_card(model_copy)
+    assert engine.calibrate.calibrate(model_copy, card, shared_data / "labels.csv") is card.calibration  # kept
+    assert "at the edge of 0.05-20" in caplog.text

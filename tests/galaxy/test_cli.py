@@ -490,7 +490,7 @@ def test_model_is_taken_by_name(tmp_path):
     result = invoke("classify", EXAMPLES, "-o", out, "-q", "--model", "sdss-xception",
                     "--backend", "onnxruntime")
     assert result.exit_code == 0, result.output
-    assert len(read_csv(out)) > 0
+    assert len(read_csv(out)) == len(list(EXAMPLES.glob("*.jpeg")))
     meta = json.loads((tmp_path / "catalog.csv.meta.json").read_text())  # that model, not the default
     assert meta["model"] == "sdss-xception-96" and meta["weights"] == load_card(model_path("sdss-xception")).weights_sha256
     bad = invoke("classify", EXAMPLES, "-o", out, "--model", "sdss-resnet")

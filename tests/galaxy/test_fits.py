@@ -387,3 +387,9 @@ def test_a_crop_of_a_pixel_or_none_is_no_constant_band(tmp_path):
     fits.PrimaryHDU(galaxy_image(16)).writeto(tmp_path / "tiny.fits")
     pixels, _ = read_fits_cutout(tmp_path / "tiny.fits", STRETCH.with_crop(0.05))
     assert np.isfinite(pixels).all()
+    from galaxy.io.composite import crop_spans
+
+    fits.PrimaryHDU(galaxy_image(17)).writeto(tmp_path / "odd.fits")
+    (top, bottom), _ = crop_spans(17, 17, 0.06)
+    assert bottom - top == 1  # one pixel: always one value
+    assert np.isfinite(read_fits_cutout(tmp_path / "odd.fits", STRETCH.with_crop(0.06))[0]).all()

@@ -109,9 +109,10 @@ def test_fits_output_has_ra_dec_with_units_from_the_headers(tmp_path):
     assert table.colnames[-2:] == ["ra", "dec"] and str(table["ra"].unit) == "deg"
     for row in table:
         assert (row["ra"], row["dec"]) == pytest.approx(positions[row["id"]], abs=1e-9)
-    if shutil.which("fitsverify"):
-        report = subprocess.run(["fitsverify", str(out)], capture_output=True, text=True).stdout
-        assert "0 warning(s) and 0 error(s)" in report
+    if not shutil.which("fitsverify"):
+        pytest.skip("fitsverify is not installed: the columns above were checked, fitsverify's verdict was not")
+    report = subprocess.run(["fitsverify", str(out)], capture_output=True, text=True).stdout
+    assert "0 warning(s) and 0 error(s)" in report
 
 
 def test_jpeg_only_runs_have_no_sky_columns(tmp_path):
