@@ -210,6 +210,35 @@ def crop_resize(pixels: np.ndarray, crop_fraction: float, size: int) -> np.ndarr
     return np.stack(channels, axis=-1)
 
 
+def resample_weights(height: int, width: int, crop_fraction: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`crop_resize` as two matrices: float32 (size, height) and (size, width), so that for one band
+    `rows @ band @ columns.T` is its output (PIL resamples rows first, then columns, in float32). For
+    decoders that resize on a device (the nvjpeg pipeline): the same sub-pixel box, the same zeros
+    past a short side, PIL's triangle filter coefficients (Resample.c `precompute_coeffs`)."""
+    side = crop_side(height, width, crop_fraction)
+
+    def axis(n: int) -> np.ndarray:
+        pad = int(np.ceil((side - n) / 2 + side / size)) + 1 if side > n else 0
+        padded = n + 2 * pad
+        low, high = (padded - side) / 2, (padded + side) / 2
+        scale = (high - low) / size
+        filterscale = max(scale, 1.0)
+        support = 1.0 * filterscale  # bilinear: support 1
+        weights = np.zeros((size, padded), np.float64)
+        for out in range(size):
+            centre = low + (out + 0.5) * scale
+            first = max(int(centre - support + 0.5), 0)
+            last = min(int(centre + support + 0.5), padded)
+            taps = np.arange(first, last)
+            w = np.maximum(0.0, 1.0 - np.abs((taps - centre + 0.5) / filterscale))
+            if w.sum() != 0:
+                w = w / w.sum()
+            weights[out, first:last] = w
+        return weights[:, pad:pad + n].astype(np.float32)  # the padding is zeros: its taps add nothing
+
+    return axis(height), axis(width)
+
+
 def normalise(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
     """(H, W, C) float32 in [0, 1] -> (C, H, W) float32 normalised by the spec's mean/std."""
     mean = np.asarray(spec.mean, dtype=np.float32)

@@ -181,7 +181,8 @@ def test_nvjpeg_graph_on_the_cpu_matches_the_reference_reader(default_model, tmp
     paths = sorted(EXAMPLES.glob("*.jpeg"))[:12]
     Image.open(paths[0]).resize((300, 300)).save(tmp_path / "small.jpeg", quality=95)
     Image.open(paths[1]).save(tmp_path / "png.png")
-    paths += [tmp_path / "small.jpeg", tmp_path / "png.png"]
+    Image.open(paths[2]).crop((0, 112, 424, 312)).save(tmp_path / "wide.jpeg", quality=95)  # squashed until s39
+    paths += [tmp_path / "small.jpeg", tmp_path / "wide.jpeg", tmp_path / "png.png"]
     reference = np.stack([load_input(p, card.input_spec)[0] for p in paths])
     pipeline = NvjpegPipeline(card.input_spec, 2, 2, batch_size=8, device="cpu")
     out = list(pipeline.decode(Item(str(p)) for p in paths))
@@ -189,9 +190,11 @@ def test_nvjpeg_graph_on_the_cpu_matches_the_reference_reader(default_model, tmp
     decoded = np.stack([np.asarray(d.tensor) for d in out])
     assert isinstance(out[0].tensor, torch.Tensor) and isinstance(out[-1].tensor, np.ndarray)  # png: reference
     std = np.asarray(card.input_spec.std)[:, None, None]
-    assert np.abs((decoded - reference) * std).mean() < 1e-2
+    # libjpeg-turbo decodes as PIL does, and the crop and resize are the reference's (the whole-pixel crop
+    # and torch's resize had been 0.003 off on average, 0.10 at most, p_spiral up to 0.03; session 39)
+    assert np.abs((decoded - reference) * std).max() < 1e-5
     session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
-    assert (session.run(decoded).argmax(1) == session.run(reference).argmax(1)).all()
+    assert np.abs(session.run(decoded) - session.run(reference)).max() < 1e-4
 
 
 def _real_batch(card, n=40):
