@@ -43,9 +43,8 @@ class NvjpegPipeline(ChunkedPipeline):
         """uint8 (N, 3, H, W) on the GPU, one shape -> normalised float32 (N, 3, size, size).
 
         The reference reader's crop and resize as two matrix products (`resample_weights`): its sub-pixel
-        box, its square crop of a non-square cutout, PIL's filter. (A whole-pixel crop and torch's
-        antialiased resize had moved p_spiral by up to 0.03 on gz1-sdss cutouts, and squashed non-square
-        ones.)"""
+        box, PIL's filter. (A whole-pixel crop and torch's antialiased resize had moved p_spiral by up to
+        0.03 on gz1-sdss cutouts.)"""
         torch, spec = self._torch, self.spec
         h, w = images.shape[-2:]
         if (h, w) not in self._weights:

@@ -26,7 +26,7 @@ from galaxy.errors import ImageReadError
 from galaxy.files import require_file
 from galaxy.catalog.formats import IMAGE_SUFFIXES
 from galaxy.io.fits import is_fits_path, read_band_files, read_fits_cutout
-from galaxy.io.jpeg import jpeg_damage, jpeg_frame
+from galaxy.io.jpeg import jpeg_damage, jpeg_frame, jpeg_precision
 from galaxy.io.composite import crop_side, crop_spans, inside_share
 from galaxy.spec import MIN_SIDE, InputSpec, too_small
 
@@ -135,6 +135,9 @@ def raster_refusal(data: bytes) -> str | None:
         return "an empty file (0 bytes)"
     frame = jpeg_frame(data)
     if frame:
+        bits = jpeg_precision(data)
+        if bits not in (None, 8):  # Pillow's "unrecognised content" named no reason; DALI failed its whole chunk
+            return f"a {bits}-bit JPEG: only 8-bit JPEGs are read (save it with 8 bits per sample)"
         return size_refusal(frame[2], frame[1]) or jpeg_damage(data)
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
         return size_refusal(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"))

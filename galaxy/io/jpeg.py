@@ -49,6 +49,17 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
+def jpeg_precision(data: bytes) -> int | None:
+    """Bits per sample from a JPEG's start-of-frame header (8 for nearly every JPEG; 12 or 16 in medical
+    and some scientific files, which Pillow and DALI do not decode), or None when it is not a JPEG."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    for i, marker in _segments(data):
+        if marker in SOF:
+            return data[i + 4] if i + 4 < len(data) else None
+    return None
+
+
 def jpeg_damage(data: bytes) -> str | None:
     """Why a JPEG's image data is not whole, or None when it is.
 

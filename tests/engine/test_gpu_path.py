@@ -181,7 +181,7 @@ def test_nvjpeg_graph_on_the_cpu_matches_the_reference_reader(default_model, tmp
     paths = sorted(EXAMPLES.glob("*.jpeg"))[:12]
     Image.open(paths[0]).resize((300, 300)).save(tmp_path / "small.jpeg", quality=95)
     Image.open(paths[1]).save(tmp_path / "png.png")
-    Image.open(paths[2]).crop((0, 112, 424, 312)).save(tmp_path / "wide.jpeg", quality=95)  # squashed until s39
+    Image.open(paths[2]).crop((0, 112, 424, 312)).save(tmp_path / "wide.jpeg", quality=95)  # reference reader
     paths += [tmp_path / "small.jpeg", tmp_path / "wide.jpeg", tmp_path / "png.png"]
     reference = np.stack([load_input(p, card.input_spec)[0] for p in paths])
     pipeline = NvjpegPipeline(card.input_spec, 2, 2, batch_size=8, device="cpu")

@@ -213,3 +213,26 @@ def test_class_folders_and_unlabelled_folders_leave_out_hidden_files_too(tmp_pat
         (tmp_path / name / "._x.jpeg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     assert "._x" not in load_labelled(tmp_path).ids and len(load_labelled(tmp_path)) == 4
     assert list_unlabelled([tmp_path / "spiral"])[1] == ("spiral0", "spiral1")
+
+
+def test_a_12_bit_jpeg_is_refused_saying_so(tmp_path):
+    """Pillow refuses precision other than 8 as unidentified: the reason read "not a JPEG or PNG image
+    (unrecognised content)", and DALI failed the whole chunk it was in (review of image inputs, session 39)."""
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+    from galaxy.io.jpeg import SOF, _segments
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in files:
+        (folder / path.name).write_bytes(path.read_bytes())
+    data = bytearray(files[0].read_bytes())
+    at = next(i for i, marker in _segments(bytes(data)) if marker in SOF)
+    data[at + 4] = 12  # the frame's bits per sample
+    (folder / "deep.jpeg").write_bytes(bytes(data))
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(out), "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 3 and len(out.read_text().splitlines()) == 4
+    assert "a 12-bit JPEG: only 8-bit JPEGs are read" in (tmp_path / "out.csv.errors.csv").read_text()
