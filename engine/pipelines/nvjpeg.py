@@ -70,13 +70,29 @@ class NvjpegPipeline(ChunkedPipeline):
                 for k, image in zip(to_gpu, images):
                     shapes[tuple(image.shape)].append((k, image))
                 for group in shapes.values():
-                    tensors = self._preprocess(torch.stack([image for _, image in group]))
-                    for (k, _), tensor, blank in zip(group, tensors, blank_samples(tensors)):
+                    batch = torch.stack([image for _, image in group])
+                    tensors = self._preprocess(batch)
+                    # blank as the reference reader judges it, on the crop's whole pixels: the resize's taps
+                    # reach past a one-valued crop, so the tensor alone had let such a cutout through
+                    flat = _crop_pixels(batch, self.spec.crop_fraction)
+                    constant = ((flat.amax(dim=2) == flat.amin(dim=2)).all(dim=1).tolist() if flat.shape[2]
+                                else [False] * len(group))
+                    for (k, _), tensor, blank, same in zip(group, tensors, blank_samples(tensors), constant):
+                        blank = blank or same
                         if not blank:  # a blank one: the reference reader refuses it, with its reason
                             results[k] = Decoded.of(chunk[k], tensor=tensor)
             except RuntimeError as exc:  # one bad JPEG fails the batched decode
                 log.debug("nvJPEG rejected a batch (%s); the reference reader retries it", exc)
         return results
+
+
+def _crop_pixels(batch, crop_fraction):
+    """uint8 (N, C, H, W) -> (N, C, P): the whole pixels of the crop `blank_reason` judges (`crop_spans`)."""
+    from galaxy.io.composite import crop_spans
+
+    (top, bottom), (left, right) = crop_spans(batch.shape[-2], batch.shape[-1], crop_fraction)
+    window = batch[:, :, top:bottom, left:right]
+    return window.reshape(window.shape[0], window.shape[1], -1)
 
 
 def create(spec: InputSpec, workers: int, depth: int, hdu=None, batch_size: int = 32) -> NvjpegPipeline:

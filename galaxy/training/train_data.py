@@ -303,7 +303,8 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     _check_checkpoint_split(checkpoint, config)
     if checkpoint is not None and checkpoint.get("learned") is not None:  # another --classes order, label column or
         # vote rule makes another split of the same data with the same seed: the images it learned are compared
-        check_unseen(checkpoint["learned"], f"--init {config.init} (a checkpoint) was", all_val_ids, all_val_paths)
+        check_unseen(checkpoint["learned"], f"--init {config.init} (a checkpoint; another --classes order, label "
+                     "column or vote rule splits the same data otherwise) was", all_val_ids, all_val_paths)
     teachers, records = (), []
     if (config.unlabeled or config.teachers) and not config.teacher_targets:  # a targets file stands in for them
         teachers = resolve_teachers(config.teachers, None if init in ("scratch", "imagenet") else init)

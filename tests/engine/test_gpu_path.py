@@ -195,6 +195,16 @@ def test_nvjpeg_graph_on_the_cpu_matches_the_reference_reader(default_model, tmp
     assert np.abs((decoded - reference) * std).max() < 1e-5
     session = backends.load("onnxruntime", model_dir, card, backends.BackendOptions())
     assert np.abs(session.run(decoded) - session.run(reference)).max() < 1e-4
+    # a crop of one value is refused by both, though the resize's taps reach past it into other values
+    pixels = (np.random.default_rng(0).random((416, 416, 3)) * 255).astype(np.uint8)
+    pixels[104:312, 104:312] = 40
+    Image.fromarray(pixels).save(tmp_path / "flat.jpeg", quality=100, subsampling=0)
+    from galaxy.errors import ImageReadError
+
+    with pytest.raises(ImageReadError, match="blank"):
+        load_input(tmp_path / "flat.jpeg", card.input_spec)
+    flat = list(pipeline.decode([Item(str(tmp_path / "flat.jpeg"))]))[0]
+    assert flat.tensor is None and "blank" in str(flat.error)
 
 
 def _real_batch(card, n=40):

@@ -182,7 +182,7 @@ def test_a_checkpoint_as_init_gets_the_checks_of_a_model(tmp_path):
     # another class order is another split of the same folders with the same seed: the images the checkpoint
     # learned are compared (it had been accepted, training on validation images unsaid; session 39)
     reordered = _train(data, "--classes", "disk,smooth", "--init", last, "-o", tmp_path / "d", *TINY)
-    assert reordered.exit_code == 2 and "(a checkpoint) was trained on" in reordered.output, reordered.output
+    assert reordered.exit_code == 2 and "(a checkpoint; another --classes order" in reordered.output, reordered.output
     same = _train(data, "--classes", "smooth,disk", "--init", last, "-o", tmp_path / "e", *TINY)
     assert same.exit_code == 0, same.output
     other = _folders(tmp_path / "other", {"disk": 12, "smooth": 12})  # other files: the head taken by class name

@@ -133,7 +133,7 @@ def test_a_checkpoint_is_checked_by_what_it_learned_and_gives_its_normalisation(
     reversed_run = tmp_path / "r"
     assert _train(reversed_run, "--epochs", "1", "--classes", "spiral,elliptical").exit_code == 0
     result = _train(tmp_path / "leaky", "--epochs", "1", "--init", str(reversed_run / "checkpoints" / "last.pt"))
-    assert result.exit_code == 2 and "(a checkpoint) was" in result.output, result.output
+    assert result.exit_code == 2 and "(a checkpoint; another --classes order" in result.output, result.output
 
     first = tmp_path / "a"
     assert _train(first, "--epochs", "1").exit_code == 0
