@@ -50,10 +50,16 @@ class NvjpegPipeline(ChunkedPipeline):
         if (h, w) not in self._weights:
             from galaxy.io.images import resample_weights
 
-            rows, columns = resample_weights(h, w, spec.crop_fraction, spec.size)
-            self._weights[h, w] = (torch.from_numpy(rows).to(self.device), torch.from_numpy(columns).to(self.device))
-        rows, columns = self._weights[h, w]
-        pixels = images.float().div_(255)
+            # only the band of rows and columns the filter reads is turned to floats (a 4,096 px cutout whole
+            # would be 200 MB a image on the device)
+            bands = []
+            for weights in resample_weights(h, w, spec.crop_fraction, spec.size):
+                used = weights.any(axis=0).nonzero()[0]
+                first, last = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, weights.shape[1])
+                bands.append((torch.from_numpy(weights[:, first:last].copy()).to(self.device), slice(first, last)))
+            self._weights[h, w] = bands
+        (rows, row_band), (columns, column_band) = self._weights[h, w]
+        pixels = images[:, :, row_band, column_band].float().div_(255)
         resized = torch.matmul(rows, torch.matmul(pixels, columns.T))  # along each row first, as PIL
         return (resized - self._mean) / self._std
 
