@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import numpy_kinds, sky_units
-from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, RAY_BOOKKEEPING, SKY_COLUMNS, VALUE_KINDS,
-                                    catalog_columns, catalog_descriptions, output_format, probability_column,
+from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, FITS_SUFFIXES, RAY_BOOKKEEPING, SKY_COLUMNS,
+                                    VALUE_KINDS, catalog_columns, catalog_descriptions, output_format, probability_column,
                                     sidecar_path)
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
 from galaxy.catalog.text import control_escaped, safe_text
@@ -185,15 +185,21 @@ def describe_rows(rows) -> tuple[list[tuple[str, str]], dict[str, int]]:
         (extra, text_lengths): the `extra` and `text_lengths` arguments of `CatalogWriter`.
     """
     lengths = {"id": 1, "path": 1}
+    fits = [False]
 
     def columns():
         for ident, path, extra in rows:
             lengths["id"], lengths["path"] = max(lengths["id"], len(ident)), max(lengths["path"], len(path))
+            fits[0] = fits[0] or path.lower().endswith(FITS_SUFFIXES)  # (band files: "g.fits;r.fits;i.fits")
             for key, value in extra.items():
                 lengths[key] = max(lengths.get(key, 1), len(value))
             yield extra
 
-    return column_kinds(columns()), lengths
+    kinds = column_kinds(columns())
+    if fits[0] and not any(name in SKY_COLUMNS for name, _ in kinds):  # a catalog of FITS inputs has ra/dec even
+        # where no header gave a position: the chunks of one survey's job array had differed in columns
+        kinds = [*kinds, *((name, "float") for name in SKY_COLUMNS)]
+    return kinds, lengths
 
 
 def errors_path(output) -> Path:

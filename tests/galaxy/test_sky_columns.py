@@ -115,6 +115,23 @@ def test_fits_output_has_ra_dec_with_units_from_the_headers(tmp_path):
     assert "0 warning(s) and 0 error(s)" in report
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".fits", ".parquet"])
+def test_a_catalog_of_fits_inputs_has_ra_dec_though_no_header_gives_a_position(tmp_path, suffix):
+    """The columns followed the headers: a job array's chunk whose FITS files had no position lacked them, and
+    chunks of one survey could not be stacked (STILTS tcat refused); carried since session 36."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    fits.PrimaryHDU(np.moveaxis(read_raster(sorted(EXAMPLES.glob("*.jpeg"))[0]), -1, 0)[:, ::-1].astype(np.float32)
+                    ).writeto(folder / "plain.fits")
+    out = tmp_path / f"out{suffix}"
+    assert invoke("classify", folder, "-o", out, "-q", "--backend", "onnxruntime").exit_code == 0
+    table = Table.read(out)
+    assert table.colnames[-2:] == ["ra", "dec"]
+    for name in ("ra", "dec"):  # missing: masked (CSV's empty cell, FITS's NaN as astropy reads it) or NaN
+        missing = np.ma.getmaskarray(table[name]) | np.isnan(np.asarray(np.ma.getdata(table[name]), float))
+        assert missing.all()
+
+
 def test_jpeg_only_runs_have_no_sky_columns(tmp_path):
     out = tmp_path / "out.csv"
     assert invoke("classify", *sorted(EXAMPLES.glob("*.jpeg"))[:3], "-o", out, "-q").exit_code == 0
