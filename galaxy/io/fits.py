@@ -105,8 +105,9 @@ def _hdus(hdul, path) -> list:
         raise ImageReadError(path, f"not a readable FITS file: {exc}") from None
 
 
-def _image_hdu(hdul, hdu, path):
-    hdus = _hdus(hdul, path)
+def _image_hdu(hdus: list, hdu, path):
+    """The HDU a file's image is read from, of its walked HDUs (`_hdus`): the one `hdu` names, else the
+    first with image data."""
     if hdu is not None:
         if isinstance(hdu, int):
             chosen = hdus[hdu] if -len(hdus) <= hdu < len(hdus) else None
@@ -185,20 +186,19 @@ class FitsImage:
         return out
 
 
-def _band_extensions(hdul, path) -> list[int]:
+def _band_extensions(hdus: list, path) -> list[int]:
     """Image extensions that each hold one named band of one shape (a multi-extension band set).
 
     Raises:
         ImageReadError: extensions naming two or more different bands in images of different shapes (the
             first extension alone had been classified, a grey picture, without a word).
     """
-    members = [k for k, h in enumerate(_hdus(hdul, path))
-               if h.is_image and len([n for n in _shape(h.header) if n > 1]) == 2]
-    named = [k for k in members if header_band(hdul[k].header)]
-    shapes = {_shape(hdul[k].header) for k in named}
-    bands = {header_band(hdul[k].header) for k in named}
+    members = [k for k, h in enumerate(hdus) if h.is_image and len([n for n in _shape(h.header) if n > 1]) == 2]
+    named = [k for k in members if header_band(hdus[k].header)]
+    shapes = {_shape(hdus[k].header) for k in named}
+    bands = {header_band(hdus[k].header) for k in named}
     if len(bands) >= 2 and len(shapes) > 1 and len(bands) == len(named):
-        raise ImageReadError(path, f"its extensions hold bands {', '.join(header_band(hdul[k].header) for k in named)} "
+        raise ImageReadError(path, f"its extensions hold bands {', '.join(header_band(hdus[k].header) for k in named)} "
                                    f"in images of different shapes ({', '.join('x'.join(map(str, s[:2])) for s in sorted(shapes))}): "
                                    "they cannot be stacked into one colour image; give --hdu N to classify one alone")
     return named if len(named) >= 2 and len(shapes) == 1 and len(bands) == len(named) else []
@@ -215,24 +215,25 @@ def locate_image(path, hdu=None) -> FitsImage:
 
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            chosen = _image_hdu(hdul, hdu, path)
-            extensions = _band_extensions(hdul, path) if hdu is None else []
-            read = hdul[extensions[0]] if extensions else chosen  # the HDUs read: a band set's, else the one
+            walked = _hdus(hdul, path)  # once: each walk reads and checks every header
+            chosen = _image_hdu(walked, hdu, path)
+            extensions = _band_extensions(walked, path) if hdu is None else []
+            read = walked[extensions[0]] if extensions else chosen  # the HDUs read: a band set's, else the one
             _check_size(read.header, path)
             shape = [n for n in _shape(read.header) if n > 1]
             if extensions:
                 hdus, ndim = tuple(extensions), 3
-                names = tuple(header_band(hdul[k].header) for k in extensions)
+                names = tuple(header_band(walked[k].header) for k in extensions)
             else:
-                hdus = (next(k for k, h in enumerate(_hdus(hdul, path)) if h is chosen),)
+                hdus = (next(k for k, h in enumerate(walked) if h is chosen),)
                 ndim = int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
                 planes = shape[-1] if len(shape) == 3 else 1  # NAXIS3 counts the planes
                 names = tuple(cube_bands(chosen.header, planes) or [header_band(chosen.header)] * (planes == 1)
                               or [None] * planes)
-            scaled = any(float(hdul[k].header.get(key, d)) != d for k in hdus for key, d in (("BSCALE", 1.0),
-                                                                                              ("BZERO", 0.0)))
-            return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, hdul[0].header)),
-                             centre_position(chosen.header, hdul[0].header),
+            scaled = any(float(walked[k].header.get(key, d)) != d for k in hdus for key, d in (("BSCALE", 1.0),
+                                                                                                ("BZERO", 0.0)))
+            return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, walked[0].header)),
+                             centre_position(chosen.header, walked[0].header),
                              int(read.header.get("ZBITPIX", read.header.get("BITPIX", -32))),
                              len(shape) >= 2 and shape[0] == shape[1])
     except ImageReadError:
@@ -285,7 +286,7 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
             raise ImageReadError(path, f"{label}: only {measured:.0%} of the pixels the network reads (the "
                                        f"central {crop_fraction:g} of {of}) are finite; at least "
                                        f"{MIN_MEASURED:.0%} must be measured", stage="preprocess")
-        centre = plane[top:bottom, left:right][finite[top:bottom, left:right]]
+        centre = plane[top:bottom, left:right][window]
         # one value across the crop, e.g. zeros where the cutout is off the band's footprint: a spiral with its g
         # band zero over the centre was called elliptical with p 0.99 (a crop of under 4 pixels: nothing to judge)
         if centre.size >= 4 and centre.min() == centre.max():
