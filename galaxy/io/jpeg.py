@@ -36,28 +36,28 @@ def _segments(data: bytes):
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
 
 
+def _start_of_frame(data: bytes) -> int | None:
+    """Where a JPEG stream's start-of-frame segment begins (its marker, then length, precision, height,
+    width, components), or None when it is not a JPEG or has none."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    return next((i for i, marker in _segments(data) if marker in SOF), None)
+
+
 def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     """(components, height, width) from a JPEG stream's start-of-frame header, or None when it is
     not a JPEG."""
-    if data[:3] != b"\xff\xd8\xff":
+    i = _start_of_frame(data)
+    if i is None or i + 9 >= len(data):
         return None
-    for i, marker in _segments(data):
-        if marker in SOF:  # length, precision, height, width, components
-            if i + 9 >= len(data):
-                return None
-            return data[i + 9], int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-    return None
+    return data[i + 9], int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
 
 
 def jpeg_precision(data: bytes) -> int | None:
     """Bits per sample from a JPEG's start-of-frame header (8 for nearly every JPEG; 12 or 16 in medical
     and some scientific files, which Pillow and DALI do not decode), or None when it is not a JPEG."""
-    if data[:3] != b"\xff\xd8\xff":
-        return None
-    for i, marker in _segments(data):
-        if marker in SOF:
-            return data[i + 4] if i + 4 < len(data) else None
-    return None
+    i = _start_of_frame(data)
+    return data[i + 4] if i is not None and i + 4 < len(data) else None
 
 
 def jpeg_damage(data: bytes) -> str | None:
