@@ -184,6 +184,12 @@ def read_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False) -> tup
     return read_raster(path), {}
 
 
+def _crop_padding(n: int, side: float, size: int) -> int:
+    """Zeros added on each end of an axis of n pixels for a square crop of `side` resized to `size`: around
+    a short side the crop reaches beyond, and around the filter's reach past the crop (none otherwise)."""
+    return int(np.ceil((side - n) / 2 + side / size)) + 1 if side > n else 0
+
+
 def crop_resize(pixels: np.ndarray, crop_fraction: float, size: int) -> np.ndarray:
     """Centre-crop and resize an (H, W, C) float32 image.
 
@@ -199,8 +205,7 @@ def crop_resize(pixels: np.ndarray, crop_fraction: float, size: int) -> np.ndarr
     if height < 2 or width < 2:
         raise ValueError(f"image of {width} x {height} pixels is too small")
     side = crop_side(height, width, crop_fraction)
-    # zeros around a short side the crop reaches beyond, and around the filter's reach past the crop
-    pad_h, pad_w = (int(np.ceil((side - n) / 2 + side / size)) + 1 if side > n else 0 for n in (height, width))
+    pad_h, pad_w = (_crop_padding(n, side, size) for n in (height, width))
     if pad_h or pad_w:
         pixels = np.pad(pixels, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)))
         height, width = pixels.shape[:2]
@@ -221,7 +226,7 @@ def resample_weights(height: int, width: int, crop_fraction: float, size: int) -
     side = crop_side(height, width, crop_fraction)
 
     def axis(n: int) -> np.ndarray:
-        pad = int(np.ceil((side - n) / 2 + side / size)) + 1 if side > n else 0
+        pad = _crop_padding(n, side, size)  # as crop_resize pads
         padded = n + 2 * pad
         # PIL parses the box as C floats and takes their difference in float (a float64 box had drifted by up
         # to 3.5e-5 at crop 0.7)
