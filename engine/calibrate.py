@@ -57,10 +57,10 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
         log.warning("temperature %.5f is at the edge of %.2g-%.2g, the range a working model's fit lies in: the "
                     "likelihood fell all the way there (a broken or barely trained model, or labels that are not "
                     "its classes?)", fitted, lowest, highest)
-    if abs(fitted / card.temperature - 1) < REFIT_TOLERANCE and card.calibration:  # already calibrated
-        log.info("temperature %.4f kept: already calibrated (a refit gives %.5f)", card.temperature, fitted)
-        return card.calibration
     if abs(fitted / card.temperature - 1) < REFIT_TOLERANCE:
+        if card.calibration:  # already calibrated: the card's record stays
+            log.info("temperature %.4f kept: already calibrated (a refit gives %.5f)", card.temperature, fitted)
+            return card.calibration
         record["temperature"] = card.temperature
     record.update({"split": "validation", "data": str(data), "backend": f"{runner.session.name} fp32"})
     _drop_int8_check(card, record["temperature"])

@@ -182,6 +182,15 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _within(record: dict, *keys):
+    """record[k1][k2]... where each level is an object; None where one is missing or is not."""
+    for key in keys:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
+
+
 def _check_figures(card: ModelCard, card_path) -> None:
     """What every probability depends on beyond the weights: the temperature, and the classes' order.
 
@@ -200,11 +209,9 @@ def _check_figures(card: ModelCard, card_path) -> None:
         if not (_number(value) and low * 0.999 <= value <= high * 1.001):
             raise ModelError(f"{card_path} is not a valid model card: temperature {value!r} is not a number in "
                              f"[{low:.4f}, {high:.2f}] (galaxy calibrate fits one)")
-    recorded = {"training.config.classes": card.training.get("config", {}).get("classes")
-                if isinstance(card.training.get("config"), dict) else None,
-                "the validation confusion's classes": card.metrics.get("validation", {}).get("confusion", {})
-                .get("rows_true_cols_predicted") if isinstance(card.metrics.get("validation"), dict)
-                and isinstance(card.metrics["validation"].get("confusion"), dict) else None}
+    recorded = {"training.config.classes": _within(card.training, "config", "classes"),
+                "the validation confusion's classes": _within(card.metrics, "validation", "confusion",
+                                                              "rows_true_cols_predicted")}
     for where, order in recorded.items():
         if isinstance(order, list) and sorted(order) == sorted(card.classes) and list(order) != list(card.classes):
             raise ModelError(f"{card_path} is not a valid model card: its classes {list(card.classes)} are not in the "
