@@ -105,8 +105,9 @@ def record_sha256(path: Path, sha256: str) -> None:
 
 
 def intact(path: Path) -> bool:
-    """Whether a cached ONNX file (fp32, or an int8 model) is the one that was built: its sha256 against the one recorded beside
-    it. A file from before such records (or whose record was lost) is taken as it is and recorded now.
+    """Whether a cached ONNX file (fp32, or an int8 model) is the one that was built: its sha256 against the
+    one recorded beside it. A file from before such records (or whose record was lost) is taken as it is and
+    recorded now.
     Remembered per file version (inode, size, mtime): hashing 21-83 MB costs 15-60 ms."""
     try:
         stat = os.stat(path)

@@ -209,8 +209,8 @@ def _rebuild_failed(card, shipped: dict) -> bool:
     # and from the fp32 model it was built from: a marker written from a damaged (since rebuilt) or older
     # torch's export had kept int8 off for good (review of the derived engines)
     fp32 = recorded_sha256(cached_onnx_path(card))
-    return (found.get("shipped_fingerprint") == shipped.get("fingerprint") and found.get("onnxruntime") == _ort_version()
-            and (fp32 is None or found.get("fp32_sha256") == fp32))
+    return (found.get("shipped_fingerprint") == shipped.get("fingerprint")
+            and found.get("onnxruntime") == _ort_version() and (fp32 is None or found.get("fp32_sha256") == fp32))
 
 
 def shipped_int8(model_dir, card) -> dict | None:

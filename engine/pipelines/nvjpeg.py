@@ -4,8 +4,8 @@ The reference preprocessing in torch on the device: decode (RGB) -> the referenc
 crop and antialiased bilinear resize, as two matrix products -> (x - mean) / std, giving torch
 CUDA tensors (C, H, W); images of one shape are cropped and resized as one batch. Square JPEGs with
 1 or 3 components go here; every other file, and every JPEG nvJPEG rejects, goes to the reference
-reader, so a bad file gets the reference reader's reason. (`device="cpu"` runs the same graph with libjpeg-turbo: the tests
-check the arithmetic that way on machines without a GPU.)
+reader, so a bad file gets the reference reader's reason. (`device="cpu"` runs the same graph with
+libjpeg-turbo: the tests check the arithmetic that way on machines without a GPU.)
 """
 
 from __future__ import annotations

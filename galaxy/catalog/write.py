@@ -22,8 +22,8 @@ import numpy as np
 
 from galaxy.catalog.fits_table import numpy_kinds, sky_units
 from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, FITS_SUFFIXES, RAY_BOOKKEEPING, SKY_COLUMNS,
-                                    VALUE_KINDS, catalog_columns, catalog_descriptions, output_format, probability_column,
-                                    sidecar_path)
+                                    VALUE_KINDS, catalog_columns, catalog_descriptions, output_format,
+                                    probability_column, sidecar_path)
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
 from galaxy.catalog.text import control_escaped, safe_text
 

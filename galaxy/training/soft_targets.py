@@ -309,7 +309,8 @@ def _stored_targets(path, where: str) -> dict:
             or (probabilities < 0).any() or (probabilities > 1).any()
             or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)):
         raise UsageError(f"{where}: its probabilities are not one distribution per image (shape "
-                         f"{probabilities.shape}, dtype {probabilities.dtype}: 2-d, finite, in [0, 1], rows summing to 1)")
+                         f"{probabilities.shape}, dtype {probabilities.dtype}: 2-d, finite, in [0, 1], rows "
+                         "summing to 1)")
     found["probabilities"] = probabilities.astype(np.float32)
     return {**found, "key": key, "sha256": hashlib.sha256(raw).hexdigest()}
 
