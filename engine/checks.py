@@ -3,8 +3,9 @@
 A backend passes when its labels agree with ONNX Runtime fp32 on at least
 `MIN_AGREEMENT` of the validation images; `--backend auto` offers only CPU backends that
 passed (and no GPU backend whose check failed; an unchecked one is offered, as the GPU path's).
-The figures (agreement, accuracy and its change, max |dp|, engine-only speed on this machine) are written into the model card, beside the speeds measured on the machines
-checked before (`galaxy.card.speeds_by_machine`).
+The figures (agreement, accuracy and its change, max |dp|, engine-only speed on this machine) are
+written into the model card, beside the speeds measured on the machines checked before
+(`galaxy.card.speeds_by_machine`).
 """
 
 from __future__ import annotations
