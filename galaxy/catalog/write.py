@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import numpy_kinds, sky_units
-from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, FITS_SUFFIXES, RAY_BOOKKEEPING, SKY_COLUMNS,
-                                    VALUE_KINDS, catalog_columns, catalog_descriptions, output_format,
-                                    probability_column, sidecar_path)
+from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, RAY_BOOKKEEPING, SKY_COLUMNS, VALUE_KINDS,
+                                    catalog_columns, catalog_descriptions, output_format, probability_column,
+                                    sidecar_path)
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
 from galaxy.catalog.text import control_escaped, safe_text
 
@@ -184,13 +184,15 @@ def describe_rows(rows) -> tuple[list[tuple[str, str]], dict[str, int]]:
     Returns:
         (extra, text_lengths): the `extra` and `text_lengths` arguments of `CatalogWriter`.
     """
+    from galaxy.io.fits import is_fits_path
+
     lengths = {"id": 1, "path": 1}
     fits = [False]
 
     def columns():
         for ident, path, extra in rows:
             lengths["id"], lengths["path"] = max(lengths["id"], len(ident)), max(lengths["path"], len(path))
-            fits[0] = fits[0] or path.lower().endswith(FITS_SUFFIXES)  # (band files: "g.fits;r.fits;i.fits")
+            fits[0] = fits[0] or is_fits_path(path)  # (band files: "g.fits;r.fits;i.fits")
             for key, value in extra.items():
                 lengths[key] = max(lengths.get(key, 1), len(value))
             yield extra
