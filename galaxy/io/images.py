@@ -304,7 +304,15 @@ def blank_reason(pixels: np.ndarray, crop_fraction: float) -> str | None:
     refuses a constant image for the same reason."""
     (top, bottom), (left, right) = crop_spans(pixels.shape[0], pixels.shape[1], crop_fraction)
     region = pixels[top:bottom, left:right]
-    flat = region.reshape(-1, region.shape[-1]) if region.ndim == 3 else region.reshape(-1, 1)
+    if region.ndim == 2:
+        region = region[..., None]
+    # a galaxy differs by more than the spread within a coarse grid of its crop: answered there (two
+    # pixels that differ decide it), the whole crop read only for a cutout that may be blank (2 ms of
+    # the reference reader's ~4 ms per SDSS cutout had gone to reducing the whole crop)
+    sample = region[::8, ::8]
+    if sample.size and (np.ptp(sample, axis=(0, 1)) > BLANK_SPREAD).any():
+        return None
+    flat = region.reshape(-1, region.shape[-1])
     if flat.size == 0 or not np.isfinite(flat).all() or (flat.max(axis=0) - flat.min(axis=0) > BLANK_SPREAD).any():
         return None  # (non-finite pixels are refused after the resize, with their own reason)
     values = ", ".join(f"{v:.3g}" for v in flat[0])
