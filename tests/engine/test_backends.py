@@ -193,6 +193,40 @@ def test_a_cached_onnx_model_altered_in_place_is_built_again(default_model, tmp_
     assert onnx_model(model_dir, card) == path and path.with_name(path.name + ".sha256").is_file()
 
 
+def test_a_file_renamed_into_the_cache_is_never_checked_against_the_old_record(tmp_path, monkeypatch, caplog):
+    """a3f8573: the old sha256 record goes before the new file is renamed in (a reader between had
+    checked the new file against the old record and remembered it as damaged); a file another process
+    removed first is not intact, and no error; a cache that cannot take the record says so at INFO."""
+    import logging
+
+    from engine import artifacts
+
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"old build")
+    artifacts.record_sha256(out, hashlib.sha256(b"old build").hexdigest())
+    tmp = tmp_path / ".model.tmp"
+    tmp.write_bytes(b"new build")
+    seen = []
+    rename = Path.replace
+
+    def replace(self, target):  # what a reader finds at the moment of the rename
+        seen.append(artifacts.recorded_sha256(Path(target)))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    artifacts.replace_recorded(tmp, out)
+    assert seen == [None] and not tmp.exists()
+    assert artifacts.recorded_sha256(out) == hashlib.sha256(b"new build").hexdigest() and artifacts.intact(out)
+    out.unlink()
+    assert artifacts.intact(out) is False
+    (tmp_path / "model.onnx.sha256").unlink()
+    (tmp_path / "model.onnx.sha256").mkdir()  # the record's name taken: renaming onto it fails, as in a read-only cache
+    with caplog.at_level(logging.INFO, logger="engine.artifacts"):
+        artifacts.record_sha256(out, "a" * 64)
+    [record] = [r for r in caplog.records if "cannot record the sha256" in r.getMessage()]
+    assert record.levelno == logging.INFO and "used without the check" in record.getMessage()
+
+
 def test_an_int8_model_onnx_runtime_cannot_load_is_one_line(default_model, tmp_path, monkeypatch):
     """ONNX Runtime's own error (an int8 file whose opset list was cleared) was a traceback, and
     check-backends, which catches galaxy's errors, crashed on it (review of the derived engines)."""
