@@ -154,7 +154,13 @@ def size_refusal(width: int, height: int) -> str | None:
 
 
 def _not_raster(data: bytes) -> str:
-    """Why a file that is not JPEG or PNG was refused: the format it is, when PIL knows it."""
+    """Why a file that is not JPEG or PNG was refused: the format it is, when PIL knows it; a file that
+    begins as a JPEG or PNG but that PIL cannot open is one cut short (or broken) in its header (such a
+    PNG had read "not a JPEG or PNG image")."""
+    for signature, kind in ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG")):
+        if data.startswith(signature):
+            return (f"truncated or corrupt {kind}: it begins as one but its header ends or breaks within "
+                    f"{len(data):,} bytes")
     try:
         with Image.open(io.BytesIO(data)) as img:
             return f"is {img.format}, not JPEG or PNG"

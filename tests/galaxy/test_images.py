@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -100,6 +102,18 @@ def test_truncated_jpeg(tmp_path, real_jpeg, keep):
         read_raster(path)
     assert info.value.reason == {300: "truncated: the file ends before its image data (no start-of-scan marker)",
                                  2000: "truncated: the image data ends before the end-of-image marker"}[keep]
+
+
+@pytest.mark.parametrize("keep", [8, 33, 40])  # the signature, + IHDR, + part of the next chunk's header
+def test_a_png_cut_short_in_its_header_is_called_truncated_not_another_format(tmp_path, keep):
+    """It had read "not a JPEG or PNG image (unrecognised content)" for a file that is a PNG."""
+    whole = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(whole, format="PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(whole.getvalue()[:keep])
+    with pytest.raises(ImageReadError) as info:
+        read_raster(path)
+    assert info.value.reason == f"truncated or corrupt PNG: it begins as one but its header ends or breaks within {keep} bytes"
 
 
 def test_directory_named_like_an_image(tmp_path):
