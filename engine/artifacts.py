@@ -34,11 +34,16 @@ def resolve_model(model_dir=None) -> tuple[Path, ModelCard]:
     return path, load_card(path)
 
 
-def onnx_model(model_dir: Path, card: ModelCard, parity_images=()) -> Path:
-    """Path of an ONNX file for these weights, exporting into the cache if needed."""
+def onnx_model(model_dir: Path, card: ModelCard, parity_images=(), canonical: bool = False) -> Path:
+    """Path of an ONNX file for these weights, exporting into the cache if needed. `canonical`: only an
+    export at galaxy's own opset (ONNX_OPSET), what int8 calibration ranges are keyed by (tensor names
+    differ between opsets: after `galaxy export --opset 7` the shipped int8 model could not be rebuilt)."""
+    from galaxy.card import ONNX_OPSET
+
     local = model_dir / ONNX_FILE
     record = card.export or {}
     if (local.is_file() and record.get("engine_key") == card.engine_key
+            and (not canonical or record.get("opset", ONNX_OPSET) == ONNX_OPSET)
             and record.get("sha256") == file_sha256(local)):
         return local
     cached = cached_onnx_path(card)

@@ -127,28 +127,33 @@ def measured_choice(card, candidates: list[str], batch_size: int, load, model_di
     """
     key, what = machine_key(card, candidates, model_dir, streams, batch_size, threads, spin_wait)
     path = cache_dir() / "autotune" / f"{key}.json"
-    record = _cached(path, candidates)
+    record = _cached(path, candidates, what)
     if record is not None:
         return record["chosen"], record
     # One process of those starting at once (a job array on one node) measures, the others wait for its
     # record: each measuring on cores the others shared, they chose differently.
     with _measuring(path):
-        record = _cached(path, candidates, warn=False)  # another process's new record; an unreadable one was said
+        record = _cached(path, candidates, what, warn=False)  # another process's new record; an unreadable one was said
         if record is not None:
             return record["chosen"], record
         return _measure(card, candidates, batch_size, load, streams, path, what)
 
 
-def _cached(path: Path, candidates, warn: bool = True) -> dict | None:
+def _cached(path: Path, candidates, what: dict, warn: bool = True) -> dict | None:
+    """The record at `path` when it is one `measured_choice` wrote for `what` (this machine, these
+    libraries and candidates: a record edited or copied under this name had been trusted, its log line
+    naming another CPU as "measured on this machine"), else None (said unless `warn` is False)."""
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
         _check_record(record, candidates)
+        if record["machine"] != json.loads(json.dumps(what)):
+            raise ValueError("it was measured for another machine, library versions or model")
         return record
     except (OSError, ValueError, KeyError, TypeError) as exc:
         if warn:
-            log.warning("ignoring the unreadable speed record %s (%s); measuring again", path, exc)
+            log.warning("ignoring the speed record %s (%s); measuring again", path, exc)
         return None
 
 

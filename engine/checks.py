@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -22,8 +23,9 @@ from engine.listing import Item
 from engine.machine import cpu_flags, cpu_name
 from engine.pipelines.base import decode_stream
 from galaxy.cores import usable_cores
-from galaxy.card import speeds_by_machine
+from galaxy.card import CARD_FILE, speeds_by_machine
 from galaxy.errors import GalaxyError, UsageError
+from galaxy.files import writable_folder
 from galaxy.labels import validation_split
 from galaxy.evaluation.metrics import classification_report, label_agreement
 
@@ -84,6 +86,8 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
         raise UsageError(f"cannot check backend {unknown[0]!r}: choose from "
                          f"{', '.join(n for n in backends.BACKENDS if n != 'onnxruntime')} "
                          "(onnxruntime fp32 is the reference every check runs)")
+    # the results go into the card: a folder that cannot take it had been found after every image was run
+    writable_folder(model_dir, f"cannot write {Path(model_dir) / CARD_FILE}")
     val, tensors, labels = validation_tensors(model_dir, card, data, label_column, path_column)
     options = backends.BackendOptions(batch_size=batch)
     sessions = {"onnxruntime": backends.load("onnxruntime", model_dir, card, options)}

@@ -72,9 +72,20 @@ def as_built(path: Path) -> bool:
     attribute, and a file changed in place (a node's pads) had kept its checked fingerprint."""
     if intact(path):
         return True
-    log.warning("the int8 model %s is not the file that was built (its sha256 differs from the one recorded "
-                "beside it): not used", path)
+    try:
+        stat = path.stat()
+    except OSError:  # removed by another process since: nothing to say
+        return False
+    _say_damaged(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     return False
+
+
+@functools.lru_cache(maxsize=32)
+def _say_damaged(path: str, inode: int, size: int, mtime_ns: int) -> None:
+    """Said once per version of a damaged file (a run asks up to five times which int8 model it loads)."""
+    del inode, size, mtime_ns
+    log.warning("the int8 model %s is not the file that was built (its sha256 differs from the one recorded "
+                "beside it): passed over (a shipped recipe's is built again)", path)
 
 
 def build_int8(pre, path, reader, ranges, nodes_to_exclude=(), nodes_to_quantize=()):
@@ -163,6 +174,15 @@ def require_int8(model_dir, card) -> tuple[str, Path]:
             nothing was built here instead.
     """
     choice = int8_choice(model_dir, card)
+    shipped = shipped_int8(model_dir, card) if choice is None else None
+    if shipped is not None:  # (int8_choice passes over a shipped recipe only where it rebuilt into another model)
+        marker = _rebuild_marker(card, shipped)
+        failed = BackendUnavailable(
+            f"the int8 model {Path(model_dir) / SHIPPED_INT8} ships was rebuilt here into another model than the "
+            f"one checked (with onnxruntime {_ort_version()}; remembered in {marker}): build one here with "
+            "`galaxy quantize` (delete that file to try the rebuild again)")
+        failed.lasting = True
+        raise failed
     if choice is None:
         raise BackendUnavailable(
             f"no int8 model for {card.name} yet: build it once with "
@@ -252,6 +272,16 @@ def free_space(folder: Path) -> str:
         return "unknown"
 
 
+def short_of_space(folder: Path) -> bool:
+    """Whether `folder`'s file system has too little left for an int8 build (or its space cannot be read)."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < 256 * 2**20  # a model of 20-85 MB and its work files
+    except OSError:
+        return True
+
+
 def private_files(out: Path, *suffixes: str) -> list[Path]:
     """Hidden work files beside `out`, private to this process: `.<stem>.<pid><suffix>`. (They were
     `.with_suffix` of a pid-named stem, which replaced the pid: processes of a job array building the
@@ -270,7 +300,7 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
     started = time.time()
     try:
         ranges.write_text(json.dumps(shipped["ranges"]))
-        fp32 = onnx_model(Path(model_dir), card)
+        fp32 = onnx_model(Path(model_dir), card, canonical=True)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         build_int8(pre, tmp, None, ranges, shipped.get("excluded_nodes", []))
         rebuilt = model_fingerprint(tmp)
@@ -296,9 +326,14 @@ def _rebuild(model_dir, card, shipped: dict) -> Path:
         raise
     except Exception as exc:  # ONNX Runtime's tools write files on a full disk short without an error, then
         # fail reading them back (protobuf's DecodeError): said with the space left, not as that traceback
-        raise BackendUnavailable(f"cannot build the shipped int8 model into {out.parent} ({type(exc).__name__}: "
-                                 f"{exc}; {free_space(out.parent)} free there): free space, or set GALAXY_CACHE to "
-                                 "another folder") from None
+        if short_of_space(out.parent):
+            raise BackendUnavailable(f"cannot build the shipped int8 model into {out.parent} ({type(exc).__name__}: "
+                                     f"{exc}; {free_space(out.parent)} free there): free space, or set GALAXY_CACHE "
+                                     "to another folder") from None
+        failed = BackendUnavailable(f"cannot build the shipped int8 model of {card.name} from {SHIPPED_INT8} "
+                                    f"({type(exc).__name__}: {exc}): build one here with `galaxy quantize`")
+        failed.lasting = True  # not the disk: the next run would fail alike (not measured again each run)
+        raise failed from None
     finally:
         remove_quietly(pre, tmp, ranges, shape_inferred(pre))
     record = {key: shipped[key] for key in ("method", "recipe", "weights_sha256", "excluded_nodes") if key in shipped}

@@ -26,7 +26,7 @@ from engine.int8_models import (RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, fr
                                 private_files, shape_inferred, ship_int8, shipped_int8)
 from galaxy.card import validation_ids
 from galaxy.errors import ModelError, UsageError
-from galaxy.files import remove_quietly, write_atomically
+from galaxy.files import remove_quietly, writable_folder, write_atomically
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.io.images import load_input
 from galaxy.labels import load_labelled
@@ -89,7 +89,7 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
             batch = next(self._batches, None)
             return None if batch is None else {INPUT_NAME: batch}
 
-    fp32 = onnx_model(Path(model_dir), card)
+    fp32 = onnx_model(Path(model_dir), card, canonical=True)  # the tensor names a shipped recipe's ranges key
     out.parent.mkdir(parents=True, exist_ok=True)
     pre, tmp, ranges, tuned = private_files(out, ".pre.onnx", ".tmp.onnx", ".ranges.json", ".qat.onnx")
 
@@ -166,6 +166,8 @@ def quantize_model(config) -> str:
         raise UsageError(f"--evaluation-images {config.evaluation_images}: give 0 (no agreement measured) or at "
                          f"least {MIN_IMAGES}")
     model_dir, card = resolve_model(config.model_dir)
+    if config.ship:  # before the build (minutes), not after it
+        writable_folder(model_dir, f"--ship: cannot write {Path(model_dir) / SHIPPED_INT8}")
     shipped = shipped_int8(model_dir, card)
     if shipped is not None and not config.ship:
         log.warning("%s ships its int8 model (%s): the int8 backend loads that one, rebuilt over this build; "

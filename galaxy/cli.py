@@ -269,7 +269,8 @@ def compile_engine(**options):
 @click.argument("model_dir", type=_MODEL)
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="The labelled data the model was trained on (its validation split is used).")
-@click.option("--backend", "backends", multiple=True, default=("torch", "onnxruntime-int8"), show_default=True)
+@click.option("--backend", "backends", multiple=True, default=("torch", "onnxruntime-int8"), show_default=True,
+              help="A backend to check; repeat, or separate with commas, for several.")
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--path-column", default="file", show_default=True)
 def check_backends(**options):
@@ -279,7 +280,9 @@ def check_backends(**options):
     """
     from engine.checks import check_model_backends
 
-    options["backends"] = tuple(options["backends"])
+    # "torch,onnxruntime-int8", as the default shows them, had been refused as one name
+    names = (name.strip() for value in options["backends"] for name in value.split(","))
+    options["backends"] = tuple(dict.fromkeys(name for name in names if name))
     report = _run(check_model_backends, CheckConfig(**options))
     checked_now = {"onnxruntime", *options["backends"]}
     for name, rec in report["results"].items():

@@ -209,9 +209,17 @@ def load_chosen(asked: str, chosen: str, model_dir, card, options: BackendOption
     installed TensorRT, whose PyPI wheel fetches the real one; a plan that fails to build), it falls
     back to PyTorch CUDA with a warning; where it chose a CPU backend that cannot load now (the int8
     model a cached choice names cannot be rebuilt: a read-only cache), to ONNX Runtime fp32, as a
-    first measurement drops a candidate that cannot load."""
+    first measurement drops a candidate that cannot load. A backend named whose check the card records
+    as failed runs, as asked, with a warning (it had run with no word at any verbosity)."""
     try:
-        return load_named(chosen, model_dir, card, options, parity_images)
+        session = load_named(chosen, model_dir, card, options, parity_images)
+        if asked == chosen and failed_check(chosen, card):
+            record = card.backends["results"][chosen]
+            agreement = record.get("label_agreement")
+            log.warning("%s: the card records its check against ONNX Runtime fp32 as failed%s, so `auto` does "
+                        "not use it; running it as asked", chosen,
+                        f" ({100 * agreement:.2f}% label agreement)" if isinstance(agreement, (int, float)) else "")
+        return session
     except Exception as exc:
         instead = ("torch-cuda" if chosen in ("tensorrt", "tensorrt-int8") and available("torch-cuda", card)
                    else "onnxruntime" if chosen not in GPU_BACKENDS + ("onnxruntime",) else None)

@@ -1,5 +1,6 @@
 """Every backend honours the same small surface on the trained default model."""
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -108,7 +109,11 @@ def test_auto_passes_over_a_candidate_that_cannot_load_here(default_model, tmp_p
                                   '{"chosen": "torch", "images_per_s": {"torch": "1990"}, "machine": {"cpu": "x", '
                                   '"cores": 2}, "measured": "2026"}',
                                   '{"chosen": "torch", "images_per_s": {"onnxruntime": 5}, "machine": {"cpu": "x", '
-                                  '"cores": 2}, "measured": "2026"}'])
+                                  '"cores": 2}, "measured": "2026"}',
+                                  # well formed, of another machine (a record edited or copied under this
+                                  # name had been trusted, "measured on this machine, Intel Xeon ..., 64 cores")
+                                  '{"chosen": "onnxruntime", "images_per_s": {"onnxruntime": 5, "torch": 1}, '
+                                  '"machine": {"cpu": "Intel Xeon Platinum 8480+", "cores": 64}, "measured": "2026"}'])
 def test_a_speed_record_of_another_shape_is_measured_again(default_model, tmp_path, monkeypatch, text, caplog):
     """Valid JSON of another shape gave a TypeError, a KeyError, or TensorRT chosen on a CPU; its warning
     was printed twice (read once before the measuring lock and again under it)."""
@@ -126,7 +131,7 @@ def test_a_speed_record_of_another_shape_is_measured_again(default_model, tmp_pa
     chosen, record = autotune.measured_choice(card, candidates, 4, lambda name: object())
     assert chosen == "torch" and record["images_per_s"] == {"onnxruntime": 100.0, "torch": 150.0}
     assert json.loads((tmp_path / "autotune" / f"{key}.json").read_text())["chosen"] == "torch"
-    assert caplog.text.count("ignoring the unreadable speed record") == 1
+    assert caplog.text.count("ignoring the speed record") == 1
 
 
 def test_auto_times_at_the_batch_it_runs_and_keys_the_record_by_it(default_model, monkeypatch):
@@ -281,8 +286,11 @@ def test_an_int8_model_changed_in_place_is_built_again(default_model, tmp_path, 
                 attribute.ints[:] = [0, 0, 2, 2]
     onnx.save(model, str(path))
     assert int8_models.model_fingerprint(path) == int8_models.shipped_int8(model_dir, card)["fingerprint"]
+    for _ in range(3):  # a run asks several times (recipe, fingerprint, check, load): said once, as what is done
+        int8_models.int8_choice(model_dir, card)
     assert int8_models.require_int8(model_dir, card)[1] == path and path.read_bytes() == whole
-    assert "is not the file that was built" in caplog.text
+    assert caplog.text.count("is not the file that was built") == 1
+    assert "passed over (a shipped recipe's is built again)" in caplog.text
 
 
 def test_a_damaged_int8_model_in_the_cache_is_passed_over(default_model, tmp_path, monkeypatch):
@@ -621,10 +629,18 @@ def test_an_int8_rebuild_that_fails_reading_its_own_files_says_so_and_leaves_not
         raise ValueError("Error parsing message with type 'onnx.ModelProto': Wire format was corrupt")
 
     monkeypatch.setattr(int8_models, "build_int8", short_written)
+    monkeypatch.setattr(int8_models, "short_of_space", lambda folder: True)
     with pytest.raises(BackendUnavailable, match=r"Wire format was corrupt; [\d,]+ MiB free there\): free space"):
         int8_models._rebuild(model_dir, card, shipped)
     out = int8_models.int8_path(card, shipped["method"])
     assert not [p.name for p in out.parent.iterdir() if str(os.getpid()) in p.name]
+    # with room to spare the same failure is not the disk's (a KeyError after `export --opset 7` had read
+    # "free space" with 47 GB free, and was measured again every run): said as it is, and lasting
+    monkeypatch.setattr(int8_models, "short_of_space", lambda folder: False)
+    with pytest.raises(BackendUnavailable, match=r"from int8.json \(ValueError: Error parsing .*\): build one here "
+                                                 "with `galaxy quantize`$") as caught:
+        int8_models._rebuild(model_dir, card, shipped)
+    assert caught.value.lasting and "free" not in str(caught.value)
 
 
 def test_an_int8_build_removes_the_work_files_of_builds_killed_long_ago(tmp_path):
@@ -656,3 +672,19 @@ def test_auto_on_a_gpu_passes_over_a_backend_whose_check_failed(default_model, m
     assert backends.pick("auto", card) == "tensorrt"
     assert backends.pick("auto", failed) == "tensorrt-int8"  # next in order (never available in truth)
     assert backends.failed_check("tensorrt", failed) and not backends.failed_check("torch-cuda", failed)
+
+
+def test_a_backend_named_whose_check_failed_runs_with_a_warning(default_model, caplog):
+    """`--backend onnxruntime-int8` where the card records its check as failed ran with no word at any
+    verbosity, while `auto` rightly passed it over (review of the engine cache, session 40)."""
+    model_dir, card = default_model
+    results = copy.deepcopy(card.backends["results"])
+    results["onnxruntime-int8"].update(passed=False, label_agreement=0.99)
+    failed = dataclasses.replace(card, backends={**card.backends, "results": results})
+    session = backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, failed, backends.BackendOptions())
+    assert session.name == "onnxruntime-int8"
+    assert ("onnxruntime-int8: the card records its check against ONNX Runtime fp32 as failed (99.00% label "
+            "agreement), so `auto` does not use it; running it as asked") in caplog.text
+    caplog.clear()
+    backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, card, backends.BackendOptions())
+    assert "as failed" not in caplog.text

@@ -833,3 +833,36 @@ def test_commit_options_that_would_turn_commits_off_are_refused(tmp_path, option
 
     result = CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", str(tmp_path / "o.csv"), option, value])
     assert result.exit_code == 2 and option in result.output
+
+
+def test_a_rerun_with_another_int8_model_is_refused_as_other_settings(tmp_path, monkeypatch):
+    """The int8 model is part of the backend: a rerun after another `galaxy quantize` had kept the earlier
+    run's rows (one int8 model) beside new ones (another; up to 0.023 apart), the catalog naming only
+    "onnxruntime-int8 int8" (review of the engine cache, session 40). A run journalled before the
+    fingerprint held the int8 model goes on as before."""
+    from engine.backends import onnxruntime_int8
+    from galaxy.catalog.metadata import INT8_KEY
+
+    out = tmp_path / "c.csv"
+    config = ClassifyConfig(inputs=(str(EXAMPLES),), output=str(out), backend="onnxruntime-int8", progress=False)
+    classify(config)
+    assert INT8_KEY in json.loads(_catalog_run(out))
+    classify(config)  # the same int8 model: nothing to do
+    monkeypatch.setattr(onnxruntime_int8, "model_fingerprint", lambda path: "another int8 model")
+    with pytest.raises(UsageError, match='was written with other settings .*int8 "[0-9a-f]{16,}\.\.\. then, '
+                                         '"another int8 model" now'):
+        classify(config)
+    earlier = json.loads(_catalog_run(out))
+    del earlier[INT8_KEY]
+    from galaxy.catalog.metadata import as_recorded_now
+    from engine.fingerprint import changed_settings
+
+    now = {**earlier, INT8_KEY: "another int8 model"}
+    assert changed_settings(earlier, now) is None and as_recorded_now(earlier, now)[INT8_KEY] == "another int8 model"
+    assert "backend" in changed_settings(earlier, {**now, "backend": "onnxruntime fp32"})
+
+
+def _catalog_run(path) -> str:
+    from galaxy.catalog.read import read_catalog_metadata
+
+    return read_catalog_metadata(path)["run"]

@@ -126,6 +126,10 @@ def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_m
     with pytest.raises(BackendUnavailable, match="differs from the one checked"):
         int8_models.require_int8(folder, card)
     assert int8_models.built_int8(card) is None
+    # remembered: later runs say why, not "no int8 model yet" (review of the engine cache, session 40)
+    with pytest.raises(BackendUnavailable, match="was rebuilt here into another model than the one checked .*"
+                                                 "rebuild-differs.json"):
+        int8_models.require_int8(folder, card)
     # then a model built here is the way out (the shipped recipe is not tried again), and auto's
     # trust follows it: a check of the shipped model does not hold for it
     rebuilt_here = quantize.quantize(folder, card, split[0], method="ptq")
@@ -253,6 +257,9 @@ def test_check_backends_refuses_a_name_that_is_no_backend_before_anything_runs(t
     result = CliRunner().invoke(cli, ["check-backends", "sdss-xception-compact", "--data", str(EXAMPLES / "labels.csv"),
                                       "--backend", "bogus"])
     assert result.exit_code == 2 and "cannot check backend 'bogus'" in result.output
+    result = CliRunner().invoke(cli, ["check-backends", "sdss-xception-compact", "--data", str(EXAMPLES / "labels.csv"),
+                                      "--backend", "torch,bogus"])  # as the help shows the default: one list
+    assert result.exit_code == 2 and "cannot check backend 'bogus'" in result.output
 
 
 @pytest.mark.parametrize("options,says", [
@@ -361,3 +368,47 @@ def test_quantize_into_a_cache_that_cannot_be_written_names_it(default_model, sp
     with pytest.raises(ModelError, match="cannot build the int8 model into .*Read-only file system.*set GALAXY_CACHE"):
         quantize.quantize(model_dir, card, split[0], method="ptq")
     assert not [p.name for p in (tmp_path / "cache" / "onnx").iterdir() if p.name.startswith(".")]
+
+
+def test_the_shipped_int8_model_rebuilds_after_an_export_at_another_opset(model_copy, tmp_path, monkeypatch):
+    """`galaxy export --opset 7` into the model folder made the int8 rebuild read that file, whose tensor
+    names the shipped ranges do not key (KeyError), said as a full disk with 47 GB free and measured
+    again every run (review of the engine cache, session 40): the rebuild reads galaxy's own opset."""
+    from engine.artifacts import cached_onnx_path, onnx_model
+    from galaxy.card import load_card
+    from galaxy.training.export import export_onnx
+
+    monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
+    export_onnx(model_copy, None, opset=7)
+    card = load_card(model_copy)
+    assert card.export["opset"] == 7 and onnx_model(model_copy, card) == model_copy / "model.onnx"
+    assert onnx_model(model_copy, card, canonical=True) == cached_onnx_path(card)
+    recipe, path = int8_models.require_int8(model_copy, card)
+    assert int8_models.model_fingerprint(path) == int8_models.shipped_int8(model_copy, card)["fingerprint"]
+
+
+@pytest.mark.parametrize("command", [["check-backends", "--data", str(EXAMPLES / "labels.csv"), "--backend", "torch"],
+                                     ["quantize", "--calibration", str(EXAMPLES / "labels.csv"), "--method", "ptq",
+                                      "--ship", "--evaluation-images", "0"]])
+def test_a_model_folder_that_cannot_be_written_is_refused_before_the_work(model_copy, monkeypatch, command):
+    """check-backends ran all 1,039 validation images and quantize --ship built its model (13 minutes for
+    the full model's ptq-sensitive) before finding the model folder read-only (review, session 40)."""
+    import errno
+    import tempfile
+    from pathlib import Path
+
+    from engine import checks
+
+    probe = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == model_copy:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return probe(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(checks, "validation_tensors", lambda *a, **k: pytest.fail("images read first"))
+    monkeypatch.setattr(quantize, "quantize", lambda *a, **k: pytest.fail("built first"))
+    result = CliRunner().invoke(cli, [command[0], str(model_copy), *command[1:]])
+    assert result.exit_code == 2, result.output
+    assert f"nothing can be written in {model_copy} (Read-only file system)" in result.output
