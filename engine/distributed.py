@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.fingerprint import FINGERPRINT, keep_fingerprint
+from engine.fingerprint import FINGERPRINT, keep_fingerprint, recorded_fingerprint
 from engine.listing import parse_band_columns, require_inputs, with_catalog_columns
 from engine.ray_parts import (failed_places, finalize_parts, part_errors, part_path, pending_errors, prepare_out_dir,
                               read_part_errors, settle_retry)
@@ -254,7 +254,8 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     units, descriptions = units_and_descriptions(config.catalog, config.keep_columns)  # as one machine keeps them
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         config = dataclasses.replace(config, crop_fraction=classify_spec(card, config).crop_fraction)
-    fingerprint = {"inputs": [str(i) for i in config.inputs], "catalog": config.catalog,
+    inputs, catalog = _as_spelled_before(out_dir, [str(i) for i in config.inputs], config.catalog)
+    fingerprint = {"inputs": inputs, "catalog": catalog,
                    "path_column": config.path_column, "id_column": config.id_column,
                    "keep": list(config.keep_columns), "weights": card.weights_sha256,
                    "temp": card.temperature, "backend": config.backend, "tta": config.tta, "shard_size": shard_size,
@@ -283,6 +284,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
         # ray.init installs its own SIGTERM handler (sys.exit(15)); the `galaxy` program's ends the run as
         # Ctrl-C does (exit 143, the parts kept and the line saying how to finish): put it back afterwards
         sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+        _require_listening(address)
         try:
             ray.init(address=address or None, log_to_driver=False, ignore_reinit_error=True, logging_level=ray_level)
             if sigterm is not None:
@@ -312,6 +314,11 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     if todo or retry:
         import ray.data
 
+        # the folder is no finished catalog from here to the new manifest: a rerun interrupted while it
+        # rewrote parts had left the old one, and `report`/`montage` read the half-merged parts (ids not
+        # unique, kept columns of two kinds) as finished
+        (out_dir / RAY_BOOKKEEPING / RAY_MANIFEST).unlink(missing_ok=True)
+
         ray.data.DataContext.get_current().enable_progress_bars = config.progress
         dataset = ray.data.from_items([{"index": s.index, "path": s.path, "retry": s.index in retry}
                                        for s in [*todo, *(s for s in shards if s.index in retry)]])
@@ -333,6 +340,46 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     manifest = write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started, units)
     _warn_off_centre(off_centre)
     return manifest
+
+
+def _as_spelled_before(out_dir: Path, inputs: list[str], catalog: str | None) -> tuple[list[str], str | None]:
+    """The inputs and catalog as the run this one continues spelled them, where they name the same files
+    (`in1/` for `in1`, an absolute path for a relative one: tab completion's slash had refused the rerun
+    as "started with other settings"); as given otherwise. The listing's digest still compares what they hold."""
+    def same(a, b) -> bool:
+        return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+
+    earlier = recorded_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT) or {}
+    before, catalog_before = earlier.get("inputs"), earlier.get("catalog")
+    if (isinstance(before, list) and len(before) == len(inputs)
+            and all(isinstance(b, str) and same(b, a) for b, a in zip(before, inputs))):
+        inputs = before
+    if isinstance(catalog_before, str) and catalog is not None and same(catalog_before, catalog):
+        catalog = catalog_before
+    return inputs, catalog
+
+
+def _require_listening(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse a `HOST:PORT` address where nothing listens: `ray.init` waited for it for ever, printing
+    "Failed to connect to GCS" every few seconds (and Ctrl-C took ~30 s). `auto`, `ray://` and the
+    local cluster are left to Ray.
+
+    Raises:
+        UsageError: nothing answers there within `timeout` seconds, with the hint.
+    """
+    import socket
+
+    if not address or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray {address}: not an address of a Ray cluster (HOST:PORT, auto or ray://HOST:PORT)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(f"--ray {address}: cannot reach a Ray cluster (nothing answers at {address}: "
+                         f"{exc.strerror or exc}): start one with `ray start --head`, or give --ray alone for a "
+                         "local cluster") from None
 
 
 def actor_failure(exc: BaseException) -> BaseException:

@@ -73,7 +73,7 @@ def _distributed(out):
 
 
 def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(survey, cluster, tmp_path,
-                                                                                default_model):
+                                                                                default_model, monkeypatch):
     import galaxy
     from engine.distributed import classify_on_ray
 
@@ -116,6 +116,22 @@ def test_ray_catalog_equals_single_machine_after_an_actor_dies_and_after_resume(
     finally:
         (survey / "broken.jpeg").write_bytes(broken)
     from galaxy.errors import UsageError
+
+    # a rerun interrupted while it rewrites parts leaves no manifest: the folder is no finished catalog
+    # until it ends (the old one had stayed, and report/montage read half-merged parts as finished)
+    import ray.data
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    (out / "part-000001.parquet").unlink()
+    monkeypatch.setattr(ray.data, "from_items", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        classify_on_ray(replace(config, command="rerun"), None, shard_size=6, actors=2)
+    assert not (out / "_galaxy" / "manifest.json").exists()
+    with pytest.raises(UsageError, match="without _galaxy/manifest.json"):
+        select(out, per_row=30)
+    monkeypatch.undo()
 
     with pytest.raises(UsageError, match="other settings.*backend"):  # a rerun continues only its own run
         classify_on_ray(replace(config, backend="torch"), None, shard_size=6, actors=2)

@@ -512,3 +512,64 @@ def test_kept_columns_of_a_retried_part_keep_their_text_kind_and_unit(tmp_path, 
         assert ray[name].dtype == one[name].dtype and str(ray[name].unit) == str(one[name].unit), name
         np.testing.assert_array_equal(np.asarray(ray[name]), np.asarray(one[name]))  # NaN for the missing z
     assert list(ray["w"]) == ["0.10", "n/a", "0.20", ""] and str(ray["z"].unit) == "km / s"
+
+
+def test_fits_inputs_without_a_position_give_number_ra_dec_columns_as_on_one_machine(survey, tmp_path, default_model):
+    """One machine writes ra/dec as float columns (NaN) for FITS inputs whose headers give no position;
+    the --ray parts had text columns of "" (review of --ray, session 40)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from astropy.io import fits
+
+    from engine.distributed import write_manifest
+    from engine.run import classify
+    from galaxy.io.images import read_raster
+
+    for k, jpeg in enumerate(sorted(EXAMPLES.glob("*.jpeg"))[:2]):  # band cubes with no WCS nor RA/DEC keys
+        cube = np.moveaxis(read_raster(jpeg), -1, 0)[:, ::-1].astype(np.float32)
+        fits.PrimaryHDU(cube).writeto(survey / f"nopos{k}.fits")
+    out, shards = _classified_parts(survey, tmp_path / "parts", default_model, 4)
+    write_manifest(out, shards, {"rows": 11, "errors": 1}, 0, 1, time.perf_counter())
+    single = tmp_path / "single.parquet"
+    classify(ClassifyConfig((str(survey),), str(single), backend="onnxruntime", decoder="reference", progress=False))
+    expected, table = pq.read_table(single), pq.read_table(out)
+    assert expected.schema.field("ra").type == table.schema.field("ra").type == pa.float64()
+    assert table.column("dec").null_count == table.num_rows == 11
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("address, match", [
+    ("127.0.0.1:1", "cannot reach a Ray cluster \\(nothing answers at 127.0.0.1:1: .*\\): start one with `ray start "
+                    "--head`"),
+    ("nonsense", "not an address of a Ray cluster")])
+def test_an_address_where_no_cluster_listens_is_one_line_not_a_wait(survey, tmp_path, address, match):
+    """`--ray HOST:PORT` with nothing there waited for ever ("Failed to connect to GCS" every few seconds;
+    Ctrl-C took ~30 s); the README promised one line with the hint (review of --ray, session 40)."""
+    pytest.importorskip("ray")
+    from engine.distributed import classify_on_ray
+    from galaxy.errors import UsageError
+
+    config = ClassifyConfig((str(survey),), str(tmp_path / "out"), progress=False)
+    started = time.perf_counter()
+    with pytest.raises(UsageError, match=match):
+        classify_on_ray(config, address, 8)
+    assert time.perf_counter() - started < 30 and not (tmp_path / "out").exists()
+
+
+def test_a_rerun_naming_the_same_inputs_otherwise_continues_the_run(tmp_path, monkeypatch):
+    """`in1/` (tab completion's slash) or the absolute path after a run given `in1` was refused as "started
+    with other settings", and the message's way on, --overwrite, deletes every part (review of --ray,
+    session 40). Inputs naming other files are left as given, to be refused."""
+    import json
+
+    from engine.distributed import _as_spelled_before
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    (out / "_galaxy").mkdir(parents=True)
+    (out / "_galaxy" / "fingerprint.json").write_text(json.dumps({"inputs": ["in1", "b/c.jpeg"], "catalog": "t.csv"}))
+    for given in (["in1/", "b//c.jpeg"], [str(tmp_path / "in1"), "./b/c.jpeg"]):
+        assert _as_spelled_before(out, given, str(tmp_path / "t.csv")) == (["in1", "b/c.jpeg"], "t.csv")
+    assert _as_spelled_before(out, ["in2", "b/c.jpeg"], "u.csv") == (["in2", "b/c.jpeg"], "u.csv")
+    assert _as_spelled_before(out, ["in1"], None) == (["in1"], None)
+    assert _as_spelled_before(tmp_path / "new", ["in1/"], None) == (["in1/"], None)
