@@ -243,6 +243,9 @@ def _sizes(text: str) -> list[int]:
 
 def main(argv=None, prog: str = "bench.py"):
     """Run the benchmark; `argv` as on the command line (None: sys.argv), `prog` as the user typed it."""
+    from engine.allocator import tune_allocator
+
+    tune_allocator()  # as the `galaxy` program runs (the baseline, in this process, runs with it too)
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",

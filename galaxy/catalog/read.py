@@ -312,7 +312,7 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
             return ""
         # a name with escapes (a galaxy catalog's file name that is not UTF-8, fed back as --catalog): the
         # first of its readings that exists
-        return existing_file(text, str(path.parent))
+        return existing_file(text, path.parent)
 
     done = 0
     while True:

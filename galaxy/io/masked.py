@@ -118,10 +118,10 @@ def masked_centre(measured: np.ndarray, crop_fraction: float, size: int) -> str 
         measured: bool (H, W) or (H, W, C), False where masked (in any band).
         crop_fraction, size: the centre crop and network input side the cutout is read with.
     """
+    if measured.all():  # the usual cutout, answered before the reduction over bands (2 ms of a 424 px cube's
+        return None  # ~12 ms had gone to it)
     if measured.ndim == 3:
         measured = measured.all(axis=2)
-    if measured.all():
-        return None
     height, width = measured.shape
     # in file pixels (the crop's side / the network's, per network pixel); never beyond the fill's reach (a
     # 1000 px cutout allowed 31 px, and the middle of a 29 x 29 hole became sky)
