@@ -37,7 +37,7 @@ from engine.runner import Runner
 from galaxy.version import __version__
 from galaxy.card import strict_json, training_ids, validation_ids
 from galaxy.catalog.formats import sidecar_path
-from galaxy.catalog.write import CatalogWriter
+from galaxy.catalog.write import CatalogWriter, ErrorWriter, errors_path
 from galaxy.config import config_dict
 from galaxy.errors import ModelError, UsageError
 from galaxy.files import same_file, writable_folder
@@ -58,7 +58,8 @@ def output_names(compare: bool = True) -> tuple[str, ...]:
     """The files evaluate writes into its output folder (with `compare`: also the label suspects);
     a CSV catalog's metadata sidecar included."""
     catalogs = (PREDICTIONS, SUSPECTS) if compare else (PREDICTIONS,)
-    return (REPORT, *PLOTS, *(name for catalog in catalogs for name in (catalog, sidecar_path(catalog).name)))
+    return (REPORT, *PLOTS, *(name for catalog in catalogs for name in (catalog, sidecar_path(catalog).name)),
+            errors_path(Path(PREDICTIONS)).name)
 
 
 @dataclass
@@ -84,7 +85,8 @@ def _score(model_dir, card, labelled, config) -> Scored:
     bar = progress(f"evaluating {card.name}", "img", total=len(labelled), enabled=config.progress)
 
     def unread(failure):  # with the labelled row's id, as classify's errors file names a row
-        failed.append({"id": id_of.get(failure.path, failure.id), "path": failure.path, "reason": failure.reason})
+        failed.append({"id": id_of.get(failure.path, failure.id), "path": failure.path, "stage": failure.stage,
+                       "reason": failure.reason})
         bar.update(1)
 
     for result in runner.run((Item(p) for p in labelled.paths), unread):
@@ -382,6 +384,11 @@ def evaluate(config) -> dict:
     report["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     _clear_outputs(out)
     _write_predictions(out / PREDICTIONS, scored, labels, card, config, members)
+    if scored.failed:  # beside the catalog, as classify's: `galaxy report` of predictions.csv had said "0 unread"
+        errors = ErrorWriter(errors_path(out / PREDICTIONS))
+        for failure in scored.failed:
+            errors.write(failure["id"], failure["path"], failure.get("stage", "read"), failure["reason"])
+        errors.close()
     if config.compare:
         report["comparison"] = _compare(scored, theirs, labels, card, *other, config, out, members)
     report = strict_json(report)

@@ -62,6 +62,18 @@ def load_votes(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral
 
 
 def _from_folders(root: Path, classes) -> LabelledSet:
+    """Each class's images from the folder of its name. Another folder is left out, said in a warning;
+    one named as a class in other case (`Spiral/` beside `spiral/`) is refused: its images had been left
+    out without a word, where the same label in a CSV is refused."""
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                    and p.name not in classes)
+    for other in others:
+        near = next((name for name in classes if name.lower() == other.lower()), None)
+        if near is not None:
+            raise UsageError(f"{root}: folder {other!r} is not class {near!r} (names are compared exactly): "
+                             f"move its images into {near}/, or rename it")
+    if others:
+        log.warning("%s: folders %s are no class (%s): their images are left out", root, others, ", ".join(classes))
     paths, ids, labels = [], [], []
     for k, name in enumerate(classes):
         folder = root / name

@@ -76,23 +76,33 @@ def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+# Random two-fold splits the cross-fitted ECE is averaged over: one split's figure moved with its seed
+# more than the margins it was read against (the full model's 2.3% of seed 0 spans 1.2-2.7% over 20 seeds).
+CROSSFIT_SPLITS = 20
+
+
 def calibration_record(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
     """Fit T on all of (logits, labels) and measure what it does, honestly.
 
     The ECE after scaling on the same data T was fitted on is optimistic, so the record also
-    holds a two-fold cross-fitted ECE: T fitted on one half, ECE measured on the other.
+    holds a two-fold cross-fitted ECE: T fitted on one half, ECE measured on the other, averaged
+    over CROSSFIT_SPLITS random halvings (seeded from `seed`), with the range it spans.
 
     Returns:
         {"temperature", "fitted_on_n", "nll_before", "nll_after", "ece_before", "ece_after",
-         "ece_after_crossfit"}; ECEs in [0, 1] with 15 bins.
+         "ece_after_crossfit", "ece_after_crossfit_range", "crossfit_splits"}; ECEs in [0, 1] with 15 bins.
     """
     labels = np.asarray(labels, dtype=np.int64)
     temperature = fit_temperature(logits, labels)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    halves = (order[: len(order) // 2], order[len(order) // 2:])
-    crossfit = np.empty((len(labels), logits.shape[1]), np.float32)
-    for fit_on, apply_to in (halves, halves[::-1]):
-        crossfit[apply_to] = softmax_t(logits[apply_to], fit_temperature(logits[fit_on], labels[fit_on]))
+    rng = np.random.default_rng(seed)
+    crossfitted = []
+    for _ in range(CROSSFIT_SPLITS):
+        order = rng.permutation(len(labels))
+        halves = (order[: len(order) // 2], order[len(order) // 2:])
+        crossfit = np.empty((len(labels), logits.shape[1]), np.float32)
+        for fit_on, apply_to in (halves, halves[::-1]):
+            crossfit[apply_to] = softmax_t(logits[apply_to], fit_temperature(logits[fit_on], labels[fit_on]))
+        crossfitted.append(expected_calibration_error(labels, crossfit)[0])
     return {
         "method": "temperature scaling (NLL, golden-section on log T)",
         "temperature": round(temperature, 5),
@@ -101,5 +111,7 @@ def calibration_record(logits: np.ndarray, labels: np.ndarray, seed: int = 0) ->
         "nll_after": scaled_nll(logits, labels, temperature),
         "ece_before": expected_calibration_error(labels, softmax_t(logits, 1.0))[0],
         "ece_after": expected_calibration_error(labels, softmax_t(logits, temperature))[0],
-        "ece_after_crossfit": expected_calibration_error(labels, crossfit)[0],
+        "ece_after_crossfit": float(np.mean(crossfitted)),
+        "ece_after_crossfit_range": [float(min(crossfitted)), float(max(crossfitted))],
+        "crossfit_splits": CROSSFIT_SPLITS,
     }

@@ -32,6 +32,11 @@ def test_record_lowers_ece_and_nll_of_an_overconfident_model():
     assert record["nll_after"] < record["nll_before"]
     assert record["ece_after"] < record["ece_before"] / 3
     assert record["ece_after_crossfit"] < record["ece_before"] / 3
+    # averaged over random halvings, with their range: one halving's figure moved with its seed more than
+    # the margins it was read against (review of evaluation, session 40)
+    low, high = record["ece_after_crossfit_range"]
+    assert record["crossfit_splits"] == 20 and low <= record["ece_after_crossfit"] <= high and low < high
+    assert calibration_record(logits, labels) == record  # seeded: the same record again
 
 
 def _set_temperature(model_dir, temperature):
@@ -150,3 +155,18 @@ def test_a_fit_at_the_edge_of_the_range_is_warned_of(model_copy, shared_data, mo
     card = load_card(model_copy)
     assert engine.calibrate.calibrate(model_copy, card, shared_data / "labels.csv") is card.calibration  # kept
     assert "at the edge of 0.05-20" in caplog.text
+
+
+def test_the_crossfit_spread_script_measures_a_model_without_changing_its_card(default_model, shared_data, capsys):
+    import json
+
+    from benchmarks.crossfit_spread import main
+    from galaxy.card import file_sha256
+
+    model_dir, card = default_model
+    before = file_sha256(model_dir / "card.json")
+    main([str(model_dir), str(shared_data / "labels.csv")])
+    record = json.loads(capsys.readouterr().out)
+    assert record["model"] == card.name and record["fitted_on_n"] == 1039 and record["crossfit_splits"] == 20
+    assert record["temperature"] == pytest.approx(card.temperature, rel=1e-3)
+    assert file_sha256(model_dir / "card.json") == before

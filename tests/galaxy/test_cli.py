@@ -218,6 +218,35 @@ def test_evaluate_writes_report_and_plots(tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_evaluate_names_its_unreadable_images_beside_its_predictions_for_report(tmp_path):
+    """`galaxy report eval/predictions.csv` said "could not be read: 0" where evaluate had failed on 3 of
+    20 images (they were only in report.json); a later run without failures leaves no stale errors file
+    (review of evaluation, session 40)."""
+    from galaxy.card import default_model_dir
+
+    rows = list(csv.DictReader(open(EXAMPLES / "labels.csv", newline="")))[:20]
+    for row in rows[:3]:
+        row["file"] = "missing/" + row["file"]
+    labels = tmp_path / "l.csv"
+    with open(labels, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for row in rows[3:]:  # the labels' paths are read from the CSV's folder
+        shutil.copy(EXAMPLES / row["file"], tmp_path / row["file"])
+    out = tmp_path / "eval"
+    result = invoke("evaluate", default_model_dir(), labels, "-o", out, "--split", "all", "-q")
+    assert result.exit_code == 0, result.output
+    with open(out / "predictions.csv.errors.csv", newline="") as fh:
+        failed = list(csv.DictReader(fh))
+    assert [r["path"].split("/")[-2] for r in failed] == ["missing"] * 3 and {r["stage"] for r in failed} == {"read"}
+    result = invoke("report", out / "predictions.csv", "-o", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    assert "<th>could not be read</th><td>3" in (tmp_path / "r.html").read_text()
+    result = invoke("evaluate", default_model_dir(), EXAMPLES / "labels.csv", "-o", out, "--split", "all", "-q")
+    assert result.exit_code == 0 and not (out / "predictions.csv.errors.csv").exists()
+
+
 def test_evaluate_on_part_of_the_validation_split_scores_that_part(tmp_path, caplog):
     """The 40 bundled samples are validation galaxies of the shipped models: a labels file holding
     part of the split is scored, with a warning and the count in report.json; none of it is refused."""

@@ -187,3 +187,19 @@ def test_a_checkpoint_as_init_gets_the_checks_of_a_model(tmp_path):
     assert same.exit_code == 0, same.output
     other = _folders(tmp_path / "other", {"disk": 12, "smooth": 12})  # other files: the head taken by class name
     assert _train(other, "--classes", "disk,smooth", "--init", last, "-o", tmp_path / "f", *TINY).exit_code == 0
+
+
+def test_a_class_folder_named_in_other_case_is_refused_and_other_folders_are_said(tmp_path, caplog):
+    """`Spiral/` beside `spiral/`: its 2 images were left out of evaluate's n with no word, where the label
+    "Spiral" in a CSV is refused (review of evaluation, session 40). Other folders are left out, said."""
+    from galaxy.errors import UsageError
+    from galaxy.labels import load_labelled
+
+    data = _folders(tmp_path / "cf", {"elliptical": 3, "spiral": 2, "Spiral": 2})
+    with pytest.raises(UsageError, match="folder 'Spiral' is not class 'spiral' .*move its images into spiral/"):
+        load_labelled(data)
+    shutil.rmtree(data / "Spiral")
+    _folders(tmp_path / "cf2", {"edge-on": 1})
+    shutil.move(tmp_path / "cf2" / "edge-on", data / "edge-on")
+    labelled = load_labelled(data)
+    assert len(labelled.paths) == 5 and "folders ['edge-on'] are no class (elliptical, spiral)" in caplog.text
