@@ -8,8 +8,8 @@ end to end, with the same peak memory (`galaxy classify`, 300 cubes of 424 px: 2
 Numbers are untouched: only where memory comes from changes.
 
 The `galaxy` program and bench.py set it at start; a program using the Python API can set it with
-the environment variables glibc reads (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_), which are
-also left to win here where set.
+the environment variables glibc reads (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, or
+GLIBC_TUNABLES' glibc.malloc.*), which are also left to win here where set.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TO
 def tune_allocator() -> bool:
     """Keep freed image-sized blocks in the process (glibc only; elsewhere, or where the environment
     already sets glibc's malloc, nothing is changed). Returns whether it was set."""
-    if not sys.platform.startswith("linux") or any(name in os.environ for name in _USER_SETTINGS):
+    if (not sys.platform.startswith("linux") or any(name in os.environ for name in _USER_SETTINGS)
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

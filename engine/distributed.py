@@ -42,7 +42,7 @@ from engine.ray_parts import (failed_places, finalize_parts, part_errors, part_p
                               read_part_errors, settle_retry)
 from engine.ray_shards import Shard, shard_items, shard_length, write_shards
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
-from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY, fingerprint_defaults, reading_settings
+from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY, INT8_KEY, fingerprint_defaults, reading_settings
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, GalaxyError, UsageError
@@ -255,6 +255,8 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         config = dataclasses.replace(config, crop_fraction=classify_spec(card, config).crop_fraction)
     inputs, catalog = _as_spelled_before(out_dir, [str(i) for i in config.inputs], config.catalog)
+    # listed as spelled before too: the shards' digest compares the listed paths (`write_shards`)
+    config = dataclasses.replace(config, inputs=tuple(inputs), catalog=catalog)
     fingerprint = {"inputs": inputs, "catalog": catalog,
                    "path_column": config.path_column, "id_column": config.id_column,
                    "keep": list(config.keep_columns), "weights": card.weights_sha256,
@@ -262,6 +264,10 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
                    CROP_RULE_KEY: CROP_RULE, **reading_settings(config, classify_spec(card, config))}
     if config.crop_fraction is not None:
         fingerprint["crop"] = config.crop_fraction
+    if config.backend in ("auto", "onnxruntime-int8"):  # which int8 model, as one machine's run records it
+        from engine.int8_models import int8_fingerprint
+
+        fingerprint[INT8_KEY] = int8_fingerprint(model_dir, card)
     keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir,
                      fingerprint_defaults(card) | column_defaults)
     started = time.perf_counter()
@@ -369,7 +375,7 @@ def _require_listening(address: str | None, timeout: float = 5.0) -> None:
     """
     import socket
 
-    if not address or address == "auto" or "://" in address:
+    if not address or address in ("auto", "local") or "://" in address:  # ("local": Ray's own word for None)
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():

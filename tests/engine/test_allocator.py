@@ -16,7 +16,10 @@ def test_the_allocator_is_tuned_unless_the_environment_sets_it(monkeypatch):
     if not hasattr(libc, "gnu_get_libc_version"):
         pytest.skip("not glibc (musl's mallopt does nothing)")
     assert tune_allocator() is True
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")  # the user's own setting wins
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=131072")  # the user's own settings win
+    assert tune_allocator() is False
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert tune_allocator() is False
 
 

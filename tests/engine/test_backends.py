@@ -688,3 +688,6 @@ def test_a_backend_named_whose_check_failed_runs_with_a_warning(default_model, c
     caplog.clear()
     backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, card, backends.BackendOptions())
     assert "as failed" not in caplog.text
+    results["onnxruntime-int8"]["fingerprint"] = "0" * 64  # a check of another int8 model (plain ptq, say): not this
+    backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, failed, backends.BackendOptions())
+    assert "as failed" not in caplog.text

@@ -573,3 +573,37 @@ def test_a_rerun_naming_the_same_inputs_otherwise_continues_the_run(tmp_path, mo
     assert _as_spelled_before(out, ["in2", "b/c.jpeg"], "u.csv") == (["in2", "b/c.jpeg"], "u.csv")
     assert _as_spelled_before(out, ["in1"], None) == (["in1"], None)
     assert _as_spelled_before(tmp_path / "new", ["in1/"], None) == (["in1/"], None)
+
+
+@pytest.mark.ray
+def test_a_ray_rerun_with_another_int8_model_is_refused_and_local_is_an_address(survey, tmp_path, monkeypatch):
+    """The int8 model is part of a --ray run's settings, as of one machine's (review of this session's
+    changes); "local" (Ray's word for a new local cluster, and the flag's own value) is no HOST:PORT."""
+    pytest.importorskip("ray")
+    import json
+
+    import engine.distributed
+    from engine import int8_models
+    from engine.distributed import _require_listening, classify_on_ray
+    from galaxy.errors import UsageError
+
+    assert _require_listening("local") is None and _require_listening("auto") is None
+
+    def stop(address):  # after the settings and shards are written, before any cluster
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.distributed, "_require_listening", stop)
+    config = ClassifyConfig((str(survey),), str(tmp_path / "out"), backend="onnxruntime-int8", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        classify_on_ray(config, None, 4)
+    recorded = json.loads((tmp_path / "out" / "_galaxy" / "fingerprint.json").read_text())
+    assert recorded["int8"] == int8_models.int8_fingerprint(*_default_model())
+    monkeypatch.setattr(int8_models, "int8_fingerprint", lambda model_dir, card: "another int8 model")
+    with pytest.raises(UsageError, match='started with other settings .*int8 .* then, "another int8 model" now'):
+        classify_on_ray(config, None, 4)
+
+
+def _default_model():
+    from engine.artifacts import resolve_model
+
+    return resolve_model(None)
