@@ -903,3 +903,22 @@ def test_a_finished_catalog_is_imported_row_by_row_into_one_chunk(tmp_path):
     assert again.resumed == 100 and len(list((tmp_path / "c.csv.partial").glob("chunk-*.csv"))) == 1
     assert [row[0] for row in again.rows()] == [f"g{k}" for k in range(100)]
     again.release()
+
+
+def test_a_journals_path_keys_are_the_real_paths_with_each_folder_resolved_once(tmp_path):
+    """`_real_path` looks each folder up once (a resume of millions had resolved every component of every
+    done row twice); its keys must stay os.path.realpath's: links to folders and files, '..', missing files."""
+    from engine.journal import _real_path
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f.jpeg").write_bytes(b"")
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    os.symlink(tmp_path / "a" / "b" / "f.jpeg", tmp_path / "a" / "fl.jpeg")
+    os.symlink("b", tmp_path / "a" / "bl")
+    folders = {}
+    for base in (str(tmp_path), str(tmp_path / "link"), "/"):
+        for name in ("a/b/f.jpeg", "link/b/f.jpeg", "link/bl/f.jpeg", "a/fl.jpeg", "link/fl.jpeg", "a/b/../b/f.jpeg",
+                     "link/../a/b/f.jpeg", "./a//b/f.jpeg", "missing/x.jpeg", "a/b/.", "a/..", "f.jpeg", ""):
+            path = os.path.join(base, name)
+            assert _real_path(path, folders) == os.path.realpath(path), path
+    assert str(tmp_path / "link" / "bl") in folders  # looked up once, then answered from here
