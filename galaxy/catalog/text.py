@@ -68,6 +68,9 @@ def file_name_candidates(text: str) -> list[str]:
     `unescape_ascii_text` (which takes \\xe9 to be é), escaped again and read as bytes. The caller
     opens the first that exists: the escaped form alone cannot tell a name's byte 0xE9 from é.
     (A str holding surrogate escapes is what `os` functions take for those bytes.)"""
+    if "\\" not in text and text.isascii() and text.isprintable():  # no escape to read: the one reading
+        return [text]  # (building the others had cost a catalog's listing 40% more per row)
+
     def as_bytes(value: str) -> str:
         return BYTE_ESCAPE.sub(lambda m: chr(int(m.group(1), 16) if int(m.group(1), 16) < 0x80
                                              else 0xDC00 + int(m.group(1), 16)), value)
@@ -83,11 +86,11 @@ def existing_file(text: str, base=None) -> str:
     """The file a catalog's path text names: relative names from `base` (when given); of the names its
     escapes may stand for (`file_name_candidates`), the first that exists, else the name as written (whose
     failure its reader then reports). An ordinary path has one reading and costs no look-up."""
-    if "\\" not in text and text.isascii() and text.isprintable():  # no escape to read: the one reading, without
-        name = Path(text)  # building the candidates (a catalog's listing had spent 40% more per row on them)
-        return str(name if base is None or name.is_absolute() else Path(base) / name)
-    located = [str(Path(name) if base is None or Path(name).is_absolute() else Path(base) / name)
-               for name in file_name_candidates(text)]
+    def placed(name: str) -> str:  # relative names from `base`
+        path = Path(name)
+        return str(path if base is None or path.is_absolute() else Path(base) / path)
+
+    located = [placed(name) for name in file_name_candidates(text)]
     if len(located) == 1:
         return located[0]
     return next((name for name in located if os.path.lexists(name)), located[0])
