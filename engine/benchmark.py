@@ -230,8 +230,7 @@ def bench_baseline_apart(files, model_dir, **extra) -> dict:
     26% faster: 5,756 against 4,552/min)."""
     import subprocess
 
-    root = str(Path(__file__).resolve().parents[1])  # where `engine` is imported from here
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
     code = ("import json, sys; from engine.benchmark import bench_baseline; a = json.load(sys.stdin); "
             "bench_baseline(a['files'], a['model_dir'], **a['extra'])")
     given = json.dumps({"files": [str(f) for f in files], "model_dir": str(model_dir), "extra": extra})
@@ -267,7 +266,7 @@ def main(argv=None, prog: str = "bench.py"):
     """Run the benchmark; `argv` as on the command line (None: sys.argv), `prog` as the user typed it."""
     from engine.allocator import tune_allocator
 
-    tune_allocator()  # as the `galaxy` program runs (the baseline, in this process, runs with it too)
+    tune_allocator()  # as the `galaxy` program runs (the baseline runs apart, with glibc's own: bench_baseline_apart)
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
