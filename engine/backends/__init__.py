@@ -91,11 +91,17 @@ def available(name: str, card, model_dir=None) -> bool:
     return name in BACKENDS
 
 
+def check_record(name: str, card) -> dict | None:
+    """The card's check-backends record of `name`, or None."""
+    record = ((card.backends or {}) if card else {}).get("results", {}).get(name)
+    return record if isinstance(record, dict) else None
+
+
 def failed_check(name: str, card) -> bool:
     """Whether the card records a check-backends failure of `name` (a GPU backend is offered by `auto`
     without a check, fp16 being the GPU path's precision, but not after one that failed)."""
-    record = ((card.backends or {}) if card else {}).get("results", {}).get(name)
-    return isinstance(record, dict) and record.get("passed") is False
+    record = check_record(name, card)
+    return record is not None and record.get("passed") is False
 
 
 def cpu_candidates(card, model_dir=None) -> list[str]:
@@ -213,7 +219,7 @@ def load_chosen(asked: str, chosen: str, model_dir, card, options: BackendOption
     as failed runs, as asked, with a warning (it had run with no word at any verbosity)."""
     try:
         session = load_named(chosen, model_dir, card, options, parity_images)
-        record = ((card.backends or {}) if card else {}).get("results", {}).get(chosen)
+        record = check_record(chosen, card)
         # (of the model that loads now: a failure of plain ptq says nothing of the ptq-sensitive one built since)
         if asked == chosen and failed_check(chosen, card) and holds_check(chosen, card, record, model_dir):
             agreement = record.get("label_agreement")
