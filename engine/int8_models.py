@@ -29,7 +29,7 @@ import numpy as np
 
 from engine.artifacts import cache_dir, cached_onnx_path, intact, onnx_model, recorded_sha256, replace_recorded
 from galaxy.errors import BackendUnavailable, UsageError
-from galaxy.files import remove_quietly, sweep_stale_work_files, write_atomically
+from galaxy.files import free_bytes, remove_quietly, sweep_stale_work_files, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -264,22 +264,14 @@ def shape_inferred(pre: Path) -> Path:
 
 def free_space(folder: Path) -> str:
     """The space left on `folder`'s file system, in words ("unknown" where it cannot be read)."""
-    import shutil
-
-    try:
-        return f"{shutil.disk_usage(folder).free / 2**20:,.0f} MiB"
-    except OSError:
-        return "unknown"
+    free = free_bytes(folder)
+    return "unknown" if free is None else f"{free / 2**20:,.0f} MiB"
 
 
 def short_of_space(folder: Path) -> bool:
     """Whether `folder`'s file system has too little left for an int8 build (or its space cannot be read)."""
-    import shutil
-
-    try:
-        return shutil.disk_usage(folder).free < 256 * 2**20  # a model of 20-85 MB and its work files
-    except OSError:
-        return True
+    free = free_bytes(folder)
+    return free is None or free < 256 * 2**20  # a model of 20-85 MB and its work files
 
 
 def private_files(out: Path, *suffixes: str) -> list[Path]:

@@ -181,6 +181,16 @@ def writable_folder(folder, what: str) -> Path:
     return folder
 
 
+def free_bytes(folder) -> int | None:
+    """The space left on `folder`'s file system in bytes, or None where it cannot be read."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
 def same_file(a, b) -> bool:
     """Whether paths `a` and `b` name one file (links and other spellings included); where one is not
     there (yet), whether they would."""

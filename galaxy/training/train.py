@@ -41,7 +41,7 @@ from galaxy.evaluation.calibration import LOG_T_RANGE, at_range_edge, calibratio
 from galaxy.card import TRAIN_IDS_FILE, ModelCard, load_card, strict_json
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import TrainingDiverged, UsageError
-from galaxy.files import hold_lock, same_file, writable_folder, write_atomically
+from galaxy.files import free_bytes, hold_lock, same_file, writable_folder, write_atomically
 from galaxy.card import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
@@ -195,10 +195,7 @@ def _saved(write, path: Path):
     except OSError:
         raise
     except Exception as exc:
-        try:
-            free = shutil.disk_usage(Path(path).parent).free
-        except OSError:
-            free = None
+        free = free_bytes(Path(path).parent)
         if free is not None and free < 64 * 2**20:  # what is left cannot hold a checkpoint or a model
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
