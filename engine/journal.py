@@ -239,20 +239,15 @@ class Journal:
         number = int(self._chunks[-1].stem.split("-")[1]) + 1 if self._chunks else 0
         final = self.dir / f"chunk-{number:06d}.csv"
 
-        written = [0]
-
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                for row in rows:  # (rows may be a generator: an imported catalog's, row by row)
-                    writer.writerow(row)
-                    written[0] += 1
+                csv.writer(fh).writerows(rows)  # (rows may be a generator: an imported catalog's, row by row)
                 fh.flush()
                 os.fsync(fh.fileno())
 
         try:
             write_atomically(final, write)
-            if not written[0]:  # an imported catalog of no rows: no chunk
+            if not final.stat().st_size:  # an imported catalog of no rows: no chunk
                 final.unlink()
         finally:  # renamed into place, then interrupted: its rows are committed all the same
             if final.exists() and final not in self._chunks:
