@@ -113,7 +113,8 @@ def test_a_png_cut_short_in_its_header_is_called_truncated_not_another_format(tm
     path.write_bytes(whole.getvalue()[:keep])
     with pytest.raises(ImageReadError) as info:
         read_raster(path)
-    assert info.value.reason == f"truncated or corrupt PNG: it begins as one but its header ends or breaks within {keep} bytes"
+    assert info.value.reason == ("truncated or corrupt PNG: it begins as one but its header ends or breaks within "
+                                 f"{keep} bytes")
 
 
 def test_directory_named_like_an_image(tmp_path):
