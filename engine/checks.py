@@ -20,7 +20,7 @@ import numpy as np
 from engine import backends
 from engine.artifacts import resolve_model
 from engine.listing import Item
-from engine.machine import cpu_flags, cpu_name
+from engine.machine import cpu_flags, cpu_name, int8_arithmetic
 from engine.pipelines.base import decode_stream
 from galaxy.cores import usable_cores
 from galaxy.card import CARD_FILE, speeds_by_machine
@@ -123,6 +123,14 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     for record in records.values():  # kept records of earlier checks carry their own date and machine
         record["checked"], record["machine"] = today, machine
+    # int8's check holds on CPUs of the int8 arithmetic it ran on: the checks of the others are kept beside it
+    int8_checks = {arithmetic: dict(rec, arithmetic=arithmetic)
+                   for arithmetic, rec in backends.int8_checks(card.backends or {}).items()}
+    if "onnxruntime-int8" in records:
+        records["onnxruntime-int8"]["arithmetic"] = int8_arithmetic()
+        int8_checks[int8_arithmetic()] = records["onnxruntime-int8"]
+    elif "onnxruntime-int8" in not_checked:
+        int8_checks.pop(int8_arithmetic(), None)
     # an earlier pass of a backend asked for now and not loadable no longer holds: dropped, not kept
     kept = {name: rec for name, rec in (card.backends or {}).get("results", {}).items()
             if name not in records and name not in not_checked}
@@ -141,6 +149,8 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
                      "machine": machine, "results": records | kept,
                      # the check is this machine's; the speeds of the machines checked before are kept
                      "speeds": history | {machine: here}}
+    if int8_checks:
+        card.backends["int8_arithmetic"] = int8_checks
     if not_checked:
         card.backends["not_checked"] = not_checked
     card.save(model_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -79,11 +80,32 @@ def nvidia_driver_absent() -> bool:
     return not (any(Path("/dev").glob("nvidia*")) or Path("/proc/driver/nvidia").exists() or Path("/dev/dxg").exists())
 
 
-def exact_int8() -> bool:
-    """Whether this CPU multiplies uint8 x int8 without saturating the 16-bit intermediate sums: VNNI
-    (AVX-512 or AVX) or AMX. Without them (AVX2, AVX-512 without VNNI) U8S8 dot products can saturate,
-    so an int8 model checked on a VNNI CPU is not the same computation there."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_description()["flags"]))
+# How ONNX Runtime multiplies a uint8 activation by an int8 weight on each kind of CPU, which decides whether an
+# int8 check holds on another machine: with VNNI or AMX four products are summed into int32, exactly; without
+# them (AVX2, AVX-512 without VNNI) pairs of products are summed into int16 first (VPMADDUBSW), which
+# saturates, so the same model gives other outputs there. A check holds on CPUs of the arithmetic it ran on.
+INT8_EXACT = "vnni"
+
+
+def int8_arithmetic() -> str:
+    """This CPU's int8 arithmetic: "vnni" (VNNI or AMX: exact int32 sums), "avx512" (AVX-512 without VNNI),
+    "avx2", or "other" (none of those found)."""
+    return arithmetic_of(cpu_description()["flags"])
+
+
+def arithmetic_of(flags) -> str:
+    """The int8 arithmetic of a CPU with vector features `flags` (see `int8_arithmetic`)."""
+    flags = set(flags)
+    if {"avx512_vnni", "avx_vnni", "amx_int8"} & flags:
+        return INT8_EXACT
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+
+
+def machine_int8_arithmetic(machine: str) -> str | None:
+    """The int8 arithmetic of a machine as `check-backends` names it ("NAME (flags), N cores"), or None
+    where the name does not say."""
+    found = re.search(r"\(([^()]*)\), \d+ cores$", machine or "")
+    return arithmetic_of(found.group(1).split()) if found else None
 
 
 def cpu_name() -> str:

@@ -167,15 +167,16 @@ def _check_shape(data) -> None:
     for key in ("size", "crop_fraction"):
         if key in spec and not _number(spec[key]):
             raise ValueError(f"its input_spec {key} {spec[key]!r} is not a number")
-    results = data.get("backends", {}).get("results", {})
-    if not isinstance(results, dict):
-        raise ValueError(f"its backends.results {results!r} is not an object")
-    for name, record in results.items():  # what `galaxy models` and `auto` read of each check
-        if not (isinstance(record, dict) and isinstance(record.get("precision"), str)
-                and all(_number(record[key]) for key in ("images_per_s", "label_agreement", "accuracy")
-                        if key in record)):
-            raise ValueError(f"its backends.results[{name!r}] {record!r} is not a check record (a precision, "
-                             "numbers for its speed, agreement and accuracy)")
+    for part in ("results", "int8_arithmetic"):  # int8_arithmetic: int8's checks by the CPU arithmetic they ran on
+        records = data.get("backends", {}).get(part, {})
+        if not isinstance(records, dict):
+            raise ValueError(f"its backends.{part} {records!r} is not an object")
+        for name, record in records.items():  # what `galaxy models` and `auto` read of each check
+            if not (isinstance(record, dict) and isinstance(record.get("precision"), str)
+                    and all(_number(record[key]) for key in ("images_per_s", "label_agreement", "accuracy")
+                            if key in record)):
+                raise ValueError(f"its backends.{part}[{name!r}] {record!r} is not a check record (a precision, "
+                                 "numbers for its speed, agreement and accuracy)")
 
 
 def _number(value) -> bool:

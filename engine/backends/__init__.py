@@ -82,19 +82,40 @@ def available(name: str, card, model_dir=None) -> bool:
         from engine.machine import native_bf16
 
         return native_bf16()
-    if name == "onnxruntime-int8":
-        from engine.machine import exact_int8
+    if name == "onnxruntime-int8":  # (whether its check holds on this CPU's int8 arithmetic: `check_record`)
         from engine.int8_models import int8_recipe
 
-        # checked on a VNNI CPU: elsewhere U8S8 can saturate, so the check does not hold (asked for by name: given)
-        return exact_int8() and int8_recipe(model_dir, card) is not None
+        return int8_recipe(model_dir, card) is not None
     return name in BACKENDS
 
 
 def check_record(name: str, card) -> dict | None:
-    """The card's check-backends record of `name`, or None."""
+    """The card's check-backends record of `name` that holds on this machine, or None: for int8 the check
+    of this CPU's int8 arithmetic (`engine.machine.int8_arithmetic`: a check on a VNNI CPU says nothing
+    of an AVX2 one, where uint8 x int8 sums saturate, and the other way round)."""
+    if name == "onnxruntime-int8":
+        from engine.machine import int8_arithmetic
+
+        return int8_checks((card.backends or {}) if card else {}).get(int8_arithmetic())
     record = ((card.backends or {}) if card else {}).get("results", {}).get(name)
     return record if isinstance(record, dict) else None
+
+
+def int8_checks(backends: dict) -> dict[str, dict]:
+    """The int8 check records of a card's `backends`, by the int8 arithmetic each ran on: those kept in
+    "int8_arithmetic", and the latest check (in "results"), whose arithmetic is its own record's, or read
+    from the machine it names (checks from before the arithmetic was recorded; one that names none ran
+    where the code of its day offered int8, a VNNI CPU)."""
+    from engine.machine import INT8_EXACT, machine_int8_arithmetic
+
+    checks = {arithmetic: rec for arithmetic, rec in backends.get("int8_arithmetic", {}).items()
+              if isinstance(rec, dict)}
+    latest = backends.get("results", {}).get("onnxruntime-int8")
+    if isinstance(latest, dict):
+        arithmetic = (latest.get("arithmetic") or machine_int8_arithmetic(latest.get("machine"))
+                      or machine_int8_arithmetic(backends.get("machine")) or INT8_EXACT)
+        checks[arithmetic] = latest
+    return checks
 
 
 def failed_check(name: str, card) -> bool:
@@ -106,9 +127,11 @@ def failed_check(name: str, card) -> bool:
 
 def cpu_candidates(card, model_dir=None) -> list[str]:
     """CPU backends `auto` may choose: ONNX Runtime fp32, and those that passed their check against
-    fp32 on the validation split (the card's `backends` record) and can run here (opt-in ones aside)."""
+    fp32 on the validation split (the card's `backends` record; int8's of this CPU's int8 arithmetic) and can
+    run here (opt-in ones aside)."""
     results = (card.backends if card else {}).get("results", {})
-    passed = {n for n, rec in results.items() if rec.get("passed") and n in BACKENDS
+    records = {n: check_record(n, card) for n in {*results, "onnxruntime-int8"}}  # int8's may be kept apart
+    passed = {n for n, rec in records.items() if rec and rec.get("passed") and n in BACKENDS
               and n not in GPU_BACKENDS + OPT_IN and available(n, card, model_dir)
               and holds_check(n, card, rec, model_dir)}
     return sorted(passed | {"onnxruntime"})
@@ -226,6 +249,14 @@ def load_chosen(asked: str, chosen: str, model_dir, card, options: BackendOption
             log.warning("%s: the card records its check against ONNX Runtime fp32 as failed%s, so `auto` does "
                         "not use it; running it as asked", chosen,
                         f" ({100 * agreement:.2f}% label agreement)" if isinstance(agreement, (int, float)) else "")
+        elsewhere = int8_checks(card.backends or {}) if asked == chosen == "onnxruntime-int8" and record is None else {}
+        if elsewhere:
+            from engine.machine import int8_arithmetic
+
+            log.warning("onnxruntime-int8: checked against ONNX Runtime fp32 on %s CPUs only; this CPU's int8 "
+                        "arithmetic (%s) gives other outputs and was not checked, so `auto` does not use it here; "
+                        "running it as asked (galaxy check-backends here checks it)", ", ".join(sorted(elsewhere)),
+                        int8_arithmetic())
         return session
     except Exception as exc:
         instead = ("torch-cuda" if chosen in ("tensorrt", "tensorrt-int8") and available("torch-cuda", card)

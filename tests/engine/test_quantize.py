@@ -67,7 +67,7 @@ def test_the_int8_backend_uses_the_preferred_built_recipe_and_auto_trusts_only_i
 
     model_dir, card = default_model
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path))
-    monkeypatch.setattr(machine, "exact_int8", lambda: True)  # a VNNI CPU, whatever runs the test
+    monkeypatch.setattr(machine, "int8_arithmetic", lambda: "vnni")  # a VNNI CPU, whatever runs the test
     assert int8_models.built_int8(card) is None
     for method in ("ptq", "ptq-sensitive"):
         path = int8_models.int8_path(card, method)
@@ -81,7 +81,7 @@ def test_the_int8_backend_uses_the_preferred_built_recipe_and_auto_trusts_only_i
         record = dict(checked, **({"recipe": recipe} if recipe else {}))  # no recipe: an old check of plain ptq
         card_ = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
         assert ("onnxruntime-int8" in backends.cpu_candidates(card_)) == offered
-    monkeypatch.setattr(machine, "exact_int8", lambda: False)  # AVX2 or AVX-512 without VNNI: U8S8 may saturate
+    monkeypatch.setattr(machine, "int8_arithmetic", lambda: "avx2")  # AVX2 or AVX-512 without VNNI: U8S8 may saturate
     record = dict(checked, recipe=int8_models.SENSITIVE_RECIPE)
     checked = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": record}})
     assert "onnxruntime-int8" not in backends.cpu_candidates(checked)
@@ -98,7 +98,7 @@ def test_a_shipped_int8_recipe_rebuilds_the_checked_model_without_data(default_m
     from galaxy.errors import BackendUnavailable
 
     model_dir, card = default_model
-    monkeypatch.setattr(machine, "exact_int8", lambda: True)
+    monkeypatch.setattr(machine, "int8_arithmetic", lambda: "vnni")
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
@@ -147,7 +147,7 @@ def test_auto_offers_int8_only_for_the_model_its_check_ran(default_model, split,
     from engine import machine
 
     model_dir, card = default_model
-    monkeypatch.setattr(machine, "exact_int8", lambda: True)
+    monkeypatch.setattr(machine, "int8_arithmetic", lambda: "vnni")
     monkeypatch.setenv("GALAXY_CACHE", str(tmp_path / "cache"))
     shipped = int8_models.shipped_int8(model_dir, card)
     recipe, path = int8_models.require_int8(model_dir, card)  # rebuilt from the folder's int8.json
@@ -310,6 +310,7 @@ def test_a_check_of_one_backend_keeps_this_machines_speeds_of_the_others(default
     import shutil
 
     import engine.checks as checks
+    from engine.machine import int8_arithmetic
     from galaxy.card import load_card
 
     model_dir, _ = default_model
@@ -322,11 +323,22 @@ def test_a_check_of_one_backend_keeps_this_machines_speeds_of_the_others(default
         return val, tensors[:64], labels[:64]
 
     monkeypatch.setattr(checks, "validation_tensors", few)
+    here = int8_arithmetic()
+    other = "avx2" if here != "avx2" else "vnni"
+    card = load_card(copy)
+    elsewhere = dict(card.backends["results"]["onnxruntime-int8"], arithmetic=other, machine="Another CPU")
+    card.backends = dict(card.backends, results=dict(card.backends["results"], **{"onnxruntime-int8": elsewhere}),
+                         int8_arithmetic={other: elsewhere})
+    card.save(copy)
     first = checks.check_backends(copy, load_card(copy), shared_data / "labels.csv", names=("onnxruntime-int8",))
     machine = first["machine"]
     assert first["results"]["onnxruntime-int8"]["machine"] == machine
+    # the check says which int8 arithmetic it ran on; another arithmetic's check is kept beside it
+    assert first["results"]["onnxruntime-int8"]["arithmetic"] == here
+    assert first["int8_arithmetic"] == {other: elsewhere, here: first["results"]["onnxruntime-int8"]}
     second = checks.check_backends(copy, load_card(copy), shared_data / "labels.csv", names=("torch",))
     assert second["results"]["onnxruntime-int8"] == first["results"]["onnxruntime-int8"]  # kept, with its machine
+    assert second["int8_arithmetic"] == first["int8_arithmetic"]
     assert second["speeds"][machine]["onnxruntime-int8"] == first["speeds"][machine]["onnxruntime-int8"]
     assert second["speeds"][machine]["torch"] > 0
     # the kept speed says when it was measured: `galaxy models` listed it as one run's with today's (review)
