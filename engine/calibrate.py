@@ -101,9 +101,10 @@ def _drop_int8_check(card, temperature: float) -> None:
     """A new temperature makes a new int8 model (it is quantized with the temperature in its graph):
     the card's int8 check was of the old one, so it goes to `not_checked` until check-backends runs."""
     results = (card.backends or {}).get("results", {})
-    if temperature == card.temperature or "onnxruntime-int8" not in results:
+    if temperature == card.temperature or not ("onnxruntime-int8" in results or card.backends.get("int8_arithmetic")):
         return
-    del results["onnxruntime-int8"]
+    results.pop("onnxruntime-int8", None)
+    card.backends.pop("int8_arithmetic", None)  # every arithmetic's check was of the old model
     card.backends.setdefault("not_checked", {})["onnxruntime-int8"] = (
         f"temperature refitted from {card.temperature:g} to {temperature:g}: the int8 model checked was quantized "
         "with the old one; run galaxy quantize (--ship) and check-backends")

@@ -134,6 +134,9 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
     # an earlier pass of a backend asked for now and not loadable no longer holds: dropped, not kept
     kept = {name: rec for name, rec in (card.backends or {}).get("results", {}).items()
             if name not in records and name not in not_checked}
+    if "onnxruntime-int8" in kept:  # said in words, as it is read now (it is of another machine than this check's)
+        kept["onnxruntime-int8"] = dict(kept["onnxruntime-int8"],
+                                        arithmetic=backends.record_arithmetic(kept["onnxruntime-int8"]))
     history = speeds_by_machine(card.backends or {})
     # this machine's speeds: those measured now, beside those of kept backends measured here before
     before = history.get(machine, {})

@@ -85,11 +85,12 @@ def nvidia_driver_absent() -> bool:
 # them (AVX2, AVX-512 without VNNI) pairs of products are summed into int16 first (VPMADDUBSW), which
 # saturates, so the same model gives other outputs there. A check holds on CPUs of the arithmetic it ran on.
 INT8_EXACT = "vnni"
+UNKNOWN_ARITHMETIC = "other"  # no x86 flags read (ARM, macOS, Windows): not known to be any one arithmetic
 
 
 def int8_arithmetic() -> str:
     """This CPU's int8 arithmetic: "vnni" (VNNI or AMX: exact int32 sums), "avx512" (AVX-512 without VNNI),
-    "avx2", or "other" (none of those found)."""
+    "avx2", or "other" (none of those found: no check holds there, `engine.backends.check_record`)."""
     return arithmetic_of(cpu_description()["flags"])
 
 
@@ -98,7 +99,7 @@ def arithmetic_of(flags) -> str:
     flags = set(flags)
     if {"avx512_vnni", "avx_vnni", "amx_int8"} & flags:
         return INT8_EXACT
-    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else UNKNOWN_ARITHMETIC
 
 
 def machine_int8_arithmetic(machine: str) -> str | None:

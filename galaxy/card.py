@@ -174,9 +174,10 @@ def _check_shape(data) -> None:
         for name, record in records.items():  # what `galaxy models` and `auto` read of each check
             if not (isinstance(record, dict) and isinstance(record.get("precision"), str)
                     and all(_number(record[key]) for key in ("images_per_s", "label_agreement", "accuracy")
-                            if key in record)):
+                            if key in record)
+                    and all(isinstance(record[key], str) for key in ("machine", "arithmetic") if key in record)):
                 raise ValueError(f"its backends.{part}[{name!r}] {record!r} is not a check record (a precision, "
-                                 "numbers for its speed, agreement and accuracy)")
+                                 "numbers for its speed, agreement and accuracy, words for its machine and arithmetic)")
 
 
 def _number(value) -> bool:

@@ -282,17 +282,22 @@ def check_backends(**options):
     Example: galaxy check-backends galaxy/models/sdss-xception --data ../shared/data/gz1-sdss/labels.csv
     """
     from engine.checks import check_model_backends
+    from engine.machine import int8_arithmetic
 
     # "torch,onnxruntime-int8", as the default shows them, had been refused as one name
     names = (name.strip() for value in options["backends"] for name in value.split(","))
     options["backends"] = tuple(dict.fromkeys(name for name in names if name))
     report = _run(check_model_backends, CheckConfig(**options))
     checked_now = {"onnxruntime", *options["backends"]}
+    here = int8_arithmetic()
     for name, rec in report["results"].items():
+        # a kept int8 check of another CPU int8 arithmetic does not hold here (`galaxy models` says which do)
+        elsewhere = name == "onnxruntime-int8" and rec.get("arithmetic", here) != here
         click.echo(f"{name:<18} {rec['precision']:<5} {rec['images_per_s']:>7.1f} img/s  accuracy {rec['accuracy']:.4f}"
                    + (f"  agreement {rec['label_agreement']:.4f}  {'passed' if rec['passed'] else 'FAILED'}"
                       if "label_agreement" in rec else "")
-                   + ("" if name in checked_now else f"  (kept: checked {rec.get('checked', 'earlier')}, not now)"))
+                   + ("" if name in checked_now else f"  (kept: checked {rec.get('checked', 'earlier')}"
+                      + (f" on {rec['arithmetic']} CPUs, not this {here} one)" if elsewhere else ", not now)")))
     for name, reason in report.get("not_checked", {}).items():
         click.echo(f"{name:<18} not checked: {reason}")
 

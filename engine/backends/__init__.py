@@ -94,28 +94,33 @@ def check_record(name: str, card) -> dict | None:
     of this CPU's int8 arithmetic (`engine.machine.int8_arithmetic`: a check on a VNNI CPU says nothing
     of an AVX2 one, where uint8 x int8 sums saturate, and the other way round)."""
     if name == "onnxruntime-int8":
-        from engine.machine import int8_arithmetic
+        from engine.machine import UNKNOWN_ARITHMETIC, int8_arithmetic
 
-        return int8_checks((card.backends or {}) if card else {}).get(int8_arithmetic())
+        here = int8_arithmetic()  # an arithmetic not known to be the same (no flags read) is never one checked
+        return None if here == UNKNOWN_ARITHMETIC else int8_checks((card.backends or {}) if card else {}).get(here)
     record = ((card.backends or {}) if card else {}).get("results", {}).get(name)
     return record if isinstance(record, dict) else None
 
 
 def int8_checks(backends: dict) -> dict[str, dict]:
     """The int8 check records of a card's `backends`, by the int8 arithmetic each ran on: those kept in
-    "int8_arithmetic", and the latest check (in "results"), whose arithmetic is its own record's, or read
-    from the machine it names (checks from before the arithmetic was recorded; one that names none ran
-    where the code of its day offered int8, a VNNI CPU)."""
-    from engine.machine import INT8_EXACT, machine_int8_arithmetic
-
+    "int8_arithmetic", and the latest check (in "results"), under its `record_arithmetic`."""
     checks = {arithmetic: rec for arithmetic, rec in backends.get("int8_arithmetic", {}).items()
               if isinstance(rec, dict)}
     latest = backends.get("results", {}).get("onnxruntime-int8")
     if isinstance(latest, dict):
-        arithmetic = (latest.get("arithmetic") or machine_int8_arithmetic(latest.get("machine"))
-                      or machine_int8_arithmetic(backends.get("machine")) or INT8_EXACT)
-        checks[arithmetic] = latest
+        checks[record_arithmetic(latest)] = latest
     return checks
+
+
+def record_arithmetic(record: dict) -> str:
+    """The int8 arithmetic an int8 check record ran on: its own word, or read from the machine it names
+    (checks from before the arithmetic was recorded). One that names neither was recorded where the
+    code of its day offered int8, a VNNI CPU (the card's `backends.machine` is not asked: a later check
+    of another backend elsewhere rewrites it, and a VNNI check had been read as an AVX2 one)."""
+    from engine.machine import INT8_EXACT, machine_int8_arithmetic
+
+    return record.get("arithmetic") or machine_int8_arithmetic(record.get("machine")) or INT8_EXACT
 
 
 def failed_check(name: str, card) -> bool:

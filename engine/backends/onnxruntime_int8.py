@@ -6,6 +6,7 @@ import logging
 
 from engine.backends.onnxruntime import Session
 from engine.int8_models import model_fingerprint, require_int8
+from engine.machine import int8_arithmetic
 from galaxy.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def load(model_dir, card, options, parity_images=()) -> Session:
 
     Returns:
         A Session: `run(float32 (N, C, H, W)) -> float32 (N, K)` probabilities, with `recipe` and
-        `fingerprint` of the int8 model it runs.
+        `fingerprint` of the int8 model it runs and the CPU's int8 `arithmetic` (`engine.machine`).
     """
     del parity_images  # the int8 model is looked up in the cache by weights hash (or rebuilt from model_dir)
     recipe, path = require_int8(model_dir, card)
@@ -30,5 +31,6 @@ def load(model_dir, card, options, parity_images=()) -> Session:
                          "it again)") from None
     session.recipe = recipe  # check-backends records both: a check holds only for the model it ran
     session.fingerprint = model_fingerprint(path)
+    session.arithmetic = int8_arithmetic()  # the CPU's: outputs differ between arithmetics (a run records it)
     log.info("backend onnxruntime-int8 on %s (%s)", session.device, session.path)
     return session

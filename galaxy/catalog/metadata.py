@@ -118,6 +118,8 @@ def run_fingerprint(card, session, config, spec=None) -> dict:
         fingerprint["crop"] = spec.crop_fraction if spec is not None else config.crop_fraction
     if getattr(session, "fingerprint", None):  # which int8 model: a rerun after another `galaxy quantize` had
         fingerprint[INT8_KEY] = session.fingerprint  # mixed two int8 models' rows in one catalog (up to 0.023)
+    if getattr(session, "arithmetic", None):  # and on which CPU int8 arithmetic: a task resubmitted from a VNNI
+        fingerprint[INT8_ARITHMETIC_KEY] = session.arithmetic  # node to an AVX2 one, whose sums saturate, went on
     return {**fingerprint, CROP_RULE_KEY: CROP_RULE, **reading_settings(config, spec or card.input_spec)}
 
 
@@ -143,6 +145,7 @@ def begun_with_older_crop(earlier: dict) -> bool:
 # and id columns too (`--path-column`, `--id-column`: a rerun naming another id column mixed two kinds of
 # id in one catalog); KEYS_SINCE says which version first recorded a key.
 INT8_KEY = "int8"  # the fingerprint (`engine.int8_models.model_fingerprint`) of the int8 model a run used
+INT8_ARITHMETIC_KEY = "int8_arithmetic"  # and the CPU's int8 arithmetic it ran on (`engine.machine.int8_arithmetic`)
 READING_KEYS = ("hdu", "bands", "band_columns", "path_column", "id_column")
 READING_RECORDED = "reading"
 READING_VERSION = 2
@@ -182,8 +185,9 @@ def as_recorded_now(earlier: dict, fingerprint: dict) -> dict:
         reading = {k: fingerprint[k] for k in READING_KEYS
                    if KEYS_SINCE.get(k, 1) > version and k in fingerprint and k not in earlier}
         earlier = {**reading, **earlier, READING_RECORDED: fingerprint[READING_RECORDED]}
-    if INT8_KEY in fingerprint and INT8_KEY not in earlier and earlier.get("backend") == fingerprint.get("backend"):
-        earlier = {**earlier, INT8_KEY: fingerprint[INT8_KEY]}  # an int8 run journalled before the key: not known
+    for key in (INT8_KEY, INT8_ARITHMETIC_KEY):  # an int8 run journalled before the key: not known
+        if key in fingerprint and key not in earlier and earlier.get("backend") == fingerprint.get("backend"):
+            earlier = {**earlier, key: fingerprint[key]}
     if earlier.get("crop") == "auto" and isinstance(fingerprint.get("crop"), float):
         earlier = {**earlier, "crop": fingerprint["crop"]}
     if CROP_RULE_KEY in fingerprint and begun_with_older_crop(earlier):  # continued, with a warning

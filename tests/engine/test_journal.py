@@ -862,6 +862,36 @@ def test_a_rerun_with_another_int8_model_is_refused_as_other_settings(tmp_path, 
     assert "backend" in changed_settings(earlier, {**now, "backend": "onnxruntime fp32"})
 
 
+def test_a_rerun_on_a_cpu_of_another_int8_arithmetic_is_refused_as_other_settings(tmp_path, monkeypatch):
+    """One int8 model gives other outputs on a CPU whose uint8 x int8 sums saturate (AVX2) than with VNNI:
+    since int8 is checked on both, a task resubmitted from one kind of node to the other went on with int8
+    and mixed the two in one catalog (review, session 41). The arithmetic is part of the run fingerprint;
+    a run journalled before it was goes on as before."""
+    import dataclasses
+
+    from engine.backends import onnxruntime_int8
+    from engine.fingerprint import changed_settings
+    from engine.machine import int8_arithmetic
+    from galaxy.catalog.metadata import INT8_ARITHMETIC_KEY, as_recorded_now
+
+    out = tmp_path / "c.csv"
+    config = ClassifyConfig(inputs=(str(EXAMPLES),), output=str(out), backend="onnxruntime-int8", progress=False)
+    classify(config)
+    here = int8_arithmetic()
+    assert json.loads(_catalog_run(out))[INT8_ARITHMETIC_KEY] == here
+    other = "vnni" if here != "vnni" else "avx2"
+    monkeypatch.setattr(onnxruntime_int8, "int8_arithmetic", lambda: other)
+    with pytest.raises(UsageError, match=f'was written with other settings .*int8_arithmetic "{here}" then, '
+                                         f'"{other}" now'):
+        classify(config)
+    earlier = json.loads(_catalog_run(out))
+    del earlier[INT8_ARITHMETIC_KEY]
+    now = {**earlier, INT8_ARITHMETIC_KEY: other}
+    assert changed_settings(earlier, now) is None and as_recorded_now(earlier, now)[INT8_ARITHMETIC_KEY] == other
+    fp32 = dataclasses.replace(config, output=str(tmp_path / "f.csv"), backend="onnxruntime")
+    assert INT8_ARITHMETIC_KEY not in json.loads(_catalog_run(classify(fp32).output))  # recorded for int8 alone
+
+
 def _catalog_run(path) -> str:
     from galaxy.catalog.read import read_catalog_metadata
 

@@ -526,18 +526,25 @@ def test_model_is_taken_by_name(tmp_path):
     assert bad.exit_code == 2 and "neither a model folder nor a shipped model" in bad.output
 
 
-def test_models_lists_each_shipped_model_with_its_checked_backends():
-    result = invoke("models")
-    assert result.exit_code == 0, result.output
-    for name in ("sdss-xception-96", "sdss-xception-compact-64"):
-        assert name in result.output
-    (default,) = [line for line in result.output.splitlines() if "(the default" in line]
-    assert default.startswith("sdss-xception-compact-64 ")
-    speeds = [line for line in result.output.splitlines() if line.strip().startswith("engine images/s on ")]
-    assert len(speeds) == 2 and all("onnxruntime " in line for line in speeds)  # each card's machines
-    checked = [line for line in result.output.splitlines() if line.strip().startswith("checked backends")]
-    assert len(checked) == 2 and all("onnxruntime-int8 int8 (99." in line and "its recipe ships" in line
-                                     for line in checked)
+def test_models_lists_each_shipped_model_with_its_checked_backends(monkeypatch):
+    from engine import machine
+
+    for arithmetic, holds in (("avx2", True), ("vnni", True), ("avx512", False)):  # both shipped cards: vnni, avx2
+        monkeypatch.setattr(machine, "int8_arithmetic", lambda: arithmetic)
+        result = invoke("models")
+        assert result.exit_code == 0, result.output
+        for name in ("sdss-xception-96", "sdss-xception-compact-64"):
+            assert name in result.output
+        (default,) = [line for line in result.output.splitlines() if "(the default" in line]
+        assert default.startswith("sdss-xception-compact-64 ")
+        speeds = [line for line in result.output.splitlines() if line.strip().startswith("engine images/s on ")]
+        assert len(speeds) == 4 and all("onnxruntime " in line for line in speeds)  # each card's two machines
+        lines = result.output.splitlines()
+        checked = [line for line in lines if line.strip().startswith("checked backends")
+                   and "onnxruntime-int8 int8 (99." in line and f"kept on {arithmetic} CPUs; its recipe ships" in line]
+        elsewhere = [line for line in lines if "onnxruntime-int8 checked on avx2, vnni CPUs only: this CPU's int8 "
+                     f"arithmetic ({arithmetic})" in line]
+        assert (len(checked), len(elsewhere)) == ((2, 0) if holds else (0, 2)), result.output
 
 
 def test_an_output_that_is_an_input_is_refused_before_anything_is_deleted(tmp_path):
