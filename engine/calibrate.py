@@ -101,7 +101,8 @@ def _drop_int8_check(card, temperature: float) -> None:
     """A new temperature makes a new int8 model (it is quantized with the temperature in its graph):
     the card's int8 check was of the old one, so it goes to `not_checked` until check-backends runs."""
     results = (card.backends or {}).get("results", {})
-    if temperature == card.temperature or not ("onnxruntime-int8" in results or card.backends.get("int8_arithmetic")):
+    if temperature == card.temperature or not ("onnxruntime-int8" in results
+                                               or (card.backends or {}).get("int8_arithmetic")):
         return
     results.pop("onnxruntime-int8", None)
     card.backends.pop("int8_arithmetic", None)  # every arithmetic's check was of the old model
