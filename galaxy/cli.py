@@ -392,7 +392,7 @@ def models(model_dirs):
 
     Example: galaxy models models/mine
     """
-    from engine.backends import check_record, holds_check, int8_checks
+    from engine.backends import checks_here, holds_check, int8_checks
     from engine.int8_models import shipped_int8
     from engine.machine import int8_arithmetic
     from galaxy.card import default_model_dir, load_card, shipped_model_dirs, speeds_by_machine
@@ -408,10 +408,8 @@ def models(model_dirs):
                    f"balanced {figure(val.get('balanced_accuracy'))}, ROC AUC {figure(val.get('roc_auc'))}"
                    f" (n={val.get('n', '?')})\n  weights sha256 {card.weights_sha256[:16]}...; trained with: "
                    f"{card.training.get('command', '?')}")
-        results = card.backends.get("results", {})
-        # the records that hold here (int8's: of this CPU's int8 arithmetic, which may be kept apart)
-        records = {name: check_record(name, card) for name in dict.fromkeys([*results, "onnxruntime-int8"])}
-        passed = [name for name, rec in records.items() if rec and rec.get("passed") and "label_agreement" in rec]
+        records = checks_here(card)  # (int8's: of this CPU's int8 arithmetic, which may be kept apart)
+        passed = [name for name, rec in records.items() if rec.get("passed") and "label_agreement" in rec]
         holds = {name: holds_check(name, card, records[name], model_dir) for name in passed}
         checked = [f"{name} {records[name]['precision']} ({100 * records[name]['label_agreement']:.2f}% labels kept"
                    + (f" on {int8_arithmetic()} CPUs" if name == "onnxruntime-int8" else "")
@@ -424,7 +422,7 @@ def models(model_dirs):
             click.echo(f"  checked on another model or precision than it would run here: {', '.join(stale)} "
                        "(rerun check-backends)")
         elsewhere = sorted(set(int8_checks(card.backends)) - {int8_arithmetic()})
-        if records["onnxruntime-int8"] is None and elsewhere:
+        if "onnxruntime-int8" not in records and elsewhere:
             click.echo(f"  onnxruntime-int8 checked on {', '.join(elsewhere)} CPUs only: this CPU's int8 arithmetic "
                        f"({int8_arithmetic()}) gives other outputs, so `auto` does not use it here until "
                        "check-backends runs on such a CPU")

@@ -102,6 +102,14 @@ def check_record(name: str, card) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def checks_here(card) -> dict[str, dict]:
+    """The card's check-backends records that hold on this machine (`check_record`), by backend, in the
+    card's order (int8's last where its results hold none)."""
+    results = ((card.backends or {}) if card else {}).get("results", {})
+    records = {name: check_record(name, card) for name in dict.fromkeys([*results, "onnxruntime-int8"])}
+    return {name: record for name, record in records.items() if record is not None}
+
+
 def int8_checks(backends: dict) -> dict[str, dict]:
     """The int8 check records of a card's `backends`, by the int8 arithmetic each ran on: those kept in
     "int8_arithmetic", and the latest check (in "results"), under its `record_arithmetic`."""
@@ -134,9 +142,7 @@ def cpu_candidates(card, model_dir=None) -> list[str]:
     """CPU backends `auto` may choose: ONNX Runtime fp32, and those that passed their check against
     fp32 on the validation split (the card's `backends` record; int8's of this CPU's int8 arithmetic) and can
     run here (opt-in ones aside)."""
-    results = (card.backends if card else {}).get("results", {})
-    records = {n: check_record(n, card) for n in {*results, "onnxruntime-int8"}}  # int8's may be kept apart
-    passed = {n for n, rec in records.items() if rec and rec.get("passed") and n in BACKENDS
+    passed = {n for n, rec in checks_here(card).items() if rec.get("passed") and n in BACKENDS
               and n not in GPU_BACKENDS + OPT_IN and available(n, card, model_dir)
               and holds_check(n, card, rec, model_dir)}
     return sorted(passed | {"onnxruntime"})
