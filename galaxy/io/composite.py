@@ -35,7 +35,8 @@ from galaxy.spec import FitsStretch
 LUPTON_FRAC = 0.1
 
 
-def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | None = None,
+                   scale: float = 1.0) -> tuple[np.ndarray, float]:
     """Per-band sky level and the common sky noise of a band cube.
 
     Args:
@@ -43,27 +44,40 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | N
         stretch: the clipping threshold and number of iterations.
         valid: bool (H, W, C), the pixels measured (None: all): blank pixels filled with one value
             would pull the clipped spread down (a quarter of the image blank: ~0.75x the noise).
+        scale: the statistics are of `cube / scale` (divided band by band as it is read, so that the
+            whole cube is never divided: `lupton_composite` maps only a window of it).
 
     Returns:
         (sky, sigma): float64 (C,) sky levels and the mean over bands of the clipped
         standard deviations (a float, > 0 unless the image is constant).
+
+    Each round clips the pixels kept so far (the same pixels, in the same order, as clipping the
+    whole band again), and its mean and standard deviation are numpy's `mean` and `std` of them
+    written out, so the figures are the same to the last bit at a third of the memory passes.
     """
-    bands = np.ascontiguousarray(cube.reshape(-1, cube.shape[2]).T)  # (C, H*W): one pass per band
-    masks = None if valid is None else np.ascontiguousarray(valid.reshape(-1, cube.shape[2]).T)
-    sky, std = np.empty(len(bands)), np.empty(len(bands))
-    for c, band in enumerate(bands):
-        if masks is not None and masks[c].any():
-            band = band[masks[c]]
-        keep, kept = np.ones(band.shape, dtype=bool), band
-        mean, spread = kept.mean(), kept.std()
+    sky, std = np.empty(cube.shape[2]), np.empty(cube.shape[2])
+    for c in range(cube.shape[2]):
+        band = cube[:, :, c]
+        measured = None if valid is None else valid[:, :, c]
+        # one pass: the band's pixels (strided in the cube) read, divided and laid out contiguously
+        kept = band[measured] / scale if measured is not None and measured.any() else (band / scale).ravel()
+        mean, deviation = _mean_deviation(kept)
+        spread = np.sqrt(np.add.reduce(deviation * deviation) / len(kept))
         for _ in range(stretch.sky_iterations):
-            keep &= np.abs(band - mean) <= stretch.sky_clip_sigma * spread
-            if np.count_nonzero(keep) == len(kept):  # nothing more clipped: later rounds repeat this one
+            inside = np.abs(deviation, out=deviation) <= stretch.sky_clip_sigma * spread
+            if np.count_nonzero(inside) == len(kept):  # nothing more clipped: later rounds repeat this one
                 break
-            kept = band[keep]
-            mean, spread = kept.mean(), kept.std()
+            kept = kept[inside]
+            mean, deviation = _mean_deviation(kept)
+            spread = np.sqrt(np.add.reduce(deviation * deviation) / len(kept))
         sky[c], std[c] = mean, spread
     return sky, float(std.mean())
+
+
+def _mean_deviation(values: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean of a 1-D array as `values.mean()` computes it, and `values` less it."""
+    mean = np.add.reduce(values) / len(values)
+    return mean, values - mean
 
 
 def central_span(n: int, fraction: float) -> tuple[int, int]:
@@ -185,16 +199,17 @@ def lupton_composite(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray |
         ValueError: the image is constant (no sky noise to measure).
     """
     cube = np.asarray(cube, dtype=np.float64)
-    scale = np.abs(cube).max()
+    scale = max(cube.max(), -cube.min())  # the largest |pixel|
     if not scale > 0:
         raise ValueError("image is constant (every pixel is 0)")
-    cube = cube / scale  # unit-free from here on; also keeps squares far from float underflow
-    sky, sigma = sky_statistics(cube, stretch, valid)
+    # unit-free from here on (cube / scale; also keeps squares far from float underflow), divided only
+    # where it is read: band by band for the sky statistics, then the window the curve maps
+    sky, sigma = sky_statistics(cube, stretch, valid, scale)
     if not sigma > 0:
         raise ValueError("image is constant: no sky noise to scale by")
     height, width = cube.shape[:2]
     top, bottom, left, right = _mapped_box(height, width, stretch.peak_region, window)
-    x = (cube[top:bottom, left:right] - sky) / sigma + stretch.black_sigma
+    x = (cube[top:bottom, left:right] / scale - sky) / sigma + stretch.black_sigma
     intensity = _band_reduce(np.add, x) / x.shape[2]  # = x.mean(axis=2), without numpy's slow reduction over a length-3 axis
     u = solve_softening(box3_peak(intensity, stretch.peak_region, (top, left), (height, width)), stretch)
     f = np.arcsinh(stretch.noise_level * u * intensity) / u
