@@ -394,9 +394,14 @@ def _read_image(path, hdu=None, hdus=None) -> tuple[FitsImage | None, list[np.nd
         if hdus is None:  # opening the file: as `locate_image` words it
             raise _unreadable(path, exc) from exc
         raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
+    except Exception as exc:  # astropy's own errors while opening: `locate_image` lets them through
+        if hdus is None:
+            raise
+        raise ImageReadError(path, f"corrupt FITS data ({type(exc).__name__}: {exc})", stage="decode") from exc
 
 
 def _hdu_planes(hdul, hdus, path) -> list[np.ndarray]:
+    """The 2-D planes (float64) of HDUs `hdus` of an open file, its data errors worded for `path`."""
     try:
         out = []
         for k in hdus:
