@@ -29,7 +29,9 @@
 # (default /tmp/keep) for a second call: `cp /tmp/keep/teacher.* $OUT/`. Rejoin with
 # `cat NAME.part.* > runs/gpu/<model>/model.safetensors` (beside its card.json, from small.tar.gz).
 # small.tar.gz is packed again as soon as the student has written the teacher's soft targets
-# (checkpoints/soft_targets.npz, ~1 MB): a call cut short still brings back what a CPU student needs.
+# (its checkpoints/soft_targets.npz, ~1 MB, copied to runs/gpu/targets-192.npz; the teacher's own run's file,
+# the shipped 96 px model's targets, is left out): a call cut short still brings back what a CPU student needs.
+# Run again on the warm machine (a call cut short), a model already trained is kept and a stopped one resumed.
 # Rehearse on a CPU: GALAXY_RUNS=/tmp/gpu-rehearse LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 \
 #   GALAXY_SHARED_DATA=/work/shared/data bash benchmarks/gpu_train.sh
 # T_EXTRA / S_EXTRA: more options for the teacher's / student's command; T_SECONDS / S_SECONDS their
@@ -38,7 +40,7 @@
 # move face-on spiral recall by +-4 points (README, "Reruns of one recipe"), so one student decides
 # nothing; but each call trains its teacher again (~4 minutes, not bit-reproducible on a GPU): spend
 # reruns on the CPU instead, distilling from the teacher's file (`galaxy distill --teacher-targets
-# runs/gpu/sdss-xception-96-ns192/checkpoints/soft_targets.npz ... --train-seed 1`, 2, ...), and fix
+# runs/gpu/targets-192.npz ... --train-seed 1`, 2, ...), and fix
 # the rule that picks one before scoring them.
 # Exit status: 0 when both trainings finished, else the first failing one's.
 set -uo pipefail
@@ -72,21 +74,27 @@ done
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   $PY -c 'import torch, timm; print("torch", torch.__version__, "timm", timm.__version__, "cuda", torch.cuda.is_available())'
   echo "images: $(ls "$DATA/gz1-sdss/images" | wc -l) labelled, $(ls "$DATA/unlabeled-sdss/images" | wc -l) unlabelled"
-} 2>&1 | tee "$RUNS/env.txt"
+} 2>&1 | tee -a "$RUNS/env.txt"
 
 # What comes back: small files in one tarball; the weights in pieces under 16 MiB. $OUT holds the
 # teacher's pieces as soon as it is trained (a call cut short still brings it back). What to keep of
-# the teacher is its soft targets (the student's checkpoints/soft_targets.npz, in small.tar.gz; a CPU
+# the teacher is its soft targets (runs/gpu/targets-192.npz in small.tar.gz, the student's; a CPU
 # distils from them with `galaxy distill --teacher-targets FILE`, and committing that ~1 MB file beside
 # a student's card makes it reproducible; README, "The compact model": committing 42 MB of weights would
 # push the tracked tree past the 64 MiB a device call carries). $OUT returns at most 64 MiB in all, and an fp16 Xception is 42 MB, so the student's
 # pieces join them only where they fit; else they wait in $KEEP for a second call
 # (`cp /tmp/keep/student.* $OUT/`).
 OUT_LIMIT=$((64 * 1024 * 1024))
+teacher="$RUNS/sdss-xception-192-ns"
+student="$RUNS/sdss-xception-96-ns192"
 pack_small() {  # the small files (cards, logs, soft targets), written whole and renamed into place: the
   # watcher below packs while training goes on, and two writers of one file had made 90 MB of garbage
   local tmp="$KEEP/.small.$BASHPID.tar.gz"
-  tar -czf "$tmp" --exclude='*.safetensors' --exclude='last.pt' --exclude='.small.*' "$RUNS" 2>/dev/null \
+  # the 192 px teacher's targets under one name (the student's run wrote them); the teacher's own run holds the
+  # shipped 96 px model's, which a student given them by mistake learned from without a word: left out
+  [ -f "$student/checkpoints/soft_targets.npz" ] && cp "$student/checkpoints/soft_targets.npz" "$RUNS/targets-192.npz"
+  tar -czf "$tmp" --exclude='*.safetensors' --exclude='last.pt' --exclude='.small.*' \
+    --exclude='sdss-xception-192-ns/checkpoints/soft_targets.npz' "$RUNS" 2>/dev/null \
     && mv "$tmp" "$KEEP/small.tar.gz"
   rm -f "$tmp"
   if [ -n "${OUT:-}" ] && [ -f "$KEEP/small.tar.gz" ]; then cp "$KEEP/small.tar.gz" "$OUT/.small.tar.gz" \
@@ -113,16 +121,29 @@ pack() {
 }
 
 common=(--unlabeled "$DATA/unlabeled-sdss/images" --augment all --lr 3e-4 --drop-rate 0.3 --batch-size 64 --seed 0)
-teacher="$RUNS/sdss-xception-192-ns"
-student="$RUNS/sdss-xception-96-ns192"
-echo "== teacher: 192 px, from the shipped weights =="
-timeout "$T_SECONDS" "${galaxy[@]}" train "$DATA/gz1-sdss/labels.csv" -o "$teacher" --init default --size 192 \
-  --epochs "$T_EPOCHS" "${common[@]}" $LIMIT $T_EXTRA 2>&1 | grep -v -E "^\s*$|it/s|img/s\]" | tee "$RUNS/teacher.log"
-t_rc=${PIPESTATUS[0]}
+# A second run of this script on a warm machine (after a call cut short) keeps a model already trained and resumes
+# one stopped mid-way (its checkpoint), where `train` would refuse the folder and the call would be lost.
+resume_of() {  # the --resume option for a run folder, when a stopped run left its checkpoint
+  [ -f "$1/checkpoints/last.pt" ] && echo "--resume $1/checkpoints/last.pt"
+  true
+}
+if [ -f "$teacher/card.json" ]; then
+  echo "== teacher: trained by an earlier run ($teacher/card.json): kept ==" | tee -a "$RUNS/teacher.log"
+  t_rc=0
+else
+  echo "== teacher: 192 px, from the shipped weights =="
+  timeout "$T_SECONDS" "${galaxy[@]}" train "$DATA/gz1-sdss/labels.csv" -o "$teacher" --init default --size 192 \
+    --epochs "$T_EPOCHS" "${common[@]}" $LIMIT $T_EXTRA $(resume_of "$teacher") 2>&1 \
+    | grep -v -E "^\s*$|it/s|img/s\]" | tee -a "$RUNS/teacher.log"
+  t_rc=${PIPESTATUS[0]}
+fi
 echo "teacher rc $t_rc after $(( $(date +%s) - started )) s" | tee -a "$RUNS/env.txt"
 pack teacher "$teacher"
 s_rc=skipped
-if [ "$t_rc" = 0 ]; then
+if [ "$t_rc" = 0 ] && [ -f "$student/card.json" ]; then
+  echo "== student: trained by an earlier run ($student/card.json): kept ==" | tee -a "$RUNS/student.log"
+  s_rc=0
+elif [ "$t_rc" = 0 ]; then
   echo "== student: 96 px, the teacher's soft targets =="
   # the teacher's targets are written in the student's first minutes: packed then, not only at the end
   ( for _ in $(seq 1 150); do
@@ -131,8 +152,8 @@ if [ "$t_rc" = 0 ]; then
     done ) &
   watcher=$!
   timeout "$S_SECONDS" "${galaxy[@]}" train "$DATA/gz1-sdss/labels.csv" -o "$student" --init default --size 96 \
-    --teacher "$teacher" --epochs "$S_EPOCHS" "${common[@]}" $LIMIT $S_EXTRA 2>&1 \
-    | grep -v -E "^\s*$|it/s|img/s\]" | tee "$RUNS/student.log"
+    --teacher "$teacher" --epochs "$S_EPOCHS" "${common[@]}" $LIMIT $S_EXTRA $(resume_of "$student") 2>&1 \
+    | grep -v -E "^\s*$|it/s|img/s\]" | tee -a "$RUNS/student.log"
   s_rc=${PIPESTATUS[0]}
   kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null
 fi
