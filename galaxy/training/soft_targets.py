@@ -41,6 +41,9 @@ from galaxy.training.predict import predict
 log = logging.getLogger(__name__)
 
 TARGETS_FILE = "soft_targets.npz"
+# A model folder's copy of the --teacher-targets file it learned from: committed beside the card, it makes the
+# model reproducible from git (the teacher's weights need not be kept).
+KEPT_TARGETS_FILE = "teacher_targets.npz"
 # What np.load raises on a file that is not a whole npz of ours: empty (EOFError), torn (BadZipFile),
 # another npz (KeyError), not one at all (ValueError, pickled objects refused), unreadable (OSError).
 UNREADABLE = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
@@ -382,3 +385,22 @@ def soft_target_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: f
     per_row = -(targets * F.log_softmax(logits / temperature, dim=1)).sum(dim=1)
     weights = targets @ class_weights if class_weights is not None else torch.ones_like(per_row)
     return (weights * per_row).sum() / weights.sum() * temperature ** 2
+
+
+def keep_targets(record: dict, out_dir) -> dict:
+    """Copy the --teacher-targets file a run learned from (its `record`, from `targets_from_file`) into the model
+    folder as KEPT_TARGETS_FILE, checked against the sha256 it was read with; returns the record naming the copy.
+
+    Raises:
+        UsageError: the file changed since the run read it.
+    """
+    from galaxy.files import same_file, write_atomically
+
+    kept = Path(out_dir) / KEPT_TARGETS_FILE
+    if not same_file(record["targets_file"], kept):
+        raw = Path(record["targets_file"]).read_bytes()
+        if hashlib.sha256(raw).hexdigest() != record["targets_sha256"]:
+            raise UsageError(f"--teacher-targets {record['targets_file']} changed while this run learned from it "
+                             "(its sha256 differs): the model is not copied with a file it did not learn from")
+        write_atomically(kept, lambda tmp: tmp.write_bytes(raw))
+    return {**record, "kept_as": KEPT_TARGETS_FILE}

@@ -49,7 +49,7 @@ from galaxy.training.predict import pick_device, predict
 from galaxy.progress import progress
 from galaxy.io.framing import measure_files, summarise
 from galaxy.training.checkpoint import PATH_OPTIONS, check_resume, load_checkpoint, restore
-from galaxy.training.soft_targets import soft_target_loss, targets_key
+from galaxy.training.soft_targets import keep_targets, soft_target_loss, targets_key
 from galaxy.training.train_data import TrainingData, prepare_data
 from galaxy.training.transfer import (apply_freeze, checkpoint_record, depth_groups, heads_by_class, init_model_folder,
                                       initial_weights, optimizer_groups, trainable_from)
@@ -432,6 +432,8 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
                  network_cost(network, config.size))
     card.training["cwd"] = cwd  # the folder of the command that started the run: its paths are relative to it
     card.training["data_minutes"] = data_minutes
+    if config.teacher_targets:  # the file beside the card: with it, git alone reproduces the model
+        card.training["teacher"] = keep_targets(card.training["teacher"], out_dir)
     if resumed_with:
         card.training["resumed_with"] = resumed_with
     if changed_on_resume:  # the command alone no longer makes this model

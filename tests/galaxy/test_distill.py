@@ -135,6 +135,12 @@ def test_a_targets_file_stands_in_for_its_teacher(tmp_path, default_model):
     # what the teacher learned is recorded as learned by the student, as with the teacher itself
     assert ((tmp_path / "from-file" / "train_ids.txt").read_text()
             == (tmp_path / "taught" / "train_ids.txt").read_text())
+    # the file is kept beside the card (the teacher's run folder is not in git): the copy makes the same student
+    kept = tmp_path / "from-file" / "teacher_targets.npz"
+    assert record["kept_as"] == kept.name and kept.read_bytes() == targets.read_bytes()
+    again = distil("from-copy", "--teacher-targets", str(kept))
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "from-copy" / "card.json").read_text())["weights"] == taught["weights"]
 
     other_images = distil("fewer", "--teacher-targets", str(targets), limit="12")
     assert other_images.exit_code == 2 and "holds targets of 16 images, this run learns from 12" in other_images.output
