@@ -21,6 +21,7 @@ Rules (documented in the README):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,10 @@ MAX_PIXELS = 32 * 1024 * 1024
 # more than this (a few HDUs at MAX_PIXELS in float64), before it takes the decode worker's memory.
 MAX_GZIP_BYTES = 4 * MAX_PIXELS * 8
 GZIP_MAGIC = b"\x1f\x8b"
+# A gzip file that says (its trailer's size field) it inflates to more than this has its headers checked first,
+# read as a stream, before it is inflated in memory: a field refused by its header (MAX_PIXELS) is never held
+# whole. Smaller ones, every cutout, are inflated once for headers and pixels alike.
+HEADERS_FIRST_GZIP_BYTES = MAX_PIXELS * 4
 # The least share of a band's pixels in the centre crop that must be finite (measured): below it the
 # network would mostly read the sky value that blank pixels are filled with.
 MIN_MEASURED = 0.5
@@ -369,35 +374,39 @@ def _gunzipped(path):
     return b"".join(chunks)
 
 
-def _read_hdus(path, hdus) -> list[np.ndarray]:
-    """The 2-D planes of HDUs `hdus` of a FITS file (a gzip file inflated whole first, its CRC checked)."""
-    return _read_image(path, None, hdus)[1]
-
-
-def _read_image(path, hdu=None, hdus=None) -> tuple[FitsImage | None, list[np.ndarray]]:
-    """`locate_image` of a file and the planes of the HDUs it finds (or of `hdus`, not located then), the file
-    opened, and a gzip file inflated, once: astropy had inflated a .fits.gz file for the headers and this
-    module again for the pixels (12 + 11 ms of a 2 MB g, r, i cube's 44 on a 2-core Zen 3)."""
+def _read_image(path, hdu=None, first_only: bool = False) -> tuple[FitsImage, list[np.ndarray]]:
+    """`locate_image` of a file and the planes of the HDUs it finds (`first_only`: of the first of them), the
+    file opened, and a gzip file inflated (its CRC checked), once: astropy had inflated a .fits.gz file for the
+    headers and this module again for the pixels (12 + 11 ms of a 2 MB g, r, i cube's 44 on a 2-core Zen 3)."""
     import io
 
     from astropy.io import fits
 
+    if _gzip_size(path) > HEADERS_FIRST_GZIP_BYTES:
+        locate_image(path, hdu)  # refuses a field from its header, streamed, before it is inflated whole
     try:
         inflated = _gunzipped(path)
         source = io.BytesIO(inflated) if inflated is not None else path
         with fits.open(source, memmap=False, lazy_load_hdus=True) as hdul:
-            where = _locate(hdul, path, hdu) if hdus is None else None
-            return where, _hdu_planes(hdul, where.hdus if where else hdus, path)
+            where = _locate(hdul, path, hdu)
+            return where, _hdu_planes(hdul, where.hdus[:1] if first_only else where.hdus, path)
     except ImageReadError:
         raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
-        if hdus is None:  # opening the file: as `locate_image` words it
-            raise _unreadable(path, exc) from exc
-        raise ImageReadError(path, f"not a readable FITS file ({exc})") from exc
-    except Exception as exc:  # astropy's own errors while opening: `locate_image` lets them through
-        if hdus is None:
-            raise
-        raise ImageReadError(path, f"corrupt FITS data ({type(exc).__name__}: {exc})", stage="decode") from exc
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:  # opening it: as `locate_image` says
+        raise _unreadable(path, exc) from exc
+
+
+def _gzip_size(path) -> int:
+    """The inflated size a gzip file's trailer gives (modulo 2**32, as gzip stores it), or 0 when it is not gzip
+    (or cannot be read: the reader then words why)."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != GZIP_MAGIC:
+                return 0
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return 0
 
 
 def _hdu_planes(hdul, hdus, path) -> list[np.ndarray]:
@@ -470,8 +479,7 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
         if not str(path).strip():
             raise ImageReadError(label, f"empty path for band {band}: the catalog row names no file")
         require_file(path, f"band {band}")
-        where = locate_image(path, hdu)
-        file_planes = _read_hdus(path, where.hdus[:1])
+        where, file_planes = _read_image(path, hdu, first_only=True)
         if len(file_planes) != 1:
             raise ImageReadError(path, f"holds {len(file_planes)} bands; a band file must hold one")
         said = where.bands[0] if where.bands else None  # its header's FILTER, where it names one

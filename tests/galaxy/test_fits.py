@@ -164,6 +164,34 @@ def test_corrupt_gzip_is_refused_not_read_as_wrong_pixels(tmp_path):
         read_fits_cutout(path, STRETCH)
 
 
+def test_a_gzipped_cutout_is_inflated_once_and_a_gzipped_field_is_refused_from_its_header(tmp_path, monkeypatch):
+    """A .fits.gz cutout is inflated once for headers and pixels (astropy had inflated it for the headers, the
+    reader again for the pixels); a gzipped field that inflates to more than a cutout can is refused from its
+    header, read as a stream, and never held whole in memory."""
+    import galaxy.io.fits as fits_module
+
+    plain = tmp_path / "g.fits"
+    fits.PrimaryHDU(galaxy_image()).writeto(plain)
+    gz = tmp_path / "g.fits.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    inflated = []
+    real = fits_module._gunzipped
+    monkeypatch.setattr(fits_module, "_gunzipped", lambda path: inflated.append(path) or real(path))
+    opened = []
+    real_open = fits.open
+    monkeypatch.setattr(fits, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    np.testing.assert_array_equal(read_fits_cutout(gz, STRETCH)[0], read_fits_cutout(plain, STRETCH)[0])
+    assert inflated == [gz, plain] and len(opened) == 2  # one inflation and one open a file
+    inflated.clear()
+    header = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": 6000, "NAXIS2": 6000})
+    field = tmp_path / "field.fits.gz"  # 144 MB of zeros, 140 kB gzipped
+    field.write_bytes(gzip.compress(header.tostring().encode() + bytes(6000 * 6000 * 4), compresslevel=1))
+    assert fits_module._gzip_size(field) > fits_module.HEADERS_FIRST_GZIP_BYTES
+    with pytest.raises(ImageReadError, match=r"over the limit .*\(a field, not a cutout"):
+        read_fits_cutout(field, STRETCH)
+    assert inflated == []
+
+
 def test_a_stale_datasum_from_a_copied_header_is_no_reason_to_refuse(tmp_path):
     """A cutout written with its parent image's header keeps the parent's DATASUM (astropy copies the
     card): a DATASUM check refused such valid files, so DATASUM is not checked."""
