@@ -31,7 +31,8 @@
 # small.tar.gz is packed again as soon as the student has written the teacher's soft targets
 # (its checkpoints/soft_targets.npz, ~1 MB, copied to runs/gpu/targets-192.npz; the teacher's own run's file,
 # the shipped 96 px model's targets, is left out): a call cut short still brings back what a CPU student needs.
-# Run again on the warm machine (a call cut short), a model already trained is kept and a stopped one resumed.
+# Run again on the warm machine (a call cut short), a model already trained is kept and a stopped one resumed,
+# and weights an earlier call brought back are not sent again: a second run brings the student's pieces.
 # Rehearse on a CPU: GALAXY_RUNS=/tmp/gpu-rehearse LIMIT="--limit 64" T_EPOCHS=1 S_EPOCHS=1 \
 #   GALAXY_SHARED_DATA=/work/shared/data bash benchmarks/gpu_train.sh
 # T_EXTRA / S_EXTRA: more options for the teacher's / student's command; T_SECONDS / S_SECONDS their
@@ -106,12 +107,16 @@ pack() {
   local role=$1 dir=$2
   [ -f "$dir/model.safetensors" ] && split -b 15M "$dir/model.safetensors" "$KEEP/$role.part."
   if [ -n "${OUT:-}" ]; then
-    if [ -f "$dir/model.safetensors" ]; then
+    if [ -f "$KEEP/$role.sent" ] && cmp -s "$KEEP/$role.sent" "$dir/card.json"; then
+      # a rerun on the warm machine: an earlier call brought these weights back (a 42 MB copy again had left
+      # no room in OUT for the student's, which then needed yet another call)
+      echo "gpu_train: the $role's pieces came back with an earlier call (its card: $KEEP/$role.sent)"
+    elif [ -f "$dir/model.safetensors" ]; then
       local have add
       have=$(du -cb "$OUT"/*.part.* 2>/dev/null | tail -1 | cut -f1)
       add=$(du -cb "$KEEP/$role".part.* | tail -1 | cut -f1)
       if [ $(( ${have:-0} + add + $(stat -c %s "$KEEP/small.tar.gz") )) -le "$OUT_LIMIT" ]; then
-        cp "$KEEP/$role".part.* "$OUT/"
+        cp "$KEEP/$role".part.* "$OUT/" && cp "$dir/card.json" "$KEEP/$role.sent"
       else
         echo "gpu_train: the $role's pieces wait in $KEEP (OUT holds 64 MiB at most): cp $KEEP/$role.part.* \$OUT/ in the next call"
       fi
@@ -155,7 +160,8 @@ elif [ "$t_rc" = 0 ]; then
     --teacher "$teacher" --epochs "$S_EPOCHS" "${common[@]}" $LIMIT $S_EXTRA $(resume_of "$student") 2>&1 \
     | grep -v -E "^\s*$|it/s|img/s\]" | tee -a "$RUNS/student.log"
   s_rc=${PIPESTATUS[0]}
-  kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null
+  pkill -P "$watcher" 2>/dev/null; kill "$watcher" 2>/dev/null; wait "$watcher" 2>/dev/null  # its tar too
+  rm -f "$KEEP"/.small.*  # a pack the kill cut short
 fi
 echo "student rc $s_rc after $(( $(date +%s) - started )) s" | tee -a "$RUNS/env.txt"
 pack student "$student"

@@ -5,6 +5,8 @@ A model directory holds:
   model.safetensors  the weights (fp16), whose sha256 the card records;
   val_ids.txt        the validation ids of the training split (optional);
   train_ids.txt      the ids of the labelled images it was trained on (optional; checks for leaks);
+  teacher_targets.npz  the soft targets it learned from, for a model of `--teacher-targets` (its card's
+                     command rebuilds it with them: the teacher's weights need not be kept);
   model.onnx         the ONNX export (written by `galaxy export`; otherwise built into the cache).
 No torch here.
 """

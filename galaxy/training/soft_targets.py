@@ -391,16 +391,21 @@ def keep_targets(record: dict, out_dir) -> dict:
     """Copy the --teacher-targets file a run learned from (its `record`, from `targets_from_file`) into the model
     folder as KEPT_TARGETS_FILE, checked against the sha256 it was read with; returns the record naming the copy.
 
+    Called as the run starts, right after the file was read and checked.
+
     Raises:
-        UsageError: the file changed since the run read it.
+        UsageError: the file cannot be read again, or changed since the run read it.
     """
     from galaxy.files import same_file, write_atomically
 
     kept = Path(out_dir) / KEPT_TARGETS_FILE
     if not same_file(record["targets_file"], kept):
-        raw = Path(record["targets_file"]).read_bytes()
+        where = f"--teacher-targets {record['targets_file']}"
+        try:
+            raw = Path(record["targets_file"]).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{where}: cannot read it again to keep a copy beside the model ({exc})") from None
         if hashlib.sha256(raw).hexdigest() != record["targets_sha256"]:
-            raise UsageError(f"--teacher-targets {record['targets_file']} changed while this run learned from it "
-                             "(its sha256 differs): the model is not copied with a file it did not learn from")
+            raise UsageError(f"{where} changed while this run read it (its sha256 differs): rerun")
         write_atomically(kept, lambda tmp: tmp.write_bytes(raw))
     return {**record, "kept_as": KEPT_TARGETS_FILE}

@@ -301,6 +301,9 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
     arithmetic = _arithmetic(device, amp_dtype, checkpoint)
     preparing = time.time()
     data = prepare_data(config, work_dir, device, amp_dtype, checkpoint)
+    # the --teacher-targets file beside the card, copied now (its bytes just checked), not after the epochs: a file
+    # moved or changed meanwhile had ended a finished run without a card
+    teacher = keep_targets(data.teacher, out_dir) if config.teacher_targets else data.teacher
     data_minutes = round((time.time() - preparing) / 60, 1)
     _caches_to(data, device)
     spec, val_set = data.spec, data.val_set
@@ -432,8 +435,7 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
                  network_cost(network, config.size))
     card.training["cwd"] = cwd  # the folder of the command that started the run: its paths are relative to it
     card.training["data_minutes"] = data_minutes
-    if config.teacher_targets:  # the file beside the card: with it, git alone reproduces the model
-        card.training["teacher"] = keep_targets(card.training["teacher"], out_dir)
+    card.training["teacher"] = teacher  # (with the name of the targets file's copy: with it, git alone reproduces the model)
     if resumed_with:
         card.training["resumed_with"] = resumed_with
     if changed_on_resume:  # the command alone no longer makes this model

@@ -166,6 +166,32 @@ def test_a_targets_file_stands_in_for_its_teacher(tmp_path, default_model):
     assert resumed.exit_code == 2 and "learned from other soft targets" in resumed.output, resumed.output
 
 
+def test_the_kept_copy_of_a_targets_file_is_the_file_the_run_read(tmp_path):
+    """keep_targets copies the --teacher-targets file beside the card only as the run read it: a file changed or
+    gone since is refused; the copy itself given as the file (a rebuild from git) is left as it is."""
+    import hashlib
+
+    from galaxy.errors import UsageError
+    from galaxy.training.soft_targets import KEPT_TARGETS_FILE, keep_targets
+
+    source = tmp_path / "targets.npz"
+    source.write_bytes(b"the targets")
+    record = {"targets_file": str(source), "targets_sha256": hashlib.sha256(b"the targets").hexdigest()}
+    out = tmp_path / "model"
+    out.mkdir()
+    assert keep_targets(record, out)["kept_as"] == KEPT_TARGETS_FILE
+    assert (out / KEPT_TARGETS_FILE).read_bytes() == b"the targets"
+    from_copy = dict(record, targets_file=str(out / KEPT_TARGETS_FILE))
+    assert keep_targets(from_copy, out) == {**from_copy, "kept_as": KEPT_TARGETS_FILE}
+    source.write_bytes(b"other targets")
+    with pytest.raises(UsageError, match="changed while this run read it"):
+        keep_targets(record, tmp_path / "model")
+    source.unlink()
+    with pytest.raises(UsageError, match="cannot read it again"):
+        keep_targets(record, tmp_path / "model")
+    assert (out / KEPT_TARGETS_FILE).read_bytes() == b"the targets"
+
+
 def test_a_targets_file_of_other_images_or_arrays_is_refused(tmp_path):
     import numpy as np
 
