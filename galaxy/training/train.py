@@ -435,7 +435,7 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
                  network_cost(network, config.size))
     card.training["cwd"] = cwd  # the folder of the command that started the run: its paths are relative to it
     card.training["data_minutes"] = data_minutes
-    card.training["teacher"] = teacher  # (with the name of the targets file's copy: with it, git alone reproduces the model)
+    card.training["teacher"] = teacher  # with the name of the targets file's copy, from which git rebuilds the model
     if resumed_with:
         card.training["resumed_with"] = resumed_with
     if changed_on_resume:  # the command alone no longer makes this model
