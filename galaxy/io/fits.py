@@ -91,6 +91,8 @@ def walk_hdus(hdul) -> list:
                 value = header.get(f"{key}{n}")
                 if isinstance(value, int) and value < 0:
                     raise ValueError(f"HDU {len(found)}'s header has {key}{n} = {value}, a negative axis length")
+        if not hasattr(hdu, "fileinfo"):  # astropy's _NonstandardHDU (an AttributeError traceback had named only that)
+            raise ValueError(f"HDU {len(found)} says it does not conform to the FITS standard (SIMPLE = F)")
         info = hdu.fileinfo()
         start = info["hdrLoc"] if info else last + 1
         if start <= last:

@@ -192,6 +192,17 @@ def test_a_gzipped_cutout_is_inflated_once_and_a_gzipped_field_is_refused_from_i
     assert inflated == []
 
 
+def test_a_file_that_says_it_is_not_standard_fits_is_refused_saying_so(tmp_path):
+    """SIMPLE = F: astropy reads such a file as one non-standard HDU without file information, and the reader
+    failed with "'_NonstandardHDU' object has no attribute 'fileinfo'"."""
+    header = fits.Header({"SIMPLE": False, "BITPIX": -32, "NAXIS": 2, "NAXIS1": 64, "NAXIS2": 64})
+    path = tmp_path / "nonstandard.fits"
+    path.write_bytes(header.tostring().encode() + galaxy_image(size=64).astype(">f4").tobytes() + b"\0" * 1056)
+    with pytest.raises(ImageReadError, match=r"nonstandard.fits: not a readable FITS file: HDU 0 says it does not "
+                                             r"conform to the FITS standard \(SIMPLE = F\)"):
+        read_fits_cutout(path, STRETCH)
+
+
 def test_a_stale_datasum_from_a_copied_header_is_no_reason_to_refuse(tmp_path):
     """A cutout written with its parent image's header keeps the parent's DATASUM (astropy copies the
     card): a DATASUM check refused such valid files, so DATASUM is not checked."""
