@@ -26,7 +26,7 @@
 # Results: runs/gpu/ and, when $OUT is set, what comes back through it (at most 8 files of 16 MiB, 64 MiB in all):
 # small.tar.gz (cards, histories, logs, the soft targets) and the teacher's weights in 15 MiB pieces
 # (the student's too where OUT's 64 MiB allow). All pieces wait in $GALAXY_KEEP
-# (default /tmp/keep) for a second call: `cp /tmp/keep/teacher.* $OUT/`. Rejoin with
+# (default /tmp/keep) for a second call: `cp /tmp/keep/teacher.part.* $OUT/`. Rejoin with
 # `cat NAME.part.* > runs/gpu/<model>/model.safetensors` (beside its card.json, from small.tar.gz).
 # small.tar.gz is packed again as soon as the student has written the teacher's soft targets
 # (its checkpoints/soft_targets.npz, ~1 MB, copied to runs/gpu/targets-192.npz; the teacher's own run's file,
@@ -84,7 +84,7 @@ done
 # a student's card makes it reproducible; README, "The compact model": committing 42 MB of weights would
 # push the tracked tree past the 64 MiB a device call carries). $OUT returns at most 64 MiB in all, and an fp16 Xception is 42 MB, so the student's
 # pieces join them only where they fit; else they wait in $KEEP for a second call
-# (`cp /tmp/keep/student.* $OUT/`).
+# (`cp /tmp/keep/student.part.* $OUT/`).
 OUT_LIMIT=$((64 * 1024 * 1024))
 teacher="$RUNS/sdss-xception-192-ns"
 student="$RUNS/sdss-xception-96-ns192"
@@ -110,7 +110,7 @@ pack() {
     if [ -f "$KEEP/$role.sent" ] && cmp -s "$KEEP/$role.sent" "$dir/card.json"; then
       # a rerun on the warm machine: an earlier call brought these weights back (a 42 MB copy again had left
       # no room in OUT for the student's, which then needed yet another call)
-      echo "gpu_train: the $role's pieces came back with an earlier call (its card: $KEEP/$role.sent)"
+      echo "gpu_train: the $role's pieces came back with an earlier call (lost? rm $KEEP/$role.sent and rerun)"
     elif [ -f "$dir/model.safetensors" ]; then
       local have add
       have=$(du -cb "$OUT"/*.part.* 2>/dev/null | tail -1 | cut -f1)

@@ -21,7 +21,6 @@ Rules (documented in the README):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +44,10 @@ MAX_PIXELS = 32 * 1024 * 1024
 # more than this (a few HDUs at MAX_PIXELS in float64), before it takes the decode worker's memory.
 MAX_GZIP_BYTES = 4 * MAX_PIXELS * 8
 GZIP_MAGIC = b"\x1f\x8b"
-# A gzip file that says (its trailer's size field) it inflates to more than this has its headers checked first,
-# read as a stream, before it is inflated in memory: a field refused by its header (MAX_PIXELS) is never held
-# whole. Smaller ones, every cutout, are inflated once for headers and pixels alike.
+# A gzip file is inflated once for its headers and pixels alike while it stays under this (every cutout); one that
+# inflates past it is dropped there and has its headers checked first, read as a stream, so a field refused by
+# its header (MAX_PIXELS) is held at most this much before the refusal. (Not judged by the gzip trailer's size
+# field: a multi-member file, padding after the data or a file over 4 GiB makes it say less.)
 HEADERS_FIRST_GZIP_BYTES = MAX_PIXELS * 4
 # The least share of a band's pixels in the centre crop that must be finite (measured): below it the
 # network would mostly read the sky value that blank pixels are filled with.
@@ -91,8 +91,11 @@ def walk_hdus(hdul) -> list:
                 value = header.get(f"{key}{n}")
                 if isinstance(value, int) and value < 0:
                     raise ValueError(f"HDU {len(found)}'s header has {key}{n} = {value}, a negative axis length")
-        if not hasattr(hdu, "fileinfo"):  # astropy's _NonstandardHDU (an AttributeError traceback had named only that)
-            raise ValueError(f"HDU {len(found)} says it does not conform to the FITS standard (SIMPLE = F)")
+        if not hasattr(hdu, "fileinfo"):  # (an AttributeError traceback had named only astropy's class)
+            kind = type(hdu).__name__
+            why = ("says it does not conform to the FITS standard (SIMPLE = F)" if kind == "_NonstandardHDU"
+                   else f"has a header astropy cannot parse ({kind.strip('_')})")
+            raise ValueError(f"HDU {len(found)} {why}")
         info = hdu.fileinfo()
         start = info["hdrLoc"] if info else last + 1
         if start <= last:
@@ -350,11 +353,16 @@ def composite_rgb(cube: np.ndarray, stretch: FitsStretch, path, crop: tuple[floa
     return rgb
 
 
-def _gunzipped(path):
+class _InflatesPast(Exception):
+    """A gzip file inflates to more than the limit `_gunzipped` was given."""
+
+
+def _gunzipped(path, limit: int = MAX_GZIP_BYTES):
     """A gzip-compressed file's whole content (CRC and length checked), or None when it is not gzip.
 
     Raises:
         ImageReadError: corrupt or truncated gzip data, or more than MAX_GZIP_BYTES inflated.
+        _InflatesPast: more than a smaller `limit` inflated (the bytes read so far are dropped).
     """
     import gzip
     import zlib
@@ -365,9 +373,11 @@ def _gunzipped(path):
     chunks, total = [], 0
     try:
         with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(1 << 24):
+            while chunk := stream.read(min(1 << 24, limit + 1 - total)):
                 total += len(chunk)
-                if total > MAX_GZIP_BYTES:
+                if total > limit:
+                    if limit < MAX_GZIP_BYTES:
+                        raise _InflatesPast(limit)
                     raise ImageReadError(path, f"inflates to more than {MAX_GZIP_BYTES >> 20} MiB: not a cutout",
                                          stage="decode")
                 chunks.append(chunk)
@@ -384,10 +394,12 @@ def _read_image(path, hdu=None, first_only: bool = False) -> tuple[FitsImage, li
 
     from astropy.io import fits
 
-    if _gzip_size(path) > HEADERS_FIRST_GZIP_BYTES:
-        locate_image(path, hdu)  # refuses a field from its header, streamed, before it is inflated whole
     try:
-        inflated = _gunzipped(path)
+        try:
+            inflated = _gunzipped(path, HEADERS_FIRST_GZIP_BYTES)
+        except _InflatesPast:  # no cutout: its headers first, read as a stream (a field is refused there)
+            locate_image(path, hdu)
+            inflated = _gunzipped(path)
         source = io.BytesIO(inflated) if inflated is not None else path
         with fits.open(source, memmap=False, lazy_load_hdus=True) as hdul:
             where = _locate(hdul, path, hdu)
@@ -396,19 +408,6 @@ def _read_image(path, hdu=None, first_only: bool = False) -> tuple[FitsImage, li
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:  # opening it: as `locate_image` says
         raise _unreadable(path, exc) from exc
-
-
-def _gzip_size(path) -> int:
-    """The inflated size a gzip file's trailer gives (modulo 2**32, as gzip stores it), or 0 when it is not gzip
-    (or cannot be read: the reader then words why)."""
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(2) != GZIP_MAGIC:
-                return 0
-            fh.seek(-4, os.SEEK_END)
-            return int.from_bytes(fh.read(4), "little")
-    except OSError:
-        return 0
 
 
 def _hdu_planes(hdul, hdus, path) -> list[np.ndarray]:

@@ -301,7 +301,7 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
     arithmetic = _arithmetic(device, amp_dtype, checkpoint)
     preparing = time.time()
     data = prepare_data(config, work_dir, device, amp_dtype, checkpoint)
-    # the --teacher-targets file beside the card, copied now (its bytes just checked), not after the epochs: a file
+    # the --teacher-targets file beside the card, copied now (its sha256 checked again), not after the epochs: a file
     # moved or changed meanwhile had ended a finished run without a card
     teacher = keep_targets(data.teacher, out_dir) if config.teacher_targets else data.teacher
     data_minutes = round((time.time() - preparing) / 60, 1)

@@ -166,8 +166,9 @@ def test_corrupt_gzip_is_refused_not_read_as_wrong_pixels(tmp_path):
 
 def test_a_gzipped_cutout_is_inflated_once_and_a_gzipped_field_is_refused_from_its_header(tmp_path, monkeypatch):
     """A .fits.gz cutout is inflated once for headers and pixels (astropy had inflated it for the headers, the
-    reader again for the pixels); a gzipped field that inflates to more than a cutout can is refused from its
-    header, read as a stream, and never held whole in memory."""
+    reader again for the pixels); a gzipped field is refused from its header, read as a stream, after at most
+    HEADERS_FIRST_GZIP_BYTES were inflated, however its gzip trailer reads (another member or padding after the
+    data make its size field say 0), and a cutout cut short still reads as corrupt gzip data."""
     import galaxy.io.fits as fits_module
 
     plain = tmp_path / "g.fits"
@@ -176,20 +177,29 @@ def test_a_gzipped_cutout_is_inflated_once_and_a_gzipped_field_is_refused_from_i
     gz.write_bytes(gzip.compress(plain.read_bytes()))
     inflated = []
     real = fits_module._gunzipped
-    monkeypatch.setattr(fits_module, "_gunzipped", lambda path: inflated.append(path) or real(path))
+
+    def counted(path, limit=fits_module.MAX_GZIP_BYTES):
+        inflated.append((path.name, limit))
+        return real(path, limit)
+
+    monkeypatch.setattr(fits_module, "_gunzipped", counted)
     opened = []
     real_open = fits.open
     monkeypatch.setattr(fits, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
     np.testing.assert_array_equal(read_fits_cutout(gz, STRETCH)[0], read_fits_cutout(plain, STRETCH)[0])
-    assert inflated == [gz, plain] and len(opened) == 2  # one inflation and one open a file
-    inflated.clear()
+    first = fits_module.HEADERS_FIRST_GZIP_BYTES
+    assert inflated == [("g.fits.gz", first), ("g.fits", first)] and len(opened) == 2  # one inflation, one open a file
     header = fits.Header({"SIMPLE": True, "BITPIX": -32, "NAXIS": 2, "NAXIS1": 6000, "NAXIS2": 6000})
-    field = tmp_path / "field.fits.gz"  # 144 MB of zeros, 140 kB gzipped
-    field.write_bytes(gzip.compress(header.tostring().encode() + bytes(6000 * 6000 * 4), compresslevel=1))
-    assert fits_module._gzip_size(field) > fits_module.HEADERS_FIRST_GZIP_BYTES
-    with pytest.raises(ImageReadError, match=r"over the limit .*\(a field, not a cutout"):
-        read_fits_cutout(field, STRETCH)
-    assert inflated == []
+    packed = gzip.compress(header.tostring().encode() + bytes(6000 * 6000 * 4), compresslevel=1)  # 144 MB of zeros
+    for name, data in (("field.fits.gz", packed), ("members.fits.gz", packed + gzip.compress(b""))):
+        inflated.clear()
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageReadError, match=r"over the limit .*\(a field, not a cutout"):
+            read_fits_cutout(tmp_path / name, STRETCH)
+        assert inflated == [(name, first)]  # dropped at the limit, never inflated whole
+    (tmp_path / "short.fits.gz").write_bytes(gz.read_bytes()[:-100])
+    with pytest.raises(ImageReadError, match="corrupt gzip data"):
+        read_fits_cutout(tmp_path / "short.fits.gz", STRETCH)
 
 
 def test_a_file_that_says_it_is_not_standard_fits_is_refused_saying_so(tmp_path):
