@@ -127,11 +127,12 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
     # int8's check holds on CPUs of the int8 arithmetic it ran on: the checks of the others are kept beside it
     int8_checks = {arithmetic: dict(rec, arithmetic=arithmetic)
                    for arithmetic, rec in backends.int8_checks(card.backends or {}).items()}
+    this_cpu = int8_arithmetic()
     if "onnxruntime-int8" in records:
-        records["onnxruntime-int8"]["arithmetic"] = int8_arithmetic()
-        int8_checks[int8_arithmetic()] = records["onnxruntime-int8"]
+        records["onnxruntime-int8"]["arithmetic"] = this_cpu
+        int8_checks[this_cpu] = records["onnxruntime-int8"]
     elif "onnxruntime-int8" in not_checked:
-        int8_checks.pop(int8_arithmetic(), None)
+        int8_checks.pop(this_cpu, None)
     # an earlier pass of a backend asked for now and not loadable no longer holds: dropped, not kept
     kept = {name: rec for name, rec in (card.backends or {}).get("results", {}).items()
             if name not in records and name not in not_checked}

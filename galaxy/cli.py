@@ -398,6 +398,7 @@ def models(model_dirs):
     from galaxy.card import default_model_dir, load_card, shipped_model_dirs, speeds_by_machine
 
     default = default_model_dir()
+    this_cpu = int8_arithmetic()  # the int8 checks that hold here are of its arithmetic
     for model_dir in map(Path, (*shipped_model_dirs(), *model_dirs)):
         card = _run(load_card, model_dir)
         val = card.metrics.get("validation", {})
@@ -412,7 +413,7 @@ def models(model_dirs):
         passed = [name for name, rec in records.items() if rec.get("passed") and "label_agreement" in rec]
         holds = {name: holds_check(name, card, records[name], model_dir) for name in passed}
         checked = [f"{name} {records[name]['precision']} ({100 * records[name]['label_agreement']:.2f}% labels kept"
-                   + (f" on {int8_arithmetic()} CPUs" if name == "onnxruntime-int8" else "")
+                   + (f" on {this_cpu} CPUs" if name == "onnxruntime-int8" else "")
                    + ("; its recipe ships" if name == "onnxruntime-int8" and shipped_int8(model_dir, card) else "")
                    + ")" for name in passed if holds[name]]
         if checked:
@@ -421,10 +422,10 @@ def models(model_dirs):
         if stale:
             click.echo(f"  checked on another model or precision than it would run here: {', '.join(stale)} "
                        "(rerun check-backends)")
-        elsewhere = sorted(set(int8_checks(card.backends)) - {int8_arithmetic()})
+        elsewhere = sorted(set(int8_checks(card.backends)) - {this_cpu})
         if "onnxruntime-int8" not in records and elsewhere:
             click.echo(f"  onnxruntime-int8 checked on {', '.join(elsewhere)} CPUs only: this CPU's int8 arithmetic "
-                       f"({int8_arithmetic()}) gives other outputs, so `auto` does not use it here until "
+                       f"({this_cpu}) gives other outputs, so `auto` does not use it here until "
                        "check-backends runs on such a CPU")
         for machine, speeds in speeds_by_machine(card.backends).items():
             earlier = speeds.get("measured_before", {})  # kept from an earlier check: not one run's figures

@@ -61,23 +61,23 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | N
         measured = None if valid is None else valid[:, :, c]
         # one pass: the band's pixels (strided in the cube) read, divided and laid out contiguously
         kept = band[measured] / scale if measured is not None and measured.any() else (band / scale).ravel()
-        mean, deviation = _mean_deviation(kept)
-        spread = np.sqrt(np.add.reduce(deviation * deviation) / len(kept))
+        mean, deviation, spread = _moments(kept)
         for _ in range(stretch.sky_iterations):
             inside = np.abs(deviation, out=deviation) <= stretch.sky_clip_sigma * spread
             if np.count_nonzero(inside) == len(kept):  # nothing more clipped: later rounds repeat this one
                 break
             kept = kept[inside]
-            mean, deviation = _mean_deviation(kept)
-            spread = np.sqrt(np.add.reduce(deviation * deviation) / len(kept))
+            mean, deviation, spread = _moments(kept)
         sky[c], std[c] = mean, spread
     return sky, float(std.mean())
 
 
-def _mean_deviation(values: np.ndarray) -> tuple[float, np.ndarray]:
-    """The mean of a 1-D array as `values.mean()` computes it, and `values` less it."""
+def _moments(values: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """The mean and standard deviation of a 1-D array as `values.mean()` and `values.std()` compute them,
+    and `values` less the mean (which the next clipping round tests)."""
     mean = np.add.reduce(values) / len(values)
-    return mean, values - mean
+    deviation = values - mean
+    return mean, deviation, np.sqrt(np.add.reduce(deviation * deviation) / len(values))
 
 
 def central_span(n: int, fraction: float) -> tuple[int, int]:

@@ -240,33 +240,28 @@ def _unreadable(path, exc: Exception) -> ImageReadError:
 
 
 def _locate(hdul, path, hdu) -> FitsImage:
-    """`locate_image` of an open (lazily loaded) file."""
-    try:
-        walked = _hdus(hdul, path)  # once: each walk reads and checks every header
-        chosen = _image_hdu(walked, hdu, path)
-        extensions = _band_extensions(walked, path) if hdu is None else []
-        read = walked[extensions[0]] if extensions else chosen  # the HDUs read: a band set's, else the one
-        _check_size(read.header, path)
-        shape = [n for n in _shape(read.header) if n > 1]
-        if extensions:
-            hdus, ndim = tuple(extensions), 3
-            names = tuple(header_band(walked[k].header) for k in extensions)
-        else:
-            hdus = (next(k for k, h in enumerate(walked) if h is chosen),)
-            ndim = int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
-            planes = shape[-1] if len(shape) == 3 else 1  # NAXIS3 counts the planes
-            names = tuple(cube_bands(chosen.header, planes) or [header_band(chosen.header)] * (planes == 1)
-                          or [None] * planes)
-        scaled = any(float(walked[k].header.get(key, d)) != d for k in hdus for key, d in (("BSCALE", 1.0),
-                                                                                            ("BZERO", 0.0)))
-        return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, walked[0].header)),
-                         centre_position(chosen.header, walked[0].header),
-                         int(read.header.get("ZBITPIX", read.header.get("BITPIX", -32))),
-                         len(shape) >= 2 and shape[0] == shape[1])
-    except ImageReadError:
-        raise
-    except (OSError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise _unreadable(path, exc) from exc
+    """`locate_image` of an open (lazily loaded) file; its callers word what astropy raises (`_unreadable`)."""
+    walked = _hdus(hdul, path)  # once: each walk reads and checks every header
+    chosen = _image_hdu(walked, hdu, path)
+    extensions = _band_extensions(walked, path) if hdu is None else []
+    read = walked[extensions[0]] if extensions else chosen  # the HDUs read: a band set's, else the one
+    _check_size(read.header, path)
+    shape = [n for n in _shape(read.header) if n > 1]
+    if extensions:
+        hdus, ndim = tuple(extensions), 3
+        names = tuple(header_band(walked[k].header) for k in extensions)
+    else:
+        hdus = (next(k for k, h in enumerate(walked) if h is chosen),)
+        ndim = int(chosen.header.get("ZNAXIS", chosen.header.get("NAXIS", 0)))
+        planes = shape[-1] if len(shape) == 3 else 1  # NAXIS3 counts the planes
+        names = tuple(cube_bands(chosen.header, planes) or [header_band(chosen.header)] * (planes == 1)
+                      or [None] * planes)
+    scaled = any(float(walked[k].header.get(key, d)) != d for k in hdus for key, d in (("BSCALE", 1.0),
+                                                                                        ("BZERO", 0.0)))
+    return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, walked[0].header)),
+                     centre_position(chosen.header, walked[0].header),
+                     int(read.header.get("ZBITPIX", read.header.get("BITPIX", -32))),
+                     len(shape) >= 2 and shape[0] == shape[1])
 
 
 def band_cube(planes: list[np.ndarray], names, wanted, path, crop_fraction: float | None = None) -> np.ndarray:

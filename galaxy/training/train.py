@@ -303,7 +303,8 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
     data = prepare_data(config, work_dir, device, amp_dtype, checkpoint)
     # the --teacher-targets file beside the card, copied now (its sha256 checked again), not after the epochs: a file
     # moved or changed meanwhile had ended a finished run without a card
-    teacher = keep_targets(data.teacher, out_dir) if config.teacher_targets else data.teacher
+    if config.teacher_targets:  # (the record then names the copy: `targets_key` leaves the name out)
+        data.teacher = keep_targets(data.teacher, out_dir)
     data_minutes = round((time.time() - preparing) / 60, 1)
     _caches_to(data, device)
     spec, val_set = data.spec, data.val_set
@@ -435,7 +436,6 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
                  network_cost(network, config.size))
     card.training["cwd"] = cwd  # the folder of the command that started the run: its paths are relative to it
     card.training["data_minutes"] = data_minutes
-    card.training["teacher"] = teacher  # with the name of the targets file's copy, from which git rebuilds the model
     if resumed_with:
         card.training["resumed_with"] = resumed_with
     if changed_on_resume:  # the command alone no longer makes this model
