@@ -37,7 +37,7 @@ from engine.fingerprint import (FINGERPRINT, changed_settings, keep_fingerprint,
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
 from galaxy.catalog.metadata import CROP_RULE_KEY, CROP_RULE_MIXED
-from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
+from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows, UNREADABLE
 from galaxy.catalog.text import cell_text, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
@@ -228,8 +228,7 @@ class Journal:
         catalog of this run's format (e.g. `catalog.csv` with `--format parquet`) is a usage error."""
         try:
             return read()
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:  # IndexError: a FITS file with no
-            # table HDU; TypeError: a CSV row cut short (its missing cells are None)
+        except UNREADABLE as exc:
             raise UsageError(f"{self.output} exists but cannot be read as a {output_format(self.output, self.format)} "
                              f"catalog to resume ({type(exc).__name__}: {exc}); use --overwrite to replace it, "
                              "or another output name") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import json
@@ -18,6 +19,9 @@ from galaxy.errors import UsageError
 log = logging.getLogger(__name__)
 
 CATALOG_BATCH = 8192
+# What reading a damaged, cut-short or foreign catalog raises (pyarrow's ArrowInvalid and UnicodeDecodeError are
+# ValueErrors; IndexError: a FITS file with no table HDU; TypeError: a CSV row cut short, its missing cells None)
+UNREADABLE = (OSError, ValueError, KeyError, IndexError, TypeError, csv.Error)
 
 
 def _parts(path: Path) -> list[Path] | None:
@@ -177,15 +181,39 @@ def _catalog_columns(path: Path, fmt: str):
         raise UsageError(f"catalog {path} has no table HDU")
 
     def fits_batches():
-        with hdul:
+        with hdul, _detached(table):
             for start in range(0, len(table.data), CATALOG_BATCH):
                 chunk = table.data[start:start + CATALOG_BATCH]
-                batch = {c: list(chunk[c]) for c in table.columns.names}
+                batch = _fields(chunk, table.columns.names, list)
                 for name, null in _fits_nulls(table, chunk).items():
                     batch[name] = [None if missing else value for value, missing in zip(batch[name], null)]
                 yield batch
 
     return list(table.columns.names), fits_batches()
+
+
+@contextlib.contextmanager
+def _detached(table):
+    """Read a memory-mapped table's data inside; after it, let the data go without a copy: astropy's
+    FITS_rec, as it is freed, copies into memory every column its HDU's `Column`s still point to
+    (the whole table: ~100 MB for a million-row catalog, all at once at the end of a streamed read)."""
+    try:
+        yield table
+    finally:
+        for column in table.columns:
+            del column.array
+
+
+def _fields(chunk, names, convert) -> dict:
+    """{name: convert(values)} of a FITS_rec's columns (scaled, logicals as bool), without astropy's
+    warning that a null logical reads as False: `_fits_nulls` finds those nulls."""
+    import warnings
+
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        return {name: convert(chunk.field(name)) for name in names}
 
 
 def table_hdu(hdul):
@@ -197,9 +225,11 @@ def table_hdu(hdul):
     return next((h for h in walk_hdus(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
 
 
-def _fits_nulls(table, chunk) -> dict:
+def _fits_nulls(table, chunk, nan_is_null: bool = True) -> dict:
     """{column: bool per row} for the columns with a TNULLn: where the stored value is that
-    sentinel, i.e. the cell is missing. Compared on the stored (unscaled) value, as FITS defines it."""
+    sentinel, i.e. the cell is missing. Compared on the stored (unscaled) value, as FITS defines it.
+    A float column's NaN is missing too, unless `nan_is_null` is False (a catalog galaxy wrote reads
+    its NaN back as NaN)."""
     import numpy as np
     from astropy.io import fits
 
@@ -210,6 +240,8 @@ def _fits_nulls(table, chunk) -> dict:
             nulls[column.name] = np.recarray.field(chunk, column.name) == 0  # (astropy reads it as False)
             continue
         if isinstance(table, fits.BinTableHDU) and column.format.format in "ED" and column.format.repeat == 1:
+            if not nan_is_null:
+                continue
             # a float's null is NaN (FITS allows no TNULLn there; astropy reads it as masked): missing, as
             # the same cell of a CSV, ECSV or Parquet catalog is (it had been written as the text 'nan')
             nulls[column.name] = np.isnan(np.recarray.field(chunk, column.name))
@@ -472,33 +504,57 @@ def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
         for group in pq.ParquetFile(path).iter_batches(batch_size=8192):
             yield from group.to_pylist()
         return
-    import warnings
-
-    import numpy as np
-    from astropy.table import Table
-    from astropy.utils.exceptions import AstropyUserWarning
-
-    # mask_invalid=False: an empty text cell stays '' and a NaN stays NaN (masked, they read as '--'
-    # and warn on float()); only a TNULL sentinel is masked, and a masked cell is None, as in Parquet.
-    with warnings.catch_warnings():  # astropy warns that a null logical reads as False: `_logical_nulls` says which
-        warnings.simplefilter("ignore", AstropyUserWarning)
-        table = Table.read(path, format="fits", mask_invalid=False)
-    as_text = unescape_ascii_text if unescape else str
-    kinds = {name: table[name].dtype.kind for name in table.colnames}
-    as_value = {"S": lambda v: as_text(str(v)), "U": lambda v: as_text(str(v)), "i": int, "u": int, "b": bool}
-    nulls = _logical_nulls(path, [name for name in table.colnames if kinds[name] == "b"])
-    for i, row in enumerate(table):
-        yield {name: None if row[name] is np.ma.masked or (name in nulls and nulls[name][i])
-               else as_value.get(kinds[name], float)(row[name]) for name in table.colnames}
+    yield from _fits_rows(path, unescape)
 
 
-def _logical_nulls(path, names) -> dict:
-    """{column: bool per row} of the logical (L) columns `names` of a FITS table: where the cell is
-    null (a zero byte), which astropy's Table reads as False; found as an input catalog's are (`_fits_nulls`)."""
-    if not names:
-        return {}
+def shown_catalog_rows(path):
+    """`read_catalog_rows(path, unescape=True)` for the commands that show a catalog (report, montage): a
+    file that cannot be read is a UsageError naming it and why (it had been a traceback)."""
+    rows = read_catalog_rows(path, unescape=True)
+    while True:
+        try:
+            row = next(rows, None)
+        except UNREADABLE as exc:
+            kind = "CSV" if isinstance(exc, csv.Error) else type(exc).__name__  # (csv's is named Error)
+            raise UsageError(f"cannot read catalog {path} ({kind}: {exc})") from None
+        if row is None:
+            return
+        yield row
+
+
+def _fits_rows(path, unescape: bool):
+    """The rows of a FITS catalog, memory-mapped and converted CATALOG_BATCH rows at a time (astropy's
+    `Table.read` held the whole table, 418 MB for a million rows, and its rows are slow to walk).
+
+    Values as `Table.read(mask_invalid=False)` gives them: text with its trailing spaces dropped, a NaN
+    stays NaN, a TNULLn sentinel (and a null logical, a zero byte) is None; TZERO-scaled integers
+    (unsigned ones) as their values."""
     from astropy.io import fits
 
-    with fits.open(path) as hdul:
+    as_text = unescape_ascii_text if unescape else str
+    with fits.open(path, memmap=True) as hdul:
         table = table_hdu(hdul)
-        return {name: null for name, null in _fits_nulls(table, table.data).items() if name in names}
+        if table is None:  # as `Table.read` said it (a resumed run's message names the file and --overwrite)
+            raise ValueError("No table found")
+        with _detached(table):
+            try:
+                data = table.data
+            except TypeError as exc:  # numpy's, of a memory map past the end of the file
+                raise ValueError(f"the file ends inside its table ({exc})") from None
+            names = table.columns.names
+            for start in range(0, 0 if data is None else len(data), CATALOG_BATCH):
+                chunk = data[start:start + CATALOG_BATCH]
+                columns = _fields(chunk, names, lambda values: _fits_cells(values, as_text))
+                for name, null in _fits_nulls(table, chunk, nan_is_null=False).items():
+                    columns[name] = [None if missing else value for value, missing in zip(columns[name], null)]
+                yield from (dict(zip(names, row)) for row in zip(*(columns[name] for name in names)))
+
+
+def _fits_cells(values, as_text) -> list:
+    """A FITS column's values (`FITS_rec.field`: scaled, logicals as bool) as Python values."""
+    import numpy as np
+
+    if values.dtype.kind in "SU":
+        text = values if values.dtype.kind == "U" else np.char.decode(values, "ascii", "replace")
+        return [as_text(value) for value in np.char.rstrip(text).tolist()]
+    return values.tolist()

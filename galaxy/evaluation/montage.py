@@ -22,7 +22,7 @@ import numpy as np
 
 from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.metadata import kept_columns
-from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
+from galaxy.catalog.read import read_catalog_metadata, shown_catalog_rows, UNREADABLE
 from galaxy.catalog.text import existing_file
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ImageReadError, UsageError
@@ -76,7 +76,7 @@ def two_classes(catalog, row: dict | None) -> tuple[str, str]:
     """
     if row is None or "p_spiral" in row:
         return SPIRAL
-    keep = set(kept_columns(_metadata(catalog)))
+    keep = set(kept_columns(catalog_metadata(catalog)))
     named = [key[2:] for key in row if key.startswith("p_") and key not in keep and key[2:]]
     if len(named) == 2:
         return named[0], named[1]
@@ -86,7 +86,7 @@ def two_classes(catalog, row: dict | None) -> tuple[str, str]:
 
 def catalog_classes(catalog) -> tuple[str, str]:
     """`two_classes` of a catalog, read from its first row (SPIRAL for a catalog of no rows)."""
-    return two_classes(catalog, next(iter(read_catalog_rows(catalog, unescape=True)), None))
+    return two_classes(catalog, next(shown_catalog_rows(catalog), None))
 
 
 def row_probability(catalog, n: int, row: dict, classes: tuple[str, str] = SPIRAL) -> float:
@@ -126,7 +126,7 @@ def select(catalog, per_row: int = 8) -> dict[str, list[dict]]:
         raise UsageError(f"per_row is {per_row}: a montage row needs at least 1 galaxy")
     other, shown = classes = catalog_classes(catalog)
     heaps: dict[str, list] = {shown: [], other: [], UNCERTAIN: []}
-    for n, row in enumerate(read_catalog_rows(catalog, unescape=True)):
+    for n, row in enumerate(shown_catalog_rows(catalog)):
         p = row_probability(catalog, n, row, classes)
         label = row_label(row, p, classes)
         entry = {"id": str(row["id"]), "path": str(row["path"]), "p": p}
@@ -140,10 +140,10 @@ def select(catalog, per_row: int = 8) -> dict[str, list[dict]]:
     return chosen
 
 
-def _metadata(catalog) -> dict:
+def catalog_metadata(catalog) -> dict:
     try:
         return read_catalog_metadata(catalog)
-    except (UsageError, OSError, ValueError):
+    except (UsageError, *UNREADABLE):
         return {}  # e.g. evaluate's predictions.csv: no metadata, the defaults apply
 
 
@@ -247,7 +247,7 @@ def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
     if not any(chosen.values()):
         raise UsageError(f"{catalog} has no rows to show")
     shown_class = next(iter(chosen))
-    meta = _metadata(catalog)
+    meta = catalog_metadata(catalog)
     spec, cwd = _spec(meta), meta.get("cwd")
     read = _reader(meta, spec, cwd)
     unreadable: list[str] = []

@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.version import __version__
-from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows
+from galaxy.catalog.read import shown_catalog_rows
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ModelError
-from galaxy.evaluation.montage import (catalog_classes, montage_png, named_output, refuse_catalog_files, row_label,
-                                      row_probability)
+from galaxy.evaluation.montage import (catalog_classes, catalog_metadata, montage_png, named_output,
+                                      refuse_catalog_files, row_label, row_probability)
 from galaxy.files import write_whole
 from galaxy.io.fits import is_fits_path
 
 BINS = np.linspace(0, 1, 21)
+HISTOGRAM_BATCH = 65536
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#f3f3f3}img{max-width:100%}code{font-size:90%;word-break:break-all}
@@ -50,12 +51,17 @@ def _png(fig) -> str:
 
 def _summary(catalog, classes):
     counts, histogram, n, from_fits = Counter(), np.zeros(len(BINS) - 1, np.int64), 0, 0
-    for row in read_catalog_rows(catalog, unescape=True):
+    pending = []  # probabilities binned HISTOGRAM_BATCH at a time (one np.histogram a row took most of a report's time)
+    for row in shown_catalog_rows(catalog):
         p = row_probability(catalog, n, row, classes)
         counts[row_label(row, p, classes)] += 1
-        histogram += np.histogram([p], BINS)[0]
+        pending.append(p)
+        if len(pending) == HISTOGRAM_BATCH:
+            histogram += np.histogram(pending, BINS)[0]
+            pending.clear()
         from_fits += is_fits_path(str(row.get("path", "")).split(";")[0])
         n += 1
+    histogram += np.histogram(pending, BINS)[0]
     errors, reasons, example = 0, Counter(), {}
     path = errors_path(catalog)
     if path.is_file():
@@ -197,8 +203,8 @@ def report(catalog, out, per_row: int = 8) -> Path:
     refuse_catalog_files(catalog, Path(out), "report")
     out = report_output(out)
     refuse_catalog_files(catalog, out, "report")  # again: `-o page` became page.html, the catalog's own name
-    metadata = read_catalog_metadata(catalog)
-    classes = catalog_classes(catalog)
+    classes = catalog_classes(catalog)  # (rows first: a file that cannot be read says so, naming it)
+    metadata = catalog_metadata(catalog)
     n, counts, histogram, errors, reasons, from_fits = _summary(catalog, classes)
     count_rows = [("classified", f"{n:,}")] + [(f"label {k}", f"{v:,} ({100 * v / max(n, 1):.1f}%)")
                                               for k, v in sorted(counts.items())]

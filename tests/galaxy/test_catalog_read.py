@@ -245,3 +245,57 @@ def test_fits_output_reads_back_without_masks(tmp_path):
         warnings.simplefilter("error")
         (row,) = read_catalog_rows(tmp_path / "c.fits")
     assert row["note"] == "" and np.isnan(row["z"]) and row["id"] == "a"
+
+
+def test_fits_rows_read_in_batches_are_what_astropys_table_reads(tmp_path, monkeypatch):
+    """The FITS rows are read a batch at a time from the memory-mapped table (`Table.read` held the whole
+    table): across batch ends, each value as astropy's Table gives it (trailing spaces dropped, TZERO
+    integers unsigned, a TNULL sentinel and a null logical missing, a NaN a NaN)."""
+    import galaxy.catalog.read as read
+
+    n = 7
+    table = Table({"id": [f" g{i} " for i in range(n)], "path": [f"p{i}.jpeg" for i in range(n)],
+                   "p_spiral": np.linspace(0, 1, n).astype(np.float32),
+                   "u": np.array([0, 1, 2 ** 63, 2 ** 64 - 1, 5, 6, 7], np.uint64),
+                   "m": MaskedColumn(np.arange(n), mask=[i % 3 == 1 for i in range(n)], dtype=np.int32),
+                   "z": [np.nan if i % 2 else i / 3 for i in range(n)], "label": ["a"] * n,
+                   "flag": [True, False, True, False, True, False, True]})
+    table.write(tmp_path / "t.fits")
+    with fits.open(tmp_path / "t.fits", mode="update") as hdul:  # a null logical: a zero byte
+        np.recarray.field(hdul[1].data, "flag")[2] = 0
+    monkeypatch.setattr(read, "CATALOG_BATCH", 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows = list(read_catalog_rows(tmp_path / "t.fits"))
+    assert [r["id"] for r in rows] == [f" g{i}" for i in range(n)]
+    assert [r["u"] for r in rows] == [0, 1, 2 ** 63, 2 ** 64 - 1, 5, 6, 7]
+    assert [r["m"] for r in rows] == [None if i % 3 == 1 else i for i in range(n)]
+    assert [r["flag"] for r in rows] == [True, False, None, False, True, False, True]
+    assert [type(r["p_spiral"]) for r in rows] == [float] * n and rows[1]["p_spiral"] == float(np.float32(1 / 6))
+    assert [np.isnan(r["z"]) for r in rows] == [i % 2 == 1 for i in range(n)]
+    assert [r["z"] for r in rows[::2]] == [i / 3 for i in range(0, n, 2)]
+
+
+def test_a_fits_catalog_is_read_without_holding_its_table(tmp_path, monkeypatch):
+    """`Table.read` held the whole table (418 MB for a million rows), and astropy copies a memory-mapped
+    table into memory as its data is freed unless its columns let go first (input catalogs too): read
+    batch by batch, the peak is a fraction of the table."""
+    import tracemalloc
+
+    import galaxy.catalog.read as read
+
+    n = 60_000
+    writer = CatalogWriter(tmp_path / "c.fits", CLASSES, {}, extra=[("note", "text"), ("z", "float")])
+    writer.write([f"{i:08d}" for i in range(n)], [f"dir/{i:08d}.jpeg" for i in range(n)],
+                 np.full((n, 2), 0.5), [{"note": "x" * 40, "z": str(i)} for i in range(n)])
+    writer.close()
+    size = (tmp_path / "c.fits").stat().st_size
+    monkeypatch.setattr(read, "CATALOG_BATCH", 256)
+    assert sum(1 for _ in read_catalog_rows(tmp_path / "c.fits")) == n  # (the imports' memory is not the read's)
+    tracemalloc.start()
+    try:
+        assert sum(1 for _ in read_catalog_rows(tmp_path / "c.fits")) == n
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < size / 4, (peak, size)

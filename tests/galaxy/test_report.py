@@ -538,3 +538,32 @@ def test_montage_and_report_show_a_two_class_catalog_of_other_classes(tmp_path):
     writer.close()
     result = CliRunner().invoke(cli, ["montage", str(three), "-o", str(tmp_path / "t.png")])
     assert result.exit_code == 2 and "show two-class catalogs" in result.output
+
+
+def _cut(path, fraction):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * fraction)])
+
+
+@pytest.mark.parametrize("command,out", [("montage", "m.png"), ("report", "r.html")])
+@pytest.mark.parametrize("name,damage,reason", [
+    ("cat.fits", lambda p: _cut(p, 0.9), "ValueError: the file ends inside its table"),
+    ("cat.fits", lambda p: p.write_bytes(b"not a FITS file" * 300), "OSError: No SIMPLE card found"),
+    ("cat.fits", lambda p: p.write_bytes(b""), "OSError: Empty or corrupt FITS file"),
+    ("cat.parquet", lambda p: _cut(p, 0.5), "ArrowInvalid: "),
+    ("cat.csv", lambda p: p.write_bytes(p.read_bytes() + b'x,"y\n'), "CSV: unexpected end of data"),
+    ("cat.csv", lambda p: p.write_bytes(b"\xff" + p.read_bytes()), "UnicodeDecodeError: "),
+])
+def test_a_damaged_catalog_is_one_clear_error_naming_it(tmp_path, command, out, name, damage, reason):
+    """Each of these had been a traceback (astropy's, pyarrow's, numpy's or csv's error) in report and montage."""
+    files = sorted(EXAMPLES.glob("*.jpeg"))
+    path = tmp_path / name
+    writer = CatalogWriter(path, ("elliptical", "spiral"), {"model": "test"})
+    writer.write([f"g{i}" for i in range(200)], [str(files[i % len(files)]) for i in range(200)],
+                 np.full((200, 2), 0.5))
+    writer.close()
+    damage(path)
+    result = CliRunner().invoke(cli, [command, str(path), "-o", str(tmp_path / out)])
+    assert result.exit_code == 2 and result.exception.__class__ is SystemExit, result.output
+    assert f"cannot read catalog {path} ({reason}" in " ".join(result.output.split()), result.output
+    assert not (tmp_path / out).exists()
