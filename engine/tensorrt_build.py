@@ -6,8 +6,10 @@ and the precision:
 
   $GALAXY_CACHE/tensorrt/<engine_key>-<precision>-<gpu>-sm<cc>-trt<version>.plan (+ .json)
 
-The JSON beside each plan records what it was built for; loading a plan checks it against
-the running GPU and TensorRT and refuses a mismatch with a message naming both. The
+The JSON beside each plan records what it was built for and the plan's sha256; loading a plan checks
+it against the running GPU and TensorRT and refuses a mismatch with a message naming both, and checks
+the bytes it deserializes against the sha256 (a damaged plan is built again, or refused: TensorRT
+may crash on one rather than refuse it). The
 optimization profile's batch range comes from `galaxy.spec` (MIN/OPT/MAX_BATCH), the same
 constants the export and the runtime use. FP16 always; INT8 adds an entropy calibrator fed
 with real training images (never the validation split). A timing cache per GPU and TensorRT
@@ -16,6 +18,7 @@ version makes rebuilds fast. `tensorrt` is imported lazily: a CPU install never 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -78,11 +81,20 @@ def plan_path(card, precision: str, target: Target) -> Path:
     return cache_dir() / "tensorrt" / f"{card.engine_key}-{precision}-{target.slug()}.plan"
 
 
-def plan_record(card, precision: str, target: Target, onnx_sha256: str, calibration_images: int, seconds: float) -> dict:
+def plan_record(card, precision: str, target: Target, onnx_sha256: str, calibration_images: int, seconds: float,
+                plan: bytes) -> dict:
     return {"engine_key": card.engine_key, "model": card.name, "precision": precision, "gpu": target.gpu,
             "compute_capability": target.compute_capability, "tensorrt": target.tensorrt, "onnx_sha256": onnx_sha256,
+            "plan_sha256": hashlib.sha256(plan).hexdigest(),
             "profile": {"input": INPUT_NAME, "min": MIN_BATCH, "opt": OPT_BATCH, "max": MAX_BATCH},
             "calibration_images": calibration_images, "seconds": round(seconds, 1)}
+
+
+def plan_intact(record: dict, plan: bytes) -> bool:
+    """Whether a plan's bytes are those its record says were built (a record from before plans' sha256
+    were kept: taken as it is)."""
+    recorded = record.get("plan_sha256")
+    return recorded is None or hashlib.sha256(plan).hexdigest() == recorded
 
 
 def check_plan(record: dict, card, target: Target, path) -> None:
@@ -162,7 +174,10 @@ def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np
             log.warning("the record of the TensorRT plan %s cannot be read (%s): building the plan again", path, exc)
         else:
             check_plan(record, card, target, path)
-            return path
+            if plan_intact(record, path.read_bytes()):
+                return path
+            log.warning("the TensorRT plan %s is not the file that was built (its sha256 is not the one %s "
+                        "records): building it again", path, meta.name)
     if precision == "int8" and calibration_tensors is None:
         raise UsageError("an INT8 engine needs real calibration images: galaxy compile --precision int8 --calibration DATA")
     onnx_file = onnx_model(Path(model_dir), card)
@@ -197,13 +212,15 @@ def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ModelError(f"TensorRT failed to build a {precision} engine from {onnx_file} (see its log above)")
-    write_atomically(path, lambda tmp: tmp.write_bytes(bytes(plan)))
+    plan = bytes(plan)
+    meta.unlink(missing_ok=True)  # the old record first (a reader between the two had checked the new plan against it)
+    write_atomically(path, lambda tmp: tmp.write_bytes(plan))
     serialized = bytes(config.get_timing_cache().serialize())  # atomic: two builders had torn it
     write_atomically(timing_file, lambda tmp: tmp.write_bytes(serialized))
     from galaxy.card import file_sha256
 
     n_calib = 0 if calibration_tensors is None else len(calibration_tensors) // calibration_batch * calibration_batch
-    record = plan_record(card, precision, target, file_sha256(onnx_file), n_calib, time.time() - started)
+    record = plan_record(card, precision, target, file_sha256(onnx_file), n_calib, time.time() - started, plan)
     write_atomically(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=1) + "\n"))
     log.info("built TensorRT %s engine %s in %.0f s", precision, path, record["seconds"])
     return path

@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from engine.tensorrt_build import build_plan, check_plan, current_target, import_tensorrt
+from engine.tensorrt_build import build_plan, check_plan, current_target, import_tensorrt, plan_intact
 from galaxy.errors import BackendError, BackendUnavailable, ModelError
 from galaxy.spec import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
@@ -41,11 +41,16 @@ class Session:
         if not record.is_file():  # what the plan was built from and for is not known: it is not trusted
             raise ModelError(f"{plan_path} has no record {record.name} of what it was built from; rebuild it with "
                              "galaxy compile --force")
-        check_plan(json.loads(record.read_text()), card, target, plan_path)
+        built = json.loads(record.read_text())
+        check_plan(built, card, target, plan_path)
+        plan = plan_path.read_bytes()
+        if not plan_intact(built, plan):  # TensorRT may crash on a damaged plan rather than refuse it
+            raise ModelError(f"TensorRT plan {plan_path} is not the file that was built (its sha256 is not the one "
+                             f"{record.name} records); rebuild it with galaxy compile --force")
         self._torch = torch
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise ModelError(f"TensorRT could not load {plan_path}; rebuild it with galaxy compile --force")
         self._context = self._engine.create_execution_context()

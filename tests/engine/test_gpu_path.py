@@ -18,7 +18,7 @@ from engine.batching import batches
 from engine.listing import Item
 from engine.pipelines import dali_installed, pick
 from engine.pipelines.base import Decoded
-from engine.tensorrt_build import Target, calibration_batches, check_plan, plan_path, plan_record
+from engine.tensorrt_build import Target, calibration_batches, check_plan, plan_intact, plan_path, plan_record
 from engine.tta import d4_views
 from galaxy.errors import ModelError, UsageError
 from galaxy.io.images import load_input
@@ -45,9 +45,19 @@ def test_plan_cache_key_holds_model_precision_gpu_and_tensorrt(default_model):
         plan_path(card, "int4", H100)
 
 
+def test_a_plan_is_checked_against_the_sha256_its_record_holds(default_model):
+    """A damaged plan had been handed to TensorRT's deserializer, which may crash on one rather than refuse
+    it: its record now holds its sha256 (a record from before that is taken as it is)."""
+    _, card = default_model
+    record = plan_record(card, "fp16", H100, "abc", 0, 1.0, b"the plan's bytes")
+    assert plan_intact(record, b"the plan's bytes")
+    assert not plan_intact(record, b"the plan's bytez") and not plan_intact(record, b"")
+    assert plan_intact({k: v for k, v in record.items() if k != "plan_sha256"}, b"anything")
+
+
 def test_a_plan_for_another_gpu_or_version_is_refused_by_name(default_model):
     _, card = default_model
-    record = plan_record(card, "fp16", H100, "abc", 0, 1.0)
+    record = plan_record(card, "fp16", H100, "abc", 0, 1.0, b"plan")
     assert record["profile"] == {"input": INPUT_NAME, "min": MIN_BATCH, "opt": OPT_BATCH, "max": MAX_BATCH}
     check_plan(record, card, H100, "p.plan")  # the machine it was built on
     with pytest.raises(ModelError, match="built for NVIDIA H100.*cannot run on NVIDIA L4"):
