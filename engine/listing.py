@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from galaxy.catalog.read import input_catalog_columns, read_input_catalog, resolved_columns
 from galaxy.errors import UsageError
 from galaxy.catalog.formats import check_kept_columns, IMAGE_SUFFIXES
-from galaxy.io.images import is_image_path
+from galaxy.io.images import is_hidden, is_image_path
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def _walk(root: str):
         yield root
         return
     for name, is_dir in listed:
-        if name.startswith("."):  # hidden: macOS's AppleDouble ._x.jpeg (no image), tools' temporaries
+        if is_hidden(name):
             continue
         path = os.path.join(root, name)
         if is_dir:

@@ -20,7 +20,7 @@ from galaxy.card import validation_ids
 from galaxy.catalog.formats import CSV_ENCODING
 from galaxy.catalog.text import not_utf8
 from galaxy.errors import UsageError
-from galaxy.io.images import image_files, stem_id
+from galaxy.io.images import image_files, is_hidden, stem_id
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _from_folders(root: Path, classes) -> LabelledSet:
     """Each class's images from the folder of its name. Another folder is left out, said in a warning;
     one named as a class in other case (`Spiral/` beside `spiral/`) is refused: its images had been left
     out without a word, where the same label in a CSV is refused."""
-    others = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)
                     and p.name not in classes)
     for other in others:
         near = next((name for name in classes if name.lower() == other.lower()), None)

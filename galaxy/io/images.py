@@ -43,13 +43,19 @@ def is_image_path(path) -> bool:
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
+def is_hidden(name: str) -> bool:
+    """A file or folder name that galaxy's folder walks (classify's listing, training's folders) leave out:
+    one starting with a dot (macOS's AppleDouble ._x.jpeg holds no image and stopped training on a copied
+    folder; tools' temporaries)."""
+    return name.startswith(".")
+
+
 def image_files(folder) -> list[Path]:
-    """The image files under `folder` (recursive, sorted), hidden ones left out as classify's folder walk
-    leaves them: a name, or a folder on the way, starting with a dot (macOS's AppleDouble ._x.jpeg holds
-    no image and stopped training on a copied folder)."""
+    """The image files under `folder` (recursive, sorted), hidden ones (`is_hidden`: the name, or a folder
+    on the way) left out."""
     folder = Path(folder)
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_path(p)
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                  and not any(is_hidden(part) for part in p.relative_to(folder).parts))
 
 
 _LONGEST_SUFFIX_FIRST = tuple(sorted(IMAGE_SUFFIXES, key=len, reverse=True))
