@@ -65,6 +65,10 @@ def check_resume(config, checkpoint, out_dir: Path) -> None:
     """
     then, began_in = checkpoint.get("config", {}), checkpoint.get("cwd")  # its paths are from where it began
     changed = changed_options(then, config_dict(config), began_in)
+    if then.get("teacher_targets") and config.teacher_targets:  # a file of the same targets under another name
+        # (the copy the run kept beside its model, once the first is gone): its contents are checked against the
+        # checkpoint's targets before any image is read (`prepare_data`: "learned from other soft targets")
+        changed = [name for name in changed if name != "teacher_targets"]
     if then and changed:
         was, now = comparable_paths(then, began_in), comparable_paths(config_dict(config))
         raise UsageError(f"checkpoint {config.resume} was written by a run with other options: "

@@ -160,9 +160,19 @@ def test_a_targets_file_stands_in_for_its_teacher(tmp_path, default_model):
         flipped = _rewrite_targets(targets, tmp_path / "flipped.npz", probabilities=stored["probabilities"][:, ::-1])
     assert distil("flipped", "--teacher-targets", str(flipped)).exit_code == 0
     assert json.loads((tmp_path / "flipped" / "card.json").read_text())["weights"] != taught["weights"]
+    last = str(tmp_path / "from-file" / "checkpoints" / "last.pt")
+    # the first file gone, the run resumes from the copy it kept (the same targets under another name)...
+    moved = targets.rename(tmp_path / "moved.npz")
+    from_copy = distil("resumed-copy", "--teacher-targets", str(kept), "--epochs", "2", "--resume", last)
+    assert from_copy.exit_code == 0, from_copy.output
+    assert json.loads((tmp_path / "resumed-copy" / "card.json").read_text())["training"]["teacher"][
+        "targets_file"] == str(kept)
+    moved.rename(targets)
+    # ...but not from other targets under another name, nor at the path it learned from
+    other = distil("resumed-other", "--teacher-targets", str(flipped), "--epochs", "2", "--resume", last)
+    assert other.exit_code == 2 and "learned from other soft targets" in other.output, other.output
     targets.write_bytes(flipped.read_bytes())  # other targets at the path the checkpoint learned from
-    resumed = distil("resumed", "--teacher-targets", str(targets), "--epochs", "2", "--resume",
-                     str(tmp_path / "from-file" / "checkpoints" / "last.pt"))
+    resumed = distil("resumed", "--teacher-targets", str(targets), "--epochs", "2", "--resume", last)
     assert resumed.exit_code == 2 and "learned from other soft targets" in resumed.output, resumed.output
 
 
