@@ -97,6 +97,24 @@ def plan_intact(record: dict, plan: bytes) -> bool:
     return recorded is None or hashlib.sha256(plan).hexdigest() == recorded
 
 
+def read_plan(path: Path, tries: int = 3, wait: float = 0.5) -> tuple[dict, bytes | None]:
+    """(record, plan bytes) of a cached plan, read again while they do not match: another process building the
+    same plan (a job array on a fresh cache) renames its plan, then its record, into place between our two
+    reads, and either plan is good. (record, None) when they still differ: the plan is damaged.
+
+    Raises:
+        OSError, ValueError: the record (or the plan) cannot be read.
+    """
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(wait)
+        record = json.loads(path.with_suffix(".json").read_text())
+        plan = path.read_bytes()
+        if plan_intact(record, plan):
+            return record, plan
+    return record, None
+
+
 def check_plan(record: dict, card, target: Target, path) -> None:
     """Refuse a plan built for another model, GPU or TensorRT version, naming the difference.
 
@@ -169,12 +187,12 @@ def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np
     meta = path.with_suffix(".json")
     if path.is_file() and meta.is_file() and not force:
         try:
-            record = json.loads(meta.read_text())
+            record, plan = read_plan(path)
         except (OSError, ValueError) as exc:  # written whole since; one torn before: built again, said
             log.warning("the record of the TensorRT plan %s cannot be read (%s): building the plan again", path, exc)
         else:
             check_plan(record, card, target, path)
-            if plan_intact(record, path.read_bytes()):
+            if plan is not None:
                 return path
             log.warning("the TensorRT plan %s is not the file that was built (its sha256 is not the one %s "
                         "records): building it again", path, meta.name)
@@ -212,8 +230,7 @@ def build_plan(model_dir, card, precision: str = "fp16", calibration_tensors: np
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ModelError(f"TensorRT failed to build a {precision} engine from {onnx_file} (see its log above)")
-    plan = bytes(plan)
-    meta.unlink(missing_ok=True)  # the old record first (a reader between the two had checked the new plan against it)
+    plan = bytes(plan)  # the plan, then its record, each by rename: a reader between the two reads again (`read_plan`)
     write_atomically(path, lambda tmp: tmp.write_bytes(plan))
     serialized = bytes(config.get_timing_cache().serialize())  # atomic: two builders had torn it
     write_atomically(timing_file, lambda tmp: tmp.write_bytes(serialized))

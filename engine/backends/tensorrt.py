@@ -7,12 +7,11 @@ uploaded once. Only the (N, K) logits come back to the host.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 
-from engine.tensorrt_build import build_plan, check_plan, current_target, import_tensorrt, plan_intact
+from engine.tensorrt_build import build_plan, check_plan, current_target, import_tensorrt, read_plan
 from galaxy.errors import BackendError, BackendUnavailable, ModelError
 from galaxy.spec import INPUT_NAME, MAX_BATCH, OUTPUT_NAME
 
@@ -41,10 +40,9 @@ class Session:
         if not record.is_file():  # what the plan was built from and for is not known: it is not trusted
             raise ModelError(f"{plan_path} has no record {record.name} of what it was built from; rebuild it with "
                              "galaxy compile --force")
-        built = json.loads(record.read_text())
+        built, plan = read_plan(plan_path)
         check_plan(built, card, target, plan_path)
-        plan = plan_path.read_bytes()
-        if not plan_intact(built, plan):  # TensorRT may crash on a damaged plan rather than refuse it
+        if plan is None:  # TensorRT may crash on a damaged plan rather than refuse it
             raise ModelError(f"TensorRT plan {plan_path} is not the file that was built (its sha256 is not the one "
                              f"{record.name} records); rebuild it with galaxy compile --force")
         self._torch = torch

@@ -175,13 +175,19 @@ def _catalog_columns(path: Path, fmt: str):
     from astropy.io import fits
 
     hdul = fits.open(path, memmap=True)
-    table = table_hdu(hdul)
+    try:
+        with _verified():
+            table = table_hdu(hdul)
+            names = list(table.columns.names) if table is not None else None
+    except BaseException:
+        hdul.close()
+        raise
     if table is None:
         hdul.close()
         raise UsageError(f"catalog {path} has no table HDU")
 
     def fits_batches():
-        with hdul, _detached(table):
+        with hdul, _verified(), _detached(table):
             for start in range(0, len(table.data), CATALOG_BATCH):
                 chunk = table.data[start:start + CATALOG_BATCH]
                 batch = _fields(chunk, table.columns.names, list)
@@ -189,7 +195,19 @@ def _catalog_columns(path: Path, fmt: str):
                     batch[name] = [None if missing else value for value, missing in zip(batch[name], null)]
                 yield batch
 
-    return list(table.columns.names), fits_batches()
+    return names, fits_batches()
+
+
+@contextlib.contextmanager
+def _verified():
+    """Inside, astropy's VerifyError (a header card it cannot read, e.g. a TFORMn it does not know; not a
+    ValueError, so it had escaped every caller as a traceback) is a ValueError naming the card's problem."""
+    from astropy.io.fits.verify import VerifyError
+
+    try:
+        yield
+    except VerifyError as exc:
+        raise ValueError(f"a header card astropy cannot read: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -205,15 +223,28 @@ def _detached(table):
 
 
 def _fields(chunk, names, convert) -> dict:
-    """{name: convert(values)} of a FITS_rec's columns (scaled, logicals as bool), without astropy's
-    warning that a null logical reads as False: `_fits_nulls` finds those nulls."""
+    """{name: convert(values)} of a FITS_rec's columns (`_field_values`), without astropy's warning
+    that a null logical reads as False: `_fits_nulls` finds those nulls."""
     import warnings
 
     from astropy.utils.exceptions import AstropyUserWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyUserWarning)
-        return {name: convert(chunk.field(name)) for name in names}
+        return {name: convert(_field_values(chunk, name)) for name in names}
+
+
+def _field_values(chunk, name):
+    """A FITS_rec column as `FITS_rec.field` gives it (scaled, logicals as bool), but text decoded from
+    its stored bytes as UTF-8 (`field` decodes them as ASCII: 'é' became two replacement characters, a
+    foreign catalog's path no file), trailing spaces dropped, as astropy's `Table.read` gives it."""
+    import numpy as np
+
+    values = chunk.field(name)
+    if values.dtype.kind not in "SU":
+        return values
+    raw = np.recarray.field(chunk, name)
+    return np.char.rstrip(raw if raw.dtype.kind == "U" else np.char.decode(raw, "utf-8", "replace"))
 
 
 def table_hdu(hdul):
@@ -526,13 +557,15 @@ def _fits_rows(path, unescape: bool):
     """The rows of a FITS catalog, memory-mapped and converted CATALOG_BATCH rows at a time (astropy's
     `Table.read` held the whole table, 418 MB for a million rows, and its rows are slow to walk).
 
-    Values as `Table.read(mask_invalid=False)` gives them: text with its trailing spaces dropped, a NaN
-    stays NaN, a TNULLn sentinel (and a null logical, a zero byte) is None; TZERO-scaled integers
-    (unsigned ones) as their values."""
+    Values as `Table.read(mask_invalid=False)` gives them: text (UTF-8) with its trailing spaces dropped,
+    a NaN stays NaN, a TNULLn sentinel (and a null logical, a zero byte) is None; TZERO-scaled integers
+    (unsigned ones) as their values. One difference, in tables galaxy does not write: a scaled integer
+    column's TNULLn is compared with the stored value, as the FITS standard defines it and as input
+    catalogs are read (astropy's Table compares it with the scaled value)."""
     from astropy.io import fits
 
     as_text = unescape_ascii_text if unescape else str
-    with fits.open(path, memmap=True) as hdul:
+    with fits.open(path, memmap=True) as hdul, _verified():
         table = table_hdu(hdul)
         if table is None:  # as `Table.read` said it (a resumed run's message names the file and --overwrite)
             raise ValueError("No table found")
@@ -551,10 +584,7 @@ def _fits_rows(path, unescape: bool):
 
 
 def _fits_cells(values, as_text) -> list:
-    """A FITS column's values (`FITS_rec.field`: scaled, logicals as bool) as Python values."""
-    import numpy as np
-
-    if values.dtype.kind in "SU":
-        text = values if values.dtype.kind == "U" else np.char.decode(values, "ascii", "replace")
-        return [as_text(value) for value in np.char.rstrip(text).tolist()]
+    """A FITS column's values (`_field_values`) as Python values."""
+    if values.dtype.kind == "U" and values.ndim == 1:
+        return [as_text(value) for value in values.tolist()]
     return values.tolist()

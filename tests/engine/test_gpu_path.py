@@ -7,6 +7,7 @@ and TensorRT backends against ONNX Runtime fp32 on real images, and the GPU deco
 the reference reader.
 """
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -18,7 +19,8 @@ from engine.batching import batches
 from engine.listing import Item
 from engine.pipelines import dali_installed, pick
 from engine.pipelines.base import Decoded
-from engine.tensorrt_build import Target, calibration_batches, check_plan, plan_intact, plan_path, plan_record
+from engine.tensorrt_build import (Target, calibration_batches, check_plan, plan_intact, plan_path, plan_record,
+                                   read_plan)
 from engine.tta import d4_views
 from galaxy.errors import ModelError, UsageError
 from galaxy.io.images import load_input
@@ -53,6 +55,26 @@ def test_a_plan_is_checked_against_the_sha256_its_record_holds(default_model):
     assert plan_intact(record, b"the plan's bytes")
     assert not plan_intact(record, b"the plan's bytez") and not plan_intact(record, b"")
     assert plan_intact({k: v for k, v in record.items() if k != "plan_sha256"}, b"anything")
+
+
+def test_a_plan_read_while_another_process_replaces_it_is_read_again(default_model, tmp_path, monkeypatch):
+    """Two processes building one plan (a job array on a fresh cache) rename plan and record into place one
+    after the other: a reader between them saw a record and a plan of two builds, and refused a good plan."""
+    import engine.tensorrt_build as tensorrt_build
+
+    _, card = default_model
+    path = tmp_path / "p.plan"
+    first, second = (plan_record(card, "fp16", H100, "abc", 0, 1.0, plan) for plan in (b"first", b"second"))
+    path.with_suffix(".json").write_text(json.dumps(first))
+    path.write_bytes(b"second")  # the second build's plan is in place, its record not yet
+
+    def second_record_lands(seconds):
+        path.with_suffix(".json").write_text(json.dumps(second))
+
+    monkeypatch.setattr(tensorrt_build.time, "sleep", second_record_lands)
+    assert read_plan(path) == (second, b"second")
+    path.write_bytes(b"damaged")
+    assert read_plan(path, wait=0) == (second, None)
 
 
 def test_a_plan_for_another_gpu_or_version_is_refused_by_name(default_model):

@@ -299,3 +299,29 @@ def test_a_fits_catalog_is_read_without_holding_its_table(tmp_path, monkeypatch)
     finally:
         tracemalloc.stop()
     assert peak < size / 4, (peak, size)
+
+
+def test_a_fits_tables_utf8_text_is_read_as_utf8(tmp_path):
+    """astropy's FITS_rec.field decodes text as ASCII: a foreign catalog's 'é' came back as two replacement
+    characters (its images then not found). Read from the stored bytes as UTF-8, as `Table.read` reads them."""
+    names = ["galaxie_é.jpeg".encode(), "日本.jpeg".encode(), b"plain.jpeg", b"\xff.jpeg"]
+    fits.BinTableHDU.from_columns([fits.Column("file", "20A", array=np.array(names)),
+                                   fits.Column("p_spiral", "E", array=np.zeros(4, np.float32))]).writeto(
+        tmp_path / "t.fits")
+    expected = ["galaxie_é.jpeg", "日本.jpeg", "plain.jpeg", "\ufffd.jpeg"]
+    assert [r["file"] for r in read_catalog_rows(tmp_path / "t.fits")] == expected
+    assert [p for p, _, _ in read_input_catalog(tmp_path / "t.fits")] == [str(tmp_path / n) for n in expected]
+
+
+def test_a_fits_header_card_astropy_cannot_read_is_a_clear_error(tmp_path):
+    """astropy's VerifyError (here a TFORMn it does not know) is no ValueError: it escaped report, montage,
+    a resume and classify --catalog as a traceback."""
+    Table({"file": ["a.jpeg"], "x": [1]}).write(tmp_path / "t.fits")
+    data = bytearray((tmp_path / "t.fits").read_bytes())
+    at = data.index(b"TFORM2  = 'K")
+    data[at + 11] = ord("Q")
+    (tmp_path / "t.fits").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="a header card astropy cannot read: Invalid column format: Q"):
+        list(read_catalog_rows(tmp_path / "t.fits"))
+    with pytest.raises(UsageError, match="t.fits: a header card astropy cannot read"):
+        list(read_input_catalog(tmp_path / "t.fits"))
