@@ -77,6 +77,15 @@ def _ends_its_line(path: Path) -> bool:
         return fh.read(1) == b"\n"
 
 
+def _probability_text(value) -> str:
+    """A catalog's probability cell as `add` writes it; a cell that is not a number as its text (None: a
+    cell cut short), which `Journal._row_damage` then names, where float() had raised a traceback."""
+    try:
+        return f"{float(value):.6f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 class Journal:
     """Committed chunks of one output; see the module docstring.
 
@@ -217,8 +226,8 @@ class Journal:
                 if following is None:
                     return
                 n += 1
-                row = [following["id"], following["path"],
-                       *(f"{float(following[probability_column(c)]):.6f}" for c in self.classes),
+                row = [following.get("id"), following.get("path"),  # (a cell cut short or missing: None)
+                       *(_probability_text(following.get(probability_column(c))) for c in self.classes),
                        json.dumps({k: cell_text(v) for k, v in following.items() if k not in own})]  # blanks too
 
         self._write_chunk(checked())
@@ -300,6 +309,8 @@ class Journal:
         k = len(self.classes)
         if len(row) not in (2 + k, 3 + k):  # id, path, a probability per class, the columns (older: none)
             return f"{len(row)} fields, not {3 + k}"
+        if row[0] is None or row[1] is None:  # a catalog's cell cut short, or a null
+            return "it has no id" if row[0] is None else "it has no path"
         try:
             probabilities = [float(p) for p in row[2:2 + k]]
             # ("{}", a row without kept columns, is one: json.loads of every row was a tenth of a resume's open)

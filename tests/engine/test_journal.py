@@ -682,6 +682,43 @@ def test_a_finished_csv_catalog_cut_short_is_refused_not_continued(tmp_path):
         _journal(out)
 
 
+@pytest.mark.parametrize("damage,reason", [
+    (lambda text: text[:text.rindex("a2.jpeg") - 2], r"row 2, .*its last line is cut short"),  # cut in its id
+    (lambda text: text.replace("0.250000", "x"), r"row 1, .*could not convert string to float: 'x'"),
+    (lambda text: text.replace("0.250000", ""), r"row 1, .*could not convert string to float: ''"),
+])
+def test_a_finished_catalog_cut_in_its_id_or_with_a_word_for_a_probability_is_refused(tmp_path, damage, reason):
+    """float() of the cut row's missing cell (None), or of a word, ran before the checks: a traceback."""
+    import numpy as np
+
+    out = tmp_path / "c.csv"
+    journal = _journal(out)
+    journal.add(["a1", "a2"], ["a1.jpeg", "a2.jpeg"], np.array([[0.25, 0.75], [0.5, 0.5]], np.float32))
+    journal.finish({"run": '{"weights": "w", "backend": "b"}'})
+    out.write_text(damage(out.read_text()))
+    with pytest.raises(UsageError, match=r"c.csv, " + reason):
+        _journal(out)
+
+
+def test_a_finished_parquet_catalog_with_a_null_id_or_probability_is_refused(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for column, reason in (("id", "it has no id"), ("p_spiral", "could not convert string to float: 'None'")):
+        out = tmp_path / f"{column}.parquet"
+        journal = _journal(out)
+        journal.add(["a1", "a2"], ["a1.jpeg", "a2.jpeg"], np.array([[0.25, 0.75], [0.5, 0.5]], np.float32))
+        journal.finish({"run": '{"weights": "w", "backend": "b"}'})
+        table = pq.read_table(out)
+        values = table.column(column).to_pylist()
+        values[1] = None
+        pq.write_table(table.set_column(table.schema.get_field_index(column), column,
+                                        pa.array(values, table.schema.field(column).type)), out)
+        with pytest.raises(UsageError, match=rf"{column}.parquet, row 2, was changed after it was written \({reason}"):
+            _journal(out)
+
+
 def test_a_folder_where_the_errors_file_goes_is_refused_before_any_work(tmp_path):
     """It was found only after the catalog was written ("c.csv.errors.tmp: Is a directory", exit 1,
     the journal and a stray temporary file left behind)."""
