@@ -89,6 +89,8 @@ class VoteRule:
 
 def read_table(path):
     """An astropy Table from CSV, Parquet, FITS or ECSV."""
+    from astropy.io.fits.verify import VerifyError
+    from astropy.io.registry import IORegistryError
     from astropy.table import Table
 
     path = Path(path)
@@ -100,13 +102,34 @@ def read_table(path):
             return Table(pq.read_table(path).to_pydict())
         if fmt not in ("csv", "ecsv"):
             return Table.read(path, hdu=1)
+        if fmt == "csv":
+            _check_rows(path)
         table = Table.read(path, format=f"ascii.{fmt}")
         first = table.colnames[0] if table.colnames else ""
         if first.startswith("\ufeff"):  # Excel's "CSV UTF-8" byte-order mark, read as part of the first name
             table.rename_column(first, first[1:])
         return table
-    except (OSError, ValueError, KeyError) as exc:
+    except IORegistryError:  # (no OSError: a FITS file that is not one, an empty one, a cutout's image HDU)
+        raise UsageError(f"cannot read the table {path}: not a {fmt.upper()} table astropy can read") from None
+    except (OSError, ValueError, KeyError, IndexError, VerifyError) as exc:
         raise UsageError(f"cannot read the table {path}: {exc}") from None
+
+
+def _check_rows(path: Path) -> None:
+    """Refuse a CSV table whose rows are not whole, naming the line: astropy's reader took an unclosed
+    quote's rest of the file as one cell, and rows cut short as fewer galaxies, without a word."""
+    with open(path, newline="", encoding=CSV_ENCODING) as fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            header = next(reader, None)
+            for n, row in enumerate(reader, 1):
+                if row and len(row) != len(header):
+                    raise UsageError(f"cannot read the table {path}: its row {n} has {len(row)} fields, its header "
+                                     f"{len(header)}")
+        except csv.Error as exc:
+            raise UsageError(f"cannot read the table {path}: {exc}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"cannot read the table {path}: {not_utf8(path)}") from None
 
 
 def detect(columns, kind: str = "fraction") -> VoteConvention | None:
@@ -127,6 +150,30 @@ def vote_labels(smooth: np.ndarray, featured: np.ndarray, votes: np.ndarray | No
     if votes is not None and rule.min_votes:
         labels[np.nan_to_num(np.asarray(votes, np.float64), nan=0) < rule.min_votes] = -1
     return labels
+
+
+MISSING_WORDS = frozenset({"", "na", "nan", "null", "none", "--", "n/a"})  # what tables write for no value
+
+
+def _numbers(table, column: str, path) -> np.ndarray:
+    """A vote column as float64, a missing value NaN (a galaxy it leaves without a label). One that holds a
+    word where a number goes is refused, naming the row: numpy's float() of it had been a traceback."""
+    values = table[column]
+    try:
+        return np.asarray(values.filled(np.nan) if hasattr(values, "filled") else values, np.float64)
+    except (TypeError, ValueError):
+        pass
+    numbers = np.empty(len(values))
+    for row, value in enumerate(values, 1):
+        text = "" if value is np.ma.masked else str(value).strip()
+        if text.lower() in MISSING_WORDS:
+            numbers[row - 1] = np.nan
+            continue
+        try:
+            numbers[row - 1] = float(text)
+        except ValueError:
+            raise UsageError(f"{path}, row {row}: column {column} holds {text!r}, not a number") from None
+    return numbers
 
 
 def _image_index(folder: Path) -> dict[str, str]:
@@ -165,8 +212,8 @@ def vote_rows(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral"
     missing = [c for c in (convention.id_column, smooth_col, featured_col) if c not in table.colnames]
     if missing:
         raise UsageError(f"{path} lacks the {convention.name} columns {missing}")
-    votes = np.asarray(table[convention.votes]) if convention.votes in table.colnames else None
-    labels = vote_labels(np.asarray(table[smooth_col]), np.asarray(table[featured_col]), votes, rule)
+    votes = _numbers(table, convention.votes, path) if convention.votes in table.colnames else None
+    labels = vote_labels(_numbers(table, smooth_col, path), _numbers(table, featured_col, path), votes, rule)
     images = Path(rule.images) if rule.images else path.parent
     path_column = next((c for c in PATH_COLUMNS if c in table.colnames), None)
     index = None if path_column else _image_index(images)

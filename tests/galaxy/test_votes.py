@@ -92,3 +92,50 @@ def test_the_default_model_calls_gz2s_confident_spirals_spiral(default_model):
     table = load_model(backend="onnxruntime").classify(list(found.paths))
     assert list(table["label"]) == ["spiral", "spiral"]
     assert np.all(table["p_spiral"] > 0.9)
+
+
+def test_a_vote_tables_missing_words_are_missing_and_other_words_are_refused_by_row(tmp_path):
+    """A word in a vote column (R's NA, text) made numpy's float() end train, evaluate, calibrate, quantize
+    and check-backends in a traceback. Words tables write for no value are missing (no label from that
+    fraction); any other is refused, naming the row and column."""
+    rule = VoteRule(threshold=0.6, images=KAGGLE_IMAGES)
+    lines = KAGGLE.read_text().splitlines(keepends=True)
+    header = lines[0].split(",")
+    smooth = header.index("Class1.1")
+
+    def with_cell(row, value):
+        cells = lines[row].split(",")
+        cells[smooth] = value
+        path = tmp_path / f"votes-{value or 'empty'}.csv"
+        path.write_text("".join(lines[:row] + [",".join(cells)] + lines[row + 1:]))
+        return path
+
+    for word in ("NA", "null", "--", ""):  # row 3 (100053) was elliptical by its smooth fraction 0.766
+        assert dict(zip(*(lambda s: (s.ids, s.labels))(load_labelled(with_cell(3, word), votes=rule)))) == {
+            "100008": 1, "100023": 1}
+    with pytest.raises(UsageError, match=r"votes-abc.csv, row 3: column Class1.1 holds 'abc', not a number"):
+        load_labelled(with_cell(3, "abc"), votes=rule)
+
+
+def test_a_vote_csv_whose_rows_are_not_whole_is_refused(tmp_path):
+    """astropy's CSV reader took an unclosed quote's rest of the file as one cell, and a row cut short
+    as no galaxy: scored on fewer galaxies without a word."""
+    rule = VoteRule(threshold=0.6, images=KAGGLE_IMAGES)
+    lines = KAGGLE.read_text().splitlines(keepends=True)
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text("".join(lines[:2] + ['"' + lines[2]] + lines[3:]))
+    with pytest.raises(UsageError, match="cannot read the table .*unclosed.csv: unexpected end of data"):
+        load_labelled(unclosed, votes=rule)
+    short = tmp_path / "short.csv"
+    short.write_text("".join(lines[:3]) + ",".join(lines[3].split(",")[:5]) + "\n")
+    with pytest.raises(UsageError, match=r"short.csv: its row 3 has 5 fields, its header \d+"):
+        load_labelled(short, votes=rule)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage" * 500])
+def test_a_fits_labels_table_astropy_cannot_identify_is_one_clear_error(tmp_path, content):
+    """astropy's IORegistryError is no OSError: it escaped as a traceback with a 60-line table of formats."""
+    path = tmp_path / "labels.fits"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match="cannot read the table .*labels.fits: not a FITS table astropy can read"):
+        read_table(path)
