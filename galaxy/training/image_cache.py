@@ -63,12 +63,20 @@ def _fill(inputs, one, shape: tuple[int, ...], workers: int, title: str, failure
     finally:
         bar.close()
     if failed:
-        others = ""
-        if len(failed) > 1:
-            named = ", ".join(str(exc.path) for exc in failed[1:SHOWN])
-            others = f"; {len(failed) - 1} more unreadable: {named}{', ...' if len(failed) > SHOWN else ''}"
-        raise ImageReadError(failed[0].path, f"{failure}: {failed[0].reason}{others}")
+        raise unreadable([ImageReadError(exc.path, f"{failure}: {exc.reason}") for exc in failed])
     return cache
+
+
+def unreadable(failed: list[ImageReadError]) -> ImageReadError:
+    """One error for inputs that cannot be read: the first named with its reason, the others counted and
+    the next few named, so that one run finds every bad file of a folder; `failed` kept as its `failed`."""
+    others = ""
+    if len(failed) > 1:
+        named = ", ".join(str(exc.path) for exc in failed[1:SHOWN])
+        others = f"; {len(failed) - 1} more unreadable: {named}{', ...' if len(failed) > SHOWN else ''}"
+    error = ImageReadError(failed[0].path, f"{failed[0].reason}{others}")
+    error.failed = failed
+    return error
 
 
 def build_fits_view_cache(paths, views: int, crop_fraction: float, size: int, workers: int, seed: int,

@@ -40,7 +40,7 @@ from galaxy.training.augment import geometric_views, larger_view_crops, photomet
 from galaxy.evaluation.calibration import LOG_T_RANGE, at_range_edge, calibration_record, log_probabilities, softmax_t
 from galaxy.card import TRAIN_IDS_FILE, ModelCard, load_card, strict_json
 from galaxy.config import TrainConfig, config_dict
-from galaxy.errors import TrainingDiverged, UsageError
+from galaxy.errors import GalaxyError, TrainingDiverged, UsageError
 from galaxy.files import free_bytes, hold_lock, same_file, writable_folder, write_atomically
 from galaxy.card import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
@@ -282,8 +282,9 @@ def train(config: TrainConfig) -> ModelCard:
         # run's default OUT/checkpoints too, wrote over each other's last.pt
         with hold_lock(work_dir / CHECKPOINTS_LOCK, f"another galaxy train is writing its checkpoints to {work_dir}"):
             return _train_locked(config, checkpoint, out_dir, work_dir, generator)
-    except UsageError:  # refused before its first checkpoint (fewer images than a batch, a changed image):
-        if not (work_dir / "last.pt").exists():  # the folders it made go (they held only its locks)
+    except GalaxyError:  # refused before its first checkpoint (fewer images than a batch, a changed image, an
+        # unreadable one, a broken teacher card): the folders it made go (they held only its locks)
+        if not (work_dir / "last.pt").exists():
             for folder in made:
                 shutil.rmtree(folder, ignore_errors=True)
         raise

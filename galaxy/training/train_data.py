@@ -22,7 +22,7 @@ from galaxy.errors import ImageReadError, UsageError
 from galaxy.files import same_file
 from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.io.images import stem_id
-from galaxy.training.image_cache import build_cache, build_fits_view_cache
+from galaxy.training.image_cache import build_cache, build_fits_view_cache, unreadable
 from galaxy.card import file_sha256, ids_digest
 from galaxy.labels import LabelledSet, learned_image, list_unlabelled, load_labelled, stratified_split
 from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_from_file,
@@ -97,14 +97,16 @@ def labelled_digest(train_set: LabelledSet, val_set: LabelledSet) -> str:
     """sha256 of the labelled split as a run learns and scores it: each image's split, id, class and
     file contents, in order (~0.2 s for the 5,365 gz1-sdss cutouts). The ids' digests alone missed an
     image replaced under its name and a label changed in the CSV."""
-    digest = hashlib.sha256()
+    digest, failed = hashlib.sha256(), []
     for split, labelled in (("train", train_set), ("val", val_set)):
         for ident, label, path in zip(labelled.ids, labelled.labels, labelled.paths):
             digest.update(f"{split}\0{ident}\0{label}\0".encode("utf-8", "surrogateescape"))
             try:
                 digest.update(bytes.fromhex(file_sha256(path)))
-            except OSError as exc:
-                raise ImageReadError(path, f"{split} image unreadable: {exc.strerror or exc}") from None
+            except OSError as exc:  # every missing file named in one run (the first had ended it)
+                failed.append(ImageReadError(path, f"{split} image unreadable: {exc.strerror or exc}"))
+    if failed:
+        raise unreadable(failed)
     return digest.hexdigest()
 
 
@@ -338,8 +340,16 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         from_file = (probabilities, record)
     fraction = pool_cache_fraction(config)
     side = int(round(config.size * fraction / config.crop_fraction))
-    pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)
-    val_cache = build_cache(val_set.paths, config.crop_fraction, config.size, config.workers, config.progress)
+    try:
+        pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)
+    except ImageReadError as exc:  # the validation images are read too: one run names the bad files of both
+        try:
+            build_cache(val_set.paths, config.crop_fraction, config.size, config.workers, False, "validation")
+        except ImageReadError as also:
+            raise unreadable(exc.failed + also.failed) from None
+        raise
+    val_cache = build_cache(val_set.paths, config.crop_fraction, config.size, config.workers, config.progress,
+                            "validation")
     fits_cache = build_fits_view_cache(train_set.paths, config.fits_views, fraction, side, config.workers,
                                        config.training_seed, config.progress) if config.fits_views else None
     pool_framing = pool_framing_of(pool_paths, config) if config.apparent_size and "zoom" in config.augment else None

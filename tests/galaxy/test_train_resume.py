@@ -173,3 +173,20 @@ def test_a_full_disk_while_saving_is_one_line_that_says_to_resume(tmp_path, data
     result = invoke("train", data / "labels.csv", "-o", tmp_path / "m", *COMMON, "--epochs", "1")
     assert result.exit_code == 1, result.output
     assert "last.pt: No space left on device" in result.output and "--resume" in result.output
+
+
+@pytest.mark.parametrize("damage", ["missing", "not a JPEG"])
+def test_one_run_names_the_bad_images_of_both_splits_and_leaves_no_folder(tmp_path, data, damage):
+    """The training split's bad files ended the run before the validation split's were read (a bad
+    validation image showed only on the next run); a missing file ended the hashing at the first, uncounted;
+    and the refusal (an ImageReadError, not a UsageError) left -o holding its lock and checkpoints/."""
+    images = sorted(data.glob("*.jpeg"))
+    for image in images:
+        if damage == "missing":
+            image.unlink()
+        else:
+            image.write_text(damage)
+    out = tmp_path / "m"
+    result = CliRunner().invoke(cli, ["train", str(data / "labels.csv"), "-o", str(out), *COMMON, "--epochs", "1"])
+    assert result.exit_code == 1 and f"{len(images) - 1} more unreadable" in result.output, result.output
+    assert not out.exists()
