@@ -104,7 +104,17 @@ def _csv_rows(table: Path, columns) -> list[dict]:
             for column in columns:
                 if column not in reader.fieldnames:
                     raise UsageError(f"{table} has no column {column!r}; columns are {reader.fieldnames}")
-            return list(reader)
+                if reader.fieldnames.count(column) > 1:  # csv's DictReader took the last: scored on another column
+                    raise UsageError(f"{table} names column {column!r} {reader.fieldnames.count(column)} times: "
+                                     "rename all but the one to use")
+            rows = []
+            for row in reader:
+                short = next((column for column in columns if row[column] is None), None)
+                if short is not None:  # a row cut short had read as one without a label, skipped
+                    raise UsageError(f"{table}, line {reader.line_num}: the row ends before its {short!r} column "
+                                     "(cut short?)")
+                rows.append(row)
+            return rows
         except csv.Error as exc:
             raise UsageError(f"cannot read {table} as CSV, line {reader.line_num + 1}: {exc}") from None
         except UnicodeDecodeError:

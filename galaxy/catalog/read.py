@@ -364,6 +364,11 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     missing = [c for c in keep if c not in columns]
     if missing:
         raise UsageError(f"catalog {path} has no column {missing[0]!r} to keep; columns are {columns}")
+    used = [path_column, id_column, *keep, *(band_columns or {}).values()]
+    twice = next((c for c in used if c is not None and columns.count(c) > 1), None)
+    if twice is not None:  # the reader had taken one of them (the last, in a CSV) without a word
+        raise UsageError(f"catalog {path} names column {twice!r} {columns.count(twice)} times: rename all but "
+                         "the one to use")
     check_kept_columns(keep)  # the one rule (classify checks it before, with the format and the classes)
     arrays = array_columns(path, keep)
     if arrays:

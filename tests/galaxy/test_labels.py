@@ -131,3 +131,39 @@ def test_a_damaged_labels_csv_is_refused_naming_its_line(tmp_path, row, reason):
                       if "\xff" not in row else b"file,label\na.jpeg,spiral\nb\xff.jpeg,elliptical\nc.jpeg,spiral\n")
     with pytest.raises(UsageError, match=f"{table}.*{reason}"):
         load_labelled(table)
+
+
+def test_a_labels_csv_naming_a_column_twice_or_cut_inside_a_row_is_refused(tmp_path):
+    """csv's DictReader took the last of two 'label' columns (a run scored against the wrong one, exit 0),
+    and a row cut short read as a row without a label, skipped with an INFO line."""
+    lines = (EXAMPLES / "labels.csv").read_text().splitlines()
+    twice = tmp_path / "twice.csv"
+    twice.write_text("\n".join([lines[0] + ",label"] + [line + ",elliptical" for line in lines[1:]]) + "\n")
+    with pytest.raises(UsageError, match="twice.csv names column 'label' 2 times"):
+        load_labelled(twice)
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join(lines[:5] + [lines[5].rsplit(",", 1)[0]]))  # the last row ends before its label
+    with pytest.raises(UsageError, match=r"cut.csv, line 6: the row ends before its 'label' column"):
+        load_labelled(cut)
+    cut.write_text("\n".join(lines[:6]) + "\n")
+    assert len(load_labelled(cut).ids) == 5
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_an_input_catalog_naming_a_used_column_twice_is_refused(tmp_path, suffix):
+    """The CSV reader took the last of two 'file' columns, Parquet's one of two kept columns, without a word;
+    a column the run does not read may be named twice."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from galaxy.catalog.read import read_input_catalog
+
+    path = tmp_path / f"c{suffix}"
+    names, columns = ["file", "z", "z", "note", "note"], [["a.jpeg"], ["1"], ["2"], ["x"], ["y"]]
+    if suffix == ".csv":
+        path.write_text(",".join(names) + "\n" + ",".join(c[0] for c in columns) + "\n")
+    else:
+        pq.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], names=names), path)
+    with pytest.raises(UsageError, match=f"c{suffix} names column 'z' 2 times"):
+        list(read_input_catalog(path, keep=("z",)))
+    assert [p for p, _, _ in read_input_catalog(path)] == [str(tmp_path / "a.jpeg")]
