@@ -503,7 +503,13 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
         sidecar = sidecar_path(path)
         if not sidecar.exists():
             return {}
-        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in json.loads(sidecar.read_text()).items()
+        try:
+            held = json.loads(sidecar.read_text())
+        except ValueError as exc:  # (a message naming the catalog alone sent the user to the wrong file)
+            raise ValueError(f"its metadata file {sidecar.name} is not JSON ({exc})") from None
+        if not isinstance(held, dict):
+            raise ValueError(f"its metadata file {sidecar.name} holds a JSON {type(held).__name__}, not an object")
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in held.items()
                 if k != SIDECAR_COLUMNS}  # the columns' descriptions and units, not the run's metadata
     if fmt == "ecsv":
         return {k: str(v) for k, v in ecsv_header(path)["meta"].items()}

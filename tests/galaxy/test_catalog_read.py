@@ -325,3 +325,19 @@ def test_a_fits_header_card_astropy_cannot_read_is_a_clear_error(tmp_path):
         list(read_catalog_rows(tmp_path / "t.fits"))
     with pytest.raises(UsageError, match="t.fits: a header card astropy cannot read"):
         list(read_input_catalog(tmp_path / "t.fits"))
+
+
+def test_a_damaged_metadata_file_is_named_not_its_catalog(tmp_path):
+    """A sidecar holding a JSON list was an AttributeError traceback on a resume; a torn one was blamed on
+    the catalog."""
+    from galaxy.catalog.read import read_catalog_metadata
+
+    path = _write(tmp_path / "c.csv")
+    sidecar = tmp_path / "c.csv.meta.json"
+    whole = sidecar.read_text()
+    sidecar.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="its metadata file c.csv.meta.json holds a JSON list, not an object"):
+        read_catalog_metadata(path)
+    sidecar.write_text(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match="its metadata file c.csv.meta.json is not JSON"):
+        read_catalog_metadata(path)
