@@ -399,8 +399,14 @@ def models(model_dirs):
 
     default = default_model_dir()
     this_cpu = int8_arithmetic()  # the int8 checks that hold here are of its arithmetic
+    failed = 0
     for model_dir in map(Path, (*shipped_model_dirs(), *model_dirs)):
-        card = _run(load_card, model_dir)
+        try:  # one broken folder is said, and the others still listed (the first had ended the command)
+            card = load_card(model_dir)
+        except GalaxyError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            failed += 1
+            continue
         val = card.metrics.get("validation", {})
         spec = card.input_spec
         mark = "  (the default: used without --model)" if model_dir == default else ""
@@ -433,6 +439,8 @@ def models(model_dirs):
                                 for name, value in speeds.items() if name not in ("measured", "measured_before"))
             click.echo(f"  engine images/s on {machine}" + (f", {speeds['measured']}" if "measured" in speeds else "")
                        + f": {figures}")
+    if failed:
+        raise SystemExit(1)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})

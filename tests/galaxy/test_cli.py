@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from engine.pipelines import dali_installed
 from galaxy.card import load_card, model_path
 from galaxy.cli import cli
-from tests.conftest import EXAMPLES, set_validation_ids
+from tests.conftest import EXAMPLES, ROOT, set_validation_ids
 
 
 def invoke(*args):
@@ -524,6 +524,16 @@ def test_model_is_taken_by_name(tmp_path):
     assert meta["model"] == "sdss-xception-96" and meta["weights"] == load_card(model_path("sdss-xception")).weights_sha256
     bad = invoke("classify", EXAMPLES, "-o", out, "--model", "sdss-resnet")
     assert bad.exit_code == 2 and "neither a model folder nor a shipped model" in bad.output
+
+
+def test_models_lists_the_folders_after_a_broken_one_and_says_which_is_broken(tmp_path):
+    """The first folder whose card cannot be read ended the command: the folders after it went unlisted."""
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "card.json").write_text('{"name": ')
+    result = CliRunner().invoke(cli, ["models", str(tmp_path / "broken"),
+                                      str(ROOT / "galaxy" / "models" / "sdss-xception-compact")])
+    assert result.exit_code == 1 and "broken/card.json is not a valid model card" in result.output, result.output
+    assert result.output.count("sdss-xception-compact-64 ") == 2  # the shipped one, and the one named after it
 
 
 def test_models_lists_each_shipped_model_with_its_checked_backends(monkeypatch):
