@@ -238,7 +238,9 @@ def load_card(model_dir, verify: bool = True) -> ModelCard:
         card = ModelCard.from_dict(data)
     except GalaxyError as exc:  # e.g. an InputSpec's range check: a UsageError, as if the command line were wrong
         raise ModelError(f"{card_path} is not a valid model card: {exc}") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except KeyError as exc:  # (its text alone, "'name'", said nothing)
+        raise ModelError(f"{card_path} is not a valid model card: it has no {exc} entry") from None
+    except (ValueError, TypeError, AttributeError) as exc:
         raise ModelError(f"{card_path} is not a valid model card: {exc}") from None
     if len({name.lower() for name in card.classes}) < len(card.classes) or len(card.classes) < 2:
         raise ModelError(f"{card_path} is not a valid model card: its classes {list(card.classes)} are not two or "
