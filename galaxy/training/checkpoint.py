@@ -133,8 +133,10 @@ def load_checkpoint(path) -> dict:
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError, OSError) as exc:
         # torch.load raises any of these for a file that is not a checkpoint (text, another format, truncated:
         # cut 5,000 bytes in, an OSError "Invalid argument" from its zip reader)
+        from galaxy.training.model import load_failure
+
         raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt): "
-                         f"{type(exc).__name__}") from None
+                         f"{load_failure(exc)}") from None
     if not isinstance(checkpoint, dict) or not {"epoch", "model", "ema", "optimizer", "scheduler"} <= checkpoint.keys():
         raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt)")
     return checkpoint

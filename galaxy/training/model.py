@@ -41,11 +41,22 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean "not weights"
-        raise UsageError(f"{path} is not a torch weights file loadable without pickle code: {exc}") from None
+        raise UsageError(f"{path} is not a torch weights file loadable without pickle code: {load_failure(exc)}") \
+            from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     return state
+
+
+def load_failure(exc: Exception) -> str:
+    """Why torch.load refused a file, in one line: its weights-only refusal went on for six lines and advised
+    loading the file again with weights_only=False, which would run any code the file holds."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        return "it holds Python objects, not only tensors, or is no torch file (torch's weights-only loader refused it)"
+    first = text.strip().splitlines()[0].split(". ")[0][:160] if text.strip() else ""  # its first sentence
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def load_partial(network: torch.nn.Module, state: dict) -> list[str]:

@@ -190,3 +190,20 @@ def test_one_run_names_the_bad_images_of_both_splits_and_leaves_no_folder(tmp_pa
     result = CliRunner().invoke(cli, ["train", str(data / "labels.csv"), "-o", str(out), *COMMON, "--epochs", "1"])
     assert result.exit_code == 1 and f"{len(images) - 1} more unreadable" in result.output, result.output
     assert not out.exists()
+
+
+def test_a_file_torch_will_not_load_is_refused_without_advice_to_run_its_code(tmp_path, data):
+    """torch's weights-only refusal went on for six lines and advised loading with weights_only=False (which
+    runs any code the file holds); a truncated checkpoint said only 'RuntimeError'."""
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"garbage" * 100)
+    for option in ("--init", "--resume"):
+        result = invoke("train", data / "labels.csv", "-o", tmp_path / option[2:], *COMMON, "--epochs", "1", option,
+                        garbage)
+        assert result.exit_code == 2 and "torch's weights-only loader refused it" in result.output, result.output
+        assert "weights_only" not in result.output and len(result.output.strip().splitlines()[-1]) < 300
+    torch.save({"a": torch.zeros(3)}, tmp_path / "whole.pt")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((tmp_path / "whole.pt").read_bytes()[:300])
+    result = invoke("train", data / "labels.csv", "-o", tmp_path / "m", *COMMON, "--epochs", "1", "--resume", cut)
+    assert result.exit_code == 2 and "(give CHECKPOINT_DIR/last.pt): RuntimeError: PytorchStreamReader" in result.output
