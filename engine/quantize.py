@@ -25,7 +25,7 @@ from engine.artifacts import onnx_model, replace_recorded, resolve_model
 from engine.int8_models import (RECIPES, SHIPPABLE, SHIPPED_INT8, build_int8, free_space, int8_path,
                                 private_files, shape_inferred, ship_int8, shipped_int8)
 from galaxy.card import validation_ids
-from galaxy.errors import ModelError, UsageError
+from galaxy.errors import ImageReadError, ModelError, unreadable, UsageError
 from galaxy.files import remove_quietly, writable_folder, write_atomically
 from galaxy.evaluation.metrics import label_agreement
 from galaxy.io.images import load_input
@@ -58,7 +58,15 @@ def calibration_tensors(paths, spec, role: str = "calibration") -> np.ndarray:
     evaluation or fine-tuning (`role`, for the message)."""
     if len(paths) < MIN_IMAGES:
         raise UsageError(f"need at least {MIN_IMAGES} {role} images, got {len(paths)}")
-    return np.stack([load_input(p, spec)[0] for p in paths])
+    tensors, failed = [], []
+    for path in paths:  # every unreadable one counted in one run (the first had ended it)
+        try:
+            tensors.append(load_input(path, spec)[0])
+        except ImageReadError as exc:
+            failed.append(ImageReadError(exc.path, f"{role} image unreadable: {exc.reason}", exc.stage))
+    if failed:
+        raise unreadable(failed)
+    return np.stack(tensors)
 
 
 def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", evaluation_paths=(),

@@ -29,6 +29,21 @@ class ImageReadError(GalaxyError):
         self.stage = stage
 
 
+SHOWN = 6  # unreadable inputs a failure names (the first with its reason)
+
+
+def unreadable(failed: list[ImageReadError]) -> ImageReadError:
+    """One error for inputs that cannot be read: the first named with its reason, the others counted and
+    the next few named, so that one run finds every bad file of a folder; `failed` kept as its `failed`."""
+    others = ""
+    if len(failed) > 1:
+        named = ", ".join(str(exc.path) for exc in failed[1:SHOWN])
+        others = f"; {len(failed) - 1} more unreadable: {named}{', ...' if len(failed) > SHOWN else ''}"
+    error = ImageReadError(failed[0].path, f"{failed[0].reason}{others}")
+    error.failed = failed
+    return error
+
+
 class ModelError(GalaxyError):
     """A model directory is missing a file, or its card does not match its weights."""
 

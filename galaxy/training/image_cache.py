@@ -7,13 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from galaxy.cores import usable_cores
-from galaxy.errors import ImageReadError
+from galaxy.errors import ImageReadError, unreadable
 from galaxy.io.images import crop_resize, read_cutout
 from galaxy.progress import progress
 from galaxy.spec import InputSpec
-
-
-SHOWN = 6  # unreadable images a failure names (the first with its reason)
 
 
 def build_cache(paths, crop_fraction: float, size: int, workers: int, show: bool = True,
@@ -65,18 +62,6 @@ def _fill(inputs, one, shape: tuple[int, ...], workers: int, title: str, failure
     if failed:
         raise unreadable([ImageReadError(exc.path, f"{failure}: {exc.reason}") for exc in failed])
     return cache
-
-
-def unreadable(failed: list[ImageReadError]) -> ImageReadError:
-    """One error for inputs that cannot be read: the first named with its reason, the others counted and
-    the next few named, so that one run finds every bad file of a folder; `failed` kept as its `failed`."""
-    others = ""
-    if len(failed) > 1:
-        named = ", ".join(str(exc.path) for exc in failed[1:SHOWN])
-        others = f"; {len(failed) - 1} more unreadable: {named}{', ...' if len(failed) > SHOWN else ''}"
-    error = ImageReadError(failed[0].path, f"{failed[0].reason}{others}")
-    error.failed = failed
-    return error
 
 
 def build_fits_view_cache(paths, views: int, crop_fraction: float, size: int, workers: int, seed: int,

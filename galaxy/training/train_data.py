@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from galaxy.config import TrainConfig, config_dict
-from galaxy.errors import ImageReadError, UsageError
+from galaxy.errors import ImageReadError, unreadable, UsageError
 from galaxy.files import same_file
 from galaxy.io.framing import SAMPLE, measure_files, summarise
 from galaxy.io.images import stem_id
-from galaxy.training.image_cache import build_cache, build_fits_view_cache, unreadable
+from galaxy.training.image_cache import build_cache, build_fits_view_cache
 from galaxy.card import file_sha256, ids_digest
 from galaxy.labels import LabelledSet, learned_image, list_unlabelled, load_labelled, stratified_split
 from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_from_file,

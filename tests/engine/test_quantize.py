@@ -426,3 +426,18 @@ def test_a_model_folder_that_cannot_be_written_is_refused_before_the_work(model_
     result = CliRunner().invoke(cli, [command[0], str(model_copy), *command[1:]])
     assert result.exit_code == 2, result.output
     assert f"nothing can be written in {model_copy} (Read-only file system)" in result.output
+
+
+def test_every_unreadable_calibration_image_is_counted_in_one_failure(tmp_path, default_model):
+    """The first unreadable calibration image ended quantize, uncounted: one rerun per bad file."""
+    from galaxy.errors import ImageReadError
+
+    good = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:16]
+    bad = []
+    for k in range(3):
+        (tmp_path / f"bad{k}.jpeg").write_text("not a JPEG")
+        bad.append(str(tmp_path / f"bad{k}.jpeg"))
+    with pytest.raises(ImageReadError) as caught:
+        quantize.calibration_tensors(good[:4] + bad + good[4:], default_model[1].input_spec)
+    assert caught.value.path == bad[0] and "calibration image unreadable" in caught.value.reason
+    assert f"2 more unreadable: {bad[1]}, {bad[2]}" in caught.value.reason

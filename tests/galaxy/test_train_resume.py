@@ -103,7 +103,8 @@ def test_the_card_is_written_last_so_a_run_killed_before_calibration_leaves_no_m
 
 def test_every_unreadable_training_image_is_named_in_one_failure(tmp_path, data):
     """The first unreadable image ended the run: a folder of survey cutouts took one rerun per bad file."""
-    from galaxy.training.image_cache import SHOWN, build_cache
+    from galaxy.errors import SHOWN
+    from galaxy.training.image_cache import build_cache
 
     paths = sorted(str(p) for p in data.glob("*.jpeg"))
     bad = []
