@@ -184,7 +184,7 @@ def _catalog_columns(path: Path, fmt: str):
         raise
     if table is None:
         hdul.close()
-        raise UsageError(f"catalog {path} has no table HDU")
+        raise UsageError(f"catalog {path} has no table HDU{_cut_short(path)}")
 
     def fits_batches():
         with hdul, _verified(), _detached(table):
@@ -196,6 +196,12 @@ def _catalog_columns(path: Path, fmt: str):
                 yield batch
 
     return names, fits_batches()
+
+
+def _cut_short(path) -> str:
+    """A hint for a FITS file in which no table was found: a file cut inside a table's header reads so."""
+    size = Path(path).stat().st_size
+    return f" (it looks cut short: its {size:,} bytes are not whole 2,880-byte FITS blocks)" if size % 2880 else ""
 
 
 @contextlib.contextmanager
@@ -579,7 +585,7 @@ def _fits_rows(path, unescape: bool):
     with fits.open(path, memmap=True) as hdul, _verified():
         table = table_hdu(hdul)
         if table is None:  # as `Table.read` said it (a resumed run's message names the file and --overwrite)
-            raise ValueError("No table found")
+            raise ValueError(f"No table found{_cut_short(path)}")
         with _detached(table):
             try:
                 data = table.data

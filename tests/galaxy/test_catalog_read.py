@@ -341,3 +341,12 @@ def test_a_damaged_metadata_file_is_named_not_its_catalog(tmp_path):
     sidecar.write_text(whole[:len(whole) // 2])
     with pytest.raises(ValueError, match="its metadata file c.csv.meta.json is not JSON"):
         read_catalog_metadata(path)
+
+
+def test_a_fits_catalog_cut_inside_its_table_header_says_it_looks_cut_short(tmp_path):
+    path = _write(tmp_path / "c.fits")
+    path.write_bytes(path.read_bytes()[:4000])  # the primary header, and part of the table's
+    with pytest.raises(ValueError, match="No table found .it looks cut short: its 4,000 bytes are not whole"):
+        list(read_catalog_rows(path))
+    with pytest.raises(UsageError, match="has no table HDU .it looks cut short"):
+        list(read_input_catalog(path))
