@@ -213,3 +213,19 @@ def test_the_baseline_runs_in_a_fresh_process_as_a_user_runs_it(capsys):
     row = bench.bench_baseline_apart(sorted(EXAMPLES.glob("*.jpeg"))[:8], default_model_dir(), round=7)
     assert row["stage"] == "baseline" and row["images"] == 8 and row["round"] == 7
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == row  # its line, printed here once
+
+
+def test_a_cutout_that_cannot_be_read_is_left_out_of_the_timed_set_and_said(tmp_path, monkeypatch, capsys):
+    """One damaged JPEG ended the plain-PyTorch baseline in a traceback naming no file."""
+    import shutil
+
+    from tests.conftest import EXAMPLES
+
+    for image in sorted(EXAMPLES.glob("*.jpeg"))[:3]:
+        shutil.copy(image, tmp_path)
+    first = sorted(EXAMPLES.glob("*.jpeg"))[0]
+    (tmp_path / "0-damaged.jpeg").write_bytes(first.read_bytes()[:400])  # a JPEG cut short
+    monkeypatch.setattr(benchmark, "SHARED", tmp_path)
+    files = benchmark.image_files(8)
+    assert len(files) == 8 and not any("damaged" in f for f in files) and len(set(files)) == 3
+    assert "1 of the 4 cutouts cannot be read and are left out, e.g. " in capsys.readouterr().err
