@@ -607,3 +607,27 @@ def _default_model():
     from engine.artifacts import resolve_model
 
     return resolve_model(None)
+
+
+def test_parts_classified_by_unlike_engines_are_all_named_in_the_catalogs_metadata(survey, tmp_path, default_model,
+                                                                                    caplog):
+    """Each actor chooses its own backend (`auto` per machine; int8 per CPU arithmetic): the merged
+    catalog's metadata was the first part's alone, naming one engine for every row."""
+    import json
+    import logging
+
+    from engine.distributed import ENGINES_KEY, ShardClassifier, write_manifest, write_shards
+    from galaxy.catalog.read import read_catalog_metadata
+
+    out = tmp_path / "parts"
+    config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    shards = write_shards(config, out, 4)
+    for shard, backend in zip(shards, ["onnxruntime", "onnxruntime-int8", "onnxruntime-int8"]):
+        ShardClassifier(dataclasses.replace(config, backend=backend), str(default_model[0]),
+                        str(out)).classify_shard(shard.index, shard.path)
+    with caplog.at_level(logging.WARNING):
+        manifest = write_manifest(out, shards, {"rows": 9, "errors": 1}, 0, 1, time.perf_counter())
+    engines = json.loads(read_catalog_metadata(out)[ENGINES_KEY])
+    assert manifest["metadata"][ENGINES_KEY] == json.dumps(engines) and sum(engines.values()) == 3
+    assert engines.pop("onnxruntime fp32") == 1 and list(engines.values()) == [2]
+    assert list(engines)[0].startswith("onnxruntime-int8 int8 (") and "2 kinds of engine" in caplog.text
