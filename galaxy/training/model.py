@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from galaxy.card import WEIGHTS_FILE, ModelCard, file_sha256, load_card
+from galaxy.card import CARD_FILE, WEIGHTS_FILE, ModelCard, file_sha256, load_card
 from galaxy.errors import ModelError, UsageError
 from galaxy.files import write_atomically
 
@@ -128,7 +128,10 @@ def load_network(model_dir, card: ModelCard | None = None, calibrated: bool = Tr
     divided by it (`TemperatureScaled`), so softmax gives calibrated probabilities.
     """
     card = card or load_card(model_dir)
-    network = create_network(card.architecture, len(card.classes))
+    try:
+        network = create_network(card.architecture, len(card.classes))
+    except UsageError as exc:  # the card's, not an option's: it had named neither the card nor the folder
+        raise ModelError(f"{Path(model_dir) / CARD_FILE}: {exc}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(model_dir).items()}
     try:
         missing, unexpected = network.load_state_dict(state, strict=False)

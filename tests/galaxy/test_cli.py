@@ -536,6 +536,17 @@ def test_models_lists_the_folders_after_a_broken_one_and_says_which_is_broken(tm
     assert result.output.count("sdss-xception-compact-64 ") == 2  # the shipped one, and the one named after it
 
 
+def test_a_card_naming_an_unknown_architecture_is_named_in_the_error(tmp_path):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(ROOT / "galaxy" / "models" / "sdss-xception-compact", model)
+    card = json.loads((model / "card.json").read_text())
+    (model / "card.json").write_text(json.dumps({**card, "architecture": "nope"}))
+    result = CliRunner().invoke(cli, ["export", str(model)])
+    assert result.exit_code == 1 and f"{model / 'card.json'}: unknown timm architecture 'nope'" in result.output
+
+
 def test_models_lists_each_shipped_model_with_its_checked_backends(monkeypatch):
     from engine import machine
 
