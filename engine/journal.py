@@ -41,7 +41,8 @@ from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows, UNREAD
 from galaxy.catalog.text import cell_text, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
-from galaxy.files import hold_lock, remove_quietly, same_file, sync_to_disk, writable_folder, write_atomically
+from galaxy.files import (ends_its_line, hold_lock, remove_quietly, same_file, sync_to_disk, writable_folder,
+                          write_atomically)
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,6 @@ def require_writable(output, inputs=(), catalog=None) -> None:
         if beside.is_dir():
             what = "errors file" if beside == errors_path(output) else "metadata"
             raise UsageError(f"{beside} is a folder, where {output} writes its {what}: move it, or give another -o")
-
-
-def _ends_its_line(path: Path) -> bool:
-    """Whether a text file's last byte ends a line, as every catalog line galaxy writes does."""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() == 0:
-            return True
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) == b"\n"
 
 
 def _probability_text(value) -> str:
@@ -209,7 +200,7 @@ class Journal:
         all), each row checked as it is read and written: the list of every row, then the chunk read whole,
         had cost ~1.1 KB a row at the peak of a resume (330 MB for 300,000 rows of a FITS catalog)."""
         own = set(catalog_columns(self.classes))
-        cut_short = output_format(self.output, self.format) in ("csv", "ecsv") and not _ends_its_line(self.output)
+        cut_short = output_format(self.output, self.format) in ("csv", "ecsv") and not ends_its_line(self.output)
 
         def checked():
             rows = self._read_output(lambda: read_catalog_rows(self.output, self.format))
@@ -295,7 +286,7 @@ class Journal:
                 if not check:
                     yield from csv.reader(fh)
                     continue
-                if not _ends_its_line(chunk):  # a chunk is written whole, each row ending its line
+                if not ends_its_line(chunk):  # a chunk is written whole, each row ending its line
                     self._damaged(chunk, sum(block.count("\n") for block in iter(lambda: fh.read(2**20), "")) + 1,
                                   "its last line is cut short")
                 for line, row in enumerate(csv.reader(fh), 1):  # row by row (an imported catalog's chunk holds

@@ -241,3 +241,14 @@ def sync_to_disk(*paths) -> None:
         finally:
             os.close(fd)
 
+
+
+def ends_its_line(path) -> bool:
+    """Whether a text file's last byte ends a line, as every catalog line galaxy writes does (a file cut short
+    mostly does not)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return True
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"

@@ -20,6 +20,7 @@ from galaxy.card import validation_ids
 from galaxy.catalog.formats import CSV_ENCODING
 from galaxy.catalog.text import not_utf8
 from galaxy.errors import UsageError
+from galaxy.files import ends_its_line
 from galaxy.io.images import image_files, is_hidden, stem_id
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config, vote_rows
 
@@ -107,13 +108,13 @@ def _csv_rows(table: Path, columns) -> list[dict]:
                 if reader.fieldnames.count(column) > 1:  # csv's DictReader took the last: scored on another column
                     raise UsageError(f"{table} names column {column!r} {reader.fieldnames.count(column)} times: "
                                      "rename all but the one to use")
-            rows = []
-            for row in reader:
-                short = next((column for column in columns if row[column] is None), None)
-                if short is not None:  # a row cut short had read as one without a label, skipped
-                    raise UsageError(f"{table}, line {reader.line_num}: the row ends before its {short!r} column "
-                                     "(cut short?)")
-                rows.append(row)
+            rows = list(reader)
+            last = rows[-1] if rows and any(isinstance(v, str) and v.strip() for v in rows[-1].values()) else {}
+            short = next((column for column in columns if last and last[column] is None), None)
+            if short is not None and not ends_its_line(table):  # a file cut inside its last row: that row had read
+                # as one without a label, skipped (a row that leaves off an empty label, with its line end, is one)
+                raise UsageError(f"{table}, line {reader.line_num}: the file ends inside a row, before its "
+                                 f"{short!r} column (cut short?)")
             return rows
         except csv.Error as exc:
             raise UsageError(f"cannot read {table} as CSV, line {reader.line_num + 1}: {exc}") from None

@@ -33,6 +33,7 @@ import numpy as np
 from galaxy.catalog.formats import CSV_ENCODING, PATH_COLUMNS, table_format
 from galaxy.catalog.text import not_utf8
 from galaxy.errors import UsageError
+from galaxy.files import ends_its_line
 from galaxy.io.images import is_image_path, stem_id
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,14 @@ def _check_rows(path: Path) -> None:
     with open(path, newline="", encoding=CSV_ENCODING) as fh:
         reader = csv.reader(fh, strict=True)
         try:
-            header = next(reader, None)
+            header, last, n = next(reader, None), None, 0
             for n, row in enumerate(reader, 1):
-                if row and len(row) != len(header):
-                    raise UsageError(f"cannot read the table {path}: its row {n} has {len(row)} fields, its header "
-                                     f"{len(header)}")
+                if any(field.strip() for field in row):  # (a blank line is none: astropy skips it)
+                    last = row
+            if last is not None and len(last) < len(header) and n and not ends_its_line(path):
+                # a file cut inside its last row (a short row with its line end is astropy's to pad, as before)
+                raise UsageError(f"cannot read the table {path}: it ends inside a row ({len(last)} of the header's "
+                                 f"{len(header)} fields): cut short?")
         except csv.Error as exc:
             raise UsageError(f"cannot read the table {path}: {exc}") from None
         except UnicodeDecodeError:
@@ -212,7 +216,8 @@ def vote_rows(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral"
     missing = [c for c in (convention.id_column, smooth_col, featured_col) if c not in table.colnames]
     if missing:
         raise UsageError(f"{path} lacks the {convention.name} columns {missing}")
-    votes = _numbers(table, convention.votes, path) if convention.votes in table.colnames else None
+    votes = (_numbers(table, convention.votes, path) if rule.min_votes and convention.votes in table.colnames
+             else None)  # (read only when --min-votes uses it)
     labels = vote_labels(_numbers(table, smooth_col, path), _numbers(table, featured_col, path), votes, rule)
     images = Path(rule.images) if rule.images else path.parent
     path_column = next((c for c in PATH_COLUMNS if c in table.colnames), None)

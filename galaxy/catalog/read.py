@@ -201,6 +201,9 @@ def _catalog_columns(path: Path, fmt: str):
 def _cut_short(path) -> str:
     """A hint for a FITS file in which no table was found: a file cut inside a table's header reads so."""
     size = Path(path).stat().st_size
+    with open(path, "rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":  # gzip: its size says nothing of the FITS blocks inside
+            return ""
     return f" (it looks cut short: its {size:,} bytes are not whole 2,880-byte FITS blocks)" if size % 2880 else ""
 
 

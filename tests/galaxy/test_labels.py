@@ -142,11 +142,12 @@ def test_a_labels_csv_naming_a_column_twice_or_cut_inside_a_row_is_refused(tmp_p
     with pytest.raises(UsageError, match="twice.csv names column 'label' 2 times"):
         load_labelled(twice)
     cut = tmp_path / "cut.csv"
-    cut.write_text("\n".join(lines[:5] + [lines[5].rsplit(",", 1)[0]]))  # the last row ends before its label
-    with pytest.raises(UsageError, match=r"cut.csv, line 6: the row ends before its 'label' column"):
+    cut.write_text("\n".join(lines[:5] + [lines[5].rsplit(",", 1)[0]]))  # the file ends inside its last row
+    with pytest.raises(UsageError, match=r"cut.csv, line 6: the file ends inside a row, before its 'label' column"):
         load_labelled(cut)
-    cut.write_text("\n".join(lines[:6]) + "\n")
-    assert len(load_labelled(cut).ids) == 5
+    # with its line end, a row that leaves off an empty label is an unlabelled row; a blank line is none
+    cut.write_text("\n".join(lines[:5] + [lines[5].rsplit(",", 1)[0], "   "]) + "\n")
+    assert len(load_labelled(cut).ids) == 4
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
