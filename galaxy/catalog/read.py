@@ -174,7 +174,8 @@ def _catalog_columns(path: Path, fmt: str):
         return [n for n in schema.names if n not in masks.values()], parquet_batches()
     from astropy.io import fits
 
-    hdul = fits.open(path, memmap=True)
+    with _verified():
+        hdul = fits.open(path, memmap=True)
     try:
         with _verified():
             table = table_hdu(hdul)
@@ -585,7 +586,7 @@ def _fits_rows(path, unescape: bool):
     from astropy.io import fits
 
     as_text = unescape_ascii_text if unescape else str
-    with fits.open(path, memmap=True) as hdul, _verified():
+    with _verified(), fits.open(path, memmap=True) as hdul:
         table = table_hdu(hdul)
         if table is None:  # as `Table.read` said it (a resumed run's message names the file and --overwrite)
             raise ValueError(f"No table found{_cut_short(path)}")
