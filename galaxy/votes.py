@@ -122,11 +122,11 @@ def _check_rows(path: Path) -> None:
     with open(path, newline="", encoding=CSV_ENCODING) as fh:
         reader = csv.reader(fh, strict=True)
         try:
-            header, last, n = next(reader, None), None, 0
-            for n, row in enumerate(reader, 1):
+            header, last = next(reader, None), None
+            for row in reader:
                 if any(field.strip() for field in row):  # (a blank line is none: astropy skips it)
                     last = row
-            if last is not None and len(last) < len(header) and n and not ends_its_line(path):
+            if last is not None and len(last) < len(header) and not ends_its_line(path):
                 # a file cut inside its last row (a short row with its line end is astropy's to pad, as before)
                 raise UsageError(f"cannot read the table {path}: it ends inside a row ({len(last)} of the header's "
                                  f"{len(header)} fields): cut short?")

@@ -188,22 +188,37 @@ def _catalog_columns(path: Path, fmt: str):
         raise UsageError(f"catalog {path} has no table HDU{_cut_short(path)}")
 
     def fits_batches():
-        with hdul, _verified(), _detached(table):
-            for start in range(0, len(table.data), CATALOG_BATCH):
-                chunk = table.data[start:start + CATALOG_BATCH]
-                batch = _fields(chunk, table.columns.names, list)
-                for name, null in _fits_nulls(table, chunk).items():
-                    batch[name] = [None if missing else value for value, missing in zip(batch[name], null)]
-                yield batch
+        with hdul:
+            yield from _fits_batches(table, list)
 
     return names, fits_batches()
 
 
+def _fits_batches(table, convert, nan_is_null: bool = True):
+    """{column: convert(values)} batches of an open FITS table (`_field_values`), CATALOG_BATCH rows each
+    from its memory map, a missing cell None (`_fits_nulls`); the one loop of input catalogs and of the
+    catalogs galaxy wrote."""
+    with _verified(), _detached(table):
+        try:
+            data = table.data
+        except TypeError as exc:  # numpy's, of a memory map past the end of the file
+            raise ValueError(f"the file ends inside its table ({exc})") from None
+        names = table.columns.names
+        for start in range(0, 0 if data is None else len(data), CATALOG_BATCH):
+            chunk = data[start:start + CATALOG_BATCH]
+            batch = _fields(chunk, names, convert)
+            for name, null in _fits_nulls(table, chunk, nan_is_null).items():
+                batch[name] = [None if missing else value for value, missing in zip(batch[name], null)]
+            yield batch
+
+
 def _cut_short(path) -> str:
     """A hint for a FITS file in which no table was found: a file cut inside a table's header reads so."""
+    from galaxy.io.fits import GZIP_MAGIC
+
     size = Path(path).stat().st_size
     with open(path, "rb") as fh:
-        if fh.read(2) == b"\x1f\x8b":  # gzip: its size says nothing of the FITS blocks inside
+        if fh.read(2) == GZIP_MAGIC:  # gzip: its size says nothing of the FITS blocks inside
             return ""
     return f" (it looks cut short: its {size:,} bytes are not whole 2,880-byte FITS blocks)" if size % 2880 else ""
 
@@ -590,18 +605,9 @@ def _fits_rows(path, unescape: bool):
         table = table_hdu(hdul)
         if table is None:  # as `Table.read` said it (a resumed run's message names the file and --overwrite)
             raise ValueError(f"No table found{_cut_short(path)}")
-        with _detached(table):
-            try:
-                data = table.data
-            except TypeError as exc:  # numpy's, of a memory map past the end of the file
-                raise ValueError(f"the file ends inside its table ({exc})") from None
-            names = table.columns.names
-            for start in range(0, 0 if data is None else len(data), CATALOG_BATCH):
-                chunk = data[start:start + CATALOG_BATCH]
-                columns = _fields(chunk, names, lambda values: _fits_cells(values, as_text))
-                for name, null in _fits_nulls(table, chunk, nan_is_null=False).items():
-                    columns[name] = [None if missing else value for value, missing in zip(columns[name], null)]
-                yield from (dict(zip(names, row)) for row in zip(*(columns[name] for name in names)))
+        names = table.columns.names
+        for columns in _fits_batches(table, lambda values: _fits_cells(values, as_text), nan_is_null=False):
+            yield from (dict(zip(names, row)) for row in zip(*(columns[name] for name in names)))
 
 
 def _fits_cells(values, as_text) -> list:
