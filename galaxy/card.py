@@ -21,7 +21,7 @@ from pathlib import Path
 
 from galaxy.errors import GalaxyError, ModelError
 from galaxy.files import write_atomically
-from galaxy.spec import InputSpec
+from galaxy.spec import InputSpec, check_spec_shape
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -161,14 +161,7 @@ def _check_shape(data) -> None:
     classes = data.get("classes")
     if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
         raise ValueError(f"its classes {classes!r} are not a list of names")
-    spec = data.get("input_spec", {})
-    for key in ("mean", "std"):
-        values = spec.get(key)
-        if key in spec and not (isinstance(values, list) and all(_number(v) for v in values)):
-            raise ValueError(f"its input_spec {key} {values!r} is not a list of numbers")
-    for key in ("size", "crop_fraction"):
-        if key in spec and not _number(spec[key]):
-            raise ValueError(f"its input_spec {key} {spec[key]!r} is not a number")
+    check_spec_shape(data.get("input_spec", {}))
     for part in ("results", "int8_arithmetic"):  # int8_arithmetic: int8's checks by the CPU arithmetic they ran on
         records = data.get("backends", {}).get(part, {})
         if not isinstance(records, dict):

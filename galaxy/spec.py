@@ -25,6 +25,10 @@ from galaxy.errors import UsageError
 log = logging.getLogger(__name__)
 
 
+# Keys of FitsStretch that galaxy-engine 0.1 cards hold (its percentile stretch): read, then dropped.
+LEGACY_FITS_KEYS = ("clip_low", "clip_high", "softening")
+
+
 @dataclass(frozen=True)
 class FitsStretch:
     """How FITS flux becomes a colour composite like the survey JPEGs (`galaxy.io.composite`).
@@ -54,7 +58,7 @@ class FitsStretch:
 
     @classmethod
     def from_dict(cls, data: dict) -> FitsStretch:
-        legacy = {"clip_low", "clip_high", "softening"} & set(data)
+        legacy = set(LEGACY_FITS_KEYS) & set(data)
         if legacy:  # the percentile stretch of galaxy-engine 0.1, replaced by the composite
             log.warning("model card has the old FITS percentile stretch (%s); using the Lupton composite",
                         ", ".join(sorted(legacy)))
@@ -129,13 +133,52 @@ class InputSpec:
         if missing:
             raise ValueError(f"its input_spec lacks {', '.join(missing)} (the preprocessing the weights were "
                              "trained with; no default stands in for it)")
-        if "softening" in data.get("fits", {}):  # 0.1 cards: (0, 1, 2) meant "planes as stored"
+        if "softening" in data.get("fits", {}):  # 0.1 cards (LEGACY_FITS_KEYS): (0, 1, 2) meant "planes as stored"
             data.pop("fits_bands", None)
         fits = FitsStretch.from_dict(data.pop("fits", {}))
         for key in ("mean", "std", "fits_bands"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(fits=fits, **data)
+
+
+def check_spec_shape(data) -> None:
+    """The kinds of value `InputSpec.from_dict` relies on, in a card or a catalog's metadata edited by
+    hand: each key one the spec has, numbers where it takes a number, lists where a tuple, text where
+    text, an object for `fits` (they gave "'str' object has no attribute 'items'" or "'<' not supported
+    between instances of 'int' and 'str'"). Ranges are `__post_init__`'s.
+
+    Raises:
+        ValueError: naming the key and its value.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"its input_spec {data!r} is not an object")
+    _check_fields(data, InputSpec(), "input_spec")
+    if "fits" in data:
+        _check_fields(data["fits"], FitsStretch(), "input_spec fits", LEGACY_FITS_KEYS)
+
+
+def _check_fields(data, default, where: str, legacy=()) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"its {where} {data!r} is not an object")
+    for key, value in data.items():
+        if key in legacy:
+            continue
+        if not any(f.name == key for f in dataclasses.fields(default)):
+            raise ValueError(f"its {where} has {key!r}, which is not a preprocessing parameter")
+        kind = getattr(default, key)
+        if isinstance(kind, tuple):
+            items = (int, float, str) if key == "fits_bands" else (int, float)
+            good = isinstance(value, list) and all(isinstance(v, items) and not isinstance(v, bool) for v in value)
+            what = "a list of band numbers or names" if key == "fits_bands" else "a list of numbers"
+        elif isinstance(kind, str):
+            good, what = isinstance(value, str), "text"
+        elif isinstance(kind, (int, float)):
+            good, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        else:
+            continue  # `fits`: checked by the caller
+        if not good:
+            raise ValueError(f"its {where} {key} {value!r} is not {what}")
 
 
 # The tensor contract between export, the TensorRT optimisation profile and every runtime.

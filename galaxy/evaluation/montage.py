@@ -27,7 +27,7 @@ from galaxy.catalog.text import existing_file
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.files import same_file, write_whole
-from galaxy.spec import InputSpec
+from galaxy.spec import InputSpec, check_spec_shape
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,9 @@ def printable(text: str) -> str:
 
 def _spec(meta: dict) -> InputSpec:
     try:
-        return InputSpec.from_dict(json.loads(meta["spec"]))
+        spec = json.loads(meta["spec"])
+        check_spec_shape(spec)
+        return InputSpec.from_dict(spec)
     except (KeyError, ValueError, TypeError):
         return InputSpec()
 

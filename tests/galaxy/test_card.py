@@ -190,6 +190,11 @@ def _edited(model_copy, edit):
     (lambda d: d.update(classes=[0, 1]), "its classes [0, 1] are not a list of names"),
     (lambda d: d["input_spec"].update(mean="0.1"), "input_spec mean '0.1' is not a list of numbers"),
     (lambda d: d["input_spec"].update(crop_fraction=0), "crop fraction 0 is not in (0, 1]"),
+    (lambda d: d["input_spec"].update(fits="x"), "its input_spec fits 'x' is not an object"),
+    (lambda d: d["input_spec"]["fits"].update(u_range="ab"), "its input_spec fits u_range 'ab' is not a list of"),
+    (lambda d: d["input_spec"].update(fits_bands=3), "its input_spec fits_bands 3 is not a list of band"),
+    (lambda d: d["input_spec"].update(sizes=64), "its input_spec has 'sizes', which is not a preprocessing"),
+    (lambda d: d["input_spec"].update(layout=3), "its input_spec layout 3 is not text"),
     (lambda d: d.update(format=2), "card format 2 is not 1 (written by a newer galaxy-engine"),
     (lambda d: d["backends"]["results"]["torch"].pop("precision"), "backends.results['torch']"),
     (lambda d: d["backends"].update(results=[]), "its backends.results [] is not an object"),
@@ -197,7 +202,8 @@ def _edited(model_copy, edit):
 def test_a_hand_edited_card_is_one_line_naming_it(model_copy, edit, says):
     """A negative temperature flipped every label (exit 0), classes reversed by hand put each probability
     under the other name, null sections and a string mean were tracebacks, a bad input_spec a usage error
-    naming no file; review of cards, session 39."""
+    naming no file; review of cards, session 39. A `fits` that is not an object, a u_range of text were
+    AttributeError / TypeError wording naming no key (session 44)."""
     import re
 
     _edited(model_copy, edit)
