@@ -10,7 +10,8 @@ from pathlib import Path
 
 from galaxy.catalog.formats import table_format
 from galaxy.catalog.metadata import arrow_descriptions
-from galaxy.catalog.read import ecsv_header, table_hdu
+from galaxy.catalog.fits_rows import table_hdu
+from galaxy.catalog.read import ecsv_header
 
 log = logging.getLogger(__name__)
 

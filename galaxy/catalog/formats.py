@@ -20,6 +20,9 @@ TABLE_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": "
                  ".fits": "fits", ".fit": "fits", ".fts": "fits", ".fits.gz": "fits"}
 OUTPUT_FORMATS = {".csv": "csv", ".ecsv": "ecsv", ".parquet": "parquet", ".pq": "parquet", ".fits": "fits", ".fit": "fits"}
 
+# Rows a catalog reader converts at a time (CSV/ECSV rows, a Parquet record batch, a FITS memory-map slice).
+CATALOG_BATCH = 8192
+
 # Default columns of a table, the first present wins: image paths (png_loc: Galaxy Zoo 2) and ids;
 # the columns of our own that a kept input column may not take; the columns of an errors file.
 # Excel's "CSV UTF-8" starts the file with a byte-order mark, which plain utf-8 leaves in the first

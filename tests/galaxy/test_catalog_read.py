@@ -251,7 +251,7 @@ def test_fits_rows_read_in_batches_are_what_astropys_table_reads(tmp_path, monke
     """The FITS rows are read a batch at a time from the memory-mapped table (`Table.read` held the whole
     table): across batch ends, each value as astropy's Table gives it (trailing spaces dropped, TZERO
     integers unsigned, a TNULL sentinel and a null logical missing, a NaN a NaN)."""
-    import galaxy.catalog.read as read
+    import galaxy.catalog.formats as formats
 
     n = 7
     table = Table({"id": [f" g{i} " for i in range(n)], "path": [f"p{i}.jpeg" for i in range(n)],
@@ -263,7 +263,7 @@ def test_fits_rows_read_in_batches_are_what_astropys_table_reads(tmp_path, monke
     table.write(tmp_path / "t.fits")
     with fits.open(tmp_path / "t.fits", mode="update") as hdul:  # a null logical: a zero byte
         np.recarray.field(hdul[1].data, "flag")[2] = 0
-    monkeypatch.setattr(read, "CATALOG_BATCH", 3)
+    monkeypatch.setattr(formats, "CATALOG_BATCH", 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rows = list(read_catalog_rows(tmp_path / "t.fits"))
@@ -282,7 +282,7 @@ def test_a_fits_catalog_is_read_without_holding_its_table(tmp_path, monkeypatch)
     batch by batch, the peak is a fraction of the table."""
     import tracemalloc
 
-    import galaxy.catalog.read as read
+    import galaxy.catalog.formats as formats
 
     n = 60_000
     writer = CatalogWriter(tmp_path / "c.fits", CLASSES, {}, extra=[("note", "text"), ("z", "float")])
@@ -290,7 +290,7 @@ def test_a_fits_catalog_is_read_without_holding_its_table(tmp_path, monkeypatch)
                  np.full((n, 2), 0.5), [{"note": "x" * 40, "z": str(i)} for i in range(n)])
     writer.close()
     size = (tmp_path / "c.fits").stat().st_size
-    monkeypatch.setattr(read, "CATALOG_BATCH", 256)
+    monkeypatch.setattr(formats, "CATALOG_BATCH", 256)
     assert sum(1 for _ in read_catalog_rows(tmp_path / "c.fits")) == n  # (the imports' memory is not the read's)
     tracemalloc.start()
     try:
