@@ -115,8 +115,9 @@ class Journal:
             self._chunks = sorted(self.dir.glob("chunk-*.csv"))
             begun_in = self._begun_in()
             self._written = text_as_written(output_format(self.output, self.format))
-            if not self._chunks and self.output.exists():
-                self._import_output()
+            # a finished output's rows are read from it until this run commits a row of its own (`commit`):
+            # a rerun with nothing new to do then leaves it as it is (`finish`)
+            self._unimported = not self._chunks and self.output.exists()
             self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
             # rows by (file, the id its listing gave: the row's id less the `#N` of a repeat, `listed_id`): a
             # catalog row naming a file another row names is done only if it is that row (by path alone, a new
@@ -196,9 +197,23 @@ class Journal:
         return begun_in
 
     def _import_output(self):
-        """The rows of the finished output, which a rerun continues, as one chunk (written whole or not at
-        all), each row checked as it is read and written: the list of every row, then the chunk read whole,
-        had cost ~1.1 KB a row at the peak of a resume (330 MB for 300,000 rows of a FITS catalog)."""
+        """The rows of the finished output, which a rerun continues, as the first chunk (written whole or
+        not at all), before the first chunk of this run's own rows: from then on the journal holds every
+        row, and a run killed later resumes from it. Until then the output itself holds them (it is
+        replaced only by `finish`), and a killed run's rerun reads them from it again."""
+        before = len(self._chunks)
+        try:
+            self._write_chunk(self._output_rows())
+        except BaseException:
+            if len(self._chunks) > before:  # it landed, and a signal came right after its rename
+                self._unimported = False
+            raise
+        self._unimported = False  # (an output of no rows makes no chunk)
+
+    def _output_rows(self):
+        """The finished output's rows in the journal's form, each checked as it is read (the list of every
+        row, then a chunk read whole, had cost ~1.1 KB a row at the peak of a resume: 330 MB for 300,000
+        rows of a FITS catalog)."""
         own = set(catalog_columns(self.classes))
         cut_short = output_format(self.output, self.format) in ("csv", "ecsv") and not ends_its_line(self.output)
 
@@ -221,7 +236,7 @@ class Journal:
                        *(_probability_text(following.get(probability_column(c))) for c in self.classes),
                        json.dumps({k: cell_text(v) for k, v in following.items() if k not in own})]  # blanks too
 
-        self._write_chunk(checked())
+        return checked()
 
     def _read_output(self, read):
         """`read()` of the existing output, which a rerun continues; an output that is not a
@@ -275,12 +290,15 @@ class Journal:
     def rows(self, check: bool = False):
         """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order. With
         `check` (once, when a run opens its journal: the chunks it writes itself are whole) each row
-        is checked to be as `add` wrote it.
+        is checked to be as `add` wrote it. A finished output not yet imported (`_import_output`) gives its
+        rows first, always checked.
 
         Raises:
             UsageError: with `check`, a chunk was changed after it was written (cut short, edited): named,
-                with the line.
+                with the line; a finished output's row, named with its number.
         """
+        if self._unimported:
+            yield from self._output_rows()
         for chunk in self._chunks:
             with open(chunk, newline="", encoding="utf-8") as fh:
                 if not check:
@@ -339,6 +357,8 @@ class Journal:
             self.commit()
 
     def commit(self):
+        if self._pending_rows and self._unimported:  # first the finished output's rows: then the journal has all
+            self._import_output()
         rows, before = self._pending_rows, len(self._chunks)
         if rows:
             try:
@@ -352,8 +372,25 @@ class Journal:
         self._last_commit = time.monotonic()
 
     def finish(self, metadata: dict) -> int:
-        """Commit, write OUT and its errors file atomically, remove the journal; return the row count."""
+        """Commit, write OUT and its errors file atomically, remove the journal; return the row count.
+
+        A rerun of a finished run that classified nothing new (every input done, or failing again) leaves
+        OUT as it is, metadata included (the run that made its rows): its rewrite had been the larger part
+        of such a rerun (~50 s of a million-row catalog). The errors file is this run's, as always."""
         self.commit()
+        if self._unimported and not self.older_crop and metadata.get("complete") == "true" and self._output_complete():
+            errors = errors_path(self.output).with_suffix(".tmp")
+            try:
+                self._write_errors(errors)
+            except BaseException:
+                remove_quietly(errors)
+                self._lock.close()
+                raise
+            sync_to_disk(errors)
+            errors.replace(errors_path(self.output))
+            sync_to_disk(errors_path(self.output))  # and the rename
+            self._remove()
+            return self.resumed
         if self.older_crop and "run" in metadata:  # begun before the square-crop rule: the catalog says so
             metadata = {**metadata, "run": json.dumps({**json.loads(metadata["run"]), CROP_RULE_KEY: CROP_RULE_MIXED})}
         tmp_out = self.output.with_name(f".{self.output.name}.assembling{self.output.suffix}")
@@ -378,13 +415,21 @@ class Journal:
             sidecar_path(tmp_out).replace(sidecar_path(self.output))
         errors.replace(errors_path(self.output))
         sync_to_disk(self.output)  # and the renames
-        # OUT is complete: the journal goes in one rename (a kill while deleting it must not leave
-        # some chunks for a rerun to trust), then is deleted, holding the lock until it is gone
+        self._remove()
+        return writer.rows
+
+    def _output_complete(self) -> bool:
+        """Whether the finished output says every input of its run was done (an interrupted run's does not,
+        and its rerun writes it again, saying so)."""
+        return read_catalog_metadata(self.output, self.format).get("complete", "true").lower() == "true"
+
+    def _remove(self):
+        """OUT is complete: the journal goes in one rename (a kill while deleting it must not leave some
+        chunks for a rerun to trust), then is deleted, holding the lock until it is gone."""
         doomed = self.dir.with_name(f".{self.dir.name}.done-{os.getpid()}")
         os.replace(self.dir, doomed)
         shutil.rmtree(doomed, onerror=_log_undeleted)
         self._lock.close()
-        return writer.rows
 
     def _assemble(self, tmp_out: Path, metadata: dict, errors: Path):
         """Write the catalog into `tmp_out` and the errors file into `errors`; return the catalog's writer."""
@@ -400,6 +445,10 @@ class Journal:
         if batch:
             self._write(writer, batch)
         writer.close()
+        self._write_errors(errors)
+        return writer
+
+    def _write_errors(self, errors: Path) -> None:
         try:
             error_writer = ErrorWriter(errors)
             for error in self.errors:
@@ -409,7 +458,6 @@ class Journal:
             if exc.filename is None:
                 raise OSError(exc.errno, exc.strerror, str(errors)) from exc
             raise
-        return writer
 
     def _columns(self, row) -> dict:
         return json.loads(row[2 + len(self.classes)]) if len(row) > 2 + len(self.classes) else {}
