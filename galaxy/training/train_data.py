@@ -162,15 +162,16 @@ def _normalisation(config: TrainConfig, cache: torch.Tensor, cache_fraction: flo
 
 def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, limited_val_ids=None,
                 val_paths=()) -> None:
-    """Refuse a model (the initial weights, a teacher) trained on this data with another split.
+    """Refuse a model (the initial weights, a teacher) that learned from any of this run's validation
+    images (directly, or through a teacher's targets): every validation figure would be optimistic.
 
-    The data is taken to be shared when it holds any of the model's validation ids; then the
-    splits must be identical, or the model's training images include some of our validation
-    images (directly, or through a teacher's targets) and every validation figure would be optimistic.
-    A model trained with the same `--limit` (its validation split is `limited_val_ids`) passes too.
-    The model's training ids are compared with `val_ids` and with the validation files' stems
-    (`val_paths`): a model trained on a vote table records catalog ids and stems, a run on a CSV of the
-    same files by path has stems for ids, and the other way round.
+    The model's training ids (its `train_ids.txt`) are compared with `val_ids` and with the validation
+    files' stems (`val_paths`): a model trained on a vote table records catalog ids and stems, a run on a
+    CSV of the same files by path has stems for ids, and the other way round. A model that does not
+    record them is refused where the data holds any of its validation ids (shared data) and the splits
+    differ; a model trained with the same `--limit` (its validation split is `limited_val_ids`) passes.
+    (That rule had refused models it knew to be clean too: `--init default` on the bundled samples,
+    every one of them in its validation split.)
     """
     model_dir = Path(model_dir)
     if not (model_dir / "card.json").is_file():
@@ -178,17 +179,17 @@ def check_split(model_dir, role: str, config: TrainConfig, all_ids, val_ids, lim
     from galaxy.card import load_card, training_ids, validation_ids
 
     card = load_card(model_dir, verify=False)
+    learned = training_ids(model_dir, card)
     model_val = validation_ids(model_dir, card) or set()
     digests = {ids_digest(val_ids)} | ({ids_digest(limited_val_ids)} if limited_val_ids is not None else set())
-    if model_val & set(all_ids) and card.split.get("val_ids_sha256") not in digests:
+    if learned is None and model_val & set(all_ids) and card.split.get("val_ids_sha256") not in digests:
         limit = card.training.get("config", {}).get("limit")
         raise UsageError(f"{role} {model_dir} was trained on images of {config.data} with another validation "
                          f"split (seed {card.split.get('seed')}, fraction {card.split.get('val_fraction')}"
                          f"{f', --limit {limit}' if limit else ''}); its training images "
                          "would leak into this validation split. With the same --seed and --val-fraction the split "
                          "still differs when the data does: train on the data it was trained on, or --init another model")
-    # data holding none of its validation images can still hold its training images (a CSV of them alone)
-    check_unseen(training_ids(model_dir, card) or set(), f"{role} {model_dir} was", val_ids, val_paths)
+    check_unseen(learned or set(), f"{role} {model_dir} was", val_ids, val_paths)
 
 
 def _check_checkpoint_split(checkpoint: dict | None, config: TrainConfig) -> None:
