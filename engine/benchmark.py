@@ -290,7 +290,8 @@ def main(argv=None, prog: str = "bench.py"):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="Small run, about a minute: 300 images (unless --images) and 5 engine repeats instead of "
-                             "10; too small to quote (two runs an hour apart gave 3.0x and 1.85x the baseline).")
+                             "10; a check, not a figure to quote (on idle machines it read within ~3-10%% of a "
+                             "1,000-image run; on a busy one two runs an hour apart gave 3.0x and 1.85x).")
     parser.add_argument("--images", type=_positive, help="Images for decode/end-to-end/baseline (default 2000; "
                                                           "--quick: 300).")
     parser.add_argument("--models", "--model", dest="models",
@@ -306,13 +307,16 @@ def main(argv=None, prog: str = "bench.py"):
                              "(where present), each end to end; peak fraction against the GPU's fp16 GEMM.")
     parser.add_argument("--size", type=lambda text: _sizes(text)[0],
                         help="Run the models' weights at this input size instead (e.g. 299, Xception's own).")
-    parser.add_argument("--batch", type=_positive, default=32)
+    parser.add_argument("--batch", type=_positive, default=32,
+                        help="Images a batch holds (at most 256; default 32, as classify runs; the default row "
+                             "runs at classify's own).")
     parser.add_argument("--rounds", type=_positive, help="Rounds of decode, engine-only, end-to-end and baseline "
                         "measurements, interleaved; the best of each is reported (default 3).")
     parser.add_argument("--sizes", type=_sizes,
                         help="Comma-separated input sizes for engine-only figures (random weights; implies "
                              "--engine-only).")
-    parser.add_argument("--engine-only", action="store_true")
+    parser.add_argument("--engine-only", action="store_true",
+                        help="Engine rows only: no listing, decode, end-to-end or baseline measurements.")
     args = parser.parse_args(argv)
     from engine import backends
     from engine.pipelines import PIPELINES
