@@ -24,7 +24,7 @@ import numpy as np
 from engine.pipelines.base import Decoded, blank_samples
 from galaxy.errors import ImageReadError
 from galaxy.io.bands import choose_planes
-from galaxy.io.fits import locate_image
+from galaxy.io.fits_hdus import locate_image
 from galaxy.spec import FitsStretch, InputSpec
 
 log = logging.getLogger(__name__)

@@ -122,7 +122,7 @@ def table_hdu(hdul):
     """The HDU an input catalog's rows are read from: the first table in the file."""
     from astropy.io import fits
 
-    from galaxy.io.fits import walk_hdus  # (a header that loops the walk back raises ValueError, not hangs)
+    from galaxy.io.fits_hdus import walk_hdus  # (a header that loops the walk back raises ValueError, not hangs)
 
     return next((h for h in walk_hdus(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU))), None)
 

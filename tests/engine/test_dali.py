@@ -180,7 +180,7 @@ def test_dali_composite_matches_the_reference_on_real_fits(tmp_path, real_fits_s
         write_cube(cubes[-1], read_raster(jpeg), RoundTripDraw(0.05 * (k + 1), ("lupton", "channel")[k % 2],
                                                                10.0 ** (-k - 3), 0.01))
     paths = list(real_fits_smoke) + cubes
-    from galaxy.io.fits import locate_image
+    from galaxy.io.fits_hdus import locate_image
 
     out = decode_fits([Item(str(p)) for p in paths], SPEC, threads=2)
     std = np.asarray(SPEC.std)[:, None, None]

@@ -6,7 +6,8 @@ import pytest
 from astropy.io import fits
 
 from galaxy.errors import ImageReadError
-from galaxy.io.fits import MAX_PIXELS, read_fits_cutout
+from galaxy.io.fits import read_fits_cutout
+from galaxy.io.fits_hdus import MAX_PIXELS
 from galaxy.io.images import load_input
 from galaxy.spec import InputSpec
 
@@ -349,7 +350,7 @@ def test_a_band_set_is_judged_by_its_own_extensions_and_extname_must_be_a_band_a
     """The shape (square or not) and the size check were of the first image HDU, not of the band-set
     extensions read: a square primary beside 48 x 96 bands went to DALI's per-side crop. EXTNAMEs such as
     G_ERR or IMAGE_R were taken for bands by the first-word rule."""
-    from galaxy.io.fits import locate_image
+    from galaxy.io.fits_hdus import locate_image
 
     planes = [galaxy_image(seed=k)[:48] for k in range(3)]
     path = tmp_path / "prim.fits"
@@ -385,7 +386,7 @@ def test_a_negative_axis_length_is_refused_not_walked_forever(tmp_path):
     import sys
 
     _negative_axis_file(tmp_path / "bad.fits")
-    probe = ("from galaxy.io.fits import locate_image\nfrom galaxy.errors import ImageReadError\n"
+    probe = ("from galaxy.io.fits_hdus import locate_image\nfrom galaxy.errors import ImageReadError\n"
              f"try:\n    locate_image({str(tmp_path / 'bad.fits')!r}, {{hdu}})\nexcept ImageReadError as exc:\n"
              "    print(exc)\n")
     for hdu in (None, "'SCI'"):  # by EXTNAME astropy searched every HDU

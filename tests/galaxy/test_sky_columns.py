@@ -11,7 +11,7 @@ from astropy.wcs import WCS
 from click.testing import CliRunner
 
 from galaxy.cli import cli
-from galaxy.io.fits import locate_image
+from galaxy.io.fits_hdus import locate_image
 from galaxy.io.images import read_raster
 from galaxy.io.sky import MAX_CATALOG_OFFSET, OffCentreRows, catalog_offset, centre_position
 from tests.conftest import EXAMPLES
