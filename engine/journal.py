@@ -8,8 +8,12 @@ either wholly there or absent. When the run ends (or is interrupted with Ctrl-C)
 are assembled into OUT and its errors file, each written to a temporary name and renamed,
 and the folder is renamed away in one step, then deleted (a kill while deleting leaves nothing
 a rerun would trust). A rerun on the same OUT:
-  * with `OUT.partial/` present (the last run was killed): takes its committed rows;
-  * else with OUT present (the last run finished or was interrupted): takes OUT's rows;
+  * with chunks in `OUT.partial/` (the last run was killed): takes its committed rows;
+  * else with OUT present (the last run finished or was interrupted): takes OUT's rows, read from
+    OUT until the rerun commits a row of its own; then they are copied into the journal as its
+    first chunk, before that row's (OUT is replaced only at the end, so a rerun killed before
+    that finds them in OUT again). A rerun that classifies nothing new leaves OUT as it is and
+    writes only its errors file;
 and skips every input already classified (a file a catalog lists twice counts once per
 listing). Inputs that failed are tried again (the file may have been fixed). A second process
 on the same OUT is refused while the first holds the lock; a rerun with another model, backend,
@@ -201,6 +205,11 @@ class Journal:
         not at all), before the first chunk of this run's own rows: from then on the journal holds every
         row, and a run killed later resumes from it. Until then the output itself holds them (it is
         replaced only by `finish`), and a killed run's rerun reads them from it again."""
+        if not self.output.exists():  # deleted while this run worked: its rows went with it, this run's stay
+            log.warning("%s was removed while this run worked: its %d earlier rows are gone, and the catalog this "
+                        "run writes holds only the rows it classifies", self.output, self.resumed)
+            self._unimported = False
+            return
         before = len(self._chunks)
         try:
             self._write_chunk(self._output_rows())
@@ -215,7 +224,8 @@ class Journal:
         row, then a chunk read whole, had cost ~1.1 KB a row at the peak of a resume: 330 MB for 300,000
         rows of a FITS catalog)."""
         own = set(catalog_columns(self.classes))
-        cut_short = output_format(self.output, self.format) in ("csv", "ecsv") and not ends_its_line(self.output)
+        cut_short = (output_format(self.output, self.format) in ("csv", "ecsv")
+                     and not self._read_output(lambda: ends_its_line(self.output)))  # (gone since the run began)
 
         def checked():
             rows = self._read_output(lambda: read_catalog_rows(self.output, self.format))
@@ -378,6 +388,8 @@ class Journal:
         OUT as it is, metadata included (the run that made its rows): its rewrite had been the larger part
         of such a rerun (~50 s of a million-row catalog). The errors file is this run's, as always."""
         self.commit()
+        if self._unimported and not self.output.exists():
+            self._import_output()  # (deleted while this run worked: said there)
         if self._unimported and not self.older_crop and metadata.get("complete") == "true" and self._output_complete():
             errors = errors_path(self.output).with_suffix(".tmp")
             try:
@@ -419,9 +431,11 @@ class Journal:
         return writer.rows
 
     def _output_complete(self) -> bool:
-        """Whether the finished output says every input of its run was done (an interrupted run's does not,
-        and its rerun writes it again, saying so)."""
-        return read_catalog_metadata(self.output, self.format).get("complete", "true").lower() == "true"
+        """Whether the finished output describes itself (its run record: a CSV's metadata file lost while a
+        journal stood had passed unseen, and the journal's fingerprint, the last record, would go) and says
+        every input of its run was done (an interrupted run's does not, and its rerun writes it again)."""
+        metadata = self._read_output(lambda: read_catalog_metadata(self.output, self.format))
+        return "run" in metadata and str(metadata.get("complete", "true")).lower() == "true"
 
     def _remove(self):
         """OUT is complete: the journal goes in one rename (a kill while deleting it must not leave some

@@ -1013,6 +1013,33 @@ def test_a_rerun_with_nothing_new_leaves_the_finished_catalog_as_it_is(tmp_path,
     assert read_catalog_metadata(out)["date"] == "now" and "not an image" not in errors_path(out).read_text()
 
 
+def test_a_rerun_with_nothing_new_needs_the_catalogs_own_record_and_keeps_its_rows_if_it_is_deleted(tmp_path, caplog):
+    """A CSV catalog whose metadata file was lost while a killed rerun's journal stood (its fingerprint
+    standing in) was left without one, and the next rerun refused it: it is written again. A catalog
+    deleted while a rerun works loses its rows (they were read from it), with a warning; this run's
+    rows are kept (review, session 44)."""
+    import numpy as np
+
+    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.formats import sidecar_path
+
+    out = tmp_path / "c.csv"
+    first = _journal(out)
+    first.add(["a", "b"], ["a.jpeg", "b.jpeg"], np.full((2, 2), 0.5, np.float32))
+    first.finish({"run": '{"weights": "w", "backend": "b"}', "complete": "true"})
+    _journal(out).release()  # killed before a row of its own: its fingerprint stays in OUT.partial/
+    sidecar_path(out).unlink()
+    rerun = _journal(out)
+    assert rerun.finish({"run": '{"weights": "w", "backend": "b"}', "complete": "true"}) == 2
+    assert "run" in read_catalog_metadata(out)
+    rerun = _journal(out)
+    out.unlink()
+    rerun.add(["c"], ["c.jpeg"], np.full((1, 2), 0.5, np.float32))
+    rerun.commit()
+    assert "was removed while this run worked" in caplog.text
+    assert rerun.finish({"run": '{"weights": "w", "backend": "b"}', "complete": "true"}) == 1
+
+
 def test_a_rerun_with_nothing_new_completes_an_interrupted_catalog(tmp_path):
     """An interrupted run's catalog says so ("complete": "false"); a rerun that finds nothing left to
     classify writes it again, saying it is complete."""
