@@ -254,7 +254,7 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
                "n_val": len(val_set), "train_counts": train_set.counts(), "val_counts": val_set.counts(),
                "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids),
-               "train_ids_file": TRAIN_IDS_FILE},
+               **({"train_ids_file": TRAIN_IDS_FILE} if data.learned_ids() is not None else {})},
         package_version=__version__,
     )
 
@@ -430,7 +430,14 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
     network.load_state_dict(best["state"])
     weights_sha = _saved(lambda: save_weights(network, out_dir), out_dir / "model.safetensors")
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n", encoding="utf-8")
-    (out_dir / TRAIN_IDS_FILE).write_text("\n".join(data.learned_ids()) + "\n", encoding="utf-8")  # for leak checks by later runs
+    learned = data.learned_ids()
+    if learned is not None:  # for leak checks by later runs
+        (out_dir / TRAIN_IDS_FILE).write_text("\n".join(learned) + "\n", encoding="utf-8")
+    else:  # later runs then take it to have learned all of its data outside its validation split
+        (out_dir / TRAIN_IDS_FILE).unlink(missing_ok=True)
+        log.warning("%s records no %s: its initial weights or a teacher do not record the images they learned, so "
+                    "no complete list can be written (later leak checks fall back to its validation split)",
+                    out_dir, TRAIN_IDS_FILE)
     from galaxy.training.model import load_network
 
     card = _card(config, data, best, history, stopped, started, device, amp_dtype, weights_sha,

@@ -69,16 +69,20 @@ class TrainingData:
     teacher: dict | None
     fits_cache: torch.Tensor | None = None
     pool_framing: torch.Tensor | None = None
-    inherited_ids: frozenset = frozenset()  # the labelled ids the --init model and teachers learned
+    # the labelled ids the --init model and teachers learned; None where one of them does not record its own
+    inherited_ids: frozenset | None = frozenset()
     labelled_sha256: str = ""  # `labelled_digest` of the split: what a resume must find again
 
-    def learned_ids(self) -> list[str]:
+    def learned_ids(self) -> list[str] | None:
         """Every id the model learned from, directly or through its initial weights and teachers: the
         labelled training split and the unlabelled pool (it fitted the teacher's targets there, so a
         score on those images is not a score on unseen galaxies): what its `train_ids.txt` records for
         later leak checks. Each labelled image's file stem too where it is not its id (a GZ2 vote
         table's dr7objid names a file by asset id), so a later run that names the same files by path
-        finds them."""
+        finds them. None where the --init model or a teacher does not record what it learned: a list
+        without its images would pass later leak checks it must fail (review, session 44)."""
+        if self.inherited_ids is None:
+            return None
         stems = {stem_id(path) for path in self.train_set.paths}
         return sorted(set(self.train_set.ids) | stems | set(self.unlabelled_ids) | self.inherited_ids)
 
@@ -368,8 +372,9 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         probabilities, teacher = from_file
         targets = sharpen(torch.from_numpy(probabilities), config.soft_temperature)
     labels = torch.tensor(list(train_set.labels) + [-1] * len(ids), dtype=torch.long)
-    inherited = file_learned.union(*(_learned_by(model) for model in (init, *teachers)),
-                                   (checkpoint or {}).get("learned") or ())
+    sources = [_learned_by(model) for model in (init, *teachers)]
+    sources.append(set() if checkpoint is None else checkpoint.get("learned"))  # (None: written before it was kept)
+    inherited = None if any(known is None for known in sources) else file_learned.union(*sources)
     return TrainingData(train_set, val_set, paths, ids, pool_cache, labels, fraction, val_cache, spec,
                         targets, teacher, fits_cache, pool_framing, inherited, labelled_sha256)
 
@@ -386,10 +391,12 @@ def _refuse_vote_options_without_votes(config: TrainConfig) -> None:
                          "(it has its labels, or names its images itself): leave them out")
 
 
-def _learned_by(model_dir) -> set[str]:
-    """The labelled ids a model folder records having learned (none for scratch, imagenet, weights files)."""
+def _learned_by(model_dir) -> set[str] | None:
+    """The labelled ids a model folder records having learned (none for scratch, imagenet, weights files);
+    None for a model that does not record them (no `train_ids.txt`: models before 2026-11-29 but the
+    shipped ones, and those that learned from such a model)."""
     from galaxy.card import load_card, training_ids
 
     if not (Path(model_dir) / "card.json").is_file():
         return set()
-    return training_ids(model_dir, load_card(model_dir, verify=False)) or set()
+    return training_ids(model_dir, load_card(model_dir, verify=False))

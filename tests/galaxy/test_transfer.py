@@ -73,6 +73,14 @@ def test_init_from_a_model_with_another_split_of_the_same_data_is_refused(tmp_pa
     assert result.exit_code == 2
     assert "another validation split" in result.output and "--seed" in result.output
     assert f"--init {first} was trained" in result.output
+    # a model that learned from it (same split) cannot say all it learned either: it writes no list, so the
+    # split rule holds it too (its list of its own images alone had let a new split validate on A's; review)
+    middle = tmp_path / "m"
+    assert _train(middle, "--epochs", "1", "--init", str(first)).exit_code == 0
+    assert not (middle / "train_ids.txt").exists()
+    assert "train_ids_file" not in json.loads((middle / "card.json").read_text())["split"]
+    result = _train(tmp_path / "leaky", "--epochs", "1", "--init", str(middle), "--seed", "5")
+    assert result.exit_code == 2 and "another validation split" in result.output
     (first / "train_ids.txt").write_text(learned)
 
     # data made of its training images alone holds none of its validation ids, yet a new split of it
