@@ -390,7 +390,7 @@ class Journal:
         self.commit()
         if self._unimported and not self.output.exists():
             self._import_output()  # (deleted while this run worked: said there)
-        if self._unimported and not self.older_crop and metadata.get("complete") == "true" and self._output_complete():
+        if self._unimported and metadata.get("complete") == "true" and self._output_as_made():
             errors = errors_path(self.output).with_suffix(".tmp")
             try:
                 self._write_errors(errors)
@@ -430,12 +430,19 @@ class Journal:
         self._remove()
         return writer.rows
 
-    def _output_complete(self) -> bool:
-        """Whether the finished output describes itself (its run record: a CSV's metadata file lost while a
-        journal stood had passed unseen, and the journal's fingerprint, the last record, would go) and says
-        every input of its run was done (an interrupted run's does not, and its rerun writes it again)."""
+    def _output_as_made(self) -> bool:
+        """Whether the finished output already says what this run's catalog would: it describes itself (its
+        run record: a CSV's metadata file lost while a journal stood had passed unseen, and the journal's
+        fingerprint, the last record, would go), every input of its run was done (an interrupted run's
+        says not, and its rerun writes it again), and a catalog begun before the square-crop rule says it
+        mixes two crops (`older_crop`)."""
         metadata = self._read_output(lambda: read_catalog_metadata(self.output, self.format))
-        return "run" in metadata and str(metadata.get("complete", "true")).lower() == "true"
+        try:
+            run = json.loads(metadata.get("run", "null"))
+        except ValueError:
+            return False
+        return (isinstance(run, dict) and str(metadata.get("complete", "true")).lower() == "true"
+                and (not self.older_crop or run.get(CROP_RULE_KEY) == CROP_RULE_MIXED))
 
     def _remove(self):
         """OUT is complete: the journal goes in one rename (a kill while deleting it must not leave some

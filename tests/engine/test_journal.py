@@ -610,10 +610,14 @@ def test_a_run_begun_before_the_square_crop_rule_is_continued_with_a_warning(tmp
     with caplog.at_level(logging.WARNING):
         continued = Journal(out, ("elliptical", "spiral"), now)
     assert continued.resumed == 1 and "c.csv was begun by a galaxy version before the square-crop rule" in caplog.text
-    continued.finish({"run": json.dumps(now)})  # the catalog it writes records the two crops
+    continued.finish({"run": json.dumps(now), "complete": "true"})  # the catalog it writes records the two crops
     from galaxy.catalog.metadata import CROP_RULE_MIXED
     from galaxy.catalog.read import read_catalog_metadata
 
+    assert json.loads(read_catalog_metadata(out)["run"])[CROP_RULE_KEY] == CROP_RULE_MIXED
+    inode = out.stat().st_ino  # a rerun with nothing new: the catalog says so already, and stays (review)
+    Journal(out, ("elliptical", "spiral"), now).finish({"run": json.dumps(now), "complete": "true"})
+    assert out.stat().st_ino == inode
     assert json.loads(read_catalog_metadata(out)["run"])[CROP_RULE_KEY] == CROP_RULE_MIXED
 
 
