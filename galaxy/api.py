@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from galaxy.catalog.formats import SKY_COLUMNS, catalog_descriptions, probability_column
+from galaxy.catalog.text import safe_text
+from galaxy.config import MAX_THREADS, MIN_CROP
 from galaxy.errors import UsageError
 from galaxy.spec import MIN_SIDE, too_small
 
@@ -75,6 +76,17 @@ class InputFailure(tuple):
         return (InputFailure, (self.path, self.stage, self.reason, self.id))
 
 
+def _path_text(value) -> str:
+    """A path as str: a bytes name (`os.listdir(b".")`, how non-UTF-8 names are listed) or an os.PathLike
+    (Path, os.DirEntry) as Python holds file names, undecodable bytes as surrogate escapes (`str()` of bytes
+    had named "b'x.jpeg'", a bare bytes been read as a sequence of byte values)."""
+    try:
+        return os.fsdecode(os.fspath(value))
+    except TypeError:
+        raise UsageError(f"input {value!r} of type {type(value).__name__}: expected a path (str, bytes or "
+                         "os.PathLike)") from None
+
+
 def _whole(value) -> bool:
     """An int that is not a bool (True would pass isinstance(value, int) as 1)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
@@ -91,11 +103,12 @@ def _check_options(crop_fraction, threads, workers, tta, batch_size=32) -> None:
             raise UsageError("crop_fraction='auto' measures the framing of a run's cutouts, which a loaded model "
                              "has not seen: measure it with `galaxy framing DIR` and pass the crop it prints")
         raise UsageError(f"crop_fraction {crop_fraction!r}: give a number in (0, 1]")
-    if crop_fraction is not None and not 0 < crop_fraction <= 1:
-        raise UsageError(f"crop_fraction {crop_fraction}: give a number in (0, 1]")
+    if crop_fraction is not None and not MIN_CROP <= crop_fraction <= 1:  # as the command line refuses it
+        raise UsageError(f"crop_fraction {crop_fraction}: give a number in [{MIN_CROP}, 1] (below {MIN_CROP} a "
+                         "423 px cutout leaves under 22 px to read)")
     for name, value in (("threads", threads), ("workers", workers)):
-        if not _whole(value) or value < 0:
-            raise UsageError(f"{name}={value!r}: a whole number, 0 for one per core")
+        if not _whole(value) or not 0 <= value <= MAX_THREADS:
+            raise UsageError(f"{name}={value!r}: a whole number up to {MAX_THREADS}, 0 for one per core")
     if not _whole(batch_size) or batch_size < 1:
         raise UsageError(f"batch_size={batch_size!r}: a whole number >= 1")
     if not isinstance(tta, bool):
@@ -122,6 +135,10 @@ class Model:
         from galaxy.io.bands import parse_bands
 
         _check_options(crop_fraction, threads, workers, tta, batch_size)
+        if isinstance(hdu, (bool, np.bool_)) or not (hdu is None or isinstance(hdu, str) or _whole(hdu)):
+            raise UsageError(f"hdu={hdu!r}: an HDU's index (a whole number) or its EXTNAME")
+        threads, workers, batch_size = int(threads), int(workers), int(batch_size)  # (numpy ints: not JSON)
+        crop_fraction = None if crop_fraction is None else float(crop_fraction)
         if bands is not None and not isinstance(bands, str):  # a list, as a user would write it
             if not isinstance(bands, (list, tuple)) or not all(isinstance(b, (str, int)) and not isinstance(b, bool)
                                                                for b in bands):
@@ -138,10 +155,13 @@ class Model:
     def _table(self, ids, paths, probabilities, columns=()):
         from astropy.table import Table
 
-        table = Table({"id": list(ids), "path": list(paths)})
+        # ids and paths as the catalogs write them: a file name that is not UTF-8 with its bytes as \\xNN (as
+        # Python holds it, no table format could write it; `galaxy.catalog.text.existing_file` finds the file)
+        table = Table({"id": np.array([safe_text(i) for i in ids], dtype=str),
+                       "path": np.array([safe_text(p) for p in paths], dtype=str)})
         for k, name in enumerate(self.card.classes):
             table[probability_column(name)] = probabilities[:, k].astype(np.float32)
-        table["label"] = [self.card.classes[k] for k in probabilities.argmax(axis=1)]
+        table["label"] = np.array([self.card.classes[k] for k in probabilities.argmax(axis=1)], dtype=str)
         for name in SKY_COLUMNS:  # the sky position from FITS headers, where they give one
             if any(name in c for c in columns):
                 table[name] = [float(c.get(name, "nan")) for c in columns]
@@ -170,16 +190,29 @@ class Model:
             UsageError: an image of another shape or dtype, floats outside [0, 1] (e.g. 0-255), NaN
                 or infinite values, or blank (one value in every band across the crop), as the readers refuse it.
         """
+        import itertools
+
         from galaxy.io.images import normalise
 
-        images = _image_batch(images)
-        spec = self.spec
-        if len(images) == 0:
-            return np.zeros((0, len(self.card.classes)), np.float32)
-        tensors = np.stack([normalise(_crop_resize(_rgb_unit(img, i), spec, i), spec) for i, img in enumerate(images)])
-        return self._runner.infer_all(tensors)
+        def probabilities(batch, first: int) -> np.ndarray:  # ARRAY_CHUNK images at a time: their tensors alone
+            return self._runner.infer_all(np.stack([normalise(_crop_resize(_rgb_unit(img, i), self.spec, i), self.spec)
+                                                    for i, img in enumerate(batch, first)]))
+
+        if _streamed(images):  # an iterator (a generator of images read one by one): read as it goes, a chunk held
+            source, parts, first = iter(images), [], 0
+            while chunk := list(itertools.islice(source, ARRAY_CHUNK)):
+                parts.append(probabilities(_image_batch(chunk), first))
+                first += len(chunk)
+        else:
+            images = _image_batch(images)
+            parts = [probabilities(images[i:i + ARRAY_CHUNK], i) for i in range(0, len(images), ARRAY_CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.card.classes)), np.float32)
 
     def classify_iter(self, inputs, errors: list | None = None, progress: bool = False):
+        """Yield one astropy Table per batch for image files / folders / an astropy Table (`_classify_iter`)."""
+        yield from self._classify_iter(inputs, errors, progress)
+
+    def _classify_iter(self, inputs, errors: list | None = None, progress: bool = False):
         """Yield one astropy Table per batch for image files / folders / an astropy Table.
 
         Args:
@@ -200,6 +233,9 @@ class Model:
         """
         from galaxy.progress import progress as reporter
 
+        if errors is not None and not callable(getattr(errors, "append", None)):  # found at the first failure, it
+            raise UsageError(f"errors={errors!r}: give a list (errors=[]) to collect the failures")  # lost the run
+
         from engine.listing import Item, iter_inputs
         from galaxy.catalog.formats import ID_COLUMNS, PATH_COLUMNS
         from galaxy.catalog.read import first_present
@@ -216,8 +252,8 @@ class Model:
             id_column = first_present(ID_COLUMNS, inputs.colnames)  # objid too, as the CLI reads a catalog
             ids = _id_cells(inputs[id_column], id_column) if id_column else [None] * len(inputs)
             items = (Item(_cell(p) or "", i) for p, i in zip(inputs[column], ids))
-        elif isinstance(inputs, (str, Path, list, tuple)):
-            names = [str(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+        elif isinstance(inputs, (str, bytes, os.PathLike, list, tuple)):
+            names = [_path_text(p) for p in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs)]
             missing = [name for name in names if not os.path.lexists(name)]
             if missing:  # before any work: found on the way, it threw away every row classified before it
                 raise UsageError(f"input {missing[0]} does not exist"
@@ -225,7 +261,7 @@ class Model:
             items = iter_inputs(names)
         else:  # an iterator (a generator, a file's lines): read as it goes, as a source may be long or slow;
             # a missing path is then that row's failure ("no such file"), not a refusal of the whole call
-            items = (item for name in map(str, inputs)
+            items = (item for name in map(_path_text, inputs)
                      for item in (iter_inputs([name]) if os.path.lexists(name) else [Item(name)]))
         failed = [0]
 
@@ -234,24 +270,25 @@ class Model:
             bar.update(1)
             bar.set_postfix_str(f"{failed[0]} failed")
             if errors is not None:
-                errors.append(InputFailure(failure.path, failure.stage, failure.reason, failure.id))
+                errors.append(InputFailure(safe_text(failure.path), failure.stage, failure.reason,
+                                           safe_text(failure.id or "")))
 
         total = len(inputs) if hasattr(inputs, "colnames") else None
         bar = reporter("classifying", "img", total=total, enabled=progress)
-        seen = UniqueIds()
-        for result in self._runner.run(items, on_error, lambda ident: seen.take(str(ident))):
+        seen = UniqueIds()  # on the ids as written, as the catalogs' (two names may escape to one)
+        for result in self._runner.run(items, on_error, lambda ident: seen.take(safe_text(str(ident)))):
             yield self._table(result.ids, result.paths, result.probabilities, result.columns)
             bar.update(len(result.ids))
         bar.close()
         if failed[0] and errors is None:  # rows missing from a notebook's table, unsaid
             warnings.warn(f"{failed[0]} input(s) could not be read and are not in the results; pass errors=[] to "
-                          "get each one's path and reason", stacklevel=2)
+                          "get each one's path and reason", stacklevel=3)  # (the caller of classify(_iter))
 
     def classify(self, inputs, errors: list | None = None, progress: bool = False):
         """All results as one astropy Table (see `classify_iter`)."""
         from astropy.table import vstack
 
-        tables = list(self.classify_iter(inputs, errors, progress))
+        tables = list(self._classify_iter(inputs, errors, progress))
         if not tables:
             return self._table([], [], np.zeros((0, len(self.card.classes)), np.float32))
         table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
@@ -263,11 +300,32 @@ class Model:
         return table
 
 
+ARRAY_CHUNK = 256  # images `classify_arrays` crops, resizes and holds as tensors at a time
+
+
+def _streamed(images) -> bool:
+    """Whether `classify_arrays` reads `images` as a stream: an iterator (a generator), not an array,
+    a sequence or an array-like (a tensor, a PIL image)."""
+    return (not isinstance(images, (np.ndarray, list, tuple, str, bytes, dict)) and hasattr(images, "__next__")
+            and not hasattr(images, "__array__") and not hasattr(images, "__array_interface__"))
+
+
+def _not_rgb_pil(image, index: int | None = None) -> None:
+    """Refuse a PIL image whose mode is not RGB, naming the conversion (numpy reads an "L" image as (H, W),
+    an "RGBA" one as (H, W, 4): a shape error had not said what to do)."""
+    mode = getattr(image, "mode", None)
+    if isinstance(mode, str) and callable(getattr(image, "convert", None)) and mode != "RGB":
+        which = "images" if index is None else f"image {index}"
+        raise UsageError(f"{which}: a PIL image in mode {mode!r}: convert it first, image.convert(\"RGB\") (as the file "
+                         "readers do: grey repeated, alpha onto black), or pass the file to classify")
+
+
 def _image_batch(images):
     """`classify_arrays`' input as an (N, H, W, 3) array or a list of images: one image (H, W, 3) becomes a
     batch of one; array-likes (a torch tensor, a PIL image, nested lists) are read by numpy; a 1-D object
     array or any other iterable is a sequence of images. (A tensor or a PIL image had been taken for a
     sequence of rows, a generator refused by len().)"""
+    _not_rgb_pil(images)
     if not isinstance(images, np.ndarray):
         if isinstance(images, (str, bytes, dict)):
             raise UsageError(f"images of type {type(images).__name__}: expected arrays (for files use classify)")
@@ -285,7 +343,7 @@ def _image_batch(images):
             if images and not any(isinstance(image, np.ndarray) for image in images):  # nested lists, tensors:
                 try:  # numpy reads them as one array when they form one (a ragged list stays a sequence)
                     stacked = np.asarray(images)
-                except ValueError:
+                except (ValueError, TypeError, RuntimeError):  # (a tensor that requires grad: `_rgb_unit` says so)
                     stacked = None
                 if stacked is not None and stacked.dtype != object and stacked.ndim in (3, 4):
                     images = stacked
@@ -317,7 +375,11 @@ def _rgb_unit(image, index: int) -> np.ndarray:
         # under it (a fill value, a saturated star) were classified as if valid
         raise UsageError(f"image {index} is a masked array with {int(np.ma.getmaskarray(image).sum())} masked values: "
                          "fill them first (e.g. image.filled(0)), as a blank pixel is read")
-    array = np.asarray(image)
+    _not_rgb_pil(image, index)
+    try:
+        array = np.asarray(image)
+    except (TypeError, RuntimeError, ValueError) as exc:  # e.g. a CUDA tensor, one that requires grad
+        raise UsageError(f"image {index} of type {type(image).__name__} cannot be read as an array: {exc}") from None
     if array.ndim != 3 or array.shape[-1] != 3:
         raise UsageError(f"image {index} has shape {array.shape}: expected (H, W, 3) RGB")
     if min(array.shape[:2]) < MIN_SIDE:  # as every file reader refuses it: no galaxy to see at that size

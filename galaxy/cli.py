@@ -14,10 +14,11 @@ from galaxy.card import ONNX_OPSET
 from galaxy.errors import GalaxyError, end_at_once_on_interrupt, exit_status, interruption, raise_terminated
 from galaxy.version import __version__
 from galaxy.progress import progress_interval
-from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig, ExportConfig, QuantizeConfig
+from galaxy.config import (MAX_THREADS, CalibrateConfig, CheckConfig, CompileConfig, ClassifyConfig, EvaluateConfig,
+                           ExportConfig, QuantizeConfig)
 from galaxy.cli_common import GalaxyGroup as _Galaxy, command_line as _command_line, run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on, figure
-from galaxy.cli_common import MAX_THREADS, MODEL as _MODEL, CropFraction, Number, vote_options as _vote_options
+from galaxy.cli_common import MODEL as _MODEL, CropFraction, Number, vote_options as _vote_options
 from galaxy.cli_framing import framing
 from galaxy.cli_train import distill, train
 from galaxy.console import filter_native_stderr

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from galaxy.config import MIN_CROP
 from galaxy.errors import GalaxyError, UsageError, exit_status, interruption
 from galaxy.votes import VoteRule
 
@@ -72,8 +73,6 @@ class ModelFolder(click.ParamType):
 MODEL = ModelFolder()
 
 
-MIN_CROP = 0.05  # the smallest crop the command line takes: a galaxy shown 10x larger than at crop 0.5
-MAX_THREADS = 1024  # --threads / --workers: more than any machine's cores (a million hung ONNX Runtime)
 
 
 class CropFraction(click.ParamType):

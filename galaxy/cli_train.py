@@ -11,9 +11,9 @@ import os
 
 import click
 
-from galaxy.cli_common import (MAX_THREADS, MODEL, CropFraction, Number, command_line, figure, only_what_to_act_on,
+from galaxy.cli_common import (MODEL, CropFraction, Number, command_line, figure, only_what_to_act_on,
                                run_command, vote_options)
-from galaxy.config import TrainConfig
+from galaxy.config import MAX_THREADS, TrainConfig
 
 
 def _shared_options(command):

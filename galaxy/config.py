@@ -13,6 +13,8 @@ from galaxy.errors import UsageError
 
 # Training augmentations (`galaxy.training.augment`); `--augment` turns them on (all, or a subset).
 AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
+MIN_CROP = 0.05  # the smallest crop classify takes (CLI and API): a galaxy shown 10x larger than at crop 0.5
+MAX_THREADS = 1024  # threads / workers: more than any machine's cores (a million hung ONNX Runtime)
 
 
 def cache_dir() -> Path:

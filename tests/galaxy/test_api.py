@@ -205,7 +205,9 @@ def test_load_model_refuses_options_it_would_take_wrongly():
 
     from galaxy.errors import UsageError
 
-    for options, says in (({"crop_fraction": "auto"}, "galaxy framing"), ({"crop_fraction": 1.5}, r"\(0, 1\]"),
+    for options, says in (({"crop_fraction": "auto"}, "galaxy framing"), ({"crop_fraction": 1.5}, r"\[0.05, 1\]"),
+                          ({"crop_fraction": 0.01}, r"\[0.05, 1\] \(below 0.05"), ({"threads": 2000}, "up to 1024"),
+                          ({"hdu": True}, "hdu=True"), ({"hdu": 1.5}, "hdu=1.5"),
                           ({"threads": -1}, "threads=-1"), ({"tta": "no"}, "tta='no'")):
         with pytest.raises(UsageError, match=says):
             galaxy.load_model(**options)
@@ -356,3 +358,71 @@ def test_load_model_refuses_bools_and_strings_for_numbers_and_takes_bands_as_a_l
             galaxy.load_model(backend="onnxruntime", **options)
     listed = galaxy.load_model(backend="onnxruntime", bands=["i", "r", "g"])
     assert listed.spec.fits_bands == galaxy.load_model(backend="onnxruntime", bands="i,r,g").spec.fits_bands
+
+
+def test_the_api_takes_bytes_and_path_like_names_and_gives_the_catalogs_ids(tmp_path):
+    """A bytes name (`os.listdir(b".")`, how non-UTF-8 names are listed) was read as a sequence of byte values
+    or named "b'x.jpeg'", an os.DirEntry refused; a non-UTF-8 name gave a Table no format could write
+    (surrogates), its id not the catalogs' `\\xNN`; numpy ints for threads failed in JSON; an empty result's
+    columns were float and could not be stacked; errors=True failed after the run; review of the API, session 44."""
+    import os
+    import shutil
+    import warnings
+
+    import pytest
+    from astropy.table import Table, vstack
+
+    from galaxy.errors import UsageError
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy(files[0], tree / "x.jpeg")
+    shutil.copy(files[1], os.path.join(os.fsencode(tree), b"caf\xe9.jpeg"))
+    model = galaxy.load_model(backend="onnxruntime", threads=np.int64(1), batch_size=np.int64(8))
+    table = model.classify(os.fsencode(tree))
+    assert list(table["id"]) == ["caf\\xe9", "x"] and table["path"][0].endswith("caf\\xe9.jpeg")
+    table.write(tmp_path / "t.ecsv")  # (surrogates: UnicodeEncodeError in every format)
+    assert list(Table.read(tmp_path / "t.ecsv")["id"]) == ["caf\\xe9", "x"]
+    assert list(model.classify([os.fsencode(tree / "x.jpeg")])["id"]) == ["x"]
+    assert sorted(model.classify(list(os.scandir(tree)))["id"]) == ["caf\\xe9", "x"]
+    empty = model.classify([])
+    assert len(vstack([empty, table])) == 2
+    with pytest.raises(UsageError, match="errors=True: give a list"):
+        model.classify([str(tree)], errors=True)
+    with warnings.catch_warnings(record=True) as caught:  # the warning names the caller's line, not the API's
+        warnings.simplefilter("always")
+        model.classify([str(tree), str(EXAMPLES / "labels.csv")])
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_classify_arrays_reads_a_generator_in_chunks_and_names_what_to_do_with_other_images():
+    """A generator was held whole (1.4 GB for 2,000 cutouts), then all its tensors; a PIL image in mode L or
+    RGBA was a shape error, a list holding a tensor that requires grad a raw RuntimeError (review, session 44)."""
+    import pytest
+    import torch
+
+    import galaxy.api as api
+    from galaxy.errors import UsageError
+
+    model = galaxy.load_model(backend="onnxruntime")
+    image = Image.open(sorted(EXAMPLES.glob("*.jpeg"))[0])
+    pixels = np.asarray(image.convert("RGB"))
+    read = []
+
+    def cutouts():
+        for k in range(2 * api.ARRAY_CHUNK + 3):
+            read.append(k)
+            yield pixels
+    seen = []
+    original = model._runner.infer_all
+    model._runner.infer_all = lambda tensors: seen.append((len(read), len(tensors))) or original(tensors)
+    out = model.classify_arrays(cutouts())
+    assert out.shape == (2 * api.ARRAY_CHUNK + 3, 2) and np.allclose(out, out[0], atol=1e-6)
+    assert seen == [(api.ARRAY_CHUNK, api.ARRAY_CHUNK), (2 * api.ARRAY_CHUNK, api.ARRAY_CHUNK),
+                    (2 * api.ARRAY_CHUNK + 3, 3)]  # read a chunk at a time
+    for mode in ("L", "RGBA"):
+        with pytest.raises(UsageError, match=f"mode '{mode}': convert it first"):
+            model.classify_arrays(image.convert(mode))
+    with pytest.raises(UsageError, match="image 0 of type Tensor cannot be read as an array"):
+        model.classify_arrays([torch.rand(64, 64, 3, requires_grad=True), torch.rand(64, 64, 3)])
