@@ -30,8 +30,11 @@ def classify_on_ray(inputs, out_dir, address=None, model_dir=None, shard_size: i
 
     import os
 
-    # one path (a Path too: it is no list of paths), and one kept column given as a string
-    inputs = (os.fspath(inputs),) if isinstance(inputs, (str, os.PathLike)) else tuple(os.fspath(i) for i in inputs)
+    # one path (a Path or bytes too: no list of paths), and one kept column given as a string; names as Python
+    # holds them (`os.fsdecode`: bytes from os.listdir(b".") had been read as a sequence of byte values)
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        inputs = (inputs,)
+    inputs = tuple(os.fsdecode(os.fspath(i)) for i in inputs)
     if isinstance(options.get("keep_columns"), str):
         options["keep_columns"] = (options["keep_columns"],)
     return run(ClassifyConfig(inputs, str(out_dir), model_dir, **options), address, shard_size, actors)
