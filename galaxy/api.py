@@ -261,8 +261,14 @@ class Model:
             items = iter_inputs(names)
         else:  # an iterator (a generator, a file's lines): read as it goes, as a source may be long or slow;
             # a missing path is then that row's failure ("no such file"), not a refusal of the whole call
-            items = (item for name in map(_path_text, inputs)
-                     for item in (iter_inputs([name]) if os.path.lexists(name) else [Item(name)]))
+            def listed(value):  # (a value that is no path at all fails as its row too: str() of it names it)
+                try:
+                    name = _path_text(value)
+                except UsageError:
+                    return [Item(str(value))]
+                return iter_inputs([name]) if os.path.lexists(name) else [Item(name)]
+
+            items = (item for value in inputs for item in listed(value))
         failed = [0]
 
         def on_error(failure):
