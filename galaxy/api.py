@@ -322,8 +322,8 @@ def _not_rgb_pil(image, index: int | None = None) -> None:
     mode = getattr(image, "mode", None)
     if isinstance(mode, str) and callable(getattr(image, "convert", None)) and mode != "RGB":
         which = "images" if index is None else f"image {index}"
-        raise UsageError(f"{which}: a PIL image in mode {mode!r}: convert it first, image.convert(\"RGB\") (as the file "
-                         "readers do: grey repeated, alpha onto black), or pass the file to classify")
+        raise UsageError(f"{which}: a PIL image in mode {mode!r}: convert it first, image.convert(\"RGB\") (as the "
+                         "file readers do: grey repeated, alpha onto black), or pass the file to classify")
 
 
 def _image_batch(images):

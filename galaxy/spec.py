@@ -169,7 +169,8 @@ def _check_fields(data, default, where: str, legacy=()) -> None:
         kind = getattr(default, key)
         if isinstance(kind, tuple):
             items = (int, float, str) if key == "fits_bands" else (int, float)
-            good = isinstance(value, (list, tuple)) and all(isinstance(v, items) and not isinstance(v, bool) for v in value)
+            good = isinstance(value, (list, tuple)) and all(isinstance(v, items) and not isinstance(v, bool)
+                                                            for v in value)
             what = "a list of band numbers or names" if key == "fits_bands" else "a list of numbers"
         elif isinstance(kind, str):
             good, what = isinstance(value, str), "text"
