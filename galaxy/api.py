@@ -245,6 +245,8 @@ class Model:
             from astropy.table import Table  # gave its column names as paths)
 
             inputs = Table.from_pandas(inputs)
+        if hasattr(inputs, "colnames") and hasattr(inputs, "table") and hasattr(inputs, "index"):  # an astropy Row
+            inputs = inputs.table[inputs.index:inputs.index + 1]  # (its cells had been zipped as columns: TypeError)
         if hasattr(inputs, "colnames"):
             column = first_present(PATH_COLUMNS, inputs.colnames)
             if column is None:
@@ -262,6 +264,8 @@ class Model:
         else:  # an iterator (a generator, a file's lines): read as it goes, as a source may be long or slow;
             # a missing path is then that row's failure ("no such file"), not a refusal of the whole call
             def listed(value):  # (a value that is no path at all fails as its row too: str() of it names it)
+                if value is None or (isinstance(value, float) and value != value):  # a pandas Series' gap: as a
+                    return [Item("")]  # table's missing path reads, an empty path (it had been the file 'nan')
                 try:
                     name = _path_text(value)
                 except UsageError:

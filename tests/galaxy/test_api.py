@@ -388,6 +388,11 @@ def test_the_api_takes_bytes_and_path_like_names_and_gives_the_catalogs_ids(tmp_
     assert sorted(model.classify(list(os.scandir(tree)))["id"]) == ["caf\\xe9", "x"]
     empty = model.classify([])
     assert len(vstack([empty, table])) == 2
+    import pandas as pd  # a Series' gap is an empty path, as a table's (it had been the file 'nan'); a Row a table
+    failures = []
+    assert list(model.classify(pd.Series([str(tree / "x.jpeg"), None]), errors=failures)["id"]) == ["x"]
+    assert [f.path for f in failures] == [""] and failures[0].reason.startswith("empty path")
+    assert list(model.classify(Table({"id": ["a", "b"], "file": [str(tree / "x.jpeg")] * 2})[1])["id"]) == ["b"]
     with pytest.raises(UsageError, match="errors=True: give a list"):
         model.classify([str(tree)], errors=True)
     with warnings.catch_warnings(record=True) as caught:  # the warning names the caller's line, not the API's
