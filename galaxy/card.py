@@ -21,7 +21,7 @@ from pathlib import Path
 
 from galaxy.errors import GalaxyError, ModelError
 from galaxy.files import write_atomically
-from galaxy.spec import InputSpec, check_spec_shape
+from galaxy.spec import InputSpec, check_spec_shape, is_number
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -108,7 +108,7 @@ class ModelCard:
     @classmethod
     def from_dict(cls, data: dict) -> ModelCard:
         if data.get("format") != CARD_FORMAT:
-            newer = " (written by a newer galaxy-engine: upgrade to read it)" if _number(data.get("format")) and \
+            newer = " (written by a newer galaxy-engine: upgrade to read it)" if is_number(data.get("format")) and \
                 data["format"] > CARD_FORMAT else ""
             raise ModelError(f"card format {data.get('format')!r} is not {CARD_FORMAT}{newer}")
         return cls(
@@ -168,15 +168,11 @@ def _check_shape(data) -> None:
             raise ValueError(f"its backends.{part} {records!r} is not an object")
         for name, record in records.items():  # what `galaxy models` and `auto` read of each check
             if not (isinstance(record, dict) and isinstance(record.get("precision"), str)
-                    and all(_number(record[key]) for key in ("images_per_s", "label_agreement", "accuracy")
+                    and all(is_number(record[key]) for key in ("images_per_s", "label_agreement", "accuracy")
                             if key in record)
                     and all(isinstance(record[key], str) for key in ("machine", "arithmetic") if key in record)):
                 raise ValueError(f"its backends.{part}[{name!r}] {record!r} is not a check record (a precision, "
                                  "numbers for its speed, agreement and accuracy, words for its machine and arithmetic)")
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _within(record: dict, *keys):
@@ -203,7 +199,7 @@ def _check_figures(card: ModelCard, card_path) -> None:
     if "temperature" in card.calibration:
         value = card.calibration["temperature"]
         low, high = (math.exp(edge) for edge in LOG_T_RANGE)
-        if not (_number(value) and low * 0.999 <= value <= high * 1.001):
+        if not (is_number(value) and low * 0.999 <= value <= high * 1.001):
             raise ModelError(f"{card_path} is not a valid model card: temperature {value!r} is not a number in "
                              f"[{low:.4f}, {high:.2f}] (galaxy calibrate fits one)")
     recorded = {"training.config.classes": _within(card.training, "config", "classes"),

@@ -73,8 +73,6 @@ class ModelFolder(click.ParamType):
 MODEL = ModelFolder()
 
 
-
-
 class CropFraction(click.ParamType):
     """A centre crop fraction in (0, 1], or (where `auto` is allowed) "auto": measured from the inputs."""
 

@@ -242,7 +242,6 @@ def sync_to_disk(*paths) -> None:
             os.close(fd)
 
 
-
 def ends_its_line(path) -> bool:
     """Whether a text file's last byte ends a line, as every catalog line galaxy writes does (a file cut short
     mostly does not)."""

@@ -142,6 +142,11 @@ class InputSpec:
         return cls(fits=fits, **data)
 
 
+def is_number(value) -> bool:
+    """An int or a float as JSON gives them, not a bool (True would pass isinstance(value, int))."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_spec_shape(data) -> None:
     """The kinds of value `InputSpec.from_dict` relies on, in a card or a catalog's metadata edited by
     hand: each key one the spec has, numbers where it takes a number, lists where a tuple, text where
@@ -168,14 +173,13 @@ def _check_fields(data, default, where: str, legacy=()) -> None:
             raise ValueError(f"its {where} has {key!r}, which is not a preprocessing parameter")
         kind = getattr(default, key)
         if isinstance(kind, tuple):
-            items = (int, float, str) if key == "fits_bands" else (int, float)
-            good = isinstance(value, (list, tuple)) and all(isinstance(v, items) and not isinstance(v, bool)
-                                                            for v in value)
-            what = "a list of band numbers or names" if key == "fits_bands" else "a list of numbers"
+            names = key == "fits_bands"  # (band numbers or names)
+            good = isinstance(value, (list, tuple)) and all(is_number(v) or names and isinstance(v, str) for v in value)
+            what = "a list of band numbers or names" if names else "a list of numbers"
         elif isinstance(kind, str):
             good, what = isinstance(value, str), "text"
         elif isinstance(kind, (int, float)):
-            good, what = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            good, what = is_number(value), "a number"
         else:
             continue  # `fits`: checked by the caller
         if not good:

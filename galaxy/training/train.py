@@ -254,7 +254,7 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
                "n_val": len(val_set), "train_counts": train_set.counts(), "val_counts": val_set.counts(),
                "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids),
-               **({"train_ids_file": TRAIN_IDS_FILE} if data.learned_ids() is not None else {})},
+               **({"train_ids_file": TRAIN_IDS_FILE} if data.inherited_ids is not None else {})},  # (as `learned_ids`)
         package_version=__version__,
     )
 
