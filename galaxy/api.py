@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,7 +19,6 @@ from galaxy.catalog.formats import SKY_COLUMNS, catalog_descriptions, probabilit
 from galaxy.catalog.text import safe_text
 from galaxy.config import MAX_THREADS, MIN_CROP
 from galaxy.errors import UsageError
-from galaxy.spec import MIN_SIDE, too_small
 
 
 def _cell(value) -> str | None:
@@ -74,6 +74,14 @@ class InputFailure(tuple):
 
     def __reduce__(self):  # pickles (e.g. across processes) with its id
         return (InputFailure, (self.path, self.stage, self.reason, self.id))
+
+
+class ArrayFailure(NamedTuple):
+    """An image `classify_arrays(images, errors=[])` refused: its index in `images` and the reason; its
+    row of probabilities is NaN."""
+
+    index: int
+    reason: str
 
 
 def _path_text(value) -> str:
@@ -174,7 +182,7 @@ class Model:
                            "fits_bands": list(self.spec.fits_bands)})  # how it was read, as catalogs record
         return table
 
-    def classify_arrays(self, images) -> np.ndarray:
+    def classify_arrays(self, images, errors: list | None = None) -> np.ndarray:
         """Class probabilities for RGB images already read.
 
         Args:
@@ -182,29 +190,50 @@ class Model:
                 arrays (sizes may differ); anything numpy reads as an array counts as one (a CPU torch
                 tensor, a PIL image, nested lists). Floats in [0, 1], or uint8 in [0, 255], which are
                 scaled by 1/255.
+            errors: if given, an image refused as below gets a row of NaN and one `ArrayFailure`
+                (index, reason) appended here, and the others are classified (a generator's one bad
+                image had thrown away every result before it); if not, the first such image raises.
 
         Returns:
             float32 (N, K) probabilities in the card's class order; (1, K) for one image.
 
         Raises:
             UsageError: an image of another shape or dtype, floats outside [0, 1] (e.g. 0-255), NaN
-                or infinite values, or blank (one value in every band across the crop), as the readers refuse it.
+                or infinite values, or blank (one value in every band across the crop), as the readers refuse it;
+                `images` that are no images at all (a string, a 2-D array), with `errors` or not.
         """
         import itertools
 
+        from galaxy.io.arrays import crop_resize_checked, image_batch, rgb_unit, streamed
         from galaxy.io.images import normalise
 
-        def probabilities(batch, first: int) -> np.ndarray:  # ARRAY_CHUNK images at a time: their tensors alone
-            return self._runner.infer_all(np.stack([normalise(_crop_resize(_rgb_unit(img, i), self.spec, i), self.spec)
-                                                    for i, img in enumerate(batch, first)]))
+        if errors is not None and not callable(getattr(errors, "append", None)):
+            raise UsageError(f"errors={errors!r}: give a list (errors=[]) to collect the failures")
 
-        if _streamed(images):  # an iterator (a generator of images read one by one): read as it goes, a chunk held
+        def tensor(image, index: int) -> np.ndarray | None:
+            try:
+                return normalise(crop_resize_checked(rgb_unit(image, index), self.spec, index), self.spec)
+            except UsageError as exc:
+                if errors is None:
+                    raise
+                errors.append(ArrayFailure(index, str(exc)))
+                return None
+
+        def probabilities(batch, first: int) -> np.ndarray:  # ARRAY_CHUNK images at a time: their tensors alone
+            tensors = [tensor(image, i) for i, image in enumerate(batch, first)]
+            read = [i for i, t in enumerate(tensors) if t is not None]
+            out = np.full((len(tensors), len(self.card.classes)), np.nan, np.float32)
+            if read:
+                out[read] = self._runner.infer_all(np.stack([tensors[i] for i in read]))
+            return out
+
+        if streamed(images):  # an iterator (a generator of images read one by one): read as it goes, a chunk held
             source, parts, first = iter(images), [], 0
             while chunk := list(itertools.islice(source, ARRAY_CHUNK)):
-                parts.append(probabilities(_image_batch(chunk), first))
+                parts.append(probabilities(image_batch(chunk), first))
                 first += len(chunk)
         else:
-            images = _image_batch(images)
+            images = image_batch(images)
             parts = [probabilities(images[i:i + ARRAY_CHUNK], i) for i in range(0, len(images), ARRAY_CHUNK)]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.card.classes)), np.float32)
 
@@ -311,102 +340,6 @@ class Model:
 
 
 ARRAY_CHUNK = 256  # images `classify_arrays` crops, resizes and holds as tensors at a time
-
-
-def _streamed(images) -> bool:
-    """Whether `classify_arrays` reads `images` as a stream: an iterator (a generator), not an array,
-    a sequence or an array-like (a tensor, a PIL image)."""
-    return (not isinstance(images, (np.ndarray, list, tuple, str, bytes, dict)) and hasattr(images, "__next__")
-            and not hasattr(images, "__array__") and not hasattr(images, "__array_interface__"))
-
-
-def _not_rgb_pil(image, index: int | None = None) -> None:
-    """Refuse a PIL image whose mode is not RGB, naming the conversion (numpy reads an "L" image as (H, W),
-    an "RGBA" one as (H, W, 4): a shape error had not said what to do)."""
-    mode = getattr(image, "mode", None)
-    if isinstance(mode, str) and callable(getattr(image, "convert", None)) and mode != "RGB":
-        which = "images" if index is None else f"image {index}"
-        raise UsageError(f"{which}: a PIL image in mode {mode!r}: convert it first, image.convert(\"RGB\") (as the "
-                         "file readers do: grey repeated, alpha onto black), or pass the file to classify")
-
-
-def _image_batch(images):
-    """`classify_arrays`' input as an (N, H, W, 3) array or a list of images: one image (H, W, 3) becomes a
-    batch of one; array-likes (a torch tensor, a PIL image, nested lists) are read by numpy; a 1-D object
-    array or any other iterable is a sequence of images. (A tensor or a PIL image had been taken for a
-    sequence of rows, a generator refused by len().)"""
-    _not_rgb_pil(images)
-    if not isinstance(images, np.ndarray):
-        if isinstance(images, (str, bytes, dict)):
-            raise UsageError(f"images of type {type(images).__name__}: expected arrays (for files use classify)")
-        if hasattr(images, "__array__") or hasattr(images, "__array_interface__"):
-            try:
-                images = np.asarray(images)
-            except (TypeError, RuntimeError, ValueError) as exc:  # e.g. a CUDA tensor, one that requires grad
-                raise UsageError(f"images of type {type(images).__name__} cannot be read as an array: {exc}") from None
-        else:
-            try:
-                images = list(images)
-            except TypeError:
-                raise UsageError(f"images of type {type(images).__name__}: expected an array (N, H, W, 3), one "
-                                 "(H, W, 3) image, or a sequence of them") from None
-            if images and not any(isinstance(image, np.ndarray) for image in images):  # nested lists, tensors:
-                try:  # numpy reads them as one array when they form one (a ragged list stays a sequence)
-                    stacked = np.asarray(images)
-                except (ValueError, TypeError, RuntimeError):  # (a tensor that requires grad: `_rgb_unit` says so)
-                    stacked = None
-                if stacked is not None and stacked.dtype != object and stacked.ndim in (3, 4):
-                    images = stacked
-            return images[None] if isinstance(images, np.ndarray) and images.ndim == 3 else images
-    if images.dtype == object and images.ndim == 1:  # images of different sizes
-        return list(images)
-    if images.ndim == 3:
-        return images[None]
-    if images.ndim != 4:
-        raise UsageError(f"images of shape {images.shape}: expected (N, H, W, 3) or one (H, W, 3) RGB image")
-    return images
-
-
-def _crop_resize(image: np.ndarray, spec, index: int) -> np.ndarray:
-    from galaxy.io.images import crop_refusal, crop_resize
-
-    reason = crop_refusal(image, spec.crop_fraction)
-    if reason:
-        raise UsageError(f"image {index}: {reason}")
-    try:
-        return crop_resize(image, spec.crop_fraction, spec.size)
-    except ValueError as exc:  # e.g. too small to crop
-        raise UsageError(f"image {index}: {exc}") from None
-
-
-def _rgb_unit(image, index: int) -> np.ndarray:
-    """One (H, W, 3) image as float32 in [0, 1]: uint8 scaled by 1/255, floats checked."""
-    if np.ma.isMaskedArray(image) and np.ma.getmaskarray(image).any():  # np.asarray drops the mask: the pixels
-        # under it (a fill value, a saturated star) were classified as if valid
-        raise UsageError(f"image {index} is a masked array with {int(np.ma.getmaskarray(image).sum())} masked values: "
-                         "fill them first (e.g. image.filled(0)), as a blank pixel is read")
-    _not_rgb_pil(image, index)
-    try:
-        array = np.asarray(image)
-    except (TypeError, RuntimeError, ValueError) as exc:  # e.g. a CUDA tensor, one that requires grad
-        raise UsageError(f"image {index} of type {type(image).__name__} cannot be read as an array: {exc}") from None
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise UsageError(f"image {index} has shape {array.shape}: expected (H, W, 3) RGB")
-    if min(array.shape[:2]) < MIN_SIDE:  # as every file reader refuses it: no galaxy to see at that size
-        raise UsageError(f"image {index}: {too_small(array.shape[1], array.shape[0])}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255
-    if array.dtype.kind != "f":
-        raise UsageError(f"image {index} has dtype {array.dtype}: expected floats in [0, 1] or uint8")
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise UsageError(f"image {index} has {array.size - int(finite.sum())} pixel values that are NaN or infinite: "
-                         "expected floats in [0, 1] (fill blank pixels first, e.g. with 0)")
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-    if low < -1e-6 or high > 1 + 1e-6:
-        raise UsageError(f"image {index} has values from {low:g} to {high:g}: expected floats in [0, 1] "
-                         "(divide 0-255 pixels by 255, or pass them as uint8)")
-    return array.astype(np.float32)
 
 
 def load_model(model_dir=None, **options) -> Model:

@@ -201,7 +201,8 @@ def _check_figures(card: ModelCard, card_path) -> None:
         low, high = (math.exp(edge) for edge in LOG_T_RANGE)
         if not (is_number(value) and low * 0.999 <= value <= high * 1.001):
             raise ModelError(f"{card_path} is not a valid model card: temperature {value!r} is not a number in "
-                             f"[{low:.4f}, {high:.2f}] (galaxy calibrate fits one)")
+                             f"[{low:.4f}, {high:.2f}]: restore the card, or remove its calibration record and "
+                             "run galaxy calibrate")
     recorded = {"training.config.classes": _within(card.training, "config", "classes"),
                 "the validation confusion's classes": _within(card.metrics, "validation", "confusion",
                                                               "rows_true_cols_predicted")}

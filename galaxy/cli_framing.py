@@ -9,7 +9,7 @@ import click
 
 from galaxy.cli_common import MODEL, run_command
 from galaxy.errors import UsageError
-from galaxy.io.framing import FEW, SAMPLE, card_framing, framing_report, nothing_measured
+from galaxy.io.framing import FEW, REGION, SAMPLE, card_framing, framing_report, nothing_measured
 
 
 def measure(inputs, model_dir, sample: int, hdu) -> dict:
@@ -37,7 +37,7 @@ def measure(inputs, model_dir, sample: int, hdu) -> dict:
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_dir", type=MODEL, help="Model to compare with (default: the one classify uses here).")
-@click.option("--sample", default=SAMPLE, show_default=True, type=click.IntRange(min=0),
+@click.option("--sample", default=SAMPLE, show_default=True, type=click.IntRange(0, 10**9),
               help="Cutouts measured: the first ones in listing order (0: all).")
 @click.option("--hdu", help="FITS HDU index or EXTNAME (default: the first with image data).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
@@ -61,12 +61,22 @@ def framing(inputs, model_dir, sample, hdu, as_json):
     click.echo(f"{report['model']} was trained on cutouts whose galaxies have a median Petrosian radius of "
                f"{train['median']:.3f} of the side (quartiles {train['p25']:.3f}-{train['p75']:.3f}, "
                f"{train['measured']} images), read through a centre crop of {report['model_crop_fraction']:g}.")
-    click.echo(f"These cutouts ({mine['measured']} measured of {mine['images']}): median {mine['median']:.3f} "
-               f"(quartiles {mine['p25']:.3f}-{mine['p75']:.3f}): the galaxies appear {report['scale']:.2f}x "
+    more = " or more" if report["lower_bound"] else ""
+    click.echo(f"These cutouts ({mine['measured']} measured of {mine['images']}): median {mine['median']:.3f}{more} "
+               f"(quartiles {mine['p25']:.3f}-{mine['p75']:.3f}): the galaxies appear {report['scale']:.2f}x{more} "
                "the training size.")
-    click.echo(f"Centre crop that matches the training scale: --crop-fraction {report['crop_fraction']:g}")
+    if report["lower_bound"]:
+        click.echo(f"The median is the limit of the search ({REGION:g} of the side): most galaxies fill more of their "
+                   "cutouts than it can measure.", err=True)
+    if report["at_crop_1"] is None:
+        click.echo(f"Centre crop that matches the training scale: --crop-fraction {report['crop_fraction']:g}")
+    else:
+        click.echo(f"No centre crop matches the training scale: even the whole cutout (--crop-fraction 1) shows the "
+                   f"galaxies {report['at_crop_1']:.2f}x{more} the training size; the model sees them larger than it "
+                   "learned them.")
     if mine["measured"] < FEW:
-        click.echo(f"Only {mine['measured']} galaxies measured: a median of so few is uncertain; measure at least "
+        galaxies = "galaxy" if mine["measured"] == 1 else "galaxies"
+        click.echo(f"Only {mine['measured']} {galaxies} measured: a median of so few is uncertain; measure at least "
                    f"{FEW} before setting a survey's crop by it.", err=True)
     if report["unreadable"]:
         bad = report["unreadable"]

@@ -15,6 +15,7 @@ from galaxy.errors import UsageError
 AUGMENTATIONS = ("zoom", "rotate", "flux", "noise", "blur", "curve")
 MIN_CROP = 0.05  # the smallest crop classify takes (CLI and API): a galaxy shown 10x larger than at crop 0.5
 MAX_THREADS = 1024  # threads / workers: more than any machine's cores (a million hung ONNX Runtime)
+MAX_PER_ROW = 64  # galaxies in a montage row: 10,000 px wide at 100 dpi (1,000 had drawn a 160,000 px PNG for 65 s)
 
 
 def cache_dir() -> Path:

@@ -251,3 +251,22 @@ def ends_its_line(path) -> bool:
             return True
         fh.seek(-1, os.SEEK_END)
         return fh.read(1) == b"\n"
+
+
+def arrow_source(path, mode: str = "rb"):
+    """`path` as pyarrow opens it: its name, or a file opened in `mode` ("rb" or "wb") where the name is
+    not UTF-8 (Python holds such a name with surrogate escapes, which pyarrow cannot encode: a good Parquet
+    catalog so named had been called unreadable, and writing one a traceback). pyarrow does not close a file
+    it is given: the caller does (`close_source`)."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return open(name, mode)
+
+
+def close_source(source) -> None:
+    """Close what `arrow_source` opened (nothing for a name)."""
+    if not isinstance(source, str):
+        source.close()

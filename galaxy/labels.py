@@ -254,7 +254,7 @@ def list_unlabelled(folders, exclude_ids=(), refuse_ids=(), exclude_files=(), re
         UsageError: a folder is missing or empty, or holds an id of `refuse_ids` or a copy of a file
             of `refuse_files`.
     """
-    paths = []
+    paths, seen = [], set()
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
@@ -262,7 +262,11 @@ def list_unlabelled(folders, exclude_ids=(), refuse_ids=(), exclude_files=(), re
         found = [str(p) for p in image_files(folder)]
         if not found:
             raise UsageError(f"unlabelled folder {folder} holds no images")
-        paths.extend(found)
+        for path in found:  # a folder given twice, or inside another given, is one pool (each image had been
+            real = os.path.realpath(path)  # learned twice)
+            if real not in seen:
+                seen.add(real)
+                paths.append(path)
     ids = [stem_id(p) for p in paths]
     refused = sorted(set(ids) & set(refuse_ids))
     if refused:
@@ -306,7 +310,7 @@ def _sha256(path) -> str | None:
         return None
 
 
-def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str]:
+def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str | None]:
     """One column of a CSV table, keyed by the id of each row's image (its file stem).
 
     Raises:
@@ -315,7 +319,9 @@ def column_by_id(table, column: str, path_column: str = "file") -> dict[str, str
     table = Path(table)
     if not (table.is_file() and table.suffix.lower() == ".csv"):
         raise UsageError(f"--by-column needs a CSV table, got {table}")
-    return {stem_id(row[path_column] or ""): row[column] for row in _csv_rows(table, (column, path_column))}
+    # a blank cell is in no group (it had made a group named '')
+    return {stem_id(row[path_column] or ""): (row[column] or "").strip() or None
+            for row in _csv_rows(table, (column, path_column))}
 
 
 def validation_split(model_dir, card, data, label_column="label", path_column="file", complete=True,

@@ -33,7 +33,7 @@ import numpy as np
 from galaxy.catalog.formats import CSV_ENCODING, PATH_COLUMNS, table_format
 from galaxy.catalog.text import not_utf8
 from galaxy.errors import UsageError
-from galaxy.files import ends_its_line
+from galaxy.files import arrow_source, close_source, ends_its_line
 from galaxy.io.images import is_image_path, stem_id
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,11 @@ def read_table(path):
         if fmt == "parquet":  # pyarrow directly: astropy's Parquet reader needs pandas
             import pyarrow.parquet as pq
 
-            return Table(pq.read_table(path).to_pydict())
+            source = arrow_source(path)  # (a name that is not UTF-8: an open file)
+            try:
+                return Table(pq.read_table(source).to_pydict())
+            finally:
+                close_source(source)
         if fmt not in ("csv", "ecsv"):
             return Table.read(path, hdu=1)
         if fmt == "csv":
@@ -216,8 +220,14 @@ def vote_rows(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral"
     missing = [c for c in (convention.id_column, smooth_col, featured_col) if c not in table.colnames]
     if missing:
         raise UsageError(f"{path} lacks the {convention.name} columns {missing}")
-    votes = (_numbers(table, convention.votes, path) if rule.min_votes and convention.votes in table.colnames
-             else None)  # (read only when --min-votes uses it)
+    # options this table cannot honour are refused (they had been ignored, and recorded as applied)
+    if rule.min_votes and convention.votes not in table.colnames:
+        raise UsageError(f"--min-votes {rule.min_votes}: {path} ({convention.name}) has no vote count column"
+                         f"{f' ({convention.votes})' if convention.votes else ''} to drop thinly voted galaxies by")
+    if rule.kind != "fraction" and all("{kind}" not in c for c in (convention.smooth, convention.featured)):
+        raise UsageError(f"--vote-kind {rule.kind}: {path} ({convention.name}) has one kind of vote fraction "
+                         "(the Kaggle table's are already weighted): leave the option out")
+    votes = _numbers(table, convention.votes, path) if rule.min_votes else None  # (read only when used)
     labels = vote_labels(_numbers(table, smooth_col, path), _numbers(table, featured_col, path), votes, rule)
     images = Path(rule.images) if rule.images else path.parent
     path_column = next((c for c in PATH_COLUMNS if c in table.colnames), None)
@@ -244,7 +254,9 @@ def vote_rows(path, rule: VoteRule = VoteRule(), classes=("elliptical", "spiral"
              path.name, convention.name, rule.kind, rule.threshold, kept.count(classes.index("elliptical")),
              kept.count(classes.index("spiral")), int((labels < 0).sum()), no_image)
     if not kept:
-        raise UsageError(f"{path}: no galaxy passes the vote threshold {rule.threshold} with an image in {images}")
+        votes_rule = f" and --min-votes {rule.min_votes}" if rule.min_votes else ""
+        raise UsageError(f"{path}: no galaxy passes the vote threshold {rule.threshold}{votes_rule} with an image "
+                         f"in {images}")
     return paths, ids, kept
 
 

@@ -50,9 +50,9 @@ LAZY_TORCH = {
     "engine.backends": "the backend table loads the torch backends by name, on demand",
     "engine.artifacts": "builds the ONNX file on first use (galaxy.training.export)",
     "engine.quantize": "`galaxy quantize --method qat` fine-tunes the network with fake quantization (galaxy.training.qat)",
-    "engine.benchmark": "the plain-PyTorch baseline that bench.py measures against",
+    "engine.bench_stages": "the plain-PyTorch baseline that bench.py measures against",
     "engine.machine": "the GEMM roofs (torch bf16 on the CPU, fp16 on a GPU) and the CUDA versions",
-    "galaxy.cli": "`galaxy export` runs galaxy.training.export",
+    "galaxy.cli_models": "`galaxy export` runs galaxy.training.export",
     "galaxy.cli_train": "`galaxy train` and `galaxy distill` run galaxy.training",
 }
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from galaxy.catalog.formats import table_format
 from galaxy.catalog.metadata import arrow_descriptions
 from galaxy.catalog.fits_rows import table_hdu
-from galaxy.catalog.read import ecsv_header
+from galaxy.catalog.read import parquet_schema
+from galaxy.catalog.text_tables import ecsv_header
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,7 @@ def column_notes(path, columns) -> dict[str, dict[str, str]]:
     elif fmt == "ecsv":
         datatype = ecsv_header(path)["datatype"]
     else:
-        import pyarrow.parquet as pq
-
-        schema = pq.read_schema(path)
+        schema = parquet_schema(path)
         for name, text in arrow_descriptions(schema).items():
             note(name, "description", text)
         yaml = (schema.metadata or {}).get(b"table_meta_yaml")

@@ -99,6 +99,15 @@ def sidecar_path(output) -> Path:
     return output.with_name(output.name + ".meta.json")
 
 
+def beside_catalog(catalog, beside) -> Path:
+    """A file a catalog keeps beside it (`beside`: `sidecar_path`, the errors file's path): beside `catalog`,
+    or, where it is absent there and `catalog` is a link, beside the file the link names."""
+    path = beside(catalog)
+    if not path.exists() and Path(catalog).is_symlink():
+        path = beside(Path(catalog).resolve())
+    return path
+
+
 def table_format(path) -> str | None:
     """The format of a table file by its name ("csv", "ecsv", "parquet", "fits"), None when not a table."""
     name = str(path).lower()

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from galaxy.catalog.text import safe_text
 from galaxy.config import config_dict
 from galaxy.version import __version__
 
@@ -86,6 +87,9 @@ def parquet_metadata(schema, metadata: dict, units: dict, text_lengths: dict | N
     import pyarrow as pa
     from astropy.table import meta
 
+    # a name in bytes that are not UTF-8 (the output's, in `command` and `output`) as \xNN: pyarrow encodes
+    # each value as UTF-8, and the surrogate escapes Python holds such names in had been a traceback
+    metadata = {k: safe_text(v) if isinstance(v, str) else v for k, v in metadata.items()}
     kinds = {f.name: str if pa.types.is_string(f.type) else f.type.to_pandas_dtype() for f in schema}
     yaml = "\n".join(meta.get_yaml_from_table(empty_table(kinds, metadata, units, arrow_descriptions(schema))))
     lengths = {f"table::len::{name}": str(max(1, text_lengths.get(name, 1)))

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import logging
 from pathlib import Path
 
 from galaxy.catalog import formats
-from galaxy.catalog.formats import (CSV_ENCODING, ID_COLUMNS, OUTPUT_FORMATS, PATH_COLUMNS, RAY_BOOKKEEPING,
-                                    RAY_MANIFEST, TABLE_FORMATS, check_kept_columns, output_format, sidecar_path,
+from galaxy.catalog.formats import (ID_COLUMNS, OUTPUT_FORMATS, PATH_COLUMNS, RAY_BOOKKEEPING, RAY_MANIFEST,
+                                    TABLE_FORMATS, beside_catalog, check_kept_columns, output_format, sidecar_path,
                                     table_format)
 from galaxy.catalog.metadata import SIDECAR_COLUMNS, galaxy_keys, run_metadata
 from galaxy.catalog.fits_rows import fits_columns, fits_rows, table_hdu
 from galaxy.catalog.text import existing_file, not_utf8
+from galaxy.catalog.text_tables import ecsv_header, open_text, text_dicts
 from galaxy.errors import UsageError
+from galaxy.files import arrow_source, close_source
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ def _parts(path: Path) -> list[Path] | None:
     if not manifest.is_file():
         raise UsageError(f"{path} is a folder without {RAY_BOOKKEEPING}/{RAY_MANIFEST}: "
                          "not a finished `galaxy classify --ray` output")
-    parts = [path / name for name in json.loads(manifest.read_text())["parts"]]
+    try:
+        parts = [path / name for name in json.loads(manifest.read_text())["parts"]]
+    except (ValueError, KeyError, TypeError) as exc:  # (the folder had been named, its manifest not)
+        raise UsageError(f"cannot read catalog {path}: its {RAY_BOOKKEEPING}/{RAY_MANIFEST} is not a manifest galaxy "
+                         f"wrote ({type(exc).__name__}: {exc})") from None
     missing = [part.name for part in parts if not part.is_file()]
     if missing:  # pyarrow's FileNotFoundError had neither a file name nor a reason: a traceback
         raise UsageError(f"{path}: {len(missing)} of the {len(parts)} parts its manifest names are missing (e.g. "
@@ -48,81 +53,13 @@ def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _open_text(path: Path):
-    """A CSV or ECSV file for the csv module: UTF-8, with or without the byte-order mark Excel's
-    "CSV UTF-8" writes (read as text, it would become part of the first column's name)."""
-    return open(path, newline="", encoding=CSV_ENCODING)
-
-
-def _ecsv_reader(fh):
-    """csv rows of an open ECSV file: the column names, then the data, as written.
-
-    Only the leading block of `#` lines is ECSV's header (YAML: types, units, meta, delimiter);
-    after it every line is data, even one that starts with `#`: a value such as `#weird.jpeg`, or
-    the continuation line of a quoted multi-line cell (astropy and galaxy both write such lines).
-    The csv module reads the untouched stream, so text comes back exactly as written (astropy's
-    ECSV reader strips spaces and reads those lines as comments).
-    """
-    from astropy.table.meta import get_header_from_yaml
-
-    header, line = [], fh.readline()
-    while line.startswith("#"):
-        header.append(line)
-        line = fh.readline()
-    if not header or not header[0].startswith("# %ECSV"):
-        raise ValueError("not an ECSV file: it does not start with '# %ECSV'")
-    try:
-        yaml = get_header_from_yaml((h[2:] if h.startswith("# ") else h[1:]).rstrip("\r\n") for h in header[1:])
-    except Exception as exc:  # astropy's YamlParseError and yaml's own errors alike
-        raise ValueError(f"ECSV header is not valid: {exc}") from None
-    delimiter = yaml.get("delimiter", " ")
-    rows = csv.reader(itertools.chain([line], fh), delimiter=delimiter, skipinitialspace=delimiter == " ", strict=True)
-    names = next(rows, None)
-    if not names:
-        raise ValueError("ECSV file without its line of column names")
-    yield names
-    for row in rows:
-        if delimiter == " ":  # runs of spaces are one delimiter; spaces at a line's ends are none
-            while len(row) > len(names) and row[-1] == "":
-                row.pop()
-            while len(row) > len(names) and row[0] == "":
-                row.pop(0)
-        if row:
-            yield row
-
-
-def _ecsv_dicts(fh):
-    """(column names, iterator of {column: text} rows) of an open ECSV file; the header is read
-    (and checked) now, the rows as they are taken."""
-    rows = _ecsv_reader(fh)
-    names = next(rows)
-
-    def dicts():
-        for row in rows:
-            if len(row) != len(names):
-                raise ValueError(f"ECSV row with {len(row)} values for {len(names)} columns: {row}")
-            yield dict(zip(names, row))
-
-    return names, dicts()
-
-
-def _text_dicts(fh, fmt: str):
-    """(column names, iterator of {column: text} rows) of an open CSV or ECSV file (`_open_text`):
-    a CSV has no comment lines (a line starting with `#` is data), an ECSV only its header block."""
-    if fmt == "csv":
-        # strict: an unclosed quote is an error, not every later row in one cell
-        reader = csv.DictReader(fh, strict=True)
-        return list(reader.fieldnames or []), reader
-    return _ecsv_dicts(fh)
-
-
 def _catalog_columns(path: Path, fmt: str):
     """(column names, iterator of {column: values} batches), streamed: CSV and ECSV row by row,
     Parquet by record batch, FITS memory-mapped. A missing cell is None."""
     if fmt in ("csv", "ecsv"):
-        fh = _open_text(path)
+        fh = open_text(path)
         try:
-            names, reader = _text_dicts(fh, fmt)
+            names, reader = text_dicts(fh, fmt)
         except BaseException:
             fh.close()
             raise
@@ -152,7 +89,8 @@ def _catalog_columns(path: Path, fmt: str):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        parquet = pq.ParquetFile(path)
+        source = arrow_source(path)
+        parquet = pq.ParquetFile(source)
         schema = parquet.schema_arrow
         # astropy writes a masked column X as X plus a boolean X.mask (its fill values stay in X)
         masks = {name[:-5]: name for name in schema.names
@@ -162,17 +100,31 @@ def _catalog_columns(path: Path, fmt: str):
                   if field.type in (pa.float32(), pa.float16())}
 
         def parquet_batches():
-            for batch in parquet.iter_batches(batch_size=formats.CATALOG_BATCH):
-                columns = batch.to_pydict()
-                for name, kind in narrow.items():  # to_pydict widens float32 to a Python float, whose text has
-                    # float64's digits (17.23 -> 17.229999542236328); the FITS reader keeps float32's shortest form
-                    columns[name] = [None if v is None else kind(v) for v in columns[name]]
-                for name, mask in masks.items():
-                    columns[name] = [None if masked else v for v, masked in zip(columns[name], columns.pop(mask))]
-                yield columns
+            try:
+                for batch in parquet.iter_batches(batch_size=formats.CATALOG_BATCH):
+                    columns = batch.to_pydict()
+                    for name, kind in narrow.items():  # to_pydict widens float32 to a Python float, whose text
+                        # has float64's digits (17.23 -> 17.229999542236328); FITS keeps float32's shortest form
+                        columns[name] = [None if v is None else kind(v) for v in columns[name]]
+                    for name, mask in masks.items():
+                        columns[name] = [None if masked else v for v, masked in zip(columns[name], columns.pop(mask))]
+                    yield columns
+            finally:
+                close_source(source)
 
         return [n for n in schema.names if n not in masks.values()], parquet_batches()
     return fits_columns(path)
+
+
+def parquet_schema(path):
+    """The Arrow schema of a Parquet file, whatever its name (`galaxy.files.arrow_source`)."""
+    import pyarrow.parquet as pq
+
+    source = arrow_source(path)
+    try:
+        return pq.read_schema(source)
+    finally:
+        close_source(source)
 
 
 def first_present(candidates, columns) -> str | None:
@@ -304,9 +256,8 @@ def array_columns(path: Path, names) -> list[str]:
                       if dtype[name].shape != () or dtype[name].kind == "O"}  # repeat > 1; variable-length
     elif fmt == "parquet":
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        schema = pq.read_schema(path)
+        schema = parquet_schema(path)
         arrays = {field.name for field in schema if pa.types.is_nested(field.type)}
     elif fmt == "ecsv":
         arrays = {column.get("name") for column in ecsv_header(path)["datatype"]
@@ -314,32 +265,6 @@ def array_columns(path: Path, names) -> list[str]:
     else:
         arrays = set()
     return [name for name in names if name in arrays]
-
-
-def ecsv_header(path) -> dict:
-    """An ECSV file's header: its YAML as a dict ("datatype": one entry per column with its name, datatype,
-    unit and description; "meta": the table's metadata). No data row is read, and none is built: astropy
-    cannot make an empty table of an array column (ECSV subtype float64[3]), so reading the header as a
-    table refused any catalog holding one.
-
-    Raises:
-        ValueError: the file has no ECSV header, or its YAML cannot be read.
-    """
-    from astropy.table.meta import YamlParseError, get_header_from_yaml
-
-    lines = []
-    with _open_text(path) as fh:
-        for line in fh:
-            if not line.startswith("#"):
-                break
-            lines.append(line[2:] if line.startswith("# ") else line[1:])
-    if not lines or not lines[0].startswith("%ECSV"):
-        raise ValueError("no ECSV header (its first line is not '# %ECSV <version>')")
-    try:
-        header = get_header_from_yaml(line.rstrip("\r\n") for line in lines[1:])
-    except YamlParseError as exc:
-        raise ValueError(f"its ECSV header's YAML cannot be read: {exc}") from None
-    return {"datatype": list(header.get("datatype", [])), "meta": dict(header.get("meta") or {})}
 
 
 def written_format(path, fmt: str | None = None) -> str:
@@ -385,7 +310,7 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
         return dict(json.loads((path / RAY_BOOKKEEPING / RAY_MANIFEST).read_text()).get("metadata", {}))
     fmt = written_format(path, fmt)
     if fmt == "csv":
-        sidecar = sidecar_path(path)
+        sidecar = beside_catalog(path, sidecar_path)  # (a link to a catalog: its metadata is beside the file)
         if not sidecar.exists():
             return {}
         try:
@@ -399,9 +324,7 @@ def read_catalog_metadata(path, fmt: str | None = None) -> dict[str, str]:
     if fmt == "ecsv":
         return {k: str(v) for k, v in ecsv_header(path)["meta"].items()}
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return galaxy_keys(pq.read_schema(path).metadata)
+        return galaxy_keys(parquet_schema(path).metadata)
     from astropy.io import fits
 
     header = fits.getheader(path, 1)
@@ -418,25 +341,36 @@ def read_catalog_rows(path, fmt: str | None = None, unescape: bool = False):
     parts = _parts(Path(path))
     if parts is not None:
         for part in parts:
-            yield from read_catalog_rows(part, "parquet")
+            try:
+                yield from read_catalog_rows(part, "parquet")
+            except UNREADABLE as exc:  # (the folder had been named, the damaged part not)
+                raise UsageError(f"cannot read catalog {path}: its part {part.name} ({type(exc).__name__}: {exc})") \
+                    from None
         return
     fmt = written_format(path, fmt)
     if fmt in ("csv", "ecsv"):
-        with _open_text(path) as fh:
-            yield from _text_dicts(fh, fmt)[1]
+        with open_text(path) as fh:
+            yield from text_dicts(fh, fmt)[1]
         return
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        for group in pq.ParquetFile(path).iter_batches(batch_size=formats.CATALOG_BATCH):
-            yield from group.to_pylist()
+        source = arrow_source(path)
+        try:
+            for group in pq.ParquetFile(source).iter_batches(batch_size=formats.CATALOG_BATCH):
+                yield from group.to_pylist()
+        finally:
+            close_source(source)
         return
     yield from fits_rows(path, unescape)
 
 
 def shown_catalog_rows(path):
     """`read_catalog_rows(path, unescape=True)` for the commands that show a catalog (report, montage): a
-    file that cannot be read is a UsageError naming it and why (it had been a traceback)."""
+    file that cannot be read is a UsageError naming it and why (it had been a traceback); so is an empty CSV
+    file (0 bytes: it had been shown as a catalog of no rows; the other formats' readers say so themselves)."""
+    if Path(path).suffix.lower() == ".csv" and Path(path).is_file() and not Path(path).stat().st_size:
+        raise UsageError(f"cannot read catalog {path}: it is empty (0 bytes)")
     rows = read_catalog_rows(path, unescape=True)
     while True:
         try:

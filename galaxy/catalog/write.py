@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +27,8 @@ from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, RAY_BOOKKEEPING, 
                                     sidecar_path)
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
 from galaxy.catalog.text import control_escaped, safe_text
+from galaxy.errors import UsageError
+from galaxy.files import arrow_source, same_file, writable_folder
 
 PARQUET_ROW_GROUP = 16384
 
@@ -281,7 +284,9 @@ class CatalogWriter:
             lengths = None if text_lengths is None else {**text_lengths, "label": max(len(c) for c in self.classes)}
             self._schema = self._schema.with_metadata(parquet_metadata(self._schema, self.metadata, self.units,
                                                                        lengths))
-            self._writer = pq.ParquetWriter(self.path, self._schema)
+            sink = arrow_source(self.path, "wb")
+            self._fh = None if isinstance(sink, str) else sink  # (a name that is not UTF-8: a file, closed by `close`)
+            self._writer = pq.ParquetWriter(sink, self._schema)
 
     def write(self, ids, paths, probabilities: np.ndarray, columns=None):
         """Append rows. probabilities: float (N, K) in class order; columns: per row a dict of extra values."""
@@ -337,6 +342,8 @@ class CatalogWriter:
             if self._pending:
                 self._flush_parquet()
             self._writer.close()
+            if self._fh is not None:
+                self._fh.close()
         else:
             self._writer.close()
 
@@ -363,3 +370,21 @@ class ErrorWriter:
 
     def close(self):
         self._fh.close()
+
+
+def require_writable(output, inputs=(), catalog=None) -> None:
+    """Refuse, before any work, an output whose folder cannot be made or written to, or that is
+    one of the inputs (the `--catalog`, a named file): writing it, or `--overwrite`, would destroy it.
+
+    Raises:
+        UsageError: naming the output and the system's reason.
+    """
+    for given in (catalog, *inputs):
+        if given and os.path.isfile(given) and same_file(given, output):
+            raise UsageError(f"the output {output} is an input of this run: give another -o")
+    writable_folder(Path(output).absolute().parent, f"cannot write {output}")
+    besides = [errors_path(output)] + ([sidecar_path(output)] if Path(output).suffix.lower() == ".csv" else [])
+    for beside in besides:  # written at the end, after the catalog
+        if beside.is_dir():
+            what = "errors file" if beside == errors_path(output) else "metadata"
+            raise UsageError(f"{beside} is a folder, where {output} writes its {what}: move it, or give another -o")

@@ -166,3 +166,18 @@ def purity_completeness(labels: np.ndarray, probabilities: np.ndarray, classes, 
             rows.append(row)
         table[name] = rows
     return table
+
+
+def require_finite(probabilities: np.ndarray, who: str) -> None:
+    """Refuse probabilities (N, K) any row of which is not finite: NaN argmaxes to class 0 and sits in no ECE
+    bin, so every figure made of them would look plausible (a calibration of ECE 0, a check passed).
+
+    Raises:
+        ModelError: naming `who` (the model, or the backend) and how many rows.
+    """
+    from galaxy.errors import ModelError
+
+    broken = int(np.sum(~np.isfinite(probabilities).all(axis=1)))
+    if broken:
+        raise ModelError(f"{who}: the model's outputs are not finite for {broken} of the {len(probabilities)} "
+                         "images: its weights are broken")

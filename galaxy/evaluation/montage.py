@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from galaxy.catalog.metadata import kept_columns
 from galaxy.catalog.read import read_catalog_metadata, shown_catalog_rows, UNREADABLE
 from galaxy.catalog.text import existing_file
 from galaxy.catalog.write import errors_path
+from galaxy.config import MAX_PER_ROW
 from galaxy.errors import ImageReadError, UsageError
 from galaxy.files import same_file, write_whole
 from galaxy.spec import InputSpec, check_spec_shape
@@ -46,13 +48,17 @@ def empty_row(key: str) -> str:
     return "none left: every galaxy is in a row above" if key == UNCERTAIN else f"no galaxy labelled {key}"
 
 
-ID_CHARS = 18
+ID_CHARS = 20  # an SDSS DR8 objID (19 digits) and a repeat's `#2` whole, at the label's 7 pt in a 1.6 in tile
 SUFFIX = ".png"  # what the montage is written as; an output named without a suffix gets it
 
 
 def short_id(ident: str, width: int = ID_CHARS) -> str:
-    """`ident`, cut to `width` characters with a final '…' when longer."""
-    return ident if len(ident) <= width else ident[:width - 1] + "…"
+    """`ident`, cut to `width` characters when longer by a '…' in its middle: ids of one survey share their
+    start and differ at the end (cut there, two DR8 objIDs had shown one label), where a repeat's `#N` is."""
+    if len(ident) <= width:
+        return ident
+    head = (width - 1) // 2
+    return ident[:head] + "…" + ident[len(ident) - (width - 1 - head):]
 
 
 def _push(heap: list, size: int, item: tuple) -> None:
@@ -76,7 +82,7 @@ def two_classes(catalog, row: dict | None) -> tuple[str, str]:
     """
     if row is None or "p_spiral" in row:
         return SPIRAL
-    keep = set(kept_columns(catalog_metadata(catalog)))
+    keep = set(kept_columns(catalog_metadata(catalog, say=False)))  # (said by the command's own read)
     named = [key[2:] for key in row if key.startswith("p_") and key not in keep and key[2:]]
     if len(named) == 2:
         return named[0], named[1]
@@ -122,12 +128,16 @@ def select(catalog, per_row: int = 8) -> dict[str, list[dict]]:
     those not already chosen, so no galaxy is shown twice. Paths are given as the files to open
     (a FITS catalog's escapes undone).
     """
-    if per_row < 1:
-        raise UsageError(f"per_row is {per_row}: a montage row needs at least 1 galaxy")
+    if not 1 <= per_row <= MAX_PER_ROW:
+        raise UsageError(f"per_row is {per_row}: a montage row shows 1 to {MAX_PER_ROW} galaxies")
     other, shown = classes = catalog_classes(catalog)
     heaps: dict[str, list] = {shown: [], other: [], UNCERTAIN: []}
     for n, row in enumerate(shown_catalog_rows(catalog)):
         p = row_probability(catalog, n, row, classes)
+        missing = [column for column in ("id", "path") if column not in row]
+        if missing:  # (an astronomer's own table: it had been a KeyError)
+            raise UsageError(f"{catalog} has no {' or '.join(missing)} column: a catalog to show needs id, path and "
+                             f"p_{classes[1]}, as `galaxy classify` writes them")
         label = row_label(row, p, classes)
         entry = {"id": str(row["id"]), "path": str(row["path"]), "p": p}
         if label in classes:  # -n: ties go to the earlier row
@@ -140,11 +150,16 @@ def select(catalog, per_row: int = 8) -> dict[str, list[dict]]:
     return chosen
 
 
-def catalog_metadata(catalog) -> dict:
+def catalog_metadata(catalog, say: bool = True) -> dict:
+    """The metadata of the catalog shown; {} where it has none (e.g. evaluate's predictions.csv: the defaults
+    apply) or it cannot be read, which is said with `say` (a damaged metadata file had passed unseen)."""
     try:
         return read_catalog_metadata(catalog)
-    except (UsageError, *UNREADABLE):
-        return {}  # e.g. evaluate's predictions.csv: no metadata, the defaults apply
+    except (UsageError, *UNREADABLE) as exc:
+        if say:
+            log.warning("%s: its metadata cannot be read (%s): shown without it (how it was made, its model's crop "
+                        "and reading)", catalog, exc)
+        return {}
 
 
 def _reader(meta: dict, spec: InputSpec, cwd: str | None):
@@ -194,6 +209,18 @@ def resolve_path(path: str, cwd: str | None) -> Path:
     return Path(existing_file(path, cwd or None))
 
 
+def _paths_base(catalog, cwd: str | None) -> str | None:
+    """The folder a catalog's relative paths are read from: the one it was classified in, or where that folder
+    is gone (a project folder moved or renamed: every galaxy had been drawn "unreadable"), the catalog's own,
+    which is said."""
+    if not cwd or os.path.isdir(existing_file(cwd)):
+        return cwd
+    here = Path(catalog).absolute().parent
+    log.warning("%s was classified in %s, which no longer exists: its relative paths are read from %s, the "
+                "catalog's folder", catalog, cwd, here)
+    return str(here)
+
+
 def refuse_catalog_files(catalog, out, command: str) -> None:
     """Refuse an output `out` that would overwrite `catalog`, its metadata sidecar or its errors
     file, or that lies inside a `--ray` output folder (whose top holds only its Parquet parts).
@@ -224,8 +251,11 @@ def named_output(out, suffixes: tuple[str, ...], kind: str) -> Path:
     suffix (`montage_output`, `report_output`).
 
     Raises:
-        UsageError: `out` has a suffix not among `suffixes`; `kind` says what the file is written as.
+        UsageError: `out` has a suffix not among `suffixes`, or names no file (`-o ''`, `-o dir/`: a
+            ValueError of pathlib had been a traceback); `kind` says what the file is written as.
     """
+    if not str(out).strip() or str(out).endswith(("/", os.sep)) or Path(out).name in ("", ".", ".."):
+        raise UsageError(f"-o {str(out)!r} names no file: give the file to write, e.g. -o out{suffixes[0]}")
     out = Path(out)
     if not out.suffix:
         return out.with_name(out.name + suffixes[0])
@@ -234,10 +264,11 @@ def named_output(out, suffixes: tuple[str, ...], kind: str) -> Path:
     return out
 
 
-def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
+def montage_png(catalog, per_row: int = 8, dpi: int = 100, metadata: dict | None = None) -> bytes:
     """The montage of `catalog` as PNG bytes.
 
-    Galaxies whose image cannot be read are drawn as 'unreadable' and counted in one warning.
+    Galaxies whose image cannot be read are drawn as 'unreadable' and counted in one warning. `metadata`:
+    the catalog's (`catalog_metadata`), where the caller has read it.
 
     Raises:
         UsageError: the catalog has no rows, or no probabilities (`row_probability`).
@@ -249,8 +280,8 @@ def montage_png(catalog, per_row: int = 8, dpi: int = 100) -> bytes:
     if not any(chosen.values()):
         raise UsageError(f"{catalog} has no rows to show")
     shown_class = next(iter(chosen))
-    meta = catalog_metadata(catalog)
-    spec, cwd = _spec(meta), meta.get("cwd")
+    meta = catalog_metadata(catalog) if metadata is None else metadata  # (a report has read it)
+    spec, cwd = _spec(meta), _paths_base(catalog, meta.get("cwd"))
     read = _reader(meta, spec, cwd)
     unreadable: list[str] = []
     plt = _pyplot()

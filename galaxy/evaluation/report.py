@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.version import __version__
+from galaxy.catalog.formats import beside_catalog
 from galaxy.catalog.read import shown_catalog_rows
+from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ModelError
 from galaxy.evaluation.montage import (catalog_classes, catalog_metadata, montage_png, named_output,
@@ -40,8 +42,12 @@ th{background:#f3f3f3}img{max-width:100%}code{font-size:90%;word-break:break-all
 
 def _errors_name(catalog) -> str:
     """Where the errors file is, as seen from the catalog's folder (a `--ray` folder keeps it inside)."""
-    path = errors_path(catalog)
-    return str(path.relative_to(Path(catalog).parent))
+    path = beside_catalog(catalog, errors_path)
+    try:
+        return str(path.relative_to(Path(catalog).parent))
+    except ValueError:  # beside the file a link names
+        return str(path)
+
 
 def _png(fig) -> str:
     buffer = io.BytesIO()
@@ -63,7 +69,7 @@ def _summary(catalog, classes):
         n += 1
     histogram += np.histogram(pending, BINS)[0]
     errors, reasons, example = 0, Counter(), {}
-    path = errors_path(catalog)
+    path = beside_catalog(catalog, errors_path)
     if path.is_file():
         with open(path, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):
@@ -78,7 +84,12 @@ def reason_kind(reason: str) -> str:
     """What a failure reason says, for counting alike failures together: its text before the first ':',
     numbers shown as N ("1 x 1 pixels is too small" and "300 x 2 pixels is too small" are one kind; each
     size had been its own row of the ten commonest)."""
-    return re.sub(r"\d+(?:\.\d+)?", "N", reason.split(":")[0])[:80] or "(no reason given)"
+    kind = re.sub(r"\d+(?:\.\d+)?", "N", reason.split(":")[0]).strip()
+    if kind.count("(") > kind.count(")"):  # cut inside a parenthesis ("not a FITS file (OSError: ..."): without it
+        kind = kind[:kind.rindex("(")].rstrip()
+    if len(kind) > 80:  # at a word, marked (it had stopped mid-word: "...was rea")
+        kind = kind[:79].rsplit(" ", 1)[0] + "…"
+    return kind or "(no reason given)"
 
 
 def _histogram_png(histogram, shown: str = "spiral") -> str:
@@ -215,18 +226,24 @@ def report(catalog, out, per_row: int = 8) -> Path:
     card, card_note = _known_card(metadata)
     card_html = (_card_html(card) if card is not None
                  else f"<h2>Model card</h2><p>{card_note}</p>" if card_note else "")
+    precision = str(metadata.get("backend", "")).split()[1:2]  # "onnxruntime-int8 int8": the precision it ran at
+    if card is not None and precision and precision[0] != "fp32":
+        card_html += (f"<p>The card's figures are of fp32 inference; this catalog was made at "
+                      f"{html.escape(precision[0])} ({html.escape(str(metadata['backend']))}), which keeps most labels "
+                      "but not all (<code>galaxy models</code> shows how many of the validation split's were kept in "
+                      "its check).</p>")
     if card is not None and from_fits:
         card_html += (f"<p>{from_fits:,} of these {n:,} galaxies were read from FITS files, and the card's figures are "
                       "of the JPEG cutouts it was validated on: from FITS flux a model keeps the label the JPEG of the "
                       "same galaxy gets for most galaxies but not all (the README's FITS round trip measures how many, "
                       "per model; fewer from one band alone).</p>")
     if n:
-        montage_uri = "data:image/png;base64," + base64.b64encode(montage_png(catalog, per_row)).decode()
+        montage_uri = "data:image/png;base64," + base64.b64encode(montage_png(catalog, per_row, metadata=metadata)).decode()
         shown = classes[1]
         pictures = (f'<h2>Confidence</h2><img alt="histogram of P({html.escape(shown)})" '
                     f'src="{_histogram_png(histogram, shown)}">\n'
-                    f'<h2>Montage</h2><img alt="most confident spirals, ellipticals and most uncertain galaxies" '
-                    f'src="{montage_uri}">')
+                    f'<h2>Montage</h2><img alt="most confident {html.escape(classes[1])} and '
+                    f'{html.escape(classes[0])} galaxies, and the most uncertain" src="{montage_uri}">')
     else:
         pictures = "<h2>Confidence</h2><p>No galaxy was classified: no histogram and no montage.</p>"
     reason_rows = "".join(f"<tr><td>{html.escape(r)}</td><td>{c:,}</td><td><code>{html.escape(e)}</code></td></tr>"
@@ -245,4 +262,4 @@ def report(catalog, out, per_row: int = 8) -> Path:
 <p>Report by galaxy-engine {html.escape(__version__)}. Run fingerprint: <code>{html.escape(metadata.get("run", ""))}</code></p>
 </body></html>
 """
-    return write_whole(out, page.encode("utf-8"))
+    return write_whole(out, safe_text(page).encode("utf-8"))  # (a catalog named in bytes that are not UTF-8)

@@ -72,10 +72,16 @@ def petrosian_fraction(pixels: np.ndarray) -> float:
     ratio = (sums / counts)[1:] / np.maximum(mean_within[:-1], 1e-12)  # ring r+1 against the mean inside it
     below = np.nonzero(ratio[1:] < ETA)[0] + 1  # from ring 2: the first rings are a few pixels
     if not below.size:
-        return REGION * side / max(height, width)
+        return search_limit(height, width)
     k = below[0]
     ring = k + 1 - (ETA - ratio[k]) / (ratio[k - 1] - ratio[k])  # linear between rings k and k + 1
     return float((ring + 0.5) / max(height, width))
+
+
+def search_limit(height: int, width: int) -> float:
+    """What `petrosian_fraction` gives a galaxy larger than its search: `REGION` of the shorter side, as a
+    fraction of the longer."""
+    return REGION * min(height, width) / max(height, width)
 
 
 def summarise(fractions) -> dict:
@@ -98,19 +104,29 @@ def compare_framing(measured: dict, reference: dict, reference_crop: float) -> d
 
     Returns:
         {"scale": how many times larger the galaxies appear than in training,
-         "crop_fraction": the crop that shows them at the training scale (at most 1)}.
+         "crop_fraction": the crop that shows them at the training scale (at most 1),
+         "lower_bound": whether half or more of the galaxies are larger than the search (`measured`'s
+         "at_limit", `measure_files`), so the median and `scale` are lower bounds (printed as measurements
+         until 2026-11-30),
+         "at_crop_1": how many times the training size the galaxies still appear through the whole cutout
+         where no crop reaches the training scale, else None (a crop of 1 had been said to match)}.
     """
     scale = measured["median"] / reference["median"]
-    return {"scale": round(scale, 4), "crop_fraction": round(min(1.0, max(0.05, reference_crop * scale)), 3)}
+    return {"scale": round(scale, 4), "crop_fraction": round(min(1.0, max(0.05, reference_crop * scale)), 3),
+            "lower_bound": bool(measured.get("at_limit")) and 2 * measured["at_limit"] >= measured["measured"],
+            "at_crop_1": round(reference_crop * scale, 3) if reference_crop * scale > 1 else None}
 
 
-def measure_files(paths, spec, workers: int = 0, hdu=None) -> tuple[list[float], list[tuple[str, str]]]:
+def measure_files(paths, spec, workers: int = 0, hdu=None,
+                  limits: list | None = None) -> tuple[list[float], list[tuple[str, str]]]:
     """Petrosian fractions of cutout files, read as the network reads them (`read_cutout`, `spec`'s stretch).
 
     Args:
         paths: image files (JPEG, PNG, FITS).
         spec: the InputSpec that supplies the FITS stretch and bands.
         workers: reading threads (0: one per CPU).
+        limits: if given, one bool per path is appended: whether its galaxy is larger than the search
+            (`search_limit`: its fraction is a lower bound).
 
     Returns:
         (fractions in the order of `paths`, nan for unreadable files; [(path, reason)] of those, also in
@@ -118,13 +134,17 @@ def measure_files(paths, spec, workers: int = 0, hdu=None) -> tuple[list[float],
     """
     def one(path):
         try:
-            return petrosian_fraction(read_cutout(path, spec, hdu)[0]), None
+            pixels = read_cutout(path, spec, hdu)[0]
         except ImageReadError as exc:
-            return float("nan"), (str(path), exc.reason)
+            return float("nan"), (str(path), exc.reason), False
+        fraction = petrosian_fraction(pixels)
+        return fraction, None, fraction == search_limit(*pixels.shape[:2])
 
     with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
         results = list(pool.map(one, paths))
-    return [fraction for fraction, _ in results], [failure for _, failure in results if failure]
+    if limits is not None:
+        limits.extend(capped for _, _, capped in results)
+    return [fraction for fraction, _, _ in results], [failure for _, failure, _ in results if failure]
 
 
 def card_framing(card) -> dict:
@@ -154,8 +174,11 @@ def framing_report(card, paths, spec, workers: int = 0, hdu=None) -> dict:
         UsageError: the card records no training framing (checked before any file is read).
     """
     reference = card_framing(card)
-    fractions, failures = measure_files(paths, spec, workers, hdu)
+    limits: list[bool] = []
+    fractions, failures = measure_files(paths, spec, workers, hdu, limits)
     measured = summarise(fractions)
+    if measured["measured"]:
+        measured["at_limit"] = sum(limits)  # galaxies larger than the search: their value is a lower bound
     unreadable = {p for p, _ in failures}
     report = {"model": card.name, "model_crop_fraction": card.input_spec.crop_fraction, "training": reference,
               "measured": measured, "unreadable": [{"path": p, "reason": r} for p, r in failures],

@@ -1,6 +1,7 @@
 """A training run's checkpoint (`WORK_DIR/last.pt`): what `--resume` may change, the checks that a
 checkpoint belongs to the command resuming it, and restoring the run from it, so that a resumed run
-ends where the run would have ended without the stop."""
+ends where the run would have ended without the stop; and what a resumed run records of its parts
+(the options a resume changed, the arithmetic each part ran on)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 
 from galaxy.card import shipped_models
-from galaxy.config import config_dict
+from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -140,3 +141,39 @@ def load_checkpoint(path) -> dict:
     if not isinstance(checkpoint, dict) or not {"epoch", "model", "ema", "optimizer", "scheduler"} <= checkpoint.keys():
         raise UsageError(f"{path} is not a checkpoint of galaxy train (give CHECKPOINT_DIR/last.pt)")
     return checkpoint
+
+
+def _changed_on_resume(checkpoint: dict, config: TrainConfig) -> dict:
+    """{option: [value the run began with, value now]} of the options a resume may change that change the
+    model (`--epochs`, `--patience`, `--no-calibrate`), over every resume so far: the card's command,
+    the one that began the run, then no longer makes the model alone."""
+    changed = dict(checkpoint.get("changed_on_resume") or {})
+    then, now = checkpoint.get("config", {}), config_dict(config)
+    for key in ("epochs", "patience", "calibrate"):
+        if key not in changed and key not in then:  # a checkpoint of an earlier version: unknown
+            continue
+        began = changed[key][0] if key in changed else then[key]
+        if began != now.get(key):
+            changed[key] = [began, now.get(key)]
+        else:
+            changed.pop(key, None)
+    return changed
+
+
+def _arithmetic(device, amp_dtype, checkpoint: dict | None) -> list[dict]:
+    """What decides a run's floating-point sums, for each part of it: the checkpoint's parts, then this
+    one's where it differs from the last (a resume with another thread count, CPU or autocast is not
+    bit-identical to a run that did not stop, so it is warned of and recorded in the card)."""
+    from galaxy.cores import cpu_description
+
+    cpu = cpu_description()
+    now = {"device": torch.cuda.get_device_name() if device.type == "cuda" else cpu["cpu"],
+           "flags": cpu["flags"] if device.type == "cpu" else [], "threads": torch.get_num_threads(),
+           "autocast": str(amp_dtype), "torch": str(torch.__version__)}
+    before = list((checkpoint or {}).get("arithmetic") or [])
+    if before and before[-1] != now:
+        differs = "; ".join(f"{k} {before[-1].get(k)!r} then, {v!r} now" for k, v in now.items()
+                            if before[-1].get(k) != v)
+        log.warning("resuming on other arithmetic than the checkpoint's (%s): the model will not be bit-identical "
+                    "to one from a run that did not stop (the card records each part's)", differs)
+    return before if before and before[-1] == now else [*before, now]

@@ -18,7 +18,7 @@ import torch
 
 from galaxy.evaluation.calibration import softmax
 from galaxy.card import ONNX_FILE, ONNX_OPSET, SAMPLES_DIR, ModelCard, file_sha256, load_card
-from galaxy.files import write_atomically
+from galaxy.files import writable_folder, write_atomically
 from galaxy.errors import ImageReadError, ModelError, UsageError
 from galaxy.io.images import is_image_path, load_input
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME
@@ -138,4 +138,5 @@ def export_onnx(model_dir, out_path=None, parity_images=(), tolerance=PARITY_TOL
 def export_model_dir(config) -> dict:
     """`galaxy export` entry point (an ExportConfig)."""
     card = load_card(config.model_dir)
+    writable_folder(config.model_dir, f"cannot write {Path(config.model_dir) / ONNX_FILE}")  # before the export
     return export_onnx(config.model_dir, None, config.parity_images, config.tolerance, config.opset, card)

@@ -15,6 +15,9 @@ plus those targets under the noise above and dropout. Transfer learning (`--init
 unfreezing, discriminative rates) is in `galaxy.training.transfer`; optional early stopping watches
 the validation loss. Finally the temperature is fitted on the validation split
 (`galaxy.evaluation.calibration`) and stored in the card.
+
+This module runs the epochs; a step's batch and loss are `galaxy.training.train_batch`, the card
+`galaxy.training.train_card`, what a resume checks and records `galaxy.training.checkpoint`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -35,24 +37,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from galaxy.version import __version__
-from galaxy.training.augment import geometric_views, larger_view_crops, photometric, view_crops
 from galaxy.evaluation.calibration import LOG_T_RANGE, at_range_edge, calibration_record, log_probabilities, softmax_t
-from galaxy.card import TRAIN_IDS_FILE, ModelCard, load_card, strict_json
+from galaxy.card import TRAIN_IDS_FILE, ModelCard, strict_json
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import GalaxyError, TrainingDiverged, UsageError
 from galaxy.files import free_bytes, hold_lock, same_file, writable_folder, write_atomically
-from galaxy.card import ids_digest
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
-from galaxy.training.model import create_network, init_imagenet, load_partial, network_cost, read_state_dict, save_weights
+from galaxy.training.model import network_cost, save_weights
 from galaxy.training.predict import pick_device, predict
 from galaxy.progress import progress
-from galaxy.io.framing import measure_files, summarise
-from galaxy.training.checkpoint import PATH_OPTIONS, check_resume, load_checkpoint, restore
-from galaxy.training.soft_targets import keep_targets, soft_target_loss, targets_key
-from galaxy.training.train_data import TrainingData, prepare_data
-from galaxy.training.transfer import (apply_freeze, checkpoint_record, depth_groups, heads_by_class, init_model_folder,
-                                      initial_weights, optimizer_groups, trainable_from)
+from galaxy.training.checkpoint import (PATH_OPTIONS, _arithmetic, _changed_on_resume, check_resume, load_checkpoint,
+                                        restore)
+from galaxy.training.soft_targets import targets_key
+from galaxy.training.targets_file import keep_targets
+from galaxy.training.train_batch import _batch_loss, _caches_to, _training_batch, scale_consistency_loss
+from galaxy.training.train_card import _card
+from galaxy.training.train_data import prepare_data
+from galaxy.training.transfer import _initial_network, apply_freeze, depth_groups, optimizer_groups, trainable_from
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +63,10 @@ TRAIN_LOCK = ".galaxy-train.lock"
 CHECKPOINTS_LOCK = ".galaxy-checkpoints.lock"  # in the work dir, held while a run writes its checkpoints there
 
 
-def _initial_network(config: TrainConfig) -> torch.nn.Module:
-    n, init = len(config.classes), initial_weights(config.init)
-    if init == "scratch":
-        return create_network(config.architecture, n, config.drop_rate)
-    if init == "imagenet":
-        return init_imagenet(config.architecture, n, config.drop_rate)
-    network = create_network(config.architecture, n, config.drop_rate)
-    state = read_state_dict(init)
-    # what the weights are of: a model folder's card, or the config a training checkpoint (last.pt) recorded
-    folder, checkpoint = init_model_folder(init), checkpoint_record(init)
-    recorded, where = ((load_card(folder, verify=False).to_dict(), folder) if folder is not None else
-                       (checkpoint["config"], init) if checkpoint is not None else ({}, None))
-    architecture, classes = recorded.get("architecture"), tuple(recorded.get("classes") or ())
-    if architecture and architecture != config.architecture:  # all but a bias had been left at random, unsaid
-        raise UsageError(f"--init {config.init} is a {architecture} ({where}); --arch {config.architecture}"
-                         f" cannot take its weights: give --arch {architecture}, or --init scratch")
-    if classes:
-        state = heads_by_class(network, state, classes, tuple(config.classes))
-    fresh = load_partial(network, state)
-    own = network.state_dict()
-    if len(fresh) > len(own) / 2:
-        raise UsageError(f"--init {config.init} fits only {len(own) - len(fresh)} of the {len(own)} tensors of "
-                         f"{config.architecture} (e.g. {fresh[0]} left at random): weights of another architecture?")
-    log.info("initialised from %s; left at random: %s", init, fresh)
-    return network
+def _write_history(out_dir, history: list[dict]) -> None:
+    """The per-epoch metrics of a run, `history.json`: strict JSON (a NaN loss is null), written whole."""
+    write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(
+        json.dumps(strict_json(history), indent=1, allow_nan=False) + "\n"))
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -101,8 +81,8 @@ def _finite(loss: torch.Tensor, epoch: int, batch: int) -> float:
     value = loss.item()
     if not math.isfinite(value):
         raise TrainingDiverged(f"training diverged: the loss is {value} at epoch {epoch}, batch {batch + 1} "
-                               "(a lower --lr, or other --soft-temperature / --soft-weight; the last good "
-                               "epoch's checkpoint is kept)")
+                               "(a lower --lr, or other --soft-temperature / --soft-weight; the last finished "
+                               "epoch's checkpoint, if any, is kept)")
     return value
 
 
@@ -110,81 +90,6 @@ def _stopping_count(best_loss: float, stale: int, row: dict) -> tuple[float, int
     """Early stopping's (best validation loss, epochs since it) after the epoch of history `row`."""
     epoch_loss = min(row["val_raw"]["loss"], row["val_ema"]["loss"])
     return (epoch_loss, 0) if epoch_loss < best_loss else (best_loss, stale + 1)
-
-
-def _batch_loss(logits, labels, targets, class_weights, config: TrainConfig) -> torch.Tensor:
-    """Class-weighted cross entropy on the labelled rows, plus the soft-target loss on all rows."""
-    logits = logits.float()
-    labelled = labels >= 0
-    loss = logits.new_zeros(())
-    if bool(labelled.any()):
-        loss = F.cross_entropy(logits[labelled], labels[labelled], weight=class_weights)
-    if targets is not None:
-        loss = loss + config.soft_weight * soft_target_loss(logits, targets, config.soft_temperature, class_weights)
-    return loss
-
-
-def scale_consistency_loss(anchor_logits: torch.Tensor, larger_logits: torch.Tensor) -> torch.Tensor:
-    """KL(p_anchor || p_larger), the anchor's probabilities held fixed (as UDA and FixMatch hold the weakly
-    augmented view): the network learns to call a galaxy shown larger what it calls it at the training scale.
-
-    Args:
-        anchor_logits, larger_logits: (B, K) logits of the same galaxies, the second view 1.1-1.5x larger.
-
-    Returns:
-        scalar float32, mean over the batch.
-    """
-    anchor = F.softmax(anchor_logits.detach().float(), dim=1)
-    return (anchor * (torch.log(anchor.clamp_min(1e-8)) - F.log_softmax(larger_logits.float(), dim=1))).sum(1).mean()
-
-
-def _training_batch(data: TrainingData, idx, config: TrainConfig, generator, mean, std, device) -> torch.Tensor:
-    """Augmented, normalised float32 (B, 3, size, size) channels_last views of pool images `idx`; with
-    `--scale-consistency`, (2B, ...): then rows B.. show the same galaxies 1.1-1.5x larger (own augmentation)."""
-    zoom = config.zoom_range if "zoom" in config.augment else None
-    on = data.pool_cache.device  # the caches lie on the GPU when training there (`_caches_to`)
-    fields = data.pool_cache[idx.to(on)]
-    if data.fits_cache is not None:  # some labelled samples as the FITS path shows their flux
-        labelled = idx < len(data.fits_cache)
-        chosen = labelled & (torch.rand(len(idx), generator=generator) < config.fits_probability)
-        view = torch.randint(0, data.fits_cache.shape[1], (len(idx),), generator=generator)
-        if chosen.any():
-            fields = fields.clone()
-            fields[chosen.to(on)] = data.fits_cache[idx[chosen].to(on), view[chosen].to(on)]
-    framing = data.pool_framing[idx] if data.pool_framing is not None else None
-    crop = view_crops(len(idx), config.crop_fraction, data.cache_fraction, zoom, generator, framing,
-                      config.apparent_size)
-    x = geometric_views(fields, config.size, config.crop_fraction, data.cache_fraction, zoom,
-                        "rotate" in config.augment, config.jitter, generator, crop=crop)
-    x = photometric(x, config.augment, generator)
-    if config.scale_consistency:
-        larger = geometric_views(fields, config.size, config.crop_fraction, data.cache_fraction, zoom,
-                                 "rotate" in config.augment, config.jitter, generator,
-                                 crop=larger_view_crops(crop, generator))
-        x = torch.cat([x, photometric(larger, config.augment, generator)])
-    return ((x - mean) / std).to(device).contiguous(memory_format=torch.channels_last)
-
-
-def _caches_to(data: TrainingData, device: torch.device) -> None:
-    """On a GPU, the training caches move there once and every batch is augmented there: the host
-    would take longer to resample and perturb a batch than the GPU takes to learn from it."""
-    if device.type != "cuda":
-        return
-    torch.backends.cudnn.benchmark = True  # one input shape throughout: the fastest kernels are found once
-    data.pool_cache = data.pool_cache.to(device)
-    if data.fits_cache is not None:
-        data.fits_cache = data.fits_cache.to(device)
-
-
-def training_framing(data: TrainingData, workers: int = 0) -> dict:
-    """How large the galaxies of the training cutouts appear (`galaxy.io.framing`): the reference that
-    `galaxy framing` and `classify --crop-fraction auto` compare a survey's cutouts with. With
-    `--apparent-size` the pool's measurement (the training split first) already holds them."""
-    if data.pool_framing is not None:
-        fractions = data.pool_framing[:len(data.train_set)].tolist()
-    else:
-        fractions, _ = measure_files(data.train_set.paths, data.spec, workers)
-    return {**summarise(fractions), "of": "the labelled training split, full cutouts"}
 
 
 def _saved(write, path: Path):
@@ -201,64 +106,6 @@ def _saved(write, path: Path):
         raise
 
 
-def _changed_on_resume(checkpoint: dict, config: TrainConfig) -> dict:
-    """{option: [value the run began with, value now]} of the options a resume may change that change the
-    model (`--epochs`, `--patience`, `--no-calibrate`), over every resume so far: the card's command,
-    the one that began the run, then no longer makes the model alone."""
-    changed = dict(checkpoint.get("changed_on_resume") or {})
-    then, now = checkpoint.get("config", {}), config_dict(config)
-    for key in ("epochs", "patience", "calibrate"):
-        if key not in changed and key not in then:  # a checkpoint of an earlier version: unknown
-            continue
-        began = changed[key][0] if key in changed else then[key]
-        if began != now.get(key):
-            changed[key] = [began, now.get(key)]
-        else:
-            changed.pop(key, None)
-    return changed
-
-
-def _arithmetic(device, amp_dtype, checkpoint: dict | None) -> list[dict]:
-    """What decides a run's floating-point sums, for each part of it: the checkpoint's parts, then this
-    one's where it differs from the last (a resume with another thread count, CPU or autocast is not
-    bit-identical to a run that did not stop, so it is warned of and recorded in the card)."""
-    from galaxy.cores import cpu_description
-
-    cpu = cpu_description()
-    now = {"device": torch.cuda.get_device_name() if device.type == "cuda" else cpu["cpu"],
-           "flags": cpu["flags"] if device.type == "cpu" else [], "threads": torch.get_num_threads(),
-           "autocast": str(amp_dtype), "torch": str(torch.__version__)}
-    before = list((checkpoint or {}).get("arithmetic") or [])
-    if before and before[-1] != now:
-        differs = "; ".join(f"{k} {before[-1].get(k)!r} then, {v!r} now" for k, v in now.items()
-                            if before[-1].get(k) != v)
-        log.warning("resuming on other arithmetic than the checkpoint's (%s): the model will not be bit-identical "
-                    "to one from a run that did not stop (the card records each part's)", differs)
-    return before if before and before[-1] == now else [*before, now]
-
-
-def _card(config, data: TrainingData, best, history, stopped, started, device, amp_dtype, weights_sha,
-          cost: dict) -> ModelCard:
-    train_set, val_set = data.train_set, data.val_set
-    return ModelCard(
-        name=config.name or Path(config.out_dir).name, architecture=config.architecture,
-        classes=tuple(config.classes), input_spec=data.spec, weights_sha256=weights_sha,
-        training={"command": config.command, "config": config_dict(config), "device": str(device),
-                  "autocast": str(amp_dtype), "threads": torch.get_num_threads(),
-                  "machine": f"{platform.machine()} {os.cpu_count()} cpus", "torch": torch.__version__,
-                  "minutes": round((time.time() - started) / 60, 1), "augment": list(config.augment),
-                  "data": data.record(config), "teacher": data.teacher, "cost": cost,
-                  "framing": training_framing(data, config.workers),
-                  "chosen": {"epoch": best["epoch"], "weights": best["weights"]}, "stopped_early_at": stopped,
-                  "images_per_s": round(float(np.mean([r["train_images_per_s"] for r in history])), 1)},
-        split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
-               "n_val": len(val_set), "train_counts": train_set.counts(), "val_counts": val_set.counts(),
-               "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids),
-               **({"train_ids_file": TRAIN_IDS_FILE} if data.inherited_ids is not None else {})},  # (as `learned_ids`)
-        package_version=__version__,
-    )
-
-
 def train(config: TrainConfig) -> ModelCard:
     """Train, pick the best weights, save them with their card; return the card."""
     torch.manual_seed(config.training_seed)
@@ -271,6 +118,10 @@ def train(config: TrainConfig) -> ModelCard:
     if checkpoint is not None:
         check_resume(config, checkpoint, out_dir)
     work_dir = Path(config.work_dir) if config.work_dir else out_dir / "checkpoints"
+    if not config.resume and (work_dir / "last.pt").is_file():  # (a new run had written over it: the interrupted
+        # run, or the finished model whose checkpoints --work-dir named, could no longer be resumed)
+        raise UsageError(f"{work_dir / 'last.pt'} is another run's checkpoint: resume it (--resume "
+                         f"{work_dir / 'last.pt'}), or give another -o / --work-dir, or delete it first")
     made = [folder for folder in (out_dir, work_dir) if not folder.exists()]
     writable_folder(out_dir, "cannot write the model")  # before the caches and epochs, not after them
     writable_folder(work_dir, "cannot write the checkpoints")
@@ -402,8 +253,7 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
                         "state": copy.deepcopy(candidate.state_dict())}
         history.append(row)
         log.info("epoch %d: %s", epoch, json.dumps(row))
-        write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(
-            json.dumps(strict_json(history), indent=1, allow_nan=False) + "\n"))
+        _write_history(out_dir, history)
         state = {"epoch": epoch, "model": network.state_dict(), "ema": ema.module.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
@@ -425,8 +275,7 @@ def _train_locked(config: TrainConfig, checkpoint: dict | None, out_dir: Path, w
         raise UsageError(f"checkpoint {config.resume} ends at the last epoch and, written by an earlier version, does "
                          "not hold the best weights: rerun without --resume")
     if first_epoch > config.epochs:  # resumed after the last epoch: no epoch wrote this -o's history
-        write_atomically(out_dir / "history.json", lambda tmp: tmp.write_text(
-            json.dumps(strict_json(history), indent=1, allow_nan=False) + "\n"))
+        _write_history(out_dir, history)
     network.load_state_dict(best["state"])
     weights_sha = _saved(lambda: save_weights(network, out_dir), out_dir / "model.safetensors")
     (out_dir / "val_ids.txt").write_text("\n".join(val_set.ids) + "\n", encoding="utf-8")

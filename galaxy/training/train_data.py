@@ -25,8 +25,9 @@ from galaxy.io.images import stem_id
 from galaxy.training.image_cache import build_cache, build_fits_view_cache
 from galaxy.card import file_sha256, ids_digest
 from galaxy.labels import LabelledSet, learned_image, list_unlabelled, load_labelled, stratified_split
-from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_from_file,
-                                          targets_key, teacher_probabilities, teacher_record)
+from galaxy.training.soft_targets import (check_resumed_targets, resolve_teachers, sharpen, targets_key,
+                                          teacher_probabilities, teacher_record)
+from galaxy.training.targets_file import targets_from_file
 from galaxy.spec import InputSpec
 from galaxy.training.transfer import checkpoint_record, init_model_folder, initial_weights
 from galaxy.votes import VoteRule, is_vote_table, rule_from_config
@@ -108,7 +109,8 @@ def labelled_digest(train_set: LabelledSet, val_set: LabelledSet) -> str:
             try:
                 digest.update(bytes.fromhex(file_sha256(path)))
             except OSError as exc:  # every missing file named in one run (the first had ended it)
-                failed.append(ImageReadError(path, f"{split} image unreadable: {exc.strerror or exc}"))
+                what = "training" if split == "train" else "validation"  # (as the image caches say it)
+                failed.append(ImageReadError(path, f"{what} image unreadable: {exc.strerror or exc}"))
     if failed:
         raise unreadable(failed)
     return digest.hexdigest()
@@ -297,7 +299,8 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
         if absent:  # a trial on one class, or a validation figure of one class (ROC AUC NaN), had been written
             raise UsageError(f"the {split} split holds no image labelled {' or '.join(map(repr, absent))} "
                              f"({part.counts()}{f', --limit {config.limit}' if config.limit else ''}): give more "
-                             "images of it, or a larger --limit / --val-fraction")
+                             f"images of it, or a larger --limit / a {'smaller' if split == 'training' else 'larger'} "
+                             "--val-fraction")
     labelled_sha256 = labelled_digest(train_set, val_set)
     if (resumed or {}).get("labelled_sha256", labelled_sha256) != labelled_sha256:
         raise UsageError(f"checkpoint {config.resume} learned from other labelled data: an image of {config.data} "
@@ -346,7 +349,8 @@ def prepare_data(config: TrainConfig, work_dir: Path, device, amp_dtype, resumed
     fraction = pool_cache_fraction(config)
     side = int(round(config.size * fraction / config.crop_fraction))
     try:
-        pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress)
+        pool_cache = build_cache(pool_paths, fraction, side, config.workers, config.progress,
+                                 "training or unlabelled" if config.unlabeled else "training")
     except ImageReadError as exc:  # the validation images are read too: one run names the bad files of both
         try:
             build_cache(val_set.paths, config.crop_fraction, config.size, config.workers, False, "validation")
@@ -392,11 +396,15 @@ def _refuse_vote_options_without_votes(config: TrainConfig) -> None:
 
 
 def _learned_by(model_dir) -> set[str] | None:
-    """The labelled ids a model folder records having learned (none for scratch, imagenet, weights files);
-    None for a model that does not record them (no `train_ids.txt`: models before 2026-11-29 but the
-    shipped ones, and those that learned from such a model)."""
+    """The labelled ids a model folder records having learned (none for scratch and imagenet; a checkpoint's
+    are its record's, added beside); None for a model that does not record them (no `train_ids.txt`: models
+    before 2026-11-29 but the shipped ones, and those that learned from such a model) and for a weights file
+    without a card, whose past nothing records (it had been taken to have learned nothing: another model's
+    weights, copied out of its folder, then passed unchecked)."""
     from galaxy.card import load_card, training_ids
 
-    if not (Path(model_dir) / "card.json").is_file():
+    if model_dir in ("scratch", "imagenet") or checkpoint_record(str(model_dir)) is not None:
         return set()
+    if not (Path(model_dir) / "card.json").is_file():
+        return None
     return training_ids(model_dir, load_card(model_dir, verify=False))

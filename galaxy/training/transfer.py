@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
-from galaxy.card import FULL_MODEL, MODELS_DIR
+from galaxy.card import FULL_MODEL, MODELS_DIR, load_card
+from galaxy.config import TrainConfig
 from galaxy.errors import UsageError
+from galaxy.training.model import create_network, init_imagenet, load_partial, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,33 @@ def heads_by_class(network: torch.nn.Module, state: dict, init_classes: tuple, c
                 rows[i] = state[name][init_classes.index(name_of_class)]
         out[name] = rows
     return out
+
+
+def _initial_network(config: TrainConfig) -> torch.nn.Module:
+    n, init = len(config.classes), initial_weights(config.init)
+    if init == "scratch":
+        return create_network(config.architecture, n, config.drop_rate)
+    if init == "imagenet":
+        return init_imagenet(config.architecture, n, config.drop_rate)
+    network = create_network(config.architecture, n, config.drop_rate)
+    state = read_state_dict(init)
+    # what the weights are of: a model folder's card, or the config a training checkpoint (last.pt) recorded
+    folder, checkpoint = init_model_folder(init), checkpoint_record(init)
+    recorded, where = ((load_card(folder, verify=False).to_dict(), folder) if folder is not None else
+                       (checkpoint["config"], init) if checkpoint is not None else ({}, None))
+    architecture, classes = recorded.get("architecture"), tuple(recorded.get("classes") or ())
+    if architecture and architecture != config.architecture:  # all but a bias had been left at random, unsaid
+        raise UsageError(f"--init {config.init} is a {architecture} ({where}); --arch {config.architecture}"
+                         f" cannot take its weights: give --arch {architecture}, or --init scratch")
+    if classes:
+        state = heads_by_class(network, state, classes, tuple(config.classes))
+    fresh = load_partial(network, state)
+    own = network.state_dict()
+    if len(fresh) > len(own) / 2:
+        raise UsageError(f"--init {config.init} fits only {len(own) - len(fresh)} of the {len(own)} tensors of "
+                         f"{config.architecture} (e.g. {fresh[0]} left at random): weights of another architecture?")
+    log.info("initialised from %s; left at random: %s", init, fresh)
+    return network
 
 
 @dataclass

@@ -431,3 +431,41 @@ def test_classify_arrays_reads_a_generator_in_chunks_and_names_what_to_do_with_o
             model.classify_arrays(image.convert(mode))
     with pytest.raises(UsageError, match="image 0 of type Tensor cannot be read as an array"):
         model.classify_arrays([torch.rand(64, 64, 3, requires_grad=True), torch.rand(64, 64, 3)])
+
+
+def test_classify_arrays_with_errors_gives_a_bad_image_a_nan_row_and_classifies_the_rest():
+    """`classify_arrays` stopped at the first bad image, so a generator's one blank or NaN image threw away every
+    result before it; with errors=[] it is a NaN row and an ArrayFailure (left by session 44's review). A list of grey PIL
+    images stacked to (N, H, W) and was read as one image of N rows."""
+    import pytest
+
+    from galaxy.api import ArrayFailure
+    from galaxy.errors import UsageError
+
+    model = galaxy.load_model(backend="onnxruntime")
+    image = Image.open(sorted(EXAMPLES.glob("*.jpeg"))[0])
+    pixels = np.asarray(image.convert("RGB"))
+    good = model.classify_arrays(pixels)
+    nan = np.where(pixels == pixels.max(), np.nan, pixels / 255.0)
+    images = [pixels, np.zeros_like(pixels), pixels[:8, :8], pixels, nan]
+    with pytest.raises(UsageError, match="image 1"):  # without errors=: the first one raises, as before
+        model.classify_arrays(iter(images))
+    errors = []
+    out = model.classify_arrays(iter(images), errors=errors)
+    assert out.shape == (5, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out[[0, 3]], np.vstack([good, good]), atol=1e-6)
+    assert np.isnan(out[[1, 2, 4]]).all()
+    assert [e.index for e in errors] == [1, 2, 4] and all(isinstance(e, ArrayFailure) for e in errors)
+    assert "blank" in errors[0].reason and "too small" in errors[1].reason and "NaN" in errors[2].reason
+    errors = []
+    assert np.isnan(model.classify_arrays(np.stack([np.zeros_like(pixels)] * 2), errors=errors)).all()
+    assert [e.index for e in errors] == [0, 1]
+    with pytest.raises(UsageError, match="give a list"):
+        model.classify_arrays(pixels, errors="yes")
+    with pytest.raises(UsageError, match="expected arrays"):  # no images at all: refused, errors= or not
+        model.classify_arrays("x.jpeg", errors=[])
+    with pytest.raises(UsageError, match=r"images of shape \(5, 96, 96\): expected \(N, H, W, 3\)"):
+        model.classify_arrays(np.zeros((5, 96, 96), np.float32), errors=[])  # grey images: not one of 5 rows
+    errors = []
+    out = model.classify_arrays([image.convert("L"), image.convert("L")], errors=errors)
+    assert np.isnan(out).all() and all("mode 'L': convert it first" in e.reason for e in errors)

@@ -127,7 +127,7 @@ def test_apparent_size_shows_every_galaxy_at_the_same_range_of_sizes():
 
 def test_scale_consistency_views_are_larger_and_the_loss_teaches_only_the_larger_view():
     from galaxy.training.augment import CONSISTENCY_ZOOM, larger_view_crops
-    from galaxy.training.train import scale_consistency_loss
+    from galaxy.training.train_batch import scale_consistency_loss
 
     crop = torch.full((500,), 0.5)
     larger = larger_view_crops(crop, torch.Generator().manual_seed(0))

@@ -528,12 +528,16 @@ def test_model_is_taken_by_name(tmp_path):
 
 def test_models_lists_the_folders_after_a_broken_one_and_says_which_is_broken(tmp_path):
     """The first folder whose card cannot be read ended the command: the folders after it went unlisted."""
+    import shutil
+
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "card.json").write_text('{"name": ')
-    result = CliRunner().invoke(cli, ["models", str(tmp_path / "broken"),
+    shutil.copytree(ROOT / "galaxy" / "models" / "sdss-xception-compact", tmp_path / "copy")
+    result = CliRunner().invoke(cli, ["models", str(tmp_path / "broken"), str(tmp_path / "copy"),
                                       str(ROOT / "galaxy" / "models" / "sdss-xception-compact")])
     assert result.exit_code == 1 and "broken/card.json is not a valid model card" in result.output, result.output
-    assert result.output.count("sdss-xception-compact-64 ") == 2  # the shipped one, and the one named after it
+    # the shipped one and the copy named after the broken one; the shipped one named again is listed once
+    assert result.output.count("sdss-xception-compact-64 ") == 2
 
 
 def test_a_card_naming_an_unknown_architecture_is_named_in_the_error(tmp_path):

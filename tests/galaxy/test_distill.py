@@ -182,7 +182,7 @@ def test_the_kept_copy_of_a_targets_file_is_the_file_the_run_read(tmp_path):
     import hashlib
 
     from galaxy.errors import UsageError
-    from galaxy.training.soft_targets import KEPT_TARGETS_FILE, keep_targets
+    from galaxy.training.targets_file import KEPT_TARGETS_FILE, keep_targets
 
     source = tmp_path / "targets.npz"
     source.write_bytes(b"the targets")
@@ -206,7 +206,7 @@ def test_a_targets_file_of_other_images_or_arrays_is_refused(tmp_path):
     import numpy as np
 
     from galaxy.errors import UsageError
-    from galaxy.training.soft_targets import _write_targets, contents_digest, targets_from_file
+    from galaxy.training.targets_file import _write_targets, contents_digest, targets_from_file
 
     images = sorted((SHARED_DATA / "images").glob("*.jpeg"))[:3] if (SHARED_DATA / "images").is_dir() else []
     if len(images) < 3:
@@ -248,7 +248,7 @@ def test_a_torn_soft_targets_cache_is_labelled_again(tmp_path, caplog):
     traceback: np.load raises that, not an OSError or ValueError, for a torn zip."""
     import numpy as np
 
-    from galaxy.training.soft_targets import _read_targets, _write_targets
+    from galaxy.training.targets_file import _read_targets, _write_targets
 
     path = tmp_path / "soft_targets.npz"
     _write_targets(path, ["a"], np.full((1, 2), 0.5, dtype=np.float32), {"views": 8})

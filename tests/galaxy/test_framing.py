@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from galaxy.cli import cli
 from galaxy.io.framing import REGION, compare_framing, petrosian_fraction, summarise
@@ -58,8 +59,14 @@ def test_summary_ignores_unmeasured_cutouts_and_the_crop_follows_the_scale():
     summary = summarise([0.1, 0.2, float("nan"), 0.3])
     assert summary == {"images": 4, "measured": 3, "p25": 0.15, "median": 0.2, "p75": 0.25}
     assert summarise([float("nan")]) == {"images": 1, "measured": 0}
-    assert compare_framing({"median": 0.18}, {"median": 0.15}, 0.5) == {"scale": 1.2, "crop_fraction": 0.6}
-    assert compare_framing({"median": 0.6}, {"median": 0.15}, 0.5)["crop_fraction"] == 1.0
+    assert compare_framing({"median": 0.18}, {"median": 0.15}, 0.5) == {"scale": 1.2, "crop_fraction": 0.6,
+                                                                        "lower_bound": False, "at_crop_1": None}
+    # galaxies too large for any crop: the crop is 1, and how large they still appear is said
+    larger = compare_framing({"median": 0.33}, {"median": 0.15}, 0.5)
+    assert larger["crop_fraction"] == 1.0 and larger["at_crop_1"] == 1.1 and not larger["lower_bound"]
+    # half or more of the galaxies larger than the search: the median is a lower bound
+    assert compare_framing({"median": REGION, "measured": 3, "at_limit": 2}, {"median": 0.15}, 0.5)["lower_bound"]
+    assert not compare_framing({"median": 0.2, "measured": 3, "at_limit": 1}, {"median": 0.15}, 0.5)["lower_bound"]
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +185,30 @@ def test_framing_names_the_cutouts_it_could_not_read(tmp_path):
     assert [u["path"].endswith("broken.jpeg") for u in report["unreadable"]] == [True]
     assert [p.endswith("sky.png") for p in report["no_galaxy"]] == [True]
     assert "uncertain" not in text.output
+
+
+def test_galaxies_larger_than_any_crop_are_said_to_be_so(tmp_path):
+    """Cutouts zoomed 3x: the median was the search's limit (0.35) and printed as a measurement, and a crop of 1
+    was said to match the training scale, which no crop does (review, session 45)."""
+    zoomed = tmp_path / "zoomed"
+    zoomed.mkdir()
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:16]:
+        reframe(path, zoomed / path.name, 3.0)
+    report = json.loads(invoke("framing", zoomed, "--json").output)
+    assert report["lower_bound"] and report["measured"]["at_limit"] >= 8 and report["crop_fraction"] == 1.0
+    assert report["at_crop_1"] > 1
+    # cutouts twice as wide as high: the search's limit is a smaller fraction of the longer side, found as well
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:16]:
+        with Image.open(path) as image:
+            w, h = image.size
+            image.crop((w // 4, h // 3, 3 * w // 4, 2 * h // 3 - 1)).resize((424, 212)).save(wide / path.name)
+    report = json.loads(invoke("framing", wide, "--json").output)
+    assert report["lower_bound"] and report["measured"]["at_limit"] >= 8
+    text = CliRunner().invoke(cli, ["framing", str(zoomed)])
+    assert text.exit_code == 0 and "No centre crop matches the training scale" in text.output
+    assert "or more" in text.output and "limit of the search" in text.output
 
 
 def test_framing_cautions_when_few_galaxies_were_measured(tmp_path):

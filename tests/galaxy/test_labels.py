@@ -168,3 +168,27 @@ def test_an_input_catalog_naming_a_used_column_twice_is_refused(tmp_path, suffix
     with pytest.raises(UsageError, match=f"c{suffix} names column 'z' 2 times"):
         list(read_input_catalog(path, keep=("z",)))
     assert [p for p, _, _ in read_input_catalog(path)] == [str(tmp_path / "a.jpeg")]
+
+
+def test_a_blank_group_cell_is_in_no_group(tmp_path):
+    """--by-column had made the rows with a blank cell a group named '' in report.json (review, session 45)."""
+    from galaxy.labels import column_by_id
+
+    table = tmp_path / "groups.csv"
+    table.write_text("file,label,kind\na.jpeg,spiral,edge-on\nb.jpeg,spiral,\nc.jpeg,spiral, \n")
+    assert column_by_id(table, "kind") == {"a": "edge-on", "b": None, "c": None}
+
+
+def test_an_unlabelled_folder_given_twice_or_inside_another_is_one_pool(tmp_path):
+    """Each image had been learned twice (review, session 45)."""
+    import shutil
+
+    from galaxy.labels import list_unlabelled
+    from tests.conftest import EXAMPLES
+
+    inner = tmp_path / "pool" / "inner"
+    inner.mkdir(parents=True)
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:3]:
+        shutil.copy(path, inner)
+    paths, ids = list_unlabelled([tmp_path / "pool", inner, f"{inner}/"])
+    assert len(paths) == 3 and len(set(ids)) == 3

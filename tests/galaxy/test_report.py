@@ -52,7 +52,10 @@ def test_cut_ids_end_with_an_ellipsis():
     from galaxy.evaluation.montage import short_id
 
     assert short_id("587735344261759100") == "587735344261759100"
-    assert short_id("587735344261759100#2") == "58773534426175910…" and len(short_id("x" * 40)) == 18
+    assert short_id("587735344261759100#2") == "587735344261759100#2" and len(short_id("x" * 40)) == 20
+    # two DR8 objIDs of one field, repeated: cut at the end they had shown one label
+    assert short_id("1237648720693755918#12") == "123764872…3755918#12"
+    assert short_id("1237648720693755918#12") != short_id("1237648720693755934#12")
 
 
 def test_montage_from_another_folder_finds_the_images_and_counts_what_it_cannot(tmp_path, monkeypatch, caplog):
@@ -73,6 +76,23 @@ def test_montage_from_another_folder_finds_the_images_and_counts_what_it_cannot(
     caplog.clear()
     CliRunner().invoke(cli, ["montage", str(work / "catalog.fits"), "-o", "m.png", "--per-row", "3"])
     assert re.search(r"montage: [1-9] of 9 galaxies could not be read", caplog.text)
+
+
+def test_a_moved_project_folder_reads_its_relative_paths_from_the_catalogs_folder(tmp_path, monkeypatch, caplog):
+    """The folder a catalog was classified in, renamed with its images: every galaxy had been drawn
+    "unreadable" (review, session 45)."""
+    work = tmp_path / "work"
+    shutil.copytree(EXAMPLES, work / "cutouts", ignore=shutil.ignore_patterns("*.csv"))
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli, ["classify", "cutouts", "-o", "catalog.csv", "-q", "--backend", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)
+    work.rename(tmp_path / "moved")
+    caplog.set_level("WARNING")
+    result = CliRunner().invoke(cli, ["montage", str(tmp_path / "moved" / "catalog.csv"), "-o", "m.png"])
+    assert result.exit_code == 0, result.output
+    assert "which no longer exists: its relative paths are read from" in caplog.text
+    assert "could not be read" not in caplog.text
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +128,23 @@ def test_report_is_one_self_contained_page(classified, tmp_path):
     assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http://" not in page and "https://" not in page  # nothing to fetch
     assert "Incomplete catalog" not in page
+    assert "The card's figures are of fp32 inference" not in page  # (the fixture ran at fp32)
+    assert 'alt="most confident spiral and elliptical galaxies, and the most uncertain"' in page
+
+
+def test_the_report_of_an_int8_catalog_says_the_cards_figures_are_fp32(classified, tmp_path):
+    """The card's fp32 validation figures stood beside a catalog made at int8 (auto's pick on these CPUs)
+    without a word (review, session 45)."""
+    import json
+
+    for name in ("catalog.csv", "catalog.csv.errors.csv"):
+        shutil.copy(classified.parent / name, tmp_path / name)
+    meta = json.loads((classified.parent / "catalog.csv.meta.json").read_text())
+    meta["backend"] = "onnxruntime-int8 int8"
+    (tmp_path / "catalog.csv.meta.json").write_text(json.dumps(meta))
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "catalog.csv"), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert "this catalog was made at int8 (onnxruntime-int8 int8)" in (tmp_path / "r.html").read_text()
 
 
 def test_the_report_of_an_interrupted_run_says_it_is_incomplete(tmp_path):
@@ -249,7 +286,7 @@ def test_a_catalog_without_probabilities_is_one_clear_error(classified, tmp_path
 
 
 @pytest.mark.parametrize("command", ["montage", "report"])
-@pytest.mark.parametrize("per_row", ["0", "-2"])
+@pytest.mark.parametrize("per_row", ["0", "-2", "65"])
 def test_a_row_holds_at_least_one_galaxy(classified, tmp_path, command, per_row):
     result = CliRunner().invoke(cli, [command, str(classified), "-o", str(tmp_path / "x.png"), "--per-row", per_row])
     assert result.exit_code == 2 and "--per-row" in result.output
@@ -479,6 +516,13 @@ def test_report_of_dot_inside_a_ray_folder_and_of_one_missing_a_part(tmp_path, m
     broken = _ray_folder(tmp_path / "broken", ["part-000000.parquet", "part-000001.parquet"])
     result = CliRunner().invoke(cli, ["report", str(broken), "-o", str(tmp_path / "b.html")])
     assert result.exit_code == 2 and "1 of the 2 parts its manifest names are missing (e.g. part-000001" in result.output
+    # a damaged part, a damaged manifest: each named (the folder alone had been; review, session 45)
+    (broken / "part-000001.parquet").write_bytes(b"PAR1 not really")
+    result = CliRunner().invoke(cli, ["report", str(broken), "-o", str(tmp_path / "b.html")])
+    assert result.exit_code == 2 and "its part part-000001.parquet (" in result.output, result.output
+    (broken / "_galaxy" / "manifest.json").write_text("[1")
+    result = CliRunner().invoke(cli, ["montage", str(broken), "-o", str(tmp_path / "b.png")])
+    assert result.exit_code == 2 and "its _galaxy/manifest.json is not a manifest galaxy wrote" in result.output
 
 
 def test_failure_reasons_are_counted_by_kind_and_a_short_errors_file_reads(classified, tmp_path):
@@ -489,6 +533,9 @@ def test_failure_reasons_are_counted_by_kind_and_a_short_errors_file_reads(class
 
     assert reason_kind("1 x 1 pixels is too small: at least 8") == reason_kind("300 x 2 pixels is too small")
     assert reason_kind("") == "(no reason given)"
+    # not cut inside a parenthesis, nor in the middle of a word (review, session 45)
+    assert reason_kind("not a readable FITS file (OSError: Empty or corrupt FITS file)") == "not a readable FITS file"
+    assert reason_kind(" ".join(["word"] * 30)).endswith("word…") and len(reason_kind(" ".join(["word"] * 30))) <= 80
     catalog = _copy_catalog(classified, tmp_path)
     errors_path(catalog).write_text("id,path,stage\nx,/nowhere/x.jpeg,decode\n")
     result = CliRunner().invoke(cli, ["report", str(catalog), "-o", str(tmp_path / "r.html")])
@@ -567,3 +614,82 @@ def test_a_damaged_catalog_is_one_clear_error_naming_it(tmp_path, command, out, 
     assert result.exit_code == 2 and result.exception.__class__ is SystemExit, result.output
     assert f"cannot read catalog {path} ({reason}" in " ".join(result.output.split()), result.output
     assert not (tmp_path / out).exists()
+
+
+def test_a_parquet_catalog_named_in_bytes_that_are_not_utf8_is_written_and_shown(tmp_path, monkeypatch):
+    """Writing one had been a traceback (pyarrow encodes its metadata and file name as UTF-8), reading one
+    "cannot read catalog", and the report of any catalog so named a UnicodeEncodeError (review, session 45)."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    monkeypatch.chdir(tmp_path)
+    name = os.fsdecode(b"odd\xff.parquet")
+    for _ in range(2):  # and its rerun, which reads it
+        result = CliRunner().invoke(cli, ["classify", str(EXAMPLES), "-o", name, "-q", "--backend", "onnxruntime"])
+        assert result.exit_code == 0, result.output
+    with open(name, "rb") as fh:
+        table = pq.read_table(fh)
+    assert table.num_rows == 40 and b"odd\\xff.parquet" in table.schema.metadata[b"galaxy.command"]
+    for command, out in (("montage", "m.png"), ("report", "r.html")):
+        result = CliRunner().invoke(cli, [command, name, "-o", out])
+        assert result.exit_code == 0, result.output
+    assert "<title>galaxy report: odd\\xff.parquet</title>" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("command", ["montage", "report"])
+def test_a_table_without_id_or_path_and_an_output_naming_no_file_are_refused(tmp_path, command, classified):
+    """Both had been tracebacks: KeyError 'id', and pathlib's ValueError for `-o ''` (review, session 45)."""
+    for header, missing in (("path,p_spiral", "id"), ("id,p_spiral", "path")):
+        own = tmp_path / "own.csv"
+        own.write_text(f"{header}\nx.jpeg,0.7\n")
+        result = CliRunner().invoke(cli, [command, str(own), "-o", str(tmp_path / "x")])
+        assert result.exit_code == 2 and f"has no {missing} column" in result.output, result.output
+    for out in ("", str(tmp_path / "absent") + "/"):
+        result = CliRunner().invoke(cli, [command, str(classified), "-o", out])
+        assert result.exit_code == 2 and "names no file" in result.output, result.output
+
+
+def test_a_linked_catalog_finds_its_metadata_and_a_damaged_one_is_said(classified, tmp_path, caplog):
+    """A CSV catalog reached through a link was shown without its metadata file (beside the file, not the
+    link), and a damaged metadata file was passed over without a word (review, session 45)."""
+    from galaxy.catalog.read import read_catalog_metadata
+
+    link = tmp_path / "linked.csv"
+    link.symlink_to(classified)
+    assert read_catalog_metadata(link)["model"] == read_catalog_metadata(classified)["model"]
+    result = CliRunner().invoke(cli, ["report", str(link), "-o", str(tmp_path / "linked.html")])
+    assert result.exit_code == 0 and "<th>could not be read</th><td>1" in (tmp_path / "linked.html").read_text()
+    copy = tmp_path / "copy.csv"
+    shutil.copy(classified, copy)
+    (tmp_path / "copy.csv.meta.json").write_text("[1")
+    result = CliRunner().invoke(cli, ["report", str(copy), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert sum("its metadata cannot be read" in r.getMessage() for r in caplog.records) == 1  # once, not thrice
+
+
+@pytest.mark.parametrize("command", ["montage", "report"])
+def test_an_empty_file_is_no_catalog(tmp_path, command):
+    (tmp_path / "x.csv").write_bytes(b"")
+    result = CliRunner().invoke(cli, [command, str(tmp_path / "x.csv"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "it is empty (0 bytes)" in result.output, result.output
+
+
+def test_models_lists_a_shipped_model_named_again_once():
+    from galaxy.card import shipped_model_dirs
+
+    result = CliRunner().invoke(cli, ["models", "sdss-xception"])
+    assert result.exit_code == 0, result.output
+    assert sum(line and not line.startswith(" ") for line in result.output.splitlines()) == len(shipped_model_dirs())
+
+
+def test_models_lists_a_folder_named_twice_once(tmp_path, monkeypatch):
+    from galaxy.card import shipped_model_dirs
+
+    shutil.copytree(shipped_model_dirs()[0], tmp_path / "mine")
+    (tmp_path / "link").symlink_to(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["models", "mine", str(tmp_path / "mine"), "link"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line and not line.startswith(" ")]
+    assert len(lines) == len(shipped_model_dirs()) + 1

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from galaxy.cli import cli
 from galaxy.errors import UsageError
 from galaxy.labels import list_unlabelled
-from galaxy.training.soft_targets import TARGETS_FILE, sharpen, soft_target_loss
+from galaxy.training.soft_targets import sharpen, soft_target_loss
+from galaxy.training.targets_file import TARGETS_FILE
 from tests.conftest import EXAMPLES, SHARED_DATA
 
 UNLABELLED = SHARED_DATA.parent / "unlabeled-sdss" / "images"
@@ -282,7 +283,8 @@ def test_a_run_file_records_what_stands_in_for_its_teachers_and_an_old_one_is_br
     needs them); one written before it did is rewritten with them when the run reuses it."""
     from galaxy.card import training_ids
     from galaxy.training.predict import pick_device
-    from galaxy.training.soft_targets import TARGETS_FILE, _records_provenance, _write_targets, teacher_probabilities
+    from galaxy.training.soft_targets import teacher_probabilities
+    from galaxy.training.targets_file import TARGETS_FILE, _records_provenance, _write_targets
     from tests.conftest import EXAMPLES
 
     paths = sorted(str(p) for p in EXAMPLES.glob("*.jpeg"))[:2]

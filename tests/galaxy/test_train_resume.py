@@ -208,3 +208,22 @@ def test_a_file_torch_will_not_load_is_refused_without_advice_to_run_its_code(tm
     cut.write_bytes((tmp_path / "whole.pt").read_bytes()[:300])
     result = invoke("train", data / "labels.csv", "-o", tmp_path / "m", *COMMON, "--epochs", "1", "--resume", cut)
     assert result.exit_code == 2 and "(give CHECKPOINT_DIR/last.pt): RuntimeError: PytorchStreamReader" in result.output
+
+
+def test_a_new_run_never_writes_over_another_runs_checkpoint(tmp_path):
+    """A run into the folder of an interrupted one (or with --work-dir at a finished model's checkpoints) had
+    replaced its last.pt, which could then no longer be resumed (review, session 45)."""
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    work = tmp_path / "out" / "checkpoints"
+    work.mkdir(parents=True)
+    (work / "last.pt").write_bytes(b"an interrupted run's checkpoint")
+    result = CliRunner().invoke(cli, ["train", str(EXAMPLES / "labels.csv"), "-o", str(tmp_path / "out"),
+                                      "--size", "32", "--epochs", "1"])
+    assert result.exit_code == 2 and "is another run's checkpoint: resume it (--resume" in result.output
+    assert (work / "last.pt").read_bytes() == b"an interrupted run's checkpoint"
+    result = CliRunner().invoke(cli, ["train", str(EXAMPLES / "labels.csv"), "-o", str(tmp_path / "new"),
+                                      "--work-dir", str(work), "--size", "32", "--epochs", "1"])
+    assert result.exit_code == 2 and not (tmp_path / "new").exists()

@@ -82,6 +82,15 @@ def test_init_from_a_model_with_another_split_of_the_same_data_is_refused(tmp_pa
     result = _train(tmp_path / "leaky", "--epochs", "1", "--init", str(middle), "--seed", "5")
     assert result.exit_code == 2 and "another validation split" in result.output
     (first / "train_ids.txt").write_text(learned)
+    # nor can one begun from a weights file without its card (A's, copied out: it had written a list of its
+    # own images alone, as if the weights had learned nothing)
+    bare = tmp_path / "copied.safetensors"
+    bare.write_bytes((first / "model.safetensors").read_bytes())
+    from_bare = tmp_path / "from-bare"
+    result = _train(from_bare, "--epochs", "1", "--init", str(bare))
+    assert result.exit_code == 0, result.output
+    assert not (from_bare / "train_ids.txt").exists()
+    assert "train_ids_file" not in json.loads((from_bare / "card.json").read_text())["split"]
 
     # data made of its training images alone holds none of its validation ids, yet a new split of it
     # validates on images the model learned: its train_ids.txt tells

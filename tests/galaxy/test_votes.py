@@ -82,6 +82,13 @@ def test_bad_rules_are_usage_errors():
         VoteRule(threshold=0.5)
     with pytest.raises(UsageError, match="elliptical and spiral"):
         load_votes(KAGGLE, VoteRule(threshold=0.6, images=KAGGLE_IMAGES), classes=("smooth", "disk"))
+    # options a table cannot honour: they had been ignored, and recorded in report.json as applied (review, s45)
+    with pytest.raises(UsageError, match="--min-votes 100: .*kaggle.* has no vote count column"):
+        load_votes(KAGGLE, VoteRule(threshold=0.6, min_votes=100, images=KAGGLE_IMAGES))
+    with pytest.raises(UsageError, match="--vote-kind debiased: .*has one kind of vote fraction"):
+        load_votes(KAGGLE, VoteRule(threshold=0.6, kind="debiased", images=KAGGLE_IMAGES))
+    with pytest.raises(UsageError, match="vote threshold 0.8 and --min-votes 100000 with an image"):
+        load_votes(GZ2, VoteRule(kind="debiased", min_votes=100000, images=str(GZ / "gz2" / "images")))
 
 
 def test_the_default_model_calls_gz2s_confident_spirals_spiral(default_model):
@@ -143,3 +150,18 @@ def test_a_fits_labels_table_astropy_cannot_identify_is_one_clear_error(tmp_path
     path.write_bytes(content)
     with pytest.raises(UsageError, match="cannot read the table .*labels.fits: not a FITS table astropy can read"):
         read_table(path)
+
+
+def test_a_parquet_vote_table_named_in_bytes_that_are_not_utf8_is_read(tmp_path):
+    """pyarrow takes UTF-8 names only: such a table had been "cannot read the table" (review, session 45)."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from galaxy.votes import read_table
+
+    path = tmp_path / os.fsdecode(b"votes\xff.parquet")
+    with open(path, "wb") as fh:
+        pq.write_table(pa.table({"GalaxyID": [1, 2], "Class1.1": [0.9, 0.1], "Class1.2": [0.1, 0.9]}), fh)
+    assert len(read_table(path)) == 2
