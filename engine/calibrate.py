@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
 from engine.artifacts import resolve_model
 from engine.listing import Item
 from engine.runner import Runner
+from galaxy.card import CARD_FILE
 from galaxy.errors import UsageError
+from galaxy.files import writable_folder
 from galaxy.evaluation.calibration import (LOG_T_RANGE, at_range_edge, calibration_record, log_probabilities,
                                           scaled_nll, softmax_t)
-from galaxy.evaluation.metrics import expected_calibration_error
+from galaxy.evaluation.metrics import expected_calibration_error, require_finite
 from galaxy.labels import validation_split
 
 log = logging.getLogger(__name__)
@@ -35,10 +38,12 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
     REFIT_TOLERANCE of T0 keeps T0). Changing T changes the engine key: derived engines are rebuilt
     on next use.
     """
+    writable_folder(model_dir, f"cannot write {Path(model_dir) / CARD_FILE}")  # before the split is scored
     val = validation_split(model_dir, card, data, label_column, path_column)
     _require_the_validated_labels(card, val, data)
     runner = Runner(model_dir, card, "onnxruntime", batch_size=batch)
     probs, labels = _validation_probabilities(runner, val)
+    require_finite(probs, f"{card.name} ({model_dir})")  # (a NaN model had been given T = 20 and ECE 0)
     # the probabilities carry the card's temperature T0: times T0, their logs are the network's own logits (up to
     # a per-row constant), and T is fitted on those within LOG_T_RANGE directly. (A factor fitted on the scaled
     # ones and composed, T0 x factor, was clamped to the range of the factor: from T0 = 20 one run stopped at

@@ -27,7 +27,7 @@ from galaxy.card import CARD_FILE, speeds_by_machine
 from galaxy.errors import GalaxyError, UsageError
 from galaxy.files import writable_folder
 from galaxy.labels import validation_split
-from galaxy.evaluation.metrics import classification_report, label_agreement
+from galaxy.evaluation.metrics import classification_report, label_agreement, require_finite
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ def check_backends(model_dir, card, data, names=("torch", "onnxruntime-int8"), b
             not_checked[name] = str(exc)
     names = [name for name in names if name in sessions]
     probabilities = {name: batched_probabilities(session, tensors, batch) for name, session in sessions.items()}
+    for name, probs in probabilities.items():  # (a NaN model had passed: every backend argmaxed alike to class 0)
+        require_finite(probs, f"{card.name} ({model_dir}) on {name}")
     speeds = _speeds(sessions, tensors[:SPEED_IMAGES], batch)
     reference = probabilities["onnxruntime"]
     fp32 = classification_report(labels, reference, card.classes)

@@ -6,10 +6,11 @@ The data path, as on one machine, cut into shards:
   Ray Data: read the shard list -> map_batches over an actor pool, one engine per actor, sized
             to the cluster's GPUs (or CPUs); each call decodes + classifies one whole shard and
             writes OUT_DIR/part-<shard>.parquet and its errors atomically (temp file + rename)
+            (engine/ray_actor.py)
   driver: ids made unique across parts in listing order and one schema for all parts (as one
           machine writes them: engine/ray_parts.py), errors merged into OUT_DIR/_galaxy/errors.csv, the manifest
-          (OUT_DIR/_galaxy/manifest.json) last; the shards' rows whose kept ra/dec is not their cutout's
-          centre (`OffCentreRows`) make one warning, as on one machine.
+          (OUT_DIR/_galaxy/manifest.json) last (engine/ray_manifest.py); the shards' rows whose kept ra/dec is
+          not their cutout's centre (`OffCentreRows`) make one warning, as on one machine.
 
 OUT_DIR's top level holds only the parts; everything else is under `_galaxy/`, which Parquet
 dataset readers skip (names starting with "_" or "."), as they skip the ".part-*" temp files.
@@ -17,8 +18,8 @@ dataset readers skip (names starting with "_" or "."), as they skip the ".part-*
 Fault tolerance: actors that die are restarted and their shard retried (Ray's max_restarts /
 max_task_retries); a part appears whole or not at all, so a retry cannot duplicate rows. A rerun
 on the same OUT_DIR classifies the shards without a part and retries the inputs that failed in the
-others, as one machine's rerun does: nothing lost, nothing twice (`retry_failed` says how a retried
-input's row joins its part).
+others, as one machine's rerun does: nothing lost, nothing twice (`ShardClassifier.retry_failed`
+says how a retried input's row joins its part).
 The parts have the columns, ids and metadata of a single-machine Parquet catalog; read them all
 with `pyarrow.parquet.read_table(OUT_DIR)`, `pandas.read_parquet(OUT_DIR)`, or
 `astropy.table.Table.read` per part.
@@ -34,25 +35,21 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-
 from engine.fingerprint import FINGERPRINT, keep_fingerprint, recorded_fingerprint
 from engine.listing import parse_band_columns, require_inputs, with_catalog_columns
-from engine.ray_parts import (failed_places, finalize_parts, part_errors, part_path, pending_errors, prepare_out_dir,
-                              read_part_errors, settle_retry)
-from engine.ray_shards import Shard, shard_items, shard_length, write_shards
+from engine.ray_actor import ShardClassifier
+from engine.ray_manifest import write_manifest
+from engine.ray_parts import failed_places, part_path, pending_errors, prepare_out_dir, settle_retry
+from engine.ray_shards import shard_length, write_shards
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_columns
 from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY, INT8_KEY, fingerprint_defaults, reading_settings
 from galaxy.catalog.text import safe_text
-from galaxy.catalog.write import describe_rows, errors_path, ErrorWriter
 from galaxy.errors import BackendUnavailable, GalaxyError, UsageError
-from galaxy.files import write_atomically
 from galaxy.io.sky import OffCentreRows
 
 log = logging.getLogger(__name__)
 
 SHARD_SIZE = 4096
-CRASH_ONCE_ENV = "GALAXY_RAY_CRASH_ONCE"  # fault injection for the tests: "<shard>:<marker file>"
 
 
 def import_ray():
@@ -62,124 +59,6 @@ def import_ray():
     except ImportError:
         raise BackendUnavailable("--ray needs Ray: pip install 'galaxy-engine[ray]'") from None
     return ray
-
-
-class ShardClassifier:
-    """A Ray Data callable class: one model session per actor, one shard per call."""
-
-    def __init__(self, config, model_dir: str, out_dir: str, cwd: str | None = None, units: dict | None = None,
-                 descriptions: dict | None = None):
-        from engine.artifacts import resolve_model
-        from engine.machine import installed_versions
-        from galaxy.catalog.metadata import catalog_metadata
-        from engine.runner import Runner
-
-        if cwd and os.path.isdir(cwd):  # relative inputs are the driver's: a cluster started in another
-            os.chdir(cwd)  # folder read them from its own (every input failed as "no such file")
-        self.units, self.descriptions = units or {}, descriptions or {}  # of kept columns, from the catalog
-        model_dir, card = resolve_model(model_dir)
-        self.runner = Runner.for_classify(model_dir, card, config)
-        self.out_dir, self.classes = Path(out_dir), card.classes
-        self.metadata = catalog_metadata(card, self.runner.session, config, self.runner.spec,
-                                         decoder=self.runner.pipeline.name, software=installed_versions())
-
-    def __call__(self, batch: dict) -> dict:
-        out = {"shard": [], "rows": [], "errors": [], "off_centre": []}
-        for index, path, retry in zip(batch["index"], batch["path"], batch["retry"]):
-            rows, errors, off_centre = (self.retry_failed if retry else self.classify_shard)(int(index), str(path))
-            out["shard"].append(int(index))
-            out["rows"].append(rows)
-            out["errors"].append(errors)
-            out["off_centre"].append(json.dumps(dataclasses.asdict(off_centre)))
-        return {k: np.asarray(v) for k, v in out.items()}
-
-    def classify_shard(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows]:
-        """Classify a whole shard into its part and the part's errors; return (rows, failures, rows
-        whose kept ra/dec is not their cutout's centre)."""
-        _maybe_crash(index)
-        items = shard_items(shard_path)
-        tmp, rows, errors, failed, off_centre = self._classify(index, items, range(len(items)))
-        pending_errors(self.out_dir, index).unlink(missing_ok=True)  # a retry's, of a part deleted since
-        errors.replace(part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
-        tmp.replace(part_path(self.out_dir, index))
-        return rows, len(failed), off_centre
-
-    def retry_failed(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows]:
-        """Classify again the inputs of a finished shard that failed; return (rows now classified,
-        inputs still failing, those rows whose kept ra/dec is not their cutout's centre).
-
-        The rows of those that now succeed take their places among the part's rows (listing order),
-        and the errors keep only those that failed again. The part and its errors are two files, so
-        the new errors are written first beside the old (`pending_errors`), then the part replaced,
-        then the errors: a process killed between the renames leaves a state `settle_retry` tells
-        apart by the part's length, since a part with more rows has fewer failures.
-        """
-        import pyarrow.parquet as pq
-
-        from engine.ray_parts import merge_retried
-
-        items = shard_items(shard_path)
-        settle_retry(self.out_dir, index, len(items))
-        failed = failed_places(self.out_dir, index)
-        if not failed:  # none, or only rows of an earlier version's part, which record no place
-            return 0, 0, OffCentreRows()
-        tmp, rows, errors, still, off_centre = self._classify(index, items, failed)
-        part, pending = part_path(self.out_dir, index), pending_errors(self.out_dir, index)
-        if rows:
-            errors.replace(pending)
-            merged = merge_retried(pq.read_table(part), pq.read_table(tmp), items, failed,
-                                   sorted(set(failed) - set(still)), self.units)
-            tmp.unlink()
-            write_atomically(part, lambda path: pq.write_table(merged, path))
-            pending.replace(part_errors(self.out_dir, index))
-        else:  # nothing recovered: the part stands, the errors are this try's (a reason may have changed)
-            tmp.unlink()
-            errors.replace(part_errors(self.out_dir, index))
-        return rows, len(still), off_centre
-
-    def _classify(self, index: int, items: list, places) -> tuple[Path, int, Path, list[int], OffCentreRows]:
-        """Classify the shard's `items` at `places` into a temporary part and errors file beside the
-        part; return (part, rows, errors, the places that failed, off-centre rows). Each error row
-        ends with its input's place in the shard."""
-        from galaxy.catalog.write import CatalogWriter
-
-        places, errors = list(places), []
-        ident = {}  # a place in the shard (the id the runner handles) -> the id the input was given
-        off_centre = OffCentreRows(units=self.units)
-
-        def position(given):  # each input's id becomes its place in the shard; the id given is put back
-            place = str(places[len(ident)])  # below, and the place goes into the errors part: the merge takes
-            ident[place] = given  # ids over rows and failures in listing order, as one machine does
-            return place
-
-        results = list(self.runner.run((items[p] for p in places), errors.append, position,
-                                       lambda place, *where: off_centre.add(safe_text(ident[place]), *where)))
-        tmp = self.out_dir / f".part-{index:06d}.{os.getpid()}.tmp"
-        results = [([safe_text(ident[i]) for i in ids], [safe_text(p) for p in paths], probs, columns)
-                   for ids, paths, probs, columns in results]
-        extra, lengths = describe_rows(row for ids, paths, _, columns in results for row in zip(ids, paths, columns))
-        # kept columns stay text as given: their kind is decided over all parts when they are finalised
-        extra = [(name, "text") for name, _ in extra]
-        writer = CatalogWriter(tmp, self.classes, self.metadata, "parquet", extra, units=self.units,
-                               text_lengths=lengths, descriptions=self.descriptions)
-        for ids, paths, probs, columns in results:
-            writer.write(ids, paths, probs, columns)
-        writer.close()
-        err_writer = ErrorWriter(tmp.with_suffix(".errors.tmp"), header=False)  # merged under one header later
-        for failure in errors:
-            err_writer.write(ident[failure.id], *failure[1:], failure.id)
-        err_writer.close()
-        return tmp, writer.rows, err_writer.path, [int(failure.id) for failure in errors], off_centre
-
-
-def _maybe_crash(index: int) -> None:
-    """Test hook: kill this actor's process once while it holds shard `index` (see CRASH_ONCE_ENV)."""
-    spec = os.environ.get(CRASH_ONCE_ENV)
-    if spec:
-        shard, marker = spec.split(":", 1)
-        if int(shard) == index and not os.path.exists(marker):
-            Path(marker).write_text("crashed once\n")
-            os._exit(1)
 
 
 def _quiet_ray(ray, chatty: bool) -> int:
@@ -219,6 +98,11 @@ def classify_on_ray(config, address: str | None, shard_size: int = SHARD_SIZE, a
         raise UsageError(f"--actors {actors}: at least 1 engine runs")
     if config.output_format not in (None, "parquet"):
         raise UsageError(f"--format {config.output_format}: with --ray the catalog is a folder of Parquet parts")
+    try:  # every part, shard and manifest is named under it, and pyarrow names files in UTF-8 only
+        str(out_dir).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"{safe_text(str(out_dir))}: with --ray the output folder's path must be UTF-8 (pyarrow "
+                         "writes its parts); give another -o") from None
     from engine import backends, pipelines
     from engine.runner import require_batch_size
 
@@ -414,63 +298,3 @@ def _warn_off_centre(shards: dict[int, OffCentreRows]) -> None:
         merged.merge(shards[index])
     for line in merged.warnings():  # warnings: the parts are written, and the exit status stays
         log.warning("%s", line)
-
-
-ENGINES_KEY = "engines_by_part"  # the manifest metadata's record of parts classified by unlike engines
-
-
-def part_engines(parts) -> dict[str, int]:
-    """{engine: parts} of a --ray run's parts, as each part's run record names it: the backend and precision,
-    and for int8 the CPU arithmetic its sums ran on (each actor chose its own backend, `auto` per machine)."""
-    from galaxy.catalog.metadata import INT8_ARITHMETIC_KEY
-    from galaxy.catalog.read import read_catalog_metadata
-
-    engines: dict[str, int] = {}
-    for part in parts:
-        try:
-            run = json.loads(read_catalog_metadata(part, "parquet").get("run") or "{}")
-        except ValueError:
-            run = {}
-        arithmetic = run.get(INT8_ARITHMETIC_KEY)
-        kind = str(run.get("backend", "unrecorded")) + (f" ({arithmetic} int8 arithmetic)" if arithmetic else "")
-        engines[kind] = engines.get(kind, 0) + 1
-    return engines
-
-
-def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int, actors: int, started: float,
-                   units: dict | None = None) -> dict:
-    """Make the parts one catalog, merge their errors, and write the manifest last; return it.
-
-    `done`: rows and errors classified by this run, and the failed inputs of earlier runs it retried
-    (`retried`, counted in those); `resumed`: shards whose part an earlier run wrote.
-    """
-    import pyarrow.parquet as pq
-
-    from galaxy.catalog.read import read_catalog_metadata
-
-    failures = [read_part_errors(out_dir, shard.index) for shard in shards]
-    ids = finalize_parts([part_path(out_dir, shard.index) for shard in shards],
-                         [[(row[0], row[4] if len(row) == 5 else None) for row in rows] for rows in failures], units)
-    errors = ErrorWriter(errors_path(out_dir))
-    for rows, taken in zip(failures, ids):
-        for row, ident in zip(rows, taken):
-            errors.write(ident, *row[1:4])
-    errors.close()
-    failed = errors.count
-    parts = [part_path(out_dir, s.index) for s in shards]
-    total = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
-    metadata = read_catalog_metadata(parts[0], "parquet") if parts else {}
-    engines = part_engines(parts)
-    if len(engines) > 1:  # actors on unlike machines: the catalog's metadata (the first part's) said one of them
-        metadata[ENGINES_KEY] = json.dumps(engines)
-        log.warning("the parts were classified by %d kinds of engine (%s): a machine's `auto` choice, and its CPU's "
-                    "int8 arithmetic, are its own; the catalog's metadata lists them under %s", len(engines),
-                    "; ".join(f"{kind}: {n} parts" for kind, n in engines.items()), ENGINES_KEY)
-    manifest = {"parts": [p.name for p in parts], "rows": total, "failed": failed,
-                "errors": str(errors_path(out_dir).relative_to(out_dir)),
-                "classified_now": done["rows"], "failed_now": done["errors"], "retried": done.get("retried", 0),
-                "shards_resumed": resumed,
-                "actors": actors, "seconds": round(time.perf_counter() - started, 1), "metadata": metadata}
-    final = out_dir / RAY_BOOKKEEPING / RAY_MANIFEST
-    write_atomically(final, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1) + "\n"))
-    return manifest

@@ -39,11 +39,11 @@ from galaxy.card import strict_json, training_ids, validation_ids
 from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.write import CatalogWriter, ErrorWriter, errors_path
 from galaxy.config import config_dict
-from galaxy.errors import ModelError, UsageError
+from galaxy.errors import UsageError
 from galaxy.files import same_file, writable_folder
 from galaxy.labels import column_by_id, learned_image, load_labelled, validation_split
 from galaxy.evaluation.metrics import (accuracy_at_coverage, accuracy_by_group, classification_report,
-                                       expected_calibration_error, purity_completeness)
+                                       expected_calibration_error, purity_completeness, require_finite)
 from galaxy.evaluation.plots import coverage_curve, purity_completeness_curves, reliability_diagram
 from galaxy.progress import progress
 from galaxy.votes import is_vote_table, rule_from_config
@@ -98,10 +98,7 @@ def _score(model_dir, card, labelled, config) -> Scored:
         first = f": {failed[0]['path']}: {failed[0]['reason']}" if failed else ""
         raise UsageError(f"no readable labelled images in {config.data} ({len(failed)} unreadable{first})")
     probabilities = np.concatenate(probs)
-    broken = int(np.sum(~np.isfinite(probabilities).all(axis=1)))
-    if broken:  # NaN argmaxes to class 0 and sits in no ECE bin: the figures would look plausible
-        raise ModelError(f"{card.name} ({model_dir}): the model's outputs are not finite for {broken} of the "
-                         f"{len(paths)} images: its weights are broken")
+    require_finite(probabilities, f"{card.name} ({model_dir})")
     return Scored([id_of[p] for p in paths], paths, probabilities, failed, f"{runner.backend} on {runner.session.device}")
 
 
@@ -139,14 +136,15 @@ def _comparable(name, model_dir, card, labelled, config, role: str = "--compare"
                          f"{card.weights_sha256[:12]}...): a model {use}; name another model")
     if other.classes != card.classes:
         raise UsageError(f"{role} {name} has classes {other.classes}, {card.name} has {card.classes}")
-    other_train = training_ids(other_dir, other)
+    other_train, own_recorded = training_ids(other_dir, other), None  # own_recorded: MODEL_DIR's, read below
     other_val = validation_ids(other_dir, other) if config.split == "val" and other_train is None else None
     if other_val is not None:  # a model that does not record its training images: outside its validation
         # split counts as trained on (its train_ids.txt, where it has one, says exactly: another survey's
         # validation galaxies had all been called its training images)
         trained_on = [i for i in labelled.ids if i not in other_val]
     else:  # its training ids tell (--split all, or a model that records them)
-        own_train = training_ids(model_dir, card) or set()
+        own_recorded = training_ids(model_dir, card)
+        own_train = own_recorded or set()
         if other_train is None and config.split == "val":
             raise UsageError(f"{role} {name} records neither its validation split nor its training images: "
                              "whether it learned these validation images cannot be checked")
@@ -158,7 +156,12 @@ def _comparable(name, model_dir, card, labelled, config, role: str = "--compare"
             log.warning("%d of these images are training images of both models", len(learned & own_train))
         trained_on = sorted(learned - own_train)
     if trained_on:
-        which = "validation images" if config.split == "val" else f"images, which {card.name} was not"
+        if config.split == "val":
+            which = "validation images"
+        elif own_recorded is not None:
+            which = f"images, which {card.name} was not"
+        else:
+            which = f"images ({card.name} records no training ids)"
         raise UsageError(f"{role} {name} was trained on {len(trained_on)} of these {which} "
                          f"(e.g. {trained_on[0]}): a comparison on them would favour it")
     return other_dir, other
@@ -372,6 +375,9 @@ def evaluate(config) -> dict:
         if report["training_images_scored"]:
             log.warning("%d of the %d galaxies scored are %s's training images: these figures flatter it",
                         report["training_images_scored"], len(scored.ids), card.name)
+        elif own is None:  # (said nothing, as if none were)
+            log.warning("%s records no training ids (train_ids.txt): whether these galaxies were its training "
+                        "images is not checked, and figures on them may flatter it", card.name)
     if config.ensemble:
         report["ensemble"] = [{"dir": str(d), "name": c.name, "weights_sha256": c.weights_sha256} for d, c in members]
     rule = vote_rule(card, config)

@@ -129,3 +129,26 @@ def reading_of(config) -> dict:
         return reading_settings(settings, SimpleNamespace(fits_bands=parse_bands(settings.bands)))
     except (ValueError, TypeError, AttributeError, UsageError):  # not a record this version can read
         return {}
+
+
+def journal_dir(output) -> Path:
+    """The folder of an output's journal: catalog.csv -> catalog.csv.partial."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial")
+
+
+def earlier_backend(output, fmt=None) -> str | None:
+    """The backend name the run that began `output` used (from its journal's fingerprint, else the
+    finished catalog's), or None where there is none or it cannot be read."""
+    journalled = journal_dir(output) / FINGERPRINT
+    if journalled.is_file():
+        fingerprint = recorded_fingerprint(journalled)
+    elif Path(output).is_file():
+        try:
+            fingerprint = output_fingerprint(output, fmt)
+        except (OSError, ValueError, KeyError, IndexError, UsageError):  # unreadable: the Journal says so
+            return None
+    else:
+        return None
+    backend = fingerprint.get("backend") if isinstance(fingerprint, dict) else None
+    return backend.split()[0] if isinstance(backend, str) and backend.strip() else None

@@ -23,12 +23,10 @@ is refused (mixing them in one catalog would be wrong) unless `--overwrite` star
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections import Counter
@@ -36,49 +34,22 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.fingerprint import (FINGERPRINT, changed_settings, keep_fingerprint, output_fingerprint,
-                                recorded_fingerprint, warn_older_crop)
+from engine.fingerprint import (FINGERPRINT, changed_settings, journal_dir, keep_fingerprint, output_fingerprint,
+                                warn_older_crop)
+from engine.journal_rows import chunk_rows, listed_id, output_rows, path_key, write_chunk
 from galaxy.catalog.fits_table import scratch_files
-from galaxy.catalog.formats import catalog_columns, output_format, probability_column, sidecar_path
+from galaxy.catalog.formats import output_format, sidecar_path
 from galaxy.catalog.metadata import CROP_RULE_KEY, CROP_RULE_MIXED
-from galaxy.catalog.read import read_catalog_metadata, read_catalog_rows, UNREADABLE
-from galaxy.catalog.text import cell_text, safe_text, text_as_written
+from galaxy.catalog.read import read_catalog_metadata, UNREADABLE
+from galaxy.catalog.text import existing_file, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError
-from galaxy.files import (ends_its_line, hold_lock, remove_quietly, same_file, sync_to_disk, writable_folder,
-                          write_atomically)
+from galaxy.files import hold_lock, remove_quietly, same_file, sync_to_disk, write_atomically
 
 log = logging.getLogger(__name__)
 
 COMMIT_ROWS = 2048
 COMMIT_SECONDS = 2.0
-
-
-def require_writable(output, inputs=(), catalog=None) -> None:
-    """Refuse, before any work, an output whose folder cannot be made or written to, or that is
-    one of the inputs (the `--catalog`, a named file): writing it, or `--overwrite`, would destroy it.
-
-    Raises:
-        UsageError: naming the output and the system's reason.
-    """
-    for given in (catalog, *inputs):
-        if given and os.path.isfile(given) and same_file(given, output):
-            raise UsageError(f"the output {output} is an input of this run: give another -o")
-    writable_folder(Path(output).absolute().parent, f"cannot write {output}")
-    besides = [errors_path(output)] + ([sidecar_path(output)] if Path(output).suffix.lower() == ".csv" else [])
-    for beside in besides:  # written at the end, after the catalog
-        if beside.is_dir():
-            what = "errors file" if beside == errors_path(output) else "metadata"
-            raise UsageError(f"{beside} is a folder, where {output} writes its {what}: move it, or give another -o")
-
-
-def _probability_text(value) -> str:
-    """A catalog's probability cell as `add` writes it; a cell that is not a number as its text (None: a
-    cell cut short), which `Journal._row_damage` then names, where float() had raised a traceback."""
-    try:
-        return f"{float(value):.6f}"
-    except (TypeError, ValueError):
-        return str(value)
 
 
 class Journal:
@@ -128,11 +99,11 @@ class Journal:
             # row B of file F took the done row A's place: B was never classified and A was written twice)
             self.done_by_id: Counter[tuple[str, str]] = Counter()
             self.ids = UniqueIds()
-            self._folders: dict[str, str] = {}  # folder -> its real path, for this run (`_real_path`)
+            self._folders: dict[str, str] = {}  # folder -> its real path, for this run (`real_path`)
             relative = None  # a row's path that is relative to `begun_in`, if any
             for row in self.rows(check=True):  # a finished output's rows come in its written form, a journal's not
                 self.ids.add(self._written(row[0]))
-                key = _path_key(row[1], begun_in, self._written, self._folders)
+                key = path_key(row[1], begun_in, self._written, self._folders)
                 self.done[key] += 1
                 self.done_by_id[key, listed_id(self._written(row[0]))] += 1
                 if relative is None and not os.path.isabs(row[1]):
@@ -192,12 +163,14 @@ class Journal:
         journal records this run's."""
         record = self.dir / "cwd"
         if record.is_file():
-            return record.read_text(encoding="utf-8")
+            return record.read_text(encoding="utf-8", errors="surrogateescape")
         begun_in = os.getcwd()
         if self.output.exists():
             metadata = self._read_output(lambda: read_catalog_metadata(self.output, self.format))
-            begun_in = metadata.get("cwd", begun_in)
-        write_atomically(record, lambda tmp: tmp.write_text(begun_in, encoding="utf-8"))
+            begun_in = existing_file(metadata["cwd"]) if "cwd" in metadata else begun_in  # (its name escaped
+            # where not UTF-8, as Parquet and FITS write it: the folder it names)
+        # (a folder named in bytes that are not UTF-8 as those bytes: a run begun there had been a traceback)
+        write_atomically(record, lambda tmp: tmp.write_text(begun_in, encoding="utf-8", errors="surrogateescape"))
         return begun_in
 
     def _import_output(self):
@@ -220,33 +193,8 @@ class Journal:
         self._unimported = False  # (an output of no rows makes no chunk)
 
     def _output_rows(self):
-        """The finished output's rows in the journal's form, each checked as it is read (the list of every
-        row, then a chunk read whole, had cost ~1.1 KB a row at the peak of a resume: 330 MB for 300,000
-        rows of a FITS catalog)."""
-        own = set(catalog_columns(self.classes))
-        cut_short = (output_format(self.output, self.format) in ("csv", "ecsv")
-                     and not self._read_output(lambda: ends_its_line(self.output)))  # (gone since the run began)
-
-        def checked():
-            rows = self._read_output(lambda: read_catalog_rows(self.output, self.format))
-            n, row = 0, None
-            while True:
-                following = self._read_output(lambda: next(rows, None))
-                if row is not None:  # a value cut inside a kept column would pass as another: the line end tells
-                    last = following is None
-                    reason = "its last line is cut short" if cut_short and last else self._row_damage(row)
-                    if reason:
-                        raise UsageError(f"{self.output}, row {n}, was changed after it was written ({reason}): "
-                                         "restore the catalog, or use --overwrite to start over")
-                    yield row
-                if following is None:
-                    return
-                n += 1
-                row = [following.get("id"), following.get("path"),  # (a cell cut short or missing: None)
-                       *(_probability_text(following.get(probability_column(c))) for c in self.classes),
-                       json.dumps({k: cell_text(v) for k, v in following.items() if k not in own})]  # blanks too
-
-        return checked()
+        """The finished output's rows in the journal's form, each checked as it is read (`output_rows`)."""
+        return output_rows(self.output, self.format, self.classes, self._read_output)
 
     def _read_output(self, read):
         """`read()` of the existing output, which a rerun continues; an output that is not a
@@ -259,33 +207,17 @@ class Journal:
                              "or another output name") from None
 
     def _write_chunk(self, rows):
-        # numbered after the last one, not by count: a chunk must never be written over
-        number = int(self._chunks[-1].stem.split("-")[1]) + 1 if self._chunks else 0
-        final = self.dir / f"chunk-{number:06d}.csv"
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                csv.writer(fh).writerows(rows)  # (rows may be a generator: an imported catalog's, row by row)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-        try:
-            write_atomically(final, write)
-            if not final.stat().st_size:  # an imported catalog of no rows: no chunk
-                final.unlink()
-        finally:  # renamed into place, then interrupted: its rows are committed all the same
-            if final.exists() and final not in self._chunks:
-                self._chunks.append(final)
+        write_chunk(self.dir, self._chunks, rows)
 
     def is_done(self, path: str, ident: str | None = None) -> bool:
         """Whether this listing of an input path is already in the catalog; each call takes one of
         the path's rows, so a file listed twice (a catalog naming it in two rows) is skipped once per
         row classified. `ident`: the id a catalog row gives it; a row of that file and id is taken (a
         catalog row naming a file another row names is not that row). Call it once per input, in input
-        order (paths compared as `_path_key`)."""
+        order (paths compared as `path_key`)."""
         if not self._left:  # nothing (left) to skip: no path to resolve (the Counter, all zeros, is still truthy:
             return False  # every new input of a resume had been resolved, ~30 us a symlink)
-        key = _path_key(path, os.getcwd(), self._written, self._folders)
+        key = path_key(path, os.getcwd(), self._written, self._folders)
         if self.done[key] <= 0:
             return False
         if ident:  # (a blank catalog id is no id: the file's stem was taken)
@@ -309,42 +241,7 @@ class Journal:
         """
         if self._unimported:
             yield from self._output_rows()
-        for chunk in self._chunks:
-            with open(chunk, newline="", encoding="utf-8") as fh:
-                if not check:
-                    yield from csv.reader(fh)
-                    continue
-                if not ends_its_line(chunk):  # a chunk is written whole, each row ending its line
-                    self._damaged(chunk, sum(block.count("\n") for block in iter(lambda: fh.read(2**20), "")) + 1,
-                                  "its last line is cut short")
-                for line, row in enumerate(csv.reader(fh), 1):  # row by row (an imported catalog's chunk holds
-                    reason = self._row_damage(row)  # every row it had: read whole, it was in memory twice)
-                    if reason:
-                        self._damaged(chunk, line, reason)
-                    yield row
-
-    def _row_damage(self, row) -> str | None:
-        """Why a committed row cannot be what `add` wrote, or None."""
-        k = len(self.classes)
-        if len(row) not in (2 + k, 3 + k):  # id, path, a probability per class, the columns (older: none)
-            return f"{len(row)} fields, not {3 + k}"
-        if row[0] is None or row[1] is None:  # a catalog's cell cut short, or a null
-            return "it has no id" if row[0] is None else "it has no path"
-        try:
-            probabilities = [float(p) for p in row[2:2 + k]]
-            # ("{}", a row without kept columns, is one: json.loads of every row was a tenth of a resume's open)
-            if len(row) == 3 + k and row[2 + k] != "{}" and not isinstance(json.loads(row[2 + k]), dict):
-                return "its columns are not a JSON object"
-        except ValueError as exc:
-            return str(exc)
-        if not all(0 <= p <= 1 for p in probabilities) or abs(sum(probabilities) - 1) > k * 1e-6:
-            return f"its probabilities ({', '.join(row[2:2 + k])}) do not sum to 1"
-        return None
-
-    @staticmethod
-    def _damaged(chunk: Path, line: int, reason: str):
-        raise UsageError(f"{chunk}, line {line}, was changed after this run wrote it ({reason}): delete that file to "
-                         f"classify its rows again, or use --overwrite to start over")
+        yield from chunk_rows(self._chunks, len(self.classes), check)
 
     def take_id(self, ident: str) -> str:
         """The catalog id of the next input in listing order (`UniqueIds.take` of its text as the output
@@ -494,60 +391,6 @@ class Journal:
         self._lock.close()
 
 
-def listed_id(ident: str) -> str:
-    """The id an input was listed with, from the id its row got: without the one `#N` (N >= 2)
-    `UniqueIds` adds to a repeat (an id that ends so as listed loses it too, on both sides of `is_done`'s
-    comparison, so it still matches)."""
-    return re.sub(r"#[1-9]\d*$", "", ident)
-
-
-def _path_key(path: str, base: str, written, folders: dict | None = None) -> str:
-    """How the journal compares input paths: the file itself, whatever the spelling (relative to
-    `base`, the working directory the path was given in, or absolute; through symbolic links), in
-    the form the output gives back (`written`: `galaxy.catalog.text.text_as_written`). A
-    rerun naming the folder by its absolute path or by a link to it wrote every row a second time;
-    and with the ASCII form for every format, a file named `ü.jpeg` and one named `\\xfc.jpeg` were
-    one file to a rerun (one lost, the other written twice): FITS alone keeps that ambiguity."""
-    return written(_real_path(os.path.join(base, path), folders))
-
-
-def _real_path(path: str, folders: dict | None) -> str:
-    """`os.path.realpath(path)`, with the real path of each folder looked up once in `folders` (one
-    journal's, held for one run): a file that is no link is its folder's real path and its name, and
-    resolving every component of every done row, twice, had been minutes before a resume of millions
-    started (~15 us a file here)."""
-    head, tail = os.path.split(path)
-    if folders is None or tail in ("", ".", "..") or os.path.islink(path):
-        return os.path.realpath(path)
-    if head not in folders:
-        folders[head] = os.path.realpath(head or ".")
-    return os.path.join(folders[head], tail)
-
-
-
 def _log_undeleted(function, path, exc_info) -> None:
     """A finished journal that cannot be deleted is left (the catalog is complete), and said."""
     log.warning("could not delete %s (%s); the catalog is complete, delete it by hand", path, exc_info[1])
-
-
-def journal_dir(output) -> Path:
-    """The folder of an output's journal: catalog.csv -> catalog.csv.partial."""
-    output = Path(output)
-    return output.with_name(output.name + ".partial")
-
-
-def earlier_backend(output, fmt=None) -> str | None:
-    """The backend name the run that began `output` used (from its journal's fingerprint, else the
-    finished catalog's), or None where there is none or it cannot be read."""
-    journalled = journal_dir(output) / FINGERPRINT
-    if journalled.is_file():
-        fingerprint = recorded_fingerprint(journalled)
-    elif Path(output).is_file():
-        try:
-            fingerprint = output_fingerprint(output, fmt)
-        except (OSError, ValueError, KeyError, IndexError, UsageError):  # unreadable: the Journal says so
-            return None
-    else:
-        return None
-    backend = fingerprint.get("backend") if isinstance(fingerprint, dict) else None
-    return backend.split()[0] if isinstance(backend, str) and backend.strip() else None

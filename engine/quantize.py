@@ -46,8 +46,14 @@ def training_paths(model_dir, card, data, label_column="label", path_column="fil
     """Up to `limit` labelled images of `data` outside the model's validation split, shuffled."""
     labelled = load_labelled(data, card.classes, label_column, path_column,
                              rule_from_config(card.training.get("config", {})))
-    val_ids = validation_ids(model_dir, card) or set()
-    keep = [i for i in range(len(labelled)) if labelled.ids[i] not in val_ids]
+    val_ids = validation_ids(model_dir, card)
+    if val_ids is None:  # (the images were taken without a word)
+        log.warning("%s records no validation split (val_ids.txt): the int8 images taken from %s cannot be kept "
+                    "out of the images its validation figures were measured on", card.name, data)
+    keep = [i for i in range(len(labelled)) if labelled.ids[i] not in (val_ids or set())]
+    if len(labelled) and not keep:  # ("need at least 16 calibration images, got 0" had not said why)
+        raise UsageError(f"all {len(labelled)} labelled images of {data} are in {card.name}'s validation split, "
+                         "which int8 calibration and evaluation leave out: give the data it was trained on")
     rng = np.random.default_rng(0)
     rng.shuffle(keep)
     return [labelled.paths[i] for i in keep[:limit]]  # limit None: all
@@ -89,9 +95,13 @@ def quantize(model_dir, card, calibration_paths, out=None, method: str = "ptq", 
         raise UsageError(f"qat needs at least 256 fine-tuning images, got {len(finetune_paths)}")
     tensors = calibration_tensors(calibration_paths, card.input_spec)
 
+    # batches of one size (ORT's percentile calibrator stacks every batch's outputs: 50 images in batches of 16
+    # and 17 had been a ValueError), the largest up to 16 that divides the images (256: 16 of 16, as shipped)
+    size = max(b for b in range(1, 17) if len(tensors) % b == 0)
+
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self._batches = iter(np.array_split(tensors, max(1, len(tensors) // 16)))
+            self._batches = iter(np.split(tensors, len(tensors) // size))
 
         def get_next(self):
             batch = next(self._batches, None)

@@ -16,14 +16,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from engine import backends
-from engine.journal import Journal, earlier_backend, require_writable
+from engine.fingerprint import earlier_backend
+from engine.journal import Journal
 from engine.listing import count_inputs, iter_inputs, parse_band_columns, require_inputs, with_catalog_columns
 from engine.machine import installed_versions
 from engine.runner import Runner
 from galaxy.catalog.metadata import catalog_metadata, fingerprint_defaults, run_fingerprint
 from galaxy.catalog.formats import check_kept_columns, output_format
 from galaxy.catalog.column_notes import units_and_descriptions
-from galaxy.catalog.write import errors_path
+from galaxy.catalog.write import errors_path, require_writable
 from galaxy.config import ClassifyConfig
 from galaxy.errors import BackendError, UsageError
 from galaxy.files import same_file

@@ -1,7 +1,7 @@
 """The one runner: backend session + decode pipeline + batches (+ D4 TTA) -> probabilities.
 
 Every command that classifies files goes through it: `galaxy classify` (engine/run.py), each
-Ray actor (engine/distributed.py), `galaxy evaluate` (engine/evaluate.py) and the Python API
+Ray actor (engine/ray_actor.py), `galaxy evaluate` (engine/evaluate.py) and the Python API
 (galaxy/api.py). None of them builds a session, a pipeline or batches of its own.
 
     runner = Runner(model_dir, card, backend="onnxruntime", batch_size=32)
@@ -296,4 +296,8 @@ def measured_crop(card, config, spec) -> float:
              "on (median Petrosian radius %.3f of the side against %.3f): reading a centre crop of %.3f (card: %g)",
              measured["measured"], report["scale"], measured["median"], report["training"]["median"],
              report["crop_fraction"], card.input_spec.crop_fraction)
+    if report["at_crop_1"] is not None:  # (a crop of 1 had been taken without a word)
+        log.warning("--crop-fraction auto: no crop shows these galaxies at the training scale: the whole cutout "
+                    "(crop 1) still shows them %.2fx%s the size the model learned", report["at_crop_1"],
+                    " or more" if report["lower_bound"] else "")
     return report["crop_fraction"]

@@ -102,7 +102,9 @@ def test_a_ray_run_reads_band_files_as_one_machine_does(tmp_path, default_model)
     """--band-columns was refused with --ray: a survey stored one file per band could not use a cluster."""
     import pyarrow.parquet as pq
 
-    from engine.distributed import ShardClassifier, write_manifest, write_shards
+    from engine.ray_actor import ShardClassifier
+    from engine.ray_manifest import write_manifest
+    from engine.ray_shards import write_shards
     from engine.run import classify
     from galaxy.config import ClassifyConfig
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine import bench_table, benchmark
+from engine import bench_inputs, bench_table, benchmark
 
 
 def _row(stage, images_per_min, round_=0, **extra):
@@ -67,9 +67,9 @@ def test_end_to_end_above_engine_only_is_not_called_met():
 
 def test_the_benchmark_finds_cutouts_to_time_without_a_checkout(monkeypatch, tmp_path):
     """Installed from a wheel (no examples/ beside the package) it raised ZeroDivisionError."""
-    monkeypatch.setattr(benchmark, "SHARED", tmp_path / "absent")
-    monkeypatch.setattr(benchmark, "ROOT", tmp_path)
-    files = benchmark.image_files(12)
+    monkeypatch.setattr(bench_inputs, "SHARED", tmp_path / "absent")
+    monkeypatch.setattr(bench_inputs, "ROOT", tmp_path)
+    files = bench_inputs.image_files(12)
     assert len(files) == 12 and all("galaxy/samples" in f for f in files)
 
 
@@ -206,11 +206,11 @@ def test_size_runs_the_baseline_at_that_size_too_and_gpu_keeps_the_backends_give
 def test_the_baseline_runs_in_a_fresh_process_as_a_user_runs_it(capsys):
     """In bench's own process the baseline ran with galaxy's allocator tuning (and whatever else the
     process had set), 26% faster than plain PyTorch as a user runs it: it runs in its own process."""
-    import engine.benchmark as bench
+    from engine.bench_stages import bench_baseline_apart
     from galaxy.card import default_model_dir
     from tests.conftest import EXAMPLES
 
-    row = bench.bench_baseline_apart(sorted(EXAMPLES.glob("*.jpeg"))[:8], default_model_dir(), round=7)
+    row = bench_baseline_apart(sorted(EXAMPLES.glob("*.jpeg"))[:8], default_model_dir(), round=7)
     assert row["stage"] == "baseline" and row["images"] == 8 and row["round"] == 7
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == row  # its line, printed here once
 
@@ -225,7 +225,7 @@ def test_a_cutout_that_cannot_be_read_is_left_out_of_the_timed_set_and_said(tmp_
         shutil.copy(image, tmp_path)
     first = sorted(EXAMPLES.glob("*.jpeg"))[0]
     (tmp_path / "0-damaged.jpeg").write_bytes(first.read_bytes()[:400])  # a JPEG cut short
-    monkeypatch.setattr(benchmark, "SHARED", tmp_path)
-    files = benchmark.image_files(8)
+    monkeypatch.setattr(bench_inputs, "SHARED", tmp_path)
+    files = bench_inputs.image_files(8)
     assert len(files) == 8 and not any("damaged" in f for f in files) and len(set(files)) == 3
     assert "1 of the 4 cutouts cannot be read and are left out, e.g. " in capsys.readouterr().err

@@ -156,6 +156,20 @@ def test_a_model_with_non_finite_outputs_is_refused(tmp_path, samples, model_cop
     assert result.exit_code == 1, result.output
     assert "the model's outputs are not finite for 4 of the 4 images: its weights are broken" in result.output
     assert not (tmp_path / "e" / "report.json").exists()
+    # nor calibrated (it had been given T = 20.08 and ECE 0) nor checked (torch passed against it, agreement 1),
+    # here on the 40 samples as its validation split
+    with open(EXAMPLES / "labels.csv", newline="") as fh:
+        set_validation_ids(model_copy, [row["id"] for row in csv.DictReader(fh)])
+    card = json.loads((model_copy / "card.json").read_text())
+    card["split"].pop("val_counts", None)
+    (model_copy / "card.json").write_text(json.dumps(card))
+    before = (model_copy / "card.json").read_text()
+    for command in (["calibrate", model_copy, "--data", EXAMPLES / "labels.csv"],
+                    ["check-backends", model_copy, "--data", EXAMPLES / "labels.csv", "--backend", "torch"]):
+        result = invoke(*command)
+        assert result.exit_code == 1 and "not finite" in result.output and "weights are broken" in result.output, (
+            command[0], result.output)
+    assert (model_copy / "card.json").read_text() == before
 
 
 def test_images_names_the_folder_of_a_vote_table_also_for_the_validation_split(tmp_path, model_copy):
@@ -388,3 +402,16 @@ def test_a_model_of_another_survey_compares_with_a_shipped_one_on_its_own_split(
                     "-o", tmp_path / "e", "-q")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e" / "report.json").read_text())["comparison"]["n"] == 3
+
+
+def test_a_model_without_training_ids_scored_on_any_images_is_said_to_be_unchecked(tmp_path, samples, model_copy,
+                                                                                    caplog):
+    """`--split all` said nothing where MODEL_DIR records no train_ids.txt (report.json's null alone), as if none
+    of the images were its training images (review, session 45)."""
+    (model_copy / "train_ids.txt").unlink()
+    data = labels_csv(tmp_path / "labels.csv", samples[:4])
+    result = invoke("evaluate", model_copy, data, "--split", "all", "-o", tmp_path / "e", "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["training_images_scored"] is None
+    assert "records no training ids (train_ids.txt): whether these galaxies were its training images is not" in (
+        caplog.text)

@@ -125,6 +125,23 @@ def test_a_rerun_naming_the_same_files_another_way_writes_no_row_twice(tmp_path,
     assert run((str(folder),), str(tmp_path / "c.csv")).resumed == 3
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "fits"])
+def test_a_run_begun_in_a_folder_named_in_bytes_that_are_not_utf8_resumes(tmp_path, monkeypatch, fmt):
+    """Its journal's record of the folder had been a UnicodeEncodeError, and a Parquet or FITS catalog's (the
+    name escaped, as those formats write it) named no folder, so a rerun was refused (review, session 45)."""
+    import shutil
+
+    folder = tmp_path / os.fsdecode(b"dir\xff")
+    (folder / "img").mkdir(parents=True)
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:3]:
+        shutil.copy(path, folder / "img")
+    monkeypatch.chdir(folder)
+    config = ClassifyConfig(("img",), f"c.{fmt}", backend="onnxruntime", progress=False)
+    assert classify(config).classified == 3
+    again = classify(config)
+    assert (again.classified, again.resumed) == (0, 3)
+
+
 def test_a_file_named_like_an_escape_is_not_another_files_row_on_resume(tmp_path):
     """`ü.jpeg` and a file literally named `\\xfc.jpeg` had one key (the ASCII-escaped form): a rerun
     after the first was classified skipped the second and wrote the first again."""
@@ -544,12 +561,13 @@ def test_the_catalog_is_on_disk_before_its_journal_is_deleted(tmp_path, monkeypa
     """CSV, ECSV and Parquet catalogs were never fsynced: a power cut just after a run could leave an empty
     catalog and no journal to rebuild it from."""
     import engine.journal as journal_module
+    from engine.fingerprint import journal_dir
 
     out, synced = tmp_path / "c.csv", []
     real = journal_module.sync_to_disk
 
     def recording(*paths):
-        synced.append(([str(p) for p in paths], journal_module.journal_dir(out).exists()))
+        synced.append(([str(p) for p in paths], journal_dir(out).exists()))
         real(*paths)
 
     monkeypatch.setattr(journal_module, "sync_to_disk", recording)
@@ -726,7 +744,7 @@ def test_a_finished_parquet_catalog_with_a_null_id_or_probability_is_refused(tmp
 def test_a_folder_where_the_errors_file_goes_is_refused_before_any_work(tmp_path):
     """It was found only after the catalog was written ("c.csv.errors.tmp: Is a directory", exit 1,
     the journal and a stray temporary file left behind)."""
-    from engine.journal import require_writable
+    from galaxy.catalog.write import require_writable
 
     (tmp_path / "c.csv.errors.csv").mkdir()
     with pytest.raises(UsageError, match=r"c.csv.errors.csv is a folder, where .*c.csv writes its errors file"):
@@ -953,8 +971,8 @@ def test_a_resume_stops_resolving_paths_once_every_done_row_is_matched(tmp_path,
     first.release()
     again = _journal(out)
     resolved = []
-    real = journal._path_key
-    monkeypatch.setattr(journal, "_path_key", lambda *a: resolved.append(a[0]) or real(*a))
+    real = journal.path_key
+    monkeypatch.setattr(journal, "path_key", lambda *a: resolved.append(a[0]) or real(*a))
     assert [again.is_done(p) for p in ("a.jpeg", "new1.jpeg", "b.jpeg", "new2.jpeg", "new3.jpeg")] == [
         True, False, True, False, False]
     assert resolved == ["a.jpeg", "new1.jpeg", "b.jpeg"]  # none after the last done row was matched
@@ -1061,9 +1079,9 @@ def test_a_rerun_with_nothing_new_completes_an_interrupted_catalog(tmp_path):
 
 
 def test_a_journals_path_keys_are_the_real_paths_with_each_folder_resolved_once(tmp_path):
-    """`_real_path` looks each folder up once (a resume of millions had resolved every component of every
+    """`real_path` looks each folder up once (a resume of millions had resolved every component of every
     done row twice); its keys must stay os.path.realpath's: links to folders and files, '..', missing files."""
-    from engine.journal import _real_path
+    from engine.journal_rows import real_path
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "f.jpeg").write_bytes(b"")
@@ -1075,5 +1093,5 @@ def test_a_journals_path_keys_are_the_real_paths_with_each_folder_resolved_once(
         for name in ("a/b/f.jpeg", "link/b/f.jpeg", "link/bl/f.jpeg", "a/fl.jpeg", "link/fl.jpeg", "a/b/../b/f.jpeg",
                      "link/../a/b/f.jpeg", "./a//b/f.jpeg", "missing/x.jpeg", "a/b/.", "a/..", "f.jpeg", ""):
             path = os.path.join(base, name)
-            assert _real_path(path, folders) == os.path.realpath(path), path
+            assert real_path(path, folders) == os.path.realpath(path), path
     assert str(tmp_path / "link" / "bl") in folders  # looked up once, then answered from here

@@ -441,3 +441,22 @@ def test_every_unreadable_calibration_image_is_counted_in_one_failure(tmp_path, 
         quantize.calibration_tensors(good[:4] + bad + good[4:], default_model[1].input_spec)
     assert caught.value.path == bad[0] and "calibration image unreadable" in caught.value.reason
     assert f"2 more unreadable: {bad[1]}, {bad[2]}" in caught.value.reason
+
+
+def test_calibration_images_that_16_does_not_divide_are_batched_in_one_size(default_model, shared_data, tmp_path):
+    """ORT's percentile calibrator stacks every batch's outputs: 50 images in batches of 16 and 17 had been a
+    ValueError ("inhomogeneous shape"), and so were 100 and 300 (review, session 45)."""
+    model_dir, card = default_model
+    paths = quantize.training_paths(model_dir, card, shared_data / "labels.csv", limit=50)
+    out = quantize.quantize(model_dir, card, paths, out=tmp_path / "int8.onnx", method="ptq")
+    assert out.is_file() and out.stat().st_size > 0
+
+
+def test_data_of_validation_images_alone_is_refused_saying_so(default_model):
+    """The 40 samples are all of the default model's validation split: "need at least 16 calibration images, got
+    0" had not said why (review, session 45)."""
+    from galaxy.errors import UsageError
+
+    model_dir, card = default_model
+    with pytest.raises(UsageError, match="all 40 labelled images of .* are in .* validation split"):
+        quantize.training_paths(model_dir, card, EXAMPLES / "labels.csv")

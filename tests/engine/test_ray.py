@@ -38,7 +38,7 @@ def survey(tmp_path_factory):
 def cluster(tmp_path_factory):
     import ray
 
-    from engine.distributed import CRASH_ONCE_ENV
+    from engine.ray_actor import CRASH_ONCE_ENV
 
     marker = tmp_path_factory.mktemp("fault") / "crashed"
     os.environ[CRASH_ONCE_ENV] = f"1:{marker}"  # the actor holding shard 1 dies once; workers inherit this
@@ -147,7 +147,7 @@ def test_the_command_is_quiet_and_its_rerun_resumes_into_the_folder(survey, tmp_
 
     import pyarrow.parquet as pq
 
-    from engine.distributed import CRASH_ONCE_ENV
+    from engine.ray_actor import CRASH_ONCE_ENV
 
     out = tmp_path / "parts"
     env = {**os.environ, CRASH_ONCE_ENV: f"0:{tmp_path / 'crashed'}"}

@@ -35,7 +35,8 @@ def _errors(path):
 
 def _classify_shards(config, out, default_model, shard_size):
     """The parts a `--ray` run writes, by the shard classifier run in this process; (shards, classifier)."""
-    from engine.distributed import ShardClassifier, write_shards
+    from engine.ray_actor import ShardClassifier
+    from engine.ray_shards import write_shards
 
     shards = write_shards(config, out, shard_size)
     classifier = ShardClassifier(config, str(default_model[0]), str(out))
@@ -54,7 +55,7 @@ def test_ray_folder_reads_as_the_single_machine_catalog(survey, tmp_path, defaul
     import pyarrow.parquet as pq
     from astropy.table import Table, vstack
 
-    from engine.distributed import write_manifest
+    from engine.ray_manifest import write_manifest
     from engine.run import classify
     from galaxy.catalog.write import errors_path
 
@@ -118,7 +119,7 @@ def test_a_folder_as_output_without_ray_is_a_usage_error(survey, tmp_path):
 def test_a_part_written_before_the_id_column_merges(survey, tmp_path, default_model):
     """A run resumed by this version over parts an earlier one wrote: their 3-column error rows
     (path, stage, reason) merge under the 4-column header, the id being the file's stem."""
-    from engine.distributed import write_manifest
+    from engine.ray_manifest import write_manifest
     from engine.ray_parts import part_errors as _part_errors
     from galaxy.catalog.write import errors_path
 
@@ -183,7 +184,7 @@ def test_a_ray_output_folder_is_only_ever_emptied_of_what_a_ray_run_wrote(survey
 
 def test_a_ray_rerun_refuses_inputs_that_changed(survey, tmp_path):
     """A rerun reused the first run's shards and silently left out images added since."""
-    from engine.distributed import write_shards
+    from engine.ray_shards import write_shards
     from galaxy.errors import UsageError
 
     config = ClassifyConfig((str(survey),), str(tmp_path / "out"))
@@ -199,9 +200,10 @@ def test_kept_columns_get_their_kind_from_all_parts_as_on_one_machine(tmp_path, 
     part were cast back to text ("1.50" -> "1.5"), a column empty in one part became text."""
     import pyarrow.parquet as pq
 
-    from engine.distributed import ShardClassifier, write_shards
+    from engine.ray_actor import ShardClassifier
     from engine.ray_parts import part_path as _part_path
     from engine.ray_parts import finalize_parts
+    from engine.ray_shards import write_shards
     from engine.run import classify
 
     files = sorted(EXAMPLES.glob("*.jpeg"))[:8]
@@ -233,7 +235,7 @@ def test_failed_inputs_take_their_ids_in_listing_order_as_on_one_machine(tmp_pat
     g, g#2 (the failure), g#3."""
     import pyarrow.parquet as pq
 
-    from engine.distributed import write_manifest
+    from engine.ray_manifest import write_manifest
     from engine.run import classify
     from galaxy.catalog.write import errors_path
 
@@ -292,7 +294,9 @@ def test_only_numbered_parts_are_a_ray_runs(tmp_path):
 def _ray_and_single(config, tmp_path, default_model, units=None):
     import pyarrow.parquet as pq
 
-    from engine.distributed import ShardClassifier, write_manifest, write_shards
+    from engine.ray_actor import ShardClassifier
+    from engine.ray_manifest import write_manifest
+    from engine.ray_shards import write_shards
     from engine.run import classify
 
     out = tmp_path / "out"
@@ -369,7 +373,7 @@ def test_a_rerun_retries_the_failed_inputs_as_one_machine_does(tmp_path, default
     failed (one machine's rerun retries it); its row now takes its place and id as if it never failed."""
     import pyarrow.parquet as pq
 
-    from engine.distributed import write_manifest
+    from engine.ray_manifest import write_manifest
     from engine.ray_parts import failed_places, part_path
     from engine.run import classify
     from galaxy.catalog.write import errors_path
@@ -442,8 +446,9 @@ def test_a_ray_merge_keeps_the_column_descriptions_of_its_parts(tmp_path, defaul
     import pyarrow.parquet as pq
     from astropy.table import Table
 
-    from engine.distributed import ShardClassifier, write_shards
+    from engine.ray_actor import ShardClassifier
     from engine.ray_parts import finalize_parts, part_path as _part_path
+    from engine.ray_shards import write_shards
     from galaxy.catalog.column_notes import column_descriptions
 
     files = [str(f) for f in sorted(EXAMPLES.glob("*.jpeg"))[:4]]
@@ -484,7 +489,7 @@ def test_kept_columns_of_a_retried_part_keep_their_text_kind_and_unit(tmp_path, 
     import pyarrow.parquet as pq
     from astropy.table import Table
 
-    from engine.distributed import write_manifest
+    from engine.ray_manifest import write_manifest
     from engine.ray_parts import failed_places
     from engine.run import classify
 
@@ -521,7 +526,7 @@ def test_fits_inputs_without_a_position_give_number_ra_dec_columns_as_on_one_mac
     import pyarrow.parquet as pq
     from astropy.io import fits
 
-    from engine.distributed import write_manifest
+    from engine.ray_manifest import write_manifest
     from engine.run import classify
     from galaxy.io.images import read_raster
 
@@ -616,7 +621,9 @@ def test_parts_classified_by_unlike_engines_are_all_named_in_the_catalogs_metada
     import json
     import logging
 
-    from engine.distributed import ENGINES_KEY, ShardClassifier, write_manifest, write_shards
+    from engine.ray_actor import ShardClassifier
+    from engine.ray_manifest import ENGINES_KEY, write_manifest
+    from engine.ray_shards import write_shards
     from galaxy.catalog.read import read_catalog_metadata
 
     out = tmp_path / "parts"
