@@ -90,7 +90,11 @@ def _catalog_columns(path: Path, fmt: str):
         import pyarrow.parquet as pq
 
         source = arrow_source(path)
-        parquet = pq.ParquetFile(source)
+        try:
+            parquet = pq.ParquetFile(source)
+        except BaseException:  # not a Parquet file: the open file (a name that is not UTF-8) is closed here,
+            close_source(source)  # since no batches will ever close it
+            raise
         schema = parquet.schema_arrow
         # astropy writes a masked column X as X plus a boolean X.mask (its fill values stay in X)
         masks = {name[:-5]: name for name in schema.names

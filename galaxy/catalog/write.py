@@ -28,7 +28,7 @@ from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, RAY_BOOKKEEPING, 
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
 from galaxy.catalog.text import control_escaped, safe_text
 from galaxy.errors import UsageError
-from galaxy.files import arrow_source, same_file, writable_folder
+from galaxy.files import arrow_source, close_source, same_file, writable_folder
 
 PARQUET_ROW_GROUP = 16384
 
@@ -286,7 +286,11 @@ class CatalogWriter:
                                                                        lengths))
             sink = arrow_source(self.path, "wb")
             self._fh = None if isinstance(sink, str) else sink  # (a name that is not UTF-8: a file, closed by `close`)
-            self._writer = pq.ParquetWriter(sink, self._schema)
+            try:
+                self._writer = pq.ParquetWriter(sink, self._schema)
+            except BaseException:
+                close_source(sink)
+                raise
 
     def write(self, ids, paths, probabilities: np.ndarray, columns=None):
         """Append rows. probabilities: float (N, K) in class order; columns: per row a dict of extra values."""

@@ -57,3 +57,20 @@ def test_unique_ids_suffix_repeats_in_order_and_respect_taken_ids():
     assert "a#4" in ids and len(ids) == 7
     many = UniqueIds()
     assert [many.take("x") for _ in range(20000)][-1] == "x#20000"  # linear: the old rule took seconds here
+
+
+def test_damaged_parquet_with_a_non_utf8_name_is_named_and_closed(tmp_path):
+    # pyarrow cannot encode such a name, so galaxy opens the file itself (galaxy.files.arrow_source): a file that
+    # is not Parquet had left that handle open (a ResourceWarning at collection, a leak per file in a long run)
+    import gc
+    import os
+    import warnings
+
+    path = tmp_path / os.fsdecode(b"cat\xff.parquet")
+    path.write_text("file\na.jpg\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(UsageError, match="cannot read catalog"):
+            list(read_input_catalog(path))
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
