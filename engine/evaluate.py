@@ -41,7 +41,8 @@ from galaxy.catalog.write import CatalogWriter, ErrorWriter, errors_path
 from galaxy.config import config_dict
 from galaxy.errors import UsageError
 from galaxy.files import same_file, writable_folder
-from galaxy.labels import column_by_id, learned_image, load_labelled, validation_split
+from galaxy.labels import (column_by_id, learned_image, load_labelled, require_outside_class_folders,
+                           validation_split)
 from galaxy.evaluation.metrics import (accuracy_at_coverage, accuracy_by_group, classification_report,
                                        expected_calibration_error, purity_completeness, require_finite)
 from galaxy.evaluation.plots import coverage_curve, purity_completeness_curves, reliability_diagram
@@ -348,8 +349,15 @@ def evaluate(config) -> dict:
         UsageError: a wrong input or output (before any image is scored).
         ModelError: a model whose outputs are not finite.
     """
+    made = not Path(config.out_dir).exists()
     out = _output_folder(config)
     model_dir, card = resolve_model(config.model_dir)
+    try:
+        require_outside_class_folders(out, config.data, card.classes, "evaluate's output folder")
+    except UsageError:
+        if made:  # (the folder was made to prove it writable before the model was read)
+            out.rmdir()
+        raise
     labelled = _labelled(model_dir, card, config)
     other = _comparable(config.compare, model_dir, card, labelled, config) if config.compare else None
     members = _ensemble_members(model_dir, card, labelled, config)

@@ -178,6 +178,27 @@ def load_labelled(data, classes=("elliptical", "spiral"), label_column="label", 
     return found
 
 
+def require_outside_class_folders(out, data, classes, what: str) -> None:
+    """Refuse an output folder inside a class folder of a folder data set: what a run writes there
+    (`curves.png`, evaluate's plots) are image files, read as galaxies of that class the next time the data
+    set is read. A hidden folder on the way (`.runs/`) is not read, so it is let be.
+
+    Raises:
+        UsageError: naming the folder, the class folder and the way out.
+    """
+    data = Path(data)
+    if not data.is_dir():  # a CSV or vote table names its images: nothing else in a folder is read
+        return
+    try:
+        parts = Path(out).resolve().relative_to(data.resolve()).parts
+    except ValueError:  # not under DATA
+        return
+    if parts and parts[0] in classes and not any(is_hidden(part) for part in parts):
+        raise UsageError(f"{what} {out} is inside the class folder {data / parts[0]}: the PNG files written there "
+                         f"would be read as {parts[0]} galaxies the next time {data} is read; name a folder outside "
+                         f"{data / parts[0]}")
+
+
 def learned_image(ident: str, path: str | None, learned) -> bool:
     """Whether a model whose training ids are `learned` learned this image: by its id, or by its file stem
     (a vote table's ids are catalog ids; a model records the stems of its training files too)."""

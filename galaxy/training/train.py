@@ -42,6 +42,7 @@ from galaxy.card import TRAIN_IDS_FILE, ModelCard, strict_json
 from galaxy.config import TrainConfig, config_dict
 from galaxy.errors import GalaxyError, TrainingDiverged, UsageError
 from galaxy.files import free_bytes, hold_lock, same_file, writable_folder, write_atomically
+from galaxy.labels import require_outside_class_folders
 from galaxy.evaluation.metrics import accuracy_at_coverage, classification_report, expected_calibration_error
 from galaxy.training.model import network_cost, save_weights
 from galaxy.training.predict import pick_device, predict
@@ -123,6 +124,7 @@ def train(config: TrainConfig) -> ModelCard:
         raise UsageError(f"{work_dir / 'last.pt'} is another run's checkpoint: resume it (--resume "
                          f"{work_dir / 'last.pt'}), or give another -o / --work-dir, or delete it first")
     made = [folder for folder in (out_dir, work_dir) if not folder.exists()]
+    require_outside_class_folders(out_dir, config.data, config.classes, "-o")
     writable_folder(out_dir, "cannot write the model")  # before the caches and epochs, not after them
     writable_folder(work_dir, "cannot write the checkpoints")
     # held until train() returns: a second run into the same -o wrote its checkpoints over this one's

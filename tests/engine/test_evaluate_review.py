@@ -415,3 +415,15 @@ def test_a_model_without_training_ids_scored_on_any_images_is_said_to_be_uncheck
     assert json.loads((tmp_path / "e" / "report.json").read_text())["training_images_scored"] is None
     assert "records no training ids (train_ids.txt): whether these galaxies were its training images is not" in (
         caplog.text)
+
+
+def test_an_output_folder_inside_a_class_folder_is_refused_before_any_image_is_scored(tmp_path):
+    import shutil
+
+    for name in ("elliptical", "spiral"):
+        (tmp_path / name).mkdir()
+        shutil.copy(sorted(EXAMPLES.glob("*.jpeg"))[0], tmp_path / name)
+    result = invoke("evaluate", "sdss-xception-compact", tmp_path, "--split", "all", "-o", tmp_path / "elliptical" /
+                    "e", "-q")
+    assert result.exit_code == 2 and "would be read as elliptical galaxies" in result.output, result.output
+    assert not (tmp_path / "elliptical" / "e").exists()

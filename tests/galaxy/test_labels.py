@@ -192,3 +192,20 @@ def test_an_unlabelled_folder_given_twice_or_inside_another_is_one_pool(tmp_path
         shutil.copy(path, inner)
     paths, ids = list_unlabelled([tmp_path / "pool", inner, f"{inner}/"])
     assert len(paths) == 3 and len(set(ids)) == 3
+
+
+def test_an_output_folder_inside_a_class_folder_is_refused(tmp_path):
+    """`galaxy train data/ -o data/spiral/run` wrote curves.png there, read as a spiral galaxy by the next run."""
+    from galaxy.labels import require_outside_class_folders
+
+    for name in ("elliptical", "spiral"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    data, classes = tmp_path / "data", ("elliptical", "spiral")
+    with pytest.raises(UsageError, match=r"-o .*run is inside the class folder .*spiral: the PNG files"):
+        require_outside_class_folders(data / "spiral" / "run", data, classes, "-o")
+    with pytest.raises(UsageError, match="inside the class folder"):  # named through a link or with ..
+        require_outside_class_folders(data / "runs" / ".." / "elliptical", str(data), classes, "-o")
+    for fine in (data, data / "runs", data / "spiral" / ".runs" / "m", tmp_path / "elsewhere"):
+        require_outside_class_folders(fine, data, classes, "-o")  # not read as images of a class
+    require_outside_class_folders(data / "spiral" / "m", tmp_path / "labels.csv", classes, "-o")  # a table names
+    # its images

@@ -148,3 +148,15 @@ def test_the_vote_threshold_help_gives_the_range_the_rule_takes():
     """The help said [0<=x<=1]; a threshold of 0.5 or less makes no clean label and was refused later."""
     result = invoke("train", "--help")
     assert "0.5<x<=1" in " ".join(result.output.split())
+
+
+def test_a_model_folder_inside_a_class_folder_is_refused(tmp_path):
+    import shutil
+
+    for name in ("elliptical", "spiral"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for image in sorted(EXAMPLES.glob("*.jpeg"))[:2]:
+            shutil.copy(image, tmp_path / "data" / name)
+    result = invoke("train", tmp_path / "data", "-o", tmp_path / "data" / "spiral" / "m", "--epochs", "1")
+    assert result.exit_code == 2 and "would be read as spiral galaxies" in result.output, result.output
+    assert not (tmp_path / "data" / "spiral" / "m").exists()
