@@ -94,6 +94,32 @@ def test_ece_and_coverage():
     assert coverage == {"0.25": 1.0, "0.5": 0.5, "1": 0.75}
 
 
+def test_ece_bins_every_galaxy_and_coverage_does_not_depend_on_row_order():
+    """A top-class confidence a float32 rounding below 1/K (an ensemble's mean of mirror-image members) fell in
+    no bin: ECE 0.05 for 0.30; two galaxies tied at the cut, one right, scored 1 or 0 by their order."""
+    from galaxy.evaluation.metrics import accuracy_at_coverage, expected_calibration_error
+
+    probs = np.array([[0.49999997, 0.49999997], [0.9, 0.1]], np.float32)
+    ece, bins = expected_calibration_error(np.array([0, 0]), probs)
+    assert ece == pytest.approx(0.30) and sum(b["count"] for b in bins) == 2 and bins[0]["count"] == 1
+    tied = np.array([[0.1, 0.9], [0.1, 0.9], [0.8, 0.2]])
+    for labels in ([1, 0, 1], [0, 1, 1]):
+        assert accuracy_at_coverage(np.array(labels), tied, (0.34, 0.67, 1.0)) == pytest.approx(
+            {"0.34": 0.5, "0.67": 0.5, "1": 1 / 3})
+    assert accuracy_at_coverage(np.array([], int), np.zeros((0, 2)), (0.5,))["0.5"] != 0.5  # nan, not a figure
+
+
+def test_calibration_reads_an_underflowed_probability_at_float32s_floor(caplog):
+    """The floor had been 1e-12 (logit gaps capped at 27.6, confident mistakes cheap); a 0 is now said."""
+    from galaxy.evaluation.calibration import log_probabilities
+
+    logits = log_probabilities(np.array([[1.0, 1e-30], [0.5, 0.5]], np.float32))
+    assert logits[0, 0] - logits[0, 1] == pytest.approx(np.log(1e30), rel=1e-6) and not caplog.records
+    logits = log_probabilities(np.array([[1.0, 0.0]], np.float32))
+    assert logits[0, 0] - logits[0, 1] == pytest.approx(-np.log(np.finfo(np.float32).tiny))
+    assert "1 of 1 galaxies have a class probability below" in caplog.text
+
+
 def test_purity_and_completeness_of_a_cut_on_a_class_probability():
     """The sample p_c >= cut, not the top-class label: p_spiral >= 0.3 takes a galaxy whose label is
     elliptical; an empty sample has no purity; groups give the share of each finer class taken."""
