@@ -94,7 +94,7 @@ def paired(galaxies, p_jpeg, p_fits, other_csv: Path) -> dict:
     Raises:
         SystemExit: the other run holds other galaxies (another split or --limit).
     """
-    from engine.evaluate import mcnemar_p
+    from galaxy.evaluation.metrics import mcnemar_p
 
     other = {r["id"]: r for r in csv.DictReader(other_csv.open())}
     ids = [g["id"] for g in galaxies]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.evaluate import mcnemar_p
+from galaxy.evaluation.metrics import mcnemar_p
 
 PREDICTIONS = "predictions.csv"
 

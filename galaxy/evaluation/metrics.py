@@ -197,3 +197,12 @@ def require_finite(probabilities: np.ndarray, who: str) -> None:
     if broken:
         raise ModelError(f"{who}: the model's outputs are not finite for {broken} of the {len(probabilities)} "
                          "images: its weights are broken")
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar test: P(a split of the discordant pairs at least this uneven | equal accuracy)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)

@@ -383,7 +383,7 @@ def test_a_run_killed_and_resumed_keeps_the_best_epoch_from_before_the_kill(tmp_
 
 
 def test_mcnemar_exact_p_values():
-    from engine.evaluate import mcnemar_p
+    from galaxy.evaluation.metrics import mcnemar_p
 
     assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(7, 7) == 1.0
     assert mcnemar_p(0, 5) == pytest.approx(2 / 32) and mcnemar_p(5, 0) == mcnemar_p(0, 5)
