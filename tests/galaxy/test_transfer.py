@@ -118,11 +118,12 @@ def test_a_model_records_what_its_initial_weights_and_teachers_learned(model_cop
     """Fine-tuned from a model (--init) or taught by one, a model carries what they learned: its
     train_ids.txt names their training images too, for the leak checks of later runs."""
     from galaxy.labels import LabelledSet
-    from galaxy.training.train_data import TrainingData, _learned_by
+    from galaxy.training.leak_checks import learned_by
+    from galaxy.training.train_data import TrainingData
 
-    inherited = frozenset(_learned_by(model_copy))
+    inherited = frozenset(learned_by(model_copy))
     # the default (compact) model: its 4,155 training galaxies and the 6,155 unlabelled cutouts it was distilled on
-    assert len(inherited) == 4155 + 6155 and not _learned_by("scratch")
+    assert len(inherited) == 4155 + 6155 and not learned_by("scratch")
     own = LabelledSet(("mine.jpeg",), ("mine",), (1,), ("elliptical", "spiral"))
     data = TrainingData(own, None, ("pool/u1.jpeg",), ("u1",), None, None, 0.7, None, None, None, None,
                         inherited_ids=inherited)
@@ -144,7 +145,8 @@ def test_a_model_of_a_vote_table_is_found_in_a_run_naming_the_same_files_by_path
     from galaxy.config import TrainConfig
     from galaxy.errors import UsageError
     from galaxy.labels import LabelledSet
-    from galaxy.training.train_data import TrainingData, check_split
+    from galaxy.training.leak_checks import check_split
+    from galaxy.training.train_data import TrainingData
 
     votes = LabelledSet(("img/12345.jpeg",), ("587722981742084144",), (1,), ("elliptical", "spiral"))
     data = TrainingData(votes, None, (), (), None, None, 0.7, None, None, None, None)
