@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import reprlib
 import warnings
 from typing import NamedTuple
 
@@ -84,10 +85,39 @@ class ArrayFailure(NamedTuple):
     reason: str
 
 
+def _pixels(value) -> bool:
+    """Whether `value` is an array of numbers (a numpy array, a torch tensor, a PIL image): pixels, never a
+    path. An array of text (numpy str or bytes, a pandas Series of str: dtype kind U, S or O) may hold paths."""
+    if not (hasattr(value, "__array__") or hasattr(value, "__array_interface__")):
+        return False
+    if hasattr(value, "colnames") or hasattr(value, "columns"):  # a Table, a Row, a DataFrame: a path column
+        return False
+    return getattr(getattr(value, "dtype", None), "kind", None) not in ("U", "S", "O")  # (numpy's, pandas' dtypes)
+
+
+def _not_paths(value, what: str = "inputs") -> UsageError | None:
+    """The refusal of `classify` inputs that are no paths and no table: pixels (each row of an image had been
+    taken for a file name: N failures, each naming a printed array, "File name too long"), an opened FITS file
+    or HDU (a raw TypeError, or its HDUs read as paths); None for anything else."""
+    kind = type(value).__name__
+    if type(value).__module__.startswith("astropy.io.fits"):  # HDUList, ImageHDU, BinTableHDU, FITS_rec
+        return UsageError(f"{what} of type {kind} (an opened FITS file's contents): classify reads files; pass the "
+                          "file's path (load_model(hdu=...) picks the HDU), or the pixels as (H, W, 3) RGB to "
+                          "classify_arrays")
+    if _pixels(value):
+        shape = getattr(value, "shape", None)
+        return UsageError(f"{what} of type {kind}{f' {tuple(shape)}' if shape else ''} holds numbers, not paths: "
+                          "for images already in memory use classify_arrays(images)")
+    return None
+
+
 def _path_text(value) -> str:
     """A path as str: a bytes name (`os.listdir(b".")`, how non-UTF-8 names are listed) or an os.PathLike
     (Path, os.DirEntry) as Python holds file names, undecodable bytes as surrogate escapes (`str()` of bytes
     had named "b'x.jpeg'", a bare bytes been read as a sequence of byte values)."""
+    refusal = _not_paths(value, "an input")
+    if refusal is not None:
+        raise refusal
     try:
         return os.fsdecode(os.fspath(value))
     except TypeError:
@@ -270,6 +300,9 @@ class Model:
         from galaxy.catalog.read import first_present
         from galaxy.catalog.write import UniqueIds
 
+        refusal = _not_paths(inputs)  # (first: a BinTableHDU has `columns`, as a DataFrame has)
+        if refusal is not None:
+            raise refusal
         if hasattr(inputs, "columns") and not hasattr(inputs, "colnames"):  # a pandas DataFrame (iterating one
             from astropy.table import Table  # gave its column names as paths)
 
@@ -292,16 +325,25 @@ class Model:
             items = iter_inputs(names)
         else:  # an iterator (a generator, a file's lines): read as it goes, as a source may be long or slow;
             # a missing path is then that row's failure ("no such file"), not a refusal of the whole call
+            try:
+                source = iter(inputs)
+            except TypeError:  # (None, a number: a raw TypeError)
+                raise UsageError(f"inputs {reprlib.repr(inputs)} of type {type(inputs).__name__}: expected a path, "
+                                 "a list or an iterator of paths, or a Table with a path column") from None
+
             def listed(value):  # (a value that is no path at all fails as its row too: str() of it names it)
                 if value is None or (isinstance(value, float) and value != value):  # a pandas Series' gap: as a
                     return [Item("")]  # table's missing path reads, an empty path (it had been the file 'nan')
+                refusal = _not_paths(value, "an input")
+                if refusal is not None:  # an image among paths: a usage mistake, not a file that failed
+                    raise refusal
                 try:
                     name = _path_text(value)
                 except UsageError:
                     return [Item(str(value))]
                 return iter_inputs([name]) if os.path.lexists(name) else [Item(name)]
 
-            items = (item for value in inputs for item in listed(value))
+            items = (item for value in source for item in listed(value))
         failed = [0]
 
         def on_error(failure):

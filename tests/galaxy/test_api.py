@@ -469,3 +469,31 @@ def test_classify_arrays_with_errors_gives_a_bad_image_a_nan_row_and_classifies_
     errors = []
     out = model.classify_arrays([image.convert("L"), image.convert("L")], errors=errors)
     assert np.isnan(out).all() and all("mode 'L': convert it first" in e.reason for e in errors)
+
+
+def test_classify_refuses_pixels_numbers_and_opened_fits_files_naming_what_to_pass(tmp_path):
+    """classify(image_array) took each row of pixels for a file name (N failures, each a printed array, "File
+    name too long"); None, 42 and an ImageHDU were raw TypeErrors, an HDUList's HDUs were read as paths."""
+    import pytest
+    import torch
+    from astropy.io import fits
+
+    from galaxy.errors import UsageError
+
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference")
+    jpeg = sorted(EXAMPLES.glob("*.jpeg"))[0]
+    pixels = np.asarray(Image.open(jpeg).convert("RGB"))
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((3, 64, 64), np.float32))]).writeto(tmp_path / "g.fits")
+    with fits.open(tmp_path / "g.fits") as hdul:
+        for bad, says in ((pixels, r"ndarray \(.*\) holds numbers, not paths: .* use classify_arrays"),
+                          (pixels[None] / 255.0, "use classify_arrays"),
+                          (torch.from_numpy(pixels.copy()), "classify_arrays"),
+                          (Image.open(jpeg), "classify_arrays"), ([str(jpeg), pixels], "an input of type ndarray"),
+                          (iter([pixels]), "an input of type ndarray"), (None, "inputs None of type NoneType"),
+                          (42, "inputs 42 of type int: expected a path"),
+                          (hdul, "HDUList .*pass the file's path"), (hdul[1], "ImageHDU .*pass the file's path")):
+            errors = []
+            with pytest.raises(UsageError, match=says):
+                model.classify(bad, errors=errors)
+            assert errors == []
+    assert list(model.classify(np.array([str(jpeg)]))["id"]) == [jpeg.stem]  # an array of text holds paths
