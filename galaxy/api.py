@@ -27,6 +27,15 @@ def _cell(value) -> str | None:
     return None if value is None or value is np.ma.masked else str(value)
 
 
+def _stored_cells(column) -> list:
+    """A table column's cells as stored, None where masked: astropy gives a bytes column's cells decoded as UTF-8
+    with replacement characters (a file name that is not UTF-8 then named no file), so they are read from its
+    data."""
+    values = getattr(column, "data", column)  # (an astropy Column's values; a MaskedArray where masked)
+    return [None if masked else value
+            for value, masked in zip(np.ma.getdata(values).tolist(), np.ma.getmaskarray(values).tolist())]
+
+
 def _id_cells(column, name: str) -> list:
     """An id column's cells as text. A floating-point column (what pandas makes of an integer column with a
     missing value) gives its whole numbers as integers; one at or past the first its dtype cannot tell from
@@ -36,9 +45,11 @@ def _id_cells(column, name: str) -> list:
     Raises:
         UsageError: a whole-number float id at or past that limit.
     """
+    from galaxy.catalog.read import cell_id
+
     values = np.ma.asarray(column)
-    if values.dtype.kind != "f":
-        return [_cell(i) for i in column]
+    if values.dtype.kind != "f":  # read as `galaxy classify --catalog` reads an id (spaces around it dropped)
+        return [cell_id(i) for i in _stored_cells(column)]
     exact = 2 ** (np.finfo(values.dtype).nmant + 1)  # from here a whole number may be another rounded (float32: 2**24)
     cells = []
     for value in column:
@@ -297,7 +308,7 @@ class Model:
 
         from engine.listing import Item, iter_inputs
         from galaxy.catalog.formats import ID_COLUMNS, PATH_COLUMNS
-        from galaxy.catalog.read import first_present
+        from galaxy.catalog.read import cell_path, first_present
         from galaxy.catalog.write import UniqueIds
 
         refusal = _not_paths(inputs)  # (first: a BinTableHDU has `columns`, as a DataFrame has)
@@ -315,7 +326,9 @@ class Model:
                 raise UsageError(f"the table needs a path column (one of {list(PATH_COLUMNS)}); has {inputs.colnames}")
             id_column = first_present(ID_COLUMNS, inputs.colnames)  # objid too, as the CLI reads a catalog
             ids = _id_cells(inputs[id_column], id_column) if id_column else [None] * len(inputs)
-            items = (Item(_cell(p) or "", i) for p, i in zip(inputs[column], ids))
+            # each path read as `galaxy classify --catalog` reads it: spaces around it dropped, a bytes cell as
+            # the file name it holds (not "b'x.jpeg'"), the \xNN escapes of a catalog galaxy wrote read back
+            items = (Item(cell_path(p), i) for p, i in zip(_stored_cells(inputs[column]), ids))
         elif isinstance(inputs, (str, bytes, os.PathLike, list, tuple)):
             names = [_path_text(p) for p in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs)]
             missing = [name for name in names if not os.path.lexists(name)]

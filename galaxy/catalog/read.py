@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from pathlib import Path
 
 from galaxy.catalog import formats
@@ -46,11 +47,37 @@ def _parts(path: Path) -> list[Path] | None:
 
 
 def _text(value) -> str:
-    """A catalog cell as text, exactly as the catalog holds it (kept columns keep their spaces);
-    '' for a missing cell: None (a Parquet null, a FITS TNULL sentinel, a short CSV row)."""
+    """A kept column's cell as text, exactly as the catalog holds it (kept columns keep their spaces; bytes that
+    are not UTF-8 with replacement characters, which every output format can write); '' for a missing cell:
+    None (a Parquet null, a FITS TNULL sentinel, a short CSV row). Paths and ids: `cell_path`, `cell_id`."""
     if value is None:
         return ""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _name_text(value) -> str:
+    """A path or id cell as text: bytes as Python holds file names (`os.fsdecode`: bytes that are not UTF-8 as
+    surrogate escapes, which open the file, where a decode with replacement characters named none), a path
+    object (`Path`) as its name, anything else by str(); '' for a missing cell (None)."""
+    if value is None:
+        return ""
+    return os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
+
+
+def cell_path(value, base=None) -> str:
+    """The file a catalog's path cell names, read alike by `galaxy classify --catalog` and a Table given to the
+    Python API: the text (`_name_text`) without the spaces around it, relative names from `base` (the catalog's
+    folder; None: the working folder), and `\\xNN` escapes read as the name galaxy wrote them for (`existing_file`:
+    a file name that is not UTF-8, fed back from a catalog galaxy wrote); '' for an empty or missing cell, which
+    names no file (not the folder: its reader says so)."""
+    text = _name_text(value).strip()
+    return existing_file(text, base) if text else ""
+
+
+def cell_id(value) -> str | None:
+    """A catalog's id cell as `cell_path` reads a path: text without the spaces around it; None where empty or
+    missing (the row then takes its file's stem)."""
+    return _name_text(value).strip() or None
 
 
 def _catalog_columns(path: Path, fmt: str):
@@ -215,14 +242,6 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
     if arrays:
         raise UsageError(f"catalog {path}: column {arrays[0]!r} holds several values per row (an array column), and "
                          "only columns of one value per row can be kept (its values would be written as lossy text)")
-    def resolve(value) -> str:
-        text = _text(value).strip()  # a path (as an id) is taken without the spaces around it
-        if not text:  # an empty cell names no file (not the catalog's folder): the reader says so
-            return ""
-        # a name with escapes (a galaxy catalog's file name that is not UTF-8, fed back as --catalog): the
-        # first of its readings that exists
-        return existing_file(text, path.parent)
-
     done = 0
     while True:
         try:
@@ -237,9 +256,9 @@ def read_input_catalog(path, path_column: str | None = None, id_column: str | No
         ids = batch[id_column] if id_column else [None] * n
         kept = [batch[c] for c in keep]
         for i, ident in enumerate(ids):
-            where = ({band: resolve(batch[c][i]) for band, c in band_columns.items()} if band_columns
-                     else resolve(batch[path_column][i]))
-            yield where, _text(ident).strip() or None, {c: _text(column[i]) for c, column in zip(keep, kept)}
+            where = ({band: cell_path(batch[c][i], path.parent) for band, c in band_columns.items()} if band_columns
+                     else cell_path(batch[path_column][i], path.parent))
+            yield where, cell_id(ident), {c: _text(column[i]) for c, column in zip(keep, kept)}
         done += n
 
 

@@ -497,3 +497,47 @@ def test_classify_refuses_pixels_numbers_and_opened_fits_files_naming_what_to_pa
                 model.classify(bad, errors=errors)
             assert errors == []
     assert list(model.classify(np.array([str(jpeg)]))["id"]) == [jpeg.stem]  # an array of text holds paths
+
+
+def test_a_tables_cells_are_read_as_the_cli_reads_a_catalogs(tmp_path):
+    """A Table's path cell was str() of it: re-classifying a catalog galaxy wrote lost the row its `\\xNN` escape
+    names (a file name that is not UTF-8), a cell with spaces around it named no file, bytes in an object column
+    became "b'...'" and non-UTF-8 bytes in a bytes column U+FFFD; `--catalog` strips, decodes and unescapes them."""
+    import os
+    import shutil
+
+    import pandas as pd
+    from astropy.table import Table
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+
+    files = sorted(EXAMPLES.glob("*.jpeg"))[:2]
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    shutil.copy(files[0], tree / "x.jpeg")
+    odd = os.path.join(os.fsencode(tree), b"caf\xe9.jpeg")
+    shutil.copy(files[1], odd)
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference")
+    written = model.classify([str(tree)])
+    written.write(tmp_path / "out.ecsv")
+    errors = []
+    again = model.classify(Table.read(tmp_path / "out.ecsv"), errors=errors)
+    assert errors == [] and list(again["id"]) == ["caf\\xe9", "x"] and list(again["path"]) == list(written["path"])
+    np.testing.assert_allclose(again["p_spiral"], written["p_spiral"], atol=1e-6)
+    x = str(tree / "x.jpeg")
+    cells = Table({"path": np.array([f"  {x}  ", os.fsencode(x), odd], dtype=object), "id": [" g1 ", "g2", " "]})
+    out = model.classify(cells, errors=errors)
+    assert errors == [] and list(out["id"]) == ["g1", "g2", "caf\\xe9"]  # a blank id: the file's stem
+    assert list(out["path"]) == [x, x, written["path"][0]]
+    packed = model.classify(Table({"path": np.array([odd, os.fsencode(x)], dtype="S")}), errors=errors)
+    assert errors == [] and list(packed["id"]) == ["caf\\xe9", "x"]
+    with open(tmp_path / "c.csv", "w") as fh:  # the same cells as a catalog: the CLI reads them alike
+        fh.write(f"path,id\n  {x}  , g1 \n{written['path'][0]},\n")
+    result = CliRunner().invoke(cli, ["classify", "--catalog", str(tmp_path / "c.csv"), "-o", str(tmp_path / "o.csv"),
+                                      "-q", "--backend", "onnxruntime", "--decoder", "reference"])
+    assert result.exit_code == 0, result.output
+    cli_rows = pd.read_csv(tmp_path / "o.csv", comment=None)
+    api_rows = model.classify(pd.read_csv(tmp_path / "c.csv", dtype=str, keep_default_na=False))
+    assert list(cli_rows["id"]) == list(api_rows["id"]) == ["g1", "caf\\xe9"]
+    np.testing.assert_allclose(cli_rows["p_spiral"], api_rows["p_spiral"], atol=1e-5)

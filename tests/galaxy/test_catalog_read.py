@@ -350,3 +350,21 @@ def test_a_fits_catalog_cut_inside_its_table_header_says_it_looks_cut_short(tmp_
         list(read_catalog_rows(path))
     with pytest.raises(UsageError, match="has no table HDU .it looks cut short"):
         list(read_input_catalog(path))
+
+
+def test_a_parquet_catalogs_bytes_path_that_is_not_utf8_names_its_file(tmp_path):
+    """A binary path column's bytes were decoded with replacement characters, naming no file; read as Python
+    holds file names (`os.fsdecode`), as the Python API reads a bytes cell (`cell_path`, `cell_id`)."""
+    import os
+    import shutil
+
+    odd = os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpeg")
+    shutil.copy(sorted(EXAMPLES.glob("*.jpeg"))[0], odd)
+    pq.write_table(pa.table({"path": pa.array([b" caf\xe9.jpeg "], pa.binary()), "id": pa.array([b"g\xe9"])}),
+                   tmp_path / "c.parquet")
+    ((where, ident, _),) = read_input_catalog(tmp_path / "c.parquet")
+    assert where == os.fsdecode(odd) and os.path.exists(where) and ident == os.fsdecode(b"g\xe9")
+    from galaxy.catalog.read import cell_id, cell_path
+
+    assert cell_path("caf\\xe9.jpeg", tmp_path) == os.fsdecode(odd)  # the escape galaxy writes for the byte
+    assert cell_path(None) == cell_path("  ") == "" and cell_id(b" g1 ") == "g1" and cell_id("  ") is None
