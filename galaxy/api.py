@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import reprlib
 import warnings
@@ -243,8 +244,6 @@ class Model:
                 or infinite values, or blank (one value in every band across the crop), as the readers refuse it;
                 `images` that are no images at all (a string, a 2-D array), with `errors` or not.
         """
-        import itertools
-
         from galaxy.io.arrays import crop_resize_checked, image_batch, rgb_unit, streamed
         from galaxy.io.images import normalise
 
@@ -306,7 +305,7 @@ class Model:
         if errors is not None and not callable(getattr(errors, "append", None)):  # found at the first failure, it
             raise UsageError(f"errors={errors!r}: give a list (errors=[]) to collect the failures")  # lost the run
 
-        from engine.listing import Item, iter_inputs
+        from engine.listing import Item, iter_inputs, require_inputs
         from galaxy.catalog.formats import ID_COLUMNS, PATH_COLUMNS
         from galaxy.catalog.read import cell_path, first_present
         from galaxy.catalog.write import UniqueIds
@@ -331,10 +330,8 @@ class Model:
             items = (Item(cell_path(p), i) for p, i in zip(_stored_cells(inputs[column]), ids))
         elif isinstance(inputs, (str, bytes, os.PathLike, list, tuple)):
             names = [_path_text(p) for p in ([inputs] if isinstance(inputs, (str, bytes, os.PathLike)) else inputs)]
-            missing = [name for name in names if not os.path.lexists(name)]
-            if missing:  # before any work: found on the way, it threw away every row classified before it
-                raise UsageError(f"input {missing[0]} does not exist"
-                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            if names:  # before any work, as `galaxy classify` checks them: a missing path (found on the way, it
+                require_inputs(names)  # threw away every row before it), or folders of no image (an empty Table)
             items = iter_inputs(names)
         else:  # an iterator (a generator, a file's lines): read as it goes, as a source may be long or slow;
             # a missing path is then that row's failure ("no such file"), not a refusal of the whole call
@@ -354,7 +351,11 @@ class Model:
                     name = _path_text(value)
                 except UsageError:
                     return [Item(str(value))]
-                return iter_inputs([name]) if os.path.lexists(name) else [Item(name)]
+                if not os.path.lexists(name):
+                    return [Item(name)]
+                found = iter_inputs([name])
+                first = next(found, None)  # a folder of no image: its row's failure ("is a folder"), not nothing
+                return [Item(name)] if first is None else itertools.chain([first], found)
 
             items = (item for value in source for item in listed(value))
         failed = [0]

@@ -541,3 +541,32 @@ def test_a_tables_cells_are_read_as_the_cli_reads_a_catalogs(tmp_path):
     api_rows = model.classify(pd.read_csv(tmp_path / "c.csv", dtype=str, keep_default_na=False))
     assert list(cli_rows["id"]) == list(api_rows["id"]) == ["g1", "caf\\xe9"]
     np.testing.assert_allclose(cli_rows["p_spiral"], api_rows["p_spiral"], atol=1e-5)
+
+
+def test_a_folder_of_no_image_is_refused_as_the_cli_refuses_it(tmp_path):
+    """A folder holding no image the readers take (only x.tiff) gave an empty Table without a word, where
+    `galaxy classify` exits 2 saying "no images found in ..."; from an iterator it is that row's failure."""
+    import re
+
+    import pytest
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+    from galaxy.errors import UsageError
+
+    folder = tmp_path / "tifonly"
+    folder.mkdir()
+    (folder / "x.tiff").write_bytes(b"II*\x00")
+    result = CliRunner().invoke(cli, ["classify", str(folder), "-o", str(tmp_path / "o.csv"), "-q"])
+    assert result.exit_code == 2 and f"no images found in {folder}" in result.output
+    said = re.search(r"no images found in .*", result.output).group().split(": ")[-1]  # the CLI's wording
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference")
+    for inputs in (str(folder), [folder]):
+        with pytest.raises(UsageError, match=re.escape(f"no images found in {folder}: {said}")):
+            model.classify(inputs)
+    assert len(model.classify([])) == 0  # no inputs at all: an empty Table, as before
+    errors = []
+    jpeg = str(sorted(EXAMPLES.glob("*.jpeg"))[0])
+    assert len(model.classify([str(folder), jpeg])) == 1  # one image among the inputs: as the CLI, classified
+    assert len(model.classify(iter([str(folder), jpeg]), errors=errors)) == 1
+    assert [(e.path, e.reason) for e in errors] == [(str(folder), "is a folder, not an image file")]
