@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import reprlib
+import sys
 import warnings
 from typing import NamedTuple
 
@@ -28,12 +29,23 @@ def _cell(value) -> str | None:
     return None if value is None or value is np.ma.masked else str(value)
 
 
+def _missing(value) -> bool:
+    """Whether a path or id cell is a gap: None, masked, a float NaN, or pandas' NA or NaT (an object or string
+    column's gap, which had been the file '<NA>'). pandas is optional: where it is not imported, no value is its."""
+    if value is None or value is np.ma.masked:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return value != value
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and (value is pandas.NA or value is pandas.NaT)
+
+
 def _stored_cells(column) -> list:
     """A table column's cells as stored, None where masked: astropy gives a bytes column's cells decoded as UTF-8
     with replacement characters (a file name that is not UTF-8 then named no file), so they are read from its
     data."""
     values = getattr(column, "data", column)  # (an astropy Column's values; a MaskedArray where masked)
-    return [None if masked else value
+    return [None if masked or _missing(value) else value
             for value, masked in zip(np.ma.getdata(values).tolist(), np.ma.getmaskarray(values).tolist())]
 
 
@@ -54,8 +66,8 @@ def _id_cells(column, name: str) -> list:
     exact = 2 ** (np.finfo(values.dtype).nmant + 1)  # from here a whole number may be another rounded (float32: 2**24)
     cells = []
     for value in column:
-        if value is np.ma.masked or value is None or not np.isfinite(value):
-            cells.append(None if value is np.ma.masked or value is None else _cell(value))
+        if _missing(value) or not np.isfinite(value):  # a gap takes the file's stem
+            cells.append(None if _missing(value) else _cell(value))
         elif float(value).is_integer():
             if abs(value) >= exact:  # 2**53 itself may be 2**53 + 1 rounded: another galaxy's id
                 raise UsageError(f"id column {name!r} holds floating-point numbers such as {float(value)!r}, past "
@@ -342,8 +354,8 @@ class Model:
                                  "a list or an iterator of paths, or a Table with a path column") from None
 
             def listed(value):  # (a value that is no path at all fails as its row too: str() of it names it)
-                if value is None or (isinstance(value, float) and value != value):  # a pandas Series' gap: as a
-                    return [Item("")]  # table's missing path reads, an empty path (it had been the file 'nan')
+                if _missing(value):  # a pandas Series' gap (None, NaN, NA, NaT): as a table's missing path
+                    return [Item("")]  # reads, an empty path (it had been the file 'nan', '<NA>' or 'NaT')
                 refusal = _not_paths(value, "an input")
                 if refusal is not None:  # an image among paths: a usage mistake, not a file that failed
                     raise refusal

@@ -570,3 +570,20 @@ def test_a_folder_of_no_image_is_refused_as_the_cli_refuses_it(tmp_path):
     assert len(model.classify([str(folder), jpeg])) == 1  # one image among the inputs: as the CLI, classified
     assert len(model.classify(iter([str(folder), jpeg]), errors=errors)) == 1
     assert [(e.path, e.reason) for e in errors] == [(str(folder), "is a folder, not an image file")]
+
+
+def test_pandas_na_and_nat_are_gaps_as_none_and_nan_are():
+    """A Series' pd.NA or pd.NaT became the file '<NA>' or 'NaT' (None and NaN were gaps: empty paths), and in
+    a Table's object column a path or id of them was that text too."""
+    import pandas as pd
+    from astropy.table import Table
+
+    jpeg = str(sorted(EXAMPLES.glob("*.jpeg"))[0])
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference")
+    errors = []
+    assert len(model.classify(pd.Series([jpeg, pd.NA, pd.NaT, None, np.nan], dtype=object), errors=errors)) == 1
+    assert [(e.path, e.reason.startswith("empty path")) for e in errors] == [("", True)] * 4
+    errors = []
+    table = Table({"path": np.array([jpeg, pd.NA, np.nan], dtype=object), "id": np.array([pd.NA, "g", "h"], object)})
+    assert list(model.classify(table, errors=errors)["id"]) == [sorted(EXAMPLES.glob("*.jpeg"))[0].stem]
+    assert [(e.id, e.path) for e in errors] == [("g", ""), ("h", "")]
