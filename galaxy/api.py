@@ -29,6 +29,51 @@ def _cell(value) -> str | None:
     return None if value is None or value is np.ma.masked else str(value)
 
 
+def _table_columns(names: list, what: str) -> tuple[str, str | None]:
+    """(path column, id column or None) of a Table's or DataFrame's column `names`: the first of PATH_COLUMNS /
+    ID_COLUMNS present, in any case, as `galaxy classify --catalog` takes them.
+
+    Raises:
+        UsageError: no path column; two columns that name the path or id column in different cases ('PATH'
+            and 'Path': neither had been taken, and the message said there was no path column).
+    """
+    from galaxy.catalog.formats import ID_COLUMNS, PATH_COLUMNS
+    from galaxy.catalog.read import case_clash, first_present
+
+    for candidates, kind in ((PATH_COLUMNS, "path"), (ID_COLUMNS, "id")):
+        clash = case_clash(candidates, names)
+        if clash:
+            raise UsageError(f"the {what}'s columns {' and '.join(map(repr, clash))} both name the {kind} column "
+                             f"{clash[0].casefold()!r} (read in any case): rename all but the one to use")
+    column = first_present(PATH_COLUMNS, names)
+    if column is None:
+        raise UsageError(f"the {what} needs a path column (one of {list(PATH_COLUMNS)}); has {names}")
+    return column, first_present(ID_COLUMNS, names)  # objid too, as the CLI reads a catalog
+
+
+def _frame_table(frame):
+    """An astropy Table of a pandas DataFrame's path and id columns (`_table_columns`), the only ones read.
+
+    Raises:
+        UsageError: MultiIndex columns (a raw KeyError), or the path or id column named twice (astropy's
+            Table.from_pandas had raised AttributeError; the CLI refuses a catalog naming a column twice).
+    """
+    from astropy.table import Table
+
+    if getattr(frame.columns, "nlevels", 1) > 1:
+        raise UsageError(f"the DataFrame has MultiIndex columns {list(frame.columns)[:4]}: give it one level of names, "
+                         "e.g. frame.columns = ['_'.join(map(str, c)) for c in frame.columns]")
+    names = [str(name) for name in frame.columns]
+    used = [name for name in _table_columns(names, "DataFrame") if name is not None]
+    twice = next((name for name in used if names.count(name) > 1), None)
+    if twice is not None:
+        raise UsageError(f"the DataFrame names column {twice!r} {names.count(twice)} times: rename all but the one "
+                         "to use")
+    picked = frame.iloc[:, [names.index(name) for name in used]]
+    picked.columns = used  # (as text: a column named by a number reads as its digits)
+    return Table.from_pandas(picked)
+
+
 def _missing(value) -> bool:
     """Whether a path or id cell is a gap: None, masked, a float NaN, or pandas' NA or NaT (an object or string
     column's gap, which had been the file '<NA>'). pandas is optional: where it is not imported, no value is its."""
@@ -318,24 +363,18 @@ class Model:
             raise UsageError(f"errors={errors!r}: give a list (errors=[]) to collect the failures")  # lost the run
 
         from engine.listing import Item, iter_inputs, require_inputs
-        from galaxy.catalog.formats import ID_COLUMNS, PATH_COLUMNS
-        from galaxy.catalog.read import cell_path, first_present
+        from galaxy.catalog.read import cell_path
         from galaxy.catalog.write import UniqueIds
 
         refusal = _not_paths(inputs)  # (first: a BinTableHDU has `columns`, as a DataFrame has)
         if refusal is not None:
             raise refusal
         if hasattr(inputs, "columns") and not hasattr(inputs, "colnames"):  # a pandas DataFrame (iterating one
-            from astropy.table import Table  # gave its column names as paths)
-
-            inputs = Table.from_pandas(inputs)
+            inputs = _frame_table(inputs)  # gave its column names as paths)
         if hasattr(inputs, "colnames") and hasattr(inputs, "table") and hasattr(inputs, "index"):  # an astropy Row
             inputs = inputs.table[inputs.index:inputs.index + 1]  # (its cells had been zipped as columns: TypeError)
         if hasattr(inputs, "colnames"):
-            column = first_present(PATH_COLUMNS, inputs.colnames)
-            if column is None:
-                raise UsageError(f"the table needs a path column (one of {list(PATH_COLUMNS)}); has {inputs.colnames}")
-            id_column = first_present(ID_COLUMNS, inputs.colnames)  # objid too, as the CLI reads a catalog
+            column, id_column = _table_columns(inputs.colnames, "table")
             ids = _id_cells(inputs[id_column], id_column) if id_column else [None] * len(inputs)
             # each path read as `galaxy classify --catalog` reads it: spaces around it dropped, a bytes cell as
             # the file name it holds (not "b'x.jpeg'"), the \xNN escapes of a catalog galaxy wrote read back

@@ -172,6 +172,19 @@ def first_present(candidates, columns) -> str | None:
     return None
 
 
+def case_clash(candidates, columns) -> list[str]:
+    """The columns `first_present` passes over because two or more of them spell one of `candidates` in other
+    cases ('PATH' and 'Path' both spell 'path'), ahead of the column it takes or where it takes none; [] where
+    there are none (a column spelt exactly as a candidate is taken before any other spelling is looked at)."""
+    if any(wanted in columns for wanted in candidates):
+        return []
+    for wanted in candidates:
+        found = [name for name in columns if name.casefold() == wanted]
+        if found:
+            return found if len(found) > 1 else []
+    return []
+
+
 def resolved_columns(path, columns, path_column, id_column, band_columns) -> tuple[str | None, str | None]:
     """(path column, id column) read: those named, else the first of PATH_COLUMNS / ID_COLUMNS present (no
     path column with band files, no id column where none is present). Raises UsageError for one absent."""
@@ -183,7 +196,10 @@ def resolved_columns(path, columns, path_column, id_column, band_columns) -> tup
     else:
         path_column = path_column or first_present(PATH_COLUMNS, columns)
         if path_column not in columns:
-            raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}")
+            clash = case_clash(PATH_COLUMNS, columns)  # (the message had not said why 'PATH' and 'Path' were not read)
+            raise UsageError(f"catalog {path} has no path column {path_column or PATH_COLUMNS}; columns are {columns}"
+                             + (f" ({' and '.join(map(repr, clash))} spell {clash[0].casefold()!r} alike in another "
+                                "case: name the one to read with --path-column)" if clash else ""))
     if id_column is None:
         id_column = first_present(ID_COLUMNS, columns)
     elif id_column not in columns:

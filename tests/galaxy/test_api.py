@@ -587,3 +587,30 @@ def test_pandas_na_and_nat_are_gaps_as_none_and_nan_are():
     table = Table({"path": np.array([jpeg, pd.NA, np.nan], dtype=object), "id": np.array([pd.NA, "g", "h"], object)})
     assert list(model.classify(table, errors=errors)["id"]) == [sorted(EXAMPLES.glob("*.jpeg"))[0].stem]
     assert [(e.id, e.path) for e in errors] == [("g", ""), ("h", "")]
+
+
+def test_a_dataframe_naming_a_column_twice_or_in_two_levels_or_cases_is_refused_naming_them():
+    """columns=['path', 'id', 'id'] was an AttributeError inside astropy's Table.from_pandas, MultiIndex columns a
+    raw KeyError, and columns 'PATH' and 'Path' "needs a path column"; the CLI refuses a catalog naming its path
+    or id column twice."""
+    import re
+
+    import pandas as pd
+    import pytest
+    from astropy.table import Table
+
+    from galaxy.errors import UsageError
+
+    jpeg = str(sorted(EXAMPLES.glob("*.jpeg"))[0])
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference")
+    for frame, says in ((pd.DataFrame([[jpeg, "a", "b"]], columns=["path", "id", "id"]), "column 'id' 2 times"),
+                        (pd.DataFrame([[jpeg, "a"]], columns=pd.MultiIndex.from_tuples([("x", "path"), ("x", "id")])),
+                         "MultiIndex columns [('x', 'path'), ('x', 'id')]"),
+                        (pd.DataFrame([[jpeg, jpeg]], columns=["PATH", "Path"]),
+                         "'PATH' and 'Path' both name the path"),
+                        (Table([[jpeg], ["a"], ["b"]], names=["path", "ID", "Id"]), "'ID' and 'Id' both name the id"),
+                        (pd.DataFrame({"x": [jpeg]}), "needs a path column")):
+        with pytest.raises(UsageError, match=re.escape(says)):
+            model.classify(frame)
+    kept = pd.DataFrame([[jpeg, "a", 1, 2]], columns=["path", "id", "n", "n"])  # a column it does not read: no matter
+    assert list(model.classify(kept)["id"]) == ["a"]

@@ -368,3 +368,10 @@ def test_a_parquet_catalogs_bytes_path_that_is_not_utf8_names_its_file(tmp_path)
 
     assert cell_path("caf\\xe9.jpeg", tmp_path) == os.fsdecode(odd)  # the escape galaxy writes for the byte
     assert cell_path(None) == cell_path("  ") == "" and cell_id(b" g1 ") == "g1" and cell_id("  ") is None
+
+
+def test_a_catalog_spelling_its_path_column_in_two_cases_says_so(tmp_path):
+    """'PATH' and 'Path' were passed over without a word: "has no path column", the columns listed."""
+    (tmp_path / "c.csv").write_text("PATH,Path\na.jpeg,b.jpeg\n")
+    with pytest.raises(UsageError, match="'PATH' and 'Path' spell 'path' alike in another case: name the one"):
+        next(read_input_catalog(tmp_path / "c.csv"))
