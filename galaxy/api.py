@@ -237,7 +237,9 @@ class Model:
         (the 8 rotations/flips averaged), `hdu` (a FITS HDU's index or EXTNAME) and `bands` ("i,r,g" or
         "2,1,0", or a list of them: the FITS bands shown as R, G, B)."""
         from engine.artifacts import resolve_model
+        from engine.machine import installed_versions
         from engine.runner import Runner
+        from galaxy.config import ClassifyConfig
         from galaxy.io.fits import hdu_value
         from galaxy.io.bands import parse_bands
 
@@ -258,6 +260,27 @@ class Model:
                               spec=self.spec, hdu=hdu_value(None if hdu is None else str(hdu)))
         self.backend = f"{self._runner.backend} on {self._runner.session.device}"
         self.batch_size = self._runner.batch_size  # as the runner holds it (at most MAX_BATCH)
+        # the options as `galaxy classify`'s config, which a catalog's metadata records (`_metadata`)
+        self._config = ClassifyConfig((), "", None if model_dir is None else os.fsdecode(model_dir),
+                                      hdu=None if hdu is None else str(hdu), bands=bands, backend=backend,
+                                      decoder=decoder, tta=tta, crop_fraction=crop_fraction, batch_size=batch_size,
+                                      workers=workers, threads=threads, progress=False)
+        self._software = installed_versions()
+
+    def __repr__(self):
+        weights = self.card.weights_sha256[:12] or "unknown"
+        return (f"<galaxy Model {self.card.name!r}: weights {weights}, {self.backend}, input {self.spec.size} px "
+                f"(crop {self.spec.crop_fraction:g}), classes {list(self.card.classes)}>")
+
+    def _metadata(self) -> dict:
+        """What a catalog `galaxy classify` writes records of its run (`catalog_metadata`: the run fingerprint with
+        the int8 model and arithmetic where int8, InputSpec, temperature, version, backend, device, decoder,
+        software, config, date), but "complete" and "command", which a command's run alone has."""
+        from galaxy.catalog.metadata import catalog_metadata
+
+        metadata = catalog_metadata(self.card, self._runner.session, self._config, self.spec,
+                                    decoder=self._runner.pipeline.name, software=self._software)
+        return {k: v for k, v in metadata.items() if k not in ("complete", "command")}
 
     def _table(self, ids, paths, probabilities, columns=()):
         from astropy.table import Table
@@ -276,9 +299,9 @@ class Model:
         for name, text in catalog_descriptions(self.card.classes).items():  # as the catalogs describe them
             if name in table.colnames:
                 table[name].description = text
-        table.meta.update({"model": self.card.name, "weights": self.card.weights_sha256, "backend": self.backend,
-                           "crop_fraction": self.spec.crop_fraction, "tta": self._runner.tta,
-                           "fits_bands": list(self.spec.fits_bands)})  # how it was read, as catalogs record
+        table.meta.update(self._metadata())  # as a catalog of the same run records it
+        table.meta.update({"crop_fraction": self.spec.crop_fraction, "tta": self._runner.tta,
+                           "fits_bands": list(self.spec.fits_bands)})  # how it was read, in a notebook's terms
         return table
 
     def classify_arrays(self, images, errors: list | None = None) -> np.ndarray:

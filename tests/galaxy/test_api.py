@@ -614,3 +614,28 @@ def test_a_dataframe_naming_a_column_twice_or_in_two_levels_or_cases_is_refused_
             model.classify(frame)
     kept = pd.DataFrame([[jpeg, "a", 1, 2]], columns=["path", "id", "n", "n"])  # a column it does not read: no matter
     assert list(model.classify(kept)["id"]) == ["a"]
+
+
+def test_a_models_repr_names_it_and_a_tables_meta_records_what_the_catalog_of_that_run_does(tmp_path):
+    """repr(model) was the default object repr; the Table's meta lacked the catalog's run record (InputSpec,
+    temperature, version, the run fingerprint, where int8 its model and arithmetic)."""
+    from click.testing import CliRunner
+
+    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.cli import cli
+
+    jpeg = str(sorted(EXAMPLES.glob("*.jpeg"))[0])
+    model = galaxy.load_model(backend="onnxruntime", decoder="reference", crop_fraction=0.55)
+    text = repr(model)
+    assert model.card.name in text and model.card.weights_sha256[:12] in text and model.backend in text
+    assert f"input {model.spec.size} px (crop 0.55)" in text
+    table = model.classify([jpeg])
+    result = CliRunner().invoke(cli, ["classify", jpeg, "-o", str(tmp_path / "c.ecsv"), "-q", "--backend",
+                                      "onnxruntime", "--decoder", "reference", "--crop-fraction", "0.55"])
+    assert result.exit_code == 0, result.output
+    catalog = read_catalog_metadata(tmp_path / "c.ecsv")
+    same = {"run", "model", "weights", "temp", "spec", "version", "backend", "device", "decoder", "software", "cwd"}
+    assert same <= set(catalog) and {key: str(table.meta[key]) for key in same} == {key: catalog[key] for key in same}
+    assert table.meta["crop_fraction"] == 0.55 and "command" not in table.meta and "complete" not in table.meta
+    table.write(tmp_path / "api.ecsv")  # written, it describes itself as a catalog does
+    assert read_catalog_metadata(tmp_path / "api.ecsv")["spec"] == catalog["spec"]
