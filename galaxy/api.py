@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import reprlib
 import sys
 import warnings
@@ -253,11 +254,16 @@ class Model:
                                                                for b in bands):
                 raise UsageError(f"bands={bands!r}: give \"i,r,g\" or \"2,1,0\" (or a list of band names or indices)")
             bands = ",".join(map(str, bands))
+        try:
+            planes, extension = parse_bands(bands), hdu_value(None if hdu is None else str(hdu))
+        except UsageError as exc:  # worded for `galaxy classify --bands/--hdu`: named as this call names them
+            said = re.sub(r"--(bands|hdu) (?=')", r"\1=", str(exc))
+            raise UsageError(re.sub(r"--(bands|hdu)\b", r"\1", said)) from None
         self.model_dir, self.card = resolve_model(model_dir)
         spec = self.card.input_spec.with_crop(crop_fraction)  # the centre crop read instead of the card's
-        self.spec = spec.replace(fits_bands=parse_bands(bands)) if bands else spec
+        self.spec = spec.replace(fits_bands=planes) if planes else spec
         self._runner = Runner(self.model_dir, self.card, backend, decoder, batch_size, threads, workers, tta=tta,
-                              spec=self.spec, hdu=hdu_value(None if hdu is None else str(hdu)))
+                              spec=self.spec, hdu=extension)
         self.backend = f"{self._runner.backend} on {self._runner.session.device}"
         self.batch_size = self._runner.batch_size  # as the runner holds it (at most MAX_BATCH)
         # the options as `galaxy classify`'s config, which a catalog's metadata records (`_metadata`)

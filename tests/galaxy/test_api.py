@@ -639,3 +639,17 @@ def test_a_models_repr_names_it_and_a_tables_meta_records_what_the_catalog_of_th
     assert table.meta["crop_fraction"] == 0.55 and "command" not in table.meta and "complete" not in table.meta
     table.write(tmp_path / "api.ecsv")  # written, it describes itself as a catalog does
     assert read_catalog_metadata(tmp_path / "api.ecsv")["spec"] == catalog["spec"]
+
+
+def test_load_models_refusals_of_bands_and_hdu_name_its_parameters_not_the_command_lines_flags():
+    """load_model(bands="q") said "--bands 'q': ...", a flag the Python caller never wrote."""
+    import pytest
+
+    from galaxy.errors import UsageError
+
+    for options, says in (({"bands": "q"}, "bands='q': 'q' is not a band name"),
+                          ({"hdu": -1}, "hdu='-1': an HDU index"),
+                          ({"bands": "i,r,g,z"}, "bands takes 1 to 3 bands"), ({"hdu": " "}, "hdu is empty")):
+        with pytest.raises(UsageError, match=says) as caught:
+            galaxy.load_model(backend="onnxruntime", **options)
+        assert "--" not in str(caught.value)
