@@ -15,7 +15,7 @@ from pathlib import Path
 
 from galaxy.catalog.metadata import (CROP_RULE_KEY, CROP_RULE_MIXED, READING_KEYS, READING_RECORDED, READING_VERSION,
                                      as_recorded_now, begun_with_older_crop, reading_settings)
-from galaxy.catalog.read import read_catalog_metadata
+from galaxy.catalog.written import read_catalog_metadata
 from galaxy.errors import UsageError
 from galaxy.files import write_atomically
 

@@ -40,7 +40,8 @@ from engine.journal_rows import chunk_rows, listed_id, output_rows, path_key, wr
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import output_format, sidecar_path
 from galaxy.catalog.metadata import CROP_RULE_KEY, CROP_RULE_MIXED
-from galaxy.catalog.read import read_catalog_metadata, UNREADABLE
+from galaxy.catalog.read import UNREADABLE
+from galaxy.catalog.written import read_catalog_metadata
 from galaxy.catalog.text import existing_file, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
 from galaxy.errors import UsageError

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from galaxy.catalog.formats import catalog_columns, output_format, probability_column
-from galaxy.catalog.read import read_catalog_rows
+from galaxy.catalog.written import read_catalog_rows
 from galaxy.catalog.text import cell_text
 from galaxy.errors import UsageError
 from galaxy.files import ends_its_line, write_atomically

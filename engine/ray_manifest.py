@@ -24,7 +24,7 @@ def part_engines(parts) -> dict[str, int]:
     """{engine: parts} of a --ray run's parts, as each part's run record names it: the backend and precision,
     and for int8 the CPU arithmetic its sums ran on (each actor chose its own backend, `auto` per machine)."""
     from galaxy.catalog.metadata import INT8_ARITHMETIC_KEY
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     engines: dict[str, int] = {}
     for part in parts:
@@ -47,7 +47,7 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
     """
     import pyarrow.parquet as pq
 
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     failures = [read_part_errors(out_dir, shard.index) for shard in shards]
     ids = finalize_parts([part_path(out_dir, shard.index) for shard in shards],

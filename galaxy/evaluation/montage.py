@@ -23,7 +23,8 @@ import numpy as np
 
 from galaxy.catalog.formats import sidecar_path
 from galaxy.catalog.metadata import kept_columns
-from galaxy.catalog.read import read_catalog_metadata, shown_catalog_rows, UNREADABLE
+from galaxy.catalog.read import UNREADABLE
+from galaxy.catalog.written import read_catalog_metadata, shown_catalog_rows
 from galaxy.catalog.text import existing_file
 from galaxy.catalog.write import errors_path
 from galaxy.config import MAX_PER_ROW

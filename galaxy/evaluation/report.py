@@ -23,7 +23,7 @@ import numpy as np
 
 from galaxy.version import __version__
 from galaxy.catalog.formats import beside_catalog
-from galaxy.catalog.read import shown_catalog_rows
+from galaxy.catalog.written import shown_catalog_rows
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import errors_path
 from galaxy.errors import ModelError

@@ -323,7 +323,7 @@ def test_a_rerun_of_a_finished_catalog_keeps_kept_text_as_it_was(tmp_path, suffi
     as missing values, whatever the format."""
     from click.testing import CliRunner
 
-    from galaxy.catalog.read import read_catalog_rows
+    from galaxy.catalog.written import read_catalog_rows
     from galaxy.cli import cli
 
     files = sorted(EXAMPLES.glob("*.jpeg"))[:4]
@@ -498,7 +498,7 @@ def test_a_catalog_without_descriptions_resumes_and_comes_out_described(tmp_path
 
     from astropy.table import Table
 
-    from galaxy.catalog.read import read_catalog_rows
+    from galaxy.catalog.written import read_catalog_rows
 
     files = [str(f) for f in sorted(EXAMPLES.glob("*.jpeg"))[:3]]
     table = tmp_path / "in.ecsv"
@@ -532,7 +532,7 @@ def test_a_rerun_of_odd_file_names_gives_the_rows_and_ids_of_a_fresh_run(tmp_pat
     characters escaped) with new inputs in another form: in FITS a mended `b/é.jpeg` took the id `é`
     (written `\\xe9`, the id of `a/é.jpeg` already); in ECSV a file with a tab in its name was
     classified again on every rerun."""
-    from galaxy.catalog.read import read_catalog_rows
+    from galaxy.catalog.written import read_catalog_rows
 
     jpegs = sorted(EXAMPLES.glob("*.jpeg"))
     names = {"a/é.jpeg": jpegs[0], "b/x.jpeg": jpegs[1], "b/é.jpeg": jpegs[2], "b/t\tab.jpeg": jpegs[3]}
@@ -630,7 +630,7 @@ def test_a_run_begun_before_the_square_crop_rule_is_continued_with_a_warning(tmp
     assert continued.resumed == 1 and "c.csv was begun by a galaxy version before the square-crop rule" in caplog.text
     continued.finish({"run": json.dumps(now), "complete": "true"})  # the catalog it writes records the two crops
     from galaxy.catalog.metadata import CROP_RULE_MIXED
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     assert json.loads(read_catalog_metadata(out)["run"])[CROP_RULE_KEY] == CROP_RULE_MIXED
     inode = out.stat().st_ino  # a rerun with nothing new: the catalog says so already, and stays (review)
@@ -952,7 +952,7 @@ def test_a_rerun_on_a_cpu_of_another_int8_arithmetic_is_refused_as_other_setting
 
 
 def _catalog_run(path) -> str:
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     return read_catalog_metadata(path)["run"]
 
@@ -1011,7 +1011,7 @@ def test_a_rerun_with_nothing_new_leaves_the_finished_catalog_as_it_is(tmp_path,
     this run's; a run killed before it commits a row leaves no chunk, and its rerun reads OUT again."""
     import numpy as np
 
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
     from galaxy.catalog.write import errors_path
 
     out = tmp_path / f"c.{fmt}"
@@ -1042,7 +1042,7 @@ def test_a_rerun_with_nothing_new_needs_the_catalogs_own_record_and_keeps_its_ro
     rows are kept (review, session 44)."""
     import numpy as np
 
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
     from galaxy.catalog.formats import sidecar_path
 
     out = tmp_path / "c.csv"
@@ -1067,7 +1067,7 @@ def test_a_rerun_with_nothing_new_completes_an_interrupted_catalog(tmp_path):
     classify writes it again, saying it is complete."""
     import numpy as np
 
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     out = tmp_path / "c.csv"
     first = _journal(out)

@@ -624,7 +624,7 @@ def test_parts_classified_by_unlike_engines_are_all_named_in_the_catalogs_metada
     from engine.ray_actor import ShardClassifier
     from engine.ray_manifest import ENGINES_KEY, write_manifest
     from engine.ray_shards import write_shards
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     out = tmp_path / "parts"
     config = ClassifyConfig((str(survey),), str(out), backend="onnxruntime", decoder="reference", progress=False)

@@ -621,7 +621,7 @@ def test_a_models_repr_names_it_and_a_tables_meta_records_what_the_catalog_of_th
     temperature, version, the run fingerprint, where int8 its model and arithmetic)."""
     from click.testing import CliRunner
 
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
     from galaxy.cli import cli
 
     jpeg = str(sorted(EXAMPLES.glob("*.jpeg"))[0])

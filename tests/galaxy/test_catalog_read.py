@@ -12,7 +12,8 @@ from astropy.io import fits
 from astropy.table import MaskedColumn, Table
 
 from galaxy.catalog.column_notes import column_descriptions, column_units
-from galaxy.catalog.read import read_catalog_rows, read_input_catalog
+from galaxy.catalog.read import read_input_catalog
+from galaxy.catalog.written import read_catalog_rows
 from galaxy.catalog.write import CatalogWriter
 from galaxy.errors import UsageError
 from tests.conftest import EXAMPLES
@@ -330,7 +331,7 @@ def test_a_fits_header_card_astropy_cannot_read_is_a_clear_error(tmp_path):
 def test_a_damaged_metadata_file_is_named_not_its_catalog(tmp_path):
     """A sidecar holding a JSON list was an AttributeError traceback on a resume; a torn one was blamed on
     the catalog."""
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     path = _write(tmp_path / "c.csv")
     sidecar = tmp_path / "c.csv.meta.json"

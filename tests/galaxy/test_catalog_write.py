@@ -137,7 +137,7 @@ def test_kept_true_false_columns_are_bool_with_their_missing_values(tmp_path, su
     """A FITS logical, Parquet or ECSV bool column was kept as the text 'True'/'False' in every format
     (STILTS could not select on it). Now it is bool (FITS L, a missing value a zero byte), and the
     rows read back for a rerun give each value and each missing one as they were."""
-    from galaxy.catalog.read import read_catalog_rows
+    from galaxy.catalog.written import read_catalog_rows
 
     assert column_kinds([{"a": "True"}, {"a": ""}, {"a": "False"}]) == [("a", "bool")]
     assert column_kinds([{"a": "True"}, {"a": "1"}]) == [("a", "text")]

@@ -112,7 +112,7 @@ def test_classify_reads_with_the_crop_given_or_measured(tmp_path, zoomed):
         out = tmp_path / f"{name}.csv"
         result = invoke("classify", zoomed, "-o", out, "--backend", "onnxruntime", *options)
         assert result.exit_code == 0, result.output
-        from galaxy.catalog.read import read_catalog_metadata
+        from galaxy.catalog.written import read_catalog_metadata
 
         meta = read_catalog_metadata(out)
         with out.open() as handle:
@@ -153,7 +153,7 @@ def test_evaluate_scores_every_model_at_the_crop_given(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["crop_fraction"] == 0.4
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     assert json.loads(read_catalog_metadata(out / "predictions.csv")["spec"])["crop_fraction"] == 0.4
 

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from galaxy.catalog.read import read_catalog_metadata
+from galaxy.catalog.written import read_catalog_metadata
 from galaxy.catalog.write import CatalogWriter
 
 METADATA = {"run": json.dumps({"weights": "ab" * 32, "tta": False}), "model": "sdss-xception-96",
@@ -180,7 +180,7 @@ def test_a_catalog_records_the_decoder_that_ran_and_the_libraries_versions(tmp_p
     import onnxruntime
     from click.testing import CliRunner
 
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
     from galaxy.cli import cli
     from tests.conftest import EXAMPLES
 

@@ -653,7 +653,7 @@ def test_a_table_without_id_or_path_and_an_output_naming_no_file_are_refused(tmp
 def test_a_linked_catalog_finds_its_metadata_and_a_damaged_one_is_said(classified, tmp_path, caplog):
     """A CSV catalog reached through a link was shown without its metadata file (beside the file, not the
     link), and a damaged metadata file was passed over without a word (review, session 45)."""
-    from galaxy.catalog.read import read_catalog_metadata
+    from galaxy.catalog.written import read_catalog_metadata
 
     link = tmp_path / "linked.csv"
     link.symlink_to(classified)
