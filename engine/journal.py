@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.fingerprint import (FINGERPRINT, changed_settings, journal_dir, keep_fingerprint, output_fingerprint,
                                 warn_older_crop)
-from engine.journal_rows import chunk_rows, listed_id, output_rows, path_key, write_chunk
+from engine.journal_rows import band_key, chunk_rows, input_key, listed_id, output_rows, path_key, write_chunk
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import output_format, sidecar_path
 from galaxy.catalog.metadata import CROP_RULE_KEY, CROP_RULE_MIXED
@@ -76,6 +76,9 @@ class Journal:
         self._last_commit = time.monotonic()
         self.classes = tuple(classes)
         self.dir = journal_dir(self.output)
+        # files per galaxy (`--band-columns`, recorded as band=column pairs): a done row's path joins them
+        pairs = fingerprint.get("band_columns")
+        self._bands = len(pairs.split(",")) if pairs else 0
         self.output.parent.mkdir(parents=True, exist_ok=True)
         begun_here = not self.dir.exists()
         self._lock = self._take_lock()
@@ -104,7 +107,7 @@ class Journal:
             relative = None  # a row's path that is relative to `begun_in`, if any
             for row in self.rows(check=True):  # a finished output's rows come in its written form, a journal's not
                 self.ids.add(self._written(row[0]))
-                key = path_key(row[1], begun_in, self._written, self._folders)
+                key = input_key(row[1], begun_in, self._written, self._folders, self._bands)
                 self.done[key] += 1
                 self.done_by_id[key, listed_id(self._written(row[0]))] += 1
                 if relative is None and not os.path.isabs(row[1]):
@@ -210,15 +213,17 @@ class Journal:
     def _write_chunk(self, rows):
         write_chunk(self.dir, self._chunks, rows)
 
-    def is_done(self, path: str, ident: str | None = None) -> bool:
+    def is_done(self, path: str, ident: str | None = None, bands=()) -> bool:
         """Whether this listing of an input path is already in the catalog; each call takes one of
         the path's rows, so a file listed twice (a catalog naming it in two rows) is skipped once per
         row classified. `ident`: the id a catalog row gives it; a row of that file and id is taken (a
-        catalog row naming a file another row names is not that row). Call it once per input, in input
+        catalog row naming a file another row names is not that row); `bands`: its ((band, file), ...)
+        where it is one file per band (`Item.bands`), each file compared. Call it once per input, in input
         order (paths compared as `path_key`)."""
         if not self._left:  # nothing (left) to skip: no path to resolve (the Counter, all zeros, is still truthy:
             return False  # every new input of a resume had been resolved, ~30 us a symlink)
-        key = path_key(path, os.getcwd(), self._written, self._folders)
+        key = (band_key([file for _, file in bands], os.getcwd(), self._written, self._folders) if bands
+               else path_key(path, os.getcwd(), self._written, self._folders))
         if self.done[key] <= 0:
             return False
         if ident:  # (a blank catalog id is no id: the file's stem was taken)

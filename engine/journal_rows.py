@@ -8,6 +8,7 @@ A row is `[id, path, p_class..., columns JSON]`, all strings, as `Journal.add` w
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
@@ -146,6 +147,35 @@ def path_key(path: str, base: str, written, folders: dict | None = None) -> str:
     and with the ASCII form for every format, a file named `ü.jpeg` and one named `\\xfc.jpeg` were
     one file to a rerun (one lost, the other written twice): FITS alone keeps that ambiguity."""
     return written(real_path(os.path.join(base, path), folders))
+
+
+def input_key(path: str, base: str, written, folders: dict | None = None, bands: int = 0) -> str:
+    """How the journal compares a done row's input (its path as the row gives it) with a rerun's (`band_key`
+    of its band files, else `path_key`). In a run of `bands` files per galaxy (`--band-columns`), a path that
+    is not one file is those files joined by ';' (`engine.listing.Item`), each keyed on its own: the joined
+    text as one path had let a '..' in one name cancel the name before it (a galaxy whose g file changed was
+    taken as done), and a catalog named another way wrote every row twice."""
+    if bands < 2 or ";" not in path or os.path.lexists(os.path.join(base, path)):
+        return path_key(path, base, written, folders)
+    return band_key(band_files(path, bands, base), base, written, folders)
+
+
+def band_key(files, base: str, written, folders: dict | None = None) -> str:
+    """The key of one galaxy's band files: their `path_key`s joined by NUL, which no file name holds (so
+    it is never one file's key)."""
+    return "\0".join(path_key(file, base, written, folders) for file in files)
+
+
+def band_files(path: str, bands: int, base: str) -> list[str]:
+    """The `bands` files a row's path joins with ';'. A name holding ';' itself is told by which way of
+    cutting names files that exist (from `base`); none does: cut at the first semicolons."""
+    parts = path.split(";")
+    if len(parts) > bands:
+        for cuts in itertools.combinations(range(1, len(parts)), bands - 1):
+            files = [";".join(parts[i:j]) for i, j in zip((0, *cuts), (*cuts, len(parts)))]
+            if all(os.path.lexists(os.path.join(base, file)) for file in files):
+                return files
+    return [*parts[:bands - 1], ";".join(parts[bands - 1:])]
 
 
 def real_path(path: str, folders: dict | None) -> str:

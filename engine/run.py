@@ -111,7 +111,7 @@ def classify(config: ClassifyConfig) -> Summary:
     try:
         items = (item for item in iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column,
                                               config.keep_columns, band_columns)
-                 if not journal.is_done(item.path, item.id) and not _is_output(item.path, config.output))
+                 if not journal.is_done(item.path, item.id, item.bands) and not _is_output(item.path, config.output))
         for result in runner.run(items, on_error, journal.take_id, off_centre.add):
             broken = ~np.isfinite(result.probabilities).all(axis=1)
             if broken.any():  # never committed: a NaN row is no classification (and a rerun would call it damaged)

@@ -1,6 +1,7 @@
 """One galaxy per catalog row from one FITS file per band (--band-columns) == the same galaxy as a cube."""
 
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -150,6 +151,53 @@ def test_a_rerun_that_reads_the_files_otherwise_is_refused(tmp_path, first, agai
     assert result.exit_code == 2 and f"other settings ({changed}); use --overwrite" in result.output, result.output
     if first:  # written otherwise, read alike: spaces
         assert runner.invoke(cli, [*command, first[0], first[1].replace(",", " , ")]).exit_code == 0
+
+
+def test_a_rerun_skips_a_galaxy_only_where_each_of_its_band_files_was_done(tmp_path, monkeypatch):
+    """Band files were keyed as one path, their names joined by ';': a rerun naming the catalog by its
+    absolute path wrote every row again (ids #2), and a '..' in one name cancelled the name before it, so a
+    row whose g file was changed was taken as done (its old probabilities kept)."""
+    from engine.run import classify
+    from galaxy.config import ClassifyConfig
+
+    rows = _band_catalog(tmp_path, n=3)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    for row in rows:  # the same file, named through a folder: joined, 'g;sub/../r' had read as 'r'
+        row["r_file"] = f"sub/../{row['r_file']}"
+    with open("bands.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def run(catalog):
+        return classify(ClassifyConfig((), "out.csv", catalog=catalog, band_columns="g=g_file,r=r_file,i=i_file",
+                                       backend="onnxruntime", progress=False))
+
+    assert run("bands.csv").classified == 3
+    again = run(str(tmp_path / "bands.csv"))
+    assert (again.classified, again.resumed) == (0, 3)
+    rows[0]["g_file"] = rows[1]["g_file"]  # another galaxy's g image: a new row
+    with open("bands.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert run("bands.csv").classified == 1
+    assert [r["id"] for r in csv.DictReader(line for line in open("out.csv") if not line.startswith("#"))] == [
+        *(r["objid"] for r in rows), f"{rows[0]['objid']}#2"]
+
+
+def test_a_band_file_name_holding_a_semicolon_keys_as_that_file(tmp_path):
+    """A done row's path joins its band files with ';': a name holding one is cut where the files exist."""
+    from engine.journal_rows import band_files, band_key, input_key
+
+    folder = str(tmp_path)
+    for name in ("a;b.fits", "c.fits", "d.fits"):
+        (tmp_path / name).write_bytes(b"")
+    assert band_files("a;b.fits;c.fits;d.fits", 3, folder) == ["a;b.fits", "c.fits", "d.fits"]
+    key = band_key(["a;b.fits", "c.fits", f"{folder}/d.fits"], folder, str)  # spelled otherwise: one key
+    assert input_key("a;b.fits;c.fits;d.fits", folder, str, None, 3) == key
+    assert input_key("a;b.fits", folder, str, None, 3) == os.path.realpath(f"{folder}/a;b.fits")  # one file
 
 
 def test_a_catalog_written_before_the_reading_settings_were_recorded_resumes(tmp_path):
