@@ -38,9 +38,9 @@ from engine.fingerprint import (FINGERPRINT, changed_settings, journal_dir, keep
                                 warn_older_crop)
 from engine.journal_rows import band_key, chunk_rows, input_key, listed_id, output_rows, path_key, write_chunk
 from galaxy.catalog.fits_table import scratch_files
-from galaxy.catalog.formats import output_format, sidecar_path
+from galaxy.catalog.formats import PROBABILITY_PREFIX, output_format, sidecar_path
 from galaxy.catalog.metadata import CROP_RULE_KEY, CROP_RULE_MIXED
-from galaxy.catalog.read import UNREADABLE
+from galaxy.catalog.read import UNREADABLE, input_catalog_columns
 from galaxy.catalog.written import read_catalog_metadata
 from galaxy.catalog.text import existing_file, safe_text, text_as_written
 from galaxy.catalog.write import CatalogWriter, describe_rows, errors_path, ErrorWriter, UniqueIds
@@ -145,6 +145,9 @@ class Journal:
     def _check_fingerprint(self, fingerprint):
         path, older = self.dir / FINGERPRINT, False
         if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
+            if not self._written_by_galaxy():
+                raise UsageError(f"{self.output} exists and is not a catalog written by galaxy classify: give another "
+                                 "-o")
             sidecar = sidecar_path(self.output)
             if output_format(self.output, self.format) == "csv" and not sidecar.exists():
                 raise UsageError(f"{self.output} has lost {sidecar.name}, which records how it was made, so a rerun "
@@ -160,6 +163,17 @@ class Journal:
         if older:  # recorded so, for every later rerun
             fingerprint = {**fingerprint, CROP_RULE_KEY: CROP_RULE_MIXED}
         self.older_crop = keep_fingerprint(path, fingerprint, self.output, self.defaults) or older
+
+    def _written_by_galaxy(self) -> bool:
+        """Whether the existing output is a catalog galaxy classify wrote: its run record, or (a CSV that lost
+        its metadata file, a catalog of a version before the record) its id, path and p_<class> columns. A
+        table of the user's own, given as -o, had been taken for a damaged catalog, and --overwrite named as
+        the way on, which deletes it."""
+        if "run" in self._read_output(lambda: read_catalog_metadata(self.output, self.format)):
+            return True
+        fmt = output_format(self.output, self.format)
+        columns = self._read_output(lambda: input_catalog_columns(self.output, fmt))
+        return {"id", "path"} <= set(columns) and any(c.startswith(PROBABILITY_PREFIX) for c in columns)
 
     def _begun_in(self) -> str:
         """The working directory of the run that began this output, which its relative paths are from:

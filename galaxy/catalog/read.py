@@ -206,10 +206,11 @@ def resolved_columns(path, columns, path_column, id_column, band_columns) -> tup
     return path_column, id_column
 
 
-def input_catalog_columns(path) -> list[str]:
-    """The column names of an input catalog (`resolved_columns` says which of them a run reads)."""
+def input_catalog_columns(path, fmt: str | None = None) -> list[str]:
+    """The column names of an input catalog (`resolved_columns` says which of them a run reads); `fmt`: its
+    format where its name does not tell it (an output written with `--format`)."""
     path = Path(path)
-    columns, batches = _open_input_catalog(path)
+    columns, batches = _open_input_catalog(path, fmt)
     try:
         next(batches, None)  # started, so that closing it closes the file
         batches.close()
@@ -218,9 +219,9 @@ def input_catalog_columns(path) -> list[str]:
     return columns
 
 
-def _open_input_catalog(path: Path):
+def _open_input_catalog(path: Path, fmt: str | None = None):
     """(column names, batches) of an input catalog, or a UsageError naming it."""
-    fmt = table_format(path)
+    fmt = fmt or table_format(path)
     if fmt is None:
         raise UsageError(f"catalog {path} is not {', '.join(TABLE_FORMATS)}")
     try:

@@ -200,6 +200,29 @@ def test_an_output_where_nothing_can_be_written_is_a_usage_error_before_any_work
     assert ".partial" not in result.output
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".ecsv", ".parquet", ".fits"])
+def test_an_existing_table_galaxy_did_not_write_is_refused_as_output_and_left_as_it_is(tmp_path, suffix):
+    """A table of the user's own given as -o was called damaged ('row 1, was changed after it was written
+    (it has no id)'), and --overwrite, which deletes it, named as the way on. A catalog galaxy wrote without
+    a run record (a version before it) is still taken for one: its id, path and p_ columns."""
+    import numpy as np
+    from astropy.table import Table
+
+    out = tmp_path / f"survey{suffix}"
+    Table({"objid": [1, 2], "ra": [1.5, 2.5]}).write(out)
+    before = out.read_bytes()
+    with pytest.raises(UsageError) as refused:
+        _journal(out)
+    assert str(refused.value) == f"{out} exists and is not a catalog written by galaxy classify: give another -o"
+    assert out.read_bytes() == before and not (tmp_path / f"survey{suffix}.partial").exists()
+
+    ours = tmp_path / f"ours{suffix}"
+    journal = _journal(ours)
+    journal.add(["a"], ["a.jpeg"], np.full((1, 2), 0.5, np.float32))
+    journal.finish({})  # no run record
+    assert _journal(ours).resumed == 1
+
+
 def test_resuming_an_output_of_another_format_is_a_usage_error(tmp_path):
     from click.testing import CliRunner
 
