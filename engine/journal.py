@@ -326,9 +326,14 @@ class Journal:
         errors = errors_path(self.output).with_suffix(".tmp")
         try:
             writer = self._assemble(tmp_out, metadata, errors)
-        except BaseException as exc:  # a full disk, or a second Ctrl-C / SIGTERM while assembling: the
-            # hidden files go (on a full disk they hold the space the user is told to free), the rows
-            # are committed and the journal stays for a rerun
+            sync_to_disk(tmp_out, sidecar_path(tmp_out), errors)  # the rows are on disk before their journal goes
+            tmp_out.replace(self.output)
+            if sidecar_path(tmp_out).exists():
+                sidecar_path(tmp_out).replace(sidecar_path(self.output))
+            errors.replace(errors_path(self.output))
+        except BaseException as exc:  # a full disk, a second Ctrl-C / SIGTERM while assembling, or a rename
+            # refused (a folder where a file goes): the hidden files go (on a full disk they hold the space
+            # the user is told to free), the rows are committed and the journal stays for a rerun
             remove_quietly(tmp_out, sidecar_path(tmp_out), *scratch_files(tmp_out), errors)
             self._lock.close()
             # name the files the user knows: the catalog where the error names none (ENOSPC) or a hidden
@@ -338,11 +343,6 @@ class Journal:
             if isinstance(exc, OSError) and (exc.filename is None or str(exc.filename) in named):
                 raise OSError(exc.errno, exc.strerror, str(named.get(str(exc.filename), self.output))) from exc
             raise
-        sync_to_disk(tmp_out, sidecar_path(tmp_out), errors)  # the rows are on disk before their journal goes
-        tmp_out.replace(self.output)
-        if sidecar_path(tmp_out).exists():
-            sidecar_path(tmp_out).replace(sidecar_path(self.output))
-        errors.replace(errors_path(self.output))
         sync_to_disk(self.output)  # and the renames
         self._remove()
         return writer.rows

@@ -84,7 +84,7 @@ def classify(config: ClassifyConfig) -> Summary:
     require_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                    band_columns, fmt)
     config, column_defaults = with_catalog_columns(config, band_columns)  # recorded and compared as read
-    require_writable(config.output, config.inputs, config.catalog)
+    require_writable(config.output, config.inputs, config.catalog, fmt)
     model_dir, card = resolve_model(config.model_dir)
     check_kept_columns(config.keep_columns, fmt, card.classes)  # its p_<class> columns, before the engine loads
     runner = Runner.for_classify(model_dir, card, _continuing(config, fmt, model_dir, card))

@@ -376,9 +376,10 @@ class ErrorWriter:
         self._fh.close()
 
 
-def require_writable(output, inputs=(), catalog=None) -> None:
+def require_writable(output, inputs=(), catalog=None, fmt: str | None = None) -> None:
     """Refuse, before any work, an output whose folder cannot be made or written to, or that is
     one of the inputs (the `--catalog`, a named file): writing it, or `--overwrite`, would destroy it.
+    `fmt`: the output's format where given (`--format`): a CSV's metadata file goes beside it whatever its name.
 
     Raises:
         UsageError: naming the output and the system's reason.
@@ -387,7 +388,7 @@ def require_writable(output, inputs=(), catalog=None) -> None:
         if given and os.path.isfile(given) and same_file(given, output):
             raise UsageError(f"the output {output} is an input of this run: give another -o")
     writable_folder(Path(output).absolute().parent, f"cannot write {output}")
-    besides = [errors_path(output)] + ([sidecar_path(output)] if Path(output).suffix.lower() == ".csv" else [])
+    besides = [errors_path(output)] + ([sidecar_path(output)] if output_format(output, fmt) == "csv" else [])
     for beside in besides:  # written at the end, after the catalog
         if beside.is_dir():
             what = "errors file" if beside == errors_path(output) else "metadata"

@@ -778,6 +778,29 @@ def test_a_folder_where_the_errors_file_goes_is_refused_before_any_work(tmp_path
     require_writable(tmp_path / "e.csv")
 
 
+def test_a_folder_where_a_csv_named_otherwise_writes_its_metadata_is_refused_and_a_refused_rename_tidies_up(
+        tmp_path):
+    """With --format csv and a name not ending in .csv (r.dat), a folder at r.dat.meta.json was found only
+    after every input was classified: exit 1 naming the hidden .r.dat.assembling.dat.meta.json, which was left
+    behind with r.dat.errors.tmp (the renames were outside the clean-up)."""
+    import numpy as np
+
+    from galaxy.catalog.write import require_writable
+
+    out = tmp_path / "r.dat"
+    (tmp_path / "r.dat.meta.json").mkdir()
+    with pytest.raises(UsageError, match=r"r.dat.meta.json is a folder, where .*r.dat writes its metadata"):
+        require_writable(out, fmt="csv")
+    journal = _journal(out, fmt="csv")  # the folder made after the check: the rename into place is refused
+    journal.add(["a"], ["a.jpeg"], np.full((1, 2), 0.5, np.float32))
+    with pytest.raises(IsADirectoryError) as caught:
+        journal.finish({"run": '{"weights": "w", "backend": "b"}'})
+    assert caught.value.filename == str(tmp_path / "r.dat.meta.json")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert [name for name in left if name.startswith(".") or name.endswith(".tmp")] == [], left
+    assert list((tmp_path / "r.dat.partial").glob("chunk-*.csv"))  # the rows stay for a rerun
+
+
 def test_non_finite_outputs_are_never_committed(tmp_path, model_copy):
     """A model with NaN weights had its NaN rows committed (and the next rerun called them damaged)."""
     import numpy as np
