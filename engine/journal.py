@@ -121,7 +121,7 @@ class Journal:
             self._lock.close()
             raise
         self.resumed = self.done.total()
-        self._left = self.resumed  # done rows not yet matched by the listing: none left, nothing to resolve
+        self._taken = _Taken(self.resumed)  # the done rows the listing matched (`is_done`); `done` stays whole
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str, str]] = []  # (id, path, stage, reason): engine.runner.Failure
 
@@ -234,19 +234,30 @@ class Journal:
         catalog row naming a file another row names is not that row); `bands`: its ((band, file), ...)
         where it is one file per band (`Item.bands`), each file compared. Call it once per input, in input
         order (paths compared as `path_key`)."""
-        if not self._left:  # nothing (left) to skip: no path to resolve (the Counter, all zeros, is still truthy:
-            return False  # every new input of a resume had been resolved, ~30 us a symlink)
+        return self._take(self._taken, path, ident, bands)
+
+    def count_new(self, items) -> int:
+        """How many of `items` (`engine.listing.Item`s: this run's inputs, listed again, e.g. in another thread)
+        `is_done` does not skip, taking none of their rows: a progress total. `resumed` less them had counted
+        the rows of inputs no longer given too (the bar had shown 10/9 img)."""
+        taken = _Taken(self.resumed)
+        return sum(not self._take(taken, item.path, item.id, item.bands) for item in items)
+
+    def _take(self, taken: _Taken, path: str, ident: str | None, bands) -> bool:
+        """`is_done` of one listing against the done rows that `taken` has not matched yet, which it takes."""
+        if not taken.left:  # nothing (left) to skip: no path to resolve (every new input of a resume had been
+            return False  # resolved, ~30 us a symlink)
         key = (band_key([file for _, file in bands], os.getcwd(), self._written, self._folders) if bands
                else path_key(path, os.getcwd(), self._written, self._folders))
-        if self.done[key] <= 0:
+        if self.done[key] <= taken.paths[key]:
             return False
         if ident:  # (a blank catalog id is no id: the file's stem was taken)
             listed = (key, listed_id(self._written(ident)))
-            if self.done_by_id[listed] <= 0:
+            if self.done_by_id[listed] <= taken.ids[listed]:
                 return False
-            self.done_by_id[listed] -= 1
-        self.done[key] -= 1
-        self._left -= 1
+            taken.ids[listed] += 1
+        taken.paths[key] += 1
+        taken.left -= 1
         return True
 
     def rows(self, check: bool = False):
@@ -409,6 +420,16 @@ class Journal:
         """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
         self.commit()
         self._lock.close()
+
+
+class _Taken:
+    """The done rows one listing of the inputs has matched, by key and by (key, listed id), and how many
+    are left: none left, nothing to resolve."""
+
+    def __init__(self, left: int):
+        self.paths: Counter[str] = Counter()
+        self.ids: Counter[tuple[str, str]] = Counter()
+        self.left = left
 
 
 def _log_undeleted(function, path, exc_info) -> None:

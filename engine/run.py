@@ -96,7 +96,7 @@ def classify(config: ClassifyConfig) -> Summary:
     if journal.resumed:
         log.info("resuming %s: %d images already classified are skipped", config.output, journal.resumed)
     bar = progress("classifying", "img", enabled=config.progress)
-    counter = threading.Thread(target=_count_total, args=(bar, config, band_columns, journal.resumed), daemon=True)
+    counter = threading.Thread(target=_count_total, args=(bar, config, band_columns, journal), daemon=True)
     counter.start()
     classified = 0
     off_centre = OffCentreRows(units=units)  # rows whose catalog position is not their cutout's centre
@@ -155,10 +155,14 @@ def _is_output(path: str, output: str) -> bool:
     return os.path.basename(path) == os.path.basename(output) and same_file(path, output)
 
 
-def _count_total(bar, config: ClassifyConfig, band_columns, resumed: int) -> None:
+def _count_total(bar, config: ClassifyConfig, band_columns, journal: Journal) -> None:
     """Give the progress bar its total (and so an ETA) while the run works: the inputs are
-    counted by a second, cheap listing in this thread, less those a resumed run skips."""
+    counted by a second, cheap listing in this thread, less those a resumed run skips (`Journal.count_new`)."""
     try:
-        bar.total = max(0, count_inputs(config.inputs, config.catalog, config.path_column, band_columns) - resumed)
+        if journal.resumed:
+            items = iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column, (), band_columns)
+            bar.total = journal.count_new(item for item in items if not _is_output(item.path, config.output))
+        else:
+            bar.total = count_inputs(config.inputs, config.catalog, config.path_column, band_columns)
     except (OSError, UsageError) as exc:  # the run itself reports a bad input; the bar just has no total
         log.debug("no progress total: %s", exc)

@@ -74,3 +74,22 @@ def test_classify_gives_its_bar_the_total(tmp_path, monkeypatch):
                                       "--backend", "onnxruntime"])
     assert result.exit_code == 0, result.output
     assert bars[0].total == 45 and bars[0].n == 45
+
+
+def test_a_resume_after_inputs_were_removed_gives_its_bar_the_inputs_it_classifies(tmp_path, monkeypatch):
+    """The total was the inputs less every done row, those of inputs no longer given too: 10/9 img (111.1%)."""
+    import engine.run
+
+    bars = []
+
+    def recording_progress(*args, **kwargs):
+        bars.append(PlainProgress("classifying", "img", None, 3600, io.StringIO()))
+        return bars[-1]
+
+    monkeypatch.setattr(engine.run, "progress", recording_progress)
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:5]]
+    out = str(tmp_path / "a.csv")
+    assert CliRunner().invoke(cli, ["classify", *files[:3], "-o", out, "--backend", "onnxruntime"]).exit_code == 0
+    result = CliRunner().invoke(cli, ["classify", *files[1:], "-o", out, "--backend", "onnxruntime"])  # less 1, 2 new
+    assert result.exit_code == 0, result.output
+    assert bars[1].total == 2 and bars[1].n == 2
