@@ -2,6 +2,7 @@
 
 import io
 
+import pytest
 from click.testing import CliRunner
 
 from galaxy.cli import cli
@@ -59,16 +60,22 @@ def test_the_terminal_bar_has_a_total_an_eta_and_images_per_minute():
     assert "<?" not in last  # an ETA, not '?'
 
 
-def test_classify_gives_its_bar_the_total(tmp_path, monkeypatch):
+@pytest.fixture
+def bars(monkeypatch):
+    """The progress bars classify makes, recorded (plain ones, written to a string)."""
     import engine.run
 
-    bars = []
+    made = []
 
     def recording_progress(*args, **kwargs):
-        bars.append(PlainProgress("classifying", "img", None, 3600, io.StringIO()))
-        return bars[-1]
+        made.append(PlainProgress("classifying", "img", None, 3600, io.StringIO()))
+        return made[-1]
 
     monkeypatch.setattr(engine.run, "progress", recording_progress)
+    return made
+
+
+def test_classify_gives_its_bar_the_total(tmp_path, bars):
     files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:5]]
     result = CliRunner().invoke(cli, ["classify", *files, str(EXAMPLES), "-o", str(tmp_path / "a.csv"),
                                       "--backend", "onnxruntime"])
@@ -76,17 +83,8 @@ def test_classify_gives_its_bar_the_total(tmp_path, monkeypatch):
     assert bars[0].total == 45 and bars[0].n == 45
 
 
-def test_a_resume_after_inputs_were_removed_gives_its_bar_the_inputs_it_classifies(tmp_path, monkeypatch):
+def test_a_resume_after_inputs_were_removed_gives_its_bar_the_inputs_it_classifies(tmp_path, bars):
     """The total was the inputs less every done row, those of inputs no longer given too: 10/9 img (111.1%)."""
-    import engine.run
-
-    bars = []
-
-    def recording_progress(*args, **kwargs):
-        bars.append(PlainProgress("classifying", "img", None, 3600, io.StringIO()))
-        return bars[-1]
-
-    monkeypatch.setattr(engine.run, "progress", recording_progress)
     files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:5]]
     out = str(tmp_path / "a.csv")
     assert CliRunner().invoke(cli, ["classify", *files[:3], "-o", out, "--backend", "onnxruntime"]).exit_code == 0
