@@ -29,14 +29,14 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from engine.fingerprint import (FINGERPRINT, changed_settings, journal_dir, keep_fingerprint, output_fingerprint,
                                 warn_older_crop)
-from engine.journal_rows import band_key, chunk_rows, input_key, listed_id, output_rows, path_key, write_chunk
+from engine.journal_done import DoneRows
+from engine.journal_rows import chunk_rows, output_rows, write_chunk
 from galaxy.catalog.fits_table import scratch_files
 from galaxy.catalog.formats import PROBABILITY_PREFIX, output_format, sidecar_path
 from galaxy.catalog.metadata import CROP_RULE_KEY, CROP_RULE_MIXED
@@ -97,19 +97,12 @@ class Journal:
             # a finished output's rows are read from it until this run commits a row of its own (`commit`):
             # a rerun with nothing new to do then leaves it as it is (`finish`)
             self._unimported = not self._chunks and self.output.exists()
-            self.done: Counter[str] = Counter()  # a catalog may list one file twice: each listing is one row
-            # rows by (file, the id its listing gave: the row's id less the `#N` of a repeat, `listed_id`): a
-            # catalog row naming a file another row names is done only if it is that row (by path alone, a new
-            # row B of file F took the done row A's place: B was never classified and A was written twice)
-            self.done_by_id: Counter[tuple[str, str]] = Counter()
+            self._done = DoneRows(self._written, self._bands)  # the inputs a rerun skips (`is_done`)
             self.ids = UniqueIds()
-            self._folders: dict[str, str] = {}  # folder -> its real path, for this run (`real_path`)
             relative = None  # a row's path that is relative to `begun_in`, if any
             for row in self.rows(check=True):  # a finished output's rows come in its written form, a journal's not
                 self.ids.add(self._written(row[0]))
-                key = input_key(row[1], begun_in, self._written, self._folders, self._bands)
-                self.done[key] += 1
-                self.done_by_id[key, listed_id(self._written(row[0]))] += 1
+                self._done.add(row[0], row[1], begun_in)
                 if relative is None and not os.path.isabs(row[1]):
                     relative = row[1]
             if relative is not None and not same_file(begun_in, os.getcwd()):
@@ -121,7 +114,6 @@ class Journal:
             self._lock.close()
             raise
         self.resumed = self.done.total()
-        self._taken = _Taken(self.resumed)  # the done rows the listing matched (`is_done`); `done` stays whole
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str, str]] = []  # (id, path, stage, reason): engine.runner.Failure
 
@@ -227,38 +219,16 @@ class Journal:
     def _write_chunk(self, rows):
         write_chunk(self.dir, self._chunks, rows)
 
+    done = property(lambda self: self._done.done, doc="Done rows by input key (`DoneRows.done`).")
+    done_by_id = property(lambda self: self._done.done_by_id, doc="Done rows by (input key, listed id).")
+
     def is_done(self, path: str, ident: str | None = None, bands=()) -> bool:
-        """Whether this listing of an input path is already in the catalog; each call takes one of
-        the path's rows, so a file listed twice (a catalog naming it in two rows) is skipped once per
-        row classified. `ident`: the id a catalog row gives it; a row of that file and id is taken (a
-        catalog row naming a file another row names is not that row); `bands`: its ((band, file), ...)
-        where it is one file per band (`Item.bands`), each file compared. Call it once per input, in input
-        order (paths compared as `path_key`)."""
-        return self._take(self._taken, path, ident, bands)
+        """Whether this listing of an input is already in the catalog, taking one of its rows (`DoneRows.is_done`)."""
+        return self._done.is_done(path, ident, bands)
 
     def count_new(self, items) -> int:
-        """How many of `items` (`engine.listing.Item`s: this run's inputs, listed again, e.g. in another thread)
-        `is_done` does not skip, taking none of their rows: a progress total. `resumed` less them had counted
-        the rows of inputs no longer given too (the bar had shown 10/9 img)."""
-        taken = _Taken(self.resumed)
-        return sum(not self._take(taken, item.path, item.id, item.bands) for item in items)
-
-    def _take(self, taken: _Taken, path: str, ident: str | None, bands) -> bool:
-        """`is_done` of one listing against the done rows that `taken` has not matched yet, which it takes."""
-        if not taken.left:  # nothing (left) to skip: no path to resolve (every new input of a resume had been
-            return False  # resolved, ~30 us a symlink)
-        key = (band_key([file for _, file in bands], os.getcwd(), self._written, self._folders) if bands
-               else path_key(path, os.getcwd(), self._written, self._folders))
-        if self.done[key] <= taken.paths[key]:
-            return False
-        if ident:  # (a blank catalog id is no id: the file's stem was taken)
-            listed = (key, listed_id(self._written(ident)))
-            if self.done_by_id[listed] <= taken.ids[listed]:
-                return False
-            taken.ids[listed] += 1
-        taken.paths[key] += 1
-        taken.left -= 1
-        return True
+        """How many of `items` `is_done` does not skip, taking none of their rows (`DoneRows.count_new`)."""
+        return self._done.count_new(items)
 
     def rows(self, check: bool = False):
         """Committed rows: [id, path, p_class..., columns JSON] as strings, in commit order. With
@@ -420,16 +390,6 @@ class Journal:
         """Commit what is staged and let go of the lock, leaving the journal for a rerun."""
         self.commit()
         self._lock.close()
-
-
-class _Taken:
-    """The done rows one listing of the inputs has matched, by key and by (key, listed id), and how many
-    are left: none left, nothing to resolve."""
-
-    def __init__(self, left: int):
-        self.paths: Counter[str] = Counter()
-        self.ids: Counter[tuple[str, str]] = Counter()
-        self.left = left
 
 
 def _log_undeleted(function, path, exc_info) -> None:

@@ -1008,7 +1008,7 @@ def test_a_resume_stops_resolving_paths_once_every_done_row_is_matched(tmp_path,
     had its real path resolved (~30 us a symlink: 4 s of a 144,000-row resume); scale review, session 40."""
     import numpy as np
 
-    import engine.journal as journal
+    import engine.journal_done as journal_done
 
     out = tmp_path / "c.csv"
     first = _journal(out)
@@ -1017,8 +1017,8 @@ def test_a_resume_stops_resolving_paths_once_every_done_row_is_matched(tmp_path,
     first.release()
     again = _journal(out)
     resolved = []
-    real = journal.path_key
-    monkeypatch.setattr(journal, "path_key", lambda *a: resolved.append(a[0]) or real(*a))
+    real = journal_done.path_key
+    monkeypatch.setattr(journal_done, "path_key", lambda *a: resolved.append(a[0]) or real(*a))
     assert [again.is_done(p) for p in ("a.jpeg", "new1.jpeg", "b.jpeg", "new2.jpeg", "new3.jpeg")] == [
         True, False, True, False, False]
     assert resolved == ["a.jpeg", "new1.jpeg", "b.jpeg"]  # none after the last done row was matched
