@@ -134,6 +134,15 @@ def run_command(fn, *args):
         raise click.ClickException(str(exc)) from None
 
 
+def label_columns(command):
+    """--label-column and --path-column: the columns of a labels CSV, for every command that reads labelled data
+    (a folder of class folders or a vote table names neither)."""
+    command = click.option("--path-column", default="file", show_default=True,
+                           help="A labels CSV's column of image paths (relative ones from the CSV's folder).")(command)
+    return click.option("--label-column", default="label", show_default=True,
+                        help="A labels CSV's column of class names.")(command)
+
+
 def vote_options(command=None, *, card_rule: bool = False):
     """The options that say how a Galaxy Zoo vote table becomes labels (`galaxy.votes`).
 

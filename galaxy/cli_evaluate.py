@@ -10,7 +10,7 @@ import click
 from galaxy.config import MAX_PER_ROW, EvaluateConfig
 from galaxy.cli_common import run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on, figure
-from galaxy.cli_common import MODEL as _MODEL, CropFraction, vote_options as _vote_options
+from galaxy.cli_common import MODEL as _MODEL, CropFraction, label_columns, vote_options as _vote_options
 
 
 @click.command()
@@ -34,8 +34,7 @@ from galaxy.cli_common import MODEL as _MODEL, CropFraction, vote_options as _vo
                                   "within each group, i.e. the recall of each finer class.")
 @click.option("--backend", default="onnxruntime", show_default=True)
 @click.option("--decoder", default="auto", show_default=True)
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--path-column", default="file", show_default=True)
+@label_columns
 @_vote_options(card_rule=True)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines.")
 def evaluate(**options):

@@ -14,7 +14,7 @@ from galaxy.files import same_file
 from galaxy.config import CalibrateConfig, CheckConfig, CompileConfig, ExportConfig, QuantizeConfig
 from galaxy.cli_common import run_command as _run
 from galaxy.cli_common import only_what_to_act_on as _only_what_to_act_on, figure
-from galaxy.cli_common import MODEL as _MODEL, Number
+from galaxy.cli_common import MODEL as _MODEL, Number, label_columns
 
 
 @click.command()
@@ -42,8 +42,7 @@ def export(model_dir, parity_images, tolerance, opset):
 @click.argument("model_dir", type=_MODEL)
 @click.option("--calibration", required=True, type=click.Path(exists=True),
               help="Labelled training data (CSV or class folders); validation images are left out.")
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--path-column", default="file", show_default=True)
+@label_columns
 @click.option("--images", default=256, show_default=True, type=click.IntRange(min=16), help="Calibration images.")
 @click.option("--method", default="ptq-sensitive", show_default=True,
               type=click.Choice(["ptq-sensitive", "ptq", "qat"]),
@@ -74,8 +73,7 @@ def quantize(**options):
 @click.argument("model_dir", type=_MODEL)
 @click.option("--data", required=True, type=click.Path(exists=True),
               help="The labelled data the model was trained on (its validation split is used).")
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--path-column", default="file", show_default=True)
+@label_columns
 def calibrate(**options):
     """Fit the temperature of MODEL_DIR on its validation split and store it in the card.
 
@@ -98,8 +96,7 @@ def calibrate(**options):
 @click.option("--precision", default="fp16", show_default=True, type=click.Choice(["fp16", "int8"]))
 @click.option("--calibration", type=click.Path(exists=True),
               help="INT8: labelled training data (CSV or class folders); validation images are left out.")
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--path-column", default="file", show_default=True)
+@label_columns
 @click.option("--images", default=512, show_default=True, help="INT8 calibration images.")
 @click.option("--force", is_flag=True, help="Rebuild even when a matching engine is cached.")
 def compile_engine(**options):
@@ -121,8 +118,7 @@ def compile_engine(**options):
               help="The labelled data the model was trained on (its validation split is used).")
 @click.option("--backend", "backends", multiple=True, default=("torch", "onnxruntime-int8"), show_default=True,
               help="A backend to check; repeat, or separate with commas, for several.")
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--path-column", default="file", show_default=True)
+@label_columns
 def check_backends(**options):
     """Check reduced-precision backends against fp32 on the validation split; record in the card.
 

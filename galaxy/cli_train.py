@@ -11,7 +11,7 @@ import os
 
 import click
 
-from galaxy.cli_common import (MODEL, CropFraction, Number, command_line, figure, only_what_to_act_on,
+from galaxy.cli_common import (MODEL, CropFraction, Number, command_line, figure, label_columns, only_what_to_act_on,
                                run_command, vote_options)
 from galaxy.config import MAX_THREADS, TrainConfig
 
@@ -22,8 +22,7 @@ def _shared_options(command):
         click.option("-o", "--out", "out_dir", required=True, type=click.Path(), help="Model directory to write."),
         click.option("--work-dir", type=click.Path(), help="Where checkpoints go (default OUT/checkpoints)."),
         click.option("--name", help="Model name for the card (default: the directory name)."),
-        click.option("--label-column", default="label", show_default=True),
-        click.option("--path-column", default="file", show_default=True),
+        label_columns,
         click.option("--size", default=96, show_default=True, type=click.IntRange(min=8),
                      help="Network input side, pixels."),
         click.option("--crop", "crop_fraction", default=0.5, show_default=True, type=CropFraction(auto=False),
