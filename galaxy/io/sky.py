@@ -4,7 +4,8 @@ A celestial WCS in the image header wins: the centre pixel ((NAXIS1 - 1) / 2, (N
 0-based) is transformed with astropy.wcs to a sky position and from the header's frame (RADESYS,
 EQUINOX, or galactic axes; in either axis order) to ICRS (RA, Dec) in degrees. Without one, the
 first pair of position keys found (`POSITION_KEYS`, in the image header then the primary header)
-is used: decimal degrees, or sexagesimal strings with RA in hours. None when neither is there or they cannot be read.
+is used: decimal degrees, or sexagesimal strings with RA in hours, in the frame of that header's RADESYS /
+EQUINOX (B1950 keys are turned into ICRS too). None when neither is there or they cannot be read.
 
 A catalog row's own position (a kept `ra`/`dec`) replaces the header's in the output; how far apart
 the two lie (`catalog_offset`) tells a row that names the wrong file, and `OffCentreRows` counts such
@@ -95,8 +96,36 @@ def centre_position(image_header, primary_header=None) -> tuple[float, float] | 
             if ra_key in header and dec_key in header:
                 ra, dec = _angle(header[ra_key], hours=True), _angle(header[dec_key], hours=False)
                 if ra is not None and dec is not None and -90 <= dec <= 90:
-                    return ra % 360.0, dec
+                    return _keys_to_icrs(ra, dec, header)
     return None
+
+
+def _keys_to_icrs(ra: float, dec: float, header) -> tuple[float, float] | None:
+    """Position keys in the frame their header names (RADESYS, else by EQUINOX, or EPOCH 1950: before 1984
+    FK4, FITS WCS paper II's rule) as ICRS degrees. FK5 J2000 and no frame at all are taken as ICRS (they
+    agree to well under 0.1 arcsec); B1950 keys had been written as they were, ~0.6 degrees off. None where
+    the header names a frame or equinox that cannot be read."""
+    system = str(header.get("RADESYS", header.get("RADECSYS", ""))).strip().upper()
+    equinox = header.get("EQUINOX")
+    if equinox is None and header.get("EPOCH") in (1950, 2000):  # EPOCH, EQUINOX's old name, is often the
+        equinox = header["EPOCH"]  # date observed (2003.5) instead: only the two equinoxes it stood for
+    if equinox is not None and (isinstance(equinox, bool) or not isinstance(equinox, (int, float))
+                                or not np.isfinite(equinox)):
+        log.debug("EQUINOX %r is not a year; no position from the keys", equinox)
+        return None
+    if not system:
+        system = "" if equinox is None else ("FK4" if equinox < 1984 else "FK5")
+    if system in ("", "ICRS") or (system == "FK5" and (equinox is None or equinox == 2000)):
+        return ra % 360.0, dec
+    frames = {"FK5": ("fk5", "J", 2000), "FK4": ("fk4", "B", 1950), "FK4-NO-E": ("fk4noeterms", "B", 1950)}
+    if system not in frames:  # GAPPT and the like: no fixed frame to convert from
+        log.debug("RADESYS %r: no position from the keys", system)
+        return None
+    from astropy.coordinates import SkyCoord
+
+    frame, epoch, default = frames[system]
+    centre = SkyCoord(ra, dec, unit="deg", frame=frame, equinox=f"{epoch}{equinox or default}").icrs
+    return float(centre.ra.deg) % 360.0, float(centre.dec.deg)
 
 
 def separation_arcsec(a: dict, b: dict) -> float:

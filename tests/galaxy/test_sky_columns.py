@@ -69,6 +69,19 @@ def test_centre_position_is_icrs_whatever_the_header_frame(keys, expected):
     assert centre_position(header) == pytest.approx(expected, abs=2e-6)
 
 
+@pytest.mark.parametrize("frame, expected", [
+    ({"EQUINOX": 1950.0}, (150.645604, 1.958128)),  # FK4 by its equinox (had been written as they were)
+    ({"RADESYS": "FK4", "EQUINOX": 1950.0}, (150.645604, 1.958128)),  # as the WCS test above gives it
+    ({"EPOCH": 1950.0}, (150.645604, 1.958128)),  # EQUINOX's old name
+    ({"EPOCH": 2003.5}, (150.0, 2.2)),  # an observation date, as EPOCH often is: no equinox
+    ({"EQUINOX": 2000.0}, (150.0, 2.2)), ({"RADESYS": "ICRS"}, (150.0, 2.2)), ({}, (150.0, 2.2)),
+    ({"RADESYS": "GAPPT"}, None), ({"EQUINOX": "J2000x"}, None),  # no frame to convert from: no position
+])
+def test_position_keys_are_turned_into_icrs_from_their_headers_frame(frame, expected):
+    found = centre_position(fits.Header({"RA": 150.0, "DEC": 2.2, **frame}))
+    assert found is None if expected is None else found == pytest.approx(expected, abs=2e-6)
+
+
 @pytest.mark.parametrize("key", ["CRVAL1", "CRPIX2", "CDELT1"])
 def test_a_wcs_key_that_is_not_a_number_gives_no_position_from_the_wcs(key):
     """astropy.wcs reads CRVAL1 = 'abc' as 0: the centre came out at RA 359.99 instead of unknown."""
