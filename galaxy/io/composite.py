@@ -7,8 +7,10 @@ faint noise, galaxies mapped through an asinh of the summed intensity with colou
   1. sky: per band, the sigma-clipped mean and standard deviation of all finite pixels
      (`sky_clip_sigma`, at most `sky_iterations` rounds, stopping early when a round clips
      nothing, as astropy's `sigma_clipped_stats` with cenfunc="mean", stdfunc="std" does;
-     later rounds would repeat it); the sky noise `sigma` is the mean over bands. Every
-     band is shifted so that its black point sits `black_sigma` noise units below its sky.
+     later rounds would repeat it); the sky noise `sigma` is the mean over bands (where that
+     is 0, a sky of one value in every band, integer data of low range: the quantisation
+     noise, `quantisation_noise`). Every band is shifted so that its black point sits
+     `black_sigma` noise units below its sky.
   2. unit: pixels are measured in sky-noise units, so counts, nanomaggies, maggies or e-/s
      give the same picture; one common scale for all bands keeps the colours.
   3. curve: the Lupton asinh of the intensity I (the mean of the bands),
@@ -49,7 +51,8 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | N
 
     Returns:
         (sky, sigma): float64 (C,) sky levels and the mean over bands of the clipped
-        standard deviations (a float, > 0 unless the image is constant).
+        standard deviations (a float, > 0 unless every band's clipped sky is one value: a constant image, or
+        quantised data, `quantisation_noise`).
 
     Each round clips the pixels kept so far (the same pixels, in the same order, as clipping the
     whole band again), and its mean and standard deviation are numpy's `mean` and `std` of them
@@ -70,6 +73,23 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | N
             mean, deviation, spread = _moments(kept)
         sky[c], std[c] = mean, spread
     return sky, float(std.mean())
+
+
+def quantisation_noise(cube: np.ndarray, valid: np.ndarray | None = None, scale: float = 1.0) -> float:
+    """The sky noise of data whose sigma-clipped sky is one value in every band (`sky_statistics` gives 0):
+    integer data of low range (a 0-50 count galaxy on a sky of 0), whose noise is below one step of the
+    data. Such a sky's noise is at least the rounding that made it one value: the standard deviation of
+    a uniform error of one step, step / sqrt(12), where a band's step is the smallest difference between
+    its distinct measured values. The mean over bands, as `sky_statistics`'s sigma (a constant band adds
+    0); 0 only for an image whose every band holds one value. In the units of `cube / scale`.
+    """
+    steps = np.zeros(cube.shape[2])
+    for c in range(cube.shape[2]):
+        band = cube[:, :, c] if valid is None or not valid[:, :, c].any() else cube[:, :, c][valid[:, :, c]]
+        distinct = np.unique(band)
+        if len(distinct) > 1:
+            steps[c] = np.diff(distinct).min() / scale
+    return float(steps.mean() / np.sqrt(12.0))
 
 
 def _moments(values: np.ndarray) -> tuple[float, np.ndarray, float]:
@@ -196,7 +216,8 @@ def lupton_composite(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray |
         float32 (H, W, C) in [0, 1].
 
     Raises:
-        ValueError: the image is constant (no sky noise to measure).
+        ValueError: the image is constant (no sky noise to measure). Where only the clipped sky is one
+            value (quantised data), its noise is the quantisation's (`quantisation_noise`).
     """
     cube = np.asarray(cube, dtype=np.float64)
     scale = max(cube.max(), -cube.min())  # the largest |pixel|
@@ -205,8 +226,10 @@ def lupton_composite(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray |
     # unit-free from here on (cube / scale; also keeps squares far from float underflow), divided only
     # where it is read: band by band for the sky statistics, then the window the curve maps
     sky, sigma = sky_statistics(cube, stretch, valid, scale)
+    if not sigma > 0:  # the clipped sky is one value in every band: quantised data (or a constant image)
+        sigma = quantisation_noise(cube, valid, scale)
     if not sigma > 0:
-        raise ValueError("image is constant: no sky noise to scale by")
+        raise ValueError("image is constant: every band holds one value, no sky noise to scale by")
     height, width = cube.shape[:2]
     top, bottom, left, right = _mapped_box(height, width, stretch.peak_region, window)
     x = (cube[top:bottom, left:right] / scale - sky) / sigma + stretch.black_sigma

@@ -274,3 +274,21 @@ def test_a_crop_that_reaches_the_edges_gives_the_reference_readers_pixels(crop):
     std = np.asarray(spec.std)[:, None, None]
     worst = max(float(np.abs((d.tensor - load_input(p, spec)[0]) * std).max()) for d, p in zip(out, files))
     assert worst < TOLERANCE, worst
+
+
+def test_dali_hands_a_quantised_sky_to_the_reference_readers_quantisation_noise(tmp_path):
+    """A clipped sky of one value (quantised data stored as floats) had divided by a noise of 0 in DALI, an
+    all-black composite that reached the reference reader only as a blank one, which then refused it as
+    "image is constant". The graph's check now flags it by itself."""
+    from astropy.io import fits
+
+    from engine.pipelines.dali_fits import build_fits_graph, decode_fits
+    from tests.galaxy.test_composite import quantised_galaxy
+
+    path = tmp_path / "quantised.fits"
+    fits.PrimaryHDU(quantised_galaxy().astype(np.float32)).writeto(path)
+    _, checks = build_fits_graph([str(path)], (0,), [0], 2, SPEC, 1, None).run()
+    assert not np.isfinite(np.asarray(checks[0])).all()
+    assert decode_fits([Item(str(path))], SPEC, threads=2) == [None]
+    reference = load_input(path, SPEC)[0]
+    assert np.isfinite(reference).all() and reference.std() > 0

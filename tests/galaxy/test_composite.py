@@ -223,3 +223,35 @@ def test_the_peak_is_the_whole_images_when_only_a_small_crop_is_computed():
     small = lupton_composite(cube, STRETCH, window=(40, 56, 40, 56))
     np.testing.assert_array_equal(small[40:56, 40:56], whole[40:56, 40:56])
     assert not small[:20].any()  # outside the crop and the peak's region: not computed
+
+
+def quantised_galaxy(size=101, peak=50):
+    """A noiseless galaxy rounded to integers: the sky is 0 everywhere, so its clipped spread is 0."""
+    y, x = np.mgrid[:size, :size] - size // 2
+    return np.round(peak * np.exp(-(x ** 2 + y ** 2) / 72.0)).astype(np.int16)
+
+
+def test_quantised_data_take_the_quantisation_noise_not_a_constant_image_refusal():
+    """Integer data of low range had been refused as "image is constant": the clipped sky is one value."""
+    from galaxy.io.composite import quantisation_noise
+
+    cube = quantised_galaxy()[:, :, None].astype(np.float64)
+    assert sky_statistics(cube, STRETCH)[1] == 0.0
+    assert quantisation_noise(cube, scale=50.0) == pytest.approx(1 / 50 / np.sqrt(12), rel=1e-12)
+    evens = cube * 2  # a band whose values step by 2: its step, not the type's
+    assert quantisation_noise(evens, scale=100.0) == pytest.approx(2 / 100 / np.sqrt(12), rel=1e-12)
+    rgb = lupton_composite(cube, STRETCH)
+    # the sky sits black_sigma noise units above black, one noise unit showing as noise_level (less the
+    # asinh curve's bend, ~0.1%)
+    assert rgb[0, 0, 0] == pytest.approx(STRETCH.black_sigma * STRETCH.noise_level, rel=5e-3)
+    assert 0.5 < rgb.max() <= 1.0 and np.isfinite(rgb).all()
+
+
+def test_only_an_image_of_one_value_per_band_is_called_constant():
+    with pytest.raises(ValueError, match="image is constant: every band holds one value"):
+        lupton_composite(np.full((32, 32, 3), 7.0), STRETCH)
+    with pytest.raises(ValueError, match=r"image is constant \(every pixel is 0\)"):
+        lupton_composite(np.zeros((32, 32, 1)), STRETCH)
+    two = np.full((32, 32, 2), 7.0)
+    two[10:20, 10:20, 1] = 8.0  # one band constant, the other a step of 1 on a flat sky: not constant
+    assert np.isfinite(lupton_composite(two, STRETCH)).all()
