@@ -36,7 +36,7 @@ def composite_graph(planes, stretch: FitsStretch, crop_fraction: float | None = 
     """DALI operators: display-ordered (H, W) band planes -> (H, W, 3) composite in [0, 1], and
     a per-sample check value that is finite only when every pixel was finite and no band holds
     one value everywhere (an all-zero band among others: the reference reader refuses it), nor a
-    clipped sky of one value in every band (its noise is the reference reader's `quantisation_noise`), nor,
+    band whose clipped sky is one value (the reference reader's `quantisation_noise`), nor,
     with `crop_fraction`, across the centre crop the network reads (zeros off a band's footprint).
     That last test reads a square a little inside the crop (CROP_CHECK_MARGIN of the side each way),
     so that whatever the reference reader's rounding of the crop refuses is handed to it: a file
@@ -63,11 +63,14 @@ def composite_graph(planes, stretch: FitsStretch, crop_fraction: float | None = 
         count = fn.reductions.sum(keep, axes=[0, 1])
         sky = fn.reductions.sum(x * keep, axes=[0, 1]) / count
         std = dmath.sqrt(fn.reductions.sum((x - sky) * (x - sky) * keep, axes=[0, 1]) / count)
-        keep = keep * fn.cast(dmath.abs(x - sky) <= stretch.sky_clip_sigma * std, dtype=types.FLOAT)
+        used, keep = keep, keep * fn.cast(dmath.abs(x - sky) <= stretch.sky_clip_sigma * std, dtype=types.FLOAT)
     sigma = fn.reductions.mean(std)
-    # a clipped sky of one value in every band (quantised data): the reference reader's quantisation noise
-    # needs the distinct values (a sort DALI lacks), so such a file is handed to it (0 / 0 flags it)
-    check = check + 0.0 / sigma
+    # a band whose clipped sky is one value (quantised data): its std here is float32 rounding (~6e-8, not
+    # the reference's 0), and the quantisation noise needs the distinct values (a sort DALI lacks), so such
+    # a file is handed to the reference reader (x lies in [-1, 1]: +-2 leaves the pixels clipped out)
+    highest = fn.reductions.max(x * used - 2 * (1 - used), axes=[0, 1])
+    lowest = fn.reductions.min(x * used + 2 * (1 - used), axes=[0, 1])
+    check = check + fn.reductions.sum(0.0 / fn.cast(highest > lowest, dtype=types.FLOAT))  # 0 / 0: one value
     x = (x - sky) / sigma + stretch.black_sigma
     intensity = fn.reductions.mean(x, axes=[2], keep_dims=True)
     box = fn.filter(intensity, types.Constant(np.full((3, 3), 1 / 9, np.float32)), border="clamp")

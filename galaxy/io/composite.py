@@ -71,6 +71,8 @@ def sky_statistics(cube: np.ndarray, stretch: FitsStretch, valid: np.ndarray | N
                 break
             kept = kept[inside]
             mean, deviation, spread = _moments(kept)
+        if spread <= 1e-9 * abs(mean) and kept.min() == kept.max():
+            spread = 0.0  # one value (quantised data): its float64 rounding (~1e-16) had been taken as the noise
         sky[c], std[c] = mean, spread
     return sky, float(std.mean())
 

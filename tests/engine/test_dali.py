@@ -292,3 +292,18 @@ def test_dali_hands_a_quantised_sky_to_the_reference_readers_quantisation_noise(
     assert decode_fits([Item(str(path))], SPEC, threads=2) == [None]
     reference = load_input(path, SPEC)[0]
     assert np.isfinite(reference).all() and reference.std() > 0
+
+
+def test_dali_hands_a_sky_of_one_value_to_the_reference_reader(tmp_path):
+    """uint8 counts 99-110: DALI took the float32 rounding of the one-valued clipped sky (~6e-8) as its
+    noise, the reference reader float64's (~1e-16), 0.06 apart in the tensor; now the reference reader's
+    quantisation noise decides, and DALI flags the file for it."""
+    from astropy.io import fits
+
+    from engine.pipelines.dali_fits import decode_fits
+    from tests.galaxy.test_composite import quantised_sky_galaxy
+
+    path = tmp_path / "u8.fits"
+    fits.PrimaryHDU(quantised_sky_galaxy()).writeto(path)
+    assert decode_fits([Item(str(path))], SPEC, threads=2) == [None]
+    assert np.isfinite(load_input(path, SPEC)[0]).all()

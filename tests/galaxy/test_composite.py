@@ -255,3 +255,19 @@ def test_only_an_image_of_one_value_per_band_is_called_constant():
     two = np.full((32, 32, 2), 7.0)
     two[10:20, 10:20, 1] = 8.0  # one band constant, the other a step of 1 on a flat sky: not constant
     assert np.isfinite(lupton_composite(two, STRETCH)).all()
+
+
+def quantised_sky_galaxy(seed=0, size=103):
+    """uint8 counts 99-110: a galaxy on a sky of 100 whose noise (0.3) rounds mostly to 100, so the clipped
+    sky is the one value 100 (100 / 110 is no float64 number: the mean of the kept pixels has rounding)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - size // 2
+    return (100 + np.round(rng.normal(0, 0.3, (size, size)) + 10 * np.exp(-(x ** 2 + y ** 2) / 50.0))).astype(np.uint8)
+
+
+def test_a_clipped_sky_of_one_value_has_no_rounding_noise():
+    """The float64 rounding of such a sky's mean (~1e-16) had been its noise: a stretch of 1e15."""
+    cube = quantised_sky_galaxy()[:, :, None].astype(np.float64)
+    assert sky_statistics(cube, STRETCH, scale=float(cube.max()))[1] == 0.0
+    rgb = lupton_composite(cube, STRETCH)
+    assert np.median(rgb) == pytest.approx(STRETCH.black_sigma * STRETCH.noise_level, rel=5e-3)
