@@ -23,6 +23,8 @@ from galaxy.spec import MIN_SIDE, too_small
 MAX_PIXELS = 32 * 1024 * 1024
 # A file with more HDUs than this is no cutout (and is not walked further).
 MAX_HDUS = 1000
+# The pixel types of the FITS standard (BITPIX): integers of 8-64 bits, IEEE floats of 32 and 64.
+FITS_BITPIX = (8, 16, 32, 64, -32, -64)
 # Header keys holding a catalogue object id, in order of preference.
 OBJID_KEYS = ("OBJID", "OBJ_ID", "OBJECTID", "SDSS_ID")
 
@@ -34,7 +36,8 @@ def walk_hdus(hdul) -> list:
     the next header back at the same one, and `len(hdul)`, a loop over it or a search by EXTNAME
     then read that HDU again forever, taking memory (gigabytes within minutes) while a run showed
     nothing and ignored SIGTERM. Walking by index, a header with a negative axis, an HDU that does not
-    start after the one before, or more than MAX_HDUS HDUs is refused instead.
+    start after the one before, or more than MAX_HDUS HDUs is refused instead; so is a BITPIX the standard
+    does not define (astropy's error named only the number).
 
     Raises:
         ValueError: naming the HDU and the reason.
@@ -46,6 +49,10 @@ def walk_hdus(hdul) -> list:
         except IndexError:
             return found
         header = hdu.header
+        for key in ("BITPIX", "ZBITPIX"):  # astropy reads pixels of another by a table it lacks: "KeyError: 12"
+            if key in header and header[key] not in FITS_BITPIX:
+                raise ValueError(f"HDU {len(found)}'s header has {key} = {header[key]!r}, not a FITS BITPIX "
+                                 f"({', '.join(map(str, FITS_BITPIX))})")
         for key in ("NAXIS", "ZNAXIS"):
             axes = header.get(key, 0)
             for n in range(1, axes + 1) if isinstance(axes, int) else ():

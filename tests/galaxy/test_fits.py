@@ -446,3 +446,21 @@ def test_a_crop_of_a_pixel_or_none_is_no_constant_band(tmp_path):
     (top, bottom), _ = crop_spans(17, 17, 0.06)
     assert bottom - top == 1  # one pixel: always one value
     assert np.isfinite(read_fits_cutout(tmp_path / "odd.fits", STRETCH.with_crop(0.06))[0]).all()
+
+
+@pytest.mark.parametrize("bitpix", [12, -16])
+def test_a_bitpix_the_standard_does_not_define_is_named(tmp_path, bitpix):
+    """astropy reads the header and fails on the pixels with "KeyError: 12", which named nothing."""
+    from galaxy.io.fits_hdus import locate_image
+
+    path = tmp_path / "bitpix.fits"
+    fits.PrimaryHDU(np.zeros((32, 32), np.int16)).writeto(path)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"BITPIX  = ")
+    raw[at:at + 80] = (b"BITPIX  = " + str(bitpix).encode().rjust(20)).ljust(80)
+    path.write_bytes(bytes(raw))
+    words = f"HDU 0's header has BITPIX = {bitpix}, not a FITS BITPIX (8, 16, 32, 64, -32, -64)"
+    with pytest.raises(ImageReadError, match=re.escape(words)):
+        locate_image(path)
+    with pytest.raises(ImageReadError, match=re.escape(words)):
+        load_input(path, InputSpec())
