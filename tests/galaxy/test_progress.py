@@ -91,3 +91,17 @@ def test_a_resume_after_inputs_were_removed_gives_its_bar_the_inputs_it_classifi
     result = CliRunner().invoke(cli, ["classify", *files[1:], "-o", out, "--backend", "onnxruntime"])  # less 1, 2 new
     assert result.exit_code == 0, result.output
     assert bars[1].total == 2 and bars[1].n == 2
+
+
+def test_quiet_classify_does_not_count_its_inputs(tmp_path, monkeypatch):
+    """With no bar shown the count was wasted: a finished run's rerun waited up to a second for it."""
+    import engine.run
+
+    counted = []
+    monkeypatch.setattr(engine.run, "_count_total", lambda *args: counted.append(args))
+    files = [str(p) for p in sorted(EXAMPLES.glob("*.jpeg"))[:2]]
+    out = str(tmp_path / "a.csv")
+    assert CliRunner().invoke(cli, ["classify", *files, "-o", out, "-q", "--backend", "onnxruntime"]).exit_code == 0
+    assert not counted
+    assert CliRunner().invoke(cli, ["classify", *files, "-o", out, "--backend", "onnxruntime"]).exit_code == 0
+    assert len(counted) == 1  # (the bar's total is counted where a bar is shown)
