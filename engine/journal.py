@@ -137,7 +137,8 @@ class Journal:
     def _check_fingerprint(self, fingerprint):
         path, older = self.dir / FINGERPRINT, False
         if not path.exists() and self.output.exists():  # a finished catalog keeps its fingerprint in its metadata
-            if not self._written_by_galaxy():
+            meta = self._read_output(lambda: output_fingerprint(self.output, self.format))  # None: no run record
+            if meta is None and not self._has_catalog_columns():
                 raise UsageError(f"{self.output} exists and is not a catalog written by galaxy classify: give another "
                                  "-o")
             sidecar = sidecar_path(self.output)
@@ -145,7 +146,6 @@ class Journal:
                 raise UsageError(f"{self.output} has lost {sidecar.name}, which records how it was made, so a rerun "
                                  "cannot check that it continues with the same settings: restore that file, or use "
                                  "--overwrite to start over")
-            meta = self._read_output(lambda: output_fingerprint(self.output, self.format))
             changed = changed_settings(meta, fingerprint, self.defaults) if meta is not None else None
             if changed:
                 raise UsageError(f"{self.output} was written with other settings ({changed}); use --overwrite to "
@@ -156,13 +156,11 @@ class Journal:
             fingerprint = {**fingerprint, CROP_RULE_KEY: CROP_RULE_MIXED}
         self.older_crop = keep_fingerprint(path, fingerprint, self.output, self.defaults) or older
 
-    def _written_by_galaxy(self) -> bool:
-        """Whether the existing output is a catalog galaxy classify wrote: its run record, or (a CSV that lost
-        its metadata file, a catalog of a version before the record) its id, path and p_<class> columns. A
-        table of the user's own, given as -o, had been taken for a damaged catalog, and --overwrite named as
+    def _has_catalog_columns(self) -> bool:
+        """Whether an existing output without a run record (a CSV that lost its metadata file, a catalog of a
+        version before the record) is still a catalog galaxy classify wrote: its id, path and p_<class> columns.
+        A table of the user's own, given as -o, had been taken for a damaged catalog, and --overwrite named as
         the way on, which deletes it."""
-        if "run" in self._read_output(lambda: read_catalog_metadata(self.output, self.format)):
-            return True
         fmt = output_format(self.output, self.format)
         columns = self._read_output(lambda: input_catalog_columns(self.output, fmt))
         return {"id", "path"} <= set(columns) and any(c.startswith(PROBABILITY_PREFIX) for c in columns)
