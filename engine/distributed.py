@@ -10,7 +10,8 @@ The data path, as on one machine, cut into shards:
   driver: ids made unique across parts in listing order and one schema for all parts (as one
           machine writes them: engine/ray_parts.py), errors merged into OUT_DIR/_galaxy/errors.csv, the manifest
           (OUT_DIR/_galaxy/manifest.json) last (engine/ray_manifest.py); the shards' rows whose kept ra/dec is
-          not their cutout's centre (`OffCentreRows`) make one warning, as on one machine.
+          not their cutout's centre (`OffCentreRows`), and those whose crop was much masked (`MaskedRows`),
+          make one warning each, as on one machine.
 
 OUT_DIR's top level holds only the parts; everything else is under `_galaxy/`, which Parquet
 dataset readers skip (names starting with "_" or "."), as they skip the ".part-*" temp files.
@@ -45,6 +46,7 @@ from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_col
 from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY, INT8_KEY, fingerprint_defaults, reading_settings
 from galaxy.catalog.text import safe_text
 from galaxy.errors import BackendUnavailable, GalaxyError, UsageError
+from galaxy.io.masked import MaskedRows
 from galaxy.io.sky import OffCentreRows
 
 log = logging.getLogger(__name__)
@@ -200,7 +202,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
              f"{gpus} GPUs" if gpus else f"{int(resources.get('CPU', 0))} CPUs")
 
     done = {"rows": 0, "errors": 0, "retried": sum(retry.values())}
-    off_centre = {}  # shard -> its OffCentreRows, merged in listing order at the end
+    off_centre, masked = {}, {}  # shard -> its OffCentreRows and MaskedRows, merged in listing order at the end
     if todo or retry:
         import ray.data
 
@@ -225,10 +227,11 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
                 done["rows"] += int(row["rows"])
                 done["errors"] += int(row["errors"])
                 off_centre[int(row["shard"])] = OffCentreRows(**json.loads(str(row["off_centre"])))
+                masked[int(row["shard"])] = MaskedRows(**json.loads(str(row["masked"])))
         except Exception as exc:  # Ray's wrapping of an actor's error: 150 lines for a full disk
             raise actor_failure(exc) from None
     manifest = write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started, units)
-    _warn_off_centre(off_centre)
+    _warn_rows(off_centre, masked)
     return manifest
 
 
@@ -290,11 +293,14 @@ def actor_failure(exc: BaseException) -> BaseException:
                        "command to go on")
 
 
-def _warn_off_centre(shards: dict[int, OffCentreRows]) -> None:
-    """The warnings of a run about rows whose catalog position is not their cutout's centre, the shards
-    merged in listing order (ids as the catalog or headers give them, before `stem#2` renaming)."""
-    merged = OffCentreRows()
-    for index in sorted(shards):
-        merged.merge(shards[index])
-    for line in merged.warnings():  # warnings: the parts are written, and the exit status stays
+def _warn_rows(off_centre: dict[int, OffCentreRows], masked: dict[int, MaskedRows]) -> None:
+    """The warnings of a run about rows whose catalog position is not their cutout's centre and rows whose
+    crop was much masked, the shards merged in listing order (ids as the catalog or headers give them,
+    before `stem#2` renaming)."""
+    merged, merged_masked = OffCentreRows(), MaskedRows()
+    for index in sorted(off_centre):
+        merged.merge(off_centre[index])
+        merged_masked.merge(masked[index])
+    # warnings: the parts are written, and the exit status stays
+    for line in [*merged.warnings(), *merged_masked.warnings()]:
         log.warning("%s", line)

@@ -16,6 +16,7 @@ from engine.ray_shards import shard_items
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import describe_rows, ErrorWriter
 from galaxy.files import write_atomically
+from galaxy.io.masked import MaskedRows
 from galaxy.io.sky import OffCentreRows
 
 CRASH_ONCE_ENV = "GALAXY_RAY_CRASH_ONCE"  # fault injection for the tests: "<shard>:<marker file>"
@@ -41,29 +42,32 @@ class ShardClassifier:
                                          decoder=self.runner.pipeline.name, software=installed_versions())
 
     def __call__(self, batch: dict) -> dict:
-        out = {"shard": [], "rows": [], "errors": [], "off_centre": []}
+        out = {"shard": [], "rows": [], "errors": [], "off_centre": [], "masked": []}
         for index, path, retry in zip(batch["index"], batch["path"], batch["retry"]):
-            rows, errors, off_centre = (self.retry_failed if retry else self.classify_shard)(int(index), str(path))
+            rows, errors, off_centre, masked = (self.retry_failed if retry else self.classify_shard)(int(index),
+                                                                                                    str(path))
             out["shard"].append(int(index))
             out["rows"].append(rows)
             out["errors"].append(errors)
             out["off_centre"].append(json.dumps(dataclasses.asdict(off_centre)))
+            out["masked"].append(json.dumps(dataclasses.asdict(masked)))
         return {k: np.asarray(v) for k, v in out.items()}
 
-    def classify_shard(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows]:
+    def classify_shard(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows, MaskedRows]:
         """Classify a whole shard into its part and the part's errors; return (rows, failures, rows
-        whose kept ra/dec is not their cutout's centre)."""
+        whose kept ra/dec is not their cutout's centre, rows whose crop was much masked)."""
         _maybe_crash(index)
         items = shard_items(shard_path)
-        tmp, rows, errors, failed, off_centre = self._classify(index, items, range(len(items)))
+        tmp, rows, errors, failed, off_centre, masked = self._classify(index, items, range(len(items)))
         pending_errors(self.out_dir, index).unlink(missing_ok=True)  # a retry's, of a part deleted since
         errors.replace(part_errors(self.out_dir, index))  # errors first: a part implies its errors exist
         tmp.replace(part_path(self.out_dir, index))
-        return rows, len(failed), off_centre
+        return rows, len(failed), off_centre, masked
 
-    def retry_failed(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows]:
+    def retry_failed(self, index: int, shard_path: str) -> tuple[int, int, OffCentreRows, MaskedRows]:
         """Classify again the inputs of a finished shard that failed; return (rows now classified,
-        inputs still failing, those rows whose kept ra/dec is not their cutout's centre).
+        inputs still failing, those rows whose kept ra/dec is not their cutout's centre, and those whose
+        crop was much masked).
 
         The rows of those that now succeed take their places among the part's rows (listing order),
         and the errors keep only those that failed again. The part and its errors are two files, so
@@ -79,8 +83,8 @@ class ShardClassifier:
         settle_retry(self.out_dir, index, len(items))
         failed = failed_places(self.out_dir, index)
         if not failed:  # none, or only rows of an earlier version's part, which record no place
-            return 0, 0, OffCentreRows()
-        tmp, rows, errors, still, off_centre = self._classify(index, items, failed)
+            return 0, 0, OffCentreRows(), MaskedRows()
+        tmp, rows, errors, still, off_centre, masked = self._classify(index, items, failed)
         part, pending = part_path(self.out_dir, index), pending_errors(self.out_dir, index)
         if rows:
             errors.replace(pending)
@@ -92,12 +96,13 @@ class ShardClassifier:
         else:  # nothing recovered: the part stands, the errors are this try's (a reason may have changed)
             tmp.unlink()
             errors.replace(part_errors(self.out_dir, index))
-        return rows, len(still), off_centre
+        return rows, len(still), off_centre, masked
 
-    def _classify(self, index: int, items: list, places) -> tuple[Path, int, Path, list[int], OffCentreRows]:
+    def _classify(self, index: int, items: list, places) -> tuple[Path, int, Path, list[int], OffCentreRows,
+                                                                  MaskedRows]:
         """Classify the shard's `items` at `places` into a temporary part and errors file beside the
-        part; return (part, rows, errors, the places that failed, off-centre rows). Each error row
-        ends with its input's place in the shard."""
+        part; return (part, rows, errors, the places that failed, off-centre rows, much-masked rows).
+        Each error row ends with its input's place in the shard."""
         from galaxy.catalog.write import CatalogWriter
 
         places, errors = list(places), []
@@ -122,11 +127,15 @@ class ShardClassifier:
         for ids, paths, probs, columns in results:
             writer.write(ids, paths, probs, columns)
         writer.close()
+        masked = MaskedRows()
+        for ids, _, _, columns in results:
+            for given, row in zip(ids, columns):
+                masked.add(given, row)
         err_writer = ErrorWriter(tmp.with_suffix(".errors.tmp"), header=False)  # merged under one header later
         for failure in errors:
             err_writer.write(ident[failure.id], *failure[1:], failure.id)
         err_writer.close()
-        return tmp, writer.rows, err_writer.path, [int(failure.id) for failure in errors], off_centre
+        return tmp, writer.rows, err_writer.path, [int(failure.id) for failure in errors], off_centre, masked
 
 
 def _maybe_crash(index: int) -> None:

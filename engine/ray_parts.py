@@ -10,7 +10,7 @@ import csv
 import re
 from pathlib import Path
 
-from galaxy.catalog.formats import OUTPUT_FORMATS, RAY_BOOKKEEPING, SKY_COLUMNS, VALUE_KINDS
+from galaxy.catalog.formats import FITS_COLUMNS, OUTPUT_FORMATS, RAY_BOOKKEEPING, VALUE_KINDS
 from galaxy.catalog.fits_table import sky_units
 from galaxy.catalog.metadata import galaxy_keys, kept_columns, parquet_metadata
 from galaxy.catalog.text import cell_text
@@ -56,11 +56,11 @@ def _numbers_as_numbers(unified, parts, schemas):
                 yield {name: "" if value is None else str(value) for name, value in row.items()}
 
     numeric = {name: arrow_type(kind) for name, kind in column_kinds(rows()) if kind != "text"}
-    # the FITS headers' ra/dec (not kept columns of those names) are numbers even where no header gave
-    # one, as one machine writes them (`describe_rows`): a run whose FITS files had no position made
+    # the FITS headers' ra/dec (not kept columns of those names) and masked_fraction are numbers even where no
+    # input gave one, as one machine writes them (`describe_rows`): a run whose FITS files had no position made
     # them text columns of "" under --ray
     kept = kept_columns(galaxy_keys(schemas[0].metadata)) if schemas else ()
-    for name in SKY_COLUMNS:
+    for name in FITS_COLUMNS:
         if name in text and name not in kept:
             numeric.setdefault(name, pa.float64())
     return pa.schema([pa.field(f.name, numeric.get(f.name, f.type), metadata=f.metadata) for f in unified])

@@ -28,6 +28,7 @@ from galaxy.catalog.write import errors_path, require_writable
 from galaxy.config import ClassifyConfig
 from galaxy.errors import BackendError, UsageError
 from galaxy.files import same_file
+from galaxy.io.masked import MaskedRows
 from galaxy.io.sky import OffCentreRows
 from galaxy.progress import progress
 
@@ -102,6 +103,7 @@ def classify(config: ClassifyConfig) -> Summary:
         counter.start()
     classified = 0
     off_centre = OffCentreRows(units=units)  # rows whose catalog position is not their cutout's centre
+    masked = MaskedRows()  # rows whose crop was much masked (filled)
 
     def on_error(failure):
         journal.errors.append(failure)
@@ -122,6 +124,8 @@ def classify(config: ClassifyConfig) -> Summary:
                                    f"broken or the backend overflowed ({runner.backend}); the rows before this batch "
                                    "are kept for a rerun")
             journal.add(*result)
+            for ident, columns in zip(result.ids, result.columns):
+                masked.add(ident, columns)
             classified += len(result.ids)
             bar.update(len(result.ids))
             bar.set_postfix_str(f"{len(journal.errors)} failed")
@@ -144,7 +148,7 @@ def classify(config: ClassifyConfig) -> Summary:
         else:  # an unexpected error: the committed rows stay for a rerun
             journal.release()
     seconds = time.perf_counter() - started
-    for line in off_centre.warnings():  # warnings: the rows are written, and the exit status stays
+    for line in [*off_centre.warnings(), *masked.warnings()]:  # warnings: the rows are written, the exit status stays
         log.warning("%s", line)
     return Summary(classified, len(journal.errors), seconds, str(config.output), str(errors_path(config.output)),
                    runner.backend, session.device, runner.pipeline.name, interrupted,

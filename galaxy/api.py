@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from galaxy.catalog.formats import SKY_COLUMNS, catalog_descriptions, probability_column
+from galaxy.catalog.formats import FITS_COLUMNS, SKY_COLUMNS, catalog_descriptions, probability_column
 from galaxy.catalog.in_memory import (frame_table, id_cells, missing_cell, not_paths, path_text, stored_cells,
                                       table_columns)
 from galaxy.catalog.text import safe_text
@@ -158,10 +158,11 @@ class Model:
         for k, name in enumerate(self.card.classes):
             table[probability_column(name)] = probabilities[:, k].astype(np.float32)
         table["label"] = np.array([self.card.classes[k] for k in probabilities.argmax(axis=1)], dtype=str)
-        for name in SKY_COLUMNS:  # the sky position from FITS headers, where they give one
+        for name in FITS_COLUMNS:  # the sky position from FITS headers, where they give one; the masked share
             if any(name in c for c in columns):
                 table[name] = [float(c.get(name, "nan")) for c in columns]
-                table[name].unit = "deg"
+                if name in SKY_COLUMNS:
+                    table[name].unit = "deg"
         for name, text in catalog_descriptions(self.card.classes).items():  # as the catalogs describe them
             if name in table.colnames:
                 table[name].description = text
@@ -327,7 +328,7 @@ class Model:
         if not tables:
             return self._table([], [], np.zeros((0, len(self.card.classes)), np.float32))
         table = vstack(tables, metadata_conflicts="silent") if len(tables) > 1 else tables[0]
-        for name in SKY_COLUMNS:  # a batch without a FITS position had no column: masked there, NaN in the
+        for name in FITS_COLUMNS:  # a batch without a FITS position had no column: masked there, NaN in the
             if name in table.colnames and getattr(table[name], "mask", None) is not None:  # others; NaN for all
                 unit, description = table[name].unit, table[name].description
                 table[name] = table[name].filled(np.nan)

@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.listing import Item
 from engine.queues import chunks, prefetch
+from galaxy.catalog.formats import MASKED_COLUMN
 from galaxy.errors import ImageReadError
 from galaxy.io.images import load_band_input, load_input, raster_refusal, stem_id
 from galaxy.io.jpeg import jpeg_frame
@@ -44,12 +45,14 @@ class Decoded:
     def of(cls, item: Item, tensor=None, error=None, meta: dict | None = None) -> Decoded:
         """The Decoded of an item: id from the catalog, else the header's OBJID, else the file
         stem; columns from the catalog, plus the header's sky position unless the catalog has one
-        (the header's is kept as `centre` either way)."""
+        (the header's is kept as `centre` either way) and a FITS input's `masked_fraction`."""
         meta = meta or {}
         columns = dict(item.columns)
         for key in ("ra", "dec"):
             if key in meta and key not in columns:
                 columns[key] = repr(float(meta[key]))
+        if MASKED_COLUMN in meta:  # a FITS input's; float text ("0.0") whatever its value, as a column of floats
+            columns[MASKED_COLUMN] = repr(round(float(meta[MASKED_COLUMN]), 6))
         first = item.bands[0][1] if item.bands else item.path
         centre = {"ra": meta["ra"], "dec": meta["dec"]} if "ra" in meta and "dec" in meta else None
         return cls(item.id or meta.get("objid") or stem_id(first), item.path, tensor, error, columns, centre,

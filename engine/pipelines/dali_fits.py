@@ -22,6 +22,7 @@ from collections import defaultdict
 import numpy as np
 
 from engine.pipelines.base import Decoded, blank_samples
+from galaxy.catalog.formats import MASKED_COLUMN
 from galaxy.errors import ImageReadError
 from galaxy.io.bands import choose_planes
 from galaxy.io.fits_hdus import locate_image
@@ -167,5 +168,5 @@ def decode_fits(items, spec: InputSpec, threads: int, hdu=None, device_id: int |
         for j, (k, meta) in enumerate(members):
             # NaN/inf pixels (the reference reader fills them) and blank crops (it refuses them) go to it
             if np.isfinite(np.asarray(checks[j])).all() and not blank[j]:
-                results[k] = Decoded.of(items[k], tensor=tensors[j], meta=meta)
+                results[k] = Decoded.of(items[k], tensor=tensors[j], meta={**meta, MASKED_COLUMN: 0.0})  # none masked
     return results

@@ -35,12 +35,17 @@ BOOL_TEXTS = ("True", "False")
 VALUE_KINDS = {"int": int, "float": float, "bool": lambda text: text == "True"}
 PATH_COLUMNS = ("png_loc", "file_loc", "file", "path")
 ID_COLUMNS = ("id_str", "objid", "id")
-RESERVED_COLUMNS = ("id", "path", "label")
+RESERVED_COLUMNS = ("id", "path", "label", "masked_fraction")
 ERROR_COLUMNS = ("id", "path", "stage", "reason")
 # The probability columns are PROBABILITY_PREFIX + class name; the sky position of FITS inputs is
 # SKY_COLUMNS, which a kept column of that name (in any case) replaces.
 PROBABILITY_PREFIX = "p_"
 SKY_COLUMNS = ("ra", "dec")
+# The share of the pixels the network reads that a FITS input had masked (NaN or inf) and the reader
+# filled (`galaxy.io.masked.masked_share`); with the sky position, the columns every catalog of FITS
+# inputs has (FITS_COLUMNS, in this order after the others), NaN or empty where an input gives none.
+MASKED_COLUMN = "masked_fraction"
+FITS_COLUMNS = (*SKY_COLUMNS, MASKED_COLUMN)
 
 
 def probability_column(class_name: str) -> str:
@@ -63,6 +68,7 @@ COLUMN_DESCRIPTIONS = {
     "label": "class with the highest probability (p_<class>)",
     "ra": "ICRS RA of the cutout centre (FITS header)",
     "dec": "ICRS Dec of the cutout centre (FITS header)",
+    MASKED_COLUMN: "share of crop pixels masked (NaN/inf), filled",
 }
 
 
@@ -74,11 +80,11 @@ def probability_description(class_name: str) -> str:
 
 
 def catalog_descriptions(classes, kept=()) -> dict[str, str]:
-    """name -> description of a catalog's own columns and of the sky columns, but a sky column a
+    """name -> description of a catalog's own columns and of the FITS inputs' columns, but a sky column a
     kept column of that name (in any case) replaces: that one is the input catalog's, and takes
     its description from there or none."""
     kept_names = {name.casefold() for name in kept}
-    own = {name: COLUMN_DESCRIPTIONS[name] for name in ("id", "path", "label", *SKY_COLUMNS) if name not in kept_names}
+    own = {name: COLUMN_DESCRIPTIONS[name] for name in ("id", "path", "label", *FITS_COLUMNS) if name not in kept_names}
     return {**own, **{probability_column(c): probability_description(c) for c in classes}}
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.catalog.fits_table import numpy_kinds, sky_units
-from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, RAY_BOOKKEEPING, SKY_COLUMNS, VALUE_KINDS,
-                                    catalog_columns, catalog_descriptions, output_format, probability_column,
-                                    sidecar_path)
+from galaxy.catalog.formats import (BOOL_TEXTS, ERROR_COLUMNS, FITS_COLUMNS, MASKED_COLUMN, RAY_BOOKKEEPING,
+                                    SKY_COLUMNS, VALUE_KINDS, catalog_columns, catalog_descriptions, output_format,
+                                    probability_column, sidecar_path)
 from galaxy.catalog.metadata import ARROW_DESCRIPTION, empty_table, kept_columns, parquet_metadata, sidecar_text
 from galaxy.catalog.text import control_escaped, safe_text
 from galaxy.errors import UsageError
@@ -202,9 +202,14 @@ def describe_rows(rows) -> tuple[list[tuple[str, str]], dict[str, int]]:
             yield extra
 
     kinds = column_kinds(columns())
-    if fits[0] and not any(name in SKY_COLUMNS for name, _ in kinds):  # a catalog of FITS inputs has ra/dec even
-        # where no header gave a position: the chunks of one survey's job array had differed in columns
-        kinds = [*kinds, *((name, "float") for name in SKY_COLUMNS)]
+    if fits[0]:  # a catalog of FITS inputs has ra/dec and masked_fraction even where no header gave a position
+        # (the chunks of one survey's job array had differed in columns), last and in one order
+        kind = dict(kinds)
+        if not any(name in kind for name in SKY_COLUMNS):
+            kind.update({name: "float" for name in SKY_COLUMNS})
+        kind.setdefault(MASKED_COLUMN, "float")
+        kinds = [*((name, k) for name, k in kinds if name not in FITS_COLUMNS),
+                 *((name, kind[name]) for name in FITS_COLUMNS if name in kind)]
     return kinds, lengths
 
 

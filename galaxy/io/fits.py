@@ -31,7 +31,7 @@ from galaxy.files import require_file
 from galaxy.io.fits_hdus import MAX_PIXELS, FitsImage, header_failure, locate_image, locate_open
 from galaxy.io.sky import separation_arcsec
 from galaxy.io.composite import crop_spans, lupton_composite, resample_reach
-from galaxy.io.masked import fill_masked, masked_centre
+from galaxy.io.masked import fill_masked, masked_centre, masked_share
 from galaxy.spec import FitsStretch, InputSpec
 
 # A gzip-compressed FITS file is decompressed in memory to check its CRC: refuse one that inflates to
@@ -231,7 +231,8 @@ def read_fits_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False):
 
     Returns:
         (pixels, meta): float32 (H, W, 3) in [0, 1], top row first, and a dict with "objid"
-        when the header has one of `OBJID_KEYS`, and "ra", "dec" (degrees) of the centre when known.
+        when the header has one of `OBJID_KEYS`, "ra", "dec" (degrees) of the centre when known, and
+        "masked_fraction", the share of the crop's pixels that were masked and filled (`masked_share`).
 
     Raises:
         ImageReadError: the file is not FITS, has no usable image, or its data is bad.
@@ -239,14 +240,18 @@ def read_fits_cutout(path, spec: InputSpec, hdu=None, only_crop: bool = False):
     where, planes = _read_image(path, hdu)
     names = where.bands if len(where.bands) == len(planes) else (None,) * len(planes)
     cube = band_cube(planes, names, spec.fits_bands, path, spec.crop_fraction)
-    _refuse_masked_centre(cube, spec, path)
-    return composite_rgb(cube, spec.fits, path, _crop(spec, only_crop)), where.meta()
+    masked = _masked_crop(cube, spec, path)
+    return composite_rgb(cube, spec.fits, path, _crop(spec, only_crop)), {**where.meta(), "masked_fraction": masked}
 
 
-def _refuse_masked_centre(cube: np.ndarray, spec: InputSpec, path) -> None:
-    reason = masked_centre(np.isfinite(cube), spec.crop_fraction, spec.size)
+def _masked_crop(cube: np.ndarray, spec: InputSpec, path) -> float:
+    """The share of the crop's pixels masked in some band (`masked_share`), or ImageReadError where a hole at the
+    galaxy's centre cannot be filled (`masked_centre`)."""
+    measured = np.isfinite(cube)
+    reason = masked_centre(measured, spec.crop_fraction, spec.size)
     if reason:
         raise ImageReadError(path, reason, stage="preprocess")
+    return masked_share(measured, spec.crop_fraction)
 
 
 def _crop(spec: InputSpec, only_crop: bool) -> tuple[float, int] | None:
@@ -277,8 +282,9 @@ def read_band_files(band_paths: dict[str, str], spec: InputSpec, hdu=None, only_
         planes.extend(file_planes)
         metas.append((band, where.meta()))
     cube = band_cube(planes, [band_name(n) for n in band_paths], spec.fits_bands, label, spec.crop_fraction)
-    _refuse_masked_centre(cube, spec, label)
-    return composite_rgb(cube, spec.fits, label, _crop(spec, only_crop)), _band_files_meta(metas, label)
+    masked = _masked_crop(cube, spec, label)
+    return (composite_rgb(cube, spec.fits, label, _crop(spec, only_crop)),
+            {**_band_files_meta(metas, label), "masked_fraction": masked})
 
 
 def _band_files_meta(metas: list[tuple[str, dict]], label) -> dict:

@@ -66,7 +66,8 @@ def _distributed(out):
     table = pq.read_table(out).to_pylist()  # README's line: the folder reads as exactly the catalog
     rows = {r["id"]: {"id": r["id"], "path": r["path"], "p_elliptical": f"{r['p_elliptical']:.6f}",
                       "p_spiral": f"{r['p_spiral']:.6f}", "label": r["label"],
-                      **{k: "" if r[k] is None else repr(r[k]) for k in ("ra", "dec")}} for r in table}
+                      **{k: "" if r[k] is None else repr(r[k]) for k in ("ra", "dec", "masked_fraction")}}
+            for r in table}
     with open(out / "_galaxy" / "errors.csv", newline="") as fh:
         errors = sorted(tuple(r.values()) for r in csv.DictReader(fh))
     return rows, errors

@@ -29,7 +29,7 @@ def test_2d_image_is_repeated_to_rgb(tmp_path):
     assert np.array_equal(pixels[..., 0], pixels[..., 2])
     assert 0 <= pixels.min() and pixels.max() <= 1
     assert pixels[32, 32, 0] > 0.5 and pixels[2, 2, 0] < 0.1  # bright core, dark sky
-    assert meta == {}
+    assert meta == {"masked_fraction": 0.0}  # no header position or id; every pixel measured
 
 
 def test_cube_bands_rule(tmp_path):

@@ -6,7 +6,7 @@ from astropy.io import fits
 
 from galaxy.errors import ImageReadError
 from galaxy.io.fits import read_fits_cutout
-from galaxy.io.masked import fill_masked, masked_centre
+from galaxy.io.masked import MASKED_WARNING, MaskedRows, fill_masked, masked_centre, masked_share
 from galaxy.spec import InputSpec
 
 SPEC = InputSpec(size=96, crop_fraction=0.5)  # a 192 px cutout: one file pixel a network pixel
@@ -128,3 +128,84 @@ def test_fill_masked_reaches_into_a_hole_and_leaves_sky_beyond():
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out[..., 0], 10.0)  # reached or sky, the band is flat
     np.testing.assert_allclose(out[30:33, 30:33, 1], cube[30:33, 30:33, 1], rtol=0.02)
+
+
+def test_masked_share_counts_the_crops_pixels_masked_in_any_band():
+    measured = np.ones((192, 192, 3), bool)  # crop 0.5: rows and columns 48-143
+    assert masked_share(measured, 0.5) == 0.0
+    measured[:, :48] = False  # all outside the crop: nothing the network reads
+    assert masked_share(measured, 0.5) == 0.0
+    measured[:, 48:72, 1] = False  # a quarter of the crop's columns, in one band only
+    assert masked_share(measured, 0.5) == pytest.approx(0.25)
+    measured[100, 100:110, 2] = False  # 10 more pixels, in another band
+    assert masked_share(measured, 0.5) == pytest.approx(0.25 + 10 / 96 ** 2)
+
+
+def test_the_reader_gives_the_masked_share_of_the_crop(tmp_path):
+    data = disc_galaxy()
+    assert read_fits_cutout(written(tmp_path, "whole", data), SPEC)[1]["masked_fraction"] == 0.0
+    data[:, :72] = np.nan  # the survey's edge, a quarter of the crop's columns inside it
+    assert read_fits_cutout(written(tmp_path, "edge", data), SPEC)[1]["masked_fraction"] == pytest.approx(0.25)
+
+
+def test_masked_rows_name_the_rows_beyond_the_warning_share_and_merge_in_order():
+    first, second = MaskedRows(), MaskedRows()
+    for k, share in enumerate((0.0, 0.05, MASKED_WARNING, 0.2, 0.31)):
+        first.add(f"a{k}", {"masked_fraction": repr(share)})
+    first.add("jpeg", {})  # no share: not a FITS input
+    first.add("blank", {"masked_fraction": ""})
+    assert (first.count, first.largest, first.ids) == (2, 0.31, ["a3", "a4"])
+    for k in range(3):
+        second.add(f"b{k}", {"masked_fraction": "0.5"})
+    first.merge(second)
+    assert (first.count, first.largest, first.ids) == (5, 0.5, ["a3", "a4", "b0"])
+    (line,) = first.warnings()
+    assert line.startswith("5 rows: more than 10% of the pixels") and "largest 50%: ids a3, a4, b0, ...)" in line
+    assert MaskedRows().warnings() == []
+
+
+@pytest.mark.parametrize("ray", [False, True])
+def test_a_run_records_each_fits_inputs_masked_share_and_warns_beyond_a_tenth(tmp_path, caplog, ray, default_model):
+    """A filled region away from the centre is not refused, yet a third of the crop moved a label in 16%
+    of 300 validation galaxies (`benchmarks/masked_share.py`): the catalog says how much of each crop was
+    filled, and the run names the rows beyond MASKED_WARNING. JPEG rows have no share (empty)."""
+    import logging
+    import shutil
+
+    from astropy.table import Table
+    from click.testing import CliRunner
+
+    from galaxy.cli import cli
+    from tests.conftest import EXAMPLES
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = disc_galaxy()
+    written(folder, "whole", data)
+    data[:, :78] = np.nan  # 30 of the crop's 96 columns
+    written(folder, "edge", data)
+    shutil.copy(sorted(EXAMPLES.glob("*.jpeg"))[0], folder / "photo.jpeg")
+    out = tmp_path / ("ray" if ray else "out.csv")
+    args = ["classify", str(folder), "-o", str(out), "-q", "--backend", "onnxruntime", "--decoder", "reference"]
+    if ray:
+        from engine.ray_shards import write_shards
+        from engine.ray_actor import ShardClassifier
+        from galaxy.config import ClassifyConfig
+
+        config = ClassifyConfig((str(folder),), str(out), backend="onnxruntime", decoder="reference", progress=False)
+        (shard,) = write_shards(config, out, 100)
+        rows, failed, _, masked = ShardClassifier(config, str(default_model[0]), str(out)).classify_shard(
+            shard.index, shard.path)
+        assert (rows, failed, masked.count, masked.ids) == (3, 0, 1, ["edge"])
+        assert masked.largest == pytest.approx(30 / 96)
+        return
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    table = Table.read(out)
+    share = {row["id"]: row["masked_fraction"] for row in table}
+    assert share["whole"] == 0.0 and share["edge"] == pytest.approx(30 / 96, abs=1e-6)
+    assert np.ma.is_masked(share["photo"])
+    assert table.colnames[-3:] == ["ra", "dec", "masked_fraction"]
+    lines = [r.getMessage() for r in caplog.records if "pixels the network reads were masked" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("1 row: ") and "largest 31%: id edge)" in lines[0]

@@ -119,7 +119,7 @@ def test_fits_output_has_ra_dec_with_units_from_the_headers(tmp_path):
     result = invoke("classify", tmp_path / "cutouts", "-o", out, "-q", "--backend", "onnxruntime")
     assert result.exit_code == 0, result.output
     table = Table.read(out)
-    assert table.colnames[-2:] == ["ra", "dec"] and str(table["ra"].unit) == "deg"
+    assert table.colnames[-3:] == ["ra", "dec", "masked_fraction"] and str(table["ra"].unit) == "deg"
     for row in table:
         assert (row["ra"], row["dec"]) == pytest.approx(positions[row["id"]], abs=1e-9)
     if not shutil.which("fitsverify"):
@@ -139,7 +139,7 @@ def test_a_catalog_of_fits_inputs_has_ra_dec_though_no_header_gives_a_position(t
     out = tmp_path / f"out{suffix}"
     assert invoke("classify", folder, "-o", out, "-q", "--backend", "onnxruntime").exit_code == 0
     table = Table.read(out)
-    assert table.colnames[-2:] == ["ra", "dec"]
+    assert table.colnames[-3:] == ["ra", "dec", "masked_fraction"] and list(table["masked_fraction"]) == [0.0]
     for name in ("ra", "dec"):  # missing: masked (CSV's empty cell, FITS's NaN as astropy reads it) or NaN
         missing = np.ma.getmaskarray(table[name]) | np.isnan(np.asarray(np.ma.getdata(table[name]), float))
         assert missing.all()
