@@ -17,7 +17,7 @@ import numpy as np
 from engine.artifacts import resolve_model
 from engine.listing import Item
 from engine.runner import Runner
-from galaxy.card import CARD_FILE
+from galaxy.card import CARD_FILE, labels_digest
 from galaxy.errors import UsageError
 from galaxy.files import writable_folder
 from galaxy.evaluation.calibration import (LOG_T_RANGE, at_range_edge, calibration_record, log_probabilities,
@@ -79,12 +79,18 @@ def calibrate(model_dir, card, data, batch=32, label_column="label", path_column
 
 def _require_the_validated_labels(card, val, data) -> None:
     """Refuse labels of the validation images that are not those the model was validated on (the card's
-    class counts of its split): a temperature fitted to flipped labels replaced a good one."""
+    class counts of its split, and where it records one, the digest of which galaxy has which label): a
+    temperature fitted to flipped labels replaced a good one."""
     recorded = (card.split or {}).get("val_counts")
     given = {name: 0 for name in card.classes} | dict(Counter(card.classes[k] for k in val.labels))
     if recorded and {k: v for k, v in given.items() if v} != {k: v for k, v in recorded.items() if v}:
         raise UsageError(f"{data} labels the {len(val)} validation images of {card.name} {given}, and it was "
                          f"validated on {recorded}: calibrate with the labels it was trained on")
+    digest = (card.split or {}).get("val_labels_sha256")
+    if digest and labels_digest(val) != digest:
+        raise UsageError(f"{data} labels the {len(val)} validation images of {card.name} otherwise than the labels "
+                         "it was validated on (the same class counts, other galaxies in them): calibrate with the "
+                         "labels it was trained on")
 
 
 def _validation_probabilities(runner: Runner, val) -> tuple[np.ndarray, np.ndarray]:

@@ -252,6 +252,13 @@ def ids_digest(ids) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
+def labels_digest(labelled) -> str:
+    """sha256 of a LabelledSet's sorted "id<TAB>class" lines: which galaxy carries which label, where
+    the class counts alone let a permutation of the labels pass."""
+    return hashlib.sha256("\n".join(sorted(f"{i}\t{labelled.classes[y]}" for i, y in
+                                           zip(labelled.ids, labelled.labels))).encode()).hexdigest()
+
+
 def validation_ids(model_dir, card: ModelCard) -> set[str] | None:
     """The ids of the model's validation split (its `val_ids.txt`), or None when it has none.
 

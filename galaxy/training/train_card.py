@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from galaxy.version import __version__
-from galaxy.card import TRAIN_IDS_FILE, ModelCard, ids_digest
+from galaxy.card import TRAIN_IDS_FILE, ModelCard, ids_digest, labels_digest
 from galaxy.config import config_dict
 from galaxy.io.framing import measure_files, summarise
 from galaxy.training.train_data import TrainingData
@@ -47,6 +47,7 @@ def _card(config, data: TrainingData, best, history, stopped, started, device, a
         split={"seed": config.seed, "val_fraction": config.val_fraction, "n_train": len(train_set),
                "n_val": len(val_set), "train_counts": train_set.counts(), "val_counts": val_set.counts(),
                "val_ids_file": "val_ids.txt", "val_ids_sha256": ids_digest(val_set.ids),
+               "val_labels_sha256": labels_digest(val_set),
                **({"train_ids_file": TRAIN_IDS_FILE} if data.inherited_ids is not None else {})},  # (as `learned_ids`)
         package_version=__version__,
     )

@@ -130,6 +130,30 @@ def test_calibrate_refuses_labels_the_model_was_not_validated_on(model_copy, sha
     assert (model_copy / "card.json").read_text() == before
 
 
+def test_calibrate_refuses_labels_swapped_between_galaxies_where_the_card_records_who_has_which(model_copy,
+                                                                                                  shared_data):
+    """The class counts alone let labels swapped between two galaxies pass; a card that records the digest of
+    (id, label) (every model trained since 2026-12-01) refuses them, and takes its own labels."""
+    import dataclasses
+
+    from engine.calibrate import _require_the_validated_labels
+    from galaxy.card import labels_digest
+    from galaxy.errors import UsageError
+    from galaxy.labels import validation_split
+
+    card = load_card(model_copy)
+    val = validation_split(model_copy, card, shared_data / "labels.csv")
+    card.split["val_labels_sha256"] = labels_digest(val)
+    _require_the_validated_labels(card, val, "labels.csv")
+    labels = list(val.labels)
+    a, b = labels.index(0), labels.index(1)
+    labels[a], labels[b] = 1, 0
+    swapped = dataclasses.replace(val, labels=tuple(labels))
+    assert swapped.counts() == val.counts()
+    with pytest.raises(UsageError, match="otherwise than the labels it was validated on"):
+        _require_the_validated_labels(card, swapped, "swapped.csv")
+
+
 def test_a_far_off_stored_temperature_is_refitted_in_one_go(model_copy, shared_data, caplog):
     """The refit was a factor on the scaled probabilities, itself held to [e^-3, e^3] and composed: from T = 20
     one run stopped at 0.9958 without a word and the same command again moved it to 0.9761 (review, session

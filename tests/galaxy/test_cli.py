@@ -132,6 +132,11 @@ def test_train_then_export_then_classify(tmp_path):
     assert result.exit_code == 0, result.output
     card = json.loads((model / "card.json").read_text())
     assert card["split"]["n_val"] == 10 and card["input_spec"]["size"] == 32
+    from galaxy.card import labels_digest, load_card
+    from galaxy.labels import validation_split
+    # which galaxy has which label, as calibrate reads the split back
+    assert card["split"]["val_labels_sha256"] == labels_digest(validation_split(model, load_card(model),
+                                                                                EXAMPLES / "labels.csv"))
     assert card["training"]["command"].startswith("galaxy train")
     assert (model / "checkpoints" / "last.pt").is_file()
     result = invoke("export", model)
