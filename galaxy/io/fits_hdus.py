@@ -25,6 +25,7 @@ MAX_PIXELS = 32 * 1024 * 1024
 MAX_HDUS = 1000
 # The pixel types of the FITS standard (BITPIX): integers of 8-64 bits, IEEE floats of 32 and 64.
 FITS_BITPIX = (8, 16, 32, 64, -32, -64)
+BLOCK = 2880  # bytes in a FITS block: headers and data are padded to whole blocks
 # Header keys holding a catalogue object id, in order of preference.
 OBJID_KEYS = ("OBJID", "OBJ_ID", "OBJECTID", "SDSS_ID")
 
@@ -205,12 +206,45 @@ def header_failure(path, exc: Exception) -> ImageReadError:
     """A header that cannot be read, worded for the file."""
     if isinstance(exc, KeyError):  # a mandatory key the header promises (NAXIS = 3 and no NAXIS3)
         return ImageReadError(path, f"not a readable FITS file: the header lacks {exc}")
+    if isinstance(exc, OSError) and "missing END card" in str(exc):  # astropy's words alone did not say why
+        return ImageReadError(path, "not a readable FITS file: a header without its END card (the file cut short "
+                                    "or damaged inside a header, or a header's NAXISn or BITPIX not matching the "
+                                    "data after it, so that the next header was looked for inside the data)")
     return ImageReadError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})")
+
+
+def _refuse_bytes_after_the_data(hdus: list, path) -> None:
+    """Refuse a file with bytes other than zero padding after its last HDU's data: a header whose NAXISn
+    or BITPIX says less data than was written leaves the rest there, and astropy reads the image from
+    the header's shape, only warning (NAXIS1 = 32 over 64 x 64 pixels was classified as a 32 x 64
+    image cut from the rows: garbage with a confident label)."""
+    info = hdus[-1].fileinfo() if hdus else None
+    if not info:
+        return
+    end, source = info["datLoc"] + info["datSpan"], info["file"]
+    size = getattr(source, "size", None)
+    if not size or size <= end:
+        return
+    at = source.tell()
+    try:
+        source.seek(end)
+        tail = source.read(min(size - end, BLOCK))
+    finally:
+        source.seek(at)
+    if not isinstance(tail, bytes) or not tail.strip(b"\0"):  # zero padding, as astropy allows with a note
+        return
+    header = hdus[-1].header
+    shape = " x ".join(str(header.get(f"NAXIS{n}", 0)) for n in range(1, int(header.get("NAXIS", 0) or 0) + 1))
+    raise ImageReadError(path, f"{size - end} bytes follow the data of its last HDU and are no FITS header: that "
+                               f"header's shape (NAXISn {shape or 'none'}, BITPIX {header.get('BITPIX')}) does not "
+                               "describe all the data written after it (a header edited, or a writer's error), or "
+                               "something was appended to the file")
 
 
 def locate_open(hdul, path, hdu) -> FitsImage:
     """`locate_image` of an open (lazily loaded) file; its callers word what astropy raises (`header_failure`)."""
     walked = _hdus(hdul, path)  # once: each walk reads and checks every header
+    _refuse_bytes_after_the_data(walked, path)
     chosen = _image_hdu(walked, hdu, path)
     extensions = _band_extensions(walked, path) if hdu is None else []
     read = walked[extensions[0]] if extensions else chosen  # the HDUs read: a band set's, else the one

@@ -291,6 +291,44 @@ def test_missing_files_and_headers_lacking_a_key_are_named_as_such(tmp_path):
     assert reasons == ["no such file", "no such file", "not a readable FITS file: the header lacks 'NAXIS3'"]
 
 
+@pytest.mark.parametrize("padded, words", [
+    (False, "7744 bytes follow the data of its last HDU and are no FITS header: that header's shape (NAXISn 32 x "
+            "64, BITPIX -32) does not describe all the data"),
+    (True, "not a readable FITS file: a header without its END card (the file cut short or damaged inside a header, "
+           "or a header's NAXISn or BITPIX not matching the data after it"),
+])
+def test_a_header_whose_naxis_does_not_match_its_data_is_refused_saying_so(tmp_path, padded, words):
+    """NAXIS1 = 32 over 64 x 64 pixels. Written without padding, astropy read the header's 32 x 64 from the
+    rows, only warning, and the garbled image was classified; padded to whole blocks, astropy looked for
+    the next header inside the data and the run said only "OSError: Header missing END card."."""
+    pixels = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    if padded:
+        fits.PrimaryHDU(pixels).writeto(tmp_path / "whole.fits")
+        written = (tmp_path / "whole.fits").read_bytes()
+    else:
+        written = fits.PrimaryHDU(pixels).header.tostring().encode() + pixels.astype(">f4").tobytes()
+    (tmp_path / "naxis.fits").write_bytes(written.replace(b"NAXIS1  =                   64",
+                                                          b"NAXIS1  =                   32", 1))
+    result = CliRunner().invoke(cli, ["classify", str(tmp_path / "naxis.fits"), "-o", str(tmp_path / "o.csv"), "-q",
+                                      "--backend", "onnxruntime"])
+    assert result.exit_code == 3, result.output
+    with open(tmp_path / "o.csv.errors.csv", newline="") as fh:
+        (row,) = csv.DictReader(fh)
+    assert row["path"].endswith("naxis.fits") and row["reason"].startswith(words)
+
+
+def test_zero_padding_after_the_last_hdu_is_no_reason_to_refuse(tmp_path):
+    """astropy reads zero bytes after the last HDU as padding (with a note): the file is read as before."""
+    from galaxy.io.fits import read_fits_cutout
+    from galaxy.spec import InputSpec
+
+    fits.PrimaryHDU(galaxy_image()).writeto(tmp_path / "g.fits")
+    with open(tmp_path / "g.fits", "ab") as fh:
+        fh.write(bytes(5000))
+    pixels, _ = read_fits_cutout(tmp_path / "g.fits", InputSpec(size=32, crop_fraction=0.5))
+    assert np.isfinite(pixels).all()
+
+
 @pytest.mark.parametrize("option, words", [
     (["--hdu", "-1"], "an HDU index counts from 0"), (["--hdu", ""], "--hdu is empty"),
     (["--bands", "x,y,z"], "'x' is not a band name"), (["--bands", "i,2,g"], "not both"),
