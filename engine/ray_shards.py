@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.listing import parse_band_columns
 from galaxy.catalog.formats import RAY_BOOKKEEPING
 from galaxy.errors import UsageError
+from galaxy.files import write_atomically
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,19 +39,25 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
         return iter_inputs(config.inputs, config.catalog, config.path_column, config.id_column, config.keep_columns,
                            parse_band_columns(config.band_columns))
 
-    if (folder / "_complete").exists():  # a rerun: the same shards, so finished parts stay valid
-        record = (folder / "_complete").read_text().split()
+    record = (folder / "_complete").read_text().split() if (folder / "_complete").exists() else []
+    if record and record[0].isdigit():  # a rerun: the same shards, so finished parts stay valid
         if len(record) == 3:  # (shards, inputs, digest); a folder from before records the shard count only
             count, digest = _listing_record(listing())
             if [str(count), digest] != record[1:]:
                 raise UsageError(f"the inputs changed since {out_dir} was started ({record[1]} listed then, {count} "
                                  "now): rerun with --overwrite, or write another folder")
-        return [Shard(int(p.stem.split("-")[1]), str(p)) for p in sorted(folder.glob("shard-*.parquet"))]
+        # the shards the record counts, not those a glob finds: a listing killed before its record leaves more
+        # (of other inputs), which a version that globbed classified into rows of no input of this run
+        _remove_shards_from(out_dir, int(record[0]))
+        return [Shard(index, str(shard_path(out_dir, index))) for index in range(int(record[0]))]
+    # a fresh listing: whatever shards, parts and errors a listing killed before its record left are of no
+    # shard of this one (the inputs may have been corrected since: 33 stale shards had stayed beside 2 new)
+    _remove_shards_from(out_dir, 0)
     folder.mkdir(parents=True, exist_ok=True)
     shards, rows = [], []
 
     def flush():
-        path = folder / f"shard-{len(shards):06d}.parquet"
+        path = shard_path(out_dir, len(shards))
         # paths and ids as bytes: a file name need not be UTF-8 (one such name ended the whole run)
         table = pa.table({"path": pa.array([os.fsencode(r[0]) for r in rows], pa.binary()),
                           "id": pa.array([None if r[1] is None else os.fsencode(r[1]) for r in rows], pa.binary()),
@@ -65,8 +76,27 @@ def write_shards(config, out_dir: Path, shard_size: int) -> list[Shard]:
     count, digest = _listing_record(listing(), add)
     if rows:
         flush()
-    (folder / "_complete").write_text(f"{len(shards)} {count} {digest}\n")
+    # whole or not at all: a record cut short by a kill lists again
+    write_atomically(folder / "_complete", lambda tmp: tmp.write_text(f"{len(shards)} {count} {digest}\n"))
     return shards
+
+
+def shard_path(out_dir: Path, index: int) -> Path:
+    return out_dir / RAY_BOOKKEEPING / "shards" / f"shard-{index:06d}.parquet"
+
+
+def _remove_shards_from(out_dir: Path, first: int) -> None:
+    """Remove the shard files numbered `first` and up, and the parts and errors of those shards: what a
+    listing killed before its record left, of inputs that need not be this run's. A part is read as rows
+    of the catalog (`pyarrow.parquet.read_table(OUT)` reads every part), so none may outlive its shard."""
+    numbered = re.compile(r"(?:shard|part)-(\d{6})\.")  # shard-N.parquet, part-N.parquet, part-N.errors[.next].csv
+    stale = [entry for folder in (out_dir, out_dir / RAY_BOOKKEEPING, out_dir / RAY_BOOKKEEPING / "shards")
+             if folder.is_dir() for entry in folder.iterdir()
+             if (match := numbered.match(entry.name)) and int(match.group(1)) >= first and entry.is_file()]
+    for entry in stale:
+        entry.unlink()
+    if stale:
+        log.info("removed %d files of shards a listing that did not finish left in %s", len(stale), out_dir)
 
 
 def shard_length(shard: Shard) -> int:

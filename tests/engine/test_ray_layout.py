@@ -195,6 +195,41 @@ def test_a_ray_rerun_refuses_inputs_that_changed(survey, tmp_path):
         write_shards(config, tmp_path / "out", 4)
 
 
+def test_shards_of_a_listing_killed_before_its_record_are_never_classified(survey, tmp_path, default_model):
+    """A run killed while it listed left its shard files (33 of a wrong catalog); the corrected rerun wrote
+    shards 0-1 over them, and every rerun after it globbed all 33 and classified the stale ones (330 rows
+    from a catalog of 20). A part of a stale shard (as such a rerun wrote it) is no row of the catalog."""
+    import pyarrow.parquet as pq
+
+    from engine.ray_manifest import write_manifest
+    from engine.ray_parts import part_errors, part_path
+    from engine.ray_shards import write_shards
+    from engine.run import classify
+
+    files = sorted(survey.glob("*.jpeg"))
+    table, out = tmp_path / "c.csv", tmp_path / "out"
+    table.write_text("file\n" + "".join(f"{f}\n" for f in files))  # the wrong catalog: 10 rows, 5 shards
+    config = ClassifyConfig((), str(out), catalog=str(table), backend="onnxruntime", decoder="reference",
+                            progress=False)
+    _classify_shards(config, out, default_model, 2)
+    stale = {path: path.read_bytes() for path in sorted(out.rglob("*-00000[2-4]*"))}
+    assert len(stale) == 9  # shards 2-4, their parts and errors
+    (out / "_galaxy" / "shards" / "_complete").unlink()  # killed before the listing's record
+    table.write_text("file\n" + "".join(f"{f}\n" for f in files[:3]))  # corrected: 3 rows, 2 shards
+    shards = write_shards(config, out, 2)
+    assert len(shards) == 2 and not any(path.exists() for path in stale)
+    for path, data in stale.items():  # what a version before left: stale shards beside the record, classified
+        path.write_bytes(data)
+    shards, classifier = _classify_shards(config, out, default_model, 2)
+    assert [s.index for s in shards] == [0, 1] and not any(path.exists() for path in stale)
+    assert not part_path(out, 2).exists() and not part_errors(out, 2).exists()
+    write_manifest(out, shards, {"rows": 3, "errors": 0}, 0, 1, time.perf_counter())
+    single = tmp_path / "single.parquet"
+    classify(dataclasses.replace(config, output=str(single)))
+    assert pq.read_table(out).column("path").to_pylist() == pq.read_table(single).column("path").to_pylist()
+    assert pq.read_table(out).num_rows == 3
+
+
 def test_kept_columns_get_their_kind_from_all_parts_as_on_one_machine(tmp_path, default_model):
     """Each part decided a kept column's kind alone, then text won the merge: numbers parsed in one
     part were cast back to text ("1.50" -> "1.5"), a column empty in one part became text."""
