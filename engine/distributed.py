@@ -140,6 +140,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     units, descriptions = units_and_descriptions(config.catalog, config.keep_columns)  # as one machine keeps them
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         config = dataclasses.replace(config, crop_fraction=classify_spec(card, config).crop_fraction)
+    _require_begun_here(out_dir, recorded_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT))
     inputs, catalog = _as_spelled_before(out_dir, [str(i) for i in config.inputs], config.catalog)
     # listed as spelled before too: the shards' digest compares the listed paths (`write_shards`)
     config = dataclasses.replace(config, inputs=tuple(inputs), catalog=catalog)
@@ -233,6 +234,38 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     manifest = write_manifest(out_dir, shards, done, len(shards) - len(todo), pool, started, units)
     _warn_rows(off_centre, masked)
     return manifest
+
+
+def _require_begun_here(out_dir: Path, earlier: dict | None) -> None:
+    """Refuse to continue, from another working directory, a run that named its inputs or catalog relatively,
+    as one machine refuses it (`engine.journal`): its shards' paths name files from the folder it was begun in,
+    and a rerun elsewhere (each actor working in the driver's folder) read the other shards from its own, one
+    catalog of two folders' files. That folder is recorded in `_galaxy/cwd` as a run begins; a folder of an
+    earlier version gets its first part's `cwd` (else this run's).
+
+    Raises:
+        UsageError: `earlier` (the run's recorded settings) names a relative input or catalog, and this
+            run works in another folder; with the way on (rerun from there, or --overwrite).
+    """
+    from galaxy.catalog.text import existing_file
+    from galaxy.catalog.written import read_catalog_metadata
+    from galaxy.files import same_file, write_atomically
+
+    record = out_dir / RAY_BOOKKEEPING / "cwd"
+    if earlier is not None and record.is_file():
+        begun_in = record.read_text(encoding="utf-8", errors="surrogateescape")
+    else:
+        begun_in = os.getcwd()
+        first = min(out_dir.glob("part-*.parquet"), default=None) if earlier is not None else None
+        metadata = read_catalog_metadata(first, "parquet") if first is not None else {}
+        begun_in = existing_file(metadata["cwd"]) if "cwd" in metadata else begun_in
+        write_atomically(record, lambda tmp: tmp.write_text(begun_in, encoding="utf-8", errors="surrogateescape"))
+    inputs = (earlier or {}).get("inputs")
+    named = [*(inputs if isinstance(inputs, list) else []), (earlier or {}).get("catalog")]
+    relative = next((p for p in named if isinstance(p, str) and not os.path.isabs(p)), None)
+    if relative is not None and not same_file(begun_in, os.getcwd()):
+        raise UsageError(f"{out_dir} was begun in {begun_in}, and its rows name files from there ({relative!r}): "
+                         "rerun from that folder, or use --overwrite to start over")
 
 
 def _as_spelled_before(out_dir: Path, inputs: list[str], catalog: str | None) -> tuple[list[str], str | None]:

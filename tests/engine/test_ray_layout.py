@@ -643,6 +643,60 @@ def test_a_ray_rerun_with_another_int8_model_is_refused_and_local_is_an_address(
         classify_on_ray(config, None, 4)
 
 
+@pytest.mark.ray
+def test_a_ray_rerun_from_another_folder_is_refused_where_the_inputs_are_relative(survey, tmp_path, monkeypatch,
+                                                                                  default_model):
+    """A --ray rerun from another folder was accepted, each actor reading the relative inputs from the new one:
+    parts 0-5 named files of one folder and 6-11 of another, the manifest (the first part's) the first. One
+    machine refuses it; so does --ray now, with its words; --overwrite starts over, absolute inputs go on."""
+    pytest.importorskip("ray")
+    import engine.distributed
+    from engine.distributed import classify_on_ray
+    from engine.ray_actor import ShardClassifier
+    from engine.ray_shards import write_shards
+    from galaxy.errors import UsageError
+
+    class Stopped(Exception):
+        pass
+
+    def stop(address):  # after the settings and shards are written, before any cluster
+        raise Stopped
+
+    monkeypatch.setattr(engine.distributed, "_require_listening", stop)
+    other = tmp_path / "other"
+    shutil.copytree(survey, other / survey.name)  # the same relative names: the listing alone cannot tell
+    out = tmp_path / "out"
+    monkeypatch.chdir(survey.parent)
+    config = ClassifyConfig((survey.name,), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    with pytest.raises(Stopped):
+        classify_on_ray(config, None, 4)
+    monkeypatch.chdir(other)
+    refused = f"{out} was begun in {survey.parent}, and its rows name files from there ('{survey.name}'): rerun " \
+              "from that folder, or use --overwrite to start over"
+    with pytest.raises(UsageError) as caught:
+        classify_on_ray(config, None, 4)
+    assert str(caught.value) == refused
+    with pytest.raises(UsageError, match="was begun in"):  # nor named absolutely from here
+        classify_on_ray(dataclasses.replace(config, inputs=(str(survey),)), None, 4)
+    # a folder an earlier version began (no record of its folder): its first part's cwd
+    monkeypatch.chdir(survey.parent)
+    shards = write_shards(config, out, 4)
+    ShardClassifier(config, str(default_model[0]), str(out)).classify_shard(0, shards[0].path)
+    (out / "_galaxy" / "cwd").unlink()
+    monkeypatch.chdir(other)
+    with pytest.raises(UsageError) as caught:
+        classify_on_ray(config, None, 4)
+    assert str(caught.value) == refused
+    with pytest.raises(Stopped):  # --overwrite starts over here
+        classify_on_ray(dataclasses.replace(config, overwrite=True), None, 4)
+    absolute = dataclasses.replace(config, inputs=(str(survey),), overwrite=True)
+    with pytest.raises(Stopped):
+        classify_on_ray(absolute, None, 4)
+    monkeypatch.chdir(survey.parent)
+    with pytest.raises(Stopped):  # absolute inputs name the same files from any folder
+        classify_on_ray(dataclasses.replace(absolute, overwrite=False), None, 4)
+
+
 def _default_model():
     from engine.artifacts import resolve_model
 
