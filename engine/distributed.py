@@ -271,9 +271,10 @@ def _require_begun_here(out_dir: Path, earlier: dict | None) -> None:
 def _as_spelled_before(out_dir: Path, inputs: list[str], catalog: str | None) -> tuple[list[str], str | None]:
     """The inputs and catalog as the run this one continues spelled them, where they name the same files
     (`in1/` for `in1`, an absolute path for a relative one: tab completion's slash had refused the rerun
-    as "started with other settings"); as given otherwise. The listing's digest still compares what they hold."""
+    as "started with other settings"; a symbolic link for what it points to, as one machine's resume reads
+    a file through one); as given otherwise. The listing's digest still compares what they hold."""
     def same(a, b) -> bool:
-        return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+        return os.path.realpath(a) == os.path.realpath(b)
 
     earlier = recorded_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT) or {}
     before, catalog_before = earlier.get("inputs"), earlier.get("catalog")

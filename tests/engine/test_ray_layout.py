@@ -599,7 +599,8 @@ def test_an_address_where_no_cluster_listens_is_one_line_not_a_wait(survey, tmp_
 def test_a_rerun_naming_the_same_inputs_otherwise_continues_the_run(tmp_path, monkeypatch):
     """`in1/` (tab completion's slash) or the absolute path after a run given `in1` was refused as "started
     with other settings", and the message's way on, --overwrite, deletes every part (review of --ray,
-    session 40). Inputs naming other files are left as given, to be refused."""
+    session 40); so was a symbolic link to `in1` (one machine's resume reads a file through one). Inputs naming
+    other files are left as given, to be refused."""
     import json
 
     from engine.distributed import _as_spelled_before
@@ -608,8 +609,12 @@ def test_a_rerun_naming_the_same_inputs_otherwise_continues_the_run(tmp_path, mo
     out = tmp_path / "out"
     (out / "_galaxy").mkdir(parents=True)
     (out / "_galaxy" / "fingerprint.json").write_text(json.dumps({"inputs": ["in1", "b/c.jpeg"], "catalog": "t.csv"}))
-    for given in (["in1/", "b//c.jpeg"], [str(tmp_path / "in1"), "./b/c.jpeg"]):
+    (tmp_path / "in1").mkdir()
+    (tmp_path / "jl").symlink_to("in1")  # refused as "inputs [in1] then, [jl] now"; one machine accepts it
+    (tmp_path / "t.link.csv").symlink_to("t.csv")
+    for given in (["in1/", "b//c.jpeg"], [str(tmp_path / "in1"), "./b/c.jpeg"], ["jl", "b/c.jpeg"]):
         assert _as_spelled_before(out, given, str(tmp_path / "t.csv")) == (["in1", "b/c.jpeg"], "t.csv")
+    assert _as_spelled_before(out, ["jl/", "b/c.jpeg"], "t.link.csv") == (["in1", "b/c.jpeg"], "t.csv")
     assert _as_spelled_before(out, ["in2", "b/c.jpeg"], "u.csv") == (["in2", "b/c.jpeg"], "u.csv")
     assert _as_spelled_before(out, ["in1"], None) == (["in1"], None)
     assert _as_spelled_before(tmp_path / "new", ["in1/"], None) == (["in1/"], None)
