@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from engine.ray_parts import finalize_parts, part_path, read_part_errors
-from engine.ray_shards import Shard
+from engine.ray_shards import Shard, shard_items
 from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST
 from galaxy.catalog.write import errors_path, ErrorWriter
 from galaxy.files import write_atomically
@@ -50,8 +50,18 @@ def write_manifest(out_dir: Path, shards: list[Shard], done: dict, resumed: int,
     from galaxy.catalog.written import read_catalog_metadata
 
     failures = [read_part_errors(out_dir, shard.index) for shard in shards]
+
+    def kept_texts(k: int) -> list[dict] | None:
+        """The kept columns of part k's rows as the catalog gives them: its shard's inputs less those that
+        failed (None for a part whose errors an earlier version wrote, which record no place)."""
+        if any(len(row) != 5 for row in failures[k]):
+            return None
+        failed = {int(row[4]) for row in failures[k]}
+        return [item.columns for place, item in enumerate(shard_items(shards[k].path)) if place not in failed]
+
     ids = finalize_parts([part_path(out_dir, shard.index) for shard in shards],
-                         [[(row[0], row[4] if len(row) == 5 else None) for row in rows] for rows in failures], units)
+                         [[(row[0], row[4] if len(row) == 5 else None) for row in rows] for rows in failures], units,
+                         kept_texts)
     errors = ErrorWriter(errors_path(out_dir))
     for rows, taken in zip(failures, ids):
         for row, ident in zip(rows, taken):

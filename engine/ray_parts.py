@@ -101,7 +101,8 @@ def _take_ids(seen: UniqueIds, rows: list[str], failed: list[tuple[str, str | No
     return row_ids, taken
 
 
-def finalize_parts(parts: list[Path], failures: list | None = None, units: dict | None = None) -> list[list[str]]:
+def finalize_parts(parts: list[Path], failures: list | None = None, units: dict | None = None,
+                   kept_texts=None) -> list[list[str]]:
     """Make the parts (in listing order) one catalog, as one machine writes it; return the ids of
     each part's failures.
 
@@ -111,6 +112,9 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
     after every part's rows, so no row an earlier merge named is renamed. Every part gets
     the same columns: a shard without FITS inputs has no ra/dec, a shard may hold a kept
     column as float64 where another holds text; missing columns become NaN or "" and text wins.
+    A column a finalised part holds as numbers or bool that is text now (a retried input brought a
+    value that is none) takes the catalog's own spelling of each value: `kept_texts(k)` gives the
+    kept columns of part k's rows as their shard holds them (None where it cannot tell).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -120,7 +124,7 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
     seen = UniqueIds()
     failures = failures or [[] for _ in parts]
     failed_ids = []
-    for part, schema, failed in zip(parts, schemas, failures):
+    for k, (part, schema, failed) in enumerate(zip(parts, schemas, failures)):
         table = pq.read_table(part)
         given = table.column("id").to_pylist()
         ids, taken = _take_ids(seen, given, failed)
@@ -130,8 +134,7 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
             table = table.set_column(table.schema.get_field_index("id"), "id", pa.array(ids, pa.string()))
         # field metadata compared too: a part an earlier version wrote gets the descriptions the others give
         if changed or not table.schema.remove_metadata().equals(unified, check_metadata=True):
-            columns = [_as_kind(table[f.name], f.type) if f.name in table.column_names else _missing(len(table), f.type)
-                       for f in unified]
+            columns = _conformed(table, unified, lambda k=k: kept_texts(k) if kept_texts is not None else None)
             # astropy reads the column list of table_meta_yaml (with the fields' descriptions) and each
             # text column's longest value (table::len::NAME, which a renamed id may pass) too: both are
             # written for the new table
@@ -142,6 +145,32 @@ def finalize_parts(parts: list[Path], failures: list | None = None, units: dict 
             write_atomically(part, lambda tmp, table=table: pq.write_table(table, tmp))
     return [[seen.take(failed[k][0]) if ident is None else ident for k, ident in enumerate(taken)]
             for failed, taken in zip(failures, failed_ids)]
+
+
+def _conformed(table, unified, kept_texts) -> list:
+    """`table`'s columns in the kinds of `unified`, a missing one NaN or "". A column the part holds as numbers
+    or bool (a finalised part) that is text in `unified` gets the catalog's spelling of each value,
+    `kept_texts()` (the rows' kept columns as their shard holds them, read once and only then), else each
+    value as Python writes it: pyarrow's cast re-spelled "0.10" as "0.1", 1.0 as "1", False as "false"."""
+    import pyarrow as pa
+
+    texts: list = []
+    columns = []
+    for f in unified:
+        if f.name not in table.column_names:
+            columns.append(_missing(len(table), f.type))
+        elif pa.types.is_string(f.type) and not pa.types.is_string(table[f.name].type):
+            if not texts:
+                texts.append(kept_texts())
+            rows = texts[0]
+            if rows is not None and len(rows) == len(table) and all(f.name in row for row in rows):
+                values = [cell_text(row[f.name]) for row in rows]
+            else:
+                values = [cell_text(v) for v in table[f.name].to_pylist()]
+            columns.append(pa.array(values, pa.string()))
+        else:
+            columns.append(_as_kind(table[f.name], f.type))
+    return columns
 
 
 def merge_retried(part, retried, items: list, failed: list[int], recovered: list[int], units: dict | None = None):

@@ -554,6 +554,47 @@ def test_kept_columns_of_a_retried_part_keep_their_text_kind_and_unit(tmp_path, 
     assert list(ray["w"]) == ["0.10", "n/a", "0.20", ""] and str(ray["z"].unit) == "km / s"
 
 
+def test_a_retried_input_that_makes_a_kept_column_text_keeps_the_catalogs_spelling_in_every_part(tmp_path,
+                                                                                                  default_model):
+    """A retried input whose kept value is no number turned the column to text: the other parts, finalised as
+    float64 or bool, were cast back by pyarrow (z 0.1, 3 for "0.10", "3.0"; flag false for "False"), and a
+    column whose retried value made it float kept whole numbers; the catalog after the retry is the one an
+    uninterrupted run (and one machine) gives, value for value and kind for kind."""
+    import pyarrow.parquet as pq
+
+    from engine.ray_manifest import write_manifest
+    from engine.ray_parts import failed_places
+    from engine.run import classify
+
+    good = sorted(EXAMPLES.glob("*.jpeg"))[:3]
+    mended = tmp_path / "mended.jpeg"
+    mended.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    rows = [(good[0], "0.10", "False", "1", "7"), (mended, "abc", "maybe", "2.5", "x"),
+            (good[1], "2.50", "True", "3", "8"), (good[2], "3.0", "False", "4", "9")]
+    table = tmp_path / "c.csv"
+    table.write_text("file,z,flag,w,k\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    config = ClassifyConfig((), str(tmp_path / "out"), catalog=str(table), keep_columns=("z", "flag", "w", "k"),
+                            backend="onnxruntime", decoder="reference", progress=False)
+    out = tmp_path / "out"
+    shards, classifier = _classify_shards(config, out, default_model, 2)
+    write_manifest(out, shards, {"rows": 3, "errors": 1}, 0, 1, time.perf_counter())
+    first = pq.read_table(out)
+    assert [str(first.schema.field(name).type) for name in ("z", "flag", "w", "k")] == ["double", "bool", "int64",
+                                                                                       "int64"]
+    shutil.copy(good[0], mended)
+    assert failed_places(out, 0) == [1] and classifier.retry_failed(0, shards[0].path)[:2] == (1, 0)
+    write_manifest(out, shards, {"rows": 1, "errors": 0}, 2, 1, time.perf_counter())
+    single = tmp_path / "single.parquet"
+    classify(dataclasses.replace(config, output=str(single)))
+    ray, one = pq.read_table(out), pq.read_table(single)
+    for name in ("z", "flag", "w", "k"):
+        assert ray.schema.field(name).type == one.schema.field(name).type, name
+        assert ray.column(name).to_pylist() == one.column(name).to_pylist(), name
+    assert ray.column("z").to_pylist() == ["0.10", "abc", "2.50", "3.0"]
+    assert ray.column("flag").to_pylist() == ["False", "maybe", "True", "False"]
+    assert ray.column("w").to_pylist() == [1.0, 2.5, 3.0, 4.0] and ray.column("k").to_pylist() == ["7", "x", "8", "9"]
+
+
 def test_fits_inputs_without_a_position_give_number_ra_dec_columns_as_on_one_machine(survey, tmp_path, default_model):
     """One machine writes ra/dec as float columns (NaN) for FITS inputs whose headers give no position;
     the --ray parts had text columns of "" (review of --ray, session 40)."""
