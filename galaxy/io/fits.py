@@ -107,6 +107,17 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
                                  stage="preprocess")
 
 
+def _nulls_as_nan(hdu) -> np.ndarray:
+    """An image HDU's data with its null (BLANK) pixels NaN, so that they are masked and filled: astropy makes
+    them NaN where it scales to floats, but reads a pseudo-unsigned image (BZERO = 32768 over int16) as
+    unsigned integers with its null pixels as a value (0), which had been classified as measured sky."""
+    data, blank = hdu.data, hdu.header.get("BLANK")
+    if not isinstance(blank, int) or isinstance(blank, bool) or not np.issubdtype(data.dtype, np.integer):
+        return data
+    null = blank * hdu.header.get("BSCALE", 1) + hdu.header.get("BZERO", 0)
+    return np.where(data == null, np.nan, data.astype(np.float64))
+
+
 def _planes(data: np.ndarray, path) -> list[np.ndarray]:
     data = np.squeeze(np.asarray(data, dtype=np.float64))
     if data.ndim == 2:
@@ -204,7 +215,7 @@ def _hdu_planes(hdul, hdus, path) -> list[np.ndarray]:
         for k in hdus:
             if hdul[k].data is None:
                 raise ImageReadError(path, "image HDU holds no data")
-            out.extend(_planes(hdul[k].data, path))
+            out.extend(_planes(_nulls_as_nan(hdul[k]), path))
         return out
     except ImageReadError:
         raise

@@ -6,6 +6,7 @@ No pixel data is read here; `galaxy.io.fits` reads the pixels of what this finds
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,8 +143,8 @@ def _objid(headers) -> str | None:
 @dataclass(frozen=True)
 class FitsImage:
     """Where a file's image is: the zero-based indices of its image HDUs (one, or one per band
-    for a multi-extension file), its number of axes, whether the header scales the data
-    (BSCALE/BZERO), the band names from the headers (None where unnamed; one per plane or
+    for a multi-extension file), its number of axes, whether the header scales the data or
+    marks null pixels (BSCALE/BZERO, BLANK: `scaled`, read by the reference reader), the band names from the headers (None where unnamed; one per plane or
     extension), its object id, its pixel type (BITPIX), the sky position (RA, Dec in
     degrees) of its centre when the headers give one (`galaxy.io.sky`), whether its image plane is
     square."""
@@ -222,20 +223,23 @@ def _refuse_bytes_after_the_data(hdus: list, path) -> None:
     if not info:
         return
     end, source = info["datLoc"] + info["datSpan"], info["file"]
-    size = getattr(source, "size", None)
-    if not size or size <= end:
+    size = getattr(source, "size", 0) or 0  # 0 for a .fits.gz astropy reads as a stream: read past the end
+    if 0 < size <= end:
         return
     at = source.tell()
     try:
-        source.seek(end)
-        tail = source.read(min(size - end, BLOCK))
+        source.seek(end)  # (in a gzip stream, by inflating up to there)
+        tail = source.read(BLOCK)
+    except (OSError, EOFError, zlib.error):  # a gzip stream cut short: reading the pixels refuses it (its CRC)
+        return
     finally:
         source.seek(at)
     if not isinstance(tail, bytes) or not tail.strip(b"\0"):  # zero padding, as astropy allows with a note
         return
     header = hdus[-1].header
     shape = " x ".join(str(header.get(f"NAXIS{n}", 0)) for n in range(1, int(header.get("NAXIS", 0) or 0) + 1))
-    raise ImageReadError(path, f"{size - end} bytes follow the data of its last HDU and are no FITS header: that "
+    count = f"{size - end} bytes" if size else "bytes"
+    raise ImageReadError(path, f"{count} follow the data of its last HDU and are no FITS header: that "
                                f"header's shape (NAXISn {shape or 'none'}, BITPIX {header.get('BITPIX')}) does not "
                                "describe all the data written after it (a header edited, or a writer's error), or "
                                "something was appended to the file")
@@ -244,7 +248,6 @@ def _refuse_bytes_after_the_data(hdus: list, path) -> None:
 def locate_open(hdul, path, hdu) -> FitsImage:
     """`locate_image` of an open (lazily loaded) file; its callers word what astropy raises (`header_failure`)."""
     walked = _hdus(hdul, path)  # once: each walk reads and checks every header
-    _refuse_bytes_after_the_data(walked, path)
     chosen = _image_hdu(walked, hdu, path)
     extensions = _band_extensions(walked, path) if hdu is None else []
     read = walked[extensions[0]] if extensions else chosen  # the HDUs read: a band set's, else the one
@@ -261,6 +264,9 @@ def locate_open(hdul, path, hdu) -> FitsImage:
                       or [None] * planes)
     scaled = any(float(walked[k].header.get(key, d)) != d for k in hdus for key, d in (("BSCALE", 1.0),
                                                                                         ("BZERO", 0.0)))
+    scaled = scaled or any("BLANK" in walked[k].header for k in hdus)  # null pixels: the reference reader masks them
+    # after the size checks: a gzipped field is refused by its header before a stream is inflated to its end here
+    _refuse_bytes_after_the_data(walked, path)
     return FitsImage(hdus, ndim, scaled, names, _objid((chosen.header, walked[0].header)),
                      centre_position(chosen.header, walked[0].header),
                      int(read.header.get("ZBITPIX", read.header.get("BITPIX", -32))),

@@ -317,6 +317,22 @@ def test_a_header_whose_naxis_does_not_match_its_data_is_refused_saying_so(tmp_p
     assert row["path"].endswith("naxis.fits") and row["reason"].startswith(words)
 
 
+def test_bytes_after_the_data_of_a_gzipped_file_are_refused_from_its_headers_alone(tmp_path):
+    """astropy reads a .fits.gz as a stream of unknown size, and the check had passed it where the headers alone
+    are read (`locate_image`, what the GPU's DALI decoder asks before it reads the pixels itself)."""
+    import gzip
+
+    from galaxy.errors import ImageReadError
+    from galaxy.io.fits_hdus import locate_image
+
+    fits.PrimaryHDU(galaxy_image()).writeto(tmp_path / "g.fits")
+    (tmp_path / "g.fits.gz").write_bytes(gzip.compress((tmp_path / "g.fits").read_bytes() + b"appended notes"))
+    with pytest.raises(ImageReadError, match="bytes follow the data of its last HDU"):
+        locate_image(tmp_path / "g.fits.gz")
+    (tmp_path / "ok.fits.gz").write_bytes(gzip.compress((tmp_path / "g.fits").read_bytes()))
+    assert locate_image(tmp_path / "ok.fits.gz").hdus == (0,)
+
+
 def test_zero_padding_after_the_last_hdu_is_no_reason_to_refuse(tmp_path):
     """astropy reads zero bytes after the last HDU as padding (with a note): the file is read as before."""
     from galaxy.io.fits import read_fits_cutout

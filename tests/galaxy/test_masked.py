@@ -209,3 +209,23 @@ def test_a_run_records_each_fits_inputs_masked_share_and_warns_beyond_a_tenth(tm
     assert table.colnames[-3:] == ["ra", "dec", "masked_fraction"]
     lines = [r.getMessage() for r in caplog.records if "pixels the network reads were masked" in r.getMessage()]
     assert len(lines) == 1 and lines[0].startswith("1 row: ") and "largest 31%: id edge)" in lines[0]
+
+
+@pytest.mark.parametrize("bzero", [0, 32768])
+def test_null_pixels_of_an_integer_image_are_masked_and_counted(tmp_path, bzero):
+    """astropy reads a pseudo-unsigned image (BZERO = 32768 over int16) as uint16 with its BLANK pixels as 0,
+    which had been classified as measured sky with masked_fraction 0.0; with plain int16 it gives NaN. Either
+    way they are masked now, and such a file goes to the reference reader, not DALI (which read BLANK as data)."""
+    from galaxy.io.fits_hdus import locate_image
+
+    counts = np.clip(disc_galaxy() * 10, 0, 30000).astype(np.int16)
+    counts[:, :72] = -32768  # the null value, over a quarter of the crop's columns
+    hdu = fits.PrimaryHDU(counts)
+    hdu.header["BLANK"] = -32768
+    if bzero:
+        hdu.header["BZERO"] = bzero
+    path = tmp_path / "counts.fits"
+    fits.HDUList([hdu]).writeto(path)
+    pixels, meta = read_fits_cutout(path, SPEC)
+    assert meta["masked_fraction"] == pytest.approx(0.25) and np.isfinite(pixels).all()
+    assert locate_image(path).scaled  # handed to the reference reader by the batch decoders
