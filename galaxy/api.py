@@ -333,7 +333,10 @@ class Model:
                 unit, description = table[name].unit, table[name].description
                 table[name] = table[name].filled(np.nan)
                 table[name].unit, table[name].description = unit, description
-        return table
+        # last and in one order, as the catalogs have them (stacked, a first batch without a position put
+        # masked_fraction before ra and dec)
+        return table[[*(n for n in table.colnames if n not in FITS_COLUMNS), *(n for n in FITS_COLUMNS
+                                                                              if n in table.colnames)]]
 
 
 ARRAY_CHUNK = 256  # images `classify_arrays` crops, resizes and holds as tensors at a time

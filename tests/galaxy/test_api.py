@@ -219,18 +219,26 @@ def test_a_classify_table_has_nan_positions_for_every_row_without_one_and_says_h
     the Table did not say the crop, TTA or bands it was read with."""
     import shutil
 
+    from astropy.io import fits
+
+    from galaxy.io.images import read_raster
     from tests.galaxy.test_sky_columns import _fits_cutouts
 
     folder = tmp_path / "in"
     folder.mkdir()
     _fits_cutouts(folder / "z-fits", n_files=2)
-    for path in sorted(EXAMPLES.glob("*.jpeg"))[:6]:
+    for path in sorted(EXAMPLES.glob("*.jpeg"))[:5]:
         shutil.copy(path, folder)
+    # a FITS file without a position, in the third batch of two: masked_fraction came before ra and dec
+    fits.PrimaryHDU(np.moveaxis(read_raster(sorted(EXAMPLES.glob("*.jpeg"))[5]), -1, 0)[:, ::-1].astype(np.float32)
+                    ).writeto(folder / "plain.fits")
     model = galaxy.load_model(backend="onnxruntime", decoder="reference", batch_size=2, crop_fraction=0.55)
     table = model.classify([str(folder)])
     assert len(table) == 8 and table["ra"].unit == "deg"
+    assert table.colnames[-3:] == ["ra", "dec", "masked_fraction"]  # as the catalogs order them
     assert getattr(table["ra"], "mask", None) is None or not table["ra"].mask.any()
     assert np.isnan(table["ra"][:6]).all() and np.isfinite(table["ra"][6:]).all()
+    assert np.isnan(table["masked_fraction"][:5]).all() and list(table["masked_fraction"][5:]) == [0.0] * 3
     assert table.meta["crop_fraction"] == 0.55 and table.meta["tta"] is False
 
 
