@@ -108,13 +108,21 @@ def _check_band(plane: np.ndarray, label: str, path, crop_fraction: float | None
 
 
 def _nulls_as_nan(hdu) -> np.ndarray:
-    """An image HDU's data with its null (BLANK) pixels NaN, so that they are masked and filled: astropy makes
-    them NaN where it scales to floats, but reads a pseudo-unsigned image (BZERO = 32768 over int16) as
-    unsigned integers with its null pixels as a value (0), which had been classified as measured sky."""
-    data, blank = hdu.data, hdu.header.get("BLANK")
-    if not isinstance(blank, int) or isinstance(blank, bool) or not np.issubdtype(data.dtype, np.integer):
+    """An image HDU's data with its null (BLANK) pixels NaN, so that they are masked and filled. astropy makes
+    them NaN only where it scales to floats and BLANK is not 0, and reads a pseudo-unsigned image (BZERO = 32768
+    over int16; BZERO = -128 over bytes, whose BLANK and BZERO it then drops from the header) as integers with
+    its nulls as a value: those had been classified as measured sky."""
+    header = hdu.header  # read before the data: reading an int8 image takes BLANK and BZERO out of it
+    blank, bscale, bzero = header.get("BLANK"), header.get("BSCALE", 1), header.get("BZERO", 0)
+    data = hdu.data
+    if not isinstance(blank, int) or isinstance(blank, bool) or data is None:
         return data
-    null = blank * hdu.header.get("BSCALE", 1) + hdu.header.get("BZERO", 0)
+    if np.issubdtype(data.dtype, np.integer):
+        null = blank * bscale + bzero
+    elif blank == 0:  # scaled to floats with the nulls left as 0 * BSCALE + BZERO, exactly BZERO
+        null = data.dtype.type(bzero)
+    else:  # NaN already
+        return data
     return np.where(data == null, np.nan, data.astype(np.float64))
 
 
@@ -213,9 +221,10 @@ def _hdu_planes(hdul, hdus, path) -> list[np.ndarray]:
     try:
         out = []
         for k in hdus:
-            if hdul[k].data is None:
+            data = _nulls_as_nan(hdul[k])  # (its header read first: `_nulls_as_nan`)
+            if data is None:
                 raise ImageReadError(path, "image HDU holds no data")
-            out.extend(_planes(_nulls_as_nan(hdul[k]), path))
+            out.extend(_planes(data, path))
         return out
     except ImageReadError:
         raise

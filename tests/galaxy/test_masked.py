@@ -211,21 +211,24 @@ def test_a_run_records_each_fits_inputs_masked_share_and_warns_beyond_a_tenth(tm
     assert len(lines) == 1 and lines[0].startswith("1 row: ") and "largest 31%: id edge)" in lines[0]
 
 
-@pytest.mark.parametrize("bzero", [0, 32768])
-def test_null_pixels_of_an_integer_image_are_masked_and_counted(tmp_path, bzero):
-    """astropy reads a pseudo-unsigned image (BZERO = 32768 over int16) as uint16 with its BLANK pixels as 0,
-    which had been classified as measured sky with masked_fraction 0.0; with plain int16 it gives NaN. Either
-    way they are masked now, and such a file goes to the reference reader, not DALI (which read BLANK as data)."""
+@pytest.mark.parametrize("dtype, blank, cards", [
+    (">i2", -32768, {}), (">i2", -32768, {"BZERO": 32768}), (">i2", 0, {}), (">i2", 0, {"BSCALE": 2.0}),
+    ("u1", 0, {"BZERO": -128}), (">i2", -32768, {"BSCALE": 0.5, "BZERO": 10.0})])
+def test_null_pixels_of_an_integer_image_are_masked_and_counted(tmp_path, dtype, blank, cards):
+    """astropy reads a pseudo-unsigned image (BZERO = 32768 over int16, -128 over bytes) as integers with its
+    BLANK pixels as a value, and leaves them as 0 * BSCALE + BZERO where BLANK is 0: classified as measured sky
+    with masked_fraction 0.0. They are masked now, and such a file goes to the reference reader, not DALI
+    (which read BLANK as data). Written byte for byte, as a survey's pipeline writes them."""
     from galaxy.io.fits_hdus import locate_image
 
-    counts = np.clip(disc_galaxy() * 10, 0, 30000).astype(np.int16)
-    counts[:, :72] = -32768  # the null value, over a quarter of the crop's columns
-    hdu = fits.PrimaryHDU(counts)
-    hdu.header["BLANK"] = -32768
-    if bzero:
-        hdu.header["BZERO"] = bzero
+    raw = np.clip(disc_galaxy() / 8, 1, 250).astype(dtype)  # no measured pixel is the null value
+    raw[:, :72] = blank  # over a quarter of the crop's columns
+    header = fits.PrimaryHDU(raw.astype(raw.dtype.newbyteorder("="))).header
+    header["BLANK"] = blank
+    header.update(cards)
+    data = raw.astype(raw.dtype.newbyteorder(">")).tobytes()
     path = tmp_path / "counts.fits"
-    fits.HDUList([hdu]).writeto(path)
+    path.write_bytes(header.tostring().encode() + data + bytes(-len(data) % 2880))
     pixels, meta = read_fits_cutout(path, SPEC)
     assert meta["masked_fraction"] == pytest.approx(0.25) and np.isfinite(pixels).all()
     assert locate_image(path).scaled  # handed to the reference reader by the batch decoders
