@@ -46,6 +46,7 @@ from galaxy.catalog.formats import RAY_BOOKKEEPING, RAY_MANIFEST, check_kept_col
 from galaxy.catalog.metadata import CROP_RULE, CROP_RULE_KEY, INT8_KEY, fingerprint_defaults, reading_settings
 from galaxy.catalog.text import safe_text
 from galaxy.errors import BackendUnavailable, GalaxyError, UsageError
+from galaxy.files import same_file
 from galaxy.io.masked import MaskedRows
 from galaxy.io.sky import OffCentreRows
 
@@ -140,10 +141,16 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     units, descriptions = units_and_descriptions(config.catalog, config.keep_columns)  # as one machine keeps them
     if config.crop_fraction == "auto":  # measured once here, so every actor reads with the same crop
         config = dataclasses.replace(config, crop_fraction=classify_spec(card, config).crop_fraction)
-    _require_begun_here(out_dir, recorded_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT))
-    inputs, catalog = _as_spelled_before(out_dir, [str(i) for i in config.inputs], config.catalog)
-    # listed as spelled before too: the shards' digest compares the listed paths (`write_shards`)
-    config = dataclasses.replace(config, inputs=tuple(inputs), catalog=catalog)
+    earlier = recorded_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT)
+    begun_in = _begun_in(out_dir, earlier)
+    _require_begun_here(out_dir, earlier, begun_in)
+    inputs, catalog = _as_spelled_before(out_dir, [str(i) for i in config.inputs], config.catalog, begun_in)
+    # listed as spelled before too: the shards' digest compares the listed paths (`write_shards`); a catalog named
+    # relatively by a run begun elsewhere (whose rows, `_require_begun_here` found, are absolute) read from there
+    elsewhere = catalog is not None and not os.path.isabs(catalog) and begun_in is not None \
+        and not same_file(begun_in, os.getcwd())
+    config = dataclasses.replace(config, inputs=tuple(inputs),
+                                 catalog=os.path.join(begun_in, catalog) if elsewhere else catalog)
     fingerprint = {"inputs": inputs, "catalog": catalog,
                    "path_column": config.path_column, "id_column": config.id_column,
                    "keep": list(config.keep_columns), "weights": card.weights_sha256,
@@ -157,6 +164,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
         fingerprint[INT8_KEY] = int8_fingerprint(model_dir, card)
     keep_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT, fingerprint, out_dir,
                      fingerprint_defaults(card) | column_defaults)
+    _record_begun_in(out_dir, begun_in)
     started = time.perf_counter()
     shards = write_shards(config, out_dir, shard_size)
     todo, retry = [], {}  # retry: a finished shard's failed inputs, classified again as one machine's rerun does
@@ -236,45 +244,80 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     return manifest
 
 
-def _require_begun_here(out_dir: Path, earlier: dict | None) -> None:
-    """Refuse to continue, from another working directory, a run that named its inputs or catalog relatively,
-    as one machine refuses it (`engine.journal`): its shards' paths name files from the folder it was begun in,
-    and a rerun elsewhere (each actor working in the driver's folder) read the other shards from its own, one
-    catalog of two folders' files. That folder is recorded in `_galaxy/cwd` as a run begins; a folder of an
-    earlier version gets its first part's `cwd` (else this run's).
-
-    Raises:
-        UsageError: `earlier` (the run's recorded settings) names a relative input or catalog, and this
-            run works in another folder; with the way on (rerun from there, or --overwrite).
-    """
+def _begun_in(out_dir: Path, earlier: dict | None) -> str | None:
+    """The folder the run this one continues began in: its `_galaxy/cwd` record; for a folder of an earlier
+    version, its first part's `cwd` (None where it has no part: not known); this run's folder for a new run."""
     from galaxy.catalog.text import existing_file
     from galaxy.catalog.written import read_catalog_metadata
-    from galaxy.files import same_file, write_atomically
 
     record = out_dir / RAY_BOOKKEEPING / "cwd"
-    if earlier is not None and record.is_file():
-        begun_in = record.read_text(encoding="utf-8", errors="surrogateescape")
-    else:
-        begun_in = os.getcwd()
-        first = min(out_dir.glob("part-*.parquet"), default=None) if earlier is not None else None
-        metadata = read_catalog_metadata(first, "parquet") if first is not None else {}
-        begun_in = existing_file(metadata["cwd"]) if "cwd" in metadata else begun_in
-        write_atomically(record, lambda tmp: tmp.write_text(begun_in, encoding="utf-8", errors="surrogateescape"))
-    inputs = (earlier or {}).get("inputs")
-    named = [*(inputs if isinstance(inputs, list) else []), (earlier or {}).get("catalog")]
-    relative = next((p for p in named if isinstance(p, str) and not os.path.isabs(p)), None)
-    if relative is not None and not same_file(begun_in, os.getcwd()):
+    if earlier is None:
+        return os.getcwd()
+    if record.is_file():
+        return record.read_text(encoding="utf-8", errors="surrogateescape")
+    first = min(out_dir.glob("part-*.parquet"), default=None)
+    metadata = read_catalog_metadata(first, "parquet") if first is not None else {}
+    return existing_file(metadata["cwd"]) if "cwd" in metadata else None
+
+
+def _relative_path(out_dir: Path, earlier: dict) -> str | None:
+    """A path the run names relatively, read from the folder it began in: an input it was given, else, with a
+    catalog, a file its shards list (a catalog named relatively whose rows are absolute names none)."""
+    import pyarrow.parquet as pq
+
+    inputs = earlier.get("inputs")
+    relative = next((p for p in (inputs if isinstance(inputs, list) else []) if isinstance(p, str)
+                     and not os.path.isabs(p)), None)
+    if relative is not None or not earlier.get("catalog"):
+        return relative
+    for shard in sorted((out_dir / RAY_BOOKKEEPING / "shards").glob("shard-*.parquet")):
+        columns = [name for name in ("path", "bands") if name in pq.read_schema(shard).names]
+        table = pq.read_table(shard, columns=columns).to_pydict()
+        named = [*table.get("path", []), *(p for paths in table.get("bands", []) for p in paths or [])]
+        relative = next((os.fsdecode(p) for p in named if p and not os.path.isabs(os.fsdecode(p))), None)
+        if relative is not None:
+            return relative
+    return None
+
+
+def _require_begun_here(out_dir: Path, earlier: dict | None, begun_in: str | None) -> None:
+    """Refuse to continue, from another working directory, a run whose inputs are named relatively, as one
+    machine refuses it (`engine.journal`): its shards' paths name files from the folder it was begun in
+    (`_begun_in`), and a rerun elsewhere (each actor working in the driver's folder) read the other shards
+    from its own, one catalog of two folders' files. Not checked where that folder is not known (a folder
+    of an earlier version without a part).
+
+    Raises:
+        UsageError: the folders differ and the run names a file relatively; with the way on (rerun from
+            there, or --overwrite).
+    """
+    if earlier is None or begun_in is None or same_file(begun_in, os.getcwd()):
+        return
+    relative = _relative_path(out_dir, earlier)
+    if relative is not None:
         raise UsageError(f"{out_dir} was begun in {begun_in}, and its rows name files from there ({relative!r}): "
                          "rerun from that folder, or use --overwrite to start over")
 
 
-def _as_spelled_before(out_dir: Path, inputs: list[str], catalog: str | None) -> tuple[list[str], str | None]:
+def _record_begun_in(out_dir: Path, begun_in: str | None) -> None:
+    """Record the folder a run began in (`_galaxy/cwd`), once its settings are taken: a refused rerun wrote
+    its own folder there, and the right command was then refused as begun elsewhere."""
+    from galaxy.files import write_atomically
+
+    record = out_dir / RAY_BOOKKEEPING / "cwd"
+    if begun_in is not None and not record.is_file():
+        write_atomically(record, lambda tmp: tmp.write_text(begun_in, encoding="utf-8", errors="surrogateescape"))
+
+
+def _as_spelled_before(out_dir: Path, inputs: list[str], catalog: str | None,
+                       begun_in: str | None = None) -> tuple[list[str], str | None]:
     """The inputs and catalog as the run this one continues spelled them, where they name the same files
     (`in1/` for `in1`, an absolute path for a relative one: tab completion's slash had refused the rerun
     as "started with other settings"; a symbolic link for what it points to, as one machine's resume reads
-    a file through one); as given otherwise. The listing's digest still compares what they hold."""
-    def same(a, b) -> bool:
-        return os.path.realpath(a) == os.path.realpath(b)
+    a file through one; a relative spelling read from `begun_in`, the folder that run began in); as given
+    otherwise. The listing's digest still compares what they hold."""
+    def same(before, now) -> bool:
+        return os.path.realpath(os.path.join(begun_in or os.getcwd(), before)) == os.path.realpath(now)
 
     earlier = recorded_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT) or {}
     before, catalog_before = earlier.get("inputs"), earlier.get("catalog")

@@ -743,6 +743,50 @@ def test_a_ray_rerun_from_another_folder_is_refused_where_the_inputs_are_relativ
         classify_on_ray(dataclasses.replace(absolute, overwrite=False), None, 4)
 
 
+def test_the_folder_a_ray_run_began_in_is_recorded_once_its_settings_are_taken_and_absolute_rows_go_on(
+        survey, tmp_path, monkeypatch):
+    """A refused rerun (other settings) of a folder an earlier version began, with no part yet, had recorded its
+    own folder as the one the run began in, and the right command was then refused as begun elsewhere; and a
+    catalog named relatively whose rows are absolute was refused from another folder, where one machine goes on
+    (review of the cwd check)."""
+    pytest.importorskip("ray")
+    import engine.distributed
+    from engine.distributed import classify_on_ray
+    from galaxy.errors import UsageError
+
+    class Stopped(Exception):
+        pass
+
+    def stop(address):  # after the settings and shards are written, before any cluster
+        raise Stopped
+
+    monkeypatch.setattr(engine.distributed, "_require_listening", stop)
+    out, other = tmp_path / "out", tmp_path / "other"
+    shutil.copytree(survey, other / survey.name)  # the same relative names
+    monkeypatch.chdir(survey.parent)
+    config = ClassifyConfig((survey.name,), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    with pytest.raises(Stopped):
+        classify_on_ray(config, None, 4)
+    (out / "_galaxy" / "cwd").unlink()  # as an earlier version left it: no record, no part
+    monkeypatch.chdir(other)
+    with pytest.raises(UsageError, match="other settings"):
+        classify_on_ray(dataclasses.replace(config, tta=True), None, 4)
+    assert not (out / "_galaxy" / "cwd").exists()
+    monkeypatch.chdir(survey.parent)
+    with pytest.raises(Stopped):  # the right command, from the right folder
+        classify_on_ray(config, None, 4)
+    assert not (out / "_galaxy" / "cwd").exists()  # still not known (no part tells), so not guessed
+
+    catalog = survey.parent / "absolute.csv"
+    catalog.write_text("file\n" + "".join(f"{p}\n" for p in sorted(survey.glob("*.jpeg"))))
+    by_catalog = dataclasses.replace(config, inputs=(), catalog=catalog.name, overwrite=True)
+    with pytest.raises(Stopped):
+        classify_on_ray(by_catalog, None, 4)
+    monkeypatch.chdir(other)
+    with pytest.raises(Stopped):  # its rows name files absolutely: they are the same from any folder
+        classify_on_ray(dataclasses.replace(by_catalog, catalog=str(catalog), overwrite=False), None, 4)
+
+
 def _default_model():
     from engine.artifacts import resolve_model
 
