@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from galaxy.version import __version__
-from galaxy.catalog.formats import beside_catalog
+from galaxy.catalog.formats import MASKED_COLUMN, beside_catalog
 from galaxy.catalog.written import shown_catalog_rows
 from galaxy.catalog.text import safe_text
 from galaxy.catalog.write import errors_path
@@ -31,6 +31,7 @@ from galaxy.evaluation.montage import (catalog_classes, catalog_metadata, montag
                                       refuse_catalog_files, row_label, row_probability)
 from galaxy.files import write_whole
 from galaxy.io.fits import is_fits_path
+from galaxy.io.masked import MASKED_WARNING
 
 BINS = np.linspace(0, 1, 21)
 HISTOGRAM_BATCH = 65536
@@ -55,8 +56,16 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _masked_beyond_warning(row) -> bool:
+    """Whether a catalog row's crop had more than MASKED_WARNING masked and filled (its `masked_fraction`)."""
+    try:
+        return float(row.get(MASKED_COLUMN) or "nan") > MASKED_WARNING
+    except (TypeError, ValueError):
+        return False
+
+
 def _summary(catalog, classes):
-    counts, histogram, n, from_fits = Counter(), np.zeros(len(BINS) - 1, np.int64), 0, 0
+    counts, histogram, n, from_fits, masked = Counter(), np.zeros(len(BINS) - 1, np.int64), 0, 0, 0
     pending = []  # probabilities binned HISTOGRAM_BATCH at a time (one np.histogram a row took most of a report's time)
     for row in shown_catalog_rows(catalog):
         p = row_probability(catalog, n, row, classes)
@@ -66,6 +75,7 @@ def _summary(catalog, classes):
             histogram += np.histogram(pending, BINS)[0]
             pending.clear()
         from_fits += is_fits_path(str(row.get("path", "")).split(";")[0])
+        masked += _masked_beyond_warning(row)
         n += 1
     histogram += np.histogram(pending, BINS)[0]
     errors, reasons, example = 0, Counter(), {}
@@ -77,7 +87,7 @@ def _summary(catalog, classes):
                 reason = reason_kind(row.get("reason") or "")  # a short or foreign row: no KeyError
                 reasons[reason] += 1
                 example.setdefault(reason, row.get("path") or "")
-    return n, counts, histogram, errors, [(r, c, example[r]) for r, c in reasons.most_common(10)], from_fits
+    return n, counts, histogram, errors, [(r, c, example[r]) for r, c in reasons.most_common(10)], from_fits, masked
 
 
 def reason_kind(reason: str) -> str:
@@ -216,11 +226,14 @@ def report(catalog, out, per_row: int = 8) -> Path:
     refuse_catalog_files(catalog, out, "report")  # again: `-o page` became page.html, the catalog's own name
     classes = catalog_classes(catalog)  # (rows first: a file that cannot be read says so, naming it)
     metadata = catalog_metadata(catalog)
-    n, counts, histogram, errors, reasons, from_fits = _summary(catalog, classes)
+    n, counts, histogram, errors, reasons, from_fits, masked = _summary(catalog, classes)
     count_rows = [("classified", f"{n:,}")] + [(f"label {k}", f"{v:,} ({100 * v / max(n, 1):.1f}%)")
                                               for k, v in sorted(counts.items())]
     count_rows.append(("could not be read", f"{errors:,}" + (f" (see <code>{html.escape(_errors_name(catalog))}</code>)"
                                                                if errors else "")))
+    if from_fits:  # filled regions can move a label (README: masked_fraction)
+        count_rows.append((f"crop over {MASKED_WARNING:.0%} masked and filled",
+                           f"{masked:,} (<code>{MASKED_COLUMN} &gt; {MASKED_WARNING:g}</code>)"))
     meta_rows = [(k, f"<code>{html.escape(str(v))}</code>") for k, v in metadata.items()
                  if k not in ("config", "run")]
     card, card_note = _known_card(metadata)

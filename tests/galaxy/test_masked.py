@@ -209,6 +209,10 @@ def test_a_run_records_each_fits_inputs_masked_share_and_warns_beyond_a_tenth(tm
     assert table.colnames[-3:] == ["ra", "dec", "masked_fraction"]
     lines = [r.getMessage() for r in caplog.records if "pixels the network reads were masked" in r.getMessage()]
     assert len(lines) == 1 and lines[0].startswith("1 row: ") and "largest 31%: id edge)" in lines[0]
+    page = tmp_path / "report.html"  # and the report counts them
+    assert CliRunner().invoke(cli, ["report", str(out), "-o", str(page)]).exit_code == 0
+    assert ("<th>crop over 10% masked and filled</th><td>1 (<code>masked_fraction &gt; 0.1</code>)</td>"
+            in page.read_text())
 
 
 @pytest.mark.parametrize("dtype, blank, cards", [
