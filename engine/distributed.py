@@ -145,10 +145,12 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     begun_in = _begun_in(out_dir, earlier)
     _require_begun_here(out_dir, earlier, begun_in)
     inputs, catalog = _as_spelled_before(out_dir, [str(i) for i in config.inputs], config.catalog, begun_in)
-    # listed as spelled before too: the shards' digest compares the listed paths (`write_shards`); a catalog named
-    # relatively by a run begun elsewhere (whose rows, `_require_begun_here` found, are absolute) read from there
-    elsewhere = catalog is not None and not os.path.isabs(catalog) and begun_in is not None \
-        and not same_file(begun_in, os.getcwd())
+    # listed as spelled before too: the shards' digest compares the listed paths (`write_shards`); the earlier
+    # spelling of the catalog given, relative to a folder the run began in elsewhere (its rows, `_require_begun_here`
+    # found, are absolute), read from there (a catalog spelled alike that is another file is read as given)
+    elsewhere = (catalog is not None and not os.path.isabs(catalog) and begun_in is not None
+                 and not same_file(begun_in, os.getcwd())
+                 and os.path.realpath(os.path.join(begun_in, catalog)) == os.path.realpath(config.catalog))
     config = dataclasses.replace(config, inputs=tuple(inputs),
                                  catalog=os.path.join(begun_in, catalog) if elsewhere else catalog)
     fingerprint = {"inputs": inputs, "catalog": catalog,

@@ -66,6 +66,7 @@ def _masked_beyond_warning(row) -> bool:
 
 def _summary(catalog, classes):
     counts, histogram, n, from_fits, masked = Counter(), np.zeros(len(BINS) - 1, np.int64), 0, 0, 0
+    recorded = False  # a catalog written before masked_fraction existed cannot say
     pending = []  # probabilities binned HISTOGRAM_BATCH at a time (one np.histogram a row took most of a report's time)
     for row in shown_catalog_rows(catalog):
         p = row_probability(catalog, n, row, classes)
@@ -76,6 +77,7 @@ def _summary(catalog, classes):
             pending.clear()
         from_fits += is_fits_path(str(row.get("path", "")).split(";")[0])
         masked += _masked_beyond_warning(row)
+        recorded = recorded or MASKED_COLUMN in row
         n += 1
     histogram += np.histogram(pending, BINS)[0]
     errors, reasons, example = 0, Counter(), {}
@@ -87,7 +89,8 @@ def _summary(catalog, classes):
                 reason = reason_kind(row.get("reason") or "")  # a short or foreign row: no KeyError
                 reasons[reason] += 1
                 example.setdefault(reason, row.get("path") or "")
-    return n, counts, histogram, errors, [(r, c, example[r]) for r, c in reasons.most_common(10)], from_fits, masked
+    return (n, counts, histogram, errors, [(r, c, example[r]) for r, c in reasons.most_common(10)], from_fits,
+            masked if recorded else None)
 
 
 def reason_kind(reason: str) -> str:
@@ -231,7 +234,7 @@ def report(catalog, out, per_row: int = 8) -> Path:
                                               for k, v in sorted(counts.items())]
     count_rows.append(("could not be read", f"{errors:,}" + (f" (see <code>{html.escape(_errors_name(catalog))}</code>)"
                                                                if errors else "")))
-    if from_fits:  # filled regions can move a label (README: masked_fraction)
+    if from_fits and masked is not None:  # filled regions can move a label (README: masked_fraction)
         count_rows.append((f"crop over {MASKED_WARNING:.0%} masked and filled",
                            f"{masked:,} (<code>{MASKED_COLUMN} &gt; {MASKED_WARNING:g}</code>)"))
     meta_rows = [(k, f"<code>{html.escape(str(v))}</code>") for k, v in metadata.items()

@@ -114,13 +114,14 @@ def _nulls_as_nan(hdu) -> np.ndarray:
     its nulls as a value: those had been classified as measured sky."""
     header = hdu.header  # read before the data: reading an int8 image takes BLANK and BZERO out of it
     blank, bscale, bzero = header.get("BLANK"), header.get("BSCALE", 1), header.get("BZERO", 0)
+    integers = int(header.get("ZBITPIX", header.get("BITPIX", -32))) > 0  # BLANK means nothing over floats
     data = hdu.data
-    if not isinstance(blank, int) or isinstance(blank, bool) or data is None:
+    if not integers or not isinstance(blank, int) or isinstance(blank, bool) or data is None:
         return data
     if np.issubdtype(data.dtype, np.integer):
         null = blank * bscale + bzero
-    elif blank == 0:  # scaled to floats with the nulls left as 0 * BSCALE + BZERO, exactly BZERO
-        null = data.dtype.type(bzero)
+    elif blank == 0:  # scaled to floats with the nulls left as 0 * BSCALE + BZERO, exactly BZERO (as is a measured
+        null = data.dtype.type(bzero)  # value within half a float step of it: a BSCALE that small is not met)
     else:  # NaN already
         return data
     return np.where(data == null, np.nan, data.astype(np.float64))

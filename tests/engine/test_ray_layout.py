@@ -785,6 +785,10 @@ def test_the_folder_a_ray_run_began_in_is_recorded_once_its_settings_are_taken_a
     monkeypatch.chdir(other)
     with pytest.raises(Stopped):  # its rows name files absolutely: they are the same from any folder
         classify_on_ray(dataclasses.replace(by_catalog, catalog=str(catalog), overwrite=False), None, 4)
+    # another catalog spelled alike here is read as given, not the first folder's (review): other inputs
+    (other / catalog.name).write_text("file\n" + "".join(f"{p}\n" for p in sorted(survey.glob("*.jpeg"))[:3]))
+    with pytest.raises(UsageError, match="the inputs changed"):
+        classify_on_ray(dataclasses.replace(by_catalog, overwrite=False), None, 4)
 
 
 def _default_model():

@@ -213,6 +213,16 @@ def test_a_run_records_each_fits_inputs_masked_share_and_warns_beyond_a_tenth(tm
     assert CliRunner().invoke(cli, ["report", str(out), "-o", str(page)]).exit_code == 0
     assert ("<th>crop over 10% masked and filled</th><td>1 (<code>masked_fraction &gt; 0.1</code>)</td>"
             in page.read_text())
+    import csv  # a catalog from before the column: not counted as none (review)
+
+    with open(out, newline="") as fh:
+        rows = [{k: v for k, v in row.items() if k != "masked_fraction"} for row in csv.DictReader(fh)]
+    with open(out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert CliRunner().invoke(cli, ["report", str(out), "-o", str(page)]).exit_code == 0
+    assert "masked and filled" not in page.read_text()
 
 
 @pytest.mark.parametrize("dtype, blank, cards", [
@@ -236,3 +246,16 @@ def test_null_pixels_of_an_integer_image_are_masked_and_counted(tmp_path, dtype,
     pixels, meta = read_fits_cutout(path, SPEC)
     assert meta["masked_fraction"] == pytest.approx(0.25) and np.isfinite(pixels).all()
     assert locate_image(path).scaled  # handed to the reference reader by the batch decoders
+
+
+def test_blank_over_a_float_image_masks_nothing(tmp_path):
+    """BLANK means nothing over float pixels (the standard; astropy ignores it): a BLANK = 0 card there had every
+    pixel exactly 0.0 masked (review)."""
+    data = disc_galaxy()
+    data[90:100, 90:100] = 0.0  # measured zeros inside the crop
+    hdu = fits.PrimaryHDU(data)
+    hdu.header["BLANK"] = 0
+    path = tmp_path / "float.fits"
+    hdu.writeto(path)
+    pixels, meta = read_fits_cutout(path, SPEC)
+    assert meta["masked_fraction"] == 0.0 and np.isfinite(pixels).all()
