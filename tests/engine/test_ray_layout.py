@@ -690,30 +690,39 @@ def test_a_ray_rerun_with_another_int8_model_is_refused_and_local_is_an_address(
 
 
 @pytest.mark.ray
+class Stopped(Exception):
+    """A --ray run stopped after its settings and shards are written, before any cluster (`_begun_in_a_folder`)."""
+
+
+def _begun_in_a_folder(survey, tmp_path, monkeypatch):
+    """(out, other, config): a --ray run of `survey` named relatively from its parent folder, which stops with
+    `Stopped` before any cluster; `other` holds a copy of `survey` under the same relative name (the listing
+    alone cannot tell the two apart)."""
+    pytest.importorskip("ray")
+    import engine.distributed
+
+    def stop(address):
+        raise Stopped
+
+    monkeypatch.setattr(engine.distributed, "_require_listening", stop)
+    out, other = tmp_path / "out", tmp_path / "other"
+    shutil.copytree(survey, other / survey.name)
+    monkeypatch.chdir(survey.parent)
+    return out, other, ClassifyConfig((survey.name,), str(out), backend="onnxruntime", decoder="reference",
+                                      progress=False)
+
+
 def test_a_ray_rerun_from_another_folder_is_refused_where_the_inputs_are_relative(survey, tmp_path, monkeypatch,
                                                                                   default_model):
     """A --ray rerun from another folder was accepted, each actor reading the relative inputs from the new one:
     parts 0-5 named files of one folder and 6-11 of another, the manifest (the first part's) the first. One
     machine refuses it; so does --ray now, with its words; --overwrite starts over, absolute inputs go on."""
-    pytest.importorskip("ray")
-    import engine.distributed
     from engine.distributed import classify_on_ray
     from engine.ray_actor import ShardClassifier
     from engine.ray_shards import write_shards
     from galaxy.errors import UsageError
 
-    class Stopped(Exception):
-        pass
-
-    def stop(address):  # after the settings and shards are written, before any cluster
-        raise Stopped
-
-    monkeypatch.setattr(engine.distributed, "_require_listening", stop)
-    other = tmp_path / "other"
-    shutil.copytree(survey, other / survey.name)  # the same relative names: the listing alone cannot tell
-    out = tmp_path / "out"
-    monkeypatch.chdir(survey.parent)
-    config = ClassifyConfig((survey.name,), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    out, other, config = _begun_in_a_folder(survey, tmp_path, monkeypatch)
     with pytest.raises(Stopped):
         classify_on_ray(config, None, 4)
     monkeypatch.chdir(other)
@@ -749,22 +758,10 @@ def test_the_folder_a_ray_run_began_in_is_recorded_once_its_settings_are_taken_a
     own folder as the one the run began in, and the right command was then refused as begun elsewhere; and a
     catalog named relatively whose rows are absolute was refused from another folder, where one machine goes on
     (review of the cwd check)."""
-    pytest.importorskip("ray")
-    import engine.distributed
     from engine.distributed import classify_on_ray
     from galaxy.errors import UsageError
 
-    class Stopped(Exception):
-        pass
-
-    def stop(address):  # after the settings and shards are written, before any cluster
-        raise Stopped
-
-    monkeypatch.setattr(engine.distributed, "_require_listening", stop)
-    out, other = tmp_path / "out", tmp_path / "other"
-    shutil.copytree(survey, other / survey.name)  # the same relative names
-    monkeypatch.chdir(survey.parent)
-    config = ClassifyConfig((survey.name,), str(out), backend="onnxruntime", decoder="reference", progress=False)
+    out, other, config = _begun_in_a_folder(survey, tmp_path, monkeypatch)
     with pytest.raises(Stopped):
         classify_on_ray(config, None, 4)
     (out / "_galaxy" / "cwd").unlink()  # as an earlier version left it: no record, no part
