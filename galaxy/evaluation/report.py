@@ -31,7 +31,7 @@ from galaxy.evaluation.montage import (catalog_classes, catalog_metadata, montag
                                       refuse_catalog_files, row_label, row_probability)
 from galaxy.files import write_whole
 from galaxy.io.fits import is_fits_path
-from galaxy.io.masked import MASKED_WARNING
+from galaxy.io.masked import MASKED_WARNING, beyond_warning
 
 BINS = np.linspace(0, 1, 21)
 HISTOGRAM_BATCH = 65536
@@ -56,14 +56,6 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _masked_beyond_warning(row) -> bool:
-    """Whether a catalog row's crop had more than MASKED_WARNING masked and filled (its `masked_fraction`)."""
-    try:
-        return float(row.get(MASKED_COLUMN) or "nan") > MASKED_WARNING
-    except (TypeError, ValueError):
-        return False
-
-
 def _summary(catalog, classes):
     counts, histogram, n, from_fits, masked = Counter(), np.zeros(len(BINS) - 1, np.int64), 0, 0, 0
     recorded = False  # a catalog written before masked_fraction existed cannot say
@@ -76,7 +68,7 @@ def _summary(catalog, classes):
             histogram += np.histogram(pending, BINS)[0]
             pending.clear()
         from_fits += is_fits_path(str(row.get("path", "")).split(";")[0])
-        masked += _masked_beyond_warning(row)
+        masked += beyond_warning(row.get(MASKED_COLUMN))
         recorded = recorded or MASKED_COLUMN in row
         n += 1
     histogram += np.histogram(pending, BINS)[0]

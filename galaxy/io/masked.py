@@ -172,6 +172,15 @@ MASKED_WARNING = 0.1
 MASKED_IDS = 3  # ids a warning names, as OFF_CENTRE_IDS
 
 
+def beyond_warning(value) -> bool:
+    """Whether a row's `masked_fraction` (its text, or the number a catalog reader gives) is above
+    MASKED_WARNING; False where there is none (a JPEG row, a catalog older than the column) or it is no number."""
+    try:
+        return float(value if value not in (None, "") else "nan") > MASKED_WARNING
+    except (TypeError, ValueError):
+        return False
+
+
 @dataclass
 class MaskedRows:
     """The rows of a run whose crop had more than MASKED_WARNING of its pixels masked and filled: how
@@ -185,7 +194,7 @@ class MaskedRows:
     def add(self, ident: str, columns: dict) -> None:
         """One classified row: its catalog columns (text), `masked_fraction` among them for a FITS input."""
         value = columns.get(MASKED_COLUMN)
-        if value and float(value) > MASKED_WARNING:
+        if beyond_warning(value):
             self.count += 1
             self.largest = max(self.largest, float(value))
             if len(self.ids) < MASKED_IDS:
