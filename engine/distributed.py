@@ -144,7 +144,7 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     earlier = recorded_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT)
     begun_in = _begun_in(out_dir, earlier)
     _require_begun_here(out_dir, earlier, begun_in)
-    inputs, catalog = _as_spelled_before(out_dir, [str(i) for i in config.inputs], config.catalog, begun_in)
+    inputs, catalog = _as_spelled_before(earlier, [str(i) for i in config.inputs], config.catalog, begun_in)
     # listed as spelled before too: the shards' digest compares the listed paths (`write_shards`); the earlier
     # spelling of the catalog given, relative to a folder the run began in elsewhere (its rows, `_require_begun_here`
     # found, are absolute), read from there (a catalog spelled alike that is another file is read as given)
@@ -246,13 +246,18 @@ def _classify_locked(ray, config, out_dir: Path, address: str | None, shard_size
     return manifest
 
 
+def _cwd_record(out_dir: Path) -> Path:
+    """Where a --ray folder records the working directory its run began in (`_begun_in`, `_record_begun_in`)."""
+    return out_dir / RAY_BOOKKEEPING / "cwd"
+
+
 def _begun_in(out_dir: Path, earlier: dict | None) -> str | None:
     """The folder the run this one continues began in: its `_galaxy/cwd` record; for a folder of an earlier
     version, its first part's `cwd` (None where it has no part: not known); this run's folder for a new run."""
     from galaxy.catalog.text import existing_file
     from galaxy.catalog.written import read_catalog_metadata
 
-    record = out_dir / RAY_BOOKKEEPING / "cwd"
+    record = _cwd_record(out_dir)
     if earlier is None:
         return os.getcwd()
     if record.is_file():
@@ -306,14 +311,14 @@ def _record_begun_in(out_dir: Path, begun_in: str | None) -> None:
     its own folder there, and the right command was then refused as begun elsewhere."""
     from galaxy.files import write_atomically
 
-    record = out_dir / RAY_BOOKKEEPING / "cwd"
+    record = _cwd_record(out_dir)
     if begun_in is not None and not record.is_file():
         write_atomically(record, lambda tmp: tmp.write_text(begun_in, encoding="utf-8", errors="surrogateescape"))
 
 
-def _as_spelled_before(out_dir: Path, inputs: list[str], catalog: str | None,
+def _as_spelled_before(earlier: dict | None, inputs: list[str], catalog: str | None,
                        begun_in: str | None = None) -> tuple[list[str], str | None]:
-    """The inputs and catalog as the run this one continues spelled them, where they name the same files
+    """The inputs and catalog as the run this one continues (its recorded settings, `earlier`) spelled them, where they name the same files
     (`in1/` for `in1`, an absolute path for a relative one: tab completion's slash had refused the rerun
     as "started with other settings"; a symbolic link for what it points to, as one machine's resume reads
     a file through one; a relative spelling read from `begun_in`, the folder that run began in); as given
@@ -321,8 +326,7 @@ def _as_spelled_before(out_dir: Path, inputs: list[str], catalog: str | None,
     def same(before, now) -> bool:
         return os.path.realpath(os.path.join(begun_in or os.getcwd(), before)) == os.path.realpath(now)
 
-    earlier = recorded_fingerprint(out_dir / RAY_BOOKKEEPING / FINGERPRINT) or {}
-    before, catalog_before = earlier.get("inputs"), earlier.get("catalog")
+    before, catalog_before = (earlier or {}).get("inputs"), (earlier or {}).get("catalog")
     if (isinstance(before, list) and len(before) == len(inputs)
             and all(isinstance(b, str) and same(b, a) for b, a in zip(before, inputs))):
         inputs = before

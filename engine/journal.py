@@ -113,7 +113,7 @@ class Journal:
                 shutil.rmtree(self.dir, ignore_errors=True)
             self._lock.close()
             raise
-        self.resumed = self.done.total()
+        self.resumed = self._done.done.total()
         self._pending_rows: list[list] = []
         self.errors: list[tuple[str, str, str, str]] = []  # (id, path, stage, reason): engine.runner.Failure
 
@@ -216,9 +216,6 @@ class Journal:
 
     def _write_chunk(self, rows):
         write_chunk(self.dir, self._chunks, rows)
-
-    done = property(lambda self: self._done.done, doc="Done rows by input key (`DoneRows.done`).")
-    done_by_id = property(lambda self: self._done.done_by_id, doc="Done rows by (input key, listed id).")
 
     def is_done(self, path: str, ident: str | None = None, bands=()) -> bool:
         """Whether this listing of an input is already in the catalog, taking one of its rows (`DoneRows.is_done`)."""

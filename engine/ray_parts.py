@@ -152,17 +152,17 @@ def _conformed(table, unified, kept_texts) -> list:
     or bool (a finalised part) that is text in `unified` gets the catalog's spelling of each value,
     `kept_texts()` (the rows' kept columns as their shard holds them, read once and only then), else each
     value as Python writes it: pyarrow's cast re-spelled "0.10" as "0.1", 1.0 as "1", False as "false"."""
+    import functools
+
     import pyarrow as pa
 
-    texts: list = []
+    kept_texts = functools.cache(kept_texts)
     columns = []
     for f in unified:
         if f.name not in table.column_names:
             columns.append(_missing(len(table), f.type))
         elif pa.types.is_string(f.type) and not pa.types.is_string(table[f.name].type):
-            if not texts:
-                texts.append(kept_texts())
-            rows = texts[0]
+            rows = kept_texts()
             if rows is not None and len(rows) == len(table) and all(f.name in row for row in rows):
                 values = [cell_text(row[f.name]) for row in rows]
             else:

@@ -642,23 +642,19 @@ def test_a_rerun_naming_the_same_inputs_otherwise_continues_the_run(tmp_path, mo
     with other settings", and the message's way on, --overwrite, deletes every part (review of --ray,
     session 40); so was a symbolic link to `in1` (one machine's resume reads a file through one). Inputs naming
     other files are left as given, to be refused."""
-    import json
-
     from engine.distributed import _as_spelled_before
 
     monkeypatch.chdir(tmp_path)
-    out = tmp_path / "out"
-    (out / "_galaxy").mkdir(parents=True)
-    (out / "_galaxy" / "fingerprint.json").write_text(json.dumps({"inputs": ["in1", "b/c.jpeg"], "catalog": "t.csv"}))
+    earlier = {"inputs": ["in1", "b/c.jpeg"], "catalog": "t.csv"}  # the run's recorded settings (its fingerprint.json)
     (tmp_path / "in1").mkdir()
     (tmp_path / "jl").symlink_to("in1")  # refused as "inputs [in1] then, [jl] now"; one machine accepts it
     (tmp_path / "t.link.csv").symlink_to("t.csv")
     for given in (["in1/", "b//c.jpeg"], [str(tmp_path / "in1"), "./b/c.jpeg"], ["jl", "b/c.jpeg"]):
-        assert _as_spelled_before(out, given, str(tmp_path / "t.csv")) == (["in1", "b/c.jpeg"], "t.csv")
-    assert _as_spelled_before(out, ["jl/", "b/c.jpeg"], "t.link.csv") == (["in1", "b/c.jpeg"], "t.csv")
-    assert _as_spelled_before(out, ["in2", "b/c.jpeg"], "u.csv") == (["in2", "b/c.jpeg"], "u.csv")
-    assert _as_spelled_before(out, ["in1"], None) == (["in1"], None)
-    assert _as_spelled_before(tmp_path / "new", ["in1/"], None) == (["in1/"], None)
+        assert _as_spelled_before(earlier, given, str(tmp_path / "t.csv")) == (["in1", "b/c.jpeg"], "t.csv")
+    assert _as_spelled_before(earlier, ["jl/", "b/c.jpeg"], "t.link.csv") == (["in1", "b/c.jpeg"], "t.csv")
+    assert _as_spelled_before(earlier, ["in2", "b/c.jpeg"], "u.csv") == (["in2", "b/c.jpeg"], "u.csv")
+    assert _as_spelled_before(earlier, ["in1"], None) == (["in1"], None)
+    assert _as_spelled_before(None, ["in1/"], None) == (["in1/"], None)  # a new run: no settings recorded
 
 
 @pytest.mark.ray
