@@ -7,7 +7,7 @@ Only the weights and card are shipped. An ONNX file is looked for, in order:
   1. MODEL_DIR/model.onnx written by `galaxy export`, if the card's export record matches
      both the card's engine key (weights, classes, temperature) and the file's own hash;
   2. the cache: $GALAXY_CACHE (default ~/.cache/galaxy) / onnx / <card.engine_key>
-     -opset<N>-torch<version>.onnx, built (with the parity check) when missing, its sha256 kept
+     -opset<N>-<exporter>-torch<version>.onnx, built (with the parity check) when missing, its sha256 kept
      beside it (`.sha256`) and checked before each use: a file damaged since it was built (a flipped
      weight gave every galaxy p_spiral 0.0, unsaid) is built again.
 """
@@ -37,13 +37,15 @@ def resolve_model(model_dir=None) -> tuple[Path, ModelCard]:
 def onnx_model(model_dir: Path, card: ModelCard, parity_images=(), canonical: bool = False) -> Path:
     """Path of an ONNX file for these weights, exporting into the cache if needed. `canonical`: only an
     export at galaxy's own opset (ONNX_OPSET), what int8 calibration ranges are keyed by (tensor names
-    differ between opsets: after `galaxy export --opset 7` the shipped int8 model could not be rebuilt)."""
-    from galaxy.card import ONNX_OPSET
+    differ between opsets: after `galaxy export --opset 7` the shipped int8 model could not be rebuilt),
+    and of this version's exporter (ONNX_EXPORTER: an earlier one's BatchNorm folds depend on the CPU)."""
+    from galaxy.card import ONNX_EXPORTER, ONNX_OPSET
 
     local = model_dir / ONNX_FILE
     record = card.export or {}
     if (local.is_file() and record.get("engine_key") == card.engine_key
-            and (not canonical or record.get("opset", ONNX_OPSET) == ONNX_OPSET)
+            and (not canonical or (record.get("opset", ONNX_OPSET) == ONNX_OPSET
+                                   and record.get("exporter") == ONNX_EXPORTER))
             and record.get("sha256") == file_sha256(local)):
         return local
     cached = cached_onnx_path(card)
@@ -70,10 +72,13 @@ def onnx_model(model_dir: Path, card: ModelCard, parity_images=(), canonical: bo
 def cached_onnx_path(card: ModelCard) -> Path:
     """Where the cache keeps the ONNX export of these weights for this torch."""
     from engine.machine import installed_version
-    from galaxy.card import ONNX_OPSET
+    from galaxy.card import ONNX_EXPORTER, ONNX_OPSET
 
-    # torch's version from its metadata: a cached engine is found without importing torch (seconds)
-    return cache_dir() / "onnx" / f"{card.engine_key}-opset{ONNX_OPSET}-torch{installed_version('torch')}.onnx"
+    # torch's version from its metadata: a cached engine is found without importing torch (seconds); the
+    # exporter's way in the name: a cache filled by an earlier version holds CPU-dependent folds
+    exporter = ONNX_EXPORTER.replace("+", "-")
+    name = f"{card.engine_key}-opset{ONNX_OPSET}-{exporter}-torch{installed_version('torch')}.onnx"
+    return cache_dir() / "onnx" / name
 
 
 def recorded_sha256(path: Path) -> str | None:

@@ -309,6 +309,9 @@ def speeds_by_machine(backends: dict) -> dict[str, dict]:
 MODELS_DIR = Path(__file__).parent / "models"
 # The ONNX opset every export writes (galaxy.training.export) and the cache names (engine.artifacts).
 ONNX_OPSET = 17
+# How the export computes what it folds (galaxy.training.bn_fold); in the cache names and export records, so an
+# export of an earlier way (its BatchNorm folds as torch computed them on that CPU) is not taken for one of this way.
+ONNX_EXPORTER = "torchscript+exact-bn-folds"
 # Real gz1-sdss cutouts shipped in the package: export parity checks and auto's timing batches.
 SAMPLES_DIR = Path(__file__).parent / "samples"
 FULL_MODEL = "sdss-xception"  # the full Xception (Khan et al.): what the GPU benchmark compiles at 299 px

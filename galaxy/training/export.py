@@ -1,7 +1,8 @@
 """`galaxy export`: the model as ONNX, checked against PyTorch on real images.
 
 The export is pinned: TorchScript-based exporter (`dynamo=False`), opset `ONNX_OPSET`,
-constant folding on, a dynamic batch axis, tensor names from `galaxy.spec`. After export
+constant folding on, a dynamic batch axis, tensor names from `galaxy.spec`, and its Conv +
+BatchNorm folds computed again the same on every CPU (`galaxy.training.bn_fold`). After export
 the graph passes `onnx.checker`, then ONNX Runtime (CPU, fp32) and PyTorch (fp32) classify
 the same preprocessed real images; the export is refused when the class probabilities
 differ by more than the tolerance anywhere.
@@ -17,16 +18,17 @@ import numpy as np
 import torch
 
 from galaxy.evaluation.calibration import softmax
-from galaxy.card import ONNX_FILE, ONNX_OPSET, SAMPLES_DIR, ModelCard, file_sha256, load_card
+from galaxy.card import ONNX_EXPORTER, ONNX_FILE, ONNX_OPSET, SAMPLES_DIR, ModelCard, file_sha256, load_card
 from galaxy.files import writable_folder, write_atomically
 from galaxy.errors import ImageReadError, ModelError, UsageError
 from galaxy.io.images import is_image_path, load_input
 from galaxy.spec import INPUT_NAME, OUTPUT_NAME
+from galaxy.training.bn_fold import make_folds_exact
 
 log = logging.getLogger(__name__)
 
 MIN_OPSET = 7  # torch.onnx's oldest; 5 and 6 write BatchNormalization forms the checker or ONNX Runtime refuse
-EXPORTER = "torchscript"
+EXPORTER = ONNX_EXPORTER
 PARITY_TOLERANCE = 1e-4
 
 
@@ -38,7 +40,8 @@ def max_opset() -> int:
 
 
 def write_onnx(network: torch.nn.Module, example: torch.Tensor, path, opset: int = ONNX_OPSET) -> Path:
-    """The one ONNX export of a network: the tensor names of `galaxy.spec` and a dynamic batch axis.
+    """The one ONNX export of a network: the tensor names of `galaxy.spec`, a dynamic batch axis, and
+    the BatchNorm folds of `galaxy.training.bn_fold.make_folds_exact` (the same file on every CPU).
 
     Args:
         network: in eval mode; example: a float32 (N, C, H, W) batch of the input size.
@@ -48,6 +51,7 @@ def write_onnx(network: torch.nn.Module, example: torch.Tensor, path, opset: int
         torch.onnx.export(network, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
+    make_folds_exact(network, example, path)
     return Path(path)
 
 
