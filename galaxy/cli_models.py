@@ -193,7 +193,8 @@ def models(model_dirs):
         if stale:
             click.echo(f"  checked on another model or precision than it would run here: {', '.join(stale)} "
                        "(rerun check-backends)")
-        elsewhere = sorted(set(int8_checks(card.backends)) - {this_cpu})
+        elsewhere = sorted(arithmetic for arithmetic, rec in int8_checks(card.backends).items()  # of this model
+                           if arithmetic != this_cpu and holds_check("onnxruntime-int8", card, rec, model_dir))
         if "onnxruntime-int8" not in records and elsewhere:
             click.echo(f"  onnxruntime-int8 checked on {', '.join(elsewhere)} CPUs only: this CPU's int8 arithmetic "
                        f"({this_cpu}) gives other outputs, so `auto` does not use it here until "
