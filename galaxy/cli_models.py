@@ -152,7 +152,7 @@ def models(model_dirs):
 
     Example: galaxy models models/mine
     """
-    from engine.backends import checks_here, holds_check, int8_checks
+    from engine.backends import checks_here, holds_check, int8_checks_holding
     from engine.int8_models import shipped_int8
     from engine.machine import int8_arithmetic
     from galaxy.card import default_model_dir, load_card, shipped_model_dirs, speeds_by_machine
@@ -193,8 +193,7 @@ def models(model_dirs):
         if stale:
             click.echo(f"  checked on another model or precision than it would run here: {', '.join(stale)} "
                        "(rerun check-backends)")
-        elsewhere = sorted(arithmetic for arithmetic, rec in int8_checks(card.backends).items()  # of this model
-                           if arithmetic != this_cpu and holds_check("onnxruntime-int8", card, rec, model_dir))
+        elsewhere = sorted(set(int8_checks_holding(card, model_dir)) - {this_cpu})
         if "onnxruntime-int8" not in records and elsewhere:
             click.echo(f"  onnxruntime-int8 checked on {', '.join(elsewhere)} CPUs only: this CPU's int8 arithmetic "
                        f"({this_cpu}) gives other outputs, so `auto` does not use it here until "

@@ -121,6 +121,13 @@ def int8_checks(backends: dict) -> dict[str, dict]:
     return checks
 
 
+def int8_checks_holding(card, model_dir=None) -> dict[str, dict]:
+    """The card's int8 checks (`int8_checks`), by int8 arithmetic, that ran the int8 model which would load
+    now (`holds_check`): a check of an earlier int8 model of this card is no check of this one."""
+    return {arithmetic: rec for arithmetic, rec in int8_checks((card.backends or {}) if card else {}).items()
+            if holds_check("onnxruntime-int8", card, rec, model_dir)}
+
+
 def record_arithmetic(record: dict) -> str:
     """The int8 arithmetic an int8 check record ran on: its own word, or read from the machine it names
     (checks from before the arithmetic was recorded). One that names neither was recorded where the
@@ -260,14 +267,19 @@ def load_chosen(asked: str, chosen: str, model_dir, card, options: BackendOption
             log.warning("%s: the card records its check against ONNX Runtime fp32 as failed%s, so `auto` does "
                         "not use it; running it as asked", chosen,
                         f" ({100 * agreement:.2f}% label agreement)" if isinstance(agreement, (int, float)) else "")
-        elsewhere = int8_checks(card.backends or {}) if asked == chosen == "onnxruntime-int8" and record is None else {}
-        if elsewhere:
+        if asked == chosen == "onnxruntime-int8" and not (record and holds_check(chosen, card, record, model_dir)):
             from engine.machine import int8_arithmetic
 
-            log.warning("onnxruntime-int8: checked against ONNX Runtime fp32 on %s CPUs only; this CPU's int8 "
-                        "arithmetic (%s) gives other outputs and was not checked, so `auto` does not use it here; "
-                        "running it as asked (galaxy check-backends here checks it)", ", ".join(sorted(elsewhere)),
-                        int8_arithmetic())
+            here = int8_arithmetic()
+            elsewhere = sorted(set(int8_checks_holding(card, model_dir)) - {here})
+            if elsewhere:
+                log.warning("onnxruntime-int8: checked against ONNX Runtime fp32 on %s CPUs only; this CPU's int8 "
+                            "arithmetic (%s) gives other outputs and was not checked, so `auto` does not use it here; "
+                            "running it as asked (galaxy check-backends here checks it)", ", ".join(elsewhere), here)
+            elif int8_checks(card.backends or {}):
+                log.warning("onnxruntime-int8: the card's checks against ONNX Runtime fp32 ran another int8 model "
+                            "than the one loading (by fingerprint), so `auto` does not use it; running it as asked "
+                            "(galaxy check-backends here checks it)")
         return session
     except Exception as exc:
         instead = ("torch-cuda" if chosen in ("tensorrt", "tensorrt-int8") and available("torch-cuda", card)

@@ -719,6 +719,21 @@ def test_an_int8_check_holds_only_on_cpus_of_the_int8_arithmetic_it_ran_on(defau
     caplog.clear()
     backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, both, backends.BackendOptions())
     assert "CPUs only" not in caplog.text
+    # a check of an earlier int8 model (the AVX2 checks of 2026-11-30, before the export's folds were exact):
+    # not listed as a check elsewhere, and a stale one of this CPU's arithmetic said so, not taken silently
+    stale = dict(avx2, fingerprint="0" * 64)
+    stale_avx2 = dataclasses.replace(both, backends=dict(both.backends, results={"onnxruntime-int8": stale},
+                                                         int8_arithmetic={"vnni": vnni, "avx2": stale}))
+    assert set(backends.int8_checks_holding(stale_avx2, model_dir)) == {"vnni"}
+    monkeypatch.setattr(machine, "int8_arithmetic", lambda: "avx512")
+    caplog.clear()
+    backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, stale_avx2, backends.BackendOptions())
+    assert "on vnni CPUs only; this CPU's int8 arithmetic (avx512)" in caplog.text
+    stale_only = dataclasses.replace(card, backends={"results": {"onnxruntime-int8": stale}})
+    monkeypatch.setattr(machine, "int8_arithmetic", lambda: "avx2")
+    caplog.clear()
+    backends.load_chosen("onnxruntime-int8", "onnxruntime-int8", model_dir, stale_only, backends.BackendOptions())
+    assert "ran another int8 model than the one loading" in caplog.text and "CPUs only" not in caplog.text
     assert machine.arithmetic_of(["avx2", "fma", "avx512f"]) == "avx512"  # AVX-512 without VNNI saturates too
     assert machine.arithmetic_of(["avx2", "fma", "amx_int8"]) == machine.arithmetic_of(["avx_vnni"]) == "vnni"
     assert machine.machine_int8_arithmetic("Intel(R) Xeon(R) Gold 6130 (avx2 fma avx512f), 2 cores") == "avx512"
